@@ -1,0 +1,1 @@
+"""ComponentResources: each declares the resources of one concern from builder output, nothing else."""

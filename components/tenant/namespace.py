@@ -1,0 +1,36 @@
+"""The tenant's namespace with its quota and container limits."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from tenancy.builders.namespace import limit_range_manifest, namespace_manifest, resource_quota_manifest
+from tenancy.spec.tenant import Tenant
+
+
+class TenantNamespace(pulumi.ComponentResource):
+    namespace: pulumi.Output[str]
+
+    def __init__(self, name: str, *, tenant: Tenant, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("platform:tenant:Namespace", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        ns = namespace_manifest(tenant)
+        self.resource = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=ns["metadata"],
+            opts=child.merge(pulumi.ResourceOptions(protect=tenant.deletion_protection)),
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.resource])
+        quota = resource_quota_manifest(tenant)
+        k8s.core.v1.ResourceQuota(
+            f"{name}-quota", metadata=quota["metadata"], spec=quota["spec"], opts=in_namespace
+        )
+        limits = limit_range_manifest(tenant)
+        k8s.core.v1.LimitRange(
+            f"{name}-limits", metadata=limits["metadata"], spec=limits["spec"], opts=in_namespace
+        )
+
+        self.namespace = self.resource.metadata.apply(lambda m: str(m.name))
+        self.register_outputs({"namespace": self.namespace})

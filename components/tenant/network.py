@@ -1,0 +1,25 @@
+"""Default-deny NetworkPolicies with the few allows a tenant needs."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from tenancy.builders.contract import PlatformRefs
+from tenancy.builders.network import network_policy_manifests
+from tenancy.spec.tenant import Tenant
+
+
+class TenantNetworkPolicies(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, *, tenant: Tenant, platform: PlatformRefs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("platform:tenant:NetworkPolicies", name, None, opts)
+        for policy in network_policy_manifests(tenant, platform):
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-{policy['metadata']['name']}",
+                metadata=policy["metadata"],
+                spec=policy["spec"],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.register_outputs({})

@@ -1,0 +1,92 @@
+"""A tenant's Qdrant: generated API keys in a Secret it owns, and the pinned qdrant chart."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from tenancy import versions
+from tenancy.builders.qdrant import (
+    API_KEY,
+    READ_ONLY_API_KEY,
+    RELEASE_NAME,
+    api_key_secret_manifest,
+    qdrant_endpoints,
+    render_qdrant_values,
+)
+from tenancy.spec.tenant import Tenant
+
+
+def _checksum(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+class QdrantCluster(pulumi.ComponentResource):
+    http_endpoint: pulumi.Output[str]
+    grpc_endpoint: pulumi.Output[str]
+    api_key_secret_name: pulumi.Output[str]
+    api_key: pulumi.Output[str]
+    read_only_api_key: pulumi.Output[str] | None
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        tenant: Tenant,
+        storage_class: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("platform:tenant:Qdrant", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        settings = tenant.qdrant
+        if settings is None:
+            raise ValueError(f"tenant {tenant.name} has no Qdrant")
+
+        # Alphanumeric keys: Qdrant reads them from env and YAML, where symbols need quoting.
+        api_key = random.RandomPassword(f"{name}-api-key", length=48, special=False, opts=child)
+        keys: dict[str, pulumi.Output[str]] = {API_KEY: api_key.result}
+        self.read_only_api_key = None
+        if settings.read_only_key:
+            read_only = random.RandomPassword(
+                f"{name}-read-only-api-key", length=48, special=False, opts=child
+            )
+            keys[READ_ONLY_API_KEY] = read_only.result
+            self.read_only_api_key = pulumi.Output.secret(read_only.result)
+
+        secret = k8s.core.v1.Secret(
+            f"{name}-api-keys",
+            metadata=api_key_secret_manifest(tenant)["metadata"],
+            type="Opaque",
+            string_data=keys,
+            opts=child,
+        )
+        checksum = pulumi.Output.all(*keys.values()).apply(lambda values: _checksum(list(values)))
+        release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name=RELEASE_NAME,
+            namespace=tenant.namespace,
+            chart=versions.QDRANT.chart,
+            version=versions.QDRANT.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.QDRANT.repo),
+            values=render_qdrant_values(tenant, default_storage_class=storage_class, keys_checksum=checksum),
+            max_history=10,
+            cleanup_on_fail=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]),
+        )
+
+        endpoints = qdrant_endpoints(tenant)
+        self.release = release
+        self.http_endpoint = pulumi.Output.from_input(endpoints["http"])
+        self.grpc_endpoint = pulumi.Output.from_input(endpoints["grpc"])
+        self.api_key_secret_name = secret.metadata.apply(lambda m: str(m.name))
+        self.api_key = pulumi.Output.secret(api_key.result)
+        self.register_outputs(
+            {
+                "http_endpoint": self.http_endpoint,
+                "grpc_endpoint": self.grpc_endpoint,
+                "api_key_secret_name": self.api_key_secret_name,
+            }
+        )

@@ -1,0 +1,54 @@
+"""Everything one tenant owns, in dependency order: namespace and guard rails first, services after."""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.tenant.access import TenantAccess
+from components.tenant.namespace import TenantNamespace
+from components.tenant.network import TenantNetworkPolicies
+from components.tenant.qdrant import QdrantCluster
+from components.tenant.vcluster import VirtualCluster
+from tenancy.builders.contract import PlatformRefs
+from tenancy.spec.tenant import Tenant
+
+
+class TenantResources(pulumi.ComponentResource):
+    namespace: pulumi.Output[str]
+    qdrant: QdrantCluster | None
+    vcluster: VirtualCluster | None
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        tenant: Tenant,
+        platform: PlatformRefs,
+        group_prefix: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("platform:tenant:Tenant", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        namespace = TenantNamespace(f"{name}", tenant=tenant, opts=child)
+        after_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        isolation = TenantNetworkPolicies(
+            f"{name}-network", tenant=tenant, platform=platform, opts=after_namespace
+        )
+        access = TenantAccess(
+            f"{name}-access", tenant=tenant, group_prefix=group_prefix, opts=after_namespace
+        )
+        # Services start only once their quota, limits and isolation are in place.
+        guarded = pulumi.ResourceOptions(parent=self, depends_on=[namespace, isolation, access])
+
+        self.qdrant = None
+        if tenant.qdrant is not None:
+            self.qdrant = QdrantCluster(
+                f"{name}-qdrant", tenant=tenant, storage_class=platform.storage_class, opts=guarded
+            )
+        self.vcluster = None
+        if tenant.vcluster is not None:
+            self.vcluster = VirtualCluster(
+                f"{name}-vcluster", tenant=tenant, storage_class=platform.storage_class, opts=guarded
+            )
+        self.namespace = namespace.namespace
+        self.register_outputs({"namespace": self.namespace})

@@ -1,0 +1,56 @@
+"""A tenant's virtual cluster: the pinned vcluster chart and its kubeconfig as a secret output."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from tenancy import versions
+from tenancy.builders.vcluster import KUBECONFIG_KEY, KUBECONFIG_SECRET, RELEASE_NAME, render_vcluster_values
+from tenancy.spec.tenant import Tenant
+
+
+def _decode(data: Mapping[str, str] | None) -> str:
+    encoded = (data or {}).get(KUBECONFIG_KEY, "")
+    return base64.b64decode(encoded).decode() if encoded else ""
+
+
+class VirtualCluster(pulumi.ComponentResource):
+    kubeconfig: pulumi.Output[str]
+    kubeconfig_secret_name: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        tenant: Tenant,
+        storage_class: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("platform:tenant:VirtualCluster", name, None, opts)
+        release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name=RELEASE_NAME,
+            namespace=tenant.namespace,
+            chart=versions.VCLUSTER.chart,
+            version=versions.VCLUSTER.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.VCLUSTER.repo),
+            values=render_vcluster_values(tenant, storage_class=storage_class),
+            max_history=10,
+            cleanup_on_fail=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # The running vCluster writes this Secret once its API server is up; it owns it, so it is read,
+        # not managed. The id depends on the release's status: unknown in a first preview, so the read
+        # waits for the release instead of failing on a Secret that does not exist yet.
+        secret_id = release.status.apply(lambda _: f"{tenant.namespace}/{KUBECONFIG_SECRET}")
+        kubeconfig_secret = k8s.core.v1.Secret.get(
+            f"{name}-kubeconfig", secret_id, opts=pulumi.ResourceOptions(parent=self, depends_on=[release])
+        )
+        self.release = release
+        self.kubeconfig = pulumi.Output.secret(kubeconfig_secret.data.apply(_decode))
+        self.kubeconfig_secret_name = pulumi.Output.from_input(KUBECONFIG_SECRET)
+        self.register_outputs({"kubeconfig_secret_name": self.kubeconfig_secret_name})

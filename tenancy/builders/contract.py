@@ -1,0 +1,76 @@
+"""What a tenant stack needs from the platform: the platform stack exports it, tenant stacks read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+# Fixed by the platform: tenant NetworkPolicies select these by label, so they are part of the contract.
+INGRESS_GATEWAY_LABELS = {"istio": "ingressgateway"}
+DNS_NAMESPACE = "kube-system"
+DNS_POD_LABELS = {"k8s-app": "kube-dns"}
+
+
+@dataclass(frozen=True)
+class PlatformRefs:
+    """Values the platform stack exports (``tenantContract``) and tenant stacks consume."""
+
+    ingress_namespace: pulumi.Input[str]
+    monitoring_namespace: pulumi.Input[str]
+    mesh_namespace: pulumi.Input[str]
+    argocd_namespace: pulumi.Input[str]
+    storage_class: pulumi.Input[str]
+    domain: pulumi.Input[str]
+    issuer_url: pulumi.Input[str]
+    vault_kv_mount: pulumi.Input[str]
+    vault_auth_path: pulumi.Input[str]
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return list(cls.__dataclass_fields__)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> PlatformRefs:
+        return cls(**{name: values[name] for name in cls.field_names()})
+
+
+@dataclass(frozen=True)
+class PlatformNamespaces:
+    """Where each platform service runs; fixed so policies and docs can name them."""
+
+    mesh: str = "istio-system"
+    ingress: str = "istio-ingress"
+    gitops: str = "argocd"
+    identity: str = "iam"
+    database_operator: str = "cnpg-system"
+    observability: str = "observability"
+    redis: str = "redis"
+
+
+NAMESPACES = PlatformNamespaces()
+REALM = "platform"
+
+
+def issuer_url(domain: str) -> str:
+    return f"https://auth.{domain}/realms/{REALM}"
+
+
+def tenant_contract(
+    *, domain: str, storage_class: str, vault_kv_mount: str, vault_auth_path: str
+) -> dict[str, str]:
+    """The ``tenantContract`` output of a platform stack, keyed by PlatformRefs field names."""
+    values = {
+        "ingress_namespace": NAMESPACES.ingress,
+        "monitoring_namespace": NAMESPACES.observability,
+        "mesh_namespace": NAMESPACES.mesh,
+        "argocd_namespace": NAMESPACES.gitops,
+        "storage_class": storage_class,
+        "domain": domain,
+        "issuer_url": issuer_url(domain),
+        "vault_kv_mount": vault_kv_mount,
+        "vault_auth_path": vault_auth_path,
+    }
+    assert set(values) == set(PlatformRefs.field_names())
+    return values

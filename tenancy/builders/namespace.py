@@ -1,0 +1,84 @@
+"""The tenant namespace and what bounds it: Pod Security, mesh injection, quota and limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenancy.spec.tenant import Tenant
+
+Manifest = dict[str, Any]
+
+
+def metadata(tenant: Tenant, name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": tenant.namespace, "labels": dict(tenant.labels), **extra}
+
+
+def namespace_manifest(tenant: Tenant) -> Manifest:
+    labels = {
+        **tenant.labels,
+        # Pod Security "restricted" enforced, and warned/audited at the same level so kubectl shows why.
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted",
+        "istio-injection": "enabled",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": tenant.namespace, "labels": labels},
+    }
+
+
+def resource_quota_manifest(tenant: Tenant) -> Manifest:
+    quota = tenant.limits.quota
+    hard = {
+        "requests.cpu": quota.requests_cpu,
+        "requests.memory": quota.requests_memory,
+        "limits.cpu": quota.limits_cpu,
+        "limits.memory": quota.limits_memory,
+        "requests.storage": quota.requests_storage,
+        "persistentvolumeclaims": str(quota.persistent_volume_claims),
+        "pods": str(quota.pods),
+        "services": str(quota.services),
+        "secrets": str(quota.secrets),
+        "configmaps": str(quota.config_maps),
+        # Tenants are reached through the platform gateway only.
+        "services.loadbalancers": "0",
+        "services.nodeports": "0",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": metadata(tenant, "tenant-quota"),
+        "spec": {"hard": hard},
+    }
+
+
+def limit_range_manifest(tenant: Tenant) -> Manifest:
+    limits = tenant.limits
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": metadata(tenant, "tenant-limits"),
+        "spec": {
+            "limits": [
+                {
+                    "type": "Container",
+                    "default": {
+                        "cpu": limits.container_default.cpu,
+                        "memory": limits.container_default.memory,
+                    },
+                    "defaultRequest": {
+                        "cpu": limits.container_default_request.cpu,
+                        "memory": limits.container_default_request.memory,
+                    },
+                    "max": {"cpu": limits.container_max.cpu, "memory": limits.container_max.memory},
+                },
+                {
+                    "type": "PersistentVolumeClaim",
+                    "max": {"storage": limits.quota.requests_storage},
+                },
+            ]
+        },
+    }

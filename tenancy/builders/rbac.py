@@ -1,0 +1,88 @@
+"""Tenant RBAC: Keycloak groups bound to namespace-scoped roles; nothing cluster-wide.
+
+The roles are written out rather than bound to the built-in ``admin``/``view`` ClusterRoles: ``admin``
+lets its holder edit NetworkPolicies and RoleBindings, which would let a tenant undo its own isolation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenancy.builders.namespace import Manifest, metadata
+from tenancy.spec.tenant import Tenant
+
+READ = ["get", "list", "watch"]
+WRITE = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
+
+_WORKLOADS: list[tuple[str, list[str]]] = [
+    ("", ["pods", "services", "endpoints", "configmaps", "persistentvolumeclaims", "serviceaccounts"]),
+    ("apps", ["deployments", "statefulsets", "replicasets"]),
+    ("batch", ["jobs", "cronjobs"]),
+    ("autoscaling", ["horizontalpodautoscalers"]),
+    ("policy", ["poddisruptionbudgets"]),
+]
+# Guard rails the platform owns: tenants may read them, never change them.
+_PLATFORM_OWNED: list[tuple[str, list[str]]] = [
+    ("", ["resourcequotas", "limitranges", "events"]),
+    ("networking.k8s.io", ["networkpolicies"]),
+    ("rbac.authorization.k8s.io", ["roles", "rolebindings"]),
+    ("security.istio.io", ["authorizationpolicies", "peerauthentications"]),
+]
+
+
+def _rules(groups: list[tuple[str, list[str]]], verbs: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"apiGroups": [group], "resources": list(resources), "verbs": list(verbs)}
+        for group, resources in groups
+    ]
+
+
+def role_manifests(tenant: Tenant) -> list[Manifest]:
+    admin_rules = [
+        *_rules(_WORKLOADS, WRITE),
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": list(WRITE)},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods/portforward", "pods/exec"], "verbs": ["create"]},
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments/scale", "statefulsets/scale"],
+            "verbs": ["update", "patch"],
+        },
+        *_rules(_PLATFORM_OWNED, READ),
+    ]
+    # Viewers see workloads and logs, never Secrets (API keys and kubeconfigs live there).
+    viewer_rules = [
+        *_rules(_WORKLOADS, READ),
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        *_rules(_PLATFORM_OWNED, READ),
+    ]
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": metadata(tenant, "tenant-admin"),
+            "rules": admin_rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": metadata(tenant, "tenant-viewer"),
+            "rules": viewer_rules,
+        },
+    ]
+
+
+def role_binding_manifests(tenant: Tenant, *, group_prefix: str) -> list[Manifest]:
+    def binding(role: str, groups: tuple[str, ...]) -> Manifest:
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata(tenant, role),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": f"{group_prefix}{group}"}
+                for group in groups
+            ],
+        }
+
+    return [binding("tenant-admin", tenant.admin_groups), binding("tenant-viewer", tenant.viewer_groups)]

@@ -1,0 +1,31 @@
+"""``tenantctl``: the one tool people and CI use (validate, render, policy, preview, up, sync, serve, ...).
+
+Each command group lives in its own module and registers itself on ``app``.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from tenancy.cli import validate
+
+app = typer.Typer(
+    name="tenantctl",
+    help="Manage the multi-tenant data platform: validate tenants, render stacks, run tenant stacks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Manage the multi-tenant data platform: validate tenants, render stacks, run tenant stacks."""
+
+
+for module in (validate,):
+    module.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Run a stack's program without a cluster or the Pulumi CLI, and capture what it declares."""

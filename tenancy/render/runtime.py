@@ -1,0 +1,200 @@
+"""Run a stack's program in-process under Pulumi mocks and record every resource it declares.
+
+This is how stacks are tested and rendered without the Pulumi CLI: the program is the real one;
+only the engine is replaced. Generated values (passwords, keys, kubeconfigs) come back as fixed
+placeholders, and values the program marked secret are remembered so render can mask them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs, Mocks
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from tenancy.builders.contract import tenant_contract
+from tenancy.spec.platform import CONFIG_NAMESPACE, PlatformConfig, read_platform_config_file
+from tenancy.stacks import parse_stack_name
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+GENERATED = "generated-by-pulumi"
+PLACEHOLDER_KUBECONFIG = "apiVersion: v1\nkind: Config\n# written by the running vCluster\n"
+
+
+@dataclass
+class DeclaredResource:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent: str | None = None
+    depends_on: list[str] = field(default_factory=list)
+    secret_paths: list[tuple[str, ...]] = field(default_factory=list)
+    read: bool = False  # declared with .get(): read from the cluster, not managed
+
+    @property
+    def kind(self) -> str | None:
+        return self.inputs.get("kind") if isinstance(self.inputs.get("kind"), str) else None
+
+
+@dataclass
+class StackCapture:
+    stack: str
+    resources: list[DeclaredResource]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+
+    def of_type(self, type_: str) -> list[DeclaredResource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def named(self, name: str) -> DeclaredResource:
+        matches = [r for r in self.resources if r.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources named {name!r}")
+        return matches[0]
+
+    def kubernetes_objects(self) -> list[DeclaredResource]:
+        """Objects the program declares directly (not Helm releases, not reads)."""
+        return [
+            r
+            for r in self.resources
+            if r.type.startswith("kubernetes:") and r.kind and not r.read and "helm.sh" not in r.type
+        ]
+
+
+def _unwrap(value: Any, path: tuple[str, ...], secrets: list[tuple[str, ...]]) -> Any:
+    """Strip Pulumi's secret wrappers, remembering where they were; integral floats become ints."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+            secrets.append(path)
+            return _unwrap(value.get("value"), path, [])
+        return {k: _unwrap(v, (*path, k), secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v, (*path, str(i)), secrets) for i, v in enumerate(value)]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class RecordingMocks(Mocks):
+    def __init__(self, stack_outputs: Mapping[str, Any]) -> None:
+        self.stack_outputs = dict(stack_outputs)
+        self.records: dict[tuple[str, str], DeclaredResource] = {}
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        secrets: list[tuple[str, ...]] = []
+        inputs = _unwrap(args.inputs, (), secrets)
+        self.records[(args.typ, args.name)] = DeclaredResource(
+            type=args.typ, name=args.name, inputs=inputs, secret_paths=secrets, read=bool(args.resource_id)
+        )
+        state = dict(inputs)
+        if args.typ == "pulumi:pulumi:StackReference":
+            state = {"name": inputs.get("name"), "outputs": self.stack_outputs, "secretOutputNames": []}
+        elif args.typ.startswith("random:index/random"):
+            state["result"] = f"{GENERATED}-{args.name}"
+        elif args.typ == "kubernetes:helm.sh/v3:Release":
+            state["status"] = {
+                "name": inputs.get("name"),
+                "namespace": inputs.get("namespace"),
+                "status": "deployed",
+            }
+        elif args.typ == "kubernetes:core/v1:Secret" and args.resource_id:
+            state = {"data": {"config": base64.b64encode(PLACEHOLDER_KUBECONFIG.encode()).decode()}}
+        return f"{args.name}-id", state
+
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+def config_values(config: PlatformConfig) -> dict[str, str]:
+    """A validated platform config as Pulumi config entries (objects JSON-encoded, as the engine does)."""
+    document = config.model_dump(mode="json", by_alias=True, exclude={"environment"}, exclude_none=True)
+    return {
+        f"{CONFIG_NAMESPACE}:{key}": value if isinstance(value, str) else json.dumps(value)
+        for key, value in document.items()
+    }
+
+
+def contract_for(config: PlatformConfig) -> dict[str, Any]:
+    """What the platform stack of this config exports as ``tenantContract`` (camelCase keys)."""
+    from pydantic.alias_generators import to_camel
+
+    values = tenant_contract(
+        domain=config.domain,
+        storage_class=config.storage_class,
+        vault_kv_mount=config.vault.kv_mount,
+        vault_auth_path=config.vault.kubernetes_auth_path,
+    )
+    return {to_camel(k): v for k, v in values.items()}
+
+
+async def _resolve(outputs: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    values: dict[str, Any] = {}
+    secret: set[str] = set()
+    for key, value in outputs.items():
+        output = pulumi.Output.from_input(value)
+        values[key] = _unwrap(await output.future(), (), [])
+        if await output.is_secret():
+            secret.add(key)
+    return values, secret
+
+
+def capture_program(
+    program: Callable[[], Mapping[str, Any]],
+    *,
+    stack: str,
+    project: str = "platform",
+    config: Mapping[str, str] | None = None,
+    stack_outputs: Mapping[str, Any] | None = None,
+) -> StackCapture:
+    """Run ``program`` (which declares resources and returns its stack outputs) under mocks."""
+    mocks = RecordingMocks(stack_outputs or {})
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
+    pulumi.runtime.set_all_config(dict(config or {}))
+    options: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
+
+    def remember(args: pulumi.ResourceTransformationArgs) -> None:
+        depends = args.opts.depends_on if isinstance(args.opts.depends_on, list) else []
+        names = [getattr(d, "_name", str(d)) for d in depends]
+        options[(args.type_, args.name)] = (getattr(args.opts.parent, "_name", None), names)
+        return None
+
+    pulumi.runtime.register_stack_transformation(remember)
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        outputs = program()
+        values, secret = _sync_await(_resolve(outputs))
+        result.update(values=values, secret=secret)
+
+    _sync_await(run_pulumi_func(run))
+    for key, record in mocks.records.items():
+        record.parent, record.depends_on = options.get(key, (None, []))
+    resources = sorted(mocks.records.values(), key=lambda r: (r.type, r.name))
+    return StackCapture(
+        stack=stack, resources=resources, outputs=result["values"], secret_outputs=result["secret"]
+    )
+
+
+def capture_stack(stack: str, *, project_dir: Path) -> StackCapture:
+    """Run the real program of ``stack`` (``dev``, ``prod``, ``prod.acme``) from ``project_dir``."""
+    from tenancy.stacks import stack_outputs
+
+    name = parse_stack_name(stack)
+    platform_config = read_platform_config_file(project_dir / f"Pulumi.{name.environment}.yaml")
+    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
+    stack_refs = {"tenantContract": contract_for(platform_config)}
+    return capture_program(
+        lambda: stack_outputs(stack, project_dir=project_dir),
+        stack=str(name),
+        project=project,
+        config=config_values(platform_config) if name.is_platform else {},
+        stack_outputs=stack_refs,
+    )

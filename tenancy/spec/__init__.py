@@ -1,0 +1,1 @@
+"""Spec layer: pydantic models for tenants and platform config, and the errors they raise."""

@@ -1,0 +1,136 @@
+"""Plans: what a tenant may use. A plan sets the namespace quota, container limits and default sizes.
+
+Changing a plan here changes every tenant on it at the next update; add a new plan rather than
+shrinking one that tenants already fill.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Plan(StrEnum):
+    small = "small"
+    medium = "medium"
+    large = "large"
+
+
+class Size(BaseModel):
+    """CPU and memory for one pod; requests equal limits (Guaranteed QoS for stateful services)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    cpu: str
+    memory: str
+
+
+class PlanQuota(BaseModel):
+    """The namespace ResourceQuota of a plan (values are Kubernetes quantities or counts)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    requests_cpu: str
+    requests_memory: str
+    limits_cpu: str
+    limits_memory: str
+    requests_storage: str
+    persistent_volume_claims: int
+    pods: int
+    services: int
+    secrets: int
+    config_maps: int
+
+
+class PlanLimits(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    quota: PlanQuota
+    container_max: Size = Field(description="Largest single container (LimitRange max).")
+    container_default: Size = Field(description="Limit given to a container that sets none.")
+    container_default_request: Size = Field(description="Request given to a container that sets none.")
+    qdrant_max_replicas: int
+    qdrant_default_replicas: int
+    qdrant_default_size: Size
+    qdrant_default_storage: str
+    qdrant_default_snapshot_storage: str
+    vcluster_allowed: bool
+    vcluster_default_size: Size
+    vcluster_storage: str
+
+
+PLANS: dict[Plan, PlanLimits] = {
+    Plan.small: PlanLimits(
+        quota=PlanQuota(
+            requests_cpu="4",
+            requests_memory="8Gi",
+            limits_cpu="8",
+            limits_memory="16Gi",
+            requests_storage="100Gi",
+            persistent_volume_claims=10,
+            pods=30,
+            services=15,
+            secrets=50,
+            config_maps=50,
+        ),
+        container_max=Size(cpu="2", memory="4Gi"),
+        container_default=Size(cpu="500m", memory="512Mi"),
+        container_default_request=Size(cpu="100m", memory="128Mi"),
+        qdrant_max_replicas=1,
+        qdrant_default_replicas=1,
+        qdrant_default_size=Size(cpu="500m", memory="1Gi"),
+        qdrant_default_storage="10Gi",
+        qdrant_default_snapshot_storage="5Gi",
+        vcluster_allowed=True,
+        vcluster_default_size=Size(cpu="500m", memory="1Gi"),
+        vcluster_storage="5Gi",
+    ),
+    Plan.medium: PlanLimits(
+        quota=PlanQuota(
+            requests_cpu="16",
+            requests_memory="32Gi",
+            limits_cpu="32",
+            limits_memory="64Gi",
+            requests_storage="500Gi",
+            persistent_volume_claims=30,
+            pods=100,
+            services=40,
+            secrets=150,
+            config_maps=150,
+        ),
+        container_max=Size(cpu="8", memory="16Gi"),
+        container_default=Size(cpu="500m", memory="512Mi"),
+        container_default_request=Size(cpu="100m", memory="128Mi"),
+        qdrant_max_replicas=3,
+        qdrant_default_replicas=1,
+        qdrant_default_size=Size(cpu="1", memory="4Gi"),
+        qdrant_default_storage="50Gi",
+        qdrant_default_snapshot_storage="20Gi",
+        vcluster_allowed=True,
+        vcluster_default_size=Size(cpu="1", memory="2Gi"),
+        vcluster_storage="10Gi",
+    ),
+    Plan.large: PlanLimits(
+        quota=PlanQuota(
+            requests_cpu="64",
+            requests_memory="128Gi",
+            limits_cpu="128",
+            limits_memory="256Gi",
+            requests_storage="2Ti",
+            persistent_volume_claims=100,
+            pods=300,
+            services=100,
+            secrets=500,
+            config_maps=500,
+        ),
+        container_max=Size(cpu="16", memory="64Gi"),
+        container_default=Size(cpu="1", memory="1Gi"),
+        container_default_request=Size(cpu="100m", memory="128Mi"),
+        qdrant_max_replicas=9,
+        qdrant_default_replicas=3,
+        qdrant_default_size=Size(cpu="2", memory="8Gi"),
+        qdrant_default_storage="200Gi",
+        qdrant_default_snapshot_storage="100Gi",
+        vcluster_allowed=True,
+        vcluster_default_size=Size(cpu="2", memory="4Gi"),
+        vcluster_storage="20Gi",
+    ),
+}

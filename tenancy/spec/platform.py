@@ -1,0 +1,148 @@
+"""Platform configuration: the typed form of ``Pulumi.<env>.yaml`` (config namespace ``platform``).
+
+The same model validates the file (render, CLI, CI) and the live Pulumi config (``pulumi up``), so a
+mistake reads the same wherever it is found: file, key, reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_error
+
+CONFIG_NAMESPACE = "platform"
+_DNS_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class VaultConfig(_Model):
+    enabled: bool = Field(default=False, description="Manage tenant secrets in Vault (required in prod).")
+    address: str | None = Field(
+        default=None, description="Vault API address, e.g. https://vault.example.com."
+    )
+    kv_mount: str = Field(default="tenants", description="Path of the KV v2 mount holding tenant secrets.")
+    kubernetes_auth_path: str = Field(
+        default="kubernetes", description="Path of the Kubernetes auth backend."
+    )
+    kubernetes_host: str = Field(
+        default="https://kubernetes.default.svc",
+        description="API server address Vault uses to review tokens.",
+    )
+
+
+class ObjectStorageConfig(_Model):
+    """S3-compatible storage for Loki chunks and PostgreSQL backups (prod)."""
+
+    endpoint: str = Field(description="S3 endpoint URL, e.g. https://s3.eu-central-1.amazonaws.com.")
+    region: str = Field(default="us-east-1", description="Bucket region.")
+    loki_bucket: str = Field(description="Bucket for Loki chunks and indexes.")
+    backup_bucket: str = Field(description="Bucket for PostgreSQL base backups and WAL archives.")
+    force_path_style: bool = Field(default=True, description="Path-style URLs (MinIO, Ceph RGW).")
+
+
+class PlatformConfig(_Model):
+    """Everything that differs between environments."""
+
+    environment: Literal["dev", "prod"] = Field(description="Which environment this stack is.")
+    domain: str = Field(description="DNS zone for platform endpoints, e.g. dev.data.example.com.")
+    storage_class: str = Field(default="standard", description="Default StorageClass for volumes.")
+    high_availability: bool = Field(
+        default=False, description="Run every platform service replicated, with PDBs and anti-affinity."
+    )
+    gateway_tls_secret: str = Field(
+        default="platform-gateway-tls",
+        description="Secret in the gateway namespace holding the TLS certificate.",
+    )
+    kubernetes_group_prefix: str = Field(
+        default="oidc:", description="Prefix the API server adds to OIDC groups (its --oidc-groups-prefix)."
+    )
+    vault: VaultConfig = Field(default_factory=VaultConfig)
+    object_storage: ObjectStorageConfig | None = Field(
+        default=None, description="Object storage for logs and backups; required when highAvailability is on."
+    )
+
+    @field_validator("domain")
+    @classmethod
+    def _domain_is_dns(cls, value: str) -> str:
+        if not _DNS_NAME.match(value):
+            raise ValueError(f"{value!r} is not a DNS name such as dev.data.example.com")
+        return value
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.environment == "prod" and not self.vault.enabled:
+            raise ValueError("vault.enabled must be true in prod: tenant secrets live in Vault there")
+        if self.vault.enabled and not self.vault.address:
+            raise ValueError("vault.address is required when vault.enabled is true")
+        if self.high_availability and self.object_storage is None:
+            raise ValueError(
+                "objectStorage is required when highAvailability is true (Loki and backups need it)"
+            )
+
+
+def _keys() -> list[str]:
+    return [
+        field.alias or name for name, field in PlatformConfig.model_fields.items() if name != "environment"
+    ]
+
+
+def parse_platform_config(values: Mapping[str, Any], *, environment: str, file: str) -> PlatformConfig:
+    """Validate config values keyed by their short names (``domain``, ``storageClass``, ...)."""
+    try:
+        return PlatformConfig.model_validate({**values, "environment": environment})
+    except ValidationError as error:
+        issues = issues_from_validation_error(error, file=file, prefix=CONFIG_NAMESPACE + ":")
+        for (
+            issue
+        ) in issues:  # ``platform:`` alone reads badly; whole-model rules carry their key in the reason
+            if issue.field == CONFIG_NAMESPACE + ":":
+                object.__setattr__(issue, "field", CONFIG_NAMESPACE)
+        raise SpecError(issues) from None
+
+
+def read_platform_config_file(path: Path) -> PlatformConfig:
+    """Read ``Pulumi.<env>.yaml`` and validate its ``platform:`` keys."""
+    environment = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise SpecError(
+            [SpecIssue(str(path), "", f"cannot be read as YAML: {error.__class__.__name__}")]
+        ) from None
+    config = document.get("config") or {}
+    values: dict[str, Any] = {}
+    issues = []
+    for key, value in config.items():
+        namespace, _, short = str(key).partition(":")
+        if namespace != CONFIG_NAMESPACE:
+            continue
+        if short not in _keys():
+            issues.append(SpecIssue(path.name, key, f"unknown key; known keys: {', '.join(_keys())}"))
+        values[short] = value
+    if issues:
+        raise SpecError(issues)
+    return parse_platform_config(values, environment=environment, file=path.name)
+
+
+def _decode(raw: str) -> Any:
+    """The engine passes every config value as a string, objects and booleans JSON-encoded."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def read_platform_config(get: Callable[[str], str | None], *, environment: str) -> PlatformConfig:
+    """Validate the live Pulumi config; ``get`` is ``pulumi.Config('platform').get``."""
+    values = {key: _decode(raw) for key in _keys() if (raw := get(key)) is not None}
+    return parse_platform_config(values, environment=environment, file=f"Pulumi.{environment}.yaml")

@@ -1,0 +1,393 @@
+"""The tenant specification: the shape of ``tenants/<env>/<name>.yaml``.
+
+Two models: ``TenantSpec`` is what a person writes (optional fields fall back to the plan), and
+``Tenant`` is the resolved form the builders consume (every size concrete, names derived).
+Keeping defaults unresolved in the file means a plan change reaches tenants that did not pin a size.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from tenancy import versions
+from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_error
+from tenancy.spec.plans import PLANS, Plan, PlanLimits
+from tenancy.spec.quantity import Bytes, Cpu, parse_quantity
+
+LABEL_PREFIX = "tenancy.platform"
+LABEL_TENANT = f"{LABEL_PREFIX}/tenant"
+LABEL_ENVIRONMENT = f"{LABEL_PREFIX}/environment"
+LABEL_PLAN = f"{LABEL_PREFIX}/plan"
+NAMESPACE_PREFIX = "tenant-"
+RESERVED_NAMES = frozenset({"admin", "default", "kube", "platform", "system", "istio", "argocd", "vault"})
+MAX_NAME_LENGTH = 30  # leaves room for "tenant-" and chart suffixes within the 63-character DNS label limit
+
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_GROUP_PATH = re.compile(r"^(/[A-Za-z0-9][-A-Za-z0-9_.]*)+$")
+
+
+def _check_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{name!r} is {len(name)} characters; a tenant name has at most {MAX_NAME_LENGTH}")
+    if not DNS_LABEL.match(name):
+        raise ValueError(
+            f"{name!r} is not a DNS label: use lowercase letters, digits and '-', starting with a letter"
+        )
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} is reserved for the platform; pick another name")
+    return name
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key):
+            raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
+        if key.startswith(f"{LABEL_PREFIX}/"):
+            raise ValueError(
+                f"label key {key!r} uses the platform's prefix {LABEL_PREFIX}/, which it sets itself"
+            )
+        if not _LABEL_VALUE.match(value) or len(value) > 63:
+            raise ValueError(f"label value {value!r} (key {key!r}) is not a valid Kubernetes label value")
+    return labels
+
+
+def _check_emails(owners: list[str]) -> list[str]:
+    for owner in owners:
+        if not _EMAIL.match(owner):
+            raise ValueError(f"{owner!r} is not an email address")
+    if len(set(owners)) != len(owners):
+        raise ValueError("owners are listed more than once")
+    return owners
+
+
+def _check_groups(groups: list[str]) -> list[str]:
+    for group in groups:
+        if not _GROUP_PATH.match(group):
+            raise ValueError(f"{group!r} is not a Keycloak group path such as '/tenants/acme/admins'")
+    return groups
+
+
+def _check_qdrant_version(version: str) -> str:
+    if version not in versions.QDRANT_VERSIONS:
+        supported = ", ".join(versions.QDRANT_VERSIONS)
+        raise ValueError(f"Qdrant {version!r} is not offered; supported versions: {supported}")
+    return version
+
+
+def _check_kubernetes_version(version: str) -> str:
+    if version not in versions.VCLUSTER_KUBERNETES_VERSIONS:
+        supported = ", ".join(versions.VCLUSTER_KUBERNETES_VERSIONS)
+        raise ValueError(f"Kubernetes {version!r} is not offered for vClusters; supported: {supported}")
+    return version
+
+
+TenantName = Annotated[str, AfterValidator(_check_name)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=True,
+    )
+
+
+class Resources(_Model):
+    """CPU and memory of one pod. Requests equal limits: stateful services get Guaranteed QoS."""
+
+    cpu: Cpu = Field(description="CPU per pod, e.g. '500m' or '2'.")
+    memory: Bytes = Field(description="Memory per pod, e.g. '2Gi'.")
+
+
+class Storage(_Model):
+    size: Bytes | None = Field(
+        default=None, description="Volume size per replica; defaults to the plan's size."
+    )
+    storage_class: str | None = Field(
+        default=None,
+        description="StorageClass; defaults to the platform's storage class for the environment.",
+    )
+
+
+class Snapshots(_Model):
+    enabled: bool = Field(default=True, description="Keep Qdrant snapshots on their own persistent volume.")
+    size: Bytes | None = Field(default=None, description="Snapshot volume size per replica; plan default.")
+    storage_class: str | None = Field(default=None, description="StorageClass for the snapshot volume.")
+
+
+class QdrantSpec(_Model):
+    enabled: bool = Field(default=False, description="Run a Qdrant vector database for this tenant.")
+    version: Annotated[str, AfterValidator(_check_qdrant_version)] = Field(
+        default=versions.QDRANT_DEFAULT_VERSION, description="Qdrant server version."
+    )
+    replicas: int | None = Field(
+        default=None, ge=1, le=9, description="Qdrant nodes; plan default when unset."
+    )
+    resources: Resources | None = Field(
+        default=None, description="Per-node CPU/memory; plan default when unset."
+    )
+    storage: Storage = Field(default_factory=Storage, description="Data volume per node.")
+    read_only_key: bool = Field(default=True, description="Also generate a read-only API key.")
+    snapshots: Snapshots = Field(default_factory=Snapshots, description="Snapshot volume.")
+
+
+class VClusterSpec(_Model):
+    enabled: bool = Field(
+        default=False, description="Run a virtual Kubernetes cluster in the tenant namespace."
+    )
+    kubernetes_version: Annotated[str, AfterValidator(_check_kubernetes_version)] = Field(
+        default=versions.VCLUSTER_DEFAULT_KUBERNETES_VERSION,
+        description="Kubernetes minor version, e.g. '1.33'.",
+    )
+    resources: Resources | None = Field(default=None, description="Control-plane CPU/memory; plan default.")
+
+
+class Groups(_Model):
+    admins: Annotated[list[str], AfterValidator(_check_groups)] | None = Field(
+        default=None,
+        description="Keycloak groups with the tenant-admin role; default /tenants/<name>/admins.",
+    )
+    viewers: Annotated[list[str], AfterValidator(_check_groups)] | None = Field(
+        default=None,
+        description="Keycloak groups with the tenant-viewer role; default /tenants/<name>/viewers.",
+    )
+
+
+class TenantSpec(_Model):
+    """One tenant, as written in ``tenants/<env>/<name>.yaml``."""
+
+    name: TenantName = Field(description="DNS label, unique per environment; must match the file name.")
+    display_name: str | None = Field(default=None, max_length=100, description="Human-readable name.")
+    owners: Annotated[list[str], AfterValidator(_check_emails)] = Field(
+        min_length=1, description="Email addresses of the people accountable for this tenant."
+    )
+    groups: Groups = Field(default_factory=Groups, description="Keycloak groups mapped to tenant roles.")
+    plan: Plan = Field(description="small | medium | large: sets the quota, limits and default sizes.")
+    labels: Annotated[dict[str, str], AfterValidator(_check_labels)] = Field(
+        default_factory=dict, description="Extra labels put on every object of the tenant."
+    )
+    deletion_protection: bool = Field(
+        default=True, description="Refuse to destroy this tenant's stack until this is set to false."
+    )
+    qdrant: QdrantSpec = Field(default_factory=QdrantSpec)
+    vcluster: VClusterSpec = Field(default_factory=VClusterSpec)
+
+    def to_document(self) -> dict[str, Any]:
+        """The spec as it is written to a file: camelCase keys, defaults left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
+# --- the resolved tenant -----------------------------------------------------------------------
+
+
+class QdrantSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    version: str
+    replicas: int
+    cpu: str
+    memory: str
+    storage_size: str
+    storage_class: str | None
+    read_only_key: bool
+    snapshots: bool
+    snapshot_size: str
+    snapshot_storage_class: str | None
+
+
+class VClusterSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kubernetes_version: str
+    cpu: str
+    memory: str
+    storage_size: str
+
+
+class Tenant(BaseModel):
+    """A validated tenant with every default resolved; what builders take."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    environment: str
+    plan: Plan
+    limits: PlanLimits
+    owners: tuple[str, ...]
+    admin_groups: tuple[str, ...]
+    viewer_groups: tuple[str, ...]
+    extra_labels: dict[str, str]
+    deletion_protection: bool
+    qdrant: QdrantSettings | None
+    vcluster: VClusterSettings | None
+
+    @property
+    def namespace(self) -> str:
+        return f"{NAMESPACE_PREFIX}{self.name}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels every object of this tenant carries; the tenant label is what policies key on."""
+        return {
+            **self.extra_labels,
+            LABEL_TENANT: self.name,
+            LABEL_ENVIRONMENT: self.environment,
+            LABEL_PLAN: self.plan.value,
+            "app.kubernetes.io/managed-by": "pulumi",
+        }
+
+
+def resolve(spec: TenantSpec, environment: str) -> Tenant:
+    limits = PLANS[spec.plan]
+    qdrant = None
+    if spec.qdrant.enabled:
+        size = spec.qdrant.resources
+        qdrant = QdrantSettings(
+            version=spec.qdrant.version,
+            replicas=spec.qdrant.replicas or limits.qdrant_default_replicas,
+            cpu=size.cpu if size else limits.qdrant_default_size.cpu,
+            memory=size.memory if size else limits.qdrant_default_size.memory,
+            storage_size=spec.qdrant.storage.size or limits.qdrant_default_storage,
+            storage_class=spec.qdrant.storage.storage_class,
+            read_only_key=spec.qdrant.read_only_key,
+            snapshots=spec.qdrant.snapshots.enabled,
+            snapshot_size=spec.qdrant.snapshots.size or limits.qdrant_default_snapshot_storage,
+            snapshot_storage_class=spec.qdrant.snapshots.storage_class or spec.qdrant.storage.storage_class,
+        )
+    vcluster = None
+    if spec.vcluster.enabled:
+        size = spec.vcluster.resources
+        vcluster = VClusterSettings(
+            kubernetes_version=spec.vcluster.kubernetes_version,
+            cpu=size.cpu if size else limits.vcluster_default_size.cpu,
+            memory=size.memory if size else limits.vcluster_default_size.memory,
+            storage_size=limits.vcluster_storage,
+        )
+    return Tenant(
+        name=spec.name,
+        environment=environment,
+        plan=spec.plan,
+        limits=limits,
+        owners=tuple(spec.owners),
+        admin_groups=tuple(spec.groups.admins or [f"/tenants/{spec.name}/admins"]),
+        viewer_groups=tuple(spec.groups.viewers or [f"/tenants/{spec.name}/viewers"]),
+        extra_labels=dict(spec.labels),
+        deletion_protection=spec.deletion_protection,
+        qdrant=qdrant,
+        vcluster=vcluster,
+    )
+
+
+# --- plan limits ---------------------------------------------------------------------------------
+
+
+def plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
+    """What the spec asks for beyond its plan, each with the field to change."""
+    tenant = resolve(spec, environment="-")
+    limits = tenant.limits
+    plan = spec.plan.value
+    issues: list[SpecIssue] = []
+
+    def over(field: str, asked: str, maximum: str, what: str) -> None:
+        if parse_quantity(asked) > parse_quantity(maximum):
+            issues.append(
+                SpecIssue(
+                    file,
+                    field,
+                    f"{what} {asked} exceeds the {plan} plan's maximum of {maximum}; "
+                    "ask for less or move to a larger plan",
+                )
+            )
+
+    totals = {"cpu": Decimal(0), "memory": Decimal(0), "storage": Decimal(0), "pvcs": Decimal(0)}
+    if tenant.qdrant is not None:
+        q = tenant.qdrant
+        if q.replicas > limits.qdrant_max_replicas:
+            issues.append(
+                SpecIssue(
+                    file,
+                    "qdrant.replicas",
+                    f"{q.replicas} replicas exceed the {plan} plan's maximum of "
+                    f"{limits.qdrant_max_replicas}; ask for fewer or move to a larger plan",
+                )
+            )
+        over("qdrant.resources.cpu", q.cpu, limits.container_max.cpu, "CPU per node")
+        over("qdrant.resources.memory", q.memory, limits.container_max.memory, "memory per node")
+        totals["cpu"] += parse_quantity(q.cpu) * q.replicas
+        totals["memory"] += parse_quantity(q.memory) * q.replicas
+        per_node_storage = parse_quantity(q.storage_size) + (
+            parse_quantity(q.snapshot_size) if q.snapshots else 0
+        )
+        totals["storage"] += per_node_storage * q.replicas
+        totals["pvcs"] += q.replicas * (2 if q.snapshots else 1)
+    if tenant.vcluster is not None:
+        v = tenant.vcluster
+        if not limits.vcluster_allowed:
+            issues.append(SpecIssue(file, "vcluster.enabled", f"the {plan} plan does not include a vCluster"))
+        over("vcluster.resources.cpu", v.cpu, limits.container_max.cpu, "control-plane CPU")
+        over("vcluster.resources.memory", v.memory, limits.container_max.memory, "control-plane memory")
+        totals["cpu"] += parse_quantity(v.cpu)
+        totals["memory"] += parse_quantity(v.memory)
+        totals["storage"] += parse_quantity(v.storage_size)
+        totals["pvcs"] += 1
+
+    quota = limits.quota
+    checks = [
+        ("cpu", quota.requests_cpu, "CPU", "resources.cpu"),
+        ("memory", quota.requests_memory, "memory", "resources.memory"),
+        ("storage", quota.requests_storage, "storage", "storage.size"),
+    ]
+    for key, maximum, what, field in checks:
+        if totals[key] > parse_quantity(maximum):
+            issues.append(
+                SpecIssue(
+                    file,
+                    _largest_consumer(tenant, field),
+                    f"together the services ask for {_fmt(totals[key])} "
+                    f"{what}, over the {plan} plan's quota of {maximum}; shrink them or take a larger plan",
+                )
+            )
+    if totals["pvcs"] > quota.persistent_volume_claims:
+        issues.append(
+            SpecIssue(
+                file,
+                "qdrant.replicas",
+                f"{int(totals['pvcs'])} volumes exceed the {plan} plan's "
+                f"{quota.persistent_volume_claims}; use fewer replicas or disable snapshot volumes",
+            )
+        )
+    return issues
+
+
+def _largest_consumer(tenant: Tenant, field: str) -> str:
+    return f"qdrant.{field}" if tenant.qdrant is not None else f"vcluster.{field}"
+
+
+def _fmt(value: Decimal) -> str:
+    gib = Decimal(2) ** 30
+    if value >= gib:
+        return f"{(value / gib).normalize():f}Gi"
+    return f"{value.normalize():f}"
+
+
+def parse_tenant(data: Any, *, file: str) -> TenantSpec:
+    """Validate one tenant document (schema, then plan limits); raise SpecError naming file and field."""
+    if not isinstance(data, Mapping):
+        kind = "empty" if data is None else type(data).__name__
+        raise SpecError([SpecIssue(file, "", f"a tenant file holds one YAML mapping, this one is {kind}")])
+    try:
+        spec = TenantSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(issues_from_validation_error(error, file=file)) from None
+    issues = plan_issues(spec, file=file)
+    if issues:
+        raise SpecError(issues)
+    return spec

@@ -1,0 +1,75 @@
+"""The tenant stack ``<env>.<tenant>``: one tenant's resources, wired to its platform stack."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pydantic.alias_generators import to_camel
+
+from components.tenant import TenantResources
+from tenancy.builders.contract import PlatformRefs
+from tenancy.spec.errors import SpecError, SpecIssue
+from tenancy.spec.platform import read_platform_config_file
+from tenancy.spec.tenant import Tenant, resolve
+from tenancy.spec.tree import read_tenant_file
+
+CONTRACT_OUTPUT = "tenantContract"
+
+
+def tenants_dir(project_dir: Path, config: pulumi.Config) -> Path:
+    """``platform:tenantsDir``, else $TENANCY_TENANTS_DIR, else ``tenants/`` beside Pulumi.yaml."""
+    configured = config.get("tenantsDir") or os.environ.get("TENANCY_TENANTS_DIR")
+    return Path(configured) if configured else project_dir / "tenants"
+
+
+def load_tenant(project_dir: Path, environment: str, name: str, config: pulumi.Config) -> Tenant:
+    path = tenants_dir(project_dir, config) / environment / f"{name}.yaml"
+    if not path.is_file():
+        raise SpecError([SpecIssue(str(path), "", f"no such tenant file for stack {environment}.{name}")])
+    spec = read_tenant_file(path, environment=environment)
+    return resolve(spec, environment)
+
+
+def platform_refs(environment: str, config: pulumi.Config) -> PlatformRefs:
+    """Read the platform stack's ``tenantContract`` through a StackReference."""
+    stack = config.get("platformStack") or f"organization/{pulumi.get_project()}/{environment}"
+    reference = pulumi.StackReference(f"platform-{environment}", stack_name=stack)
+    contract = reference.require_output(CONTRACT_OUTPUT)
+
+    def pick(key: str) -> pulumi.Output[str]:
+        return contract.apply(lambda values: str(values[key]))
+
+    return PlatformRefs.from_mapping({field: pick(to_camel(field)) for field in PlatformRefs.field_names()})
+
+
+def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> dict[str, Any]:
+    """Declare one tenant; return the stack outputs a tenant needs."""
+    config = pulumi.Config("platform")
+    platform_config = read_platform_config_file(project_dir / f"Pulumi.{environment}.yaml")
+    tenant = load_tenant(project_dir, environment, name, config)
+    resources = TenantResources(
+        name,
+        tenant=tenant,
+        platform=platform_refs(environment, config),
+        group_prefix=platform_config.kubernetes_group_prefix,
+    )
+    outputs: dict[str, Any] = {
+        "tenant": tenant.name,
+        "environment": environment,
+        "namespace": resources.namespace,
+        "deletionProtection": tenant.deletion_protection,
+    }
+    if resources.qdrant is not None:
+        outputs["qdrantEndpoint"] = resources.qdrant.http_endpoint
+        outputs["qdrantGrpcEndpoint"] = resources.qdrant.grpc_endpoint
+        outputs["qdrantApiKeySecret"] = resources.qdrant.api_key_secret_name
+        outputs["qdrantApiKey"] = resources.qdrant.api_key
+        if resources.qdrant.read_only_api_key is not None:
+            outputs["qdrantReadOnlyApiKey"] = resources.qdrant.read_only_api_key
+    if resources.vcluster is not None:
+        outputs["vclusterKubeconfigSecret"] = resources.vcluster.kubeconfig_secret_name
+        outputs["vclusterKubeconfig"] = resources.vcluster.kubeconfig
+    return outputs
