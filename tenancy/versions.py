@@ -37,3 +37,32 @@ VCLUSTER_KUBERNETES_VERSIONS: dict[str, str] = {
     "1.36": "v1.36.0",
 }
 VCLUSTER_DEFAULT_KUBERNETES_VERSION = "1.34"
+
+# --- platform services -----------------------------------------------------------------------
+# istio/istio manifests/charts (base, istio-cni, istio-discovery, gateway) at tag 1.30.3, commit 56df41f.
+ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"
+ISTIO_BASE = ChartPin(chart="base", version="1.30.3", repo=ISTIO_REPO)
+ISTIO_CNI = ChartPin(chart="cni", version="1.30.3", repo=ISTIO_REPO)
+ISTIOD = ChartPin(chart="istiod", version="1.30.3", repo=ISTIO_REPO)
+ISTIO_GATEWAY = ChartPin(chart="gateway", version="1.30.3", repo=ISTIO_REPO)
+
+# argoproj/argo-helm charts/argo-cd 10.1.1 (Argo CD v3.4.4), commit af0a931.
+ARGO_CD = ChartPin(chart="argo-cd", version="10.1.1", repo="https://argoproj.github.io/argo-helm")
+
+# cloudnative-pg/charts charts/cloudnative-pg 0.29.0 (operator 1.30.0), commit d1b5ad6.
+CLOUDNATIVE_PG = ChartPin(
+    chart="cloudnative-pg", version="0.29.0", repo="https://cloudnative-pg.github.io/charts"
+)
+
+# codecentric/helm-charts charts/keycloakx 7.1.11 (Keycloak 26.5.6).
+KEYCLOAKX = ChartPin(chart="keycloakx", version="7.1.11", repo="https://codecentric.github.io/helm-charts")
+
+# grafana-community/helm-charts: loki 18.11.0 (Loki 3.7.6), grafana 12.11.1 (Grafana 13.2.0); the charts
+# moved there in 2026. grafana/alloy operations/helm/charts/alloy 1.11.1 (Alloy v1.18.1).
+GRAFANA_COMMUNITY_REPO = "https://grafana-community.github.io/helm-charts"
+LOKI = ChartPin(chart="loki", version="18.11.0", repo=GRAFANA_COMMUNITY_REPO)
+GRAFANA = ChartPin(chart="grafana", version="12.11.1", repo=GRAFANA_COMMUNITY_REPO)
+ALLOY = ChartPin(chart="alloy", version="1.11.1", repo="https://grafana.github.io/helm-charts")
+
+# DandyDeveloper/charts charts/redis-ha 4.39.0 (Redis 8.8.0, official images), commit 6224454.
+REDIS_HA = ChartPin(chart="redis-ha", version="4.39.0", repo="https://dandydeveloper.github.io/charts")

@@ -5,9 +5,10 @@ Each command group lives in its own module and registers itself on ``app``.
 
 from __future__ import annotations
 
-import typer
+import importlib
+import pkgutil
 
-from tenancy.cli import validate
+import typer
 
 app = typer.Typer(
     name="tenantctl",
@@ -23,8 +24,11 @@ def _root() -> None:
     """Manage the multi-tenant data platform: validate tenants, render stacks, run tenant stacks."""
 
 
-for module in (validate,):
-    module.register(app)
+# Every module of this package with a ``register(app)`` contributes its commands.
+for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    module = importlib.import_module(f"tenancy.cli.{info.name}")
+    if hasattr(module, "register"):
+        module.register(app)
 
 
 def main() -> None:

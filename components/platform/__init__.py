@@ -1,0 +1,1 @@
+"""Components of the shared platform: one module per service."""

@@ -1,0 +1,157 @@
+"""Namespaces of platform services: each denies all traffic by default and allows what its service needs.
+
+Every platform component builds its namespace from these pieces, so the allows a service has are
+listed in one place beside that service, and the default-deny is never forgotten.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from tenancy.builders.contract import DNS_NAMESPACE, DNS_POD_LABELS, NAMESPACES
+from tenancy.builders.namespace import Manifest
+
+PodSecurity = Literal["restricted", "baseline", "privileged"]
+PLATFORM_LABELS = {"tenancy.platform/component": "platform", "app.kubernetes.io/managed-by": "pulumi"}
+
+
+def namespace_manifest(name: str, *, mesh: bool, pod_security: PodSecurity = "restricted") -> Manifest:
+    labels = {
+        **PLATFORM_LABELS,
+        "pod-security.kubernetes.io/enforce": pod_security,
+        "pod-security.kubernetes.io/warn": pod_security,
+        "pod-security.kubernetes.io/audit": pod_security,
+        "istio-injection": "enabled" if mesh else "disabled",
+    }
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def _policy(namespace: str, name: str, spec: dict[str, Any]) -> Manifest:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(PLATFORM_LABELS)},
+        "spec": spec,
+    }
+
+
+def _ports(ports: list[int], protocol: str = "TCP") -> list[dict[str, Any]]:
+    return [{"protocol": protocol, "port": port} for port in ports]
+
+
+def _peer(namespace: str | None, pod_labels: dict[str, str] | None) -> dict[str, Any]:
+    peer: dict[str, Any] = {}
+    if namespace is not None:
+        peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    if pod_labels is not None:
+        peer["podSelector"] = {"matchLabels": dict(pod_labels)}
+    return peer
+
+
+def baseline_policies(namespace: str, *, mesh: bool) -> list[Manifest]:
+    """Default deny both ways, then DNS, traffic inside the namespace, and (meshed) istiod."""
+    policies = [
+        _policy(namespace, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        _policy(
+            namespace,
+            "allow-dns",
+            {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [_peer(DNS_NAMESPACE, DNS_POD_LABELS)],
+                        "ports": _ports([53], "UDP") + _ports([53]),
+                    }
+                ],
+            },
+        ),
+        _policy(
+            namespace,
+            "allow-same-namespace",
+            {
+                "podSelector": {},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"podSelector": {}}]}],
+                "egress": [{"to": [{"podSelector": {}}]}],
+            },
+        ),
+    ]
+    if mesh:
+        policies.append(
+            allow_egress(
+                namespace,
+                "allow-mesh-control-plane",
+                to_namespace=NAMESPACES.mesh,
+                to_pods={"app": "istiod"},
+                ports=[15012],
+            )
+        )
+    return policies
+
+
+def allow_ingress(
+    namespace: str,
+    name: str,
+    *,
+    pods: dict[str, str] | None = None,
+    from_namespace: str | None,
+    from_pods: dict[str, str] | None = None,
+    ports: list[int],
+) -> Manifest:
+    """Allow ``ports`` on ``pods`` (all pods when None) from a namespace (any when None) and its pods."""
+    return _policy(
+        namespace,
+        name,
+        {
+            "podSelector": {"matchLabels": dict(pods)} if pods else {},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [_peer(from_namespace, from_pods) or {"namespaceSelector": {}}],
+                    "ports": _ports(ports),
+                }
+            ],
+        },
+    )
+
+
+def allow_egress(
+    namespace: str,
+    name: str,
+    *,
+    pods: dict[str, str] | None = None,
+    to_namespace: str | None,
+    to_pods: dict[str, str] | None = None,
+    ports: list[int],
+) -> Manifest:
+    """Allow ``pods`` (all when None) to reach ``ports`` in a namespace (any in-cluster when None)."""
+    return _policy(
+        namespace,
+        name,
+        {
+            "podSelector": {"matchLabels": dict(pods)} if pods else {},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {"to": [_peer(to_namespace, to_pods) or {"namespaceSelector": {}}], "ports": _ports(ports)}
+            ],
+        },
+    )
+
+
+def allow_egress_outside(
+    namespace: str, name: str, *, pods: dict[str, str] | None, ports: list[int]
+) -> Manifest:
+    """Allow egress on ``ports`` to any address: the API server, object storage, an external IdP.
+
+    The API server and cloud endpoints have no pod selector; the port list is the boundary.
+    """
+    return _policy(
+        namespace,
+        name,
+        {
+            "podSelector": {"matchLabels": dict(pods)} if pods else {},
+            "policyTypes": ["Egress"],
+            "egress": [{"ports": _ports(ports)}],
+        },
+    )

@@ -1,0 +1,61 @@
+"""Checks that hold for every stack the repository declares: platform stacks and every tenant stack."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tenancy import versions
+from tenancy.render.runtime import StackCapture
+from tenancy.render.schema import NotBuiltIn, schema_errors
+from tenancy.spec.tree import load_tenants
+from tests.chart_keys import leaf_paths, load_all
+from tests.conftest import PROJECT_DIR
+
+STACKS = ["dev", "prod"] + [
+    f"{f.environment}.{f.spec.name}" for f in load_tenants(PROJECT_DIR / "tenants").files
+]
+PINS = {pin.chart: pin for pin in vars(versions).values() if isinstance(pin, versions.ChartPin)}
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def captured(request: pytest.FixtureRequest) -> StackCapture:
+    from tenancy.render.runtime import capture_stack
+
+    return capture_stack(request.param, project_dir=PROJECT_DIR)
+
+
+def test_every_kubernetes_object_matches_the_schema(captured: StackCapture) -> None:
+    problems = []
+    for resource in captured.kubernetes_objects():
+        try:
+            errors = schema_errors(resource.inputs)
+        except NotBuiltIn:
+            continue
+        problems += [f"{resource.kind}/{resource.name}: {error}" for error in errors]
+    assert problems == []
+
+
+def test_every_helm_release_is_pinned_to_the_versions_module(captured: StackCapture) -> None:
+    for release in captured.of_type("kubernetes:helm.sh/v3:Release"):
+        chart = release.inputs["chart"]
+        assert chart in PINS, f"{release.name}: chart {chart} has no pin in tenancy/versions.py"
+        assert release.inputs["version"] == PINS[chart].version
+        assert release.inputs["repositoryOpts"]["repo"] == PINS[chart].repo
+
+
+def test_every_helm_value_is_a_key_the_pinned_chart_reads(captured: StackCapture) -> None:
+    charts = load_all()
+    for release in captured.of_type("kubernetes:helm.sh/v3:Release"):
+        chart = release.inputs["chart"]
+        assert chart in charts, f"tests/chart_keys has no {chart}.yaml recording the keys the chart reads"
+        assert charts[chart].version == release.inputs["version"], (
+            f"{chart}.yaml was read for another version"
+        )
+        unknown = [p for p in leaf_paths(release.inputs.get("values", {})) if not charts[chart].accepts(p)]
+        assert unknown == [], f"{release.name}: values the {chart} chart does not read: {unknown}"
+
+
+def test_stacks_capture_without_errors(run_stack: Callable[[str], StackCapture]) -> None:
+    assert run_stack("dev").outputs["tenantContract"]["storageClass"] == "standard"
