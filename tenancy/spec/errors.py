@@ -31,7 +31,8 @@ def issues_from_validation_error(error: ValidationError, *, file: str, prefix: s
     issues = []
     for detail in error.errors():
         parts = [str(part) for part in detail["loc"]]
-        field = ".".join(filter(None, [prefix, *parts]))
+        path = ".".join(parts)
+        field = f"{prefix}{path}" if prefix.endswith(":") else ".".join(filter(None, [prefix, path]))
         reason = detail["msg"]
         if detail["type"] == "extra_forbidden":
             reason = "unknown key; check the spelling against the documented fields"

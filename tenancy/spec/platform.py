@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,12 +103,8 @@ def parse_platform_config(values: Mapping[str, Any], *, environment: str, file: 
         return PlatformConfig.model_validate({**values, "environment": environment})
     except ValidationError as error:
         issues = issues_from_validation_error(error, file=file, prefix=CONFIG_NAMESPACE + ":")
-        for (
-            issue
-        ) in issues:  # ``platform:`` alone reads badly; whole-model rules carry their key in the reason
-            if issue.field == CONFIG_NAMESPACE + ":":
-                object.__setattr__(issue, "field", CONFIG_NAMESPACE)
-        raise SpecError(issues) from None
+        # Whole-model rules have no single key; they name theirs in the reason.
+        raise SpecError([replace(i, field=i.field.rstrip(":")) for i in issues]) from None
 
 
 def read_platform_config_file(path: Path) -> PlatformConfig:

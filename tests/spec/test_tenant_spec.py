@@ -1,0 +1,151 @@
+"""The tenant model: what a file may say, and the message a person gets when it says something wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tenancy.spec.errors import SpecError
+from tenancy.spec.plans import PLANS, Plan
+from tenancy.spec.tenant import LABEL_TENANT, parse_tenant, resolve
+
+FILE = "tenants/prod/acme.yaml"
+
+
+def tenant_doc(**overrides: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": "acme", "owners": ["a@acme.example"], "plan": "medium"}
+    doc.update(overrides)
+    return doc
+
+
+def issues_of(doc: Any) -> list[tuple[str, str, str]]:
+    with pytest.raises(SpecError) as caught:
+        parse_tenant(doc, file=FILE)
+    return [(i.file, i.field, i.reason) for i in caught.value.issues]
+
+
+def test_minimal_tenant_is_valid_and_gets_plan_defaults() -> None:
+    spec = parse_tenant(tenant_doc(qdrant={"enabled": True}), file=FILE)
+    tenant = resolve(spec, "prod")
+    assert tenant.namespace == "tenant-acme"
+    assert tenant.qdrant is not None
+    assert tenant.qdrant.replicas == PLANS[Plan.medium].qdrant_default_replicas
+    assert tenant.qdrant.memory == PLANS[Plan.medium].qdrant_default_size.memory
+    assert tenant.admin_groups == ("/tenants/acme/admins",)
+    assert tenant.deletion_protection is True
+    assert tenant.labels[LABEL_TENANT] == "acme"
+
+
+def test_unknown_key_is_rejected_naming_the_field() -> None:
+    [(file, field, reason)] = issues_of(tenant_doc(qdrant={"enabled": True, "replica": 3}))
+    assert file == FILE
+    assert field == "qdrant.replica"
+    assert "unknown key" in reason
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("Acme", "not a DNS label"),
+        ("acme_corp", "not a DNS label"),
+        ("-acme", "not a DNS label"),
+        ("a" * 31, "at most 30"),
+        ("platform", "reserved"),
+    ],
+)
+def test_bad_names_are_rejected_with_the_reason(name: str, reason: str) -> None:
+    [(_, field, message)] = issues_of(tenant_doc(name=name))
+    assert field == "name"
+    assert reason in message
+
+
+def test_missing_required_fields_are_named() -> None:
+    fields = {field for _, field, _ in issues_of({"name": "acme"})}
+    assert fields == {"owners", "plan"}
+
+
+def test_unknown_plan_lists_the_choices() -> None:
+    [(_, field, reason)] = issues_of(tenant_doc(plan="huge"))
+    assert field == "plan"
+    assert "small" in reason and "large" in reason
+
+
+def test_replicas_above_the_plan_are_rejected_with_the_fix() -> None:
+    [(_, field, reason)] = issues_of(tenant_doc(plan="small", qdrant={"enabled": True, "replicas": 3}))
+    assert field == "qdrant.replicas"
+    assert "maximum of 1" in reason and "larger plan" in reason
+
+
+def test_pod_larger_than_the_plan_allows_is_rejected() -> None:
+    doc = tenant_doc(plan="small", qdrant={"enabled": True, "resources": {"cpu": "4", "memory": "1Gi"}})
+    [(_, field, reason)] = issues_of(doc)
+    assert field == "qdrant.resources.cpu"
+    assert "exceeds the small plan's maximum of 2" in reason
+
+
+def test_total_memory_above_the_quota_is_rejected() -> None:
+    doc = tenant_doc(
+        plan="medium", qdrant={"enabled": True, "replicas": 3, "resources": {"cpu": "1", "memory": "12Gi"}}
+    )
+    problems = issues_of(doc)
+    assert ("tenants/prod/acme.yaml", "qdrant.resources.memory") in {(f, fld) for f, fld, _ in problems}
+    assert any("quota of 32Gi" in reason for _, _, reason in problems)
+
+
+def test_storage_above_the_quota_is_rejected() -> None:
+    doc = tenant_doc(plan="small", qdrant={"enabled": True, "storage": {"size": "200Gi"}})
+    [(_, field, reason)] = issues_of(doc)
+    assert field == "qdrant.storage.size"
+    assert "quota of 100Gi" in reason
+
+
+@pytest.mark.parametrize(
+    ("resources", "field", "reason"),
+    [
+        ({"cpu": "1Gi", "memory": "1Gi"}, "qdrant.resources.cpu", "memory unit"),
+        ({"cpu": "1", "memory": "lots"}, "qdrant.resources.memory", "not a Kubernetes quantity"),
+        ({"cpu": "1", "memory": "512"}, "qdrant.resources.memory", "below 1Mi"),
+    ],
+)
+def test_bad_quantities_are_rejected(resources: dict[str, str], field: str, reason: str) -> None:
+    [(_, got_field, message)] = issues_of(tenant_doc(qdrant={"enabled": True, "resources": resources}))
+    assert got_field == field
+    assert reason in message
+
+
+def test_unsupported_versions_list_what_is_offered() -> None:
+    problems = issues_of(
+        tenant_doc(
+            qdrant={"enabled": True, "version": "v0.9.0"},
+            vcluster={"enabled": True, "kubernetesVersion": "1.20"},
+        )
+    )
+    by_field = {field: reason for _, field, reason in problems}
+    assert "supported versions: " in by_field["qdrant.version"]
+    assert "1.34" in by_field["vcluster.kubernetesVersion"]
+
+
+def test_labels_cannot_use_the_platform_prefix() -> None:
+    [(_, field, reason)] = issues_of(tenant_doc(labels={"tenancy.platform/tenant": "other"}))
+    assert field == "labels"
+    assert "platform's prefix" in reason
+
+
+def test_owners_must_be_email_addresses() -> None:
+    [(_, field, reason)] = issues_of(tenant_doc(owners=["alice"]))
+    assert field == "owners"
+    assert "not an email address" in reason
+
+
+def test_a_file_that_is_not_a_mapping_is_rejected() -> None:
+    [(_, field, reason)] = issues_of(["name", "acme"])
+    assert field == ""
+    assert "one YAML mapping" in reason
+
+
+def test_spec_round_trips_through_its_document_form() -> None:
+    spec = parse_tenant(tenant_doc(qdrant={"enabled": True, "replicas": 2, "readOnlyKey": False}), file=FILE)
+    document = spec.to_document()
+    assert document["qdrant"] == {"enabled": True, "replicas": 2, "readOnlyKey": False}
+    assert parse_tenant(document, file=FILE) == spec

@@ -1,0 +1,245 @@
+"""The tenant stack of every example tenant: what it declares, with which inputs, and what it keeps apart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tenancy.builders.contract import PlatformRefs
+from tenancy.builders.network import network_policy_manifests
+from tenancy.render.runtime import GENERATED, StackCapture
+from tenancy.spec.tenant import LABEL_TENANT, parse_tenant, resolve
+
+Run = Callable[[str], StackCapture]
+K8S = "kubernetes:"
+
+
+def manifests(capture: StackCapture, kind: str) -> list[dict[str, Any]]:
+    return [r.inputs for r in capture.kubernetes_objects() if r.kind == kind]
+
+
+def release(capture: StackCapture, chart: str) -> dict[str, Any]:
+    [found] = [r.inputs for r in capture.of_type(f"{K8S}helm.sh/v3:Release") if r.inputs["chart"] == chart]
+    return found
+
+
+def test_prod_acme_declares_namespace_guard_rails_and_both_services(run_stack: Run) -> None:
+    capture = run_stack("prod.acme")
+    [namespace] = manifests(capture, "Namespace")
+    labels = namespace["metadata"]["labels"]
+    assert namespace["metadata"]["name"] == "tenant-acme"
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["istio-injection"] == "enabled"
+    assert labels[LABEL_TENANT] == "acme" and labels["cost-center"] == "cc-1042"
+
+    [quota] = manifests(capture, "ResourceQuota")
+    assert quota["spec"]["hard"]["requests.memory"] == "32Gi"
+    assert quota["spec"]["hard"]["services.loadbalancers"] == "0"
+    [limits] = manifests(capture, "LimitRange")
+    assert limits["spec"]["limits"][0]["max"] == {"cpu": "8", "memory": "16Gi"}
+
+    qdrant = release(capture, "qdrant")["values"]
+    assert qdrant["replicaCount"] == 3
+    assert qdrant["config"]["cluster"]["enabled"] is True
+    assert qdrant["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
+    assert qdrant["persistence"] == {"size": "100Gi", "storageClassName": "fast-ssd"}
+    assert qdrant["snapshotPersistence"]["enabled"] is True
+    assert qdrant["podDisruptionBudget"] == {"enabled": True, "maxUnavailable": 1}
+    assert {c["topologyKey"] for c in qdrant["topologySpreadConstraints"]} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+
+    vcluster = release(capture, "vcluster")["values"]
+    assert vcluster["controlPlane"]["distro"]["k8s"]["version"] == "v1.34.0"
+    assert vcluster["controlPlane"]["statefulSet"]["resources"]["limits"]["memory"] == "2Gi"
+    assert vcluster["exportKubeConfig"]["server"] == "https://vcluster.tenant-acme:443"
+
+
+def test_single_node_qdrant_runs_without_cluster_mode_pdb_or_spread(run_stack: Run) -> None:
+    values = release(run_stack("dev.acme"), "qdrant")["values"]
+    assert values["replicaCount"] == 1
+    assert values["config"]["cluster"]["enabled"] is False
+    assert "podDisruptionBudget" not in values and "topologySpreadConstraints" not in values
+
+
+def test_qdrant_only_tenant_has_no_vcluster_and_vcluster_only_tenant_has_no_qdrant(run_stack: Run) -> None:
+    globex = run_stack("prod.globex")
+    assert [r.inputs["chart"] for r in globex.of_type(f"{K8S}helm.sh/v3:Release")] == ["qdrant"]
+    assert "vclusterKubeconfig" not in globex.outputs
+    assert "qdrantReadOnlyApiKey" not in globex.outputs  # readOnlyKey: false
+    initech = run_stack("dev.initech")
+    assert [r.inputs["chart"] for r in initech.of_type(f"{K8S}helm.sh/v3:Release")] == ["vcluster"]
+    assert "qdrantEndpoint" not in initech.outputs
+
+
+def test_qdrant_keys_are_generated_secret_and_stable_across_updates(run_stack: Run) -> None:
+    capture = run_stack("prod.acme")
+    passwords = capture.of_type("random:index/randomPassword:RandomPassword")
+    assert {p.inputs["length"] for p in passwords} == {48} and all(
+        p.inputs["special"] is False for p in passwords
+    )
+    [secret] = [r for r in capture.kubernetes_objects() if r.kind == "Secret"]
+    assert secret.inputs["metadata"]["name"] == "qdrant-api-keys"
+    assert ("stringData",) in secret.secret_paths
+    values = release(capture, "qdrant")["values"]
+    # The chart never generates keys (apiKey: true would mint a new one on every render).
+    assert "apiKey" not in values and "readOnlyApiKey" not in values
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in values["env"]}
+    assert env["QDRANT__SERVICE__API_KEY"] == {"name": "qdrant-api-keys", "key": "api-key"}
+    assert env["QDRANT__SERVICE__READ_ONLY_API_KEY"] == {
+        "name": "qdrant-api-keys",
+        "key": "read-only-api-key",
+    }
+
+
+def test_secret_outputs_are_secret_and_plain_outputs_hold_no_secret(run_stack: Run) -> None:
+    capture = run_stack("prod.acme")
+    assert {"qdrantApiKey", "qdrantReadOnlyApiKey", "vclusterKubeconfig"} <= capture.secret_outputs
+    for key, value in capture.outputs.items():
+        if key not in capture.secret_outputs:
+            assert GENERATED not in str(value), key
+    assert capture.outputs["qdrantEndpoint"] == "http://qdrant.tenant-acme.svc.cluster.local:6333"
+    assert capture.outputs["qdrantApiKeySecret"] == "qdrant-api-keys"
+    assert capture.outputs["vclusterKubeconfigSecret"] == "vc-vcluster"
+
+
+def test_tenant_workloads_run_restricted(run_stack: Run) -> None:
+    capture = run_stack("prod.acme")
+    qdrant = release(capture, "qdrant")["values"]
+    container = qdrant["containerSecurityContext"]
+    assert container["runAsNonRoot"] and not container["allowPrivilegeEscalation"]
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert container["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert qdrant["updateVolumeFsOwnership"] is False  # the chart's chown init container runs as root
+    security = release(capture, "vcluster")["values"]["controlPlane"]["statefulSet"]["security"]
+    assert security["containerSecurityContext"]["runAsUser"] != 0
+    assert security["podSecurityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_rbac_binds_tenant_groups_to_namespace_roles_only(run_stack: Run) -> None:
+    capture = run_stack("prod.globex")
+    kinds = {r.kind for r in capture.kubernetes_objects()}
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    bindings = {b["metadata"]["name"]: b for b in manifests(capture, "RoleBinding")}
+    admins = [s["name"] for s in bindings["tenant-admin"]["subjects"]]
+    assert admins == ["oidc:/tenants/globex/admins", "oidc:/tenants/globex/search-oncall"]
+    assert bindings["tenant-viewer"]["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "tenant-viewer",
+    }
+    viewer = next(r for r in manifests(capture, "Role") if r["metadata"]["name"] == "tenant-viewer")
+    assert not any("secrets" in rule["resources"] for rule in viewer["rules"])
+    admin = next(r for r in manifests(capture, "Role") if r["metadata"]["name"] == "tenant-admin")
+    netpol_rules = [rule for rule in admin["rules"] if "networkpolicies" in rule["resources"]]
+    assert netpol_rules and all(set(rule["verbs"]) <= {"get", "list", "watch"} for rule in netpol_rules)
+
+
+def test_services_wait_for_namespace_guard_rails(run_stack: Run) -> None:
+    capture = run_stack("prod.acme")
+    for component in ("acme-qdrant", "acme-vcluster"):
+        assert {"acme", "acme-network", "acme-access"} <= set(capture.named(component).depends_on)
+    assert capture.named("acme-qdrant-release").depends_on == ["acme-qdrant-api-keys"]
+
+
+def test_tenant_stack_reads_the_platform_through_a_stack_reference(run_stack: Run) -> None:
+    capture = run_stack("prod.acme")
+    [reference] = capture.of_type("pulumi:pulumi:StackReference")
+    assert reference.inputs["name"] == "organization/platform/prod"
+
+
+def test_deletion_protection_protects_the_namespace(run_stack: Run) -> None:
+    assert run_stack("prod.acme").outputs["deletionProtection"] is True
+    assert run_stack("dev.acme").outputs["deletionProtection"] is False
+
+
+# --- isolation ----------------------------------------------------------------------------------
+
+REFS = PlatformRefs(
+    ingress_namespace="istio-ingress",
+    monitoring_namespace="observability",
+    mesh_namespace="istio-system",
+    argocd_namespace="argocd",
+    storage_class="standard",
+    domain="example.com",
+    issuer_url="https://auth.example.com/realms/platform",
+    vault_kv_mount="tenants",
+    vault_auth_path="kubernetes",
+)
+
+
+def _tenant(name: str, **services: Any) -> Any:
+    doc = {"name": name, "owners": ["a@example.com"], "plan": "medium", **services}
+    return resolve(parse_tenant(doc, file=f"{name}.yaml"), "prod")
+
+
+def _admits(policy: dict[str, Any], source_namespace: str, source_labels: dict[str, str]) -> bool:
+    """Whether an ingress rule of ``policy`` admits a pod of ``source_namespace`` with ``source_labels``."""
+    for rule in policy["spec"].get("ingress", []):
+        for peer in rule.get("from", []):
+            ns_selector = peer.get("namespaceSelector")
+            pod_selector = peer.get("podSelector")
+            if ns_selector is None:
+                ns_ok = source_namespace == policy["metadata"]["namespace"]
+            else:
+                wanted = ns_selector.get("matchLabels", {})
+                ns_ok = all(
+                    v == {"kubernetes.io/metadata.name": source_namespace}.get(k) for k, v in wanted.items()
+                )
+            pods_ok = pod_selector is None or all(
+                source_labels.get(k) == v for k, v in pod_selector.get("matchLabels", {}).items()
+            )
+            if ns_ok and pods_ok:
+                return True
+    return False
+
+
+def test_tenant_cannot_reach_other_tenant() -> None:
+    acme = _tenant("acme", qdrant={"enabled": True})
+    globex = _tenant("globex", qdrant={"enabled": True}, vcluster={"enabled": True})
+    for target, other in ((acme, globex), (globex, acme)):
+        policies = network_policy_manifests(target, REFS)
+        assert any(
+            p["metadata"]["name"] == "default-deny" and p["spec"]["podSelector"] == {} for p in policies
+        )
+        any_pod = {"app.kubernetes.io/name": "qdrant", "istio": "ingressgateway", "k8s-app": "kube-dns"}
+        assert not any(_admits(p, other.namespace, any_pod) for p in policies)
+        assert any(_admits(p, target.namespace, {}) for p in policies)
+
+
+def test_ingress_gateway_reaches_only_qdrant_ports() -> None:
+    policies = network_policy_manifests(_tenant("acme", qdrant={"enabled": True}), REFS)
+    [gateway] = [p for p in policies if p["metadata"]["name"] == "allow-ingress-gateway-to-qdrant"]
+    assert _admits(gateway, "istio-ingress", {"istio": "ingressgateway"})
+    assert not _admits(gateway, "istio-ingress", {"app": "something-else"})
+    assert [p["port"] for p in gateway["spec"]["ingress"][0]["ports"]] == [6333, 6334]
+
+
+def test_two_tenants_share_no_object() -> None:
+    from tenancy.builders.namespace import limit_range_manifest, namespace_manifest, resource_quota_manifest
+    from tenancy.builders.rbac import role_binding_manifests, role_manifests
+
+    def objects(tenant: Any) -> set[tuple[str, str | None, str]]:
+        built = [
+            namespace_manifest(tenant),
+            resource_quota_manifest(tenant),
+            limit_range_manifest(tenant),
+            *network_policy_manifests(tenant, REFS),
+            *role_manifests(tenant),
+            *role_binding_manifests(tenant, group_prefix="oidc:"),
+        ]
+        return {(m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]) for m in built}
+
+    acme, globex = _tenant("acme"), _tenant("globex")
+    assert objects(acme).isdisjoint(objects(globex))
+    assert {ns for _, ns, _ in objects(acme) if ns} == {"tenant-acme"}
+
+
+@pytest.mark.parametrize("stack", ["prod.acme", "prod.globex", "dev.acme", "dev.initech"])
+def test_every_tenant_object_carries_the_tenant_label(run_stack: Run, stack: str) -> None:
+    tenant = stack.split(".")[1]
+    for resource in run_stack(stack).kubernetes_objects():
+        assert resource.inputs["metadata"]["labels"][LABEL_TENANT] == tenant, resource.name
