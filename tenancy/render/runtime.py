@@ -21,11 +21,12 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from tenancy.builders.contract import tenant_contract
-from tenancy.spec.platform import CONFIG_NAMESPACE, PlatformConfig, read_platform_config_file
+from tenancy.spec.platform import CONFIG_NAMESPACE, SECRET_KEYS, PlatformConfig, read_platform_config_file
 from tenancy.stacks import parse_stack_name
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 GENERATED = "generated-by-pulumi"
+PLACEHOLDER_CREDENTIAL = "placeholder-credential"
 PLACEHOLDER_KUBECONFIG = "apiVersion: v1\nkind: Config\n# written by the running vCluster\n"
 
 
@@ -116,10 +117,13 @@ class RecordingMocks(Mocks):
 def config_values(config: PlatformConfig) -> dict[str, str]:
     """A validated platform config as Pulumi config entries (objects JSON-encoded, as the engine does)."""
     document = config.model_dump(mode="json", by_alias=True, exclude={"environment"}, exclude_none=True)
-    return {
+    values = {
         f"{CONFIG_NAMESPACE}:{key}": value if isinstance(value, str) else json.dumps(value)
         for key, value in document.items()
     }
+    # Credentials are encrypted in the stack files; programs under mocks get a placeholder.
+    values.update({f"{CONFIG_NAMESPACE}:{key}": PLACEHOLDER_CREDENTIAL for key in SECRET_KEYS})
+    return values
 
 
 def contract_for(config: PlatformConfig) -> dict[str, Any]:
@@ -157,7 +161,8 @@ def capture_program(
     """Run ``program`` (which declares resources and returns its stack outputs) under mocks."""
     mocks = RecordingMocks(stack_outputs or {})
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
-    pulumi.runtime.set_all_config(dict(config or {}))
+    config = dict(config or {})
+    pulumi.runtime.set_all_config(config, [key for key in config if key.split(":", 1)[-1] in SECRET_KEYS])
     options: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
 
     def remember(args: pulumi.ResourceTransformationArgs) -> None:
@@ -195,6 +200,6 @@ def capture_stack(stack: str, *, project_dir: Path) -> StackCapture:
         lambda: stack_outputs(stack, project_dir=project_dir),
         stack=str(name),
         project=project,
-        config=config_values(platform_config) if name.is_platform else {},
+        config=config_values(platform_config),
         stack_outputs=stack_refs,
     )

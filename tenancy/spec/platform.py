@@ -20,6 +20,9 @@ from pydantic.alias_generators import to_camel
 from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_error
 
 CONFIG_NAMESPACE = "platform"
+# Keys that hold credentials: read by components with ``require_secret``, never part of PlatformConfig,
+# and only ever stored encrypted (``pulumi config set --secret``).
+SECRET_KEYS = ("vaultToken", "objectStorageAccessKeyId", "objectStorageSecretAccessKey")
 _DNS_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
 
 
@@ -122,6 +125,16 @@ def read_platform_config_file(path: Path) -> PlatformConfig:
     for key, value in config.items():
         namespace, _, short = str(key).partition(":")
         if namespace != CONFIG_NAMESPACE:
+            continue
+        if short in SECRET_KEYS:
+            if not (isinstance(value, dict) and set(value) == {"secure"}):
+                issues.append(
+                    SpecIssue(
+                        path.name,
+                        key,
+                        f"holds a credential in plain text; set it with `pulumi config set --secret {key}`",
+                    )
+                )
             continue
         if short not in _keys():
             issues.append(SpecIssue(path.name, key, f"unknown key; known keys: {', '.join(_keys())}"))

@@ -60,3 +60,14 @@ def test_live_config_strings_are_decoded_like_the_engine_passes_them() -> None:
     raw = {"domain": "example.com", "highAvailability": "false", "vault": '{"enabled": false}'}
     config = read_platform_config(raw.get, environment="dev")
     assert config.high_availability is False and config.vault.enabled is False
+
+
+def test_encrypted_credentials_are_allowed_and_plain_ones_refused(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text("config:\n  platform:domain: dev.example.com\n  platform:vaultToken:\n    secure: AAABAbc=\n")
+    assert read_platform_config_file(path).domain == "dev.example.com"
+    path.write_text("config:\n  platform:domain: dev.example.com\n  platform:vaultToken: s.plaintext\n")
+    with pytest.raises(SpecError) as caught:
+        read_platform_config_file(path)
+    [issue] = caught.value.issues
+    assert issue.field == "platform:vaultToken" and "pulumi config set --secret" in issue.reason
