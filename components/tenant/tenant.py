@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pulumi
+import pulumi_vault
 
 from components.tenant.access import TenantAccess
 from components.tenant.namespace import TenantNamespace
 from components.tenant.network import TenantNetworkPolicies
 from components.tenant.qdrant import QdrantCluster
+from components.tenant.vault import TenantVaultAccess
 from components.tenant.vcluster import VirtualCluster
 from tenancy.builders.contract import PlatformRefs
 from tenancy.spec.tenant import Tenant
@@ -17,6 +19,7 @@ class TenantResources(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
     qdrant: QdrantCluster | None
     vcluster: VirtualCluster | None
+    vault: TenantVaultAccess | None
 
     def __init__(
         self,
@@ -25,8 +28,10 @@ class TenantResources(pulumi.ComponentResource):
         tenant: Tenant,
         platform: PlatformRefs,
         group_prefix: str,
+        vault_provider: pulumi_vault.Provider | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``vault_provider`` set: the tenant's keys are also kept in Vault (prod); else only in Secrets."""
         super().__init__("platform:tenant:Tenant", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         namespace = TenantNamespace(f"{name}", tenant=tenant, opts=child)
@@ -49,6 +54,20 @@ class TenantResources(pulumi.ComponentResource):
         if tenant.vcluster is not None:
             self.vcluster = VirtualCluster(
                 f"{name}-vcluster", tenant=tenant, storage_class=platform.storage_class, opts=guarded
+            )
+        self.vault = None
+        if vault_provider is not None and self.qdrant is not None:
+            keys = {"api-key": self.qdrant.api_key}
+            if self.qdrant.read_only_api_key is not None:
+                keys["read-only-api-key"] = self.qdrant.read_only_api_key
+            self.vault = TenantVaultAccess(
+                f"{name}-vault",
+                tenant=tenant,
+                kv_mount=platform.vault_kv_mount,
+                auth_path=platform.vault_auth_path,
+                secrets=keys,
+                provider=vault_provider,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
             )
         self.namespace = namespace.namespace
         self.register_outputs({"namespace": self.namespace})

@@ -10,6 +10,7 @@ import pulumi
 from pydantic.alias_generators import to_camel
 
 from components.tenant import TenantResources
+from components.tenant.vault import tenant_vault_provider
 from tenancy.builders.contract import PlatformRefs
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.platform import read_platform_config_file
@@ -50,11 +51,17 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
     config = pulumi.Config("platform")
     platform_config = read_platform_config_file(project_dir / f"Pulumi.{environment}.yaml")
     tenant = load_tenant(project_dir, environment, name, config)
+    vault_provider = None
+    if platform_config.vault.enabled:
+        vault_provider = tenant_vault_provider(
+            f"{name}-vault-provider", address=platform_config.vault.address
+        )
     resources = TenantResources(
         name,
         tenant=tenant,
         platform=platform_refs(environment, config),
         group_prefix=platform_config.kubernetes_group_prefix,
+        vault_provider=vault_provider,
     )
     outputs: dict[str, Any] = {
         "tenant": tenant.name,
@@ -69,6 +76,9 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
         outputs["qdrantApiKey"] = resources.qdrant.api_key
         if resources.qdrant.read_only_api_key is not None:
             outputs["qdrantReadOnlyApiKey"] = resources.qdrant.read_only_api_key
+    if resources.vault is not None:
+        outputs["vaultSecretPath"] = resources.vault.secret_path
+        outputs["vaultRole"] = resources.vault.role_name
     if resources.vcluster is not None:
         outputs["vclusterKubeconfigSecret"] = resources.vcluster.kubeconfig_secret_name
         outputs["vclusterKubeconfig"] = resources.vcluster.kubeconfig

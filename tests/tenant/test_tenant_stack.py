@@ -243,3 +243,14 @@ def test_every_tenant_object_carries_the_tenant_label(run_stack: Run, stack: str
     tenant = stack.split(".")[1]
     for resource in run_stack(stack).kubernetes_objects():
         assert resource.inputs["metadata"]["labels"][LABEL_TENANT] == tenant, resource.name
+
+
+def test_prod_keeps_qdrant_keys_in_vault_and_dev_only_in_secrets(run_stack: Run) -> None:
+    prod = run_stack("prod.acme")
+    [secret] = prod.of_type("vault:kv/secretV2:SecretV2")
+    assert secret.inputs["name"] == "prod/acme/qdrant"
+    assert prod.outputs["vaultRole"] == "tenant-acme"
+    assert prod.of_type("pulumi:providers:vault")
+    dev = run_stack("dev.acme")
+    assert not [r for r in dev.resources if r.type.startswith("vault:")]
+    assert "vaultSecretPath" not in dev.outputs
