@@ -66,3 +66,10 @@ ALLOY = ChartPin(chart="alloy", version="1.11.1", repo="https://grafana.github.i
 
 # DandyDeveloper/charts charts/redis-ha 4.39.0 (Redis 8.8.0, official images), commit 6224454.
 REDIS_HA = ChartPin(chart="redis-ha", version="4.39.0", repo="https://dandydeveloper.github.io/charts")
+
+# PostgreSQL image of the identity database (CloudNativePG Cluster): the operator's own default for
+# 1.30.0 (cloudnative-pg/cloudnative-pg pkg/versions/versions.go DefaultImageName at tag v1.30.0).
+# PostgreSQL 18 is supported by Keycloak since 26.5.0 (keycloak/keycloak#44274, release/26.5.0).
+# The "system" flavour carries barman-cli-cloud, which the in-tree barmanObjectStore backups need;
+# moving to the barman-cloud plugin (before operator 1.31) allows the "minimal"/"standard" flavours.
+CNPG_POSTGRESQL_IMAGE = "ghcr.io/cloudnative-pg/postgresql:18.4-system-trixie"

@@ -33,6 +33,14 @@ _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _GROUP_PATH = re.compile(r"^(/[A-Za-z0-9][-A-Za-z0-9_.]*)+$")
+_GIT_HOST = r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?"
+_GIT_PATH_SEGMENT = r"[A-Za-z0-9._~-]+"
+_GIT_REPOSITORY = re.compile(
+    rf"^(https://{_GIT_HOST}(:[0-9]{{1,5}})?(/{_GIT_PATH_SEGMENT})+/?"  # https://host/org/repo.git
+    rf"|ssh://[A-Za-z0-9._-]+@{_GIT_HOST}(:[0-9]{{1,5}})?(/{_GIT_PATH_SEGMENT})+"  # ssh://git@host/org/repo
+    rf"|[A-Za-z0-9._-]+@{_GIT_HOST}:{_GIT_PATH_SEGMENT}(/{_GIT_PATH_SEGMENT})*)$"  # git@host:org/repo.git
+)
+MAX_REPOSITORIES = 50
 
 
 def _check_name(name: str) -> str:
@@ -74,6 +82,20 @@ def _check_groups(groups: list[str]) -> list[str]:
         if not _GROUP_PATH.match(group):
             raise ValueError(f"{group!r} is not a Keycloak group path such as '/tenants/acme/admins'")
     return groups
+
+
+def _check_repositories(repositories: list[str]) -> list[str]:
+    for url in repositories:
+        if any(char in url for char in "*?[]"):
+            raise ValueError(f"{url!r} contains a wildcard; name each repository Argo CD may deploy from")
+        if not _GIT_REPOSITORY.match(url):
+            raise ValueError(
+                f"{url!r} is not a git repository URL; use https://host/org/repo.git, "
+                "ssh://git@host/org/repo.git or git@host:org/repo.git (no credentials in the URL)"
+            )
+    if len(set(repositories)) != len(repositories):
+        raise ValueError("repositories are listed more than once")
+    return repositories
 
 
 def _check_qdrant_version(version: str) -> str:
@@ -164,6 +186,19 @@ class Groups(_Model):
     )
 
 
+class GitOpsSpec(_Model):
+    """What the tenant's Argo CD project may deploy from."""
+
+    repositories: Annotated[list[str], AfterValidator(_check_repositories)] = Field(
+        default_factory=list,
+        max_length=MAX_REPOSITORIES,
+        description=(
+            "Git repositories (https:// or ssh) Argo CD may deploy this tenant's applications from; "
+            "none means nothing can be deployed through Argo CD."
+        ),
+    )
+
+
 class TenantSpec(_Model):
     """One tenant, as written in ``tenants/<env>/<name>.yaml``."""
 
@@ -182,6 +217,7 @@ class TenantSpec(_Model):
     )
     qdrant: QdrantSpec = Field(default_factory=QdrantSpec)
     vcluster: VClusterSpec = Field(default_factory=VClusterSpec)
+    gitops: GitOpsSpec = Field(default_factory=GitOpsSpec, description="Argo CD project settings.")
 
     def to_document(self) -> dict[str, Any]:
         """The spec as it is written to a file: camelCase keys, defaults left out."""
@@ -228,6 +264,7 @@ class Tenant(BaseModel):
     deletion_protection: bool
     qdrant: QdrantSettings | None
     vcluster: VClusterSettings | None
+    repositories: tuple[str, ...] = ()
 
     @property
     def namespace(self) -> str:
@@ -283,6 +320,7 @@ def resolve(spec: TenantSpec, environment: str) -> Tenant:
         deletion_protection=spec.deletion_protection,
         qdrant=qdrant,
         vcluster=vcluster,
+        repositories=tuple(spec.gitops.repositories),
     )
 
 

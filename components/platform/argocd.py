@@ -1,0 +1,90 @@
+"""Argo CD: its meshed namespace, the Keycloak client secret, the pinned chart, and its route
+through the platform gateway."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.platform.namespace import PlatformNamespace
+from tenancy import versions
+from tenancy.builders.argocd import (
+    NAMESPACE,
+    OIDC_SECRET_KEY,
+    RELEASE_NAME,
+    host,
+    namespace_policies,
+    oidc_config,
+    oidc_secret_manifest,
+    render_argocd_values,
+    virtual_service_manifest,
+)
+from tenancy.spec.platform import PlatformConfig
+
+
+class ArgoCD(pulumi.ComponentResource):
+    """Argo CD in namespace ``argocd``, signed into through Keycloak at ``issuer_url``.
+
+    Its pods are meshed, so pass ``depends_on`` Istio's ``ready`` in ``opts``; the VirtualService
+    also needs Istio's CRDs.
+    """
+
+    namespace: pulumi.Output[str]
+    url: pulumi.Output[str]
+    release: k8s.helm.v3.Release
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        config: PlatformConfig,
+        oidc_client_secret: pulumi.Input[str],
+        issuer_url: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("platform:platform:ArgoCD", name, None, opts)
+        namespace = PlatformNamespace(
+            f"{name}-namespace",
+            namespace=NAMESPACE,
+            mesh=True,
+            policies=namespace_policies(),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+
+        secret_manifest = oidc_secret_manifest()
+        oidc_secret = k8s.core.v1.Secret(
+            f"{name}-oidc-client",
+            metadata=secret_manifest["metadata"],
+            type=secret_manifest["type"],
+            string_data={OIDC_SECRET_KEY: pulumi.Output.secret(oidc_client_secret)},
+            opts=in_namespace,
+        )
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name=RELEASE_NAME,
+            namespace=NAMESPACE,
+            chart=versions.ARGO_CD.chart,
+            version=versions.ARGO_CD.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.ARGO_CD.repo),
+            values=render_argocd_values(
+                config, oidc_config=pulumi.Output.from_input(issuer_url).apply(oidc_config)
+            ),
+            max_history=10,
+            cleanup_on_fail=True,
+            # argocd-server resolves $argocd-oidc:clientSecret when it starts.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, oidc_secret]),
+        )
+        route = virtual_service_manifest(config)
+        k8s.apiextensions.CustomResource(
+            f"{name}-route",
+            api_version=route["apiVersion"],
+            kind=route["kind"],
+            metadata=route["metadata"],
+            spec=route["spec"],
+            opts=in_namespace,
+        )
+
+        self.namespace = namespace.name
+        self.url = pulumi.Output.from_input(f"https://{host(config.domain)}")
+        self.register_outputs({"namespace": self.namespace, "url": self.url})

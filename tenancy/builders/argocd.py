@@ -1,0 +1,206 @@
+"""Argo CD: Helm values (argoproj/argo-helm charts/argo-cd, pinned in tenancy.versions), the Secret
+holding the Keycloak client secret, the VirtualService behind the platform gateway, and the
+NetworkPolicies of its namespace.
+
+Sign-in is Keycloak OIDC only (no Dex, no local admin); who may do what comes from Keycloak groups.
+TLS ends at the Istio gateway, so argocd-server serves plain HTTP inside the (mTLS) mesh.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import yaml
+
+from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES
+from tenancy.builders.istio import GATEWAY_REFERENCE, KUBE_API_PORTS
+from tenancy.builders.namespace import Manifest
+from tenancy.builders.network import ISTIO_METRICS_PORT
+from tenancy.builders.platform_namespace import PLATFORM_LABELS, allow_egress_outside, allow_ingress
+from tenancy.spec.platform import PlatformConfig
+
+# With release "argocd" every object is called argocd-<component> (argo-cd.fullname).
+RELEASE_NAME = "argocd"
+NAMESPACE = NAMESPACES.gitops
+HOST_PREFIX = "argocd"
+OIDC_CLIENT_ID = "argocd"
+OIDC_SECRET_NAME = "argocd-oidc"
+OIDC_SECRET_KEY = "clientSecret"
+PLATFORM_ADMINS_GROUP = "/platform-admins"
+SERVER_POD_LABELS = {"app.kubernetes.io/name": "argocd-server"}
+REPO_SERVER_POD_LABELS = {"app.kubernetes.io/name": "argocd-repo-server"}
+SERVER_CONTAINER_PORT = 8080  # server.containerPorts.server; the Service's port 80 targets it
+SERVER_SERVICE_PORT = 80  # plain HTTP because server.insecure is on
+GIT_PORTS = [443, 22]
+
+# Argo CD finds a secret referenced as $<secret>:<key> only in Secrets carrying this label.
+ARGOCD_SECRET_LABELS = {"app.kubernetes.io/part-of": "argocd"}
+
+
+def host(domain: str) -> str:
+    return f"{HOST_PREFIX}.{domain}"
+
+
+def oidc_config(issuer_url: str) -> str:
+    """The ``oidc.config`` entry of argocd-cm. The chart renders the value with ``toString``, so it
+    must be a YAML string; the client secret is a reference Argo CD resolves from our Secret.
+
+    No ``groups`` scope: the realm has none (the ``groups`` claim comes from a mapper on the argocd
+    client, see builders.identity), and Keycloak rejects a request naming an unknown scope. Argo CD's
+    default scope list includes ``groups``, so the list is given explicitly.
+    """
+    return yaml.safe_dump(
+        {
+            "name": "Keycloak",
+            "issuer": issuer_url,
+            "clientID": OIDC_CLIENT_ID,
+            "clientSecret": f"${OIDC_SECRET_NAME}:{OIDC_SECRET_KEY}",
+            "requestedScopes": ["openid", "profile", "email"],
+        },
+        sort_keys=False,
+    )
+
+
+def rbac_policy_csv() -> str:
+    # Tenants get their rights from their AppProject's roles, not from here.
+    return f"g, {PLATFORM_ADMINS_GROUP}, role:admin\n"
+
+
+def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}}
+
+
+def _replicated(replicas: int) -> dict[str, Any]:
+    # pdb.enabled alone renders minAvailable 0, which protects nothing.
+    return {"replicas": replicas, "pdb": {"enabled": True, "minAvailable": 1}}
+
+
+def render_argocd_values(config: PlatformConfig, *, oidc_config: pulumi.Input[str]) -> dict[str, Any]:
+    """Chart values; ``oidc_config`` is :func:`oidc_config` of the issuer URL (an Input)."""
+    ha = config.high_availability
+    controller = _resources("500m", "1Gi", "2", "2Gi") if ha else _resources("250m", "512Mi", "1", "1Gi")
+    server = _resources("100m", "256Mi", "1", "512Mi") if ha else _resources("50m", "128Mi", "500m", "256Mi")
+    # The repo-server renders manifests (helm template, kustomize build): it is the one that needs memory.
+    repo_server = _resources("250m", "512Mi", "2", "2Gi") if ha else _resources("100m", "256Mi", "1", "1Gi")
+    values: dict[str, Any] = {
+        # argocd-cm "url" (the OIDC redirect base) and the notifications links derive from it.
+        "global": {
+            "domain": host(config.domain),
+            # The namespace's policies are ours (default deny both ways, explicit allows). The chart's are
+            # ingress-only and open argocd-server to every pod, and policies add up: they would widen ours.
+            "networkPolicy": {"create": False},
+        },
+        "dex": {"enabled": False},
+        "configs": {
+            "cm": {
+                "oidc.config": oidc_config,
+                # Sign-in through Keycloak only; break-glass is `argocd admin` with cluster credentials.
+                "admin.enabled": False,
+            },
+            # Pinned although equal to the chart's defaults: access control must not move with a chart bump.
+            "rbac": {
+                "policy.csv": rbac_policy_csv(),
+                "policy.default": "",
+                "scopes": "[groups]",
+            },
+            # TLS ends at the Istio gateway; without this argocd-server redirects its HTTP port to HTTPS.
+            "params": {"server.insecure": True},
+        },
+        # One controller replica even in prod: more replicas shard clusters, not stand in for each other.
+        "controller": {"resources": controller},
+        "server": {"resources": server},
+        "repoServer": {"resources": repo_server},
+        "applicationSet": {"resources": _resources("50m", "128Mi", "500m", "256Mi")},
+        "notifications": {"resources": _resources("50m", "64Mi", "250m", "128Mi")},
+        "redisSecretInit": {"resources": _resources("10m", "32Mi", "100m", "64Mi")},
+    }
+    if ha:
+        # The chart's documented HA setup without autoscaling (README "High Availability").
+        values["server"] |= _replicated(2)
+        values["repoServer"] |= _replicated(2)
+        # More than one replica also turns on the controller's leader election (chart preset).
+        values["applicationSet"] |= _replicated(2)
+        small = _resources("20m", "32Mi", "100m", "64Mi")
+        # Three Redis nodes with Sentinel behind HAProxy; it replaces the single Redis Deployment.
+        # Hard anti-affinity (the chart's default) needs three schedulable nodes.
+        values["redis-ha"] = {
+            "enabled": True,
+            "redis": {"resources": _resources("100m", "256Mi", "500m", "512Mi")},
+            "sentinel": {"resources": small},
+            "splitBrainDetection": {"resources": small},
+            "init": {"resources": small},
+            "haproxy": {
+                "resources": _resources("50m", "64Mi", "250m", "128Mi"),
+                "init": {"resources": small},
+                "podDisruptionBudget": {"maxUnavailable": 1},
+            },
+            "podDisruptionBudget": {"maxUnavailable": 1},
+        }
+    else:
+        values["redis"] = {"resources": _resources("50m", "64Mi", "250m", "256Mi")}
+    return values
+
+
+def oidc_secret_manifest() -> Manifest:
+    """The Secret the ``$argocd-oidc:clientSecret`` reference reads; its data is set by the component."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": OIDC_SECRET_NAME,
+            "namespace": NAMESPACE,
+            "labels": {**PLATFORM_LABELS, **ARGOCD_SECRET_LABELS},
+        },
+        "type": "Opaque",
+    }
+
+
+def virtual_service_manifest(config: PlatformConfig) -> Manifest:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "argocd-server", "namespace": NAMESPACE, "labels": dict(PLATFORM_LABELS)},
+        "spec": {
+            "hosts": [host(config.domain)],
+            "gateways": [GATEWAY_REFERENCE],
+            "http": [
+                {
+                    "route": [
+                        {
+                            "destination": {
+                                "host": f"{RELEASE_NAME}-server.{NAMESPACE}.svc.cluster.local",
+                                "port": {"number": SERVER_SERVICE_PORT},
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def namespace_policies() -> list[Manifest]:
+    """argocd: the gateway reaches the UI/API; Argo CD reaches the API server and git hosts."""
+    return [
+        allow_ingress(
+            NAMESPACE,
+            "allow-ingress-gateway-to-server",
+            pods=SERVER_POD_LABELS,
+            from_namespace=NAMESPACES.ingress,
+            from_pods=INGRESS_GATEWAY_LABELS,
+            ports=[SERVER_CONTAINER_PORT],
+        ),
+        # Every component talks to the API server; the server also fetches Keycloak's OIDC discovery
+        # over 443, which the same rule covers.
+        allow_egress_outside(NAMESPACE, "allow-apiserver-and-https", pods=None, ports=KUBE_API_PORTS),
+        allow_egress_outside(
+            NAMESPACE, "allow-repo-server-to-git", pods=REPO_SERVER_POD_LABELS, ports=GIT_PORTS
+        ),
+        allow_ingress(
+            NAMESPACE,
+            "allow-metrics-scraping",
+            from_namespace=NAMESPACES.observability,
+            ports=[ISTIO_METRICS_PORT],
+        ),
+    ]

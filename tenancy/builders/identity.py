@@ -1,0 +1,653 @@
+"""Identity: the CloudNativePG operator, Keycloak's PostgreSQL ``Cluster``, Keycloak and its realm.
+
+Pure functions: names, Helm values, manifests and the realm import document. The component
+(components/platform/identity.py) only declares resources from them.
+
+Token contract with the self-service API (tests/platform/test_identity.py keeps it): access tokens
+issued for the ``tenant-api`` client carry ``iss`` = ``issuer_url(domain)``, ``aud`` including
+``tenant-api``, ``groups`` = full group paths (``/platform-admins``, ``/tenants/<tenant>/admins``) and
+``roles`` = a flat list of realm roles (``platform-admin``, ``tenant-admin``, ``tenant-viewer``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import pulumi
+import yaml
+
+from tenancy import versions
+from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES, REALM
+from tenancy.builders.istio import GATEWAY_REFERENCE
+from tenancy.builders.namespace import Manifest
+from tenancy.builders.platform_namespace import (
+    PLATFORM_LABELS,
+    allow_egress,
+    allow_egress_outside,
+    allow_ingress,
+)
+from tenancy.spec.platform import ObjectStorageConfig
+
+# --- CloudNativePG operator (namespace cnpg-system, outside the mesh) --------------------------
+OPERATOR_RELEASE = "cloudnative-pg"
+# The chart's selector labels (templates/_helpers.tpl cloudnative-pg.selectorLabels).
+OPERATOR_POD_LABELS = {
+    "app.kubernetes.io/name": "cloudnative-pg",
+    "app.kubernetes.io/instance": OPERATOR_RELEASE,
+}
+OPERATOR_WEBHOOK_PORT = 9443  # the chart's webhook.port; the API server calls it directly
+API_SERVER_PORTS = [
+    443,
+    6443,
+]  # NetworkPolicies see the endpoint port: 443 on managed clusters, 6443 on kubeadm
+
+# --- the database (namespace iam, meshed) -------------------------------------------------------
+DATABASE_CLUSTER = "keycloak-db"
+DATABASE_NAME = "keycloak"
+DATABASE_OWNER = "keycloak"  # must equal the username in the initdb secret (CNPG bootstrap rules)
+DATABASE_SECRET = "keycloak-db-credentials"
+BACKUP_SECRET = "keycloak-db-backup-credentials"
+DATABASE_SERVICE = f"{DATABASE_CLUSTER}-rw"  # the primary; CNPG always creates it
+POSTGRES_PORT = 5432
+STATUS_PORT = 8000  # the instance manager's status endpoint the operator polls (own TLS, pinned cert)
+# CNPG labels on instance pods (pkg/specs/pods.go); pooler pods share cnpg.io/cluster, not podRole.
+DATABASE_POD_LABELS = {"cnpg.io/cluster": DATABASE_CLUSTER, "cnpg.io/podRole": "instance"}
+# Instance pods and the initdb/join Job pods: all run the instance manager, which reads the API.
+DATABASE_WORKLOAD_LABELS = {"cnpg.io/cluster": DATABASE_CLUSTER}
+BACKUP_RETENTION = "30d"
+BACKUP_SCHEDULE = "0 0 2 * * *"  # robfig cron with seconds: daily at 02:00:00
+# Create the Keycloak release only once the database accepts connections: the pulumi-kubernetes
+# provider waits for the Cluster's Ready condition (CNPG sets it when all instances are up).
+WAIT_FOR_READY = {"pulumi.com/waitFor": "condition=Ready"}
+
+# --- Keycloak (namespace iam, meshed) -----------------------------------------------------------
+KEYCLOAK_RELEASE = "keycloak"
+KEYCLOAK_SERVICE = f"{KEYCLOAK_RELEASE}-http"  # the chart's <fullname>-http Service
+KEYCLOAK_SERVICE_PORT = 80
+KEYCLOAK_HTTP_PORT = 8080  # container port behind the Service; what NetworkPolicies see
+# JGroups (jdbc-ping stack): data on 7800 and FD_SOCK2 failure detection on 7800 + 50000.
+JGROUPS_PORTS = [7800, 57800]
+# The chart's selector labels: name is the chart name, instance the release name.
+KEYCLOAK_POD_LABELS = {"app.kubernetes.io/name": "keycloakx", "app.kubernetes.io/instance": KEYCLOAK_RELEASE}
+ADMIN_SECRET = "keycloak-admin"
+CLIENT_SECRETS = "keycloak-client-secrets"
+REALM_SECRET = "keycloak-realm"
+REALM_FILE = f"{REALM}-realm.json"
+IMPORT_DIR = "/opt/keycloak/data/import"
+ARGOCD_SECRET_ENV = "ARGOCD_CLIENT_SECRET"
+ARGOCD_SECRET_KEY = "argocd"
+# The platform's Istio Gateway (istio-ingress/platform-gateway); TLS ends there.
+PLATFORM_GATEWAY = GATEWAY_REFERENCE
+
+# --- the realm ----------------------------------------------------------------------------------
+API_CLIENT_ID = "tenant-api"
+ARGOCD_CLIENT_ID = "argocd"
+PLATFORM_ADMIN = "platform-admin"
+TENANT_ADMIN = "tenant-admin"
+TENANT_VIEWER = "tenant-viewer"
+PLATFORM_ADMINS_GROUP = "platform-admins"
+TENANTS_GROUP = "tenants"
+# Per-tenant subgroups of /tenants/<tenant> and the realm role each one grants.
+TENANT_SUBGROUP_ROLES = {"admins": TENANT_ADMIN, "viewers": TENANT_VIEWER}
+
+RESTRICTED_CONTAINER: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _same(cpu: str, memory: str) -> dict[str, dict[str, str]]:
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
+
+
+def _metadata(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": dict(PLATFORM_LABELS), **extra}
+
+
+def auth_host(domain: str) -> str:
+    return f"auth.{domain}"
+
+
+# --- operator -------------------------------------------------------------------------------------
+
+
+def operator_values(*, high_availability: bool) -> dict[str, Any]:
+    """Values for the cloudnative-pg chart.
+
+    The chart's security contexts already meet Pod Security "restricted" and are left alone. Its
+    PodMonitor stays off: the platform runs no Prometheus Operator, so the CRD would be missing.
+    """
+    values: dict[str, Any] = {
+        # Two replicas in prod: the admission webhook fails closed, so a lone operator pod being
+        # rescheduled blocks every change to a Cluster. Leader election keeps one reconciler.
+        "replicaCount": 2 if high_availability else 1,
+        "resources": _same("100m", "256Mi"),
+    }
+    if high_availability:
+        values["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+            }
+        ]
+    return values
+
+
+def operator_namespace_policies() -> list[Manifest]:
+    """What the operator in cnpg-system may do beyond the baseline (DNS, same namespace)."""
+    namespace = NAMESPACES.database_operator
+    return [
+        # The API server calls the admission webhook from outside any pod network: no peer selector.
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _metadata("allow-apiserver-to-webhook", namespace),
+            "spec": {
+                "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"ports": [{"protocol": "TCP", "port": OPERATOR_WEBHOOK_PORT}]}],
+            },
+        },
+        allow_egress_outside(
+            namespace, "allow-operator-to-apiserver", pods=OPERATOR_POD_LABELS, ports=API_SERVER_PORTS
+        ),
+        allow_egress(
+            namespace,
+            "allow-operator-to-postgres",
+            pods=OPERATOR_POD_LABELS,
+            to_namespace=NAMESPACES.identity,
+            to_pods={"cnpg.io/podRole": "instance"},
+            ports=[STATUS_PORT, POSTGRES_PORT],
+        ),
+    ]
+
+
+# --- namespace iam --------------------------------------------------------------------------------
+
+
+def object_storage_port(endpoint: str) -> int:
+    parts = urlsplit(endpoint)
+    return parts.port or (80 if parts.scheme == "http" else 443)
+
+
+def identity_namespace_policies(*, object_storage: ObjectStorageConfig | None) -> list[Manifest]:
+    """Allows in iam beyond the baseline. Keycloak -> Postgres is same-namespace, already allowed."""
+    namespace = NAMESPACES.identity
+    policies = [
+        allow_ingress(
+            namespace,
+            "allow-gateway-to-keycloak",
+            pods=KEYCLOAK_POD_LABELS,
+            from_namespace=NAMESPACES.ingress,
+            from_pods=INGRESS_GATEWAY_LABELS,
+            ports=[KEYCLOAK_HTTP_PORT],
+        ),
+        allow_ingress(
+            namespace,
+            "allow-cnpg-operator-to-postgres",
+            pods=DATABASE_POD_LABELS,
+            from_namespace=NAMESPACES.database_operator,
+            from_pods=OPERATOR_POD_LABELS,
+            ports=[STATUS_PORT, POSTGRES_PORT],
+        ),
+        # The instance manager watches its Cluster and holds the primary Lease through the API.
+        allow_egress_outside(
+            namespace, "allow-postgres-to-apiserver", pods=DATABASE_WORKLOAD_LABELS, ports=API_SERVER_PORTS
+        ),
+    ]
+    if object_storage is not None:
+        policies.append(
+            allow_egress_outside(
+                namespace,
+                "allow-postgres-to-object-storage",
+                pods=DATABASE_WORKLOAD_LABELS,
+                ports=[object_storage_port(object_storage.endpoint)],
+            )
+        )
+    return policies
+
+
+# --- secrets (values are generated by the component) ----------------------------------------------
+
+
+def basic_auth_secret(
+    name: str,
+    *,
+    username: pulumi.Input[str],
+    password: pulumi.Input[str],
+    namespace: str = NAMESPACES.identity,
+) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(name, namespace),
+        "type": "kubernetes.io/basic-auth",
+        "stringData": {"username": username, "password": password},
+    }
+
+
+def opaque_secret(
+    name: str, data: dict[str, pulumi.Input[str]], *, namespace: str = NAMESPACES.identity
+) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(name, namespace),
+        "type": "Opaque",
+        "stringData": dict(data),
+    }
+
+
+def backup_credentials_secret(
+    *, access_key_id: pulumi.Input[str], secret_access_key: pulumi.Input[str], region: str
+) -> Manifest:
+    return opaque_secret(
+        BACKUP_SECRET,
+        {"ACCESS_KEY_ID": access_key_id, "ACCESS_SECRET_KEY": secret_access_key, "REGION": region},
+    )
+
+
+# --- the database ---------------------------------------------------------------------------------
+
+
+def _backup(object_storage: ObjectStorageConfig) -> dict[str, Any]:
+    """Native ``barmanObjectStore`` (in-tree Barman Cloud), chosen over the barman-cloud plugin.
+
+    The in-tree path is deprecated since CNPG 1.26 and is removed in 1.31; the plugin replaces it.
+    The plugin needs cert-manager (its chart issues the mTLS certificates between operator and
+    plugin) and a second pinned chart; the platform runs neither today. On the pinned operator 1.30
+    the in-tree path is fully supported, so backups work now, and the move to the plugin is one
+    bounded change: the same ``configuration`` block moves into an ObjectStore resource and the
+    Cluster gains ``plugins``. tests/platform/test_identity.py fails when the operator pin moves
+    past 1.30, so the move cannot be forgotten.
+    """
+
+    def ref(key: str) -> dict[str, str]:
+        return {"name": BACKUP_SECRET, "key": key}
+
+    return {
+        "retentionPolicy": BACKUP_RETENTION,
+        "barmanObjectStore": {
+            "destinationPath": f"s3://{object_storage.backup_bucket}/{NAMESPACES.identity}",
+            "endpointURL": object_storage.endpoint,
+            "s3Credentials": {
+                "accessKeyId": ref("ACCESS_KEY_ID"),
+                "secretAccessKey": ref("ACCESS_SECRET_KEY"),
+                "region": ref("REGION"),
+            },
+            "wal": {"compression": "gzip"},
+            "data": {"compression": "gzip"},
+        },
+    }
+
+
+def database_cluster(
+    *,
+    high_availability: bool,
+    storage_class: pulumi.Input[str],
+    object_storage: ObjectStorageConfig | None,
+) -> Manifest:
+    """Keycloak's PostgreSQL: 3 instances across nodes in prod, 1 in dev.
+
+    Monitoring: ``spec.monitoring.enablePodMonitor`` is deprecated in 1.30 ("create a PodMonitor
+    manually") and the platform has no Prometheus Operator, so none is requested; the exporter on
+    port 9187 still runs for any scraper added later.
+    """
+    replicated = high_availability
+    memory = "2Gi" if replicated else "512Mi"
+    spec: dict[str, Any] = {
+        "instances": 3 if replicated else 1,
+        "imageName": versions.CNPG_POSTGRESQL_IMAGE,
+        "bootstrap": {
+            "initdb": {
+                "database": DATABASE_NAME,
+                "owner": DATABASE_OWNER,
+                "secret": {"name": DATABASE_SECRET},
+            }
+        },
+        "postgresql": {
+            # Parameters are strings in the CRD. A quarter of the memory limit for shared buffers.
+            "parameters": {"shared_buffers": "512MB" if replicated else "128MB"}
+        },
+        "resources": _same("1" if replicated else "500m", memory),
+        "storage": {"size": "20Gi" if replicated else "5Gi", "storageClass": storage_class},
+        # A PDB on one instance blocks every node drain; with three it keeps a quorum.
+        "enablePDB": replicated,
+    }
+    if replicated:
+        spec["affinity"] = {
+            "enablePodAntiAffinity": True,
+            "podAntiAffinityType": "required",
+            "topologyKey": "kubernetes.io/hostname",
+        }
+    if object_storage is not None:
+        spec["backup"] = _backup(object_storage)
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": _metadata(DATABASE_CLUSTER, NAMESPACES.identity, annotations=dict(WAIT_FOR_READY)),
+        "spec": spec,
+    }
+
+
+def scheduled_backup() -> Manifest:
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "ScheduledBackup",
+        "metadata": _metadata(f"{DATABASE_CLUSTER}-daily", NAMESPACES.identity),
+        "spec": {
+            "schedule": BACKUP_SCHEDULE,
+            "cluster": {"name": DATABASE_CLUSTER},
+            "method": "barmanObjectStore",
+            # A base backup right away: WAL archived before the first base backup restores nothing.
+            "immediate": True,
+            "backupOwnerReference": "self",
+        },
+    }
+
+
+def database_status_port_exception() -> Manifest:
+    """Accept the operator's connections to the status port 8000 without Istio mTLS.
+
+    The CNPG operator runs in cnpg-system without a sidecar and polls each instance's status
+    endpoint on 8000 over its own TLS, pinned to its client certificate. A STRICT sidecar on the
+    database pod rejects every connection that is not Istio mTLS, so the operator would lose sight
+    of the instances. PERMISSIVE on 8000 only, on the database pods only: 5432 and every other port
+    stay STRICT.
+    """
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": _metadata(f"{DATABASE_CLUSTER}-operator-status", NAMESPACES.identity),
+        "spec": {
+            "selector": {"matchLabels": dict(DATABASE_POD_LABELS)},
+            "mtls": {"mode": "STRICT"},
+            "portLevelMtls": {str(STATUS_PORT): {"mode": "PERMISSIVE"}},
+        },
+    }
+
+
+# --- Keycloak ------------------------------------------------------------------------------------
+
+
+def keycloak_jgroups_exception() -> Manifest:
+    """Let Keycloak replicas form their cache cluster inside the mesh (replicated only).
+
+    JGroups connects pod IP to pod IP on ports no Service declares, so the client sidecar sends
+    them as plain TCP and a STRICT peer rejects them; Keycloak already secures this channel with
+    its own mutual TLS (cache-embedded-mtls, on by default). This is the configuration Keycloak's
+    caching guide gives for Istio ("Running inside a service mesh"). Only the JGroups ports, only
+    on Keycloak pods.
+    """
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": _metadata(f"{KEYCLOAK_RELEASE}-jgroups", NAMESPACES.identity),
+        "spec": {
+            "selector": {"matchLabels": dict(KEYCLOAK_POD_LABELS)},
+            "mtls": {"mode": "STRICT"},
+            "portLevelMtls": {str(port): {"mode": "PERMISSIVE"} for port in JGROUPS_PORTS},
+        },
+    }
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def keycloak_values(*, domain: str, high_availability: bool) -> dict[str, Any]:
+    """Values for the keycloakx chart; ``extraEnv`` and ``extraVolume*`` are YAML strings the chart tpl's."""
+    replicated = high_availability
+    env = [
+        # A full URL fixes scheme, host and port of every URL Keycloak issues, the issuer among them.
+        {"name": "KC_HOSTNAME", "value": f"https://{auth_host(domain)}"},
+        _secret_env("KC_BOOTSTRAP_ADMIN_USERNAME", ADMIN_SECRET, "username"),
+        _secret_env("KC_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_SECRET, "password"),
+        # Resolved by the realm import's ${ARGOCD_CLIENT_SECRET} placeholder.
+        _secret_env(ARGOCD_SECRET_ENV, CLIENT_SECRETS, ARGOCD_SECRET_KEY),
+        # Keycloak's default pool (100) per replica would exceed PostgreSQL's 100 connections.
+        {"name": "KC_DB_POOL_MAX_SIZE", "value": "30"},
+        {"name": "KC_LOG_CONSOLE_OUTPUT", "value": "json"},
+    ]
+    volumes = [{"name": "realm-import", "secret": {"secretName": REALM_SECRET}}]
+    mounts = [{"name": "realm-import", "mountPath": IMPORT_DIR, "readOnly": True}]
+    values: dict[str, Any] = {
+        "fullnameOverride": KEYCLOAK_RELEASE,
+        # StatefulSet OrderedReady: replica 0 imports the realm before replica 1 starts, which
+        # then finds it and skips the import; there is no first-boot race.
+        "replicas": 2 if replicated else 1,
+        "args": ["start", "--import-realm"],
+        # Keycloak's own default; the chart's "/auth" would put the issuer under /auth/realms/...
+        "http": {"relativePath": "/"},
+        # TLS ends at the Istio gateway; Envoy sets X-Forwarded-For/-Proto, not RFC 7239 Forwarded.
+        "proxy": {"mode": "xforwarded"},
+        "database": {
+            "vendor": "postgres",
+            "hostname": DATABASE_SERVICE,
+            "port": POSTGRES_PORT,
+            "database": DATABASE_NAME,
+            "username": DATABASE_OWNER,
+            "existingSecret": DATABASE_SECRET,
+            "existingSecretKey": "password",
+        },
+        # dbchecker stays off (chart default): inside the mesh its `nc -z` reaches the local
+        # sidecar, which completes every TCP handshake, so it proves nothing. The Cluster's Ready
+        # wait (WAIT_FOR_READY) orders Keycloak after the database instead.
+        "extraEnv": yaml.safe_dump(env, sort_keys=False),
+        "extraVolumes": yaml.safe_dump(volumes, sort_keys=False),
+        "extraVolumeMounts": yaml.safe_dump(mounts, sort_keys=False),
+        # The image caps the heap at 70% of the limit; upstream suggests >= 750Mi, ~2Gi for prod.
+        "resources": _same("1" if replicated else "500m", "2Gi" if replicated else "1Gi"),
+        "podSecurityContext": {
+            "fsGroup": 1000,
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # No readOnlyRootFilesystem: `start` re-augments into /opt/keycloak/lib (keycloak#44632).
+        "securityContext": {"runAsUser": 1000, **RESTRICTED_CONTAINER},
+        # Keycloak never calls the Kubernetes API (jdbc-ping discovery goes through the database).
+        "serviceAccount": {"automountServiceAccountToken": False},
+    }
+    if replicated:
+        # The chart's default affinity already requires one replica per node.
+        values["podDisruptionBudget"] = {"maxUnavailable": 1}
+    return values
+
+
+def keycloak_virtual_service(domain: str) -> Manifest:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": _metadata(KEYCLOAK_RELEASE, NAMESPACES.identity),
+        "spec": {
+            "hosts": [auth_host(domain)],
+            "gateways": [PLATFORM_GATEWAY],
+            "http": [
+                {
+                    "route": [
+                        {
+                            "destination": {
+                                "host": f"{KEYCLOAK_SERVICE}.{NAMESPACES.identity}.svc.cluster.local",
+                                "port": {"number": KEYCLOAK_SERVICE_PORT},
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+# --- the realm -----------------------------------------------------------------------------------
+
+
+def _mapper(name: str, mapper: str, config: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "protocol": "openid-connect",
+        "protocolMapper": mapper,
+        "consentRequired": False,
+        "config": config,
+    }
+
+
+def groups_mapper() -> dict[str, Any]:
+    """``groups``: full paths (``/tenants/acme/admins``); short names would be ambiguous across tenants."""
+    return _mapper(
+        "groups",
+        "oidc-group-membership-mapper",
+        {
+            "claim.name": "groups",
+            "full.path": "true",
+            "access.token.claim": "true",
+            "id.token.claim": "true",
+            "userinfo.token.claim": "true",
+            "introspection.token.claim": "true",
+        },
+    )
+
+
+def realm_roles_mapper() -> dict[str, Any]:
+    """``roles``: a flat list of realm roles (the built-in scope nests them under realm_access)."""
+    return _mapper(
+        "realm-roles",
+        "oidc-usermodel-realm-role-mapper",
+        {
+            "claim.name": "roles",
+            "multivalued": "true",
+            "jsonType.label": "String",
+            "usermodel.realmRoleMapping.rolePrefix": "",
+            "access.token.claim": "true",
+            "id.token.claim": "true",
+            "userinfo.token.claim": "true",
+            "introspection.token.claim": "true",
+        },
+    )
+
+
+def audience_mapper(client_id: str) -> dict[str, Any]:
+    return _mapper(
+        f"audience-{client_id}",
+        "oidc-audience-mapper",
+        {
+            "included.client.audience": client_id,
+            "access.token.claim": "true",
+            "id.token.claim": "false",
+            "introspection.token.claim": "true",
+        },
+    )
+
+
+def _api_client() -> dict[str, Any]:
+    """The self-service API's client: public.
+
+    Its callers are people using ``tenantctl`` (device flow, or authorization code with PKCE on a
+    loopback redirect) and, later, a browser page: none can keep a client secret. The API itself
+    only verifies tokens against the realm's JWKS and needs no secret either.
+    """
+    return {
+        "clientId": API_CLIENT_ID,
+        "name": "Tenant self-service API",
+        "enabled": True,
+        "protocol": "openid-connect",
+        "publicClient": True,
+        "standardFlowEnabled": True,
+        "implicitFlowEnabled": False,
+        "directAccessGrantsEnabled": False,
+        "serviceAccountsEnabled": False,
+        # RFC 8252 loopback redirects for the CLI; Keycloak lets any port match.
+        "redirectUris": ["http://127.0.0.1/*"],
+        "webOrigins": ["+"],
+        "attributes": {
+            "pkce.code.challenge.method": "S256",
+            "oauth2.device.authorization.grant.enabled": "true",
+            "post.logout.redirect.uris": "+",
+        },
+        "protocolMappers": [groups_mapper(), realm_roles_mapper(), audience_mapper(API_CLIENT_ID)],
+    }
+
+
+def _argocd_client(domain: str) -> dict[str, Any]:
+    """Argo CD's SSO client: confidential; the secret reaches Keycloak only through its environment.
+
+    The groups mapper sits on the client rather than in a ``groups`` client scope: declaring any
+    ``clientScopes`` in an import replaces all of Keycloak's built-in scopes. Argo CD must therefore
+    not request a ``groups`` scope (its default requestedScopes includes it).
+    """
+    base = f"https://argocd.{domain}"
+    return {
+        "clientId": ARGOCD_CLIENT_ID,
+        "name": "Argo CD",
+        "enabled": True,
+        "protocol": "openid-connect",
+        "publicClient": False,
+        "clientAuthenticatorType": "client-secret",
+        "secret": "${" + ARGOCD_SECRET_ENV + "}",
+        "standardFlowEnabled": True,
+        "implicitFlowEnabled": False,
+        "directAccessGrantsEnabled": False,
+        "serviceAccountsEnabled": False,
+        "rootUrl": base,
+        "redirectUris": [f"{base}/auth/callback"],
+        "webOrigins": [base],
+        "attributes": {"post.logout.redirect.uris": f"{base}/*"},
+        "protocolMappers": [groups_mapper()],
+    }
+
+
+def realm_import(domain: str) -> dict[str, Any]:
+    """The ``platform`` realm as Keycloak imports it at first start (``--import-realm``).
+
+    The import runs once: when the realm exists, Keycloak skips the file, so later changes here
+    reach a running realm only through the admin API. Per-tenant groups are not part of it: the
+    import creates the parent ``/tenants``; onboarding a tenant creates ``/tenants/<tenant>/admins``
+    (tenant-admin) and ``/tenants/<tenant>/viewers`` (tenant-viewer), see ``tenant_group``.
+    """
+    roles = [
+        (PLATFORM_ADMIN, "Operates the platform: every tenant, every platform service."),
+        (TENANT_ADMIN, "Manages the tenants whose /tenants/<tenant>/admins group the user is in."),
+        (TENANT_VIEWER, "Reads the tenants whose /tenants/<tenant>/viewers group the user is in."),
+    ]
+    return {
+        "realm": REALM,
+        "enabled": True,
+        "displayName": "Data platform",
+        "sslRequired": "external",
+        "registrationAllowed": False,
+        "loginWithEmailAllowed": True,
+        "duplicateEmailsAllowed": False,
+        "resetPasswordAllowed": False,
+        "bruteForceProtected": True,
+        # An audit trail of logins and admin changes, kept 30 days.
+        "eventsEnabled": True,
+        "eventsExpiration": 30 * 24 * 3600,
+        "adminEventsEnabled": True,
+        "adminEventsDetailsEnabled": False,
+        "roles": {"realm": [{"name": name, "description": text} for name, text in roles]},
+        "groups": [
+            {
+                "name": PLATFORM_ADMINS_GROUP,
+                "path": f"/{PLATFORM_ADMINS_GROUP}",
+                "realmRoles": [PLATFORM_ADMIN],
+            },
+            {"name": TENANTS_GROUP, "path": f"/{TENANTS_GROUP}", "subGroups": []},
+        ],
+        "clients": [_api_client(), _argocd_client(domain)],
+    }
+
+
+def tenant_group(tenant: str) -> dict[str, Any]:
+    """The group tree onboarding creates under ``/tenants`` for one tenant (admin API representation)."""
+    return {
+        "name": tenant,
+        "path": f"/{TENANTS_GROUP}/{tenant}",
+        "subGroups": [
+            {"name": sub, "path": f"/{TENANTS_GROUP}/{tenant}/{sub}", "realmRoles": [role]}
+            for sub, role in TENANT_SUBGROUP_ROLES.items()
+        ],
+    }

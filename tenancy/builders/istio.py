@@ -1,0 +1,379 @@
+"""Istio: Helm values for base, cni, istiod and the ingress gateway; mesh-wide mTLS; the platform
+Gateway; and the AuthorizationPolicies of a tenant namespace.
+
+Charts are istio/istio manifests/charts at the pinned version (tenancy.versions): user values sit at
+the top level (the charts merge them over ``_internal_defaults_do_not_set``), maps merge with the
+defaults and lists replace them.
+
+Sidecars in tenant namespaces must pass Pod Security "restricted", which forbids the NET_ADMIN
+``istio-init`` container. The Istio CNI node agent sets up the traffic redirection instead, and
+istiod (``cni.enabled``) then injects only the unprivileged ``istio-validation`` init container.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES, PlatformRefs
+from tenancy.builders.namespace import Manifest, metadata
+from tenancy.builders.network import (
+    ISTIO_METRICS_PORT,
+    ISTIO_XDS_PORT,
+    QDRANT_GRPC_PORT,
+    QDRANT_HTTP_PORT,
+)
+from tenancy.builders.platform_namespace import (
+    PLATFORM_LABELS,
+    allow_egress_outside,
+    allow_ingress,
+)
+from tenancy.builders.qdrant import SELECTOR_LABELS as QDRANT_SELECTOR_LABELS
+from tenancy.spec.platform import PlatformConfig
+from tenancy.spec.tenant import Tenant
+
+BASE_RELEASE = "istio-base"
+CNI_RELEASE = "istio-cni"
+ISTIOD_RELEASE = "istiod"
+# The release name drives the gateway's labels (istio: ingressgateway) and its service account, both
+# part of the tenant contract (INGRESS_GATEWAY_LABELS, GATEWAY_SERVICE_ACCOUNT).
+GATEWAY_RELEASE = "istio-ingressgateway"
+GATEWAY_SERVICE_ACCOUNT = GATEWAY_RELEASE
+GATEWAY_POD_LABELS = {"app": GATEWAY_RELEASE, **INGRESS_GATEWAY_LABELS}
+
+# The CNI node agent is privileged by nature (host paths, NET_ADMIN/SYS_ADMIN, runs as root). It goes to
+# kube-system, where node agents (kube-proxy, the cluster's CNI) already run: that namespace is always
+# allowed the agent's system-node-critical priority class (GKE admits it nowhere else without a quota),
+# and istio-system can then stay at Pod Security "restricted" like every other platform namespace.
+CNI_NAMESPACE = "kube-system"
+
+GATEWAY_NAME = "platform-gateway"
+# How VirtualServices in any namespace name the platform gateway.
+GATEWAY_REFERENCE = f"{NAMESPACES.ingress}/{GATEWAY_NAME}"
+
+ISTIOD_POD_LABELS = {"app": "istiod"}
+ISTIOD_WEBHOOK_PORT = 15017  # container port behind the istiod Service's 443 (injection, validation)
+ISTIOD_METRICS_PORT = 15014
+# Container ports of the gateway: the chart's Service maps 80->80 and 443->443 (the pod may bind them
+# as non-root through the net.ipv4.ip_unprivileged_port_start sysctl), plus the status port for
+# load-balancer health checks.
+GATEWAY_HTTP_PORT = 80
+GATEWAY_HTTPS_PORT = 443
+GATEWAY_STATUS_PORT = 15021
+KUBE_API_PORTS = [443, 6443]
+
+RUNTIME_DEFAULT_SECCOMP = {"type": "RuntimeDefault"}
+
+
+def _restricted_container() -> dict[str, Any]:
+    """Pod Security "restricted" for one container; the gateway chart replaces its default with this."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+    }
+
+
+def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}}
+
+
+def _spread(labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Spread replicas over nodes; soft, so a short node outage never blocks a rollout."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(labels)},
+        }
+    ]
+
+
+# --- Helm values ----------------------------------------------------------------------------------
+
+
+def base_values() -> dict[str, Any]:
+    """The base chart (CRDs and the default validating webhook) needs nothing beyond its defaults."""
+    return {}
+
+
+def cni_values() -> dict[str, Any]:
+    return {
+        # The agent derives GOMAXPROCS/GOMEMLIMIT from its limits, so both are set.
+        "resources": _resources("100m", "100Mi", "500m", "256Mi"),
+        "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+        # Kubernetes >= 1.30 takes the AppArmor profile from securityContext; the annotation is deprecated.
+        "useAppArmorAnnotation": False,
+    }
+
+
+def istiod_values(config: PlatformConfig) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "cni": {"enabled": True},
+        # The discovery container is otherwise restricted already; the seccomp profile completes it.
+        "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+        "global": {
+            "proxy": {
+                # Injected sidecars land in restricted namespaces: they need a seccomp profile too.
+                "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+                # Every sidecar counts against its tenant's quota; the chart's 2-CPU limit would eat it.
+                "resources": _resources("50m", "128Mi", "500m", "256Mi"),
+            },
+        },
+    }
+    if config.high_availability:
+        # The chart's HPA owns the replica count (replicaCount is ignored while it is on); two at least,
+        # which also makes the chart render its PodDisruptionBudget (minAvailable 1).
+        values |= {
+            "autoscaleEnabled": True,
+            "autoscaleMin": 2,
+            "autoscaleMax": 5,
+            "resources": _resources("500m", "2Gi", "2", "4Gi"),
+            "topologySpreadConstraints": _spread(ISTIOD_POD_LABELS),
+        }
+    else:
+        # Autoscaling is on by default and would ignore replicaCount: one fixed replica, no HPA, no PDB.
+        values |= {
+            "autoscaleEnabled": False,
+            "replicaCount": 1,
+            "resources": _resources("100m", "512Mi", "1", "1Gi"),
+        }
+    return values
+
+
+def gateway_values(config: PlatformConfig) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        # Setting securityContext replaces the chart's default, so its port sysctl is repeated here.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+            "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
+        },
+        "containerSecurityContext": _restricted_container(),
+    }
+    if config.high_availability:
+        values |= {
+            "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5},
+            # Rendered only because minReplicas > 1.
+            "podDisruptionBudget": {"minAvailable": 1},
+            "resources": _resources("500m", "512Mi", "2", "1Gi"),
+            "topologySpreadConstraints": _spread(GATEWAY_POD_LABELS),
+        }
+    else:
+        values |= {
+            "autoscaling": {"enabled": False},
+            "replicaCount": 1,
+            "resources": _resources("100m", "128Mi", "1", "512Mi"),
+        }
+    return values
+
+
+# --- mesh-wide objects ------------------------------------------------------------------------------
+
+
+def mesh_peer_authentication() -> Manifest:
+    """Mutual TLS required between every pair of sidecars; no selector in the root namespace = mesh-wide."""
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": NAMESPACES.mesh, "labels": dict(PLATFORM_LABELS)},
+        "spec": {"mtls": {"mode": "STRICT"}},
+    }
+
+
+def gateway_manifest(config: PlatformConfig) -> Manifest:
+    """HTTPS for every ``*.<domain>`` host with the certificate in ``config.gateway_tls_secret``.
+
+    Istio resolves ``credentialName`` in the namespace of the gateway pods, so the Secret lives there.
+    """
+    hosts = [f"*.{config.domain}"]
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": GATEWAY_NAME, "namespace": NAMESPACES.ingress, "labels": dict(PLATFORM_LABELS)},
+        "spec": {
+            "selector": dict(INGRESS_GATEWAY_LABELS),
+            "servers": [
+                {
+                    "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                    "hosts": hosts,
+                    "tls": {
+                        "mode": "SIMPLE",
+                        "credentialName": config.gateway_tls_secret,
+                        "minProtocolVersion": "TLSV1_2",
+                    },
+                },
+                {
+                    "port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                    "hosts": hosts,
+                    "tls": {"httpsRedirect": True},
+                },
+            ],
+        },
+    }
+
+
+# --- namespaces ----------------------------------------------------------------------------------------
+
+
+def _network_policy(namespace: str, name: str, spec: dict[str, Any]) -> Manifest:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(PLATFORM_LABELS)},
+        "spec": spec,
+    }
+
+
+def _allow_ingress_from_anywhere(
+    namespace: str, name: str, *, pods: dict[str, str], ports: list[int]
+) -> Manifest:
+    """Callers without a pod identity: the API server (webhooks), load balancers and the internet."""
+    return _network_policy(
+        namespace,
+        name,
+        {
+            "podSelector": {"matchLabels": dict(pods)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": port} for port in ports]}],
+        },
+    )
+
+
+def mesh_namespace_policies() -> list[Manifest]:
+    """istio-system: what istiod serves and calls, beyond the baseline (deny, DNS, same namespace)."""
+    namespace = NAMESPACES.mesh
+    return [
+        # Every sidecar and gateway, wherever it runs, fetches config and certificates from istiod.
+        allow_ingress(
+            namespace,
+            "allow-xds-from-cluster",
+            pods=ISTIOD_POD_LABELS,
+            from_namespace=None,
+            ports=[ISTIO_XDS_PORT],
+        ),
+        # Sidecar injection and config validation are webhooks the API server calls.
+        _allow_ingress_from_anywhere(
+            namespace, "allow-webhooks-from-apiserver", pods=ISTIOD_POD_LABELS, ports=[ISTIOD_WEBHOOK_PORT]
+        ),
+        allow_ingress(
+            namespace,
+            "allow-metrics-scraping",
+            pods=ISTIOD_POD_LABELS,
+            from_namespace=NAMESPACES.observability,
+            ports=[ISTIOD_METRICS_PORT],
+        ),
+        allow_egress_outside(namespace, "allow-apiserver", pods=ISTIOD_POD_LABELS, ports=KUBE_API_PORTS),
+    ]
+
+
+def ingress_namespace_policies() -> list[Manifest]:
+    """istio-ingress: the world may reach the gateway; the gateway may reach meshed backends."""
+    namespace = NAMESPACES.ingress
+    return [
+        _allow_ingress_from_anywhere(
+            namespace,
+            "allow-traffic-from-anywhere",
+            pods=GATEWAY_POD_LABELS,
+            ports=[GATEWAY_HTTP_PORT, GATEWAY_HTTPS_PORT, GATEWAY_STATUS_PORT],
+        ),
+        # Backends behind the gateway are meshed (the gateway speaks mTLS to them); their own ingress
+        # policies decide which ports the gateway may use.
+        _network_policy(
+            namespace,
+            "allow-egress-to-meshed-namespaces",
+            {
+                "podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}}}]}],
+            },
+        ),
+        allow_ingress(
+            namespace,
+            "allow-metrics-scraping",
+            pods=GATEWAY_POD_LABELS,
+            from_namespace=NAMESPACES.observability,
+            ports=[ISTIO_METRICS_PORT],
+        ),
+    ]
+
+
+# --- a tenant's AuthorizationPolicies -----------------------------------------------------------------
+
+
+def _authorization_policy(tenant: Tenant, name: str, spec: dict[str, Any]) -> Manifest:
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": metadata(tenant, name),
+        "spec": spec,
+    }
+
+
+def _ports(*ports: int) -> list[str]:
+    return [str(port) for port in ports]  # the CRD takes ports as strings
+
+
+def tenant_authorization_policies(tenant: Tenant, platform: PlatformRefs) -> list[Manifest]:
+    """Deny everything in the tenant namespace, then allow the namespace itself, the gateway to Qdrant
+    and metrics scraping. Identities come from mTLS, which the mesh-wide STRICT policy guarantees.
+    """
+    ingress_namespace: pulumi.Input[str] = platform.ingress_namespace
+    policies = [
+        # An ALLOW policy without rules matches nothing: with it, whatever no other policy allows is denied.
+        _authorization_policy(tenant, "allow-nothing", {}),
+        _authorization_policy(
+            tenant,
+            "allow-same-namespace",
+            {"action": "ALLOW", "rules": [{"from": [{"source": {"namespaces": [tenant.namespace]}}]}]},
+        ),
+    ]
+    if tenant.qdrant is not None:
+        policies.append(
+            _authorization_policy(
+                tenant,
+                "allow-ingress-gateway-to-qdrant",
+                {
+                    "selector": {"matchLabels": dict(QDRANT_SELECTOR_LABELS)},
+                    "action": "ALLOW",
+                    "rules": [
+                        {
+                            # Both must hold: the gateway's namespace (read from the platform stack) and
+                            # its service account, i.e. cluster.local/ns/<ingress>/sa/istio-ingressgateway.
+                            "from": [
+                                {
+                                    "source": {
+                                        "namespaces": [ingress_namespace],
+                                        "principals": [f"*/sa/{GATEWAY_SERVICE_ACCOUNT}"],
+                                    }
+                                }
+                            ],
+                            "to": [{"operation": {"ports": _ports(QDRANT_HTTP_PORT, QDRANT_GRPC_PORT)}}],
+                        }
+                    ],
+                },
+            )
+        )
+    # The merged metrics endpoint sits outside the sidecar's traffic capture, so this rule only documents
+    # the intent today; it keeps scraping (and only scraping) working should the port ever be captured.
+    policies.append(
+        _authorization_policy(
+            tenant,
+            "allow-metrics-scraping",
+            {
+                "action": "ALLOW",
+                "rules": [
+                    {
+                        "from": [{"source": {"namespaces": [platform.monitoring_namespace]}}],
+                        "to": [{"operation": {"ports": _ports(ISTIO_METRICS_PORT)}}],
+                    }
+                ],
+            },
+        )
+    )
+    return policies

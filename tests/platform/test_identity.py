@@ -1,0 +1,502 @@
+"""Identity: CloudNativePG operator, Keycloak's PostgreSQL Cluster, Keycloak and the platform realm."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from components.platform.identity import ACCESS_KEY_ID_CONFIG, SECRET_ACCESS_KEY_CONFIG, Identity
+from tenancy import versions
+from tenancy.builders import contract
+from tenancy.builders import identity as build
+from tenancy.render.runtime import GENERATED, DeclaredResource, StackCapture, capture_program
+from tenancy.render.schema import NotBuiltIn, schema_errors
+from tenancy.spec.platform import SECRET_KEYS, PlatformConfig, parse_platform_config
+from tests.chart_keys import leaf_paths, load_all
+
+CREDENTIALS = {
+    f"platform:{ACCESS_KEY_ID_CONFIG}": "AKIA-backup-key",
+    f"platform:{SECRET_ACCESS_KEY_CONFIG}": "backup-secret-value",
+}
+RELEASE = "kubernetes:helm.sh/v3:Release"
+SECRET = "kubernetes:core/v1:Secret"
+PASSWORD = "random:index/randomPassword:RandomPassword"
+
+
+def dev_config() -> PlatformConfig:
+    return parse_platform_config(
+        {"domain": "dev.data.example.com"}, environment="dev", file="Pulumi.dev.yaml"
+    )
+
+
+def prod_config() -> PlatformConfig:
+    return parse_platform_config(
+        {
+            "domain": "data.example.com",
+            "storageClass": "fast-ssd",
+            "highAvailability": True,
+            "vault": {"enabled": True, "address": "https://vault.example.com"},
+            "objectStorage": {
+                "endpoint": "https://s3.eu-central-1.amazonaws.com",
+                "region": "eu-central-1",
+                "lokiBucket": "platform-loki",
+                "backupBucket": "platform-pg-backups",
+            },
+        },
+        environment="prod",
+        file="Pulumi.prod.yaml",
+    )
+
+
+def capture(config: PlatformConfig) -> StackCapture:
+    def program() -> dict[str, Any]:
+        identity = Identity("identity", config=config)
+        return {
+            "issuerUrl": identity.issuer_url,
+            "apiClientId": identity.api_client_id,
+            "argocdClientId": identity.argocd_client_id,
+            "argocdClientSecret": identity.argocd_client_secret,
+            "databaseClusterName": identity.database_cluster_name,
+        }
+
+    return capture_program(program, stack=config.environment, config=CREDENTIALS)
+
+
+@pytest.fixture(scope="module")
+def dev() -> StackCapture:
+    return capture(dev_config())
+
+
+@pytest.fixture(scope="module")
+def prod() -> StackCapture:
+    return capture(prod_config())
+
+
+def of_kind(capture: StackCapture, kind: str) -> list[DeclaredResource]:
+    return [r for r in capture.resources if r.kind == kind]
+
+
+def named(capture: StackCapture, kind: str, name: str) -> DeclaredResource:
+    [found] = [r for r in of_kind(capture, kind) if r.inputs["metadata"]["name"] == name]
+    return found
+
+
+def is_secret(resource: DeclaredResource, *path: str) -> bool:
+    """Marked secret at ``path`` or at any object containing it."""
+    return any(path[: len(marked)] == marked for marked in resource.secret_paths)
+
+
+def release(capture: StackCapture, chart: str) -> DeclaredResource:
+    [found] = [r for r in capture.of_type(RELEASE) if r.inputs["chart"] == chart]
+    return found
+
+
+def cluster_spec(capture: StackCapture) -> dict[str, Any]:
+    [cluster] = of_kind(capture, "Cluster")
+    spec: dict[str, Any] = cluster.inputs["spec"]
+    return spec
+
+
+def policy(capture: StackCapture, namespace: str, name: str) -> dict[str, Any]:
+    [found] = [
+        r.inputs
+        for r in of_kind(capture, "NetworkPolicy")
+        if (r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"]) == (namespace, name)
+    ]
+    return found
+
+
+# --- the database -------------------------------------------------------------------------------
+
+
+def test_prod_runs_three_postgres_instances_one_per_node_with_a_pdb(prod: StackCapture) -> None:
+    spec = cluster_spec(prod)
+    assert spec["instances"] == 3
+    assert spec["affinity"] == {
+        "enablePodAntiAffinity": True,
+        "podAntiAffinityType": "required",
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    assert spec["enablePDB"] is True
+    assert spec["storage"] == {"size": "20Gi", "storageClass": "fast-ssd"}
+
+
+def test_dev_runs_one_postgres_instance_without_a_pdb(dev: StackCapture) -> None:
+    spec = cluster_spec(dev)
+    assert spec["instances"] == 1
+    # A PodDisruptionBudget on a single instance would block every node drain.
+    assert spec["enablePDB"] is False
+    assert spec["storage"]["storageClass"] == "standard"
+
+
+def test_postgres_runs_the_pinned_image_with_equal_requests_and_limits(
+    dev: StackCapture, prod: StackCapture
+) -> None:
+    for capture_ in (dev, prod):
+        spec = cluster_spec(capture_)
+        assert spec["imageName"] == versions.CNPG_POSTGRESQL_IMAGE
+        assert spec["resources"]["requests"] == spec["resources"]["limits"]
+        assert all(isinstance(v, str) for v in spec["postgresql"]["parameters"].values())
+        # Deprecated in 1.30, and no Prometheus Operator runs on the platform.
+        assert "monitoring" not in spec
+
+
+def test_backups_go_to_object_storage_only_when_it_is_configured(
+    dev: StackCapture, prod: StackCapture
+) -> None:
+    store = cluster_spec(prod)["backup"]["barmanObjectStore"]
+    assert store["destinationPath"] == "s3://platform-pg-backups/iam"
+    assert store["endpointURL"] == "https://s3.eu-central-1.amazonaws.com"
+    assert {ref["name"] for ref in store["s3Credentials"].values()} == {build.BACKUP_SECRET}
+    assert cluster_spec(prod)["backup"]["retentionPolicy"] == "30d"
+    [scheduled] = of_kind(prod, "ScheduledBackup")
+    assert scheduled.inputs["spec"]["cluster"] == {"name": build.DATABASE_CLUSTER}
+    assert len(scheduled.inputs["spec"]["schedule"].split()) == 6  # seconds first, robfig cron
+    assert scheduled.depends_on == ["identity-database"]
+    policy(prod, "iam", "allow-postgres-to-object-storage")
+
+    assert "backup" not in cluster_spec(dev)
+    assert of_kind(dev, "ScheduledBackup") == []
+    assert build.BACKUP_SECRET not in {r.inputs["metadata"]["name"] for r in dev.of_type(SECRET)}
+    with pytest.raises(ValueError):
+        policy(dev, "iam", "allow-postgres-to-object-storage")
+
+
+def test_backup_credentials_come_from_secret_config_and_stay_secret(prod: StackCapture) -> None:
+    secret = named(prod, "Secret", build.BACKUP_SECRET)
+    data = secret.inputs["stringData"]
+    assert data["ACCESS_KEY_ID"] == "AKIA-backup-key"
+    assert data["ACCESS_SECRET_KEY"] == "backup-secret-value"
+    assert data["REGION"] == "eu-central-1"
+    assert is_secret(secret, "stringData", "ACCESS_KEY_ID")
+    assert is_secret(secret, "stringData", "ACCESS_SECRET_KEY")
+    assert "identity-backup-credentials" in prod.named("identity-database").depends_on
+
+
+def test_backup_credential_keys_are_declared_secret_platform_config() -> None:
+    assert {ACCESS_KEY_ID_CONFIG, SECRET_ACCESS_KEY_CONFIG} <= set(SECRET_KEYS)
+
+
+def test_native_backups_hold_the_operator_below_1_31() -> None:
+    # spec.backup.barmanObjectStore is removed in CloudNativePG 1.31 (chart 0.30). Move the backups
+    # to the barman-cloud plugin (ObjectStore + spec.plugins, needs cert-manager) before this bump.
+    assert versions.CLOUDNATIVE_PG.version.startswith("0.29."), "migrate backups to the barman-cloud plugin"
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+
+def test_database_credentials_are_generated_basic_auth_shared_by_cluster_and_keycloak(
+    dev: StackCapture,
+) -> None:
+    secret = named(dev, "Secret", build.DATABASE_SECRET)
+    assert secret.inputs["type"] == "kubernetes.io/basic-auth"
+    assert secret.inputs["stringData"] == {
+        "username": build.DATABASE_OWNER,
+        "password": f"{GENERATED}-identity-database-password",
+    }
+    assert is_secret(secret, "stringData", "password")
+
+    initdb = cluster_spec(dev)["bootstrap"]["initdb"]
+    assert initdb["secret"] == {"name": build.DATABASE_SECRET}
+    assert initdb["owner"] == secret.inputs["stringData"]["username"]
+    database = release(dev, "keycloakx").inputs["values"]["database"]
+    assert database["existingSecret"] == build.DATABASE_SECRET
+    assert database["existingSecretKey"] == "password"
+    assert database["username"] == initdb["owner"]
+    assert database["hostname"] == f"{build.DATABASE_CLUSTER}-rw"
+    assert database["database"] == initdb["database"]
+
+
+def test_admin_and_client_secrets_are_generated_and_secret(dev: StackCapture) -> None:
+    passwords = {r.name for r in dev.of_type(PASSWORD)}
+    assert passwords == {
+        "identity-database-password",
+        "identity-admin-password",
+        "identity-argocd-client-secret",
+    }
+    admin = named(dev, "Secret", build.ADMIN_SECRET)
+    assert admin.inputs["type"] == "kubernetes.io/basic-auth"
+    assert is_secret(admin, "stringData", "password")
+    clients = named(dev, "Secret", build.CLIENT_SECRETS)
+    assert is_secret(clients, "stringData", build.ARGOCD_SECRET_KEY)
+    assert "argocdClientSecret" in dev.secret_outputs
+    assert dev.outputs["argocdClientSecret"] == f"{GENERATED}-identity-argocd-client-secret"
+    assert {"issuerUrl", "apiClientId", "databaseClusterName"}.isdisjoint(dev.secret_outputs)
+
+
+def test_keycloak_reads_admin_and_argocd_secrets_from_secret_refs(dev: StackCapture) -> None:
+    values = release(dev, "keycloakx").inputs["values"]
+    env = {e["name"]: e for e in yaml.safe_load(values["extraEnv"])}
+    assert env["KC_BOOTSTRAP_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": build.ADMIN_SECRET,
+        "key": "password",
+    }
+    assert env[build.ARGOCD_SECRET_ENV]["valueFrom"]["secretKeyRef"] == {
+        "name": build.CLIENT_SECRETS,
+        "key": build.ARGOCD_SECRET_KEY,
+    }
+    assert all("value" not in e for e in env.values() if "SECRET" in e["name"] or "PASSWORD" in e["name"])
+
+
+# --- ordering ------------------------------------------------------------------------------------
+
+
+def test_operator_then_database_then_keycloak(prod: StackCapture) -> None:
+    database = prod.named("identity-database")
+    keycloak = prod.named("identity-keycloak")
+    assert "identity-operator" in database.depends_on
+    assert "identity-database-credentials" in database.depends_on
+    assert "identity-database" in keycloak.depends_on
+    assert {"identity-admin", "identity-client-secrets", "identity-realm"} <= set(keycloak.depends_on)
+    assert "identity-operator-namespace" in prod.named("identity-operator").depends_on
+    # The provider waits for the Cluster's Ready condition before Keycloak starts.
+    assert database.inputs["metadata"]["annotations"] == {"pulumi.com/waitFor": "condition=Ready"}
+
+
+# --- mesh and network ----------------------------------------------------------------------------
+
+
+def test_status_port_exception_selects_only_database_pods_and_only_port_8000(dev: StackCapture) -> None:
+    [exception] = [
+        r.inputs for r in of_kind(dev, "PeerAuthentication") if r.name == "identity-database-status-port"
+    ]
+    assert exception["apiVersion"] == "security.istio.io/v1"
+    assert exception["metadata"]["namespace"] == "iam"
+    assert exception["spec"] == {
+        "selector": {"matchLabels": {"cnpg.io/cluster": "keycloak-db", "cnpg.io/podRole": "instance"}},
+        "mtls": {"mode": "STRICT"},
+        "portLevelMtls": {"8000": {"mode": "PERMISSIVE"}},
+    }
+
+
+def test_keycloak_jgroups_exception_exists_only_where_keycloak_is_replicated(
+    dev: StackCapture, prod: StackCapture
+) -> None:
+    assert [r.name for r in of_kind(dev, "PeerAuthentication")] == ["identity-database-status-port"]
+    [jgroups] = [r.inputs for r in of_kind(prod, "PeerAuthentication") if "jgroups" in r.name]
+    assert jgroups["spec"]["selector"]["matchLabels"] == build.KEYCLOAK_POD_LABELS
+    assert set(jgroups["spec"]["portLevelMtls"]) == {"7800", "57800"}
+
+
+def test_namespaces_mesh_iam_but_not_the_operator(dev: StackCapture) -> None:
+    labels = {r.inputs["metadata"]["name"]: r.inputs["metadata"]["labels"] for r in of_kind(dev, "Namespace")}
+    assert labels["cnpg-system"]["istio-injection"] == "disabled"
+    assert labels["iam"]["istio-injection"] == "enabled"
+    assert {ns["pod-security.kubernetes.io/enforce"] for ns in labels.values()} == {"restricted"}
+
+
+def test_only_the_gateway_reaches_keycloak_and_only_the_operator_reaches_postgres_control_ports(
+    dev: StackCapture,
+) -> None:
+    gateway = policy(dev, "iam", "allow-gateway-to-keycloak")["spec"]
+    assert gateway["podSelector"] == {"matchLabels": build.KEYCLOAK_POD_LABELS}
+    [rule] = gateway["ingress"]
+    assert rule["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-ingress"}},
+            "podSelector": {"matchLabels": {"istio": "ingressgateway"}},
+        }
+    ]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+    operator = policy(dev, "iam", "allow-cnpg-operator-to-postgres")["spec"]
+    assert {p["port"] for p in operator["ingress"][0]["ports"]} == {8000, 5432}
+    assert operator["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "cnpg-system"
+    }
+    egress = policy(dev, "cnpg-system", "allow-operator-to-postgres")["spec"]["egress"][0]
+    assert {p["port"] for p in egress["ports"]} == {8000, 5432}
+    assert egress["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "iam"}
+    policy(dev, "cnpg-system", "allow-operator-to-apiserver")
+    policy(dev, "cnpg-system", "allow-apiserver-to-webhook")
+    apiserver = policy(dev, "iam", "allow-postgres-to-apiserver")["spec"]
+    assert apiserver["podSelector"] == {"matchLabels": {"cnpg.io/cluster": "keycloak-db"}}
+
+
+def test_keycloak_is_routed_through_the_platform_gateway(dev: StackCapture) -> None:
+    [route] = [r.inputs for r in of_kind(dev, "VirtualService")]
+    assert route["spec"]["hosts"] == ["auth.dev.data.example.com"]
+    assert route["spec"]["gateways"] == ["istio-ingress/platform-gateway"]
+    destination = route["spec"]["http"][0]["route"][0]["destination"]
+    assert destination == {"host": "keycloak-http.iam.svc.cluster.local", "port": {"number": 80}}
+
+
+# --- Keycloak --------------------------------------------------------------------------------------
+
+
+def test_issuer_is_the_contract_issuer(dev: StackCapture) -> None:
+    domain = "dev.data.example.com"
+    assert dev.outputs["issuerUrl"] == contract.issuer_url(domain)
+    values = release(dev, "keycloakx").inputs["values"]
+    env = {e["name"]: e.get("value") for e in yaml.safe_load(values["extraEnv"])}
+    served = f"{env['KC_HOSTNAME']}{values['http']['relativePath'].rstrip('/')}/realms/{contract.REALM}"
+    assert served == contract.issuer_url(domain)
+    assert build.realm_import(domain)["realm"] == contract.REALM
+
+
+def test_keycloak_imports_the_realm_from_a_mounted_secret(dev: StackCapture) -> None:
+    values = release(dev, "keycloakx").inputs["values"]
+    assert values["args"] == ["start", "--import-realm"]
+    [volume] = yaml.safe_load(values["extraVolumes"])
+    [mount] = yaml.safe_load(values["extraVolumeMounts"])
+    assert volume["secret"]["secretName"] == build.REALM_SECRET
+    assert mount == {"name": volume["name"], "mountPath": "/opt/keycloak/data/import", "readOnly": True}
+    realm_secret = named(dev, "Secret", build.REALM_SECRET)
+    assert json.loads(realm_secret.inputs["stringData"]["platform-realm.json"]) == build.realm_import(
+        "dev.data.example.com"
+    )
+
+
+def test_prod_runs_two_keycloak_replicas_with_a_pdb_and_dev_one_without(
+    dev: StackCapture, prod: StackCapture
+) -> None:
+    prod_values = release(prod, "keycloakx").inputs["values"]
+    assert prod_values["replicas"] == 2
+    assert prod_values["podDisruptionBudget"] == {"maxUnavailable": 1}
+    dev_values = release(dev, "keycloakx").inputs["values"]
+    assert dev_values["replicas"] == 1
+    assert "podDisruptionBudget" not in dev_values
+
+
+def test_keycloak_containers_run_restricted_with_equal_requests_and_limits(prod: StackCapture) -> None:
+    values = release(prod, "keycloakx").inputs["values"]
+    container = values["securityContext"]
+    assert container["runAsNonRoot"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert container["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert values["podSecurityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert values["resources"]["requests"] == values["resources"]["limits"]
+    # dbchecker stays off: its nc -z would only reach the local sidecar.
+    assert "dbchecker" not in values
+
+
+def test_operator_release_is_sized_and_replicated_in_prod(dev: StackCapture, prod: StackCapture) -> None:
+    operator = release(prod, "cloudnative-pg")
+    assert operator.inputs["namespace"] == "cnpg-system"
+    assert operator.inputs["values"]["replicaCount"] == 2
+    resources = operator.inputs["values"]["resources"]
+    assert resources["requests"] == resources["limits"]
+    assert release(dev, "cloudnative-pg").inputs["values"]["replicaCount"] == 1
+
+
+# --- the realm -------------------------------------------------------------------------------------
+
+
+REALM = build.realm_import("data.example.com")
+
+
+def client(client_id: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [c for c in REALM["clients"] if c["clientId"] == client_id]
+    [only] = found
+    return only
+
+
+def mapper(client_id: str, provider: str) -> dict[str, str]:
+    [found] = [m for m in client(client_id)["protocolMappers"] if m["protocolMapper"] == provider]
+    config: dict[str, str] = found["config"]
+    return config
+
+
+def test_realm_defines_the_three_roles() -> None:
+    assert {r["name"] for r in REALM["roles"]["realm"]} == {"platform-admin", "tenant-admin", "tenant-viewer"}
+
+
+def test_realm_creates_platform_admins_and_only_the_parent_of_tenant_groups() -> None:
+    groups = {g["path"]: g for g in REALM["groups"]}
+    assert groups["/platform-admins"]["realmRoles"] == ["platform-admin"]
+    assert groups["/tenants"]["subGroups"] == []
+    assert set(groups) == {"/platform-admins", "/tenants"}
+
+
+def test_onboarding_groups_follow_the_tenant_convention() -> None:
+    group = build.tenant_group("acme")
+    assert group["path"] == "/tenants/acme"
+    assert {g["path"]: g["realmRoles"] for g in group["subGroups"]} == {
+        "/tenants/acme/admins": ["tenant-admin"],
+        "/tenants/acme/viewers": ["tenant-viewer"],
+    }
+
+
+def test_realm_has_the_api_and_argocd_clients() -> None:
+    assert {c["clientId"] for c in REALM["clients"]} == {"tenant-api", "argocd"}
+    api = client("tenant-api")
+    assert api["publicClient"] is True
+    assert api["attributes"]["oauth2.device.authorization.grant.enabled"] == "true"
+    assert api["attributes"]["pkce.code.challenge.method"] == "S256"
+    argocd = client("argocd")
+    assert argocd["publicClient"] is False
+    assert argocd["redirectUris"] == ["https://argocd.data.example.com/auth/callback"]
+    # The generated secret never enters the document: Keycloak resolves it from its environment.
+    assert argocd["secret"] == "${ARGOCD_CLIENT_SECRET}"
+    assert "clientScopes" not in REALM  # declaring any would drop Keycloak's built-in scopes
+
+
+def test_api_access_tokens_carry_full_group_paths_as_groups() -> None:
+    config = mapper("tenant-api", "oidc-group-membership-mapper")
+    assert config["claim.name"] == "groups"
+    assert config["full.path"] == "true"
+    assert config["access.token.claim"] == "true"
+
+
+def test_api_access_tokens_carry_realm_roles_as_a_flat_roles_list() -> None:
+    config = mapper("tenant-api", "oidc-usermodel-realm-role-mapper")
+    assert config["claim.name"] == "roles"
+    assert config["multivalued"] == "true"
+    assert config["access.token.claim"] == "true"
+    assert config["usermodel.realmRoleMapping.rolePrefix"] == ""
+
+
+def test_api_access_tokens_include_the_api_in_their_audience() -> None:
+    config = mapper("tenant-api", "oidc-audience-mapper")
+    assert config["included.client.audience"] == "tenant-api"
+    assert config["access.token.claim"] == "true"
+
+
+def test_argocd_tokens_carry_full_group_paths() -> None:
+    config = mapper("argocd", "oidc-group-membership-mapper")
+    assert config["full.path"] == "true"
+    assert config["id.token.claim"] == "true"
+
+
+def test_outputs_name_the_clients_and_the_database(dev: StackCapture) -> None:
+    assert dev.outputs["apiClientId"] == "tenant-api"
+    assert dev.outputs["argocdClientId"] == "argocd"
+    assert dev.outputs["databaseClusterName"] == "keycloak-db"
+
+
+# --- schema and chart keys -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_every_built_in_object_passes_the_schema(env: str, dev: StackCapture, prod: StackCapture) -> None:
+    capture_ = dev if env == "dev" else prod
+    checked, problems = 0, []
+    for resource in capture_.kubernetes_objects():
+        try:
+            errors = schema_errors(resource.inputs)
+        except NotBuiltIn:
+            continue
+        checked += 1
+        problems += [f"{resource.kind}/{resource.name}: {error}" for error in errors]
+    assert problems == []
+    assert checked >= 10
+
+
+@pytest.mark.parametrize("high_availability", [False, True])
+def test_chart_keys_cover_every_value(high_availability: bool) -> None:
+    charts = load_all()
+    rendered = {
+        versions.CLOUDNATIVE_PG: build.operator_values(high_availability=high_availability),
+        versions.KEYCLOAKX: build.keycloak_values(
+            domain="data.example.com", high_availability=high_availability
+        ),
+    }
+    for pin, values in rendered.items():
+        keys = charts[pin.chart]
+        assert keys.version == pin.version
+        assert [p for p in leaf_paths(values) if not keys.accepts(p)] == []
