@@ -6,6 +6,8 @@ import pulumi
 import pulumi_vault
 
 from components.tenant.access import TenantAccess
+from components.tenant.gitops import TenantAppProject
+from components.tenant.mesh import TenantMeshPolicies
 from components.tenant.namespace import TenantNamespace
 from components.tenant.network import TenantNetworkPolicies
 from components.tenant.qdrant import QdrantCluster
@@ -20,6 +22,7 @@ class TenantResources(pulumi.ComponentResource):
     qdrant: QdrantCluster | None
     vcluster: VirtualCluster | None
     vault: TenantVaultAccess | None
+    app_project: TenantAppProject
 
     def __init__(
         self,
@@ -42,8 +45,12 @@ class TenantResources(pulumi.ComponentResource):
         access = TenantAccess(
             f"{name}-access", tenant=tenant, group_prefix=group_prefix, opts=after_namespace
         )
+        mesh = TenantMeshPolicies(f"{name}-mesh", tenant=tenant, platform=platform, opts=after_namespace)
+        self.app_project = TenantAppProject(
+            f"{name}-gitops", tenant=tenant, platform=platform, opts=after_namespace
+        )
         # Services start only once their quota, limits and isolation are in place.
-        guarded = pulumi.ResourceOptions(parent=self, depends_on=[namespace, isolation, access])
+        guarded = pulumi.ResourceOptions(parent=self, depends_on=[namespace, isolation, access, mesh])
 
         self.qdrant = None
         if tenant.qdrant is not None:

@@ -68,6 +68,7 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
         "environment": environment,
         "namespace": resources.namespace,
         "deletionProtection": tenant.deletion_protection,
+        "argocdProject": resources.app_project.project,
     }
     if resources.qdrant is not None:
         outputs["qdrantEndpoint"] = resources.qdrant.http_endpoint
