@@ -144,12 +144,18 @@ class Identity(pulumi.ComponentResource):
                 build.scheduled_backup(),
                 pulumi.ResourceOptions(parent=self, depends_on=[self.database]),
             )
-        mesh_exceptions = [
+        mesh_exceptions: list[pulumi.Resource] = [
             _custom(f"{name}-database-status-port", build.database_status_port_exception(), in_namespace)
         ]
         if ha:
+            jgroups = build.keycloak_jgroups_service()
             mesh_exceptions.append(
-                _custom(f"{name}-keycloak-jgroups", build.keycloak_jgroups_exception(), in_namespace)
+                k8s.core.v1.Service(
+                    f"{name}-keycloak-jgroups",
+                    metadata=jgroups["metadata"],
+                    spec=jgroups["spec"],
+                    opts=in_namespace,
+                )
             )
 
         # --- Keycloak ------------------------------------------------------------------------

@@ -10,12 +10,11 @@ import pulumi_kubernetes as k8s
 
 from components.platform.namespace import PlatformNamespace
 from tenancy import versions
-from tenancy.builders.contract import NAMESPACES
+from tenancy.builders.contract import GATEWAY_REFERENCE, NAMESPACES
 from tenancy.builders.istio import (
     BASE_RELEASE,
     CNI_NAMESPACE,
     CNI_RELEASE,
-    GATEWAY_REFERENCE,
     GATEWAY_RELEASE,
     ISTIOD_RELEASE,
     base_values,

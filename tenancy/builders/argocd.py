@@ -13,8 +13,8 @@ from typing import Any
 import pulumi
 import yaml
 
-from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES
-from tenancy.builders.istio import GATEWAY_REFERENCE, KUBE_API_PORTS
+from tenancy.builders.contract import GATEWAY_REFERENCE, INGRESS_GATEWAY_LABELS, NAMESPACES
+from tenancy.builders.istio import KUBE_API_PORTS
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.network import ISTIO_METRICS_PORT
 from tenancy.builders.platform_namespace import PLATFORM_LABELS, allow_egress_outside, allow_ingress

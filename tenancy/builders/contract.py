@@ -51,6 +51,9 @@ class PlatformNamespaces:
 
 NAMESPACES = PlatformNamespaces()
 REALM = "platform"
+# The platform's Istio Gateway, and how VirtualServices in any namespace name it.
+GATEWAY_NAME = "platform-gateway"
+GATEWAY_REFERENCE = f"{NAMESPACES.ingress}/{GATEWAY_NAME}"
 
 
 def issuer_url(domain: str) -> str:

@@ -18,12 +18,10 @@ import pulumi
 import yaml
 
 from tenancy import versions
-from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES, REALM
-from tenancy.builders.istio import GATEWAY_REFERENCE
+from tenancy.builders.contract import GATEWAY_REFERENCE, INGRESS_GATEWAY_LABELS, NAMESPACES, REALM
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
-    allow_egress,
     allow_egress_outside,
     allow_ingress,
 )
@@ -156,15 +154,32 @@ def operator_namespace_policies() -> list[Manifest]:
         allow_egress_outside(
             namespace, "allow-operator-to-apiserver", pods=OPERATOR_POD_LABELS, ports=API_SERVER_PORTS
         ),
-        allow_egress(
-            namespace,
-            "allow-operator-to-postgres",
-            pods=OPERATOR_POD_LABELS,
-            to_namespace=NAMESPACES.identity,
-            to_pods={"cnpg.io/podRole": "instance"},
-            ports=[STATUS_PORT, POSTGRES_PORT],
-        ),
+        # Every CNPG cluster of the platform (Keycloak's in iam, Grafana's in observability).
+        _network_policy_to_instances_anywhere(namespace),
     ]
+
+
+def _network_policy_to_instances_anywhere(namespace: str) -> Manifest:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata("allow-operator-to-postgres", namespace),
+        "spec": {
+            "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {"matchLabels": {"cnpg.io/podRole": "instance"}},
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": port} for port in (STATUS_PORT, POSTGRES_PORT)],
+                }
+            ],
+        },
+    }
 
 
 # --- namespace iam --------------------------------------------------------------------------------
@@ -375,23 +390,26 @@ def database_status_port_exception() -> Manifest:
 # --- Keycloak ------------------------------------------------------------------------------------
 
 
-def keycloak_jgroups_exception() -> Manifest:
-    """Let Keycloak replicas form their cache cluster inside the mesh (replicated only).
+def keycloak_jgroups_service() -> Manifest:
+    """A headless Service declaring Keycloak's JGroups ports (replicated only).
 
-    JGroups connects pod IP to pod IP on ports no Service declares, so the client sidecar sends
-    them as plain TCP and a STRICT peer rejects them; Keycloak already secures this channel with
-    its own mutual TLS (cache-embedded-mtls, on by default). This is the configuration Keycloak's
-    caching guide gives for Istio ("Running inside a service mesh"). Only the JGroups ports, only
-    on Keycloak pods.
+    JGroups connects pod IP to pod IP. Without a Service naming those ports the client sidecar
+    treats the traffic as unknown and sends it in plain TCP, which a STRICT peer rejects. Declaring
+    them lets Istio match the endpoints and use mutual TLS, so the mesh stays STRICT everywhere but
+    CloudNativePG's status port: no second PERMISSIVE exception.
     """
     return {
-        "apiVersion": "security.istio.io/v1",
-        "kind": "PeerAuthentication",
+        "apiVersion": "v1",
+        "kind": "Service",
         "metadata": _metadata(f"{KEYCLOAK_RELEASE}-jgroups", NAMESPACES.identity),
         "spec": {
-            "selector": {"matchLabels": dict(KEYCLOAK_POD_LABELS)},
-            "mtls": {"mode": "STRICT"},
-            "portLevelMtls": {str(port): {"mode": "PERMISSIVE"} for port in JGROUPS_PORTS},
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": dict(KEYCLOAK_POD_LABELS),
+            "ports": [
+                {"name": f"tcp-jgroups-{port}", "port": port, "targetPort": port, "protocol": "TCP"}
+                for port in JGROUPS_PORTS
+            ],
         },
     }
 

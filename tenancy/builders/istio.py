@@ -16,7 +16,12 @@ from typing import Any
 
 import pulumi
 
-from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES, PlatformRefs
+from tenancy.builders.contract import (
+    GATEWAY_NAME,
+    INGRESS_GATEWAY_LABELS,
+    NAMESPACES,
+    PlatformRefs,
+)
 from tenancy.builders.namespace import Manifest, metadata
 from tenancy.builders.network import (
     ISTIO_METRICS_PORT,
@@ -24,8 +29,10 @@ from tenancy.builders.network import (
     QDRANT_GRPC_PORT,
     QDRANT_HTTP_PORT,
 )
+from tenancy.builders.observability import GRAFANA_HTTP_PORT, GRAFANA_POD_LABELS
 from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
+    allow_egress,
     allow_egress_outside,
     allow_ingress,
 )
@@ -48,9 +55,6 @@ GATEWAY_POD_LABELS = {"app": GATEWAY_RELEASE, **INGRESS_GATEWAY_LABELS}
 # and istio-system can then stay at Pod Security "restricted" like every other platform namespace.
 CNI_NAMESPACE = "kube-system"
 
-GATEWAY_NAME = "platform-gateway"
-# How VirtualServices in any namespace name the platform gateway.
-GATEWAY_REFERENCE = f"{NAMESPACES.ingress}/{GATEWAY_NAME}"
 
 ISTIOD_POD_LABELS = {"app": "istiod"}
 ISTIOD_WEBHOOK_PORT = 15017  # container port behind the istiod Service's 443 (injection, validation)
@@ -292,6 +296,16 @@ def ingress_namespace_policies() -> list[Manifest]:
                 "policyTypes": ["Egress"],
                 "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}}}]}],
             },
+        ),
+        # Grafana runs outside the mesh (observability is not meshed); the gateway reaches it in plain
+        # HTTP on its container port only.
+        allow_egress(
+            namespace,
+            "allow-egress-to-grafana",
+            pods=GATEWAY_POD_LABELS,
+            to_namespace=NAMESPACES.observability,
+            to_pods=GRAFANA_POD_LABELS,
+            ports=[GRAFANA_HTTP_PORT],
         ),
         allow_ingress(
             namespace,

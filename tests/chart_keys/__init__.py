@@ -48,6 +48,8 @@ def load_all() -> dict[str, ChartKeys]:
 
 def leaf_paths(values: Any, prefix: str = "") -> list[str]:
     """Dotted paths of every leaf; lists are leaves (charts render them whole)."""
+    if values in ({}, None) and not prefix:
+        return []
     if isinstance(values, dict) and values:
         paths = []
         for key, value in values.items():

@@ -273,13 +273,16 @@ def test_status_port_exception_selects_only_database_pods_and_only_port_8000(dev
     }
 
 
-def test_keycloak_jgroups_exception_exists_only_where_keycloak_is_replicated(
+def test_port_8000_is_the_only_mtls_exception_and_keycloak_caches_over_mtls(
     dev: StackCapture, prod: StackCapture
 ) -> None:
-    assert [r.name for r in of_kind(dev, "PeerAuthentication")] == ["identity-database-status-port"]
-    [jgroups] = [r.inputs for r in of_kind(prod, "PeerAuthentication") if "jgroups" in r.name]
-    assert jgroups["spec"]["selector"]["matchLabels"] == build.KEYCLOAK_POD_LABELS
-    assert set(jgroups["spec"]["portLevelMtls"]) == {"7800", "57800"}
+    for capture in (dev, prod):
+        assert [r.name for r in of_kind(capture, "PeerAuthentication")] == ["identity-database-status-port"]
+    assert not [r for r in of_kind(dev, "Service") if "jgroups" in r.name]
+    [jgroups] = [r.inputs for r in of_kind(prod, "Service") if "jgroups" in r.name]
+    assert jgroups["spec"]["selector"] == build.KEYCLOAK_POD_LABELS
+    assert jgroups["spec"]["clusterIP"] == "None"
+    assert {p["port"] for p in jgroups["spec"]["ports"]} == {7800, 57800}
 
 
 def test_namespaces_mesh_iam_but_not_the_operator(dev: StackCapture) -> None:
@@ -310,7 +313,10 @@ def test_only_the_gateway_reaches_keycloak_and_only_the_operator_reaches_postgre
     }
     egress = policy(dev, "cnpg-system", "allow-operator-to-postgres")["spec"]["egress"][0]
     assert {p["port"] for p in egress["ports"]} == {8000, 5432}
-    assert egress["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "iam"}
+    # Every CNPG cluster of the platform (Keycloak's in iam, Grafana's in observability), instances only.
+    assert egress["to"] == [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"cnpg.io/podRole": "instance"}}}
+    ]
     policy(dev, "cnpg-system", "allow-operator-to-apiserver")
     policy(dev, "cnpg-system", "allow-apiserver-to-webhook")
     apiserver = policy(dev, "iam", "allow-postgres-to-apiserver")["spec"]

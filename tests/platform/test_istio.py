@@ -8,6 +8,7 @@ import pytest
 
 from components.platform.istio import Istio
 from tenancy import versions
+from tenancy.builders import contract
 from tenancy.builders import istio as build
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_program
 from tenancy.render.schema import NotBuiltIn, schema_errors
@@ -218,7 +219,7 @@ def test_gateway_serves_https_for_the_domain_and_redirects_http(prod_config: Pla
     assert https["tls"]["mode"] == "SIMPLE"
     assert https["tls"]["credentialName"] == prod_config.gateway_tls_secret
     assert http["port"]["number"] == 80 and http["tls"] == {"httpsRedirect": True}
-    assert build.GATEWAY_REFERENCE == "istio-ingress/platform-gateway"
+    assert contract.GATEWAY_REFERENCE == "istio-ingress/platform-gateway"
 
 
 def test_gateway_takes_its_certificate_secret_and_hosts_from_the_platform_config() -> None:
