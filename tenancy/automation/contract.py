@@ -7,9 +7,10 @@ the one module that imports ``pulumi.automation``; tests drive everything else w
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class OperationKind(StrEnum):
@@ -61,6 +62,11 @@ class OperationSummary:
     duration_seconds: float = 0.0
     error: str | None = None  # a message a person can act on; never a raw traceback
     recovered: bool = False  # the stack was recovered from an interrupted update before this ran
+    # Added by the automation layer (additive): a stable error code for callers that map errors
+    # (see tenancy.automation.errors.ERROR_CODES: "conflict" -> 409, "not_found" -> 404, ...), and the
+    # stack outputs after a successful up, secret values already masked.
+    code: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,3 +134,90 @@ class Engine(Protocol):
     def outputs(self, stack: StackRef, *, reveal_secrets: bool = False) -> dict[str, Any]: ...
 
     def remove(self, stack: StackRef) -> None: ...
+
+
+# --- additions (additive only: everything above is unchanged) -----------------------------------
+
+SECRET_MASK = "[secret]"  # what a secret output reads as unless secrets are explicitly revealed
+
+
+class EmitEvent(Protocol):
+    """The ``emit`` callback an engine calls once per event (what ``Engine.run`` receives)."""
+
+    def __call__(
+        self,
+        *,
+        kind: str,
+        resource: str | None = None,
+        op: str | None = None,
+        status: str | None = None,
+        message: str | None = None,
+    ) -> None: ...
+
+
+class WorkQueue(OperationQueue, Protocol):
+    """The worker's side of the queue: claim, record progress, finish, recover from crashes."""
+
+    def claim_next(
+        self,
+        running_stacks: Collection[StackRef] = (),
+        *,
+        worker_id: str = "",
+        only: Collection[str] | None = None,
+    ) -> Operation | None:
+        """Mark the oldest runnable queued operation ``running`` and return it: never one whose stack
+        already has a running operation (in any process), nor one for ``running_stacks``."""
+        ...
+
+    def add_event(
+        self,
+        operation_id: str,
+        *,
+        kind: str,
+        resource: str | None = None,
+        op: str | None = None,
+        status: str | None = None,
+        message: str | None = None,
+    ) -> ProgressEvent: ...
+
+    def finish(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        summary: OperationSummary,
+        *,
+        worker_id: str | None = None,
+    ) -> Operation: ...
+
+    def heartbeat(self, operation_ids: Collection[str]) -> None: ...
+
+    def requeue_interrupted(self, *, stale_after: float | None = None) -> list[Operation]:
+        """Put operations left ``running`` by a process that stopped back in the queue."""
+        ...
+
+    def was_interrupted(self, stack: StackRef) -> bool:
+        """True when an operation on the stack stopped mid-way (crash, interruption) since the last
+        successful recovery: the stack must be recovered before anything else runs on it."""
+        ...
+
+    def mark_interrupted(self, stack: StackRef) -> None: ...
+
+    def abandon(self, worker_id: str, *, reason: str) -> list[Operation]:
+        """Fail what ``worker_id`` is running (it is being stopped) and flag those stacks."""
+        ...
+
+    def clear_interrupted(self, stack: StackRef) -> None: ...
+
+
+@runtime_checkable
+class EngineInventory(Protocol):
+    """What an engine may also know about the backend (optional: ``sync`` and ``stacks`` use it when
+    present). Kept out of ``Engine`` so engine doubles stay small."""
+
+    def stacks(self, environment: str | None = None) -> list[StackRef]:
+        """Every tenant stack in the backend (platform stacks excluded)."""
+        ...
+
+    def applied_fingerprint(self, stack: StackRef) -> str | None:
+        """The spec fingerprint of the stack's last successful update, or None when unknown."""
+        ...

@@ -1,0 +1,83 @@
+"""Errors of the automation layer: each has a stable ``code`` and a message a person can act on.
+
+Engines raise these instead of Pulumi's exceptions; the worker turns them into an operation's
+``summary.error`` and ``summary.code``. Callers map codes, never messages: the HTTP service answers
+``conflict`` with 409 and ``not_found`` with 404; the CLI exits 4 on ``pulumi_cli_missing``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+ERROR_CODES: dict[str, str] = {
+    "conflict": "another update holds the stack, or the stack already exists (HTTP 409)",
+    "not_found": "the stack does not exist (HTTP 404)",
+    "protected": "the stack has protected resources: turn deletion protection off first",
+    "program_error": "the Pulumi program failed (a tenant file or platform config problem)",
+    "secrets_unavailable": "the secrets provider cannot be opened (passphrase or Vault token missing)",
+    "pulumi_cli_missing": "the Pulumi CLI is missing or too old",
+    "interrupted": "the operation stopped before it finished; the stack is recovered before the next one",
+    "engine_error": "the Pulumi engine reported an error",
+    "internal": "an unexpected error in the automation layer (details in the worker's log)",
+}
+
+_log = logging.getLogger(__name__)
+
+
+class AutomationError(Exception):
+    """An error with a code callers can branch on and a message a person can act on."""
+
+    code: ClassVar[str] = "engine_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class PulumiCliMissing(AutomationError):
+    code = "pulumi_cli_missing"
+
+
+class StackConflict(AutomationError):
+    code = "conflict"
+
+
+class StackNotFound(AutomationError):
+    code = "not_found"
+
+
+class ProtectedResources(AutomationError):
+    code = "protected"
+
+
+class ProgramError(AutomationError):
+    code = "program_error"
+
+
+class SecretsUnavailable(AutomationError):
+    code = "secrets_unavailable"
+
+
+class OperationInterrupted(AutomationError):
+    code = "interrupted"
+
+
+class EngineFailed(AutomationError):
+    code = "engine_error"
+
+
+def describe_failure(error: BaseException, *, what: str) -> tuple[str, str]:
+    """(code, message) for an operation that raised ``error``; never a traceback or a raw dump.
+
+    Errors the layer does not know are logged with their traceback (for whoever runs the worker)
+    and reported by type only: their text may hold anything, secrets included.
+    """
+    if isinstance(error, AutomationError):
+        return error.code, error.message
+    _log.error("unexpected error while running %s", what, exc_info=error)
+    return (
+        "internal",
+        f"{what} failed with an unexpected {type(error).__name__}; the worker's log has the details. "
+        "Retry the operation; if it fails again, report it to the platform team.",
+    )

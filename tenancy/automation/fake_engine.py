@@ -1,0 +1,246 @@
+"""An in-process engine double: what tests and benchmarks run the automation layer against.
+
+It behaves like the Pulumi engine where the worker can tell the difference (changes, outputs with
+secrets, deletion protection, a stale lock after an interrupted update) and records what the worker
+did to it: every call in order, with its start and end, and how many operations overlapped on one
+stack and overall. It can be slowed down, made to fail, interrupted mid-update, or paused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+from tenancy.automation.contract import (
+    SECRET_MASK,
+    EmitEvent,
+    EngineRequest,
+    EngineResult,
+    OperationKind,
+    StackRef,
+)
+from tenancy.automation.errors import (
+    OperationInterrupted,
+    ProgramError,
+    ProtectedResources,
+    StackConflict,
+    StackNotFound,
+)
+from tenancy.automation.fingerprint import spec_fingerprint
+
+
+@dataclass(frozen=True)
+class EngineCall:
+    """One ``run`` the worker made."""
+
+    operation_id: str
+    stack: StackRef
+    kind: OperationKind
+    spec: dict[str, Any] | None
+    started: float
+    ended: float
+
+
+@dataclass
+class _Deployed:
+    spec: dict[str, Any] | None
+
+
+class FakeEngine:
+    """``Engine`` and ``EngineInventory`` in memory. ``delay`` is the time one operation takes."""
+
+    def __init__(self, *, delay: float = 0.0, resources: int = 3) -> None:
+        self.delay = delay
+        self.resources = resources
+        self.calls: list[EngineCall] = []
+        self.recoveries: list[StackRef] = []
+        self.removed: list[StackRef] = []
+        self.timeline: list[tuple[str, StackRef]] = []  # ("run" | "recover" | "remove", stack) in call order
+        self.max_overlap_per_stack: Counter[StackRef] = Counter()  # most runs at once on one stack
+        self.max_concurrency = 0  # most runs at once overall
+        self._lock = threading.Lock()
+        self._running: Counter[StackRef] = Counter()
+        self._concurrency = 0
+        self._deployed: dict[StackRef, _Deployed] = {}
+        self._needs_recovery: set[StackRef] = set()
+        self._failures: dict[StackRef, deque[Exception | str]] = {}
+        self._interruptions: Counter[StackRef] = Counter()
+        self._gate = threading.Event()
+        self._gate.set()
+
+    # --- steering ------------------------------------------------------------------------------
+
+    def fail_next(self, stack: StackRef, error: Exception | str, *, times: int = 1) -> None:
+        """The next ``times`` runs on ``stack`` fail: a str is returned as the engine's error, an
+        exception is raised (as PulumiEngine raises mapped errors)."""
+        with self._lock:
+            self._failures.setdefault(stack, deque()).extend([error] * times)
+
+    def interrupt_next(self, stack: StackRef, *, times: int = 1) -> None:
+        """The next ``times`` runs on ``stack`` stop half-way, leaving the stack needing recovery
+        (a stale lock and pending operations, as after a killed ``pulumi up``)."""
+        with self._lock:
+            self._interruptions[stack] += times
+
+    def break_stack(self, stack: StackRef) -> None:
+        """Leave ``stack`` as a crashed update would: it needs recovery before anything runs."""
+        with self._lock:
+            self._needs_recovery.add(stack)
+
+    def deploy(self, stack: StackRef, spec: dict[str, Any] | None) -> None:
+        """Pretend ``spec`` was applied to ``stack`` earlier (a stack that already exists)."""
+        with self._lock:
+            self._deployed[stack] = _Deployed(spec=spec)
+
+    def pause(self) -> None:
+        """Hold every run half-way until ``resume()``."""
+        self._gate.clear()
+
+    def resume(self) -> None:
+        self._gate.set()
+
+    def running(self, stack: StackRef | None = None) -> int:
+        with self._lock:
+            return self._concurrency if stack is None else self._running[stack]
+
+    def calls_for(self, stack: StackRef) -> list[EngineCall]:
+        with self._lock:
+            return [call for call in self.calls if call.stack == stack]
+
+    # --- Engine ----------------------------------------------------------------------------------
+
+    def run(self, request: EngineRequest, emit: EmitEvent) -> EngineResult:
+        stack = request.stack
+        with self._lock:
+            self.timeline.append(("run", stack))
+            self._running[stack] += 1
+            self._concurrency += 1
+            self.max_overlap_per_stack[stack] = max(self.max_overlap_per_stack[stack], self._running[stack])
+            self.max_concurrency = max(self.max_concurrency, self._concurrency)
+        started = time.perf_counter()
+        try:
+            return self._run(request, emit)
+        finally:
+            with self._lock:
+                self._running[stack] -= 1
+                self._concurrency -= 1
+                self.calls.append(
+                    EngineCall(
+                        request.operation_id, stack, request.kind, request.spec, started, time.perf_counter()
+                    )
+                )
+
+    def _run(self, request: EngineRequest, emit: EmitEvent) -> EngineResult:
+        stack, kind = request.stack, request.kind
+        with self._lock:
+            if stack in self._needs_recovery:
+                # What Pulumi says when a killed update left its lock behind.
+                raise StackConflict(
+                    f"stack {stack.name} is locked by an update that did not finish; recover it first"
+                )
+            failure = self._failures[stack].popleft() if self._failures.get(stack) else None
+            interrupt = self._interruptions[stack] > 0
+            if interrupt:
+                self._interruptions[stack] -= 1
+            deployed = self._deployed.get(stack)
+
+        if kind in (OperationKind.up, OperationKind.preview) and request.spec is None:
+            raise ProgramError(f"{kind.value} of {stack.name} needs the tenant's spec")
+        if kind is OperationKind.destroy and deployed is not None:
+            protected = (deployed.spec or {}).get("deletionProtection", True)
+            if protected:
+                raise ProtectedResources(
+                    f"stack {stack.name} has protected resources (deletionProtection is on); "
+                    "set deletionProtection: false, run up, then destroy"
+                )
+
+        op = self._step(kind, deployed, request.spec)
+        steps = self.resources
+        for index in range(steps):
+            resource = f"kubernetes:core/v1:ConfigMap {stack.tenant}-{index}"
+            emit(kind="resource", resource=resource, op=op, status="started")
+            if index == steps // 2:
+                self._gate.wait()
+                if interrupt:
+                    with self._lock:
+                        self._needs_recovery.add(stack)
+                    raise OperationInterrupted(
+                        f"the {kind.value} of {stack.name} was interrupted before it finished; "
+                        "the stack is recovered before its next operation"
+                    )
+            if self.delay:
+                time.sleep(self.delay / steps)
+            emit(kind="resource", resource=resource, op=op, status="done")
+
+        if isinstance(failure, Exception):
+            raise failure
+        if isinstance(failure, str):
+            emit(kind="diagnostic", status="failed", message=failure)
+            return EngineResult(succeeded=False, changes={op: steps}, error=failure)
+
+        with self._lock:
+            if kind is OperationKind.up:
+                self._deployed[stack] = _Deployed(spec=request.spec)
+            elif kind is OperationKind.destroy:
+                self._deployed.pop(stack, None)
+        outputs = self.outputs(stack) if kind is OperationKind.up else {}
+        return EngineResult(succeeded=True, changes={op: steps} if steps else {}, outputs=outputs)
+
+    @staticmethod
+    def _step(kind: OperationKind, deployed: _Deployed | None, spec: dict[str, Any] | None) -> str:
+        if kind is OperationKind.destroy:
+            return "delete"
+        if kind is OperationKind.refresh:
+            return "refresh"
+        if deployed is None:
+            return "create"
+        return "same" if deployed.spec == spec else "update"
+
+    def needs_recovery(self, stack: StackRef) -> bool:
+        with self._lock:
+            return stack in self._needs_recovery
+
+    def recover(self, stack: StackRef) -> str:
+        with self._lock:
+            was_broken = stack in self._needs_recovery
+            self._needs_recovery.discard(stack)
+            self.recoveries.append(stack)
+            self.timeline.append(("recover", stack))
+        if not was_broken:
+            return f"checked stack {stack.name}: nothing was left to recover"
+        return f"cancelled the stale lock on {stack.name}, cleared 1 pending operation and refreshed"
+
+    def outputs(self, stack: StackRef, *, reveal_secrets: bool = False) -> dict[str, Any]:
+        with self._lock:
+            deployed = self._deployed.get(stack)
+        if deployed is None:
+            raise StackNotFound(f"stack {stack.name} does not exist")
+        spec = deployed.spec or {}
+        return {
+            "tenant": stack.tenant,
+            "environment": stack.environment,
+            "namespace": f"tenant-{stack.tenant}",
+            "deletionProtection": spec.get("deletionProtection", True),
+            "qdrantApiKey": f"key-for-{stack.tenant}" if reveal_secrets else SECRET_MASK,
+        }
+
+    def remove(self, stack: StackRef) -> None:
+        with self._lock:
+            self._deployed.pop(stack, None)
+            self.removed.append(stack)
+            self.timeline.append(("remove", stack))
+
+    # --- EngineInventory ---------------------------------------------------------------------------
+
+    def stacks(self, environment: str | None = None) -> list[StackRef]:
+        with self._lock:
+            known = [s for s in self._deployed if environment is None or s.environment == environment]
+        return sorted(known, key=lambda s: s.name)
+
+    def applied_fingerprint(self, stack: StackRef) -> str | None:
+        with self._lock:
+            deployed = self._deployed.get(stack)
+        return None if deployed is None else spec_fingerprint(deployed.spec)

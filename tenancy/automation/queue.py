@@ -1,0 +1,515 @@
+"""The durable operation queue: SQLite in WAL mode, shared by threads and processes on one host.
+
+Every request (CLI or HTTP) becomes a row in ``operations``; workers claim rows in a write
+transaction, so two claims can never pick operations of the same stack at once, whichever process
+they run in. Progress events live in ``events`` keyed by (operation, seq).
+
+Coalescing happens at submit time: a new ``up``/``preview``/``refresh`` replaces a queued (never a
+running) operation of the same kind on the same stack, and ``destroy`` replaces queued ``up``s.
+N queued changes to a tenant therefore become one update that applies the latest spec.
+
+Liveness: a worker heartbeats the operations it runs. An operation whose heartbeat went stale was
+left by a process that stopped (crash, OOM kill, reboot); ``requeue_interrupted`` puts it back in
+the queue and flags its stack so the worker recovers the stack before running anything on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tenancy.automation.contract import (
+    Operation,
+    OperationKind,
+    OperationStatus,
+    OperationSummary,
+    ProgressEvent,
+    StackRef,
+)
+
+_log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS operations (
+    position      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT NOT NULL UNIQUE,
+    environment   TEXT NOT NULL,
+    tenant        TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    requested_by  TEXT NOT NULL,
+    created_at    REAL NOT NULL,
+    spec          TEXT,
+    started_at    REAL,
+    finished_at   REAL,
+    summary       TEXT,
+    superseded_by TEXT,
+    claimed_by    TEXT,
+    heartbeat_at  REAL
+);
+CREATE INDEX IF NOT EXISTS operations_by_stack ON operations (environment, tenant, status, position);
+CREATE INDEX IF NOT EXISTS operations_by_status ON operations (status, position);
+CREATE INDEX IF NOT EXISTS operations_by_successor ON operations (superseded_by);
+CREATE TABLE IF NOT EXISTS events (
+    operation_id TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    time         REAL NOT NULL,
+    kind         TEXT NOT NULL,
+    resource     TEXT,
+    op           TEXT,
+    status       TEXT,
+    message      TEXT,
+    PRIMARY KEY (operation_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS interrupted_stacks (
+    environment TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    since       REAL NOT NULL,
+    PRIMARY KEY (environment, tenant)
+) WITHOUT ROWID;
+"""
+
+# Which queued operations a newly submitted one replaces (same stack, status queued only).
+_SUPERSEDES: dict[OperationKind, tuple[OperationKind, ...]] = {
+    OperationKind.up: (OperationKind.up,),
+    OperationKind.preview: (OperationKind.preview,),
+    OperationKind.refresh: (OperationKind.refresh,),
+    OperationKind.destroy: (OperationKind.up,),
+}
+
+_CLAIMABLE = """
+SELECT o.* FROM operations AS o
+WHERE o.status = 'queued'
+  AND NOT EXISTS (
+      SELECT 1 FROM operations AS r
+      WHERE r.environment = o.environment AND r.tenant = o.tenant AND r.status = 'running')
+  AND NOT EXISTS (
+      SELECT 1 FROM operations AS e
+      WHERE e.environment = o.environment AND e.tenant = o.tenant AND e.status = 'queued'
+        AND e.position < o.position)
+ORDER BY o.position
+"""
+
+
+class SqliteOperationQueue:
+    """``OperationQueue`` and ``WorkQueue`` over one SQLite file (see the module docstring)."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        with self._write() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        """One connection per thread: sqlite3 connections must not cross threads."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=30000")  # wait for another writer instead of failing
+            db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
+            db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+            self._local.db = db
+            with self._connections_lock:
+                self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the database lock up front, so read-then-write is atomic."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def __enter__(self) -> SqliteOperationQueue:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for db in self._connections:
+                with suppress(sqlite3.ProgrammingError):  # closed from its own thread already
+                    db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # --- OperationQueue ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        stack: StackRef,
+        kind: OperationKind,
+        *,
+        spec: dict[str, Any] | None,
+        requested_by: str,
+    ) -> Operation:
+        kind = OperationKind(kind)
+        operation_id = uuid.uuid4().hex
+        now = self._clock()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO operations"
+                " (id, environment, tenant, kind, status, requested_by, created_at, spec)"
+                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (
+                    operation_id,
+                    stack.environment,
+                    stack.tenant,
+                    kind.value,
+                    requested_by,
+                    now,
+                    None if spec is None else json.dumps(spec),
+                ),
+            )
+            replaced = _SUPERSEDES[kind]
+            superseded = [
+                row["id"]
+                for row in db.execute(
+                    f"SELECT id FROM operations WHERE environment = ? AND tenant = ? AND status = 'queued'"
+                    f" AND id != ? AND kind IN ({','.join('?' * len(replaced))})",
+                    (stack.environment, stack.tenant, operation_id, *replaced),
+                )
+            ]
+            for old_id in superseded:
+                db.execute(
+                    "UPDATE operations SET status = 'superseded', superseded_by = ?, finished_at = ?"
+                    " WHERE id = ?",
+                    (operation_id, now, old_id),
+                )
+                # Whatever the replaced operation had replaced now points at the newest: one hop to the
+                # operation that will apply the caller's change.
+                db.execute(
+                    "UPDATE operations SET superseded_by = ? WHERE superseded_by = ?", (operation_id, old_id)
+                )
+            row = db.execute("SELECT * FROM operations WHERE id = ?", (operation_id,)).fetchone()
+        return _operation(row)
+
+    def get(self, operation_id: str) -> Operation | None:
+        row = self._db().execute("SELECT * FROM operations WHERE id = ?", (operation_id,)).fetchone()
+        return None if row is None else _operation(row)
+
+    def recent(self, *, stack: StackRef | None = None, limit: int = 50) -> list[Operation]:
+        if stack is None:
+            rows = self._db().execute("SELECT * FROM operations ORDER BY position DESC LIMIT ?", (limit,))
+        else:
+            rows = self._db().execute(
+                "SELECT * FROM operations WHERE environment = ? AND tenant = ?"
+                " ORDER BY position DESC LIMIT ?",
+                (stack.environment, stack.tenant, limit),
+            )
+        return [_operation(row) for row in rows]
+
+    def events(self, operation_id: str, *, after_seq: int = 0) -> list[ProgressEvent]:
+        rows = self._db().execute(
+            "SELECT * FROM events WHERE operation_id = ? AND seq > ? ORDER BY seq",
+            (operation_id, after_seq),
+        )
+        return [_event(row) for row in rows]
+
+    def last(self, stack: StackRef) -> Operation | None:
+        recent = self.recent(stack=stack, limit=1)
+        return recent[0] if recent else None
+
+    # --- WorkQueue ------------------------------------------------------------------------------
+
+    def claim_next(
+        self,
+        running_stacks: Collection[StackRef] = (),
+        *,
+        worker_id: str = "",
+        only: Collection[str] | None = None,
+    ) -> Operation | None:
+        """Claim the oldest queued operation at the head of its stack's line whose stack has nothing
+        running. With ``only``, claim just those operations, or ones queued ahead of them on the same
+        stack (those were asked for first and must run first)."""
+        excluded = {(s.environment, s.tenant) for s in running_stacks}
+        wanted = None if only is None else set(only)
+        now = self._clock()
+        with self._write() as db:
+            for row in db.execute(_CLAIMABLE):
+                key = (row["environment"], row["tenant"])
+                if key in excluded:
+                    continue
+                if wanted is not None and row["id"] not in wanted and not self._has_queued(db, key, wanted):
+                    continue
+                db.execute(
+                    "UPDATE operations SET status = 'running', started_at = ?, claimed_by = ?,"
+                    " heartbeat_at = ? WHERE id = ?",
+                    (now, worker_id, now, row["id"]),
+                )
+                claimed = db.execute("SELECT * FROM operations WHERE id = ?", (row["id"],)).fetchone()
+                return _operation(claimed)
+        return None
+
+    @staticmethod
+    def _has_queued(db: sqlite3.Connection, key: tuple[str, str], ids: set[str]) -> bool:
+        """Whether one of ``ids`` waits in the stack's line (behind the operation at its head)."""
+        rows = db.execute(
+            "SELECT id FROM operations WHERE environment = ? AND tenant = ? AND status = 'queued'", key
+        )
+        return any(row["id"] in ids for row in rows)
+
+    def add_event(
+        self,
+        operation_id: str,
+        *,
+        kind: str,
+        resource: str | None = None,
+        op: str | None = None,
+        status: str | None = None,
+        message: str | None = None,
+    ) -> ProgressEvent:
+        now = self._clock()
+        with self._write() as db:
+            (seq,) = db.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE operation_id = ?", (operation_id,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO events (operation_id, seq, time, kind, resource, op, status, message)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (operation_id, seq, now, kind, resource, op, status, message),
+            )
+        return ProgressEvent(
+            operation_id=operation_id,
+            seq=seq,
+            time=now,
+            kind=kind,
+            resource=resource,
+            op=op,
+            status=status,
+            message=message,
+        )
+
+    def finish(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        summary: OperationSummary,
+        *,
+        worker_id: str | None = None,
+    ) -> Operation:
+        """Record the outcome of a running operation. With ``worker_id``, only if that worker still
+        owns it (it may have been requeued after a false stale-heartbeat; the new owner wins)."""
+        status = OperationStatus(status)
+        if not status.finished or status is OperationStatus.superseded:
+            raise ValueError(f"an operation finishes as succeeded or failed, not {status.value}")
+        now = self._clock()
+        with self._write() as db:
+            query = (
+                "UPDATE operations SET status = ?, finished_at = ?, summary = ?, heartbeat_at = NULL"
+                " WHERE id = ? AND status = 'running'"
+            )
+            params: list[Any] = [status.value, now, json.dumps(asdict(summary)), operation_id]
+            if worker_id is not None:
+                query += " AND claimed_by = ?"
+                params.append(worker_id)
+            if db.execute(query, params).rowcount == 0:
+                _log.warning("operation %s was no longer running here; outcome not recorded", operation_id)
+            row = db.execute("SELECT * FROM operations WHERE id = ?", (operation_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no operation {operation_id!r}")
+        return _operation(row)
+
+    def heartbeat(self, operation_ids: Collection[str]) -> None:
+        if not operation_ids:
+            return
+        ids = list(operation_ids)
+        with self._write() as db:
+            db.execute(
+                f"UPDATE operations SET heartbeat_at = ? WHERE status = 'running'"
+                f" AND id IN ({','.join('?' * len(ids))})",
+                (self._clock(), *ids),
+            )
+
+    def requeue_interrupted(self, *, stale_after: float | None = None) -> list[Operation]:
+        """Requeue running operations whose worker stopped heartbeating ``stale_after`` seconds ago
+        (all running operations when None: only safe when no other worker can be alive)."""
+        now = self._clock()
+        with self._write() as db:
+            if stale_after is None:
+                rows = db.execute("SELECT * FROM operations WHERE status = 'running'").fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT * FROM operations WHERE status = 'running'"
+                    " AND (heartbeat_at IS NULL OR heartbeat_at < ?)",
+                    (now - stale_after,),
+                ).fetchall()
+            for row in rows:
+                db.execute(
+                    "UPDATE operations SET status = 'queued', started_at = NULL, claimed_by = NULL,"
+                    " heartbeat_at = NULL WHERE id = ?",
+                    (row["id"],),
+                )
+                self._flag_interrupted(db, row["environment"], row["tenant"], now)
+                self._insert_event(
+                    db,
+                    row["id"],
+                    now,
+                    kind="recovery",
+                    status="requeued",
+                    message=(
+                        "the process running this operation stopped before it finished; requeued. "
+                        "The stack is checked and recovered before the operation runs again."
+                    ),
+                )
+            requeued = [
+                db.execute("SELECT * FROM operations WHERE id = ?", (r["id"],)).fetchone() for r in rows
+            ]
+        return [_operation(row) for row in requeued]
+
+    def abandon(self, worker_id: str, *, reason: str) -> list[Operation]:
+        """Fail the operations ``worker_id`` is running (it is being stopped mid-update, e.g. Ctrl-C)
+        and flag their stacks for recovery. Not requeued: the update may still be winding down."""
+        now = self._clock()
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT * FROM operations WHERE status = 'running' AND claimed_by = ?", (worker_id,)
+            ).fetchall()
+            for row in rows:
+                started = row["started_at"] or now
+                summary = OperationSummary(duration_seconds=now - started, error=reason, code="interrupted")
+                db.execute(
+                    "UPDATE operations SET status = 'failed', finished_at = ?, summary = ?,"
+                    " heartbeat_at = NULL WHERE id = ?",
+                    (now, json.dumps(asdict(summary)), row["id"]),
+                )
+                self._flag_interrupted(db, row["environment"], row["tenant"], now)
+            abandoned = [
+                db.execute("SELECT * FROM operations WHERE id = ?", (r["id"],)).fetchone() for r in rows
+            ]
+        return [_operation(row) for row in abandoned]
+
+    def was_interrupted(self, stack: StackRef) -> bool:
+        row = (
+            self._db()
+            .execute(
+                "SELECT 1 FROM interrupted_stacks WHERE environment = ? AND tenant = ?",
+                (stack.environment, stack.tenant),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def mark_interrupted(self, stack: StackRef) -> None:
+        with self._write() as db:
+            self._flag_interrupted(db, stack.environment, stack.tenant, self._clock())
+
+    def clear_interrupted(self, stack: StackRef) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM interrupted_stacks WHERE environment = ? AND tenant = ?",
+                (stack.environment, stack.tenant),
+            )
+
+    # --- what sync and the CLI ask ---------------------------------------------------------------
+
+    def applied(self, environment: str) -> dict[str, Operation]:
+        """Per tenant of ``environment``: its last successful ``up`` or ``destroy`` (what is deployed)."""
+        rows = self._db().execute(
+            """
+            SELECT o.* FROM operations AS o
+            WHERE o.environment = ? AND o.status = 'succeeded' AND o.kind IN ('up', 'destroy')
+              AND o.position = (
+                  SELECT MAX(p.position) FROM operations AS p
+                  WHERE p.environment = o.environment AND p.tenant = o.tenant
+                    AND p.status = 'succeeded' AND p.kind IN ('up', 'destroy'))
+            """,
+            (environment,),
+        )
+        return {row["tenant"]: _operation(row) for row in rows}
+
+    def stacks(self, environment: str | None = None) -> list[StackRef]:
+        """Every stack the queue has seen an operation for."""
+        if environment is None:
+            rows = self._db().execute("SELECT DISTINCT environment, tenant FROM operations")
+        else:
+            rows = self._db().execute(
+                "SELECT DISTINCT environment, tenant FROM operations WHERE environment = ?", (environment,)
+            )
+        return sorted((StackRef(row["environment"], row["tenant"]) for row in rows), key=lambda s: s.name)
+
+    def active(self, stack: StackRef) -> list[Operation]:
+        """Queued and running operations of a stack, oldest first."""
+        rows = self._db().execute(
+            "SELECT * FROM operations WHERE environment = ? AND tenant = ?"
+            " AND status IN ('queued', 'running') ORDER BY position",
+            (stack.environment, stack.tenant),
+        )
+        return [_operation(row) for row in rows]
+
+    # --- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _flag_interrupted(db: sqlite3.Connection, environment: str, tenant: str, now: float) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO interrupted_stacks (environment, tenant, since) VALUES (?, ?, ?)",
+            (environment, tenant, now),
+        )
+
+    @staticmethod
+    def _insert_event(
+        db: sqlite3.Connection, operation_id: str, now: float, *, kind: str, status: str, message: str
+    ) -> None:
+        (seq,) = db.execute(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE operation_id = ?", (operation_id,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO events (operation_id, seq, time, kind, status, message) VALUES (?, ?, ?, ?, ?, ?)",
+            (operation_id, seq, now, kind, status, message),
+        )
+
+
+def _operation(row: sqlite3.Row) -> Operation:
+    summary = None
+    if row["summary"]:
+        summary = OperationSummary(**json.loads(row["summary"]))
+    return Operation(
+        id=row["id"],
+        stack=StackRef(row["environment"], row["tenant"]),
+        kind=OperationKind(row["kind"]),
+        status=OperationStatus(row["status"]),
+        requested_by=row["requested_by"],
+        created_at=row["created_at"],
+        spec=None if row["spec"] is None else json.loads(row["spec"]),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        summary=summary,
+        superseded_by=row["superseded_by"],
+    )
+
+
+def _event(row: sqlite3.Row) -> ProgressEvent:
+    return ProgressEvent(
+        operation_id=row["operation_id"],
+        seq=row["seq"],
+        time=row["time"],
+        kind=row["kind"],
+        resource=row["resource"],
+        op=row["op"],
+        status=row["status"],
+        message=row["message"],
+    )

@@ -1,0 +1,106 @@
+"""Where the automation layer finds the project and keeps its state: ``TENANCY_*`` environment
+variables, or arguments (the CLI passes its options through here).
+
+Defaults make a laptop work with nothing set: the project in the current directory, tenants beside
+it, and everything the automation layer writes (operation queue, Pulumi file backend) under
+``.tenancy/``. Production points ``backend_url`` at shared storage and ``secrets_provider`` at Vault.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The Pulumi CLI this project is tested with: the CLI ships the Python language host that runs the
+# program, so it must be at least as new as the pinned SDK (pyproject: pulumi==3.272.0).
+REQUIRED_PULUMI_VERSION = "3.272.0"
+PASSPHRASE = "passphrase"
+
+
+class AutomationSettings(BaseSettings):
+    """Settings of the automation layer (env prefix ``TENANCY_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TENANCY_", extra="ignore", frozen=True)
+
+    project_dir: Path = Field(
+        default_factory=Path.cwd, description="Directory holding Pulumi.yaml and __main__.py."
+    )
+    tenants_dir: Path = Field(
+        default=Path("tenants"), description="The tenants/ tree; default: tenants/ in the project."
+    )
+    state_dir: Path = Field(
+        default=Path(".tenancy"),
+        description="Operation queue (SQLite) and the default file backend; default: <project>/.tenancy.",
+    )
+    backend_url: str | None = Field(
+        default=None,
+        description=(
+            "Pulumi backend URL (file://, s3://, gs://, azblob://, https://api.pulumi.com). Default: "
+            "$PULUMI_BACKEND_URL when set, else file://<state_dir>/pulumi-state."
+        ),
+    )
+    secrets_provider: str | None = Field(
+        default=PASSPHRASE,
+        description=(
+            "Secrets provider for new tenant stacks: 'passphrase' (needs PULUMI_CONFIG_PASSPHRASE), "
+            "'hashivault://<transit-key>' in prod, or None to let the backend choose."
+        ),
+    )
+    max_parallel: int = Field(default=4, ge=1, le=64, description="Tenant stacks updated at once.")
+    pulumi_min_version: str = Field(
+        default=REQUIRED_PULUMI_VERSION, description="Oldest Pulumi CLI the automation layer accepts."
+    )
+    stack_config: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Extra config set on every tenant stack, e.g. {'kubernetes:context': 'prod'} "
+            "(TENANCY_STACK_CONFIG as JSON)."
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _place_beside_project(cls, data: Any) -> Any:
+        """Relative defaults live in the project; a path the caller gives is taken as given."""
+        if not isinstance(data, dict):
+            return data
+        project = Path(data.get("project_dir") or Path.cwd())
+        data = dict(data)
+        data["project_dir"] = project
+        data.setdefault("tenants_dir", project / "tenants")
+        data.setdefault("state_dir", project / ".tenancy")
+        return data
+
+    @model_validator(mode="after")
+    def _default_backend(self) -> AutomationSettings:
+        if not self.backend_url:
+            url = os.environ.get("PULUMI_BACKEND_URL") or self.pulumi_state_dir.resolve().as_uri()
+            object.__setattr__(self, "backend_url", url)
+        return self
+
+    @property
+    def pulumi_state_dir(self) -> Path:
+        """Where the default file backend keeps stack state."""
+        return self.state_dir / "pulumi-state"
+
+    @property
+    def queue_path(self) -> Path:
+        """The SQLite database of operations and their progress events."""
+        return self.state_dir / "operations.sqlite3"
+
+    @property
+    def operations_dir(self) -> Path:
+        """Scratch space per running operation (the spec it applies); removed when it ends."""
+        return self.state_dir / "operations"
+
+    @property
+    def uses_file_backend(self) -> bool:
+        return bool(self.backend_url and self.backend_url.startswith("file://"))
+
+    @property
+    def uses_passphrase(self) -> bool:
+        return self.secrets_provider == PASSPHRASE

@@ -1,0 +1,302 @@
+"""The worker: runs queued operations through an engine, one per stack, stacks in parallel.
+
+Guarantees, whichever process submitted the operations:
+
+- never two operations on one stack at once (the queue's claim is atomic across processes, and the
+  worker never claims for a stack it is already running);
+- at most ``max_parallel`` operations at once in this worker;
+- before an operation runs, a stack left behind by an interrupted update is recovered, and the
+  operation records that (a ``recovery`` event and ``summary.recovered``);
+- every engine event becomes a ``ProgressEvent``; every operation ends with a summary (changes,
+  duration, and on failure an error code and a message a person can act on, never a traceback).
+
+``run_until_idle()`` drains the queue and returns (CLI, tests); ``start()``/``stop()`` keep a
+background dispatcher running (HTTP service).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from tenancy.automation.contract import (
+    EmitEvent,
+    Engine,
+    EngineRequest,
+    EngineResult,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    OperationSummary,
+    ProgressEvent,
+    WorkQueue,
+)
+from tenancy.automation.errors import describe_failure
+from tenancy.automation.progress import describe_changes
+
+_log = logging.getLogger(__name__)
+
+
+class WorkerListener:
+    """Follow operations live (CLI progress bars, service metrics). Methods are called from worker
+    threads; the default implementation ignores everything."""
+
+    def operation_started(self, operation: Operation) -> None:
+        """``operation`` was claimed and is about to run."""
+
+    def event(self, operation: Operation, event: ProgressEvent) -> None:
+        """``event`` was recorded for ``operation``."""
+
+    def operation_finished(self, operation: Operation) -> None:
+        """``operation`` ended (succeeded or failed); its summary is set."""
+
+
+class Worker:
+    """Runs operations from ``queue`` through ``engine`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        queue: WorkQueue,
+        engine: Engine,
+        *,
+        max_parallel: int,
+        listener: WorkerListener | None = None,
+        worker_id: str | None = None,
+        heartbeat_interval: float = 5.0,
+        stale_after: float = 30.0,
+        poll_interval: float = 0.5,
+    ) -> None:
+        if max_parallel < 1:
+            raise ValueError("max_parallel must be at least 1")
+        self.queue = queue
+        self.engine = engine
+        self.max_parallel = max_parallel
+        self.listener = listener or WorkerListener()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.heartbeat_interval = heartbeat_interval
+        self.stale_after = stale_after
+        self.poll_interval = poll_interval
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._active_lock = threading.Lock()
+        self._active: dict[str, Operation] = {}
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def run_until_idle(self, *, only: Collection[str] | None = None) -> list[Operation]:
+        """Run queued operations until none is left to run, then return them as finished.
+
+        With ``only`` (operation ids), run just those (and operations queued ahead of them on the same
+        stacks) and return once all of them have finished, waiting for other processes' operations on
+        those stacks if need be.
+        """
+        return self._dispatch(until_idle=True, only=None if only is None else set(only))
+
+    def start(self) -> None:
+        """Run operations in a background thread until ``stop()``."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._dispatch, kwargs={"until_idle": False}, name="tenancy-worker", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, *, timeout: float | None = None) -> None:
+        """Stop claiming; wait (up to ``timeout``) for running operations to finish. An update is
+        never killed half-way here: that is what leaves a stack needing recovery."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._thread = None
+
+    def wake(self) -> None:
+        """Look at the queue now rather than at the next poll (call after submitting)."""
+        self._wake.set()
+
+    def abandon(self, reason: str) -> list[Operation]:
+        """Give up on the operations this worker is running (the process is being interrupted):
+        they are marked failed and their stacks flagged for recovery."""
+        return self.queue.abandon(self.worker_id, reason=reason)
+
+    @property
+    def running(self) -> list[Operation]:
+        with self._active_lock:
+            return list(self._active.values())
+
+    # --- dispatch loop ---------------------------------------------------------------------------
+
+    def _dispatch(self, *, until_idle: bool, only: set[str] | None = None) -> list[Operation]:
+        finished: list[Operation] = []
+        futures: dict[Future[Operation], Operation] = {}
+        self._requeue_stale()
+        last_requeue = last_beat = time.monotonic()
+        with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="tenancy-op") as pool:
+            while True:
+                while len(futures) < self.max_parallel and not self._stopping.is_set():
+                    operation = self.queue.claim_next(
+                        [o.stack for o in futures.values()],
+                        worker_id=self.worker_id,
+                        only=only,
+                    )
+                    if operation is None:
+                        break
+                    with self._active_lock:
+                        self._active[operation.id] = operation
+                    futures[pool.submit(self._execute, operation)] = operation
+
+                if not futures:
+                    if self._stopping.is_set():
+                        return finished
+                    if until_idle and (only is None or self._all_finished(only)):
+                        return finished
+                    # Idle in the background, or waiting for another process to free our stacks.
+                    self._wake.wait(self.poll_interval)
+                    self._wake.clear()
+                else:
+                    done, _ = wait(futures, timeout=self.heartbeat_interval, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        futures.pop(future)
+                        outcome = future.result()  # _execute never raises
+                        with self._active_lock:
+                            self._active.pop(outcome.id, None)
+                        if until_idle:  # a background worker runs for days: keep nothing
+                            finished.append(outcome)
+
+                now = time.monotonic()
+                if futures and now - last_beat >= self.heartbeat_interval:
+                    self.queue.heartbeat([o.id for o in futures.values()])
+                    last_beat = now
+                if now - last_requeue >= self.stale_after:
+                    self._requeue_stale()
+                    last_requeue = now
+
+    def _all_finished(self, ids: set[str]) -> bool:
+        for operation_id in list(ids):
+            operation = self.queue.get(operation_id)
+            if operation is None or operation.status.finished:
+                ids.discard(operation_id)
+        return not ids
+
+    def _requeue_stale(self) -> None:
+        for operation in self.queue.requeue_interrupted(stale_after=self.stale_after):
+            _log.warning(
+                "operation %s (%s %s) was left running by a stopped process; requeued",
+                operation.id,
+                operation.kind.value,
+                operation.stack.name,
+            )
+
+    # --- one operation ---------------------------------------------------------------------------
+
+    def _execute(self, operation: Operation) -> Operation:
+        """Run one claimed operation to its end; never raises."""
+        started = time.monotonic()
+        self._notify(self.listener.operation_started, operation)
+
+        def emit(
+            *,
+            kind: str,
+            resource: str | None = None,
+            op: str | None = None,
+            status: str | None = None,
+            message: str | None = None,
+        ) -> None:
+            try:
+                event = self.queue.add_event(
+                    operation.id, kind=kind, resource=resource, op=op, status=status, message=message
+                )
+            except Exception:  # losing one progress line must not fail the update
+                _log.exception("could not record an event of operation %s", operation.id)
+                return
+            self._notify(self.listener.event, operation, event)
+
+        recovered = False
+        stack = operation.stack
+        what = f"{operation.kind.value} of stack {stack.name}"
+        try:
+            recovered = self._recover_if_needed(operation, emit)
+            result = self.engine.run(
+                EngineRequest(operation.id, stack, operation.kind, operation.spec),
+                emit,
+            )
+            if result.succeeded and operation.kind is OperationKind.destroy:
+                self.engine.remove(stack)
+                emit(kind="diagnostic", status="done", message=f"removed stack {stack.name}")
+        except Exception as error:
+            code, message = describe_failure(error, what=what)
+            if code == "interrupted":
+                self.queue.mark_interrupted(stack)
+            status = OperationStatus.failed
+            summary = OperationSummary(
+                duration_seconds=time.monotonic() - started, error=message, recovered=recovered, code=code
+            )
+        else:
+            status, summary = self._summarize(operation, result, started=started, recovered=recovered)
+
+        planned = operation.kind is OperationKind.preview
+        emit(
+            kind="summary",
+            status="done" if status is OperationStatus.succeeded else "failed",
+            message=summary.error or describe_changes(summary.changes, planned=planned),
+        )
+        try:
+            finished = self.queue.finish(operation.id, status, summary, worker_id=self.worker_id)
+        except Exception:
+            _log.exception("could not record the outcome of operation %s", operation.id)
+            finished = operation
+        self._notify(self.listener.operation_finished, finished)
+        return finished
+
+    def _recover_if_needed(self, operation: Operation, emit: EmitEvent) -> bool:
+        stack = operation.stack
+        if self.queue.was_interrupted(stack):
+            reason = "the previous operation on this stack was interrupted before it finished"
+        elif self.engine.needs_recovery(stack):
+            reason = "the stack was left by an interrupted update (stale lock or pending operations)"
+        else:
+            return False
+        emit(kind="recovery", status="started", message=f"recovering: {reason}")
+        done = self.engine.recover(stack)
+        self.queue.clear_interrupted(stack)
+        emit(kind="recovery", status="done", message=done)
+        return True
+
+    @staticmethod
+    def _summarize(
+        operation: Operation, result: EngineResult, *, started: float, recovered: bool
+    ) -> tuple[OperationStatus, OperationSummary]:
+        duration = time.monotonic() - started
+        if result.succeeded:
+            return OperationStatus.succeeded, OperationSummary(
+                changes=dict(result.changes),
+                duration_seconds=duration,
+                recovered=recovered,
+                outputs=dict(result.outputs),
+            )
+        error = (
+            result.error or f"{operation.kind.value} failed; its progress events show which resource failed"
+        )
+        return OperationStatus.failed, OperationSummary(
+            changes=dict(result.changes),
+            duration_seconds=duration,
+            error=error,
+            recovered=recovered,
+            code="engine_error",
+        )
+
+    @staticmethod
+    def _notify(hook: Callable[..., None], *args: object) -> None:
+        try:
+            hook(*args)
+        except Exception:  # a broken display must not break an update
+            _log.exception("worker listener failed")

@@ -1,0 +1,323 @@
+"""The worker against the engine double: locking, coalescing, the parallelism bound, recovery,
+error mapping and progress events."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from itertools import pairwise
+from typing import Any
+
+import pytest
+
+from tenancy.automation.contract import (
+    Operation,
+    OperationKind,
+    OperationStatus,
+    ProgressEvent,
+)
+from tenancy.automation.errors import StackConflict, StackNotFound
+from tenancy.automation.fake_engine import FakeEngine
+from tenancy.automation.queue import SqliteOperationQueue
+from tenancy.automation.worker import Worker, WorkerListener
+
+from .conftest import stack, tenant_spec
+
+UP, PREVIEW, REFRESH, DESTROY = (
+    OperationKind.up,
+    OperationKind.preview,
+    OperationKind.refresh,
+    OperationKind.destroy,
+)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+def test_two_operations_never_overlap_on_one_stack(queue: SqliteOperationQueue) -> None:
+    engine = FakeEngine(delay=0.01)
+    kinds = [PREVIEW, UP, REFRESH]  # different kinds do not coalesce: all of them run
+    for round_ in range(3):
+        for tenant in ("acme", "globex", "initech"):
+            for kind in kinds:
+                spec = tenant_spec(tenant, labels={"round": str(round_)}) if kind is not REFRESH else None
+                queue.submit(stack(tenant), kind, spec=spec, requested_by="t")
+                time.sleep(0)  # interleave with nothing: order is what the queue keeps
+
+    Worker(queue, engine, max_parallel=8).run_until_idle()
+
+    assert max(engine.max_overlap_per_stack.values()) == 1
+    for tenant in ("acme", "globex", "initech"):
+        calls = sorted(engine.calls_for(stack(tenant)), key=lambda call: call.started)
+        assert all(later.started >= earlier.ended for earlier, later in pairwise(calls))
+    assert engine.max_concurrency > 1  # the stacks did run side by side
+
+
+def test_n_queued_changes_to_one_tenant_become_one_update_with_the_last_spec(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    submitted = [
+        queue.submit(
+            stack("acme"), UP, spec=tenant_spec("acme", labels={"version": str(n)}), requested_by="t"
+        )
+        for n in range(10)
+    ]
+
+    finished = Worker(queue, engine, max_parallel=4).run_until_idle()
+
+    calls = engine.calls_for(stack("acme"))
+    assert len(calls) == 1
+    assert calls[0].spec == tenant_spec("acme", labels={"version": "9"})
+    assert [op.id for op in finished] == [submitted[-1].id]
+    assert all(queue.get(op.id).superseded_by == submitted[-1].id for op in submitted[:-1])  # type: ignore[union-attr]
+
+
+def test_changes_queued_during_an_update_become_one_more_update_with_the_last_spec(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    engine.pause()
+    worker = Worker(queue, engine, max_parallel=2, poll_interval=0.01)
+    queue.submit(stack("acme"), UP, spec=tenant_spec("acme", labels={"version": "0"}), requested_by="t")
+    worker.start()
+    try:
+        wait_for(lambda: engine.running(stack("acme")) == 1)
+        for n in range(1, 6):
+            queue.submit(
+                stack("acme"), UP, spec=tenant_spec("acme", labels={"version": str(n)}), requested_by="t"
+            )
+        engine.resume()
+        wait_for(lambda: len(engine.calls_for(stack("acme"))) == 2 and engine.running() == 0)
+    finally:
+        engine.resume()
+        worker.stop(timeout=5)
+
+    versions = [call.spec["labels"]["version"] for call in engine.calls_for(stack("acme"))]  # type: ignore[index]
+    assert versions == ["0", "5"]  # the running one finished; the queued ones became one
+
+
+def test_different_tenants_run_in_parallel_up_to_the_bound_and_never_above(
+    queue: SqliteOperationQueue,
+) -> None:
+    engine = FakeEngine(delay=0.04)
+    for index in range(12):
+        queue.submit(stack(f"t{index}"), UP, spec=tenant_spec(f"t{index}"), requested_by="t")
+
+    started = time.monotonic()
+    finished = Worker(queue, engine, max_parallel=4).run_until_idle()
+    elapsed = time.monotonic() - started
+
+    assert len(finished) == 12
+    assert engine.max_concurrency == 4
+    assert elapsed < 12 * 0.04 * 0.75  # clearly faster than one at a time
+
+
+def test_a_crash_mid_update_is_recovered_before_the_next_run_and_recorded(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    acme = stack("acme")
+    engine.interrupt_next(acme)
+    queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+    [interrupted] = Worker(queue, engine, max_parallel=1).run_until_idle()
+    assert interrupted.status is OperationStatus.failed
+    assert interrupted.summary is not None and interrupted.summary.code == "interrupted"
+    assert engine.needs_recovery(acme)
+
+    second = queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+    [done] = Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    assert done.id == second.id and done.status is OperationStatus.succeeded
+    assert done.summary is not None and done.summary.recovered
+    assert engine.timeline == [("run", acme), ("recover", acme), ("run", acme)]
+    recovery = [event for event in queue.events(done.id) if event.kind == "recovery"]
+    assert [event.status for event in recovery] == ["started", "done"]
+    assert "stale lock" in (recovery[1].message or "")
+    assert queue.events(done.id)[0].kind == "recovery"  # before any resource changed
+
+
+def test_restart_requeues_operations_left_running_and_recovers_their_stacks(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    acme = stack("acme")
+    operation = queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+    queue.claim_next(worker_id="process-that-crashed")  # it died here: the row stays 'running'
+    engine.break_stack(acme)  # and its update left a lock behind
+    time.sleep(0.01)
+
+    [done] = Worker(queue, engine, max_parallel=2, stale_after=0.0).run_until_idle()
+
+    assert done.id == operation.id and done.status is OperationStatus.succeeded
+    assert done.summary is not None and done.summary.recovered
+    kinds = [(event.kind, event.status) for event in queue.events(done.id)]
+    assert kinds[:3] == [("recovery", "requeued"), ("recovery", "started"), ("recovery", "done")]
+    assert not queue.was_interrupted(acme)
+
+
+def test_a_stack_flagged_by_the_queue_is_recovered_even_when_the_engine_sees_no_lock(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    # Bucket backends: a stale lock is invisible to the engine; the queue remembers the crash.
+    acme = stack("acme")
+    queue.mark_interrupted(acme)
+    queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+
+    [done] = Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    assert engine.recoveries == [acme]
+    assert done.summary is not None and done.summary.recovered
+
+
+def test_a_healthy_stack_runs_without_recovery(queue: SqliteOperationQueue, engine: FakeEngine) -> None:
+    queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="t")
+
+    [done] = Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    assert engine.recoveries == []
+    assert done.summary is not None and not done.summary.recovered
+    assert all(event.kind != "recovery" for event in queue.events(done.id))
+
+
+class RecordingListener(WorkerListener):
+    def __init__(self) -> None:
+        self.log: list[tuple[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def operation_started(self, operation: Operation) -> None:
+        with self.lock:
+            self.log.append(("started", operation.id))
+
+    def event(self, operation: Operation, event: ProgressEvent) -> None:
+        with self.lock:
+            self.log.append(("event", event))
+
+    def operation_finished(self, operation: Operation) -> None:
+        with self.lock:
+            self.log.append(("finished", operation.status))
+
+
+def test_progress_events_are_recorded_in_order(queue: SqliteOperationQueue) -> None:
+    engine = FakeEngine(resources=3)
+    listener = RecordingListener()
+    operation = queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="t")
+
+    Worker(queue, engine, max_parallel=1, listener=listener).run_until_idle()
+
+    events = queue.events(operation.id)
+    assert [event.seq for event in events] == list(range(1, 8))
+    assert [(event.kind, event.resource, event.status) for event in events[:6]] == [
+        ("resource", f"kubernetes:core/v1:ConfigMap acme-{index}", status)
+        for index in range(3)
+        for status in ("started", "done")
+    ]
+    assert events[-1].kind == "summary" and events[-1].message == "3 created"
+    assert listener.log[0] == ("started", operation.id)
+    assert [entry[1] for entry in listener.log[1:-1]] == events
+    assert listener.log[-1] == ("finished", OperationStatus.succeeded)
+
+
+def test_summary_counts_changes_and_keeps_masked_outputs(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="t")
+
+    [done] = Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    assert done.summary is not None
+    assert done.summary.changes == {"create": 3}
+    assert done.summary.duration_seconds >= 0
+    assert done.summary.outputs["qdrantApiKey"] == "[secret]"
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "fragment"),
+    [
+        (StackConflict("stack dev.acme is locked by another update"), "conflict", "locked by another update"),
+        (StackNotFound("stack dev.acme does not exist"), "not_found", "does not exist"),
+        ("provider rejected the namespace", "engine_error", "provider rejected the namespace"),
+    ],
+)
+def test_engine_errors_become_codes_and_actionable_messages(
+    queue: SqliteOperationQueue, engine: FakeEngine, failure: Exception | str, code: str, fragment: str
+) -> None:
+    engine.fail_next(stack("acme"), failure)
+    queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="t")
+
+    [done] = Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    assert done.status is OperationStatus.failed
+    assert done.summary is not None and done.summary.code == code
+    assert fragment in (done.summary.error or "")
+
+
+def test_an_unexpected_exception_is_reported_without_its_text_or_traceback(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    engine.fail_next(stack("acme"), KeyError("password=hunter2"))
+    queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="t")
+
+    [done] = Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    error = done.summary.error if done.summary else ""
+    assert done.summary is not None and done.summary.code == "internal"
+    assert "KeyError" in (error or "")
+    assert "hunter2" not in (error or "") and "Traceback" not in (error or "")
+
+
+def test_a_successful_destroy_removes_the_stack(queue: SqliteOperationQueue, engine: FakeEngine) -> None:
+    engine.deploy(stack("acme"), tenant_spec("acme", deletionProtection=False))
+    queue.submit(stack("acme"), DESTROY, spec=None, requested_by="t")
+
+    [done] = Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    assert done.status is OperationStatus.succeeded
+    assert engine.removed == [stack("acme")]
+    assert queue.events(done.id)[-2].message == "removed stack dev.acme"
+
+
+def test_a_protected_stack_is_not_destroyed(queue: SqliteOperationQueue, engine: FakeEngine) -> None:
+    engine.deploy(stack("acme"), tenant_spec("acme"))  # deletionProtection defaults to on
+    queue.submit(stack("acme"), DESTROY, spec=None, requested_by="t")
+
+    [done] = Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    assert done.summary is not None and done.summary.code == "protected"
+    assert engine.removed == []
+
+
+def test_a_failing_listener_does_not_fail_the_operation(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    class BrokenDisplay(WorkerListener):
+        def event(self, operation: Operation, event: ProgressEvent) -> None:
+            raise RuntimeError("terminal went away")
+
+    queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="t")
+
+    [done] = Worker(queue, engine, max_parallel=1, listener=BrokenDisplay()).run_until_idle()
+
+    assert done.status is OperationStatus.succeeded
+
+
+def test_the_background_worker_runs_what_is_submitted_until_stopped(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    worker = Worker(queue, engine, max_parallel=2, poll_interval=0.01)
+    worker.start()
+    try:
+        operations = [
+            queue.submit(stack(name), UP, spec=tenant_spec(name), requested_by="t")
+            for name in ("acme", "globex")
+        ]
+        worker.wake()
+        wait_for(lambda: all(queue.get(op.id).status.finished for op in operations))  # type: ignore[union-attr]
+    finally:
+        worker.stop(timeout=5)
+    assert not worker.running
+    later = queue.submit(stack("acme"), REFRESH, spec=None, requested_by="t")
+    time.sleep(0.05)
+    assert queue.get(later.id).status is OperationStatus.queued  # type: ignore[union-attr]
