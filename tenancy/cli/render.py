@@ -1,0 +1,76 @@
+"""``tenantctl render``: write what a stack would apply, without a cluster, a backend or the Pulumi CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tenancy.cli import exit_codes
+from tenancy.render.validate import schema_problems
+from tenancy.render.write import RenderError, example_stacks, render_stack
+from tenancy.spec.errors import SpecError
+
+StackOption = Annotated[
+    str | None,
+    typer.Option("--stack", help="One stack: the platform ('dev', 'prod') or a tenant ('prod.acme')."),
+]
+AllOption = Annotated[bool, typer.Option("--all", help="Both platform stacks and every tenant stack.")]
+OutOption = Annotated[Path, typer.Option("--out", help="Directory to write OUT/<stack>/ into.")]
+ProjectOption = Annotated[
+    Path, typer.Option("--project", help="The Pulumi project directory (holding Pulumi.yaml).")
+]
+ValidateOption = Annotated[
+    bool,
+    typer.Option(
+        "--validate", help="Also check every built-in object against the Kubernetes schema (strict)."
+    ),
+]
+
+
+def render(
+    stack: StackOption = None,
+    all_stacks: AllOption = False,
+    out: OutOption = Path("render"),
+    project: ProjectOption = Path("."),
+    validate: ValidateOption = False,
+) -> None:
+    """Render stacks to OUT/<stack>/ (manifests/, helm/, outputs.yaml, resources.yaml), secrets masked."""
+    if (stack is None) == (not all_stacks):
+        typer.echo("error: give either --stack <stack> or --all", err=True)
+        raise typer.Exit(exit_codes.INVALID_INPUT)
+    if not (project / "Pulumi.yaml").is_file():
+        typer.echo(f"error: {project} has no Pulumi.yaml; run from the project or pass --project", err=True)
+        raise typer.Exit(exit_codes.INVALID_INPUT)
+    try:
+        stacks = example_stacks(project) if all_stacks else [str(stack)]
+        directories = []
+        for name in stacks:
+            rendered, directory = render_stack(name, project_dir=project, out=out)
+            directories.append(directory)
+            for warning in rendered.warnings:
+                typer.echo(f"warning: {directory / warning}", err=True)
+            typer.echo(
+                f"{rendered.stack}: {rendered.manifest_count} manifest(s), "
+                f"{rendered.release_count} Helm release(s) -> {directory}"
+            )
+    except SpecError as error:
+        for issue in error.issues:
+            typer.echo(f"error: {issue}", err=True)
+        raise typer.Exit(exit_codes.INVALID_INPUT) from None
+    except RenderError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(exit_codes.INVALID_INPUT) from None
+    if validate:
+        problems = [(directory, p) for directory in directories for p in schema_problems(directory)]
+        for directory, problem in problems:
+            typer.echo(f"error: {directory / problem.file}: {problem.subject}: {problem.error}", err=True)
+        if problems:
+            typer.echo(f"{len(problems)} object(s) do not match the Kubernetes schema", err=True)
+            raise typer.Exit(exit_codes.OPERATION_FAILED)
+        typer.echo("every built-in object matches the Kubernetes schema")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("render")(render)

@@ -1,0 +1,287 @@
+"""Write a captured stack as files a reviewer can read and CI can check.
+
+Layout of ``OUT/<stack>/``::
+
+    manifests/<namespace or _cluster>/<Kind>-<name>.yaml   each object the program declares directly
+    helm/<release>.yaml                                      each Helm release: name, namespace, chart,
+                                                              version, repo, values
+    outputs.yaml                                             the stack outputs
+    resources.yaml                                           every declared resource: type, name, parent,
+                                                              and the file it was rendered to
+
+Secret values are masked (see ``tenancy.render.redact``). The output is a pure function of the capture:
+keys are sorted, files are listed in a fixed order, and a stack directory is replaced as a whole, so
+two renders of the same input are byte-identical and a diff between renders is a review.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tenancy.render.redact import GeneratedValues, mask_leaves, mask_paths, mask_secret_data
+from tenancy.render.runtime import DeclaredResource, StackCapture, capture_stack
+from tenancy.spec.tree import ENVIRONMENTS, load_tenants
+
+MANIFESTS_DIR = "manifests"
+HELM_DIR = "helm"
+OUTPUTS_FILE = "outputs.yaml"
+RESOURCES_FILE = "resources.yaml"
+CLUSTER_SCOPED_DIR = "_cluster"
+RENDER_ENTRIES = frozenset({MANIFESTS_DIR, HELM_DIR, OUTPUTS_FILE, RESOURCES_FILE})
+HELM_RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
+HELM_RELEASE_FIELDS = ("name", "namespace", "chart", "version", "repo", "values")
+
+_UNSAFE_FILE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class RenderError(Exception):
+    """The capture cannot be rendered (two resources claim the same object), or OUT is not ours to replace."""
+
+
+@dataclass(frozen=True)
+class RenderedStack:
+    stack: str
+    files: dict[str, str] = field(default_factory=dict)  # path relative to OUT/<stack> -> YAML text
+    warnings: tuple[str, ...] = ()  # what a reviewer cannot see in the files, and why
+
+    @property
+    def manifest_count(self) -> int:
+        return sum(1 for path in self.files if path.startswith(f"{MANIFESTS_DIR}/"))
+
+    @property
+    def release_count(self) -> int:
+        return sum(1 for path in self.files if path.startswith(f"{HELM_DIR}/"))
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    """Multi-line strings (scripts, configs, policies) as literal blocks, the way people write them."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ReadableDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(document: Any) -> str:
+    return yaml.dump(
+        document,
+        Dumper=_ReadableDumper,
+        sort_keys=True,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=1_000_000,
+    )
+
+
+def file_name(name: str) -> str:
+    return _UNSAFE_FILE_CHARACTERS.sub("_", name) or "_"
+
+
+def is_manifest(resource: DeclaredResource) -> bool:
+    """Declared directly as a Kubernetes object (custom resources included); not a read, not a chart."""
+    return (
+        resource.type.startswith("kubernetes:")
+        and resource.kind is not None
+        and not resource.read
+        and resource.type != HELM_RELEASE_TYPE
+        and "helm.sh" not in resource.type
+    )
+
+
+def _kind_label(resource: DeclaredResource) -> str:
+    """The kind as a file-name prefix; patches keep their Pulumi type (``NamespacePatch``): they stand out."""
+    pulumi_kind = resource.type.rsplit(":", 1)[-1]
+    return pulumi_kind if pulumi_kind.endswith("Patch") else str(resource.kind)
+
+
+def _object_name(resource: DeclaredResource) -> str:
+    metadata = resource.inputs.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    # Without metadata.name Pulumi auto-names the object from the resource name plus a random suffix.
+    return str(name) if name else resource.name
+
+
+def _object_namespace(resource: DeclaredResource) -> str | None:
+    metadata = resource.inputs.get("metadata")
+    namespace = metadata.get("namespace") if isinstance(metadata, Mapping) else None
+    return str(namespace) if namespace else None
+
+
+def _group(api_version: str) -> str:
+    return api_version.split("/", 1)[0] if "/" in api_version else "core"
+
+
+ResourceKey = tuple[str, str]  # (type, name): what makes a Pulumi resource unique in a stack
+
+
+def _key(resource: DeclaredResource) -> ResourceKey:
+    return (resource.type, resource.name)
+
+
+def _manifest_paths(resources: list[DeclaredResource]) -> dict[ResourceKey, str]:
+    """Resource -> file path. Kinds shared by two API groups (Istio's and Gateway API's ``Gateway``)
+    get the group in the file name; the same object declared twice is an error."""
+    keys: dict[ResourceKey, tuple[str, str, str, str]] = {}
+    for resource in resources:
+        api_version = str(resource.inputs.get("apiVersion", ""))
+        namespace = _object_namespace(resource) or CLUSTER_SCOPED_DIR
+        keys[_key(resource)] = (namespace, _kind_label(resource), _object_name(resource), api_version)
+
+    owners: dict[tuple[str, str, str, str], list[str]] = {}
+    for (_, name), (namespace, kind, object_name, api_version) in keys.items():
+        owners.setdefault((namespace, kind, object_name, _group(api_version)), []).append(name)
+    duplicates = {key: names for key, names in owners.items() if len(names) > 1}
+    if duplicates:
+        described = "; ".join(
+            f"{kind} {namespace}/{name} by {', '.join(sorted(names))}"
+            for (namespace, kind, name, _), names in sorted(duplicates.items())
+        )
+        raise RenderError(f"the same object is declared by more than one resource: {described}")
+
+    shared = Counter((ns, kind, name) for ns, kind, name, _ in keys.values())
+    paths = {}
+    for key, (namespace, kind, object_name, api_version) in keys.items():
+        prefix = kind if shared[(namespace, kind, object_name)] == 1 else f"{kind}.{_group(api_version)}"
+        paths[key] = (
+            f"{MANIFESTS_DIR}/{file_name(namespace)}/{file_name(prefix)}-{file_name(object_name)}.yaml"
+        )
+    return paths
+
+
+def _release_document(resource: DeclaredResource, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    repository = inputs.get("repositoryOpts")
+    return {
+        "name": inputs.get("name") or resource.name,
+        "namespace": inputs.get("namespace") or "default",
+        "chart": inputs.get("chart"),
+        "version": inputs.get("version"),
+        "repo": repository.get("repo") if isinstance(repository, Mapping) else None,
+        "values": inputs.get("values") or {},
+    }
+
+
+def _release_paths(releases: list[tuple[DeclaredResource, dict[str, Any]]]) -> dict[ResourceKey, str]:
+    names = Counter(str(document["name"]) for _, document in releases)
+    paths = {}
+    for resource, document in releases:
+        name = str(document["name"])
+        # Two releases of one name in different namespaces: the namespace tells the files apart.
+        stem = name if names[name] == 1 else f"{name}.{document['namespace']}"
+        paths[_key(resource)] = f"{HELM_DIR}/{file_name(stem)}.yaml"
+    return paths
+
+
+def _shows_inputs(resource: DeclaredResource) -> bool:
+    """Inputs of resources with no file of their own (Vault, random) are listed; providers never are:
+    their inputs include credentials such as a kubeconfig."""
+    return not resource.type.startswith(("kubernetes:", "pulumi:")) and bool(resource.inputs)
+
+
+def render_capture(capture: StackCapture) -> RenderedStack:
+    """The files of one stack, secrets masked; a pure function of ``capture``."""
+    generated = GeneratedValues.of(capture)
+
+    def masked_inputs(resource: DeclaredResource) -> Any:
+        return generated.scrub(mask_paths(resource.inputs, resource.secret_paths))
+
+    files: dict[str, str] = {}
+    manifests = [r for r in capture.resources if is_manifest(r)]
+    manifest_paths = _manifest_paths(manifests)
+    for resource in manifests:
+        files[manifest_paths[_key(resource)]] = dump_yaml(mask_secret_data(masked_inputs(resource)))
+
+    releases = [
+        (r, _release_document(r, masked_inputs(r)))
+        for r in capture.resources
+        if r.type == HELM_RELEASE_TYPE and not r.read
+    ]
+    release_paths = _release_paths(releases)
+    warnings = []
+    for resource, document in releases:
+        files[release_paths[_key(resource)]] = dump_yaml(document)
+        if ("values",) in {tuple(p) for p in resource.secret_paths}:
+            warnings.append(
+                f"{release_paths[_key(resource)]}: every value of release {document['name']} is masked: "
+                "a secret inside the values makes Pulumi mark all of them secret. Pass the secret through "
+                "a Kubernetes Secret the chart references (existingSecret or similar) to keep the values "
+                "reviewable."
+            )
+
+    outputs = {
+        key: mask_leaves(value) if key in capture.secret_outputs else value
+        for key, value in capture.outputs.items()
+    }
+    files[OUTPUTS_FILE] = dump_yaml(generated.scrub(outputs))
+
+    rendered_to = {**manifest_paths, **release_paths}
+    summary = []
+    for resource in capture.resources:
+        entry: dict[str, Any] = {"type": resource.type, "name": resource.name}
+        if resource.parent:
+            entry["parent"] = resource.parent
+        if resource.depends_on:
+            entry["dependsOn"] = sorted(resource.depends_on)
+        if resource.read:
+            entry["read"] = True
+        if _key(resource) in rendered_to:
+            entry["file"] = rendered_to[_key(resource)]
+        if _shows_inputs(resource):
+            entry["inputs"] = masked_inputs(resource)
+        summary.append(entry)
+    summary.sort(key=lambda e: (e["type"], e["name"]))
+    files[RESOURCES_FILE] = dump_yaml(summary)
+    return RenderedStack(stack=capture.stack, files=dict(sorted(files.items())), warnings=tuple(warnings))
+
+
+def write_rendered(rendered: RenderedStack, out: Path) -> Path:
+    """Replace ``out/<stack>`` with the rendered files; return that directory.
+
+    Only a directory render wrote before is replaced: anything else in it is left alone and reported,
+    so a mistyped ``--out`` cannot delete someone's files.
+    """
+    directory = out / rendered.stack
+    if directory.exists():
+        if not directory.is_dir():
+            raise RenderError(f"{directory} exists and is not a directory")
+        foreign = sorted(entry.name for entry in directory.iterdir() if entry.name not in RENDER_ENTRIES)
+        if foreign:
+            raise RenderError(
+                f"refusing to replace {directory}: it holds {', '.join(foreign)}, which render did not "
+                "write; choose another --out or remove them"
+            )
+        for entry in directory.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    for relative, text in rendered.files.items():
+        target = directory / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    return directory
+
+
+def render_stack(stack: str, *, project_dir: Path, out: Path) -> tuple[RenderedStack, Path]:
+    """Run ``stack``'s program under mocks and write its render below ``out``."""
+    rendered = render_capture(capture_stack(stack, project_dir=project_dir))
+    return rendered, write_rendered(rendered, out)
+
+
+def example_stacks(project_dir: Path) -> list[str]:
+    """Every stack the repository declares: the platform of each environment, then each tenant."""
+    configured = os.environ.get("TENANCY_TENANTS_DIR")
+    tenants_dir = Path(configured) if configured else project_dir / "tenants"
+    tenants = sorted(f"{f.environment}.{f.spec.name}" for f in load_tenants(tenants_dir).files)
+    return [*ENVIRONMENTS, *tenants]

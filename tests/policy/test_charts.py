@@ -1,0 +1,98 @@
+"""Chart models: pods, services, labels and PDBs of the pinned qdrant and vcluster charts, from values."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenancy.policy.charts import helm_merge
+from tenancy.policy.model import PolicyObject
+from tenancy.policy.rules import check_stack
+from tenancy.policy.sources import objects_from_render
+from tenancy.render.runtime import capture_stack
+from tenancy.render.write import render_capture
+from tests.conftest import PROJECT_DIR
+from tests.policy.objects import fields, release, violations_of
+
+
+@pytest.fixture(scope="module")
+def acme() -> list[PolicyObject]:
+    return objects_from_render(render_capture(capture_stack("prod.acme", project_dir=PROJECT_DIR)))
+
+
+def test_helm_merge_merges_maps_replaces_lists_and_deletes_nulls() -> None:
+    defaults = {"a": {"b": 1, "c": 2}, "list": [1, 2], "gone": {"x": 1}}
+    assert helm_merge(defaults, {"a": {"c": 3}, "list": [9], "gone": None}) == {
+        "a": {"b": 1, "c": 3},
+        "list": [9],
+    }
+
+
+def test_the_tenants_qdrant_and_vcluster_values_pass_every_rule(acme: list[PolicyObject]) -> None:
+    assert {o.chart for o in acme if o.is_release} >= {"qdrant", "vcluster"}
+    assert [v.message for v in check_stack(acme)] == []
+
+
+def test_qdrant_chart_defaults_are_not_restricted_and_the_findings_name_values_keys() -> None:
+    qdrant = release("qdrant", {"updateVolumeFsOwnership": False}, version="1.19.0")
+    assert fields(violations_of("pod-security-restricted", qdrant)) == [
+        "values.containerSecurityContext.capabilities.drop",
+        "values.podSecurityContext.seccompProfile.type",
+    ]
+
+
+def test_qdrants_root_chown_init_container_is_fixed_by_turning_it_off() -> None:
+    found = violations_of("pod-security-restricted", release("qdrant", {}, version="1.19.0"))
+    init = [
+        v
+        for v in found
+        if "ensure-dir-ownership" in v.problem and v.field == "values.updateVolumeFsOwnership"
+    ]
+    assert init
+    assert init[0].fix.startswith("set values.updateVolumeFsOwnership to false")
+
+
+def test_qdrant_without_resources_fails_naming_the_values_key() -> None:
+    found = violations_of(
+        "container-resources", release("qdrant", {"updateVolumeFsOwnership": False}, version="1.19.0")
+    )
+    assert fields(found) == ["values.resources"]
+
+
+def test_qdrant_sidecars_are_checked_at_their_values_entry() -> None:
+    sidecar = {"name": "proxy", "image": "envoy:latest"}
+    qdrant = release(
+        "qdrant", {"sidecarContainers": [sidecar], "updateVolumeFsOwnership": False}, version="1.19.0"
+    )
+    assert fields(violations_of("image-pinned", qdrant)) == ["values.sidecarContainers[0].image"]
+
+
+def test_vcluster_chart_defaults_run_the_control_plane_as_root() -> None:
+    found = violations_of("pod-security-restricted", release("vcluster", {}, version="0.36.1"))
+    assert "values.controlPlane.statefulSet.security.containerSecurityContext.runAsUser" in fields(found)
+
+
+def test_vcluster_coredns_needs_a_seccomp_profile_which_the_pod_security_standard_gives() -> None:
+    coredns = "values.controlPlane.coredns.security.podSecurityContext.seccompProfile.type"
+    assert coredns in fields(
+        violations_of("pod-security-restricted", release("vcluster", {}, version="0.36.1"))
+    )
+    standard = release("vcluster", {"policies": {"podSecurityStandard": "restricted"}}, version="0.36.1")
+    assert coredns not in fields(violations_of("pod-security-restricted", standard))
+
+
+def test_vcluster_default_control_plane_resources_lack_a_cpu_limit() -> None:
+    found = violations_of("container-resources", release("vcluster", {}, version="0.36.1"))
+    assert [(v.field, v.problem.split(" has no ")[1]) for v in found] == [
+        ("values.controlPlane.statefulSet.resources", "limits.cpu")
+    ]
+
+
+def test_vcluster_services_exposed_by_values_fail_in_tenant_namespaces() -> None:
+    exposed = release(
+        "vcluster", {"controlPlane": {"service": {"spec": {"type": "NodePort"}}}}, version="0.36.1"
+    )
+    assert fields(violations_of("no-external-service", exposed)) == ["values.controlPlane.service.spec.type"]
+
+
+def test_the_render_and_the_chart_model_agree_on_the_release_namespace(acme: list[PolicyObject]) -> None:
+    assert {o.namespace for o in acme if o.is_release} == {"tenant-acme"}
