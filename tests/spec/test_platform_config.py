@@ -64,7 +64,9 @@ def test_live_config_strings_are_decoded_like_the_engine_passes_them() -> None:
 
 def test_encrypted_credentials_are_allowed_and_plain_ones_refused(tmp_path: Path) -> None:
     path = tmp_path / "Pulumi.dev.yaml"
-    path.write_text("config:\n  platform:domain: dev.example.com\n  platform:vaultToken:\n    secure: AAABAbc=\n")
+    path.write_text(
+        "config:\n  platform:domain: dev.example.com\n  platform:vaultToken:\n    secure: AAABAbc=\n"
+    )
     assert read_platform_config_file(path).domain == "dev.example.com"
     path.write_text("config:\n  platform:domain: dev.example.com\n  platform:vaultToken: s.plaintext\n")
     with pytest.raises(SpecError) as caught:

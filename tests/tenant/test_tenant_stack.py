@@ -141,7 +141,9 @@ def test_rbac_binds_tenant_groups_to_namespace_roles_only(run_stack: Run) -> Non
 def test_services_wait_for_namespace_guard_rails(run_stack: Run) -> None:
     capture = run_stack("prod.acme")
     for component in ("acme-qdrant", "acme-vcluster"):
-        assert {"acme", "acme-network", "acme-access", "acme-mesh"} <= set(capture.named(component).depends_on)
+        assert {"acme", "acme-network", "acme-access", "acme-mesh"} <= set(
+            capture.named(component).depends_on
+        )
     assert capture.named("acme-qdrant-release").depends_on == ["acme-qdrant-api-keys"]
 
 

@@ -1,0 +1,483 @@
+"""The operation queue in Redis (the platform's Sentinel), for several API and worker replicas.
+
+Same behaviour as ``SqliteOperationQueue`` (``OperationQueue`` and ``WorkQueue``): coalescing at submit
+time, one running operation per stack across every replica, heartbeats, requeueing what a stopped
+replica left running. Every read-check-write runs as an optimistic transaction (WATCH/MULTI/EXEC,
+retried when another client touched the same keys), so no Lua is needed.
+
+Keys (``prefix`` defaults to ``tenancy:``):
+
+- ``op:<id>``             hash, one operation
+- ``op-seq``              counter: submission order across replicas
+- ``ops`` / ``ops:<stack>``  sorted sets of every operation (by submission order), overall and per stack
+- ``queued`` / ``queued:<stack>``  sorted sets of queued operations
+- ``running``             hash, stack -> the operation running on it
+- ``events:<id>``         list of progress events (seq = position in the list, so appends are atomic)
+- ``interrupted``         set of stacks to recover before their next operation
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Collection
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+from redis.exceptions import WatchError
+
+from tenancy.automation.contract import (
+    Operation,
+    OperationKind,
+    OperationStatus,
+    OperationSummary,
+    ProgressEvent,
+    StackRef,
+)
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+# Which queued operations a newly submitted one replaces (as in SqliteOperationQueue).
+_SUPERSEDES: dict[OperationKind, tuple[OperationKind, ...]] = {
+    OperationKind.up: (OperationKind.up,),
+    OperationKind.preview: (OperationKind.preview,),
+    OperationKind.refresh: (OperationKind.refresh,),
+    OperationKind.destroy: (OperationKind.up,),
+}
+
+
+class RedisOperationQueue:
+    def __init__(
+        self, redis: Any, *, prefix: str = "tenancy:", clock: Callable[[], float] = time.time
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._clock = clock
+
+    # --- keys --------------------------------------------------------------------------------------
+
+    def _op(self, operation_id: str) -> str:
+        return f"{self._prefix}op:{operation_id}"
+
+    def _events(self, operation_id: str) -> str:
+        return f"{self._prefix}events:{operation_id}"
+
+    def _all(self, stack: StackRef | None = None) -> str:
+        return f"{self._prefix}ops" if stack is None else f"{self._prefix}ops:{stack.name}"
+
+    def _queued(self, stack: StackRef | None = None) -> str:
+        return f"{self._prefix}queued" if stack is None else f"{self._prefix}queued:{stack.name}"
+
+    @property
+    def _running(self) -> str:
+        return f"{self._prefix}running"
+
+    @property
+    def _interrupted(self) -> str:
+        return f"{self._prefix}interrupted"
+
+    @property
+    def _stacks(self) -> str:
+        return f"{self._prefix}stacks"
+
+    # --- transactions ------------------------------------------------------------------------------
+
+    def _transaction(self, watched: list[str], body: Callable[[Any], _T]) -> _T:
+        """Run ``body(pipe)`` with ``watched`` keys watched; retry when another client changed them.
+        ``body`` reads with the pipe (immediate mode), then calls ``pipe.multi()`` and queues writes."""
+        while True:
+            with self._redis.pipeline() as pipe:
+                try:
+                    pipe.watch(*watched)
+                    result = body(pipe)
+                    if pipe.explicit_transaction:
+                        pipe.execute()
+                    return result
+                except WatchError:
+                    continue
+
+    def _fields(self, operation_id: str, reader: Any = None) -> dict[str, str]:
+        raw = (reader or self._redis).hgetall(self._op(operation_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    # --- OperationQueue ----------------------------------------------------------------------------
+
+    def submit(
+        self, stack: StackRef, kind: OperationKind, *, spec: dict[str, Any] | None, requested_by: str
+    ) -> Operation:
+        kind = OperationKind(kind)
+        operation_id = uuid.uuid4().hex
+        position = int(self._redis.incr(f"{self._prefix}op-seq"))
+        now = self._clock()
+        replaced = {k.value for k in _SUPERSEDES[kind]}
+        record = {
+            "id": operation_id,
+            "environment": stack.environment,
+            "tenant": stack.tenant,
+            "kind": kind.value,
+            "status": OperationStatus.queued.value,
+            "requested_by": requested_by,
+            "created_at": repr(now),
+            "position": str(position),
+        }
+        if spec is not None:
+            record["spec"] = json.dumps(spec)
+
+        def body(pipe: Any) -> None:
+            queued_here = [_text(i) for i in pipe.zrange(self._queued(stack), 0, -1)]
+            kinds = {i: _text(pipe.hget(self._op(i), "kind") or b"") for i in queued_here}
+            pipe.multi()
+            pipe.hset(self._op(operation_id), mapping=record)
+            pipe.zadd(self._all(), {operation_id: position})
+            pipe.zadd(self._all(stack), {operation_id: position})
+            pipe.zadd(self._queued(), {operation_id: position})
+            pipe.zadd(self._queued(stack), {operation_id: position})
+            pipe.sadd(self._stacks, stack.name)
+            for older, older_kind in kinds.items():
+                if older_kind in replaced:
+                    pipe.hset(
+                        self._op(older),
+                        mapping={
+                            "status": OperationStatus.superseded.value,
+                            "superseded_by": operation_id,
+                            "finished_at": repr(now),
+                        },
+                    )
+                    pipe.zrem(self._queued(), older)
+                    pipe.zrem(self._queued(stack), older)
+
+        self._transaction([self._queued(stack)], body)
+        return self._require(operation_id)
+
+    def get(self, operation_id: str) -> Operation | None:
+        fields = self._fields(operation_id)
+        return _operation(fields) if fields else None
+
+    def recent(self, *, stack: StackRef | None = None, limit: int = 50) -> list[Operation]:
+        ids = [_text(i) for i in self._redis.zrevrange(self._all(stack), 0, limit - 1)]
+        return self._many(ids)
+
+    def events(self, operation_id: str, *, after_seq: int = 0) -> list[ProgressEvent]:
+        raw = self._redis.lrange(self._events(operation_id), after_seq, -1)
+        return [
+            _event(operation_id, after_seq + index + 1, json.loads(item)) for index, item in enumerate(raw)
+        ]
+
+    def last(self, stack: StackRef) -> Operation | None:
+        recent = self.recent(stack=stack, limit=1)
+        return recent[0] if recent else None
+
+    # --- WorkQueue ---------------------------------------------------------------------------------
+
+    def claim_next(
+        self,
+        running_stacks: Collection[StackRef] = (),
+        *,
+        worker_id: str = "",
+        only: Collection[str] | None = None,
+    ) -> Operation | None:
+        excluded = {s.name for s in running_stacks}
+        wanted: set[str] | None = None
+        if only is not None:
+            wanted = set()
+            for operation in self._many(list(only)):
+                if operation.status is OperationStatus.queued:
+                    wanted.add(operation.stack.name)
+            if not wanted:
+                return None
+
+        def body(pipe: Any) -> str | None:
+            queued = [_text(i) for i in pipe.zrange(self._queued(), 0, -1)]
+            busy = {_text(k) for k in pipe.hkeys(self._running)}
+            stacks = self._stacks_of(queued)
+            seen: set[str] = set()
+            for operation_id in queued:
+                name = stacks.get(operation_id)
+                if name is None or name in seen:
+                    continue  # only the oldest queued operation of a stack may run next
+                seen.add(name)
+                if name in busy or name in excluded or (wanted is not None and name not in wanted):
+                    continue
+                now = repr(self._clock())
+                environment, _, tenant = name.partition(".")
+                stack = StackRef(environment, tenant)
+                pipe.multi()
+                pipe.hset(
+                    self._op(operation_id),
+                    mapping={
+                        "status": OperationStatus.running.value,
+                        "started_at": now,
+                        "claimed_by": worker_id,
+                        "heartbeat_at": now,
+                    },
+                )
+                pipe.zrem(self._queued(), operation_id)
+                pipe.zrem(self._queued(stack), operation_id)
+                pipe.hset(self._running, name, operation_id)
+                return operation_id
+            return None
+
+        claimed = self._transaction([self._queued(), self._running], body)
+        return self._require(claimed) if claimed is not None else None
+
+    def add_event(
+        self,
+        operation_id: str,
+        *,
+        kind: str,
+        resource: str | None = None,
+        op: str | None = None,
+        status: str | None = None,
+        message: str | None = None,
+    ) -> ProgressEvent:
+        now = self._clock()
+        payload = {
+            "time": now,
+            "kind": kind,
+            "resource": resource,
+            "op": op,
+            "status": status,
+            "message": message,
+        }
+        seq = int(self._redis.rpush(self._events(operation_id), json.dumps(payload)))
+        return _event(operation_id, seq, payload)
+
+    def finish(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        summary: OperationSummary,
+        *,
+        worker_id: str | None = None,
+    ) -> Operation:
+        status = OperationStatus(status)
+        if not status.finished or status is OperationStatus.superseded:
+            raise ValueError(f"an operation finishes as succeeded or failed, not {status.value}")
+
+        def body(pipe: Any) -> None:
+            fields = self._fields(operation_id, pipe)
+            if not fields:
+                raise KeyError(f"no operation {operation_id!r}")
+            owned = worker_id is None or fields.get("claimed_by") == worker_id
+            if fields.get("status") != OperationStatus.running.value or not owned:
+                _log.warning("operation %s was no longer running here; outcome not recorded", operation_id)
+                return
+            name = f"{fields['environment']}.{fields['tenant']}"
+            running_here = _text(pipe.hget(self._running, name) or b"") == operation_id
+            pipe.multi()
+            pipe.hset(
+                self._op(operation_id),
+                mapping={
+                    "status": status.value,
+                    "finished_at": repr(self._clock()),
+                    "summary": json.dumps(asdict(summary)),
+                },
+            )
+            pipe.hdel(self._op(operation_id), "heartbeat_at")
+            if running_here:
+                pipe.hdel(self._running, name)
+
+        self._transaction([self._op(operation_id), self._running], body)
+        return self._require(operation_id)
+
+    def heartbeat(self, operation_ids: Collection[str]) -> None:
+        now = repr(self._clock())
+        for operation in self._many(list(operation_ids)):
+            if operation.status is OperationStatus.running:
+                self._redis.hset(self._op(operation.id), "heartbeat_at", now)
+
+    def requeue_interrupted(self, *, stale_after: float | None = None) -> list[Operation]:
+        def body(pipe: Any) -> list[str]:
+            now = self._clock()
+            running = {_text(k): _text(v) for k, v in pipe.hgetall(self._running).items()}
+            stale: list[tuple[str, str, dict[str, str]]] = []
+            for name, operation_id in running.items():
+                fields = self._fields(operation_id, pipe)
+                if fields.get("status") != OperationStatus.running.value:
+                    stale.append((name, operation_id, {}))  # a dangling marker: just drop it
+                    continue
+                beat = float(fields["heartbeat_at"]) if fields.get("heartbeat_at") else None
+                if stale_after is None or beat is None or beat < now - stale_after:
+                    stale.append((name, operation_id, fields))
+            if not stale:
+                return []
+            pipe.multi()
+            requeued = []
+            for name, operation_id, fields in stale:
+                pipe.hdel(self._running, name)
+                if not fields:
+                    continue
+                environment, _, tenant = name.partition(".")
+                stack = StackRef(environment, tenant)
+                position = float(fields["position"])
+                pipe.hset(self._op(operation_id), "status", OperationStatus.queued.value)
+                pipe.hdel(self._op(operation_id), "started_at", "claimed_by", "heartbeat_at")
+                pipe.zadd(self._queued(), {operation_id: position})
+                pipe.zadd(self._queued(stack), {operation_id: position})
+                pipe.sadd(self._interrupted, name)
+                pipe.rpush(
+                    self._events(operation_id),
+                    json.dumps(
+                        {
+                            "time": now,
+                            "kind": "recovery",
+                            "status": "requeued",
+                            "message": (
+                                "the process running this operation stopped before it finished; requeued. "
+                                "The stack is checked and recovered before the operation runs again."
+                            ),
+                        }
+                    ),
+                )
+                requeued.append(operation_id)
+            return requeued
+
+        return self._many(self._transaction([self._running], body))
+
+    def abandon(self, worker_id: str, *, reason: str) -> list[Operation]:
+        """Fail the operations ``worker_id`` is running and flag their stacks for recovery."""
+
+        def body(pipe: Any) -> list[str]:
+            now = self._clock()
+            running = {_text(k): _text(v) for k, v in pipe.hgetall(self._running).items()}
+            mine = []
+            for name, operation_id in running.items():
+                fields = self._fields(operation_id, pipe)
+                if (
+                    fields.get("status") == OperationStatus.running.value
+                    and fields.get("claimed_by") == worker_id
+                ):
+                    mine.append((name, operation_id, fields))
+            if not mine:
+                return []
+            pipe.multi()
+            for name, operation_id, fields in mine:
+                started = float(fields["started_at"]) if fields.get("started_at") else now
+                summary = OperationSummary(duration_seconds=now - started, error=reason, code="interrupted")
+                pipe.hset(
+                    self._op(operation_id),
+                    mapping={
+                        "status": OperationStatus.failed.value,
+                        "finished_at": repr(now),
+                        "summary": json.dumps(asdict(summary)),
+                    },
+                )
+                pipe.hdel(self._op(operation_id), "heartbeat_at")
+                pipe.hdel(self._running, name)
+                pipe.sadd(self._interrupted, name)
+            return [operation_id for _, operation_id, _ in mine]
+
+        return self._many(self._transaction([self._running], body))
+
+    def was_interrupted(self, stack: StackRef) -> bool:
+        return bool(self._redis.sismember(self._interrupted, stack.name))
+
+    def mark_interrupted(self, stack: StackRef) -> None:
+        self._redis.sadd(self._interrupted, stack.name)
+
+    def clear_interrupted(self, stack: StackRef) -> None:
+        self._redis.srem(self._interrupted, stack.name)
+
+    # --- what sync and the CLI ask -----------------------------------------------------------------
+
+    def stacks(self, environment: str | None = None) -> list[StackRef]:
+        names = sorted(_text(n) for n in self._redis.smembers(self._stacks))
+        refs = [StackRef(*name.split(".", 1)) for name in names]
+        return [ref for ref in refs if environment is None or ref.environment == environment]
+
+    def applied(self, environment: str) -> dict[str, Operation]:
+        """Per tenant of ``environment``: its last successful ``up`` or ``destroy``."""
+        found: dict[str, Operation] = {}
+        for stack in self.stacks(environment):
+            ids = [_text(i) for i in self._redis.zrevrange(self._all(stack), 0, -1)]
+            for operation in self._many(ids):
+                if operation.status is OperationStatus.succeeded and operation.kind in (
+                    OperationKind.up,
+                    OperationKind.destroy,
+                ):
+                    found[stack.tenant] = operation
+                    break
+        return found
+
+    def active(self, stack: StackRef) -> list[Operation]:
+        ids = [_text(i) for i in self._redis.zrange(self._all(stack), 0, -1)]
+        return [
+            op for op in self._many(ids) if op.status in (OperationStatus.queued, OperationStatus.running)
+        ]
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _require(self, operation_id: str) -> Operation:
+        operation = self.get(operation_id)
+        if operation is None:
+            raise KeyError(f"no operation {operation_id!r}")
+        return operation
+
+    def _many(self, ids: list[str]) -> list[Operation]:
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for operation_id in ids:
+            pipe.hgetall(self._op(operation_id))
+        found = []
+        for raw in pipe.execute():
+            if raw:
+                found.append(_operation({_text(k): _text(v) for k, v in raw.items()}))
+        return found
+
+    def _stacks_of(self, ids: list[str]) -> dict[str, str]:
+        """Operation id -> stack name (immutable fields, so reading them outside the transaction is safe)."""
+        if not ids:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for operation_id in ids:
+            pipe.hmget(self._op(operation_id), "environment", "tenant")
+        names = {}
+        for operation_id, (environment, tenant) in zip(ids, pipe.execute(), strict=True):
+            if environment is not None and tenant is not None:
+                names[operation_id] = f"{_text(environment)}.{_text(tenant)}"
+        return names
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _float(fields: dict[str, str], key: str) -> float | None:
+    value = fields.get(key)
+    return float(value) if value else None
+
+
+def _operation(fields: dict[str, str]) -> Operation:
+    summary = None
+    if fields.get("summary"):
+        summary = OperationSummary(**json.loads(fields["summary"]))
+    return Operation(
+        id=fields["id"],
+        stack=StackRef(fields["environment"], fields["tenant"]),
+        kind=OperationKind(fields["kind"]),
+        status=OperationStatus(fields["status"]),
+        requested_by=fields["requested_by"],
+        created_at=float(fields["created_at"]),
+        spec=json.loads(fields["spec"]) if fields.get("spec") else None,
+        started_at=_float(fields, "started_at"),
+        finished_at=_float(fields, "finished_at"),
+        summary=summary,
+        superseded_by=fields.get("superseded_by") or None,
+    )
+
+
+def _event(operation_id: str, seq: int, payload: dict[str, Any]) -> ProgressEvent:
+    return ProgressEvent(
+        operation_id=operation_id,
+        seq=seq,
+        time=float(payload["time"]),
+        kind=str(payload["kind"]),
+        resource=payload.get("resource"),
+        op=payload.get("op"),
+        status=payload.get("status"),
+        message=payload.get("message"),
+    )

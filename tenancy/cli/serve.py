@@ -1,0 +1,141 @@
+"""``tenantctl serve`` (the self-service HTTP service, embedded default) and ``tenantctl dev-token``
+(a token from the local issuer, for trying the service on a laptop).
+
+Embedded default: one process, SQLite and a local git repository of tenants under ``--state-dir``
+(default ``.tenancy``), worker threads running operations. Everything else is
+``TENANCY_SERVICE_*`` / ``TENANCY_*`` settings (see tenancy/service/core/config.py and the README).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from tenancy.cli import exit_codes
+
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help=(
+            "Queue, API keys, audit log, local issuer, tenants repo."
+            " [env TENANCY_SERVICE_STATE_DIR; default .tenancy]"
+        ),
+    ),
+]
+
+
+def _settings(**overrides: Any) -> Any:
+    from tenancy.service.core.config import ServiceSettings
+
+    try:
+        return ServiceSettings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as error:
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"]) or "settings"
+            typer.echo(f"error: TENANCY_SERVICE_{field.upper()}: {problem['msg']}", err=True)
+        raise typer.Exit(exit_codes.INVALID_INPUT) from None
+
+
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Listen address. [default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Listen port. [default 8080]")] = None,
+    state_dir: StateDirOption = None,
+    project: Annotated[
+        Path | None, typer.Option("--project", help="The Pulumi project (Pulumi.yaml). [default .]")
+    ] = None,
+    repo: Annotated[
+        Path | None,
+        typer.Option(
+            "--repo", help="The tenants git repository. [default <state-dir>/tenants-repo, created]"
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Worker threads (0: API only). [default TENANCY_MAX_PARALLEL]"),
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Start the tenant self-service API (embedded default: SQLite, local git repo, worker threads)."""
+    import uvicorn
+
+    from tenancy.service.app import create_app
+
+    settings = _settings(
+        host=host, port=port, state_dir=state_dir, project_dir=project, repo_dir=repo, workers=workers
+    )
+    if not (settings.project_dir / "Pulumi.yaml").is_file():
+        typer.echo(
+            f"error: {settings.project_dir} has no Pulumi.yaml; pass --project <the project dir>", err=True
+        )
+        raise typer.Exit(exit_codes.INVALID_INPUT)
+    seed = settings.project_dir / "tenants"
+    app = create_app(settings, seed_tenants=seed if seed.is_dir() else None)
+    where = f"http://{settings.host}:{settings.port}"
+    typer.echo(f"tenant API on {where} (OpenAPI at {where}/docs)", err=True)
+    typer.echo(f"tenants repository: {settings.tenants_repo}", err=True)
+    typer.echo(f"audit log: {settings.audit_target}", err=True)
+    if settings.uses_local_issuer:
+        typer.echo(
+            f"trusting the LOCAL issuer ({settings.issuer}); "
+            "get a token with: tenantctl dev-token --tenant <name>",
+            err=True,
+        )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level)
+
+
+def dev_token(
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option("--tenant", help="A tenant to grant the role on (repeatable)."),
+    ] = None,
+    role: Annotated[str, typer.Option("--role", help="admin or viewer, on every --tenant.")] = "admin",
+    platform_admin: Annotated[
+        bool, typer.Option("--platform-admin", help="Grant platform-admin (every tenant).")
+    ] = False,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="The token's sub. [default: $USER]")
+    ] = None,
+    email: Annotated[str | None, typer.Option("--email", help="The token's email (the git author).")] = None,
+    minutes: Annotated[int, typer.Option("--minutes", min=1, max=1440, help="Lifetime.")] = 60,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Print a token from the local issuer, shaped like the platform realm's (for local use only)."""
+    from tenancy.service.core.local_issuer import mint_token
+
+    settings = _settings(state_dir=state_dir)
+    if not settings.uses_local_issuer:
+        typer.echo(
+            "error: the service is configured to trust "
+            f"{settings.jwks_url or settings.jwks_file}, not the local issuer; get a token from Keycloak",
+            err=True,
+        )
+        raise typer.Exit(exit_codes.INVALID_INPUT)
+    if role not in ("admin", "viewer"):
+        typer.echo("error: --role is admin or viewer", err=True)
+        raise typer.Exit(exit_codes.INVALID_INPUT)
+    if not tenant and not platform_admin:
+        typer.echo("error: name at least one --tenant, or pass --platform-admin", err=True)
+        raise typer.Exit(exit_codes.INVALID_INPUT)
+    groups = [f"/tenants/{name}/{role}s" for name in tenant or []]
+    who = subject or os.environ.get("USER") or "developer"
+    token = mint_token(
+        settings.local_issuer_dir,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        subject=who,
+        groups=groups,
+        roles=["platform-admin"] if platform_admin else [],
+        email=email,
+        lifetime_seconds=minutes * 60,
+    )
+    typer.echo(token)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("dev-token")(dev_token)

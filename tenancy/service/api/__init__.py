@@ -1,0 +1,3 @@
+"""The HTTP API: routes under a versioned prefix."""
+
+API_PREFIX = "/api/v1"

@@ -1,0 +1,47 @@
+"""Running a write under an Idempotency-Key (see ``core.idempotency`` for the rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from tenancy.service.backends import Backends
+from tenancy.service.core.idempotency import StoredResponse
+from tenancy.service.core.security import Principal
+from tenancy.service.deps import request_fingerprint
+
+WriteResult = tuple[int, dict[str, Any], dict[str, str]]
+
+
+def run_idempotent(
+    request: Request,
+    backends: Backends,
+    principal: Principal,
+    key: str | None,
+    body: Any,
+    write: Callable[[], WriteResult],
+    *,
+    stored: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: body,
+) -> JSONResponse:
+    """Run ``write`` once per (caller, key); a repeat replays the first answer (``stored`` decides what
+    of it is kept: an API key's plaintext, for one, is not)."""
+    if key is None:
+        status, payload, headers = write()
+        return JSONResponse(payload, status_code=status, headers=headers)
+    store = backends.idempotency
+    replay = store.begin(principal.actor, key, request_fingerprint(request, body))
+    if replay is not None:
+        return JSONResponse(replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"})
+    try:
+        status, payload, headers = write()
+    except BaseException:
+        store.abandon(principal.actor, key)
+        raise
+    if 200 <= status < 300:
+        store.finish(principal.actor, key, StoredResponse(status=status, body=stored(payload)))
+    else:
+        store.abandon(principal.actor, key)
+    return JSONResponse(payload, status_code=status, headers=headers)

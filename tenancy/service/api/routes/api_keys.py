@@ -1,0 +1,153 @@
+"""API keys for machines: a tenant-admin creates (shown once), lists and revokes them.
+
+Keys belong to a tenant (in every environment, like the tenant's Keycloak groups) and carry one
+role. Only people manage keys: a key cannot mint or revoke keys, so a leaked key cannot entrench itself.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+
+from tenancy.service.api import API_PREFIX
+from tenancy.service.api.idempotent import WriteResult, run_idempotent
+from tenancy.service.core.api_keys import ApiKeyRecord
+from tenancy.service.core.errors import ServiceError, request_id
+from tenancy.service.core.security import Principal
+from tenancy.service.deps import BackendsDep, CurrentPrincipal, IdempotencyKey, TenantNamePath
+from tenancy.service.models import (
+    ApiKeyCreated,
+    ApiKeyList,
+    ApiKeyRequest,
+    ApiKeyView,
+    ErrorResponse,
+    timestamp,
+)
+
+router = APIRouter(prefix=API_PREFIX, tags=["api-keys"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No or invalid credentials."},
+    403: {"model": ErrorResponse, "description": "Managing keys needs a person with the tenant-admin role."},
+    404: {"model": ErrorResponse, "description": "No such tenant (or key) among those you can access."},
+    422: {"model": ErrorResponse, "description": "Invalid request."},
+    429: {"model": ErrorResponse, "description": "Rate limited."},
+}
+KeyId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
+
+
+def key_managing_tenant(
+    request: Request, name: TenantNamePath, principal: CurrentPrincipal, backends: BackendsDep
+) -> str:
+    if not principal.can_read(name):
+        raise ServiceError("tenant_not_found", f"there is no tenant {name} that you can access")
+    if not principal.can_change(name) or principal.kind != "user":
+        backends.audit.record(
+            actor=principal.actor,
+            action="api-key.manage",
+            outcome="denied",
+            tenant=name,
+            request_id=request_id(request),
+            reason=principal.kind if principal.kind != "user" else "tenant-viewer",
+        )
+        raise ServiceError(
+            "forbidden", "managing API keys needs a person (not a key) with the tenant-admin role"
+        )
+    return name
+
+
+KeyManagingTenant = Annotated[str, Depends(key_managing_tenant)]
+
+
+def _view(record: ApiKeyRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "tenant": record.tenant,
+        "name": record.name,
+        "role": record.role,
+        "created_by": record.created_by,
+        "created_at": timestamp(record.created_at),
+        "expires_at": timestamp(record.expires_at),
+        "revoked_at": timestamp(record.revoked_at),
+        "active": record.usable(time.time()),
+    }
+
+
+@router.get("/tenants/{name}/api-keys", response_model=ApiKeyList, responses=_ERRORS, summary="List API keys")
+def list_api_keys(tenant: KeyManagingTenant, backends: BackendsDep) -> ApiKeyList:
+    return ApiKeyList(api_keys=[ApiKeyView(**_view(record)) for record in backends.api_keys.list(tenant)])
+
+
+@router.post(
+    "/tenants/{name}/api-keys",
+    status_code=201,
+    response_model=ApiKeyCreated,
+    responses=_ERRORS,
+    summary="Create an API key (the key is shown only in this answer)",
+)
+def create_api_key(
+    request: Request,
+    tenant: KeyManagingTenant,
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+    body: ApiKeyRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    days = min(body.expires_in_days, backends.settings.api_key_max_days)
+
+    def write() -> WriteResult:
+        record, plaintext = backends.api_keys.create(
+            tenant=tenant,
+            role=body.role,
+            name=body.name,
+            created_by=principal.actor,
+            expires_at=time.time() + days * 86400,
+        )
+        _audit(request, backends, principal, tenant, "api-key.create", record.id)
+        return 201, ApiKeyCreated(**_view(record), key=plaintext).wire(), {}
+
+    # A replay must not hand the key out a second time: the stored answer has it removed.
+    return run_idempotent(
+        request,
+        backends,
+        principal,
+        idempotency_key,
+        body.wire(),
+        write,
+        stored=lambda answer: {**answer, "key": None},
+    )
+
+
+@router.delete(
+    "/tenants/{name}/api-keys/{key_id}",
+    status_code=204,
+    responses=_ERRORS,
+    summary="Revoke an API key",
+)
+def revoke_api_key(
+    request: Request,
+    tenant: KeyManagingTenant,
+    key_id: KeyId,
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+) -> Response:
+    record = backends.api_keys.revoke(tenant, key_id)
+    if record is None:
+        raise ServiceError("api_key_not_found", f"{tenant} has no API key {key_id}")
+    _audit(request, backends, principal, tenant, "api-key.revoke", key_id)
+    return Response(status_code=204)
+
+
+def _audit(
+    request: Request, backends: BackendsDep, principal: Principal, tenant: str, action: str, key_id: str
+) -> None:
+    backends.audit.record(
+        actor=principal.actor,
+        action=action,
+        outcome="succeeded",
+        tenant=tenant,
+        request_id=request_id(request),
+        reason=f"key {key_id}",
+    )

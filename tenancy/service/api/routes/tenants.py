@@ -1,0 +1,411 @@
+"""Tenants: list, read, create/replace, patch, delete, preview, and their operations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import JSONResponse
+
+from tenancy.automation.contract import (
+    SECRET_MASK,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    StackRef,
+)
+from tenancy.service.api import API_PREFIX
+from tenancy.service.api.idempotent import WriteResult, run_idempotent
+from tenancy.service.core.audit import Outcome
+from tenancy.service.core.errors import ServiceError, request_id
+from tenancy.service.core.preview import preview_change
+from tenancy.service.core.security import Principal
+from tenancy.service.core.tenant_changes import ChangeResult, etag_of
+from tenancy.service.core.tenants_repo import parse_document
+from tenancy.service.deps import (
+    BackendsDep,
+    ChangeableTenant,
+    CurrentPrincipal,
+    IdempotencyKey,
+    IfMatch,
+    ReadableTenant,
+    tenant_not_found,
+)
+from tenancy.service.models import (
+    ChangeAccepted,
+    DesiredResource,
+    Environment,
+    ErrorResponse,
+    OperationList,
+    OperationView,
+    PreviewView,
+    ResourceChangeView,
+    TenantList,
+    TenantStatus,
+    TenantSummary,
+    TenantView,
+)
+from tenancy.spec.tenant import TenantSpec
+
+router = APIRouter(prefix=API_PREFIX, tags=["tenants"])
+
+TENANT_PATH = "/environments/{environment}/tenants/{name}"
+# Outputs that are secrets whatever the engine says: masked unless revealed through their own route.
+SECRET_OUTPUTS = frozenset({"qdrantApiKey", "qdrantReadOnlyApiKey", "vclusterKubeconfig"})
+_STATE_KINDS = (OperationKind.up, OperationKind.destroy, OperationKind.refresh)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No or invalid credentials."},
+    404: {"model": ErrorResponse, "description": "No such tenant among those you can access."},
+    429: {"model": ErrorResponse, "description": "Rate limited."},
+}
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    403: {"model": ErrorResponse, "description": "You can read this tenant but not change it."},
+    409: {"model": ErrorResponse, "description": "Conflict (deletion protection, Idempotency-Key in use)."},
+    412: {"model": ErrorResponse, "description": "If-Match does not match."},
+    422: {"model": ErrorResponse, "description": "Invalid spec: details list each field and reason."},
+    503: {"model": ErrorResponse, "description": "The tenants repository could not be written."},
+}
+
+
+def _spec_schema() -> dict[str, Any]:
+    schema = TenantSpec.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    return schema
+
+
+def _tenant_body_openapi(description: str) -> dict[str, Any]:
+    schema = _spec_schema()
+    definitions = schema.pop("$defs", {})
+    # Inline the nested definitions so the request body stands alone in the OpenAPI document.
+    inlined = _inline(schema, definitions)
+    inlined["required"] = [field for field in inlined.get("required", []) if field != "name"]
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": inlined}},
+        }
+    }
+
+
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        reference = node.get("$ref")
+        if isinstance(reference, str):
+            return _inline(definitions[reference.rsplit("/", 1)[-1]], definitions)
+        return {key: _inline(value, definitions) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(value, definitions) for value in node]
+    return node
+
+
+def mask_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    return {key: SECRET_MASK if key in SECRET_OUTPUTS else value for key, value in outputs.items()}
+
+
+def _state_operations(backends: BackendsDep, stack: StackRef) -> list[Operation]:
+    return [op for op in backends.queue.recent(stack=stack, limit=20) if op.kind in _STATE_KINDS]
+
+
+def tenant_status(operations: list[Operation]) -> TenantStatus:
+    if not operations:
+        return TenantStatus(phase="pending", message="no operation has run for this tenant yet")
+    last = operations[0]
+    if last.status in (OperationStatus.queued, OperationStatus.running):
+        phase = "deleting" if last.kind == OperationKind.destroy else "updating"
+        return TenantStatus(phase=phase, message=f"operation {last.id} is {last.status.value}")
+    if last.status == OperationStatus.failed:
+        error = last.summary.error if last.summary else None
+        return TenantStatus(phase="failed", message=error or f"operation {last.id} failed")
+    if last.status == OperationStatus.succeeded:
+        return TenantStatus(phase="ready")
+    return TenantStatus(phase="unknown")
+
+
+def _accepted(backends: BackendsDep, result: ChangeResult, *, status: int = 202) -> WriteResult:
+    backends.metrics.operations_submitted.labels(result.operation.kind.value).inc()
+    backends.wake_worker()
+    body = ChangeAccepted(
+        operation=OperationView.of(result.operation),
+        commit=result.commit,
+        changed=result.commit is not None,
+        etag=result.etag,
+    ).wire()
+    headers = {"Location": f"/api/v1/operations/{result.operation.id}"}
+    if result.etag:
+        headers["ETag"] = f'"{result.etag}"'
+    return status, body, headers
+
+
+def _audited_change(
+    request: Request,
+    backends: BackendsDep,
+    principal: Principal,
+    stack: StackRef,
+    action: str,
+    change: Callable[[], ChangeResult],
+) -> WriteResult:
+    """Run ``change`` (returning a ChangeResult) and write the audit line whatever the outcome."""
+    try:
+        result = change()
+    except ServiceError as error:
+        outcome: Outcome = "invalid" if error.status == 422 else "refused"
+        backends.audit.record(
+            actor=principal.actor,
+            action=action,
+            outcome=outcome,
+            tenant=stack.tenant,
+            environment=stack.environment,
+            request_id=request_id(request),
+            reason=error.code,
+        )
+        raise
+    backends.audit.record(
+        actor=principal.actor,
+        action=action,
+        outcome="accepted",
+        tenant=stack.tenant,
+        environment=stack.environment,
+        request_id=request_id(request),
+        operation_id=result.operation.id,
+    )
+    return _accepted(backends, result)
+
+
+@router.get(
+    "/tenants", response_model=TenantList, responses=_ERRORS, summary="List the tenants you can access"
+)
+def list_tenants(
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+    environment: Annotated[Environment | None, Query(description="Only this environment.")] = None,
+) -> TenantList:
+    found = []
+    for env, name in backends.repository.names():
+        role = principal.role_on(name)
+        if role is None or (environment is not None and env != environment.value):
+            continue
+        document = backends.repository.read(env, name) or {}
+        display = document.get("displayName")
+        plan = document.get("plan")
+        found.append(
+            TenantSummary(
+                environment=Environment(env),
+                name=name,
+                display_name=display if isinstance(display, str) else None,
+                plan=plan if isinstance(plan, str) else None,
+                role=role,
+            )
+        )
+    return TenantList(tenants=found)
+
+
+@router.get(TENANT_PATH, response_model=TenantView, responses=_ERRORS, summary="Read a tenant")
+def read_tenant(stack: ReadableTenant, backends: BackendsDep, principal: CurrentPrincipal) -> JSONResponse:
+    text = backends.repository.read_text(stack.environment, stack.tenant)
+    if text is None:
+        raise tenant_not_found(stack.environment, stack.tenant)
+    document = parse_document(text)
+    operations = _state_operations(backends, stack)
+    applied = next(
+        (op for op in operations if op.status == OperationStatus.succeeded and op.kind == OperationKind.up),
+        None,
+    )
+    outputs = mask_outputs(applied.summary.outputs) if applied and applied.summary else None
+    role = principal.role_on(stack.tenant)
+    assert role is not None
+    etag = etag_of(text)
+    view = TenantView(
+        environment=Environment(stack.environment),
+        name=stack.tenant,
+        role=role,
+        etag=etag,
+        spec=document,
+        status=tenant_status(operations),
+        last_operation=OperationView.of(operations[0]) if operations else None,
+        outputs=outputs,
+    )
+    return JSONResponse(view.wire(), headers={"ETag": f'"{etag}"'})
+
+
+@router.put(
+    TENANT_PATH,
+    status_code=202,
+    response_model=ChangeAccepted,
+    responses=_WRITE_ERRORS,
+    summary="Create or replace a tenant's spec",
+    description=(
+        "Validates the spec like `tenantctl validate` (schema and plan limits), commits "
+        "tenants/<env>/<name>.yaml with you as the author, and queues an update. Answers at once with "
+        "the operation; follow it at /api/v1/operations/{id}/events. `name` may be left out."
+    ),
+    openapi_extra=_tenant_body_openapi("The tenant document, as in tenants/<env>/<name>.yaml."),
+)
+def replace_tenant(
+    request: Request,
+    stack: ChangeableTenant,
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+    body: Annotated[Any, Body()],
+    idempotency_key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    def write() -> WriteResult:
+        return _audited_change(
+            request,
+            backends,
+            principal,
+            stack,
+            "tenant.replace",
+            lambda: backends.changes.replace(stack, body, principal, if_match=if_match),
+        )
+
+    return run_idempotent(request, backends, principal, idempotency_key, body, write)
+
+
+@router.patch(
+    TENANT_PATH,
+    status_code=202,
+    response_model=ChangeAccepted,
+    responses=_WRITE_ERRORS,
+    summary="Change parts of a tenant's spec",
+    description=(
+        'A JSON merge patch (RFC 7396) of the tenant document, e.g. `{"qdrant": {"replicas": 3}}`; '
+        "null removes a field. The merged document is validated in full, then committed and applied."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/merge-patch+json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
+def patch_tenant(
+    request: Request,
+    stack: ChangeableTenant,
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+    body: Annotated[Any, Body()],
+    idempotency_key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    def write() -> WriteResult:
+        return _audited_change(
+            request,
+            backends,
+            principal,
+            stack,
+            "tenant.patch",
+            lambda: backends.changes.patch(stack, body, principal, if_match=if_match),
+        )
+
+    return run_idempotent(request, backends, principal, idempotency_key, body, write)
+
+
+@router.delete(
+    TENANT_PATH,
+    status_code=202,
+    response_model=ChangeAccepted,
+    responses=_WRITE_ERRORS,
+    summary="Delete a tenant",
+    description="Refused (409 deletion_protected) while the spec has deletionProtection on.",
+)
+def delete_tenant(
+    request: Request,
+    stack: ChangeableTenant,
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    def write() -> WriteResult:
+        return _audited_change(
+            request,
+            backends,
+            principal,
+            stack,
+            "tenant.delete",
+            lambda: backends.changes.delete(stack, principal, if_match=if_match),
+        )
+
+    return run_idempotent(request, backends, principal, idempotency_key, None, write)
+
+
+@router.post(
+    f"{TENANT_PATH}/preview",
+    response_model=PreviewView,
+    responses=_WRITE_ERRORS,
+    summary="Preview a spec before applying it",
+    description=(
+        "Renders the tenant's desired state for the proposed spec and diffs it against the current spec "
+        "(no Pulumi CLI needed). Where the Pulumi CLI is present, also queues a Pulumi preview against "
+        "the live stack. Nothing is committed."
+    ),
+    openapi_extra=_tenant_body_openapi("The proposed tenant document."),
+)
+def preview_tenant(
+    request: Request,
+    stack: ChangeableTenant,
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+    body: Annotated[Any, Body()],
+) -> PreviewView:
+    spec = backends.changes.validate(stack, body)
+    proposed = spec.to_document()
+    current = backends.repository.read(stack.environment, stack.tenant)
+    rendered, _outputs = preview_change(
+        backends.settings.project_dir, stack.environment, stack.tenant, current, proposed
+    )
+    pulumi_preview = None
+    note = None
+    if backends.pulumi_preview_enabled:
+        operation = backends.queue.submit(
+            stack, OperationKind.preview, spec=proposed, requested_by=principal.actor
+        )
+        backends.metrics.operations_submitted.labels(OperationKind.preview.value).inc()
+        backends.wake_worker()
+        pulumi_preview = OperationView.of(operation)
+    else:
+        note = "no Pulumi CLI on the service's PATH: only the rendered diff is available"
+    backends.audit.record(
+        actor=principal.actor,
+        action="tenant.preview",
+        outcome="succeeded",
+        tenant=stack.tenant,
+        environment=stack.environment,
+        request_id=request_id(request),
+        operation_id=pulumi_preview.id if pulumi_preview else None,
+    )
+    return PreviewView(
+        environment=Environment(stack.environment),
+        name=stack.tenant,
+        summary=rendered.summary,
+        changes=[
+            ResourceChangeView(type=c.type, name=c.name, action=c.action, changed_fields=c.changed_fields)
+            for c in rendered.changes
+        ],
+        desired=[DesiredResource(type=t, name=n, inputs=inputs) for t, n, inputs in rendered.desired],
+        pulumi_preview=pulumi_preview,
+        pulumi_preview_note=note,
+    )
+
+
+@router.get(
+    f"{TENANT_PATH}/operations",
+    response_model=OperationList,
+    responses=_ERRORS,
+    summary="List a tenant's operations, newest first",
+)
+def list_operations(
+    stack: ReadableTenant,
+    backends: BackendsDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> OperationList:
+    return OperationList(
+        operations=[OperationView.of(op) for op in backends.queue.recent(stack=stack, limit=limit)]
+    )

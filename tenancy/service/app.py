@@ -1,0 +1,72 @@
+"""The app factory: ``create_app()`` builds the tenant self-service API from settings.
+
+Backends are built eagerly (so an app is usable over an ASGI transport without a lifespan); the
+lifespan only starts and stops the worker threads that run queued operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from tenancy.automation.contract import Engine, WorkQueue
+from tenancy.service.api.main import api_routers
+from tenancy.service.api.routes import health
+from tenancy.service.backends import Backends, build_backends
+from tenancy.service.core.config import ServiceSettings
+from tenancy.service.core.errors import ERROR_CODES, install_error_handlers
+from tenancy.service.core.metrics import RequestContextMiddleware
+
+DESCRIPTION = """\
+Tenants create, change, scale and delete their own Qdrant and vCluster, and fetch their endpoints,
+keys and kubeconfig, without a ticket and without ever seeing another tenant.
+
+Authenticate with a Keycloak access token (`Authorization: Bearer <jwt>`, audience `tenant-api`) or
+an API key (`Authorization: Bearer tnk_...` or `X-API-Key`). Writes answer 202 with an operation;
+follow it at `/api/v1/operations/{id}/events` (Server-Sent Events).
+
+Errors are `{"error": {"code", "message", "details"?}}`; codes:
+""" + "\n".join(f"- `{code}` ({status}): {meaning}" for code, (status, meaning) in ERROR_CODES.items())
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    engine: Engine | None = None,
+    queue: WorkQueue | None = None,
+    redis: Any | None = None,
+    seed_tenants: Path | None = None,
+) -> FastAPI:
+    settings = settings or ServiceSettings()
+    backends = build_backends(settings, engine=engine, queue=queue, redis=redis, seed_tenants=seed_tenants)
+    return app_for(backends)
+
+
+def app_for(backends: Backends) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backends.start()
+        try:
+            yield
+        finally:
+            backends.stop()
+
+    app = FastAPI(
+        title="Tenant self-service API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.backends = backends
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=backends.metrics, max_body_bytes=backends.settings.max_body_bytes
+    )
+    app.include_router(health.router)
+    for router in api_routers:
+        app.include_router(router)
+    return app

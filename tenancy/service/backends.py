@@ -1,0 +1,224 @@
+"""Everything a request needs beyond itself, built once per app from the settings.
+
+Embedded (the default): SQLite files in ``state_dir`` for operations, API keys and idempotency
+records; an in-process rate limiter; worker threads in this process. ``backend=redis``: the same
+roles played by the platform's Redis (Sentinel), so several API and worker replicas share them.
+The tenants git repository is the source of truth in both.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tenancy.automation.contract import Engine, OperationQueue, WorkQueue
+from tenancy.service.core.api_keys import ApiKeyStore, RedisApiKeyStore, SqliteApiKeyStore
+from tenancy.service.core.audit import AuditLog
+from tenancy.service.core.config import ServiceSettings
+from tenancy.service.core.idempotency import IdempotencyStore, RedisIdempotencyStore, SqliteIdempotencyStore
+from tenancy.service.core.local_issuer import ensure_local_issuer
+from tenancy.service.core.metrics import ServiceMetrics
+from tenancy.service.core.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
+from tenancy.service.core.security import JwksKeys, TokenVerifier
+from tenancy.service.core.tenant_changes import TenantChanges
+from tenancy.service.core.tenants_repo import TenantRepository
+from tenancy.service.core.write_lock import LocalWriteLock, RedisWriteLock, TenantWriteLock
+
+log = logging.getLogger("tenancy.service")
+
+
+@dataclass
+class Backends:
+    settings: ServiceSettings
+    verifier: TokenVerifier
+    repository: TenantRepository
+    queue: OperationQueue
+    engine: Engine
+    api_keys: ApiKeyStore
+    idempotency: IdempotencyStore
+    rate_limiter: RateLimiter
+    write_lock: TenantWriteLock
+    audit: AuditLog
+    metrics: ServiceMetrics
+    changes: TenantChanges
+    worker: Any | None = None  # tenancy.automation.worker.Worker, when this process runs operations
+    redis: Any | None = None
+    closers: list[Any] = field(default_factory=list)
+
+    def start(self) -> None:
+        if self.worker is not None:
+            self.worker.start()
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop(timeout=self.settings.shutdown_grace_seconds)
+            if self.worker.running:
+                # Still mid-update after the grace period: record that honestly (failed, stack flagged
+                # for recovery) rather than leaving operations "running" for nobody.
+                abandoned = self.worker.abandon("the service stopped while this operation was running")
+                log.warning("stopped with %d operation(s) still running; marked failed", len(abandoned))
+
+    def close(self) -> None:
+        """Release the databases (after ``stop``; the app cannot serve afterwards)."""
+        for close in self.closers:
+            close()
+
+    def wake_worker(self) -> None:
+        """Let the local worker pick up a just-queued operation now instead of at its next poll."""
+        if self.worker is not None:
+            self.worker.wake()
+
+    @property
+    def pulumi_preview_enabled(self) -> bool:
+        if self.settings.pulumi_preview is not None:
+            return self.settings.pulumi_preview
+        return shutil.which("pulumi") is not None
+
+
+def connect_redis(settings: ServiceSettings) -> Any:
+    """A client for the platform's Redis: through Sentinel (failover-aware) or a plain URL."""
+    import redis
+    from redis.sentinel import Sentinel
+
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    if settings.redis_sentinels:
+        nodes = []
+        for address in settings.redis_sentinels:
+            host, _, port = address.rpartition(":")
+            nodes.append((host or address, int(port) if port.isdigit() else 26379))
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            nodes,
+            socket_timeout=2.0,
+            sentinel_kwargs={"password": password, "socket_timeout": 2.0}
+            if password
+            else {"socket_timeout": 2.0},
+        )
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            settings.redis_master, password=password, socket_timeout=5.0
+        )
+    assert settings.redis_url is not None
+    return redis.Redis.from_url(settings.redis_url, password=password, socket_timeout=5.0)
+
+
+def build_verifier(settings: ServiceSettings) -> TokenVerifier:
+    if settings.uses_local_issuer:
+        ensure_local_issuer(settings.local_issuer_dir)
+    keys = JwksKeys(
+        url=settings.jwks_url,
+        file=settings.effective_jwks_file,
+        cache_seconds=settings.jwks_cache_seconds,
+        min_refresh_seconds=settings.jwks_min_refresh_seconds,
+    )
+    return TokenVerifier(
+        keys,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        algorithms=settings.algorithms,
+        leeway=settings.leeway_seconds,
+    )
+
+
+def build_backends(
+    settings: ServiceSettings,
+    *,
+    engine: Engine | None = None,
+    queue: WorkQueue | None = None,
+    redis: Any | None = None,
+    seed_tenants: Path | None = None,
+) -> Backends:
+    """Wire the backends ``settings`` ask for; tests pass their own engine, queue or Redis client."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    repository = TenantRepository(
+        settings.tenants_repo,
+        tenants_path=settings.tenants_path,
+        remote=settings.git_remote,
+        branch=settings.git_branch,
+    )
+    repository.ensure(seed_from=seed_tenants)
+    automation = _automation_settings(settings, repository)
+    closers: list[Any] = []
+
+    if settings.backend == "redis":
+        from tenancy.automation.redis_queue import RedisOperationQueue
+
+        redis = redis if redis is not None else connect_redis(settings)
+        prefix = settings.redis_prefix
+        queue = queue or RedisOperationQueue(redis, prefix=prefix)
+        api_keys: ApiKeyStore = RedisApiKeyStore(redis, prefix=prefix)
+        idempotency: IdempotencyStore = RedisIdempotencyStore(
+            redis, prefix=prefix, ttl_seconds=settings.idempotency_ttl_seconds
+        )
+        rate_limiter: RateLimiter = RedisRateLimiter(
+            redis,
+            prefix=prefix,
+            limit=settings.rate_limit_requests,
+            window_seconds=settings.rate_limit_window_seconds,
+        )
+        write_lock: TenantWriteLock = RedisWriteLock(repository, redis, prefix=prefix)
+    else:
+        if queue is None:
+            from tenancy.automation.queue import SqliteOperationQueue
+
+            sqlite_queue = SqliteOperationQueue(automation.queue_path)
+            closers.append(sqlite_queue.close)
+            queue = sqlite_queue
+        sqlite_keys = SqliteApiKeyStore(settings.state_dir / "api-keys.sqlite3")
+        sqlite_idempotency = SqliteIdempotencyStore(
+            settings.state_dir / "idempotency.sqlite3", ttl_seconds=settings.idempotency_ttl_seconds
+        )
+        closers += [sqlite_keys.close, sqlite_idempotency.close]
+        api_keys, idempotency = sqlite_keys, sqlite_idempotency
+        rate_limiter = InProcessRateLimiter(
+            limit=settings.rate_limit_requests, window_seconds=settings.rate_limit_window_seconds
+        )
+        write_lock = LocalWriteLock(repository)
+
+    if engine is None:
+        from tenancy.automation.pulumi_engine import PulumiEngine
+
+        engine = PulumiEngine(automation)
+
+    worker = None
+    workers = settings.workers if settings.workers is not None else automation.max_parallel
+    if workers > 0:
+        from tenancy.automation.worker import Worker
+
+        worker = Worker(
+            queue,
+            engine,
+            max_parallel=workers,
+            stale_after=settings.worker_stale_after_seconds,
+            heartbeat_interval=min(5.0, settings.worker_stale_after_seconds / 3),
+        )
+
+    return Backends(
+        settings=settings,
+        verifier=build_verifier(settings),
+        repository=repository,
+        queue=queue,
+        engine=engine,
+        api_keys=api_keys,
+        idempotency=idempotency,
+        rate_limiter=rate_limiter,
+        write_lock=write_lock,
+        audit=AuditLog(settings.audit_target),
+        metrics=ServiceMetrics(),
+        changes=TenantChanges(repository=repository, queue=queue, write_lock=write_lock),
+        worker=worker,
+        redis=redis,
+        closers=closers,
+    )
+
+
+def _automation_settings(settings: ServiceSettings, repository: TenantRepository) -> Any:
+    """The automation layer's settings, pointed at this service's project, tenants and state."""
+    from tenancy.automation.settings import AutomationSettings
+
+    return AutomationSettings(
+        project_dir=settings.project_dir.resolve(),
+        tenants_dir=repository.tenants_dir.resolve(),
+        state_dir=settings.state_dir.resolve(),
+    )

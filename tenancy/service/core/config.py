@@ -1,0 +1,190 @@
+"""The service's settings: environment variables prefixed ``TENANCY_SERVICE_``.
+
+The embedded default needs none of them: one process, SQLite and a local git repository under
+``state_dir``, tokens from the local issuer. Setting ``backend=redis`` (with a Sentinel or a URL)
+moves the queue, rate limits, API keys, idempotency records and write locks to Redis, so several
+API and worker replicas share them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tenancy.builders.contract import issuer_url
+
+API_AUDIENCE = "tenant-api"
+LOCAL_ISSUER = issuer_url("localhost")  # https://auth.localhost/realms/platform: the documented local issuer
+# Asymmetric algorithms only: an HMAC algorithm would let anyone holding the public key sign tokens.
+ASYMMETRIC_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TENANCY_SERVICE_", extra="ignore", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="Address `tenantctl serve` listens on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port `tenantctl serve` listens on.")
+    state_dir: Path = Field(
+        default=Path(".tenancy"),
+        description="SQLite databases, the local issuer's key, the audit log and the tenants repo (default).",
+    )
+    project_dir: Path = Field(
+        default=Path("."), description="The Pulumi project (Pulumi.yaml, Pulumi.<env>.yaml) previews render."
+    )
+    repo_dir: Path | None = Field(
+        default=None,
+        description="The tenants git repository; default <state_dir>/tenants-repo, created on first start.",
+    )
+    tenants_path: str = Field(
+        default="tenants", description="Directory inside the repository holding <env>/<name>.yaml."
+    )
+    git_remote: str | None = Field(
+        default=None,
+        description="Remote to push every commit to (pulling and retrying when it moved); none: local only.",
+    )
+    git_branch: str = Field(default="main", description="Branch the service commits to.")
+
+    # --- authentication ----------------------------------------------------------------------------
+    issuer: str = Field(
+        default=LOCAL_ISSUER, description="Expected `iss`: https://auth.<domain>/realms/platform."
+    )
+    audience: str = Field(default=API_AUDIENCE, description="Expected entry in `aud`.")
+    jwks_url: str | None = Field(
+        default=None, description="Keycloak's JWKS, e.g. <issuer>/protocol/openid-connect/certs."
+    )
+    jwks_file: Path | None = Field(
+        default=None,
+        description="A static JWKS file; default (no URL either): <state_dir>/local-issuer/jwks.json.",
+    )
+    algorithms: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("RS256", "ES256"), description="Signature algorithms accepted (asymmetric only)."
+    )
+    leeway_seconds: float = Field(
+        default=30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat."
+    )
+    jwks_cache_seconds: float = Field(default=300.0, ge=0, description="How long fetched keys are trusted.")
+    jwks_min_refresh_seconds: float = Field(
+        default=10.0, ge=0, description="Least time between refetches caused by unknown key ids."
+    )
+
+    # --- behaviour ---------------------------------------------------------------------------------
+    rate_limit_requests: int = Field(default=600, ge=1, description="Requests per principal per window.")
+    rate_limit_window_seconds: int = Field(default=60, ge=1, description="The rate-limit window.")
+    max_body_bytes: int = Field(default=65536, ge=1024, description="Largest request body accepted.")
+    api_key_max_days: int = Field(default=365, ge=1, description="Longest lifetime of an API key.")
+    idempotency_ttl_seconds: int = Field(
+        default=86400, ge=60, description="How long Idempotency-Keys are kept."
+    )
+    audit_log: str | None = Field(
+        default=None,
+        description="Audit log file (JSON lines); '-' for stdout; default <state_dir>/audit.log.",
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="Worker threads in this process; default TENANCY_MAX_PARALLEL; 0: none.",
+    )
+    worker_stale_after_seconds: float = Field(
+        default=30.0, gt=0, description="A running operation without a heartbeat this long is requeued."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long stopping waits for running operations before abandoning them.",
+    )
+    pulumi_preview: bool | None = Field(
+        default=None, description="Also queue a Pulumi preview on /preview; default: when the CLI is on PATH."
+    )
+    sse_poll_seconds: float = Field(
+        default=0.25, gt=0, description="How often an event stream polls for progress."
+    )
+    sse_max_seconds: float = Field(default=3600.0, gt=0, description="Longest an event stream stays open.")
+
+    # --- shared state for several replicas -----------------------------------------------------------
+    backend: Literal["embedded", "redis"] = Field(
+        default="embedded",
+        description="embedded: SQLite in state_dir; redis: the platform's Redis (Sentinel).",
+    )
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Sentinel addresses host:port (comma-separated in the environment)."
+    )
+    redis_master: str = Field(
+        default="mymaster", description="Sentinel master group name (redis-ha's default)."
+    )
+    redis_url: str | None = Field(default=None, description="A plain redis:// URL instead of Sentinel.")
+    redis_password: SecretStr | None = Field(default=None, description="Password of Redis (and of Sentinel).")
+    redis_prefix: str = Field(default="tenancy:", description="Prefix of every key the service writes.")
+
+    @field_validator("algorithms", "redis_sentinels", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _only_asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        refused = [alg for alg in value if alg not in ASYMMETRIC_ALGORITHMS]
+        if refused or not value:
+            raise ValueError(
+                f"algorithms {refused or '(none)'} are not allowed; use asymmetric ones: "
+                + ", ".join(ASYMMETRIC_ALGORITHMS)
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _keys_match_the_issuer(self) -> ServiceSettings:
+        # Trusting Keycloak's issuer with the local key would let whoever reads state_dir mint tokens
+        # that look like Keycloak's: a real issuer needs its real keys.
+        if self.uses_local_issuer and self.issuer != LOCAL_ISSUER:
+            raise ValueError(
+                f"issuer {self.issuer} needs its signing keys: set TENANCY_SERVICE_JWKS_URL "
+                "(<issuer>/protocol/openid-connect/certs) or TENANCY_SERVICE_JWKS_FILE"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _redis_is_reachable(self) -> ServiceSettings:
+        if self.backend == "redis" and not (self.redis_sentinels or self.redis_url):
+            raise ValueError(
+                "backend=redis needs TENANCY_SERVICE_REDIS_SENTINELS (host:port,...) "
+                "or TENANCY_SERVICE_REDIS_URL"
+            )
+        return self
+
+    @property
+    def tenants_repo(self) -> Path:
+        return self.repo_dir or self.state_dir / "tenants-repo"
+
+    @property
+    def local_issuer_dir(self) -> Path:
+        return self.state_dir / "local-issuer"
+
+    @property
+    def uses_local_issuer(self) -> bool:
+        return self.jwks_url is None and self.jwks_file is None
+
+    @property
+    def effective_jwks_file(self) -> Path | None:
+        if self.jwks_url is not None:
+            return None
+        return self.jwks_file or self.local_issuer_dir / "jwks.json"
+
+    @property
+    def audit_target(self) -> str:
+        return self.audit_log or str(self.state_dir / "audit.log")

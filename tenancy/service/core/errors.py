@@ -1,0 +1,134 @@
+"""Errors as JSON a person can act on: ``{"error": {"code": "...", "message": "...", "details": [...]}}``.
+
+Codes are stable (clients branch on them); messages may change. Exception text never reaches a
+response: an unexpected error answers ``internal_error`` with the request id the log line carries.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("tenancy.service")
+
+# code -> (HTTP status, what it means); the README lists the same table.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "unauthenticated": (401, "no credentials, or a token/API key that does not verify"),
+    "forbidden": (403, "your role on this tenant does not allow this"),
+    "not_found": (404, "no such route"),
+    "tenant_not_found": (404, "no such tenant among those you can access"),
+    "operation_not_found": (404, "no such operation among those you can access"),
+    "api_key_not_found": (404, "no such API key for this tenant"),
+    "output_not_available": (404, "the tenant has no such output (not enabled or not deployed yet)"),
+    "method_not_allowed": (405, "the route does not take this method"),
+    "deletion_protected": (409, "deletionProtection is on"),
+    "idempotency_key_in_use": (409, "a request with this Idempotency-Key is still running"),
+    "precondition_failed": (412, "If-Match does not match the tenant's current version"),
+    "payload_too_large": (413, "the request body is too large"),
+    "invalid_spec": (422, "the tenant spec is invalid; details name each field and reason"),
+    "invalid_request": (422, "the request is malformed; details name each field and reason"),
+    "idempotency_key_reused": (422, "the Idempotency-Key was used for a different request"),
+    "rate_limited": (429, "too many requests from this principal; retry after Retry-After seconds"),
+    "internal_error": (500, "an unexpected error; the log has the request id"),
+    "engine_unavailable": (503, "the automation engine could not answer"),
+    "repository_unavailable": (503, "the tenants repository could not be written"),
+    "not_ready": (503, "a dependency of the service is not ready"),
+}
+
+
+class ServiceError(Exception):
+    """An error with a stable code; raised by routes and the layers they call."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        details: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.status = ERROR_CODES[code][0]
+        self.message = message
+        self.details = details
+        self.headers = headers
+
+
+def error_body(code: str, message: str, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def error_response(error: ServiceError) -> JSONResponse:
+    return JSONResponse(
+        error_body(error.code, error.message, error.details), status_code=error.status, headers=error.headers
+    )
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", "-"))
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return error_response(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Only where and why: pydantic's "input" would echo what was sent, which may be a secret.
+    details = [
+        {"field": ".".join(str(part) for part in error.get("loc", ())), "reason": str(error.get("msg", ""))}
+        for error in exc.errors()
+    ]
+    return JSONResponse(
+        error_body("invalid_request", "the request is malformed; see details", details), status_code=422
+    )
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error")
+    status = exc.status_code if code != "invalid_request" else 400
+    messages = {
+        "not_found": "no such route; the API lives under /api/v1 (see /docs)",
+        "method_not_allowed": "this route does not take this method",
+        "payload_too_large": "the request body is too large",
+        "invalid_request": "the request is malformed",
+        "internal_error": "an unexpected error occurred",
+    }
+    return JSONResponse(error_body(code, messages[code]), status_code=status, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    rid = request_id(request)
+    # The traceback goes to the operator's log, never to the caller.
+    log.error(
+        "unexpected error handling %s %s (request %s)", request.method, request.url.path, rid, exc_info=exc
+    )
+    return JSONResponse(
+        error_body(
+            "internal_error", f"an unexpected error occurred; quote request id {rid} to the platform team"
+        ),
+        status_code=500,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,129 @@
+"""Idempotency-Key on writes: the same key with the same request replays the first answer instead of
+writing (and queueing) twice; with a different request it is refused.
+
+Only successful answers are kept: a failed request may be retried with the same key. Records expire
+after ``ttl`` seconds. Keys are scoped to the caller, so two principals never share one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tenancy.service.core.errors import ServiceError
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: dict[str, Any]
+
+
+class IdempotencyStore(Protocol):
+    def begin(self, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
+        """None: go ahead (the key is now reserved). A StoredResponse: replay it. Raises ServiceError when
+        the key belongs to another request or its first request is still running."""
+        ...
+
+    def finish(self, scope: str, key: str, response: StoredResponse) -> None: ...
+
+    def abandon(self, scope: str, key: str) -> None: ...
+
+
+def _conflict(state: str, stored_fingerprint: str, fingerprint: str) -> None:
+    if stored_fingerprint != fingerprint:
+        raise ServiceError(
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different request; use a new key per change",
+        )
+    if state == "running":
+        raise ServiceError(
+            "idempotency_key_in_use",
+            "the first request with this Idempotency-Key is still running; retry shortly",
+        )
+
+
+class SqliteIdempotencyStore:
+    def __init__(self, path: Path, *, ttl_seconds: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._ttl = ttl_seconds
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS idempotency (scope TEXT, key TEXT, fingerprint TEXT, state TEXT,"
+            " status INTEGER, body TEXT, expires_at REAL, PRIMARY KEY (scope, key))"
+        )
+        self._lock = threading.Lock()
+
+    def begin(self, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("DELETE FROM idempotency WHERE expires_at < ?", (now,))
+            row = self._db.execute(
+                "SELECT fingerprint, state, status, body FROM idempotency WHERE scope = ? AND key = ?",
+                (scope, key),
+            ).fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO idempotency VALUES (?, ?, ?, 'running', NULL, NULL, ?)",
+                    (scope, key, fingerprint, now + self._ttl),
+                )
+                return None
+        _conflict(row[1], row[0], fingerprint)
+        return StoredResponse(status=row[2], body=json.loads(row[3]))
+
+    def finish(self, scope: str, key: str, response: StoredResponse) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE idempotency SET state = 'done', status = ?, body = ? WHERE scope = ? AND key = ?",
+                (response.status, json.dumps(response.body), scope, key),
+            )
+
+    def abandon(self, scope: str, key: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM idempotency WHERE scope = ? AND key = ? AND state = 'running'", (scope, key)
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class RedisIdempotencyStore:
+    def __init__(self, redis: Any, *, prefix: str, ttl_seconds: int) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+
+    def _key(self, scope: str, key: str) -> str:
+        return f"{self._prefix}idempotency:{scope}:{key}"
+
+    def begin(self, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
+        record = json.dumps({"fingerprint": fingerprint, "state": "running"})
+        if self._redis.set(self._key(scope, key), record, nx=True, ex=self._ttl):
+            return None
+        raw = self._redis.get(self._key(scope, key))
+        if raw is None:  # expired between the two calls
+            return self.begin(scope, key, fingerprint)
+        stored = json.loads(raw)
+        _conflict(stored["state"], stored["fingerprint"], fingerprint)
+        return StoredResponse(status=stored["status"], body=stored["body"])
+
+    def finish(self, scope: str, key: str, response: StoredResponse) -> None:
+        raw = self._redis.get(self._key(scope, key))
+        fingerprint = json.loads(raw)["fingerprint"] if raw else ""
+        record = {
+            "fingerprint": fingerprint,
+            "state": "done",
+            "status": response.status,
+            "body": response.body,
+        }
+        self._redis.set(self._key(scope, key), json.dumps(record), ex=self._ttl)
+
+    def abandon(self, scope: str, key: str) -> None:
+        self._redis.delete(self._key(scope, key))

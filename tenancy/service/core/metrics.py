@@ -1,0 +1,179 @@
+"""Prometheus metrics and the request middleware that feeds them (plus request ids and body limits).
+
+Labels are route templates, never tenant names or ids: bounded cardinality, and nothing a tenant owns
+leaks into a shared dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from fastapi import HTTPException
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tenancy.service.core.errors import error_body
+
+log = logging.getLogger("tenancy.service")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tenant_api_requests_total",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tenant_api_request_duration_seconds",
+            "Time to answer an HTTP request (to the first byte for streams).",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.auth_failures = Counter(
+            "tenant_api_auth_failures_total",
+            "Credentials refused, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "tenant_api_rate_limited_total", "Requests refused by the rate limiter.", registry=self.registry
+        )
+        self.operations_submitted = Counter(
+            "tenant_api_operations_submitted_total",
+            "Operations queued, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.secrets_revealed = Counter(
+            "tenant_api_secrets_revealed_total",
+            "Secret outputs revealed, by output.",
+            ["output"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestContextMiddleware:
+    """Pure ASGI (streams pass through untouched): request id, body-size limit, metrics, no-store."""
+
+    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        offered = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = {"code": 500}
+        recorded = {"done": False}
+
+        def observe() -> None:
+            if recorded["done"]:
+                return
+            recorded["done"] = True
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(method, template, str(status["code"])).inc()
+
+        async def send_with_context(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                extra = [(b"x-request-id", request_id.encode())]
+                if scope.get("path", "").startswith("/api/"):
+                    extra.append((b"cache-control", b"no-store"))
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    h for h in extra if h[0] not in names
+                ]
+                observe()
+            await send(message)
+
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            await _reject_body(send, request_id, self.max_body_bytes)
+            status["code"] = 413
+            observe()
+            return
+        try:
+            await self.app(scope, _limited(receive, self.max_body_bytes), send_with_context)
+        except Exception as error:
+            if recorded["done"]:  # the response had started: nothing left to answer with
+                raise
+            # Answer here rather than in Starlette's outermost handler, so the 500 carries the request
+            # id (the traceback goes to the log, never to the caller).
+            log.error(
+                "unexpected error handling %s %s (request %s)",
+                scope.get("method"),
+                scope.get("path"),
+                request_id,
+                exc_info=error,
+            )
+            status["code"] = 500
+            await _send_json(
+                send,
+                500,
+                error_body(
+                    "internal_error",
+                    f"an unexpected error occurred; quote request id {request_id} to the platform team",
+                ),
+                request_id,
+            )
+        finally:
+            observe()
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """Count a body sent without Content-Length (chunked) and stop at ``limit``."""
+    seen = {"bytes": 0}
+
+    async def wrapped() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            seen["bytes"] += len(message.get("body", b""))
+            if seen["bytes"] > limit:
+                # An HTTPException passes FastAPI's body parsing untouched and becomes payload_too_large.
+                raise HTTPException(status_code=413)
+        return message
+
+    return wrapped
+
+
+async def _reject_body(send: Send, request_id: str, limit: int) -> None:
+    body = error_body("payload_too_large", f"the request body is larger than {limit} bytes")
+    await _send_json(send, 413, body, request_id)
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

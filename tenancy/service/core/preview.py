@@ -1,0 +1,166 @@
+"""Preview without the Pulumi CLI: run the real tenant program under mocks for the current spec and for
+the proposed one, and compare what each declares.
+
+This answers "which resources would change, and which fields" in a few hundred milliseconds on any
+machine; it cannot know the live state (that is what the Pulumi preview operation adds where the CLI
+is present). Secret values are masked in everything it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tenancy.render.runtime import DeclaredResource, StackCapture, capture_program, contract_for
+from tenancy.spec.platform import read_platform_config_file
+
+MASK = "[secret]"
+_MAX_FIELDS_PER_RESOURCE = 50
+# Pulumi's mock runtime is process-global: one capture at a time.
+_RENDER_LOCK = threading.Lock()
+
+
+@dataclass
+class ResourceChange:
+    type: str
+    name: str
+    action: str  # create | update | delete | same
+    changed_fields: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RenderedChange:
+    changes: list[ResourceChange]
+    desired: list[tuple[str, str, dict[str, Any]]]
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for change in self.changes:
+            counts[change.action] = counts.get(change.action, 0) + 1
+        return counts
+
+
+def render_tenant(project_dir: Path, environment: str, name: str, document: dict[str, Any]) -> StackCapture:
+    """Every resource the tenant program declares for ``document``, from a scratch tenants directory."""
+    from tenancy.stacks import stack_outputs
+
+    platform_config = read_platform_config_file(project_dir / f"Pulumi.{environment}.yaml")
+    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text(encoding="utf-8"))["name"]
+    stack = f"{environment}.{name}"
+    with tempfile.TemporaryDirectory(prefix="tenant-preview-") as scratch:
+        path = Path(scratch) / environment / f"{name}.yaml"
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        with _RENDER_LOCK:
+            # Pulumi's runtime drives the program on the calling thread's event loop; a request's
+            # worker thread has none, so it gets a private one for the length of the capture.
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                return capture_program(
+                    lambda: stack_outputs(stack, project_dir=project_dir),
+                    stack=stack,
+                    project=project,
+                    config={"platform:tenantsDir": scratch},
+                    stack_outputs={"tenantContract": contract_for(platform_config)},
+                )
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+
+def masked_inputs(resource: DeclaredResource) -> dict[str, Any]:
+    inputs: dict[str, Any] = _copy(resource.inputs)
+    for path in resource.secret_paths:
+        _mask_at(inputs, path)
+    if resource.kind == "Secret":  # Kubernetes Secrets hold secrets whether or not Pulumi marked them
+        for key in ("data", "stringData"):
+            if isinstance(inputs.get(key), dict):
+                inputs[key] = dict.fromkeys(inputs[key], MASK)
+    return inputs
+
+
+def masked_outputs(capture: StackCapture) -> dict[str, Any]:
+    return {key: MASK if key in capture.secret_outputs else value for key, value in capture.outputs.items()}
+
+
+def compare(current: StackCapture | None, proposed: StackCapture) -> RenderedChange:
+    before = {(r.type, r.name): masked_inputs(r) for r in current.resources} if current else {}
+    after = {(r.type, r.name): masked_inputs(r) for r in proposed.resources}
+    changes = []
+    for key in sorted(before.keys() | after.keys()):
+        if key not in before:
+            changes.append(ResourceChange(*key, action="create"))
+        elif key not in after:
+            changes.append(ResourceChange(*key, action="delete"))
+        else:
+            fields = _differences(before[key], after[key], "")
+            action = "update" if fields else "same"
+            changes.append(
+                ResourceChange(*key, action=action, changed_fields=fields[:_MAX_FIELDS_PER_RESOURCE])
+            )
+    desired = [(r.type, r.name, after[(r.type, r.name)]) for r in proposed.resources]
+    return RenderedChange(changes=changes, desired=desired)
+
+
+def preview_change(
+    project_dir: Path, environment: str, name: str, current: dict[str, Any] | None, proposed: dict[str, Any]
+) -> tuple[RenderedChange, dict[str, Any]]:
+    """The change from ``current`` (None: the tenant does not exist yet) to ``proposed``; and the
+    proposed stack's outputs, masked."""
+    after = render_tenant(project_dir, environment, name, proposed)
+    before = None
+    if current is not None:
+        try:
+            before = render_tenant(project_dir, environment, name, current)
+        except Exception:  # a hand-edited file that no longer renders: everything reads as new
+            before = None
+    return compare(before, after), masked_outputs(after)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _mask_at(document: Any, path: tuple[str, ...]) -> None:
+    if not path:
+        return
+    *parents, last = path
+    node = document
+    for part in parents:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return
+    if isinstance(node, dict) and last in node:
+        node[last] = MASK
+    elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = MASK
+
+
+def _differences(before: Any, after: Any, prefix: str) -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        found = []
+        for key in sorted(before.keys() | after.keys(), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in before or key not in after:
+                found.append(path)
+            else:
+                found += _differences(before[key], after[key], path)
+        return found
+    if before != after:
+        return [prefix or "(value)"]
+    return []

@@ -1,0 +1,165 @@
+"""Dependencies routes declare as ``Annotated`` aliases: the backends, the caller, and the tenant the
+caller may read or change.
+
+Every tenant route takes ``ReadableTenant`` or ``ChangeableTenant``; both answer 404 (never 403) for a
+tenant the caller has no role on, so nobody learns whether another tenant exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Path, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from tenancy.automation.contract import StackRef
+from tenancy.service.backends import Backends
+from tenancy.service.core.api_keys import looks_like_api_key
+from tenancy.service.core.errors import ServiceError, request_id
+from tenancy.service.core.security import (
+    AuthenticationFailed,
+    KeysUnavailable,
+    Principal,
+    principal_from_claims,
+)
+from tenancy.service.models import Environment
+from tenancy.spec.tenant import MAX_NAME_LENGTH
+
+
+def get_backends(request: Request) -> Backends:
+    backends: Backends = request.app.state.backends
+    return backends
+
+
+BackendsDep = Annotated[Backends, Depends(get_backends)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A Keycloak access token (aud tenant-api), or an API key (tnk_...).",
+)
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (tnk_...).")
+
+
+def _unauthenticated(message: str) -> ServiceError:
+    return ServiceError("unauthenticated", message, headers={"WWW-Authenticate": 'Bearer realm="tenant-api"'})
+
+
+def authenticate(
+    request: Request,
+    backends: BackendsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+) -> Principal:
+    """The caller, from a bearer JWT or an API key (Authorization: Bearer or X-API-Key); then the
+    caller's rate limit."""
+    credential = bearer.credentials if bearer is not None else api_key
+    if not credential:
+        raise _unauthenticated("send a bearer token (Authorization: Bearer ...) or an API key (X-API-Key)")
+    principal: Principal
+    if looks_like_api_key(credential):
+        record = backends.api_keys.authenticate(credential)
+        if record is None:
+            backends.metrics.auth_failures.labels("api_key").inc()
+            raise _unauthenticated("the API key is unknown, revoked or expired")
+        principal = record.principal()
+    else:
+        try:
+            claims = backends.verifier.verify(credential)
+        except AuthenticationFailed as failure:
+            backends.metrics.auth_failures.labels(failure.reason).inc()
+            raise _unauthenticated(failure.message) from None
+        except KeysUnavailable:
+            raise ServiceError(
+                "not_ready", "the identity provider's signing keys cannot be fetched; retry shortly"
+            ) from None
+        principal = principal_from_claims(claims)
+    decision = backends.rate_limiter.hit(principal.actor)
+    if not decision.allowed:
+        backends.metrics.rate_limited.inc()
+        raise ServiceError(
+            "rate_limited",
+            f"more than {decision.limit} requests in the current window; retry in {decision.retry_after} s",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+EnvironmentPath = Annotated[Environment, Path(description="The environment: dev or prod.")]
+TenantNamePath = Annotated[
+    str,
+    Path(
+        description="The tenant's name (a DNS label).",
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+    ),
+]
+
+
+def tenant_not_found(environment: str, name: str) -> ServiceError:
+    # One message whether the tenant is missing or someone else's: existence must not leak.
+    return ServiceError("tenant_not_found", f"there is no tenant {environment}.{name} that you can access")
+
+
+def readable_tenant(
+    environment: EnvironmentPath, name: TenantNamePath, principal: CurrentPrincipal
+) -> StackRef:
+    if not principal.can_read(name):
+        raise tenant_not_found(environment.value, name)
+    return StackRef(environment.value, name)
+
+
+def changeable_tenant(
+    request: Request,
+    backends: BackendsDep,
+    environment: EnvironmentPath,
+    name: TenantNamePath,
+    principal: CurrentPrincipal,
+) -> StackRef:
+    if not principal.can_read(name):
+        raise tenant_not_found(environment.value, name)
+    if not principal.can_change(name):
+        backends.audit.record(
+            actor=principal.actor,
+            action=str(getattr(request.scope.get("route"), "name", request.method)),
+            outcome="denied",
+            tenant=name,
+            environment=environment.value,
+            request_id=request_id(request),
+            reason="tenant-viewer",
+        )
+        raise ServiceError("forbidden", f"you can read {name} but changing it needs the tenant-admin role")
+    return StackRef(environment.value, name)
+
+
+ReadableTenant = Annotated[StackRef, Depends(readable_tenant)]
+ChangeableTenant = Annotated[StackRef, Depends(changeable_tenant)]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Repeat a write safely: the same key and request replay the first answer.",
+    ),
+]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        max_length=256,
+        description="The tenant's etag: change only that version (412 otherwise).",
+    ),
+]
+
+
+def request_fingerprint(request: Request, body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{request.method} {request.url.path}\n{canonical}".encode()).hexdigest()

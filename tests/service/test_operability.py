@@ -1,0 +1,74 @@
+"""Health, readiness, metrics and per-principal rate limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.service.conftest import AppFactory, Issuer, LiveServer, spec
+
+
+def test_health_and_readiness_answer_without_credentials(make_app: AppFactory, serve: Any) -> None:
+    app, _ = make_app(workers=0)
+    server: LiveServer = serve(app)
+    with server.client() as client:
+        assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
+        ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"queue": "ok", "repository": "ok", "signing_keys": "ok"}
+
+
+def test_readiness_fails_when_the_signing_keys_cannot_be_fetched(make_app: AppFactory, serve: Any) -> None:
+    app, _ = make_app(workers=0, jwks_url="http://127.0.0.1:9/nothing")
+    server: LiveServer = serve(app)
+    with server.client() as client:
+        ready = client.get("/readyz")
+        me = client.get("/api/v1/me", headers={"Authorization": "Bearer a.b.c"})
+    assert ready.status_code == 503 and ready.json()["checks"]["signing_keys"] == "failing"
+    assert me.status_code == 401  # a malformed token is refused before any key is needed
+
+
+def test_metrics_count_requests_by_route_template_and_auth_failures(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    app, _ = make_app(workers=0)
+    server: LiveServer = serve(app)
+    with server.client(issuer.admin_of("acme")) as client:
+        client.put("/api/v1/environments/dev/tenants/acme", json=spec("acme"))
+        client.get("/api/v1/environments/dev/tenants/acme")
+        client.get("/api/v1/me", headers={"Authorization": "Bearer nonsense"})
+        text = client.get("/metrics").text
+    assert (
+        'tenant_api_requests_total{method="GET",route="/api/v1/environments/{environment}/tenants/{name}",'
+        'status="200"} 1.0'
+    ) in text
+    assert 'tenant_api_operations_submitted_total{kind="up"} 1.0' in text
+    assert 'tenant_api_auth_failures_total{reason="malformed"} 1.0' in text
+    assert "acme" not in text  # tenant names never become labels
+
+
+def test_requests_are_rate_limited_per_principal(make_app: AppFactory, serve: Any, issuer: Issuer) -> None:
+    app, _ = make_app(workers=0, rate_limit_requests=5, rate_limit_window_seconds=60)
+    server: LiveServer = serve(app)
+    noisy = issuer.admin_of("acme", sub="noisy")
+    quiet = issuer.admin_of("acme", sub="quiet")
+    with server.client(noisy) as client:
+        statuses = [client.get("/api/v1/me").status_code for _ in range(7)]
+        limited = client.get("/api/v1/me")
+    assert statuses == [200] * 5 + [429] * 2
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    with server.client(quiet) as client:
+        assert client.get("/api/v1/me").status_code == 200
+
+
+def test_the_openapi_document_describes_the_versioned_api(make_app: AppFactory, serve: Any) -> None:
+    app, _ = make_app(workers=0)
+    server: LiveServer = serve(app)
+    with server.client() as client:
+        document = client.get("/openapi.json").json()
+    assert document["info"]["version"] == "1.0.0"
+    put = document["paths"]["/api/v1/environments/{environment}/tenants/{name}"]["put"]
+    schema = put["requestBody"]["content"]["application/json"]["schema"]
+    assert {"owners", "plan", "qdrant", "vcluster", "deletionProtection"} <= set(schema["properties"])
+    assert "name" not in schema["required"]
+    assert document["components"]["securitySchemes"].keys() == {"HTTPBearer", "APIKeyHeader"}

@@ -1,0 +1,112 @@
+"""Without the Pulumi CLI, an operation ends ``failed`` with an error saying exactly what is missing;
+and the whole "Done when" path works from the command line: serve, dev-token, create, follow."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tenancy.service.app import create_app
+from tests.conftest import PROJECT_DIR
+from tests.service.conftest import Issuer, LiveServer, free_port, settings_for, spec, wait_for
+
+
+@pytest.fixture
+def path_without_pulumi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A PATH holding git and nothing else: no pulumi whatever the machine has installed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    git = shutil.which("git")
+    assert git is not None
+    (bin_dir / "git").symlink_to(git)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return str(bin_dir)
+
+
+def test_an_operation_fails_naming_the_missing_pulumi_cli(
+    tmp_path: Path, issuer: Issuer, path_without_pulumi: str
+) -> None:
+    settings = settings_for(tmp_path / "state", issuer)
+    app = create_app(settings)  # the real PulumiEngine
+    with LiveServer(app) as server, server.client(issuer.admin_of("acme")) as client:
+        operation = client.put("/api/v1/environments/dev/tenants/acme", json=spec("acme")).json()["operation"]
+        finished = wait_for(client, operation["id"])
+        tenant = client.get("/api/v1/environments/dev/tenants/acme").json()
+    assert finished["status"] == "failed"
+    assert finished["summary"]["code"] == "pulumi_cli_missing"
+    assert "Pulumi CLI was not found on PATH" in finished["summary"]["error"]
+    assert "3.272.0" in finished["summary"]["error"]  # the version it needs, and how to install it
+    assert tenant["status"]["phase"] == "failed"
+
+
+def _tenantctl(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from tenancy.cli import main; main()", *args]
+
+
+@pytest.mark.skipif(
+    shutil.which("pulumi") is not None, reason="checks the path a machine without Pulumi takes"
+)
+def test_tenantctl_serve_then_dev_token_then_create_and_follow(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    env = {**os.environ, "TENANCY_SERVICE_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"}
+    env.pop("TENANCY_SERVICE_JWKS_URL", None)
+    server = subprocess.Popen(
+        _tenantctl("serve", "--port", str(port), "--project", str(PROJECT_DIR), "--log-level", "warning"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "tenantctl serve did not start"
+            time.sleep(0.1)
+        token = subprocess.run(
+            _tenantctl("dev-token", "--tenant", "acme"),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+        ).stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+            seeded = client.get("/api/v1/tenants").json()["tenants"]
+            assert {(t["environment"], t["name"]) for t in seeded} >= {("dev", "acme")}
+            created = client.put("/api/v1/environments/dev/tenants/acme", json=spec("acme")).json()
+            events: list[tuple[str, Any]] = []
+            with client.stream("GET", created["operation"]["links"]["events"]) as stream:
+                name = ""
+                for line in stream.iter_lines():
+                    if line.startswith("event: "):
+                        name = line.removeprefix("event: ")
+                    elif line.startswith("data: "):
+                        events.append((name, json.loads(line.removeprefix("data: "))))
+            other = client.get("/api/v1/environments/dev/tenants/initech")
+        end = events[-1]
+        assert end[0] == "end" and end[1]["status"] == "failed"
+        assert end[1]["summary"]["code"] == "pulumi_cli_missing"
+        assert "Install Pulumi" in end[1]["summary"]["error"]
+        assert other.status_code == 404  # and nothing of another tenant
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=15)[0]
+    assert "Traceback" not in output, output
