@@ -8,9 +8,9 @@ import pytest
 
 from tenancy import versions
 from tenancy.render.runtime import StackCapture
-from tenancy.render.schema import NotBuiltIn, schema_errors
+from tenancy.render.schema import declared_schema_problems
 from tenancy.spec.tree import load_tenants
-from tests.chart_keys import leaf_paths, load_all
+from tests.chart_keys import load_all
 from tests.conftest import PROJECT_DIR
 
 STACKS = ["dev", "prod"] + [
@@ -27,14 +27,7 @@ def captured(request: pytest.FixtureRequest) -> StackCapture:
 
 
 def test_every_kubernetes_object_matches_the_schema(captured: StackCapture) -> None:
-    problems = []
-    for resource in captured.kubernetes_objects():
-        try:
-            errors = schema_errors(resource.inputs)
-        except NotBuiltIn:
-            continue
-        problems += [f"{resource.kind}/{resource.name}: {error}" for error in errors]
-    assert problems == []
+    assert declared_schema_problems(captured.kubernetes_objects()) == []
 
 
 def test_every_helm_release_is_pinned_to_the_versions_module(captured: StackCapture) -> None:
@@ -53,7 +46,7 @@ def test_every_helm_value_is_a_key_the_pinned_chart_reads(captured: StackCapture
         assert charts[chart].version == release.inputs["version"], (
             f"{chart}.yaml was read for another version"
         )
-        unknown = [p for p in leaf_paths(release.inputs.get("values", {})) if not charts[chart].accepts(p)]
+        unknown = charts[chart].unknown(release.inputs.get("values", {}))
         assert unknown == [], f"{release.name}: values the {chart} chart does not read: {unknown}"
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import kubernetes_validate
 
 from tenancy import versions
+
+if TYPE_CHECKING:
+    from tenancy.render.runtime import DeclaredResource
 
 
 class NotBuiltIn(Exception):
@@ -26,3 +30,15 @@ def schema_errors(manifest: dict[str, Any], *, version: str = versions.KUBERNETE
         where = ".".join(str(part) for part in error.path) or "(object)"
         return [f"{where}: {error.message}"]
     return []
+
+
+def declared_schema_problems(resources: Iterable[DeclaredResource]) -> list[str]:
+    """Schema problems of every built-in object among ``resources``, as ``Kind/name: field: reason``."""
+    problems = []
+    for resource in resources:
+        try:
+            errors = schema_errors(resource.inputs)
+        except NotBuiltIn:
+            continue
+        problems += [f"{resource.kind}/{resource.name}: {error}" for error in errors]
+    return problems

@@ -35,6 +35,10 @@ class ChartKeys:
                 return True
         return False
 
+    def unknown(self, values: Any) -> list[str]:
+        """Leaf paths of ``values`` this chart does not read."""
+        return [path for path in leaf_paths(values) if not self.accepts(path)]
+
 
 def load_all() -> dict[str, ChartKeys]:
     charts = {}

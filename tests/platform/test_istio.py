@@ -11,7 +11,7 @@ from tenancy import versions
 from tenancy.builders import contract
 from tenancy.builders import istio as build
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_program
-from tenancy.render.schema import NotBuiltIn, schema_errors
+from tenancy.render.schema import declared_schema_problems
 from tenancy.spec.platform import PlatformConfig, parse_platform_config, read_platform_config_file
 from tests.chart_keys import leaf_paths, load_all
 from tests.conftest import PROJECT_DIR
@@ -191,7 +191,7 @@ def test_every_value_is_a_key_the_pinned_chart_reads(
     ]:
         keys = charts[pin.chart]
         assert keys.version == pin.version
-        assert [p for p in leaf_paths(values) if p and not keys.accepts(p)] == []
+        assert keys.unknown(values) == []
 
 
 # --- mesh-wide objects ------------------------------------------------------------------------------------
@@ -309,13 +309,7 @@ def test_every_kubernetes_object_matches_the_schema(
     environment: str, dev: StackCapture, prod: StackCapture
 ) -> None:
     captured = dev if environment == "dev" else prod
-    problems = []
-    for resource in captured.kubernetes_objects():
-        try:
-            problems += [f"{resource.name}: {e}" for e in schema_errors(resource.inputs)]
-        except NotBuiltIn:
-            continue
-    assert problems == []
+    assert declared_schema_problems(captured.kubernetes_objects()) == []
 
 
 def test_outputs_name_the_gateway_and_namespaces(dev: StackCapture) -> None:
