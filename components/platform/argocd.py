@@ -6,6 +6,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.kubernetes import custom_resource, helm_release
 from components.platform.namespace import PlatformNamespace
 from tenancy import versions
 from tenancy.builders.argocd import (
@@ -60,30 +61,19 @@ class ArgoCD(pulumi.ComponentResource):
             string_data={OIDC_SECRET_KEY: pulumi.Output.secret(oidc_client_secret)},
             opts=in_namespace,
         )
-        self.release = k8s.helm.v3.Release(
+        self.release = helm_release(
             f"{name}-release",
-            name=RELEASE_NAME,
+            release=RELEASE_NAME,
             namespace=NAMESPACE,
-            chart=versions.ARGO_CD.chart,
-            version=versions.ARGO_CD.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.ARGO_CD.repo),
+            pin=versions.ARGO_CD,
             values=render_argocd_values(
                 config, oidc_config=pulumi.Output.from_input(issuer_url).apply(oidc_config)
             ),
-            max_history=10,
-            cleanup_on_fail=True,
             # argocd-server resolves $argocd-oidc:clientSecret when it starts.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, oidc_secret]),
         )
         route = virtual_service_manifest(config)
-        k8s.apiextensions.CustomResource(
-            f"{name}-route",
-            api_version=route["apiVersion"],
-            kind=route["kind"],
-            metadata=route["metadata"],
-            spec=route["spec"],
-            opts=in_namespace,
-        )
+        custom_resource(f"{name}-route", route, in_namespace)
 
         self.namespace = namespace.name
         self.url = pulumi.Output.from_input(f"https://{host(config.domain)}")

@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.kubernetes import custom_resource, helm_release
 from components.platform.namespace import PlatformNamespace
 from tenancy import versions
 from tenancy.builders import identity as build
@@ -27,17 +28,6 @@ def _secret(name: str, manifest: Manifest, opts: pulumi.ResourceOptions) -> k8s.
         metadata=manifest["metadata"],
         type=manifest["type"],
         string_data=manifest["stringData"],
-        opts=opts,
-    )
-
-
-def _custom(name: str, manifest: Manifest, opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
-    return k8s.apiextensions.CustomResource(
-        name,
-        api_version=manifest["apiVersion"],
-        kind=manifest["kind"],
-        metadata=manifest["metadata"],
-        spec=manifest["spec"],
         opts=opts,
     )
 
@@ -81,16 +71,12 @@ class Identity(pulumi.ComponentResource):
             policies=build.operator_namespace_policies(),
             opts=child,
         )
-        self.operator = k8s.helm.v3.Release(
+        self.operator = helm_release(
             f"{name}-operator",
-            name=build.OPERATOR_RELEASE,
+            release=build.OPERATOR_RELEASE,
             namespace=NAMESPACES.database_operator,
-            chart=versions.CLOUDNATIVE_PG.chart,
-            version=versions.CLOUDNATIVE_PG.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.CLOUDNATIVE_PG.repo),
+            pin=versions.CLOUDNATIVE_PG,
             values=build.operator_values(high_availability=ha),
-            max_history=10,
-            cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[operator_namespace]),
         )
 
@@ -129,7 +115,7 @@ class Identity(pulumi.ComponentResource):
             )
 
         # The Cluster's CRD and admission webhook come with the operator release.
-        self.database = _custom(
+        self.database = custom_resource(
             f"{name}-database",
             build.database_cluster(
                 high_availability=ha,
@@ -139,13 +125,15 @@ class Identity(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self, depends_on=[namespace, *database_needs]),
         )
         if config.object_storage is not None:
-            _custom(
+            custom_resource(
                 f"{name}-database-backup",
                 build.scheduled_backup(),
                 pulumi.ResourceOptions(parent=self, depends_on=[self.database]),
             )
         mesh_exceptions: list[pulumi.Resource] = [
-            _custom(f"{name}-database-status-port", build.database_status_port_exception(), in_namespace)
+            custom_resource(
+                f"{name}-database-status-port", build.database_status_port_exception(), in_namespace
+            )
         ]
         if ha:
             jgroups = build.keycloak_jgroups_service()
@@ -181,22 +169,20 @@ class Identity(pulumi.ComponentResource):
             ),
             in_namespace,
         )
-        self.keycloak = k8s.helm.v3.Release(
+        self.keycloak = helm_release(
             f"{name}-keycloak",
-            name=build.KEYCLOAK_RELEASE,
+            release=build.KEYCLOAK_RELEASE,
             namespace=NAMESPACES.identity,
-            chart=versions.KEYCLOAKX.chart,
-            version=versions.KEYCLOAKX.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.KEYCLOAKX.repo),
+            pin=versions.KEYCLOAKX,
             values=build.keycloak_values(domain=config.domain, high_availability=ha),
-            max_history=10,
-            cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[self.database, admin_secret, client_secrets, realm, *mesh_exceptions],
             ),
         )
-        _custom(f"{name}-virtual-service", build.keycloak_virtual_service(config.domain), in_namespace)
+        custom_resource(
+            f"{name}-virtual-service", build.keycloak_virtual_service(config.domain), in_namespace
+        )
 
         self.issuer_url = pulumi.Output.from_input(issuer_url(config.domain))
         self.api_client_id = pulumi.Output.from_input(build.API_CLIENT_ID)

@@ -3,11 +3,10 @@ STRICT mTLS, and the platform Gateway that every public host goes through."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.kubernetes import custom_resource, helm_release
 from components.platform.namespace import PlatformNamespace
 from tenancy import versions
 from tenancy.builders.contract import GATEWAY_REFERENCE, NAMESPACES
@@ -26,44 +25,7 @@ from tenancy.builders.istio import (
     mesh_namespace_policies,
     mesh_peer_authentication,
 )
-from tenancy.builders.namespace import Manifest
 from tenancy.spec.platform import PlatformConfig
-
-
-def _release(
-    name: str,
-    *,
-    release: str,
-    namespace: str,
-    pin: versions.ChartPin,
-    values: dict[str, Any],
-    opts: pulumi.ResourceOptions,
-) -> k8s.helm.v3.Release:
-    return k8s.helm.v3.Release(
-        name,
-        name=release,
-        namespace=namespace,
-        chart=pin.chart,
-        version=pin.version,
-        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=pin.repo),
-        values=values,
-        max_history=10,
-        cleanup_on_fail=True,
-        opts=opts,
-    )
-
-
-def _custom_resource(
-    name: str, manifest: Manifest, opts: pulumi.ResourceOptions
-) -> k8s.apiextensions.CustomResource:
-    return k8s.apiextensions.CustomResource(
-        name,
-        api_version=manifest["apiVersion"],
-        kind=manifest["kind"],
-        metadata=manifest["metadata"],
-        spec=manifest["spec"],
-        opts=opts,
-    )
 
 
 class Istio(pulumi.ComponentResource):
@@ -109,7 +71,7 @@ class Istio(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.base = _release(
+        self.base = helm_release(
             f"{name}-base",
             release=BASE_RELEASE,
             namespace=NAMESPACES.mesh,
@@ -118,7 +80,7 @@ class Istio(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[mesh_namespace]),
         )
         # kube-system exists in every cluster: no namespace of ours to wait for.
-        self.cni = _release(
+        self.cni = helm_release(
             f"{name}-cni",
             release=CNI_RELEASE,
             namespace=CNI_NAMESPACE,
@@ -126,7 +88,7 @@ class Istio(pulumi.ComponentResource):
             values=cni_values(),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.base]),
         )
-        self.istiod = _release(
+        self.istiod = helm_release(
             f"{name}-istiod",
             release=ISTIOD_RELEASE,
             namespace=NAMESPACES.mesh,
@@ -134,7 +96,7 @@ class Istio(pulumi.ComponentResource):
             values=istiod_values(config),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cni]),
         )
-        self.gateway = _release(
+        self.gateway = helm_release(
             f"{name}-gateway",
             release=GATEWAY_RELEASE,
             namespace=NAMESPACES.ingress,
@@ -143,12 +105,12 @@ class Istio(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ingress_namespace, self.istiod]),
         )
 
-        self.peer_authentication = _custom_resource(
+        self.peer_authentication = custom_resource(
             f"{name}-strict-mtls",
             mesh_peer_authentication(),
             pulumi.ResourceOptions(parent=self, depends_on=[self.base]),
         )
-        self.platform_gateway = _custom_resource(
+        self.platform_gateway = custom_resource(
             f"{name}-platform-gateway",
             gateway_manifest(config),
             pulumi.ResourceOptions(parent=self, depends_on=[self.base, ingress_namespace]),

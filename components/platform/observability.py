@@ -10,10 +10,13 @@ inside the cluster (TLS ends at the gateway), and the gateway's egress must allo
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.kubernetes import custom_resource, helm_release
 from components.platform.namespace import PlatformNamespace
 from tenancy import versions
 from tenancy.builders.namespace import Manifest
@@ -91,7 +94,7 @@ class Observability(pulumi.ComponentResource):
                     in_namespace,
                 )
             )
-        loki = self._release(
+        loki = _release(
             f"{name}-loki", LOKI_RELEASE, versions.LOKI, render_loki_values(config), in_namespace, loki_inputs
         )
 
@@ -115,9 +118,9 @@ class Observability(pulumi.ComponentResource):
         ]
         if config.high_availability:
             grafana_inputs.append(
-                self._custom_resource(f"{name}-grafana-db", grafana_database_manifest(config), after_crds)
+                custom_resource(f"{name}-grafana-db", grafana_database_manifest(config), after_crds)
             )
-        self._release(
+        _release(
             f"{name}-grafana",
             GRAFANA_RELEASE,
             versions.GRAFANA,
@@ -125,11 +128,9 @@ class Observability(pulumi.ComponentResource):
             in_namespace,
             grafana_inputs,
         )
-        self._custom_resource(f"{name}-grafana-route", grafana_virtual_service(config), after_crds)
+        custom_resource(f"{name}-grafana-route", grafana_virtual_service(config), after_crds)
 
-        self._release(
-            f"{name}-alloy", ALLOY_RELEASE, versions.ALLOY, render_alloy_values(), in_namespace, [loki]
-        )
+        _release(f"{name}-alloy", ALLOY_RELEASE, versions.ALLOY, render_alloy_values(), in_namespace, [loki])
 
         self.loki_push_url = pulumi.Output.from_input(LOKI_PUSH_URL)
         self.grafana_url = pulumi.Output.from_input(f"https://{grafana_host(config)}")
@@ -159,39 +160,23 @@ class Observability(pulumi.ComponentResource):
             opts=opts,
         )
 
-    def _custom_resource(
-        self, resource_name: str, manifest: Manifest, opts: pulumi.ResourceOptions
-    ) -> k8s.apiextensions.CustomResource:
-        return k8s.apiextensions.CustomResource(
-            resource_name,
-            api_version=manifest["apiVersion"],
-            kind=manifest["kind"],
-            metadata=manifest["metadata"],
-            spec=manifest["spec"],
-            opts=opts,
-        )
 
-    def _release(
-        self,
-        resource_name: str,
-        release: str,
-        pin: ChartPin,
-        values: dict[str, object],
-        opts: pulumi.ResourceOptions,
-        after: list[pulumi.Resource],
-    ) -> k8s.helm.v3.Release:
-        return k8s.helm.v3.Release(
-            resource_name,
-            name=release,
-            namespace=NAMESPACE,
-            chart=pin.chart,
-            version=pin.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=pin.repo),
-            values=values,
-            max_history=10,
-            cleanup_on_fail=True,
-            # Replicated Loki joins its ring and prod Grafana waits for its database: more than Helm's
-            # default five minutes on a first install.
-            timeout=RELEASE_TIMEOUT_SECONDS,
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=after)),
-        )
+def _release(
+    resource_name: str,
+    release: str,
+    pin: ChartPin,
+    values: dict[str, Any],
+    opts: pulumi.ResourceOptions,
+    after: list[pulumi.Resource],
+) -> k8s.helm.v3.Release:
+    # Replicated Loki joins its ring and prod Grafana waits for its database: more than Helm's
+    # default five minutes on a first install.
+    return helm_release(
+        resource_name,
+        release=release,
+        namespace=NAMESPACE,
+        pin=pin,
+        values=values,
+        timeout_seconds=RELEASE_TIMEOUT_SECONDS,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=after)),
+    )

@@ -14,6 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.kubernetes import helm_release
 from components.platform.namespace import PlatformNamespace
 from tenancy import versions
 from tenancy.builders.redis import (
@@ -70,16 +71,12 @@ class RedisSentinel(pulumi.ComponentResource):
             string_data={AUTH_KEY: password.result},
             opts=in_namespace,
         )
-        k8s.helm.v3.Release(
+        helm_release(
             f"{name}-release",
-            name=RELEASE_NAME,
+            release=RELEASE_NAME,
             namespace=NAMESPACE,
-            chart=versions.REDIS_HA.chart,
-            version=versions.REDIS_HA.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.REDIS_HA.repo),
+            pin=versions.REDIS_HA,
             values=render_redis_values(config),
-            max_history=10,
-            cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, secret]),
         )
 

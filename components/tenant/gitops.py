@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pulumi
-import pulumi_kubernetes as k8s
 
+from components.kubernetes import custom_resource
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.gitops import app_project_manifest
 from tenancy.spec.tenant import Tenant
@@ -20,13 +20,6 @@ class TenantAppProject(pulumi.ComponentResource):
     ) -> None:
         super().__init__("platform:tenant:AppProject", name, None, opts)
         manifest = app_project_manifest(tenant, platform.argocd_namespace)
-        k8s.apiextensions.CustomResource(
-            f"{name}-project",
-            api_version=manifest["apiVersion"],
-            kind=manifest["kind"],
-            metadata=manifest["metadata"],
-            spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        custom_resource(f"{name}-project", manifest, pulumi.ResourceOptions(parent=self))
         self.project = pulumi.Output.from_input(tenant.name)
         self.register_outputs({"project": self.project})

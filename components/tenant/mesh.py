@@ -4,8 +4,8 @@ Qdrant, and metrics scraping (mTLS identities; the NetworkPolicies enforce the s
 from __future__ import annotations
 
 import pulumi
-import pulumi_kubernetes as k8s
 
+from components.kubernetes import custom_resource
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.istio import tenant_authorization_policies
 from tenancy.spec.tenant import Tenant
@@ -19,12 +19,7 @@ class TenantMeshPolicies(pulumi.ComponentResource):
     ) -> None:
         super().__init__("platform:tenant:MeshPolicies", name, None, opts)
         for policy in tenant_authorization_policies(tenant, platform):
-            k8s.apiextensions.CustomResource(
-                f"{name}-{policy['metadata']['name']}",
-                api_version=policy["apiVersion"],
-                kind=policy["kind"],
-                metadata=policy["metadata"],
-                spec=policy["spec"],
-                opts=pulumi.ResourceOptions(parent=self),
+            custom_resource(
+                f"{name}-{policy['metadata']['name']}", policy, pulumi.ResourceOptions(parent=self)
             )
         self.register_outputs({})

@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.kubernetes import helm_release
 from tenancy import versions
 from tenancy.builders.qdrant import (
     API_KEY,
@@ -64,16 +65,12 @@ class QdrantCluster(pulumi.ComponentResource):
             opts=child,
         )
         checksum = pulumi.Output.all(*keys.values()).apply(lambda values: _checksum(list(values)))
-        release = k8s.helm.v3.Release(
+        release = helm_release(
             f"{name}-release",
-            name=RELEASE_NAME,
+            release=RELEASE_NAME,
             namespace=tenant.namespace,
-            chart=versions.QDRANT.chart,
-            version=versions.QDRANT.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.QDRANT.repo),
+            pin=versions.QDRANT,
             values=render_qdrant_values(tenant, default_storage_class=storage_class, keys_checksum=checksum),
-            max_history=10,
-            cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]),
         )
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.kubernetes import helm_release
 from tenancy import versions
 from tenancy.builders.vcluster import KUBECONFIG_KEY, KUBECONFIG_SECRET, RELEASE_NAME, render_vcluster_values
 from tenancy.spec.tenant import Tenant
@@ -31,16 +32,12 @@ class VirtualCluster(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("platform:tenant:VirtualCluster", name, None, opts)
-        release = k8s.helm.v3.Release(
+        release = helm_release(
             f"{name}-release",
-            name=RELEASE_NAME,
+            release=RELEASE_NAME,
             namespace=tenant.namespace,
-            chart=versions.VCLUSTER.chart,
-            version=versions.VCLUSTER.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.VCLUSTER.repo),
+            pin=versions.VCLUSTER,
             values=render_vcluster_values(tenant, storage_class=storage_class),
-            max_history=10,
-            cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
         # The running vCluster writes this Secret once its API server is up; it owns it, so it is read,
