@@ -37,3 +37,38 @@ def test_validate_json_lists_issues(tmp_path: Path) -> None:
     assert result.exit_code == INVALID_INPUT
     report = json.loads(result.stdout)
     assert report["valid"] is False and report["issues"][0]["field"] == "name"
+
+
+def test_validate_against_a_revision_refuses_volume_changes(tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "tenants" / "prod").mkdir(parents=True)
+    spec = tmp_path / "tenants" / "prod" / "acme.yaml"
+    spec.write_text("name: acme\nowners: [a@example.com]\nplan: small\nqdrant: {enabled: true}\n")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "x", "--allow-empty")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "acme")
+    spec.write_text("name: acme\nowners: [a@example.com]\nplan: medium\nqdrant: {enabled: true}\n")
+
+    result = runner.invoke(app, ["validate", "--tenants", str(tmp_path / "tenants"), "--against", "HEAD"])
+    assert result.exit_code == INVALID_INPUT
+    assert "qdrant.storage.size: would change from 10Gi to 50Gi" in result.output
+
+    spec.write_text(
+        "name: acme\nowners: [a@example.com]\nplan: medium\n"
+        "qdrant: {enabled: true, storage: {size: 10Gi}, snapshots: {size: 5Gi}}\n"
+    )
+    result = runner.invoke(app, ["validate", "--tenants", str(tmp_path / "tenants"), "--against", "HEAD"])
+    assert result.exit_code == 0, result.output
+
+
+def test_validate_against_an_unknown_revision_is_an_input_error(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["validate", "--tenants", str(PROJECT_DIR / "tenants"), "--against", "no-such-ref"]
+    )
+    assert result.exit_code == INVALID_INPUT
+    assert "is not a commit" in result.output

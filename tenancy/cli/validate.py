@@ -9,19 +9,34 @@ from typing import Annotated
 import typer
 
 from tenancy.cli import exit_codes
+from tenancy.spec.changes import fixed_volume_issues
 from tenancy.spec.errors import SpecError
-from tenancy.spec.tree import load_tenants
+from tenancy.spec.history import specs_at_revision
+from tenancy.spec.tenant import resolve
+from tenancy.spec.tree import TenantTree, load_tenants
 
 TenantsOption = Annotated[
     Path, typer.Option("--tenants", help="The tenants directory.", envvar="TENANCY_TENANTS_DIR")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable results.")]
+AgainstOption = Annotated[
+    str | None,
+    typer.Option(
+        "--against",
+        help="A git revision (e.g. origin/main) holding the specs already applied: also refuse changes "
+        "that volumes cannot follow, such as a new default size after a plan change.",
+    ),
+]
 
 
-def validate(tenants: TenantsOption = Path("tenants"), as_json: JsonOption = False) -> None:
+def validate(
+    tenants: TenantsOption = Path("tenants"), as_json: JsonOption = False, against: AgainstOption = None
+) -> None:
     """Validate every tenants/<env>/<name>.yaml; exit 2 naming each file, field and reason on error."""
     try:
         tree = load_tenants(tenants)
+        if against is not None:
+            _check_against(tree, against)
     except SpecError as error:
         if as_json:
             issues = [{"file": i.file, "field": i.field, "reason": i.reason} for i in error.issues]
@@ -36,6 +51,18 @@ def validate(tenants: TenantsOption = Path("tenants"), as_json: JsonOption = Fal
         typer.echo(json.dumps({"valid": True, "tenants": files}, indent=2))
     else:
         typer.echo(f"{len(tree.files)} tenant file(s) valid in {tenants}")
+
+
+def _check_against(tree: TenantTree, revision: str) -> None:
+    previous = specs_at_revision(tree, revision)
+    issues = []
+    for tenant_file in tree.files:
+        before = previous.get((tenant_file.environment, tenant_file.spec.name))
+        if before is not None:
+            old = resolve(before, tenant_file.environment)
+            issues += fixed_volume_issues(old, tenant_file.tenant, file=str(tenant_file.path))
+    if issues:
+        raise SpecError(issues)
 
 
 def register(app: typer.Typer) -> None:

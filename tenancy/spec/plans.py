@@ -54,7 +54,27 @@ class PlanLimits(BaseModel):
     qdrant_default_snapshot_storage: str
     vcluster_allowed: bool
     vcluster_default_size: Size
-    vcluster_storage: str
+
+
+# The vCluster's data volume is the same on every plan: it sits in a StatefulSet volumeClaimTemplate,
+# which Kubernetes cannot change, so a plan change must not change it.
+VCLUSTER_STORAGE = "10Gi"
+
+
+class PodOverhead(BaseModel):
+    """What every pod in a tenant namespace costs beyond the containers a tenant sizes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    requests: Size
+    limits: Size
+
+
+# The Istio sidecar injected into every tenant pod (tenancy.builders.istio sets it from these).
+SIDECAR = PodOverhead(requests=Size(cpu="50m", memory="128Mi"), limits=Size(cpu="500m", memory="256Mi"))
+# The CoreDNS pod a vCluster runs in the host namespace (vcluster 0.36 chart defaults).
+VCLUSTER_COREDNS = PodOverhead(requests=Size(cpu="20m", memory="64Mi"), limits=Size(cpu="1", memory="170Mi"))
+# The vCluster control plane's init container and ephemeral storage are not CPU/memory quota items
+# beyond its own size; its memory limit equals its request (set in tenancy.builders.vcluster).
 
 
 PLANS: dict[Plan, PlanLimits] = {
@@ -81,7 +101,6 @@ PLANS: dict[Plan, PlanLimits] = {
         qdrant_default_snapshot_storage="5Gi",
         vcluster_allowed=True,
         vcluster_default_size=Size(cpu="500m", memory="1Gi"),
-        vcluster_storage="5Gi",
     ),
     Plan.medium: PlanLimits(
         quota=PlanQuota(
@@ -106,7 +125,6 @@ PLANS: dict[Plan, PlanLimits] = {
         qdrant_default_snapshot_storage="20Gi",
         vcluster_allowed=True,
         vcluster_default_size=Size(cpu="1", memory="2Gi"),
-        vcluster_storage="10Gi",
     ),
     Plan.large: PlanLimits(
         quota=PlanQuota(
@@ -131,6 +149,5 @@ PLANS: dict[Plan, PlanLimits] = {
         qdrant_default_snapshot_storage="100Gi",
         vcluster_allowed=True,
         vcluster_default_size=Size(cpu="2", memory="4Gi"),
-        vcluster_storage="20Gi",
     ),
 }

@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from tenancy import versions
 from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_error
-from tenancy.spec.plans import PLANS, Plan, PlanLimits
+from tenancy.spec.plans import PLANS, SIDECAR, VCLUSTER_COREDNS, VCLUSTER_STORAGE, Plan, PlanLimits, Size
 from tenancy.spec.quantity import Bytes, Cpu, parse_quantity
 
 LABEL_PREFIX = "tenancy.platform"
@@ -306,7 +306,7 @@ def resolve(spec: TenantSpec, environment: str) -> Tenant:
             kubernetes_version=spec.vcluster.kubernetes_version,
             cpu=size.cpu if size else limits.vcluster_default_size.cpu,
             memory=size.memory if size else limits.vcluster_default_size.memory,
-            storage_size=limits.vcluster_storage,
+            storage_size=VCLUSTER_STORAGE,
         )
     return Tenant(
         name=spec.name,
@@ -345,7 +345,9 @@ def plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
                 )
             )
 
-    totals = {"cpu": Decimal(0), "memory": Decimal(0), "storage": Decimal(0), "pvcs": Decimal(0)}
+    # What each service adds to the namespace, per quota item: sized containers plus the sidecar of
+    # every pod (and the vCluster's CoreDNS pod), so a spec that passes here also fits the quota.
+    usage: dict[str, dict[str, Decimal]] = {}
     if tenant.qdrant is not None:
         q = tenant.qdrant
         if q.replicas > limits.qdrant_max_replicas:
@@ -359,54 +361,81 @@ def plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
             )
         over("qdrant.resources.cpu", q.cpu, limits.container_max.cpu, "CPU per node")
         over("qdrant.resources.memory", q.memory, limits.container_max.memory, "memory per node")
-        totals["cpu"] += parse_quantity(q.cpu) * q.replicas
-        totals["memory"] += parse_quantity(q.memory) * q.replicas
+        node = Size(cpu=q.cpu, memory=q.memory)
         per_node_storage = parse_quantity(q.storage_size) + (
             parse_quantity(q.snapshot_size) if q.snapshots else 0
         )
-        totals["storage"] += per_node_storage * q.replicas
-        totals["pvcs"] += q.replicas * (2 if q.snapshots else 1)
+        usage["qdrant"] = {
+            **_pods(q.replicas, requests=node, limits=node),
+            "storage": per_node_storage * q.replicas,
+            "pvcs": Decimal(q.replicas * (2 if q.snapshots else 1)),
+        }
     if tenant.vcluster is not None:
         v = tenant.vcluster
         if not limits.vcluster_allowed:
             issues.append(SpecIssue(file, "vcluster.enabled", f"the {plan} plan does not include a vCluster"))
         over("vcluster.resources.cpu", v.cpu, limits.container_max.cpu, "control-plane CPU")
         over("vcluster.resources.memory", v.memory, limits.container_max.memory, "control-plane memory")
-        totals["cpu"] += parse_quantity(v.cpu)
-        totals["memory"] += parse_quantity(v.memory)
-        totals["storage"] += parse_quantity(v.storage_size)
-        totals["pvcs"] += 1
+        control_plane = Size(cpu=v.cpu, memory=v.memory)
+        dns = _pods(1, requests=VCLUSTER_COREDNS.requests, limits=VCLUSTER_COREDNS.limits)
+        usage["vcluster"] = {
+            key: value + dns[key]
+            for key, value in _pods(1, requests=control_plane, limits=control_plane).items()
+        }
+        usage["vcluster"].update(storage=parse_quantity(v.storage_size), pvcs=Decimal(1))
 
     quota = limits.quota
     checks = [
-        ("cpu", quota.requests_cpu, "CPU", "resources.cpu"),
-        ("memory", quota.requests_memory, "memory", "resources.memory"),
+        ("requests.cpu", quota.requests_cpu, "CPU requests", "resources.cpu"),
+        ("requests.memory", quota.requests_memory, "memory requests", "resources.memory"),
+        ("limits.cpu", quota.limits_cpu, "CPU limits", "resources.cpu"),
+        ("limits.memory", quota.limits_memory, "memory limits", "resources.memory"),
         ("storage", quota.requests_storage, "storage", "storage.size"),
     ]
     for key, maximum, what, field in checks:
-        if totals[key] > parse_quantity(maximum):
+        total = sum((service.get(key, Decimal(0)) for service in usage.values()), Decimal(0))
+        if total > parse_quantity(maximum):
             issues.append(
                 SpecIssue(
                     file,
-                    _largest_consumer(tenant, field),
-                    f"together the services ask for {_fmt(totals[key])} "
-                    f"{what}, over the {plan} plan's quota of {maximum}; shrink them or take a larger plan",
+                    _largest_consumer(usage, key, field),
+                    f"together the services need {_fmt(total)} {what} (sidecars included), over the "
+                    f"{plan} plan's quota of {maximum}; shrink them or take a larger plan",
                 )
             )
-    if totals["pvcs"] > quota.persistent_volume_claims:
+    pvcs = sum((service.get("pvcs", Decimal(0)) for service in usage.values()), Decimal(0))
+    if pvcs > quota.persistent_volume_claims:
         issues.append(
             SpecIssue(
                 file,
-                "qdrant.replicas",
-                f"{int(totals['pvcs'])} volumes exceed the {plan} plan's "
+                _largest_consumer(usage, "pvcs", "replicas"),
+                f"{int(pvcs)} volumes exceed the {plan} plan's "
                 f"{quota.persistent_volume_claims}; use fewer replicas or disable snapshot volumes",
             )
         )
     return issues
 
 
-def _largest_consumer(tenant: Tenant, field: str) -> str:
-    return f"qdrant.{field}" if tenant.qdrant is not None else f"vcluster.{field}"
+def _pods(count: int, *, requests: Size, limits: Size) -> dict[str, Decimal]:
+    """Quota use of ``count`` pods of one sized container each, with their Istio sidecars."""
+    return {
+        "requests.cpu": (parse_quantity(requests.cpu) + parse_quantity(SIDECAR.requests.cpu)) * count,
+        "requests.memory": (parse_quantity(requests.memory) + parse_quantity(SIDECAR.requests.memory))
+        * count,
+        "limits.cpu": (parse_quantity(limits.cpu) + parse_quantity(SIDECAR.limits.cpu)) * count,
+        "limits.memory": (parse_quantity(limits.memory) + parse_quantity(SIDECAR.limits.memory)) * count,
+    }
+
+
+def _largest_consumer(usage: dict[str, dict[str, Decimal]], key: str, field: str) -> str:
+    """The spec field of the service using most of ``key`` (vCluster storage is fixed: never blamed)."""
+    candidates = {name: values.get(key, Decimal(0)) for name, values in usage.items()}
+    if field == "storage.size":
+        candidates.pop("vcluster", None)
+    if not candidates:
+        return "plan"
+    service = max(candidates, key=lambda name: candidates[name])
+    return f"{service}.{field}"
 
 
 def _fmt(value: Decimal) -> str:

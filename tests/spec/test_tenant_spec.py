@@ -78,10 +78,35 @@ def test_replicas_above_the_plan_are_rejected_with_the_fix() -> None:
 
 
 def test_pod_larger_than_the_plan_allows_is_rejected() -> None:
-    doc = tenant_doc(plan="small", qdrant={"enabled": True, "resources": {"cpu": "4", "memory": "1Gi"}})
+    doc = tenant_doc(plan="small", qdrant={"enabled": True, "resources": {"cpu": "3", "memory": "1Gi"}})
     [(_, field, reason)] = issues_of(doc)
     assert field == "qdrant.resources.cpu"
     assert "exceeds the small plan's maximum of 2" in reason
+
+
+def test_sidecars_and_vcluster_dns_count_against_the_quota() -> None:
+    # 2 + 2 CPU of sized containers fit the small plan's 4 CPU only if the three sidecars and the
+    # vCluster's CoreDNS pod are forgotten; the namespace quota would refuse the last pod.
+    doc = tenant_doc(
+        plan="small",
+        qdrant={"enabled": True, "resources": {"cpu": "2", "memory": "2Gi"}},
+        vcluster={"enabled": True, "resources": {"cpu": "2", "memory": "2Gi"}},
+    )
+    problems = issues_of(doc)
+    assert any(
+        "CPU requests (sidecars included)" in reason and "quota of 4" in reason for _, _, reason in problems
+    )
+
+
+def test_quota_error_names_the_service_that_uses_most() -> None:
+    # Qdrant asks for 2 CPU, the vCluster for 2 CPU plus its CoreDNS pod: the vCluster is the larger.
+    doc = tenant_doc(
+        plan="small",
+        qdrant={"enabled": True, "resources": {"cpu": "2", "memory": "1Gi"}},
+        vcluster={"enabled": True, "resources": {"cpu": "2", "memory": "1Gi"}},
+    )
+    problems = issues_of(doc)
+    assert [field for _, field, reason in problems if "CPU requests" in reason] == ["vcluster.resources.cpu"]
 
 
 def test_total_memory_above_the_quota_is_rejected() -> None:
