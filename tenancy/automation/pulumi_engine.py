@@ -93,7 +93,6 @@ _log = logging.getLogger(__name__)
 
 TENANTS_DIR_KEY = "platform:tenantsDir"
 SPEC_HASH_KEY = "platform:specHash"
-DOMAIN_KEY = "platform:domain"
 INSTALL_DOCS = "https://www.pulumi.com/docs/iac/download-install/"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|<\{%[^%]*%\}>")  # terminal colours, Pulumi colour tags
@@ -365,14 +364,14 @@ class PulumiEngine:
                 raise map_command_error(error, stack=ref, kind="create", diagnostics=[]) from None
 
     def _stack_config(self, ref: StackRef) -> dict[str, str]:
-        """Config every tenant stack gets: the project's required ``domain`` (declared without default
-        in Pulumi.yaml, so Pulumi refuses stacks without it) and the settings' extra config."""
+        """Config every tenant stack gets: the settings' extra config. The environment's platform config
+        is validated first, since the tenant program reads it: a broken file fails here, clearly."""
         path = self.settings.project_dir / f"Pulumi.{ref.environment}.yaml"
         try:
-            domain = read_platform_config_file(path).domain
+            read_platform_config_file(path)
         except SpecError as error:
             raise ProgramError(f"the platform config of {ref.environment} is invalid: {error}") from None
-        return {DOMAIN_KEY: domain, **self.settings.stack_config}
+        return dict(self.settings.stack_config)
 
     def _lock_files(self, stack: StackRef) -> list[Path]:
         if not (self.settings.uses_file_backend and self.settings.backend_url):
