@@ -56,6 +56,9 @@ CLOUDNATIVE_PG = ChartPin(
 
 # codecentric/helm-charts charts/keycloakx 7.1.11 (Keycloak 26.5.6).
 KEYCLOAKX = ChartPin(chart="keycloakx", version="7.1.11", repo="https://codecentric.github.io/helm-charts")
+# The Keycloak server that chart runs (its appVersion). Tenant stacks tell the Keycloak provider this
+# version: the provisioning client may not read /admin/serverinfo, where the provider would look it up.
+KEYCLOAK = "26.5.6"
 
 # grafana-community/helm-charts: loki 18.11.0 (Loki 3.7.6), grafana 12.11.1 (Grafana 13.2.0); the charts
 # moved there in 2026. grafana/alloy operations/helm/charts/alloy 1.11.1 (Alloy v1.18.1).

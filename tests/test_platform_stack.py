@@ -129,6 +129,22 @@ def test_platform_exports_what_tenant_stacks_read(prod: StackCapture) -> None:
     assert prod.outputs["vaultKvMount"] == "tenants"
 
 
+def test_platform_exports_where_tenant_stacks_declare_their_groups(prod: StackCapture) -> None:
+    from tenancy.render.runtime import platform_outputs_for
+    from tenancy.spec.platform import read_platform_config_file
+    from tests.conftest import PROJECT_DIR
+
+    assert prod.outputs["keycloakUrl"] == "https://auth.data.example.com"
+    assert prod.outputs["keycloakProvisionerSecret"] == f"{GENERATED}-identity-provisioner-client-secret"
+    assert "keycloakProvisionerSecret" in prod.secret_outputs
+    assert "keycloakUrl" not in prod.secret_outputs
+    # What the mock runtime hands tenant stacks is what this stack exports.
+    mocked = platform_outputs_for(read_platform_config_file(PROJECT_DIR / "Pulumi.prod.yaml"))
+    assert set(mocked) <= set(prod.outputs)
+    assert mocked["keycloakUrl"] == prod.outputs["keycloakUrl"]
+    assert mocked["tenantContract"] == prod.outputs["tenantContract"]
+
+
 def test_dev_runs_without_vault(dev: StackCapture) -> None:
     assert not [r for r in dev.resources if r.type.startswith("vault:")]
     assert "vaultKvMount" not in dev.outputs

@@ -47,6 +47,8 @@ class Identity(pulumi.ComponentResource):
     api_client_id: pulumi.Output[str]
     argocd_client_id: pulumi.Output[str]
     argocd_client_secret: pulumi.Output[str]
+    keycloak_url: pulumi.Output[str]
+    provisioner_client_secret: pulumi.Output[str]
     database_cluster_name: pulumi.Output[str]
     operator: k8s.helm.v3.Release
     database: k8s.apiextensions.CustomResource
@@ -114,7 +116,9 @@ class Identity(pulumi.ComponentResource):
                 )
             )
 
-        # The Cluster's CRD and admission webhook come with the operator release.
+        # The Cluster's CRD and admission webhook come with the operator release. In prod it is
+        # protected (no delete or replace through Pulumi) and kept in the cluster if it ever leaves
+        # the program: CNPG deletes the PVCs with the Cluster, and with them every realm and user.
         self.database = custom_resource(
             f"{name}-database",
             build.database_cluster(
@@ -122,7 +126,9 @@ class Identity(pulumi.ComponentResource):
                 storage_class=config.storage_class,
                 object_storage=config.object_storage,
             ),
-            pulumi.ResourceOptions(parent=self, depends_on=[namespace, *database_needs]),
+            pulumi.ResourceOptions(
+                parent=self, depends_on=[namespace, *database_needs], protect=ha, retain_on_delete=ha
+            ),
         )
         if config.object_storage is not None:
             custom_resource(
@@ -154,9 +160,16 @@ class Identity(pulumi.ComponentResource):
             in_namespace,
         )
         argocd_secret = _password(f"{name}-argocd-client-secret", self)
+        provisioner_secret = _password(f"{name}-provisioner-client-secret", self)
         client_secrets = _secret(
             f"{name}-client-secrets",
-            build.opaque_secret(build.CLIENT_SECRETS, {build.ARGOCD_SECRET_KEY: argocd_secret.result}),
+            build.opaque_secret(
+                build.CLIENT_SECRETS,
+                {
+                    build.ARGOCD_SECRET_KEY: argocd_secret.result,
+                    build.PROVISIONER_SECRET_KEY: provisioner_secret.result,
+                },
+            ),
             in_namespace,
         )
         # The realm document holds only ${...} placeholders, yet it describes every client: a
@@ -188,6 +201,9 @@ class Identity(pulumi.ComponentResource):
         self.api_client_id = pulumi.Output.from_input(build.API_CLIENT_ID)
         self.argocd_client_id = pulumi.Output.from_input(build.ARGOCD_CLIENT_ID)
         self.argocd_client_secret = pulumi.Output.secret(argocd_secret.result)
+        # Where tenant stacks reach Keycloak's admin API, and the secret of the client they use.
+        self.keycloak_url = pulumi.Output.from_input(f"https://{build.auth_host(config.domain)}")
+        self.provisioner_client_secret = pulumi.Output.secret(provisioner_secret.result)
         self.database_cluster_name = pulumi.Output.from_input(build.DATABASE_CLUSTER)
         self.register_outputs(
             {
@@ -195,6 +211,8 @@ class Identity(pulumi.ComponentResource):
                 "api_client_id": self.api_client_id,
                 "argocd_client_id": self.argocd_client_id,
                 "argocd_client_secret": self.argocd_client_secret,
+                "keycloak_url": self.keycloak_url,
+                "provisioner_client_secret": self.provisioner_client_secret,
                 "database_cluster_name": self.database_cluster_name,
             }
         )

@@ -1,5 +1,6 @@
 """The service mesh: Istio's CRDs, CNI node agent, control plane and ingress gateway, mesh-wide
-STRICT mTLS, and the platform Gateway that every public host goes through."""
+STRICT mTLS, the mesh-wide default Sidecar scope, and the platform Gateway that every public host goes
+through."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tenancy.builders.istio import (
     gateway_values,
     ingress_namespace_policies,
     istiod_values,
+    mesh_default_sidecar,
     mesh_namespace_policies,
     mesh_peer_authentication,
 )
@@ -43,6 +45,7 @@ class Istio(pulumi.ComponentResource):
     istiod: k8s.helm.v3.Release
     gateway: k8s.helm.v3.Release
     peer_authentication: k8s.apiextensions.CustomResource
+    default_sidecar: k8s.apiextensions.CustomResource
     platform_gateway: k8s.apiextensions.CustomResource
     ready: list[pulumi.Resource]
 
@@ -108,6 +111,11 @@ class Istio(pulumi.ComponentResource):
         self.peer_authentication = custom_resource(
             f"{name}-strict-mtls",
             mesh_peer_authentication(),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.base]),
+        )
+        self.default_sidecar = custom_resource(
+            f"{name}-default-sidecar",
+            mesh_default_sidecar(),
             pulumi.ResourceOptions(parent=self, depends_on=[self.base]),
         )
         self.platform_gateway = custom_resource(

@@ -94,8 +94,15 @@ class Observability(pulumi.ComponentResource):
                     in_namespace,
                 )
             )
+        # In prod a deleted Loki release leaves its StatefulSets and volumes (the WAL and the index
+        # not yet shipped to object storage) in the cluster instead of taking them along.
         loki = _release(
-            f"{name}-loki", LOKI_RELEASE, versions.LOKI, render_loki_values(config), in_namespace, loki_inputs
+            f"{name}-loki",
+            LOKI_RELEASE,
+            versions.LOKI,
+            render_loki_values(config),
+            in_namespace.merge(pulumi.ResourceOptions(retain_on_delete=config.high_availability)),
+            loki_inputs,
         )
 
         # Alphanumeric: the password is typed into a login form and passed through env.
@@ -117,8 +124,11 @@ class Observability(pulumi.ComponentResource):
             )
         ]
         if config.high_availability:
+            # Grafana's dashboards, users and alerts live here: protected, and kept if it ever
+            # leaves the program (CNPG deletes the volumes with the Cluster).
+            keep = after_crds.merge(pulumi.ResourceOptions(protect=True, retain_on_delete=True))
             grafana_inputs.append(
-                custom_resource(f"{name}-grafana-db", grafana_database_manifest(config), after_crds)
+                custom_resource(f"{name}-grafana-db", grafana_database_manifest(config), keep)
             )
         _release(
             f"{name}-grafana",

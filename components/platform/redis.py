@@ -77,7 +77,11 @@ class RedisSentinel(pulumi.ComponentResource):
             namespace=NAMESPACE,
             pin=versions.REDIS_HA,
             values=render_redis_values(config),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, secret]),
+            # In prod a deleted release leaves its StatefulSet and volumes in the cluster: dropping
+            # Redis from the program, or a stack mix-up, must not take the data with it.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[namespace, secret], retain_on_delete=config.high_availability
+            ),
         )
 
         self.sentinel_hosts = pulumi.Output.from_input(sentinel_hosts(config))

@@ -44,10 +44,11 @@ class VaultIntegration(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         in_vault = pulumi.ResourceOptions(parent=self, provider=self.provider)
-        mount = vault.Mount(f"{name}-kv", **kv_mount_args(config.vault), opts=in_vault)
-        auth = vault.AuthBackend(
-            f"{name}-kubernetes-auth", **kubernetes_auth_args(config.vault), opts=in_vault
-        )
+        # Protected in prod: deleting the mount deletes every tenant's secrets, and deleting the
+        # auth method every tenant's login role. A rename would be a delete and a create.
+        keep = in_vault.merge(pulumi.ResourceOptions(protect=config.high_availability))
+        mount = vault.Mount(f"{name}-kv", **kv_mount_args(config.vault), opts=keep)
+        auth = vault.AuthBackend(f"{name}-kubernetes-auth", **kubernetes_auth_args(config.vault), opts=keep)
         vault.kubernetes.AuthBackendConfig(
             f"{name}-kubernetes-auth-config",
             backend=auth.path,

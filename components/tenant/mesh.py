@@ -1,5 +1,7 @@
-"""A tenant namespace's AuthorizationPolicies: deny by default, allow the namespace, the gateway to
-Qdrant, and metrics scraping (mTLS identities; the NetworkPolicies enforce the same at L3/L4)."""
+"""A tenant namespace's mesh configuration: AuthorizationPolicies that deny by default and allow the
+namespace, the gateway to Qdrant and the vCluster API, and metrics scraping (mTLS identities; the
+NetworkPolicies enforce the same at L3/L4); and the Sidecar that keeps its proxies' configuration to
+the namespace itself."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import pulumi
 
 from components.kubernetes import custom_resource
 from tenancy.builders.contract import PlatformRefs
-from tenancy.builders.istio import tenant_authorization_policies
+from tenancy.builders.istio import tenant_authorization_policies, tenant_sidecar
 from tenancy.spec.tenant import Tenant
 
 
@@ -18,8 +20,8 @@ class TenantMeshPolicies(pulumi.ComponentResource):
         self, name: str, *, tenant: Tenant, platform: PlatformRefs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("platform:tenant:MeshPolicies", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
         for policy in tenant_authorization_policies(tenant, platform):
-            custom_resource(
-                f"{name}-{policy['metadata']['name']}", policy, pulumi.ResourceOptions(parent=self)
-            )
+            custom_resource(f"{name}-{policy['metadata']['name']}", policy, child)
+        custom_resource(f"{name}-sidecar", tenant_sidecar(tenant), child)
         self.register_outputs({})

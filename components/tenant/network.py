@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -12,10 +14,17 @@ from tenancy.spec.tenant import Tenant
 
 class TenantNetworkPolicies(pulumi.ComponentResource):
     def __init__(
-        self, name: str, *, tenant: Tenant, platform: PlatformRefs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        *,
+        tenant: Tenant,
+        platform: PlatformRefs,
+        kubernetes_api_cidrs: Sequence[str],
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``kubernetes_api_cidrs``: the platform config's ``kubernetesApiCidrs``, where a vCluster may go."""
         super().__init__("platform:tenant:NetworkPolicies", name, None, opts)
-        for policy in network_policy_manifests(tenant, platform):
+        for policy in network_policy_manifests(tenant, platform, kubernetes_api_cidrs=kubernetes_api_cidrs):
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-{policy['metadata']['name']}",
                 metadata=policy["metadata"],

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
+import pulumi_keycloak
 import pulumi_vault
 
 from components.tenant.access import TenantAccess
 from components.tenant.gitops import TenantAppProject
+from components.tenant.identity import TenantGroups
 from components.tenant.mesh import TenantMeshPolicies
 from components.tenant.namespace import TenantNamespace
 from components.tenant.network import TenantNetworkPolicies
@@ -31,23 +35,34 @@ class TenantResources(pulumi.ComponentResource):
         tenant: Tenant,
         platform: PlatformRefs,
         group_prefix: str,
+        keycloak_provider: pulumi_keycloak.Provider,
+        kubernetes_api_cidrs: Sequence[str],
         vault_provider: pulumi_vault.Provider | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """``vault_provider`` set: the tenant's keys are also kept in Vault (prod); else only in Secrets."""
+        """``vault_provider`` set: the tenant's keys are also kept in Vault (prod); else only in Secrets.
+
+        ``kubernetes_api_cidrs``: the platform config's ``kubernetesApiCidrs``, the only addresses a
+        vCluster may connect to outside the cluster's pods (required when the tenant has a vCluster).
+        """
         super().__init__("platform:tenant:Tenant", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         namespace = TenantNamespace(f"{name}", tenant=tenant, opts=child)
         after_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        # RoleBindings and the Argo CD project name these groups: they come first.
+        groups = TenantGroups(f"{name}-groups", tenant=tenant, provider=keycloak_provider, opts=child)
+        after_groups = pulumi.ResourceOptions(parent=self, depends_on=[namespace, groups])
         isolation = TenantNetworkPolicies(
-            f"{name}-network", tenant=tenant, platform=platform, opts=after_namespace
+            f"{name}-network",
+            tenant=tenant,
+            platform=platform,
+            kubernetes_api_cidrs=kubernetes_api_cidrs,
+            opts=after_namespace,
         )
-        access = TenantAccess(
-            f"{name}-access", tenant=tenant, group_prefix=group_prefix, opts=after_namespace
-        )
+        access = TenantAccess(f"{name}-access", tenant=tenant, group_prefix=group_prefix, opts=after_groups)
         mesh = TenantMeshPolicies(f"{name}-mesh", tenant=tenant, platform=platform, opts=after_namespace)
         self.app_project = TenantAppProject(
-            f"{name}-gitops", tenant=tenant, platform=platform, opts=after_namespace
+            f"{name}-gitops", tenant=tenant, platform=platform, opts=after_groups
         )
         # Services start only once their quota, limits and isolation are in place.
         guarded = pulumi.ResourceOptions(parent=self, depends_on=[namespace, isolation, access, mesh])
@@ -59,9 +74,7 @@ class TenantResources(pulumi.ComponentResource):
             )
         self.vcluster = None
         if tenant.vcluster is not None:
-            self.vcluster = VirtualCluster(
-                f"{name}-vcluster", tenant=tenant, storage_class=platform.storage_class, opts=guarded
-            )
+            self.vcluster = VirtualCluster(f"{name}-vcluster", tenant=tenant, platform=platform, opts=guarded)
         self.vault = None
         if vault_provider is not None and self.qdrant is not None:
             keys = {"api-key": self.qdrant.api_key}

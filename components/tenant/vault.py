@@ -50,7 +50,7 @@ def _data_json(secrets: Mapping[str, pulumi.Input[str]]) -> pulumi.Output[str]:
 
 
 class TenantVaultAccess(pulumi.ComponentResource):
-    """Secret ``<env>/<tenant>/qdrant``, policy ``tenant-<env>-<tenant>`` and role ``tenant-<tenant>``."""
+    """Secret ``<env>/<tenant>/qdrant``, policy and role ``tenant-<env>-<tenant>``."""
 
     secret_path: pulumi.Output[str]
     policy_name: pulumi.Output[str]

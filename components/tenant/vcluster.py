@@ -1,4 +1,5 @@
-"""A tenant's virtual cluster: the pinned vcluster chart and its kubeconfig as a secret output."""
+"""A tenant's virtual cluster: the pinned vcluster chart, the route to its API through the platform
+gateway, and its kubeconfig (the external one, see tenancy.builders.vcluster) as a secret output."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.kubernetes import helm_release
+from components.kubernetes import custom_resource, helm_release
 from tenancy import versions
-from tenancy.builders.vcluster import KUBECONFIG_KEY, KUBECONFIG_SECRET, RELEASE_NAME, render_vcluster_values
+from tenancy.builders.contract import PlatformRefs
+from tenancy.builders.vcluster import (
+    KUBECONFIG_KEY,
+    KUBECONFIG_SECRET,
+    RELEASE_NAME,
+    api_virtual_service,
+    render_vcluster_values,
+)
 from tenancy.spec.tenant import Tenant
 
 
@@ -28,7 +36,7 @@ class VirtualCluster(pulumi.ComponentResource):
         name: str,
         *,
         tenant: Tenant,
-        storage_class: pulumi.Input[str],
+        platform: PlatformRefs,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("platform:tenant:VirtualCluster", name, None, opts)
@@ -37,8 +45,14 @@ class VirtualCluster(pulumi.ComponentResource):
             release=RELEASE_NAME,
             namespace=tenant.namespace,
             pin=versions.VCLUSTER,
-            values=render_vcluster_values(tenant, storage_class=storage_class),
+            values=render_vcluster_values(
+                tenant, storage_class=platform.storage_class, domain=platform.domain
+            ),
             opts=pulumi.ResourceOptions(parent=self),
+        )
+        # Istio objects in a tenant namespace are the platform's to declare (tenants may not create them).
+        custom_resource(
+            f"{name}-api-route", api_virtual_service(tenant, platform), pulumi.ResourceOptions(parent=self)
         )
         # The running vCluster writes this Secret once its API server is up; it owns it, so it is read,
         # not managed. The id depends on the release's status: unknown in a first preview, so the read

@@ -54,6 +54,13 @@ REALM = "platform"
 # The platform's Istio Gateway, and how VirtualServices in any namespace name it.
 GATEWAY_NAME = "platform-gateway"
 GATEWAY_REFERENCE = f"{NAMESPACES.ingress}/{GATEWAY_NAME}"
+# Each tenant's vCluster API is served at <tenant>.vc.<domain>: the platform Gateway passes TLS for
+# *.vc.<domain> through untouched (the vCluster presents its own certificate and authenticates kubectl by
+# client certificate, which a terminating gateway would strip), and each tenant stack routes its own host.
+# A zone of its own, not vc-<tenant>.<domain>: Istio's host wildcards take whole labels only, and the
+# platform's *.<domain> certificate does not cover a two-label name, so browsers never coalesce an
+# HTTP/2 connection for another platform host onto a vCluster's passthrough connection (or back).
+VCLUSTER_API_ZONE = "vc"
 
 
 def issuer_url(domain: str) -> str:

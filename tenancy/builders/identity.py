@@ -11,6 +11,7 @@ issued for the ``tenant-api`` client carry ``iss`` = ``issuer_url(domain)``, ``a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ from tenancy.builders.platform_namespace import (
     allow_ingress,
 )
 from tenancy.spec.platform import ObjectStorageConfig
+from tenancy.spec.tenant import Tenant
 
 # --- CloudNativePG operator (namespace cnpg-system, outside the mesh) --------------------------
 OPERATOR_RELEASE = "cloudnative-pg"
@@ -49,6 +51,8 @@ BACKUP_SECRET = "keycloak-db-backup-credentials"
 DATABASE_SERVICE = f"{DATABASE_CLUSTER}-rw"  # the primary; CNPG always creates it
 POSTGRES_PORT = 5432
 STATUS_PORT = 8000  # the instance manager's status endpoint the operator polls (own TLS, pinned cert)
+METRICS_PORT = 9187  # the instance manager's Prometheus exporter
+ISTIO_METRICS_PORT = 15020  # the sidecar agent's merged Prometheus endpoint, outside mutual TLS
 # CNPG labels on instance pods (pkg/specs/pods.go); pooler pods share cnpg.io/cluster, not podRole.
 DATABASE_POD_LABELS = {"cnpg.io/cluster": DATABASE_CLUSTER, "cnpg.io/podRole": "instance"}
 # Instance pods and the initdb/join Job pods: all run the instance manager, which reads the API.
@@ -58,6 +62,12 @@ BACKUP_SCHEDULE = "0 0 2 * * *"  # robfig cron with seconds: daily at 02:00:00
 # Create the Keycloak release only once the database accepts connections: the pulumi-kubernetes
 # provider waits for the Cluster's Ready condition (CNPG sets it when all instances are up).
 WAIT_FOR_READY = {"pulumi.com/waitFor": "condition=Ready"}
+# Pod annotations (through the Cluster's spec.inheritedMetadata) that point a Prometheus at the exporter.
+METRICS_SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
 
 # --- Keycloak (namespace iam, meshed) -----------------------------------------------------------
 KEYCLOAK_RELEASE = "keycloak"
@@ -75,12 +85,26 @@ REALM_FILE = f"{REALM}-realm.json"
 IMPORT_DIR = "/opt/keycloak/data/import"
 ARGOCD_SECRET_ENV = "ARGOCD_CLIENT_SECRET"
 ARGOCD_SECRET_KEY = "argocd"
+PROVISIONER_SECRET_ENV = "TENANT_PROVISIONER_CLIENT_SECRET"
+PROVISIONER_SECRET_KEY = "tenant-provisioner"
 # The platform's Istio Gateway (istio-ingress/platform-gateway); TLS ends there.
 PLATFORM_GATEWAY = GATEWAY_REFERENCE
 
 # --- the realm ----------------------------------------------------------------------------------
 API_CLIENT_ID = "tenant-api"
 ARGOCD_CLIENT_ID = "argocd"
+# Tenant stacks log in as this client (client credentials) to declare their groups.
+PROVISIONER_CLIENT_ID = "tenant-provisioner"
+# What its service account may do in the realm, and no more (realm-management client roles):
+# - manage-users: create and delete groups (Keycloak files groups under user management) and map
+#   realm roles to them (a manage-users admin may map any role that is not itself an admin role);
+# - view-users: read groups, also by path, and their role mappings (refresh, the /tenants lookup);
+# - view-realm: read realm roles by name and by id (the role lookups and GroupRoles).
+# No manage-realm, manage-clients or realm-admin: it cannot touch clients, roles or realm settings.
+# manage-users is still broad: it covers every user, membership and role mapping of the realm,
+# platform-admin included, so the client secret is as sensitive as an admin login. Keycloak's
+# fine-grained admin permissions could narrow it to /tenants; they are not set up here.
+PROVISIONER_ROLES = ("manage-users", "view-users", "view-realm")
 PLATFORM_ADMIN = "platform-admin"
 TENANT_ADMIN = "tenant-admin"
 TENANT_VIEWER = "tenant-viewer"
@@ -210,6 +234,15 @@ def identity_namespace_policies(*, object_storage: ObjectStorageConfig | None) -
             from_pods=OPERATOR_POD_LABELS,
             ports=[STATUS_PORT, POSTGRES_PORT],
         ),
+        # The exporter's metrics, merged by the sidecar agent (see database_cluster); for the
+        # scraper the observability namespace will run.
+        allow_ingress(
+            namespace,
+            "allow-observability-to-postgres-metrics",
+            pods=DATABASE_POD_LABELS,
+            from_namespace=NAMESPACES.observability,
+            ports=[ISTIO_METRICS_PORT],
+        ),
         # The instance manager watches its Cluster and holds the primary Lease through the API.
         allow_egress_outside(
             namespace, "allow-postgres-to-apiserver", pods=DATABASE_WORKLOAD_LABELS, ports=API_SERVER_PORTS
@@ -310,8 +343,16 @@ def database_cluster(
     """Keycloak's PostgreSQL: 3 instances across nodes in prod, 1 in dev.
 
     Monitoring: ``spec.monitoring.enablePodMonitor`` is deprecated in 1.30 ("create a PodMonitor
-    manually") and the platform has no Prometheus Operator, so none is requested; the exporter on
-    port 9187 still runs for any scraper added later.
+    manually") and the platform has no Prometheus Operator, so none is requested. The exporter on
+    9187 sits behind the STRICT sidecar, so instead of a second mTLS exception the pods carry
+    ``prometheus.io/*`` annotations: at injection Istio's metrics merging records them in the
+    sidecar's environment and serves the exporter's metrics on the agent's 15020
+    (``/stats/prometheus``), which is outside mutual TLS; ``identity_namespace_policies`` lets
+    ``observability`` reach 15020. No scraper is deployed yet: this only makes the endpoint ready.
+    A scraper should target 15020 on pods with ``sidecar.istio.io/status``, not follow
+    ``prometheus.io/port``: the injector rewrites that to 15020, but CNPG re-applies its inherited
+    annotations to running pods, so it reads 9187 again after the first reconcile (the merged
+    endpoint keeps working, its configuration is fixed at injection).
     """
     replicated = high_availability
     memory = "2Gi" if replicated else "512Mi"
@@ -333,6 +374,7 @@ def database_cluster(
         "storage": {"size": "20Gi" if replicated else "5Gi", "storageClass": storage_class},
         # A PDB on one instance blocks every node drain; with three it keeps a quorum.
         "enablePDB": replicated,
+        "inheritedMetadata": {"annotations": dict(METRICS_SCRAPE_ANNOTATIONS)},
     }
     if replicated:
         spec["affinity"] = {
@@ -426,8 +468,10 @@ def keycloak_values(*, domain: str, high_availability: bool) -> dict[str, Any]:
         {"name": "KC_HOSTNAME", "value": f"https://{auth_host(domain)}"},
         _secret_env("KC_BOOTSTRAP_ADMIN_USERNAME", ADMIN_SECRET, "username"),
         _secret_env("KC_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_SECRET, "password"),
-        # Resolved by the realm import's ${ARGOCD_CLIENT_SECRET} placeholder.
+        # Resolved by the realm import's ${ARGOCD_CLIENT_SECRET} and
+        # ${TENANT_PROVISIONER_CLIENT_SECRET} placeholders.
         _secret_env(ARGOCD_SECRET_ENV, CLIENT_SECRETS, ARGOCD_SECRET_KEY),
+        _secret_env(PROVISIONER_SECRET_ENV, CLIENT_SECRETS, PROVISIONER_SECRET_KEY),
         # Keycloak's default pool (100) per replica would exceed PostgreSQL's 100 connections.
         {"name": "KC_DB_POOL_MAX_SIZE", "value": "30"},
         {"name": "KC_LOG_CONSOLE_OUTPUT", "value": "json"},
@@ -618,13 +662,46 @@ def _argocd_client(domain: str) -> dict[str, Any]:
     }
 
 
+def _provisioner_client() -> dict[str, Any]:
+    """The client tenant stacks log in with to declare their groups: confidential, no login flows.
+
+    Only the client-credentials grant (its service account) is on; what that account may do is
+    ``PROVISIONER_ROLES``, granted on the service-account user in ``realm_import``.
+    """
+    return {
+        "clientId": PROVISIONER_CLIENT_ID,
+        "name": "Tenant stacks (group provisioning)",
+        "enabled": True,
+        "protocol": "openid-connect",
+        "publicClient": False,
+        "clientAuthenticatorType": "client-secret",
+        "secret": "${" + PROVISIONER_SECRET_ENV + "}",
+        "standardFlowEnabled": False,
+        "implicitFlowEnabled": False,
+        "directAccessGrantsEnabled": False,
+        "serviceAccountsEnabled": True,
+    }
+
+
+def _provisioner_service_account() -> dict[str, Any]:
+    """The provisioner's service-account user, as realm exports write it, with its admin roles."""
+    return {
+        "username": f"service-account-{PROVISIONER_CLIENT_ID}",
+        "enabled": True,
+        "serviceAccountClientId": PROVISIONER_CLIENT_ID,
+        "clientRoles": {"realm-management": list(PROVISIONER_ROLES)},
+    }
+
+
 def realm_import(domain: str) -> dict[str, Any]:
     """The ``platform`` realm as Keycloak imports it at first start (``--import-realm``).
 
     The import runs once: when the realm exists, Keycloak skips the file, so later changes here
-    reach a running realm only through the admin API. Per-tenant groups are not part of it: the
-    import creates the parent ``/tenants``; onboarding a tenant creates ``/tenants/<tenant>/admins``
-    (tenant-admin) and ``/tenants/<tenant>/viewers`` (tenant-viewer), see ``tenant_group``.
+    reach a running realm only through the admin API (a realm imported before the
+    ``tenant-provisioner`` client existed needs that client and its service-account roles added
+    once, by hand or with ``kcadm.sh``). Per-tenant groups are not part of it: the import creates
+    the parent ``/tenants``; each tenant stack declares its own subtree (``tenant_groups``) as the
+    ``tenant-provisioner`` client.
     """
     roles = [
         (PLATFORM_ADMIN, "Operates the platform: every tenant, every platform service."),
@@ -655,17 +732,53 @@ def realm_import(domain: str) -> dict[str, Any]:
             },
             {"name": TENANTS_GROUP, "path": f"/{TENANTS_GROUP}", "subGroups": []},
         ],
-        "clients": [_api_client(), _argocd_client(domain)],
+        "clients": [_api_client(), _argocd_client(domain), _provisioner_client()],
+        "users": [_provisioner_service_account()],
     }
 
 
-def tenant_group(tenant: str) -> dict[str, Any]:
-    """The group tree onboarding creates under ``/tenants`` for one tenant (admin API representation)."""
-    return {
-        "name": tenant,
-        "path": f"/{TENANTS_GROUP}/{tenant}",
-        "subGroups": [
-            {"name": sub, "path": f"/{TENANTS_GROUP}/{tenant}/{sub}", "realmRoles": [role]}
-            for sub, role in TENANT_SUBGROUP_ROLES.items()
-        ],
-    }
+@dataclass(frozen=True)
+class TenantGroup:
+    """One Keycloak group a tenant stack declares, and the realm roles mapped to it."""
+
+    path: str
+    realm_roles: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[1]
+
+    @property
+    def parent(self) -> str:
+        return self.path.rsplit("/", 1)[0]
+
+
+def tenant_root_group(tenant: Tenant) -> str:
+    return f"/{TENANTS_GROUP}/{tenant.name}"
+
+
+def tenant_groups(tenant: Tenant) -> list[TenantGroup]:
+    """The tenant's own subtree of ``/tenants``, parents before children.
+
+    Always ``/tenants/<tenant>`` with ``admins`` (tenant-admin) and ``viewers`` (tenant-viewer). A
+    group the spec names under ``/tenants/<tenant>/`` (``groups.admins`` / ``groups.viewers``) is
+    declared too, with any missing parent between, and gets tenant-admin or tenant-viewer by the
+    list it is in. A group outside that subtree is bound as named but not declared: it belongs to
+    someone else (a team group, another tenant's subtree) and must exist already.
+    """
+    root = tenant_root_group(tenant)
+    roles: dict[str, set[str]] = {root: set()}
+    for sub, role in TENANT_SUBGROUP_ROLES.items():
+        roles[f"{root}/{sub}"] = {role}
+    for role, paths in ((TENANT_ADMIN, tenant.admin_groups), (TENANT_VIEWER, tenant.viewer_groups)):
+        for path in paths:
+            if path != root and not path.startswith(f"{root}/"):
+                continue
+            roles.setdefault(path, set()).add(role)
+            parent = path.rsplit("/", 1)[0]
+            while parent != root and parent.startswith(f"{root}/"):
+                roles.setdefault(parent, set())
+                parent = parent.rsplit("/", 1)[0]
+    # Shallower paths first, then by path: every parent comes before its children.
+    ordered = sorted(roles, key=lambda path: (path.count("/"), path))
+    return [TenantGroup(path, tuple(sorted(roles[path]))) for path in ordered]

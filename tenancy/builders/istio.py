@@ -1,5 +1,5 @@
-"""Istio: Helm values for base, cni, istiod and the ingress gateway; mesh-wide mTLS; the platform
-Gateway; and the AuthorizationPolicies of a tenant namespace.
+"""Istio: Helm values for base, cni, istiod and the ingress gateway; mesh-wide mTLS; the mesh-wide
+Sidecar scope; the platform Gateway; and the AuthorizationPolicies and Sidecar of a tenant namespace.
 
 Charts are istio/istio manifests/charts at the pinned version (tenancy.versions): user values sit at
 the top level (the charts merge them over ``_internal_defaults_do_not_set``), maps merge with the
@@ -20,6 +20,7 @@ from tenancy.builders.contract import (
     GATEWAY_NAME,
     INGRESS_GATEWAY_LABELS,
     NAMESPACES,
+    VCLUSTER_API_ZONE,
     PlatformRefs,
 )
 from tenancy.builders.namespace import Manifest, metadata
@@ -37,6 +38,8 @@ from tenancy.builders.platform_namespace import (
     allow_ingress,
 )
 from tenancy.builders.qdrant import SELECTOR_LABELS as QDRANT_SELECTOR_LABELS
+from tenancy.builders.vcluster import API_PORT as VCLUSTER_API_PORT
+from tenancy.builders.vcluster import CONTROL_PLANE_LABELS as VCLUSTER_CONTROL_PLANE_LABELS
 from tenancy.spec.platform import PlatformConfig
 from tenancy.spec.tenant import Tenant
 
@@ -190,10 +193,19 @@ def mesh_peer_authentication() -> Manifest:
     }
 
 
+def vcluster_api_hosts(config: PlatformConfig) -> list[str]:
+    return [f"*.{VCLUSTER_API_ZONE}.{config.domain}"]
+
+
 def gateway_manifest(config: PlatformConfig) -> Manifest:
-    """HTTPS for every ``*.<domain>`` host with the certificate in ``config.gateway_tls_secret``.
+    """HTTPS for every ``*.<domain>`` host with the certificate in ``config.gateway_tls_secret``, and
+    TLS passed through untouched for the tenants' vCluster APIs at ``<tenant>.vc.<domain>``.
 
     Istio resolves ``credentialName`` in the namespace of the gateway pods, so the Secret lives there.
+    Both 443 servers share one listener, told apart by SNI: Istio rejects only servers whose hosts are
+    the same string, and Envoy picks the most specific server name, so ``<tenant>.vc.<domain>`` (the
+    exact name each tenant's VirtualService matches) wins over ``*.<domain>``. A name under ``vc`` that
+    no tenant routes falls to the HTTPS server, whose certificate does not cover it.
     """
     hosts = [f"*.{config.domain}"]
     return {
@@ -217,8 +229,47 @@ def gateway_manifest(config: PlatformConfig) -> Manifest:
                     "hosts": hosts,
                     "tls": {"httpsRedirect": True},
                 },
+                {
+                    "port": {"number": GATEWAY_HTTPS_PORT, "name": "tls-vcluster-api", "protocol": "TLS"},
+                    "hosts": vcluster_api_hosts(config),
+                    "tls": {"mode": "PASSTHROUGH"},
+                },
             ],
         },
+    }
+
+
+# Hosts whose configuration every sidecar receives, by default and in tenant namespaces: the services of
+# its own namespace (what tenants' and platform services' calls go to), and istio-system, the mesh's
+# own services. Nothing else: with the default (every service in the mesh) each sidecar's memory and
+# istiod's push work grow with every tenant, and each tenant's proxy would list every other tenant's
+# services. Addresses outside that scope (the API server, git hosts, object storage) are not mesh
+# services; sidecars pass them through, and NetworkPolicies decide where pods may connect.
+SIDECAR_EGRESS_HOSTS = ["./*", f"{NAMESPACES.mesh}/*"]
+
+
+def _sidecar_spec() -> dict[str, Any]:
+    return {
+        "egress": [{"hosts": list(SIDECAR_EGRESS_HOSTS)}],
+        # The mesh default, stated because the scope above relies on it: a destination outside the
+        # scope is passed through rather than refused.
+        "outboundTrafficPolicy": {"mode": "ALLOW_ANY"},
+    }
+
+
+def mesh_default_sidecar() -> Manifest:
+    """The Sidecar every namespace without its own gets: no selector, in the root namespace.
+
+    No platform namespace needs a wider one. Meshed platform workloads call only their own namespace
+    through the mesh: Argo CD reaches Keycloak at its public URL and the API server outside the mesh;
+    Keycloak reaches its database in iam. The ingress gateway is no sidecar: Istio ignores Sidecar
+    resources for gateways, which get every service their Gateway's routes name.
+    """
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": {"name": "default", "namespace": NAMESPACES.mesh, "labels": dict(PLATFORM_LABELS)},
+        "spec": _sidecar_spec(),
     }
 
 
@@ -373,6 +424,32 @@ def tenant_authorization_policies(tenant: Tenant, platform: PlatformRefs) -> lis
                 },
             )
         )
+    if tenant.vcluster is not None:
+        policies.append(
+            _authorization_policy(
+                tenant,
+                "allow-ingress-gateway-to-vcluster",
+                {
+                    "selector": {"matchLabels": dict(VCLUSTER_CONTROL_PLANE_LABELS)},
+                    "action": "ALLOW",
+                    "rules": [
+                        {
+                            # kubectl's TLS passes the gateway unopened, inside the gateway's mTLS: the
+                            # identity checked here is the gateway's; the vCluster checks the user's.
+                            "from": [
+                                {
+                                    "source": {
+                                        "namespaces": [ingress_namespace],
+                                        "principals": [f"*/sa/{GATEWAY_SERVICE_ACCOUNT}"],
+                                    }
+                                }
+                            ],
+                            "to": [{"operation": {"ports": _ports(VCLUSTER_API_PORT)}}],
+                        }
+                    ],
+                },
+            )
+        )
     # The merged metrics endpoint sits outside the sidecar's traffic capture, so this rule only documents
     # the intent today; it keeps scraping (and only scraping) working should the port ever be captured.
     policies.append(
@@ -391,3 +468,16 @@ def tenant_authorization_policies(tenant: Tenant, platform: PlatformRefs) -> lis
         )
     )
     return policies
+
+
+def tenant_sidecar(tenant: Tenant) -> Manifest:
+    """The tenant namespace's own Sidecar (see SIDECAR_EGRESS_HOSTS): the same narrow scope as the mesh
+    default, declared with the tenant so it holds whatever the mesh-wide default becomes. Tenant pods
+    call only their own namespace through the mesh; the vCluster's calls to the API server leave it.
+    """
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": metadata(tenant, "default"),
+        "spec": _sidecar_spec(),
+    }

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenancy.spec.tenant import Tenant
+from tenancy.spec.tenant import LABEL_ENVIRONMENT, LABEL_TENANT, Tenant
 
 Manifest = dict[str, Any]
+MANAGED_BY = "app.kubernetes.io/managed-by"
 
 
 def metadata(tenant: Tenant, name: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "namespace": tenant.namespace, "labels": dict(tenant.labels), **extra}
+
+
+def chart_labels(tenant: Tenant) -> dict[str, str]:
+    """The tenant's labels for objects a Helm chart renders: Helm manages those and says so in its own
+    ``managed-by`` label, which a second ``managed-by`` key would duplicate (or contradict)."""
+    return {key: str(value) for key, value in tenant.labels.items() if key != MANAGED_BY}
+
+
+def volume_claim_labels(tenant: Tenant) -> dict[str, str]:
+    """Labels for the PersistentVolumeClaims of a StatefulSet's volumeClaimTemplates.
+
+    The API server refuses any later change to volumeClaimTemplates, labels included, so these carry only
+    what never changes for the life of a tenant stack: not the plan, not the tenant's own labels.
+    """
+    return {key: str(tenant.labels[key]) for key in (LABEL_TENANT, LABEL_ENVIRONMENT)}
 
 
 def namespace_manifest(tenant: Tenant) -> Manifest:

@@ -6,19 +6,24 @@ where the other tenant's egress would allow it: isolation holds on both ends.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pulumi
 
 from tenancy.builders.contract import DNS_NAMESPACE, DNS_POD_LABELS, INGRESS_GATEWAY_LABELS, PlatformRefs
 from tenancy.builders.namespace import Manifest, metadata
+from tenancy.builders.vcluster import API_PORT as VCLUSTER_API_PORT
+from tenancy.builders.vcluster import CONTROL_PLANE_LABELS as VCLUSTER_POD_LABELS
+from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.tenant import Tenant
 
 QDRANT_HTTP_PORT = 6333
 QDRANT_GRPC_PORT = 6334
 ISTIO_XDS_PORT = 15012
 ISTIO_METRICS_PORT = 15020  # the sidecar's merged Prometheus endpoint
-VCLUSTER_POD_LABELS = {"app": "vcluster"}  # the control plane; see builders.vcluster
+# The API server's Service port, and the port its endpoints listen on (policies see the translated one).
+KUBE_API_PORTS = (443, 6443)
 
 
 def _namespace_selector(name: pulumi.Input[str]) -> dict[str, Any]:
@@ -38,7 +43,18 @@ def _policy(tenant: Tenant, name: str, spec: dict[str, Any]) -> Manifest:
     }
 
 
-def network_policy_manifests(tenant: Tenant, platform: PlatformRefs) -> list[Manifest]:
+def _from_ingress_gateway(platform: PlatformRefs) -> dict[str, Any]:
+    return {
+        "namespaceSelector": _namespace_selector(platform.ingress_namespace),
+        "podSelector": {"matchLabels": dict(INGRESS_GATEWAY_LABELS)},
+    }
+
+
+def network_policy_manifests(
+    tenant: Tenant, platform: PlatformRefs, *, kubernetes_api_cidrs: Sequence[str]
+) -> list[Manifest]:
+    """``kubernetes_api_cidrs``: the platform config's ``kubernetesApiCidrs``, the only addresses a
+    vCluster may open connections to outside the cluster's pods."""
     policies = [
         _policy(tenant, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
         _policy(
@@ -91,9 +107,7 @@ def network_policy_manifests(tenant: Tenant, platform: PlatformRefs) -> list[Man
             },
         ),
     ]
-    metrics_ports = [ISTIO_METRICS_PORT]
     if tenant.qdrant is not None:
-        metrics_ports.append(QDRANT_HTTP_PORT)
         policies.append(
             _policy(
                 tenant,
@@ -103,18 +117,15 @@ def network_policy_manifests(tenant: Tenant, platform: PlatformRefs) -> list[Man
                     "policyTypes": ["Ingress"],
                     "ingress": [
                         {
-                            "from": [
-                                {
-                                    "namespaceSelector": _namespace_selector(platform.ingress_namespace),
-                                    "podSelector": {"matchLabels": dict(INGRESS_GATEWAY_LABELS)},
-                                }
-                            ],
+                            "from": [_from_ingress_gateway(platform)],
                             "ports": _tcp(QDRANT_HTTP_PORT, QDRANT_GRPC_PORT),
                         }
                     ],
                 },
             )
         )
+    # Every meshed pod's metrics, Qdrant's included, are merged into the sidecar's endpoint: the only
+    # port a scraper needs (mesh-wide STRICT mTLS would refuse a plaintext scrape of Qdrant's own port).
     policies.append(
         _policy(
             tenant,
@@ -125,23 +136,58 @@ def network_policy_manifests(tenant: Tenant, platform: PlatformRefs) -> list[Man
                 "ingress": [
                     {
                         "from": [{"namespaceSelector": _namespace_selector(platform.monitoring_namespace)}],
-                        "ports": _tcp(*metrics_ports),
+                        "ports": _tcp(ISTIO_METRICS_PORT),
                     }
                 ],
             },
         )
     )
     if tenant.vcluster is not None:
-        # The vCluster syncer talks to the host API server, whose address is outside any pod selector.
-        policies.append(
-            _policy(
-                tenant,
-                "allow-vcluster-to-apiserver",
-                {
-                    "podSelector": {"matchLabels": dict(VCLUSTER_POD_LABELS)},
-                    "policyTypes": ["Egress"],
-                    "egress": [{"ports": _tcp(443, 6443)}],
-                },
-            )
-        )
+        policies += _vcluster_policies(tenant, platform, kubernetes_api_cidrs)
     return policies
+
+
+def _vcluster_policies(
+    tenant: Tenant, platform: PlatformRefs, kubernetes_api_cidrs: Sequence[str]
+) -> list[Manifest]:
+    if not kubernetes_api_cidrs:
+        raise SpecError(
+            [
+                SpecIssue(
+                    f"Pulumi.{tenant.environment}.yaml",
+                    "platform:kubernetesApiCidrs",
+                    f"is empty, but tenant {tenant.name} has a vCluster, which must reach the API server; "
+                    "list the API server's endpoint addresses there",
+                )
+            ]
+        )
+    control_plane = {"matchLabels": dict(VCLUSTER_POD_LABELS)}
+    return [
+        # The syncer talks to the host API server, which no pod selector names. Any tenant pod can carry
+        # these labels (tenant-admin creates pods), so the destination is what keeps this narrow: the
+        # API server's addresses, never the internet or other in-cluster services on 443/6443.
+        _policy(
+            tenant,
+            "allow-vcluster-to-apiserver",
+            {
+                "podSelector": control_plane,
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [{"ipBlock": {"cidr": cidr}} for cidr in kubernetes_api_cidrs],
+                        "ports": _tcp(*KUBE_API_PORTS),
+                    }
+                ],
+            },
+        ),
+        # kubectl from outside reaches the vCluster API through the platform gateway (TLS passed through).
+        _policy(
+            tenant,
+            "allow-ingress-gateway-to-vcluster",
+            {
+                "podSelector": control_plane,
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [_from_ingress_gateway(platform)], "ports": _tcp(VCLUSTER_API_PORT)}],
+            },
+        ),
+    ]

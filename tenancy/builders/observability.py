@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tenancy.builders.contract import GATEWAY_REFERENCE, INGRESS_GATEWAY_LABELS, NAMESPACES
+from tenancy.builders.identity import WAIT_FOR_READY
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
@@ -71,6 +72,15 @@ GRAFANA_DATABASE_NAME = "grafana"
 GRAFANA_DATABASE_POD_LABELS = {"cnpg.io/cluster": GRAFANA_DATABASE}
 CNPG_OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "cloudnative-pg"}
 CNPG_OPERATOR_PORTS = [8000, 5432]  # instance manager status, PostgreSQL
+# The instance manager's exporter, announced on the database pods (spec.inheritedMetadata) for the
+# Prometheus this namespace will run; no scraper is deployed yet. The namespace is not meshed, so
+# 9187 is reached directly, and the baseline's same-namespace rule already lets it through.
+GRAFANA_DATABASE_METRICS_PORT = 9187
+GRAFANA_DATABASE_SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(GRAFANA_DATABASE_METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
 
 # The Alloy image creates user alloy (uid 473) but runs as root unless told otherwise.
 ALLOY_UID = 473
@@ -200,15 +210,17 @@ def render_alloy_values() -> dict[str, Any]:
         },
         # The chart's default ClusterRole reads every Secret and ConfigMap in the cluster; tailing logs
         # needs pods, their logs, and namespaces (for the tenant label), so the ClusterRole grants only that.
+        # Both lists go into that one ClusterRole, and neither may be empty: once either is set, the
+        # template (rbac.yaml, chart 1.11.1) writes each list with toYaml under `rules:`, and an empty
+        # list renders a bare `[]` after the first list's items, which is invalid YAML, so the install
+        # fails. The rule is split in two to fill both.
         "rbac": {
             "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["pods", "pods/log", "namespaces"],
-                    "verbs": ["get", "list", "watch"],
-                }
+                {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}
             ],
-            "clusterRules": [],
+            "clusterRules": [
+                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
+            ],
         },
         "crds": {"create": False},  # the PodLogs CRD serves loki.source.podlogs, which is not used
     }
@@ -393,13 +405,21 @@ def grafana_database_manifest(config: PlatformConfig) -> Manifest:
     return {
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "Cluster",
-        "metadata": {"name": GRAFANA_DATABASE, "namespace": NAMESPACE, "labels": dict(PLATFORM_LABELS)},
+        "metadata": {
+            "name": GRAFANA_DATABASE,
+            "namespace": NAMESPACE,
+            "labels": dict(PLATFORM_LABELS),
+            # Grafana (which depends on this Cluster) starts only once CloudNativePG reports it Ready,
+            # by which time the grafana-db-app Secret its pods read exists.
+            "annotations": dict(WAIT_FOR_READY),
+        },
         "spec": {
             "instances": 2,
             "imageName": CNPG_POSTGRESQL_IMAGE,
             "storage": {"size": "5Gi", "storageClass": config.storage_class},
             "bootstrap": {"initdb": {"database": GRAFANA_DATABASE_NAME, "owner": GRAFANA_DATABASE_NAME}},
             "resources": resources("100m", "256Mi", cpu_limit="500m", memory_limit="512Mi"),
+            "inheritedMetadata": {"annotations": dict(GRAFANA_DATABASE_SCRAPE_ANNOTATIONS)},
         },
     }
 

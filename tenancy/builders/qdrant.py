@@ -11,7 +11,7 @@ from typing import Any
 
 import pulumi
 
-from tenancy.builders.namespace import Manifest, metadata
+from tenancy.builders.namespace import Manifest, chart_labels, metadata, volume_claim_labels
 from tenancy.builders.network import QDRANT_GRPC_PORT, QDRANT_HTTP_PORT
 from tenancy.spec.tenant import Tenant
 
@@ -21,6 +21,16 @@ API_KEY = "api-key"
 READ_ONLY_API_KEY = "read-only-api-key"
 # The chart selects pods by these; PDBs and spread constraints must match them exactly.
 SELECTOR_LABELS = {"app.kubernetes.io/name": "qdrant", "app.kubernetes.io/instance": RELEASE_NAME}
+# Qdrant (>= 1.17, every offered version) serves /metrics alone on this port, without an API key. On the
+# HTTP port /metrics needs a key, which Istio's agent cannot send when it merges the application's metrics
+# into the sidecar's 15020 endpoint. No policy opens this port beyond the tenant's own namespace: the
+# agent scrapes it over localhost, and the monitoring namespace reads the merged metrics on 15020.
+METRICS_PORT = 6336
+# Once replicated, every new collection keeps each shard on two peers, so the one pod a drain may take
+# (PDB maxUnavailable 1) never takes a shard offline; a write succeeds once one replica has it, so
+# writes go on while the other is down. These are defaults for new collections: a client may still ask
+# for others when it creates one.
+REPLICATED_COLLECTION_DEFAULTS = {"replication_factor": 2, "write_consistency_factor": 1}
 
 RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
@@ -65,21 +75,42 @@ def render_qdrant_values(
     if q.read_only_key:
         env.append(_secret_env("QDRANT__SERVICE__READ_ONLY_API_KEY", READ_ONLY_API_KEY))
 
+    config: dict[str, Any] = {
+        # Cluster mode at every replica count (the chart's default, pinned on purpose): a node started
+        # without it would switch modes on its existing storage when the tenant scales from 1 to 3.
+        "cluster": {"enabled": True},
+        "service": {"metrics_port": METRICS_PORT},
+    }
+    if replicated:
+        config["storage"] = {"collection": dict(REPLICATED_COLLECTION_DEFAULTS)}
+
     size = {"cpu": q.cpu, "memory": q.memory}
     values: dict[str, Any] = {
         "fullnameOverride": RELEASE_NAME,
         "image": {"tag": q.version},
         "replicaCount": q.replicas,
-        "config": {"cluster": {"enabled": replicated}},
+        "config": config,
         "resources": {"requests": dict(size), "limits": dict(size)},
         "env": env,
-        "podAnnotations": {"tenancy.platform/api-keys-checksum": keys_checksum},
-        "additionalLabels": dict(tenant.labels),
-        "persistence": {"size": q.storage_size, "storageClassName": q.storage_class or default_storage_class},
+        "podAnnotations": {
+            "tenancy.platform/api-keys-checksum": keys_checksum,
+            # Istio's injector moves these to the sidecar (15020) and has its agent merge what they point
+            # at into the sidecar's own metrics.
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(METRICS_PORT),
+            "prometheus.io/path": "/metrics",
+        },
+        "additionalLabels": chart_labels(tenant),
+        "persistence": {
+            "size": q.storage_size,
+            "storageClassName": q.storage_class or default_storage_class,
+            "additionalLabels": volume_claim_labels(tenant),
+        },
         "snapshotPersistence": {
             "enabled": q.snapshots,
             "size": q.snapshot_size,
             "storageClassName": q.snapshot_storage_class or default_storage_class,
+            "additionalLabels": volume_claim_labels(tenant),
         },
         # The chart's chown init container runs as root; fsGroup on fresh volumes does the same job.
         "updateVolumeFsOwnership": False,

@@ -2,12 +2,21 @@
 
 Layout: one KV v2 mount for all tenants (``platform:vault.kvMount``); each tenant owns the secret
 ``<env>/<tenant>/qdrant`` under it, a policy ``tenant-<env>-<tenant>`` that can read that secret and
-nothing else, and a Kubernetes auth role ``tenant-<tenant>`` that only the tenant namespace's service
-accounts can log in with.
+nothing else, and a Kubernetes auth role ``tenant-<env>-<tenant>`` that only the tenant namespace's
+service accounts can log in with.
 
-Why these names: Vault policies are global to a Vault server, so the environment is part of the
-policy name (dev and prod may share one Vault). Auth roles live inside one Kubernetes auth backend,
-and a backend trusts exactly one cluster, i.e. one environment; the role name needs no environment.
+Why these names: dev and prod may share one Vault server, and Vault policies are global to it, so
+the environment is part of every tenant name: the policy, the secret's folder and the auth role.
+
+Sharing one Vault between environments also needs, in the two platform files, a different
+``vault.kubernetesAuthPath`` and a different ``vault.kvMount`` per environment. Each platform stack
+declares its own mount and auth method: on a shared path the second stack cannot create them (Vault
+refuses a taken path), and if they were made to share one the stacks would overwrite each other's
+settings (an auth method trusts exactly one cluster, see ``kubernetes_auth_config_args``) and
+destroying one environment would delete the other's secrets or logins. Each platform file is
+validated on its own, so nothing checks this across the two: keep the defaults (``tenants``,
+``kubernetes``) only where each environment has its own Vault.
+
 Every name is passed to Vault explicitly: the provider auto-names (random suffix) any name left out.
 """
 
@@ -126,7 +135,8 @@ def policy_name(tenant: Tenant) -> str:
 
 
 def role_name(tenant: Tenant) -> str:
-    return f"tenant-{tenant.name}"
+    """With the environment: ``dev.acme`` and ``prod.acme`` must not share a role on a shared Vault."""
+    return f"tenant-{tenant.environment}-{tenant.name}"
 
 
 @dataclass(frozen=True)

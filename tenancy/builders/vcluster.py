@@ -1,8 +1,15 @@
-"""Helm values for a tenant's vCluster (loft-sh/vcluster chart, version pinned in tenancy.versions).
+"""Helm values for a tenant's vCluster (loft-sh/vcluster chart, version pinned in tenancy.versions),
+and the route that makes its API reachable from outside the cluster.
 
 The chart's values.schema.json forbids unknown keys at every level, so a typo here fails the install
 rather than being ignored. The control plane runs as a non-root user: vCluster cannot move from
 root to non-root after install, so this is set from the first release.
+
+Kubeconfigs: the running vCluster writes two Secrets in the tenant namespace (Helm renders neither).
+``KUBECONFIG_SECRET`` points at ``https://<tenant>.vc.<domain>``, the platform gateway, and works from a
+laptop or CI; it is what the tenant stack's ``vclusterKubeconfig`` output reads.
+``IN_CLUSTER_KUBECONFIG_SECRET`` points at the vCluster's Service, for pods in the tenant's own
+namespace (their egress policy keeps them off the gateway's public address).
 """
 
 from __future__ import annotations
@@ -12,13 +19,19 @@ from typing import Any
 import pulumi
 
 from tenancy import versions
+from tenancy.builders.contract import GATEWAY_NAME, VCLUSTER_API_ZONE, PlatformRefs
+from tenancy.builders.namespace import Manifest, chart_labels, metadata
 from tenancy.spec.tenant import Tenant
 
 RELEASE_NAME = "vcluster"
 KUBECONFIG_SECRET = f"vc-{RELEASE_NAME}"  # written by the running vCluster, not by Helm
+IN_CLUSTER_KUBECONFIG_SECRET = f"vc-{RELEASE_NAME}-in-cluster"  # likewise
 KUBECONFIG_KEY = "config"
 CONTEXT_NAME = "vcluster"
+# The chart's labels on the control-plane pods (its Service selects them by both).
 CONTROL_PLANE_LABELS = {"app": "vcluster", "release": RELEASE_NAME}
+API_PORT = 8443  # the control plane's API proxy; the chart's Service maps 443 to it
+SERVICE_PORT = 443
 NON_ROOT_ID = 12345
 
 _RESTRICTED_CONTAINER = {
@@ -29,17 +42,28 @@ _RESTRICTED_CONTAINER = {
 }
 
 
-def kubeconfig_server(tenant: Tenant) -> str:
+def in_cluster_server(tenant: Tenant) -> str:
     # The serving certificate covers "<release>.<namespace>", not the ".svc" forms.
-    return f"https://{RELEASE_NAME}.{tenant.namespace}:443"
+    return f"https://{RELEASE_NAME}.{tenant.namespace}:{SERVICE_PORT}"
 
 
-def render_vcluster_values(tenant: Tenant, *, storage_class: pulumi.Input[str]) -> dict[str, Any]:
+def api_host(tenant: Tenant, domain: pulumi.Input[str]) -> pulumi.Output[str]:
+    """``<tenant>.vc.<domain>``: the name kubectl uses from outside, and SNI the gateway routes on."""
+    return pulumi.Output.concat(tenant.name, f".{VCLUSTER_API_ZONE}.", domain)
+
+
+def external_server(tenant: Tenant, domain: pulumi.Input[str]) -> pulumi.Output[str]:
+    return pulumi.Output.concat("https://", api_host(tenant, domain))
+
+
+def render_vcluster_values(
+    tenant: Tenant, *, storage_class: pulumi.Input[str], domain: pulumi.Input[str]
+) -> dict[str, Any]:
     v = tenant.vcluster
     if v is None:
         raise ValueError(f"tenant {tenant.name} has no vCluster")
     size = {"cpu": v.cpu, "memory": v.memory}
-    labels = {key: str(value) for key, value in tenant.labels.items()}
+    labels = chart_labels(tenant)
     return {
         "controlPlane": {
             "distro": {
@@ -74,8 +98,29 @@ def render_vcluster_values(tenant: Tenant, *, storage_class: pulumi.Input[str]) 
                 },
             },
             "coredns": {"security": {"podSecurityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}},
+            # The gateway passes TLS through, so kubectl checks the vCluster's own certificate against
+            # the external name: the certificate must carry it.
+            "proxy": {"extraSANs": [api_host(tenant, domain)]},
+            # Tenant-owned objects carry the tenant label. The chart has no key for the labels of its
+            # Role, RoleBinding, config Secret or the PVC of its generated volumeClaimTemplate.
+            "service": {"labels": dict(labels)},
+            "advanced": {
+                "headlessService": {"labels": dict(labels)},
+                "serviceAccount": {"labels": dict(labels)},
+                "workloadServiceAccount": {"labels": dict(labels)},
+            },
         },
-        "exportKubeConfig": {"server": kubeconfig_server(tenant), "context": CONTEXT_NAME},
+        "exportKubeConfig": {
+            "server": external_server(tenant, domain),
+            "context": CONTEXT_NAME,
+            "additionalSecrets": [
+                {
+                    "name": IN_CLUSTER_KUBECONFIG_SECRET,
+                    "server": in_cluster_server(tenant),
+                    "context": CONTEXT_NAME,
+                }
+            ],
+        },
         # Quota, limits and network isolation belong to the platform and are declared in the namespace.
         "policies": {
             "podSecurityStandard": "restricted",
@@ -85,4 +130,36 @@ def render_vcluster_values(tenant: Tenant, *, storage_class: pulumi.Input[str]) 
         },
         "rbac": {"clusterRole": {"enabled": False}},
         "telemetry": {"enabled": False},
+    }
+
+
+def api_virtual_service(tenant: Tenant, platform: PlatformRefs) -> Manifest:
+    """Route ``<tenant>.vc.<domain>`` from the platform gateway's passthrough server to the vCluster.
+
+    TLS is not terminated on the way (the route matches on SNI only), so the vCluster sees kubectl's client
+    certificate. Exported to the gateway's namespace only: no sidecar anywhere needs this route.
+    """
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": metadata(tenant, f"{RELEASE_NAME}-api"),
+        "spec": {
+            "hosts": [api_host(tenant, platform.domain)],
+            "gateways": [pulumi.Output.concat(platform.ingress_namespace, "/", GATEWAY_NAME)],
+            "exportTo": [platform.ingress_namespace],
+            "tls": [
+                {
+                    # 443 here is the platform gateway's port (its passthrough server), not the Service's.
+                    "match": [{"port": 443, "sniHosts": [api_host(tenant, platform.domain)]}],
+                    "route": [
+                        {
+                            "destination": {
+                                "host": f"{RELEASE_NAME}.{tenant.namespace}.svc.cluster.local",
+                                "port": {"number": SERVICE_PORT},
+                            }
+                        }
+                    ],
+                }
+            ],
+        },
     }

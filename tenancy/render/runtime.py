@@ -23,11 +23,15 @@ from pulumi.runtime.sync_await import _sync_await
 from tenancy.builders.contract import tenant_contract
 from tenancy.spec.platform import CONFIG_NAMESPACE, SECRET_KEYS, PlatformConfig, read_platform_config_file
 from tenancy.stacks import parse_stack_name
+from tenancy.stacks.tenant import CONTRACT_OUTPUT, KEYCLOAK_PROVISIONER_SECRET_OUTPUT, KEYCLOAK_URL_OUTPUT
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
+SECRET_VALUE_SIG = "1b47061264138c4ac30d75fd1eb44270"
 GENERATED = "generated-by-pulumi"
 PLACEHOLDER_CREDENTIAL = "placeholder-credential"
 PLACEHOLDER_KUBECONFIG = "apiVersion: v1\nkind: Config\n# written by the running vCluster\n"
+# The platform stack outputs tenant stacks read that the platform stack exports as secrets.
+SECRET_PLATFORM_OUTPUTS = frozenset({KEYCLOAK_PROVISIONER_SECRET_OUTPUT})
 
 
 @dataclass
@@ -39,6 +43,8 @@ class DeclaredResource:
     depends_on: list[str] = field(default_factory=list)
     secret_paths: list[tuple[str, ...]] = field(default_factory=list)
     read: bool = False  # declared with .get(): read from the cluster, not managed
+    protect: bool = False  # the resource option: Pulumi refuses to delete or replace it
+    retain_on_delete: bool = False  # the resource option: deleting it only forgets it
 
     @property
     def kind(self) -> str | None:
@@ -73,7 +79,7 @@ class StackCapture:
 def _unwrap(value: Any, path: tuple[str, ...], secrets: list[tuple[str, ...]]) -> Any:
     """Strip Pulumi's secret wrappers, remembering where they were; integral floats become ints."""
     if isinstance(value, dict):
-        if value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+        if value.get(SECRET_SIG) == SECRET_VALUE_SIG:
             secrets.append(path)
             return _unwrap(value.get("value"), path, [])
         return {k: _unwrap(v, (*path, k), secrets) for k, v in value.items()}
@@ -85,8 +91,9 @@ def _unwrap(value: Any, path: tuple[str, ...], secrets: list[tuple[str, ...]]) -
 
 
 class RecordingMocks(Mocks):
-    def __init__(self, stack_outputs: Mapping[str, Any]) -> None:
+    def __init__(self, stack_outputs: Mapping[str, Any], *, engine_secrets: bool = False) -> None:
         self.stack_outputs = dict(stack_outputs)
+        self.engine_secrets = engine_secrets
         self.records: dict[tuple[str, str], DeclaredResource] = {}
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -97,7 +104,15 @@ class RecordingMocks(Mocks):
         )
         state = dict(inputs)
         if args.typ == "pulumi:pulumi:StackReference":
-            state = {"name": inputs.get("name"), "outputs": self.stack_outputs, "secretOutputNames": []}
+            outputs = with_platform_defaults(self.stack_outputs)
+            state = {
+                "name": inputs.get("name"),
+                "outputs": outputs,
+                "secretOutputNames": sorted(SECRET_PLATFORM_OUTPUTS & set(outputs)),
+            }
+        elif args.typ == "random:index/randomPassword:RandomPassword" and self.engine_secrets:
+            # The engine marks a password's result secret (the provider lists it as a secret output).
+            state["result"] = {SECRET_SIG: SECRET_VALUE_SIG, "value": f"{GENERATED}-{args.name}"}
         elif args.typ.startswith("random:index/random"):
             state["result"] = f"{GENERATED}-{args.name}"
         elif args.typ == "kubernetes:helm.sh/v3:Release":
@@ -111,7 +126,44 @@ class RecordingMocks(Mocks):
         return f"{args.name}-id", state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        # Keycloak lookups of objects the realm import creates: a stable id derived from the name.
+        # (A tuple's failure list must be a list: the mock monitor iterates it.)
+        if args.token == "keycloak:index/getGroup:getGroup":
+            path = str(args.args.get("groupPath") or f"/{args.args.get('name')}")
+            name = path.rsplit("/", 1)[-1]
+            return {
+                "id": f"group{path.replace('/', '-')}",
+                "name": name,
+                "path": path,
+                "groupPath": path,
+                "realmId": args.args.get("realmId"),
+                "attributes": {},
+            }, []
+        if args.token == "keycloak:index/getRole:getRole":
+            name = str(args.args.get("name"))
+            return {
+                "id": f"role-{name}",
+                "name": name,
+                "realmId": args.args.get("realmId"),
+                "attributes": {},
+                "compositeRoles": [],
+                "description": "",
+            }, []
         return {}, None
+
+
+def with_platform_defaults(stack_outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``stack_outputs`` plus what a platform stack exports beside ``tenantContract``, where missing.
+
+    Callers that supply only the contract (the self-service preview) keep working: the Keycloak URL
+    follows from the contract's domain, the provisioning secret is a placeholder.
+    """
+    outputs = dict(stack_outputs)
+    contract = outputs.get(CONTRACT_OUTPUT)
+    if isinstance(contract, Mapping) and "domain" in contract:
+        outputs.setdefault(KEYCLOAK_URL_OUTPUT, f"https://auth.{contract['domain']}")
+        outputs.setdefault(KEYCLOAK_PROVISIONER_SECRET_OUTPUT, PLACEHOLDER_CREDENTIAL)
+    return outputs
 
 
 def config_values(config: PlatformConfig) -> dict[str, str]:
@@ -139,6 +191,11 @@ def contract_for(config: PlatformConfig) -> dict[str, Any]:
     return {to_camel(k): v for k, v in values.items()}
 
 
+def platform_outputs_for(config: PlatformConfig) -> dict[str, Any]:
+    """Every output a tenant stack reads from the platform stack of this config."""
+    return with_platform_defaults({CONTRACT_OUTPUT: contract_for(config)})
+
+
 async def _resolve(outputs: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
     values: dict[str, Any] = {}
     secret: set[str] = set()
@@ -157,18 +214,28 @@ def capture_program(
     project: str = "platform",
     config: Mapping[str, str] | None = None,
     stack_outputs: Mapping[str, Any] | None = None,
+    organization: str = "organization",
+    engine_secrets: bool = False,
 ) -> StackCapture:
-    """Run ``program`` (which declares resources and returns its stack outputs) under mocks."""
-    mocks = RecordingMocks(stack_outputs or {})
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
+    """Run ``program`` (which declares resources and returns its stack outputs) under mocks.
+
+    ``organization`` is what ``pulumi.get_organization()`` returns; the default is the DIY backend's.
+    ``engine_secrets``: also mark secret what the engine marks by itself (a RandomPassword's
+    result), so a test sees which inputs a real preview would hide. Off by default: render finds
+    generated values by their placeholder text and masks just those.
+    """
+    mocks = RecordingMocks(stack_outputs or {}, engine_secrets=engine_secrets)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, organization=organization)
     config = dict(config or {})
     pulumi.runtime.set_all_config(config, [key for key in config if key.split(":", 1)[-1] in SECRET_KEYS])
     options: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
+    lifecycle: dict[tuple[str, str], tuple[bool, bool]] = {}
 
     def remember(args: pulumi.ResourceTransformationArgs) -> None:
         depends = args.opts.depends_on if isinstance(args.opts.depends_on, list) else []
         names = [getattr(d, "_name", str(d)) for d in depends]
         options[(args.type_, args.name)] = (getattr(args.opts.parent, "_name", None), names)
+        lifecycle[(args.type_, args.name)] = (bool(args.opts.protect), bool(args.opts.retain_on_delete))
         return None
 
     pulumi.runtime.register_stack_transformation(remember)
@@ -182,6 +249,7 @@ def capture_program(
     _sync_await(run_pulumi_func(run))
     for key, record in mocks.records.items():
         record.parent, record.depends_on = options.get(key, (None, []))
+        record.protect, record.retain_on_delete = lifecycle.get(key, (False, False))
     resources = sorted(mocks.records.values(), key=lambda r: (r.type, r.name))
     return StackCapture(
         stack=stack, resources=resources, outputs=result["values"], secret_outputs=result["secret"]
@@ -195,7 +263,7 @@ def capture_stack(stack: str, *, project_dir: Path) -> StackCapture:
     name = parse_stack_name(stack)
     platform_config = read_platform_config_file(project_dir / f"Pulumi.{name.environment}.yaml")
     project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
-    stack_refs = {"tenantContract": contract_for(platform_config)}
+    stack_refs = platform_outputs_for(platform_config)
     return capture_program(
         lambda: stack_outputs(stack, project_dir=project_dir),
         stack=str(name),

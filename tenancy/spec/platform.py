@@ -6,6 +6,7 @@ mistake reads the same wherever it is found: file, key, reason.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -71,6 +72,16 @@ class PlatformConfig(_Model):
     kubernetes_group_prefix: str = Field(
         default="oidc:", description="Prefix the API server adds to OIDC groups (its --oidc-groups-prefix)."
     )
+    kubernetes_api_cidrs: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Where pods reach the Kubernetes API server once its Service address is translated: the "
+            "addresses of the default/kubernetes Service's endpoints (`kubectl get endpointslices -n "
+            "default -l kubernetes.io/service-name=kubernetes`), as CIDRs such as 10.0.0.2/32. A tenant's "
+            "vCluster may open connections on 443/6443 to these and nowhere else. Empty means no vCluster "
+            "can reach the API server, so a tenant stack with a vCluster fails until it is set."
+        ),
+    )
     vault: VaultConfig = Field(default_factory=VaultConfig)
     object_storage: ObjectStorageConfig | None = Field(
         default=None, description="Object storage for logs and backups; required when highAvailability is on."
@@ -82,6 +93,23 @@ class PlatformConfig(_Model):
         if not _DNS_NAME.match(value):
             raise ValueError(f"{value!r} is not a DNS name such as dev.data.example.com")
         return value
+
+    @field_validator("kubernetes_api_cidrs")
+    @classmethod
+    def _cidrs_are_networks(cls, values: list[str]) -> list[str]:
+        networks = []
+        for value in values:
+            if "/" not in value:
+                raise ValueError(f"{value!r} is not a CIDR; write one address as {value}/32 (or /128)")
+            try:
+                network = ipaddress.ip_network(value, strict=True)
+            except ValueError as error:
+                raise ValueError(f"{value!r} is not a CIDR: {error}") from None
+            # The point of the list is to narrow egress; a default route would reopen the internet.
+            if network.prefixlen == 0:
+                raise ValueError(f"{value!r} covers every address; list the API server's addresses only")
+            networks.append(str(network))
+        return networks
 
     def model_post_init(self, _context: Any) -> None:
         if self.environment == "prod" and not self.vault.enabled:

@@ -21,6 +21,11 @@ from components.platform.redis import RedisSentinel
 from components.platform.vault import vault_integration
 from tenancy.builders.contract import tenant_contract
 from tenancy.spec.platform import PlatformConfig, read_platform_config
+from tenancy.stacks.tenant import (
+    CONTRACT_OUTPUT,
+    KEYCLOAK_PROVISIONER_SECRET_OUTPUT,
+    KEYCLOAK_URL_OUTPUT,
+)
 
 
 def load_platform_config(environment: str) -> PlatformConfig:
@@ -57,11 +62,14 @@ def declare_platform_stack(environment: str, *, project_dir: Path) -> dict[str, 
         vault_auth_path=config.vault.kubernetes_auth_path,
     )
     outputs: dict[str, Any] = {
-        "tenantContract": {to_camel(key): value for key, value in contract.items()},
+        CONTRACT_OUTPUT: {to_camel(key): value for key, value in contract.items()},
         "domain": config.domain,
         "gateway": istio.gateway_name,
         "issuerUrl": identity.issuer_url,
         "apiClientId": identity.api_client_id,
+        # Tenant stacks declare their Keycloak groups with these (see components.tenant.identity).
+        KEYCLOAK_URL_OUTPUT: identity.keycloak_url,
+        KEYCLOAK_PROVISIONER_SECRET_OUTPUT: identity.provisioner_client_secret,
         "argocdUrl": argocd.url,
         "grafanaUrl": observability.grafana_url,
         "grafanaAdminPassword": observability.grafana_admin_password,

@@ -10,6 +10,7 @@ import pulumi
 from pydantic.alias_generators import to_camel
 
 from components.tenant import TenantResources
+from components.tenant.identity import tenant_keycloak_provider
 from components.tenant.vault import tenant_vault_provider
 from tenancy.builders.contract import PlatformRefs
 from tenancy.spec.errors import SpecError, SpecIssue
@@ -17,7 +18,12 @@ from tenancy.spec.platform import read_platform_config_file
 from tenancy.spec.tenant import Tenant, resolve
 from tenancy.spec.tree import read_tenant_file
 
+# Outputs of the platform stack that tenant stacks read.
 CONTRACT_OUTPUT = "tenantContract"
+KEYCLOAK_URL_OUTPUT = "keycloakUrl"
+KEYCLOAK_PROVISIONER_SECRET_OUTPUT = "keycloakProvisionerSecret"  # a secret output
+# The organisation of every stack on the DIY (self-managed) backend.
+DIY_ORGANIZATION = "organization"
 
 
 def tenants_dir(project_dir: Path, config: pulumi.Config) -> Path:
@@ -34,10 +40,19 @@ def load_tenant(project_dir: Path, environment: str, name: str, config: pulumi.C
     return resolve(spec, environment)
 
 
-def platform_refs(environment: str, config: pulumi.Config) -> PlatformRefs:
-    """Read the platform stack's ``tenantContract`` through a StackReference."""
-    stack = config.get("platformStack") or f"organization/{pulumi.get_project()}/{environment}"
-    reference = pulumi.StackReference(f"platform-{environment}", stack_name=stack)
+def platform_stack(environment: str, config: pulumi.Config) -> pulumi.StackReference:
+    """The platform stack of ``environment``: ``platform:platformStack``, else ``<org>/<project>/<env>``.
+
+    The organisation is this stack's own: the DIY backend reports ``organization``, Pulumi Cloud the
+    real one, so the default works on both.
+    """
+    organization = pulumi.get_organization() or DIY_ORGANIZATION
+    stack = config.get("platformStack") or f"{organization}/{pulumi.get_project()}/{environment}"
+    return pulumi.StackReference(f"platform-{environment}", stack_name=stack)
+
+
+def platform_refs(reference: pulumi.StackReference) -> PlatformRefs:
+    """Read the platform stack's ``tenantContract``."""
     contract = reference.require_output(CONTRACT_OUTPUT)
 
     def pick(key: str) -> pulumi.Output[str]:
@@ -51,6 +66,12 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
     config = pulumi.Config("platform")
     platform_config = read_platform_config_file(project_dir / f"Pulumi.{environment}.yaml")
     tenant = load_tenant(project_dir, environment, name, config)
+    platform = platform_stack(environment, config)
+    keycloak_provider = tenant_keycloak_provider(
+        f"{name}-keycloak-provider",
+        url=platform.require_output(KEYCLOAK_URL_OUTPUT),
+        client_secret=platform.require_output(KEYCLOAK_PROVISIONER_SECRET_OUTPUT),
+    )
     vault_provider = None
     if platform_config.vault.enabled:
         vault_provider = tenant_vault_provider(
@@ -59,8 +80,10 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
     resources = TenantResources(
         name,
         tenant=tenant,
-        platform=platform_refs(environment, config),
+        platform=platform_refs(platform),
         group_prefix=platform_config.kubernetes_group_prefix,
+        keycloak_provider=keycloak_provider,
+        kubernetes_api_cidrs=platform_config.kubernetes_api_cidrs,
         vault_provider=vault_provider,
     )
     outputs: dict[str, Any] = {

@@ -59,6 +59,8 @@ def capture(config: PlatformConfig) -> StackCapture:
             "apiClientId": identity.api_client_id,
             "argocdClientId": identity.argocd_client_id,
             "argocdClientSecret": identity.argocd_client_secret,
+            "keycloakUrl": identity.keycloak_url,
+            "keycloakProvisionerSecret": identity.provisioner_client_secret,
             "databaseClusterName": identity.database_cluster_name,
         }
 
@@ -217,15 +219,19 @@ def test_admin_and_client_secrets_are_generated_and_secret(dev: StackCapture) ->
         "identity-database-password",
         "identity-admin-password",
         "identity-argocd-client-secret",
+        "identity-provisioner-client-secret",
     }
     admin = named(dev, "Secret", build.ADMIN_SECRET)
     assert admin.inputs["type"] == "kubernetes.io/basic-auth"
     assert is_secret(admin, "stringData", "password")
     clients = named(dev, "Secret", build.CLIENT_SECRETS)
     assert is_secret(clients, "stringData", build.ARGOCD_SECRET_KEY)
+    assert is_secret(clients, "stringData", build.PROVISIONER_SECRET_KEY)
     assert "argocdClientSecret" in dev.secret_outputs
     assert dev.outputs["argocdClientSecret"] == f"{GENERATED}-identity-argocd-client-secret"
-    assert {"issuerUrl", "apiClientId", "databaseClusterName"}.isdisjoint(dev.secret_outputs)
+    assert "keycloakProvisionerSecret" in dev.secret_outputs
+    assert dev.outputs["keycloakProvisionerSecret"] == f"{GENERATED}-identity-provisioner-client-secret"
+    assert {"issuerUrl", "apiClientId", "keycloakUrl", "databaseClusterName"}.isdisjoint(dev.secret_outputs)
 
 
 def test_keycloak_reads_admin_and_argocd_secrets_from_secret_refs(dev: StackCapture) -> None:
@@ -238,6 +244,10 @@ def test_keycloak_reads_admin_and_argocd_secrets_from_secret_refs(dev: StackCapt
     assert env[build.ARGOCD_SECRET_ENV]["valueFrom"]["secretKeyRef"] == {
         "name": build.CLIENT_SECRETS,
         "key": build.ARGOCD_SECRET_KEY,
+    }
+    assert env[build.PROVISIONER_SECRET_ENV]["valueFrom"]["secretKeyRef"] == {
+        "name": build.CLIENT_SECRETS,
+        "key": build.PROVISIONER_SECRET_KEY,
     }
     assert all("value" not in e for e in env.values() if "SECRET" in e["name"] or "PASSWORD" in e["name"])
 
@@ -283,6 +293,39 @@ def test_port_8000_is_the_only_mtls_exception_and_keycloak_caches_over_mtls(
     assert jgroups["spec"]["selector"] == build.KEYCLOAK_POD_LABELS
     assert jgroups["spec"]["clusterIP"] == "None"
     assert {p["port"] for p in jgroups["spec"]["ports"]} == {7800, 57800}
+
+
+def test_database_metrics_reach_observability_through_the_sidecar_not_an_mtls_exception(
+    dev: StackCapture, prod: StackCapture
+) -> None:
+    for capture in (dev, prod):
+        # Istio's metrics merging reads these at injection and serves the exporter on 15020.
+        assert cluster_spec(capture)["inheritedMetadata"] == {
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": "9187",
+                "prometheus.io/path": "/metrics",
+            }
+        }
+        spec = policy(capture, "iam", "allow-observability-to-postgres-metrics")["spec"]
+        assert spec["podSelector"] == {"matchLabels": build.DATABASE_POD_LABELS}
+        assert spec["policyTypes"] == ["Ingress"]
+        assert spec["ingress"] == [
+            {
+                "from": [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}
+                ],
+                "ports": [{"protocol": "TCP", "port": 15020}],
+            }
+        ]
+        # 9187 itself stays behind STRICT mTLS and no policy opens it.
+        rules = [r.inputs["spec"] for r in of_kind(capture, "NetworkPolicy")]
+        assert not any(
+            port.get("port") == 9187
+            for rule in rules
+            for way in rule.get("ingress", [])
+            for port in way.get("ports", [])
+        )
 
 
 def test_namespaces_mesh_iam_but_not_the_operator(dev: StackCapture) -> None:
@@ -419,17 +462,8 @@ def test_realm_creates_platform_admins_and_only_the_parent_of_tenant_groups() ->
     assert set(groups) == {"/platform-admins", "/tenants"}
 
 
-def test_onboarding_groups_follow_the_tenant_convention() -> None:
-    group = build.tenant_group("acme")
-    assert group["path"] == "/tenants/acme"
-    assert {g["path"]: g["realmRoles"] for g in group["subGroups"]} == {
-        "/tenants/acme/admins": ["tenant-admin"],
-        "/tenants/acme/viewers": ["tenant-viewer"],
-    }
-
-
-def test_realm_has_the_api_and_argocd_clients() -> None:
-    assert {c["clientId"] for c in REALM["clients"]} == {"tenant-api", "argocd"}
+def test_realm_has_the_api_argocd_and_provisioner_clients() -> None:
+    assert {c["clientId"] for c in REALM["clients"]} == {"tenant-api", "argocd", "tenant-provisioner"}
     api = client("tenant-api")
     assert api["publicClient"] is True
     assert api["attributes"]["oauth2.device.authorization.grant.enabled"] == "true"
@@ -440,6 +474,31 @@ def test_realm_has_the_api_and_argocd_clients() -> None:
     # The generated secret never enters the document: Keycloak resolves it from its environment.
     assert argocd["secret"] == "${ARGOCD_CLIENT_SECRET}"
     assert "clientScopes" not in REALM  # declaring any would drop Keycloak's built-in scopes
+
+
+def test_provisioner_client_logs_in_only_with_its_own_credentials() -> None:
+    provisioner = client("tenant-provisioner")
+    assert provisioner["publicClient"] is False
+    assert provisioner["serviceAccountsEnabled"] is True
+    assert not any(
+        provisioner[flow]
+        for flow in ("standardFlowEnabled", "implicitFlowEnabled", "directAccessGrantsEnabled")
+    )
+    # Resolved from Keycloak's environment, which reads it from the generated Secret.
+    assert provisioner["secret"] == "${TENANT_PROVISIONER_CLIENT_SECRET}"
+
+
+def test_provisioner_may_manage_groups_and_their_roles_but_not_the_realm() -> None:
+    [account] = [u for u in REALM["users"] if u.get("serviceAccountClientId") == "tenant-provisioner"]
+    assert account["username"] == "service-account-tenant-provisioner"
+    assert account["clientRoles"] == {"realm-management": ["manage-users", "view-users", "view-realm"]}
+    assert "realmRoles" not in account
+    assert [u["username"] for u in REALM["users"]] == ["service-account-tenant-provisioner"]
+
+
+def test_outputs_tell_tenant_stacks_where_keycloak_is(dev: StackCapture) -> None:
+    assert dev.outputs["keycloakUrl"] == "https://auth.dev.data.example.com"
+    assert dev.outputs["issuerUrl"].startswith(dev.outputs["keycloakUrl"] + "/realms/")
 
 
 def test_api_access_tokens_carry_full_group_paths_as_groups() -> None:

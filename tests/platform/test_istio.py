@@ -213,7 +213,7 @@ def test_gateway_serves_https_for_the_domain_and_redirects_http(prod_config: Pla
         "labels": gateway["metadata"]["labels"],
     }
     assert gateway["spec"]["selector"] == {"istio": "ingressgateway"}
-    https, http = gateway["spec"]["servers"]
+    https, http, _ = gateway["spec"]["servers"]
     assert https["port"] == {"number": 443, "name": "https", "protocol": "HTTPS"}
     assert https["hosts"] == ["*.data.example.com"]
     assert https["tls"]["mode"] == "SIMPLE"
@@ -228,9 +228,50 @@ def test_gateway_takes_its_certificate_secret_and_hosts_from_the_platform_config
         environment="dev",
         file="Pulumi.dev.yaml",
     )
-    https, http = build.gateway_manifest(config)["spec"]["servers"]
+    https, http, vcluster_api = build.gateway_manifest(config)["spec"]["servers"]
     assert https["tls"]["credentialName"] == "wildcard-staging-tls"
     assert https["hosts"] == http["hosts"] == ["*.staging.example.org"]
+    assert vcluster_api["hosts"] == ["*.vc.staging.example.org"]
+
+
+def test_gateway_passes_tls_for_vcluster_apis_through_beside_the_https_server(
+    prod_config: PlatformConfig,
+) -> None:
+    servers = build.gateway_manifest(prod_config)["spec"]["servers"]
+    [passthrough] = [s for s in servers if s["tls"].get("mode") == "PASSTHROUGH"]
+    # The vCluster presents its own certificate and authenticates kubectl by client certificate: the
+    # gateway must not terminate TLS, so it routes on SNI alone.
+    assert passthrough["port"] == {"number": 443, "name": "tls-vcluster-api", "protocol": "TLS"}
+    assert passthrough["hosts"] == ["*.vc.data.example.com"]
+    assert passthrough["tls"] == {"mode": "PASSTHROUGH"}
+    # Istio drops a server whose host string another TLS server on the port already has, and wants a
+    # distinct port name per server; Envoy then prefers the more specific SNI match.
+    on_443 = [s for s in servers if s["port"]["number"] == 443]
+    hosts = [host for server in on_443 for host in server["hosts"]]
+    assert len(hosts) == len(set(hosts))
+    assert len({s["port"]["name"] for s in servers}) == len(servers)
+    [https] = [s for s in on_443 if s["tls"].get("mode") == "SIMPLE"]
+    assert https["hosts"] == ["*.data.example.com"]
+
+
+# --- the mesh's default scope -----------------------------------------------------------------------------
+
+
+def test_mesh_default_sidecar_keeps_every_proxy_to_its_namespace_and_istio_system() -> None:
+    sidecar = build.mesh_default_sidecar()
+    assert sidecar["apiVersion"] == "networking.istio.io/v1" and sidecar["kind"] == "Sidecar"
+    # The root namespace and no workloadSelector: the default for every namespace without its own.
+    assert sidecar["metadata"]["namespace"] == "istio-system"
+    assert "workloadSelector" not in sidecar["spec"]
+    assert sidecar["spec"]["egress"] == [{"hosts": ["./*", "istio-system/*"]}]
+    # Destinations outside the scope (API server, git, object storage) are passed through, not refused.
+    assert sidecar["spec"]["outboundTrafficPolicy"] == {"mode": "ALLOW_ANY"}
+
+
+def test_platform_declares_the_default_sidecar_and_no_wider_one(prod: StackCapture) -> None:
+    sidecars = of_kind(prod, "Sidecar")
+    assert [s.inputs["metadata"]["namespace"] for s in sidecars] == ["istio-system"]
+    assert all("*/*" not in rule["hosts"] for s in sidecars for rule in s.inputs["spec"]["egress"])
 
 
 def test_gateway_accepts_traffic_from_anywhere_on_its_container_ports_only() -> None:
@@ -280,7 +321,7 @@ def test_releases_are_pinned_and_placed(dev: StackCapture) -> None:
 
 def test_istio_custom_resources_wait_for_the_crds(prod: StackCapture) -> None:
     base = release(prod, "base").name
-    for kind in ("PeerAuthentication", "Gateway"):
+    for kind in ("PeerAuthentication", "Gateway", "Sidecar"):
         [resource] = of_kind(prod, kind)
         assert base in resource.depends_on
 

@@ -10,9 +10,11 @@ from typing import Any
 import pulumi
 import pulumi_random as random
 import pytest
+import yaml
 
 from components.platform.observability import Observability
 from tenancy import versions
+from tenancy.builders.identity import WAIT_FOR_READY
 from tenancy.builders.namespace import namespace_manifest as tenant_namespace_manifest
 from tenancy.builders.observability import (
     ALLOY_POD_LABELS,
@@ -311,10 +313,56 @@ def test_alloy_needs_no_host_path_and_runs_restricted_as_its_own_user() -> None:
 
 def test_alloy_may_read_pods_their_logs_and_namespaces_but_no_secrets() -> None:
     rbac = render_alloy_values()["rbac"]
-    resources = {resource for rule in rbac["rules"] for resource in rule["resources"]}
-    assert resources == {"pods", "pods/log", "namespaces"}
-    assert rbac["clusterRules"] == []
-    assert all(set(rule["verbs"]) <= {"get", "list", "watch"} for rule in rbac["rules"])
+    # Both lists end up in the one ClusterRole.
+    rules = rbac["rules"] + rbac["clusterRules"]
+    assert {resource for rule in rules for resource in rule["resources"]} == {
+        "pods",
+        "pods/log",
+        "namespaces",
+    }
+    assert all(set(rule["verbs"]) <= {"get", "list", "watch"} for rule in rules)
+    assert all(rule["apiGroups"] == [""] for rule in rules)
+
+
+def _alloy_cluster_role_rules(rbac: dict[str, Any]) -> str:
+    """The `rules:` block of alloy 1.11.1 templates/rbac.yaml (ClusterRole), as Helm renders it:
+
+    rules:
+      {{- if or .Values.rbac.rules .Values.rbac.clusterRules }}
+      {{- .Values.rbac.rules | toYaml | nindent 2 }}
+      {{- .Values.rbac.clusterRules | toYaml | nindent 2 }}
+      {{- else }}
+      []
+      {{- end }}
+    """
+
+    def to_yaml(value: Any) -> str:  # Helm's toYaml: block style, "null" for nil, no trailing newline
+        return "null" if value is None else yaml.safe_dump(value, default_flow_style=False).rstrip("\n")
+
+    def nindent(text: str) -> str:
+        return "\n" + "\n".join("  " + line for line in text.splitlines())
+
+    rules, cluster_rules = rbac.get("rules"), rbac.get("clusterRules")
+    if rules or cluster_rules:
+        return "rules:" + nindent(to_yaml(rules)) + nindent(to_yaml(cluster_rules))
+    return "rules:\n  []"
+
+
+def test_alloy_cluster_role_renders_as_valid_yaml() -> None:
+    rbac = render_alloy_values()["rbac"]
+    # Once either list is set the template writes both, each through toYaml: an empty list (or null)
+    # then lands as a bare `[]` (or `null`) after the other list's items, which is not YAML, and the
+    # alloy release fails to install. So neither list may be empty.
+    assert rbac["rules"] and rbac["clusterRules"]
+    rendered = yaml.safe_load(_alloy_cluster_role_rules(rbac))
+    assert rendered["rules"] == rbac["rules"] + rbac["clusterRules"]
+
+
+def test_alloy_cluster_role_model_matches_the_charts_failure() -> None:
+    # The model above reproduces the reported failure, so the test before it can catch it.
+    one_rule = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
+    with pytest.raises(yaml.YAMLError):
+        yaml.safe_load(_alloy_cluster_role_rules({"rules": one_rule, "clusterRules": []}))
 
 
 # --- Grafana -------------------------------------------------------------------------------------
@@ -378,6 +426,17 @@ def test_prod_grafana_runs_two_replicas_on_a_shared_database_with_a_pdb(prod: St
     assert database.inputs["spec"]["instances"] == 2
     assert database.inputs["spec"]["imageName"] == versions.CNPG_POSTGRESQL_IMAGE
     assert "observability-grafana-db" in release(prod, "grafana").depends_on
+
+
+def test_prod_grafana_waits_until_its_database_is_ready(prod: StackCapture) -> None:
+    # The release depends on the Cluster; the annotation makes Pulumi wait for CloudNativePG's Ready
+    # condition (and so the grafana-db-app Secret) rather than for the object to exist.
+    [database] = prod.of_type("kubernetes:postgresql.cnpg.io/v1:Cluster")
+    annotations = database.inputs["metadata"]["annotations"]
+    # The same readiness wait as Keycloak's database.
+    assert WAIT_FOR_READY.items() <= annotations.items()
+    assert annotations["pulumi.com/waitFor"] == "condition=Ready"
+    assert database.name in release(prod, "grafana").depends_on
 
 
 def test_grafana_runs_restricted_with_requests_and_limits() -> None:

@@ -12,7 +12,7 @@ from components.tenant.gitops import TenantAppProject
 from components.tenant.mesh import TenantMeshPolicies
 from tenancy.builders.contract import PlatformRefs, tenant_contract
 from tenancy.builders.gitops import IN_CLUSTER, app_project_manifest
-from tenancy.builders.istio import tenant_authorization_policies
+from tenancy.builders.istio import SIDECAR_EGRESS_HOSTS, tenant_authorization_policies, tenant_sidecar
 from tenancy.render.runtime import capture_program
 from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import Tenant, parse_tenant, resolve
@@ -28,10 +28,14 @@ PLATFORM = PlatformRefs.from_mapping(
 GATEWAY = "cluster.local/ns/istio-ingress/sa/istio-ingressgateway"
 
 
-def tenant(name: str = "acme", *, qdrant: bool = True, repositories: list[str] | None = None) -> Tenant:
+def tenant(
+    name: str = "acme", *, qdrant: bool = True, vcluster: bool = False, repositories: list[str] | None = None
+) -> Tenant:
     document: dict[str, Any] = {"name": name, "owners": [f"ops@{name}.example"], "plan": "medium"}
     if qdrant:
         document["qdrant"] = {"enabled": True}
+    if vcluster:
+        document["vcluster"] = {"enabled": True}
     if repositories is not None:
         document["gitops"] = {"repositories": repositories}
     return resolve(parse_tenant(document, file=f"tenants/prod/{name}.yaml"), "prod")
@@ -62,12 +66,12 @@ def admits(policies: list[dict[str, Any]], *, namespace: str, principal: str, po
     return False
 
 
-PORTS = [6333, 6334, 15020, 8080, 5432, 443]
+PORTS = [6333, 6334, 15020, 8080, 5432, 443, 8443]
 
 
 @pytest.mark.parametrize("service_account", ["default", "qdrant", "istio-ingressgateway"])
 def test_tenant_a_admits_nothing_from_tenant_b(service_account: str) -> None:
-    policies = tenant_authorization_policies(tenant("acme"), PLATFORM)
+    policies = tenant_authorization_policies(tenant("acme", vcluster=True), PLATFORM)
     # Even a service account in tenant B named like the gateway's gets nowhere.
     principal = f"cluster.local/ns/tenant-globex/sa/{service_account}"
     for port in PORTS:
@@ -102,6 +106,22 @@ def test_without_qdrant_the_gateway_gets_nothing() -> None:
     assert not admits(policies, namespace="istio-ingress", principal=GATEWAY, port=6333)
 
 
+def test_ingress_gateway_reaches_the_vcluster_api_port_only() -> None:
+    policies = tenant_authorization_policies(tenant("acme", qdrant=False, vcluster=True), PLATFORM)
+    [vcluster] = [p for p in policies if p["metadata"]["name"] == "allow-ingress-gateway-to-vcluster"]
+    assert vcluster["spec"]["selector"]["matchLabels"] == {"app": "vcluster", "release": "vcluster"}
+    assert admits([vcluster], namespace="istio-ingress", principal=GATEWAY, port=8443)
+    assert not admits([vcluster], namespace="istio-ingress", principal=GATEWAY, port=443)
+    other = "cluster.local/ns/istio-ingress/sa/something-else"
+    assert not admits(policies, namespace="istio-ingress", principal=other, port=8443)
+
+
+def test_without_a_vcluster_the_gateway_cannot_reach_its_port() -> None:
+    policies = tenant_authorization_policies(tenant("acme"), PLATFORM)
+    assert "allow-ingress-gateway-to-vcluster" not in {p["metadata"]["name"] for p in policies}
+    assert not admits(policies, namespace="istio-ingress", principal=GATEWAY, port=8443)
+
+
 def test_metrics_port_is_open_to_the_monitoring_namespace_only() -> None:
     policies = tenant_authorization_policies(tenant("acme"), PLATFORM)
     scraper = "cluster.local/ns/observability/sa/collector"
@@ -116,6 +136,26 @@ def test_authorization_policies_use_the_v1_api_with_string_ports() -> None:
         for rule in policy["spec"].get("rules", []):
             for operation in rule.get("to", []):
                 assert all(isinstance(port, str) for port in operation["operation"]["ports"])
+
+
+# --- Sidecar -------------------------------------------------------------------------------------------
+
+
+def test_tenant_sidecars_receive_only_their_namespace_and_the_mesh_control_plane() -> None:
+    sidecar = tenant_sidecar(tenant("acme", vcluster=True))
+    assert sidecar["apiVersion"] == "networking.istio.io/v1" and sidecar["kind"] == "Sidecar"
+    assert sidecar["metadata"]["namespace"] == "tenant-acme"
+    assert sidecar["metadata"]["labels"]["tenancy.platform/tenant"] == "acme"
+    # No workloadSelector: it is the namespace's Sidecar, for every pod in it.
+    assert set(sidecar["spec"]) == {"egress", "outboundTrafficPolicy"}
+    assert sidecar["spec"]["egress"] == [{"hosts": ["./*", "istio-system/*"]}]
+    assert list(SIDECAR_EGRESS_HOSTS) == ["./*", "istio-system/*"]
+
+
+def test_tenant_sidecar_names_no_other_tenant_and_no_whole_mesh_wildcard() -> None:
+    hosts = [h for rule in tenant_sidecar(tenant("acme"))["spec"]["egress"] for h in rule["hosts"]]
+    assert not any(h.startswith(("*/", "~/")) or h == "*" for h in hosts)
+    assert not any(h.startswith("tenant-") for h in hosts)
 
 
 # --- AppProject -----------------------------------------------------------------------------------------
@@ -149,6 +189,7 @@ def test_without_repositories_nothing_can_be_deployed() -> None:
         ("security.istio.io", "AuthorizationPolicy"),
         ("security.istio.io", "PeerAuthentication"),
         ("networking.istio.io", "VirtualService"),
+        ("networking.istio.io", "Sidecar"),  # a tenant's own Sidecar could widen its proxies' scope
     ],
 )
 def test_platform_owned_kinds_are_blacklisted(group: str, kind: str) -> None:
@@ -238,6 +279,9 @@ def test_components_declare_the_policies_and_the_project() -> None:
     }
     assert all(p.inputs["metadata"]["namespace"] == "tenant-acme" for p in policies)
     assert all(p.parent == "acme-mesh" for p in policies)
+    [sidecar] = captured.of_type("kubernetes:networking.istio.io/v1:Sidecar")
+    assert sidecar.inputs["metadata"]["namespace"] == "tenant-acme" and sidecar.parent == "acme-mesh"
+    assert sidecar.inputs["spec"]["egress"] == [{"hosts": ["./*", "istio-system/*"]}]
     [deny] = [p for p in policies if p.inputs["metadata"]["name"] == "allow-nothing"]
     assert deny.inputs["spec"] == {}  # kept, not dropped as empty
     [project] = captured.of_type("kubernetes:argoproj.io/v1alpha1:AppProject")

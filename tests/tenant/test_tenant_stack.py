@@ -10,6 +10,7 @@ import pytest
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.network import network_policy_manifests
 from tenancy.render.runtime import GENERATED, StackCapture
+from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import LABEL_TENANT, parse_tenant, resolve
 
 Run = Callable[[str], StackCapture]
@@ -44,7 +45,8 @@ def test_prod_acme_declares_namespace_guard_rails_and_both_services(run_stack: R
     assert qdrant["replicaCount"] == 3
     assert qdrant["config"]["cluster"]["enabled"] is True
     assert qdrant["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
-    assert qdrant["persistence"] == {"size": "100Gi", "storageClassName": "fast-ssd"}
+    assert qdrant["persistence"]["size"] == "100Gi"
+    assert qdrant["persistence"]["storageClassName"] == "fast-ssd"
     assert qdrant["snapshotPersistence"]["enabled"] is True
     assert qdrant["podDisruptionBudget"] == {"enabled": True, "maxUnavailable": 1}
     assert {c["topologyKey"] for c in qdrant["topologySpreadConstraints"]} == {
@@ -55,14 +57,30 @@ def test_prod_acme_declares_namespace_guard_rails_and_both_services(run_stack: R
     vcluster = release(capture, "vcluster")["values"]
     assert vcluster["controlPlane"]["distro"]["k8s"]["version"] == "v1.34.0"
     assert vcluster["controlPlane"]["statefulSet"]["resources"]["limits"]["memory"] == "2Gi"
-    assert vcluster["exportKubeConfig"]["server"] == "https://vcluster.tenant-acme:443"
+    assert vcluster["exportKubeConfig"]["server"] == "https://acme.vc.data.example.com"
 
 
-def test_single_node_qdrant_runs_without_cluster_mode_pdb_or_spread(run_stack: Run) -> None:
+def test_single_node_qdrant_runs_in_cluster_mode_without_pdb_spread_or_replication(run_stack: Run) -> None:
     values = release(run_stack("dev.acme"), "qdrant")["values"]
     assert values["replicaCount"] == 1
-    assert values["config"]["cluster"]["enabled"] is False
+    # Cluster mode from the first node on: scaling out later never switches modes on existing storage.
+    assert values["config"]["cluster"]["enabled"] is True
     assert "podDisruptionBudget" not in values and "topologySpreadConstraints" not in values
+    assert "storage" not in values["config"]  # one peer holds one copy; Qdrant's defaults stand
+
+
+@pytest.mark.parametrize("stack", ["prod.acme", "prod.globex"])
+def test_replicated_qdrant_keeps_every_shard_on_two_peers(run_stack: Run, stack: str) -> None:
+    values = release(run_stack(stack), "qdrant")["values"]
+    assert values["replicaCount"] > 1
+    assert values["config"]["cluster"]["enabled"] is True
+    # The one pod a drain may take (PDB maxUnavailable 1) leaves a replica of every shard; a write needs
+    # one replica, so writes go on meanwhile.
+    assert values["config"]["storage"]["collection"] == {
+        "replication_factor": 2,
+        "write_consistency_factor": 1,
+    }
+    assert values["podDisruptionBudget"]["maxUnavailable"] == 1
 
 
 def test_qdrant_only_tenant_has_no_vcluster_and_vcluster_only_tenant_has_no_qdrant(run_stack: Run) -> None:
@@ -160,6 +178,7 @@ def test_deletion_protection_protects_the_namespace(run_stack: Run) -> None:
 
 # --- isolation ----------------------------------------------------------------------------------
 
+API_SERVER = ["10.20.0.0/28"]
 REFS = PlatformRefs(
     ingress_namespace="istio-ingress",
     monitoring_namespace="observability",
@@ -203,7 +222,7 @@ def test_tenant_cannot_reach_other_tenant() -> None:
     acme = _tenant("acme", qdrant={"enabled": True})
     globex = _tenant("globex", qdrant={"enabled": True}, vcluster={"enabled": True})
     for target, other in ((acme, globex), (globex, acme)):
-        policies = network_policy_manifests(target, REFS)
+        policies = network_policy_manifests(target, REFS, kubernetes_api_cidrs=API_SERVER)
         assert any(
             p["metadata"]["name"] == "default-deny" and p["spec"]["podSelector"] == {} for p in policies
         )
@@ -213,7 +232,9 @@ def test_tenant_cannot_reach_other_tenant() -> None:
 
 
 def test_ingress_gateway_reaches_only_qdrant_ports() -> None:
-    policies = network_policy_manifests(_tenant("acme", qdrant={"enabled": True}), REFS)
+    policies = network_policy_manifests(
+        _tenant("acme", qdrant={"enabled": True}), REFS, kubernetes_api_cidrs=API_SERVER
+    )
     [gateway] = [p for p in policies if p["metadata"]["name"] == "allow-ingress-gateway-to-qdrant"]
     assert _admits(gateway, "istio-ingress", {"istio": "ingressgateway"})
     assert not _admits(gateway, "istio-ingress", {"app": "something-else"})
@@ -229,7 +250,7 @@ def test_two_tenants_share_no_object() -> None:
             namespace_manifest(tenant),
             resource_quota_manifest(tenant),
             limit_range_manifest(tenant),
-            *network_policy_manifests(tenant, REFS),
+            *network_policy_manifests(tenant, REFS, kubernetes_api_cidrs=API_SERVER),
             *role_manifests(tenant),
             *role_binding_manifests(tenant, group_prefix="oidc:"),
         ]
@@ -251,8 +272,132 @@ def test_prod_keeps_qdrant_keys_in_vault_and_dev_only_in_secrets(run_stack: Run)
     prod = run_stack("prod.acme")
     [secret] = prod.of_type("vault:kv/secretV2:SecretV2")
     assert secret.inputs["name"] == "prod/acme/qdrant"
-    assert prod.outputs["vaultRole"] == "tenant-acme"
+    assert prod.outputs["vaultRole"] == "tenant-prod-acme"
     assert prod.of_type("pulumi:providers:vault")
     dev = run_stack("dev.acme")
     assert not [r for r in dev.resources if r.type.startswith("vault:")]
     assert "vaultSecretPath" not in dev.outputs
+
+
+# --- the vCluster's way out -------------------------------------------------------------------------
+
+
+def _egress_to(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return [peer for rule in policy["spec"]["egress"] for peer in rule.get("to", [])]
+
+
+def test_vcluster_may_reach_only_the_api_server_addresses_on_its_ports() -> None:
+    policies = network_policy_manifests(
+        _tenant("acme", vcluster={"enabled": True}), REFS, kubernetes_api_cidrs=["10.0.0.2/32", "10.0.1.0/28"]
+    )
+    [apiserver] = [p for p in policies if p["metadata"]["name"] == "allow-vcluster-to-apiserver"]
+    [rule] = apiserver["spec"]["egress"]
+    # A rule without `to` would admit every address on these ports: the internet, every cloud endpoint.
+    assert rule["to"] == [{"ipBlock": {"cidr": "10.0.0.2/32"}}, {"ipBlock": {"cidr": "10.0.1.0/28"}}]
+    assert [p["port"] for p in rule["ports"]] == [443, 6443]
+    # Tenants can label any pod app=vcluster; the selector narrows which pods, the addresses what they reach.
+    assert apiserver["spec"]["podSelector"] == {"matchLabels": {"app": "vcluster", "release": "vcluster"}}
+    for policy in policies:
+        for egress in policy["spec"].get("egress", []):
+            assert egress.get("to"), f"{policy['metadata']['name']} allows egress to any address"
+
+
+def test_ingress_gateway_reaches_the_vcluster_api_port_only() -> None:
+    policies = network_policy_manifests(
+        _tenant("acme", vcluster={"enabled": True}), REFS, kubernetes_api_cidrs=API_SERVER
+    )
+    [gateway] = [p for p in policies if p["metadata"]["name"] == "allow-ingress-gateway-to-vcluster"]
+    assert gateway["spec"]["podSelector"] == {"matchLabels": {"app": "vcluster", "release": "vcluster"}}
+    assert _admits(gateway, "istio-ingress", {"istio": "ingressgateway"})
+    assert not _admits(gateway, "istio-ingress", {"app": "something-else"})
+    assert not _admits(gateway, "tenant-globex", {"istio": "ingressgateway"})
+    assert [p["port"] for p in gateway["spec"]["ingress"][0]["ports"]] == [8443]
+    without = network_policy_manifests(
+        _tenant("acme", qdrant={"enabled": True}), REFS, kubernetes_api_cidrs=[]
+    )
+    assert "allow-ingress-gateway-to-vcluster" not in {p["metadata"]["name"] for p in without}
+
+
+def test_a_vcluster_tenant_needs_the_api_server_addresses_configured() -> None:
+    with pytest.raises(SpecError) as error:
+        network_policy_manifests(_tenant("acme", vcluster={"enabled": True}), REFS, kubernetes_api_cidrs=[])
+    [issue] = error.value.issues
+    assert (issue.file, issue.field) == ("Pulumi.prod.yaml", "platform:kubernetesApiCidrs")
+    assert "acme" in issue.reason
+    # Without a vCluster nothing leaves the cluster, so nothing needs the addresses.
+    network_policy_manifests(_tenant("acme", qdrant={"enabled": True}), REFS, kubernetes_api_cidrs=[])
+
+
+def test_tenant_stack_takes_the_api_server_addresses_from_the_platform_config(run_stack: Run) -> None:
+    for stack, cidr in (("prod.acme", "10.20.0.0/28"), ("dev.initech", "10.10.0.2/32")):
+        [apiserver] = [
+            p
+            for p in manifests(run_stack(stack), "NetworkPolicy")
+            if p["metadata"]["name"] == "allow-vcluster-to-apiserver"
+        ]
+        assert _egress_to(apiserver) == [{"ipBlock": {"cidr": cidr}}]
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+
+
+def test_metrics_scraping_reaches_only_the_sidecars_merged_endpoint() -> None:
+    policies = network_policy_manifests(
+        _tenant("acme", qdrant={"enabled": True}, vcluster={"enabled": True}),
+        REFS,
+        kubernetes_api_cidrs=API_SERVER,
+    )
+    [scraping] = [p for p in policies if p["metadata"]["name"] == "allow-metrics-scraping"]
+    [rule] = scraping["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [15020]
+    assert _admits(scraping, "observability", {})
+    # Qdrant's own port stays closed to the scraper: mTLS is STRICT and the scraper is not meshed.
+    for policy in policies:
+        if _admits(policy, "observability", {}):
+            assert 6333 not in [port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]]
+
+
+def test_qdrants_metrics_are_merged_into_the_sidecar_endpoint_without_an_api_key(run_stack: Run) -> None:
+    values = release(run_stack("prod.acme"), "qdrant")["values"]
+    port = values["config"]["service"]["metrics_port"]
+    # /metrics on 6333 asks for an API key, which Istio's agent cannot send; this port serves it without.
+    assert port not in (6333, 6334, 6335) and not 15000 <= port <= 15099
+    annotations = values["podAnnotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+# --- labels on what the charts render ---------------------------------------------------------------
+
+
+def test_charts_get_the_tenant_labels_but_leave_managed_by_to_helm(run_stack: Run) -> None:
+    capture = run_stack("prod.acme")
+    qdrant = release(capture, "qdrant")["values"]
+    control_plane = release(capture, "vcluster")["values"]["controlPlane"]
+    label_maps = {
+        "qdrant additionalLabels": qdrant["additionalLabels"],
+        "vcluster statefulSet.labels": control_plane["statefulSet"]["labels"],
+        "vcluster statefulSet.pods.labels": control_plane["statefulSet"]["pods"]["labels"],
+        "vcluster service.labels": control_plane["service"]["labels"],
+        "vcluster headlessService.labels": control_plane["advanced"]["headlessService"]["labels"],
+        "vcluster serviceAccount.labels": control_plane["advanced"]["serviceAccount"]["labels"],
+        "vcluster workloadServiceAccount.labels": control_plane["advanced"]["workloadServiceAccount"][
+            "labels"
+        ],
+    }
+    for where, labels in label_maps.items():
+        assert labels[LABEL_TENANT] == "acme", where
+        assert "app.kubernetes.io/managed-by" not in labels, where
+        # The chart's selectors use these; a second key would make duplicate YAML keys.
+        assert not {"app", "release"} & set(labels), where
+        assert all(isinstance(value, str) for value in labels.values()), where
+
+
+def test_qdrant_volume_claims_carry_only_labels_that_never_change(run_stack: Run) -> None:
+    # volumeClaimTemplates cannot be changed after creation: a plan or a tenant label there would make the
+    # next plan change (or label edit) an upgrade the API server refuses.
+    values = release(run_stack("prod.acme"), "qdrant")["values"]
+    expected = {LABEL_TENANT: "acme", "tenancy.platform/environment": "prod"}
+    assert values["persistence"]["additionalLabels"] == expected
+    assert values["snapshotPersistence"]["additionalLabels"] == expected

@@ -106,8 +106,15 @@ def test_a_mount_that_is_not_a_literal_path_is_refused(mount: str) -> None:
 def test_names_carry_environment_where_vault_is_shared() -> None:
     acme = tenant("acme")
     assert policy_name(acme) == "tenant-prod-acme"
-    assert role_name(acme) == "tenant-acme"
+    assert role_name(acme) == "tenant-prod-acme"
     assert secret_api_path(acme, kv_mount=MOUNT) == "tenants/data/prod/acme/qdrant"
+
+
+def test_dev_and_prod_of_one_tenant_get_different_login_roles() -> None:
+    prod, dev = tenant("acme"), tenant("acme", environment="dev")
+    assert role_name(dev) == "tenant-dev-acme"
+    assert role_name(dev) != role_name(prod)
+    assert tenant_role_args(dev)["role_name"] != tenant_role_args(prod)["role_name"]
 
 
 def test_role_is_bound_to_exactly_the_tenant_namespace() -> None:
@@ -188,17 +195,17 @@ def test_every_vault_object_is_named_explicitly(captured: StackCapture) -> None:
     assert names == {
         (SECRET_TYPE, "acme-vault-secret"): "prod/acme/qdrant",
         (POLICY_TYPE, "acme-vault-policy"): "tenant-prod-acme",
-        (ROLE_TYPE, "acme-vault-role"): "tenant-acme",
+        (ROLE_TYPE, "acme-vault-role"): "tenant-prod-acme",
         (SECRET_TYPE, "globex-vault-secret"): "prod/globex/qdrant",
         (POLICY_TYPE, "globex-vault-policy"): "tenant-prod-globex",
-        (ROLE_TYPE, "globex-vault-role"): "tenant-globex",
+        (ROLE_TYPE, "globex-vault-role"): "tenant-prod-globex",
     }
 
 
 def test_outputs_name_the_secret_policy_and_role(captured: StackCapture) -> None:
     assert captured.outputs["acmeSecretPath"] == "tenants/data/prod/acme/qdrant"
     assert captured.outputs["acmePolicyName"] == "tenant-prod-acme"
-    assert captured.outputs["acmeRoleName"] == "tenant-acme"
+    assert captured.outputs["acmeRoleName"] == "tenant-prod-acme"
     assert captured.secret_outputs == set()
 
 

@@ -1,0 +1,54 @@
+"""Prod's stateful platform resources survive `pulumi destroy`, a stack mix-up or a rename."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenancy.render.runtime import DeclaredResource, StackCapture, capture_stack
+from tests.conftest import PROJECT_DIR
+
+# Where the platform keeps state: Keycloak's and Grafana's databases, logs, Redis, tenant secrets.
+PROTECTED_IN_PROD = ["identity-database", "observability-grafana-db", "vault-kv", "vault-kubernetes-auth"]
+RETAINED_IN_PROD = ["identity-database", "observability-grafana-db", "observability-loki", "redis-release"]
+
+
+@pytest.fixture(scope="module")
+def dev() -> StackCapture:
+    return capture_stack("dev", project_dir=PROJECT_DIR)
+
+
+@pytest.fixture(scope="module")
+def prod() -> StackCapture:
+    return capture_stack("prod", project_dir=PROJECT_DIR)
+
+
+def managed(capture: StackCapture, name: str) -> DeclaredResource:
+    [found] = [r for r in capture.resources if r.name == name and not r.type.startswith("pulumi:providers:")]
+    return found
+
+
+@pytest.mark.parametrize("name", PROTECTED_IN_PROD)
+def test_prod_refuses_to_delete_or_replace_stateful_resources(prod: StackCapture, name: str) -> None:
+    assert managed(prod, name).protect
+
+
+@pytest.mark.parametrize("name", RETAINED_IN_PROD)
+def test_prod_keeps_databases_logs_and_redis_in_the_cluster_when_they_leave_the_program(
+    prod: StackCapture, name: str
+) -> None:
+    assert managed(prod, name).retain_on_delete
+
+
+def test_the_vault_mount_and_auth_method_are_the_ones_protected(prod: StackCapture) -> None:
+    mount = managed(prod, "vault-kv")
+    auth = managed(prod, "vault-kubernetes-auth")
+    assert (mount.type, auth.type) == ("vault:index/mount:Mount", "vault:index/authBackend:AuthBackend")
+
+
+def test_dev_protects_nothing_so_it_can_be_torn_down(dev: StackCapture) -> None:
+    assert not [r.name for r in dev.resources if r.protect or r.retain_on_delete]
+
+
+def test_prod_protects_nothing_else(prod: StackCapture) -> None:
+    assert sorted(r.name for r in prod.resources if r.protect) == sorted(PROTECTED_IN_PROD)
+    assert sorted(r.name for r in prod.resources if r.retain_on_delete) == sorted(RETAINED_IN_PROD)
