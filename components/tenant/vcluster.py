@@ -7,6 +7,7 @@ import base64
 from collections.abc import Mapping
 
 import pulumi
+import pulumi_command as command
 import pulumi_kubernetes as k8s
 
 from components.kubernetes import custom_resource, helm_release
@@ -18,8 +19,14 @@ from tenancy.builders.vcluster import (
     RELEASE_NAME,
     api_virtual_service,
     render_vcluster_values,
+    wait_for_secret_command,
 )
 from tenancy.spec.tenant import Tenant
+
+
+def _kube_context() -> str | None:
+    """The kubeconfig context the Kubernetes provider uses, so kubectl talks to the same cluster."""
+    return pulumi.Config("kubernetes").get("context")
 
 
 def _decode(data: Mapping[str, str] | None) -> str:
@@ -54,12 +61,19 @@ class VirtualCluster(pulumi.ComponentResource):
         custom_resource(
             f"{name}-api-route", api_virtual_service(tenant, platform), pulumi.ResourceOptions(parent=self)
         )
-        # The running vCluster writes this Secret once its API server is up; it owns it, so it is read,
-        # not managed. The id depends on the release's status: unknown in a first preview, so the read
-        # waits for the release instead of failing on a Secret that does not exist yet.
-        secret_id = release.status.apply(lambda _: f"{tenant.namespace}/{KUBECONFIG_SECRET}")
+        # The running vCluster writes this Secret from a loop that polls every few seconds once its API
+        # server is up, possibly after the pod reports Ready: wait for it to exist, then read it. It
+        # owns the Secret, so it is read, not managed. The id depends on the wait: unknown in a first
+        # preview, so the read waits instead of failing on a Secret that does not exist yet.
+        created = command.local.Command(
+            f"{name}-kubeconfig-created",
+            create=wait_for_secret_command(tenant.namespace, KUBECONFIG_SECRET, context=_kube_context()),
+            triggers=[release.id],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[release]),
+        )
+        secret_id = created.stdout.apply(lambda _: f"{tenant.namespace}/{KUBECONFIG_SECRET}")
         kubeconfig_secret = k8s.core.v1.Secret.get(
-            f"{name}-kubeconfig", secret_id, opts=pulumi.ResourceOptions(parent=self, depends_on=[release])
+            f"{name}-kubeconfig", secret_id, opts=pulumi.ResourceOptions(parent=self, depends_on=[created])
         )
         self.release = release
         self.kubeconfig = pulumi.Output.secret(kubeconfig_secret.data.apply(_decode))

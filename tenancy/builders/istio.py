@@ -40,6 +40,7 @@ from tenancy.builders.platform_namespace import (
 from tenancy.builders.qdrant import SELECTOR_LABELS as QDRANT_SELECTOR_LABELS
 from tenancy.builders.vcluster import API_PORT as VCLUSTER_API_PORT
 from tenancy.builders.vcluster import CONTROL_PLANE_LABELS as VCLUSTER_CONTROL_PLANE_LABELS
+from tenancy.spec.plans import SIDECAR
 from tenancy.spec.platform import PlatformConfig
 from tenancy.spec.tenant import Tenant
 
@@ -129,7 +130,10 @@ def istiod_values(config: PlatformConfig) -> dict[str, Any]:
                 # Injected sidecars land in restricted namespaces: they need a seccomp profile too.
                 "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
                 # Every sidecar counts against its tenant's quota; the chart's 2-CPU limit would eat it.
-                "resources": _resources("50m", "128Mi", "500m", "256Mi"),
+                # Tenant plan checks count these per pod (tenancy.spec.plans.SIDECAR): one source.
+                "resources": _resources(
+                    SIDECAR.requests.cpu, SIDECAR.requests.memory, SIDECAR.limits.cpu, SIDECAR.limits.memory
+                ),
             },
         },
     }

@@ -14,6 +14,7 @@ namespace (their egress policy keeps them off the gateway's public address).
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import pulumi
@@ -163,3 +164,23 @@ def api_virtual_service(tenant: Tenant, platform: PlatformRefs) -> Manifest:
             ],
         },
     }
+
+
+# kubectl 1.31 added --for=create; older clients cannot wait for an object to appear.
+KUBECTL_WAIT_TIMEOUT = "300s"
+
+
+def wait_for_secret_command(namespace: str, secret: str, *, context: str | None) -> str:
+    """A shell command that returns once ``secret`` exists in ``namespace`` (kubectl 1.31 or newer)."""
+    parts = ["kubectl"]
+    if context:
+        parts += ["--context", shlex.quote(context)]
+    parts += [
+        "wait",
+        "--for=create",
+        f"secret/{shlex.quote(secret)}",
+        "--namespace",
+        shlex.quote(namespace),
+        f"--timeout={KUBECTL_WAIT_TIMEOUT}",
+    ]
+    return " ".join(parts)

@@ -401,3 +401,21 @@ def test_qdrant_volume_claims_carry_only_labels_that_never_change(run_stack: Run
     expected = {LABEL_TENANT: "acme", "tenancy.platform/environment": "prod"}
     assert values["persistence"]["additionalLabels"] == expected
     assert values["snapshotPersistence"]["additionalLabels"] == expected
+
+
+def test_kubeconfig_is_read_only_after_the_vcluster_has_written_it(run_stack: Run) -> None:
+    capture = run_stack("prod.acme")
+    [wait] = capture.of_type("command:local:Command")
+    assert wait.inputs["create"] == (
+        "kubectl wait --for=create secret/vc-vcluster --namespace tenant-acme --timeout=300s"
+    )
+    assert wait.depends_on == ["acme-vcluster-release"]
+    assert capture.named("acme-vcluster-kubeconfig").depends_on == ["acme-vcluster-kubeconfig-created"]
+
+
+def test_the_wait_uses_the_providers_kube_context() -> None:
+    from tenancy.builders.vcluster import wait_for_secret_command
+
+    command = wait_for_secret_command("tenant-a b", "vc-vcluster", context="prod cluster")
+    assert command.startswith("kubectl --context 'prod cluster' wait")
+    assert "--namespace 'tenant-a b'" in command
