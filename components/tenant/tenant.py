@@ -35,12 +35,14 @@ class TenantResources(pulumi.ComponentResource):
         tenant: Tenant,
         platform: PlatformRefs,
         group_prefix: str,
-        keycloak_provider: pulumi_keycloak.Provider,
+        keycloak_provider: pulumi_keycloak.Provider | None,
         kubernetes_api_cidrs: Sequence[str],
         vault_provider: pulumi_vault.Provider | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``vault_provider`` set: the tenant's keys are also kept in Vault (prod); else only in Secrets.
+
+        ``keycloak_provider`` None: the tenant's Keycloak groups are managed elsewhere (not declared).
 
         ``kubernetes_api_cidrs``: the platform config's ``kubernetesApiCidrs``, the only addresses a
         vCluster may connect to outside the cluster's pods (required when the tenant has a vCluster).
@@ -50,8 +52,10 @@ class TenantResources(pulumi.ComponentResource):
         namespace = TenantNamespace(f"{name}", tenant=tenant, opts=child)
         after_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         # RoleBindings and the Argo CD project name these groups: they come first.
-        groups = TenantGroups(f"{name}-groups", tenant=tenant, provider=keycloak_provider, opts=child)
-        after_groups = pulumi.ResourceOptions(parent=self, depends_on=[namespace, groups])
+        after_groups = after_namespace
+        if keycloak_provider is not None:
+            groups = TenantGroups(f"{name}-groups", tenant=tenant, provider=keycloak_provider, opts=child)
+            after_groups = pulumi.ResourceOptions(parent=self, depends_on=[namespace, groups])
         isolation = TenantNetworkPolicies(
             f"{name}-network",
             tenant=tenant,

@@ -67,11 +67,14 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
     platform_config = read_platform_config_file(project_dir / f"Pulumi.{environment}.yaml")
     tenant = load_tenant(project_dir, environment, name, config)
     platform = platform_stack(environment, config)
-    keycloak_provider = tenant_keycloak_provider(
-        f"{name}-keycloak-provider",
-        url=platform.require_output(KEYCLOAK_URL_OUTPUT),
-        client_secret=platform.require_output(KEYCLOAK_PROVISIONER_SECRET_OUTPUT),
-    )
+    keycloak_provider = None
+    # platform:manageKeycloakGroups false: the tenant's groups are managed outside this stack.
+    if config.get_bool("manageKeycloakGroups") is not False:
+        keycloak_provider = tenant_keycloak_provider(
+            f"{name}-keycloak-provider",
+            url=platform.require_output(KEYCLOAK_URL_OUTPUT),
+            client_secret=platform.require_output(KEYCLOAK_PROVISIONER_SECRET_OUTPUT),
+        )
     vault_provider = None
     if platform_config.vault.enabled:
         vault_provider = tenant_vault_provider(

@@ -22,7 +22,7 @@ from tenancy.automation.pulumi_engine import PulumiEngine
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.settings import AutomationSettings
 from tenancy.automation.worker import Worker
-from tenancy.render.runtime import contract_for
+from tenancy.render.runtime import platform_outputs_for
 from tenancy.spec.platform import read_platform_config_file
 
 from .conftest import PROJECT_DIR, stack, tenant_spec
@@ -49,8 +49,8 @@ def contract_stack(tmp_path: Path, backend: str) -> str:
     """A stand-in platform stack ``dev`` that exports the dev contract; returns its full name."""
     project = tmp_path / "contract"
     project.mkdir()
-    contract = contract_for(read_platform_config_file(PROJECT_DIR / "Pulumi.dev.yaml"))
-    document = {"name": "platform-contract", "runtime": "yaml", "outputs": {"tenantContract": contract}}
+    outputs = platform_outputs_for(read_platform_config_file(PROJECT_DIR / "Pulumi.dev.yaml"))
+    document = {"name": "platform-contract", "runtime": "yaml", "outputs": outputs}
     (project / "Pulumi.yaml").write_text(yaml.safe_dump(document))
     env = {**os.environ, "PULUMI_BACKEND_URL": backend, "PULUMI_SKIP_UPDATE_CHECK": "true"}
     for command in (["stack", "init", "dev"], ["up", "--yes", "--stack", "dev"]):
@@ -81,6 +81,8 @@ def test_a_tenant_stack_goes_through_its_whole_life(
         stack_config={
             "platform:platformStack": contract_stack,
             "kubernetes:renderYamlToDirectory": str(rendered),
+            # No Keycloak to talk to here: the tenant's groups are left out of this stack.
+            "platform:manageKeycloakGroups": "false",
         },
     )
     engine = PulumiEngine(settings)

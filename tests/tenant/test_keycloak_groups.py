@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -184,3 +185,19 @@ def test_the_stack_reference_keeps_the_provisioner_secret_secret() -> None:
     )
     assert capture.secret_outputs == {"secret"}
     assert capture.outputs["url"] == "https://auth.data.example.com"
+
+
+def test_groups_can_be_left_to_another_system(scratch_project: Path) -> None:
+    from tenancy.render.runtime import capture_program, config_values, platform_outputs_for
+    from tenancy.spec.platform import read_platform_config_file
+    from tenancy.stacks import stack_outputs
+
+    config = read_platform_config_file(scratch_project / "Pulumi.dev.yaml")
+    capture = capture_program(
+        lambda: stack_outputs("dev.acme", project_dir=scratch_project),
+        stack="dev.acme",
+        config={**config_values(config), "platform:manageKeycloakGroups": "false"},
+        stack_outputs=platform_outputs_for(config),
+    )
+    assert not [r for r in capture.resources if r.type.startswith(("keycloak:", "pulumi:providers:keycloak"))]
+    assert capture.of_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
