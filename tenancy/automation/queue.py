@@ -5,12 +5,16 @@ transaction, so two claims can never pick operations of the same stack at once, 
 they run in. Progress events live in ``events`` keyed by (operation, seq).
 
 Coalescing happens at submit time: a new ``up``/``preview``/``refresh`` replaces a queued (never a
-running) operation of the same kind on the same stack, and ``destroy`` replaces queued ``up``s.
-N queued changes to a tenant therefore become one update that applies the latest spec.
+running) operation of the same kind on the same stack. N queued changes to a tenant therefore become
+one update that applies the latest spec. A ``destroy`` replaces nothing and nothing replaces across
+it: an ``up`` queued before it (typically the one turning deletion protection off) runs first.
 
 Liveness: a worker heartbeats the operations it runs. An operation whose heartbeat went stale was
 left by a process that stopped (crash, OOM kill, reboot); ``requeue_interrupted`` puts it back in
-the queue and flags its stack so the worker recovers the stack before running anything on it.
+the queue and flags its stack so the worker recovers the stack before running anything on it. A
+process that stops on purpose hands its running operations back the same way (``requeue_claimed``).
+Stale means several times SQLite's lock wait (``BUSY_TIMEOUT_SECONDS``), so a worker merely blocked
+on the database is never taken for dead.
 """
 
 from __future__ import annotations
@@ -37,6 +41,14 @@ from tenancy.automation.contract import (
 )
 
 _log = logging.getLogger(__name__)
+
+# How long a connection waits for another writer before failing. A worker blocked this long misses
+# heartbeats, so stale detection must allow several times this (the worker's default is 120 s).
+BUSY_TIMEOUT_SECONDS = 30.0
+_REQUEUED_MESSAGE = (
+    "the process running this operation stopped before it finished; requeued. "
+    "The stack is checked and recovered before the operation runs again."
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
@@ -78,12 +90,13 @@ CREATE TABLE IF NOT EXISTS interrupted_stacks (
 ) WITHOUT ROWID;
 """
 
-# Which queued operations a newly submitted one replaces (same stack, status queued only).
+# Which queued operations a newly submitted one replaces (same stack, status queued only). A destroy
+# replaces nothing: the up queued before it may be the one that turns deletion protection off.
 _SUPERSEDES: dict[OperationKind, tuple[OperationKind, ...]] = {
     OperationKind.up: (OperationKind.up,),
     OperationKind.preview: (OperationKind.preview,),
     OperationKind.refresh: (OperationKind.refresh,),
-    OperationKind.destroy: (OperationKind.up,),
+    OperationKind.destroy: (),
 }
 
 _CLAIMABLE = """
@@ -121,9 +134,10 @@ class SqliteOperationQueue:
         """One connection per thread: sqlite3 connections must not cross threads."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA busy_timeout=30000")  # wait for another writer instead of failing
+            # Wait for another writer instead of failing.
+            db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
             db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
             self._local.db = db
@@ -186,14 +200,22 @@ class SqliteOperationQueue:
                 ),
             )
             replaced = _SUPERSEDES[kind]
-            superseded = [
-                row["id"]
-                for row in db.execute(
-                    f"SELECT id FROM operations WHERE environment = ? AND tenant = ? AND status = 'queued'"
-                    f" AND id != ? AND kind IN ({','.join('?' * len(replaced))})",
-                    (stack.environment, stack.tenant, operation_id, *replaced),
-                )
-            ]
+            superseded = (
+                [
+                    row["id"]
+                    for row in db.execute(
+                        f"SELECT id FROM operations AS o WHERE environment = ? AND tenant = ?"
+                        f" AND status = 'queued' AND id != ? AND kind IN ({','.join('?' * len(replaced))})"
+                        # never across a queued destroy: what was asked before it runs before it
+                        " AND position > COALESCE((SELECT MAX(d.position) FROM operations AS d"
+                        " WHERE d.environment = o.environment AND d.tenant = o.tenant"
+                        " AND d.status = 'queued' AND d.kind = 'destroy'), 0)",
+                        (stack.environment, stack.tenant, operation_id, *replaced),
+                    )
+                ]
+                if replaced
+                else []
+            )
             for old_id in superseded:
                 db.execute(
                     "UPDATE operations SET status = 'superseded', superseded_by = ?, finished_at = ?"
@@ -358,27 +380,33 @@ class SqliteOperationQueue:
                     " AND (heartbeat_at IS NULL OR heartbeat_at < ?)",
                     (now - stale_after,),
                 ).fetchall()
-            for row in rows:
-                db.execute(
-                    "UPDATE operations SET status = 'queued', started_at = NULL, claimed_by = NULL,"
-                    " heartbeat_at = NULL WHERE id = ?",
-                    (row["id"],),
-                )
-                self._flag_interrupted(db, row["environment"], row["tenant"], now)
-                self._insert_event(
-                    db,
-                    row["id"],
-                    now,
-                    kind="recovery",
-                    status="requeued",
-                    message=(
-                        "the process running this operation stopped before it finished; requeued. "
-                        "The stack is checked and recovered before the operation runs again."
-                    ),
-                )
-            requeued = [
-                db.execute("SELECT * FROM operations WHERE id = ?", (r["id"],)).fetchone() for r in rows
-            ]
+            return self._requeue(db, rows, now, _REQUEUED_MESSAGE)
+
+    def requeue_claimed(self, worker_id: str, *, reason: str) -> list[Operation]:
+        """Hand back what ``worker_id`` is running (its process is stopping mid-update): requeued and
+        the stacks flagged, so the next worker recovers each stack and runs the operation again."""
+        now = self._clock()
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT * FROM operations WHERE status = 'running' AND claimed_by = ?", (worker_id,)
+            ).fetchall()
+            message = (
+                f"{reason}; requeued. The stack is checked and recovered before the operation runs again."
+            )
+            return self._requeue(db, rows, now, message)
+
+    def _requeue(
+        self, db: sqlite3.Connection, rows: list[sqlite3.Row], now: float, message: str
+    ) -> list[Operation]:
+        for row in rows:
+            db.execute(
+                "UPDATE operations SET status = 'queued', started_at = NULL, claimed_by = NULL,"
+                " heartbeat_at = NULL WHERE id = ?",
+                (row["id"],),
+            )
+            self._flag_interrupted(db, row["environment"], row["tenant"], now)
+            self._insert_event(db, row["id"], now, kind="recovery", status="requeued", message=message)
+        requeued = [db.execute("SELECT * FROM operations WHERE id = ?", (r["id"],)).fetchone() for r in rows]
         return [_operation(row) for row in requeued]
 
     def abandon(self, worker_id: str, *, reason: str) -> list[Operation]:

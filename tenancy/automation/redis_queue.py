@@ -40,13 +40,18 @@ from tenancy.automation.contract import (
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# Which queued operations a newly submitted one replaces (as in SqliteOperationQueue).
+# Which queued operations a newly submitted one replaces (as in SqliteOperationQueue: a destroy
+# replaces nothing, so an up queued before it, e.g. turning deletion protection off, runs first).
 _SUPERSEDES: dict[OperationKind, tuple[OperationKind, ...]] = {
     OperationKind.up: (OperationKind.up,),
     OperationKind.preview: (OperationKind.preview,),
     OperationKind.refresh: (OperationKind.refresh,),
-    OperationKind.destroy: (OperationKind.up,),
+    OperationKind.destroy: (),
 }
+_REQUEUED_MESSAGE = (
+    "the process running this operation stopped before it finished; requeued. "
+    "The stack is checked and recovered before the operation runs again."
+)
 
 
 class RedisOperationQueue:
@@ -127,8 +132,12 @@ class RedisOperationQueue:
             record["spec"] = json.dumps(spec)
 
         def body(pipe: Any) -> None:
-            queued_here = [_text(i) for i in pipe.zrange(self._queued(stack), 0, -1)]
+            queued_here = [_text(i) for i in pipe.zrange(self._queued(stack), 0, -1)]  # oldest first
             kinds = {i: _text(pipe.hget(self._op(i), "kind") or b"") for i in queued_here}
+            # Never across a queued destroy: what was asked before it runs before it.
+            destroys = [i for i, k in enumerate(kinds.values()) if k == OperationKind.destroy.value]
+            if destroys:
+                kinds = dict(list(kinds.items())[destroys[-1] + 1 :])
             pipe.multi()
             pipe.hset(self._op(operation_id), mapping=record)
             pipe.zadd(self._all(), {operation_id: position})
@@ -290,23 +299,34 @@ class RedisOperationQueue:
                 self._redis.hset(self._op(operation.id), "heartbeat_at", now)
 
     def requeue_interrupted(self, *, stale_after: float | None = None) -> list[Operation]:
+        def stale(fields: dict[str, str], now: float) -> bool:
+            beat = float(fields["heartbeat_at"]) if fields.get("heartbeat_at") else None
+            return stale_after is None or beat is None or beat < now - stale_after
+
+        return self._requeue(stale, _REQUEUED_MESSAGE)
+
+    def requeue_claimed(self, worker_id: str, *, reason: str) -> list[Operation]:
+        """Hand back what ``worker_id`` is running (its process is stopping mid-update): requeued and
+        the stacks flagged, so the next worker recovers each stack and runs the operation again."""
+        message = f"{reason}; requeued. The stack is checked and recovered before the operation runs again."
+        return self._requeue(lambda fields, _now: fields.get("claimed_by") == worker_id, message)
+
+    def _requeue(self, wanted: Callable[[dict[str, str], float], bool], message: str) -> list[Operation]:
         def body(pipe: Any) -> list[str]:
             now = self._clock()
             running = {_text(k): _text(v) for k, v in pipe.hgetall(self._running).items()}
-            stale: list[tuple[str, str, dict[str, str]]] = []
+            picked: list[tuple[str, str, dict[str, str]]] = []
             for name, operation_id in running.items():
                 fields = self._fields(operation_id, pipe)
                 if fields.get("status") != OperationStatus.running.value:
-                    stale.append((name, operation_id, {}))  # a dangling marker: just drop it
-                    continue
-                beat = float(fields["heartbeat_at"]) if fields.get("heartbeat_at") else None
-                if stale_after is None or beat is None or beat < now - stale_after:
-                    stale.append((name, operation_id, fields))
-            if not stale:
+                    picked.append((name, operation_id, {}))  # a dangling marker: just drop it
+                elif wanted(fields, now):
+                    picked.append((name, operation_id, fields))
+            if not picked:
                 return []
             pipe.multi()
             requeued = []
-            for name, operation_id, fields in stale:
+            for name, operation_id, fields in picked:
                 pipe.hdel(self._running, name)
                 if not fields:
                     continue
@@ -320,17 +340,7 @@ class RedisOperationQueue:
                 pipe.sadd(self._interrupted, name)
                 pipe.rpush(
                     self._events(operation_id),
-                    json.dumps(
-                        {
-                            "time": now,
-                            "kind": "recovery",
-                            "status": "requeued",
-                            "message": (
-                                "the process running this operation stopped before it finished; requeued. "
-                                "The stack is checked and recovered before the operation runs again."
-                            ),
-                        }
-                    ),
+                    json.dumps({"time": now, "kind": "recovery", "status": "requeued", "message": message}),
                 )
                 requeued.append(operation_id)
             return requeued

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Protocol, runtime_checkable
 
 from tenancy.automation.contract import (
     EmitEvent,
@@ -41,6 +42,18 @@ from tenancy.automation.errors import describe_failure
 from tenancy.automation.progress import describe_changes
 
 _log = logging.getLogger(__name__)
+
+# A running operation whose heartbeat is older than this was left by a stopped process. Several
+# times SQLite's lock wait (30 s), so a worker merely blocked on the database is never taken for dead
+# and its live update cancelled by another process's recovery.
+DEFAULT_STALE_AFTER_SECONDS = 120.0
+
+
+@runtime_checkable
+class RequeuingQueue(Protocol):
+    """A queue that can hand a stopping worker's operations back (both queues of this package)."""
+
+    def requeue_claimed(self, worker_id: str, *, reason: str) -> list[Operation]: ...
 
 
 class WorkerListener:
@@ -69,7 +82,7 @@ class Worker:
         listener: WorkerListener | None = None,
         worker_id: str | None = None,
         heartbeat_interval: float = 5.0,
-        stale_after: float = 30.0,
+        stale_after: float = DEFAULT_STALE_AFTER_SECONDS,
         poll_interval: float = 0.5,
     ) -> None:
         if max_parallel < 1:
@@ -127,6 +140,14 @@ class Worker:
         """Give up on the operations this worker is running (the process is being interrupted):
         they are marked failed and their stacks flagged for recovery."""
         return self.queue.abandon(self.worker_id, reason=reason)
+
+    def release(self, reason: str) -> list[Operation]:
+        """Hand the operations this worker is running back to the queue (the process is stopping and
+        will not see them finish): requeued with their stacks flagged, so the next worker recovers
+        each stack and runs the operation again. Queues that cannot requeue fail them instead."""
+        if isinstance(self.queue, RequeuingQueue):
+            return self.queue.requeue_claimed(self.worker_id, reason=reason)
+        return self.abandon(reason)
 
     @property
     def running(self) -> list[Operation]:

@@ -4,6 +4,10 @@ Embedded (the default): SQLite files in ``state_dir`` for operations, API keys a
 records; an in-process rate limiter; worker threads in this process. ``backend=redis``: the same
 roles played by the platform's Redis (Sentinel), so several API and worker replicas share them.
 The tenants git repository is the source of truth in both.
+
+Starting reconciles git with the queue (a change committed but never queued, say because the
+process died in between, is queued then); stopping hands operations still running after the grace
+period back to the queue, so the next start recovers their stacks and runs them again.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ from tenancy.service.core.api_keys import ApiKeyStore, RedisApiKeyStore, SqliteA
 from tenancy.service.core.audit import AuditLog
 from tenancy.service.core.config import ServiceSettings
 from tenancy.service.core.idempotency import IdempotencyStore, RedisIdempotencyStore, SqliteIdempotencyStore
+from tenancy.service.core.incarnation import TenantIncarnations
 from tenancy.service.core.local_issuer import ensure_local_issuer
 from tenancy.service.core.metrics import ServiceMetrics
+from tenancy.service.core.preview import PreviewGate
 from tenancy.service.core.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
+from tenancy.service.core.reconcile import queue_unapplied_changes
 from tenancy.service.core.security import JwksKeys, TokenVerifier
 from tenancy.service.core.tenant_changes import TenantChanges
 from tenancy.service.core.tenants_repo import TenantRepository
@@ -44,11 +51,21 @@ class Backends:
     audit: AuditLog
     metrics: ServiceMetrics
     changes: TenantChanges
+    incarnations: TenantIncarnations
+    previews: PreviewGate
+    auth_failures: RateLimiter  # failed authentications per client address
     worker: Any | None = None  # tenancy.automation.worker.Worker, when this process runs operations
     redis: Any | None = None
     closers: list[Any] = field(default_factory=list)
 
     def start(self) -> None:
+        try:
+            queued = queue_unapplied_changes(self.repository, self.queue)
+        except Exception as error:  # never keep the service from starting; the next start retries
+            log.error("reconciling the tenants repository with the queue failed: %s", type(error).__name__)
+        else:
+            if queued:
+                log.warning("queued %d update(s) for changes in git that were never applied", len(queued))
         if self.worker is not None:
             self.worker.start()
 
@@ -56,10 +73,11 @@ class Backends:
         if self.worker is not None:
             self.worker.stop(timeout=self.settings.shutdown_grace_seconds)
             if self.worker.running:
-                # Still mid-update after the grace period: record that honestly (failed, stack flagged
-                # for recovery) rather than leaving operations "running" for nobody.
-                abandoned = self.worker.abandon("the service stopped while this operation was running")
-                log.warning("stopped with %d operation(s) still running; marked failed", len(abandoned))
+                # Still mid-update after the grace period: hand the operations back to the queue (their
+                # stacks flagged) rather than failing them: the next start recovers each stack and runs
+                # the operation again, and nothing is left "running" for nobody.
+                released = self.worker.release("the service stopped while this operation was running")
+                log.warning("stopped with %d operation(s) still running; requeued", len(released))
 
     def close(self) -> None:
         """Release the databases (after ``stop``; the app cannot serve afterwards)."""
@@ -118,6 +136,7 @@ def build_verifier(settings: ServiceSettings) -> TokenVerifier:
         audience=settings.audience,
         algorithms=settings.algorithms,
         leeway=settings.leeway_seconds,
+        authorized_parties=settings.authorized_parties,
     )
 
 
@@ -136,6 +155,7 @@ def build_backends(
         tenants_path=settings.tenants_path,
         remote=settings.git_remote,
         branch=settings.git_branch,
+        refresh_seconds=settings.git_refresh_seconds,
     )
     repository.ensure(seed_from=seed_tenants)
     automation = _automation_settings(settings, repository)
@@ -149,12 +169,21 @@ def build_backends(
         queue = queue or RedisOperationQueue(redis, prefix=prefix)
         api_keys: ApiKeyStore = RedisApiKeyStore(redis, prefix=prefix)
         idempotency: IdempotencyStore = RedisIdempotencyStore(
-            redis, prefix=prefix, ttl_seconds=settings.idempotency_ttl_seconds
+            redis,
+            prefix=prefix,
+            ttl_seconds=settings.idempotency_ttl_seconds,
+            lease_seconds=settings.idempotency_lease_seconds,
         )
         rate_limiter: RateLimiter = RedisRateLimiter(
             redis,
             prefix=prefix,
             limit=settings.rate_limit_requests,
+            window_seconds=settings.rate_limit_window_seconds,
+        )
+        auth_failures: RateLimiter = RedisRateLimiter(
+            redis,
+            prefix=f"{prefix}auth-failures:",
+            limit=settings.auth_failures_per_ip,
             window_seconds=settings.rate_limit_window_seconds,
         )
         write_lock: TenantWriteLock = RedisWriteLock(repository, redis, prefix=prefix)
@@ -167,12 +196,17 @@ def build_backends(
             queue = sqlite_queue
         sqlite_keys = SqliteApiKeyStore(settings.state_dir / "api-keys.sqlite3")
         sqlite_idempotency = SqliteIdempotencyStore(
-            settings.state_dir / "idempotency.sqlite3", ttl_seconds=settings.idempotency_ttl_seconds
+            settings.state_dir / "idempotency.sqlite3",
+            ttl_seconds=settings.idempotency_ttl_seconds,
+            lease_seconds=settings.idempotency_lease_seconds,
         )
         closers += [sqlite_keys.close, sqlite_idempotency.close]
         api_keys, idempotency = sqlite_keys, sqlite_idempotency
         rate_limiter = InProcessRateLimiter(
             limit=settings.rate_limit_requests, window_seconds=settings.rate_limit_window_seconds
+        )
+        auth_failures = InProcessRateLimiter(
+            limit=settings.auth_failures_per_ip, window_seconds=settings.rate_limit_window_seconds
         )
         write_lock = LocalWriteLock(repository)
 
@@ -206,7 +240,19 @@ def build_backends(
         write_lock=write_lock,
         audit=AuditLog(settings.audit_target),
         metrics=ServiceMetrics(),
-        changes=TenantChanges(repository=repository, queue=queue, write_lock=write_lock),
+        changes=TenantChanges(
+            repository=repository,
+            queue=queue,
+            write_lock=write_lock,
+            api_keys=api_keys,
+            self_service_plans=settings.self_service_plans,
+        ),
+        incarnations=TenantIncarnations(repository),
+        previews=PreviewGate(
+            max_in_flight=settings.preview_max_in_flight,
+            max_per_principal=settings.preview_max_per_principal,
+        ),
+        auth_failures=auth_failures,
         worker=worker,
         redis=redis,
         closers=closers,

@@ -53,28 +53,25 @@ def authenticate(
     api_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
     """The caller, from a bearer JWT or an API key (Authorization: Bearer or X-API-Key); then the
-    caller's rate limit."""
+    caller's rate limit. An address that keeps failing to authenticate is refused before any check."""
     credential = bearer.credentials if bearer is not None else api_key
     if not credential:
         raise _unauthenticated("send a bearer token (Authorization: Bearer ...) or an API key (X-API-Key)")
-    principal: Principal
-    if looks_like_api_key(credential):
-        record = backends.api_keys.authenticate(credential)
-        if record is None:
-            backends.metrics.auth_failures.labels("api_key").inc()
-            raise _unauthenticated("the API key is unknown, revoked or expired")
-        principal = record.principal()
-    else:
-        try:
-            claims = backends.verifier.verify(credential)
-        except AuthenticationFailed as failure:
-            backends.metrics.auth_failures.labels(failure.reason).inc()
-            raise _unauthenticated(failure.message) from None
-        except KeysUnavailable:
-            raise ServiceError(
-                "not_ready", "the identity provider's signing keys cannot be fetched; retry shortly"
-            ) from None
-        principal = principal_from_claims(claims)
+    address = f"ip:{request.client.host if request.client else 'unknown'}"
+    blocked = backends.auth_failures.peek(address)
+    if not blocked.allowed:
+        backends.metrics.rate_limited.inc()
+        raise ServiceError(
+            "rate_limited",
+            f"too many failed authentications from your address; retry in {blocked.retry_after} s",
+            headers={"Retry-After": str(blocked.retry_after)},
+        )
+    try:
+        principal = _principal(backends, credential)
+    except ServiceError as error:
+        if error.code == "unauthenticated":
+            backends.auth_failures.hit(address)
+        raise
     decision = backends.rate_limiter.hit(principal.actor)
     if not decision.allowed:
         backends.metrics.rate_limited.inc()
@@ -85,6 +82,26 @@ def authenticate(
         )
     request.state.principal = principal
     return principal
+
+
+def _principal(backends: Backends, credential: str) -> Principal:
+    if looks_like_api_key(credential):
+        record = backends.api_keys.authenticate(credential)
+        # A key works only for the incarnation of its tenant it was made for (see core.incarnation).
+        if record is None or not backends.incarnations.admits(record.tenant, record.incarnation):
+            backends.metrics.auth_failures.labels("api_key").inc()
+            raise _unauthenticated("the API key is unknown, revoked or expired, or its tenant was deleted")
+        return record.principal()
+    try:
+        claims = backends.verifier.verify(credential)
+    except AuthenticationFailed as failure:
+        backends.metrics.auth_failures.labels(failure.reason).inc()
+        raise _unauthenticated(failure.message) from None
+    except KeysUnavailable:
+        raise ServiceError(
+            "not_ready", "the identity provider's signing keys cannot be fetched; retry shortly"
+        ) from None
+    return principal_from_claims(claims)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
@@ -156,6 +173,14 @@ IfMatch = Annotated[
         alias="If-Match",
         max_length=256,
         description="The tenant's etag: change only that version (412 otherwise).",
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-None-Match",
+        max_length=16,
+        description="`*`: create only; 412 when the tenant already exists (nobody's spec is overwritten).",
     ),
 ]
 

@@ -141,7 +141,7 @@ class TenantList(ApiModel):
 
 
 class TenantStatus(ApiModel):
-    phase: str = Field(description="pending (never applied), updating, ready, failed, or unknown.")
+    phase: str = Field(description="pending (never applied), updating, deleting, ready, failed, or unknown.")
     message: str | None = None
 
 
@@ -149,7 +149,18 @@ class TenantView(ApiModel):
     environment: Environment
     name: str
     role: Role
-    etag: str = Field(description="Version of the spec; send it as If-Match to change exactly this version.")
+    etag: str | None = Field(
+        description=(
+            "Version of the spec; send it as If-Match to change exactly this version (null once deleted)."
+        )
+    )
+    deleted: bool = Field(
+        default=False,
+        description=(
+            "The tenant's file is deleted but its stack is not destroyed yet, or destroying it failed "
+            "(status says which; DELETE again retries). spec is what the file held."
+        ),
+    )
     spec: dict[str, Any] = Field(description="The tenant document as committed to git.")
     status: TenantStatus
     last_operation: OperationView | None = None

@@ -45,14 +45,33 @@ def test_a_running_operation_is_never_superseded(queue: SqliteOperationQueue) ->
     assert newer.status is OperationStatus.queued
 
 
-def test_destroy_supersedes_queued_ups_but_not_previews(queue: SqliteOperationQueue) -> None:
-    up = queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="a")
+def test_a_destroy_waits_for_the_up_queued_before_it_instead_of_superseding_it(
+    queue: SqliteOperationQueue,
+) -> None:
+    # The up queued first is typically the one turning deletion protection off: dropping it would
+    # leave the destroy facing a protected stack.
+    up = queue.submit(stack("acme"), UP, spec=tenant_spec("acme", deletionProtection=False), requested_by="a")
     preview = queue.submit(stack("acme"), PREVIEW, spec=tenant_spec("acme"), requested_by="a")
     destroy = queue.submit(stack("acme"), DESTROY, spec=None, requested_by="a")
 
-    assert queue.get(up.id).status is OperationStatus.superseded  # type: ignore[union-attr]
-    assert queue.get(up.id).superseded_by == destroy.id  # type: ignore[union-attr]
+    assert queue.get(up.id).status is OperationStatus.queued  # type: ignore[union-attr]
     assert queue.get(preview.id).status is OperationStatus.queued  # type: ignore[union-attr]
+    order = []
+    while (claimed := queue.claim_next(worker_id="w")) is not None:
+        order.append(claimed.id)
+        queue.finish(claimed.id, OperationStatus.succeeded, OperationSummary(), worker_id="w")
+    assert order == [up.id, preview.id, destroy.id]
+
+
+def test_queued_ups_coalesce_but_never_across_a_queued_destroy(queue: SqliteOperationQueue) -> None:
+    before = queue.submit(stack("acme"), UP, spec=tenant_spec("acme", plan="small"), requested_by="a")
+    destroy = queue.submit(stack("acme"), DESTROY, spec=None, requested_by="a")
+    first_after = queue.submit(stack("acme"), UP, spec=tenant_spec("acme", plan="small"), requested_by="a")
+    second_after = queue.submit(stack("acme"), UP, spec=tenant_spec("acme", plan="medium"), requested_by="a")
+
+    assert queue.get(before.id).status is OperationStatus.queued  # type: ignore[union-attr]
+    assert queue.get(destroy.id).status is OperationStatus.queued  # type: ignore[union-attr]
+    assert queue.get(first_after.id).superseded_by == second_after.id  # type: ignore[union-attr]
 
 
 def test_an_up_after_a_queued_destroy_does_not_cancel_the_destroy(queue: SqliteOperationQueue) -> None:

@@ -321,3 +321,36 @@ def test_the_background_worker_runs_what_is_submitted_until_stopped(
     later = queue.submit(stack("acme"), REFRESH, spec=None, requested_by="t")
     time.sleep(0.05)
     assert queue.get(later.id).status is OperationStatus.queued  # type: ignore[union-attr]
+
+
+def test_an_operation_is_called_stale_only_after_several_times_the_databases_lock_wait(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    from tenancy.automation.queue import BUSY_TIMEOUT_SECONDS
+    from tenancy.service.core.config import ServiceSettings
+
+    # A dispatcher blocked on SQLite for its whole lock wait misses heartbeats: that must not be
+    # enough for another process to requeue its operation and cancel the live update in recovery.
+    assert Worker(queue, engine, max_parallel=1).stale_after >= 3 * BUSY_TIMEOUT_SECONDS
+    assert ServiceSettings().worker_stale_after_seconds >= 3 * BUSY_TIMEOUT_SECONDS
+
+
+def test_a_released_worker_hands_its_running_operation_back_for_recovery_and_a_rerun(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    operation = queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="a")
+    stopping = Worker(queue, engine, max_parallel=1, worker_id="stopping")
+    engine.pause()
+    try:
+        stopping.start()
+        wait_for(lambda: engine.running(stack("acme")) == 1)
+        stopping.stop(timeout=0.1)
+        [handed_back] = stopping.release("the service stopped")
+    finally:
+        engine.resume()
+    assert handed_back.id == operation.id and handed_back.status is OperationStatus.queued
+    wait_for(lambda: not stopping.running)
+
+    [rerun] = Worker(queue, engine, max_parallel=1).run_until_idle()
+    assert rerun.id == operation.id and rerun.status is OperationStatus.succeeded
+    assert rerun.summary is not None and rerun.summary.recovered

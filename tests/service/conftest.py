@@ -70,8 +70,11 @@ class Issuer:
             "iss": ISSUER,
             "aud": [AUDIENCE, "account"],
             "sub": f"user-{uuid.uuid4().hex[:8]}",
+            "typ": "Bearer",  # Keycloak's access tokens say so; its ID tokens say "ID"
+            "azp": "tenant-portal",
             "preferred_username": "alice",
             "email": "alice@example.com",
+            "email_verified": True,
             "iat": now,
             "nbf": now,
             "exp": now + 300,
@@ -208,7 +211,7 @@ class LiveServer:
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10.0, **kwargs)
+        return httpx.Client(base_url=self.url, headers=headers, **{"timeout": 10.0, **kwargs})
 
 
 @pytest.fixture
@@ -236,6 +239,19 @@ def spec(name: str, **overrides: Any) -> dict[str, Any]:
     }
     document.update(overrides)
     return document
+
+
+def create_tenant(app: FastAPI, name: str, environment: str = "dev", **overrides: Any) -> None:
+    """Commit a tenant's file straight to the app's repository (as a merged pull request would)."""
+    from tenancy.service.core.tenants_repo import GitAuthor
+
+    app.state.backends.repository.write(
+        environment,
+        name,
+        spec(name, **overrides),
+        author=GitAuthor("Test", "test@example.com"),
+        message=f"Create tenant {environment}.{name}",
+    )
 
 
 def wait_for(client: httpx.Client, operation_id: str, *, timeout: float = 10.0) -> dict[str, Any]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from tests.service.conftest import ISSUER, AppFactory, Issuer, LiveServer, settings_for, unsigned
+from tests.service.conftest import (
+    ISSUER,
+    AppFactory,
+    Issuer,
+    LiveServer,
+    create_tenant,
+    settings_for,
+    unsigned,
+)
 
 ME = "/api/v1/me"
 
@@ -24,6 +34,7 @@ ME = "/api/v1/me"
 def live(make_app: AppFactory, serve: Any) -> LiveServer:
     app, _ = make_app(workers=0)
     server: LiveServer = serve(app)
+    create_tenant(app, "acme")  # API keys are made for a tenant that exists
     return server
 
 
@@ -240,3 +251,73 @@ def test_a_real_issuer_is_never_paired_with_the_local_key(tmp_path: Path) -> Non
 
     with pytest.raises(ValueError, match="JWKS_URL"):
         ServiceSettings(state_dir=tmp_path, issuer=ISSUER)
+
+
+def test_an_id_token_is_refused_even_for_this_audience(live: LiveServer, issuer: Issuer) -> None:
+    # Keycloak's ID tokens name the client in aud: when that client is tenant-api they carry our audience.
+    id_token = issuer.platform_admin(typ="ID", aud="tenant-api", azp="tenant-api")
+    assert "not an access token" in refused(live, id_token)["message"]
+    header_typed = issuer.token(headers={"typ": "id_token+jwt"}, roles=["platform-admin"])
+    refused(live, header_typed)
+
+
+def test_only_access_tokens_of_the_authorized_clients_pass_when_they_are_configured(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    app, _ = make_app(workers=0, authorized_parties="tenant-portal,tenantctl")
+    server: LiveServer = serve(app)
+    assert "azp" in refused(server, issuer.platform_admin(azp="some-other-app"))["message"]
+    with server.client(issuer.platform_admin(azp="tenantctl")) as client:
+        assert client.get(ME).status_code == 200
+
+
+def test_an_unverified_email_never_becomes_the_git_author(live: LiveServer, issuer: Issuer) -> None:
+    spoofer = issuer.admin_of("acme", sub="mallory", email="ceo@acme.example", email_verified=False)
+    verified = issuer.admin_of("acme", sub="alice", email="alice@acme.example", email_verified=True)
+    with live.client(spoofer) as client:
+        client.patch("/api/v1/environments/dev/tenants/acme", json={"displayName": "by mallory"})
+    with live.client(verified) as client:
+        client.patch("/api/v1/environments/dev/tenants/acme", json={"displayName": "by alice"})
+    authors = [c.author_email for c in live.app.state.backends.repository.history("dev", "acme")]
+    assert authors[:2] == ["alice@acme.example", "mallory@tenant-api.invalid"]
+
+
+def test_an_address_that_keeps_failing_to_authenticate_is_refused_before_any_check(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    app, _ = make_app(workers=0, auth_failures_per_ip=3)
+    server: LiveServer = serve(app)
+    with server.client("not-a-token") as client:
+        failures = [client.get(ME).status_code for _ in range(4)]
+    with server.client(issuer.platform_admin()) as client:
+        blocked = client.get(ME)
+    assert failures == [401] * 4
+    assert blocked.status_code == 429 and blocked.json()["error"]["code"] == "rate_limited"
+    assert int(blocked.headers["Retry-After"]) >= 1
+
+
+def test_fetching_the_signing_keys_never_holds_up_tokens_signed_by_known_keys() -> None:
+    from tenancy.service.core.security import JwksKeys
+
+    known = {"kid": "k1", "kty": "RSA", "n": "AQAB", "e": "AQAB"}
+    slow = threading.Event()
+    release = threading.Event()
+
+    def fetch(url: str) -> dict[str, Any]:
+        if slow.is_set():
+            release.wait(10)  # Keycloak answering slowly
+        return {"keys": [known]}
+
+    keys = JwksKeys(url="https://auth.example/certs", cache_seconds=0.05, min_refresh_seconds=0, fetch=fetch)
+    assert keys.key("k1") == known
+    time.sleep(0.1)  # the cache has expired
+    slow.set()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        try:
+            refreshing = pool.submit(keys.key, "k1")  # this caller fetches, slowly
+            time.sleep(0.1)
+            meanwhile = pool.submit(keys.key, "k1")
+            assert meanwhile.result(timeout=1.0) == known
+        finally:
+            release.set()
+        assert refreshing.result(timeout=5) == known

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.service.conftest import AppFactory, Issuer, LiveServer, spec
 
 
@@ -72,3 +74,23 @@ def test_the_openapi_document_describes_the_versioned_api(make_app: AppFactory, 
     assert {"owners", "plan", "qdrant", "vcluster", "deletionProtection"} <= set(schema["properties"])
     assert "name" not in schema["required"]
     assert document["components"]["securitySchemes"].keys() == {"HTTPBearer", "APIKeyHeader"}
+
+
+def test_readiness_runs_git_at_most_once_per_few_seconds(
+    make_app: AppFactory, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _ = make_app(workers=0)
+    server: LiveServer = serve(app)
+    repository = app.state.backends.repository
+    runs = []
+    run = repository._run
+
+    def counting(*args: str, **kwargs: Any) -> Any:
+        runs.append(args)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "_run", counting)
+    with server.client() as client:
+        statuses = [client.get("/readyz").status_code for _ in range(10)]
+    assert statuses == [200] * 10
+    assert len(runs) <= 1  # an unauthenticated probe cannot make the service spawn git at will

@@ -195,3 +195,55 @@ def test_sentinel_addresses_come_from_a_comma_separated_setting(monkeypatch: pyt
     settings = ServiceSettings()
     assert settings.redis_sentinels == ("redis-ha.redis.svc:26379", "redis-ha-announce-1.redis.svc:26379")
     assert settings.redis_master == "mymaster"
+
+
+def test_a_destroy_runs_after_the_up_queued_before_it(queue: Any) -> None:
+    unprotect = queue.submit(ACME, OperationKind.up, spec={"deletionProtection": False}, requested_by="a")
+    destroy = queue.submit(ACME, OperationKind.destroy, spec=None, requested_by="a")
+    assert queue.get(unprotect.id).status is OperationStatus.queued
+    order = []
+    while (claimed := queue.claim_next(worker_id="w")) is not None:
+        order.append(claimed.id)
+        queue.finish(claimed.id, OperationStatus.succeeded, OperationSummary(), worker_id="w")
+    assert order == [unprotect.id, destroy.id]
+
+
+def test_a_stopping_workers_operations_are_handed_back_and_their_stacks_flagged(queue: Any) -> None:
+    mine = queue.submit(ACME, OperationKind.up, spec={}, requested_by="a")
+    theirs = queue.submit(BETA, OperationKind.up, spec={}, requested_by="a")
+    queue.claim_next(worker_id="stopping")
+    queue.claim_next(worker_id="other")
+
+    handed_back = queue.requeue_claimed("stopping", reason="the service stopped")
+
+    assert [op.id for op in handed_back] == [mine.id]
+    assert queue.get(mine.id).status is OperationStatus.queued
+    assert queue.get(theirs.id).status is OperationStatus.running
+    assert queue.was_interrupted(ACME) and not queue.was_interrupted(BETA)
+    assert queue.events(mine.id)[-1].status == "requeued"
+    assert queue.claim_next(worker_id="next").id == mine.id
+
+
+def test_the_redis_write_lock_is_renewed_while_a_slow_write_holds_it(tmp_path: Path, redis: Any) -> None:
+    replicas = []
+    for index in range(2):
+        repository = TenantRepository(tmp_path / f"repo-{index}")
+        repository.ensure()
+        replicas.append(RedisWriteLock(repository, redis, prefix="t:", ttl_seconds=0.3, wait_seconds=5))
+    held: list[tuple[str, float, float]] = []
+
+    def write(index: int, seconds: float) -> None:
+        with replicas[index].hold(ACME):
+            started = time.monotonic()
+            time.sleep(seconds)  # git pushing and retrying, longer than the lock's expiry
+            held.append((f"replica-{index}", started, time.monotonic()))
+
+    slow = threading.Thread(target=write, args=(0, 1.0))
+    slow.start()
+    time.sleep(0.1)
+    write(1, 0.01)
+    slow.join()
+    (first, _, first_end), (second, second_start, _) = sorted(held, key=lambda h: h[1])
+    assert (first, second) == ("replica-0", "replica-1")
+    assert second_start >= first_end  # never both inside at once
+    assert redis.get("t:write-lock:dev.acme") is None

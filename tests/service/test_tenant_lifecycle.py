@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tenancy.automation.contract import StackRef
-from tests.service.conftest import AppFactory, Issuer, LiveServer, spec, wait_for
+from tests.service.conftest import AppFactory, Issuer, LiveServer, create_tenant, spec, wait_for
 
 ACME = "/api/v1/environments/dev/tenants/acme"
 
@@ -70,7 +70,7 @@ def test_reading_a_tenant_shows_spec_status_last_operation_and_masked_outputs(ad
 
 
 def test_patch_scales_qdrant_after_validating_the_merged_spec(admin: httpx.Client, live: LiveServer) -> None:
-    admin.put(ACME, json=spec("acme", plan="medium"))
+    create_tenant(live.app, "acme", plan="medium")  # a platform-admin sets the plan
     response = admin.patch(ACME, json={"qdrant": {"replicas": 3}})
     assert response.status_code == 202, response.text
     document = yaml.safe_load(live.app.state.backends.repository.read_text("dev", "acme"))
@@ -168,6 +168,7 @@ def test_an_idempotency_key_replays_the_first_answer(admin: httpx.Client, live: 
 
 
 def test_an_idempotent_api_key_creation_never_shows_the_key_twice(admin: httpx.Client) -> None:
+    admin.put(ACME, json=spec("acme"))
     headers = {"Idempotency-Key": "key-1"}
     first = admin.post("/api/v1/tenants/acme/api-keys", json={"name": "ci"}, headers=headers).json()
     again = admin.post("/api/v1/tenants/acme/api-keys", json={"name": "ci"}, headers=headers).json()
@@ -196,7 +197,7 @@ def test_an_unchanged_spec_makes_no_commit_but_still_reconciles(
 
 
 def test_preview_shows_the_rendered_diff_without_committing(admin: httpx.Client, live: LiveServer) -> None:
-    admin.put(ACME, json=spec("acme", plan="medium"))
+    create_tenant(live.app, "acme", plan="medium")  # a platform-admin sets the plan
     commits = len(live.app.state.backends.repository.history("dev", "acme"))
     response = admin.post(
         f"{ACME}/preview",
@@ -322,3 +323,16 @@ def test_a_queue_failure_after_the_commit_says_how_to_recover(
     monkeypatch.undo()
     again = admin.put(ACME, json=spec("acme")).json()
     assert again["changed"] is False and again["operation"]["kind"] == "up"
+
+
+def test_if_none_match_star_creates_but_never_overwrites(admin: httpx.Client, live: LiveServer) -> None:
+    create_only = {"If-None-Match": "*"}
+    created = admin.put(ACME, json=spec("acme", displayName="first"), headers=create_only)
+    assert created.status_code == 202
+    again = admin.put(ACME, json=spec("acme", displayName="second"), headers=create_only)
+    assert again.status_code == 412
+    assert again.json()["error"]["code"] == "precondition_failed"
+    assert (
+        yaml.safe_load(live.app.state.backends.repository.read_text("dev", "acme"))["displayName"] == "first"
+    )
+    assert admin.put(ACME, json=spec("acme"), headers={"If-None-Match": '"abc"'}).status_code == 422

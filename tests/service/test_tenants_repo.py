@@ -6,10 +6,12 @@ from __future__ import annotations
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
-from tenancy.service.core.tenants_repo import COMMITTER_NAME, GitAuthor, TenantRepository
+from tenancy.service.core.tenants_repo import COMMITTER_NAME, GitAuthor, RepositoryError, TenantRepository
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -71,3 +73,121 @@ def test_replicas_pushing_to_one_remote_never_lose_a_change(tmp_path: Path) -> N
     for index in range(3):
         assert yaml.safe_load(check.read_text("dev", f"t{index}") or "") == {"name": f"t{index}", "round": 2}
         assert len(check.history("dev", f"t{index}")) == 3
+
+
+def _shared_remote(tmp_path: Path, replicas: int, **options: Any) -> tuple[Path, list[TenantRepository]]:
+    """A bare remote seeded with an empty tenants repository, and ``replicas`` checkouts of it."""
+    origin = TenantRepository(tmp_path / "origin")
+    origin.ensure()
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(origin.root), str(remote)], check=True)
+    checkouts = [
+        TenantRepository(tmp_path / f"replica-{i}", remote=str(remote), **options) for i in range(replicas)
+    ]
+    for checkout in checkouts:
+        checkout.ensure()
+    return remote, checkouts
+
+
+AUTHOR = GitAuthor("r", "r@x.example")
+
+
+def _write(repository: TenantRepository, name: str, **fields: Any) -> str | None:
+    return repository.write(
+        "dev", name, {"name": name, **fields}, author=AUTHOR, message=f"Update tenant dev.{name}"
+    )
+
+
+def test_a_write_that_cannot_be_pushed_leaves_the_checkout_exactly_as_it_was(tmp_path: Path) -> None:
+    remote, [replica] = _shared_remote(tmp_path, 1)
+    _write(replica, "a", round=1)
+    head = git(replica.root, "rev-parse", "HEAD")
+    unreachable = remote.with_name("unreachable.git")
+    remote.rename(unreachable)  # the network blip
+
+    with pytest.raises(RepositoryError):
+        _write(replica, "a", round=2)
+
+    assert git(replica.root, "status", "--porcelain") == ""
+    assert git(replica.root, "rev-parse", "HEAD") == head  # no local commit left to publish later
+    assert yaml.safe_load(replica.read_text("dev", "a") or "") == {"name": "a", "round": 1}
+    unreachable.rename(remote)
+    replica.sync()
+    _write(replica, "a", round=3)  # writes work again without anyone repairing the checkout
+    check = TenantRepository(tmp_path / "check", remote=str(remote))
+    check.ensure()
+    rounds = [
+        yaml.safe_load(git(check.root, "show", f"{c.sha}:tenants/dev/a.yaml"))["round"]
+        for c in check.history("dev", "a")
+    ]
+    assert rounds == [3, 1]  # the write reported as failed never reached the remote
+
+
+def test_a_rebase_conflict_is_aborted_and_the_checkout_reset(tmp_path: Path) -> None:
+    _, [ours, theirs] = _shared_remote(tmp_path, 2)
+    _write(ours, "a", owner="ours")
+    theirs.sync()
+    _write(theirs, "a", owner="theirs")  # say, a pull request merged on the same file
+    head = git(ours.root, "rev-parse", "HEAD")
+
+    with pytest.raises(RepositoryError):
+        _write(ours, "a", owner="ours-again")  # not synced first: the push needs a rebase that conflicts
+
+    git_dir = ours.root / ".git"
+    assert not (git_dir / "rebase-merge").exists() and not (git_dir / "rebase-apply").exists()
+    assert git(ours.root, "status", "--porcelain") == ""
+    assert git(ours.root, "rev-parse", "HEAD") == head
+    ours.sync()
+    assert yaml.safe_load(ours.read_text("dev", "a") or "")["owner"] == "theirs"
+    assert _write(ours, "a", owner="after") is not None
+
+
+def test_sync_drops_whatever_an_earlier_failure_left_behind(tmp_path: Path) -> None:
+    _, [replica] = _shared_remote(tmp_path, 1)
+    _write(replica, "a", round=1)
+    published = git(replica.root, "rev-parse", "HEAD")
+    # What a process killed mid-write leaves: a commit never pushed, an edit, a stray tenant file.
+    (replica.tenants_dir / "dev" / "a.yaml").write_text("name: a\nround: 99\n")
+    git(replica.root, "-c", "user.name=x", "-c", "user.email=x@x", "commit", "--quiet", "-am", "local only")
+    (replica.tenants_dir / "dev" / "a.yaml").write_text("name: a\nround: 100\n")
+    (replica.tenants_dir / "dev" / "stray.yaml").write_text("name: stray\n")
+
+    replica.sync()
+
+    assert git(replica.root, "rev-parse", "HEAD") == published
+    assert git(replica.root, "status", "--porcelain") == ""
+    assert replica.names() == [("dev", "a")]
+
+
+def test_reads_on_a_replica_see_what_another_replica_committed(tmp_path: Path) -> None:
+    _, [writer, reader] = _shared_remote(tmp_path, 2, refresh_seconds=0)
+    assert reader.read_text("dev", "newco") is None
+
+    _write(writer, "newco")
+
+    assert reader.read_text("dev", "newco") is not None
+    assert ("dev", "newco") in reader.names()
+
+
+def test_reads_fetch_from_the_remote_at_most_once_per_refresh_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, [writer, reader] = _shared_remote(tmp_path, 2, refresh_seconds=60)
+    _write(writer, "newco")
+    fetches = []
+    run = reader._run
+
+    def counting(*args: str, **kwargs: Any) -> Any:
+        if args[0] == "fetch":
+            fetches.append(args)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(reader, "_run", counting)
+    for _ in range(20):
+        reader.read_text("dev", "newco")
+    assert fetches == []  # fresh from its clone: no fetch until the interval has passed
+    monkeypatch.setattr(reader, "_synced_at", 0.0)
+    for _ in range(20):
+        reader.read_text("dev", "newco")
+    assert len(fetches) == 1
+    assert reader.read_text("dev", "newco") is not None

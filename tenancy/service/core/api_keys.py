@@ -3,12 +3,16 @@
 A key reads ``tnk_<id>_<secret>``: the id finds the record, the SHA-256 of the whole key is compared in
 constant time. A fast hash is enough because the secret is 256 random bits, not a password a person
 chose: there is nothing to brute-force that a slow hash would protect.
+
+A key is also bound to the tenant's incarnation when it was made (``core.incarnation``): deleting a
+tenant revokes its keys, and a key never works for a later tenant of the same name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import sqlite3
@@ -34,6 +38,7 @@ class ApiKeyRecord:
     created_at: float
     expires_at: float
     revoked_at: float | None = None
+    incarnation: frozenset[str] = frozenset()  # the tenant's incarnation markers when it was made
 
     def usable(self, now: float) -> bool:
         return self.revoked_at is None and now < self.expires_at
@@ -68,9 +73,25 @@ def _matches(presented: str, digest: str) -> bool:
     return hmac.compare_digest(_digest(presented), digest)
 
 
+def _markers(text: str | None) -> frozenset[str]:
+    if not text:
+        return frozenset()
+    value = json.loads(text)
+    return (
+        frozenset(item for item in value if isinstance(item, str)) if isinstance(value, list) else frozenset()
+    )
+
+
 class ApiKeyStore(Protocol):
     def create(
-        self, *, tenant: str, role: Role, name: str, created_by: str, expires_at: float
+        self,
+        *,
+        tenant: str,
+        role: Role,
+        name: str,
+        created_by: str,
+        expires_at: float,
+        incarnation: frozenset[str] = frozenset(),
     ) -> tuple[ApiKeyRecord, str]:
         """Store a new key; return its record and the plaintext (the only time it exists)."""
         ...
@@ -78,6 +99,10 @@ class ApiKeyStore(Protocol):
     def list(self, tenant: str) -> list[ApiKeyRecord]: ...
 
     def revoke(self, tenant: str, key_id: str) -> ApiKeyRecord | None: ...
+
+    def revoke_all(self, tenant: str) -> int:
+        """Revoke every active key of ``tenant`` (it was deleted); return how many."""
+        ...
 
     def authenticate(self, presented: str) -> ApiKeyRecord | None:
         """The record of a valid, unrevoked, unexpired key; None for anything else."""
@@ -96,9 +121,12 @@ class SqliteApiKeyStore:
             " expires_at REAL NOT NULL, revoked_at REAL)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(api_keys)")}
+        if "incarnation" not in columns:  # a store made before keys were bound to incarnations
+            self._db.execute("ALTER TABLE api_keys ADD COLUMN incarnation TEXT")
         self._lock = threading.Lock()
 
-    _COLUMNS = "id, tenant, role, name, created_by, created_at, expires_at, revoked_at"
+    _COLUMNS = "id, tenant, role, name, created_by, created_at, expires_at, revoked_at, incarnation"
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> ApiKeyRecord:
@@ -111,18 +139,38 @@ class SqliteApiKeyStore:
             created_at=row[5],
             expires_at=row[6],
             revoked_at=row[7],
+            incarnation=_markers(row[8]),
         )
 
     def create(
-        self, *, tenant: str, role: Role, name: str, created_by: str, expires_at: float
+        self,
+        *,
+        tenant: str,
+        role: Role,
+        name: str,
+        created_by: str,
+        expires_at: float,
+        incarnation: frozenset[str] = frozenset(),
     ) -> tuple[ApiKeyRecord, str]:
         key_id, plaintext, digest = new_key()
-        record = ApiKeyRecord(key_id, tenant, role, name, created_by, time.time(), expires_at)
+        record = ApiKeyRecord(
+            key_id, tenant, role, name, created_by, time.time(), expires_at, incarnation=incarnation
+        )
         with self._lock:
             self._db.execute(
-                "INSERT INTO api_keys (id, tenant, role, name, digest, created_by, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key_id, tenant, role.value, name, digest, created_by, record.created_at, expires_at),
+                "INSERT INTO api_keys (id, tenant, role, name, digest, created_by, created_at, expires_at,"
+                " incarnation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key_id,
+                    tenant,
+                    role.value,
+                    name,
+                    digest,
+                    created_by,
+                    record.created_at,
+                    expires_at,
+                    json.dumps(sorted(incarnation)),
+                ),
             )
         return record, plaintext
 
@@ -143,6 +191,14 @@ class SqliteApiKeyStore:
                 f"SELECT {self._COLUMNS} FROM api_keys WHERE id = ? AND tenant = ?", (key_id, tenant)
             ).fetchone()
         return self._record(row) if row else None
+
+    def revoke_all(self, tenant: str) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND revoked_at IS NULL",
+                (time.time(), tenant),
+            )
+        return cursor.rowcount
 
     def authenticate(self, presented: str) -> ApiKeyRecord | None:
         match = _KEY.match(presented)
@@ -186,13 +242,23 @@ class RedisApiKeyStore:
             created_at=float(text["created_at"]),
             expires_at=float(text["expires_at"]),
             revoked_at=float(text["revoked_at"]) if text.get("revoked_at") else None,
+            incarnation=_markers(text.get("incarnation")),
         )
 
     def create(
-        self, *, tenant: str, role: Role, name: str, created_by: str, expires_at: float
+        self,
+        *,
+        tenant: str,
+        role: Role,
+        name: str,
+        created_by: str,
+        expires_at: float,
+        incarnation: frozenset[str] = frozenset(),
     ) -> tuple[ApiKeyRecord, str]:
         key_id, plaintext, digest = new_key()
-        record = ApiKeyRecord(key_id, tenant, role, name, created_by, time.time(), expires_at)
+        record = ApiKeyRecord(
+            key_id, tenant, role, name, created_by, time.time(), expires_at, incarnation=incarnation
+        )
         fields = {
             "id": key_id,
             "tenant": tenant,
@@ -202,6 +268,7 @@ class RedisApiKeyStore:
             "created_by": created_by,
             "created_at": repr(record.created_at),
             "expires_at": repr(expires_at),
+            "incarnation": json.dumps(sorted(incarnation)),
         }
         pipe = self._redis.pipeline()
         pipe.hset(self._key(key_id), mapping=fields)
@@ -224,6 +291,15 @@ class RedisApiKeyStore:
             self._redis.hset(self._key(key_id), "revoked_at", repr(time.time()))
             fields = self._redis.hgetall(self._key(key_id))
         return self._record(fields)
+
+    def revoke_all(self, tenant: str) -> int:
+        now = repr(time.time())
+        revoked = 0
+        for record in self.list(tenant):
+            if record.revoked_at is None:
+                self._redis.hset(self._key(record.id), "revoked_at", now)
+                revoked += 1
+        return revoked
 
     def authenticate(self, presented: str) -> ApiKeyRecord | None:
         match = _KEY.match(presented)

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tenancy.builders.contract import issuer_url
+from tenancy.spec.plans import Plan
 
 API_AUDIENCE = "tenant-api"
 LOCAL_ISSUER = issuer_url("localhost")  # https://auth.localhost/realms/platform: the documented local issuer
@@ -57,6 +58,14 @@ class ServiceSettings(BaseSettings):
         description="Remote to push every commit to (pulling and retrying when it moved); none: local only.",
     )
     git_branch: str = Field(default="main", description="Branch the service commits to.")
+    git_refresh_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "With a remote: reads fetch what other replicas and merged pull requests committed when "
+            "the checkout is older than this."
+        ),
+    )
 
     # --- authentication ----------------------------------------------------------------------------
     issuer: str = Field(
@@ -80,6 +89,22 @@ class ServiceSettings(BaseSettings):
     jwks_min_refresh_seconds: float = Field(
         default=10.0, ge=0, description="Least time between refetches caused by unknown key ids."
     )
+    authorized_parties: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Clients (`azp`) whose access tokens are accepted (comma-separated); empty: any client of "
+            "the realm whose token names this API in `aud`."
+        ),
+    )
+    auth_failures_per_ip: int = Field(
+        default=60,
+        ge=1,
+        description=(
+            "Failed authentications per client address per rate-limit window before that address is "
+            "refused without checking (429). Behind a proxy, let uvicorn read the client address "
+            "(FORWARDED_ALLOW_IPS)."
+        ),
+    )
 
     # --- behaviour ---------------------------------------------------------------------------------
     rate_limit_requests: int = Field(default=600, ge=1, description="Requests per principal per window.")
@@ -88,6 +113,29 @@ class ServiceSettings(BaseSettings):
     api_key_max_days: int = Field(default=365, ge=1, description="Longest lifetime of an API key.")
     idempotency_ttl_seconds: int = Field(
         default=86400, ge=60, description="How long Idempotency-Keys are kept."
+    )
+    idempotency_lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "How long an Idempotency-Key stays reserved by a request that has not answered; after "
+            "that (the process died mid-request) a retry with the key goes ahead."
+        ),
+    )
+    self_service_plans: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("small",),
+        description=(
+            "Plans a tenant-admin may choose when creating a tenant (comma-separated); changing a "
+            "plan, or any other plan on create, needs a platform-admin."
+        ),
+    )
+    preview_max_in_flight: int = Field(
+        default=4,
+        ge=1,
+        description="Previews rendering or waiting to render at once; more answer 429 preview_busy.",
+    )
+    preview_max_per_principal: int = Field(
+        default=1, ge=1, description="Previews one caller may have in flight at once."
     )
     audit_log: str | None = Field(
         default=None,
@@ -99,12 +147,20 @@ class ServiceSettings(BaseSettings):
         description="Worker threads in this process; default TENANCY_MAX_PARALLEL; 0: none.",
     )
     worker_stale_after_seconds: float = Field(
-        default=30.0, gt=0, description="A running operation without a heartbeat this long is requeued."
+        default=120.0,
+        gt=0,
+        description=(
+            "A running operation without a heartbeat this long is requeued (keep it several times "
+            "SQLite's 30 s lock wait, and above the clock skew between replicas)."
+        ),
     )
     shutdown_grace_seconds: float = Field(
         default=30.0,
         ge=0,
-        description="How long stopping waits for running operations before abandoning them.",
+        description=(
+            "How long stopping waits for running operations before handing them back to the queue "
+            "(requeued; the next start recovers the stack and runs them again)."
+        ),
     )
     pulumi_preview: bool | None = Field(
         default=None, description="Also queue a Pulumi preview on /preview; default: when the CLI is on PATH."
@@ -129,7 +185,9 @@ class ServiceSettings(BaseSettings):
     redis_password: SecretStr | None = Field(default=None, description="Password of Redis (and of Sentinel).")
     redis_prefix: str = Field(default="tenancy:", description="Prefix of every key the service writes.")
 
-    @field_validator("algorithms", "redis_sentinels", mode="before")
+    @field_validator(
+        "algorithms", "redis_sentinels", "authorized_parties", "self_service_plans", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -145,6 +203,14 @@ class ServiceSettings(BaseSettings):
                 f"algorithms {refused or '(none)'} are not allowed; use asymmetric ones: "
                 + ", ".join(ASYMMETRIC_ALGORITHMS)
             )
+        return value
+
+    @field_validator("self_service_plans")
+    @classmethod
+    def _known_plans(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [plan for plan in value if plan not in {p.value for p in Plan}]
+        if unknown:
+            raise ValueError(f"unknown plans {unknown}; plans are " + ", ".join(p.value for p in Plan))
         return value
 
     @model_validator(mode="after")

@@ -20,6 +20,10 @@ log = logging.getLogger("tenancy.service")
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "unauthenticated": (401, "no credentials, or a token/API key that does not verify"),
     "forbidden": (403, "your role on this tenant does not allow this"),
+    "platform_admin_required": (
+        403,
+        "only a platform-admin may set this field (plan, groups); details name it",
+    ),
     "not_found": (404, "no such route"),
     "tenant_not_found": (404, "no such tenant among those you can access"),
     "operation_not_found": (404, "no such operation among those you can access"),
@@ -28,12 +32,19 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "method_not_allowed": (405, "the route does not take this method"),
     "deletion_protected": (409, "deletionProtection is on"),
     "idempotency_key_in_use": (409, "a request with this Idempotency-Key is still running"),
-    "precondition_failed": (412, "If-Match does not match the tenant's current version"),
+    "precondition_failed": (
+        412,
+        "If-Match does not match the tenant's current version, or If-None-Match: * and it exists",
+    ),
     "payload_too_large": (413, "the request body is too large"),
     "invalid_spec": (422, "the tenant spec is invalid; details name each field and reason"),
     "invalid_request": (422, "the request is malformed; details name each field and reason"),
     "idempotency_key_reused": (422, "the Idempotency-Key was used for a different request"),
-    "rate_limited": (429, "too many requests from this principal; retry after Retry-After seconds"),
+    "rate_limited": (
+        429,
+        "too many requests from this principal, or failed logins from this address; retry after Retry-After",
+    ),
+    "preview_busy": (429, "too many previews in flight (yours or everyone's); retry after Retry-After"),
     "internal_error": (500, "an unexpected error; the log has the request id"),
     "engine_unavailable": (503, "the automation engine could not answer"),
     "repository_unavailable": (503, "the tenants repository could not be written"),

@@ -2,7 +2,9 @@
 writing (and queueing) twice; with a different request it is refused.
 
 Only successful answers are kept: a failed request may be retried with the same key. Records expire
-after ``ttl`` seconds. Keys are scoped to the caller, so two principals never share one.
+after ``ttl`` seconds. Keys are scoped to the caller, so two principals never share one. A key is
+reserved while its first request runs only for ``lease`` seconds: if the process died mid-request,
+the client's retry goes ahead once the lease is over instead of meeting "in use" for a day.
 """
 
 from __future__ import annotations
@@ -48,10 +50,14 @@ def _conflict(state: str, stored_fingerprint: str, fingerprint: str) -> None:
         )
 
 
+DEFAULT_LEASE_SECONDS = 120.0  # longer than any one write (lock wait, git push retries), far below a day
+
+
 class SqliteIdempotencyStore:
-    def __init__(self, path: Path, *, ttl_seconds: int) -> None:
+    def __init__(self, path: Path, *, ttl_seconds: int, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._ttl = ttl_seconds
+        self._lease = lease_seconds
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
@@ -69,9 +75,11 @@ class SqliteIdempotencyStore:
                 (scope, key),
             ).fetchone()
             if row is None:
+                # A running reservation expires with its lease (a crashed request frees its key soon);
+                # ``finish`` extends the record to the full TTL.
                 self._db.execute(
                     "INSERT INTO idempotency VALUES (?, ?, ?, 'running', NULL, NULL, ?)",
-                    (scope, key, fingerprint, now + self._ttl),
+                    (scope, key, fingerprint, now + self._lease),
                 )
                 return None
         _conflict(row[1], row[0], fingerprint)
@@ -80,8 +88,9 @@ class SqliteIdempotencyStore:
     def finish(self, scope: str, key: str, response: StoredResponse) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE idempotency SET state = 'done', status = ?, body = ? WHERE scope = ? AND key = ?",
-                (response.status, json.dumps(response.body), scope, key),
+                "UPDATE idempotency SET state = 'done', status = ?, body = ?, expires_at = ?"
+                " WHERE scope = ? AND key = ?",
+                (response.status, json.dumps(response.body), time.time() + self._ttl, scope, key),
             )
 
     def abandon(self, scope: str, key: str) -> None:
@@ -95,17 +104,20 @@ class SqliteIdempotencyStore:
 
 
 class RedisIdempotencyStore:
-    def __init__(self, redis: Any, *, prefix: str, ttl_seconds: int) -> None:
+    def __init__(
+        self, redis: Any, *, prefix: str, ttl_seconds: int, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._ttl = ttl_seconds
+        self._lease_ms = max(int(lease_seconds * 1000), 1)
 
     def _key(self, scope: str, key: str) -> str:
         return f"{self._prefix}idempotency:{scope}:{key}"
 
     def begin(self, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
         record = json.dumps({"fingerprint": fingerprint, "state": "running"})
-        if self._redis.set(self._key(scope, key), record, nx=True, ex=self._ttl):
+        if self._redis.set(self._key(scope, key), record, nx=True, px=self._lease_ms):
             return None
         raw = self._redis.get(self._key(scope, key))
         if raw is None:  # expired between the two calls
@@ -116,7 +128,9 @@ class RedisIdempotencyStore:
 
     def finish(self, scope: str, key: str, response: StoredResponse) -> None:
         raw = self._redis.get(self._key(scope, key))
-        fingerprint = json.loads(raw)["fingerprint"] if raw else ""
+        if raw is None:
+            return  # the lease ran out first: a retry may already hold the key, so keep nothing
+        fingerprint = json.loads(raw)["fingerprint"]
         record = {
             "fingerprint": fingerprint,
             "state": "done",

@@ -4,6 +4,11 @@ the proposed one, and compare what each declares.
 This answers "which resources would change, and which fields" in a few hundred milliseconds on any
 machine; it cannot know the live state (that is what the Pulumi preview operation adds where the CLI
 is present). Secret values are masked in everything it returns.
+
+Pulumi's mock runtime is process-global, so renders run one at a time. ``PreviewGate`` bounds how
+many previews may wait for their turn (per caller and overall) and makes them wait on the event loop,
+not in the thread pool every synchronous route shares: a flood of previews is refused with
+``preview_busy`` instead of stalling every other request.
 """
 
 from __future__ import annotations
@@ -11,13 +16,18 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import threading
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import yaml
 
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_program, contract_for
+from tenancy.service.core.errors import ServiceError
 from tenancy.spec.platform import read_platform_config_file
 
 MASK = "[secret]"
@@ -45,6 +55,51 @@ class RenderedChange:
         for change in self.changes:
             counts[change.action] = counts.get(change.action, 0) + 1
         return counts
+
+
+class PreviewGate:
+    """At most ``max_in_flight`` previews rendering or waiting, ``max_per_principal`` of one caller;
+    one renders at a time. Waiting happens on the event loop: no thread is held until it is a
+    preview's turn to render."""
+
+    RETRY_AFTER_SECONDS = 2
+
+    def __init__(self, *, max_in_flight: int, max_per_principal: int) -> None:
+        self.max_in_flight = max_in_flight
+        self.max_per_principal = max_per_principal
+        self._counts_lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()
+        self._turn: anyio.Lock | None = None  # made on first use, inside the serving event loop
+
+    @asynccontextmanager
+    async def turn(self, who: str) -> AsyncIterator[None]:
+        """Wait for this caller's turn to render (raise ``preview_busy`` when over a bound)."""
+        self._admit(who)
+        try:
+            if self._turn is None:
+                self._turn = anyio.Lock()
+            async with self._turn:
+                yield
+        finally:
+            with self._counts_lock:
+                self._in_flight[who] -= 1
+                if self._in_flight[who] <= 0:
+                    del self._in_flight[who]
+
+    def _admit(self, who: str) -> None:
+        with self._counts_lock:
+            if self._in_flight[who] >= self.max_per_principal:
+                raise self._busy(f"you already have {self._in_flight[who]} preview(s) in flight")
+            if self._in_flight.total() >= self.max_in_flight:
+                raise self._busy("the service is rendering as many previews as it takes at once")
+            self._in_flight[who] += 1
+
+    def _busy(self, why: str) -> ServiceError:
+        return ServiceError(
+            "preview_busy",
+            f"{why}; retry in {self.RETRY_AFTER_SECONDS} s",
+            headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
+        )
 
 
 def render_tenant(project_dir: Path, environment: str, name: str, document: dict[str, Any]) -> StackCapture:

@@ -23,7 +23,13 @@ class RateDecision:
 
 
 class RateLimiter(Protocol):
-    def hit(self, key: str) -> RateDecision: ...
+    def hit(self, key: str) -> RateDecision:
+        """Count one request for ``key`` and say whether it is within the limit."""
+        ...
+
+    def peek(self, key: str) -> RateDecision:
+        """Whether ``key`` is within the limit now, without counting anything."""
+        ...
 
 
 class InProcessRateLimiter:
@@ -46,6 +52,13 @@ class InProcessRateLimiter:
             self._counts[key] = (current, count)
         return _decision(count, self.limit, (current + 1) * self.window - now)
 
+    def peek(self, key: str) -> RateDecision:
+        now = time.time()
+        current = int(now // self.window)
+        with self._lock:
+            window, count = self._counts.get(key, (current, 0))
+        return _decision(count if window == current else 0, self.limit, (current + 1) * self.window - now)
+
 
 class RedisRateLimiter:
     def __init__(self, redis: Any, *, prefix: str, limit: int, window_seconds: int) -> None:
@@ -62,6 +75,12 @@ class RedisRateLimiter:
         pipe.incr(counter)
         pipe.expire(counter, self.window + 1)
         count = int(pipe.execute()[0])
+        return _decision(count, self.limit, (current + 1) * self.window - now)
+
+    def peek(self, key: str) -> RateDecision:
+        now = time.time()
+        current = int(now // self.window)
+        count = int(self._redis.get(f"{self._prefix}rate:{key}:{current}") or 0)
         return _decision(count, self.limit, (current + 1) * self.window - now)
 
 

@@ -1,7 +1,8 @@
 """Who is calling, and what may they do: JWT verification against a JWKS, and the roles a token grants.
 
 Tokens come from the platform's Keycloak realm (``iss`` = https://auth.<domain>/realms/platform,
-``aud`` includes ``tenant-api``, ``groups`` = full group paths, ``roles`` = realm roles):
+``aud`` includes ``tenant-api``, ``groups`` = full group paths, ``roles`` = realm roles). Only access
+tokens are accepted: an ID token (``typ: ID``) names the client in ``aud`` too and must not pass.
 
 - ``platform-admin`` in ``roles``      -> every tenant, every action
 - group ``/tenants/<t>/admins``        -> tenant-admin of ``t`` (read, change, reveal, API keys)
@@ -86,7 +87,10 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
         if tenant_roles.get(tenant) != Role.admin:
             tenant_roles[tenant] = role
     subject = str(claims["sub"])
+    # An address a user can set without proving it must not become a git author: only a verified one.
     email = claims.get("email") if isinstance(claims.get("email"), str) else None
+    if claims.get("email_verified") is not True:
+        email = None
     name = claims.get("preferred_username") or email or subject
     return Principal(
         subject=subject,
@@ -147,41 +151,63 @@ class JwksKeys:
         self._keys: dict[str, dict[str, Any]] = {}
         self._anonymous: list[dict[str, Any]] = []
         self._fetched_at: float | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the cached keys; never held while fetching
+        self._fetching = threading.Lock()  # one fetch at a time
 
     @property
     def source(self) -> str:
         return self._url or str(self._file)
 
     def _load(self) -> None:
+        """Fetch and install the keys (without holding ``_lock``: the fetch may take seconds)."""
         try:
             if self._url is not None:
                 document = self._fetch(self._url)
             else:
                 assert self._file is not None
                 document = json.loads(self._file.read_text(encoding="utf-8"))
-        except (OSError, ValueError, httpx.HTTPError) as error:
-            self._fetched_at = time.monotonic()  # do not hammer a failing endpoint
-            if not self._keys and not self._anonymous:
+            keys = [key for key in document.get("keys", []) if isinstance(key, dict)]
+        except (OSError, ValueError, AttributeError, httpx.HTTPError) as error:
+            with self._lock:
+                self._fetched_at = time.monotonic()  # do not hammer a failing endpoint
+                have_keys = bool(self._keys or self._anonymous)
+            if not have_keys:
                 raise KeysUnavailable(f"cannot read the JWKS from {self.source}") from error
             return  # keep serving the keys we have
-        keys = [key for key in document.get("keys", []) if isinstance(key, dict)]
-        self._keys = {str(key["kid"]): key for key in keys if "kid" in key}
-        self._anonymous = [key for key in keys if "kid" not in key]
-        self._fetched_at = time.monotonic()
+        with self._lock:
+            self._keys = {str(key["kid"]): key for key in keys if "kid" in key}
+            self._anonymous = [key for key in keys if "kid" not in key]
+            self._fetched_at = time.monotonic()
 
     def key(self, kid: str | None) -> dict[str, Any] | None:
-        """The JWK for ``kid`` (or the only key, for tokens without a kid); None if unknown."""
+        """The JWK for ``kid`` (or the only key, for tokens without a kid); None if unknown.
+
+        Fetching happens outside the lock and by one thread at a time: while the keys are refreshed,
+        tokens signed by keys already known keep verifying; only a caller that needs a key the cache
+        lacks waits for the fetch (bounded by its timeout)."""
+        now = time.monotonic()
         with self._lock:
-            now = time.monotonic()
-            if self._fetched_at is None or now - self._fetched_at > self._cache_seconds:
-                self._load()
+            fetched_at = self._fetched_at
             found = self._lookup(kid)
-            stale = self._fetched_at is not None and now - self._fetched_at >= self._min_refresh_seconds
-            if found is None and stale:
-                self._load()
+        expired = fetched_at is None or now - fetched_at > self._cache_seconds
+        may_refetch = fetched_at is None or now - fetched_at >= self._min_refresh_seconds
+        if expired or (found is None and may_refetch):
+            self._refresh(wait=found is None, seen=fetched_at)
+            with self._lock:
                 found = self._lookup(kid)
-            return found
+        return found
+
+    def _refresh(self, *, wait: bool, seen: float | None) -> None:
+        """Fetch the keys unless another thread is already at it (``wait``: then wait for it)."""
+        if not self._fetching.acquire(blocking=wait):
+            return
+        try:
+            with self._lock:
+                if self._fetched_at != seen:
+                    return  # another thread fetched while this one waited
+            self._load()
+        finally:
+            self._fetching.release()
 
     def _lookup(self, kid: str | None) -> dict[str, Any] | None:
         if kid is not None:
@@ -192,11 +218,13 @@ class JwksKeys:
     def ready(self) -> bool:
         try:
             with self._lock:
-                if self._fetched_at is None:
-                    self._load()
-                return bool(self._keys or self._anonymous)
+                fetched_at = self._fetched_at
+            if fetched_at is None:
+                self._refresh(wait=True, seen=None)
         except KeysUnavailable:
             return False
+        with self._lock:
+            return bool(self._keys or self._anonymous)
 
 
 _FAILURES: list[tuple[type[jwt.PyJWTError], str, str]] = [
@@ -209,15 +237,28 @@ _FAILURES: list[tuple[type[jwt.PyJWTError], str, str]] = [
 ]
 
 
+# What an access token may say it is: Keycloak's ``typ`` claim, or RFC 9068's header ``typ``.
+_ACCESS_TOKEN_CLAIM_TYPES = frozenset({"bearer", "at+jwt", "application/at+jwt"})
+_ACCESS_TOKEN_HEADER_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
+
+
 class TokenVerifier:
     def __init__(
-        self, keys: JwksKeys, *, issuer: str, audience: str, algorithms: tuple[str, ...], leeway: float
+        self,
+        keys: JwksKeys,
+        *,
+        issuer: str,
+        audience: str,
+        algorithms: tuple[str, ...],
+        leeway: float,
+        authorized_parties: tuple[str, ...] = (),
     ) -> None:
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
         self.algorithms = frozenset(algorithms)
         self.leeway = leeway
+        self.authorized_parties = frozenset(authorized_parties)
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims if it verifies; AuthenticationFailed (safe message) otherwise."""
@@ -228,6 +269,9 @@ class TokenVerifier:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise AuthenticationFailed("algorithm", "the token's signing algorithm is not allowed")
+        header_type = header.get("typ")
+        if header_type is not None and str(header_type).lower() not in _ACCESS_TOKEN_HEADER_TYPES:
+            raise AuthenticationFailed("token_type", "the token is not an access token (header typ)")
         kid = header.get("kid")
         jwk = self.keys.key(kid if isinstance(kid, str) else None)
         if jwk is None:
@@ -254,7 +298,21 @@ class TokenVerifier:
                 if isinstance(error, kind):
                     raise AuthenticationFailed(reason, message) from None
             raise AuthenticationFailed("malformed", "the token could not be verified") from None
+        self._check_access_token(claims)
         return claims
+
+    def _check_access_token(self, claims: dict[str, Any]) -> None:
+        """Refuse ID tokens and tokens of clients not allowed to call this API."""
+        token_type = claims.get("typ")
+        if token_type is not None and str(token_type).lower() not in _ACCESS_TOKEN_CLAIM_TYPES:
+            raise AuthenticationFailed(
+                "token_type", "the token is not an access token (send the access token, not the ID token)"
+            )
+        party = claims.get("azp")
+        if self.authorized_parties and party not in self.authorized_parties:
+            raise AuthenticationFailed(
+                "authorized_party", "the token was issued to a client that may not call this API (azp)"
+            )
 
 
 def _key_fits(jwk: Mapping[str, Any], alg: str) -> bool:

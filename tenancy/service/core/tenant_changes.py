@@ -3,6 +3,14 @@
 The commit and the submit happen under one lock, so the queue sees changes in commit order and the
 operation that runs last applies what git holds last. Reads for PATCH happen under the same lock,
 so two concurrent patches both land (the second merges onto the first).
+
+Platform-owned fields (``plan``, ``groups``) are the platform team's to change: a tenant-admin
+keeps what a platform-admin set, and creates tenants only on the self-service plans.
+
+Deleting commits the file's removal and queues a destroy behind whatever is queued (the update that
+turned deletion protection off runs first). Until the destroy succeeds the tenant stays readable as
+*deleting* or *failed*, and DELETE again retries a failed destroy: a stack is never left deployed
+with no way to see or remove it through the API.
 """
 
 from __future__ import annotations
@@ -14,13 +22,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tenancy.automation.contract import Operation, OperationKind, OperationQueue, StackRef
+from pydantic import ValidationError
+
+from tenancy.automation.contract import (
+    Operation,
+    OperationKind,
+    OperationQueue,
+    OperationStatus,
+    StackRef,
+)
+from tenancy.service.core.api_keys import ApiKeyStore
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.security import Principal
 from tenancy.service.core.tenants_repo import GitAuthor, RepositoryError, TenantRepository
 from tenancy.service.core.write_lock import TenantWriteLock
 from tenancy.spec.errors import SpecError, SpecIssue
-from tenancy.spec.tenant import TenantSpec, parse_tenant
+from tenancy.spec.tenant import Groups, TenantSpec, parse_tenant
 
 log = logging.getLogger("tenancy.service")
 
@@ -54,13 +71,24 @@ def spec_issues_details(error: SpecError) -> list[dict[str, str]]:
     return [{"field": issue.field or "(document)", "reason": issue.reason} for issue in error.issues]
 
 
+_ACTIVE = (OperationStatus.queued, OperationStatus.running)
+
+
 class TenantChanges:
     def __init__(
-        self, *, repository: TenantRepository, queue: OperationQueue, write_lock: TenantWriteLock
+        self,
+        *,
+        repository: TenantRepository,
+        queue: OperationQueue,
+        write_lock: TenantWriteLock,
+        api_keys: ApiKeyStore | None = None,
+        self_service_plans: tuple[str, ...] = ("small",),
     ) -> None:
         self.repository = repository
         self.queue = queue
         self.write_lock = write_lock
+        self.api_keys = api_keys
+        self.self_service_plans = self_service_plans
 
     def display_file(self, stack: StackRef) -> str:
         return f"{self.repository.tenants_dir.name}/{stack.environment}/{stack.tenant}.yaml"
@@ -88,10 +116,28 @@ class TenantChanges:
         return etag_of(text) if text is not None else None
 
     def replace(
-        self, stack: StackRef, document: Any, principal: Principal, *, if_match: str | None
+        self,
+        stack: StackRef,
+        document: Any,
+        principal: Principal,
+        *,
+        if_match: str | None,
+        if_none_match: str | None = None,
     ) -> ChangeResult:
+        if if_none_match is not None and if_none_match.strip() != "*":
+            raise ServiceError(
+                "invalid_request",
+                "If-None-Match takes only * (create the tenant only if it does not exist)",
+                details=[{"field": "If-None-Match", "reason": "must be *"}],
+            )
         spec = self.validate(stack, document)
-        return self._commit_and_submit(stack, principal, if_match=if_match, build=lambda _current: spec)
+        return self._commit_and_submit(
+            stack,
+            principal,
+            if_match=if_match,
+            create_only=if_none_match is not None,
+            build=lambda _current: spec,
+        )
 
     def patch(
         self, stack: StackRef, patch: Any, principal: Principal, *, if_match: str | None
@@ -117,7 +163,7 @@ class TenantChanges:
                 self.repository.sync()
                 current = self.repository.read(stack.environment, stack.tenant)
                 if current is None:
-                    raise _tenant_not_found(stack)
+                    return self._retry_deletion(stack, principal, if_match=if_match)
                 self._check_precondition(stack, if_match)
                 if current.get("deletionProtection", True) is not False:
                     raise ServiceError(
@@ -130,10 +176,61 @@ class TenantChanges:
                     author=author,
                     message=f"Delete tenant {stack.name}\n\nRequested-by: {principal.actor}",
                 )
-                operation = self._submit(stack, OperationKind.destroy, current, principal, commit)
+                operation = self._submit_deletion(stack, current, principal, commit)
+                self._revoke_keys_once_gone(stack)
         except RepositoryError as error:
             raise _repository_unavailable(error) from None
         return ChangeResult(operation=operation, commit=commit, document=None, etag=None)
+
+    def pending_deletion(self, stack: StackRef) -> Operation | None:
+        """The destroy of a tenant whose file is deleted, while it has not succeeded (queued, running
+        or failed): the tenant's stack is still there, so the tenant stays visible."""
+        for operation in self.queue.recent(stack=stack, limit=50):
+            if operation.kind is OperationKind.destroy:
+                return None if operation.status is OperationStatus.succeeded else operation
+            if operation.kind is OperationKind.up and operation.status is not OperationStatus.superseded:
+                return None
+        return None
+
+    def _retry_deletion(self, stack: StackRef, principal: Principal, *, if_match: str | None) -> ChangeResult:
+        """DELETE of a tenant whose file is gone: the destroy under way, or a new one if it failed."""
+        pending = self.pending_deletion(stack)
+        if pending is None:
+            raise _tenant_not_found(stack)
+        if if_match is not None:
+            raise ServiceError(
+                "precondition_failed", f"{stack.name} is being deleted: it has no version to match"
+            )
+        if pending.status in _ACTIVE:
+            return ChangeResult(operation=pending, commit=None, document=None, etag=None)
+        operation = self._submit_deletion(stack, pending.spec or {}, principal, None)
+        return ChangeResult(operation=operation, commit=None, document=None, etag=None)
+
+    def _submit_deletion(
+        self, stack: StackRef, document: dict[str, Any], principal: Principal, commit: str | None
+    ) -> Operation:
+        """Queue the destroy; first an update turning deletion protection off when the stack was last
+        applied with it on and no update is queued to do so (one failed, say): a protected stack
+        cannot be destroyed."""
+        recent = self.queue.recent(stack=stack, limit=50)
+        ups = [op for op in recent if op.kind is OperationKind.up]
+        update_in_line = any(op.status in _ACTIVE for op in ups)
+        applied = next((op for op in ups if op.status is OperationStatus.succeeded), None)
+        protected = applied is not None and (applied.spec or {}).get("deletionProtection", True) is not False
+        if protected and not update_in_line:
+            unprotected = {**document, "deletionProtection": False}
+            self._submit(stack, OperationKind.up, unprotected, principal, commit)
+        return self._submit(stack, OperationKind.destroy, document, principal, commit)
+
+    def _revoke_keys_once_gone(self, stack: StackRef) -> None:
+        """A tenant's API keys die with its last file: a later tenant of the same name is someone else."""
+        if self.api_keys is None:
+            return
+        if any(name == stack.tenant for _, name in self.repository.names()):
+            return
+        revoked = self.api_keys.revoke_all(stack.tenant)
+        if revoked:
+            log.info("revoked %d API key(s) of deleted tenant %s", revoked, stack.tenant)
 
     def _submit(
         self,
@@ -159,6 +256,43 @@ class TenantChanges:
                 "engine_unavailable", f"the change to {stack.name} was not queued{recorded}; {remedy}"
             ) from None
 
+    def _check_platform_fields(
+        self, stack: StackRef, principal: Principal, current: dict[str, Any] | None, spec: TenantSpec
+    ) -> None:
+        """``plan`` and ``groups`` decide quota and who holds which role: a tenant-admin may not change
+        them (nor pick them beyond the self-service plans and default groups on create)."""
+        if principal.platform_admin:
+            return
+        refused: list[dict[str, str]] = []
+        if current is None:
+            if spec.plan.value not in self.self_service_plans:
+                allowed = ", ".join(self.self_service_plans)
+                refused.append(
+                    {
+                        "field": "plan",
+                        "reason": f"a tenant-admin creates tenants on the {allowed} plan; "
+                        f"a platform-admin sets {spec.plan.value}",
+                    }
+                )
+            if spec.groups != Groups():
+                refused.append(
+                    {"field": "groups", "reason": "leave groups out: a platform-admin maps Keycloak groups"}
+                )
+        else:
+            if str(current.get("plan")) != spec.plan.value:
+                refused.append({"field": "plan", "reason": "only a platform-admin changes a tenant's plan"})
+            if _groups_of(current) != spec.groups:
+                refused.append(
+                    {"field": "groups", "reason": "only a platform-admin changes a tenant's groups"}
+                )
+        if refused:
+            fields = " and ".join(item["field"] for item in refused)
+            raise ServiceError(
+                "platform_admin_required",
+                f"only a platform-admin may set {fields} of {stack.name}; ask the platform team",
+                details=refused,
+            )
+
     def _check_precondition(self, stack: StackRef, if_match: str | None) -> None:
         if if_match is None:
             return
@@ -177,14 +311,21 @@ class TenantChanges:
         *,
         if_match: str | None,
         build: Callable[[dict[str, Any] | None], TenantSpec],
+        create_only: bool = False,
     ) -> ChangeResult:
         author = GitAuthor.of(principal.display_name, principal.email, principal.subject)
         try:
             with self.write_lock.hold(stack):
                 self.repository.sync()
                 current = self.repository.read(stack.environment, stack.tenant)
+                if create_only and current is not None:
+                    raise ServiceError(
+                        "precondition_failed",
+                        f"{stack.name} already exists (If-None-Match: *); read it and change it instead",
+                    )
                 self._check_precondition(stack, if_match)
                 spec = build(current)
+                self._check_platform_fields(stack, principal, current, spec)
                 document = spec.to_document()
                 verb = "Create" if current is None else "Update"
                 commit = self.repository.write(
@@ -199,6 +340,13 @@ class TenantChanges:
         except RepositoryError as error:
             raise _repository_unavailable(error) from None
         return ChangeResult(operation=operation, commit=commit, document=document, etag=etag)
+
+
+def _groups_of(document: dict[str, Any]) -> Groups | None:
+    try:
+        return Groups.model_validate(document.get("groups") or {})
+    except ValidationError:
+        return None  # a hand-edited file with invalid groups: any new value is a change
 
 
 def _tenant_not_found(stack: StackRef) -> ServiceError:

@@ -2,12 +2,16 @@
 order of operations in the queue is the order of commits in git (the last commit is what runs last).
 
 Embedded: the repository's own lock (threads of this process, and processes sharing the checkout).
-Redis: additionally a lock per tenant in Redis, so replicas with their own checkouts take turns.
+Redis: additionally a lock per tenant in Redis, so replicas with their own checkouts take turns. Its
+expiry only frees the lock of a holder that crashed: while the holder lives, a thread renews it, so a
+write slower than the expiry (git retrying a push) never shares the tenant with another replica.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,8 +22,9 @@ from redis.exceptions import WatchError
 from tenancy.automation.contract import StackRef
 from tenancy.service.core.tenants_repo import RepositoryError, TenantRepository
 
-LOCK_TIMEOUT_SECONDS = 120  # a crashed holder's lock expires; a commit and a submit take well under this
+LOCK_TIMEOUT_SECONDS = 120.0  # how long a crashed holder keeps the tenant locked
 WAIT_SECONDS = 30
+_log = logging.getLogger("tenancy.service")
 
 
 class TenantWriteLock(Protocol):
@@ -38,25 +43,66 @@ class RedisWriteLock:
     """A lock per tenant in Redis: SET NX with an expiry to take it, a checked delete to give it back
     (WATCH/MULTI rather than Lua, so it runs wherever plain Redis commands do)."""
 
-    def __init__(self, repository: TenantRepository, redis: Any, *, prefix: str) -> None:
+    def __init__(
+        self,
+        repository: TenantRepository,
+        redis: Any,
+        *,
+        prefix: str,
+        ttl_seconds: float = LOCK_TIMEOUT_SECONDS,
+        wait_seconds: float = WAIT_SECONDS,
+    ) -> None:
         self._repository = repository
         self._redis = redis
         self._prefix = prefix
+        self._ttl_ms = max(int(ttl_seconds * 1000), 1)
+        self._wait_seconds = wait_seconds
 
     @contextlib.contextmanager
     def _held(self, stack: StackRef) -> Iterator[None]:
         key = f"{self._prefix}write-lock:{stack.name}"
         token = uuid.uuid4().hex
-        deadline = time.monotonic() + WAIT_SECONDS
-        while not self._redis.set(key, token, nx=True, ex=LOCK_TIMEOUT_SECONDS):
+        deadline = time.monotonic() + self._wait_seconds
+        while not self._redis.set(key, token, nx=True, px=self._ttl_ms):
             if time.monotonic() > deadline:
                 raise RepositoryError(f"another change to {stack.name} is still being written")
             time.sleep(0.02)
+        released = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew, args=(key, token, released), name="tenant-write-lock", daemon=True
+        )
+        renewer.start()
         try:
             with self._repository.locked():
                 yield
         finally:
+            released.set()
+            renewer.join()
             self._release(key, token)
+
+    def _renew(self, key: str, token: str, released: threading.Event) -> None:
+        """Extend the lock every third of its lifetime while it is still ours."""
+        while not released.wait(self._ttl_ms / 3000):
+            try:
+                if not self._extend(key, token):
+                    _log.warning("the write lock %s was lost while a write held it", key)
+                    return
+            except Exception as error:  # Redis unreachable: keep trying until the write ends
+                _log.warning("renewing the write lock %s failed: %s", key, type(error).__name__)
+
+    def _extend(self, key: str, token: str) -> bool:
+        with self._redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                held = pipe.get(key)
+                if held is None or (held.decode() if isinstance(held, bytes) else held) != token:
+                    return False
+                pipe.multi()
+                pipe.pexpire(key, self._ttl_ms)
+                pipe.execute()
+                return True
+            except WatchError:
+                return False
 
     def _release(self, key: str, token: str) -> None:
         with self._redis.pipeline() as pipe:

@@ -2,6 +2,8 @@
 
 Keys belong to a tenant (in every environment, like the tenant's Keycloak groups) and carry one
 role. Only people manage keys: a key cannot mint or revoke keys, so a leaked key cannot entrench itself.
+A key is bound to the tenant as it exists when the key is made (its incarnation): a tenant must
+exist to get keys, deleting it revokes them, and they never work for a later tenant of the same name.
 """
 
 from __future__ import annotations
@@ -98,12 +100,19 @@ def create_api_key(
     days = min(body.expires_in_days, backends.settings.api_key_max_days)
 
     def write() -> WriteResult:
+        incarnation = backends.incarnations.markers(tenant)
+        if not incarnation:
+            raise ServiceError(
+                "tenant_not_found",
+                f"there is no tenant {tenant} that you can access; create it before making API keys",
+            )
         record, plaintext = backends.api_keys.create(
             tenant=tenant,
             role=body.role,
             name=body.name,
             created_by=principal.actor,
             expires_at=time.time() + days * 86400,
+            incarnation=incarnation,
         )
         _audit(request, backends, principal, tenant, "api-key.create", record.id)
         return 201, ApiKeyCreated(**_view(record), key=plaintext).wire(), {}

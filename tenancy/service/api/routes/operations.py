@@ -31,9 +31,14 @@ OperationId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-
 def accessible_operation(
     operation_id: OperationId, backends: BackendsDep, principal: CurrentPrincipal
 ) -> Operation:
-    """The operation, if it belongs to a tenant the caller can read; 404 alike for missing and foreign."""
+    """The operation, if it belongs to the current incarnation of a tenant the caller can read (a
+    reused name shows nothing of the tenant before it); 404 alike for missing and foreign."""
     operation = backends.queue.get(operation_id)
-    if operation is None or not principal.can_read(operation.stack.tenant):
+    if (
+        operation is None
+        or not principal.can_read(operation.stack.tenant)
+        or not (principal.platform_admin or backends.incarnations.current([operation], operation.stack))
+    ):
         raise ServiceError("operation_not_found", f"there is no operation {operation_id} that you can access")
     return operation
 

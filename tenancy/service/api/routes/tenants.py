@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -20,7 +22,7 @@ from tenancy.service.api.idempotent import WriteResult, run_idempotent
 from tenancy.service.core.audit import Outcome
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.preview import preview_change
-from tenancy.service.core.security import Principal
+from tenancy.service.core.security import Principal, Role
 from tenancy.service.core.tenant_changes import ChangeResult, etag_of
 from tenancy.service.core.tenants_repo import parse_document
 from tenancy.service.deps import (
@@ -29,6 +31,7 @@ from tenancy.service.deps import (
     CurrentPrincipal,
     IdempotencyKey,
     IfMatch,
+    IfNoneMatch,
     ReadableTenant,
     tenant_not_found,
 )
@@ -62,9 +65,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
-    403: {"model": ErrorResponse, "description": "You can read this tenant but not change it."},
+    403: {
+        "model": ErrorResponse,
+        "description": "You can read this tenant but not change it, or a field needs a platform-admin.",
+    },
     409: {"model": ErrorResponse, "description": "Conflict (deletion protection, Idempotency-Key in use)."},
-    412: {"model": ErrorResponse, "description": "If-Match does not match."},
+    412: {
+        "model": ErrorResponse,
+        "description": "If-Match does not match, or If-None-Match: * and it exists.",
+    },
     422: {"model": ErrorResponse, "description": "Invalid spec: details list each field and reason."},
     503: {"model": ErrorResponse, "description": "The tenants repository could not be written."},
 }
@@ -106,10 +115,20 @@ def mask_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _state_operations(backends: BackendsDep, stack: StackRef) -> list[Operation]:
-    return [op for op in backends.queue.recent(stack=stack, limit=20) if op.kind in _STATE_KINDS]
+    """The stack's up/destroy/refresh operations of its current incarnation, newest first."""
+    recent = backends.queue.recent(stack=stack, limit=20)
+    return [op for op in backends.incarnations.current(recent, stack) if op.kind in _STATE_KINDS]
 
 
-def tenant_status(operations: list[Operation]) -> TenantStatus:
+def visible_operations(
+    backends: BackendsDep, principal: Principal, stack: StackRef, operations: list[Operation]
+) -> list[Operation]:
+    """What the caller may see of a stack's operations: a tenant's roles see its current incarnation
+    only (a reused name shows nothing of the tenant before it); platform-admins see all."""
+    return operations if principal.platform_admin else backends.incarnations.current(operations, stack)
+
+
+def tenant_status(operations: list[Operation], *, deleted: bool = False) -> TenantStatus:
     if not operations:
         return TenantStatus(phase="pending", message="no operation has run for this tenant yet")
     last = operations[0]
@@ -118,7 +137,13 @@ def tenant_status(operations: list[Operation]) -> TenantStatus:
         return TenantStatus(phase=phase, message=f"operation {last.id} is {last.status.value}")
     if last.status == OperationStatus.failed:
         error = last.summary.error if last.summary else None
-        return TenantStatus(phase="failed", message=error or f"operation {last.id} failed")
+        message = error or f"operation {last.id} failed"
+        if deleted:
+            message = (
+                f"the tenant's file is deleted, but destroying its stack failed: {message.rstrip('.')}. "
+                "Once that is fixed, DELETE the tenant again to retry."
+            )
+        return TenantStatus(phase="failed", message=message)
     if last.status == OperationStatus.succeeded:
         return TenantStatus(phase="ready")
     return TenantStatus(phase="unknown")
@@ -175,7 +200,10 @@ def _audited_change(
 
 
 @router.get(
-    "/tenants", response_model=TenantList, responses=_ERRORS, summary="List the tenants you can access"
+    "/tenants",
+    response_model=TenantList,
+    responses=_ERRORS,
+    summary="List the tenants you can access (those with a file in git)",
 )
 def list_tenants(
     backends: BackendsDep,
@@ -204,9 +232,11 @@ def list_tenants(
 
 @router.get(TENANT_PATH, response_model=TenantView, responses=_ERRORS, summary="Read a tenant")
 def read_tenant(stack: ReadableTenant, backends: BackendsDep, principal: CurrentPrincipal) -> JSONResponse:
+    role = principal.role_on(stack.tenant)
+    assert role is not None
     text = backends.repository.read_text(stack.environment, stack.tenant)
     if text is None:
-        raise tenant_not_found(stack.environment, stack.tenant)
+        return _read_deleted_tenant(stack, backends, role)
     document = parse_document(text)
     operations = _state_operations(backends, stack)
     applied = next(
@@ -214,8 +244,6 @@ def read_tenant(stack: ReadableTenant, backends: BackendsDep, principal: Current
         None,
     )
     outputs = mask_outputs(applied.summary.outputs) if applied and applied.summary else None
-    role = principal.role_on(stack.tenant)
-    assert role is not None
     etag = etag_of(text)
     view = TenantView(
         environment=Environment(stack.environment),
@@ -230,6 +258,26 @@ def read_tenant(stack: ReadableTenant, backends: BackendsDep, principal: Current
     return JSONResponse(view.wire(), headers={"ETag": f'"{etag}"'})
 
 
+def _read_deleted_tenant(stack: StackRef, backends: BackendsDep, role: Role) -> JSONResponse:
+    """A tenant whose file is deleted but whose stack is not destroyed yet (or failed to be): shown
+    with the spec it had and its destroy, so the failure can be seen and the DELETE retried."""
+    pending = backends.changes.pending_deletion(stack)
+    if pending is None:
+        raise tenant_not_found(stack.environment, stack.tenant)
+    view = TenantView(
+        environment=Environment(stack.environment),
+        name=stack.tenant,
+        role=role,
+        etag=None,
+        deleted=True,
+        spec=pending.spec or {},
+        status=tenant_status([pending], deleted=True),
+        last_operation=OperationView.of(pending),
+        outputs=None,
+    )
+    return JSONResponse(view.wire())
+
+
 @router.put(
     TENANT_PATH,
     status_code=202,
@@ -239,7 +287,9 @@ def read_tenant(stack: ReadableTenant, backends: BackendsDep, principal: Current
     description=(
         "Validates the spec like `tenantctl validate` (schema and plan limits), commits "
         "tenants/<env>/<name>.yaml with you as the author, and queues an update. Answers at once with "
-        "the operation; follow it at /api/v1/operations/{id}/events. `name` may be left out."
+        "the operation; follow it at /api/v1/operations/{id}/events. `name` may be left out. Send "
+        "`If-None-Match: *` to create only (412 if the tenant exists). `plan` and `groups` are the "
+        "platform's: a tenant-admin keeps them as they are (and creates on a self-service plan)."
     ),
     openapi_extra=_tenant_body_openapi("The tenant document, as in tenants/<env>/<name>.yaml."),
 )
@@ -251,6 +301,7 @@ def replace_tenant(
     body: Annotated[Any, Body()],
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> JSONResponse:
     def write() -> WriteResult:
         return _audited_change(
@@ -259,7 +310,9 @@ def replace_tenant(
             principal,
             stack,
             "tenant.replace",
-            lambda: backends.changes.replace(stack, body, principal, if_match=if_match),
+            lambda: backends.changes.replace(
+                stack, body, principal, if_match=if_match, if_none_match=if_none_match
+            ),
         )
 
     return run_idempotent(request, backends, principal, idempotency_key, body, write)
@@ -313,7 +366,11 @@ def patch_tenant(
     response_model=ChangeAccepted,
     responses=_WRITE_ERRORS,
     summary="Delete a tenant",
-    description="Refused (409 deletion_protected) while the spec has deletionProtection on.",
+    description=(
+        "Refused (409 deletion_protected) while the spec has deletionProtection on. Commits the file's "
+        "removal and queues a destroy. Until the destroy succeeds the tenant reads as deleted (status "
+        "deleting or failed); DELETE again retries a failed destroy."
+    ),
 )
 def delete_tenant(
     request: Request,
@@ -348,19 +405,54 @@ def delete_tenant(
     ),
     openapi_extra=_tenant_body_openapi("The proposed tenant document."),
 )
-def preview_tenant(
+async def preview_tenant(
     request: Request,
     stack: ChangeableTenant,
     backends: BackendsDep,
     principal: CurrentPrincipal,
     body: Annotated[Any, Body()],
 ) -> PreviewView:
-    spec = backends.changes.validate(stack, body)
-    proposed = spec.to_document()
-    current = backends.repository.read(stack.environment, stack.tenant)
-    rendered, _outputs = preview_change(
-        backends.settings.project_dir, stack.environment, stack.tenant, current, proposed
+    # Validating and reading are quick; the render waits for its turn on the event loop (bounded,
+    # 429 preview_busy beyond), so waiting previews never hold threads other routes need.
+    proposed, current = await anyio.to_thread.run_sync(partial(_proposed_and_current, backends, stack, body))
+    async with backends.previews.turn(principal.actor):
+        rendered, _outputs = await anyio.to_thread.run_sync(
+            partial(
+                preview_change,
+                backends.settings.project_dir,
+                stack.environment,
+                stack.tenant,
+                current,
+                proposed,
+            )
+        )
+    pulumi_preview, note = await anyio.to_thread.run_sync(
+        partial(_queue_pulumi_preview, request, backends, principal, stack, proposed)
     )
+    return PreviewView(
+        environment=Environment(stack.environment),
+        name=stack.tenant,
+        summary=rendered.summary,
+        changes=[
+            ResourceChangeView(type=c.type, name=c.name, action=c.action, changed_fields=c.changed_fields)
+            for c in rendered.changes
+        ],
+        desired=[DesiredResource(type=t, name=n, inputs=inputs) for t, n, inputs in rendered.desired],
+        pulumi_preview=pulumi_preview,
+        pulumi_preview_note=note,
+    )
+
+
+def _proposed_and_current(
+    backends: BackendsDep, stack: StackRef, body: Any
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    proposed = backends.changes.validate(stack, body).to_document()
+    return proposed, backends.repository.read(stack.environment, stack.tenant)
+
+
+def _queue_pulumi_preview(
+    request: Request, backends: BackendsDep, principal: Principal, stack: StackRef, proposed: dict[str, Any]
+) -> tuple[OperationView | None, str | None]:
     pulumi_preview = None
     note = None
     if backends.pulumi_preview_enabled:
@@ -381,18 +473,7 @@ def preview_tenant(
         request_id=request_id(request),
         operation_id=pulumi_preview.id if pulumi_preview else None,
     )
-    return PreviewView(
-        environment=Environment(stack.environment),
-        name=stack.tenant,
-        summary=rendered.summary,
-        changes=[
-            ResourceChangeView(type=c.type, name=c.name, action=c.action, changed_fields=c.changed_fields)
-            for c in rendered.changes
-        ],
-        desired=[DesiredResource(type=t, name=n, inputs=inputs) for t, n, inputs in rendered.desired],
-        pulumi_preview=pulumi_preview,
-        pulumi_preview_note=note,
-    )
+    return pulumi_preview, note
 
 
 @router.get(
@@ -404,8 +485,10 @@ def preview_tenant(
 def list_operations(
     stack: ReadableTenant,
     backends: BackendsDep,
+    principal: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> OperationList:
-    return OperationList(
-        operations=[OperationView.of(op) for op in backends.queue.recent(stack=stack, limit=limit)]
+    operations = visible_operations(
+        backends, principal, stack, backends.queue.recent(stack=stack, limit=limit)
     )
+    return OperationList(operations=[OperationView.of(op) for op in operations])

@@ -1,0 +1,66 @@
+"""A tenant's incarnation: the life of its file, from the commit that created it to the one that
+deletes it. A name can be reused (team A deletes ``search``; later team B creates it), and nothing of
+an earlier incarnation may reach the new owner:
+
+- an API key is bound to the incarnations its tenant had when the key was made (one marker per
+  environment, ``<env>:<creating commit>``) and authenticates only while one of them still exists;
+- operations created before the current incarnation began are shown to platform-admins only.
+
+Markers come from git, so every replica computes the same ones, and a tenant deleted and recreated
+through pull requests is a new incarnation too.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tenancy.automation.contract import Operation, StackRef
+from tenancy.service.core.tenants_repo import TenantRepository
+from tenancy.spec.tree import ENVIRONMENTS
+
+# A creating commit dated further in the future than this came from a machine with a wrong clock
+# (a pull request's commit keeps its author's clock): its time cannot mark where operations begin.
+_FUTURE_TOLERANCE_SECONDS = 300.0
+# A key that does not match may belong to a tenant another replica created a moment ago.
+_RECHECK_AFTER_SECONDS = 1.0
+
+
+class TenantIncarnations:
+    def __init__(self, repository: TenantRepository) -> None:
+        self._repository = repository
+
+    def markers(self, tenant: str) -> frozenset[str]:
+        """The current incarnation of each environment's file of ``tenant`` (empty: no file)."""
+        self._repository.refresh()
+        found = set()
+        for environment in ENVIRONMENTS:
+            if not self._repository.path_of(environment, tenant).is_file():
+                continue
+            creation = self._repository.creation(environment, tenant)
+            if creation is not None:
+                found.add(f"{environment}:{creation.sha}")
+        return frozenset(found)
+
+    def admits(self, tenant: str, bound_to: frozenset[str]) -> bool:
+        """Whether a key bound to ``bound_to`` still belongs to a live incarnation of ``tenant``."""
+        if not bound_to:
+            return False  # a key made before keys were bound to incarnations: refused, make a new one
+        if bound_to & self.markers(tenant):
+            return True
+        self._repository.refresh(max_age=_RECHECK_AFTER_SECONDS)
+        return bool(bound_to & self.markers(tenant))
+
+    def began(self, stack: StackRef) -> float | None:
+        """When the stack's current (or, once deleted, its last) incarnation began; None: unknown."""
+        creation = self._repository.creation(stack.environment, stack.tenant)
+        if creation is None or creation.time > time.time() + _FUTURE_TOLERANCE_SECONDS:
+            return None
+        return creation.time
+
+    def current(self, operations: list[Operation], stack: StackRef) -> list[Operation]:
+        """``operations`` of ``stack`` that belong to its current incarnation."""
+        began = self.began(stack)
+        if began is None:
+            return operations
+        # Commit times are whole seconds: an operation of the same second counts as current.
+        return [operation for operation in operations if operation.created_at >= began]

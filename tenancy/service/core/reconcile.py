@@ -1,0 +1,56 @@
+"""Reconciling git with the queue when the service starts: every tenant file whose spec differs from
+what was last applied or queued for its stack gets an update queued (once: a queued one counts).
+
+This covers a process that died between committing a change and queueing its update, and files
+changed while no replica ran. Missing files are left alone: destroying stacks because files went
+missing (a wrong tenants path, a bad merge) is never automatic; ``tenantctl sync --prune`` does it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tenancy.automation.contract import Operation, OperationKind, OperationQueue, OperationStatus, StackRef
+from tenancy.automation.fingerprint import spec_fingerprint
+from tenancy.service.core.tenants_repo import TenantRepository
+from tenancy.spec.errors import SpecError
+from tenancy.spec.tenant import parse_tenant
+
+log = logging.getLogger("tenancy.service")
+
+RECONCILER = "tenant-api:reconcile"  # requested_by of the updates it queues
+_WANTED = (OperationStatus.queued, OperationStatus.running, OperationStatus.succeeded)
+
+
+def queue_unapplied_changes(repository: TenantRepository, queue: OperationQueue) -> list[Operation]:
+    """Queue an update for each tenant whose file in git is not what its stack has or will have."""
+    queued = []
+    for environment, name in repository.names():
+        stack = StackRef(environment, name)
+        file = f"{repository.tenants_path}/{environment}/{name}.yaml"
+        try:
+            spec = parse_tenant(repository.read(environment, name), file=file)
+        except SpecError:
+            log.warning("reconcile: %s is not a valid tenant file; left alone", file)
+            continue
+        if spec.name != name:
+            log.warning("reconcile: %s names tenant %s; left alone", file, spec.name)
+            continue
+        desired = spec.to_document()
+        if _last_wanted(queue, stack) == spec_fingerprint(desired):
+            continue
+        queued.append(queue.submit(stack, OperationKind.up, spec=desired, requested_by=RECONCILER))
+    return queued
+
+
+def _last_wanted(queue: OperationQueue, stack: StackRef) -> str | None:
+    """The fingerprint of the spec the stack has or is about to get; None after (or before) a destroy,
+    or when nothing was ever applied."""
+    for operation in queue.recent(stack=stack, limit=50):
+        if operation.status not in _WANTED:
+            continue
+        if operation.kind is OperationKind.destroy:
+            return None
+        if operation.kind is OperationKind.up:
+            return spec_fingerprint(operation.spec)
+    return None

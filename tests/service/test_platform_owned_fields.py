@@ -1,0 +1,81 @@
+"""`plan` and `groups` belong to the platform team: a tenant-admin keeps what a platform-admin set
+(403 platform_admin_required naming the field) and creates tenants only on a self-service plan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.service.conftest import AppFactory, Issuer, LiveServer, create_tenant, spec
+
+ACME = "/api/v1/environments/dev/tenants/acme"
+
+
+@pytest.fixture
+def live(make_app: AppFactory, serve: Any) -> LiveServer:
+    app, _ = make_app(workers=0)
+    server: LiveServer = serve(app)
+    return server
+
+
+@pytest.fixture
+def tenant_admin(live: LiveServer, issuer: Issuer) -> Iterator[httpx.Client]:
+    with live.client(issuer.admin_of("acme")) as client:
+        yield client
+
+
+def _refused_fields(response: httpx.Response) -> set[str]:
+    assert response.status_code == 403, response.text
+    error = response.json()["error"]
+    assert error["code"] == "platform_admin_required"
+    return {detail["field"] for detail in error["details"]}
+
+
+def _file(live: LiveServer) -> str | None:
+    text: str | None = live.app.state.backends.repository.read_text("dev", "acme")
+    return text
+
+
+def test_a_tenant_admin_cannot_change_the_plan(live: LiveServer, tenant_admin: httpx.Client) -> None:
+    create_tenant(live.app, "acme")
+    before = _file(live)
+    assert _refused_fields(tenant_admin.patch(ACME, json={"plan": "large"})) == {"plan"}
+    assert _refused_fields(tenant_admin.put(ACME, json=spec("acme", plan="medium"))) == {"plan"}
+    assert _file(live) == before
+
+
+def test_a_tenant_admin_cannot_change_the_groups(live: LiveServer, tenant_admin: httpx.Client) -> None:
+    create_tenant(live.app, "acme")
+    patch = {"groups": {"admins": ["/tenants/acme/admins", "/contractors"]}}
+    assert _refused_fields(tenant_admin.patch(ACME, json=patch)) == {"groups"}
+
+
+def test_a_tenant_admin_creates_only_on_a_self_service_plan_with_default_groups(
+    live: LiveServer, tenant_admin: httpx.Client
+) -> None:
+    custom = spec("acme", plan="large", groups={"viewers": ["/everyone"]})
+    assert _refused_fields(tenant_admin.put(ACME, json=custom)) == {"plan", "groups"}
+    assert _file(live) is None
+    assert tenant_admin.put(ACME, json=spec("acme", plan="small")).status_code == 202
+
+
+def test_a_tenant_admin_changes_everything_else_and_keeps_the_platforms_choices(
+    live: LiveServer, tenant_admin: httpx.Client
+) -> None:
+    create_tenant(live.app, "acme", plan="medium", groups={"admins": ["/teams/acme-leads"]})
+    response = tenant_admin.patch(ACME, json={"displayName": "Acme", "qdrant": {"replicas": 2}})
+    assert response.status_code == 202, response.text
+    document = yaml.safe_load(_file(live) or "")
+    assert document["plan"] == "medium" and document["groups"] == {"admins": ["/teams/acme-leads"]}
+
+
+def test_a_platform_admin_sets_plan_and_groups(live: LiveServer, issuer: Issuer) -> None:
+    create_tenant(live.app, "acme")
+    with live.client(issuer.platform_admin()) as platform:
+        response = platform.patch(ACME, json={"plan": "large", "groups": {"viewers": ["/auditors"]}})
+    assert response.status_code == 202, response.text
+    assert yaml.safe_load(_file(live) or "")["plan"] == "large"

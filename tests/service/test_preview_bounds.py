@@ -1,0 +1,81 @@
+"""Previews are bounded per caller and overall, and waiting ones hold no thread: a flood of previews
+is refused with preview_busy instead of stalling every other request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from tenancy.render.runtime import StackCapture
+from tenancy.service.core import preview
+from tests.service.conftest import AppFactory, Issuer, LiveServer, spec
+
+PREVIEW = "/api/v1/environments/dev/tenants/acme/preview"
+FLOOD = 60  # more than the 40 threads every synchronous route shares
+
+
+@pytest.fixture
+def held_render(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Renders block until the returned event is set (set at the end of the test whatever happens)."""
+    release = threading.Event()
+
+    def render(project_dir: Any, environment: str, name: str, document: Any) -> StackCapture:
+        release.wait(30)
+        return StackCapture(stack=f"{environment}.{name}", resources=[], outputs={}, secret_outputs=set())
+
+    monkeypatch.setattr(preview, "render_tenant", render)
+    yield release
+    release.set()
+
+
+def _post(server: LiveServer, token: str, timeout: float = 15.0) -> httpx.Response:
+    with server.client(token, timeout=timeout) as client:
+        return client.post(PREVIEW, json=spec("acme"))
+
+
+def test_a_second_preview_from_the_same_caller_is_refused_while_the_first_renders(
+    make_app: AppFactory, serve: Any, issuer: Issuer, held_render: threading.Event
+) -> None:
+    server: LiveServer = serve(make_app(workers=0)[0])
+    token = issuer.admin_of("acme")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(_post, server, token)
+        time.sleep(0.3)
+        try:
+            second = _post(server, token, timeout=3.0)
+        finally:
+            held_render.set()
+        assert first.result().status_code == 200
+    assert second.status_code == 429
+    assert second.json()["error"]["code"] == "preview_busy"
+    assert int(second.headers["Retry-After"]) >= 1
+
+
+def test_a_flood_of_previews_is_refused_and_other_requests_stay_fast(
+    make_app: AppFactory, serve: Any, issuer: Issuer, held_render: threading.Event
+) -> None:
+    server: LiveServer = serve(make_app(workers=0, preview_max_in_flight=4)[0])
+    tokens = [issuer.admin_of("acme", sub=f"flood-{i}") for i in range(FLOOD)]
+    with ThreadPoolExecutor(max_workers=FLOOD) as pool:
+        try:
+            answers = [pool.submit(_post, server, token) for token in tokens]
+            deadline = time.monotonic() + 10
+            while sum(a.done() for a in answers) < FLOOD - 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            refused = [a for a in answers if a.done() and a.result().status_code == 429]
+            with server.client(issuer.admin_of("initech"), timeout=3.0) as other:
+                started = time.monotonic()
+                me = other.get("/api/v1/me")
+                took = time.monotonic() - started
+        finally:
+            held_render.set()
+        statuses = sorted(a.result().status_code for a in answers)
+    assert me.status_code == 200 and took < 1.0
+    assert len(refused) == FLOOD - 4
+    assert statuses == [200] * 4 + [429] * (FLOOD - 4)

@@ -1,0 +1,84 @@
+"""What git holds is applied even across crashes: a change committed but never queued is queued when
+the service starts, and an operation still running when the service stops runs again (after the
+stack is recovered) when it starts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
+from tenancy.service.core.tenants_repo import GitAuthor
+from tests.service.conftest import AppFactory, Issuer, LiveServer, TenantEngine, spec, wait_for
+
+ACME = "/api/v1/environments/dev/tenants/acme"
+STACK = StackRef("dev", "acme")
+
+
+def _ups(app: Any) -> list[Any]:
+    return [op for op in app.state.backends.queue.recent(stack=STACK) if op.kind is OperationKind.up]
+
+
+def test_a_change_committed_but_never_queued_is_queued_on_the_next_start(
+    tmp_path: Path, make_app: AppFactory, issuer: Issuer
+) -> None:
+    state = tmp_path / "shared-state"
+    first, _ = make_app(state_dir=state, workers=0)
+    with LiveServer(first) as server, server.client(issuer.admin_of("acme")) as client:
+        assert client.put(ACME, json=spec("acme")).status_code == 202
+    # The process died between the commit and the submit: git has the change, the queue does not.
+    changed = spec("acme", displayName="committed, never queued")
+    first.state.backends.repository.write(
+        "dev", "acme", changed, author=GitAuthor("A", "a@example.com"), message="Update tenant dev.acme"
+    )
+
+    second, _ = make_app(state_dir=state, workers=0)
+    with LiveServer(second):
+        ups = _ups(second)
+    assert ups[0].status is OperationStatus.queued and ups[0].requested_by == "tenant-api:reconcile"
+    assert ups[0].spec is not None and ups[0].spec["displayName"] == "committed, never queued"
+
+    third, _ = make_app(state_dir=state, workers=0)
+    with LiveServer(third):
+        assert [op.id for op in _ups(third)] == [op.id for op in ups]  # queued once, not at every start
+
+
+def test_a_tenant_whose_spec_is_applied_gets_nothing_queued_on_start(
+    tmp_path: Path, make_app: AppFactory, issuer: Issuer
+) -> None:
+    state = tmp_path / "shared-state"
+    first, _ = make_app(state_dir=state)
+    with LiveServer(first) as server, server.client(issuer.admin_of("acme")) as client:
+        wait_for(client, client.put(ACME, json=spec("acme")).json()["operation"]["id"])
+    second, _ = make_app(state_dir=state, workers=0)
+    with LiveServer(second):
+        assert len(_ups(second)) == 1
+
+
+def test_an_operation_running_at_shutdown_runs_again_after_recovery_on_the_next_start(
+    tmp_path: Path, make_app: AppFactory, issuer: Issuer
+) -> None:
+    state = tmp_path / "shared-state"
+    stuck = TenantEngine()
+    first, _ = make_app(engine=stuck, state_dir=state, workers=1, shutdown_grace_seconds=0.2)
+    stuck.pause()
+    try:
+        with LiveServer(first) as server, server.client(issuer.admin_of("acme")) as client:
+            operation = client.put(ACME, json=spec("acme")).json()["operation"]["id"]
+            deadline = time.monotonic() + 5
+            while stuck.running(STACK) == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        handed_back = first.state.backends.queue.get(operation)
+        assert handed_back.status is OperationStatus.queued
+        assert first.state.backends.queue.events(operation)[-1].status == "requeued"
+    finally:
+        stuck.resume()  # the old process's update winds down; its outcome is not recorded
+
+    second, engine = make_app(state_dir=state, workers=1)
+    with LiveServer(second) as server, server.client(issuer.admin_of("acme")) as client:
+        finished = wait_for(client, operation)
+    assert finished["status"] == "succeeded"
+    assert finished["summary"]["recovered"] is True
+    assert [call.operation_id for call in engine.calls_for(STACK)] == [operation]
