@@ -76,6 +76,24 @@ def test_a_tenant_admin_changes_everything_else_and_keeps_the_platforms_choices(
 def test_a_platform_admin_sets_plan_and_groups(live: LiveServer, issuer: Issuer) -> None:
     create_tenant(live.app, "acme")
     with live.client(issuer.platform_admin()) as platform:
-        response = platform.patch(ACME, json={"plan": "large", "groups": {"viewers": ["/auditors"]}})
+        # The existing volumes keep their sizes (a plan change must not grow them): see the next test.
+        pinned = {"storage": {"size": "10Gi"}, "snapshots": {"size": "5Gi"}}
+        change = {"plan": "large", "groups": {"viewers": ["/auditors"]}, "qdrant": pinned}
+        response = platform.patch(ACME, json=change)
     assert response.status_code == 202, response.text
     assert yaml.safe_load(_file(live) or "")["plan"] == "large"
+
+
+def test_a_plan_change_that_would_grow_volumes_is_refused_naming_the_size_to_pin(
+    live: LiveServer, issuer: Issuer
+) -> None:
+    create_tenant(live.app, "acme")
+    before = _file(live)
+    with live.client(issuer.platform_admin()) as platform_admin:
+        response = platform_admin.patch(ACME, json={"plan": "medium"})
+        assert response.status_code == 422, response.text
+        details = {d["field"]: d["reason"] for d in response.json()["error"]["details"]}
+        assert "set qdrant.storage.size: 10Gi to keep the current volumes" in details["qdrant.storage.size"]
+        assert _file(live) == before
+        pinned = {"plan": "medium", "qdrant": {"storage": {"size": "10Gi"}, "snapshots": {"size": "5Gi"}}}
+        assert platform_admin.patch(ACME, json=pinned).status_code == 202

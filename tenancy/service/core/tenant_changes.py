@@ -36,8 +36,9 @@ from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.security import Principal
 from tenancy.service.core.tenants_repo import GitAuthor, RepositoryError, TenantRepository
 from tenancy.service.core.write_lock import TenantWriteLock
+from tenancy.spec.changes import fixed_volume_issues
 from tenancy.spec.errors import SpecError, SpecIssue
-from tenancy.spec.tenant import Groups, TenantSpec, parse_tenant
+from tenancy.spec.tenant import Groups, TenantSpec, parse_tenant, resolve
 
 log = logging.getLogger("tenancy.service")
 
@@ -293,6 +294,24 @@ class TenantChanges:
                 details=refused,
             )
 
+    def _check_fixed_volumes(self, stack: StackRef, current: dict[str, Any] | None, spec: TenantSpec) -> None:
+        """Refuse changes the tenant's volumes cannot follow (422, naming the size to pin)."""
+        if current is None:
+            return
+        file = self.display_file(stack)
+        try:
+            before = resolve(parse_tenant(current, file=file), stack.environment)
+        except SpecError:
+            return  # the file in git is already invalid: nothing was applied from it to protect
+        issues = fixed_volume_issues(before, resolve(spec, stack.environment), file=file)
+        if issues:
+            raise ServiceError(
+                "invalid_spec",
+                f"the change to {stack.name} would alter volumes that are fixed once created; "
+                "fix the fields listed in details",
+                details=spec_issues_details(SpecError(issues)),
+            )
+
     def _check_precondition(self, stack: StackRef, if_match: str | None) -> None:
         if if_match is None:
             return
@@ -326,6 +345,7 @@ class TenantChanges:
                 self._check_precondition(stack, if_match)
                 spec = build(current)
                 self._check_platform_fields(stack, principal, current, spec)
+                self._check_fixed_volumes(stack, current, spec)
                 document = spec.to_document()
                 verb = "Create" if current is None else "Update"
                 commit = self.repository.write(
