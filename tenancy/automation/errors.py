@@ -15,6 +15,7 @@ ERROR_CODES: dict[str, str] = {
     "not_found": "the stack does not exist (HTTP 404)",
     "protected": "the stack has protected resources: turn deletion protection off first",
     "program_error": "the Pulumi program failed (a tenant file or platform config problem)",
+    "fixed_volumes": "the spec would change volumes that are fixed once created; pin their sizes",
     "secrets_unavailable": "the secrets provider cannot be opened (passphrase or Vault token missing)",
     "pulumi_cli_missing": "the Pulumi CLI is missing or too old",
     "interrupted": "the operation stopped before it finished; the stack is recovered before the next one",
@@ -53,6 +54,10 @@ class ProtectedResources(AutomationError):
 
 class ProgramError(AutomationError):
     code = "program_error"
+
+
+class FixedVolumesChanged(AutomationError):
+    code = "fixed_volumes"
 
 
 class SecretsUnavailable(AutomationError):

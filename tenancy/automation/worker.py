@@ -38,8 +38,11 @@ from tenancy.automation.contract import (
     ProgressEvent,
     WorkQueue,
 )
-from tenancy.automation.errors import describe_failure
+from tenancy.automation.errors import FixedVolumesChanged, describe_failure
 from tenancy.automation.progress import describe_changes
+from tenancy.spec.changes import fixed_volume_issues
+from tenancy.spec.errors import SpecError
+from tenancy.spec.tenant import parse_tenant, resolve
 
 _log = logging.getLogger(__name__)
 
@@ -245,6 +248,7 @@ class Worker:
         stack = operation.stack
         what = f"{operation.kind.value} of stack {stack.name}"
         try:
+            self._check_fixed_volumes(operation)
             recovered = self._recover_if_needed(operation, emit)
             result = self.engine.run(
                 EngineRequest(operation.id, stack, operation.kind, operation.spec),
@@ -277,6 +281,36 @@ class Worker:
             finished = operation
         self._notify(self.listener.operation_finished, finished)
         return finished
+
+    def _check_fixed_volumes(self, operation: Operation) -> None:
+        """Refuse an update whose spec would change volumes the last applied spec created.
+
+        CI (validate --against) and the HTTP service refuse such changes earlier; this holds for
+        every caller, so an update that Kubernetes would reject halfway never starts.
+        """
+        if operation.kind is not OperationKind.up or operation.spec is None:
+            return
+        applied = next(
+            (
+                previous.spec
+                for previous in self.queue.recent(stack=operation.stack, limit=50)
+                if previous.kind is OperationKind.up
+                and previous.status is OperationStatus.succeeded
+                and previous.spec is not None
+            ),
+            None,
+        )
+        if applied is None:
+            return
+        environment, file = operation.stack.environment, f"{operation.stack.name} (operation {operation.id})"
+        try:
+            before = resolve(parse_tenant(applied, file=file), environment)
+            after = resolve(parse_tenant(operation.spec, file=file), environment)
+        except SpecError:
+            return  # the engine's own validation reports an invalid spec
+        issues = fixed_volume_issues(before, after, file=file)
+        if issues:
+            raise FixedVolumesChanged("; ".join(f"{issue.field}: {issue.reason}" for issue in issues))
 
     def _recover_if_needed(self, operation: Operation, emit: EmitEvent) -> bool:
         stack = operation.stack

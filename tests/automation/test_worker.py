@@ -354,3 +354,27 @@ def test_a_released_worker_hands_its_running_operation_back_for_recovery_and_a_r
     [rerun] = Worker(queue, engine, max_parallel=1).run_until_idle()
     assert rerun.id == operation.id and rerun.status is OperationStatus.succeeded
     assert rerun.summary is not None and rerun.summary.recovered
+
+
+def test_an_update_that_would_change_fixed_volumes_never_reaches_the_engine(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    qdrant = {"enabled": True}
+    queue.submit(stack("acme"), UP, spec=tenant_spec("acme", qdrant=qdrant), requested_by="t")
+    Worker(queue, engine, max_parallel=1).run_until_idle()
+    grown = queue.submit(
+        stack("acme"), UP, spec=tenant_spec("acme", plan="medium", qdrant=qdrant), requested_by="t"
+    )
+
+    Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    finished = queue.get(grown.id)
+    assert finished is not None and finished.status is OperationStatus.failed
+    assert finished.summary is not None and finished.summary.code == "fixed_volumes"
+    assert "set qdrant.storage.size: 10Gi" in (finished.summary.error or "")
+    assert len(engine.calls_for(stack("acme"))) == 1
+
+    pinned = {**qdrant, "storage": {"size": "10Gi"}, "snapshots": {"size": "5Gi"}}
+    queue.submit(stack("acme"), UP, spec=tenant_spec("acme", plan="medium", qdrant=pinned), requested_by="t")
+    Worker(queue, engine, max_parallel=1).run_until_idle()
+    assert len(engine.calls_for(stack("acme"))) == 2
