@@ -14,8 +14,9 @@ from tenancy.builders import contract
 from tenancy.builders import identity as build
 from tenancy.render.runtime import GENERATED, DeclaredResource, StackCapture, capture_program
 from tenancy.render.schema import declared_schema_problems
-from tenancy.spec.platform import SECRET_KEYS, PlatformConfig, parse_platform_config
+from tenancy.spec.platform import SECRET_KEYS, PlatformConfig
 from tests.chart_keys import load_all
+from tests.platform.support import dev_config, prod_config
 
 CREDENTIALS = {
     f"platform:{ACCESS_KEY_ID_CONFIG}": "AKIA-backup-key",
@@ -24,31 +25,6 @@ CREDENTIALS = {
 RELEASE = "kubernetes:helm.sh/v3:Release"
 SECRET = "kubernetes:core/v1:Secret"
 PASSWORD = "random:index/randomPassword:RandomPassword"
-
-
-def dev_config() -> PlatformConfig:
-    return parse_platform_config(
-        {"domain": "dev.data.example.com"}, environment="dev", file="Pulumi.dev.yaml"
-    )
-
-
-def prod_config() -> PlatformConfig:
-    return parse_platform_config(
-        {
-            "domain": "data.example.com",
-            "storageClass": "fast-ssd",
-            "highAvailability": True,
-            "vault": {"enabled": True, "address": "https://vault.example.com"},
-            "objectStorage": {
-                "endpoint": "https://s3.eu-central-1.amazonaws.com",
-                "region": "eu-central-1",
-                "lokiBucket": "platform-loki",
-                "backupBucket": "platform-pg-backups",
-            },
-        },
-        environment="prod",
-        file="Pulumi.prod.yaml",
-    )
 
 
 def capture(config: PlatformConfig) -> StackCapture:
@@ -150,7 +126,7 @@ def test_backups_go_to_object_storage_only_when_it_is_configured(
     dev: StackCapture, prod: StackCapture
 ) -> None:
     store = cluster_spec(prod)["backup"]["barmanObjectStore"]
-    assert store["destinationPath"] == "s3://platform-pg-backups/iam"
+    assert store["destinationPath"] == "s3://prod-backups/iam"
     assert store["endpointURL"] == "https://s3.eu-central-1.amazonaws.com"
     assert {ref["name"] for ref in store["s3Credentials"].values()} == {build.BACKUP_SECRET}
     assert cluster_spec(prod)["backup"]["retentionPolicy"] == "30d"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pulumi
@@ -30,9 +29,10 @@ from tenancy.builders.observability import (
 )
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_program
 from tenancy.render.schema import declared_schema_problems
-from tenancy.spec.platform import PlatformConfig, parse_platform_config
+from tenancy.spec.platform import PlatformConfig
 from tenancy.spec.tenant import LABEL_TENANT, TenantSpec, resolve
 from tests.chart_keys import load_all
+from tests.platform.support import dev_config, is_secret, prod_config, strings
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 ACCESS_KEY_ID = "AKIAEXAMPLEACCESSKEY"
@@ -41,34 +41,6 @@ OBJECT_STORAGE_SECRETS = {
     "platform:objectStorageAccessKeyId": ACCESS_KEY_ID,
     "platform:objectStorageSecretAccessKey": SECRET_ACCESS_KEY,
 }
-
-
-def dev_config() -> PlatformConfig:
-    return parse_platform_config(
-        {"domain": "dev.data.example.com", "vault": {"enabled": False}},
-        environment="dev",
-        file="Pulumi.dev.yaml",
-    )
-
-
-def prod_config(endpoint: str = "https://s3.eu-central-1.amazonaws.com") -> PlatformConfig:
-    return parse_platform_config(
-        {
-            "domain": "data.example.com",
-            "storageClass": "fast-ssd",
-            "highAvailability": True,
-            "vault": {"enabled": True, "address": "https://vault.example.com"},
-            "objectStorage": {
-                "endpoint": endpoint,
-                "region": "eu-central-1",
-                "lokiBucket": "prod-loki",
-                "backupBucket": "prod-backups",
-                "forcePathStyle": False,
-            },
-        },
-        environment="prod",
-        file="Pulumi.prod.yaml",
-    )
 
 
 def capture(config: PlatformConfig) -> StackCapture:
@@ -106,23 +78,6 @@ def policy(captured: StackCapture, name: str) -> dict[str, Any]:
         if r.inputs["metadata"]["name"] == name
     ]
     return found
-
-
-def is_secret(resource: DeclaredResource, *path: str) -> bool:
-    """Whether the value at ``path`` (or a map holding it) was marked secret."""
-    return any(path[: len(secret)] == secret for secret in resource.secret_paths)
-
-
-def strings(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield str(key)
-            yield from strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from strings(item)
-    elif isinstance(value, str):
-        yield value
 
 
 # --- the Alloy config, read back -----------------------------------------------------------------

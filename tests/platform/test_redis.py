@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,36 +11,11 @@ from tenancy import versions
 from tenancy.builders.redis import AUTH_KEY, POD_LABELS, render_redis_values
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_program
 from tenancy.render.schema import declared_schema_problems
-from tenancy.spec.platform import PlatformConfig, parse_platform_config
+from tenancy.spec.platform import PlatformConfig
 from tests.chart_keys import load_all
+from tests.platform.support import dev_config, is_secret, prod_config, strings
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
-
-
-def dev_config() -> PlatformConfig:
-    return parse_platform_config(
-        {"domain": "dev.data.example.com", "vault": {"enabled": False}},
-        environment="dev",
-        file="Pulumi.dev.yaml",
-    )
-
-
-def prod_config() -> PlatformConfig:
-    return parse_platform_config(
-        {
-            "domain": "data.example.com",
-            "storageClass": "fast-ssd",
-            "highAvailability": True,
-            "vault": {"enabled": True, "address": "https://vault.example.com"},
-            "objectStorage": {
-                "endpoint": "https://s3.eu-central-1.amazonaws.com",
-                "lokiBucket": "prod-loki",
-                "backupBucket": "prod-backups",
-            },
-        },
-        environment="prod",
-        file="Pulumi.prod.yaml",
-    )
 
 
 def capture(config: PlatformConfig) -> StackCapture:
@@ -76,22 +50,6 @@ def values_of(captured: StackCapture) -> dict[str, Any]:
 def auth_secret(captured: StackCapture) -> DeclaredResource:
     [secret] = captured.of_type("kubernetes:core/v1:Secret")
     return secret
-
-
-def is_secret(resource: DeclaredResource, *path: str) -> bool:
-    return any(path[: len(secret)] == secret for secret in resource.secret_paths)
-
-
-def strings(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield str(key)
-            yield from strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from strings(item)
-    elif isinstance(value, str):
-        yield value
 
 
 def test_prod_redis_runs_three_nodes_one_per_host_with_quorum_two_and_a_pdb() -> None:
