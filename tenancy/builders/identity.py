@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import pulumi
 import yaml
@@ -23,8 +22,10 @@ from tenancy.builders.contract import GATEWAY_REFERENCE, INGRESS_GATEWAY_LABELS,
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
+    allow_egress,
     allow_egress_outside,
     allow_ingress,
+    allow_ingress_from_anywhere,
 )
 from tenancy.spec.platform import ObjectStorageConfig
 from tenancy.spec.tenant import Tenant
@@ -165,53 +166,25 @@ def operator_namespace_policies() -> list[Manifest]:
     namespace = NAMESPACES.database_operator
     return [
         # The API server calls the admission webhook from outside any pod network: no peer selector.
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": _metadata("allow-apiserver-to-webhook", namespace),
-            "spec": {
-                "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
-                "policyTypes": ["Ingress"],
-                "ingress": [{"ports": [{"protocol": "TCP", "port": OPERATOR_WEBHOOK_PORT}]}],
-            },
-        },
+        allow_ingress_from_anywhere(
+            namespace, "allow-apiserver-to-webhook", pods=OPERATOR_POD_LABELS, ports=[OPERATOR_WEBHOOK_PORT]
+        ),
         allow_egress_outside(
             namespace, "allow-operator-to-apiserver", pods=OPERATOR_POD_LABELS, ports=API_SERVER_PORTS
         ),
         # Every CNPG cluster of the platform (Keycloak's in iam, Grafana's in observability).
-        _network_policy_to_instances_anywhere(namespace),
+        allow_egress(
+            namespace,
+            "allow-operator-to-postgres",
+            pods=OPERATOR_POD_LABELS,
+            to_namespace=None,
+            to_pods={"cnpg.io/podRole": "instance"},
+            ports=[STATUS_PORT, POSTGRES_PORT],
+        ),
     ]
 
 
-def _network_policy_to_instances_anywhere(namespace: str) -> Manifest:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata("allow-operator-to-postgres", namespace),
-        "spec": {
-            "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
-            "policyTypes": ["Egress"],
-            "egress": [
-                {
-                    "to": [
-                        {
-                            "namespaceSelector": {},
-                            "podSelector": {"matchLabels": {"cnpg.io/podRole": "instance"}},
-                        }
-                    ],
-                    "ports": [{"protocol": "TCP", "port": port} for port in (STATUS_PORT, POSTGRES_PORT)],
-                }
-            ],
-        },
-    }
-
-
 # --- namespace iam --------------------------------------------------------------------------------
-
-
-def object_storage_port(endpoint: str) -> int:
-    parts = urlsplit(endpoint)
-    return parts.port or (80 if parts.scheme == "http" else 443)
 
 
 def identity_namespace_policies(*, object_storage: ObjectStorageConfig | None) -> list[Manifest]:
@@ -254,7 +227,7 @@ def identity_namespace_policies(*, object_storage: ObjectStorageConfig | None) -
                 namespace,
                 "allow-postgres-to-object-storage",
                 pods=DATABASE_WORKLOAD_LABELS,
-                ports=[object_storage_port(object_storage.endpoint)],
+                ports=[object_storage.port],
             )
         )
     return policies

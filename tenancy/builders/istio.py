@@ -36,6 +36,8 @@ from tenancy.builders.platform_namespace import (
     allow_egress,
     allow_egress_outside,
     allow_ingress,
+    allow_ingress_from_anywhere,
+    network_policy,
 )
 from tenancy.builders.qdrant import SELECTOR_LABELS as QDRANT_SELECTOR_LABELS
 from tenancy.builders.vcluster import API_PORT as VCLUSTER_API_PORT
@@ -280,30 +282,6 @@ def mesh_default_sidecar() -> Manifest:
 # --- namespaces ----------------------------------------------------------------------------------------
 
 
-def _network_policy(namespace: str, name: str, spec: dict[str, Any]) -> Manifest:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(PLATFORM_LABELS)},
-        "spec": spec,
-    }
-
-
-def _allow_ingress_from_anywhere(
-    namespace: str, name: str, *, pods: dict[str, str], ports: list[int]
-) -> Manifest:
-    """Callers without a pod identity: the API server (webhooks), load balancers and the internet."""
-    return _network_policy(
-        namespace,
-        name,
-        {
-            "podSelector": {"matchLabels": dict(pods)},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"ports": [{"protocol": "TCP", "port": port} for port in ports]}],
-        },
-    )
-
-
 def mesh_namespace_policies() -> list[Manifest]:
     """istio-system: what istiod serves and calls, beyond the baseline (deny, DNS, same namespace)."""
     namespace = NAMESPACES.mesh
@@ -317,7 +295,7 @@ def mesh_namespace_policies() -> list[Manifest]:
             ports=[ISTIO_XDS_PORT],
         ),
         # Sidecar injection and config validation are webhooks the API server calls.
-        _allow_ingress_from_anywhere(
+        allow_ingress_from_anywhere(
             namespace, "allow-webhooks-from-apiserver", pods=ISTIOD_POD_LABELS, ports=[ISTIOD_WEBHOOK_PORT]
         ),
         allow_ingress(
@@ -335,7 +313,7 @@ def ingress_namespace_policies() -> list[Manifest]:
     """istio-ingress: the world may reach the gateway; the gateway may reach meshed backends."""
     namespace = NAMESPACES.ingress
     return [
-        _allow_ingress_from_anywhere(
+        allow_ingress_from_anywhere(
             namespace,
             "allow-traffic-from-anywhere",
             pods=GATEWAY_POD_LABELS,
@@ -343,7 +321,7 @@ def ingress_namespace_policies() -> list[Manifest]:
         ),
         # Backends behind the gateway are meshed (the gateway speaks mTLS to them); their own ingress
         # policies decide which ports the gateway may use.
-        _network_policy(
+        network_policy(
             namespace,
             "allow-egress-to-meshed-namespaces",
             {

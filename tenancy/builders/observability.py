@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlparse
 
 from tenancy.builders.contract import GATEWAY_REFERENCE, INGRESS_GATEWAY_LABELS, NAMESPACES
 from tenancy.builders.identity import WAIT_FOR_READY
@@ -28,7 +27,7 @@ from tenancy.builders.platform_namespace import (
     allow_egress_outside,
     allow_ingress,
 )
-from tenancy.spec.platform import ObjectStorageConfig, PlatformConfig
+from tenancy.spec.platform import PlatformConfig
 from tenancy.spec.tenant import LABEL_TENANT
 from tenancy.versions import CNPG_POSTGRESQL_IMAGE
 
@@ -229,18 +228,6 @@ def render_alloy_values() -> dict[str, Any]:
 # --- Loki --------------------------------------------------------------------------------------
 
 
-def _object_storage_address(storage: ObjectStorageConfig) -> tuple[str, int, bool]:
-    """(host[:port] for Loki, port for the egress policy, plain HTTP?) of the S3 endpoint."""
-    url = urlparse(storage.endpoint if "://" in storage.endpoint else f"https://{storage.endpoint}")
-    insecure = url.scheme == "http"
-    port = url.port or (80 if insecure else 443)
-    return url.netloc, port, insecure
-
-
-def object_storage_port(storage: ObjectStorageConfig) -> int:
-    return _object_storage_address(storage)[1]
-
-
 def _schema(object_store: str) -> dict[str, Any]:
     return {
         "configs": [
@@ -321,7 +308,7 @@ def render_loki_values(config: PlatformConfig) -> dict[str, Any]:
     # SimpleScalable (read, write, backend; 3 each, hard anti-affinity and PDBs by chart default).
     # The chart marks it deprecated for Loki 4; the move to Monolithic-on-object-storage goes through
     # the chart's "Monolithic<->SimpleScalable" transition mode.
-    host, _, insecure = _object_storage_address(storage)
+    host, insecure = storage.host, storage.plain_http
     s3: dict[str, Any] = {
         "endpoint": host,
         "region": storage.region,
@@ -529,7 +516,7 @@ def observability_policies(config: PlatformConfig) -> list[Manifest]:
                 NAMESPACE,
                 "allow-loki-to-object-storage",
                 pods=LOKI_POD_LABELS,
-                ports=[object_storage_port(config.object_storage)],
+                ports=[config.object_storage.port],
             )
         )
     if config.high_availability:

@@ -26,7 +26,8 @@ def namespace_manifest(name: str, *, mesh: bool, pod_security: PodSecurity = "re
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
-def _policy(namespace: str, name: str, spec: dict[str, Any]) -> Manifest:
+def network_policy(namespace: str, name: str, spec: dict[str, Any]) -> Manifest:
+    """A NetworkPolicy of a platform namespace, labelled as the platform's."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -40,9 +41,9 @@ def _ports(ports: list[int], protocol: str = "TCP") -> list[dict[str, Any]]:
 
 
 def _peer(namespace: str | None, pod_labels: dict[str, str] | None) -> dict[str, Any]:
-    peer: dict[str, Any] = {}
-    if namespace is not None:
-        peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    """Pods with ``pod_labels`` (any when None) in ``namespace`` (any namespace when None)."""
+    by_name = {"matchLabels": {"kubernetes.io/metadata.name": namespace}} if namespace is not None else {}
+    peer: dict[str, Any] = {"namespaceSelector": by_name}
     if pod_labels is not None:
         peer["podSelector"] = {"matchLabels": dict(pod_labels)}
     return peer
@@ -51,8 +52,8 @@ def _peer(namespace: str | None, pod_labels: dict[str, str] | None) -> dict[str,
 def baseline_policies(namespace: str, *, mesh: bool) -> list[Manifest]:
     """Default deny both ways, then DNS, traffic inside the namespace, and (meshed) istiod."""
     policies = [
-        _policy(namespace, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
-        _policy(
+        network_policy(namespace, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        network_policy(
             namespace,
             "allow-dns",
             {
@@ -66,7 +67,7 @@ def baseline_policies(namespace: str, *, mesh: bool) -> list[Manifest]:
                 ],
             },
         ),
-        _policy(
+        network_policy(
             namespace,
             "allow-same-namespace",
             {
@@ -100,7 +101,7 @@ def allow_ingress(
     ports: list[int],
 ) -> Manifest:
     """Allow ``ports`` on ``pods`` (all pods when None) from a namespace (any when None) and its pods."""
-    return _policy(
+    return network_policy(
         namespace,
         name,
         {
@@ -108,7 +109,7 @@ def allow_ingress(
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
-                    "from": [_peer(from_namespace, from_pods) or {"namespaceSelector": {}}],
+                    "from": [_peer(from_namespace, from_pods)],
                     "ports": _ports(ports),
                 }
             ],
@@ -126,15 +127,29 @@ def allow_egress(
     ports: list[int],
 ) -> Manifest:
     """Allow ``pods`` (all when None) to reach ``ports`` in a namespace (any in-cluster when None)."""
-    return _policy(
+    return network_policy(
         namespace,
         name,
         {
             "podSelector": {"matchLabels": dict(pods)} if pods else {},
             "policyTypes": ["Egress"],
-            "egress": [
-                {"to": [_peer(to_namespace, to_pods) or {"namespaceSelector": {}}], "ports": _ports(ports)}
-            ],
+            "egress": [{"to": [_peer(to_namespace, to_pods)], "ports": _ports(ports)}],
+        },
+    )
+
+
+def allow_ingress_from_anywhere(
+    namespace: str, name: str, *, pods: dict[str, str], ports: list[int]
+) -> Manifest:
+    """Allow ``ports`` on ``pods`` from callers without a pod identity: the API server (webhooks),
+    load balancers, the internet. The twin of ``allow_egress_outside``."""
+    return network_policy(
+        namespace,
+        name,
+        {
+            "podSelector": {"matchLabels": dict(pods)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": _ports(ports)}],
         },
     )
 
@@ -146,7 +161,7 @@ def allow_egress_outside(
 
     The API server and cloud endpoints have no pod selector; the port list is the boundary.
     """
-    return _policy(
+    return network_policy(
         namespace,
         name,
         {

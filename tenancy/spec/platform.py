@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import ParseResult, urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,6 +55,23 @@ class ObjectStorageConfig(_Model):
     loki_bucket: str = Field(description="Bucket for Loki chunks and indexes.")
     backup_bucket: str = Field(description="Bucket for PostgreSQL base backups and WAL archives.")
     force_path_style: bool = Field(default=True, description="Path-style URLs (MinIO, Ceph RGW).")
+
+    def _url(self) -> ParseResult:
+        return urlparse(self.endpoint if "://" in self.endpoint else f"https://{self.endpoint}")
+
+    @property
+    def host(self) -> str:
+        """``host[:port]`` of the endpoint."""
+        return self._url().netloc
+
+    @property
+    def plain_http(self) -> bool:
+        return self._url().scheme == "http"
+
+    @property
+    def port(self) -> int:
+        """The port clients connect to, for egress policies."""
+        return self._url().port or (80 if self.plain_http else 443)
 
 
 class PlatformConfig(_Model):
