@@ -27,6 +27,7 @@ from tenancy.builders.platform_namespace import (
     allow_ingress,
     allow_ingress_from_anywhere,
 )
+from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.spec.platform import ObjectStorageConfig
 from tenancy.spec.tenant import Tenant
 
@@ -113,13 +114,6 @@ PLATFORM_ADMINS_GROUP = "platform-admins"
 TENANTS_GROUP = "tenants"
 # Per-tenant subgroups of /tenants/<tenant> and the realm role each one grants.
 TENANT_SUBGROUP_ROLES = {"admins": TENANT_ADMIN, "viewers": TENANT_VIEWER}
-
-RESTRICTED_CONTAINER: dict[str, Any] = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 def _same(cpu: str, memory: str) -> dict[str, dict[str, str]]:
@@ -481,10 +475,10 @@ def keycloak_values(*, domain: str, high_availability: bool) -> dict[str, Any]:
         "podSecurityContext": {
             "fsGroup": 1000,
             "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
+            "seccompProfile": runtime_default_seccomp(),
         },
         # No readOnlyRootFilesystem: `start` re-augments into /opt/keycloak/lib (keycloak#44632).
-        "securityContext": {"runAsUser": 1000, **RESTRICTED_CONTAINER},
+        "securityContext": restricted_container(runAsUser=1000),
         # Keycloak never calls the Kubernetes API (jdbc-ping discovery goes through the database).
         "serviceAccount": {"automountServiceAccountToken": False},
     }

@@ -40,6 +40,7 @@ from tenancy.builders.platform_namespace import (
     network_policy,
 )
 from tenancy.builders.qdrant import SELECTOR_LABELS as QDRANT_SELECTOR_LABELS
+from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.builders.vcluster import API_PORT as VCLUSTER_API_PORT
 from tenancy.builders.vcluster import CONTROL_PLANE_LABELS as VCLUSTER_CONTROL_PLANE_LABELS
 from tenancy.spec.plans import SIDECAR
@@ -73,19 +74,10 @@ GATEWAY_HTTPS_PORT = 443
 GATEWAY_STATUS_PORT = 15021
 KUBE_API_PORTS = [443, 6443]
 
-RUNTIME_DEFAULT_SECCOMP = {"type": "RuntimeDefault"}
-
 
 def _restricted_container() -> dict[str, Any]:
     """Pod Security "restricted" for one container; the gateway chart replaces its default with this."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
-    }
+    return restricted_container(privileged=False, readOnlyRootFilesystem=True)
 
 
 def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
@@ -116,7 +108,7 @@ def cni_values() -> dict[str, Any]:
     return {
         # The agent derives GOMAXPROCS/GOMEMLIMIT from its limits, so both are set.
         "resources": _resources("100m", "100Mi", "500m", "256Mi"),
-        "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+        "seccompProfile": runtime_default_seccomp(),
         # Kubernetes >= 1.30 takes the AppArmor profile from securityContext; the annotation is deprecated.
         "useAppArmorAnnotation": False,
     }
@@ -126,11 +118,11 @@ def istiod_values(config: PlatformConfig) -> dict[str, Any]:
     values: dict[str, Any] = {
         "cni": {"enabled": True},
         # The discovery container is otherwise restricted already; the seccomp profile completes it.
-        "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+        "seccompProfile": runtime_default_seccomp(),
         "global": {
             "proxy": {
                 # Injected sidecars land in restricted namespaces: they need a seccomp profile too.
-                "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+                "seccompProfile": runtime_default_seccomp(),
                 # Every sidecar counts against its tenant's quota; the chart's 2-CPU limit would eat it.
                 # Tenant plan checks count these per pod (tenancy.spec.plans.SIDECAR): one source.
                 "resources": _resources(
@@ -164,7 +156,7 @@ def gateway_values(config: PlatformConfig) -> dict[str, Any]:
         # Setting securityContext replaces the chart's default, so its port sysctl is repeated here.
         "securityContext": {
             "runAsNonRoot": True,
-            "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+            "seccompProfile": runtime_default_seccomp(),
             "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
         },
         "containerSecurityContext": _restricted_container(),

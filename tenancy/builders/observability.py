@@ -27,6 +27,7 @@ from tenancy.builders.platform_namespace import (
     allow_egress_outside,
     allow_ingress,
 )
+from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.spec.platform import PlatformConfig
 from tenancy.spec.tenant import LABEL_TENANT
 from tenancy.versions import CNPG_POSTGRESQL_IMAGE
@@ -86,8 +87,6 @@ ALLOY_UID = 473
 # The chart's default --storage.path (positions of tailed logs) lies under /tmp; with a read-only root
 # filesystem an emptyDir on /tmp holds it and any temporary file.
 ALLOY_WRITABLE_PATH = "/tmp"
-
-RUNTIME_DEFAULT_SECCOMP = {"type": "RuntimeDefault"}
 
 
 def resources(cpu: str, memory: str, *, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
@@ -182,15 +181,9 @@ def render_alloy_values() -> dict[str, Any]:
         "alloy": {
             "configMap": {"content": render_alloy_config(push_url=LOKI_PUSH_URL)},
             "enableReporting": False,  # egress is closed anyway; this stops the failing attempts
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": ALLOY_UID,
-                "runAsGroup": ALLOY_UID,
-                "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
-            },
+            "securityContext": restricted_container(
+                runAsUser=ALLOY_UID, runAsGroup=ALLOY_UID, readOnlyRootFilesystem=True
+            ),
             "resources": resources("50m", "128Mi", cpu_limit="500m", memory_limit="512Mi"),
             "mounts": {"extra": [{"name": "tmp", "mountPath": ALLOY_WRITABLE_PATH}]},
         },
@@ -201,7 +194,7 @@ def render_alloy_values() -> dict[str, Any]:
                 "runAsUser": ALLOY_UID,
                 "runAsGroup": ALLOY_UID,
                 "fsGroup": ALLOY_UID,
-                "seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP),
+                "seccompProfile": runtime_default_seccomp(),
             }
         },
         "configReloader": {
@@ -426,7 +419,7 @@ def render_grafana_values(config: PlatformConfig) -> dict[str, Any]:
         "grafana.ini": ini,
         "resources": resources("100m", "256Mi", cpu_limit="1", memory_limit="512Mi"),
         # The chart's pod context lacks only the seccomp profile (its containers set it themselves).
-        "securityContext": {"seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP)},
+        "securityContext": {"seccompProfile": runtime_default_seccomp()},
         # Grafana reads nothing from the Kubernetes API (the config sidecars are off).
         "rbac": {"create": False},
         "automountServiceAccountToken": False,

@@ -13,6 +13,7 @@ import pulumi
 
 from tenancy.builders.namespace import Manifest, chart_labels, metadata, volume_claim_labels
 from tenancy.builders.network import QDRANT_GRPC_PORT, QDRANT_HTTP_PORT
+from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.spec.tenant import Tenant
 
 RELEASE_NAME = "qdrant"
@@ -31,17 +32,6 @@ METRICS_PORT = 6336
 # writes go on while the other is down. These are defaults for new collections: a client may still ask
 # for others when it creates one.
 REPLICATED_COLLECTION_DEFAULTS = {"replication_factor": 2, "write_consistency_factor": 1}
-
-RESTRICTED_CONTAINER = {
-    "runAsNonRoot": True,
-    "runAsUser": 1000,
-    "runAsGroup": 2000,
-    "allowPrivilegeEscalation": False,
-    "privileged": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 def qdrant_endpoints(tenant: Tenant) -> dict[str, str]:
@@ -118,9 +108,11 @@ def render_qdrant_values(
             "runAsNonRoot": True,
             "fsGroup": 3000,
             "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
+            "seccompProfile": runtime_default_seccomp(),
         },
-        "containerSecurityContext": dict(RESTRICTED_CONTAINER),
+        "containerSecurityContext": restricted_container(
+            runAsUser=1000, runAsGroup=2000, privileged=False, readOnlyRootFilesystem=True
+        ),
     }
     if replicated:
         values["podDisruptionBudget"] = {"enabled": True, "maxUnavailable": 1}

@@ -19,6 +19,7 @@ from typing import Any
 from tenancy.builders.contract import NAMESPACES
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import PLATFORM_LABELS, allow_ingress
+from tenancy.builders.security import runtime_default_seccomp
 from tenancy.spec.platform import PlatformConfig
 
 NAMESPACE = NAMESPACES.redis
@@ -37,8 +38,6 @@ POD_LABELS = {"app": "redis-ha", "release": RELEASE_NAME}
 # passes one password to both. Key "auth" is the chart's default ``authKey``; Sentinel reads the same key.
 AUTH_SECRET = "redis-auth"
 AUTH_KEY = "auth"
-
-RUNTIME_DEFAULT_SECCOMP = {"type": "RuntimeDefault"}
 
 
 def _resources(cpu: str, memory: str, *, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
@@ -107,7 +106,7 @@ def render_redis_values(config: PlatformConfig) -> dict[str, Any]:
         "init": {"resources": _resources("50m", "32Mi", cpu_limit="200m", memory_limit="64Mi")},
         "persistentVolume": {"storageClass": config.storage_class},
         # Every container already sets seccomp; the pod-level profile covers any container added later.
-        "securityContext": {"seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP)},
+        "securityContext": {"seccompProfile": runtime_default_seccomp()},
     }
     if replicated:
         # maxUnavailable, not minAvailable: with one pod per node, drains must still make progress.

@@ -22,6 +22,7 @@ import pulumi
 from tenancy import versions
 from tenancy.builders.contract import GATEWAY_NAME, VCLUSTER_API_ZONE, PlatformRefs
 from tenancy.builders.namespace import Manifest, chart_labels, metadata
+from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.spec.tenant import Tenant
 
 RELEASE_NAME = "vcluster"
@@ -34,13 +35,6 @@ CONTROL_PLANE_LABELS = {"app": "vcluster", "release": RELEASE_NAME}
 API_PORT = 8443  # the control plane's API proxy; the chart's Service maps 443 to it
 SERVICE_PORT = 443
 NON_ROOT_ID = 12345
-
-_RESTRICTED_CONTAINER = {
-    "allowPrivilegeEscalation": False,
-    "runAsNonRoot": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 def in_cluster_server(tenant: Tenant) -> str:
@@ -71,7 +65,7 @@ def render_vcluster_values(
                 "k8s": {
                     "enabled": True,
                     "version": versions.VCLUSTER_KUBERNETES_VERSIONS[v.kubernetes_version],
-                    "securityContext": dict(_RESTRICTED_CONTAINER),
+                    "securityContext": restricted_container(),
                 }
             },
             "statefulSet": {
@@ -88,17 +82,15 @@ def render_vcluster_values(
                         "runAsUser": NON_ROOT_ID,
                         "runAsGroup": NON_ROOT_ID,
                         "fsGroup": NON_ROOT_ID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
+                        "seccompProfile": runtime_default_seccomp(),
                     },
                     # Maps merge in Helm: the chart's runAsUser/runAsGroup 0 must be overridden, not omitted.
-                    "containerSecurityContext": {
-                        **_RESTRICTED_CONTAINER,
-                        "runAsUser": NON_ROOT_ID,
-                        "runAsGroup": NON_ROOT_ID,
-                    },
+                    "containerSecurityContext": restricted_container(
+                        runAsUser=NON_ROOT_ID, runAsGroup=NON_ROOT_ID
+                    ),
                 },
             },
-            "coredns": {"security": {"podSecurityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}},
+            "coredns": {"security": {"podSecurityContext": {"seccompProfile": runtime_default_seccomp()}}},
             # The gateway passes TLS through, so kubectl checks the vCluster's own certificate against
             # the external name: the certificate must carry it.
             "proxy": {"extraSANs": [api_host(tenant, domain)]},

@@ -73,8 +73,8 @@ def test_a_broken_tenant_component_fails_the_policy_check(
 ) -> None:
     # A change that forgets to drop capabilities in Qdrant's container must not reach a cluster.
     monkeypatch.setattr(
-        "tenancy.builders.qdrant.RESTRICTED_CONTAINER",
-        {
+        "tenancy.builders.qdrant.restricted_container",
+        lambda **_: {
             "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
             "seccompProfile": {"type": "RuntimeDefault"},
