@@ -84,6 +84,17 @@ class Operation:
     superseded_by: str | None = None
 
 
+# The coalescing rule every queue backend applies: which queued operations (same stack, status queued
+# only) a newly submitted one replaces. A destroy replaces nothing, and nothing is replaced across a
+# queued destroy: the up queued before it may be the one that turns deletion protection off.
+SUPERSEDES: dict[OperationKind, tuple[OperationKind, ...]] = {
+    OperationKind.up: (OperationKind.up,),
+    OperationKind.preview: (OperationKind.preview,),
+    OperationKind.refresh: (OperationKind.refresh,),
+    OperationKind.destroy: (),
+}
+
+
 class OperationQueue(Protocol):
     """Durable queue of operations: one running per stack, newer requests coalesce older queued ones."""
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tenancy.automation.contract import (
+    SUPERSEDES,
     Operation,
     OperationKind,
     OperationStatus,
@@ -90,14 +91,6 @@ CREATE TABLE IF NOT EXISTS interrupted_stacks (
 ) WITHOUT ROWID;
 """
 
-# Which queued operations a newly submitted one replaces (same stack, status queued only). A destroy
-# replaces nothing: the up queued before it may be the one that turns deletion protection off.
-_SUPERSEDES: dict[OperationKind, tuple[OperationKind, ...]] = {
-    OperationKind.up: (OperationKind.up,),
-    OperationKind.preview: (OperationKind.preview,),
-    OperationKind.refresh: (OperationKind.refresh,),
-    OperationKind.destroy: (),
-}
 
 _CLAIMABLE = """
 SELECT o.* FROM operations AS o
@@ -199,7 +192,7 @@ class SqliteOperationQueue:
                     None if spec is None else json.dumps(spec),
                 ),
             )
-            replaced = _SUPERSEDES[kind]
+            replaced = SUPERSEDES[kind]
             superseded = (
                 [
                     row["id"]

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from redis.exceptions import WatchError
 
 from tenancy.automation.contract import (
+    SUPERSEDES,
     Operation,
     OperationKind,
     OperationStatus,
@@ -40,14 +41,6 @@ from tenancy.automation.contract import (
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# Which queued operations a newly submitted one replaces (as in SqliteOperationQueue: a destroy
-# replaces nothing, so an up queued before it, e.g. turning deletion protection off, runs first).
-_SUPERSEDES: dict[OperationKind, tuple[OperationKind, ...]] = {
-    OperationKind.up: (OperationKind.up,),
-    OperationKind.preview: (OperationKind.preview,),
-    OperationKind.refresh: (OperationKind.refresh,),
-    OperationKind.destroy: (),
-}
 _REQUEUED_MESSAGE = (
     "the process running this operation stopped before it finished; requeued. "
     "The stack is checked and recovered before the operation runs again."
@@ -117,7 +110,7 @@ class RedisOperationQueue:
         operation_id = uuid.uuid4().hex
         position = int(self._redis.incr(f"{self._prefix}op-seq"))
         now = self._clock()
-        replaced = {k.value for k in _SUPERSEDES[kind]}
+        replaced = {k.value for k in SUPERSEDES[kind]}
         record = {
             "id": operation_id,
             "environment": stack.environment,
