@@ -39,6 +39,15 @@ POD_LABELS = {"app": "redis-ha", "release": RELEASE_NAME}
 AUTH_SECRET = "redis-auth"
 AUTH_KEY = "auth"
 
+# The Redis container's memory limit, and the dataset cap inside it. With the chart's ``maxmemory 0``
+# Redis grows until the kernel kills it at the limit, losing whatever the AOF had not yet written.
+# Three quarters leave room for what Redis holds beside the dataset: client and replication buffers,
+# the AOF rewrite buffer and the fork's copy-on-write pages. ``noeviction``: the queue must never drop
+# a job to make room; a full Redis refuses writes with an OOM error the client sees and reports.
+MEMORY_LIMIT_MIB = 512
+MAXMEMORY_MIB = MEMORY_LIMIT_MIB * 3 // 4
+MAXMEMORY_POLICY = "noeviction"
+
 
 def _resources(cpu: str, memory: str, *, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
     return {
@@ -78,7 +87,11 @@ def render_redis_values(config: PlatformConfig) -> dict[str, Any]:
     refuses every write on a lone master) and a quorum one Sentinel can reach.
     """
     replicated = config.high_availability
-    redis_config: dict[str, Any] = {"appendonly": "yes"}  # a string: Redis reads yes/no, not true
+    redis_config: dict[str, Any] = {
+        "appendonly": "yes",  # a string: Redis reads yes/no, not true
+        "maxmemory": f"{MAXMEMORY_MIB}mb",  # Redis reads "mb" as MiB (1024*1024 bytes)
+        "maxmemory-policy": MAXMEMORY_POLICY,
+    }
     if not replicated:
         redis_config["min-replicas-to-write"] = 0
 
@@ -91,7 +104,7 @@ def render_redis_values(config: PlatformConfig) -> dict[str, Any]:
         "existingSecret": AUTH_SECRET,
         "redis": {
             "config": redis_config,
-            "resources": _resources("100m", "256Mi", cpu_limit="1", memory_limit="512Mi"),
+            "resources": _resources("100m", "256Mi", cpu_limit="1", memory_limit=f"{MEMORY_LIMIT_MIB}Mi"),
         },
         "sentinel": {
             "auth": True,

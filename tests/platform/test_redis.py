@@ -12,6 +12,7 @@ from tenancy.builders.redis import AUTH_KEY, POD_LABELS, render_redis_values
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_program
 from tenancy.render.schema import declared_schema_problems
 from tenancy.spec.platform import PlatformConfig
+from tenancy.spec.quantity import parse_quantity
 from tests.chart_keys import load_all
 from tests.platform.support import dev_config, is_secret, prod_config, strings
 
@@ -77,6 +78,27 @@ def test_redis_appends_every_write_to_a_persistent_log(config: PlatformConfig) -
     assert values["redis"]["config"]["appendonly"] == "yes"  # Redis reads "yes", not a YAML true
     assert values["persistentVolume"]["storageClass"] == config.storage_class
     assert "enabled" not in values["persistentVolume"]  # on by chart default
+
+
+def _redis_bytes(text: str) -> int:
+    """A redis.conf memory setting in bytes ("1mb" is 1024*1024 in Redis, "1m" 1000*1000)."""
+    units = {"kb": 1024, "mb": 1024**2, "gb": 1024**3, "k": 1000, "m": 1000**2, "g": 1000**3}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(text.removesuffix(unit)) * factor
+    return int(text)
+
+
+@pytest.mark.parametrize("config", [dev_config(), prod_config()], ids=["dev", "prod"])
+def test_redis_refuses_writes_when_full_instead_of_being_killed_or_evicting(config: PlatformConfig) -> None:
+    values = render_redis_values(config)
+    redis_config = values["redis"]["config"]
+    limit = parse_quantity(values["redis"]["resources"]["limits"]["memory"])
+    maxmemory = _redis_bytes(redis_config["maxmemory"])
+    # "0" (the chart's default) means unlimited: Redis would grow into the OOM kill.
+    assert 0 < maxmemory <= limit * 3 / 4
+    # The queue must never lose a job to eviction: a full Redis answers writes with an error.
+    assert redis_config["maxmemory-policy"] == "noeviction"
 
 
 @pytest.mark.parametrize("config", [dev_config(), prod_config()], ids=["dev", "prod"])
