@@ -32,6 +32,12 @@ SERVER_POD_LABELS = {"app.kubernetes.io/name": "argocd-server"}
 REPO_SERVER_POD_LABELS = {"app.kubernetes.io/name": "argocd-repo-server"}
 SERVER_CONTAINER_PORT = 8080  # server.containerPorts.server; the Service's port 80 targets it
 SERVER_SERVICE_PORT = 80  # plain HTTP because server.insecure is on
+# The chart's Service (templates/argocd-server/service.yaml) maps both its ports, 80 and 443, to the one
+# container port 8080. Named "http" and "https" (the chart's defaults), Istio would see two protocols on
+# one target port, and 443 would claim TLS where argocd-server speaks plain HTTP (server.insecure). Both
+# names carry the "http" prefix, and 443 declares appProtocol http, so every path to 8080 is plain HTTP.
+SERVER_SERVICE_PORT_NAMES = {"servicePortHttpName": "http", "servicePortHttpsName": "http-443"}
+SERVER_HTTPS_APP_PROTOCOL = "http"
 GIT_PORTS = [443, 22]
 
 # Argo CD finds a secret referenced as $<secret>:<key> only in Secrets carrying this label.
@@ -109,7 +115,13 @@ def render_argocd_values(config: PlatformConfig, *, oidc_config: pulumi.Input[st
         },
         # One controller replica even in prod: more replicas shard clusters, not stand in for each other.
         "controller": {"resources": controller},
-        "server": {"resources": server},
+        "server": {
+            "resources": server,
+            "service": {
+                **SERVER_SERVICE_PORT_NAMES,
+                "servicePortHttpsAppProtocol": SERVER_HTTPS_APP_PROTOCOL,
+            },
+        },
         "repoServer": {"resources": repo_server},
         "applicationSet": {"resources": _resources("50m", "128Mi", "500m", "256Mi")},
         "notifications": {"resources": _resources("50m", "64Mi", "250m", "128Mi")},

@@ -104,6 +104,35 @@ def test_server_speaks_plain_http_behind_the_gateway(dev_config: PlatformConfig)
     assert values(dev_config)["configs"]["params"] == {"server.insecure": True}
 
 
+# The argo-cd chart's defaults for the server Service (values.yaml at the pinned version).
+CHART_SERVICE_DEFAULTS = {
+    "servicePortHttpName": "http",
+    "servicePortHttpsName": "https",
+    "servicePortHttpsAppProtocol": "",
+}
+
+
+def _istio_protocol(port: dict[str, str]) -> str:
+    """How Istio picks a Service port's protocol: appProtocol first, else the name's prefix."""
+    return port.get("appProtocol") or port["name"].split("-", 1)[0]
+
+
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_both_server_service_ports_reach_the_one_container_port_as_plain_http(
+    environment: str, dev_config: PlatformConfig, prod_config: PlatformConfig
+) -> None:
+    config = dev_config if environment == "dev" else prod_config
+    service = CHART_SERVICE_DEFAULTS | values(config)["server"].get("service", {})
+    # templates/argocd-server/service.yaml: ports 80 and 443, both targeting containerPorts.server.
+    ports = [
+        {"name": service["servicePortHttpName"]},
+        {"name": service["servicePortHttpsName"], "appProtocol": service["servicePortHttpsAppProtocol"]},
+    ]
+    assert len({port["name"] for port in ports}) == 2  # Service port names must differ
+    # One target port, one protocol; and it is plain HTTP because server.insecure is on.
+    assert {_istio_protocol(port) for port in ports} == {"http"}
+
+
 def test_dev_runs_single_replicas_and_plain_redis(dev_config: PlatformConfig) -> None:
     chart = values(dev_config)
     assert "redis-ha" not in chart
