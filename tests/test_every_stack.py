@@ -38,6 +38,18 @@ def test_every_helm_release_is_pinned_to_the_versions_module(captured: StackCapt
         assert release.inputs["repositoryOpts"]["repo"] == PINS[chart].repo
 
 
+def test_every_helm_release_waits_as_long_as_its_chart_needs(captured: StackCapture) -> None:
+    from components.kubernetes import HELM_DEFAULT_TIMEOUT_SECONDS, RELEASE_TIMEOUTS
+
+    for release in captured.of_type("kubernetes:helm.sh/v3:Release"):
+        chart, timeout = release.inputs["chart"], release.inputs.get("timeout")
+        assert isinstance(timeout, int), f"{release.name}: no timeout; Helm would wait its default 300 s"
+        if chart == versions.QDRANT.chart:  # sized per tenant (tests/tenant/test_release_timeouts.py)
+            assert timeout > HELM_DEFAULT_TIMEOUT_SECONDS
+        else:
+            assert timeout == RELEASE_TIMEOUTS[chart].seconds, release.name
+
+
 def test_every_helm_value_is_a_key_the_pinned_chart_reads(captured: StackCapture) -> None:
     charts = load_all()
     for release in captured.of_type("kubernetes:helm.sh/v3:Release"):

@@ -47,7 +47,6 @@ from tenancy.versions import ChartPin
 # Secret config keys (`pulumi config set --secret platform:<key>`), read only where Loki uses object storage.
 OBJECT_STORAGE_ACCESS_KEY_ID = "objectStorageAccessKeyId"
 OBJECT_STORAGE_SECRET_ACCESS_KEY = "objectStorageSecretAccessKey"
-RELEASE_TIMEOUT_SECONDS = 900
 
 
 class Observability(pulumi.ComponentResource):
@@ -71,6 +70,7 @@ class Observability(pulumi.ComponentResource):
             namespace=NAMESPACE,
             mesh=False,
             policies=observability_policies(config),
+            dns=config.dns,
             opts=pulumi.ResourceOptions(parent=self),
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
@@ -179,14 +179,11 @@ def _release(
     opts: pulumi.ResourceOptions,
     after: list[pulumi.Resource],
 ) -> k8s.helm.v3.Release:
-    # Replicated Loki joins its ring and prod Grafana waits for its database: more than Helm's
-    # default five minutes on a first install.
     return helm_release(
         resource_name,
         release=release,
         namespace=NAMESPACE,
         pin=pin,
         values=values,
-        timeout_seconds=RELEASE_TIMEOUT_SECONDS,
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=after)),
     )

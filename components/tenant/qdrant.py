@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.kubernetes import helm_release
+from components.kubernetes import helm_release, qdrant_release_timeout
 from tenancy import versions
 from tenancy.builders.qdrant import (
     API_KEY,
@@ -18,6 +18,7 @@ from tenancy.builders.qdrant import (
     qdrant_endpoints,
     render_qdrant_values,
 )
+from tenancy.spec.quantity import parse_quantity
 from tenancy.spec.tenant import Tenant
 
 
@@ -76,6 +77,9 @@ class QdrantCluster(pulumi.ComponentResource):
             namespace=tenant.namespace,
             pin=versions.QDRANT,
             values=render_qdrant_values(tenant, default_storage_class=storage_class, keys_checksum=checksum),
+            timeout=qdrant_release_timeout(
+                replicas=settings.replicas, storage_bytes=int(parse_quantity(settings.storage_size))
+            ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]),
         )
 
