@@ -45,6 +45,7 @@ class DeclaredResource:
     read: bool = False  # declared with .get(): read from the cluster, not managed
     protect: bool = False  # the resource option: Pulumi refuses to delete or replace it
     retain_on_delete: bool = False  # the resource option: deleting it only forgets it
+    ignore_changes: list[str] = field(default_factory=list)  # inputs whose changes Pulumi ignores
 
     @property
     def kind(self) -> str | None:
@@ -229,13 +230,17 @@ def capture_program(
     config = dict(config or {})
     pulumi.runtime.set_all_config(config, [key for key in config if key.split(":", 1)[-1] in SECRET_KEYS])
     options: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
-    lifecycle: dict[tuple[str, str], tuple[bool, bool]] = {}
+    lifecycle: dict[tuple[str, str], tuple[bool, bool, list[str]]] = {}
 
     def remember(args: pulumi.ResourceTransformationArgs) -> None:
         depends = args.opts.depends_on if isinstance(args.opts.depends_on, list) else []
         names = [getattr(d, "_name", str(d)) for d in depends]
         options[(args.type_, args.name)] = (getattr(args.opts.parent, "_name", None), names)
-        lifecycle[(args.type_, args.name)] = (bool(args.opts.protect), bool(args.opts.retain_on_delete))
+        lifecycle[(args.type_, args.name)] = (
+            bool(args.opts.protect),
+            bool(args.opts.retain_on_delete),
+            list(args.opts.ignore_changes or []),
+        )
         return None
 
     pulumi.runtime.register_stack_transformation(remember)
@@ -249,7 +254,8 @@ def capture_program(
     _sync_await(run_pulumi_func(run))
     for key, record in mocks.records.items():
         record.parent, record.depends_on = options.get(key, (None, []))
-        record.protect, record.retain_on_delete = lifecycle.get(key, (False, False))
+        protect, retain, ignore = lifecycle.get(key, (False, False, []))
+        record.protect, record.retain_on_delete, record.ignore_changes = protect, retain, ignore
     resources = sorted(mocks.records.values(), key=lambda r: (r.type, r.name))
     return StackCapture(
         stack=stack, resources=resources, outputs=result["values"], secret_outputs=result["secret"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import pulumi_random as random
 import pytest
 import yaml
+from pydantic.alias_generators import to_camel
 
 from components.platform.identity import ACCESS_KEY_ID_CONFIG, SECRET_ACCESS_KEY_CONFIG, Identity
 from tenancy import versions
@@ -210,6 +214,28 @@ def test_admin_and_client_secrets_are_generated_and_secret(dev: StackCapture) ->
     assert {"issuerUrl", "apiClientId", "keycloakUrl", "databaseClusterName"}.isdisjoint(dev.secret_outputs)
 
 
+KEYCLOAK_TAKES_ONCE = [
+    "identity-admin-password",
+    "identity-argocd-client-secret",
+    "identity-provisioner-client-secret",
+]
+
+
+@pytest.mark.parametrize("name", KEYCLOAK_TAKES_ONCE)
+def test_no_config_change_replaces_a_secret_keycloak_takes_in_only_once(
+    name: str, dev: StackCapture, prod: StackCapture
+) -> None:
+    # Keycloak reads the admin password at its first start and client secrets at the first realm
+    # import; a replaced value would break Argo CD sign-in and every tenant stack without a word.
+    inputs = inspect.signature(random.RandomPasswordArgs.__init__).parameters
+    every_input = {to_camel(parameter) for parameter in inputs if parameter != "__self__"}
+    for capture in (dev, prod):
+        ignored = set(capture.named(name).ignore_changes)
+        assert every_input <= ignored, f"{name}: a change of {every_input - ignored} would replace it"
+    # And prod refuses `pulumi up --replace` or a delete (tests/platform/test_stateful_resources.py).
+    assert prod.named(name).protect
+
+
 def test_keycloak_reads_admin_and_argocd_secrets_from_secret_refs(dev: StackCapture) -> None:
     values = release(dev, "keycloakx").inputs["values"]
     env = {e["name"]: e for e in yaml.safe_load(values["extraEnv"])}
@@ -366,14 +392,45 @@ def test_issuer_is_the_contract_issuer(dev: StackCapture) -> None:
 def test_keycloak_imports_the_realm_from_a_mounted_secret(dev: StackCapture) -> None:
     values = release(dev, "keycloakx").inputs["values"]
     assert values["args"] == ["start", "--import-realm"]
-    [volume] = yaml.safe_load(values["extraVolumes"])
-    [mount] = yaml.safe_load(values["extraVolumeMounts"])
+    [volume] = [v for v in yaml.safe_load(values["extraVolumes"]) if v["name"] == "realm-import"]
+    [mount] = [m for m in yaml.safe_load(values["extraVolumeMounts"]) if m["name"] == "realm-import"]
     assert volume["secret"]["secretName"] == build.REALM_SECRET
     assert mount == {"name": volume["name"], "mountPath": "/opt/keycloak/data/import", "readOnly": True}
     realm_secret = named(dev, "Secret", build.REALM_SECRET)
     assert json.loads(realm_secret.inputs["stringData"]["platform-realm.json"]) == build.realm_import(
         "dev.data.example.com"
     )
+
+
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_keycloak_verifies_the_database_certificate_against_the_clusters_ca(
+    environment: str, dev: StackCapture, prod: StackCapture
+) -> None:
+    capture = dev if environment == "dev" else prod
+    values = release(capture, "keycloakx").inputs["values"]
+    env = {e["name"]: e.get("value") for e in yaml.safe_load(values["extraEnv"])}
+    database = values["database"]
+    # Keycloak's default PostgreSQL URL: jdbc:postgresql://<host>:<port>/<database><db-url-properties>
+    url = urlsplit(
+        f"postgresql://{database['hostname']}:{database['port']}/{database['database']}"
+        f"{env['KC_DB_URL_PROPERTIES']}"
+    )
+    query = parse_qs(url.query)
+    assert query["sslmode"] == ["verify-full"]  # encryption, the CA and the host name
+    [root_cert] = query["sslrootcert"]
+
+    # The file is the Cluster's own CA certificate, and nothing else from that Secret (no ca.key).
+    volumes = {v["name"]: v for v in yaml.safe_load(values["extraVolumes"])}
+    [mount] = [
+        m for m in yaml.safe_load(values["extraVolumeMounts"]) if root_cert.startswith(m["mountPath"] + "/")
+    ]
+    secret = volumes[mount["name"]]["secret"]
+    cluster = capture.named("identity-database").inputs["metadata"]["name"]
+    assert secret["secretName"] == f"{cluster}-ca"  # CloudNativePG's generated CA
+    assert secret["items"] == [{"key": "ca.crt", "path": root_cert.removeprefix(mount["mountPath"] + "/")}]
+    # verify-full checks the host Keycloak dials against the server certificate, which CloudNativePG
+    # issues for the -rw Service under its short and qualified names.
+    assert url.hostname == f"{cluster}-rw"
 
 
 def test_prod_runs_two_keycloak_replicas_with_a_pdb_and_dev_one_without(

@@ -8,7 +8,16 @@ from tenancy.render.runtime import DeclaredResource, StackCapture, capture_stack
 from tests.conftest import PROJECT_DIR
 
 # Where the platform keeps state: Keycloak's and Grafana's databases, logs, Redis, tenant secrets.
-PROTECTED_IN_PROD = ["identity-database", "observability-grafana-db", "vault-kv", "vault-kubernetes-auth"]
+PROTECTED_IN_PROD = [
+    "identity-database",
+    "observability-grafana-db",
+    "vault-kv",
+    "vault-kubernetes-auth",
+    # Keycloak takes these in only once (first start, first realm import): a new value never reaches it.
+    "identity-admin-password",
+    "identity-argocd-client-secret",
+    "identity-provisioner-client-secret",
+]
 RETAINED_IN_PROD = ["identity-database", "observability-grafana-db", "observability-loki", "redis-release"]
 
 
