@@ -51,6 +51,13 @@ DATABASE_OWNER = "keycloak"  # must equal the username in the initdb secret (CNP
 DATABASE_SECRET = "keycloak-db-credentials"
 BACKUP_SECRET = "keycloak-db-backup-credentials"
 DATABASE_SERVICE = f"{DATABASE_CLUSTER}-rw"  # the primary; CNPG always creates it
+# The CA CloudNativePG generates for the Cluster and signs its server certificate with (keys ca.crt and
+# ca.key); the server certificate names every form of the -rw/-ro/-r Services, the short one included.
+DATABASE_CA_SECRET = f"{DATABASE_CLUSTER}-ca"
+DATABASE_CA_DIR = "/opt/keycloak/conf/database-ca"
+# Appended to Keycloak's default PostgreSQL JDBC URL (db-url-properties, leading "?" included): TLS,
+# the server certificate signed by the Cluster's CA, and the host name Keycloak dials in it.
+DATABASE_TLS_URL_PROPERTIES = f"?sslmode=verify-full&sslrootcert={DATABASE_CA_DIR}/ca.crt"
 POSTGRES_PORT = 5432
 STATUS_PORT = 8000  # the instance manager's status endpoint the operator polls (own TLS, pinned cert)
 METRICS_PORT = 9187  # the instance manager's Prometheus exporter
@@ -207,6 +214,14 @@ def identity_namespace_policies(*, object_storage: ObjectStorageConfig | None) -
             namespace,
             "allow-observability-to-postgres-metrics",
             pods=DATABASE_POD_LABELS,
+            from_namespace=NAMESPACES.observability,
+            ports=[ISTIO_METRICS_PORT],
+        ),
+        # Keycloak's sidecar metrics, merged on the same port.
+        allow_ingress(
+            namespace,
+            "allow-observability-to-keycloak-metrics",
+            pods=KEYCLOAK_POD_LABELS,
             from_namespace=NAMESPACES.observability,
             ports=[ISTIO_METRICS_PORT],
         ),
@@ -441,10 +456,22 @@ def keycloak_values(*, domain: str, high_availability: bool) -> dict[str, Any]:
         _secret_env(PROVISIONER_SECRET_ENV, CLIENT_SECRETS, PROVISIONER_SECRET_KEY),
         # Keycloak's default pool (100) per replica would exceed PostgreSQL's 100 connections.
         {"name": "KC_DB_POOL_MAX_SIZE", "value": "30"},
+        # Verify the database: pgjdbc's default (sslmode=prefer) encrypts but trusts any certificate.
+        {"name": "KC_DB_URL_PROPERTIES", "value": DATABASE_TLS_URL_PROPERTIES},
         {"name": "KC_LOG_CONSOLE_OUTPUT", "value": "json"},
     ]
-    volumes = [{"name": "realm-import", "secret": {"secretName": REALM_SECRET}}]
-    mounts = [{"name": "realm-import", "mountPath": IMPORT_DIR, "readOnly": True}]
+    volumes = [
+        {"name": "realm-import", "secret": {"secretName": REALM_SECRET}},
+        # Only the certificate: the CA's private key stays out of Keycloak's pod.
+        {
+            "name": "database-ca",
+            "secret": {"secretName": DATABASE_CA_SECRET, "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+        },
+    ]
+    mounts = [
+        {"name": "realm-import", "mountPath": IMPORT_DIR, "readOnly": True},
+        {"name": "database-ca", "mountPath": DATABASE_CA_DIR, "readOnly": True},
+    ]
     values: dict[str, Any] = {
         "fullnameOverride": KEYCLOAK_RELEASE,
         # StatefulSet OrderedReady: replica 0 imports the realm before replica 1 starts, which
