@@ -23,8 +23,13 @@ from tenancy.builders.contract import GATEWAY_REFERENCE, INGRESS_GATEWAY_LABELS,
 from tenancy.builders.identity import WAIT_FOR_READY
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import (
+    ISTIOD_METRICS_PORT,
+    ISTIOD_POD_LABELS,
     PLATFORM_LABELS,
+    SIDECAR_METRICS_PORT,
+    allow_egress,
     allow_egress_outside,
+    allow_egress_to_meshed_pods,
     allow_ingress,
 )
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
@@ -493,6 +498,20 @@ def observability_policies(config: PlatformConfig) -> list[Manifest]:
     policies = [
         allow_egress_outside(
             NAMESPACE, "allow-alloy-to-api-server", pods=ALLOY_POD_LABELS, ports=API_SERVER_PORTS
+        ),
+        # Alloy is the namespace's collector, the one that scrapes: every meshed pod's merged metrics
+        # (the sidecar's 15020, application metrics folded in from its prometheus.io annotations, outside
+        # mutual TLS), and istiod's own endpoint. The other side of each already admits this namespace.
+        allow_egress_to_meshed_pods(
+            NAMESPACE, "allow-scraping-meshed-pods", pods=ALLOY_POD_LABELS, ports=[SIDECAR_METRICS_PORT]
+        ),
+        allow_egress(
+            NAMESPACE,
+            "allow-scraping-istiod",
+            pods=ALLOY_POD_LABELS,
+            to_namespace=NAMESPACES.mesh,
+            to_pods=ISTIOD_POD_LABELS,
+            ports=[ISTIOD_METRICS_PORT],
         ),
         allow_ingress(
             NAMESPACE,

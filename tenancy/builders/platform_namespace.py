@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from tenancy.builders.contract import DNS_NAMESPACE, DNS_POD_LABELS, NAMESPACES
+from tenancy.builders.contract import NAMESPACES
 from tenancy.builders.namespace import Manifest
+from tenancy.spec.platform import DnsConfig
 
 PodSecurity = Literal["restricted", "baseline", "privileged"]
 PLATFORM_LABELS = {"tenancy.platform/component": "platform", "app.kubernetes.io/managed-by": "pulumi"}
+# istiod, as every namespace's policies name it: its pods, xDS port, and Prometheus endpoint.
+ISTIOD_POD_LABELS = {"app": "istiod"}
+ISTIOD_XDS_PORT = 15012
+ISTIOD_METRICS_PORT = 15014
+# The sidecar agent's merged Prometheus endpoint on every meshed pod, served outside mutual TLS.
+SIDECAR_METRICS_PORT = 15020
+# Namespaces whose pods carry an Istio sidecar (platform and tenant namespaces alike).
+MESHED_NAMESPACE_LABELS = {"istio-injection": "enabled"}
 
 
 def namespace_manifest(name: str, *, mesh: bool, pod_security: PodSecurity = "restricted") -> Manifest:
@@ -21,7 +30,7 @@ def namespace_manifest(name: str, *, mesh: bool, pod_security: PodSecurity = "re
         "pod-security.kubernetes.io/enforce": pod_security,
         "pod-security.kubernetes.io/warn": pod_security,
         "pod-security.kubernetes.io/audit": pod_security,
-        "istio-injection": "enabled" if mesh else "disabled",
+        "istio-injection": MESHED_NAMESPACE_LABELS["istio-injection"] if mesh else "disabled",
     }
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
@@ -49,7 +58,15 @@ def _peer(namespace: str | None, pod_labels: dict[str, str] | None) -> dict[str,
     return peer
 
 
-def baseline_policies(namespace: str, *, mesh: bool) -> list[Manifest]:
+def dns_egress_rule(dns: DnsConfig) -> dict[str, Any]:
+    """The egress rule to the cluster DNS pods (platform config ``dns``), UDP and TCP on each port."""
+    return {
+        "to": [_peer(dns.namespace, dns.pod_labels)],
+        "ports": _ports(dns.ports, "UDP") + _ports(dns.ports),
+    }
+
+
+def baseline_policies(namespace: str, *, mesh: bool, dns: DnsConfig | None = None) -> list[Manifest]:
     """Default deny both ways, then DNS, traffic inside the namespace, and (meshed) istiod."""
     policies = [
         network_policy(namespace, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
@@ -59,12 +76,7 @@ def baseline_policies(namespace: str, *, mesh: bool) -> list[Manifest]:
             {
                 "podSelector": {},
                 "policyTypes": ["Egress"],
-                "egress": [
-                    {
-                        "to": [_peer(DNS_NAMESPACE, DNS_POD_LABELS)],
-                        "ports": _ports([53], "UDP") + _ports([53]),
-                    }
-                ],
+                "egress": [dns_egress_rule(dns or DnsConfig())],
             },
         ),
         network_policy(
@@ -84,8 +96,8 @@ def baseline_policies(namespace: str, *, mesh: bool) -> list[Manifest]:
                 namespace,
                 "allow-mesh-control-plane",
                 to_namespace=NAMESPACES.mesh,
-                to_pods={"app": "istiod"},
-                ports=[15012],
+                to_pods=ISTIOD_POD_LABELS,
+                ports=[ISTIOD_XDS_PORT],
             )
         )
     return policies
@@ -168,5 +180,25 @@ def allow_egress_outside(
             "podSelector": {"matchLabels": dict(pods)} if pods else {},
             "policyTypes": ["Egress"],
             "egress": [{"ports": _ports(ports)}],
+        },
+    )
+
+
+def allow_egress_to_meshed_pods(
+    namespace: str, name: str, *, pods: dict[str, str] | None, ports: list[int]
+) -> Manifest:
+    """Allow ``pods`` to reach ``ports`` on every pod of every meshed namespace, whoever owns it."""
+    return network_policy(
+        namespace,
+        name,
+        {
+            "podSelector": {"matchLabels": dict(pods)} if pods else {},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"namespaceSelector": {"matchLabels": dict(MESHED_NAMESPACE_LABELS)}}],
+                    "ports": _ports(ports),
+                }
+            ],
         },
     )

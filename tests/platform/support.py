@@ -54,3 +54,81 @@ def strings(value: Any) -> Iterator[str]:
             yield from strings(item)
     elif isinstance(value, str):
         yield value
+
+
+# --- tracing a connection through NetworkPolicies -------------------------------------------------
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"evaluator knows matchLabels only: {selector}"
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+
+
+def _peer_matches(
+    peer: dict[str, Any], own_namespace: str, namespace: dict[str, Any], pod: dict[str, str]
+) -> bool:
+    if "ipBlock" in peer:
+        return False  # pod-to-pod traffic in these traces; ipBlocks name addresses outside the cluster
+    if "namespaceSelector" in peer:
+        in_namespace = _selects(peer["namespaceSelector"], namespace["labels"])
+    else:
+        in_namespace = namespace["name"] == own_namespace
+    return in_namespace and _selects(peer.get("podSelector", {}), pod)
+
+
+def _direction_allows(
+    policies: list[dict[str, Any]],
+    direction: str,
+    *,
+    namespace: str,
+    pod: dict[str, str],
+    peer_namespace: dict[str, Any],
+    peer_pod: dict[str, str],
+    port: int,
+) -> bool:
+    kind, peers = ("Egress", "to") if direction == "egress" else ("Ingress", "from")
+    applying = [
+        p
+        for p in policies
+        if p["metadata"]["namespace"] == namespace
+        and kind in p["spec"]["policyTypes"]
+        and _selects(p["spec"]["podSelector"], pod)
+    ]
+    if not applying:
+        return True  # not isolated in this direction
+    for policy in applying:
+        for rule in policy["spec"].get(direction, []):
+            ports = rule.get("ports")
+            port_ok = ports is None or any(
+                p.get("port") == port and p.get("protocol", "TCP") == "TCP" for p in ports
+            )
+            peer_ok = peers not in rule or any(
+                _peer_matches(peer, namespace, peer_namespace, peer_pod) for peer in rule[peers]
+            )
+            if port_ok and peer_ok:
+                return True
+    return False
+
+
+def namespace_of(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """A namespace as a namespaceSelector sees it (the API server adds the name label)."""
+    return {"name": name, "labels": {**labels, "kubernetes.io/metadata.name": name}}
+
+
+def connection_allowed(
+    policies: list[dict[str, Any]],
+    *,
+    source: tuple[dict[str, Any], dict[str, str]],
+    destination: tuple[dict[str, Any], dict[str, str]],
+    port: int,
+) -> bool:
+    """Whether TCP ``port`` from pod (namespace, labels) ``source`` to ``destination`` passes both the
+    source namespace's egress and the destination namespace's ingress policies."""
+    (source_ns, source_pod), (dest_ns, dest_pod) = source, destination
+    return _direction_allows(
+        policies, "egress", namespace=source_ns["name"], pod=source_pod,
+        peer_namespace=dest_ns, peer_pod=dest_pod, port=port,
+    ) and _direction_allows(
+        policies, "ingress", namespace=dest_ns["name"], pod=dest_pod,
+        peer_namespace=source_ns, peer_pod=source_pod, port=port,
+    )  # fmt: skip

@@ -13,8 +13,11 @@ import yaml
 
 from components.platform.observability import Observability
 from tenancy import versions
-from tenancy.builders.identity import WAIT_FOR_READY
+from tenancy.builders.contract import NAMESPACES, PlatformRefs
+from tenancy.builders.identity import KEYCLOAK_POD_LABELS, WAIT_FOR_READY, identity_namespace_policies
+from tenancy.builders.istio import mesh_namespace_policies
 from tenancy.builders.namespace import namespace_manifest as tenant_namespace_manifest
+from tenancy.builders.network import network_policy_manifests
 from tenancy.builders.observability import (
     ALLOY_POD_LABELS,
     GRAFANA_ADMIN_PASSWORD_KEY,
@@ -22,17 +25,27 @@ from tenancy.builders.observability import (
     LOKI_POD_LABELS,
     LOKI_PUSH_URL,
     namespace_label_meta,
+    observability_policies,
     render_alloy_config,
     render_alloy_values,
     render_grafana_values,
     render_loki_values,
 )
+from tenancy.builders.platform_namespace import SIDECAR_METRICS_PORT, baseline_policies
+from tenancy.builders.qdrant import SELECTOR_LABELS as QDRANT_SELECTOR_LABELS
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_program
 from tenancy.render.schema import declared_schema_problems
 from tenancy.spec.platform import PlatformConfig
 from tenancy.spec.tenant import LABEL_TENANT, TenantSpec, resolve
 from tests.chart_keys import load_all
-from tests.platform.support import dev_config, is_secret, prod_config, strings
+from tests.platform.support import (
+    connection_allowed,
+    dev_config,
+    is_secret,
+    namespace_of,
+    prod_config,
+    strings,
+)
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 ACCESS_KEY_ID = "AKIAEXAMPLEACCESSKEY"
@@ -498,3 +511,66 @@ def test_custom_resources_wait_for_what_the_component_waits_for() -> None:
     [database] = captured.of_type("kubernetes:postgresql.cnpg.io/v1:Cluster")
     for resource in (route, database):
         assert {"mesh-crds", "observability-namespace"} <= set(resource.depends_on)
+
+
+# --- scraping: traced through both namespaces' NetworkPolicies ------------------------------------
+
+
+def _scraping_policies() -> list[dict[str, Any]]:
+    refs = PlatformRefs(
+        ingress_namespace=NAMESPACES.ingress,
+        monitoring_namespace=NAMESPACES.observability,
+        mesh_namespace=NAMESPACES.mesh,
+        argocd_namespace=NAMESPACES.gitops,
+        storage_class="standard",
+        domain="data.example.com",
+        issuer_url="https://auth.data.example.com/realms/platform",
+        vault_kv_mount="tenants",
+        vault_auth_path="kubernetes",
+    )
+    return [
+        *baseline_policies(NAMESPACES.observability, mesh=False),
+        *observability_policies(prod_config()),
+        *baseline_policies(NAMESPACES.mesh, mesh=False),
+        *mesh_namespace_policies(),
+        *baseline_policies(NAMESPACES.identity, mesh=True),
+        *identity_namespace_policies(object_storage=None),
+        *network_policy_manifests(_acme(), refs, kubernetes_api_cidrs=[]),
+    ]
+
+
+def _acme() -> Any:
+    spec = {"name": "acme", "owners": ["a@acme.example"], "plan": "small", "qdrant": {"enabled": True}}
+    return resolve(TenantSpec.model_validate(spec), "prod")
+
+
+ALLOY = (namespace_of(NAMESPACES.observability, {}), dict(ALLOY_POD_LABELS))
+
+
+def test_the_collector_scrapes_every_meshed_pods_merged_metrics() -> None:
+    policies = _scraping_policies()
+    tenant = _acme()
+    qdrant = (
+        namespace_of(tenant.namespace, tenant_namespace_manifest(tenant)["metadata"]["labels"]),
+        dict(QDRANT_SELECTOR_LABELS),
+    )
+    keycloak = (namespace_of(NAMESPACES.identity, {"istio-injection": "enabled"}), dict(KEYCLOAK_POD_LABELS))
+    for target in (qdrant, keycloak):
+        assert connection_allowed(policies, source=ALLOY, destination=target, port=SIDECAR_METRICS_PORT)
+        # Only the metrics port: the data ports stay closed to the observability namespace.
+        assert not connection_allowed(policies, source=ALLOY, destination=target, port=6333)
+
+
+def test_the_collector_scrapes_istiod() -> None:
+    istiod = (namespace_of(NAMESPACES.mesh, {"istio-injection": "disabled"}), {"app": "istiod"})
+    assert connection_allowed(_scraping_policies(), source=ALLOY, destination=istiod, port=15014)
+
+
+def test_grafana_and_loki_may_not_scrape_or_call_other_namespaces() -> None:
+    tenant = _acme()
+    qdrant = (
+        namespace_of(tenant.namespace, tenant_namespace_manifest(tenant)["metadata"]["labels"]),
+        dict(QDRANT_SELECTOR_LABELS),
+    )
+    grafana = (namespace_of(NAMESPACES.observability, {}), dict(GRAFANA_POD_LABELS))
+    assert not connection_allowed(_scraping_policies(), source=grafana, destination=qdrant, port=15020)
