@@ -49,6 +49,7 @@ class ArgoCD(pulumi.ComponentResource):
             namespace=NAMESPACE,
             mesh=True,
             policies=namespace_policies(),
+            dns=config.dns,
             opts=pulumi.ResourceOptions(parent=self),
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])

@@ -61,6 +61,7 @@ class Istio(pulumi.ComponentResource):
             namespace=NAMESPACES.mesh,
             mesh=False,
             policies=mesh_namespace_policies(),
+            dns=config.dns,
             opts=child,
         )
         # mesh=True although the gateway has no sidecar: the gateway pods are injected (image "auto",
@@ -71,6 +72,7 @@ class Istio(pulumi.ComponentResource):
             namespace=NAMESPACES.ingress,
             mesh=True,
             policies=ingress_namespace_policies(),
+            dns=config.dns,
             opts=child,
         )
 
@@ -88,7 +90,7 @@ class Istio(pulumi.ComponentResource):
             release=CNI_RELEASE,
             namespace=CNI_NAMESPACE,
             pin=versions.ISTIO_CNI,
-            values=cni_values(),
+            values=cni_values(config),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.base]),
         )
         self.istiod = helm_release(

@@ -7,10 +7,14 @@ import pulumi_kubernetes as k8s
 
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import PodSecurity, baseline_policies, namespace_manifest
+from tenancy.spec.platform import DnsConfig
 
 
 class PlatformNamespace(pulumi.ComponentResource):
-    """Namespace ``namespace``: baseline policies (deny, DNS, same-namespace, istiod) plus ``policies``."""
+    """Namespace ``namespace``: baseline policies (deny, DNS, same-namespace, istiod) plus ``policies``.
+
+    ``dns``: where the cluster's DNS pods are (platform config ``dns``; kube-dns in kube-system if None).
+    """
 
     name: pulumi.Output[str]
 
@@ -22,6 +26,7 @@ class PlatformNamespace(pulumi.ComponentResource):
         mesh: bool,
         pod_security: PodSecurity = "restricted",
         policies: list[Manifest] | None = None,
+        dns: DnsConfig | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("platform:platform:Namespace", name, None, opts)
@@ -30,7 +35,7 @@ class PlatformNamespace(pulumi.ComponentResource):
             f"{name}-namespace", metadata=manifest["metadata"], opts=pulumi.ResourceOptions(parent=self)
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.resource])
-        for policy in baseline_policies(namespace, mesh=mesh) + list(policies or []):
+        for policy in baseline_policies(namespace, mesh=mesh, dns=dns) + list(policies or []):
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-{policy['metadata']['name']}",
                 metadata=policy["metadata"],

@@ -57,6 +57,7 @@ class RedisSentinel(pulumi.ComponentResource):
             namespace=NAMESPACE,
             mesh=False,
             policies=redis_policies(client_namespaces),
+            dns=config.dns,
             opts=child,
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])

@@ -32,6 +32,8 @@ from tenancy.builders.network import (
 )
 from tenancy.builders.observability import GRAFANA_HTTP_PORT, GRAFANA_POD_LABELS
 from tenancy.builders.platform_namespace import (
+    ISTIOD_METRICS_PORT,
+    ISTIOD_POD_LABELS,
     PLATFORM_LABELS,
     allow_egress,
     allow_egress_outside,
@@ -44,7 +46,7 @@ from tenancy.builders.security import restricted_container, runtime_default_secc
 from tenancy.builders.vcluster import API_PORT as VCLUSTER_API_PORT
 from tenancy.builders.vcluster import CONTROL_PLANE_LABELS as VCLUSTER_CONTROL_PLANE_LABELS
 from tenancy.spec.plans import SIDECAR
-from tenancy.spec.platform import PlatformConfig
+from tenancy.spec.platform import CniPlatform, PlatformConfig
 from tenancy.spec.tenant import Tenant
 
 BASE_RELEASE = "istio-base"
@@ -63,9 +65,7 @@ GATEWAY_POD_LABELS = {"app": GATEWAY_RELEASE, **INGRESS_GATEWAY_LABELS}
 CNI_NAMESPACE = "kube-system"
 
 
-ISTIOD_POD_LABELS = {"app": "istiod"}
 ISTIOD_WEBHOOK_PORT = 15017  # container port behind the istiod Service's 443 (injection, validation)
-ISTIOD_METRICS_PORT = 15014
 # Container ports of the gateway: the chart's Service maps 80->80 and 443->443 (the pod may bind them
 # as non-root through the net.ipv4.ip_unprivileged_port_start sysctl), plus the status port for
 # load-balancer health checks.
@@ -104,19 +104,71 @@ def base_values() -> dict[str, Any]:
     return {}
 
 
-def cni_values() -> dict[str, Any]:
-    return {
+# What each cluster flavour needs from the CNI chart, from istio/istio manifests/helm-profiles/
+# platform-*.yaml at the pinned tag. Set as the chart's own keys rather than through its ``platform``
+# value: that profile merges these under ``cni:``, a key the istio-cni chart does not read.
+CNI_PLATFORM_VALUES: dict[CniPlatform, dict[str, Any]] = {
+    "default": {},
+    # The chart would guess /home/kubernetes/bin from a "-gke" API server version; stated instead.
+    "gke": {"cniBinDir": "/home/kubernetes/bin"},
+    "k3s": {
+        "cniConfDir": "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+        "cniBinDir": "/var/lib/rancher/k3s/data/cni",
+    },
+    # Multus runs the plugin as a standalone network (no chaining), under SELinux type spc_t.
+    "openshift": {
+        "cniBinDir": "/var/lib/cni/bin",
+        "cniConfDir": "/etc/cni/multus/net.d",
+        "chained": False,
+        "cniConfFileName": "istio-cni.conf",
+        "provider": "multus",
+        "seLinuxOptions": {"type": "spc_t"},
+    },
+    # Istio chains into Cilium's configuration at the default paths; Cilium itself must be installed
+    # with cni.exclusive=false, or it deletes the chained configuration (a cluster requirement, README).
+    "cilium": {},
+}
+
+
+def cni_values(config: PlatformConfig) -> dict[str, Any]:
+    cni = config.istio_cni
+    values: dict[str, Any] = {
+        **CNI_PLATFORM_VALUES[cni.platform],
         # The agent derives GOMAXPROCS/GOMEMLIMIT from its limits, so both are set.
         "resources": _resources("100m", "100Mi", "500m", "256Mi"),
         "seccompProfile": runtime_default_seccomp(),
         # Kubernetes >= 1.30 takes the AppArmor profile from securityContext; the annotation is deprecated.
         "useAppArmorAnnotation": False,
     }
+    if cni.cni_bin_dir is not None:
+        values["cniBinDir"] = cni.cni_bin_dir
+    if cni.cni_conf_dir is not None:
+        values["cniConfDir"] = cni.cni_conf_dir
+    return values
+
+
+# Native sidecars (Kubernetes >= 1.29): the proxy runs as a restartable init container, so it starts
+# before init containers that need the network, and stops after the main containers, letting Jobs
+# finish. Pinned, not left to the release's default, since those workloads depend on it.
+ISTIOD_ENV = {"ENABLE_NATIVE_SIDECARS": "true"}
+# Istio CNI's node readiness taint: a new node carries it (put there by the node pool or kubelet's
+# --register-with-taints) until the CNI agent runs on it, and istiod's untaint controller removes it
+# then. Without it a meshed pod scheduled before the agent is ready starts without traffic redirection.
+CNI_READINESS_TAINT = "cni.istio.io/not-ready"
 
 
 def istiod_values(config: PlatformConfig) -> dict[str, Any]:
+    cni_provider = CNI_PLATFORM_VALUES[config.istio_cni.platform].get("provider", "default")
     values: dict[str, Any] = {
-        "cni": {"enabled": True},
+        # The injector adds the Multus network annotation for the "multus" provider (OpenShift).
+        "cni": {"enabled": True, "provider": cni_provider},
+        "env": dict(ISTIOD_ENV),
+        # The agent runs in kube-system, not istiod's namespace: the controller must look there.
+        "taint": {
+            "enabled": config.istio_cni.readiness_taint,
+            "namespace": CNI_NAMESPACE,
+            "name": CNI_READINESS_TAINT,
+        },
         # The discovery container is otherwise restricted already; the seccomp profile completes it.
         "seccompProfile": runtime_default_seccomp(),
         "global": {

@@ -74,6 +74,80 @@ class ObjectStorageConfig(_Model):
         return self._url().port or (80 if self.plain_http else 443)
 
 
+CniPlatform = Literal["default", "gke", "k3s", "openshift", "cilium"]
+
+
+class IstioCniConfig(_Model):
+    """Where the cluster keeps its CNI plugins and configuration, for Istio's CNI node agent."""
+
+    platform: CniPlatform = Field(
+        default="default",
+        description=(
+            "The cluster's flavour: default (kubeadm, EKS, AKS: /opt/cni/bin, /etc/cni/net.d), gke, k3s, "
+            "openshift (Multus, SELinux spc_t), or cilium (Cilium installed with cni.exclusive=false)."
+        ),
+    )
+    cni_bin_dir: str | None = Field(default=None, description="Override the platform's CNI binary directory.")
+    cni_conf_dir: str | None = Field(
+        default=None, description="Override the platform's CNI configuration directory."
+    )
+    readiness_taint: bool = Field(
+        default=True,
+        description=(
+            "Run istiod's untaint controller: new nodes registered with the taint "
+            "cni.istio.io/not-ready:NoSchedule get it removed once the CNI agent runs there."
+        ),
+    )
+
+    @field_validator("cni_bin_dir", "cni_conf_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r} is not an absolute path on the node")
+        return value
+
+
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+class DnsConfig(_Model):
+    """Where pods resolve names: every namespace's allow-dns NetworkPolicy selects these pods and ports."""
+
+    namespace: str = Field(default="kube-system", description="Namespace of the cluster DNS pods.")
+    pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"k8s-app": "kube-dns"},
+        description="Labels of the cluster DNS pods (kube-dns and CoreDNS both carry k8s-app=kube-dns).",
+    )
+    ports: list[int] = Field(
+        default_factory=lambda: [53],
+        description=(
+            "Ports the DNS pods listen on, UDP and TCP each; NetworkPolicies see the pod's port after "
+            "the Service's translation (OpenShift: 5353)."
+        ),
+    )
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        if not labels:
+            raise ValueError("name at least one label: an empty selector would allow DNS to every pod")
+        for key, value in labels.items():
+            if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+                raise ValueError(f"{key}={value} is not a Kubernetes label")
+        return labels
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, ports: list[int]) -> list[int]:
+        if not ports:
+            raise ValueError("list at least one port")
+        for port in ports:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{port} is not a port (1-65535)")
+        return ports
+
+
 class PlatformConfig(_Model):
     """Everything that differs between environments."""
 
@@ -100,6 +174,8 @@ class PlatformConfig(_Model):
             "can reach the API server, so a tenant stack with a vCluster fails until it is set."
         ),
     )
+    dns: DnsConfig = Field(default_factory=DnsConfig, description="The cluster DNS pods and ports.")
+    istio_cni: IstioCniConfig = Field(default_factory=IstioCniConfig, description="Istio CNI node agent.")
     vault: VaultConfig = Field(default_factory=VaultConfig)
     object_storage: ObjectStorageConfig | None = Field(
         default=None, description="Object storage for logs and backups; required when highAvailability is on."

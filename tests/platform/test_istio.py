@@ -107,6 +107,27 @@ def test_prod_istiod_differs_from_dev_only_in_scaling_sizes_and_spread(
     }
 
 
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_istiod_injects_native_sidecars_whatever_the_release_defaults(
+    environment: str, dev_config: PlatformConfig, prod_config: PlatformConfig
+) -> None:
+    values = build.istiod_values(dev_config if environment == "dev" else prod_config)
+    # The injection template reads .NativeSidecars from istiod's ENABLE_NATIVE_SIDECARS; a string, as
+    # the chart renders env values quoted and istiod parses "true".
+    assert values["env"]["ENABLE_NATIVE_SIDECARS"] == "true"
+
+
+def test_istiod_untaints_new_nodes_once_the_cni_agent_runs_there(prod_config: PlatformConfig) -> None:
+    taint = build.istiod_values(prod_config)["taint"]
+    assert taint["enabled"] is True
+    assert taint["name"] == "cni.istio.io/not-ready"
+    # The agent runs in kube-system, not in istiod's namespace: the controller is told where to look.
+    assert taint["namespace"] == build.CNI_NAMESPACE == "kube-system"
+    # The agent must still schedule onto a tainted node: the chart tolerates every NoSchedule taint,
+    # and our values leave its tolerations alone.
+    assert "tolerations" not in build.cni_values(prod_config)
+
+
 def test_dev_gateway_has_one_replica_and_no_pdb(dev_config: PlatformConfig) -> None:
     values = build.gateway_values(dev_config)
     assert values["autoscaling"] == {"enabled": False}
@@ -142,7 +163,7 @@ def test_every_istio_container_we_configure_has_requests_and_limits(
     config = dev_config if environment == "dev" else prod_config
     istiod = build.istiod_values(config)
     for resources in [
-        build.cni_values()["resources"],
+        build.cni_values(prod_config)["resources"],
         istiod["resources"],
         istiod["global"]["proxy"]["resources"],
         build.gateway_values(config)["resources"],
@@ -155,7 +176,7 @@ def test_every_istio_container_we_configure_has_requests_and_limits(
 def test_sidecars_are_injected_without_privileged_init_containers(prod_config: PlatformConfig) -> None:
     values = build.istiod_values(prod_config)
     # istio-validation (unprivileged) instead of istio-init (NET_ADMIN): the CNI agent redirects traffic.
-    assert values["cni"] == {"enabled": True}
+    assert values["cni"] == {"enabled": True, "provider": "default"}
     # Tenant namespaces enforce "restricted": injected containers need a seccomp profile.
     assert values["global"]["proxy"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert values["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -172,9 +193,45 @@ def test_gateway_pod_meets_restricted_and_still_binds_low_ports(prod_config: Pla
     assert container["runAsNonRoot"] is True
 
 
-def test_cni_agent_lives_in_kube_system_so_istio_system_stays_restricted() -> None:
+def test_cni_agent_lives_in_kube_system_so_istio_system_stays_restricted(prod_config: PlatformConfig) -> None:
     assert build.CNI_NAMESPACE == "kube-system"
-    assert build.cni_values()["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert build.cni_values(prod_config)["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def _with(config: PlatformConfig, **changes: Any) -> PlatformConfig:
+    return PlatformConfig.model_validate({**config.model_dump(), **changes})
+
+
+@pytest.mark.parametrize("platform", ["default", "gke", "k3s", "openshift", "cilium"])
+def test_each_cluster_flavour_gets_its_cni_paths_in_keys_the_chart_reads(
+    platform: str, prod_config: PlatformConfig
+) -> None:
+    config = _with(prod_config, istio_cni={"platform": platform})
+    cni, istiod = build.cni_values(config), build.istiod_values(config)
+    charts = load_all()
+    assert charts[versions.ISTIO_CNI.chart].unknown(cni) == []
+    assert charts[versions.ISTIOD.chart].unknown(istiod) == []
+    # The chart's defaults (/opt/cni/bin, /etc/cni/net.d) hold for default and Cilium clusters.
+    expected_bin = {"gke": "/home/kubernetes/bin", "k3s": "/var/lib/rancher/k3s/data/cni",
+                    "openshift": "/var/lib/cni/bin"}.get(platform)  # fmt: skip
+    assert cni.get("cniBinDir") == expected_bin
+    multus = platform == "openshift"
+    assert (cni.get("provider"), istiod["cni"]["provider"]) == (
+        ("multus", "multus") if multus else (None, "default")
+    )
+    assert (cni.get("chained", True), "seLinuxOptions" in cni) == (not multus, multus)
+
+
+def test_cni_paths_can_be_overridden_for_an_unlisted_cluster(prod_config: PlatformConfig) -> None:
+    config = _with(prod_config, istio_cni={"platform": "k3s", "cniBinDir": "/opt/k3s/cni/bin"})
+    values = build.cni_values(config)
+    assert values["cniBinDir"] == "/opt/k3s/cni/bin"
+    assert values["cniConfDir"] == "/var/lib/rancher/k3s/agent/etc/cni/net.d"
+
+
+def test_the_readiness_taint_controller_can_be_turned_off(prod_config: PlatformConfig) -> None:
+    config = _with(prod_config, istio_cni={"readinessTaint": False})
+    assert build.istiod_values(config)["taint"]["enabled"] is False
 
 
 @pytest.mark.parametrize("environment", ["dev", "prod"])
@@ -185,7 +242,7 @@ def test_every_value_is_a_key_the_pinned_chart_reads(
     charts = load_all()
     for pin, values in [
         (versions.ISTIO_BASE, build.base_values()),
-        (versions.ISTIO_CNI, build.cni_values()),
+        (versions.ISTIO_CNI, build.cni_values(prod_config)),
         (versions.ISTIOD, build.istiod_values(config)),
         (versions.ISTIO_GATEWAY, build.gateway_values(config)),
     ]:
