@@ -52,7 +52,7 @@ def test_a_platform_namespace_reaches_the_dns_pods_the_config_names() -> None:
     capture = _capture(_parse(dns=OPENSHIFT_DNS))
     policy = _allow_dns(capture, NAMESPACES.ingress)
     gateway = (namespace_of(NAMESPACES.ingress, {}), {"istio": "ingressgateway"})
-    openshift_dns = (namespace_of("openshift-dns", {}), {"dns.operator.openshift.io/daemonset-dns": "default"})
+    openshift_dns = (namespace_of("openshift-dns", {}), dict(OPENSHIFT_DNS["podLabels"]))
     kube_dns = (namespace_of("kube-system", {}), {"k8s-app": "kube-dns"})
     assert connection_allowed([policy], source=gateway, destination=openshift_dns, port=5353)
     assert not connection_allowed([policy], source=gateway, destination=openshift_dns, port=53)
