@@ -72,3 +72,43 @@ def test_validate_against_an_unknown_revision_is_an_input_error(tmp_path: Path) 
     )
     assert result.exit_code == INVALID_INPUT
     assert "is not a commit" in result.output
+
+
+def test_validate_against_a_revision_refuses_a_new_platform_class_and_a_qdrant_scale_down(
+    tmp_path: Path,
+) -> None:
+    """The platform file beside tenants/ at the revision holds the class default volumes were made with."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "tenants" / "prod").mkdir(parents=True)
+    platform = tmp_path / "Pulumi.prod.yaml"
+    platform.write_text("config:\n  platform:domain: data.example.com\n")  # storageClass: the default
+    spec = tmp_path / "tenants" / "prod" / "acme.yaml"
+    spec.write_text(
+        "name: acme\nowners: [a@example.com]\nplan: medium\nqdrant: {enabled: true, replicas: 3}\n"
+    )
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "acme")
+    tenants = str(tmp_path / "tenants")
+
+    platform.write_text("config:\n  platform:domain: data.example.com\n  platform:storageClass: fast-ssd\n")
+    spec.write_text(
+        "name: acme\nowners: [a@example.com]\nplan: medium\nqdrant: {enabled: true, replicas: 2}\n"
+    )
+    result = runner.invoke(app, ["validate", "--tenants", tenants, "--against", "HEAD", "--json"])
+    assert result.exit_code == INVALID_INPUT
+    issues = {issue["field"]: issue["reason"] for issue in json.loads(result.stdout)["issues"]}
+    assert set(issues) == {"qdrant.storage.storageClass", "qdrant.snapshots.storageClass", "qdrant.replicas"}
+    assert "set qdrant.storage.storageClass: standard" in issues["qdrant.storage.storageClass"]
+    assert "set qdrant.replicas: 3" in issues["qdrant.replicas"]
+
+    spec.write_text(
+        "name: acme\nowners: [a@example.com]\nplan: medium\n"
+        "qdrant: {enabled: true, replicas: 3, storage: {storageClass: standard}}\n"
+    )
+    result = runner.invoke(app, ["validate", "--tenants", tenants, "--against", "HEAD"])
+    assert result.exit_code == 0, result.output

@@ -40,7 +40,7 @@ from tenancy.automation.contract import (
 )
 from tenancy.automation.errors import FixedVolumesChanged, describe_failure
 from tenancy.automation.progress import describe_changes
-from tenancy.spec.changes import fixed_volume_issues
+from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import parse_tenant, resolve
 
@@ -308,7 +308,7 @@ class Worker:
             after = resolve(parse_tenant(operation.spec, file=file), environment)
         except SpecError:
             return  # the engine's own validation reports an invalid spec
-        issues = fixed_volume_issues(before, after, file=file)
+        issues = refused_change_issues(before, after, file=file)
         if issues:
             raise FixedVolumesChanged("; ".join(f"{issue.field}: {issue.reason}" for issue in issues))
 

@@ -73,7 +73,9 @@ def render_vcluster_values(
                     "requests": {**size, "ephemeral-storage": "1Gi"},
                     "limits": {**size, "ephemeral-storage": "10Gi"},
                 },
-                "persistence": {"volumeClaim": {"size": v.storage_size, "storageClass": storage_class}},
+                "persistence": {
+                    "volumeClaim": {"size": v.storage_size, "storageClass": v.storage_class or storage_class}
+                },
                 "labels": labels,
                 "pods": {"labels": labels},
                 "security": {

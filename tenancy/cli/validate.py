@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from tenancy.cli import exit_codes
-from tenancy.spec.changes import fixed_volume_issues
+from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError
-from tenancy.spec.history import specs_at_revision
+from tenancy.spec.history import platform_storage_classes, specs_at_revision
 from tenancy.spec.tenant import resolve
 from tenancy.spec.tree import TenantTree, load_tenants
 
@@ -24,7 +24,8 @@ AgainstOption = Annotated[
     typer.Option(
         "--against",
         help="A git revision (e.g. origin/main) holding the specs already applied: also refuse changes "
-        "that volumes cannot follow, such as a new default size after a plan change.",
+        "that volumes cannot follow (a new default size after a plan change, a new platform:storageClass "
+        "under volumes that use the default) and Qdrant scale-downs.",
     ),
 ]
 
@@ -55,12 +56,20 @@ def validate(
 
 def _check_against(tree: TenantTree, revision: str) -> None:
     previous = specs_at_revision(tree, revision)
+    storage_classes = platform_storage_classes(tree, revision)
     issues = []
     for tenant_file in tree.files:
         before = previous.get((tenant_file.environment, tenant_file.spec.name))
         if before is not None:
             old = resolve(before, tenant_file.environment)
-            issues += fixed_volume_issues(old, tenant_file.tenant, file=str(tenant_file.path))
+            then, now = storage_classes.get(tenant_file.environment, (None, None))
+            issues += refused_change_issues(
+                old,
+                tenant_file.tenant,
+                file=str(tenant_file.path),
+                default_class_before=then,
+                default_class_after=now,
+            )
     if issues:
         raise SpecError(issues)
 

@@ -3,7 +3,13 @@
 Qdrant's and the vCluster's volumes live in StatefulSet volumeClaimTemplates, which Kubernetes never
 lets an update change: a Helm upgrade that tries fails, and the tenant's stack stays broken until
 someone migrates the volumes by hand. Such changes are refused before anything runs, with the value to
-pin to keep the volumes as they are.
+pin to keep the volumes as they are. That covers each volume's size and its StorageClass: a volume that
+takes the platform's default class (``platform:storageClass``) was created with the default of that
+time, so a new platform default changes it just as an edited tenant field would.
+
+Removing Qdrant nodes is refused too: a StatefulSet scaled down drops pods without removing their
+peers from Qdrant's consensus, loses the shards whose replicas all lived on the removed pods, and leaves
+their volumes behind. Until a drain moves shards off the departing peers first, replicas only grow.
 """
 
 from __future__ import annotations
@@ -12,9 +18,70 @@ from tenancy.spec.errors import SpecIssue
 from tenancy.spec.tenant import Tenant
 
 
-def fixed_volume_issues(before: Tenant, after: Tenant, *, file: str) -> list[SpecIssue]:
-    """Why ``after`` cannot be applied over ``before`` (empty when it can)."""
+def refused_change_issues(
+    before: Tenant,
+    after: Tenant,
+    *,
+    file: str,
+    default_class_before: str | None = None,
+    default_class_after: str | None = None,
+) -> list[SpecIssue]:
+    """Every reason ``after`` cannot be applied over ``before`` (empty when it can).
+
+    ``default_class_before``/``after``: ``platform:storageClass`` when ``before`` was applied and now;
+    None where unknown (a class then counts as changed whenever the spec's own field changes).
+    """
+    return fixed_volume_issues(
+        before,
+        after,
+        file=file,
+        default_class_before=default_class_before,
+        default_class_after=default_class_after,
+    ) + scale_down_issues(before, after, file=file)
+
+
+def scale_down_issues(before: Tenant, after: Tenant, *, file: str) -> list[SpecIssue]:
+    """A decrease of ``qdrant.replicas`` (or of the plan default it follows), refused until a drain exists."""
+    if before.qdrant is None or after.qdrant is None or after.qdrant.replicas >= before.qdrant.replicas:
+        return []
+    old, new = before.qdrant.replicas, after.qdrant.replicas
+    plan = (
+        f" (the plan changed from {before.plan.value} to {after.plan.value}, and with it the default)"
+        if before.plan != after.plan
+        else ""
+    )
+    return [
+        SpecIssue(
+            file,
+            "qdrant.replicas",
+            f"would shrink from {old} to {new}{plan}, but Qdrant nodes cannot be removed safely yet: the "
+            "removed pods would stay in the cluster's consensus as dead peers, shards kept only on them "
+            f"would be lost, and their volumes would remain; set qdrant.replicas: {old} (scaling down "
+            "needs a drain that moves shards off the departing nodes first)",
+        )
+    ]
+
+
+def fixed_volume_issues(
+    before: Tenant,
+    after: Tenant,
+    *,
+    file: str,
+    default_class_before: str | None = None,
+    default_class_after: str | None = None,
+) -> list[SpecIssue]:
+    """Why ``after`` cannot be applied over ``before`` without changing an existing volume."""
     issues: list[SpecIssue] = []
+
+    def refuse(field: str, change: str, pin: str) -> None:
+        issues.append(
+            SpecIssue(
+                file,
+                field,
+                f"{change}, but volumes are fixed once created (StatefulSet volumeClaimTemplates cannot "
+                f"change); {pin}, or migrate the data to a new tenant",
+            )
+        )
 
     def keep(field: str, old: object, new: object) -> None:
         if old == new:
@@ -27,22 +94,37 @@ def fixed_volume_issues(before: Tenant, after: Tenant, *, file: str) -> list[Spe
             else ""
         )
         pin = f"set {field}: {old} to keep the current volumes" if old is not None else f"remove {field}"
-        issues.append(
-            SpecIssue(
-                file,
-                field,
-                f"would change from {shown_old} to {shown_new}{plan}, but volumes are fixed once created "
-                f"(StatefulSet volumeClaimTemplates cannot change); {pin}, or migrate the data to a new "
-                "tenant",
-            )
+        refuse(field, f"would change from {shown_old} to {shown_new}{plan}", pin)
+
+    def keep_class(field: str, old: str | None, new: str | None) -> None:
+        """Compare the classes the volumes get, the platform default filled in where it is known."""
+        if default_class_before is None or default_class_after is None:
+            keep(field, old, new)
+            return
+        old_class, new_class = old or default_class_before, new or default_class_after
+        if old_class == new_class:
+            return
+
+        def shown(explicit: str | None, effective: str, when: str) -> str:
+            return effective if explicit else f"{effective} (the platform default {when})"
+
+        refuse(
+            field,
+            f"would change the volumes' StorageClass from "
+            f"{shown(old, old_class, 'when they were created')} to {shown(new, new_class, 'now')}",
+            f"set {field}: {old_class} to keep the current volumes",
         )
 
     if before.qdrant is not None and after.qdrant is not None:
         old, new = before.qdrant, after.qdrant
         keep("qdrant.storage.size", old.storage_size, new.storage_size)
-        keep("qdrant.storage.storageClass", old.storage_class, new.storage_class)
+        keep_class("qdrant.storage.storageClass", old.storage_class, new.storage_class)
         keep("qdrant.snapshots.enabled", old.snapshots, new.snapshots)
         if old.snapshots and new.snapshots:
             keep("qdrant.snapshots.size", old.snapshot_size, new.snapshot_size)
-            keep("qdrant.snapshots.storageClass", old.snapshot_storage_class, new.snapshot_storage_class)
+            keep_class(
+                "qdrant.snapshots.storageClass", old.snapshot_storage_class, new.snapshot_storage_class
+            )
+    if before.vcluster is not None and after.vcluster is not None:
+        keep_class("vcluster.storageClass", before.vcluster.storage_class, after.vcluster.storage_class)
     return issues

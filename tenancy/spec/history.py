@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from tenancy.spec.errors import SpecError, SpecIssue
+from tenancy.spec.platform import CONFIG_NAMESPACE, PlatformConfig
 from tenancy.spec.tenant import TenantSpec, parse_tenant
 from tenancy.spec.tree import TenantTree
 
@@ -40,3 +41,46 @@ def specs_at_revision(tree: TenantTree, revision: str) -> dict[tuple[str, str], 
         except (SpecError, yaml.YAMLError):
             continue  # the old file was already invalid: nothing was applied from it to protect
     return previous
+
+
+def platform_storage_classes(tree: TenantTree, revision: str) -> dict[str, tuple[str, str]]:
+    """Per environment, ``platform:storageClass`` at ``revision`` and in the working tree.
+
+    The platform files are ``Pulumi.<env>.yaml`` beside the tenants directory (the project layout). An
+    environment is left out when either file is missing: nothing is known about its volumes' default.
+    The class at ``revision`` is the one volumes relying on the default were created with.
+    """
+    project = tree.root.resolve().parent
+    top = _git(project, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        return {}
+    toplevel = Path(top.stdout.strip()).resolve()
+    classes: dict[str, tuple[str, str]] = {}
+    for environment in sorted({tenant_file.environment for tenant_file in tree.files}):
+        path = project / f"Pulumi.{environment}.yaml"
+        if not path.is_file():
+            continue
+        shown = _git(toplevel, "show", f"{revision}:{path.relative_to(toplevel).as_posix()}")
+        if shown.returncode != 0:
+            continue
+        try:
+            then = _storage_class(yaml.safe_load(shown.stdout))
+            now = _storage_class(yaml.safe_load(path.read_text(encoding="utf-8")))
+        except (OSError, yaml.YAMLError):
+            continue
+        if then is not None and now is not None:
+            classes[environment] = (then, now)
+    return classes
+
+
+def _storage_class(document: object) -> str | None:
+    """``platform:storageClass`` of a stack config document, its default when unset; None if unreadable."""
+    if not isinstance(document, dict):
+        return None
+    config = document.get("config") or {}
+    if not isinstance(config, dict):
+        return None
+    value = config.get(f"{CONFIG_NAMESPACE}:storageClass")
+    if value is None:
+        return str(PlatformConfig.model_fields["storage_class"].default)
+    return value if isinstance(value, str) else None

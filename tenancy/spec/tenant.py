@@ -173,6 +173,10 @@ class VClusterSpec(_Model):
         description="Kubernetes minor version, e.g. '1.33'.",
     )
     resources: Resources | None = Field(default=None, description="Control-plane CPU/memory; plan default.")
+    storage_class: str | None = Field(
+        default=None,
+        description="StorageClass of the control plane's volume; defaults to the platform's storage class.",
+    )
 
 
 class Groups(_Model):
@@ -247,6 +251,7 @@ class VClusterSettings(BaseModel):
     cpu: str
     memory: str
     storage_size: str
+    storage_class: str | None = None
 
 
 class Tenant(BaseModel):
@@ -307,6 +312,7 @@ def resolve(spec: TenantSpec, environment: str) -> Tenant:
             cpu=size.cpu if size else limits.vcluster_default_size.cpu,
             memory=size.memory if size else limits.vcluster_default_size.memory,
             storage_size=VCLUSTER_STORAGE,
+            storage_class=spec.vcluster.storage_class,
         )
     return Tenant(
         name=spec.name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenancy.spec.changes import fixed_volume_issues
+from tenancy.spec.changes import fixed_volume_issues, refused_change_issues
 from tenancy.spec.tenant import Tenant, parse_tenant, resolve
 
 
@@ -46,3 +46,72 @@ def test_changing_what_volumes_do_not_hold_is_accepted() -> None:
 def test_new_or_removed_services_have_no_volumes_to_keep() -> None:
     assert fixed_volume_issues(tenant(), tenant(qdrant={"enabled": True}), file="a") == []
     assert fixed_volume_issues(tenant(qdrant={"enabled": True}), tenant(), file="a") == []
+
+
+def test_a_new_platform_default_class_under_default_volumes_is_refused_naming_the_class_to_pin() -> None:
+    before = tenant(qdrant={"enabled": True}, vcluster={"enabled": True})
+    [data, snapshots, control_plane] = refused_change_issues(
+        before, before, file="acme.yaml", default_class_before="standard", default_class_after="fast-ssd"
+    )
+    assert data.field == "qdrant.storage.storageClass"
+    assert "from standard (the platform default when they were created) to fast-ssd" in data.reason
+    assert "set qdrant.storage.storageClass: standard to keep the current volumes" in data.reason
+    assert snapshots.field == "qdrant.snapshots.storageClass"
+    assert control_plane.field == "vcluster.storageClass"
+
+
+def test_pinning_the_old_class_or_naming_the_default_explicitly_is_accepted() -> None:
+    before = tenant(qdrant={"enabled": True}, vcluster={"enabled": True})
+    pinned = tenant(
+        qdrant={"enabled": True, "storage": {"storageClass": "standard"}},
+        vcluster={"enabled": True, "storageClass": "standard"},
+    )
+    assert (
+        refused_change_issues(
+            before, pinned, file="a", default_class_before="standard", default_class_after="fast-ssd"
+        )
+        == []
+    )
+    # Writing down the class the volumes already have changes nothing.
+    assert (
+        refused_change_issues(
+            before, pinned, file="a", default_class_before="standard", default_class_after="standard"
+        )
+        == []
+    )
+
+
+def test_an_explicit_class_change_is_refused_whatever_the_default() -> None:
+    before = tenant(qdrant={"enabled": True, "storage": {"storageClass": "standard"}})
+    after = tenant(qdrant={"enabled": True, "storage": {"storageClass": "fast-ssd"}})
+    fields = {i.field for i in refused_change_issues(before, after, file="a")}
+    assert fields == {"qdrant.storage.storageClass", "qdrant.snapshots.storageClass"}
+    fields = {
+        i.field
+        for i in refused_change_issues(
+            before, after, file="a", default_class_before="x", default_class_after="x"
+        )
+    }
+    assert fields == {"qdrant.storage.storageClass", "qdrant.snapshots.storageClass"}
+
+
+def test_removing_qdrant_nodes_is_refused_until_a_drain_exists() -> None:
+    before = tenant(plan="medium", qdrant={"enabled": True, "replicas": 3})
+    after = tenant(plan="medium", qdrant={"enabled": True, "replicas": 2})
+    [issue] = refused_change_issues(before, after, file="acme.yaml")
+    assert issue.field == "qdrant.replicas"
+    assert "would shrink from 3 to 2" in issue.reason and "set qdrant.replicas: 3" in issue.reason
+    assert "dead peers" in issue.reason
+    assert refused_change_issues(after, before, file="acme.yaml") == []
+
+
+def test_a_plan_change_that_lowers_the_default_replicas_is_refused_too() -> None:
+    pinned = {"enabled": True, "storage": {"size": "10Gi"}, "snapshots": {"size": "5Gi"}}
+    before = tenant(
+        plan="large", qdrant={**pinned, "storage": {"size": "200Gi"}, "snapshots": {"size": "100Gi"}}
+    )
+    after = tenant(
+        plan="medium", qdrant={**pinned, "storage": {"size": "200Gi"}, "snapshots": {"size": "100Gi"}}
+    )
+    [issue] = refused_change_issues(before, after, file="acme.yaml")
+    assert issue.field == "qdrant.replicas" and "plan changed from large to medium" in issue.reason

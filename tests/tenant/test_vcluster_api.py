@@ -87,3 +87,19 @@ def test_the_platform_gateway_of_the_same_environment_passes_the_route_through(r
 
 def test_tenants_without_a_vcluster_get_no_route(run_stack: Run) -> None:
     assert run_stack("prod.globex").of_type(VIRTUAL_SERVICE) == []
+
+
+def test_the_control_plane_volume_keeps_a_pinned_class_over_the_platform_default(
+    run_stack: Run, scratch_project: Any
+) -> None:
+    assert vcluster_values(run_stack("prod.acme"))["controlPlane"]["statefulSet"]["persistence"] == {
+        "volumeClaim": {"size": "10Gi", "storageClass": "fast-ssd"}  # platform:storageClass of prod
+    }
+    acme = scratch_project / "tenants" / "prod" / "acme.yaml"
+    acme.write_text(
+        acme.read_text().replace(
+            'kubernetesVersion: "1.34"', 'kubernetesVersion: "1.34"\n  storageClass: standard'
+        )
+    )
+    values = vcluster_values(run_stack("prod.acme", scratch_project))
+    assert values["controlPlane"]["statefulSet"]["persistence"]["volumeClaim"]["storageClass"] == "standard"

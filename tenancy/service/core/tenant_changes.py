@@ -36,7 +36,7 @@ from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.security import Principal
 from tenancy.service.core.tenants_repo import GitAuthor, RepositoryError, TenantRepository
 from tenancy.service.core.write_lock import TenantWriteLock
-from tenancy.spec.changes import fixed_volume_issues
+from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.tenant import Groups, TenantSpec, parse_tenant, resolve
 
@@ -295,7 +295,8 @@ class TenantChanges:
             )
 
     def _check_fixed_volumes(self, stack: StackRef, current: dict[str, Any] | None, spec: TenantSpec) -> None:
-        """Refuse changes the tenant's volumes cannot follow (422, naming the size to pin)."""
+        """Refuse changes the tenant's volumes cannot follow, and Qdrant scale-downs (422, naming the
+        value to keep)."""
         if current is None:
             return
         file = self.display_file(stack)
@@ -303,12 +304,12 @@ class TenantChanges:
             before = resolve(parse_tenant(current, file=file), stack.environment)
         except SpecError:
             return  # the file in git is already invalid: nothing was applied from it to protect
-        issues = fixed_volume_issues(before, resolve(spec, stack.environment), file=file)
+        issues = refused_change_issues(before, resolve(spec, stack.environment), file=file)
         if issues:
             raise ServiceError(
                 "invalid_spec",
-                f"the change to {stack.name} would alter volumes that are fixed once created; "
-                "fix the fields listed in details",
+                f"the change to {stack.name} cannot be applied safely (volumes are fixed once created, "
+                "Qdrant nodes cannot be removed yet); fix the fields listed in details",
                 details=spec_issues_details(SpecError(issues)),
             )
 
