@@ -85,7 +85,9 @@ def serve(
             "get a token with: tenantctl dev-token --tenant <name>",
             err=True,
         )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level)
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from FORWARDED_ALLOW_IPS; the
+    # service reads it itself, from TENANCY_SERVICE_TRUSTED_PROXIES only (core.client_address).
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, proxy_headers=False)
 
 
 def dev_token(

@@ -129,6 +129,7 @@ def build_verifier(settings: ServiceSettings) -> TokenVerifier:
         file=settings.effective_jwks_file,
         cache_seconds=settings.jwks_cache_seconds,
         min_refresh_seconds=settings.jwks_min_refresh_seconds,
+        retry_seconds=settings.jwks_retry_seconds,
     )
     return TokenVerifier(
         keys,

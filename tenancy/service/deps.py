@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from tenancy.automation.contract import StackRef
 from tenancy.service.backends import Backends
 from tenancy.service.core.api_keys import looks_like_api_key
+from tenancy.service.core.client_address import client_address, failure_key
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.security import (
     AuthenticationFailed,
@@ -53,25 +54,35 @@ def authenticate(
     api_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
     """The caller, from a bearer JWT or an API key (Authorization: Bearer or X-API-Key); then the
-    caller's rate limit. An address that keeps failing to authenticate is refused before any check."""
+    caller's rate limit.
+
+    Failed authentications count per client address; once an address has too many, credentials from
+    it that do not verify answer 429 instead of 401, while credentials that verify still pass (and
+    count against their principal's own budget): a burst of bad tokens from a shared address (a NAT,
+    an office, a proxy) never locks its valid callers out. A JWKS outage counts for nobody."""
     credential = bearer.credentials if bearer is not None else api_key
     if not credential:
         raise _unauthenticated("send a bearer token (Authorization: Bearer ...) or an API key (X-API-Key)")
-    address = f"ip:{request.client.host if request.client else 'unknown'}"
-    blocked = backends.auth_failures.peek(address)
-    if not blocked.allowed:
-        backends.metrics.rate_limited.inc()
-        raise ServiceError(
-            "rate_limited",
-            f"too many failed authentications from your address; retry in {blocked.retry_after} s",
-            headers={"Retry-After": str(blocked.retry_after)},
-        )
     try:
         principal = _principal(backends, credential)
     except ServiceError as error:
-        if error.code == "unauthenticated":
-            backends.auth_failures.hit(address)
-        raise
+        if error.code != "unauthenticated":
+            raise
+        address = client_address(
+            request.client.host if request.client else None,
+            request.headers.getlist("x-forwarded-for"),
+            backends.settings.trusted_proxies,
+        )
+        failures = backends.auth_failures.hit(failure_key(address))
+        if failures.allowed:
+            raise
+        backends.metrics.rate_limited.inc()
+        raise ServiceError(
+            "rate_limited",
+            "too many failed authentications from your address; credentials that verify still pass, "
+            f"others are refused for {failures.retry_after} s",
+            headers={"Retry-After": str(failures.retry_after)},
+        ) from None
     decision = backends.rate_limiter.hit(principal.actor)
     if not decision.allowed:
         backends.metrics.rate_limited.inc()
@@ -97,9 +108,13 @@ def _principal(backends: Backends, credential: str) -> Principal:
     except AuthenticationFailed as failure:
         backends.metrics.auth_failures.labels(failure.reason).inc()
         raise _unauthenticated(failure.message) from None
-    except KeysUnavailable:
+    except KeysUnavailable as outage:
+        # The identity provider's fault, not the caller's: 503 and retry, never a failed authentication.
         raise ServiceError(
-            "not_ready", "the identity provider's signing keys cannot be fetched; retry shortly"
+            "identity_provider_unavailable",
+            "the identity provider's signing keys cannot be fetched, so the token cannot be checked; "
+            f"retry in {outage.retry_after} s",
+            headers={"Retry-After": str(outage.retry_after)},
         ) from None
     return principal_from_claims(claims)
 

@@ -282,20 +282,6 @@ def test_an_unverified_email_never_becomes_the_git_author(live: LiveServer, issu
     assert authors[:2] == ["alice@acme.example", "mallory@tenant-api.invalid"]
 
 
-def test_an_address_that_keeps_failing_to_authenticate_is_refused_before_any_check(
-    make_app: AppFactory, serve: Any, issuer: Issuer
-) -> None:
-    app, _ = make_app(workers=0, auth_failures_per_ip=3)
-    server: LiveServer = serve(app)
-    with server.client("not-a-token") as client:
-        failures = [client.get(ME).status_code for _ in range(4)]
-    with server.client(issuer.platform_admin()) as client:
-        blocked = client.get(ME)
-    assert failures == [401] * 4
-    assert blocked.status_code == 429 and blocked.json()["error"]["code"] == "rate_limited"
-    assert int(blocked.headers["Retry-After"]) >= 1
-
-
 def test_fetching_the_signing_keys_never_holds_up_tokens_signed_by_known_keys() -> None:
     from tenancy.service.core.security import JwksKeys
 

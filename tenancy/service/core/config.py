@@ -8,6 +8,7 @@ API and worker replicas share them.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -100,9 +101,26 @@ class ServiceSettings(BaseSettings):
         default=60,
         ge=1,
         description=(
-            "Failed authentications per client address per rate-limit window before that address is "
-            "refused without checking (429). Behind a proxy, let uvicorn read the client address "
-            "(FORWARDED_ALLOW_IPS)."
+            "Failed authentications per client address (IPv6: per /64) per rate-limit window; beyond "
+            "it, credentials from that address that do not verify answer 429, while ones that verify "
+            "still pass (a burst of bad tokens never locks out valid callers sharing the address)."
+        ),
+    )
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Proxies (comma-separated CIDRs) whose X-Forwarded-For is believed; default none: the "
+            "client address is the connection's peer. Behind the Istio gateway, the service's own "
+            "sidecar (127.0.0.6/32) is the peer and the gateway appends the client's address."
+        ),
+    )
+    jwks_retry_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description=(
+            "After a failed JWKS fetch, how long tokens needing keys the cache lacks answer 503 "
+            "identity_provider_unavailable before the next request tries the endpoint again."
         ),
     )
 
@@ -193,6 +211,24 @@ class ServiceSettings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        networks = []
+        for item in value:
+            try:
+                networks.append(ip_network(item))
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{item!r} is not a network in CIDR notation (e.g. 10.0.0.0/8 or 127.0.0.6/32; "
+                    "host bits must be zero)"
+                ) from None
+        return tuple(networks)
 
     @field_validator("algorithms")
     @classmethod

@@ -42,13 +42,19 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "idempotency_key_reused": (422, "the Idempotency-Key was used for a different request"),
     "rate_limited": (
         429,
-        "too many requests from this principal, or failed logins from this address; retry after Retry-After",
+        "too many requests from this principal, or a credential that does not verify from an address "
+        "with too many failed authentications; retry after Retry-After",
     ),
     "preview_busy": (429, "too many previews in flight (yours or everyone's); retry after Retry-After"),
     "internal_error": (500, "an unexpected error; the log has the request id"),
     "engine_unavailable": (503, "the automation engine could not answer"),
     "repository_unavailable": (503, "the tenants repository could not be written"),
     "not_ready": (503, "a dependency of the service is not ready"),
+    "identity_provider_unavailable": (
+        503,
+        "the identity provider's signing keys cannot be fetched; retry after Retry-After (not counted "
+        "as a failed authentication)",
+    ),
 }
 
 

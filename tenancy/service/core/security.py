@@ -14,6 +14,8 @@ A tenant's roles hold in every environment: Keycloak's groups name tenants, not 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 import threading
 import time
@@ -26,6 +28,7 @@ from typing import Any, Literal
 import httpx
 import jwt
 
+_log = logging.getLogger("tenancy.service")
 PLATFORM_ADMIN_ROLE = "platform-admin"
 _TENANT_GROUP = re.compile(r"^/tenants/(?P<tenant>[a-z][-a-z0-9]*)/(?P<role>admins|viewers)$")
 
@@ -118,7 +121,12 @@ class AuthenticationFailed(Exception):
 
 
 class KeysUnavailable(Exception):
-    """The JWKS could not be fetched or read and no cached copy is usable."""
+    """The signing keys a token needs cannot be read right now (the JWKS endpoint is down or answers
+    garbage): nobody's fault but the identity provider's, so never a failed authentication."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(math.ceil(retry_after), 1)
 
 
 def _read_url(url: str) -> dict[str, Any]:
@@ -128,9 +136,20 @@ def _read_url(url: str) -> dict[str, Any]:
     return document
 
 
+_Outcome = Literal["attempted", "busy"]
+
+
 class JwksKeys:
-    """The issuer's public keys, from a URL or a file: cached, and refetched when a token names a key
-    id the cache does not hold (key rotation), at most once per ``min_refresh_seconds``."""
+    """The issuer's public keys, from a URL or a file, cached for ``cache_seconds``.
+
+    - A token naming a key id the cache lacks (key rotation) refetches, at most once per
+      ``min_refresh_seconds`` after a successful fetch, so random key ids cannot hammer the issuer.
+    - When a fetch fails, keys already cached keep verifying (stale rather than nothing), and a token
+      that needs a key the cache lacks raises ``KeysUnavailable`` (503, retryable), never "unknown key".
+    - A failure is remembered for ``retry_seconds`` only: the first request after that tries again, so
+      an outage ends for callers as soon as the endpoint answers. While one request retries, the others
+      answer at once instead of queueing behind a fetch that may hang until its timeout.
+    """
 
     def __init__(
         self,
@@ -139,7 +158,9 @@ class JwksKeys:
         file: Path | None = None,
         cache_seconds: float = 300.0,
         min_refresh_seconds: float = 10.0,
+        retry_seconds: float = 1.0,
         fetch: Callable[[str], dict[str, Any]] = _read_url,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if (url is None) == (file is None):
             raise ValueError("give exactly one of url and file")
@@ -147,67 +168,93 @@ class JwksKeys:
         self._file = file
         self._cache_seconds = cache_seconds
         self._min_refresh_seconds = min_refresh_seconds
+        self._retry_seconds = retry_seconds
         self._fetch = fetch
+        self._clock = clock
         self._keys: dict[str, dict[str, Any]] = {}
         self._anonymous: list[dict[str, Any]] = []
-        self._fetched_at: float | None = None
-        self._lock = threading.Lock()  # guards the cached keys; never held while fetching
+        self._fetched_at: float | None = None  # the last successful fetch
+        self._failed_at: float | None = None  # the last failed attempt, while no fetch has succeeded since
+        self._attempts = 0  # fetches tried so far: tells a waiting caller that another one fetched
+        self._lock = threading.Lock()  # guards the fields above; never held while fetching
         self._fetching = threading.Lock()  # one fetch at a time
 
     @property
     def source(self) -> str:
         return self._url or str(self._file)
 
+    def key(self, kid: str | None) -> dict[str, Any] | None:
+        """The JWK for ``kid`` (or the only key, for tokens without a kid); None if the issuer does not
+        publish it; ``KeysUnavailable`` if that cannot be known because the keys cannot be read."""
+        now = self._clock()
+        with self._lock:
+            found = self._lookup(kid)
+            fetched_at, failed_at, attempts = self._fetched_at, self._failed_at, self._attempts
+        backing_off = failed_at is not None and now - failed_at < self._retry_seconds
+        if found is not None:
+            stale = fetched_at is None or now - fetched_at > self._cache_seconds
+            if stale and not backing_off and self._refresh(wait=False, seen=attempts) == "attempted":
+                with self._lock:
+                    if self._failed_at is None:  # fetched: the key may have been withdrawn
+                        found = self._lookup(kid)
+            return found
+        if backing_off:
+            raise self._unavailable(failed_at, now)
+        if failed_at is None and fetched_at is not None and now - fetched_at < self._min_refresh_seconds:
+            return None  # fetched moments ago and the key is not there: the issuer does not publish it
+        # During an outage, do not queue behind another caller's retry (it may hang until its timeout).
+        if self._refresh(wait=failed_at is None, seen=attempts) == "busy":
+            raise self._unavailable(failed_at, now)
+        with self._lock:
+            found = self._lookup(kid)
+            failed_at = self._failed_at
+        if found is None and failed_at is not None:
+            raise self._unavailable(failed_at, self._clock())
+        return found
+
+    def _unavailable(self, failed_at: float | None, now: float) -> KeysUnavailable:
+        waited = 0.0 if failed_at is None else now - failed_at
+        return KeysUnavailable(
+            f"cannot read the signing keys from {self.source}", retry_after=self._retry_seconds - waited
+        )
+
+    def _refresh(self, *, wait: bool, seen: int) -> _Outcome:
+        """Fetch the keys unless another thread is at it (``wait``: then wait for its outcome)."""
+        if not self._fetching.acquire(blocking=wait):
+            return "busy"
+        try:
+            with self._lock:
+                if self._attempts != seen:
+                    return "attempted"  # another thread fetched while this one waited: use its outcome
+            self._load()
+            return "attempted"
+        finally:
+            self._fetching.release()
+
     def _load(self) -> None:
-        """Fetch and install the keys (without holding ``_lock``: the fetch may take seconds)."""
+        """Fetch and install the keys, or record the failure (never holding ``_lock`` while fetching)."""
         try:
             if self._url is not None:
                 document = self._fetch(self._url)
             else:
                 assert self._file is not None
                 document = json.loads(self._file.read_text(encoding="utf-8"))
-            keys = [key for key in document.get("keys", []) if isinstance(key, dict)]
-        except (OSError, ValueError, AttributeError, httpx.HTTPError) as error:
+            listed = document.get("keys") if isinstance(document, dict) else None
+            if not isinstance(listed, list):
+                raise ValueError("the document has no 'keys' list")
+            keys = [key for key in listed if isinstance(key, dict)]
+        except (OSError, ValueError, httpx.HTTPError) as error:
+            _log.warning("cannot read the signing keys from %s: %s", self.source, type(error).__name__)
             with self._lock:
-                self._fetched_at = time.monotonic()  # do not hammer a failing endpoint
-                have_keys = bool(self._keys or self._anonymous)
-            if not have_keys:
-                raise KeysUnavailable(f"cannot read the JWKS from {self.source}") from error
-            return  # keep serving the keys we have
+                self._failed_at = self._clock()
+                self._attempts += 1
+            return
         with self._lock:
             self._keys = {str(key["kid"]): key for key in keys if "kid" in key}
             self._anonymous = [key for key in keys if "kid" not in key]
-            self._fetched_at = time.monotonic()
-
-    def key(self, kid: str | None) -> dict[str, Any] | None:
-        """The JWK for ``kid`` (or the only key, for tokens without a kid); None if unknown.
-
-        Fetching happens outside the lock and by one thread at a time: while the keys are refreshed,
-        tokens signed by keys already known keep verifying; only a caller that needs a key the cache
-        lacks waits for the fetch (bounded by its timeout)."""
-        now = time.monotonic()
-        with self._lock:
-            fetched_at = self._fetched_at
-            found = self._lookup(kid)
-        expired = fetched_at is None or now - fetched_at > self._cache_seconds
-        may_refetch = fetched_at is None or now - fetched_at >= self._min_refresh_seconds
-        if expired or (found is None and may_refetch):
-            self._refresh(wait=found is None, seen=fetched_at)
-            with self._lock:
-                found = self._lookup(kid)
-        return found
-
-    def _refresh(self, *, wait: bool, seen: float | None) -> None:
-        """Fetch the keys unless another thread is already at it (``wait``: then wait for it)."""
-        if not self._fetching.acquire(blocking=wait):
-            return
-        try:
-            with self._lock:
-                if self._fetched_at != seen:
-                    return  # another thread fetched while this one waited
-            self._load()
-        finally:
-            self._fetching.release()
+            self._fetched_at = self._clock()
+            self._failed_at = None
+            self._attempts += 1
 
     def _lookup(self, kid: str | None) -> dict[str, Any] | None:
         if kid is not None:
@@ -216,13 +263,12 @@ class JwksKeys:
         return candidates[0] if len(candidates) == 1 else None
 
     def ready(self) -> bool:
-        try:
-            with self._lock:
-                fetched_at = self._fetched_at
-            if fetched_at is None:
-                self._refresh(wait=True, seen=None)
-        except KeysUnavailable:
-            return False
+        """Whether keys are at hand (fetching them if none ever were, unless a fetch just failed)."""
+        with self._lock:
+            have = bool(self._keys or self._anonymous)
+            failed_at, attempts = self._failed_at, self._attempts
+        if not have and (failed_at is None or self._clock() - failed_at >= self._retry_seconds):
+            self._refresh(wait=True, seen=attempts)
         with self._lock:
             return bool(self._keys or self._anonymous)
 
