@@ -20,6 +20,7 @@ from tenancy.service.backends import Backends, build_backends
 from tenancy.service.core.config import ServiceSettings
 from tenancy.service.core.errors import ERROR_CODES, install_error_handlers
 from tenancy.service.core.metrics import RequestContextMiddleware
+from tenancy.service.core.request_body import RequestBodyGuard
 
 DESCRIPTION = """\
 Tenants create, change, scale and delete their own Qdrant and vCluster, and fetch their endpoints,
@@ -63,9 +64,14 @@ def app_for(backends: Backends) -> FastAPI:
     )
     app.state.backends = backends
     install_error_handlers(app)
+    # Starlette runs the middleware added last first: the context (request id, metrics) wraps the
+    # body guard, so the guard's refusals carry the request id and are counted.
     app.add_middleware(
-        RequestContextMiddleware, metrics=backends.metrics, max_body_bytes=backends.settings.max_body_bytes
+        RequestBodyGuard,
+        max_bytes=backends.settings.max_body_bytes,
+        max_depth=backends.settings.max_json_depth,
     )
+    app.add_middleware(RequestContextMiddleware, metrics=backends.metrics)
     app.include_router(health.router)
     for router in api_routers:
         app.include_router(router)

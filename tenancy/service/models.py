@@ -201,9 +201,16 @@ class PreviewView(ApiModel):
     pulumi_preview_note: str | None = None
 
 
-class ApiKeyRequest(ApiModel):
+class RequestModel(ApiModel):
+    """What a caller sends: strict, so "90" is not a number and 1 is not a boolean (enums stay lax:
+    their values arrive as strings)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class ApiKeyRequest(RequestModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
-    role: Role = Role.viewer
+    role: Role = Field(default=Role.viewer, strict=False)
     expires_in_days: int = Field(default=90, ge=1, le=3650)
 
 

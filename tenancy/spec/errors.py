@@ -26,6 +26,35 @@ class SpecError(Exception):
         super().__init__("\n".join(str(issue) for issue in issues))
 
 
+_STRICT_TYPES = {
+    "int_type": "must be a whole number (written without quotes)",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "float_type": "must be a number",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+}
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, int):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
 def issues_from_validation_error(error: ValidationError, *, file: str, prefix: str = "") -> list[SpecIssue]:
     """Turn pydantic's errors into SpecIssues whose field is a dotted path as written in the file."""
     issues = []
@@ -38,6 +67,9 @@ def issues_from_validation_error(error: ValidationError, *, file: str, prefix: s
             reason = "unknown key; check the spelling against the documented fields"
         elif detail["type"] == "missing":
             reason = "required field is missing"
+        elif detail["type"] in _STRICT_TYPES:
+            # Strict types: say what was sent instead (its kind only: the value may be a secret).
+            reason = f"{_STRICT_TYPES[detail['type']]}, not {_kind(detail.get('input'))}"
         else:
             reason = reason.removeprefix("Value error, ")
         issues.append(SpecIssue(file=file, field=field, reason=reason))

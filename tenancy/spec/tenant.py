@@ -19,6 +19,7 @@ from tenancy import versions
 from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_error
 from tenancy.spec.plans import PLANS, SIDECAR, VCLUSTER_COREDNS, VCLUSTER_STORAGE, Plan, PlanLimits, Size
 from tenancy.spec.quantity import Bytes, Cpu, parse_quantity
+from tenancy.spec.text import forbidden_characters
 
 LABEL_PREFIX = "tenancy.platform"
 LABEL_TENANT = f"{LABEL_PREFIX}/tenant"
@@ -116,12 +117,15 @@ TenantName = Annotated[str, AfterValidator(_check_name)]
 
 
 class _Model(BaseModel):
+    # Strict: "1" is not a number, 0 is not a boolean and true is not a number, in a file as in the
+    # API (what one accepts, the other must too). Enums stay lax: their values arrive as strings.
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
         alias_generator=to_camel,
         populate_by_name=True,
         str_strip_whitespace=True,
+        strict=True,
     )
 
 
@@ -212,7 +216,9 @@ class TenantSpec(_Model):
         min_length=1, description="Email addresses of the people accountable for this tenant."
     )
     groups: Groups = Field(default_factory=Groups, description="Keycloak groups mapped to tenant roles.")
-    plan: Plan = Field(description="small | medium | large: sets the quota, limits and default sizes.")
+    plan: Plan = Field(
+        strict=False, description="small | medium | large: sets the quota, limits and default sizes."
+    )
     labels: Annotated[dict[str, str], AfterValidator(_check_labels)] = Field(
         default_factory=dict, description="Extra labels put on every object of the tenant."
     )
@@ -456,6 +462,9 @@ def parse_tenant(data: Any, *, file: str) -> TenantSpec:
     if not isinstance(data, Mapping):
         kind = "empty" if data is None else type(data).__name__
         raise SpecError([SpecIssue(file, "", f"a tenant file holds one YAML mapping, this one is {kind}")])
+    refused = [SpecIssue(file, field, reason) for field, reason in forbidden_characters(data)]
+    if refused:
+        raise SpecError(refused)
     try:
         spec = TenantSpec.model_validate(data)
     except ValidationError as error:

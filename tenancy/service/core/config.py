@@ -128,6 +128,12 @@ class ServiceSettings(BaseSettings):
     rate_limit_requests: int = Field(default=600, ge=1, description="Requests per principal per window.")
     rate_limit_window_seconds: int = Field(default=60, ge=1, description="The rate-limit window.")
     max_body_bytes: int = Field(default=65536, ge=1024, description="Largest request body accepted.")
+    max_json_depth: int = Field(
+        default=16,
+        ge=2,
+        le=64,
+        description="Deepest nesting of arrays and objects a JSON body may have (checked before parsing).",
+    )
     api_key_max_days: int = Field(default=365, ge=1, description="Longest lifetime of an API key.")
     idempotency_ttl_seconds: int = Field(
         default=86400, ge=60, description="How long Idempotency-Keys are kept."

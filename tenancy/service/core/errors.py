@@ -39,6 +39,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "payload_too_large": (413, "the request body is too large"),
     "invalid_spec": (422, "the tenant spec is invalid; details name each field and reason"),
     "invalid_request": (422, "the request is malformed; details name each field and reason"),
+    "json_too_deep": (422, "the JSON body nests arrays and objects deeper than the service accepts"),
+    "invalid_character": (
+        422,
+        "a string of the body holds a control or formatting character (NUL, ESC, C1, bidi overrides, ...); "
+        "details name each field",
+    ),
     "idempotency_key_reused": (422, "the Idempotency-Key was used for a different request"),
     "rate_limited": (
         429,

@@ -13,7 +13,6 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -66,12 +65,12 @@ class ServiceMetrics:
 
 
 class RequestContextMiddleware:
-    """Pure ASGI (streams pass through untouched): request id, body-size limit, metrics, no-store."""
+    """Pure ASGI (streams pass through untouched): request id, metrics, no-store. Body limits are
+    ``core.request_body``'s, inside this one."""
 
-    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -108,14 +107,8 @@ class RequestContextMiddleware:
                 observe()
             await send(message)
 
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            await _reject_body(send, request_id, self.max_body_bytes)
-            status["code"] = 413
-            observe()
-            return
         try:
-            await self.app(scope, _limited(receive, self.max_body_bytes), send_with_context)
+            await self.app(scope, receive, send_with_context)
         except Exception as error:
             if recorded["done"]:  # the response had started: nothing left to answer with
                 raise
@@ -140,27 +133,6 @@ class RequestContextMiddleware:
             )
         finally:
             observe()
-
-
-def _limited(receive: Receive, limit: int) -> Receive:
-    """Count a body sent without Content-Length (chunked) and stop at ``limit``."""
-    seen = {"bytes": 0}
-
-    async def wrapped() -> Message:
-        message = await receive()
-        if message["type"] == "http.request":
-            seen["bytes"] += len(message.get("body", b""))
-            if seen["bytes"] > limit:
-                # An HTTPException passes FastAPI's body parsing untouched and becomes payload_too_large.
-                raise HTTPException(status_code=413)
-        return message
-
-    return wrapped
-
-
-async def _reject_body(send: Send, request_id: str, limit: int) -> None:
-    body = error_body("payload_too_large", f"the request body is larger than {limit} bytes")
-    await _send_json(send, 413, body, request_id)
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
