@@ -12,10 +12,12 @@ from components.kubernetes import helm_release, qdrant_release_timeout
 from tenancy import versions
 from tenancy.builders.qdrant import (
     API_KEY,
+    CONFIG_FILE_KEY,
     READ_ONLY_API_KEY,
     RELEASE_NAME,
     api_key_secret_manifest,
     qdrant_endpoints,
+    qdrant_key_config,
     render_qdrant_values,
 )
 from tenancy.spec.quantity import parse_quantity
@@ -58,11 +60,16 @@ class QdrantCluster(pulumi.ComponentResource):
             keys[READ_ONLY_API_KEY] = read_only.result
             self.read_only_api_key = pulumi.Output.secret(read_only.result)
 
+        # The keys one by one (for the tenant's own workloads) and as the config file Qdrant reads.
+        def key_config(values: list[str]) -> str:
+            return qdrant_key_config(values[0], values[1] if len(values) > 1 else None)
+
+        config_file: pulumi.Output[str] = pulumi.Output.all(*keys.values()).apply(key_config)
         secret = k8s.core.v1.Secret(
             f"{name}-api-keys",
             metadata=api_key_secret_manifest(tenant)["metadata"],
             type="Opaque",
-            string_data=keys,
+            string_data={**keys, CONFIG_FILE_KEY: config_file},  # secret: made of secret outputs
             opts=child,
         )
         # Restarts the pods when a key changes. Not secret: 64 bits of a SHA-256 over random keys of

@@ -28,6 +28,7 @@ from tenancy.builders.platform_namespace import (
     allow_ingress_from_anywhere,
 )
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
+from tenancy.spec.plans import Size, guaranteed
 from tenancy.spec.platform import ObjectStorageConfig
 from tenancy.spec.tenant import Tenant
 
@@ -71,6 +72,9 @@ BACKUP_SCHEDULE = "0 0 2 * * *"  # robfig cron with seconds: daily at 02:00:00
 # Create the Keycloak release only once the database accepts connections: the pulumi-kubernetes
 # provider waits for the Cluster's Ready condition (CNPG sets it when all instances are up).
 WAIT_FOR_READY = {"pulumi.com/waitFor": "condition=Ready"}
+# The injected sidecars of Keycloak and the database pods, requests equal to limits so those pods are
+# Guaranteed like their main containers (the mesh default requests 50m but allows 500m).
+PLATFORM_SIDECAR = guaranteed(Size(cpu="200m", memory="256Mi"))
 # Pod annotations (through the Cluster's spec.inheritedMetadata) that point a Prometheus at the exporter.
 METRICS_SCRAPE_ANNOTATIONS = {
     "prometheus.io/scrape": "true",
@@ -356,7 +360,9 @@ def database_cluster(
         "storage": {"size": "20Gi" if replicated else "5Gi", "storageClass": storage_class},
         # A PDB on one instance blocks every node drain; with three it keeps a quorum.
         "enablePDB": replicated,
-        "inheritedMetadata": {"annotations": dict(METRICS_SCRAPE_ANNOTATIONS)},
+        "inheritedMetadata": {
+            "annotations": {**METRICS_SCRAPE_ANNOTATIONS, **PLATFORM_SIDECAR.istio_annotations()}
+        },
     }
     if replicated:
         spec["affinity"] = {
@@ -499,6 +505,7 @@ def keycloak_values(*, domain: str, high_availability: bool) -> dict[str, Any]:
         "extraVolumeMounts": yaml.safe_dump(mounts, sort_keys=False),
         # The image caps the heap at 70% of the limit; upstream suggests >= 750Mi, ~2Gi for prod.
         "resources": _same("1" if replicated else "500m", "2Gi" if replicated else "1Gi"),
+        "podAnnotations": PLATFORM_SIDECAR.istio_annotations(),
         "podSecurityContext": {
             "fsGroup": 1000,
             "runAsNonRoot": True,

@@ -2,7 +2,10 @@
 
 API keys never go through the chart's ``apiKey`` value: ``apiKey: true`` makes a new random key on
 every client-side render, and ``valueFrom`` needs a cluster lookup at render time. The keys live in a
-Secret the program owns and reach Qdrant as environment variables, which outrank its config files.
+Secret the program owns. Qdrant reads them from a file, not from environment variables (which any
+process dumping its environment, or a crash report, would show): the Secret's ``local.yaml`` is mounted
+at ``/qdrant/config/local.yaml``, the config file Qdrant reads last (after ``config.yaml`` and the
+chart's ``production.yaml``) and the same place the chart's own ``apiKey`` mechanism uses.
 """
 
 from __future__ import annotations
@@ -10,16 +13,76 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
+import yaml
 
 from tenancy.builders.namespace import Manifest, chart_labels, metadata, volume_claim_labels
 from tenancy.builders.network import QDRANT_GRPC_PORT, QDRANT_HTTP_PORT
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
+from tenancy.spec.plans import qdrant_sidecar
 from tenancy.spec.tenant import Tenant
 
 RELEASE_NAME = "qdrant"
 API_KEY_SECRET = "qdrant-api-keys"
 API_KEY = "api-key"
 READ_ONLY_API_KEY = "read-only-api-key"
+CONFIG_FILE_KEY = "local.yaml"  # the Secret's key holding Qdrant's config file with both keys
+CONFIG_FILE_PATH = "/qdrant/config/local.yaml"
+# The chart's default pod UID/GID (1000/2000/3000) are below 10000, where they may collide with host
+# users. A new fsGroup (not only a new UID) matters for running tenants: the root of each volume then
+# no longer matches, so the kubelet re-owns the files once (group read-write, fsGroupChangePolicy
+# OnRootMismatch) and the new UID can write what the old one created; later starts skip the walk.
+QDRANT_UID = 10001
+# Qdrant's own cap on a request body (its default, stated), equal to the gateway's (tenancy.builders.istio
+# GATEWAY_MAX_REQUEST_BYTES): what the gateway lets through, Qdrant accepts.
+MAX_REQUEST_SIZE_MB = 32
+# Probes: Qdrant answers "/" (liveness) and "/readyz" (the chart's readiness) without an API key. Startup
+# may replay a large WAL and load collections before "/" answers: the startup probe allows ten minutes
+# before liveness takes over and may restart a hung node.
+LIVENESS_PROBE = {
+    "enabled": True,
+    "initialDelaySeconds": 0,
+    "periodSeconds": 10,
+    "timeoutSeconds": 5,
+    "failureThreshold": 6,
+    "successThreshold": 1,
+}
+STARTUP_PROBE = {
+    "enabled": True,
+    "initialDelaySeconds": 5,
+    "periodSeconds": 10,
+    "timeoutSeconds": 5,
+    "failureThreshold": 60,
+    "successThreshold": 1,
+}
+# The chart's three ports, restated with appProtocol so Istio treats 6333 as HTTP and 6334 as gRPC
+# whatever the port names become (Istio reads appProtocol first, then the name's prefix). The cluster
+# port (p2p) keeps the chart's form: Istio sniffs it (Qdrant's peers speak HTTP/2 there, client first).
+# Probes run against the HTTP port, as the chart's default.
+SERVICE_PORTS = [
+    {
+        "name": "http",
+        "port": QDRANT_HTTP_PORT,
+        "targetPort": QDRANT_HTTP_PORT,
+        "protocol": "TCP",
+        "appProtocol": "http",
+        "checksEnabled": True,
+    },
+    {
+        "name": "grpc",
+        "port": QDRANT_GRPC_PORT,
+        "targetPort": QDRANT_GRPC_PORT,
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+        "checksEnabled": False,
+    },
+    {
+        "name": "p2p",
+        "port": 6335,
+        "targetPort": 6335,
+        "protocol": "TCP",
+        "checksEnabled": False,
+    },
+]
 # The chart selects pods by these; PDBs and spread constraints must match them exactly.
 SELECTOR_LABELS = {"app.kubernetes.io/name": "qdrant", "app.kubernetes.io/instance": RELEASE_NAME}
 # Qdrant (>= 1.17, every offered version) serves /metrics alone on this port, without an API key. On the
@@ -49,8 +112,12 @@ def api_key_secret_manifest(tenant: Tenant) -> Manifest:
     }
 
 
-def _secret_env(name: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": key}}}
+def qdrant_key_config(api_key: str, read_only_api_key: str | None) -> str:
+    """The ``local.yaml`` Qdrant reads its keys from (the Secret's ``CONFIG_FILE_KEY``)."""
+    service: dict[str, str] = {"api_key": api_key}
+    if read_only_api_key is not None:
+        service["read_only_api_key"] = read_only_api_key
+    return yaml.safe_dump({"service": service}, sort_keys=True)
 
 
 def render_qdrant_values(
@@ -61,15 +128,11 @@ def render_qdrant_values(
     if q is None:
         raise ValueError(f"tenant {tenant.name} has no Qdrant")
     replicated = q.replicas > 1
-    env = [_secret_env("QDRANT__SERVICE__API_KEY", API_KEY)]
-    if q.read_only_key:
-        env.append(_secret_env("QDRANT__SERVICE__READ_ONLY_API_KEY", READ_ONLY_API_KEY))
-
     config: dict[str, Any] = {
         # Cluster mode at every replica count (the chart's default, pinned on purpose): a node started
         # without it would switch modes on its existing storage when the tenant scales from 1 to 3.
         "cluster": {"enabled": True},
-        "service": {"metrics_port": METRICS_PORT},
+        "service": {"metrics_port": METRICS_PORT, "max_request_size_mb": MAX_REQUEST_SIZE_MB},
     }
     if replicated:
         config["storage"] = {"collection": dict(REPLICATED_COLLECTION_DEFAULTS)}
@@ -81,9 +144,32 @@ def render_qdrant_values(
         "replicaCount": q.replicas,
         "config": config,
         "resources": {"requests": dict(size), "limits": dict(size)},
-        "env": env,
+        "service": {"ports": [dict(port) for port in SERVICE_PORTS]},
+        "livenessProbe": dict(LIVENESS_PROBE),
+        "startupProbe": dict(STARTUP_PROBE),
+        "additionalVolumes": [
+            {
+                "name": "qdrant-keys",
+                "secret": {
+                    "secretName": API_KEY_SECRET,
+                    "items": [{"key": CONFIG_FILE_KEY, "path": CONFIG_FILE_KEY}],
+                    "defaultMode": 0o440,
+                },
+            }
+        ],
+        "additionalVolumeMounts": [
+            {
+                "name": "qdrant-keys",
+                "mountPath": CONFIG_FILE_PATH,
+                "subPath": CONFIG_FILE_KEY,
+                "readOnly": True,
+            }
+        ],
         "podAnnotations": {
             "tenancy.platform/api-keys-checksum": keys_checksum,
+            # Requests equal limits for the sidecar too, so the pod is Guaranteed; its CPU grows with the
+            # node's (tenancy.spec.plans.qdrant_sidecar, which the plan's quota check counts).
+            **qdrant_sidecar(q.cpu).istio_annotations(),
             # Istio's injector moves these to the sidecar (15020) and has its agent merge what they point
             # at into the sidecar's own metrics.
             "prometheus.io/scrape": "true",
@@ -106,12 +192,12 @@ def render_qdrant_values(
         "updateVolumeFsOwnership": False,
         "podSecurityContext": {
             "runAsNonRoot": True,
-            "fsGroup": 3000,
+            "fsGroup": QDRANT_UID,
             "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": runtime_default_seccomp(),
         },
         "containerSecurityContext": restricted_container(
-            runAsUser=1000, runAsGroup=2000, privileged=False, readOnlyRootFilesystem=True
+            runAsUser=QDRANT_UID, runAsGroup=QDRANT_UID, privileged=False, readOnlyRootFilesystem=True
         ),
     }
     if replicated:

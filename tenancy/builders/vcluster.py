@@ -65,7 +65,8 @@ def render_vcluster_values(
                 "k8s": {
                     "enabled": True,
                     "version": versions.VCLUSTER_KUBERNETES_VERSIONS[v.kubernetes_version],
-                    "securityContext": restricted_container(),
+                    # The init container only copies binaries into the chart's "binaries" emptyDir.
+                    "securityContext": restricted_container(readOnlyRootFilesystem=True),
                 }
             },
             "statefulSet": {
@@ -87,8 +88,10 @@ def render_vcluster_values(
                         "seccompProfile": runtime_default_seccomp(),
                     },
                     # Maps merge in Helm: the chart's runAsUser/runAsGroup 0 must be overridden, not omitted.
+                    # Read-only root: the chart mounts an emptyDir or the data volume at every path the
+                    # syncer writes (/data, /tmp, /binaries, /pki certs, the Helm cache).
                     "containerSecurityContext": restricted_container(
-                        runAsUser=NON_ROOT_ID, runAsGroup=NON_ROOT_ID
+                        runAsUser=NON_ROOT_ID, runAsGroup=NON_ROOT_ID, readOnlyRootFilesystem=True
                     ),
                 },
             },

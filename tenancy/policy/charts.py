@@ -123,7 +123,16 @@ QDRANT_DEFAULTS: dict[str, Any] = {
     "updateVolumeFsOwnership": True,
     "sidecarContainers": [],
     "additionalVolumes": [],
-    "service": {"type": "ClusterIP"},
+    "service": {
+        "type": "ClusterIP",
+        "ports": [
+            {"name": "http", "port": 6333, "targetPort": 6333, "checksEnabled": True},
+            {"name": "grpc", "port": 6334, "targetPort": 6334, "checksEnabled": False},
+            {"name": "p2p", "port": 6335, "targetPort": 6335, "checksEnabled": False},
+        ],
+    },
+    "env": [],
+    "livenessProbe": {"enabled": False},
     "podDisruptionBudget": {"enabled": False, "maxUnavailable": 1},
     "additionalLabels": {},
 }
@@ -138,12 +147,20 @@ def _qdrant_pods(release: PolicyObject) -> list[PodTemplate]:
     main_image = f"{image.get('repository')}:{tag}{'-unprivileged' if unprivileged else ''}"
     security = mapping_at(values, ("containerSecurityContext",))
     sidecars = [c for c in _list(values.get("sidecarContainers")) if isinstance(c, Mapping)]
-    main = {
+    main: dict[str, Any] = {
         "name": "qdrant",
         "image": main_image,
         "resources": values.get("resources") or {},
         **({"securityContext": security} if security else {}),
     }
+    # The chart renders env verbatim, and a liveness probe only when enabled and on a checksEnabled port.
+    if _list(values.get("env")):
+        main["env"] = _list(values.get("env"))
+    ports = _list(value_at(values, ("service", "ports")))
+    if value_at(values, ("livenessProbe", "enabled")) is True and any(
+        isinstance(port, Mapping) and port.get("checksEnabled") for port in ports
+    ):
+        main["livenessProbe"] = dict(mapping_at(values, ("livenessProbe",)))
     init = []
     if values.get("updateVolumeFsOwnership") and not unprivileged and security.get("runAsUser"):
         # chown as root, with no securityContext and no resources: never restricted-compliant.
@@ -161,6 +178,8 @@ def _qdrant_pods(release: PolicyObject) -> list[PodTemplate]:
         ("containers", main_index, "securityContext"): _values_path("containerSecurityContext"),
         ("containers", main_index, "resources"): _values_path("resources"),
         ("containers", main_index, "image"): _values_path("image", "tag"),
+        ("containers", main_index, "env"): _values_path("env"),
+        ("containers", main_index, "livenessProbe"): _values_path("livenessProbe"),
         ("initContainers", 0): _values_path("updateVolumeFsOwnership"),
         ("volumes",): _values_path("additionalVolumes"),
     }
@@ -229,6 +248,7 @@ VCLUSTER_DEFAULTS: dict[str, Any] = {
                 },
             },
             "highAvailability": {"replicas": 1},
+            "probes": {"livenessProbe": {"enabled": True}},
             "initContainers": [],
             "sidecarContainers": [],
             "labels": {},
@@ -300,6 +320,8 @@ def _vcluster_pods(release: PolicyObject) -> list[PodTemplate]:
     container_security = mapping_at(stateful_set, ("security", "containerSecurityContext"))
     if container_security:
         syncer["securityContext"] = container_security
+    if value_at(stateful_set, ("probes", "livenessProbe", "enabled")) is True:
+        syncer["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": 8443, "scheme": "HTTPS"}}
     k8s_image = mapping_at(k8s, ("image",))
     kubernetes = {
         "name": "kubernetes",
@@ -379,6 +401,7 @@ def _vcluster_pods(release: PolicyObject) -> list[PodTemplate]:
                     _values_path(*dns),
                 ),
                 workload=f"the CoreDNS Deployment of vCluster {release.name}",
+                rendered=False,
             )
         )
     return templates

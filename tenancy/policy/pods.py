@@ -55,6 +55,9 @@ class PodTemplate:
     workload: str = ""  # for pods a chart renders: "StatefulSet qdrant"; empty for a manifest's own pods
     # Pod-spec prefix -> the one fix for anything under it (a chart container only a switch removes).
     fixes: Mapping[FieldPath, str] = field(default_factory=dict)
+    # False for pods a chart's software creates at run time (the vCluster's CoreDNS), which a render of
+    # the chart does not contain: checks of the rendered chart (tenant-workload-hardened) skip them.
+    rendered: bool = True
 
     def container(self, name: Any) -> str:
         return f"container {name!r}" + (f" of {self.workload}" if self.workload else "")
@@ -277,4 +280,50 @@ def host_access_findings(template: PodTemplate) -> Iterator[Finding]:
                     (*where, "ports", index, "hostPort"),
                     f"{template.container(container.get('name'))} binds node port {port.get('hostPort')}",
                     "remove {field} and reach the pod through a Service",
+                )
+
+
+# Beyond Pod Security "restricted": what checkov's Kubernetes checks ask of a tenant workload (CKV_K8S_8
+# liveness probe, CKV_K8S_22 read-only root filesystem, CKV_K8S_35 secrets as files, CKV_K8S_40 high UID).
+MIN_NON_HOST_UID = 10000
+
+
+def hardening_findings(template: PodTemplate) -> Iterator[Finding]:
+    pod_user = value_at(template.spec, ("securityContext", "runAsUser"))
+    for where, container in containers(template.spec):
+        name = template.container(container.get("name"))
+        if where[0] == "containers" and not isinstance(container.get("livenessProbe"), Mapping):
+            yield template.finding(
+                (*where, "livenessProbe"),
+                f"{name} has no liveness probe: a hung process is never restarted",
+                "enable a liveness probe at {field}",
+            )
+        if value_at(container, ("securityContext", "readOnlyRootFilesystem")) is not True:
+            yield template.finding(
+                (*where, "securityContext", "readOnlyRootFilesystem"),
+                f"{name} may write to its root filesystem",
+                "set {field} to true and mount an emptyDir where the process writes",
+            )
+        user = value_at(container, ("securityContext", "runAsUser"))
+        user = pod_user if user is None else user
+        if not isinstance(user, int) or user < MIN_NON_HOST_UID:
+            yield template.finding(
+                (*where, "securityContext", "runAsUser"),
+                f"{name} runs as UID {user if user is not None else 'from its image'}, below "
+                f"{MIN_NON_HOST_UID}, where it may share an ID with a user of the node",
+                f"set {{field}} to {MIN_NON_HOST_UID} or above",
+            )
+        env = container.get("env")
+        for index, variable in enumerate(
+            env if isinstance(env, Sequence) and not isinstance(env, str) else []
+        ):
+            if (
+                isinstance(variable, Mapping)
+                and value_at(variable, ("valueFrom", "secretKeyRef")) is not None
+            ):
+                yield template.finding(
+                    (*where, "env", index),
+                    f"{name} takes the Secret value {variable.get('name')!r} as an environment variable, "
+                    "which process listings, crash dumps and child processes expose",
+                    "mount the Secret as a file instead of {field}",
                 )

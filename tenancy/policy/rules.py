@@ -31,6 +31,7 @@ from tenancy.policy.model import (
 )
 from tenancy.policy.pods import (
     PodTemplate,
+    hardening_findings,
     host_access_findings,
     image_findings,
     image_problem,
@@ -61,6 +62,14 @@ def check_pod_security(obj: PolicyObject) -> Iterator[Finding]:
         return
     for template in pod_templates(obj):
         yield from restricted_findings(template)
+
+
+def check_tenant_workload_hardening(obj: PolicyObject) -> Iterator[Finding]:
+    if not _in_tenant_namespace(obj) or charts.model_of(obj) is None:
+        return  # the tenant charts the program deploys; tenants' own workloads follow Pod Security only
+    for template in pod_templates(obj):
+        if template.rendered:
+            yield from hardening_findings(template)
 
 
 def check_container_resources(obj: PolicyObject) -> Iterator[Finding]:
@@ -314,6 +323,13 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
         "Pods in tenant namespaces meet Pod Security restricted: runAsNonRoot, allowPrivilegeEscalation "
         "false, capabilities drop ALL, seccomp RuntimeDefault, no privileged, restricted volume types.",
         check_pod_security,
+    ),
+    ResourceRule(
+        "tenant-workload-hardened",
+        "The tenant charts the program deploys (Qdrant, vCluster) run every container with a liveness probe, "
+        "a read-only root filesystem and a UID of 10000 or above, and take no Secret as an environment "
+        "variable (checkov CKV_K8S_8, 22, 40, 35).",
+        check_tenant_workload_hardening,
     ),
     ResourceRule(
         "container-resources",

@@ -10,6 +10,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tenancy.spec.quantity import parse_quantity
+
 
 class Plan(StrEnum):
     small = "small"
@@ -68,9 +70,36 @@ class PodOverhead(BaseModel):
     requests: Size
     limits: Size
 
+    def istio_annotations(self) -> dict[str, str]:
+        """Pod annotations that size this pod's injected sidecar (Istio's per-pod resource override)."""
+        return {
+            "sidecar.istio.io/proxyCPU": self.requests.cpu,
+            "sidecar.istio.io/proxyCPULimit": self.limits.cpu,
+            "sidecar.istio.io/proxyMemory": self.requests.memory,
+            "sidecar.istio.io/proxyMemoryLimit": self.limits.memory,
+        }
+
+
+def guaranteed(size: Size) -> PodOverhead:
+    """Requests equal to limits: with its main container sized the same way the pod is Guaranteed."""
+    return PodOverhead(requests=size, limits=size)
+
 
 # The Istio sidecar injected into every tenant pod (tenancy.builders.istio sets it from these).
 SIDECAR = PodOverhead(requests=Size(cpu="50m", memory="128Mi"), limits=Size(cpu="500m", memory="256Mi"))
+# Qdrant's sidecar carries every byte its node serves, to clients and to its peers: it gets a quarter
+# of the node's CPU (at least 500m, so a small node is not capped below the mesh default) and requests
+# equal to limits, which keeps the pod Guaranteed (tenancy.builders.qdrant sets it per pod).
+QDRANT_SIDECAR_MIN_CPU_MILLI = 500
+QDRANT_SIDECAR_MEMORY = "512Mi"
+
+
+def qdrant_sidecar(cpu: str) -> PodOverhead:
+    """The sidecar of a Qdrant node of ``cpu`` (a Kubernetes quantity); requests equal limits."""
+    milli = max(QDRANT_SIDECAR_MIN_CPU_MILLI, int(parse_quantity(cpu) * 1000 / 4))
+    return guaranteed(Size(cpu=f"{milli}m", memory=QDRANT_SIDECAR_MEMORY))
+
+
 # The CoreDNS pod a vCluster runs in the host namespace (vcluster 0.36 chart defaults).
 VCLUSTER_COREDNS = PodOverhead(requests=Size(cpu="20m", memory="64Mi"), limits=Size(cpu="1", memory="170Mi"))
 # The vCluster control plane's init container and ephemeral storage are not CPU/memory quota items

@@ -17,7 +17,17 @@ from pydantic.alias_generators import to_camel
 
 from tenancy import versions
 from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_error
-from tenancy.spec.plans import PLANS, SIDECAR, VCLUSTER_COREDNS, VCLUSTER_STORAGE, Plan, PlanLimits, Size
+from tenancy.spec.plans import (
+    PLANS,
+    SIDECAR,
+    VCLUSTER_COREDNS,
+    VCLUSTER_STORAGE,
+    Plan,
+    PlanLimits,
+    PodOverhead,
+    Size,
+    qdrant_sidecar,
+)
 from tenancy.spec.quantity import Bytes, Cpu, parse_quantity
 from tenancy.spec.text import forbidden_characters
 
@@ -378,7 +388,7 @@ def plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
             parse_quantity(q.snapshot_size) if q.snapshots else 0
         )
         usage["qdrant"] = {
-            **_pods(q.replicas, requests=node, limits=node),
+            **_pods(q.replicas, requests=node, limits=node, sidecar=qdrant_sidecar(q.cpu)),
             "storage": per_node_storage * q.replicas,
             "pvcs": Decimal(q.replicas * (2 if q.snapshots else 1)),
         }
@@ -428,14 +438,14 @@ def plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
     return issues
 
 
-def _pods(count: int, *, requests: Size, limits: Size) -> dict[str, Decimal]:
+def _pods(count: int, *, requests: Size, limits: Size, sidecar: PodOverhead = SIDECAR) -> dict[str, Decimal]:
     """Quota use of ``count`` pods of one sized container each, with their Istio sidecars."""
     return {
-        "requests.cpu": (parse_quantity(requests.cpu) + parse_quantity(SIDECAR.requests.cpu)) * count,
-        "requests.memory": (parse_quantity(requests.memory) + parse_quantity(SIDECAR.requests.memory))
+        "requests.cpu": (parse_quantity(requests.cpu) + parse_quantity(sidecar.requests.cpu)) * count,
+        "requests.memory": (parse_quantity(requests.memory) + parse_quantity(sidecar.requests.memory))
         * count,
-        "limits.cpu": (parse_quantity(limits.cpu) + parse_quantity(SIDECAR.limits.cpu)) * count,
-        "limits.memory": (parse_quantity(limits.memory) + parse_quantity(SIDECAR.limits.memory)) * count,
+        "limits.cpu": (parse_quantity(limits.cpu) + parse_quantity(sidecar.limits.cpu)) * count,
+        "limits.memory": (parse_quantity(limits.memory) + parse_quantity(sidecar.limits.memory)) * count,
     }
 
 

@@ -307,6 +307,7 @@ def test_database_metrics_reach_observability_through_the_sidecar_not_an_mtls_ex
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": "9187",
                 "prometheus.io/path": "/metrics",
+                **build.PLATFORM_SIDECAR.istio_annotations(),
             }
         }
         spec = policy(capture, "iam", "allow-observability-to-postgres-metrics")["spec"]
@@ -590,3 +591,26 @@ def test_chart_keys_cover_every_value(high_availability: bool) -> None:
         keys = charts[pin.chart]
         assert keys.version == pin.version
         assert keys.unknown(values) == []
+
+
+def test_keycloak_and_database_pods_are_guaranteed_sidecars_included(
+    dev: StackCapture, prod: StackCapture
+) -> None:
+    """Requests equal limits in every container, the injected sidecar too (Istio's per-pod annotations)."""
+    sidecar = {
+        "sidecar.istio.io/proxyCPU": "200m",
+        "sidecar.istio.io/proxyCPULimit": "200m",
+        "sidecar.istio.io/proxyMemory": "256Mi",
+        "sidecar.istio.io/proxyMemoryLimit": "256Mi",
+    }
+    for capture in (dev, prod):
+        database = cluster_spec(capture)
+        assert database["resources"]["requests"] == database["resources"]["limits"]
+        assert sidecar.items() <= database["inheritedMetadata"]["annotations"].items()
+        [keycloak] = [
+            r.inputs["values"]
+            for r in capture.of_type("kubernetes:helm.sh/v3:Release")
+            if r.inputs["chart"] == "keycloakx"
+        ]
+        assert keycloak["resources"]["requests"] == keycloak["resources"]["limits"]
+        assert keycloak["podAnnotations"] == sidecar

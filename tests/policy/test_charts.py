@@ -96,3 +96,42 @@ def test_vcluster_services_exposed_by_values_fail_in_tenant_namespaces() -> None
 
 def test_the_render_and_the_chart_model_agree_on_the_release_namespace(acme: list[PolicyObject]) -> None:
     assert {o.namespace for o in acme if o.is_release} == {"tenant-acme"}
+
+
+def test_the_qdrant_chart_defaults_fail_the_hardening_checkov_asks_for() -> None:
+    """Chart defaults: no liveness probe (CKV_K8S_8), UID 1000 (_40); keys as env vars (_35) fail too."""
+    env = [
+        {"name": "QDRANT__SERVICE__API_KEY", "valueFrom": {"secretKeyRef": {"name": "k", "key": "api-key"}}}
+    ]
+    found = violations_of(
+        "tenant-workload-hardened",
+        release("qdrant", {"env": env, "updateVolumeFsOwnership": False}, version="1.19.0"),
+    )
+    assert fields(found) == [
+        "values.livenessProbe",
+        "values.containerSecurityContext.runAsUser",
+        "values.env[0]",
+    ]
+    assert "Fix: mount the Secret as a file" in found[-1].message
+
+
+def test_a_vcluster_with_a_writable_root_fails_the_hardening_rule(acme: list[PolicyObject]) -> None:
+    [vcluster] = [o for o in acme if o.chart == "vcluster"]
+    values = vcluster.values
+    security = values["controlPlane"]["statefulSet"]["security"]["containerSecurityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["runAsUser"] >= 10000
+    writable = dict(values)
+    writable["controlPlane"] = {
+        **values["controlPlane"],
+        "statefulSet": {
+            **values["controlPlane"]["statefulSet"],
+            "security": {
+                **values["controlPlane"]["statefulSet"]["security"],
+                "containerSecurityContext": {**security, "readOnlyRootFilesystem": False},
+            },
+        },
+    }
+    found = violations_of("tenant-workload-hardened", release("vcluster", writable, version="0.36.1"))
+    assert fields(found) == [
+        "values.controlPlane.statefulSet.security.containerSecurityContext.readOnlyRootFilesystem"
+    ]

@@ -36,7 +36,7 @@ def _pod_field(kind: str, rest: str) -> str:
 
 def test_rule_names_are_unique_and_every_rule_is_described() -> None:
     names = [r.name for r in RESOURCE_RULES] + [r.name for r in STACK_RULES]
-    assert len(names) == len(set(names)) == 10
+    assert len(names) == len(set(names)) == 11
     assert all(r.description for r in RESOURCE_RULES) and all(r.description for r in STACK_RULES)
 
 

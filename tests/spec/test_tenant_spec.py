@@ -99,14 +99,28 @@ def test_sidecars_and_vcluster_dns_count_against_the_quota() -> None:
 
 
 def test_quota_error_names_the_service_that_uses_most() -> None:
-    # Qdrant asks for 2 CPU, the vCluster for 2 CPU plus its CoreDNS pod: the vCluster is the larger.
+    # Qdrant asks for 1.5 CPU plus its Guaranteed 500m sidecar, the vCluster for 2 CPU plus its sidecar and
+    # CoreDNS pod: the vCluster is the larger.
     doc = tenant_doc(
         plan="small",
-        qdrant={"enabled": True, "resources": {"cpu": "2", "memory": "1Gi"}},
+        qdrant={"enabled": True, "resources": {"cpu": "1500m", "memory": "1Gi"}},
         vcluster={"enabled": True, "resources": {"cpu": "2", "memory": "1Gi"}},
     )
     problems = issues_of(doc)
     assert [field for _, field, reason in problems if "CPU requests" in reason] == ["vcluster.resources.cpu"]
+
+
+def test_qdrant_sidecars_are_guaranteed_and_counted_at_their_size() -> None:
+    # Medium: 16 CPU of requests. Three 4-CPU nodes take 12; their sidecars (a quarter each, 1 CPU,
+    # requests = limits) take 3 more: 15 fits. A fourth CPU per node (+5 with sidecars) does not.
+    fits = tenant_doc(
+        plan="medium", qdrant={"enabled": True, "replicas": 3, "resources": {"cpu": "4", "memory": "4Gi"}}
+    )
+    parse_tenant(fits, file=FILE)
+    over = tenant_doc(
+        plan="medium", qdrant={"enabled": True, "replicas": 3, "resources": {"cpu": "5", "memory": "4Gi"}}
+    )
+    assert any("need 18.75 CPU requests" in reason for _, _, reason in issues_of(over))
 
 
 def test_total_memory_above_the_quota_is_rejected() -> None:

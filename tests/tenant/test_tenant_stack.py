@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.network import network_policy_manifests
@@ -105,11 +106,24 @@ def test_qdrant_keys_are_generated_secret_and_stable_across_updates(run_stack: R
     values = release(capture, "qdrant")["values"]
     # The chart never generates keys (apiKey: true would mint a new one on every render).
     assert "apiKey" not in values and "readOnlyApiKey" not in values
-    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in values["env"]}
-    assert env["QDRANT__SERVICE__API_KEY"] == {"name": "qdrant-api-keys", "key": "api-key"}
-    assert env["QDRANT__SERVICE__READ_ONLY_API_KEY"] == {
-        "name": "qdrant-api-keys",
-        "key": "read-only-api-key",
+    # Nor do the keys travel as environment variables: Qdrant reads them from the mounted local.yaml.
+    assert "env" not in values
+    [volume] = values["additionalVolumes"]
+    assert volume["secret"]["secretName"] == "qdrant-api-keys"
+    assert volume["secret"]["items"] == [{"key": "local.yaml", "path": "local.yaml"}]
+    [mount] = values["additionalVolumeMounts"]
+    assert mount == {
+        "name": volume["name"],
+        "mountPath": "/qdrant/config/local.yaml",
+        "subPath": "local.yaml",
+        "readOnly": True,
+    }
+    config = yaml.safe_load(secret.inputs["stringData"]["local.yaml"])
+    assert config == {
+        "service": {
+            "api_key": secret.inputs["stringData"]["api-key"],
+            "read_only_api_key": secret.inputs["stringData"]["read-only-api-key"],
+        }
     }
 
 
