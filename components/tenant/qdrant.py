@@ -8,14 +8,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.kubernetes import helm_release, qdrant_release_timeout
+from components.kubernetes import custom_resource, helm_release, qdrant_release_timeout
 from tenancy import versions
+from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.qdrant import (
     API_KEY,
     CONFIG_FILE_KEY,
     READ_ONLY_API_KEY,
     RELEASE_NAME,
     api_key_secret_manifest,
+    gateway_destination_rule,
+    gateway_virtual_service,
+    public_endpoints,
     qdrant_endpoints,
     qdrant_key_config,
     render_qdrant_values,
@@ -31,6 +35,8 @@ def _checksum(keys: list[str]) -> str:
 class QdrantCluster(pulumi.ComponentResource):
     http_endpoint: pulumi.Output[str]
     grpc_endpoint: pulumi.Output[str]
+    public_endpoint: pulumi.Output[str]
+    public_grpc_endpoint: pulumi.Output[str]
     api_key_secret_name: pulumi.Output[str]
     api_key: pulumi.Output[str]
     read_only_api_key: pulumi.Output[str] | None
@@ -41,8 +47,11 @@ class QdrantCluster(pulumi.ComponentResource):
         *,
         tenant: Tenant,
         storage_class: pulumi.Input[str],
+        platform: PlatformRefs,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``storage_class``: the platform's default class; ``platform``: where the gateway is, for the
+        route from ``<tenant>.qdrant.<domain>``."""
         super().__init__("platform:tenant:Qdrant", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         settings = tenant.qdrant
@@ -90,6 +99,13 @@ class QdrantCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]),
         )
 
+        # From outside: the platform gateway routes <tenant>.qdrant.<domain> here, within these limits.
+        custom_resource(f"{name}-gateway-route", gateway_virtual_service(tenant, platform), child)
+        custom_resource(f"{name}-gateway-limits", gateway_destination_rule(tenant, platform), child)
+        public = public_endpoints(tenant, platform.domain)
+        self.public_endpoint = public["http"]
+        self.public_grpc_endpoint = public["grpc"]
+
         endpoints = qdrant_endpoints(tenant)
         self.release = release
         self.http_endpoint = pulumi.Output.from_input(endpoints["http"])
@@ -100,6 +116,8 @@ class QdrantCluster(pulumi.ComponentResource):
             {
                 "http_endpoint": self.http_endpoint,
                 "grpc_endpoint": self.grpc_endpoint,
+                "public_endpoint": self.public_endpoint,
+                "public_grpc_endpoint": self.public_grpc_endpoint,
                 "api_key_secret_name": self.api_key_secret_name,
             }
         )

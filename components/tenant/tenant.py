@@ -74,7 +74,11 @@ class TenantResources(pulumi.ComponentResource):
         self.qdrant = None
         if tenant.qdrant is not None:
             self.qdrant = QdrantCluster(
-                f"{name}-qdrant", tenant=tenant, storage_class=platform.storage_class, opts=guarded
+                f"{name}-qdrant",
+                tenant=tenant,
+                storage_class=platform.storage_class,
+                platform=platform,
+                opts=guarded,
             )
         self.vcluster = None
         if tenant.vcluster is not None:

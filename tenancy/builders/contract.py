@@ -61,6 +61,9 @@ GATEWAY_REFERENCE = f"{NAMESPACES.ingress}/{GATEWAY_NAME}"
 # platform's *.<domain> certificate does not cover a two-label name, so browsers never coalesce an
 # HTTP/2 connection for another platform host onto a vCluster's passthrough connection (or back).
 VCLUSTER_API_ZONE = "vc"
+# Each tenant's Qdrant is served at <tenant>.qdrant.<domain> (REST and gRPC, TLS ending at the gateway): a
+# Gateway server of its own for *.qdrant.<domain>, so the gateway's request-size limit applies there only.
+QDRANT_API_ZONE = "qdrant"
 
 
 def issuer_url(domain: str) -> str:

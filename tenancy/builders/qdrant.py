@@ -15,6 +15,7 @@ from typing import Any
 import pulumi
 import yaml
 
+from tenancy.builders.contract import GATEWAY_NAME, QDRANT_API_ZONE, PlatformRefs
 from tenancy.builders.namespace import Manifest, chart_labels, metadata, volume_claim_labels
 from tenancy.builders.network import QDRANT_GRPC_PORT, QDRANT_HTTP_PORT
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
@@ -32,9 +33,10 @@ CONFIG_FILE_PATH = "/qdrant/config/local.yaml"
 # no longer matches, so the kubelet re-owns the files once (group read-write, fsGroupChangePolicy
 # OnRootMismatch) and the new UID can write what the old one created; later starts skip the walk.
 QDRANT_UID = 10001
-# Qdrant's own cap on a request body (its default, stated), equal to the gateway's (tenancy.builders.istio
-# GATEWAY_MAX_REQUEST_BYTES): what the gateway lets through, Qdrant accepts.
+# Qdrant's own cap on a request body (its default, stated), equal to the gateway's: what the gateway lets
+# through, Qdrant accepts.
 MAX_REQUEST_SIZE_MB = 32
+GATEWAY_MAX_REQUEST_BYTES = MAX_REQUEST_SIZE_MB * 1024 * 1024
 # Probes: Qdrant answers "/" (liveness) and "/readyz" (the chart's readiness) without an API key. Startup
 # may replay a large WAL and load collections before "/" answers: the startup probe allows ten minutes
 # before liveness takes over and may restart a hung node.
@@ -100,6 +102,103 @@ REPLICATED_COLLECTION_DEFAULTS = {"replication_factor": 2, "write_consistency_fa
 def qdrant_endpoints(tenant: Tenant) -> dict[str, str]:
     host = f"{RELEASE_NAME}.{tenant.namespace}.svc.cluster.local"
     return {"http": f"http://{host}:{QDRANT_HTTP_PORT}", "grpc": f"{host}:{QDRANT_GRPC_PORT}"}
+
+
+# --- from outside the cluster, through the platform gateway -----------------------------------------------
+# Each tenant's Qdrant answers at <tenant>.qdrant.<domain>: REST at https://<tenant>.qdrant.<domain> and
+# gRPC at <tenant>.qdrant.<domain>:443 (TLS). The zone has a Gateway server of its own (hosts
+# *.qdrant.<domain>, tenancy.builders.istio.gateway_manifest), so it is a filter chain of its own, the one
+# the gateway's request-size limit attaches to (tenancy.builders.istio.qdrant_request_size_filter); on the
+# platform's *.<domain> chain a body-buffering filter would also hold every websocket and stream of
+# Grafana, Argo CD and Keycloak.
+GATEWAY_HTTPS_PORT = 443
+# gRPC requests carry this content type (application/grpc, +proto, +json): they go to the gRPC port.
+GRPC_CONTENT_TYPE_PREFIX = "application/grpc"
+# Circuit breakers of each gateway pod towards one tenant's Qdrant: beyond these, the gateway answers 503
+# at once instead of queueing without bound, so one tenant's burst cannot take every gateway connection.
+GATEWAY_CONNECTION_POOL: dict[str, Any] = {
+    "tcp": {"maxConnections": 256, "connectTimeout": "5s"},
+    "http": {
+        "http1MaxPendingRequests": 128,  # requests waiting for a connection
+        "http2MaxRequests": 512,  # requests in flight (HTTP/1.1 and gRPC alike)
+        "idleTimeout": "300s",
+    },
+}
+
+
+def public_host(tenant: Tenant, domain: pulumi.Input[str]) -> pulumi.Output[str]:
+    return pulumi.Output.concat(tenant.name, f".{QDRANT_API_ZONE}.", domain)
+
+
+def public_endpoints(tenant: Tenant, domain: pulumi.Input[str]) -> dict[str, pulumi.Output[str]]:
+    """What a client outside the cluster uses: a REST URL, and gRPC's host:port (TLS on 443)."""
+    host = public_host(tenant, domain)
+    return {
+        "http": pulumi.Output.concat("https://", host),
+        "grpc": pulumi.Output.concat(host, f":{GATEWAY_HTTPS_PORT}"),
+    }
+
+
+def _service_host(tenant: Tenant) -> str:
+    return f"{RELEASE_NAME}.{tenant.namespace}.svc.cluster.local"
+
+
+def gateway_virtual_service(tenant: Tenant, platform: PlatformRefs) -> Manifest:
+    """Route ``<tenant>.qdrant.<domain>`` from the platform gateway to Qdrant: gRPC (by content type) to
+    its gRPC port, everything else to its REST port.
+
+    TLS ends at the gateway, which then speaks mTLS to Qdrant's sidecar as its own identity (the tenant's
+    AuthorizationPolicy allows exactly that identity on exactly these ports). Qdrant still checks the
+    ``api-key`` header on every request: the gateway passes headers through untouched. Exported to the
+    gateway's namespace only: no sidecar anywhere needs this route.
+    """
+
+    def to(port: int) -> list[dict[str, Any]]:
+        return [{"destination": {"host": _service_host(tenant), "port": {"number": port}}}]
+
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": metadata(tenant, f"{RELEASE_NAME}-api"),
+        "spec": {
+            "hosts": [public_host(tenant, platform.domain)],
+            "gateways": [pulumi.Output.concat(platform.ingress_namespace, "/", GATEWAY_NAME)],
+            "exportTo": [platform.ingress_namespace],
+            "http": [
+                {
+                    "name": "grpc",
+                    "match": [{"headers": {"content-type": {"prefix": GRPC_CONTENT_TYPE_PREFIX}}}],
+                    "route": to(QDRANT_GRPC_PORT),
+                },
+                {"name": "rest", "route": to(QDRANT_HTTP_PORT)},
+            ],
+        },
+    }
+
+
+def gateway_destination_rule(tenant: Tenant, platform: PlatformRefs) -> Manifest:
+    """Connection limits the gateway applies towards this tenant's Qdrant, with mesh mTLS kept.
+
+    Istio looks up a destination rule in the client's namespace first, then in the service's namespace
+    when exported to the client: this one lives with the tenant and is exported to the gateway only, so
+    it limits traffic from outside and leaves the tenant's own in-namespace clients alone.
+    """
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": metadata(tenant, f"{RELEASE_NAME}-gateway-limits"),
+        "spec": {
+            "host": _service_host(tenant),
+            "exportTo": [platform.ingress_namespace],
+            "trafficPolicy": {
+                "connectionPool": {
+                    "tcp": dict(GATEWAY_CONNECTION_POOL["tcp"]),
+                    "http": dict(GATEWAY_CONNECTION_POOL["http"]),
+                },
+                "tls": {"mode": "ISTIO_MUTUAL"},
+            },
+        },
+    }
 
 
 def api_key_secret_manifest(tenant: Tenant) -> Manifest:

@@ -99,6 +99,8 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
     if resources.qdrant is not None:
         outputs["qdrantEndpoint"] = resources.qdrant.http_endpoint
         outputs["qdrantGrpcEndpoint"] = resources.qdrant.grpc_endpoint
+        outputs["qdrantPublicEndpoint"] = resources.qdrant.public_endpoint  # through the gateway
+        outputs["qdrantPublicGrpcEndpoint"] = resources.qdrant.public_grpc_endpoint
         outputs["qdrantApiKeySecret"] = resources.qdrant.api_key_secret_name
         outputs["qdrantApiKey"] = resources.qdrant.api_key
         if resources.qdrant.read_only_api_key is not None:
