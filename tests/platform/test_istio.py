@@ -270,7 +270,7 @@ def test_gateway_serves_https_for_the_domain_and_redirects_http(prod_config: Pla
         "labels": gateway["metadata"]["labels"],
     }
     assert gateway["spec"]["selector"] == {"istio": "ingressgateway"}
-    https, http, _ = gateway["spec"]["servers"]
+    https, http, _, _ = gateway["spec"]["servers"]
     assert https["port"] == {"number": 443, "name": "https", "protocol": "HTTPS"}
     assert https["hosts"] == ["*.data.example.com"]
     assert https["tls"]["mode"] == "SIMPLE"
@@ -285,10 +285,11 @@ def test_gateway_takes_its_certificate_secret_and_hosts_from_the_platform_config
         environment="dev",
         file="Pulumi.dev.yaml",
     )
-    https, http, vcluster_api = build.gateway_manifest(config)["spec"]["servers"]
-    assert https["tls"]["credentialName"] == "wildcard-staging-tls"
+    https, http, vcluster_api, qdrant_api = build.gateway_manifest(config)["spec"]["servers"]
+    assert https["tls"]["credentialName"] == qdrant_api["tls"]["credentialName"] == "wildcard-staging-tls"
     assert https["hosts"] == http["hosts"] == ["*.staging.example.org"]
     assert vcluster_api["hosts"] == ["*.vc.staging.example.org"]
+    assert qdrant_api["hosts"] == ["*.qdrant.staging.example.org"]
 
 
 def test_gateway_passes_tls_for_vcluster_apis_through_beside_the_https_server(
@@ -307,7 +308,7 @@ def test_gateway_passes_tls_for_vcluster_apis_through_beside_the_https_server(
     hosts = [host for server in on_443 for host in server["hosts"]]
     assert len(hosts) == len(set(hosts))
     assert len({s["port"]["name"] for s in servers}) == len(servers)
-    [https] = [s for s in on_443 if s["tls"].get("mode") == "SIMPLE"]
+    [https] = [s for s in on_443 if s["tls"].get("mode") == "SIMPLE" and s["port"]["name"] == "https"]
     assert https["hosts"] == ["*.data.example.com"]
 
 
