@@ -17,11 +17,17 @@ class TenantMeshPolicies(pulumi.ComponentResource):
     """Needs the tenant namespace and Istio's CRDs (the platform stack) to exist."""
 
     def __init__(
-        self, name: str, *, tenant: Tenant, platform: PlatformRefs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        *,
+        tenant: Tenant,
+        platform: PlatformRefs,
+        vault_namespace: str | None = None,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("platform:tenant:MeshPolicies", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         for policy in tenant_authorization_policies(tenant, platform):
             custom_resource(f"{name}-{policy['metadata']['name']}", policy, child)
-        custom_resource(f"{name}-sidecar", tenant_sidecar(tenant), child)
+        custom_resource(f"{name}-sidecar", tenant_sidecar(tenant, vault_namespace=vault_namespace), child)
         self.register_outputs({})

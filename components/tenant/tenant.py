@@ -18,6 +18,7 @@ from components.tenant.qdrant import QdrantCluster
 from components.tenant.vault import TenantVaultAccess
 from components.tenant.vcluster import VirtualCluster
 from tenancy.builders.contract import PlatformRefs
+from tenancy.builders.vault import VaultReach
 from tenancy.spec.tenant import Tenant
 
 
@@ -38,6 +39,7 @@ class TenantResources(pulumi.ComponentResource):
         keycloak_provider: pulumi_keycloak.Provider | None,
         kubernetes_api_cidrs: Sequence[str],
         vault_provider: pulumi_vault.Provider | None = None,
+        vault_reach: VaultReach | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``vault_provider`` set: the tenant's keys are also kept in Vault (prod); else only in Secrets.
@@ -46,6 +48,9 @@ class TenantResources(pulumi.ComponentResource):
 
         ``kubernetes_api_cidrs``: the platform config's ``kubernetesApiCidrs``, the only addresses a
         vCluster may connect to outside the cluster's pods (required when the tenant has a vCluster).
+
+        ``vault_reach``: where the tenant's pods may reach Vault to read their keys (egress, and Vault's
+        namespace in the Sidecar's scope when Vault runs in the cluster).
         """
         super().__init__("platform:tenant:Tenant", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -61,10 +66,17 @@ class TenantResources(pulumi.ComponentResource):
             tenant=tenant,
             platform=platform,
             kubernetes_api_cidrs=kubernetes_api_cidrs,
+            vault=vault_reach,
             opts=after_namespace,
         )
         access = TenantAccess(f"{name}-access", tenant=tenant, group_prefix=group_prefix, opts=after_groups)
-        mesh = TenantMeshPolicies(f"{name}-mesh", tenant=tenant, platform=platform, opts=after_namespace)
+        mesh = TenantMeshPolicies(
+            f"{name}-mesh",
+            tenant=tenant,
+            platform=platform,
+            vault_namespace=vault_reach.namespace if vault_reach else None,
+            opts=after_namespace,
+        )
         self.app_project = TenantAppProject(
             f"{name}-gitops", tenant=tenant, platform=platform, opts=after_groups
         )

@@ -13,6 +13,7 @@ import pulumi
 
 from tenancy.builders.contract import DNS_NAMESPACE, DNS_POD_LABELS, INGRESS_GATEWAY_LABELS, PlatformRefs
 from tenancy.builders.namespace import Manifest, metadata
+from tenancy.builders.vault import VaultReach
 from tenancy.builders.vcluster import API_PORT as VCLUSTER_API_PORT
 from tenancy.builders.vcluster import CONTROL_PLANE_LABELS as VCLUSTER_POD_LABELS
 from tenancy.spec.errors import SpecError, SpecIssue
@@ -51,10 +52,15 @@ def _from_ingress_gateway(platform: PlatformRefs) -> dict[str, Any]:
 
 
 def network_policy_manifests(
-    tenant: Tenant, platform: PlatformRefs, *, kubernetes_api_cidrs: Sequence[str]
+    tenant: Tenant,
+    platform: PlatformRefs,
+    *,
+    kubernetes_api_cidrs: Sequence[str],
+    vault: VaultReach | None = None,
 ) -> list[Manifest]:
     """``kubernetes_api_cidrs``: the platform config's ``kubernetesApiCidrs``, the only addresses a
-    vCluster may open connections to outside the cluster's pods."""
+    vCluster may open connections to outside the cluster's pods. ``vault``: where the tenant's pods may
+    reach Vault to read their keys (tenancy.builders.vault.vault_reach); None without Vault."""
     policies = [
         _policy(tenant, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
         _policy(
@@ -142,9 +148,25 @@ def network_policy_manifests(
             },
         )
     )
+    if vault is not None:
+        policies.append(_vault_policy(tenant, vault))
     if tenant.vcluster is not None:
         policies += _vcluster_policies(tenant, platform, kubernetes_api_cidrs)
     return policies
+
+
+def _vault_policy(tenant: Tenant, vault: VaultReach) -> Manifest:
+    """Any pod of the tenant may reach Vault's port, nothing else there: Vault's policy then limits it to
+    the tenant's own secret (tenancy.builders.vault.tenant_policy_rules)."""
+    if vault.namespace:
+        to: list[dict[str, Any]] = [{"namespaceSelector": _namespace_selector(vault.namespace)}]
+    else:
+        to = [{"ipBlock": {"cidr": cidr}} for cidr in vault.cidrs]
+    return _policy(
+        tenant,
+        "allow-vault",
+        {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": to, "ports": _tcp(vault.port)}]},
+    )
 
 
 def _vcluster_policies(

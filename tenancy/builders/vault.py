@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.platform import VaultConfig
 from tenancy.spec.tenant import Tenant
 
@@ -190,3 +191,66 @@ def tenant_role_args(tenant: Tenant) -> dict[str, Any]:
         "token_ttl": TOKEN_TTL_SECONDS,
         "token_max_ttl": TOKEN_MAX_TTL_SECONDS,
     }
+
+
+# --- how a tenant workload reads its keys -------------------------------------------------------------
+# The chosen path: the pod itself logs in (Vault agent, a client library, or the CLI) with a projected
+# service-account token whose audience is AUDIENCE, so the token is useless against the API server or any
+# other service, and short-lived. It needs no extra component on the platform (the Vault agent injector
+# or CSI provider would, each with cluster-wide webhooks or node agents), and works the same in a vCluster.
+# What it needs, and the tenant stack declares: egress from the tenant namespace to Vault
+# (tenancy.builders.network ``allow-vault``) and, for a Vault in the cluster, Vault's namespace among the
+# tenant Sidecar's egress hosts (tenancy.builders.istio.tenant_sidecar).
+TOKEN_VOLUME = "vault-token"
+TOKEN_DIRECTORY = "/var/run/secrets/vault"
+TOKEN_FILE = "token"
+TOKEN_EXPIRATION_SECONDS = 600  # the kubelet renews it at 80% of its life
+
+
+@dataclass(frozen=True)
+class VaultReach:
+    """Where tenant pods reach Vault: its pods in ``namespace`` or the addresses in ``cidrs``, on ``port``."""
+
+    port: int
+    cidrs: tuple[str, ...] = ()
+    namespace: str | None = None
+
+
+def vault_reach(vault: VaultConfig, *, environment: str) -> VaultReach | None:
+    """How tenant pods reach Vault; None without Vault. SpecError when Vault is on but unreachable."""
+    if not vault.enabled:
+        return None
+    if not (vault.cidrs or vault.namespace):
+        raise SpecError(
+            [
+                SpecIssue(
+                    f"Pulumi.{environment}.yaml",
+                    "platform:vault",
+                    "has neither cidrs (a Vault outside the cluster) nor namespace (a Vault in it), so no "
+                    "tenant workload could read its keys from Vault; set one of them",
+                )
+            ]
+        )
+    return VaultReach(port=vault.port, cidrs=tuple(vault.cidrs), namespace=vault.namespace)
+
+
+def token_volume() -> dict[str, Any]:
+    """The projected volume a tenant pod logs in to Vault with (README: "Reading keys from Vault")."""
+    return {
+        "name": TOKEN_VOLUME,
+        "projected": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": AUDIENCE,
+                        "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+                        "path": TOKEN_FILE,
+                    }
+                }
+            ]
+        },
+    }
+
+
+def token_mount() -> dict[str, Any]:
+    return {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIRECTORY, "readOnly": True}

@@ -45,6 +45,47 @@ class VaultConfig(_Model):
         default="https://kubernetes.default.svc",
         description="API server address Vault uses to review tokens.",
     )
+    cidrs: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Where a Vault outside the cluster listens (CIDRs such as 10.30.0.10/32): tenant pods may open "
+            "connections to these on the address's port to read their secrets."
+        ),
+    )
+    namespace: str | None = Field(
+        default=None,
+        description=(
+            "The namespace of a Vault running in the cluster (when tenant pods reach it there): they may "
+            "open connections to its pods on listenerPort, and their sidecars know its services (mTLS "
+            "when Vault is meshed)."
+        ),
+    )
+    listener_port: int = Field(
+        default=8200, ge=1, le=65535, description="Vault's listener port in its pods (in-cluster Vault)."
+    )
+
+    @field_validator("cidrs")
+    @classmethod
+    def _vault_cidrs_are_networks(cls, values: list[str]) -> list[str]:
+        networks = []
+        for value in values:
+            try:
+                network = ipaddress.ip_network(value, strict=True)
+            except ValueError as error:
+                raise ValueError(f"{value!r} is not a CIDR (one address: {value}/32): {error}") from None
+            if network.prefixlen == 0:
+                raise ValueError(f"{value!r} covers every address; list Vault's addresses only")
+            networks.append(str(network))
+        return networks
+
+    @property
+    def port(self) -> int:
+        """The port tenant pods connect to, as NetworkPolicies see it: Vault's pod port in the cluster,
+        else the port of ``address``."""
+        if self.namespace:
+            return self.listener_port
+        url = urlparse(self.address or "")
+        return url.port or (80 if url.scheme == "http" else 443)
 
 
 class ObjectStorageConfig(_Model):
@@ -210,6 +251,7 @@ class PlatformConfig(_Model):
             raise ValueError("vault.enabled must be true in prod: tenant secrets live in Vault there")
         if self.vault.enabled and not self.vault.address:
             raise ValueError("vault.address is required when vault.enabled is true")
+
         if self.high_availability and self.object_storage is None:
             raise ValueError(
                 "objectStorage is required when highAvailability is true (Loki and backups need it)"

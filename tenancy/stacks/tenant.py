@@ -13,6 +13,7 @@ from components.tenant import TenantResources
 from components.tenant.identity import tenant_keycloak_provider
 from components.tenant.vault import tenant_vault_provider
 from tenancy.builders.contract import PlatformRefs
+from tenancy.builders.vault import vault_reach
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.platform import read_platform_config_file
 from tenancy.spec.tenant import Tenant, resolve
@@ -88,6 +89,7 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
         keycloak_provider=keycloak_provider,
         kubernetes_api_cidrs=platform_config.kubernetes_api_cidrs,
         vault_provider=vault_provider,
+        vault_reach=vault_reach(platform_config.vault, environment=environment),
     )
     outputs: dict[str, Any] = {
         "tenant": tenant.name,
@@ -108,6 +110,11 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
     if resources.vault is not None:
         outputs["vaultSecretPath"] = resources.vault.secret_path
         outputs["vaultRole"] = resources.vault.role_name
+        # With the projected token (README, "Reading keys from Vault"): where and how a pod logs in.
+        outputs["vaultAddress"] = platform_config.vault.address
+        outputs["vaultAuthPath"] = platform.require_output(CONTRACT_OUTPUT).apply(
+            lambda contract: str(contract["vaultAuthPath"])
+        )
     if resources.vcluster is not None:
         outputs["vclusterKubeconfigSecret"] = resources.vcluster.kubeconfig_secret_name
         outputs["vclusterKubeconfig"] = resources.vcluster.kubeconfig
