@@ -24,9 +24,23 @@ QDRANT = ChartPin(chart="qdrant", version="1.19.0", repo="https://qdrant.github.
 QDRANT_DEFAULT_VERSION = "v1.19.0"
 # Server versions a tenant may choose; the chart renders them unchanged (image.tag must be semver).
 QDRANT_VERSIONS = ("v1.18.2", "v1.19.0")
+# The image index digest of each offered version (docker.io/qdrant/qdrant), the tag beside it. Read from
+# public pins, each found identical in several unrelated public repositories (compose files, install
+# scripts, upgrade notes; search "qdrant/qdrant:v1.19.0@sha256" and "qdrant/qdrant:v1.18.2@sha256"); not
+# checked against the registry from here. NOT APPLIED YET: chart 1.19.0 builds the image as
+# "<repository>:<tag>" and passes image.tag to semverCompare for its readiness path, so a tag carrying
+# "@sha256:..." fails the render; pinning by digest needs a chart with an image digest value (upstream)
+# or a Helm post-renderer. Kept here so that change is a one-line switch, and reviewed with each bump.
+QDRANT_IMAGE = "docker.io/qdrant/qdrant"
+QDRANT_IMAGE_DIGESTS: dict[str, str] = {
+    "v1.18.2": "sha256:75eab8c4ba42096724fdcfde8b4de0b5713d529dde32f285a1f86fdcb2c9e50c",
+    "v1.19.0": "sha256:057ee3a8da769fe7310dd3537b4dc7583bf87a95ce8ac43c0af5a46bc580d1fc",
+}
 
 # loft-sh/vcluster tag v0.36.1 (chart/ published as 0.36.1; image ghcr.io/loft-sh/vcluster-pro:0.36.1,
-# Pro modules off without a licence).
+# Pro modules off without a licence). No digest pinned: none of vcluster-pro:0.36.1 or of the
+# ghcr.io/loft-sh/kubernetes images below could be found in public material from here, and a digest is
+# never guessed. They run by tag until one is read from the registry (crane digest <image>).
 VCLUSTER = ChartPin(chart="vcluster", version="0.36.1", repo="https://charts.loft.sh")
 # Kubernetes images the chart knows as good (config/default_extra_values.go K8SVersionMap at v0.36.1).
 VCLUSTER_KUBERNETES_VERSIONS: dict[str, str] = {

@@ -57,3 +57,13 @@ def test_qdrant_runs_with_ids_above_10000_and_a_read_only_root(run_stack: Run) -
     # A new fsGroup makes the kubelet re-own existing volumes once, so the new UID can write old files.
     assert pod["fsGroupChangePolicy"] == "OnRootMismatch" and pod["fsGroup"] != 3000
     assert values["config"]["service"]["max_request_size_mb"] == 32
+
+
+def test_every_offered_qdrant_version_has_a_recorded_digest() -> None:
+    from tenancy import versions
+
+    assert set(versions.QDRANT_IMAGE_DIGESTS) == set(versions.QDRANT_VERSIONS)
+    assert all(
+        digest.startswith("sha256:") and len(digest) == 71
+        for digest in versions.QDRANT_IMAGE_DIGESTS.values()
+    )
