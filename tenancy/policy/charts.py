@@ -135,6 +135,7 @@ QDRANT_DEFAULTS: dict[str, Any] = {
     "livenessProbe": {"enabled": False},
     "podDisruptionBudget": {"enabled": False, "maxUnavailable": 1},
     "additionalLabels": {},
+    "podAnnotations": {},
 }
 QDRANT_APP_VERSION = "v1.19.0"
 
@@ -193,6 +194,8 @@ def _qdrant_pods(release: PolicyObject) -> list[PodTemplate]:
             labels=mapping_at(values, ("additionalLabels",)),
             labels_path=_values_path("additionalLabels"),
             workload=f"StatefulSet {release.name} (qdrant chart)",
+            guaranteed_annotations=mapping_at(values, ("podAnnotations",)),
+            annotations_path=_values_path("podAnnotations"),
             fixes={
                 ("initContainers", 0): "set values.updateVolumeFsOwnership to false: the chart's chown init "
                 "container runs as root, and fsGroup in values.podSecurityContext owns fresh volumes"

@@ -58,6 +58,10 @@ class PodTemplate:
     # False for pods a chart's software creates at run time (the vCluster's CoreDNS), which a render of
     # the chart does not contain: checks of the rendered chart (tenant-workload-hardened) skip them.
     rendered: bool = True
+    # Pods meant to be Guaranteed (a stateful data path): requests equal limits in every container, the
+    # injected Istio sidecar included, whose size these pod annotations set (None: not checked).
+    guaranteed_annotations: Mapping[str, Any] | None = None
+    annotations_path: FieldPath = ()
 
     def container(self, name: Any) -> str:
         return f"container {name!r}" + (f" of {self.workload}" if self.workload else "")
@@ -327,3 +331,40 @@ def hardening_findings(template: PodTemplate) -> Iterator[Finding]:
                     "which process listings, crash dumps and child processes expose",
                     "mount the Secret as a file instead of {field}",
                 )
+
+
+SIDECAR_SIZE_ANNOTATIONS = (
+    ("sidecar.istio.io/proxyCPU", "sidecar.istio.io/proxyCPULimit"),
+    ("sidecar.istio.io/proxyMemory", "sidecar.istio.io/proxyMemoryLimit"),
+)
+
+
+def guaranteed_findings(template: PodTemplate) -> Iterator[Finding]:
+    """Guaranteed QoS where intended: every container's requests equal its limits, and the sidecar's too."""
+    annotations = template.guaranteed_annotations
+    if annotations is None:
+        return
+    for where, container in containers(template.spec):
+        if where[0] == "ephemeralContainers":
+            continue
+        for resource in ("cpu", "memory"):
+            request = value_at(container, ("resources", "requests", resource))
+            limit = value_at(container, ("resources", "limits", resource))
+            if request is None or request != limit:
+                yield template.finding(
+                    (*where, "resources"),
+                    f"{template.container(container.get('name'))} requests {resource} {request} under a "
+                    f"limit of {limit}, so {template.pods} are not Guaranteed",
+                    f"set requests.{resource} equal to limits.{resource} under {{field}}",
+                )
+    for request_key, limit_key in SIDECAR_SIZE_ANNOTATIONS:
+        request, limit = annotations.get(request_key), annotations.get(limit_key)
+        if request is None or request != limit:
+            path = (*template.annotations_path, request_key)
+            yield Finding(
+                template.owner,
+                path,
+                f"the Istio sidecar of {template.pods} gets {request_key}={request} and "
+                f"{limit_key}={limit}, so the pods are not Guaranteed",
+                f"set {display_path(path)} and {limit_key} to the same value",
+            )

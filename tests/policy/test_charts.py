@@ -107,12 +107,17 @@ def test_the_qdrant_chart_defaults_fail_the_hardening_checkov_asks_for() -> None
         "tenant-workload-hardened",
         release("qdrant", {"env": env, "updateVolumeFsOwnership": False}, version="1.19.0"),
     )
-    assert fields(found) == [
+    not_guaranteed = {
+        "values.resources",
+        *(f for f in fields(found) if f.startswith("values.podAnnotations")),
+    }
+    assert [f for f in fields(found) if f not in not_guaranteed] == [
         "values.livenessProbe",
         "values.containerSecurityContext.runAsUser",
         "values.env[0]",
     ]
-    assert "Fix: mount the Secret as a file" in found[-1].message
+    [env] = [v for v in found if v.field == "values.env[0]"]
+    assert "Fix: mount the Secret as a file" in env.message
 
 
 def test_a_vcluster_with_a_writable_root_fails_the_hardening_rule(acme: list[PolicyObject]) -> None:
@@ -135,3 +140,14 @@ def test_a_vcluster_with_a_writable_root_fails_the_hardening_rule(acme: list[Pol
     assert fields(found) == [
         "values.controlPlane.statefulSet.security.containerSecurityContext.readOnlyRootFilesystem"
     ]
+
+
+def test_a_burstable_qdrant_or_sidecar_fails_the_hardening_rule(acme: list[PolicyObject]) -> None:
+    [qdrant] = [o for o in acme if o.chart == "qdrant"]
+    assert violations_of("tenant-workload-hardened", qdrant) == []
+    values = dict(qdrant.values)
+    values["podAnnotations"] = {**values["podAnnotations"], "sidecar.istio.io/proxyCPU": "50m"}
+    values["resources"] = {"requests": {"cpu": "1", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
+    found = violations_of("tenant-workload-hardened", release("qdrant", values, version="1.19.0"))
+    assert fields(found) == ["values.resources", "values.podAnnotations['sidecar.istio.io/proxyCPU']"]
+    assert "not Guaranteed" in found[1].message
