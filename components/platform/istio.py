@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 from components.kubernetes import custom_resource, helm_release
 from components.platform.namespace import PlatformNamespace
 from tenancy import versions
+from tenancy.builders.admin_access import admin_access_policy
 from tenancy.builders.contract import GATEWAY_REFERENCE, NAMESPACES
 from tenancy.builders.istio import (
     BASE_RELEASE,
@@ -48,6 +49,7 @@ class Istio(pulumi.ComponentResource):
     peer_authentication: k8s.apiextensions.CustomResource
     default_sidecar: k8s.apiextensions.CustomResource
     platform_gateway: k8s.apiextensions.CustomResource
+    admin_access: k8s.apiextensions.CustomResource
     ready: list[pulumi.Resource]
 
     def __init__(
@@ -129,6 +131,13 @@ class Istio(pulumi.ComponentResource):
         self.qdrant_request_size = custom_resource(
             f"{name}-qdrant-request-size",
             qdrant_request_size_filter(config),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.base, ingress_namespace]),
+        )
+
+        # Keycloak's admin console, Grafana and Argo CD only from platform:adminSourceCidrs.
+        self.admin_access = custom_resource(
+            f"{name}-admin-access",
+            admin_access_policy(config),
             pulumi.ResourceOptions(parent=self, depends_on=[self.base, ingress_namespace]),
         )
 

@@ -165,6 +165,9 @@ def istiod_values(config: PlatformConfig) -> dict[str, Any]:
         # The injector adds the Multus network annotation for the "multus" provider (OpenShift).
         "cni": {"enabled": True, "provider": cni_provider},
         "env": dict(ISTIOD_ENV),
+        # Paths are matched by AuthorizationPolicies (the admin surfaces): //admin must not slip past
+        # a rule on /admin. Envoy resolves dot segments by default; Keycloak matches paths case-sensitively.
+        "meshConfig": {"pathNormalization": {"normalization": "MERGE_SLASHES"}},
         # The agent runs in kube-system, not istiod's namespace: the controller must look there.
         "taint": {
             "enabled": config.istio_cni.readiness_taint,
@@ -214,6 +217,10 @@ def gateway_values(config: PlatformConfig) -> dict[str, Any]:
             "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
         },
         "containerSecurityContext": _restricted_container(),
+        # Local: a network load balancer's packets reach the gateway with the client's own source
+        # address, which the admin-surface policy (builders.admin_access) checks. Only nodes running a
+        # gateway pod pass the load balancer's health check, so traffic never takes a second hop.
+        "service": {"externalTrafficPolicy": "Local"},
     }
     if config.high_availability:
         values |= {

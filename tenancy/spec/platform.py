@@ -215,6 +215,14 @@ class PlatformConfig(_Model):
             "can reach the API server, so a tenant stack with a vCluster fails until it is set."
         ),
     )
+    admin_source_cidrs: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Client addresses (CIDRs) that may reach the admin surfaces through the gateway: Keycloak's "
+            "admin console (/admin, the master realm), Grafana and Argo CD. Empty: no one from outside; "
+            "reach them with kubectl port-forward."
+        ),
+    )
     dns: DnsConfig = Field(default_factory=DnsConfig, description="The cluster DNS pods and ports.")
     istio_cni: IstioCniConfig = Field(default_factory=IstioCniConfig, description="Istio CNI node agent.")
     vault: VaultConfig = Field(default_factory=VaultConfig)
@@ -244,6 +252,17 @@ class PlatformConfig(_Model):
             if network.prefixlen == 0:
                 raise ValueError(f"{value!r} covers every address; list the API server's addresses only")
             networks.append(str(network))
+        return networks
+
+    @field_validator("admin_source_cidrs")
+    @classmethod
+    def _admin_cidrs(cls, values: list[str]) -> list[str]:
+        networks = []
+        for value in values:
+            try:
+                networks.append(str(ipaddress.ip_network(value, strict=True)))
+            except ValueError as error:
+                raise ValueError(f"{value!r} is not a CIDR such as 203.0.113.0/24: {error}") from None
         return networks
 
     def model_post_init(self, _context: Any) -> None:
