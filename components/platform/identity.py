@@ -10,6 +10,7 @@ import pulumi_random as random
 
 from components.kubernetes import custom_resource, helm_release
 from components.platform.namespace import PlatformNamespace
+from components.platform.passwords import password_taken_once
 from tenancy import versions
 from tenancy.builders import identity as build
 from tenancy.builders.contract import NAMESPACES, issuer_url
@@ -32,31 +33,9 @@ def _secret(name: str, manifest: Manifest, opts: pulumi.ResourceOptions) -> k8s.
     )
 
 
-# Every input of a RandomPassword whose change would make Pulumi replace it with a new value.
-PASSWORD_INPUTS = [
-    "length", "lower", "upper", "numeric", "number", "special", "overrideSpecial",
-    "minLower", "minUpper", "minNumeric", "minSpecial", "keepers",
-]  # fmt: skip
-
-
 def _password(name: str, parent: pulumi.Resource) -> random.RandomPassword:
     # Alphanumeric: these land in env vars, JDBC settings and the realm JSON without quoting.
     return random.RandomPassword(name, length=40, special=False, opts=pulumi.ResourceOptions(parent=parent))
-
-
-def _keycloak_secret(name: str, parent: pulumi.Resource, *, protect: bool) -> random.RandomPassword:
-    """A secret Keycloak takes in only once: the bootstrap admin password at its first start, a client
-    secret at the first realm import (``--import-realm`` skips a realm that exists). A new value would
-    reach the Kubernetes Secrets and Argo CD or the tenant stacks, never Keycloak, and every sign-in
-    with it would fail. So nothing in the program may replace one: no input change (ignored), and in
-    prod no ``--replace`` or delete either (protected). Rotation is a Keycloak operation, see README.
-    """
-    return random.RandomPassword(
-        name,
-        length=40,
-        special=False,
-        opts=pulumi.ResourceOptions(parent=parent, protect=protect, ignore_changes=PASSWORD_INPUTS),
-    )
 
 
 class Identity(pulumi.ComponentResource):
@@ -177,14 +156,18 @@ class Identity(pulumi.ComponentResource):
             )
 
         # --- Keycloak ------------------------------------------------------------------------
-        admin_password = _keycloak_secret(f"{name}-admin-password", self, protect=ha)
+        admin_password = password_taken_once(f"{name}-admin-password", length=40, parent=self, protect=ha)
         admin_secret = _secret(
             f"{name}-admin",
             build.basic_auth_secret(build.ADMIN_SECRET, username="admin", password=admin_password.result),
             in_namespace,
         )
-        argocd_secret = _keycloak_secret(f"{name}-argocd-client-secret", self, protect=ha)
-        provisioner_secret = _keycloak_secret(f"{name}-provisioner-client-secret", self, protect=ha)
+        argocd_secret = password_taken_once(
+            f"{name}-argocd-client-secret", length=40, parent=self, protect=ha
+        )
+        provisioner_secret = password_taken_once(
+            f"{name}-provisioner-client-secret", length=40, parent=self, protect=ha
+        )
         client_secrets = _secret(
             f"{name}-client-secrets",
             build.opaque_secret(

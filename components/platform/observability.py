@@ -14,10 +14,10 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
 
 from components.kubernetes import custom_resource, helm_release
 from components.platform.namespace import PlatformNamespace
+from components.platform.passwords import password_taken_once
 from tenancy import versions
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.observability import (
@@ -105,12 +105,10 @@ class Observability(pulumi.ComponentResource):
             loki_inputs,
         )
 
-        # Alphanumeric: the password is typed into a login form and passed through env.
-        admin_password = random.RandomPassword(
-            f"{name}-grafana-admin-password",
-            length=32,
-            special=False,
-            opts=pulumi.ResourceOptions(parent=self),
+        # Alphanumeric: typed into a login form and passed through env. Grafana sets it when it creates
+        # its database, on the first start only.
+        admin_password = password_taken_once(
+            f"{name}-grafana-admin-password", length=32, parent=self, protect=config.high_availability
         )
         grafana_inputs: list[pulumi.Resource] = [
             self._secret(
