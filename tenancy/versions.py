@@ -89,4 +89,11 @@ REDIS_HA = ChartPin(chart="redis-ha", version="4.39.0", repo="https://dandydevel
 # PostgreSQL 18 is supported by Keycloak since 26.5.0 (keycloak/keycloak#44274, release/26.5.0).
 # The "system" flavour carries barman-cli-cloud, which the in-tree barmanObjectStore backups need;
 # moving to the barman-cloud plugin (before operator 1.31) allows the "minimal"/"standard" flavours.
-CNPG_POSTGRESQL_IMAGE = "ghcr.io/cloudnative-pg/postgresql:18.4-system-trixie"
+# Pinned by digest: CloudNativePG rebuilds its tags (security updates), so the tag alone moves. The
+# digest is one build of that tag, taken from public pins that name it identically in unrelated public
+# repositories (CNPG Cluster manifests and their tests; search "postgresql:18.4-system-trixie@sha256");
+# later rebuilds carry other digests. Not checked against the registry from here.
+CNPG_POSTGRESQL_TAG = "ghcr.io/cloudnative-pg/postgresql:18.4-system-trixie"
+CNPG_POSTGRESQL_IMAGE = (
+    f"{CNPG_POSTGRESQL_TAG}@sha256:9287ce030c6f3ce822e383b019ae4aaf1e8370bff3b39f9c51dc10d69dc97219"
+)

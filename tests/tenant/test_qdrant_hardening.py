@@ -67,3 +67,11 @@ def test_every_offered_qdrant_version_has_a_recorded_digest() -> None:
         digest.startswith("sha256:") and len(digest) == 71
         for digest in versions.QDRANT_IMAGE_DIGESTS.values()
     )
+
+
+def test_the_database_image_the_builders_name_is_pinned_by_digest_with_its_tag() -> None:
+    from tenancy import versions
+
+    tag, _, digest = versions.CNPG_POSTGRESQL_IMAGE.partition("@")
+    assert tag == versions.CNPG_POSTGRESQL_TAG and tag.rsplit(":", 1)[1] == "18.4-system-trixie"
+    assert digest.startswith("sha256:") and len(digest) == 71
