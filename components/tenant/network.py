@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.network import network_policy_manifests
 from tenancy.builders.vault import VaultReach
+from tenancy.spec.platform import DnsConfig
 from tenancy.spec.tenant import Tenant
 
 
@@ -22,13 +23,14 @@ class TenantNetworkPolicies(pulumi.ComponentResource):
         platform: PlatformRefs,
         kubernetes_api_cidrs: Sequence[str],
         vault: VaultReach | None = None,
+        dns: DnsConfig | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``kubernetes_api_cidrs``: the platform config's ``kubernetesApiCidrs``, where a vCluster may go;
-        ``vault``: where the tenant's pods may reach Vault."""
+        ``vault``: where the tenant's pods may reach Vault; ``dns``: the platform config's ``dns``."""
         super().__init__("platform:tenant:NetworkPolicies", name, None, opts)
         for policy in network_policy_manifests(
-            tenant, platform, kubernetes_api_cidrs=kubernetes_api_cidrs, vault=vault
+            tenant, platform, kubernetes_api_cidrs=kubernetes_api_cidrs, vault=vault, dns=dns
         ):
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-{policy['metadata']['name']}",

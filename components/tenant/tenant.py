@@ -19,6 +19,7 @@ from components.tenant.vault import TenantVaultAccess
 from components.tenant.vcluster import VirtualCluster
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.vault import VaultReach
+from tenancy.spec.platform import DnsConfig
 from tenancy.spec.tenant import Tenant
 
 
@@ -40,6 +41,7 @@ class TenantResources(pulumi.ComponentResource):
         kubernetes_api_cidrs: Sequence[str],
         vault_provider: pulumi_vault.Provider | None = None,
         vault_reach: VaultReach | None = None,
+        dns: DnsConfig | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``vault_provider`` set: the tenant's keys are also kept in Vault (prod); else only in Secrets.
@@ -51,6 +53,8 @@ class TenantResources(pulumi.ComponentResource):
 
         ``vault_reach``: where the tenant's pods may reach Vault to read their keys (egress, and Vault's
         namespace in the Sidecar's scope when Vault runs in the cluster).
+
+        ``dns``: the platform config's ``dns``, the cluster DNS pods its namespace may resolve through.
         """
         super().__init__("platform:tenant:Tenant", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -67,6 +71,7 @@ class TenantResources(pulumi.ComponentResource):
             platform=platform,
             kubernetes_api_cidrs=kubernetes_api_cidrs,
             vault=vault_reach,
+            dns=dns,
             opts=after_namespace,
         )
         access = TenantAccess(f"{name}-access", tenant=tenant, group_prefix=group_prefix, opts=after_groups)

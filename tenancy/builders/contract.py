@@ -8,9 +8,8 @@ from typing import Any
 import pulumi
 
 # Fixed by the platform: tenant NetworkPolicies select these by label, so they are part of the contract.
+# (The cluster DNS pods are the platform config's ``dns``: tenancy.spec.platform.DnsConfig.)
 INGRESS_GATEWAY_LABELS = {"istio": "ingressgateway"}
-DNS_NAMESPACE = "kube-system"
-DNS_POD_LABELS = {"k8s-app": "kube-dns"}
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,14 @@ from typing import Any
 
 import pulumi
 
-from tenancy.builders.contract import DNS_NAMESPACE, DNS_POD_LABELS, INGRESS_GATEWAY_LABELS, PlatformRefs
+from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, PlatformRefs
 from tenancy.builders.namespace import Manifest, metadata
+from tenancy.builders.platform_namespace import dns_egress_rule
 from tenancy.builders.vault import VaultReach
 from tenancy.builders.vcluster import API_PORT as VCLUSTER_API_PORT
 from tenancy.builders.vcluster import CONTROL_PLANE_LABELS as VCLUSTER_POD_LABELS
 from tenancy.spec.errors import SpecError, SpecIssue
+from tenancy.spec.platform import DnsConfig
 from tenancy.spec.tenant import Tenant
 
 QDRANT_HTTP_PORT = 6333
@@ -57,10 +59,12 @@ def network_policy_manifests(
     *,
     kubernetes_api_cidrs: Sequence[str],
     vault: VaultReach | None = None,
+    dns: DnsConfig | None = None,
 ) -> list[Manifest]:
     """``kubernetes_api_cidrs``: the platform config's ``kubernetesApiCidrs``, the only addresses a
     vCluster may open connections to outside the cluster's pods. ``vault``: where the tenant's pods may
-    reach Vault to read their keys (tenancy.builders.vault.vault_reach); None without Vault."""
+    reach Vault to read their keys (tenancy.builders.vault.vault_reach); None without Vault. ``dns``:
+    the platform config's ``dns``, the cluster DNS pods (kube-dns in kube-system when None)."""
     policies = [
         _policy(tenant, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
         _policy(
@@ -69,17 +73,7 @@ def network_policy_manifests(
             {
                 "podSelector": {},
                 "policyTypes": ["Egress"],
-                "egress": [
-                    {
-                        "to": [
-                            {
-                                "namespaceSelector": _namespace_selector(DNS_NAMESPACE),
-                                "podSelector": {"matchLabels": dict(DNS_POD_LABELS)},
-                            }
-                        ],
-                        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                    }
-                ],
+                "egress": [dns_egress_rule(dns or DnsConfig())],
             },
         ),
         _policy(

@@ -90,6 +90,7 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
         kubernetes_api_cidrs=platform_config.kubernetes_api_cidrs,
         vault_provider=vault_provider,
         vault_reach=vault_reach(platform_config.vault, environment=environment),
+        dns=platform_config.dns,
     )
     outputs: dict[str, Any] = {
         "tenant": tenant.name,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.platform.istio import Istio
 from tenancy.builders.contract import NAMESPACES
-from tenancy.render.runtime import StackCapture, capture_program
+from tenancy.render.runtime import StackCapture, capture_program, capture_stack
 from tenancy.spec.errors import SpecError
 from tenancy.spec.platform import parse_platform_config
+from tests.conftest import PROJECT_DIR
 from tests.platform.support import connection_allowed, namespace_of
 
 OPENSHIFT_DNS = {
@@ -61,6 +65,25 @@ def test_a_platform_namespace_reaches_the_dns_pods_the_config_names() -> None:
         ("UDP", 5353),
         ("TCP", 5353),
     }
+
+
+def test_a_tenant_stack_resolves_through_the_dns_pods_its_environment_names(tmp_path: Path) -> None:
+    # The real tenant program, from a project whose Pulumi.dev.yaml names OpenShift's DNS pods.
+    shutil.copy(PROJECT_DIR / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    stack_file = yaml.safe_load((PROJECT_DIR / "Pulumi.dev.yaml").read_text())
+    stack_file["config"]["platform:dns"] = OPENSHIFT_DNS
+    (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump(stack_file))
+    (tmp_path / "tenants" / "dev").mkdir(parents=True)
+    shutil.copy(PROJECT_DIR / "tenants" / "dev" / "acme.yaml", tmp_path / "tenants" / "dev" / "acme.yaml")
+
+    capture = capture_stack("dev.acme", project_dir=tmp_path)
+    namespace = capture.outputs["namespace"]
+    policy = _allow_dns(capture, namespace)
+    tenant_pod = (namespace_of(namespace, {}), {"app": "anything"})
+    openshift_dns = (namespace_of("openshift-dns", {}), dict(OPENSHIFT_DNS["podLabels"]))
+    kube_dns = (namespace_of("kube-system", {}), {"k8s-app": "kube-dns"})
+    assert connection_allowed([policy], source=tenant_pod, destination=openshift_dns, port=5353)
+    assert not connection_allowed([policy], source=tenant_pod, destination=kube_dns, port=53)
 
 
 @pytest.mark.parametrize(
