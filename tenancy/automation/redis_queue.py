@@ -14,6 +14,7 @@ Keys (``prefix`` defaults to ``tenancy:``):
 - ``running``             hash, stack -> the operation running on it
 - ``events:<id>``         list of progress events (seq = position in the list, so appends are atomic)
 - ``interrupted``         set of stacks to recover before their next operation
+- ``replaced:<id>``       set of operations superseded by (pointing at) operation <id>
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class RedisOperationQueue:
 
     def _op(self, operation_id: str) -> str:
         return f"{self._prefix}op:{operation_id}"
+
+    def _replaced(self, operation_id: str) -> str:
+        return f"{self._prefix}replaced:{operation_id}"
 
     def _events(self, operation_id: str) -> str:
         return f"{self._prefix}events:{operation_id}"
@@ -131,6 +135,12 @@ class RedisOperationQueue:
             destroys = [i for i, k in enumerate(kinds.values()) if k == OperationKind.destroy.value]
             if destroys:
                 kinds = dict(list(kinds.items())[destroys[-1] + 1 :])
+            superseded = [older for older, older_kind in kinds.items() if older_kind in replaced]
+            # Whatever a replaced operation had replaced now points at the newest: one hop to the
+            # operation that will apply the caller's change.
+            pointing = {
+                older: [_text(i) for i in pipe.smembers(self._replaced(older))] for older in superseded
+            }
             pipe.multi()
             pipe.hset(self._op(operation_id), mapping=record)
             pipe.zadd(self._all(), {operation_id: position})
@@ -138,18 +148,21 @@ class RedisOperationQueue:
             pipe.zadd(self._queued(), {operation_id: position})
             pipe.zadd(self._queued(stack), {operation_id: position})
             pipe.sadd(self._stacks, stack.name)
-            for older, older_kind in kinds.items():
-                if older_kind in replaced:
-                    pipe.hset(
-                        self._op(older),
-                        mapping={
-                            "status": OperationStatus.superseded.value,
-                            "superseded_by": operation_id,
-                            "finished_at": repr(now),
-                        },
-                    )
-                    pipe.zrem(self._queued(), older)
-                    pipe.zrem(self._queued(stack), older)
+            for older in superseded:
+                pipe.hset(
+                    self._op(older),
+                    mapping={
+                        "status": OperationStatus.superseded.value,
+                        "superseded_by": operation_id,
+                        "finished_at": repr(now),
+                    },
+                )
+                pipe.zrem(self._queued(), older)
+                pipe.zrem(self._queued(stack), older)
+                for earlier in pointing[older]:
+                    pipe.hset(self._op(earlier), "superseded_by", operation_id)
+                pipe.sadd(self._replaced(operation_id), older, *pointing[older])
+                pipe.delete(self._replaced(older))
 
         self._transaction([self._queued(stack)], body)
         return self._require(operation_id)

@@ -3,7 +3,9 @@ variables, or arguments (the CLI passes its options through here).
 
 Defaults make a laptop work with nothing set: the project in the current directory, tenants beside
 it, and everything the automation layer writes (operation queue, Pulumi file backend) under
-``.tenancy/``. Production points ``backend_url`` at shared storage and ``secrets_provider`` at Vault.
+``.tenancy/``. Production points ``backend_url`` at shared storage and ``secrets_provider`` at Vault,
+and the queue at the platform's Redis (``queue``: the service's ``TENANCY_SERVICE_BACKEND`` and
+``TENANCY_SERVICE_REDIS_*``, see ``tenancy.automation.storage``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tenancy.automation.storage import QUEUE_FILE, OpenQueue, QueueSettings, open_queue
 
 # The Pulumi CLI this project is tested with: the CLI ships the Python language host that runs the
 # program, so it must be at least as new as the pinned SDK (pyproject: pulumi==3.272.0).
@@ -62,6 +66,11 @@ class AutomationSettings(BaseSettings):
         ),
     )
 
+    queue: QueueSettings = Field(
+        default_factory=QueueSettings,
+        description="Where operations are queued (TENANCY_SERVICE_BACKEND, TENANCY_SERVICE_REDIS_*).",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _place_beside_project(cls, data: Any) -> Any:
@@ -90,7 +99,11 @@ class AutomationSettings(BaseSettings):
     @property
     def queue_path(self) -> Path:
         """The SQLite database of operations and their progress events."""
-        return self.state_dir / "operations.sqlite3"
+        return self.state_dir / QUEUE_FILE
+
+    def open_queue(self, *, redis: Any | None = None) -> OpenQueue:
+        """The one queue the CLI, the service and the worker share (``queue`` says which)."""
+        return open_queue(self.queue, state_dir=self.state_dir, redis=redis)
 
     @property
     def operations_dir(self) -> Path:

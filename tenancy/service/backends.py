@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tenancy.automation.contract import Engine, OperationQueue, WorkQueue
+from tenancy.automation.settings import AutomationSettings
+from tenancy.automation.storage import QueueSettings, connect_redis
 from tenancy.service.core.api_keys import ApiKeyStore, RedisApiKeyStore, SqliteApiKeyStore
 from tenancy.service.core.audit import AuditLog
 from tenancy.service.core.config import ServiceSettings
@@ -96,31 +98,6 @@ class Backends:
         return shutil.which("pulumi") is not None
 
 
-def connect_redis(settings: ServiceSettings) -> Any:
-    """A client for the platform's Redis: through Sentinel (failover-aware) or a plain URL."""
-    import redis
-    from redis.sentinel import Sentinel
-
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    if settings.redis_sentinels:
-        nodes = []
-        for address in settings.redis_sentinels:
-            host, _, port = address.rpartition(":")
-            nodes.append((host or address, int(port) if port.isdigit() else 26379))
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            nodes,
-            socket_timeout=2.0,
-            sentinel_kwargs={"password": password, "socket_timeout": 2.0}
-            if password
-            else {"socket_timeout": 2.0},
-        )
-        return sentinel.master_for(  # type: ignore[no-untyped-call]
-            settings.redis_master, password=password, socket_timeout=5.0
-        )
-    assert settings.redis_url is not None
-    return redis.Redis.from_url(settings.redis_url, password=password, socket_timeout=5.0)
-
-
 def build_verifier(settings: ServiceSettings) -> TokenVerifier:
     if settings.uses_local_issuer:
         ensure_local_issuer(settings.local_issuer_dir)
@@ -161,13 +138,15 @@ def build_backends(
     repository.ensure(seed_from=seed_tenants)
     automation = _automation_settings(settings, repository)
     closers: list[Any] = []
+    if queue is None:  # the one factory the CLI and the worker use too
+        opened = automation.open_queue(redis=redis)
+        queue, redis = opened.queue, opened.redis
+        closers.append(opened.close)
+    elif settings.backend == "redis" and redis is None:
+        redis = connect_redis(automation.queue)
 
     if settings.backend == "redis":
-        from tenancy.automation.redis_queue import RedisOperationQueue
-
-        redis = redis if redis is not None else connect_redis(settings)
         prefix = settings.redis_prefix
-        queue = queue or RedisOperationQueue(redis, prefix=prefix)
         api_keys: ApiKeyStore = RedisApiKeyStore(redis, prefix=prefix)
         idempotency: IdempotencyStore = RedisIdempotencyStore(
             redis,
@@ -189,12 +168,6 @@ def build_backends(
         )
         write_lock: TenantWriteLock = RedisWriteLock(repository, redis, prefix=prefix)
     else:
-        if queue is None:
-            from tenancy.automation.queue import SqliteOperationQueue
-
-            sqlite_queue = SqliteOperationQueue(automation.queue_path)
-            closers.append(sqlite_queue.close)
-            queue = sqlite_queue
         sqlite_keys = SqliteApiKeyStore(settings.state_dir / "api-keys.sqlite3")
         sqlite_idempotency = SqliteIdempotencyStore(
             settings.state_dir / "idempotency.sqlite3",
@@ -260,12 +233,18 @@ def build_backends(
     )
 
 
-def _automation_settings(settings: ServiceSettings, repository: TenantRepository) -> Any:
-    """The automation layer's settings, pointed at this service's project, tenants and state."""
-    from tenancy.automation.settings import AutomationSettings
-
+def _automation_settings(settings: ServiceSettings, repository: TenantRepository) -> AutomationSettings:
+    """The automation layer's settings, pointed at this service's project, tenants, state and queue."""
     return AutomationSettings(
         project_dir=settings.project_dir.resolve(),
         tenants_dir=repository.tenants_dir.resolve(),
         state_dir=settings.state_dir.resolve(),
+        queue=QueueSettings(
+            backend=settings.backend,
+            redis_sentinels=settings.redis_sentinels,
+            redis_master=settings.redis_master,
+            redis_url=settings.redis_url,
+            redis_password=settings.redis_password,
+            redis_prefix=settings.redis_prefix,
+        ),
     )

@@ -1,19 +1,18 @@
 """backend=redis: the queue, rate limits, API keys, idempotency and write locks in Redis (fakeredis),
-behaving like the embedded default so replicas can share them."""
+behaving like the embedded default so replicas can share them. Every queue behaviour is checked
+against both backends in tests/automation/test_queue_conformance.py."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 
-from tenancy.automation.contract import OperationKind, OperationStatus, OperationSummary, StackRef
-from tenancy.automation.queue import SqliteOperationQueue
+from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
 from tenancy.automation.redis_queue import RedisOperationQueue
 from tenancy.automation.worker import Worker
 from tenancy.service.app import create_app
@@ -32,60 +31,6 @@ BETA = StackRef("dev", "beta")
 @pytest.fixture
 def redis() -> Any:
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def queue(request: pytest.FixtureRequest, tmp_path: Path, redis: Any) -> Iterator[Any]:
-    if request.param == "sqlite":
-        sqlite = SqliteOperationQueue(tmp_path / "operations.sqlite3")
-        yield sqlite
-        sqlite.close()
-    else:
-        yield RedisOperationQueue(redis, prefix="test:")
-
-
-def test_newer_submissions_supersede_older_queued_ones_of_the_same_kind(queue: Any) -> None:
-    first = queue.submit(ACME, OperationKind.up, spec={"v": 1}, requested_by="a")
-    preview = queue.submit(ACME, OperationKind.preview, spec={"v": 2}, requested_by="a")
-    second = queue.submit(ACME, OperationKind.up, spec={"v": 3}, requested_by="a")
-    other = queue.submit(BETA, OperationKind.up, spec={"v": 1}, requested_by="a")
-    assert queue.get(first.id).status is OperationStatus.superseded
-    assert queue.get(first.id).superseded_by == second.id
-    assert queue.get(preview.id).status is OperationStatus.queued
-    assert queue.get(other.id).status is OperationStatus.queued
-    assert [op.id for op in queue.recent(stack=ACME)] == [second.id, preview.id, first.id]
-    assert queue.last(BETA).id == other.id
-
-
-def test_one_operation_runs_per_stack_and_stacks_in_parallel(queue: Any) -> None:
-    a1 = queue.submit(ACME, OperationKind.up, spec={"v": 1}, requested_by="a")
-    a2 = queue.submit(ACME, OperationKind.preview, spec={"v": 2}, requested_by="a")
-    b1 = queue.submit(BETA, OperationKind.up, spec={"v": 1}, requested_by="a")
-    assert queue.claim_next(worker_id="w1").id == a1.id
-    assert queue.claim_next(worker_id="w2").id == b1.id
-    assert queue.claim_next(worker_id="w3") is None  # acme's preview waits for acme's up
-    queue.finish(a1.id, OperationStatus.succeeded, OperationSummary(changes={"create": 1}), worker_id="w1")
-    assert queue.claim_next(worker_id="w3").id == a2.id
-
-
-def test_events_are_numbered_and_readable_after_a_sequence(queue: Any) -> None:
-    operation = queue.submit(ACME, OperationKind.up, spec={}, requested_by="a")
-    for index in range(4):
-        queue.add_event(operation.id, kind="resource", resource=f"r{index}", op="create", status="done")
-    assert [e.seq for e in queue.events(operation.id)] == [1, 2, 3, 4]
-    assert [e.resource for e in queue.events(operation.id, after_seq=2)] == ["r2", "r3"]
-
-
-def test_operations_left_running_by_a_stopped_process_are_requeued(queue: Any) -> None:
-    operation = queue.submit(ACME, OperationKind.up, spec={}, requested_by="a")
-    queue.claim_next(worker_id="gone")
-    assert queue.requeue_interrupted(stale_after=60) == []  # its heartbeat is fresh
-    time.sleep(0.05)
-    requeued = queue.requeue_interrupted(stale_after=0.01)
-    assert [op.id for op in requeued] == [operation.id]
-    assert queue.get(operation.id).status is OperationStatus.queued
-    assert queue.was_interrupted(ACME)
-    assert queue.events(operation.id)[-1].status == "requeued"
 
 
 def test_a_worker_runs_a_redis_queue_to_the_end(redis: Any) -> None:
@@ -195,33 +140,6 @@ def test_sentinel_addresses_come_from_a_comma_separated_setting(monkeypatch: pyt
     settings = ServiceSettings()
     assert settings.redis_sentinels == ("redis-ha.redis.svc:26379", "redis-ha-announce-1.redis.svc:26379")
     assert settings.redis_master == "mymaster"
-
-
-def test_a_destroy_runs_after_the_up_queued_before_it(queue: Any) -> None:
-    unprotect = queue.submit(ACME, OperationKind.up, spec={"deletionProtection": False}, requested_by="a")
-    destroy = queue.submit(ACME, OperationKind.destroy, spec=None, requested_by="a")
-    assert queue.get(unprotect.id).status is OperationStatus.queued
-    order = []
-    while (claimed := queue.claim_next(worker_id="w")) is not None:
-        order.append(claimed.id)
-        queue.finish(claimed.id, OperationStatus.succeeded, OperationSummary(), worker_id="w")
-    assert order == [unprotect.id, destroy.id]
-
-
-def test_a_stopping_workers_operations_are_handed_back_and_their_stacks_flagged(queue: Any) -> None:
-    mine = queue.submit(ACME, OperationKind.up, spec={}, requested_by="a")
-    theirs = queue.submit(BETA, OperationKind.up, spec={}, requested_by="a")
-    queue.claim_next(worker_id="stopping")
-    queue.claim_next(worker_id="other")
-
-    handed_back = queue.requeue_claimed("stopping", reason="the service stopped")
-
-    assert [op.id for op in handed_back] == [mine.id]
-    assert queue.get(mine.id).status is OperationStatus.queued
-    assert queue.get(theirs.id).status is OperationStatus.running
-    assert queue.was_interrupted(ACME) and not queue.was_interrupted(BETA)
-    assert queue.events(mine.id)[-1].status == "requeued"
-    assert queue.claim_next(worker_id="next").id == mine.id
 
 
 def test_the_redis_write_lock_is_renewed_while_a_slow_write_holds_it(tmp_path: Path, redis: Any) -> None:
