@@ -2,7 +2,9 @@
 
 Every command goes through the automation layer: the request is queued (so a CLI run and the HTTP
 service never update one stack at the same time), a worker runs it through the Pulumi engine, and the
-outcome is recorded in the operation history (``.tenancy/operations.sqlite3`` by default).
+outcome is recorded in the operation history (``.tenancy/operations.sqlite3`` by default; the
+service's Redis queue with ``TENANCY_SERVICE_BACKEND=redis``, where the CLI's operations coalesce with
+the service's and the service's workers may run them while the CLI follows).
 
 Output: live progress on stderr (a bar per running tenant in a terminal; plain lines when stderr is
 not a terminal or CI=true), results on stdout, ``--json`` for machines. Exit codes: 0 ok, 2 invalid
@@ -47,8 +49,8 @@ from tenancy.automation.contract import (
 )
 from tenancy.automation.errors import AutomationError, PulumiCliMissing, StackNotFound
 from tenancy.automation.progress import QUIET_OPS, describe_event, describe_outcome
-from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.settings import AutomationSettings
+from tenancy.automation.storage import OpenQueue, StoredQueue
 from tenancy.automation.sync import SyncAction, SyncPlan, plan_sync, submit_plan
 from tenancy.automation.worker import Worker, WorkerListener
 from tenancy.cli import exit_codes
@@ -275,7 +277,8 @@ def sync(
         _spec_failure(error, as_json)
     specs = {file.spec.name: file.spec.to_document() for file in tree.environment(env)}
     engine = _engine(settings, as_json)
-    with SqliteOperationQueue(settings.queue_path) as queue:
+    with _open_queue(settings, as_json) as opened:
+        queue = opened.queue
         try:
             plan = plan_sync(env, specs, history=queue, engine=engine, prune=prune, everything=everything)
         except AutomationError as error:
@@ -366,8 +369,8 @@ def stacks(
     settings = _settings(project, tenants, state_dir)
     if env is not None:
         _check_environment(env, as_json)
-    with SqliteOperationQueue(settings.queue_path) as queue:
-        rows, warning = _stack_rows(queue, settings, env)
+    with _open_queue(settings, as_json) as opened:
+        rows, warning = _stack_rows(opened.queue, settings, env)
     if as_json:
         _print_json({"stacks": rows, "warning": warning})
         return
@@ -377,7 +380,7 @@ def stacks(
 
 
 def _stack_rows(
-    queue: SqliteOperationQueue, settings: AutomationSettings, env: str | None
+    queue: StoredQueue, settings: AutomationSettings, env: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Every stack the backend or the history knows, with its last operation; and a warning when the
     backend could not be asked."""
@@ -467,7 +470,8 @@ def _run_one(
         else None
     )
     engine = engine or _engine(settings, as_json)
-    with SqliteOperationQueue(settings.queue_path) as queue:
+    with _open_queue(settings, as_json) as opened:
+        queue = opened.queue
         operation = queue.submit(stack, kind, spec=spec, requested_by=_requester())
         finished = _run(queue, engine, [operation], max_parallel=1, as_json=as_json)
         outcome = next((op for op in finished if op.id == operation.id), None) or queue.get(operation.id)
@@ -485,7 +489,7 @@ def _run_one(
 
 
 def _run(
-    queue: SqliteOperationQueue,
+    queue: StoredQueue,
     engine: Engine,
     operations: Sequence[Operation],
     *,
@@ -499,14 +503,18 @@ def _run(
     with _progress(len(operations), quiet=as_json) as listener:
         worker = Worker(queue, engine, max_parallel=max_parallel, listener=listener)
         try:
-            worker.run_until_idle(only=ids)
+            ran_here = {op.id for op in worker.run_until_idle(only=ids)}
         except KeyboardInterrupt:
             abandoned = worker.abandon(
                 "interrupted (Ctrl-C) while running; the stack is recovered before its next operation"
             )
             typer.echo(f"interrupted: {len(abandoned)} operation(s) stopped", err=True)
             raise typer.Exit(130) from None
-    outcomes = [queue.get(operation_id) for operation_id in ids]
+        outcomes = [queue.get(operation_id) for operation_id in ids]
+        for outcome in outcomes:
+            # On a shared queue the service's workers may have run some of ours: report them too.
+            if outcome is not None and outcome.id not in ran_here:
+                listener.operation_finished(outcome)
     order = {operation.id: index for index, operation in enumerate(operations)}
     return sorted((op for op in outcomes if op is not None), key=lambda op: order[op.id])
 
@@ -630,7 +638,7 @@ def operation_document(operation: Operation) -> dict[str, Any]:
     }
 
 
-def _changed_resources(queue: SqliteOperationQueue, operation: Operation) -> list[dict[str, Any]]:
+def _changed_resources(queue: StoredQueue, operation: Operation) -> list[dict[str, Any]]:
     """Resources the operation changes (or would change, for a preview): last status per resource."""
     latest: dict[tuple[str, str], str | None] = {}
     for event in queue.events(operation.id):
@@ -701,10 +709,32 @@ def _settings(
     try:
         return AutomationSettings(**{key: value for key, value in given.items() if value is not None})
     except ValidationError as error:
+        # Queue settings are validated on their own (QueueSettings): their errors name no field.
         problems = "; ".join(
-            f"TENANCY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+            f"TENANCY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in error.errors()
         )
         _fail(f"invalid settings: {problems}", exit_codes.INVALID_INPUT, False)
+
+
+def _open_queue(settings: AutomationSettings, as_json: bool) -> OpenQueue:
+    """The queue the settings name (the service's Redis when TENANCY_SERVICE_BACKEND=redis), checked
+    to answer before anything is submitted to it."""
+    opened = settings.open_queue()
+    if opened.redis is not None:
+        from redis.exceptions import RedisError
+
+        try:
+            opened.redis.ping()
+        except RedisError as error:
+            opened.close()
+            _fail(
+                f"cannot reach {settings.queue.describe()}: {type(error).__name__}; check "
+                "TENANCY_SERVICE_REDIS_SENTINELS/TENANCY_SERVICE_REDIS_URL and the password",
+                exit_codes.OPERATION_FAILED,
+                as_json,
+            )
+    return opened
 
 
 def _engine(settings: AutomationSettings, as_json: bool) -> Engine:
