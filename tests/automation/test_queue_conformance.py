@@ -455,6 +455,7 @@ def test_claims_from_many_clients_never_run_one_stack_twice(make_queue: QueueFac
 
 # --- SQLite only: several processes on one host share the file -------------------------------------
 
+
 def _claim_loop(path: str, worker: str, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     """Run in another process: claim until the queue is empty, holding each claim briefly."""
     queue = SqliteOperationQueue(Path(path))

@@ -50,7 +50,11 @@ def test_a_cli_sync_and_an_api_write_coalesce_and_never_run_at_once(
     acme = yaml.safe_load((project / "tenants" / "dev" / "acme.yaml").read_text())
 
     settings = settings_for(
-        tmp_path / "service", issuer, backend="redis", redis_url=QUEUE_ENV["TENANCY_SERVICE_REDIS_URL"], workers=1
+        tmp_path / "service",
+        issuer,
+        backend="redis",
+        redis_url=QUEUE_ENV["TENANCY_SERVICE_REDIS_URL"],
+        workers=1,
     )
     service = create_app(settings, engine=engine, redis=fakeredis.FakeRedis(server=server))
     # The CLI opens the queue through the same factory and variables; only the connection is faked.
@@ -119,7 +123,9 @@ def test_the_cli_says_when_the_shared_queue_cannot_be_reached(
     assert "hunter2" not in result.output
 
 
-def test_the_cli_refuses_a_redis_queue_without_an_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_refuses_a_redis_queue_without_an_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TENANCY_SERVICE_BACKEND", "redis")
 
     result = CliRunner().invoke(tenantctl, ["stacks", "--project", str(tmp_path)])
