@@ -46,6 +46,7 @@ class PlatformNamespaces:
     database_operator: str = "cnpg-system"
     observability: str = "observability"
     redis: str = "redis"
+    self_service: str = "tenancy-system"
 
 
 NAMESPACES = PlatformNamespaces()

@@ -24,7 +24,7 @@ from tenancy.spec.platform import PlatformConfig
 
 NAMESPACE = NAMESPACES.redis
 # Where the self-service API and its workers run; the only clients of this Redis today.
-SELF_SERVICE_NAMESPACE = "tenancy-system"
+SELF_SERVICE_NAMESPACE = NAMESPACES.self_service
 
 RELEASE_NAME = "redis-ha"  # contains the chart name, so the chart's fullname is exactly this
 REDIS_PORT = 6379

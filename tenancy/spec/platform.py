@@ -24,7 +24,13 @@ from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_err
 CONFIG_NAMESPACE = "platform"
 # Keys that hold credentials: read by components with ``require_secret``, never part of PlatformConfig,
 # and only ever stored encrypted (``pulumi config set --secret``).
-SECRET_KEYS = ("vaultToken", "objectStorageAccessKeyId", "objectStorageSecretAccessKey")
+SECRET_KEYS = (
+    "vaultToken",
+    "objectStorageAccessKeyId",
+    "objectStorageSecretAccessKey",
+    "tenantsGitRemote",
+    "selfServiceVaultToken",
+)
 _DNS_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
 
 
@@ -189,6 +195,39 @@ class DnsConfig(_Model):
         return ports
 
 
+class SelfServiceConfig(_Model):
+    """The platform's own self-service API and its workers (component ``selfservice``)."""
+
+    image: str | None = Field(
+        default=None,
+        description=(
+            "The service image by digest, <repository>@sha256:<64 hex>; the deploy workflow sets it to the "
+            "image it built. Unset: everything is declared but the Deployments run no replicas."
+        ),
+    )
+    workers: int = Field(default=2, ge=1, le=32, description="Operations each worker replica runs at once.")
+    state_bucket: str | None = Field(
+        default=None,
+        description=(
+            "Bucket in objectStorage for the tenant stacks' Pulumi state; unset: a file backend on a volume "
+            "of a single worker replica (dev)."
+        ),
+    )
+    transit_key: str = Field(
+        default="tenant-stacks",
+        description="Vault transit key encrypting tenant stacks' secrets (prod: Vault is on).",
+    )
+    transit_mount: str = Field(default="transit", description="Path of Vault's transit secrets engine.")
+    git_port: int = Field(default=443, ge=1, le=65535, description="Port of the tenants git remote (HTTPS).")
+
+    @field_validator("image")
+    @classmethod
+    def _image_by_digest(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9./_:-]+@sha256:[0-9a-f]{64}", value):
+            raise ValueError(f"{value!r} is not an image by digest: <repository>@sha256:<64 hex digits>")
+        return value
+
+
 class PlatformConfig(_Model):
     """Everything that differs between environments."""
 
@@ -229,6 +268,7 @@ class PlatformConfig(_Model):
     object_storage: ObjectStorageConfig | None = Field(
         default=None, description="Object storage for logs and backups; required when highAvailability is on."
     )
+    self_service: SelfServiceConfig = Field(default_factory=SelfServiceConfig)
 
     @field_validator("domain")
     @classmethod
@@ -271,6 +311,8 @@ class PlatformConfig(_Model):
         if self.vault.enabled and not self.vault.address:
             raise ValueError("vault.address is required when vault.enabled is true")
 
+        if self.self_service.state_bucket and self.object_storage is None:
+            raise ValueError("selfService.stateBucket needs objectStorage (the endpoint and credentials)")
         if self.high_availability and self.object_storage is None:
             raise ValueError(
                 "objectStorage is required when highAvailability is true (Loki and backups need it)"

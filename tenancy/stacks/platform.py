@@ -2,7 +2,8 @@
 
 Order: Istio first (its CRDs, CNI and istiod must exist before anything meshed starts); identity
 (operator -> database -> Keycloak) next, since Argo CD's SSO needs Keycloak's client secret; then
-Argo CD, observability and Redis, which only need the mesh. Vault is configured independently.
+Argo CD, observability and Redis, which only need the mesh; the self-service service after Redis,
+whose password it is given. Vault is configured independently.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from components.platform.identity import Identity
 from components.platform.istio import Istio
 from components.platform.observability import Observability
 from components.platform.redis import RedisSentinel
+from components.platform.selfservice import SelfService
 from components.platform.vault import vault_integration
 from tenancy.builders.contract import tenant_contract
 from tenancy.spec.platform import PlatformConfig, read_platform_config
@@ -53,6 +55,12 @@ def declare_platform_stack(environment: str, *, project_dir: Path) -> dict[str, 
         opts=pulumi.ResourceOptions(depends_on=[*istio.ready, identity.operator]),
     )
     redis = RedisSentinel("redis", config=config, opts=after_mesh)
+    self_service = SelfService(
+        "selfservice",
+        config=config,
+        redis_password=redis.password,
+        opts=pulumi.ResourceOptions(depends_on=[*istio.ready, redis]),
+    )
     vault = vault_integration("vault", config=config)
 
     contract = tenant_contract(
@@ -77,6 +85,8 @@ def declare_platform_stack(environment: str, *, project_dir: Path) -> dict[str, 
         "redisSentinelHosts": redis.sentinel_hosts,
         "redisMasterGroup": redis.master_group_name,
         "redisPassword": redis.password,
+        "selfServiceUrl": self_service.url,
+        "selfServiceImage": self_service.image,
     }
     if vault is not None:
         outputs["vaultKvMount"] = vault.kv_mount

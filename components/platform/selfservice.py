@@ -1,0 +1,180 @@
+"""The self-service API and its workers in ``tenancy-system``: one image, two Deployments, the
+credentials they need, the worker's permissions, and their route and policies."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components.kubernetes import custom_resource
+from components.platform.namespace import PlatformNamespace
+from tenancy import versions
+from tenancy.builders.selfservice import (
+    ENV_SECRET,
+    NAMES,
+    NAMESPACE,
+    SECRET_KEYS,
+    authorization_policies,
+    autoscaler_manifest,
+    deployment_manifest,
+    disruption_budgets,
+    host,
+    namespace_policies,
+    service_account_manifest,
+    service_manifest,
+    state_claim_manifest,
+    virtual_service_manifest,
+    worker_cluster_role,
+    worker_cluster_role_binding,
+)
+from tenancy.spec.platform import CONFIG_NAMESPACE, PlatformConfig
+
+# Secret config keys (``pulumi config set --secret platform:<key>``).
+GIT_REMOTE_CONFIG_KEY = "tenantsGitRemote"
+VAULT_TOKEN_CONFIG_KEY = "selfServiceVaultToken"
+OBJECT_STORAGE_ACCESS_KEY_ID = "objectStorageAccessKeyId"
+OBJECT_STORAGE_SECRET_ACCESS_KEY = "objectStorageSecretAccessKey"
+
+
+class SelfService(pulumi.ComponentResource):
+    """The API at ``https://api.<domain>`` and the workers that run tenant stacks.
+
+    Meshed: pass ``depends_on`` Istio's ``ready`` in ``opts``. ``redis_password`` is the platform
+    Redis's (RedisSentinel.password).
+    """
+
+    namespace: pulumi.Output[str]
+    url: pulumi.Output[str]
+    image: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        config: PlatformConfig,
+        redis_password: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("platform:platform:SelfService", name, None, opts)
+        namespace = PlatformNamespace(
+            f"{name}-namespace",
+            namespace=NAMESPACE,
+            mesh=True,
+            policies=namespace_policies(config),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+
+        credentials = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata={"name": ENV_SECRET, "namespace": NAMESPACE, "labels": namespace_labels()},
+            type="Opaque",
+            string_data=_credentials(name, config, redis_password, parent=self),
+            opts=in_namespace,
+        )
+
+        for role in NAMES:
+            account = service_account_manifest(role)
+            k8s.core.v1.ServiceAccount(
+                f"{name}-{role}-account",
+                metadata=account["metadata"],
+                automount_service_account_token=account["automountServiceAccountToken"],
+                opts=in_namespace,
+            )
+        role_manifest = worker_cluster_role()
+        cluster_role = k8s.rbac.v1.ClusterRole(
+            f"{name}-worker-role",
+            metadata=role_manifest["metadata"],
+            rules=role_manifest["rules"],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        binding = worker_cluster_role_binding()
+        k8s.rbac.v1.ClusterRoleBinding(
+            f"{name}-worker-binding",
+            metadata=binding["metadata"],
+            role_ref=binding["roleRef"],
+            subjects=binding["subjects"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, cluster_role]),
+        )
+        claim = state_claim_manifest(config)
+        if claim is not None:
+            k8s.core.v1.PersistentVolumeClaim(
+                f"{name}-worker-state", metadata=claim["metadata"], spec=claim["spec"], opts=in_namespace
+            )
+
+        image = config.self_service.image
+        if image is None:
+            pulumi.log.warn(
+                "platform:selfService.image is not set: the self-service Deployments run no replicas "
+                "until the deploy workflow sets it to the image it built",
+                self,
+            )
+        running_image = image or versions.SELF_SERVICE_BASE_IMAGE
+        after_credentials = pulumi.ResourceOptions(parent=self, depends_on=[namespace, credentials])
+        for role in NAMES:
+            manifest = deployment_manifest(config, role, image=running_image, started=image is not None)
+            k8s.apps.v1.Deployment(
+                f"{name}-{role}", metadata=manifest["metadata"], spec=manifest["spec"], opts=after_credentials
+            )
+        service = service_manifest()
+        k8s.core.v1.Service(
+            f"{name}-api-service", metadata=service["metadata"], spec=service["spec"], opts=in_namespace
+        )
+        autoscaler = autoscaler_manifest(config)
+        if autoscaler is not None:
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-api-autoscaler",
+                metadata=autoscaler["metadata"],
+                spec=autoscaler["spec"],
+                opts=in_namespace,
+            )
+        for budget in disruption_budgets(config):
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-{budget['metadata']['name']}-budget",
+                metadata=budget["metadata"],
+                spec=budget["spec"],
+                opts=in_namespace,
+            )
+        for policy in authorization_policies():
+            custom_resource(f"{name}-{policy['metadata']['name']}", policy, in_namespace)
+        custom_resource(f"{name}-route", virtual_service_manifest(config), in_namespace)
+
+        self.namespace = namespace.name
+        self.url = pulumi.Output.from_input(f"https://{host(config.domain)}")
+        self.image = pulumi.Output.from_input(running_image)
+        self.register_outputs({"namespace": self.namespace, "url": self.url, "image": self.image})
+
+
+def namespace_labels() -> dict[str, str]:
+    from tenancy.builders.platform_namespace import PLATFORM_LABELS
+
+    return dict(PLATFORM_LABELS)
+
+
+def _credentials(
+    name: str, config: PlatformConfig, redis_password: pulumi.Input[str], *, parent: pulumi.Resource
+) -> dict[str, pulumi.Input[str]]:
+    """The credentials Secret's data: Redis's password, the git remote, state and secrets credentials."""
+    platform = pulumi.Config(CONFIG_NAMESPACE)
+    data: dict[str, pulumi.Input[str]] = {SECRET_KEYS["redis_password"]: pulumi.Output.secret(redis_password)}
+    remote = platform.get_secret(GIT_REMOTE_CONFIG_KEY)
+    if remote is None:
+        pulumi.log.warn(
+            f"platform:{GIT_REMOTE_CONFIG_KEY} is not set: the API keeps the tenants repository on its own "
+            "volume, which a restart empties; set it to the tenants repository's URL with its credential"
+        )
+    else:
+        data[SECRET_KEYS["git_remote"]] = remote
+    if config.object_storage is not None and config.self_service.state_bucket:
+        data[SECRET_KEYS["access_key_id"]] = platform.require_secret(OBJECT_STORAGE_ACCESS_KEY_ID)
+        data[SECRET_KEYS["secret_access_key"]] = platform.require_secret(OBJECT_STORAGE_SECRET_ACCESS_KEY)
+    if config.vault.enabled:
+        data[SECRET_KEYS["vault_token"]] = platform.require_secret(VAULT_TOKEN_CONFIG_KEY)
+    else:
+        # Dev encrypts tenant stacks' secrets with a passphrase generated once and kept in the state.
+        passphrase = random.RandomPassword(
+            f"{name}-pulumi-passphrase", length=40, special=False, opts=pulumi.ResourceOptions(parent=parent)
+        )
+        data[SECRET_KEYS["passphrase"]] = pulumi.Output.secret(passphrase.result)
+    return data

@@ -1,0 +1,625 @@
+"""The platform's own self-service service: API and worker Deployments in ``tenancy-system``.
+
+One image (``Containerfile``) runs both: ``tenantctl serve --workers 0`` answers HTTP behind the
+gateway, ``tenantctl serve --workers N`` runs operations on tenant stacks. They share the platform's
+Redis Sentinel (queue, rate limits, API keys, idempotency, write locks) and the tenants git remote;
+workers keep tenant stacks' state in object storage and encrypt their secrets with Vault transit.
+
+Only workers talk to the Kubernetes API (tenant stacks), so only their ServiceAccount has rights
+(``WORKER_RULES``; never cluster-admin); the API's has none and mounts no token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES, issuer_url
+from tenancy.builders.identity import API_CLIENT_ID
+from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT, KUBE_API_PORTS
+from tenancy.builders.namespace import Manifest
+from tenancy.builders.platform_namespace import (
+    PLATFORM_LABELS,
+    allow_egress,
+    allow_egress_outside,
+    allow_ingress,
+    network_policy,
+)
+from tenancy.builders.redis import NAMESPACE as REDIS_NAMESPACE
+from tenancy.builders.redis import POD_LABELS as REDIS_POD_LABELS
+from tenancy.builders.redis import REDIS_PORT, SENTINEL_PORT, sentinel_hosts
+from tenancy.builders.security import restricted_container, runtime_default_seccomp
+from tenancy.spec.platform import PlatformConfig
+
+Role = Literal["api", "worker"]
+
+NAMESPACE = NAMESPACES.self_service
+API_NAME = "selfservice-api"
+WORKER_NAME = "selfservice-worker"
+NAMES: dict[Role, str] = {"api": API_NAME, "worker": WORKER_NAME}
+HOST_PREFIX = "api"
+HTTP_PORT = 8080  # the container's port and the Service's
+ISTIO_METRICS_PORT = 15020  # the sidecar's merged Prometheus endpoint (our /metrics is merged into it)
+ENV_SECRET = "selfservice-credentials"  # Redis password, git remote, object storage keys, Vault token
+
+# What the image provides (Containerfile; tests/platform/test_selfservice.py checks both agree).
+IMAGE_UID = 10001
+PROJECT_DIR = "/app"  # Pulumi.yaml, __main__.py, the program's packages
+STATE_DIR = "/var/lib/tenancy"  # writable volume: tenants checkout, scratch specs, file backend (dev)
+PULUMI_HOME = "/opt/pulumi"  # the CLI's plugins, baked into the image (read-only)
+WRITABLE_PATHS = {"state": STATE_DIR, "tmp": "/tmp", "pulumi-workspaces": f"{PULUMI_HOME}/workspaces"}
+COMMAND = ["tenantctl", "serve"]
+
+# Graceful shutdown: the API only finishes requests; a worker lets a running update end (an update
+# cut short must be recovered before the stack's next one). The pod gets the grace plus time to drain.
+API_SHUTDOWN_GRACE_SECONDS = 20
+WORKER_SHUTDOWN_GRACE_SECONDS = {"dev": 120, "prod": 600}
+DRAIN_SECONDS = 30
+PRESTOP_SLEEP_SECONDS = 5  # the gateway drops the endpoint before uvicorn stops accepting
+
+STATE_PORTS_FALLBACK = 443
+
+
+def labels(role: Role) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "selfservice", "app.kubernetes.io/component": role}
+
+
+def host(domain: str) -> str:
+    return f"{HOST_PREFIX}.{domain}"
+
+
+def _metadata(name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": NAMESPACE, "labels": dict(PLATFORM_LABELS), **extra}
+
+
+def _port_of(url: str, default: int) -> int:
+    parsed = urlparse(url if "://" in url else f"https://{url}")
+    return parsed.port or (80 if parsed.scheme == "http" else default)
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+def shutdown_grace_seconds(config: PlatformConfig, role: Role) -> int:
+    return API_SHUTDOWN_GRACE_SECONDS if role == "api" else WORKER_SHUTDOWN_GRACE_SECONDS[config.environment]
+
+
+def state_backend_url(config: PlatformConfig) -> str:
+    """Where tenant stacks keep their state: the bucket in object storage, else a file backend."""
+    storage, bucket = config.object_storage, config.self_service.state_bucket
+    if storage is None or bucket is None:
+        return f"file://{STATE_DIR}/pulumi-state"
+    query = f"endpoint={storage.host}&region={storage.region}"
+    if storage.force_path_style:
+        query += "&s3ForcePathStyle=true"
+    if storage.plain_http:
+        query += "&disableSSL=true"
+    return f"s3://{bucket}?{query}"
+
+
+def secrets_provider(config: PlatformConfig) -> str:
+    """Vault transit when Vault is on (prod); else a passphrase from the credentials Secret."""
+    if config.vault.enabled:
+        return f"hashivault://{config.self_service.transit_key}"
+    return "passphrase"
+
+
+def _secret_env(name: str, key: str, *, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": ENV_SECRET, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+# Keys of the credentials Secret; the component fills them from config secrets and generated values.
+SECRET_KEYS = {
+    "redis_password": "redis-password",
+    "git_remote": "git-remote",
+    "access_key_id": "object-storage-access-key-id",
+    "secret_access_key": "object-storage-secret-access-key",
+    "vault_token": "vault-token",
+    "passphrase": "pulumi-passphrase",
+}
+
+
+def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
+    """The service's settings (see README, "The self-service service on the platform")."""
+    domain = config.domain
+    issuer = issuer_url(domain)
+    plain = {
+        "TENANCY_SERVICE_HOST": "0.0.0.0",  # the pod's address; the mesh and the policies guard it
+        "TENANCY_SERVICE_PORT": str(HTTP_PORT),
+        "TENANCY_SERVICE_STATE_DIR": STATE_DIR,
+        "TENANCY_SERVICE_PROJECT_DIR": PROJECT_DIR,
+        "TENANCY_SERVICE_WORKERS": "0" if role == "api" else str(config.self_service.workers),
+        "TENANCY_SERVICE_SHUTDOWN_GRACE_SECONDS": str(shutdown_grace_seconds(config, role)),
+        "TENANCY_SERVICE_AUDIT_LOG": "-",  # JSON lines on stdout: Alloy ships them to Loki
+        "TENANCY_SERVICE_ISSUER": issuer,
+        "TENANCY_SERVICE_JWKS_URL": f"{issuer}/protocol/openid-connect/certs",
+        "TENANCY_SERVICE_AUDIENCE": API_CLIENT_ID,
+        # Only the gateway's forwarded client addresses are believed (engineer "auth"'s setting).
+        "TENANCY_SERVICE_TRUSTED_PROXIES": ",".join(trusted_proxies(config)),
+        "TENANCY_SERVICE_BACKEND": "redis",
+        "TENANCY_SERVICE_REDIS_SENTINELS": ",".join(sentinel_hosts(config)),
+        "TENANCY_SERVICE_PULUMI_PREVIEW": "true",  # the API queues previews; workers run them
+        "TENANCY_PROJECT_DIR": PROJECT_DIR,
+        "TENANCY_STATE_DIR": STATE_DIR,
+        "TENANCY_MAX_PARALLEL": str(config.self_service.workers),
+        "TENANCY_BACKEND_URL": state_backend_url(config),
+        "TENANCY_SECRETS_PROVIDER": secrets_provider(config),
+        "PULUMI_HOME": PULUMI_HOME,
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DIY_BACKEND_GZIP": "true",
+    }
+    env: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in plain.items()]
+    env += [
+        _secret_env("TENANCY_SERVICE_REDIS_PASSWORD", SECRET_KEYS["redis_password"]),
+        # With the credential in it (https://<user>:<token>@host/...); absent: a local repository only.
+        _secret_env("TENANCY_SERVICE_GIT_REMOTE", SECRET_KEYS["git_remote"], optional=True),
+    ]
+    if role == "worker":
+        if config.object_storage is not None and config.self_service.state_bucket:
+            env += [
+                _secret_env("AWS_ACCESS_KEY_ID", SECRET_KEYS["access_key_id"]),
+                _secret_env("AWS_SECRET_ACCESS_KEY", SECRET_KEYS["secret_access_key"]),
+                {"name": "AWS_REGION", "value": config.object_storage.region},
+            ]
+        if config.vault.enabled:
+            assert config.vault.address is not None
+            env += [
+                {"name": "VAULT_SERVER_URL", "value": config.vault.address},
+                _secret_env("VAULT_SERVER_TOKEN", SECRET_KEYS["vault_token"]),
+            ]
+        else:
+            env.append(_secret_env("PULUMI_CONFIG_PASSPHRASE", SECRET_KEYS["passphrase"]))
+    return env
+
+
+# Behind its sidecar the app sees every connection coming from the sidecar's inbound passthrough
+# address (127.0.0.6, ::6 for IPv6), never the gateway pod's. The AuthorizationPolicy admits only the
+# gateway's identity on that path, so these addresses stand for "the gateway": its X-Forwarded-For (the
+# client the gateway saw) is believed, anyone else's is not.
+SIDECAR_INBOUND_ADDRESSES = ("127.0.0.6/32", "::6/128")
+
+
+def trusted_proxies(config: PlatformConfig) -> list[str]:
+    """``TENANCY_SERVICE_TRUSTED_PROXIES``: the gateway, as the app sees it through its sidecar."""
+    return list(SIDECAR_INBOUND_ADDRESSES)
+
+
+# --- workloads -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizing:
+    replicas: int
+    cpu: str
+    memory: str
+    cpu_limit: str
+    memory_limit: str
+
+
+def sizing(config: PlatformConfig, role: Role) -> Sizing:
+    """Small in dev; in prod two API replicas at least (HPA up to 6) and three workers. A single worker
+    replica when tenant state is a file backend on its volume."""
+    prod = config.high_availability
+    if role == "api":
+        return Sizing(2 if prod else 1, "100m", "256Mi", "1", "512Mi")
+    shared_state = bool(config.object_storage and config.self_service.state_bucket)
+    # Each running update is a Pulumi CLI plus the program plus providers: about 1 GiB at its peak.
+    workers = config.self_service.workers
+    return Sizing(
+        3 if prod and shared_state else 1,
+        "500m",
+        f"{max(1, workers)}Gi",
+        "2",
+        f"{max(2, workers * 2)}Gi",
+    )
+
+
+def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def _volumes(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = []
+    for name in WRITABLE_PATHS:
+        if (
+            name == "state"
+            and role == "worker"
+            and not (config.object_storage and config.self_service.state_bucket)
+        ):
+            volumes.append({"name": name, "persistentVolumeClaim": {"claimName": f"{WORKER_NAME}-state"}})
+        else:
+            volumes.append({"name": name, "emptyDir": {"sizeLimit": "2Gi" if name == "state" else "512Mi"}})
+    return volumes
+
+
+def _spread(role: Role) -> list[dict[str, Any]]:
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "DoNotSchedule" if key == "kubernetes.io/hostname" else "ScheduleAnyway",
+            "labelSelector": {"matchLabels": labels(role)},
+        }
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+    ]
+
+
+def deployment_manifest(config: PlatformConfig, role: Role, *, image: str, started: bool) -> Manifest:
+    """The API (``--workers 0``) or worker Deployment. ``started`` false: no replicas (no image yet)."""
+    size = sizing(config, role)
+    container: dict[str, Any] = {
+        "name": "selfservice",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(COMMAND),
+        "args": ["--workers", "0" if role == "api" else str(config.self_service.workers)],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": environment(config, role),
+        "resources": {
+            "requests": {"cpu": size.cpu, "memory": size.memory},
+            "limits": {"cpu": size.cpu_limit, "memory": size.memory_limit},
+        },
+        "securityContext": restricted_container(
+            runAsUser=IMAGE_UID, runAsGroup=IMAGE_UID, readOnlyRootFilesystem=True
+        ),
+        "volumeMounts": [{"name": name, "mountPath": path} for name, path in WRITABLE_PATHS.items()],
+        # Slow first start: the tenants repository is cloned before the app answers.
+        "startupProbe": _probe("/healthz", period=5, failures=60),
+        "livenessProbe": _probe("/healthz", period=10, failures=3),
+        "readinessProbe": _probe("/readyz", period=5, failures=2),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+    }
+    pod_labels = {**labels(role), "sidecar.istio.io/inject": "true"}
+    pod: dict[str, Any] = {
+        "serviceAccountName": NAMES[role],
+        "automountServiceAccountToken": role == "worker",
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": shutdown_grace_seconds(config, role)
+        + PRESTOP_SLEEP_SECONDS
+        + DRAIN_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": IMAGE_UID,
+            "runAsGroup": IMAGE_UID,
+            "fsGroup": IMAGE_UID,
+            "seccompProfile": runtime_default_seccomp(),
+        },
+        "containers": [container],
+        "volumes": _volumes(config, role),
+    }
+    if config.high_availability:
+        pod["topologySpreadConstraints"] = _spread(role)
+    annotations = {
+        # Istio merges these into the sidecar's 15020 endpoint, which Alloy scrapes.
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/path": "/metrics",
+        # Let a running update finish before the sidecar stops forwarding its traffic.
+        "proxy.istio.io/config": json.dumps(
+            {"terminationDrainDuration": f"{shutdown_grace_seconds(config, role) + PRESTOP_SLEEP_SECONDS}s"}
+        ),
+    }
+    strategy: dict[str, Any] = (
+        {"type": "Recreate"}  # one worker owns the file backend's volume
+        if role == "worker" and size.replicas == 1 and "persistentVolumeClaim" in str(pod["volumes"])
+        else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    )
+    spec: dict[str, Any] = {
+        "replicas": size.replicas if started else 0,
+        "selector": {"matchLabels": labels(role)},
+        "strategy": strategy,
+        "template": {"metadata": {"labels": pod_labels, "annotations": annotations}, "spec": pod},
+    }
+    if role == "api" and config.high_availability:
+        del spec["replicas"]  # the HPA owns it
+        if not started:
+            spec["replicas"] = 0
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(NAMES[role], labels={**PLATFORM_LABELS, **labels(role)}),
+        "spec": spec,
+    }
+
+
+def state_claim_manifest(config: PlatformConfig) -> Manifest | None:
+    """The worker's volume for a file backend (no state bucket); None with object storage."""
+    if config.object_storage and config.self_service.state_bucket:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(f"{WORKER_NAME}-state"),
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": config.storage_class,
+            "resources": {"requests": {"storage": "5Gi"}},
+        },
+    }
+
+
+def service_manifest() -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(API_NAME),
+        "spec": {
+            "selector": labels("api"),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": HTTP_PORT,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }
+
+
+def service_account_manifest(role: Role) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(NAMES[role]),
+        # The API calls no Kubernetes API: no token in its pods at all.
+        "automountServiceAccountToken": role == "worker",
+    }
+
+
+def autoscaler_manifest(config: PlatformConfig) -> Manifest | None:
+    if not config.high_availability:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(API_NAME),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": API_NAME},
+            "minReplicas": 2,
+            "maxReplicas": 6,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                }
+            ],
+        },
+    }
+
+
+def disruption_budgets(config: PlatformConfig) -> list[Manifest]:
+    """One replica of each may be down for a drain; prod only (dev runs single replicas)."""
+    if not config.high_availability:
+        return []
+    return [
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": _metadata(NAMES[role]),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels(role)}},
+        }
+        for role in ("api", "worker")
+    ]
+
+
+def virtual_service_manifest(config: PlatformConfig) -> Manifest:
+    """``api.<domain>``: the API and the portal (served by the same app, same origin)."""
+    from tenancy.builders.contract import GATEWAY_REFERENCE
+
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": _metadata(API_NAME),
+        "spec": {
+            "hosts": [host(config.domain)],
+            "gateways": [GATEWAY_REFERENCE],
+            "http": [
+                {
+                    # An update is never run inside a request, but event streams stay open.
+                    "timeout": "3600s",
+                    "route": [
+                        {
+                            "destination": {
+                                "host": f"{API_NAME}.{NAMESPACE}.svc.cluster.local",
+                                "port": {"number": HTTP_PORT},
+                            }
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+
+
+# --- permissions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    why: str
+
+
+MANAGE = ("get", "list", "watch", "create", "update", "patch", "delete")
+READ = ("get", "list", "watch")
+
+# What tenant stacks declare (components/tenant, the Qdrant and vCluster charts) and nothing else.
+# README "Worker permissions" lists these with the same reasons.
+WORKER_RULES = (
+    Rule(("",), ("namespaces",), MANAGE, "each tenant stack creates and deletes its namespace"),
+    Rule(
+        ("",),
+        (
+            "resourcequotas",
+            "limitranges",
+            "secrets",
+            "configmaps",
+            "services",
+            "serviceaccounts",
+            "persistentvolumeclaims",
+        ),
+        MANAGE,
+        "the tenant's quota and limits, and what the Qdrant and vCluster charts create",
+    ),
+    Rule(
+        ("",), ("pods", "pods/log", "events", "endpoints"), READ, "Helm and kubectl wait for pods to be ready"
+    ),
+    Rule(("apps",), ("statefulsets", "deployments"), MANAGE, "Qdrant and vCluster workloads"),
+    Rule(("apps",), ("replicasets", "controllerrevisions"), READ, "readiness of those workloads"),
+    Rule(("policy",), ("poddisruptionbudgets",), MANAGE, "Qdrant's PDB when replicated"),
+    Rule(("networking.k8s.io",), ("networkpolicies",), MANAGE, "the tenant's default-deny and allows"),
+    Rule(
+        ("rbac.authorization.k8s.io",),
+        ("roles", "rolebindings"),
+        (*MANAGE, "bind", "escalate"),
+        "namespaced roles for the tenant's groups and the vCluster; escalate/bind because those roles "
+        "grant verbs the worker itself need not hold (namespaced Roles only, never ClusterRoles)",
+    ),
+    Rule(
+        ("networking.istio.io",),
+        ("virtualservices", "sidecars"),
+        MANAGE,
+        "the tenant's routes through the gateway and its sidecar scope",
+    ),
+    Rule(("security.istio.io",), ("authorizationpolicies",), MANAGE, "the tenant's mesh policies"),
+    Rule(("argoproj.io",), ("appprojects",), MANAGE, "the tenant's Argo CD project (in argocd)"),
+)
+
+
+def worker_cluster_role() -> Manifest:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": WORKER_NAME, "labels": dict(PLATFORM_LABELS)},
+        "rules": [
+            {"apiGroups": list(rule.api_groups), "resources": list(rule.resources), "verbs": list(rule.verbs)}
+            for rule in WORKER_RULES
+        ],
+    }
+
+
+def worker_cluster_role_binding() -> Manifest:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": WORKER_NAME, "labels": dict(PLATFORM_LABELS)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": WORKER_NAME},
+        "subjects": [{"kind": "ServiceAccount", "name": WORKER_NAME, "namespace": NAMESPACE}],
+    }
+
+
+# --- network ---------------------------------------------------------------------------------------
+
+
+def namespace_policies(config: PlatformConfig) -> list[Manifest]:
+    """Exactly the service's traffic: the gateway to the API; both roles to Redis and the git remote
+    and Keycloak's public URL (JWKS); workers to the API server, object storage and Vault."""
+    api, worker = labels("api"), labels("worker")
+    policies = [
+        allow_ingress(
+            NAMESPACE,
+            "allow-ingress-gateway-to-api",
+            pods=api,
+            from_namespace=NAMESPACES.ingress,
+            from_pods=INGRESS_GATEWAY_LABELS,
+            ports=[HTTP_PORT],
+        ),
+        allow_ingress(
+            NAMESPACE,
+            "allow-metrics-scraping",
+            from_namespace=NAMESPACES.observability,
+            ports=[ISTIO_METRICS_PORT],
+        ),
+        allow_egress(
+            NAMESPACE,
+            "allow-redis",
+            to_namespace=REDIS_NAMESPACE,
+            to_pods=REDIS_POD_LABELS,
+            ports=[REDIS_PORT, SENTINEL_PORT],
+        ),
+        # Keycloak's public URL (the token issuer) and the git remote over HTTPS: outside addresses.
+        allow_egress_outside(
+            NAMESPACE, "allow-keycloak-and-git", pods=None, ports=sorted({443, config.self_service.git_port})
+        ),
+    ]
+    worker_ports = set(KUBE_API_PORTS)
+    if config.object_storage is not None:
+        worker_ports.add(config.object_storage.port)
+    if config.vault.enabled and config.vault.address:
+        worker_ports.add(_port_of(config.vault.address, 443))
+    if config.kubernetes_api_cidrs:
+        # The API server by address when the platform knows it; object storage and Vault by port.
+        policies.append(
+            network_policy(
+                NAMESPACE,
+                "allow-workers-to-apiserver",
+                {
+                    "podSelector": {"matchLabels": dict(worker)},
+                    "policyTypes": ["Egress"],
+                    "egress": [
+                        {
+                            "to": [{"ipBlock": {"cidr": cidr}} for cidr in config.kubernetes_api_cidrs],
+                            "ports": [{"protocol": "TCP", "port": port} for port in KUBE_API_PORTS],
+                        }
+                    ],
+                },
+            )
+        )
+        worker_ports -= set(KUBE_API_PORTS) - {443}
+    policies.append(
+        allow_egress_outside(
+            NAMESPACE, "allow-workers-to-storage-and-vault", pods=worker, ports=sorted(worker_ports)
+        )
+    )
+    return policies
+
+
+def authorization_policies() -> list[Manifest]:
+    """Istio: nothing but the gateway may call the API; workers take no calls at all."""
+
+    def policy(name: str, spec: dict[str, Any]) -> Manifest:
+        return {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": _metadata(name),
+            "spec": spec,
+        }
+
+    return [
+        policy("allow-nothing", {}),
+        policy(
+            "allow-ingress-gateway-to-api",
+            {
+                "selector": {"matchLabels": labels("api")},
+                "action": "ALLOW",
+                "rules": [
+                    {
+                        "from": [
+                            {
+                                "source": {
+                                    "principals": [
+                                        f"cluster.local/ns/{NAMESPACES.ingress}/sa/{GATEWAY_SERVICE_ACCOUNT}"
+                                    ]
+                                }
+                            }
+                        ],
+                        "to": [{"operation": {"ports": [str(HTTP_PORT)]}}],
+                    }
+                ],
+            },
+        ),
+    ]
