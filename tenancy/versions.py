@@ -97,3 +97,22 @@ CNPG_POSTGRESQL_TAG = "ghcr.io/cloudnative-pg/postgresql:18.4-system-trixie"
 CNPG_POSTGRESQL_IMAGE = (
     f"{CNPG_POSTGRESQL_TAG}@sha256:9287ce030c6f3ce822e383b019ae4aaf1e8370bff3b39f9c51dc10d69dc97219"
 )
+
+# --- the self-service image (Containerfile; tests/platform/test_selfservice_image.py keeps both equal) --
+# python:3.11.14-slim-bookworm: its multi-architecture index digest, as pinned in several public
+# Dockerfiles (one documents it as the index digest); re-check with
+# `docker buildx imagetools inspect python:3.11.14-slim-bookworm`. Also what the Deployments show
+# (never started) until the deploy workflow has built the service image.
+SELF_SERVICE_BASE_IMAGE = (
+    "python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d"
+)
+# The Pulumi CLI in the image: the pinned SDK's version (the CLI must be at least as new). Checked at
+# build time against pulumi's published pulumi-<version>-checksums.txt; no public copy of that digest
+# was found to pin here as well, so PULUMI_CLI_SHA256 stays None until one is read from the release.
+PULUMI_CLI_VERSION = "3.272.0"
+PULUMI_CLI_SHA256: str | None = None
+# kubectl within one minor of KUBERNETES_VERSION. The digest of dl.k8s.io/release/v1.34.1/bin/linux/
+# amd64/kubectl as pinned in a public install script (KUBECTL_1_34_1_CHECKSUM_X86_64); the build checks
+# it and dl.k8s.io's kubectl.sha256 both.
+KUBECTL_VERSION = "1.34.1"
+KUBECTL_SHA256 = "7721f265e18709862655affba5343e85e1980639395d5754473dafaadcaa69e3"

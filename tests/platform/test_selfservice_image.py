@@ -1,0 +1,172 @@
+"""The self-service image's build file: linted, pinned, and in agreement with the code and the
+Deployments that run it (no container engine here, so what can be checked without building it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from image.fetch_verified import fetch
+from tenancy import versions
+from tenancy.builders import selfservice
+from tenancy.cli import app
+from tests.conftest import PROJECT_DIR
+
+CONTAINERFILE = PROJECT_DIR / "Containerfile"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", CONTAINERFILE.read_text())
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.append((keyword.upper(), rest.strip()))
+    return found
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for keyword, rest in instructions():
+        if keyword == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((keyword, rest))
+    return result
+
+
+def arg(name: str) -> str:
+    for keyword, rest in instructions():
+        if keyword == "ARG" and rest.startswith(f"{name}="):
+            return rest.split("=", 1)[1]
+    raise AssertionError(f"no ARG {name}")
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(CONTAINERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_stage_starts_from_the_base_image_pinned_by_digest() -> None:
+    assert arg("BASE_IMAGE") == versions.SELF_SERVICE_BASE_IMAGE
+    assert re.fullmatch(r"[a-z0-9.:/-]+@sha256:[0-9a-f]{64}", versions.SELF_SERVICE_BASE_IMAGE)
+    assert all(stage[0][1].split()[0] == "${BASE_IMAGE}" for stage in stages())
+
+
+def test_tools_are_pinned_and_checked_against_their_publishers_checksums() -> None:
+    pins = dict(
+        item.split("==", 1)
+        for item in tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
+    assert arg("PULUMI_VERSION") == versions.PULUMI_CLI_VERSION == pins["pulumi"]
+    assert arg("KUBECTL_VERSION") == versions.KUBECTL_VERSION
+    assert arg("KUBECTL_SHA256") == versions.KUBECTL_SHA256
+    # kubectl within one minor of the clusters
+    assert versions.KUBECTL_VERSION.split(".")[:2] == versions.KUBERNETES_VERSION.split(".")[:2]
+    text = CONTAINERFILE.read_text()
+    assert "pulumi-${PULUMI_VERSION}-checksums.txt" in text and "kubectl.sha256" in text
+    # Providers baked in at the versions of the SDKs the program imports.
+    for plugin in ("kubernetes", "random", "vault", "keycloak", "command"):
+        assert f"plugin install resource {plugin} {pins['pulumi-' + plugin]}" in text
+
+
+def test_the_final_stage_has_no_build_tools_and_runs_as_the_numeric_user_the_pods_use() -> None:
+    final = stages()[-1]
+    run = " ".join(rest for keyword, rest in final if keyword == "RUN")
+    for tool in ("gcc", "build-essential", "make", "curl", "wget"):
+        assert tool not in run
+    [user] = [rest for keyword, rest in final if keyword == "USER"]
+    assert user == f"{selfservice.IMAGE_UID}:{selfservice.IMAGE_UID}"
+    [workdir] = [rest for keyword, rest in final if keyword == "WORKDIR"]
+    assert workdir == selfservice.PROJECT_DIR
+    [entrypoint] = [json.loads(rest) for keyword, rest in final if keyword == "ENTRYPOINT"]
+    assert entrypoint == selfservice.COMMAND[:1]
+    env = " ".join(rest for keyword, rest in final if keyword == "ENV")
+    for name, value in {
+        "PULUMI_HOME": selfservice.PULUMI_HOME,
+        "TENANCY_SERVICE_STATE_DIR": selfservice.STATE_DIR,
+        "TENANCY_SERVICE_PROJECT_DIR": selfservice.PROJECT_DIR,
+        "HOME": selfservice.STATE_DIR,  # git writes its config there: a writable volume
+    }.items():
+        assert f"{name}={value}" in env
+
+
+def test_the_program_runs_from_the_virtualenv_pulumi_yaml_names() -> None:
+    runtime = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["runtime"]
+    venv = f"{selfservice.PROJECT_DIR}/{runtime['options']['virtualenv']}"
+    text = CONTAINERFILE.read_text()
+    assert f"python -m venv {venv}" in text and f"COPY --from=build {venv} {venv}" in text
+    assert f"PATH={venv}/bin" in text
+    for needed in ("Pulumi.yaml", "__main__.py"):
+        assert needed in text
+
+
+def test_the_command_the_deployments_run_exists() -> None:
+    scripts = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]["scripts"]
+    assert selfservice.COMMAND[0] in scripts
+    result = CliRunner().invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0 and "--workers" in result.output
+
+
+def test_dependencies_are_installed_by_hash_at_the_pinned_versions() -> None:
+    lock = (PROJECT_DIR / "image" / "requirements.lock").read_text()
+    locked = dict(re.findall(r"^([a-z0-9_.-]+)==([^ \\\n]+)", lock, flags=re.MULTILINE))
+    pins = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
+    for pin in pins:
+        name, version = re.sub(r"\[.*\]", "", pin).split("==")
+        assert locked.get(name.lower()) == version, f"image/requirements.lock has {name} {locked.get(name)}"
+    assert all("--hash=sha256:" in block for block in lock.split("==")[1:])
+    assert "--require-hashes" in CONTAINERFILE.read_text()
+
+
+def test_the_fetch_step_refuses_a_file_whose_digest_is_not_the_pinned_one(tmp_path: Path) -> None:
+    release = tmp_path / "tool.tar.gz"
+    release.write_bytes(b"the real release")
+    digest = hashlib.sha256(b"the real release").hexdigest()
+    checksums = tmp_path / "checksums.txt"
+    checksums.write_text(f"{digest}  tool.tar.gz\n{'0' * 64}  other.tar.gz\n")
+
+    assert fetch(release.as_uri(), tmp_path / "ok", sha256=digest, checksums_url=checksums.as_uri()) == digest
+    with pytest.raises(SystemExit, match="is not the expected"):
+        fetch(release.as_uri(), tmp_path / "bad", sha256="1" * 64, checksums_url=None)
+    checksums.write_text(f"{'2' * 64}  tool.tar.gz\n")
+    with pytest.raises(SystemExit, match="is not the expected"):
+        fetch(release.as_uri(), tmp_path / "bad", sha256=digest, checksums_url=checksums.as_uri())
+    with pytest.raises(SystemExit, match="refusing"):
+        fetch(release.as_uri(), tmp_path / "bad", sha256=None, checksums_url=None)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_deploy_workflow_builds_the_image_and_hands_its_digest_to_the_platform_stack() -> None:
+    workflows = PROJECT_DIR / ".github" / "workflows"
+    image = yaml.safe_load((workflows / "image.yml").read_text())
+    build = " ".join(step.get("run", "") for step in image["jobs"]["build"]["steps"])
+    assert "--file Containerfile" in build and "--push" in build and "ghcr.io/" in build
+    assert "containerimage.digest" in build and "${{" not in build  # no template expansion in run:
+    deploy = yaml.safe_load((workflows / "deploy.yml").read_text())
+    assert deploy["jobs"]["image"]["uses"] == "./.github/workflows/image.yml"
+    for environment in ("dev", "prod"):
+        assert deploy["jobs"][environment]["with"]["image"] == "${{ needs.image.outputs.image }}"
+    steps = yaml.safe_load((workflows / "deploy-environment.yml").read_text())["jobs"]["deploy"]["steps"]
+    [platform] = [step for step in steps if step.get("name") == "Platform stack"]
+    assert 'config set --stack "$ENVIRONMENT" --path platform:selfService.image "$IMAGE"' in platform["run"]
+    assert platform["env"]["IMAGE"] == "${{ inputs.image }}"
