@@ -62,6 +62,7 @@ class SelfService(pulumi.ComponentResource):
             namespace=NAMESPACE,
             mesh=True,
             policies=namespace_policies(config),
+            dns=config.dns,
             opts=pulumi.ResourceOptions(parent=self),
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
