@@ -155,6 +155,7 @@ def test_the_pods_environment_is_valid_settings_for_the_service_the_queue_and_th
     assert str(automation.project_dir) == str(service.project_dir) == "/app"
     assert env_of(prod, WORKER_NAME)["VAULT_SERVER_URL"] == "https://vault.example.com"
     assert env_of(prod, WORKER_NAME)["TENANCY_SERVICE_TRUSTED_PROXIES"] == ",".join(trusted_proxies(config))
+    assert [str(network) for network in service.trusted_proxies] == ["127.0.0.6/32", "::6/128"]
 
 
 def test_dev_encrypts_tenant_secrets_with_a_generated_passphrase_and_keeps_state_on_a_volume(
