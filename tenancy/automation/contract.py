@@ -82,6 +82,9 @@ class Operation:
     finished_at: float | None = None
     summary: OperationSummary | None = None
     superseded_by: str | None = None
+    # The tenant incarnation the operation belongs to (``<env>:<commit that created the file>``, see
+    # tenancy.service.core.incarnation); None when queued by something that does not know it.
+    incarnation: str | None = None
 
 
 # The coalescing rule every queue backend applies: which queued operations (same stack, status queued
@@ -99,7 +102,13 @@ class OperationQueue(Protocol):
     """Durable queue of operations: one running per stack, newer requests coalesce older queued ones."""
 
     def submit(
-        self, stack: StackRef, kind: OperationKind, *, spec: dict[str, Any] | None, requested_by: str
+        self,
+        stack: StackRef,
+        kind: OperationKind,
+        *,
+        spec: dict[str, Any] | None,
+        requested_by: str,
+        incarnation: str | None = None,
     ) -> Operation: ...
 
     def get(self, operation_id: str) -> Operation | None: ...

@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS operations (
     summary       TEXT,
     superseded_by TEXT,
     claimed_by    TEXT,
-    heartbeat_at  REAL
+    heartbeat_at  REAL,
+    incarnation   TEXT
 );
 CREATE INDEX IF NOT EXISTS operations_by_stack ON operations (environment, tenant, status, position);
 CREATE INDEX IF NOT EXISTS operations_by_status ON operations (status, position);
@@ -120,6 +121,9 @@ class SqliteOperationQueue:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(operations)")}
+            if "incarnation" not in columns:  # a database from before operations named their incarnation
+                db.execute("ALTER TABLE operations ADD COLUMN incarnation TEXT")
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -173,6 +177,7 @@ class SqliteOperationQueue:
         *,
         spec: dict[str, Any] | None,
         requested_by: str,
+        incarnation: str | None = None,
     ) -> Operation:
         kind = OperationKind(kind)
         operation_id = uuid.uuid4().hex
@@ -180,8 +185,8 @@ class SqliteOperationQueue:
         with self._write() as db:
             db.execute(
                 "INSERT INTO operations"
-                " (id, environment, tenant, kind, status, requested_by, created_at, spec)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                " (id, environment, tenant, kind, status, requested_by, created_at, spec, incarnation)"
+                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
                 (
                     operation_id,
                     stack.environment,
@@ -190,6 +195,7 @@ class SqliteOperationQueue:
                     requested_by,
                     now,
                     None if spec is None else json.dumps(spec),
+                    incarnation,
                 ),
             )
             replaced = SUPERSEDES[kind]
@@ -520,6 +526,7 @@ def _operation(row: sqlite3.Row) -> Operation:
         finished_at=row["finished_at"],
         summary=summary,
         superseded_by=row["superseded_by"],
+        incarnation=row["incarnation"],
     )
 
 

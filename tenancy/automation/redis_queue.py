@@ -108,7 +108,13 @@ class RedisOperationQueue:
     # --- OperationQueue ----------------------------------------------------------------------------
 
     def submit(
-        self, stack: StackRef, kind: OperationKind, *, spec: dict[str, Any] | None, requested_by: str
+        self,
+        stack: StackRef,
+        kind: OperationKind,
+        *,
+        spec: dict[str, Any] | None,
+        requested_by: str,
+        incarnation: str | None = None,
     ) -> Operation:
         kind = OperationKind(kind)
         operation_id = uuid.uuid4().hex
@@ -127,6 +133,8 @@ class RedisOperationQueue:
         }
         if spec is not None:
             record["spec"] = json.dumps(spec)
+        if incarnation is not None:
+            record["incarnation"] = incarnation
 
         def body(pipe: Any) -> None:
             queued_here = [_text(i) for i in pipe.zrange(self._queued(stack), 0, -1)]  # oldest first
@@ -483,6 +491,7 @@ def _operation(fields: dict[str, str]) -> Operation:
         finished_at=_float(fields, "finished_at"),
         summary=summary,
         superseded_by=fields.get("superseded_by") or None,
+        incarnation=fields.get("incarnation") or None,
     )
 
 

@@ -12,6 +12,7 @@ import logging
 
 from tenancy.automation.contract import Operation, OperationKind, OperationQueue, OperationStatus, StackRef
 from tenancy.automation.fingerprint import spec_fingerprint
+from tenancy.service.core.incarnation import incarnation_of
 from tenancy.service.core.tenants_repo import TenantRepository
 from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import parse_tenant
@@ -39,7 +40,12 @@ def queue_unapplied_changes(repository: TenantRepository, queue: OperationQueue)
         desired = spec.to_document()
         if _last_wanted(queue, stack) == spec_fingerprint(desired):
             continue
-        queued.append(queue.submit(stack, OperationKind.up, spec=desired, requested_by=RECONCILER))
+        incarnation = incarnation_of(repository, stack)
+        queued.append(
+            queue.submit(
+                stack, OperationKind.up, spec=desired, requested_by=RECONCILER, incarnation=incarnation
+            )
+        )
     return queued
 
 

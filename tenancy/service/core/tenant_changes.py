@@ -33,6 +33,7 @@ from tenancy.automation.contract import (
 )
 from tenancy.service.core.api_keys import ApiKeyStore
 from tenancy.service.core.errors import ServiceError
+from tenancy.service.core.incarnation import incarnation_of
 from tenancy.service.core.security import Principal
 from tenancy.service.core.tenants_repo import GitAuthor, RepositoryError, TenantRepository
 from tenancy.service.core.write_lock import TenantWriteLock
@@ -242,7 +243,11 @@ class TenantChanges:
         commit: str | None,
     ) -> Operation:
         try:
-            return self.queue.submit(stack, kind, spec=document, requested_by=principal.actor)
+            # After the commit: a create's operation belongs to the incarnation that commit began.
+            incarnation = incarnation_of(self.repository, stack)
+            return self.queue.submit(
+                stack, kind, spec=document, requested_by=principal.actor, incarnation=incarnation
+            )
         except Exception as error:
             # Git already holds the change; repeating the request queues it (an unchanged spec still
             # queues an update), so the caller has a way forward.

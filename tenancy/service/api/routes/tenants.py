@@ -457,7 +457,11 @@ def _queue_pulumi_preview(
     note = None
     if backends.pulumi_preview_enabled:
         operation = backends.queue.submit(
-            stack, OperationKind.preview, spec=proposed, requested_by=principal.actor
+            stack,
+            OperationKind.preview,
+            spec=proposed,
+            requested_by=principal.actor,
+            incarnation=backends.incarnations.of(stack),
         )
         backends.metrics.operations_submitted.labels(OperationKind.preview.value).inc()
         backends.wake_worker()
