@@ -42,11 +42,16 @@ def _post(server: LiveServer, token: str, timeout: float = 15.0) -> httpx.Respon
 def test_a_second_preview_from_the_same_caller_is_refused_while_the_first_renders(
     make_app: AppFactory, serve: Any, issuer: Issuer, held_render: threading.Event
 ) -> None:
-    server: LiveServer = serve(make_app(workers=0)[0])
+    app = make_app(workers=0)[0]
+    server: LiveServer = serve(app)
     token = issuer.admin_of("acme")
+    gate = app.state.backends.previews
     with ThreadPoolExecutor(max_workers=1) as pool:
         first = pool.submit(_post, server, token)
-        time.sleep(0.3)
+        # Until the first is admitted (a fixed pause lost this race on a loaded machine).
+        deadline = time.monotonic() + 10
+        while not sum(gate._in_flight.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
         try:
             second = _post(server, token, timeout=3.0)
         finally:
