@@ -25,6 +25,8 @@ from tenancy.builders.selfservice import (
     service_manifest,
     state_claim_manifest,
     virtual_service_manifest,
+    worker_admission_policy,
+    worker_admission_policy_binding,
     worker_cluster_role,
     worker_cluster_role_binding,
 )
@@ -97,6 +99,20 @@ class SelfService(pulumi.ComponentResource):
             role_ref=binding["roleRef"],
             subjects=binding["subjects"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, cluster_role]),
+        )
+        admission = worker_admission_policy()
+        admission_policy = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
+            f"{name}-worker-admission",
+            metadata=admission["metadata"],
+            spec=admission["spec"],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        admission_binding = worker_admission_policy_binding()
+        k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
+            f"{name}-worker-admission-binding",
+            metadata=admission_binding["metadata"],
+            spec=admission_binding["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[admission_policy]),
         )
         claim = state_claim_manifest(config)
         if claim is not None:

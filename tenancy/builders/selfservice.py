@@ -32,6 +32,7 @@ from tenancy.builders.redis import POD_LABELS as REDIS_POD_LABELS
 from tenancy.builders.redis import REDIS_PORT, SENTINEL_PORT, sentinel_hosts
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.spec.platform import PlatformConfig
+from tenancy.spec.tenant import NAMESPACE_PREFIX
 
 Role = Literal["api", "worker"]
 
@@ -519,6 +520,72 @@ def worker_cluster_role_binding() -> Manifest:
         "metadata": {"name": WORKER_NAME, "labels": dict(PLATFORM_LABELS)},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": WORKER_NAME},
         "subjects": [{"kind": "ServiceAccount", "name": WORKER_NAME, "namespace": NAMESPACE}],
+    }
+
+
+WORKER_USER = f"system:serviceaccount:{NAMESPACE}:{WORKER_NAME}"
+ADMISSION_POLICY = "selfservice-worker-tenant-namespaces"
+
+
+def worker_admission_policy() -> Manifest:
+    """Narrow the ClusterRole's writes to tenant namespaces (and tenant AppProjects in argocd).
+
+    Tenant namespaces only exist once their stack creates them, so the worker's role is bound
+    cluster-wide; this policy makes every create, update and delete it sends outside ``tenant-*``
+    fail at admission. Reads are not admission requests: the README says what remains.
+    """
+    managed = [rule for rule in WORKER_RULES if "create" in rule.verbs]
+    checks = " || ".join(
+        [
+            f"(request.namespace == '' && request.resource.resource == 'namespaces'"
+            f" && request.name.startsWith('{NAMESPACE_PREFIX}'))",
+            f"request.namespace.startsWith('{NAMESPACE_PREFIX}')",
+            f"(request.namespace == '{NAMESPACES.gitops}' && request.resource.resource == 'appprojects')",
+        ]
+    )
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": ADMISSION_POLICY, "labels": dict(PLATFORM_LABELS)},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": list(rule.api_groups),
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE", "DELETE"],
+                        "resources": list(rule.resources),
+                    }
+                    for rule in managed
+                ]
+            },
+            "matchConditions": [
+                {
+                    "name": "only-the-self-service-workers",
+                    "expression": f"request.userInfo.username == '{WORKER_USER}'",
+                }
+            ],
+            "validations": [
+                {
+                    "expression": checks,
+                    "message": (
+                        f"the self-service workers change only {NAMESPACE_PREFIX}* namespaces, what is in "
+                        f"them, and tenant AppProjects in {NAMESPACES.gitops}"
+                    ),
+                    "reason": "Forbidden",
+                }
+            ],
+        },
+    }
+
+
+def worker_admission_policy_binding() -> Manifest:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": ADMISSION_POLICY, "labels": dict(PLATFORM_LABELS)},
+        "spec": {"policyName": ADMISSION_POLICY, "validationActions": ["Deny"]},
     }
 
 

@@ -297,3 +297,44 @@ def test_the_redis_platform_admits_the_service_namespace() -> None:
 
     assert SELF_SERVICE_NAMESPACE == NAMESPACES.self_service == "tenancy-system"
     assert Path(PROJECT_DIR / "Containerfile").is_file()
+
+
+def _cel(expression: str, request: dict[str, Any]) -> bool:
+    import celpy
+
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(expression))
+    return bool(program.evaluate({"request": celpy.json_to_cel(request)}))
+
+
+@pytest.mark.parametrize(
+    ("namespace", "resource", "name", "allowed"),
+    [
+        ("tenant-acme", "secrets", "qdrant-keys", True),
+        ("tenant-acme", "rolebindings", "admins", True),
+        ("", "namespaces", "tenant-acme", True),
+        ("argocd", "appprojects", "acme", True),
+        ("kube-system", "secrets", "bootstrap-token", False),
+        ("tenancy-system", "rolebindings", "escalate", False),
+        ("", "namespaces", "kube-system", False),
+        ("argocd", "secrets", "argocd-secret", False),
+        ("iam", "statefulsets", "keycloak", False),
+    ],
+)
+def test_admission_keeps_the_workers_writes_inside_tenant_namespaces(
+    prod: StackCapture, namespace: str, resource: str, name: str, allowed: bool
+) -> None:
+    [policy] = objects(prod, "ValidatingAdmissionPolicy")
+    [binding] = objects(prod, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    [only_workers] = policy["spec"]["matchConditions"]
+    worker = {"userInfo": {"username": f"system:serviceaccount:tenancy-system:{WORKER_NAME}"}}
+    someone_else = {"userInfo": {"username": "system:serviceaccount:argocd:argocd-application-controller"}}
+    assert _cel(only_workers["expression"], worker) and not _cel(only_workers["expression"], someone_else)
+    [validation] = policy["spec"]["validations"]
+    request = {"namespace": namespace, "name": name, "resource": {"resource": resource}}
+    assert _cel(validation["expression"], request) is allowed
+    # Every kind the workers may change is matched, so none escapes the check.
+    matched = {r for rule in policy["spec"]["matchConstraints"]["resourceRules"] for r in rule["resources"]}
+    assert matched == {r for rule in WORKER_RULES if "create" in rule.verbs for r in rule.resources}
