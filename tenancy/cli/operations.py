@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -501,7 +501,13 @@ def _run(
         return []
     ids = {operation.id for operation in operations}
     with _progress(len(operations), quiet=as_json) as listener:
-        worker = Worker(queue, engine, max_parallel=max_parallel, listener=listener)
+        started_here: set[str] = set()
+        worker = Worker(queue, engine, max_parallel=max_parallel, listener=_Noting(listener, started_here))
+        follower = OperationFollower(
+            queue, ids, listener, ours=lambda: started_here | {op.id for op in worker.running}
+        )
+        following = threading.Thread(target=follower.run, name="tenancy-follow", daemon=True)
+        following.start()
         try:
             ran_here = {op.id for op in worker.run_until_idle(only=ids)}
         except KeyboardInterrupt:
@@ -510,6 +516,10 @@ def _run(
             )
             typer.echo(f"interrupted: {len(abandoned)} operation(s) stopped", err=True)
             raise typer.Exit(130) from None
+        finally:
+            follower.stop()
+            following.join(5)
+        follower.poll(skip=ran_here)  # the last events of operations another process finished
         outcomes = [queue.get(operation_id) for operation_id in ids]
         for outcome in outcomes:
             # On a shared queue the service's workers may have run some of ours: report them too.
@@ -517,6 +527,66 @@ def _run(
                 listener.operation_finished(outcome)
     order = {operation.id: index for index, operation in enumerate(operations)}
     return sorted((op for op in outcomes if op is not None), key=lambda op: order[op.id])
+
+
+class _Noting(WorkerListener):
+    """Passes everything on to ``listener`` and notes which operations this process started."""
+
+    def __init__(self, listener: WorkerListener, started: set[str]) -> None:
+        self._listener, self._started = listener, started
+
+    def operation_started(self, operation: Operation) -> None:
+        self._started.add(operation.id)
+        self._listener.operation_started(operation)
+
+    def event(self, operation: Operation, event: ProgressEvent) -> None:
+        self._listener.event(operation, event)
+
+    def operation_finished(self, operation: Operation) -> None:
+        self._listener.operation_finished(operation)
+
+
+class OperationFollower:
+    """Shows the progress of our operations that another process runs (on a shared queue, the
+    service's workers may claim them first): their start and events go to the same listener."""
+
+    def __init__(
+        self,
+        queue: StoredQueue,
+        ids: set[str],
+        listener: WorkerListener,
+        *,
+        ours: Callable[[], set[str]],
+        interval: float = 0.5,
+    ) -> None:
+        self._queue, self._ids, self._listener, self._ours = queue, set(ids), listener, ours
+        self._interval = interval
+        self._seen: dict[str, int] = {}
+        self._mine: set[str] = set()
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            try:
+                self.poll()
+            except Exception:  # showing progress must never break the run
+                return
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def poll(self, *, skip: Collection[str] = ()) -> None:
+        self._mine |= self._ours() | set(skip)
+        for operation_id in sorted(self._ids - self._mine):
+            operation = self._queue.get(operation_id)
+            if operation is None or operation.status in (OperationStatus.queued, OperationStatus.superseded):
+                continue
+            if operation_id not in self._seen:
+                self._seen[operation_id] = 0
+                self._listener.operation_started(operation)
+            for event in self._queue.events(operation_id, after_seq=self._seen[operation_id]):
+                self._seen[operation_id] = event.seq
+                self._listener.event(operation, event)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from typer.testing import CliRunner, Result
 
 import tenancy.automation.storage as storage
 import tenancy.cli.operations as operations
-from tenancy.automation.contract import StackRef
+from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
 from tenancy.cli import app as tenantctl
 from tenancy.service.app import create_app
 from tests.service.conftest import PROJECT_DIR, Issuer, LiveServer, TenantEngine, settings_for, wait_for
@@ -132,3 +132,28 @@ def test_the_cli_refuses_a_redis_queue_without_an_address(
 
     assert result.exit_code == 2
     assert "TENANCY_SERVICE_REDIS_SENTINELS" in result.output
+
+
+def test_the_cli_shows_the_progress_of_its_operation_that_a_service_worker_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tenancy.automation.redis_queue import RedisOperationQueue
+    from tenancy.automation.worker import Worker
+
+    queue = RedisOperationQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+    service_engine = TenantEngine(delay=0.5)
+    operation = queue.submit(ACME, OperationKind.up, spec={"name": "acme"}, requested_by="cli:ci")
+    service_worker = Worker(queue, service_engine, max_parallel=1, worker_id="service", poll_interval=0.01)
+    service_worker.start()
+    try:
+        _until(lambda: queue.get(operation.id).status is OperationStatus.running, "the service to claim it")  # type: ignore[union-attr]
+        monkeypatch.setattr(operations.sys.stderr, "isatty", lambda: False)
+        [outcome] = operations._run(queue, TenantEngine(), [operation], max_parallel=1, as_json=False)
+    finally:
+        service_worker.stop(timeout=10)
+
+    assert outcome.status is OperationStatus.succeeded
+    progress = capsys.readouterr().err
+    assert progress.count(f"[dev.acme] up started (operation {operation.id[:8]})") == 1
+    assert "[dev.acme] up dev.acme succeeded" in progress
+    assert len(service_engine.calls_for(ACME)) == 1  # run once, by the service; the CLI only followed
