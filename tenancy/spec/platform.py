@@ -209,15 +209,18 @@ class SelfServiceConfig(_Model):
     state_bucket: str | None = Field(
         default=None,
         description=(
-            "Bucket in objectStorage for the tenant stacks' Pulumi state; unset: a file backend on a volume "
-            "of a single worker replica (dev)."
+            "Bucket in objectStorage for the tenant stacks' Pulumi state: the bucket of the deploy "
+            "workflow's PULUMI_BACKEND_URL, where tenant stacks find the platform stack; unset: a file "
+            "backend on a volume of a single worker replica (dev)."
         ),
     )
     transit_key: str = Field(
-        default="tenant-stacks",
-        description="Vault transit key encrypting tenant stacks' secrets (prod: Vault is on).",
+        default="tenants-transit",
+        description=(
+            "Vault transit key (hashivault://<key>) encrypting tenant stacks' secrets when Vault is on; "
+            "the same key the deploy workflow's TENANCY_SECRETS_PROVIDER names."
+        ),
     )
-    transit_mount: str = Field(default="transit", description="Path of Vault's transit secrets engine.")
     git_port: int = Field(default=443, ge=1, le=65535, description="Port of the tenants git remote (HTTPS).")
 
     @field_validator("image")

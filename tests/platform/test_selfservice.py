@@ -151,7 +151,7 @@ def test_the_pods_environment_is_valid_settings_for_the_service_the_queue_and_th
     assert service.workers == 4 and service.audit_log == "-"  # JSON lines on stdout, for Alloy
     assert automation.backend_url is not None
     assert automation.backend_url.startswith("s3://prod-tenant-state?endpoint=s3.eu-central-1.amazonaws.com")
-    assert automation.secrets_provider == "hashivault://tenant-stacks"
+    assert automation.secrets_provider == "hashivault://tenants-transit"
     assert str(automation.project_dir) == str(service.project_dir) == "/app"
     assert env_of(prod, WORKER_NAME)["VAULT_SERVER_URL"] == "https://vault.example.com"
     assert env_of(prod, WORKER_NAME)["TENANCY_SERVICE_TRUSTED_PROXIES"] == ",".join(trusted_proxies(config))
