@@ -19,7 +19,7 @@ from typing import Any
 from tenancy.builders.argocd import host as argocd_host
 from tenancy.builders.contract import NAMESPACES
 from tenancy.builders.identity import auth_host
-from tenancy.builders.istio import GATEWAY_POD_LABELS
+from tenancy.builders.istio import GATEWAY_POD_LABELS, vcluster_api_hosts
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.observability import grafana_host
 from tenancy.builders.platform_namespace import PLATFORM_LABELS
@@ -46,8 +46,18 @@ def admin_surfaces(config: PlatformConfig) -> list[dict[str, Any]]:
 
 
 def admin_access_policy(config: PlatformConfig) -> Manifest:
-    """DENY the admin surfaces to every client outside ``config.admin_source_cidrs`` (all, when empty)."""
-    rule: dict[str, Any] = {"to": admin_surfaces(config)}
+    """DENY the admin surfaces to every client outside ``config.admin_source_cidrs`` (all, when empty).
+
+    The gateway also passes the tenants' vCluster TLS through untouched (a TCP filter chain, chosen by
+    SNI ``*.vc.<domain>``). On a TCP chain Istio drops the HTTP-only ``hosts`` and ``paths`` from a DENY
+    rule, which would leave "deny every client outside the list" and cut every tenant off its vCluster.
+    The SNI condition, which holds on both kinds of chain, keeps the rule off that chain; a request
+    carrying such an SNI lands on the passthrough chain and never reaches an admin host.
+    """
+    rule: dict[str, Any] = {
+        "to": admin_surfaces(config),
+        "when": [{"key": "connection.sni", "notValues": vcluster_api_hosts(config)}],
+    }
     if config.admin_source_cidrs:
         rule["from"] = [{"source": {"notRemoteIpBlocks": list(config.admin_source_cidrs)}}]
     return {

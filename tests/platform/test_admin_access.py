@@ -37,10 +37,25 @@ def _in_blocks(blocks: list[str], address: str) -> bool:
     return any(ipaddress.ip_address(address) in ipaddress.ip_network(block) for block in blocks)
 
 
-def denied(policy: dict[str, Any], *, host: str, path: str, client: str) -> bool:
-    """Whether the gateway's DENY policy refuses a request (every field of a rule must match)."""
+def denied(
+    policy: dict[str, Any], *, host: str, path: str, client: str, sni: str | None = None, tcp: bool = False
+) -> bool:
+    """Whether the gateway's DENY policy refuses a request (every field of a rule must match).
+
+    ``sni``: the TLS server name (default the host without port); ``tcp``: the connection is on a TCP
+    filter chain (TLS passthrough), where Istio drops a DENY rule's HTTP-only fields (hosts, paths)
+    instead of the rule: pilot/pkg/security/authz/model/model.go checkError at the pinned tag.
+    """
     assert policy["spec"]["action"] == "DENY"
+    sni = host.split(":")[0] if sni is None else sni
     for rule in policy["spec"]["rules"]:
+        conditions = rule.get("when", [])
+        assert {c["key"] for c in conditions} <= {"connection.sni"}, "evaluator knows connection.sni only"
+        when_ok = all(
+            ("values" not in c or _matches(c["values"], sni))
+            and ("notValues" not in c or not _matches(c["notValues"], sni))
+            for c in conditions
+        )
         sources = [f["source"] for f in rule.get("from", [])]
         source_ok = not sources or any(
             ("notRemoteIpBlocks" not in s or not _in_blocks(s["notRemoteIpBlocks"], client))
@@ -49,11 +64,11 @@ def denied(policy: dict[str, Any], *, host: str, path: str, client: str) -> bool
         )
         operations = [t["operation"] for t in rule.get("to", [])]
         operation_ok = not operations or any(
-            ("hosts" not in o or _matches(o["hosts"], host))
-            and ("paths" not in o or _matches(o["paths"], path))
+            ("hosts" not in o or tcp or _matches(o["hosts"], host))
+            and ("paths" not in o or tcp or _matches(o["paths"], path))
             for o in operations
         )
-        if source_ok and operation_ok:
+        if source_ok and operation_ok and when_ok:
             return True
     return False
 
@@ -93,6 +108,19 @@ def test_without_admin_sources_no_one_reaches_them_from_outside(host: str, path:
 def test_sign_in_to_the_platform_realm_and_tenant_endpoints_stay_open(host: str, path: str) -> None:
     for config in (_config(), _config(adminSourceCidrs=[OFFICE])):
         assert not denied(admin_access_policy(config), host=host, path=path, client="198.51.100.7")
+
+
+@pytest.mark.parametrize("cidrs", [[], [OFFICE]])
+def test_tenants_still_reach_their_vcluster_through_the_passthrough_chain(cidrs: list[str]) -> None:
+    policy = admin_access_policy(_config(adminSourceCidrs=cidrs))
+    # kubectl's TLS to <tenant>.vc.<domain> passes the gateway on a TCP chain: no host, no path.
+    assert not denied(policy, host="", path="", sni=f"acme.vc.{DOMAIN}", client="198.51.100.7", tcp=True)
+
+
+def test_an_admin_host_without_sni_or_behind_another_name_is_still_refused() -> None:
+    policy = admin_access_policy(_config(adminSourceCidrs=[OFFICE]))
+    for sni in ("", f"acme.qdrant.{DOMAIN}", f"www.{DOMAIN}"):
+        assert denied(policy, host=f"grafana.{DOMAIN}", path="/login", sni=sni, client="198.51.100.7")
 
 
 def test_the_policy_applies_to_the_gateway_pods_and_the_gateway_sees_client_addresses() -> None:
