@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,19 @@ from tenancy.automation.contract import Engine, OperationQueue, WorkQueue
 from tenancy.automation.settings import AutomationSettings
 from tenancy.automation.storage import QueueSettings, connect_redis
 from tenancy.service.core.api_keys import ApiKeyStore, RedisApiKeyStore, SqliteApiKeyStore
+from tenancy.service.core.approvals import Approvals
 from tenancy.service.core.audit import AuditLog
+from tenancy.service.core.change_requests import (
+    ChangeRequestStore,
+    RedisChangeRequestStore,
+    SqliteChangeRequestStore,
+)
 from tenancy.service.core.config import ServiceSettings
 from tenancy.service.core.idempotency import IdempotencyStore, RedisIdempotencyStore, SqliteIdempotencyStore
 from tenancy.service.core.incarnation import TenantIncarnations
 from tenancy.service.core.local_issuer import ensure_local_issuer
 from tenancy.service.core.metrics import ServiceMetrics
-from tenancy.service.core.preview import PreviewGate
+from tenancy.service.core.preview import PreviewGate, render_preview
 from tenancy.service.core.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from tenancy.service.core.reconcile import queue_unapplied_changes
 from tenancy.service.core.security import JwksKeys, TokenVerifier
@@ -56,6 +63,7 @@ class Backends:
     incarnations: TenantIncarnations
     previews: PreviewGate
     auth_failures: RateLimiter  # failed authentications per client address
+    approvals: Approvals  # change requests a platform-admin decides
     worker: Any | None = None  # tenancy.automation.worker.Worker, when this process runs operations
     redis: Any | None = None
     closers: list[Any] = field(default_factory=list)
@@ -167,6 +175,7 @@ def build_backends(
             window_seconds=settings.rate_limit_window_seconds,
         )
         write_lock: TenantWriteLock = RedisWriteLock(repository, redis, prefix=prefix)
+        change_requests: ChangeRequestStore = RedisChangeRequestStore(redis, prefix=prefix)
     else:
         sqlite_keys = SqliteApiKeyStore(settings.state_dir / "api-keys.sqlite3")
         sqlite_idempotency = SqliteIdempotencyStore(
@@ -174,7 +183,9 @@ def build_backends(
             ttl_seconds=settings.idempotency_ttl_seconds,
             lease_seconds=settings.idempotency_lease_seconds,
         )
-        closers += [sqlite_keys.close, sqlite_idempotency.close]
+        sqlite_requests = SqliteChangeRequestStore(settings.state_dir / "change-requests.sqlite3")
+        closers += [sqlite_keys.close, sqlite_idempotency.close, sqlite_requests.close]
+        change_requests = sqlite_requests
         api_keys, idempotency = sqlite_keys, sqlite_idempotency
         rate_limiter = InProcessRateLimiter(
             limit=settings.rate_limit_requests, window_seconds=settings.rate_limit_window_seconds
@@ -202,6 +213,14 @@ def build_backends(
             heartbeat_interval=min(5.0, settings.worker_stale_after_seconds / 3),
         )
 
+    changes = TenantChanges(
+        repository=repository,
+        queue=queue,
+        write_lock=write_lock,
+        api_keys=api_keys,
+        self_service_plans=settings.self_service_plans,
+    )
+    audit = AuditLog(settings.audit_target)
     return Backends(
         settings=settings,
         verifier=build_verifier(settings),
@@ -212,21 +231,23 @@ def build_backends(
         idempotency=idempotency,
         rate_limiter=rate_limiter,
         write_lock=write_lock,
-        audit=AuditLog(settings.audit_target),
+        audit=audit,
         metrics=ServiceMetrics(),
-        changes=TenantChanges(
-            repository=repository,
-            queue=queue,
-            write_lock=write_lock,
-            api_keys=api_keys,
-            self_service_plans=settings.self_service_plans,
-        ),
+        changes=changes,
         incarnations=TenantIncarnations(repository),
         previews=PreviewGate(
             max_in_flight=settings.preview_max_in_flight,
             max_per_principal=settings.preview_max_per_principal,
         ),
         auth_failures=auth_failures,
+        approvals=Approvals(
+            store=change_requests,
+            changes=changes,
+            repository=repository,
+            audit=audit,
+            ttl_seconds=settings.change_request_ttl_hours * 3600,
+            render=partial(render_preview, settings.project_dir),
+        ),
         worker=worker,
         redis=redis,
         closers=closers,

@@ -1,5 +1,6 @@
 """`plan` and `groups` belong to the platform team: a tenant-admin keeps what a platform-admin set
-(403 platform_admin_required naming the field) and creates tenants only on a self-service plan."""
+and creates tenants only on a self-service plan; asking for more files a change request naming the
+field (202, nothing committed) instead of a 403 (tests/service/test_change_requests.py decides them)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ def tenant_admin(live: LiveServer, issuer: Issuer) -> Iterator[httpx.Client]:
 
 
 def _refused_fields(response: httpx.Response) -> set[str]:
-    assert response.status_code == 403, response.text
-    error = response.json()["error"]
-    assert error["code"] == "platform_admin_required"
-    return {detail["field"] for detail in error["details"]}
+    """The fields a change request was filed for (a platform-admin must approve them)."""
+    assert response.status_code == 202, response.text
+    request = response.json()["changeRequest"]
+    assert request["status"] == "pending"
+    return {need["field"] for need in request["needs"]}
 
 
 def _file(live: LiveServer) -> str | None:
@@ -43,8 +45,10 @@ def _file(live: LiveServer) -> str | None:
 def test_a_tenant_admin_cannot_change_the_plan(live: LiveServer, tenant_admin: httpx.Client) -> None:
     create_tenant(live.app, "acme")
     before = _file(live)
-    assert _refused_fields(tenant_admin.patch(ACME, json={"plan": "large"})) == {"plan"}
-    assert _refused_fields(tenant_admin.put(ACME, json=spec("acme", plan="medium"))) == {"plan"}
+    pinned = {"storage": {"size": "10Gi"}, "snapshots": {"size": "5Gi"}}  # volumes cannot grow
+    assert _refused_fields(tenant_admin.patch(ACME, json={"plan": "large", "qdrant": pinned})) == {"plan"}
+    medium = spec("acme", plan="medium", qdrant={"enabled": True, **pinned})
+    assert _refused_fields(tenant_admin.put(ACME, json=medium)) == {"plan"}
     assert _file(live) == before
 
 

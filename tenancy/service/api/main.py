@@ -9,8 +9,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from tenancy.service.api import API_PREFIX
-from tenancy.service.api.routes import api_keys, me, operations, secrets, tenants
+from tenancy.service.api.routes import api_keys, change_requests, me, operations, secrets, tenants
 
 __all__ = ["API_PREFIX", "api_routers"]
 
-api_routers: list[APIRouter] = [me.router, tenants.router, operations.router, secrets.router, api_keys.router]
+api_routers: list[APIRouter] = [
+    me.router,
+    tenants.router,
+    operations.router,
+    secrets.router,
+    api_keys.router,
+    change_requests.router,
+]

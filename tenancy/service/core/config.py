@@ -153,6 +153,11 @@ class ServiceSettings(BaseSettings):
             "plan, or any other plan on create, needs a platform-admin."
         ),
     )
+    change_request_ttl_hours: float = Field(
+        default=168.0,
+        gt=0,
+        description="How long a change request waits for a platform-admin before it expires (hours).",
+    )
     preview_max_in_flight: int = Field(
         default=4,
         ge=1,

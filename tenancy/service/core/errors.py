@@ -29,9 +29,16 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "operation_not_found": (404, "no such operation among those you can access"),
     "api_key_not_found": (404, "no such API key for this tenant"),
     "output_not_available": (404, "the tenant has no such output (not enabled or not deployed yet)"),
+    "change_request_not_found": (404, "no such change request among those you can see"),
     "method_not_allowed": (405, "the route does not take this method"),
     "deletion_protected": (409, "deletionProtection is on"),
     "idempotency_key_in_use": (409, "a request with this Idempotency-Key is still running"),
+    "change_request_decided": (409, "the change request is no longer pending (approved, rejected, applying)"),
+    "change_request_expired": (409, "the change request expired undecided; file it again"),
+    "change_request_stale": (
+        409,
+        "the tenant changed since the change request was made; approving would not apply what was reviewed",
+    ),
     "precondition_failed": (
         412,
         "If-Match does not match the tenant's current version, or If-None-Match: * and it exists",

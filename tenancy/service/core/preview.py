@@ -219,3 +219,21 @@ def _differences(before: Any, after: Any, prefix: str) -> list[str]:
     if before != after:
         return [prefix or "(value)"]
     return []
+
+
+def render_preview(
+    project_dir: Path, stack: Any, current: dict[str, Any] | None, proposed: dict[str, Any]
+) -> dict[str, Any]:
+    """A change request's stored preview: the summary and the resources that change (JSON-ready)."""
+    try:
+        rendered, _outputs = preview_change(project_dir, stack.environment, stack.tenant, current, proposed)
+    except Exception as error:  # the request is still worth filing; the reviewer sees why there is none
+        return {"error": f"the preview could not be rendered ({type(error).__name__})"}
+    return {
+        "summary": rendered.summary,
+        "changes": [
+            {"type": c.type, "name": c.name, "action": c.action, "changedFields": c.changed_fields}
+            for c in rendered.changes
+            if c.action != "same"
+        ],
+    }

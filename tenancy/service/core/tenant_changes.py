@@ -267,8 +267,28 @@ class TenantChanges:
     ) -> None:
         """``plan`` and ``groups`` decide quota and who holds which role: a tenant-admin may not change
         them (nor pick them beyond the self-service plans and default groups on create)."""
+        refused = self.platform_field_refusals(principal, current, spec)
+        if refused:
+            fields = " and ".join(item["field"] for item in refused)
+            raise ServiceError(
+                "platform_admin_required",
+                f"only a platform-admin may set {fields} of {stack.name}; ask the platform team",
+                details=refused,
+            )
+
+    def check_proposal(
+        self, stack: StackRef, principal: Principal, current: dict[str, Any] | None, spec: TenantSpec
+    ) -> list[dict[str, str]]:
+        """What a change request checks before it is stored: the volumes can follow (422 otherwise);
+        returns the fields that need a platform-admin (field and reason), empty when none do."""
+        self._check_fixed_volumes(stack, current, spec)
+        return self.platform_field_refusals(principal, current, spec)
+
+    def platform_field_refusals(
+        self, principal: Principal, current: dict[str, Any] | None, spec: TenantSpec
+    ) -> list[dict[str, str]]:
         if principal.platform_admin:
-            return
+            return []
         refused: list[dict[str, str]] = []
         if current is None:
             if spec.plan.value not in self.self_service_plans:
@@ -291,13 +311,7 @@ class TenantChanges:
                 refused.append(
                     {"field": "groups", "reason": "only a platform-admin changes a tenant's groups"}
                 )
-        if refused:
-            fields = " and ".join(item["field"] for item in refused)
-            raise ServiceError(
-                "platform_admin_required",
-                f"only a platform-admin may set {fields} of {stack.name}; ask the platform team",
-                details=refused,
-            )
+        return refused
 
     def _check_fixed_volumes(self, stack: StackRef, current: dict[str, Any] | None, spec: TenantSpec) -> None:
         """Refuse changes the tenant's volumes cannot follow, and Qdrant scale-downs (422, naming the

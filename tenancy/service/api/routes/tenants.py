@@ -19,6 +19,7 @@ from tenancy.automation.contract import (
 )
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.idempotent import WriteResult, run_idempotent
+from tenancy.service.api.routes.change_requests import file_if_needed
 from tenancy.service.core.audit import Outcome
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.preview import preview_change
@@ -304,6 +305,9 @@ def replace_tenant(
     if_none_match: IfNoneMatch = None,
 ) -> JSONResponse:
     def write() -> WriteResult:
+        filed = file_if_needed(request, backends, principal, stack, body, patch=False)
+        if filed is not None:
+            return filed
         return _audited_change(
             request,
             backends,
@@ -348,6 +352,9 @@ def patch_tenant(
     if_match: IfMatch = None,
 ) -> JSONResponse:
     def write() -> WriteResult:
+        filed = file_if_needed(request, backends, principal, stack, body, patch=True)
+        if filed is not None:
+            return filed
         return _audited_change(
             request,
             backends,

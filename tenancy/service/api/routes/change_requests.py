@@ -1,0 +1,288 @@
+"""Change requests: file one, list and inspect them, approve or reject (platform-admins).
+
+A tenant-admin's PUT or PATCH that needs a platform-admin answers 202 with a change request too
+(``file_if_needed``), so clients get a request to follow instead of 403 ``platform_admin_required``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from tenancy.automation.contract import StackRef
+from tenancy.service.api import API_PREFIX
+from tenancy.service.api.idempotent import WriteResult
+from tenancy.service.backends import Backends
+from tenancy.service.core.change_requests import ChangeRequest, RequestStatus
+from tenancy.service.core.errors import ServiceError
+from tenancy.service.core.errors import request_id as rid_of
+from tenancy.service.core.security import Principal
+from tenancy.service.deps import BackendsDep, ChangeableTenant, CurrentPrincipal
+from tenancy.service.models import ApiModel, ChangeAccepted, Environment, ErrorResponse, OperationView
+
+router = APIRouter(prefix=API_PREFIX, tags=["change requests"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No or invalid credentials."},
+    404: {"model": ErrorResponse, "description": "No such change request (or tenant) that you can see."},
+    429: {"model": ErrorResponse, "description": "Rate limited."},
+}
+_DECIDE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    403: {"model": ErrorResponse, "description": "Deciding needs the platform-admin role."},
+    409: {
+        "model": ErrorResponse,
+        "description": "change_request_decided, change_request_expired, or change_request_stale "
+        "(the tenant changed since the request was made).",
+    },
+    503: {"model": ErrorResponse, "description": "The tenants repository could not be written."},
+}
+
+
+class FieldChangeView(ApiModel):
+    field: str = Field(description="Dotted path in the tenant document, e.g. qdrant.replicas.")
+    before: Any = None
+    after: Any = None
+
+
+class NeedView(ApiModel):
+    field: str
+    reason: str = Field(description="Why this field needs a platform-admin.")
+
+
+class ChangeRequestView(ApiModel):
+    id: str
+    environment: Environment
+    tenant: str
+    status: RequestStatus = Field(description="pending | applying | approved | rejected | expired")
+    requested_by: str
+    requester_name: str
+    reason: str
+    created_at: datetime
+    expires_at: datetime
+    base_etag: str | None = Field(description="The tenant's version the request was made against; null: new.")
+    document: dict[str, Any] = Field(description="Exactly what approval commits.")
+    diff: list[FieldChangeView]
+    needs: list[NeedView] = Field(description="The fields that need a platform-admin, and why.")
+    preview: dict[str, Any] = Field(description="The rendered change: summary and changed resources.")
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str | None = None
+    operation_id: str | None = Field(default=None, description="The update approval queued.")
+    commit: str | None = None
+
+    @classmethod
+    def of(cls, request: ChangeRequest) -> ChangeRequestView:
+        return cls(
+            id=request.id,
+            environment=Environment(request.environment),
+            tenant=request.tenant,
+            status=request.status,
+            requested_by=request.requested_by,
+            requester_name=request.requester_name,
+            reason=request.reason,
+            created_at=_time(request.created_at),
+            expires_at=_time(request.expires_at),
+            base_etag=request.base_etag,
+            document=request.document,
+            diff=[FieldChangeView(field=c.field, before=c.before, after=c.after) for c in request.diff],
+            needs=[NeedView(field=item["field"], reason=item["reason"]) for item in request.needs],
+            preview=request.preview,
+            decided_by=request.decided_by,
+            decided_at=_time(request.decided_at) if request.decided_at is not None else None,
+            decision_reason=request.decision_reason,
+            operation_id=request.operation_id,
+            commit=request.commit,
+        )
+
+
+def _time(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+class ChangeRequestFiled(ApiModel):
+    change_request: ChangeRequestView
+
+
+class ChangeRequestList(ApiModel):
+    change_requests: list[ChangeRequestView]
+
+
+class ChangeRequestApproved(ApiModel):
+    change_request: ChangeRequestView
+    accepted: ChangeAccepted = Field(description="The change approval committed and queued.")
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class NewChangeRequest(ApiModel):
+    spec: dict[str, Any] | None = Field(default=None, description="A whole tenant document (as PUT).")
+    patch: dict[str, Any] | None = Field(default=None, description="A JSON merge patch (as PATCH).")
+    reason: Reason = Field(description="Why the change is needed, for the platform-admin deciding it.")
+
+
+class Rejection(ApiModel):
+    reason: Reason = Field(description="Why, for the requester.")
+
+
+def file_if_needed(
+    request: Request,
+    backends: Backends,
+    principal: Principal,
+    stack: StackRef,
+    body: Any,
+    *,
+    patch: bool,
+) -> WriteResult | None:
+    """For a tenant-admin's PUT/PATCH that needs a platform-admin: file it (202) instead of 403."""
+    proposal = backends.approvals.assess(stack, principal, body, patch=patch)
+    if proposal is None:
+        return None
+    reason = request.headers.get("Change-Reason", "").strip()[:1000] or "(no reason given)"
+    filed = backends.approvals.file(proposal, principal, reason, rid_of(request))
+    return _filed(filed)
+
+
+def _filed(filed: ChangeRequest) -> WriteResult:
+    body = ChangeRequestFiled(change_request=ChangeRequestView.of(filed)).wire()
+    return 202, body, {"Location": f"{API_PREFIX}/change-requests/{filed.id}"}
+
+
+@router.post(
+    "/environments/{environment}/tenants/{name}/change-requests",
+    status_code=202,
+    response_model=ChangeRequestFiled,
+    responses={**_ERRORS, 403: _DECIDE_ERRORS[403], 422: {"model": ErrorResponse, "description": "Invalid."}},
+    summary="Ask a platform-admin for a change",
+    description=(
+        "Files the change (a whole `spec`, or a merge `patch`) with a reason, for a platform-admin to "
+        "approve or reject; nothing is committed or applied before approval. A tenant-admin's PUT or "
+        "PATCH that needs a platform-admin (plan, groups, sizes above the plan, a new tenant on a "
+        "paid plan) is filed the same way (reason from the `Change-Reason` header)."
+    ),
+)
+async def create_change_request(
+    request: Request,
+    stack: ChangeableTenant,
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+    body: NewChangeRequest,
+) -> JSONResponse:
+    if (body.spec is None) == (body.patch is None):
+        raise ServiceError(
+            "invalid_request",
+            "send exactly one of spec (a whole document) and patch (a merge patch)",
+            details=[{"field": "spec", "reason": "exactly one of spec and patch"}],
+        )
+    proposal = await anyio.to_thread.run_sync(
+        partial(
+            backends.approvals.assess,
+            stack,
+            principal,
+            body.spec if body.spec is not None else body.patch,
+            patch=body.patch is not None,
+            always=True,
+        )
+    )
+    assert proposal is not None
+    filed = await anyio.to_thread.run_sync(
+        partial(backends.approvals.file, proposal, principal, body.reason, rid_of(request))
+    )
+    status, payload, headers = _filed(filed)
+    return JSONResponse(payload, status_code=status, headers=headers)
+
+
+@router.get(
+    "/change-requests",
+    response_model=ChangeRequestList,
+    responses=_ERRORS,
+    summary="List change requests, newest first",
+    description="Platform-admins see every request; others see requests on their tenants and their own.",
+)
+def list_change_requests(
+    request: Request,
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+    status: Annotated[RequestStatus | None, Query(description="Only this status.")] = None,
+    environment: Annotated[Environment | None, Query(description="Only this environment.")] = None,
+    tenant: Annotated[str | None, Query(max_length=63, description="Only this tenant.")] = None,
+) -> ChangeRequestList:
+    found = backends.approvals.list(
+        principal,
+        rid_of(request),
+        status=status,
+        environment=environment.value if environment else None,
+        tenant=tenant,
+    )
+    return ChangeRequestList(change_requests=[ChangeRequestView.of(item) for item in found])
+
+
+RequestIdPath = Annotated[
+    str, Path(pattern=r"^cr-[0-9a-f]{12}$", description="The change request's id (cr-...).")
+]
+
+
+@router.get(
+    "/change-requests/{request_id}",
+    response_model=ChangeRequestView,
+    responses=_ERRORS,
+    summary="Inspect a change request: diff, preview, outcome",
+)
+def read_change_request(
+    request: Request, request_id: RequestIdPath, backends: BackendsDep, principal: CurrentPrincipal
+) -> ChangeRequestView:
+    return ChangeRequestView.of(backends.approvals.get(principal, request_id, rid_of(request)))
+
+
+@router.post(
+    "/change-requests/{request_id}/approve",
+    response_model=ChangeRequestApproved,
+    status_code=202,
+    responses=_DECIDE_ERRORS,
+    summary="Approve: commit and apply exactly the reviewed change (platform-admin)",
+    description=(
+        "Commits the stored document with If-Match set to the tenant version the request was made "
+        "against, then queues the update. Refused with 409 change_request_stale when the tenant moved."
+    ),
+)
+def approve_change_request(
+    request: Request, request_id: RequestIdPath, backends: BackendsDep, principal: CurrentPrincipal
+) -> JSONResponse:
+    approved, result = backends.approvals.approve(principal, request_id, rid_of(request))
+    backends.metrics.operations_submitted.labels(result.operation.kind.value).inc()
+    backends.wake_worker()
+    accepted = ChangeAccepted(
+        operation=OperationView.of(result.operation),
+        commit=result.commit,
+        changed=result.commit is not None,
+        etag=result.etag,
+    )
+    body = ChangeRequestApproved(change_request=ChangeRequestView.of(approved), accepted=accepted).wire()
+    return JSONResponse(
+        body, status_code=202, headers={"Location": f"{API_PREFIX}/operations/{result.operation.id}"}
+    )
+
+
+@router.post(
+    "/change-requests/{request_id}/reject",
+    response_model=ChangeRequestView,
+    responses=_DECIDE_ERRORS,
+    summary="Reject, with a reason for the requester (platform-admin)",
+)
+def reject_change_request(
+    request: Request,
+    request_id: RequestIdPath,
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+    body: Annotated[Rejection, Body()],
+) -> ChangeRequestView:
+    return ChangeRequestView.of(
+        backends.approvals.reject(principal, request_id, body.reason, rid_of(request))
+    )

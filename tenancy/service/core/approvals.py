@@ -1,0 +1,328 @@
+"""The approval workflow over change requests: assess a write, file it, approve, reject, expire.
+
+``assess`` decides whether a tenant-admin's write needs a platform-admin: the platform-owned fields
+(plan, groups; a new tenant beyond the self-service plans) and sizes above the tenant's plan. For a
+size above the plan, the request proposes the smallest larger plan that fits (what the validator's
+message asks for), so a platform-admin approves an upgrade, not an invalid spec.
+
+Every step (filed, approved, refused approval, rejected, expired) is one audit line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tenancy.automation.contract import StackRef
+from tenancy.service.core.audit import AuditLog, Outcome
+from tenancy.service.core.change_requests import (
+    ChangeRequest,
+    ChangeRequestStore,
+    RequestStatus,
+    decided,
+    field_diff,
+    new_request_id,
+)
+from tenancy.service.core.errors import ServiceError
+from tenancy.service.core.security import Principal
+from tenancy.service.core.tenant_changes import ChangeResult, TenantChanges, etag_of, merge_patch
+from tenancy.service.core.tenants_repo import TenantRepository, parse_document
+from tenancy.spec.plans import Plan
+from tenancy.spec.tenant import TenantSpec
+
+log = logging.getLogger("tenancy.service")
+
+Render = Callable[[StackRef, dict[str, Any] | None, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A write that needs a platform-admin: the document approval would commit, and why."""
+
+    stack: StackRef
+    document: dict[str, Any]
+    base_document: dict[str, Any] | None
+    base_etag: str | None
+    needs: list[dict[str, str]]
+
+
+class Approvals:
+    def __init__(
+        self,
+        *,
+        store: ChangeRequestStore,
+        changes: TenantChanges,
+        repository: TenantRepository,
+        audit: AuditLog,
+        ttl_seconds: float,
+        render: Render,
+    ) -> None:
+        self.store = store
+        self.changes = changes
+        self.repository = repository
+        self.audit = audit
+        self.ttl_seconds = ttl_seconds
+        self.render = render
+
+    # --- filing -------------------------------------------------------------------------------
+
+    def assess(
+        self, stack: StackRef, principal: Principal, body: Any, *, patch: bool, always: bool = False
+    ) -> Proposal | None:
+        """The change request ``body`` (a document, or a merge patch) would make, or None when the
+        caller may make the change alone (then the ordinary write path runs and reports any error).
+        ``always``: file a request even when no field needs a platform-admin (asked for explicitly)."""
+        if principal.platform_admin and not always:
+            return None
+        if not isinstance(body, dict):
+            return None
+        text = self.repository.read_text(stack.environment, stack.tenant)
+        current = parse_document(text) if text is not None else None
+        if patch:
+            if current is None:
+                return None  # the ordinary path answers tenant_not_found
+            body = merge_patch(current, body)
+        spec, upgrade = self._validate_or_upgrade(stack, principal, body)
+        needs = self.changes.check_proposal(stack, principal, current, spec)
+        if upgrade is not None:
+            needs = [item for item in needs if item["field"] != "plan"]
+            needs.insert(0, upgrade)
+        if not needs and not always:
+            return None
+        return Proposal(
+            stack=stack,
+            document=spec.to_document(),
+            base_document=current,
+            base_etag=etag_of(text) if text is not None else None,
+            needs=needs,
+        )
+
+    def _validate_or_upgrade(
+        self, stack: StackRef, principal: Principal, document: dict[str, Any]
+    ) -> tuple[TenantSpec, dict[str, str] | None]:
+        try:
+            return self.changes.validate(stack, document), None
+        except ServiceError as invalid:
+            if invalid.code != "invalid_spec" or principal.platform_admin:
+                raise
+            asked = str(document.get("plan", ""))
+            plans = [plan.value for plan in Plan]
+            if asked not in plans:
+                raise
+            for larger in plans[plans.index(asked) + 1 :]:
+                try:
+                    spec = self.changes.validate(stack, {**document, "plan": larger})
+                except ServiceError:
+                    continue
+                reason = f"the sizes asked for exceed the {asked} plan; the {larger} plan fits them"
+                return spec, {"field": "plan", "reason": reason}
+            raise
+
+    def file(self, proposal: Proposal, principal: Principal, reason: str, request_id: str) -> ChangeRequest:
+        """Store the request (with its rendered preview); nothing reaches git or the queue."""
+        stack = proposal.stack
+        now = time.time()
+        request = ChangeRequest(
+            id=new_request_id(),
+            environment=stack.environment,
+            tenant=stack.tenant,
+            requested_by=principal.actor,
+            requester_name=principal.display_name,
+            reason=reason,
+            created_at=now,
+            expires_at=now + self.ttl_seconds,
+            base_etag=proposal.base_etag,
+            base_document=proposal.base_document,
+            document=proposal.document,
+            diff=field_diff(proposal.base_document, {"name": stack.tenant, **proposal.document}),
+            needs=proposal.needs,
+            preview=self.render(stack, proposal.base_document, proposal.document),
+        )
+        self.store.add(request)
+        self._audit(principal, "change_request.create", "accepted", request, request_id)
+        return request
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def visible(self, principal: Principal, request: ChangeRequest) -> bool:
+        return (
+            principal.platform_admin
+            or request.requested_by == principal.actor
+            or principal.can_read(request.tenant)
+        )
+
+    def get(self, principal: Principal, request_id: str, rid: str) -> ChangeRequest:
+        request = self.store.get(request_id)
+        if request is None or not self.visible(principal, request):
+            raise ServiceError(
+                "change_request_not_found", f"there is no change request {request_id} that you can see"
+            )
+        return self._expire_if_due(request, rid)
+
+    def list(
+        self,
+        principal: Principal,
+        rid: str,
+        *,
+        status: RequestStatus | None = None,
+        environment: str | None = None,
+        tenant: str | None = None,
+    ) -> list[ChangeRequest]:
+        found = []
+        for request in self.store.list(limit=500):
+            if not self.visible(principal, request):
+                continue
+            request = self._expire_if_due(request, rid)
+            if status is not None and request.status is not status:
+                continue
+            if environment is not None and request.environment != environment:
+                continue
+            if tenant is not None and request.tenant != tenant:
+                continue
+            found.append(request)
+        return found
+
+    def _expire_if_due(self, request: ChangeRequest, rid: str) -> ChangeRequest:
+        if not request.expired(time.time()):
+            return request
+        expired = self.store.transition(
+            request.id,
+            RequestStatus.pending,
+            decided(request, RequestStatus.expired, by=None, reason="not decided before it expired"),
+        )
+        if expired is None:  # decided meanwhile
+            return self.store.get(request.id) or request
+        self.audit.record(
+            actor="system:expiry",
+            action="change_request.expire",
+            outcome="succeeded",
+            tenant=request.tenant,
+            environment=request.environment,
+            request_id=rid,
+            reason=request.id,
+        )
+        return expired
+
+    # --- deciding -----------------------------------------------------------------------------
+
+    def approve(self, principal: Principal, request_id: str, rid: str) -> tuple[ChangeRequest, ChangeResult]:
+        """Apply exactly the stored document, against exactly the version it was made against."""
+        request = self._decidable(principal, request_id, rid, "change_request.approve")
+        applying = self.store.transition(
+            request.id, RequestStatus.pending, replace(request, status=RequestStatus.applying)
+        )
+        if applying is None:
+            raise self._refused(principal, request, rid, "change_request.approve", _already_decided(request))
+        stack = StackRef(request.environment, request.tenant)
+        try:
+            result = self.changes.replace(
+                stack,
+                request.document,
+                principal,
+                if_match=f'"{request.base_etag}"' if request.base_etag else None,
+                if_none_match="*" if request.base_etag is None else None,
+            )
+        except ServiceError as error:
+            self.store.transition(request.id, RequestStatus.applying, request)  # pending again
+            if error.code == "precondition_failed":
+                error = ServiceError(
+                    "change_request_stale",
+                    f"{stack.name} changed since change request {request.id} was made, so approving it "
+                    "would not apply what was reviewed; reject it and ask the requester for a new one",
+                )
+            raise self._refused(principal, request, rid, "change_request.approve", error) from None
+        except BaseException:
+            self.store.transition(request.id, RequestStatus.applying, request)
+            raise
+        approved = decided(
+            applying,
+            RequestStatus.approved,
+            by=principal.actor,
+            operation_id=result.operation.id,
+            commit=result.commit,
+        )
+        self.store.transition(request.id, RequestStatus.applying, approved)
+        self._audit(principal, "change_request.approve", "succeeded", approved, rid, result.operation.id)
+        return approved, result
+
+    def reject(self, principal: Principal, request_id: str, reason: str, rid: str) -> ChangeRequest:
+        request = self._decidable(principal, request_id, rid, "change_request.reject")
+        rejected = self.store.transition(
+            request.id,
+            RequestStatus.pending,
+            decided(request, RequestStatus.rejected, by=principal.actor, reason=reason),
+        )
+        if rejected is None:
+            raise self._refused(principal, request, rid, "change_request.reject", _already_decided(request))
+        self._audit(principal, "change_request.reject", "succeeded", rejected, rid)
+        return rejected
+
+    def _decidable(self, principal: Principal, request_id: str, rid: str, action: str) -> ChangeRequest:
+        request = self.get(principal, request_id, rid)
+        if not principal.platform_admin:
+            raise self._refused(
+                principal,
+                request,
+                rid,
+                action,
+                ServiceError("forbidden", "deciding a change request needs the platform-admin role"),
+            )
+        if request.status is RequestStatus.expired:
+            raise self._refused(
+                principal,
+                request,
+                rid,
+                action,
+                ServiceError(
+                    "change_request_expired",
+                    f"change request {request.id} expired undecided; the requester can file it again",
+                ),
+            )
+        if request.status is not RequestStatus.pending:
+            raise self._refused(principal, request, rid, action, _already_decided(request))
+        return request
+
+    def _refused(
+        self, principal: Principal, request: ChangeRequest, rid: str, action: str, error: ServiceError
+    ) -> ServiceError:
+        outcome: Outcome = "denied" if error.code == "forbidden" else "refused"
+        self.audit.record(
+            actor=principal.actor,
+            action=action,
+            outcome=outcome,
+            tenant=request.tenant,
+            environment=request.environment,
+            request_id=rid,
+            reason=f"{request.id}: {error.code}",
+        )
+        return error
+
+    def _audit(
+        self,
+        principal: Principal,
+        action: str,
+        outcome: Outcome,
+        request: ChangeRequest,
+        rid: str,
+        operation_id: str | None = None,
+    ) -> None:
+        self.audit.record(
+            actor=principal.actor,
+            action=action,
+            outcome=outcome,
+            tenant=request.tenant,
+            environment=request.environment,
+            request_id=rid,
+            operation_id=operation_id,
+            reason=request.id,
+        )
+
+
+def _already_decided(request: ChangeRequest) -> ServiceError:
+    return ServiceError(
+        "change_request_decided",
+        f"change request {request.id} is {request.status.value}, no longer pending; nothing was changed",
+    )

@@ -1,0 +1,267 @@
+"""Change requests: what a tenant-admin may not do alone waits for a platform-admin, is never applied
+before approval, and approval applies exactly what was reviewed (or is refused when the tenant moved)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+import yaml
+
+from tenancy.service.core.change_requests import (
+    ChangeRequest,
+    RedisChangeRequestStore,
+    RequestStatus,
+    SqliteChangeRequestStore,
+    decided,
+    field_diff,
+)
+from tests.service.conftest import AppFactory, Issuer, LiveServer, create_tenant, wait_for
+
+ACME = "/api/v1/environments/dev/tenants/acme"
+PINNED = {"storage": {"size": "10Gi"}, "snapshots": {"size": "5Gi"}}  # a plan change must not grow volumes
+
+
+@pytest.fixture
+def live(make_app: AppFactory, serve: Any) -> LiveServer:
+    app, _ = make_app()
+    server: LiveServer = serve(app)
+    return server
+
+
+def _file(live: LiveServer, name: str = "acme") -> dict[str, Any] | None:
+    text = live.app.state.backends.repository.read_text("dev", name)
+    return yaml.safe_load(text) if text else None
+
+
+def _operations(live: LiveServer, name: str = "acme") -> int:
+    from tenancy.automation.contract import StackRef
+
+    return len(live.app.state.backends.queue.recent(stack=StackRef("dev", name), limit=50))
+
+
+def _audit(live: LiveServer) -> list[dict[str, Any]]:
+    path = Path(live.app.state.backends.settings.audit_target)
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_an_upgrade_waits_for_a_platform_admin_who_approves_exactly_it(
+    live: LiveServer, issuer: Issuer
+) -> None:
+    create_tenant(live.app, "acme")
+    before, queued = _file(live), _operations(live)
+    requester = live.client(issuer.admin_of("acme", sub="alice"))
+    filed = requester.patch(
+        ACME,
+        json={"plan": "medium", "qdrant": PINNED},
+        headers={"Change-Reason": "more traffic next month"},
+    )
+    assert filed.status_code == 202, filed.text
+    request = filed.json()["changeRequest"]
+    assert filed.headers["Location"] == f"/api/v1/change-requests/{request['id']}"
+    assert request["status"] == "pending" and request["reason"] == "more traffic next month"
+    assert {"field": "plan", "before": "small", "after": "medium"} in request["diff"]
+    assert request["needs"][0]["field"] == "plan"
+    assert request["preview"]["summary"]  # the rendered change the reviewer sees
+    # Never applied before approval: git and the queue are untouched.
+    assert _file(live) == before and _operations(live) == queued
+
+    admin = live.client(issuer.platform_admin(sub="root"))
+    listed = admin.get("/api/v1/change-requests", params={"status": "pending"}).json()["changeRequests"]
+    assert [item["id"] for item in listed] == [request["id"]]
+    shown = admin.get(f"/api/v1/change-requests/{request['id']}").json()
+    assert shown["document"]["plan"] == "medium" and shown["baseEtag"]
+
+    approved = admin.post(f"/api/v1/change-requests/{request['id']}/approve")
+    assert approved.status_code == 202, approved.text
+    body = approved.json()
+    assert body["changeRequest"]["status"] == "approved" and body["changeRequest"]["decidedBy"] == "user:root"
+    assert _file(live) == {**shown["document"], "name": "acme"}
+    assert wait_for(admin, body["accepted"]["operation"]["id"])["status"] == "succeeded"
+
+    # The requester sees the outcome; a second approval changes nothing.
+    outcome = requester.get(f"/api/v1/change-requests/{request['id']}").json()
+    assert outcome["status"] == "approved" and outcome["operationId"] == body["accepted"]["operation"]["id"]
+    again = admin.post(f"/api/v1/change-requests/{request['id']}/approve")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "change_request_decided"
+    lines = [line for line in _audit(live) if line["action"].startswith("change_request")]
+    actions = [(line["action"], line["outcome"]) for line in lines]
+    assert actions == [
+        ("change_request.create", "accepted"),
+        ("change_request.approve", "succeeded"),
+        ("change_request.approve", "refused"),
+    ]
+
+
+def test_reject_takes_a_reason_the_requester_sees(live: LiveServer, issuer: Issuer) -> None:
+    create_tenant(live.app, "acme")
+    requester = live.client(issuer.admin_of("acme"))
+    filed = requester.patch(ACME, json={"groups": {"viewers": ["/auditors"]}})
+    request_id = filed.json()["changeRequest"]["id"]
+    admin = live.client(issuer.platform_admin())
+    assert admin.post(f"/api/v1/change-requests/{request_id}/reject", json={}).status_code == 422
+    rejected = admin.post(f"/api/v1/change-requests/{request_id}/reject", json={"reason": "use SSO groups"})
+    assert rejected.status_code == 200, rejected.text
+    outcome = requester.get(f"/api/v1/change-requests/{request_id}").json()
+    assert outcome["status"] == "rejected" and outcome["decisionReason"] == "use SSO groups"
+    assert "groups" not in (_file(live) or {})
+    late = admin.post(f"/api/v1/change-requests/{request_id}/approve")
+    assert late.json()["error"]["code"] == "change_request_decided"
+
+
+def test_a_size_above_the_plan_asks_for_the_plan_that_fits(live: LiveServer, issuer: Issuer) -> None:
+    create_tenant(live.app, "acme")
+    requester = live.client(issuer.admin_of("acme"))
+    response = requester.patch(ACME, json={"qdrant": {"replicas": 3, **PINNED}})
+    assert response.status_code == 202, response.text
+    request = response.json()["changeRequest"]
+    assert request["document"]["plan"] == "medium" and request["document"]["qdrant"]["replicas"] == 3
+    assert "the medium plan fits them" in request["needs"][0]["reason"]
+    # Beyond every plan stays what it is: invalid, with the validator's message.
+    too_big = requester.patch(ACME, json={"qdrant": {"replicas": 9}})
+    assert too_big.status_code == 422 and too_big.json()["error"]["code"] == "invalid_spec"
+
+
+def test_a_new_tenant_on_a_paid_plan_is_a_request(live: LiveServer, issuer: Issuer) -> None:
+    requester = live.client(issuer.admin_of("newco"))
+    document = {"owners": ["me@newco.example"], "plan": "large", "qdrant": {"enabled": True}}
+    response = requester.put("/api/v1/environments/dev/tenants/newco", json=document)
+    assert response.status_code == 202, response.text
+    request = response.json()["changeRequest"]
+    assert request["baseEtag"] is None and _file(live, "newco") is None
+    # Someone creates the tenant meanwhile: approving would not apply what was reviewed.
+    create_tenant(live.app, "newco")
+    stale = live.client(issuer.platform_admin()).post(f"/api/v1/change-requests/{request['id']}/approve")
+    assert stale.status_code == 409 and stale.json()["error"]["code"] == "change_request_stale"
+    assert _file(live, "newco")["plan"] == "small"  # type: ignore[index]
+    assert requester.get(f"/api/v1/change-requests/{request['id']}").json()["status"] == "pending"
+
+
+def test_only_platform_admins_decide_and_others_see_only_their_tenants(
+    live: LiveServer, issuer: Issuer
+) -> None:
+    create_tenant(live.app, "acme")
+    filed = live.client(issuer.admin_of("acme")).patch(ACME, json={"plan": "large", "qdrant": PINNED})
+    request_id = filed.json()["changeRequest"]["id"]
+    own_admin = live.client(issuer.admin_of("acme"))
+    refused = own_admin.post(f"/api/v1/change-requests/{request_id}/approve")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    stranger = live.client(issuer.admin_of("globex"))
+    assert stranger.get(f"/api/v1/change-requests/{request_id}").status_code == 404
+    assert stranger.get("/api/v1/change-requests").json()["changeRequests"] == []
+    assert ("change_request.approve", "denied") in [(a["action"], a["outcome"]) for a in _audit(live)]
+
+
+def test_an_explicit_request_carries_its_reason(live: LiveServer, issuer: Issuer) -> None:
+    create_tenant(live.app, "acme")
+    requester = live.client(issuer.admin_of("acme"))
+    both = requester.post(f"{ACME}/change-requests", json={"patch": {}, "spec": {}, "reason": "x"})
+    assert both.status_code == 422
+    response = requester.post(
+        f"{ACME}/change-requests", json={"patch": {"displayName": "ACME"}, "reason": "please review"}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["changeRequest"]["diff"] == [
+        {"field": "displayName", "before": None, "after": "ACME"}
+    ]
+
+
+def test_requests_expire_undecided(make_app: AppFactory, serve: Any, issuer: Issuer) -> None:
+    app, _ = make_app(change_request_ttl_hours=0.0003, workers=0)  # about a second
+    live: LiveServer = serve(app)
+    create_tenant(app, "acme")
+    filed = live.client(issuer.admin_of("acme")).patch(ACME, json={"groups": {"viewers": ["/x"]}})
+    request_id = filed.json()["changeRequest"]["id"]
+    time.sleep(1.2)
+    admin = live.client(issuer.platform_admin())
+    expired = admin.post(f"/api/v1/change-requests/{request_id}/approve")
+    assert expired.status_code == 409 and expired.json()["error"]["code"] == "change_request_expired"
+    assert admin.get(f"/api/v1/change-requests/{request_id}").json()["status"] == "expired"
+    assert "change_request.expire" in [line["action"] for line in _audit(live)]
+
+
+def test_the_routes_are_in_openapi_with_their_error_codes(live: LiveServer) -> None:
+    document = httpx.get(f"{live.url}/openapi.json").json()
+    paths = document["paths"]
+    for path in (
+        "/api/v1/change-requests",
+        "/api/v1/change-requests/{request_id}",
+        "/api/v1/change-requests/{request_id}/approve",
+        "/api/v1/change-requests/{request_id}/reject",
+        "/api/v1/environments/{environment}/tenants/{name}/change-requests",
+    ):
+        assert path in paths, path
+    for code in ("change_request_stale", "change_request_expired", "change_request_decided"):
+        assert code in document["info"]["description"]
+
+
+def _request(request_id: str = "cr-000000000001") -> ChangeRequest:
+    now = time.time()
+    return ChangeRequest(
+        id=request_id,
+        environment="dev",
+        tenant="acme",
+        requested_by="user:a",
+        requester_name="a",
+        reason="r",
+        created_at=now,
+        expires_at=now + 60,
+        base_etag=None,
+        base_document=None,
+        document={"plan": "large"},
+        diff=field_diff(None, {"plan": "large"}),
+        needs=[{"field": "plan", "reason": "x"}],
+    )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_request_is_decided_once_on_either_store(backend: str, tmp_path: Path) -> None:
+    store: Any = (
+        SqliteChangeRequestStore(tmp_path / "cr.sqlite3")
+        if backend == "sqlite"
+        else RedisChangeRequestStore(fakeredis.FakeRedis(), prefix="t:")
+    )
+    request = _request()
+    store.add(request)
+    approved = decided(request, RequestStatus.approved, by="user:root")
+    assert store.transition(request.id, RequestStatus.pending, approved) == approved
+    rejected = decided(request, RequestStatus.rejected, by="user:other", reason="no")
+    assert store.transition(request.id, RequestStatus.pending, rejected) is None
+    assert store.get(request.id) == approved
+    assert [item.id for item in store.list()] == [request.id]
+
+
+def test_a_platform_admin_decides_from_the_cli(live: LiveServer, issuer: Issuer) -> None:
+    from typer.testing import CliRunner
+
+    from tenancy.cli import app as cli
+
+    create_tenant(live.app, "acme")
+    requester = live.client(issuer.admin_of("acme"))
+    upgrade = requester.patch(ACME, json={"plan": "medium", "qdrant": PINNED}).json()["changeRequest"]["id"]
+    groups = requester.patch(ACME, json={"groups": {"viewers": ["/x"]}}).json()["changeRequest"]["id"]
+    runner = CliRunner()
+    env = {"TENANCY_API_URL": live.url, "TENANCY_TOKEN": issuer.platform_admin()}
+
+    listed = runner.invoke(cli, ["requests", "list", "--status", "pending"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert upgrade in listed.output and groups in listed.output
+    shown = runner.invoke(cli, ["requests", "show", upgrade], env=env)
+    assert shown.exit_code == 0 and 'plan: "small" -> "medium"' in shown.output
+    assert "preview:" in shown.output
+    approved = runner.invoke(cli, ["requests", "approve", upgrade], env=env)
+    assert approved.exit_code == 0, approved.output
+    assert _file(live)["plan"] == "medium"  # type: ignore[index]
+    # The groups request was made against the version before the upgrade: refused, not applied.
+    stale = runner.invoke(cli, ["requests", "approve", groups], env=env)
+    assert stale.exit_code == 2 and "change_request_stale" in stale.output
+    rejected = runner.invoke(cli, ["requests", "reject", groups, "--reason", "ask again"], env=env)
+    assert rejected.exit_code == 0, rejected.output
+    assert requester.get(f"/api/v1/change-requests/{groups}").json()["decisionReason"] == "ask again"
+    nobody = runner.invoke(cli, ["requests", "list"], env={"TENANCY_API_URL": live.url, "TENANCY_TOKEN": ""})
+    assert nobody.exit_code == 2
