@@ -106,6 +106,9 @@ PLATFORM_GATEWAY = GATEWAY_REFERENCE
 # --- the realm ----------------------------------------------------------------------------------
 API_CLIENT_ID = "tenant-api"
 ARGOCD_CLIENT_ID = "argocd"
+# The self-service portal (tenantctl serve at /), signing people in with authorization code + PKCE.
+PORTAL_CLIENT_ID = "tenant-portal"
+PORTAL_CALLBACK_PATH = "/auth/callback"
 # Tenant stacks log in as this client (client credentials) to declare their groups.
 PROVISIONER_CLIENT_ID = "tenant-provisioner"
 # What its service account may do in the realm, and no more (realm-management client roles):
@@ -635,6 +638,33 @@ def _api_client() -> dict[str, Any]:
     }
 
 
+def portal_url(domain: str) -> str:
+    return f"https://portal.{domain}"
+
+
+def _portal_client(domain: str) -> dict[str, Any]:
+    """The portal's client: public (a browser session cannot keep a secret), authorization code with
+    PKCE only, redirecting to the portal's callback alone; its access tokens name ``tenant-api`` in
+    ``aud`` and carry groups and roles, so the API accepts them as it accepts its own."""
+    base = portal_url(domain)
+    return {
+        "clientId": PORTAL_CLIENT_ID,
+        "name": "Tenant self-service portal",
+        "enabled": True,
+        "protocol": "openid-connect",
+        "publicClient": True,
+        "standardFlowEnabled": True,
+        "implicitFlowEnabled": False,
+        "directAccessGrantsEnabled": False,
+        "serviceAccountsEnabled": False,
+        "rootUrl": base,
+        "redirectUris": [f"{base}{PORTAL_CALLBACK_PATH}"],
+        "webOrigins": [base],
+        "attributes": {"pkce.code.challenge.method": "S256", "post.logout.redirect.uris": f"{base}/"},
+        "protocolMappers": [groups_mapper(), realm_roles_mapper(), audience_mapper(API_CLIENT_ID)],
+    }
+
+
 def _argocd_client(domain: str) -> dict[str, Any]:
     """Argo CD's SSO client: confidential; the secret reaches Keycloak only through its environment.
 
@@ -733,7 +763,7 @@ def realm_import(domain: str) -> dict[str, Any]:
             },
             {"name": TENANTS_GROUP, "path": f"/{TENANTS_GROUP}", "subGroups": []},
         ],
-        "clients": [_api_client(), _argocd_client(domain), _provisioner_client()],
+        "clients": [_api_client(), _portal_client(domain), _argocd_client(domain), _provisioner_client()],
         "users": [_provisioner_service_account()],
     }
 

@@ -497,7 +497,12 @@ def test_realm_creates_platform_admins_and_only_the_parent_of_tenant_groups() ->
 
 
 def test_realm_has_the_api_argocd_and_provisioner_clients() -> None:
-    assert {c["clientId"] for c in REALM["clients"]} == {"tenant-api", "argocd", "tenant-provisioner"}
+    assert {c["clientId"] for c in REALM["clients"]} == {
+        "tenant-api",
+        "tenant-portal",
+        "argocd",
+        "tenant-provisioner",
+    }
     api = client("tenant-api")
     assert api["publicClient"] is True
     assert api["attributes"]["oauth2.device.authorization.grant.enabled"] == "true"
@@ -508,6 +513,16 @@ def test_realm_has_the_api_argocd_and_provisioner_clients() -> None:
     # The generated secret never enters the document: Keycloak resolves it from its environment.
     assert argocd["secret"] == "${ARGOCD_CLIENT_SECRET}"
     assert "clientScopes" not in REALM  # declaring any would drop Keycloak's built-in scopes
+
+
+def test_portal_client_is_public_pkce_only_and_its_tokens_reach_the_api() -> None:
+    portal = client("tenant-portal")
+    assert portal["publicClient"] is True and portal["standardFlowEnabled"] is True
+    assert portal["implicitFlowEnabled"] is False and portal["directAccessGrantsEnabled"] is False
+    assert portal["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert portal["redirectUris"] == ["https://portal.data.example.com/auth/callback"]
+    assert mapper("tenant-portal", "oidc-audience-mapper")["included.client.audience"] == "tenant-api"
+    assert mapper("tenant-portal", "oidc-group-membership-mapper")["full.path"] == "true"
 
 
 def test_provisioner_client_logs_in_only_with_its_own_credentials() -> None:
