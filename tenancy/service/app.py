@@ -21,6 +21,7 @@ from tenancy.service.core.config import ServiceSettings
 from tenancy.service.core.errors import ERROR_CODES, install_error_handlers
 from tenancy.service.core.metrics import RequestContextMiddleware
 from tenancy.service.core.request_body import RequestBodyGuard
+from tenancy.service.portal.routes import install_portal
 
 DESCRIPTION = """\
 Tenants create, change, scale and delete their own Qdrant and vCluster, and fetch their endpoints,
@@ -75,4 +76,5 @@ def app_for(backends: Backends) -> FastAPI:
     app.include_router(health.router)
     for router in api_routers:
         app.include_router(router)
+    install_portal(app, backends)
     return app

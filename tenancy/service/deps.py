@@ -26,6 +26,7 @@ from tenancy.service.core.security import (
     principal_from_claims,
 )
 from tenancy.service.models import Environment
+from tenancy.service.portal.sessions import session_credential
 from tenancy.spec.tenant import MAX_NAME_LENGTH
 
 
@@ -61,6 +62,8 @@ def authenticate(
     count against their principal's own budget): a burst of bad tokens from a shared address (a NAT,
     an office, a proxy) never locks its valid callers out. A JWKS outage counts for nobody."""
     credential = bearer.credentials if bearer is not None else api_key
+    if not credential:  # the portal's cookie session (CSRF-checked for writes)
+        credential = session_credential(request)
     if not credential:
         raise _unauthenticated("send a bearer token (Authorization: Bearer ...) or an API key (X-API-Key)")
     try:

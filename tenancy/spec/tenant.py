@@ -367,9 +367,6 @@ def plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
                 )
             )
 
-    # What each service adds to the namespace, per quota item: sized containers plus the sidecar of
-    # every pod (and the vCluster's CoreDNS pod), so a spec that passes here also fits the quota.
-    usage: dict[str, dict[str, Decimal]] = {}
     if tenant.qdrant is not None:
         q = tenant.qdrant
         if q.replicas > limits.qdrant_max_replicas:
@@ -383,29 +380,14 @@ def plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
             )
         over("qdrant.resources.cpu", q.cpu, limits.container_max.cpu, "CPU per node")
         over("qdrant.resources.memory", q.memory, limits.container_max.memory, "memory per node")
-        node = Size(cpu=q.cpu, memory=q.memory)
-        per_node_storage = parse_quantity(q.storage_size) + (
-            parse_quantity(q.snapshot_size) if q.snapshots else 0
-        )
-        usage["qdrant"] = {
-            **_pods(q.replicas, requests=node, limits=node, sidecar=qdrant_sidecar(q.cpu)),
-            "storage": per_node_storage * q.replicas,
-            "pvcs": Decimal(q.replicas * (2 if q.snapshots else 1)),
-        }
     if tenant.vcluster is not None:
         v = tenant.vcluster
         if not limits.vcluster_allowed:
             issues.append(SpecIssue(file, "vcluster.enabled", f"the {plan} plan does not include a vCluster"))
         over("vcluster.resources.cpu", v.cpu, limits.container_max.cpu, "control-plane CPU")
         over("vcluster.resources.memory", v.memory, limits.container_max.memory, "control-plane memory")
-        control_plane = Size(cpu=v.cpu, memory=v.memory)
-        dns = _pods(1, requests=VCLUSTER_COREDNS.requests, limits=VCLUSTER_COREDNS.limits)
-        usage["vcluster"] = {
-            key: value + dns[key]
-            for key, value in _pods(1, requests=control_plane, limits=control_plane).items()
-        }
-        usage["vcluster"].update(storage=parse_quantity(v.storage_size), pvcs=Decimal(1))
 
+    usage = _service_usage(tenant)
     quota = limits.quota
     checks = [
         ("requests.cpu", quota.requests_cpu, "CPU requests", "resources.cpu"),
@@ -436,6 +418,55 @@ def plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
             )
         )
     return issues
+
+
+def _service_usage(tenant: Tenant) -> dict[str, dict[str, Decimal]]:
+    """What each service adds to the namespace, per quota item: sized containers plus the sidecar of
+    every pod (and the vCluster's CoreDNS pod), so a spec that passes the plan check fits the quota."""
+    usage: dict[str, dict[str, Decimal]] = {}
+    if tenant.qdrant is not None:
+        q = tenant.qdrant
+        node = Size(cpu=q.cpu, memory=q.memory)
+        per_node_storage = parse_quantity(q.storage_size) + (
+            parse_quantity(q.snapshot_size) if q.snapshots else 0
+        )
+        usage["qdrant"] = {
+            **_pods(q.replicas, requests=node, limits=node, sidecar=qdrant_sidecar(q.cpu)),
+            "storage": per_node_storage * q.replicas,
+            "pvcs": Decimal(q.replicas * (2 if q.snapshots else 1)),
+        }
+    if tenant.vcluster is not None:
+        v = tenant.vcluster
+        control_plane = Size(cpu=v.cpu, memory=v.memory)
+        dns = _pods(1, requests=VCLUSTER_COREDNS.requests, limits=VCLUSTER_COREDNS.limits)
+        usage["vcluster"] = {
+            key: value + dns[key]
+            for key, value in _pods(1, requests=control_plane, limits=control_plane).items()
+        }
+        usage["vcluster"].update(storage=parse_quantity(v.storage_size), pvcs=Decimal(1))
+    return usage
+
+
+def quota_usage(spec: TenantSpec) -> dict[str, tuple[Decimal, Decimal]]:
+    """Quota item -> (used, the plan's quota), counted exactly as the plan check counts (sidecars
+    and the vCluster's CoreDNS pod included); what the portal shows against the limits."""
+    tenant = resolve(spec, environment="-")
+    usage = _service_usage(tenant)
+    quota = tenant.limits.quota
+    maxima = {
+        "requests.cpu": quota.requests_cpu,
+        "requests.memory": quota.requests_memory,
+        "limits.cpu": quota.limits_cpu,
+        "limits.memory": quota.limits_memory,
+        "storage": quota.requests_storage,
+    }
+    totals = {
+        key: (sum((s.get(key, Decimal(0)) for s in usage.values()), Decimal(0)), parse_quantity(maximum))
+        for key, maximum in maxima.items()
+    }
+    pvcs = sum((s.get("pvcs", Decimal(0)) for s in usage.values()), Decimal(0))
+    totals["persistentvolumeclaims"] = (pvcs, Decimal(quota.persistent_volume_claims))
+    return totals
 
 
 def _pods(count: int, *, requests: Size, limits: Size, sidecar: PodOverhead = SIDECAR) -> dict[str, Decimal]:

@@ -24,6 +24,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         403,
         "only a platform-admin may set this field (plan, groups); details name it",
     ),
+    "csrf_failed": (403, "a portal session's write without its CSRF token (X-CSRF-Token)"),
     "not_found": (404, "no such route"),
     "tenant_not_found": (404, "no such tenant among those you can access"),
     "operation_not_found": (404, "no such operation among those you can access"),

@@ -191,7 +191,8 @@ async def create_change_request(
             always=True,
         )
     )
-    assert proposal is not None
+    if proposal is None:  # a patch of a tenant that does not exist
+        raise ServiceError("tenant_not_found", f"there is no tenant {stack.name} that you can access")
     filed = await anyio.to_thread.run_sync(
         partial(backends.approvals.file, proposal, principal, body.reason, rid_of(request))
     )
