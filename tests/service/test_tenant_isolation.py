@@ -38,9 +38,13 @@ ROUTES = [
     Route("GET", "/tenants/{tenant}/api-keys", writes=True),
     Route("POST", "/tenants/{tenant}/api-keys", {"name": "probe"}, writes=True),
     Route("DELETE", "/tenants/{tenant}/api-keys/{key}", writes=True),
+    Route("POST", TENANT + "/change-requests", {"patch": {"displayName": "x"}, "reason": "r"}, writes=True),
+    Route("GET", "/change-requests/{request}"),
+    Route("POST", "/change-requests/{request}/approve", writes=True),
+    Route("POST", "/change-requests/{request}/reject", {"reason": "probe"}, writes=True),
 ]
 # Routes that name no tenant: they only ever show the caller's own.
-UNSCOPED = {("GET", "/tenants"), ("GET", "/me")}
+UNSCOPED = {("GET", "/tenants"), ("GET", "/me"), ("GET", "/change-requests")}
 
 
 @dataclass
@@ -51,10 +55,15 @@ class World:
     beta_operation: str
     beta_key: str
     alpha_key: str
+    beta_request: str
 
     def fill(self, route: Route, tenant: str) -> tuple[str, Any]:
         path = API_PREFIX + route.path.format(
-            env="dev", tenant=tenant, operation=self.beta_operation, key=self.beta_key
+            env="dev",
+            tenant=tenant,
+            operation=self.beta_operation,
+            key=self.beta_key,
+            request=self.beta_request,
         )
         body = route.body
         if isinstance(body, dict) and body.get("name") == "{tenant}":
@@ -82,12 +91,16 @@ def world(tmp_path_factory: pytest.TempPathFactory, issuer: Issuer) -> Iterator[
             accepted = beta.put(f"{API_PREFIX}/environments/dev/tenants/beta", json=spec("beta")).json()
             wait_for(beta, accepted["operation"]["id"])
             beta_key = beta.post(f"{API_PREFIX}/tenants/beta/api-keys", json={"name": "beta-ci"}).json()["id"]
+            filed = beta.patch(
+                f"{API_PREFIX}/environments/dev/tenants/beta", json={"groups": {"viewers": ["/x"]}}
+            )
+            beta_request = filed.json()["changeRequest"]["id"]
         with server.client(issuer.admin_of("alpha")) as alpha:
             alpha.put(f"{API_PREFIX}/environments/dev/tenants/alpha", json=spec("alpha"))
             alpha_key = alpha.post(
                 f"{API_PREFIX}/tenants/alpha/api-keys", json={"name": "alpha-ci", "role": "tenant-admin"}
             ).json()["key"]
-        yield World(server, engine, issuer, accepted["operation"]["id"], beta_key, alpha_key)
+        yield World(server, engine, issuer, accepted["operation"]["id"], beta_key, alpha_key, beta_request)
 
 
 def test_the_route_table_covers_every_route_that_names_a_tenant(world: World) -> None:
@@ -100,7 +113,15 @@ def test_the_route_table_covers_every_route_that_names_a_tenant(world: World) ->
     listed = {
         (r.method, r.path.replace("{env}", "{environment}").replace("{tenant}", "{name}")) for r in ROUTES
     }
-    listed = {(m, p.replace("{operation}", "{operation_id}").replace("{key}", "{key_id}")) for m, p in listed}
+    listed = {
+        (
+            m,
+            p.replace("{operation}", "{operation_id}")
+            .replace("{key}", "{key_id}")
+            .replace("{request}", "{request_id}"),
+        )
+        for m, p in listed
+    }
     assert served - UNSCOPED == listed
 
 

@@ -82,7 +82,7 @@ def test_patch_scales_qdrant_after_validating_the_merged_spec(admin: httpx.Clien
 def test_patch_beyond_the_plan_is_refused_naming_the_field(admin: httpx.Client, live: LiveServer) -> None:
     admin.put(ACME, json=spec("acme"))
     before = live.app.state.backends.repository.read_text("dev", "acme")
-    response = admin.patch(ACME, json={"qdrant": {"replicas": 3}})
+    response = admin.patch(ACME, json={"qdrant": {"replicas": 9}})
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "invalid_spec"

@@ -142,7 +142,10 @@ def file_if_needed(
     patch: bool,
 ) -> WriteResult | None:
     """For a tenant-admin's PUT/PATCH that needs a platform-admin: file it (202) instead of 403."""
-    proposal = backends.approvals.assess(stack, principal, body, patch=patch)
+    try:
+        proposal = backends.approvals.assess(stack, principal, body, patch=patch)
+    except ServiceError:
+        return None  # invalid: the ordinary write path reports (and audits) the same error
     if proposal is None:
         return None
     reason = request.headers.get("Change-Reason", "").strip()[:1000] or "(no reason given)"
