@@ -639,7 +639,8 @@ def _api_client() -> dict[str, Any]:
 
 
 def portal_url(domain: str) -> str:
-    return f"https://portal.{domain}"
+    """Where the portal is: the self-service API's own host (the same app serves both, one origin)."""
+    return f"https://api.{domain}"
 
 
 def _portal_client(domain: str) -> dict[str, Any]:

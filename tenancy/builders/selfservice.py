@@ -17,7 +17,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES, issuer_url
-from tenancy.builders.identity import API_CLIENT_ID
+from tenancy.builders.identity import API_CLIENT_ID, portal_url
 from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT, KUBE_API_PORTS
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import (
@@ -140,6 +140,7 @@ def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
         "TENANCY_SERVICE_ISSUER": issuer,
         "TENANCY_SERVICE_JWKS_URL": f"{issuer}/protocol/openid-connect/certs",
         "TENANCY_SERVICE_AUDIENCE": API_CLIENT_ID,
+        "TENANCY_SERVICE_PORTAL_PUBLIC_URL": portal_url(domain),  # the redirect URI the realm allows
         # Only the gateway's forwarded client addresses are believed (engineer "auth"'s setting).
         "TENANCY_SERVICE_TRUSTED_PROXIES": ",".join(trusted_proxies(config)),
         "TENANCY_SERVICE_BACKEND": "redis",

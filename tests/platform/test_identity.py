@@ -520,7 +520,10 @@ def test_portal_client_is_public_pkce_only_and_its_tokens_reach_the_api() -> Non
     assert portal["publicClient"] is True and portal["standardFlowEnabled"] is True
     assert portal["implicitFlowEnabled"] is False and portal["directAccessGrantsEnabled"] is False
     assert portal["attributes"]["pkce.code.challenge.method"] == "S256"
-    assert portal["redirectUris"] == ["https://portal.data.example.com/auth/callback"]
+    # The platform serves the portal with the API, at its host (tenancy.builders.selfservice).
+    from tenancy.builders import selfservice
+
+    assert portal["redirectUris"] == [f"https://{selfservice.host('data.example.com')}/auth/callback"]
     assert mapper("tenant-portal", "oidc-audience-mapper")["included.client.audience"] == "tenant-api"
     assert mapper("tenant-portal", "oidc-group-membership-mapper")["full.path"] == "true"
 
