@@ -497,3 +497,13 @@ def test_sqlite_claims_are_exclusive_across_processes(tmp_path: Path) -> None:
         intervals.sort()
         for (_, end), (start, _) in pairwise(intervals):
             assert start >= end  # never two at once on one stack
+
+
+def test_an_operation_keeps_the_tenant_incarnation_it_was_queued_for(queue: StoredQueue) -> None:
+    tagged = queue.submit(stack("acme"), UP, spec={}, requested_by="a", incarnation="dev:abc123")
+    untagged = queue.submit(stack("globex"), UP, spec={}, requested_by="a")
+
+    assert queue.get(tagged.id).incarnation == "dev:abc123"  # type: ignore[union-attr]
+    assert queue.get(untagged.id).incarnation is None  # type: ignore[union-attr]
+    claimed = queue.claim_next(worker_id="w")
+    assert claimed is not None and claimed.incarnation == "dev:abc123"
