@@ -86,6 +86,7 @@ from tenancy.automation.errors import (
 from tenancy.automation.fingerprint import spec_fingerprint
 from tenancy.automation.progress import describe_changes
 from tenancy.automation.settings import AutomationSettings
+from tenancy.redaction import redact
 from tenancy.spec.errors import SpecError
 from tenancy.spec.platform import read_platform_config_file
 
@@ -217,7 +218,9 @@ class PulumiEngine:
             destroy = stack.destroy(on_event=on_event, message=message, color="never")
             return EngineResult(succeeded=True, changes=_counts(destroy.summary.resource_changes))
         except CommandError as error:
-            _log.debug("pulumi %s of %s failed: %s", kind.value, ref.name, error)
+            # The CLI's own message, redacted (stderr can echo a backend URL with credentials).
+            _log.warning("pulumi %s of %s failed: %s", kind.value, ref.name, _first_error(str(error)))
+            _log.debug("pulumi %s of %s failed: %s", kind.value, ref.name, redact(str(error)))
             raise map_command_error(error, stack=ref, kind=kind.value, diagnostics=errors) from None
         finally:
             shutil.rmtree(operation_dir, ignore_errors=True)
@@ -515,7 +518,7 @@ def actionable_message(text: str, *, limit: int = 600) -> str:
         # "tenancy.spec.errors.SpecError: tenants/dev/acme.yaml: ..." -> "SpecError: tenants/dev/..."
         exception = re.sub(r"^(?:[A-Za-z_][\w]*\.)+(?=[A-Za-z_]\w*(?:Error|Exception)\b)", "", exception)
         text = " ".join(part for part in (head.strip().rstrip(":"), exception) if part)
-    text = re.sub(r"\s+", " ", text)
+    text = redact(re.sub(r"\s+", " ", text))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tenancy.automation.storage import QUEUE_FILE, OpenQueue, QueueSettings, open_queue
@@ -83,6 +83,13 @@ class AutomationSettings(BaseSettings):
         data.setdefault("tenants_dir", project / "tenants")
         data.setdefault("state_dir", project / ".tenancy")
         return data
+
+    @field_validator("project_dir", "tenants_dir", "state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Resolved once, here: the Pulumi CLI and the program run in other directories than the
+        # caller's, so a relative path handed further down would point somewhere else.
+        return value.expanduser().resolve()
 
     @model_validator(mode="after")
     def _default_backend(self) -> AutomationSettings:

@@ -16,6 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from tenancy.cli import exit_codes
+from tenancy.redaction import redact
 
 StateDirOption = Annotated[
     Path | None,
@@ -64,6 +65,7 @@ def serve(
     import uvicorn
 
     from tenancy.service.app import create_app
+    from tenancy.service.core.tenants_repo import RepositoryError
 
     settings = _settings(
         host=host, port=port, state_dir=state_dir, project_dir=project, repo_dir=repo, workers=workers
@@ -74,7 +76,12 @@ def serve(
         )
         raise typer.Exit(exit_codes.INVALID_INPUT)
     seed = settings.project_dir / "tenants"
-    app = create_app(settings, seed_tenants=seed if seed.is_dir() else None)
+    try:
+        app = create_app(settings, seed_tenants=seed if seed.is_dir() else None)
+    except (RepositoryError, OSError) as error:
+        # What failed and why (git's own message), never a traceback: the service did not start.
+        typer.echo(f"error: tenantctl serve could not start: {_startup_failure(error)}", err=True)
+        raise typer.Exit(exit_codes.SERVICE_FAILED) from None
     where = f"http://{settings.host}:{settings.port}"
     typer.echo(f"tenant API on {where} (OpenAPI at {where}/docs)", err=True)
     typer.echo(f"tenants repository: {settings.tenants_repo}", err=True)
@@ -88,6 +95,13 @@ def serve(
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from FORWARDED_ALLOW_IPS; the
     # service reads it itself, from TENANCY_SERVICE_TRUSTED_PROXIES only (core.client_address).
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, proxy_headers=False)
+
+
+def _startup_failure(error: Exception) -> str:
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror or type(error).__name__}{where}"
+    return redact(str(error))
 
 
 def dev_token(

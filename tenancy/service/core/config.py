@@ -42,10 +42,13 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535, description="Port `tenantctl serve` listens on.")
     state_dir: Path = Field(
         default=Path(".tenancy"),
+        validate_default=True,
         description="SQLite databases, the local issuer's key, the audit log and the tenants repo (default).",
     )
     project_dir: Path = Field(
-        default=Path("."), description="The Pulumi project (Pulumi.yaml, Pulumi.<env>.yaml) previews render."
+        default=Path("."),
+        validate_default=True,
+        description="The Pulumi project (Pulumi.yaml, Pulumi.<env>.yaml) previews render."
     )
     repo_dir: Path | None = Field(
         default=None,
@@ -240,6 +243,13 @@ class ServiceSettings(BaseSettings):
                     "host bits must be zero)"
                 ) from None
         return tuple(networks)
+
+    @field_validator("state_dir", "project_dir", "repo_dir", "jwks_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # Resolved once, here: git runs with the repository as its working directory, so a relative
+        # path handed further down would be joined to itself (.tenancy/tenants-repo/.tenancy/...).
+        return None if value is None else value.expanduser().resolve()
 
     @field_validator("algorithms")
     @classmethod
