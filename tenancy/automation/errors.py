@@ -17,6 +17,7 @@ ERROR_CODES: dict[str, str] = {
     "program_error": "the Pulumi program failed (a tenant file or platform config problem)",
     "fixed_volumes": "the spec would change volumes that are fixed once created; pin their sizes",
     "secrets_unavailable": "the secrets provider cannot be opened (passphrase or Vault token missing)",
+    "config_missing": "a credential the stack needs is not set (e.g. VAULT_TOKEN); nothing ran",
     "pulumi_cli_missing": "the Pulumi CLI is missing or too old",
     "interrupted": "the operation stopped before it finished; the stack is recovered before the next one",
     "engine_error": "the Pulumi engine reported an error",
@@ -62,6 +63,10 @@ class FixedVolumesChanged(AutomationError):
 
 class SecretsUnavailable(AutomationError):
     code = "secrets_unavailable"
+
+
+class StackConfigMissing(AutomationError):
+    code = "config_missing"
 
 
 class OperationInterrupted(AutomationError):

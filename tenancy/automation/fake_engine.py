@@ -4,15 +4,30 @@ It behaves like the Pulumi engine where the worker can tell the difference (chan
 secrets, deletion protection, a stale lock after an interrupted update) and records what the worker
 did to it: every call in order, with its start and end, and how many operations overlapped on one
 stack and overall. It can be slowed down, made to fail, interrupted mid-update, or paused.
+
+Given a ``TenantProgram``, each ``up`` and ``preview`` also runs the REAL Pulumi program
+(``tenancy.stacks``, what ``__main__.py`` runs) under Pulumi mocks, with exactly the stack config the
+Pulumi engine would set (``tenant_stack_config``, the one function both use) plus what the Pulumi CLI
+adds by itself (the defaults ``Pulumi.yaml`` declares): a key the program requires that the engine
+does not set, or sets under another name, fails the operation as it would in production. Its
+resources become the operation's events and its outputs the stack's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import shutil
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tenancy.automation.contract import (
     SECRET_MASK,
@@ -30,6 +45,118 @@ from tenancy.automation.errors import (
     StackNotFound,
 )
 from tenancy.automation.fingerprint import spec_fingerprint
+from tenancy.automation.stack_config import (
+    PROGRAM_KINDS,
+    StackConfig,
+    platform_config_of,
+    tenant_stack_config,
+    write_operation_spec,
+)
+
+# Pulumi's mocks and runtime settings are process-wide: one program at a time.
+_PROGRAM_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ProgramRun:
+    """One run of the real program: the config it got, what it declared, what it exported."""
+
+    stack: StackRef
+    config: StackConfig
+    resources: list[str]  # "<type> <name>", in declaration order
+    outputs: dict[str, Any]
+    secret_outputs: frozenset[str] = field(default_factory=frozenset)
+
+
+def cli_config_defaults(project_dir: Path) -> dict[str, str]:
+    """What the Pulumi CLI adds to every stack's config by itself: the defaults ``Pulumi.yaml``
+    declares, under the project's namespace, as strings (as the language host receives them)."""
+    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text(encoding="utf-8")) or {}
+    defaults: dict[str, str] = {}
+    for key, declaration in (project.get("config") or {}).items():
+        if isinstance(declaration, Mapping) and "default" in declaration:
+            name = key if ":" in key else f"{project['name']}:{key}"
+            value = declaration["default"]
+            defaults[name] = value if isinstance(value, str) else json.dumps(value)
+    return defaults
+
+
+def _ensure_event_loop() -> None:
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+class TenantProgram:
+    """The real tenant program under mocks, given the config the Pulumi engine would give it."""
+
+    def __init__(
+        self,
+        project_dir: Path,
+        *,
+        scratch_dir: Path,
+        stack_config: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.project_dir = project_dir
+        self.scratch_dir = scratch_dir
+        self.stack_config = dict(stack_config or {})
+        self.environ = environ  # None: this process's environment, read at each run
+        self.runs: list[ProgramRun] = []
+
+    def config_for(self, request: EngineRequest, operation_dir: Path) -> StackConfig:
+        """Exactly what PulumiEngine sets on the stack for ``request`` (the spec written alike)."""
+        tenants_dir = None
+        if request.kind in PROGRAM_KINDS and request.spec is not None:
+            tenants_dir = write_operation_spec(operation_dir, request.stack, request.spec)
+        return tenant_stack_config(
+            request.stack,
+            request.kind,
+            project_dir=self.project_dir,
+            extra=self.stack_config,
+            environ=os.environ if self.environ is None else self.environ,
+            tenants_dir=tenants_dir,
+            spec_hash=spec_fingerprint(request.spec) if request.spec is not None else None,
+        )
+
+    def run(self, request: EngineRequest) -> ProgramRun:
+        """Run the program for ``request``; raise StackConfigMissing / ProgramError as the engine would."""
+        from tenancy.render.runtime import capture_program, platform_outputs_for
+        from tenancy.stacks import stack_outputs
+
+        stack = request.stack
+        operation_dir = self.scratch_dir / request.operation_id
+        try:
+            config = self.config_for(request, operation_dir)
+            platform = platform_config_of(self.project_dir, stack.environment)
+            given = {**cli_config_defaults(self.project_dir), **config.plain, **config.secret}
+            project = yaml.safe_load((self.project_dir / "Pulumi.yaml").read_text(encoding="utf-8"))["name"]
+            with _PROGRAM_LOCK:
+                _ensure_event_loop()  # the SDK runs the program on this thread's loop (workers have none)
+                try:
+                    capture = capture_program(
+                        lambda: stack_outputs(stack.name, project_dir=self.project_dir),
+                        stack=stack.name,
+                        project=project,
+                        config=given,
+                        stack_outputs=platform_outputs_for(platform),
+                    )
+                except Exception as error:  # what the language host would report as the program's error
+                    raise ProgramError(
+                        f"the program failed for stack {stack.name}: {type(error).__name__}: {error}"
+                    ) from None
+        finally:
+            shutil.rmtree(operation_dir, ignore_errors=True)
+        run = ProgramRun(
+            stack=stack,
+            config=config,
+            resources=[f"{r.type} {r.name}" for r in capture.resources],
+            outputs=capture.outputs,
+            secret_outputs=frozenset(capture.secret_outputs),
+        )
+        self.runs.append(run)
+        return run
 
 
 @dataclass(frozen=True)
@@ -52,9 +179,13 @@ class _Deployed:
 class FakeEngine:
     """``Engine`` and ``EngineInventory`` in memory. ``delay`` is the time one operation takes."""
 
-    def __init__(self, *, delay: float = 0.0, resources: int = 3) -> None:
+    def __init__(
+        self, *, delay: float = 0.0, resources: int = 3, program: TenantProgram | None = None
+    ) -> None:
         self.delay = delay
         self.resources = resources
+        self.program = program
+        self._program_outputs: dict[StackRef, ProgramRun] = {}
         self.calls: list[EngineCall] = []
         self.recoveries: list[StackRef] = []
         self.removed: list[StackRef] = []
@@ -149,6 +280,9 @@ class FakeEngine:
 
         if kind in (OperationKind.up, OperationKind.preview) and request.spec is None:
             raise ProgramError(f"{kind.value} of {stack.name} needs the tenant's spec")
+        program_run = None
+        if self.program is not None and kind in PROGRAM_KINDS:
+            program_run = self.program.run(request)  # raises before any change, as the engine does
         if kind is OperationKind.destroy and deployed is not None:
             protected = (deployed.spec or {}).get("deletionProtection", True)
             if protected:
@@ -158,9 +292,13 @@ class FakeEngine:
                 )
 
         op = self._step(kind, deployed, request.spec)
-        steps = self.resources
-        for index in range(steps):
-            resource = f"kubernetes:core/v1:ConfigMap {stack.tenant}-{index}"
+        labels = (
+            program_run.resources
+            if program_run is not None
+            else [f"kubernetes:core/v1:ConfigMap {stack.tenant}-{index}" for index in range(self.resources)]
+        )
+        steps = len(labels)
+        for index, resource in enumerate(labels):
             emit(kind="resource", resource=resource, op=op, status="started")
             if index == steps // 2:
                 self._gate.wait()
@@ -184,8 +322,11 @@ class FakeEngine:
         with self._lock:
             if kind is OperationKind.up:
                 self._deployed[stack] = _Deployed(spec=request.spec)
+                if program_run is not None:
+                    self._program_outputs[stack] = program_run
             elif kind is OperationKind.destroy:
                 self._deployed.pop(stack, None)
+                self._program_outputs.pop(stack, None)
         outputs = self.outputs(stack) if kind is OperationKind.up else {}
         return EngineResult(succeeded=True, changes={op: steps} if steps else {}, outputs=outputs)
 
@@ -218,6 +359,12 @@ class FakeEngine:
             deployed = self._deployed.get(stack)
         if deployed is None:
             raise StackNotFound(f"stack {stack.name} does not exist")
+        program_run = self._program_outputs.get(stack)
+        if program_run is not None:
+            return {
+                key: SECRET_MASK if key in program_run.secret_outputs and not reveal_secrets else value
+                for key, value in program_run.outputs.items()
+            }
         spec = deployed.spec or {}
         return {
             "tenant": stack.tenant,

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import yaml
 from pulumi.automation import (
     CommandError,
     ConcurrentUpdateError,
@@ -86,14 +85,18 @@ from tenancy.automation.errors import (
 from tenancy.automation.fingerprint import spec_fingerprint
 from tenancy.automation.progress import describe_changes
 from tenancy.automation.settings import AutomationSettings
+from tenancy.automation.stack_config import (
+    OPERATION_KEYS,
+    PROGRAM_KINDS,
+    SPEC_HASH_KEY,
+    StackConfig,
+    tenant_stack_config,
+    write_operation_spec,
+)
 from tenancy.redaction import redact
-from tenancy.spec.errors import SpecError
-from tenancy.spec.platform import read_platform_config_file
 
 _log = logging.getLogger(__name__)
 
-TENANTS_DIR_KEY = "platform:tenantsDir"
-SPEC_HASH_KEY = "platform:specHash"
 INSTALL_DOCS = "https://www.pulumi.com/docs/iac/download-install/"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|<\{%[^%]*%\}>")  # terminal colours, Pulumi colour tags
@@ -188,17 +191,10 @@ class PulumiEngine:
                 _log.exception("could not map an engine event of %s", ref.name)
 
         try:
-            stack, created = self._select(
-                workspace, ref, create=kind in (OperationKind.up, OperationKind.preview)
-            )
-            config = self._stack_config(ref)
-            if kind in (OperationKind.up, OperationKind.preview):
-                if request.spec is None:
-                    raise ProgramError(f"{kind.value} of {ref.name} needs the tenant's spec")
-                config[TENANTS_DIR_KEY] = str(_write_spec(operation_dir, ref, request.spec))
-                if kind is OperationKind.up:
-                    config[SPEC_HASH_KEY] = spec_fingerprint(request.spec) or ""
-            stack.set_all_config({key: ConfigValue(value) for key, value in config.items()})
+            # Everything the stack needs, before any Pulumi run: a missing credential fails here.
+            config = self._operation_config(request, operation_dir)
+            stack, created = self._select(workspace, ref, create=kind in PROGRAM_KINDS)
+            stack.set_all_config(config_values(config))
 
             message = f"tenancy operation {request.operation_id}"
             if kind is OperationKind.preview:
@@ -236,7 +232,7 @@ class PulumiEngine:
             if created and kind is OperationKind.preview:
                 workspace.remove_stack(stack.name)
             elif kind is not OperationKind.destroy:
-                stack.remove_all_config([TENANTS_DIR_KEY, SPEC_HASH_KEY])
+                stack.remove_all_config(list(OPERATION_KEYS))
         except CommandError as error:
             _log.warning(
                 "could not tidy stack %s after the operation: %s", stack.name, _first_error(str(error))
@@ -283,9 +279,7 @@ class PulumiEngine:
                 names = ", ".join(_pending_name(item) for item in pending[:5])
                 more = f" and {len(pending) - 5} more" if len(pending) > 5 else ""
                 done.append(f"cleared {len(pending)} pending operation(s) ({names}{more})")
-            selected.set_all_config(
-                {key: ConfigValue(value) for key, value in self._stack_config(stack).items()}
-            )
+            selected.set_all_config(config_values(self._config(stack, OperationKind.refresh)))
             refreshed = selected.refresh(message="tenancy recovery", color="never")
             changes = describe_changes(_counts(refreshed.summary.resource_changes))
             done.append(f"refreshed the state against the cluster ({changes})")
@@ -366,15 +360,37 @@ class PulumiEngine:
             except CommandError as error:
                 raise map_command_error(error, stack=ref, kind="create", diagnostics=[]) from None
 
-    def _stack_config(self, ref: StackRef) -> dict[str, str]:
-        """Config every tenant stack gets: the settings' extra config. The environment's platform config
-        is validated first, since the tenant program reads it: a broken file fails here, clearly."""
-        path = self.settings.project_dir / f"Pulumi.{ref.environment}.yaml"
-        try:
-            read_platform_config_file(path)
-        except SpecError as error:
-            raise ProgramError(f"the platform config of {ref.environment} is invalid: {error}") from None
-        return dict(self.settings.stack_config)
+    def _operation_config(self, request: EngineRequest, operation_dir: Path) -> StackConfig:
+        """The stack config of one operation; for up/preview the spec it applies is written first."""
+        tenants_dir = None
+        if request.kind in PROGRAM_KINDS:
+            if request.spec is None:
+                raise ProgramError(f"{request.kind.value} of {request.stack.name} needs the tenant's spec")
+            tenants_dir = write_operation_spec(operation_dir, request.stack, request.spec)
+        return self._config(
+            request.stack,
+            request.kind,
+            tenants_dir=tenants_dir,
+            spec_hash=spec_fingerprint(request.spec) if request.spec is not None else None,
+        )
+
+    def _config(
+        self,
+        ref: StackRef,
+        kind: OperationKind,
+        *,
+        tenants_dir: Path | None = None,
+        spec_hash: str | None = None,
+    ) -> StackConfig:
+        return tenant_stack_config(
+            ref,
+            kind,
+            project_dir=self.settings.project_dir,
+            extra=self.settings.stack_config,
+            environ=os.environ,
+            tenants_dir=tenants_dir,
+            spec_hash=spec_hash,
+        )
 
     def _lock_files(self, stack: StackRef) -> list[Path]:
         if not (self.settings.uses_file_backend and self.settings.backend_url):
@@ -442,13 +458,12 @@ def _file_backend_path(url: str) -> Path:
     return Path(os.path.expanduser(raw))
 
 
-def _write_spec(operation_dir: Path, stack: StackRef, spec: Mapping[str, Any]) -> Path:
-    """Write the operation's spec where the program reads it; return the tenants root."""
-    root = operation_dir / "tenants"
-    path = root / stack.environment / f"{stack.tenant}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dict(spec), sort_keys=False), encoding="utf-8")
-    return root
+def config_values(config: StackConfig) -> dict[str, ConfigValue]:
+    """The stack config as Pulumi config values: credentials as SECRET values (encrypted by the
+    stack's secrets provider in Pulumi.<stack>.yaml), everything else plain."""
+    values = {key: ConfigValue(value) for key, value in config.plain.items()}
+    values.update({key: ConfigValue(value, secret=True) for key, value in config.secret.items()})
+    return values
 
 
 def _counts(changes: Mapping[Any, int] | None) -> dict[str, int]:
