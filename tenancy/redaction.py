@@ -75,9 +75,11 @@ def redact(text: str, *, secrets: Iterable[str] = (), environ: Mapping[str, str]
     return text
 
 
-def subprocess_message(stderr: str | None, *, limit: int = 500) -> str:
+def subprocess_message(stderr: str | bytes | None, *, limit: int = 500) -> str:
     """The useful part of a failed subprocess's stderr, redacted: its error lines (``fatal:``,
     ``error:``) or else its last lines, on one line, at most ``limit`` characters."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", "replace")
     lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
     errors = [line for line in lines if line.lower().startswith(("fatal:", "error:"))]
     text = " ".join(errors or lines[-3:])

@@ -34,3 +34,4 @@ def test_subprocess_message_keeps_the_error_lines() -> None:
     assert subprocess_message(stderr) == "fatal: pathspec 'x/tenants' did not match any files"
     assert subprocess_message("just one line\n") == "just one line"
     assert subprocess_message(None) == ""
+    assert subprocess_message(b"error: bytes too\n") == "error: bytes too"

@@ -93,7 +93,7 @@ from tenancy.automation.stack_config import (
     tenant_stack_config,
     write_operation_spec,
 )
-from tenancy.redaction import redact
+from tenancy.redaction import redact, subprocess_message
 
 _log = logging.getLogger(__name__)
 
@@ -431,9 +431,15 @@ def _checked_command(minimum: str) -> PulumiCommand:
             f"{install_hint(minimum)}"
         ) from None
     except (OSError, subprocess.CalledProcessError) as error:
+        # Its own words (stderr, or the OS's reason), redacted: they say what is broken.
+        said = (
+            subprocess_message(error.stderr)
+            if isinstance(error, subprocess.CalledProcessError)
+            else (error.strerror or "")
+        )
         raise PulumiCliMissing(
-            f"`{path} version` failed ({type(error).__name__}); reinstall the Pulumi CLI. "
-            f"{install_hint(minimum)}"
+            f"`{path} version` failed ({type(error).__name__}{': ' + said if said else ''}); reinstall the "
+            f"Pulumi CLI. {install_hint(minimum)}"
         ) from None
     # The SDK lets PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK waive its check; the program still needs it.
     if command.version is not None and command.version.compare(wanted) < 0:
