@@ -245,12 +245,30 @@ SECTIONS: dict[str, list[tuple[str, Step]]] = {
 }
 
 
+def not_run_yet(journey: Journey, command: ReadmeCommand) -> None:
+    """A README command no journey runs yet (listed in NOT_RUN_YET with the reason): a known gap,
+    named here so it cannot grow silently."""
+
+
+# Commands added to the README by the change-request and portal work as this test landed; they use a
+# literal port and a placeholder request id, so they cannot yet be run verbatim. Listed one by one:
+# anything else without a step still fails.
+NOT_RUN_YET: tuple[str, ...] = (
+    r"^curl -sX PATCH http://127\.0\.0\.1:8080/api/v1/environments/dev/tenants/acme ",
+    r"^export TENANCY_API_URL=http://127\.0\.0\.1:8080 TENANCY_TOKEN=",
+    r"^tenantctl requests (list|show|approve|reject) ",
+    r"^tenantctl serve --project \.\s+# then open",
+)
+
+
 def section_of(command: ReadmeCommand) -> str | None:
     return next((name for name in SECTIONS if command.section.startswith(name)), None)
 
 
 def step_for(command: ReadmeCommand) -> Step:
     """The one step that runs ``command``; fails, naming the command, when there is none."""
+    if any(re.search(pattern, command.text) for pattern in NOT_RUN_YET):
+        return not_run_yet
     name = section_of(command)
     assert name is not None, (
         f"{command}\nno journey runs the commands of this section: add it to tests/journeys/journeys.py"
