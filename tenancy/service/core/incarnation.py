@@ -46,7 +46,7 @@ class TenantIncarnations:
         self._repository.refresh()
         found = set()
         for environment in ENVIRONMENTS:
-            if not self._repository.path_of(environment, tenant).is_file():
+            if not self._repository.exists(environment, tenant):  # the commit, not the working copy
                 continue
             creation = self._repository.creation(environment, tenant)
             if creation is not None:

@@ -4,21 +4,32 @@ Git is the source of truth for what each tenant asked for: every change through 
 of ``<tenants_path>/<env>/<name>.yaml`` authored by the caller (the service is only the committer),
 so ``git log`` answers who changed what and when, and a pull request can make the same change.
 
-Commits are serialized by a lock held in-process and, for other processes on the same checkout,
-on a file in the git directory. When a remote is configured every commit is pushed; if the remote
-moved, the change is rebased and pushed again, so concurrent writers never lose an update.
+Crash safety comes from never sharing a half-done state:
 
-The checkout holds no work of its own: a write that cannot be pushed is rolled back to where it
-started (aborting a half-done rebase), and ``sync`` resets the checkout to the remote's branch, so a
-network blip never leaves a commit behind that the API reported as failed. Reads refresh from the
-remote at most every ``refresh_seconds``, so a replica sees what other replicas and merged pull
-requests committed.
+- Commits are built from objects (blob, trees, commit) with libgit2 (pygit2), never through the
+  index or the working copy, and published by a compare-and-swap of the branch ref. A process killed
+  at any instant leaves at most unreferenced objects: the branch names the last complete commit.
+- Reads (GET, the start-up reconcile, incarnations) come from the commit the branch names, never from
+  the working copy, so nothing uncommitted is ever served, queued or folded into a later commit.
+- The working copy is only a view for people: it is brought to the branch's commit at start, after
+  each group of commits and after every failed write.
+- A git lock file left by a dead process is recognised and removed (``git_locks``); one a live
+  process may hold is left alone and readiness reports it.
+
+Throughput: callers lock per tenant; changes that arrive while a commit is being published are
+committed together (group commit: one commit per change, one ref update and one push per group).
+
+With a remote, a group is pushed before the local branch moves: if the remote moved (another replica,
+a merged pull request), the group is rebuilt on top of it, and a change whose file changed meanwhile
+fails as a conflict. Reads refresh from the remote at most every ``refresh_seconds``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
+import hashlib
 import logging
 import os
 import random
@@ -32,25 +43,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pygit2
 import yaml
+from pygit2.enums import CheckoutStrategy, FileMode
 
+from tenancy.service.core import git_locks
 from tenancy.spec.tree import ENVIRONMENTS
 
 COMMITTER_NAME = "tenant-api"
 COMMITTER_EMAIL = "tenant-api@tenancy.invalid"
 _GIT_TIMEOUT_SECONDS = 60
-_RETRIES = 5
 _PUSH_ATTEMPTS = 12
-_HEALTH_CACHE_SECONDS = 5.0  # /readyz is unauthenticated: at most one git process per this interval
+_HEALTH_CACHE_SECONDS = 5.0  # /readyz is unauthenticated: at most one check per this interval
+_PARSED_CACHE_ENTRIES = 20_000
 _UNSAFE_IN_IDENTITY = re.compile(r"[<>\n\r\0]")
-_SHA = re.compile(r"^[0-9a-f]{40,64}$")
+_CREDENTIALS_IN_URL = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _log = logging.getLogger("tenancy.service")
 # libyaml's loader when PyYAML was built with it: reads are on every GET, and it is ~10x faster.
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class RepositoryError(Exception):
     """git failed in a way retrying did not fix; the message names the step, never file contents."""
+
+
+class ConflictError(RepositoryError):
+    """The tenant's file changed between reading it and committing (a pull request, a replica)."""
+
+
+def redact(text: str) -> str:
+    """Git's own text with credentials in URLs (``https://user:token@host``) removed."""
+    return _CREDENTIALS_IN_URL.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,16 @@ class Commit:
     subject: str
 
 
+@dataclass(frozen=True)
+class TenantFile:
+    """A committed tenant file: its text, parsed mapping and ETag, cached by blob id."""
+
+    blob: str
+    text: str
+    document: dict[str, Any]
+    etag: str
+
+
 def parse_document(text: str) -> dict[str, Any]:
     """A tenant file's mapping ({} for anything else: validation reports it properly)."""
     try:
@@ -90,6 +124,28 @@ def parse_document(text: str) -> dict[str, Any]:
     except yaml.YAMLError:
         return {}
     return document if isinstance(document, dict) else {}
+
+
+def dump_document(document: dict[str, Any]) -> str:
+    return yaml.dump(
+        document, Dumper=_YAML_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
+
+
+def etag_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass
+class _Change:
+    path: str  # relative to the repository root, "tenants/dev/acme.yaml"
+    blob: pygit2.Oid | None  # None: delete the file
+    expected: pygit2.Oid | None  # the file's blob when the change was made (None: absent)
+    author: GitAuthor
+    message: str
+    done: bool = False
+    commit: str | None = None
+    error: RepositoryError | None = None
 
 
 class TenantRepository:
@@ -103,14 +159,30 @@ class TenantRepository:
         refresh_seconds: float = 5.0,
     ) -> None:
         self.root = root
+        self.git_dir = root / ".git"
         self.tenants_path = tenants_path
         self.tenants_dir = root / tenants_path
         self.remote = remote
         self.branch = branch
+        self.ref = f"refs/heads/{branch}"
         self.refresh_seconds = refresh_seconds
-        self._lock = threading.RLock()
+        self._local = threading.local()  # one pygit2.Repository per thread (libgit2 objects are not shared)
+        # The commit lock: threads of this process (RLock) and other processes on this checkout (flock).
+        self._commit_lock = threading.RLock()
+        self._commit_depth = 0
+        self._commit_handle: Any = None
+        # Per-tenant locks (threads), each paired with a flock for processes sharing the checkout.
+        self._tenant_locks: dict[str, threading.RLock] = {}
+        self._tenant_locks_guard = threading.Lock()
+        # Group commit: changes wait here while a leader publishes the previous group.
+        self._pending: list[_Change] = []
+        self._pending_cond = threading.Condition()
+        self._leader_active = False
         self._synced_at = float("-inf")  # never synced: the first read refreshes
         self._health: tuple[float, bool] | None = None
+        self._remote_ok = True
+        self._parsed: dict[pygit2.Oid, TenantFile] = {}
+        self._names: tuple[pygit2.Oid | None, list[tuple[str, str]]] = (None, [])
         self._creations_lock = threading.Lock()
         self._creations_head = ""
         self._creations: dict[tuple[str, str], Creation | None] = {}
@@ -119,89 +191,180 @@ class TenantRepository:
 
     def ensure(self, *, seed_from: Path | None = None) -> None:
         """Create the repository (optionally with the tenant files of ``seed_from``) unless it exists;
-        with a remote, clone it, or bring an existing checkout up to date (and clean) with it."""
-        with self._lock:
-            if (self.root / ".git").exists():
-                if self.remote is not None:
-                    try:
-                        self.sync()
-                    except RepositoryError as error:  # serve what the checkout has; reads retry
-                        _log.warning("could not bring the tenants checkout up to date: %s", error)
-                return
+        with a remote, clone it, or bring an existing checkout up to date with it. An existing checkout
+        is first recovered from whatever a killed process left: stale git locks, a half-done rebase of
+        an earlier version, a working copy that is not the branch's commit."""
+        if self.git_dir.exists():
+            with self._committing():
+                self.recover()
+                if self._tip() is None and self.remote is None:
+                    self._initial_commit(seed_from)  # killed between `git init` and the first commit
             if self.remote is not None:
-                self.root.parent.mkdir(parents=True, exist_ok=True)
-                self._run(
-                    "clone", "--quiet", "--branch", self.branch, self.remote, str(self.root), cwd=Path("/")
-                )
-                self._synced_at = time.monotonic()
-                return
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._run("init", "--quiet", "--initial-branch", self.branch)
-            self.tenants_dir.mkdir(parents=True, exist_ok=True)
-            if seed_from is not None and seed_from.is_dir():
-                for environment in ENVIRONMENTS:
-                    for source in sorted((seed_from / environment).glob("*.yaml")):
-                        target = self.tenants_dir / environment / source.name
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(source, target)
-            readme = self.tenants_dir / "README.md"
-            readme.write_text(
-                "# Tenants\n\nOne file per tenant: `<env>/<name>.yaml`, "
-                "written by the tenant API and by pull requests.\n",
-                encoding="utf-8",
+                try:
+                    self.sync()
+                except RepositoryError as error:  # serve what the checkout has; reads retry
+                    _log.warning("could not bring the tenants checkout up to date: %s", error)
+            return
+        if self.remote is not None:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            staging = self.root.with_name(f".{self.root.name}.cloning")
+            shutil.rmtree(staging, ignore_errors=True)
+            self._run("clone", "--quiet", "--branch", self.branch, self.remote, str(staging), cwd=Path("/"))
+            os.replace(staging, self.root)  # a clone killed halfway is never taken for a checkout
+            self._synced_at = time.monotonic()
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._run("init", "--quiet", "--initial-branch", self.branch)
+        with self._committing():
+            self._initial_commit(seed_from)
+
+    def _initial_commit(self, seed_from: Path | None) -> None:
+        repo = self._git()
+        files: dict[str, bytes] = {
+            f"{self.tenants_path}/README.md": (
+                b"# Tenants\n\nOne file per tenant: `<env>/<name>.yaml`, "
+                b"written by the tenant API and by pull requests.\n"
             )
-            self._run("add", "--", str(self.tenants_dir))
-            self._commit(
-                "Initialise the tenants repository", GitAuthor(COMMITTER_NAME, COMMITTER_EMAIL), None
-            )
+        }
+        if seed_from is not None and seed_from.is_dir():
+            for environment in ENVIRONMENTS:
+                for source in sorted((seed_from / environment).glob("*.yaml")):
+                    files[f"{self.tenants_path}/{environment}/{source.name}"] = source.read_bytes()
+        tree = repo.TreeBuilder().write()
+        for path, content in files.items():
+            tree = _edit_tree(repo, tree, path.split("/"), repo.create_blob(content))
+        committer = pygit2.Signature(COMMITTER_NAME, COMMITTER_EMAIL)
+        commit = repo.create_commit(
+            None, committer, committer, "Initialise the tenants repository\n", tree, []
+        )
+        repo.create_reference_direct(self.ref, commit, False, "tenant-api: initialise")
+        self._update_working_copy()
+
+    def recover(self, *, restore: bool = True) -> list[str]:
+        """Bring the checkout back to the branch's last commit: stale locks removed (only when no live
+        process may hold them), leftovers of an interrupted rebase dropped, the working copy reset.
+        Returns what was still wrong (locks a live process keeps); [] when everything is fine."""
+        with self._committing():
+            removed, holders = git_locks.clear_stale_locks(self.root, self.git_dir)
+            if holders:
+                return [f"a git lock is kept by {holder}" for holder in holders]
+            for leftover in ("rebase-merge", "rebase-apply"):
+                if (self.git_dir / leftover).exists():
+                    shutil.rmtree(self.git_dir / leftover, ignore_errors=True)
+                    _log.warning("dropped an interrupted rebase (%s) from the tenants checkout", leftover)
+                    restore = True
+            if restore or removed:
+                self._update_working_copy(clean=True)
+            return []
 
     def healthy(self) -> bool:
-        """Whether git can read the checkout; cached for a few seconds (readiness probes are free)."""
+        """Whether a write could succeed now (no git lock in the way, the branch readable, objects
+        writable, the remote reachable); cached for a few seconds so readiness probes cost nothing."""
         now = time.monotonic()
         cached = self._health
         if cached is not None and now - cached[0] < _HEALTH_CACHE_SECONDS:
             return cached[1]
-        try:
-            self._run("rev-parse", "--verify", "--quiet", "HEAD")
-            healthy = True
-        except RepositoryError:
-            healthy = False
-        self._health = (now, healthy)
+        problems = self.write_problems()
+        if problems:
+            _log.warning("tenants repository not writable: %s", "; ".join(problems))
+        healthy = not problems
+        # Not ready is rechecked within a second: readiness follows a lock as soon as it is gone.
+        self._health = (now if healthy else now - _HEALTH_CACHE_SECONDS + 1.0, healthy)
         return healthy
+
+    def write_problems(self) -> list[str]:
+        """What would keep a write from succeeding now ([] when nothing): clears what it safely can."""
+        if not self._commit_lock.acquire(timeout=1.0):
+            return []  # a write is being published right now: it is the check
+        try:
+            with self._committing():
+                problems = self.recover(restore=False)
+                if problems:
+                    return problems
+                if self._tip() is None:
+                    return [f"the branch {self.branch} has no commit"]
+                objects = self.git_dir / "objects"
+                probe = objects / f".tenant-api-probe-{os.getpid()}"
+                try:
+                    probe.write_bytes(b"")
+                    probe.unlink()
+                except OSError as error:
+                    return [f"cannot write git objects: {error.strerror}"]
+                if self.remote is not None and not self._remote_ok:
+                    try:
+                        self._fetch()
+                    except RepositoryError as error:
+                        return [f"the remote cannot be reached: {error}"]
+                return []
+        except RepositoryError as error:
+            return [str(error)]
+        finally:
+            self._commit_lock.release()
 
     # --- reads ---------------------------------------------------------------------------------------
 
     def path_of(self, environment: str, name: str) -> Path:
         return self.tenants_dir / environment / f"{name}.yaml"
 
-    def read_text(self, environment: str, name: str) -> str | None:
-        self.refresh()
-        return self._read_text(environment, name)
+    def _relative(self, environment: str, name: str) -> str:
+        return f"{self.tenants_path}/{environment}/{name}.yaml"
 
-    def _read_text(self, environment: str, name: str) -> str | None:
-        try:
-            return self.path_of(environment, name).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
+    def file(self, environment: str, name: str) -> TenantFile | None:
+        """The committed file (text, parsed, ETag), cached by blob id; None when there is none."""
+        self.refresh()
+        tree = self._tip_tree()
+        blob = _blob_at(tree, self._relative(environment, name)) if tree is not None else None
+        return None if blob is None else self._parsed_blob(blob)
+
+    def read_text(self, environment: str, name: str) -> str | None:
+        found = self.file(environment, name)
+        return None if found is None else found.text
 
     def read(self, environment: str, name: str) -> dict[str, Any] | None:
-        text = self.read_text(environment, name)
-        return None if text is None else parse_document(text)
+        found = self.file(environment, name)
+        return None if found is None else copy.deepcopy(found.document)
+
+    def exists(self, environment: str, name: str) -> bool:
+        return self.file(environment, name) is not None
 
     def names(self) -> list[tuple[str, str]]:
-        """(environment, name) of every tenant file."""
+        """(environment, name) of every committed tenant file."""
         self.refresh()
-        found = []
-        for environment in ENVIRONMENTS:
-            folder = self.tenants_dir / environment
-            if folder.is_dir():
-                found += [(environment, path.stem) for path in sorted(folder.glob("*.yaml"))]
+        tip = self._tip()
+        cached_tip, cached = self._names
+        if tip is not None and tip == cached_tip:
+            return list(cached)
+        found: list[tuple[str, str]] = []
+        tree = self._tip_tree()
+        if tree is not None:
+            for environment in ENVIRONMENTS:
+                folder = _subtree(tree, f"{self.tenants_path}/{environment}")
+                if folder is None:
+                    continue
+                found += sorted(
+                    (environment, str(entry.name).removesuffix(".yaml"))
+                    for entry in folder
+                    if str(entry.name).endswith(".yaml") and entry.type_str == "blob"
+                )
+        self._names = (tip, found)
+        return list(found)
+
+    def _parsed_blob(self, blob: pygit2.Oid) -> TenantFile:
+        found = self._parsed.get(blob)
+        if found is None:
+            data = self._git()[blob].read_raw()
+            text = data.decode("utf-8", errors="replace")
+            found = TenantFile(str(blob), text, parse_document(text), etag_of(text))
+            if len(self._parsed) >= _PARSED_CACHE_ENTRIES:
+                self._parsed.clear()
+            self._parsed[blob] = found
         return found
 
     def creation(self, environment: str, name: str) -> Creation | None:
         """The commit that last created the tenant's file (also once it is deleted again); None if the
-        file never existed. Cached until HEAD moves, so API-key checks cost no git process."""
-        head = self._head()
+        file never existed. Cached until the branch moves, so API-key checks cost no git process."""
+        tip = self._tip()
+        head = str(tip) if tip is not None else ""
         key = (environment, name)
         with self._creations_lock:
             if head != self._creations_head or not head:
@@ -209,8 +372,10 @@ class TenantRepository:
                 self._creations_head = head
             if key in self._creations:
                 return self._creations[key]
+        if not head:
+            return None
         output = self._run(
-            "log", "-n1", "--diff-filter=A", "--format=%H %ct", "--", str(self.path_of(environment, name))
+            "log", "-n1", "--diff-filter=A", "--format=%H %ct", head, "--", self._relative(environment, name)
         ).stdout.split()
         found = Creation(sha=output[0], time=float(output[1])) if len(output) == 2 else None
         with self._creations_lock:
@@ -218,30 +383,13 @@ class TenantRepository:
                 self._creations[key] = found
         return found
 
-    def _head(self) -> str:
-        """HEAD's commit, read from the git directory's files (no process); "" when unreadable."""
-        git_dir = self.root / ".git"
-        try:
-            head = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
-            if not head.startswith("ref: "):
-                return head if _SHA.match(head) else ""
-            ref = head.removeprefix("ref: ")
-            loose = git_dir / ref
-            if loose.is_file():
-                sha = loose.read_text(encoding="utf-8").strip()
-                return sha if _SHA.match(sha) else ""
-            for line in (git_dir / "packed-refs").read_text(encoding="utf-8").splitlines():
-                sha, _, name = line.partition(" ")
-                if name == ref and _SHA.match(sha):
-                    return sha
-        except OSError:
-            pass
-        return ""
-
     def history(self, environment: str, name: str) -> list[Commit]:
         """Commits that touched the tenant's file, newest first."""
+        tip = self._tip()
+        if tip is None:
+            return []
         output = self._run(
-            "log", "--format=%H%x1f%an%x1f%ae%x1f%s", "--", str(self.path_of(environment, name))
+            "log", "--format=%H%x1f%an%x1f%ae%x1f%s", str(tip), "--", self._relative(environment, name)
         ).stdout
         commits = []
         for line in output.splitlines():
@@ -249,202 +397,427 @@ class TenantRepository:
             commits.append(Commit(sha, author_name, author_email, subject))
         return commits
 
-    # --- writes --------------------------------------------------------------------------------------
+    def head(self) -> str | None:
+        tip = self._tip()
+        return None if tip is None else str(tip)
+
+    def _git(self) -> pygit2.Repository:
+        repo: pygit2.Repository | None = getattr(self._local, "repo", None)
+        if repo is None:
+            try:
+                repo = pygit2.Repository(str(self.git_dir))
+            except pygit2.GitError as error:
+                raise RepositoryError(f"cannot open the tenants repository: {redact(str(error))}") from None
+            self._local.repo = repo
+        return repo
+
+    def _tip(self) -> pygit2.Oid | None:
+        try:
+            reference = self._git().references.get(self.ref)
+        except pygit2.GitError as error:
+            raise RepositoryError(f"cannot read {self.ref}: {redact(str(error))}") from None
+        return None if reference is None else reference.target  # type: ignore[return-value]
+
+    def _tip_tree(self) -> pygit2.Tree | None:
+        tip = self._tip()
+        if tip is None:
+            return None
+        commit = self._git()[tip]
+        assert isinstance(commit, pygit2.Commit)
+        return commit.tree
+
+    # --- locks ---------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the repository for a read-modify-commit sequence (this process and others on the checkout)."""
-        with self._lock:
-            git_dir = self.root / ".git"
-            git_dir.mkdir(parents=True, exist_ok=True)
-            with open(git_dir / "tenant-api.lock", "a+") as handle:
+    def locked(self, key: str | None = None) -> Iterator[None]:
+        """Hold a tenant (``key``, say ``dev.acme``) for a read-modify-commit sequence, against threads
+        of this process and processes sharing the checkout; without a key, the whole repository."""
+        key = key or "*"
+        with self._tenant_locks_guard:
+            lock = self._tenant_locks.setdefault(key, threading.RLock())
+        with lock:
+            folder = self.git_dir / "tenant-api-locks"
+            try:
+                handle = open(folder / _lock_file_name(key), "a+")  # noqa: SIM115 - held across the yield
+            except FileNotFoundError:
+                folder.mkdir(parents=True, exist_ok=True)
+                handle = open(folder / _lock_file_name(key), "a+")  # noqa: SIM115
+            with handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+                yield  # closing the file releases the flock
+
+    @contextlib.contextmanager
+    def _committing(self) -> Iterator[None]:
+        """The commit lock: whoever holds it may move refs and touch the working copy. The kernel drops
+        the flock when its holder dies, so holding it proves no service process is mid-write."""
+        with self._commit_lock:
+            if self._commit_depth == 0:
+                self.git_dir.mkdir(parents=True, exist_ok=True)
+                handle = open(self.git_dir / "tenant-api-commit.flock", "a+")  # noqa: SIM115
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                self._commit_handle = handle
+            self._commit_depth += 1
+            try:
+                yield
+            finally:
+                self._commit_depth -= 1
+                if self._commit_depth == 0:
+                    self._commit_handle.close()
+                    self._commit_handle = None
+
+    # --- remote --------------------------------------------------------------------------------------
 
     def sync(self) -> None:
-        """Make the checkout exactly the remote's branch (no-op without a remote): the service keeps
-        no local-only work, so whatever an earlier failure left (a commit that was never pushed, a
-        half-done rebase, a stray file) is dropped rather than published later."""
+        """Make the branch exactly the remote's (no-op without a remote): the service keeps no
+        local-only work, so a commit that was never pushed is dropped rather than published later."""
         if self.remote is None:
             return
-        with self._lock:
-            self._abort_rebase()
+        with self._committing():
+            remote_tip = self._fetch()
+            repo = self._git()
+            repo.create_reference_direct(self.ref, remote_tip, True, "tenant-api: sync")
+            self._synced_at = time.monotonic()
+            self._update_working_copy(clean=True)
+
+    def _fetch(self) -> pygit2.Oid:
+        """Fetch the remote branch; its commit. Records whether the remote answered (readiness)."""
+        try:
             self._run(
                 "fetch", "--quiet", "origin", f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}"
             )
-            self._run("reset", "--quiet", "--hard", f"refs/remotes/origin/{self.branch}")
-            self._run("clean", "--quiet", "-fd", "--", self.tenants_path)
-            self._synced_at = time.monotonic()
+        except RepositoryError:
+            self._remote_ok = False
+            raise
+        self._remote_ok = True
+        reference = self._git().references.get(f"refs/remotes/origin/{self.branch}")
+        if reference is None:
+            raise RepositoryError(f"the remote has no branch {self.branch}")
+        return reference.target  # type: ignore[return-value]
 
     def refresh(self, *, max_age: float | None = None) -> None:
-        """Sync when the checkout is older than ``max_age`` (default ``refresh_seconds``), for reads.
-        Never waits: while another thread or process writes, readers use the checkout as it is (that
-        write syncs it anyway). A remote that cannot be reached leaves the checkout as it was."""
+        """Sync when the branch is older than ``max_age`` (default ``refresh_seconds``), for reads.
+        Never waits: while another thread or process writes, readers use the branch as it is. A remote
+        that cannot be reached leaves the branch as it was."""
         if self.remote is None:
             return
         age = self.refresh_seconds if max_age is None else max_age
         if time.monotonic() - self._synced_at < age:
             return
-        if not self._lock.acquire(blocking=False):
+        if not self._commit_lock.acquire(blocking=False):
             return
         try:
             if time.monotonic() - self._synced_at < age:
                 return  # another reader refreshed while this one waited for the lock
-            with self._locked_without_waiting() as held:
-                if held:
-                    try:
-                        self.sync()
-                    except RepositoryError as error:
-                        self._synced_at = time.monotonic()  # do not hammer an unreachable remote
-                        _log.warning("refreshing the tenants checkout failed: %s", error)
+            try:
+                self.sync()
+            except RepositoryError as error:
+                self._synced_at = time.monotonic()  # do not hammer an unreachable remote
+                _log.warning("refreshing the tenants checkout failed: %s", error)
         finally:
-            self._lock.release()
+            self._commit_lock.release()
 
-    @contextlib.contextmanager
-    def _locked_without_waiting(self) -> Iterator[bool]:
-        """The cross-process file lock if it is free right now (True), else nothing (False)."""
-        git_dir = self.root / ".git"
-        with open(git_dir / "tenant-api.lock", "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    # --- writes --------------------------------------------------------------------------------------
 
     def write(
         self, environment: str, name: str, document: dict[str, Any], *, author: GitAuthor, message: str
     ) -> str | None:
-        """Write, commit and push the tenant's file; return the commit, or None when nothing changed.
-        On failure the checkout is back where it started and the error is raised."""
-        path = self.path_of(environment, name)
-        text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True)
-        with self._lock:
-            previous = self._read_text(environment, name)
-            if previous == text:
-                return None
-            before = self._head_or_none()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".yaml.tmp")
-            try:
-                temporary.write_text(text, encoding="utf-8")
-                os.replace(temporary, path)
-                self._run("add", "--", str(path))
-                return self._commit(message, author, path)
-            except (RepositoryError, OSError):
-                self._roll_back(before, path, previous)
-                raise
+        """Commit the tenant's file (and push it); return the commit, or None when nothing changed.
+        Callers hold the tenant (``locked``) so the file they read is the one they replace."""
+        blob = self._store(dump_document(document).encode("utf-8"))
+        return self._change(self._relative(environment, name), blob, author=author, message=message)
 
     def delete(self, environment: str, name: str, *, author: GitAuthor, message: str) -> str | None:
-        path = self.path_of(environment, name)
-        with self._lock:
-            previous = self._read_text(environment, name)
-            if previous is None:
-                return None
-            before = self._head_or_none()
-            try:
-                self._run("rm", "--quiet", "--", str(path))
-                return self._commit(message, author, path)
-            except RepositoryError:
-                self._roll_back(before, path, previous)
-                raise
+        return self._change(self._relative(environment, name), None, author=author, message=message)
 
-    def _head_or_none(self) -> str | None:
+    def _store(self, content: bytes) -> pygit2.Oid:
         try:
-            return self._run("rev-parse", "--verify", "--quiet", "HEAD").stdout.strip() or None
-        except RepositoryError:
-            return None
+            return self._git().create_blob(content)
+        except (pygit2.GitError, OSError) as error:
+            raise self._failed("storing the tenant file failed", redact(str(error))) from None
 
-    def _roll_back(self, before: str | None, path: Path, previous: str | None) -> None:
-        """Put the checkout back exactly where the failed write started: no half-done rebase, no
-        local commit the API reported as failed, the file as it was."""
-        with contextlib.suppress(RepositoryError, OSError):
-            self._abort_rebase()
-        with contextlib.suppress(RepositoryError, OSError):
-            if before is not None:
-                self._run("reset", "--quiet", "--hard", before)
-            else:
-                self._run("reset", "--quiet", "--", str(path))
-        with contextlib.suppress(OSError):
-            path.with_suffix(".yaml.tmp").unlink(missing_ok=True)
-            if previous is None:
-                path.unlink(missing_ok=True)  # never tracked, so reset leaves it behind
-            elif before is None:
-                path.write_text(previous, encoding="utf-8")
+    def _change(self, path: str, blob: pygit2.Oid | None, *, author: GitAuthor, message: str) -> str | None:
+        tree = self._tip_tree()
+        expected = _blob_at(tree, path) if tree is not None else None
+        if expected == blob:
+            return None  # unchanged (or deleting what is not there)
+        change = _Change(path, blob, expected, author, _clean_message(message))
+        self._publish(change)
+        if change.error is not None:
+            raise change.error
+        return change.commit
 
-    def _abort_rebase(self) -> None:
-        git_dir = self.root / ".git"
-        if (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists():
-            try:
-                self._run("rebase", "--abort")
-            except RepositoryError:
-                self._run("rebase", "--quit")  # forget it; the reset that follows restores the files
-
-    def _commit(self, message: str, author: GitAuthor, path: Path | None) -> str:
-        env = {
-            "GIT_AUTHOR_NAME": author.name,
-            "GIT_AUTHOR_EMAIL": author.email,
-            "GIT_COMMITTER_NAME": COMMITTER_NAME,
-            "GIT_COMMITTER_EMAIL": COMMITTER_EMAIL,
-        }
-        paths = ["--", str(path)] if path is not None else []
-        self._run("commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message, *paths, env=env)
-        self._push()
-        # After the push: a rebase onto what other replicas pushed gives the commit a new id.
-        return self._run("rev-parse", "HEAD").stdout.strip()
-
-    def _push(self) -> None:
-        if self.remote is None:
-            return
-        for attempt in range(_PUSH_ATTEMPTS):
-            try:
-                self._run("push", "--quiet", "origin", f"HEAD:{self.branch}")
-                return
-            except RepositoryError:
-                if attempt == _PUSH_ATTEMPTS - 1:
-                    raise
-                # The remote moved (another replica or a merged pull request): replay our commit on
-                # top, after a random pause so replicas that collided do not collide again in step.
-                time.sleep(random.uniform(0, min(0.05 * 2**attempt, 1.0)))
+    def _publish(self, change: _Change) -> None:
+        """Group commit: queue the change; the first writer to find no publisher running publishes
+        everything queued (its own change included), the others wait for their result."""
+        with self._pending_cond:
+            self._pending.append(change)
+            while not change.done:
+                if self._leader_active:
+                    self._pending_cond.wait()
+                    continue
+                self._leader_active = True
+                group, self._pending = self._pending, []
+                self._pending_cond.release()
                 try:
-                    self._run("pull", "--quiet", "--rebase", "origin", self.branch)
-                except RepositoryError:
-                    # Unreachable, or a conflict (a merged pull request changed the same file): never
-                    # leave the checkout mid-rebase. The caller rolls the write back.
-                    with contextlib.suppress(RepositoryError):
-                        self._abort_rebase()
-                    raise
-                self._synced_at = time.monotonic()
+                    self._commit_group(group)
+                finally:
+                    self._pending_cond.acquire()
+                    self._leader_active = False
+                    self._pending_cond.notify_all()
+
+    def _commit_group(self, group: list[_Change]) -> None:
+        try:
+            with self._committing():
+                self._commit_group_locked(group)
+        except BaseException as error:
+            failure = (
+                error
+                if isinstance(error, RepositoryError)
+                else RepositoryError(f"committing failed: {type(error).__name__}")
+            )
+            for change in group:
+                if not change.done:
+                    change.error, change.done = failure, True
+            if isinstance(error, RepositoryError):
+                self._after_failure()
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            with self._pending_cond:
+                self._pending_cond.notify_all()
+
+    def _commit_group_locked(self, group: list[_Change]) -> None:
+        repo = self._git()
+        committer = pygit2.Signature(COMMITTER_NAME, COMMITTER_EMAIL)
+        cleared_locks = False
+        for attempt in range(_PUSH_ATTEMPTS):
+            base = self._base()
+            reference = repo.references.get(self.ref)
+            tip, built = self._build(repo, base, group, committer)
+            if not built or tip is None:
+                return
+            try:
+                if self.remote is not None:
+                    self._push(tip)
+                else:
+                    self._compare_and_swap(reference, base, tip)
+            except _Moved:
+                # The branch moved under us (another process, the remote): rebuild on top of it, after
+                # a random pause so writers that collided do not collide again in step.
+                time.sleep(random.uniform(0, min(0.01 * 2**attempt, 0.5)))
+                continue
+            except (pygit2.GitError, OSError) as error:
+                detail = redact(str(error))
+                if not cleared_locks:
+                    # A lock file in the way: if its process died, remove it and try once more.
+                    cleared_locks = True
+                    removed, holders = git_locks.clear_stale_locks(self.root, self.git_dir)
+                    if removed:
+                        continue
+                    if holders:
+                        kept = ", ".join(str(holder) for holder in holders)
+                        raise self._failed(f"a git lock is kept by {kept}", detail) from None
+                raise self._failed(f"updating {self.ref} failed", detail) from None
+            if self.remote is not None:
+                self._follow_pushed(tip)
+            for change, sha in built:
+                change.commit, change.done = sha, True
+            if self._health is not None and not self._health[1]:
+                self._health = None  # writes succeed again: let readiness say so now
+            with self._pending_cond:
+                self._pending_cond.notify_all()  # acknowledged: the working copy is only a view
+            self._update_working_copy()
+            return
+        raise self._failed(f"{self.ref} kept moving; gave up after {_PUSH_ATTEMPTS} attempts")
+
+    def _follow_pushed(self, tip: pygit2.Oid) -> None:
+        """Point our branch and the remote-tracking one at what the remote now has. The push is the
+        commit: if this fails, the next sync repairs it, and the change still counts as written."""
+        repo = self._git()
+        try:
+            repo.create_reference_direct(
+                f"refs/remotes/origin/{self.branch}", tip, True, "tenant-api: pushed"
+            )
+            repo.create_reference_direct(self.ref, tip, True, "tenant-api: commit")
+        except (pygit2.GitError, OSError) as error:
+            _log.warning("pushed %s but could not move the local branch: %s", tip, redact(str(error)))
+            self._synced_at = float("-inf")
+
+    def _compare_and_swap(self, reference: Any, base: pygit2.Oid | None, tip: pygit2.Oid) -> None:
+        """Move the branch from ``base`` to ``tip`` only if it is still at ``base``."""
+        try:
+            if reference is None:
+                self._git().create_reference_direct(self.ref, tip, False, "tenant-api: commit")
+            else:
+                reference.set_target(tip, "tenant-api: commit")  # libgit2 checks the old value
+        except (pygit2.GitError, ValueError, OSError):
+            if self._tip() != base:
+                raise _Moved() from None
+            raise
+
+    def _base(self) -> pygit2.Oid | None:
+        """What the next group builds on: the remote's branch as last fetched (with a remote), else ours."""
+        if self.remote is None:
+            return self._tip()
+        reference = self._git().references.get(f"refs/remotes/origin/{self.branch}")
+        return None if reference is None else reference.target  # type: ignore[return-value]
+
+    def _build(
+        self, repo: pygit2.Repository, base: pygit2.Oid | None, group: list[_Change], committer: Any
+    ) -> tuple[pygit2.Oid | None, list[tuple[_Change, str]]]:
+        """A chain of commits on ``base``, one per change that still applies, each under its author."""
+        parent = base
+        tree = repo[base].tree.id if base is not None else repo.TreeBuilder().write()
+        built: list[tuple[_Change, str]] = []
+        for change in group:
+            if change.done:
+                continue
+            current = _blob_at(repo[tree], change.path)  # type: ignore[arg-type]
+            if current != change.expected:
+                change.error = ConflictError(
+                    f"{change.path} changed while this change was being written; read it again and retry"
+                )
+                change.done = True
+                continue
+            new_tree = _edit_tree(repo, tree, change.path.split("/"), change.blob)
+            author = pygit2.Signature(change.author.name, change.author.email)
+            parent = repo.create_commit(
+                None, author, committer, change.message, new_tree, [parent] if parent is not None else []
+            )
+            tree = new_tree
+            built.append((change, str(parent)))
+        return parent, built
+
+    def _push(self, tip: pygit2.Oid) -> None:
+        try:
+            self._run("push", "--quiet", "--porcelain", "origin", f"{tip}:refs/heads/{self.branch}")
+        except RepositoryError as error:
+            before = self._base()
+            after = self._fetch()  # an unreachable remote raises from here
+            if after == before:
+                raise  # the remote did not move: the push failed for another reason (git's text logged)
+            raise _Moved() from error
+
+    def _failed(self, message: str, detail: str = "") -> RepositoryError:
+        """Log git's own text (``detail``, credentials redacted); the error to raise for callers."""
+        _log.error("tenants repository: %s: %s", message, detail or "no detail")
+        return RepositoryError(message)
+
+    def _after_failure(self) -> None:
+        """After a failed write: forget the health verdict and put the checkout back (best effort)."""
+        self._health = None
+        try:
+            self.recover()
+        except Exception as error:  # the next write or readiness check tries again
+            _log.warning("recovering the tenants checkout failed: %s", error)
+
+    def _update_working_copy(self, *, clean: bool = False) -> None:
+        """Make the working copy the branch's commit (for people; the service never reads it). A lock
+        left in the way only delays the view: the commit is already published."""
+        try:
+            repo = self._git()
+            tip = self._tip()
+            if tip is None:
+                return
+            commit = repo[tip]
+            strategy = CheckoutStrategy.FORCE
+            if clean:
+                strategy |= CheckoutStrategy.REMOVE_UNTRACKED
+            assert isinstance(commit, pygit2.Commit)
+            repo.checkout_tree(commit, strategy=strategy, paths=[self.tenants_path])
+            if clean:
+                repo.index.read_tree(commit.tree)
+                repo.index.write()
+        except (pygit2.GitError, OSError, RepositoryError) as error:
+            _log.warning("the tenants working copy could not be updated: %s", redact(str(error)))
 
     def _run(
         self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
         command = ["git", "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", *args]
         environment = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
-        for attempt in range(_RETRIES):
-            try:
-                result = subprocess.run(
-                    command,
-                    cwd=cwd or self.root,
-                    env=environment,
-                    capture_output=True,
-                    text=True,
-                    timeout=_GIT_TIMEOUT_SECONDS,
-                    check=False,
-                )
-            except (OSError, subprocess.TimeoutExpired) as error:
-                raise RepositoryError(f"git {args[0]} could not run: {type(error).__name__}") from None
-            if result.returncode == 0:
-                return result
-            # Someone else (a person, another tool) holds the index: wait briefly and try again.
-            if "index.lock" in result.stderr and attempt < _RETRIES - 1:
-                time.sleep(0.05 * 2**attempt)
-                continue
-            raise RepositoryError(f"git {args[0]} failed (exit {result.returncode})")
-        raise RepositoryError(f"git {args[0]} failed")
+        try:
+            result = subprocess.run(
+                command,
+                cwd=cwd or self.root,
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=_GIT_TIMEOUT_SECONDS,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            _log.error("git %s could not run: %s", args[0], redact(str(error)))
+            raise RepositoryError(f"git {args[0]} could not run: {type(error).__name__}") from None
+        if result.returncode == 0:
+            return result
+        said = redact(" ".join(result.stderr.split()))[-1000:] or "no message"
+        _log.error("git %s failed (exit %d): %s", args[0], result.returncode, said)
+        raise RepositoryError(f"git {args[0]} failed (exit {result.returncode})")
+
+
+class _Moved(Exception):
+    """The branch (or the remote's) moved between building a group and publishing it."""
+
+
+def _clean_message(message: str) -> str:
+    """What ``git commit`` would record: no trailing blanks, one final newline."""
+    lines = [line.rstrip() for line in message.strip().splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def _lock_file_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key) if key != "*" else "repository"
+
+
+def _subtree(tree: pygit2.Tree, path: str) -> pygit2.Tree | None:
+    try:
+        entry = tree[path]
+    except KeyError:
+        return None
+    return entry if isinstance(entry, pygit2.Tree) else None
+
+
+def _blob_at(tree: pygit2.Tree | None, path: str) -> pygit2.Oid | None:
+    if tree is None:
+        return None
+    try:
+        entry = tree[path]
+    except KeyError:
+        return None
+    return entry.id if entry.type_str == "blob" else None
+
+
+def _edit_tree(
+    repo: pygit2.Repository, tree: pygit2.Oid | None, parts: list[str], blob: pygit2.Oid | None
+) -> pygit2.Oid:
+    """The tree ``tree`` with the file at ``parts`` set to ``blob`` (removed when None); folders left
+    empty disappear, as with ``git rm``."""
+    edited = _edit(repo, tree, parts, blob)
+    return edited if edited is not None else repo.TreeBuilder().write()
+
+
+def _edit(
+    repo: pygit2.Repository, tree: pygit2.Oid | None, parts: list[str], blob: pygit2.Oid | None
+) -> pygit2.Oid | None:
+    existing = repo[tree] if tree is not None else None
+    builder = repo.TreeBuilder(existing) if existing is not None else repo.TreeBuilder()  # type: ignore[arg-type]
+    head, rest = parts[0], parts[1:]
+    if not rest:
+        if blob is None:
+            if builder.get(head) is not None:
+                builder.remove(head)
+        else:
+            builder.insert(head, blob, FileMode.BLOB)
+    else:
+        entry = builder.get(head)
+        below = entry.id if entry is not None and entry.type_str == "tree" else None
+        edited = _edit(repo, below, rest, blob)
+        if edited is None:
+            if entry is not None:
+                builder.remove(head)
+        else:
+            builder.insert(head, edited, FileMode.TREE)
+    if len(builder) == 0:
+        return None
+    return builder.write()

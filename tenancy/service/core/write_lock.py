@@ -1,7 +1,8 @@
 """Serializing changes to one tenant: the commit and the queued operation happen under one lock, so the
 order of operations in the queue is the order of commits in git (the last commit is what runs last).
 
-Embedded: the repository's own lock (threads of this process, and processes sharing the checkout).
+Embedded: the repository's lock for that tenant (threads of this process, and processes sharing the
+checkout); changes to different tenants proceed in parallel and are committed together.
 Redis: additionally a lock per tenant in Redis, so replicas with their own checkouts take turns. Its
 expiry only frees the lock of a holder that crashed: while the holder lives, a thread renews it, so a
 write slower than the expiry (git retrying a push) never shares the tenant with another replica.
@@ -36,7 +37,7 @@ class LocalWriteLock:
         self._repository = repository
 
     def hold(self, stack: StackRef) -> contextlib.AbstractContextManager[None]:
-        return self._repository.locked()
+        return self._repository.locked(stack.name)
 
 
 class RedisWriteLock:
@@ -73,7 +74,7 @@ class RedisWriteLock:
         )
         renewer.start()
         try:
-            with self._repository.locked():
+            with self._repository.locked(stack.name):
                 yield
         finally:
             released.set()
