@@ -1,18 +1,25 @@
-"""Throughput and latency of the tenant API under concurrent load, next to a bare FastAPI endpoint.
+"""The tenant API under 50 concurrent clients, next to a bare FastAPI endpoint served the same way.
 
-Each server runs in its own process (uvicorn, loopback only); the load comes from this process over
-keep-alive connections with a fixed number of requests in flight. Reported per scenario: requests,
-throughput, p50 and p99 latency, errors.
+    .venv/bin/python benchmarks/bench_service.py                 # ~40 s: every scenario, goals as ratios
+    .venv/bin/python benchmarks/bench_service.py --seconds 5 --clients 50 --json
 
-    .venv/bin/python benchmarks/bench_service.py                    # defaults below
-    .venv/bin/python benchmarks/bench_service.py --reads 5000 --writes 500 --concurrency 32
+Every server runs in its own process (uvicorn, one worker, loopback, access log off). The load comes
+from another process: an asyncio client with one keep-alive HTTP/1.1 connection per simulated client,
+each sending its next request as soon as the previous answer arrives (a closed loop). It speaks raw
+HTTP over asyncio streams, so it costs a few microseconds per request and is never what limits the
+figures; it reports its own CPU use next to the wall time to show that.
 
-Scenarios:
-  bare     GET /ping on a FastAPI app with one endpoint (the floor: uvicorn + FastAPI + this client)
-  read     GET /api/v1/environments/dev/tenants/<t>: JWT verification, rate limit, git file, queue
-  write    PUT /api/v1/environments/dev/tenants/<t>: validation, git commit, queue submit (engine double)
+Scenarios (each: warm-up, then ``--seconds`` of measurement; throughput, p50, p99, errors):
+  bare            GET /ping on a FastAPI app with one ``def`` endpoint (the reference)
+  get tenant      GET /api/v1/environments/dev/tenants/<t>, client i on tenant i (JWT, rate limit, git)
+  patch distinct  PATCH the same path, client i on tenant i: validate, commit, queue (engine double)
+  patch one       PATCH one tenant from every client: the per-tenant lock serialises them
 
-Bounded: every phase stops at its request count or after --max-seconds, whichever comes first.
+The service is the embedded default (SQLite queue, local git repository) with the engine double and
+no worker threads (an API replica, ``--workers 0``): what is measured is the API, not the engine.
+
+Goals (issue 11), printed as ratios in this one run:
+  GET tenant throughput >= 0.5 x bare; PATCH distinct p99 <= 50 ms and >= 500 writes/s.
 """
 
 from __future__ import annotations
@@ -21,23 +28,19 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-TENANTS = [f"bench-{i}" for i in range(8)]
 
 
-# --- servers (run as subprocesses of this script) ---------------------------------------------------
+# --- servers (each a subprocess of this script) -------------------------------------------------------
 
 
 def serve_bare(port: int) -> None:
@@ -63,7 +66,7 @@ def serve_service(port: int, state_dir: Path) -> None:
     settings = ServiceSettings(
         state_dir=state_dir,
         project_dir=PROJECT_DIR,
-        workers=2,
+        workers=0,
         rate_limit_requests=10_000_000,
         audit_log=str(state_dir / "audit.log"),
     )
@@ -71,84 +74,120 @@ def serve_service(port: int, state_dir: Path) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-# --- load ---------------------------------------------------------------------------------------------
+# --- the load client (its own process) ----------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    scenario: str
-    requests: int
-    seconds: float
-    latencies: list[float]
-    errors: int
-
-    @property
-    def throughput(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000 if ordered else 0.0
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario,
-            "requests": self.requests,
-            "throughput_rps": round(self.throughput, 1),
-            "p50_ms": round(self.percentile(0.50), 2),
-            "p99_ms": round(self.percentile(0.99), 2),
-            "mean_ms": round(statistics.fmean(self.latencies) * 1000, 2) if self.latencies else 0.0,
-            "errors": self.errors,
-        }
-
-
-async def load(
-    scenario: str,
-    base_url: str,
-    request: Any,
-    *,
-    total: int,
-    concurrency: int,
-    max_seconds: float,
-    headers: dict[str, str] | None = None,
-) -> Result:
-    latencies: list[float] = []
-    errors = 0
-    issued = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=30.0) as client:
-        # Warm-up: open the connections and the server's caches before timing.
-        await asyncio.gather(*(request(client, -1 - i) for i in range(concurrency)))
-        started = time.perf_counter()
-        deadline = started + max_seconds
-
-        async def user() -> None:
-            nonlocal issued, errors
-            while issued < total and time.perf_counter() < deadline:
-                index = issued
-                issued += 1
-                begin = time.perf_counter()
-                response = await request(client, index)
-                latencies.append(time.perf_counter() - begin)
-                if response.status_code >= 400:
-                    errors += 1
-
-        await asyncio.gather(*(user() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return Result(scenario, len(latencies), elapsed, latencies, errors)
+async def _client(
+    host: str, port: int, requests: list[bytes], deadline: float, measure_from: float, out: dict[str, Any]
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    latencies: list[float] = out["latencies"]
+    index = 0
+    try:
+        while True:
+            now = time.perf_counter()
+            if now >= deadline:
+                return
+            writer.write(requests[index % len(requests)])
+            index += 1
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            if length:
+                await reader.readexactly(length)
+            if not status_line:
+                out["errors"] += 1
+                return
+            status = int(status_line.split()[1])
+            end = time.perf_counter()
+            if now >= measure_from:
+                latencies.append(end - now)
+                if status >= 400:
+                    out["errors"] += 1
+                    if out["first_error"] is None:
+                        out["first_error"] = status
+    finally:
+        writer.close()
 
 
-def tenant_document(name: str, index: int) -> dict[str, Any]:
+def _request(method: str, path: str, token: str | None, body: bytes | None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+
+async def _load(spec: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"latencies": [], "errors": 0, "first_error": None}
+    start = time.perf_counter()
+    measure_from = start + spec["warmup"]
+    deadline = measure_from + spec["seconds"]
+    per_client: list[list[bytes]] = []
+    for index in range(spec["clients"]):
+        per_client.append([_request(**request) for request in spec["requests"](index)])
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    await asyncio.gather(
+        *(
+            _client("127.0.0.1", spec["port"], requests, deadline, measure_from, out)
+            for requests in per_client
+        )
+    )
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    seconds = time.perf_counter() - measure_from
+    latencies = sorted(out["latencies"])
+
+    def percentile(fraction: float) -> float:
+        return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] * 1000 if latencies else 0.0
+
+    cpu_seconds = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
     return {
-        "owners": [f"owner@{name}.example"],
-        "plan": "small",
-        "displayName": f"{name} #{index}",
-        "deletionProtection": False,
-        "qdrant": {"enabled": True},
+        "requests": len(latencies),
+        "throughput": len(latencies) / seconds if seconds else 0.0,
+        "p50_ms": percentile(0.50),
+        "p99_ms": percentile(0.99),
+        "errors": out["errors"],
+        "first_error": out["first_error"],
+        "client_cpu_share": cpu_seconds / (time.perf_counter() - start),
     }
 
 
-# --- orchestration ---------------------------------------------------------------------------------
+def run_client(spec_json: str) -> None:
+    """Entry point of the load process: reads a scenario, prints its result as JSON."""
+    spec = json.loads(spec_json)
+    scenario = spec["scenario"]
+    token, clients = spec.get("token"), spec["clients"]
+
+    def requests(index: int) -> list[dict[str, Any]]:
+        if scenario == "bare":
+            return [{"method": "GET", "path": "/ping", "token": None, "body": None}]
+        tenant = "bench-0" if scenario == "patch one" else f"bench-{index % clients}"
+        path = f"/api/v1/environments/dev/tenants/{tenant}"
+        if scenario == "get tenant":
+            return [{"method": "GET", "path": path, "token": token, "body": None}]
+        # Alternate two values, so every PATCH really changes the file (and makes a commit).
+        return [
+            {
+                "method": "PATCH",
+                "path": path,
+                "token": token,
+                "body": json.dumps({"displayName": f"{tenant} {round_}-{index}"}).encode(),
+            }
+            for round_ in ("a", "b")
+        ]
+
+    spec["requests"] = requests
+    print(json.dumps(asyncio.run(_load(spec))))
+
+
+# --- orchestration ------------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -157,9 +196,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start(args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start(args: list[str], port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
     process = subprocess.Popen([sys.executable, __file__, *args], env=env, cwd=PROJECT_DIR)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -180,40 +220,46 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def run(options: argparse.Namespace) -> list[Result]:
+def measure(
+    scenario: str, port: int, options: argparse.Namespace, token: str | None = None
+) -> dict[str, Any]:
+    spec = {
+        "scenario": scenario,
+        "port": port,
+        "clients": options.clients,
+        "seconds": options.seconds,
+        "warmup": options.warmup,
+        "token": token,
+    }
+    output = subprocess.run(
+        [sys.executable, __file__, "--client", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PROJECT_DIR,
+        timeout=options.seconds + options.warmup + 120,
+    ).stdout
+    return {"scenario": scenario, **json.loads(output)}
+
+
+def run(options: argparse.Namespace) -> list[dict[str, Any]]:
+    import httpx
+
     from tenancy.service.core.config import ServiceSettings
     from tenancy.service.core.local_issuer import mint_token
 
     results = []
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
-    concurrency, max_seconds = options.concurrency, options.max_seconds
-
     port = free_port()
-    bare = start(["--serve", "bare", "--port", str(port)], port, env)
+    bare = start(["--serve", "bare", "--port", str(port)], port)
     try:
-
-        async def ping(client: httpx.AsyncClient, index: int) -> httpx.Response:
-            return await client.get("/ping")
-
-        results.append(
-            asyncio.run(
-                load(
-                    "bare FastAPI GET /ping",
-                    f"http://127.0.0.1:{port}",
-                    ping,
-                    total=options.reads,
-                    concurrency=concurrency,
-                    max_seconds=max_seconds,
-                )
-            )
-        )
+        results.append(measure("bare", port, options))
     finally:
         stop(bare)
 
     with tempfile.TemporaryDirectory(prefix="bench-service-") as scratch:
         state_dir = Path(scratch) / "state"
         port = free_port()
-        service = start(["--serve", "service", "--port", str(port), "--state-dir", str(state_dir)], port, env)
+        service = start(["--serve", "service", "--port", str(port), "--state-dir", str(state_dir)], port)
         try:
             settings = ServiceSettings(state_dir=state_dir)
             token = mint_token(
@@ -225,41 +271,21 @@ def run(options: argparse.Namespace) -> list[Result]:
                 roles=["platform-admin"],
                 lifetime_seconds=3600,
             )
-            headers = {"Authorization": f"Bearer {token}"}
-            base = f"http://127.0.0.1:{port}"
-            with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
-                for name in TENANTS:
-                    response = client.put(
-                        f"/api/v1/environments/dev/tenants/{name}", json=tenant_document(name, 0)
-                    )
-                    response.raise_for_status()
-
-            async def read(client: httpx.AsyncClient, index: int) -> httpx.Response:
-                name = TENANTS[index % len(TENANTS)]
-                return await client.get(f"/api/v1/environments/dev/tenants/{name}")
-
-            async def write(client: httpx.AsyncClient, index: int) -> httpx.Response:
-                name = TENANTS[index % len(TENANTS)]
-                document = tenant_document(name, index + 1_000_000 if index < 0 else index + 1)
-                return await client.put(f"/api/v1/environments/dev/tenants/{name}", json=document)
-
-            for scenario, request, total in (
-                ("tenant API read (GET tenant)", read, options.reads),
-                ("tenant API write (PUT tenant: validate, git commit, enqueue)", write, options.writes),
-            ):
-                results.append(
-                    asyncio.run(
-                        load(
-                            scenario,
-                            base,
-                            request,
-                            total=total,
-                            concurrency=concurrency,
-                            max_seconds=max_seconds,
-                            headers=headers,
-                        )
-                    )
-                )
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=60
+            ) as client:
+                for index in range(options.clients):
+                    name = f"bench-{index}"
+                    document = {
+                        "owners": [f"owner@{name}.example"],
+                        "plan": "small",
+                        "displayName": name,
+                        "deletionProtection": False,
+                        "qdrant": {"enabled": True},
+                    }
+                    client.put(f"/api/v1/environments/dev/tenants/{name}", json=document).raise_for_status()
+            for scenario in ("get tenant", "patch distinct", "patch one"):
+                results.append(measure(scenario, port, options, token))
         finally:
             stop(service)
     return results
@@ -269,16 +295,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--reads", type=int, default=3000, help="requests per read phase (bare and tenant read)"
-    )
-    parser.add_argument("--writes", type=int, default=300, help="requests in the write phase")
-    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="cap per phase")
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients (connections)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured time per scenario")
+    parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured time before it")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--serve", choices=["bare", "service"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--client", help=argparse.SUPPRESS)
     options = parser.parse_args()
 
     if options.serve == "bare":
@@ -287,22 +311,40 @@ def main() -> None:
     if options.serve == "service":
         serve_service(options.port, options.state_dir)
         return
-
-    rows = [result.row() for result in run(options)]
-    if options.json:
-        print(json.dumps(rows, indent=2))
+    if options.client:
+        run_client(options.client)
         return
+
+    results = run(options)
+    by_name = {result["scenario"]: result for result in results}
+    bare, get, patch = by_name["bare"], by_name["get tenant"], by_name["patch distinct"]
+    goals = {
+        "GET tenant / bare throughput (goal >= 0.5)": get["throughput"] / bare["throughput"],
+        "PATCH distinct p99 / 50 ms (goal <= 1.0)": patch["p99_ms"] / 50.0,
+        "PATCH distinct writes/s / 500 (goal >= 1.0)": patch["throughput"] / 500.0,
+    }
+    if options.json:
+        print(json.dumps({"results": results, "goals": goals}, indent=2))
+        return
+    load = os.getloadavg()[0]
     print(
-        f"concurrency {options.concurrency}, loopback, {os.cpu_count()} CPUs (client and server share them)"
+        f"{options.clients} clients, {options.seconds:.0f} s each, loopback; {os.cpu_count()} CPUs shared by "
+        f"server and load client; load average {load:.1f}"
     )
-    header = f"{'scenario':<62} {'requests':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+    header = (
+        f"{'scenario':<16} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        f"{'client CPU':>10}"
+    )
     print(header)
     print("-" * len(header))
-    for row in rows:
+    for row in results:
         print(
-            f"{row['scenario']:<62} {row['requests']:>8} {row['throughput_rps']:>9} "
-            f"{row['p50_ms']:>8} {row['p99_ms']:>8} {row['errors']:>6}"
+            f"{row['scenario']:<16} {row['requests']:>8} {row['throughput']:>8.0f} {row['p50_ms']:>8.1f} "
+            f"{row['p99_ms']:>8.1f} {row['errors']:>6} {row['client_cpu_share']:>9.0%}"
         )
+    print()
+    for goal, ratio in goals.items():
+        print(f"{goal:<46} {ratio:6.2f}")
 
 
 if __name__ == "__main__":

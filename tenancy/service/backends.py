@@ -142,6 +142,7 @@ def build_backends(
         remote=settings.git_remote,
         branch=settings.git_branch,
         refresh_seconds=settings.git_refresh_seconds,
+        view_delay_seconds=0.5,  # the working copy is a view for people: refreshed twice a second at most
     )
     repository.ensure(seed_from=seed_tenants)
     automation = _automation_settings(settings, repository)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 from typing import Annotated
@@ -23,6 +24,7 @@ _SUFFIXES: dict[str, Decimal] = {
 _QUANTITY = re.compile(r"^(?P<number>\d+(\.\d+)?)(?P<suffix>m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 
 
+@functools.lru_cache(maxsize=4096)  # every write checks the same few sizes against the plan
 def parse_quantity(text: str) -> Decimal:
     """Return the value of a Kubernetes quantity; raise ValueError on anything else."""
     match = _QUANTITY.match(text.strip())

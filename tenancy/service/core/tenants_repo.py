@@ -157,7 +157,10 @@ class TenantRepository:
         remote: str | None = None,
         branch: str = "main",
         refresh_seconds: float = 5.0,
+        view_delay_seconds: float = 0.0,
     ) -> None:
+        """``view_delay_seconds``: 0 updates the working copy after every group of commits; more lets
+        a background thread update it at most that often (under load: the view costs the writers)."""
         self.root = root
         self.git_dir = root / ".git"
         self.tenants_path = tenants_path
@@ -178,6 +181,9 @@ class TenantRepository:
         self._pending: list[_Change] = []
         self._pending_cond = threading.Condition()
         self._leader_active = False
+        self._view_delay = view_delay_seconds
+        self._view_behind = threading.Event()
+        self._view_thread: threading.Thread | None = None
         self._synced_at = float("-inf")  # never synced: the first read refreshes
         self._health: tuple[float, bool] | None = None
         self._remote_ok = True
@@ -196,6 +202,7 @@ class TenantRepository:
         an earlier version, a working copy that is not the branch's commit."""
         if self.git_dir.exists():
             with self._committing():
+                self._configure()
                 self.recover()
                 if self._tip() is None and self.remote is None:
                     self._initial_commit(seed_from)  # killed between `git init` and the first commit
@@ -211,12 +218,22 @@ class TenantRepository:
             shutil.rmtree(staging, ignore_errors=True)
             self._run("clone", "--quiet", "--branch", self.branch, self.remote, str(staging), cwd=Path("/"))
             os.replace(staging, self.root)  # a clone killed halfway is never taken for a checkout
+            with self._committing():
+                self._configure()
             self._synced_at = time.monotonic()
             return
         self.root.mkdir(parents=True, exist_ok=True)
         self._run("init", "--quiet", "--initial-branch", self.branch)
         with self._committing():
+            self._configure()
             self._initial_commit(seed_from)
+
+    def _configure(self) -> None:
+        """No reflogs: libgit2 rewrites a ref's whole reflog on every update, so each commit would
+        cost more than the last; the commits themselves are the record."""
+        config = self._git().config
+        if config.get_bool("core.logAllRefUpdates") if "core.logAllRefUpdates" in config else True:
+            config["core.logAllRefUpdates"] = False
 
     def _initial_commit(self, seed_from: Path | None) -> None:
         repo = self._git()
@@ -247,6 +264,8 @@ class TenantRepository:
         with self._committing():
             removed, holders = git_locks.clear_stale_locks(self.root, self.git_dir)
             if holders:
+                if restore:
+                    self._update_working_copy(clean=True)  # fails harmlessly if the index is the lock
                 return [f"a git lock is kept by {holder}" for holder in holders]
             for leftover in ("rebase-merge", "rebase-apply"):
                 if (self.git_dir / leftover).exists():
@@ -626,7 +645,7 @@ class TenantRepository:
                 self._health = None  # writes succeed again: let readiness say so now
             with self._pending_cond:
                 self._pending_cond.notify_all()  # acknowledged: the working copy is only a view
-            self._update_working_copy()
+            self._refresh_view()
             return
         raise self._failed(f"{self.ref} kept moving; gave up after {_PUSH_ATTEMPTS} attempts")
 
@@ -710,6 +729,23 @@ class TenantRepository:
             self.recover()
         except Exception as error:  # the next write or readiness check tries again
             _log.warning("recovering the tenants checkout failed: %s", error)
+
+    def _refresh_view(self) -> None:
+        if self._view_delay <= 0:
+            self._update_working_copy()
+            return
+        self._view_behind.set()
+        if self._view_thread is None:
+            self._view_thread = threading.Thread(target=self._follow_view, name="tenants-view", daemon=True)
+            self._view_thread.start()
+
+    def _follow_view(self) -> None:
+        while True:
+            self._view_behind.wait()
+            time.sleep(self._view_delay)
+            self._view_behind.clear()
+            with self._committing():
+                self._update_working_copy()
 
     def _update_working_copy(self, *, clean: bool = False) -> None:
         """Make the working copy the branch's commit (for people; the service never reads it). A lock
