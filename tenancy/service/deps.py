@@ -30,7 +30,8 @@ from tenancy.service.portal.sessions import session_credential
 from tenancy.spec.tenant import MAX_NAME_LENGTH
 
 
-def get_backends(request: Request) -> Backends:
+async def get_backends(request: Request) -> Backends:
+    # async: a dependency declared with def costs a hop to a worker thread and back on every request.
     backends: Backends = request.app.state.backends
     return backends
 
@@ -141,7 +142,7 @@ def tenant_not_found(environment: str, name: str) -> ServiceError:
     return ServiceError("tenant_not_found", f"there is no tenant {environment}.{name} that you can access")
 
 
-def readable_tenant(
+async def readable_tenant(
     environment: EnvironmentPath, name: TenantNamePath, principal: CurrentPrincipal
 ) -> StackRef:
     if not principal.can_read(name):
@@ -149,7 +150,7 @@ def readable_tenant(
     return StackRef(environment.value, name)
 
 
-def changeable_tenant(
+async def changeable_tenant(
     request: Request,
     backends: BackendsDep,
     environment: EnvironmentPath,

@@ -166,3 +166,25 @@ def test_concurrent_writers_on_many_tenants_each_get_their_own_commit(tmp_path: 
         history = repository.history("dev", f"t{index}")
         assert [c.author_email for c in history] == [f"w{index}@example.com"] * 5
         assert (repository.read("dev", f"t{index}") or {})["displayName"] == "r4"
+
+
+def test_creations_follow_the_services_own_commits_as_git_log_would(tmp_path: Path) -> None:
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+
+    def by_git_log(name: str) -> str:
+        return git(
+            repository.root, "log", "-n1", "--diff-filter=A", "--format=%H", "--", f"tenants/dev/{name}.yaml"
+        )
+
+    repository.write("dev", "a", spec("a"), author=AUTHOR, message="Create a")
+    first = repository.creation("dev", "a")  # looked up once, then carried over our commits
+    repository.write("dev", "a", spec("a", displayName="x"), author=AUTHOR, message="Update a")
+    repository.write("dev", "b", spec("b"), author=AUTHOR, message="Create b")
+    assert repository.creation("dev", "a") == first
+    assert first is not None and first.sha == by_git_log("a").strip()
+    repository.delete("dev", "a", author=AUTHOR, message="Delete a")
+    repository.write("dev", "a", spec("a"), author=AUTHOR, message="Create a again")
+    again = repository.creation("dev", "a")
+    assert again is not None and again.sha == by_git_log("a").strip() != first.sha
+    assert (repository.creation("dev", "b") or first).sha == by_git_log("b").strip()

@@ -542,7 +542,10 @@ class TenantRepository:
     ) -> str | None:
         """Commit the tenant's file (and push it); return the commit, or None when nothing changed.
         Callers hold the tenant (``locked``) so the file they read is the one they replace."""
-        blob = self._store(dump_document(document).encode("utf-8"))
+        text = dump_document(document)
+        blob = self._store(text.encode("utf-8"))
+        if blob not in self._parsed:  # the next read of this file needs no YAML parse
+            self._parsed[blob] = TenantFile(str(blob), text, parse_document(text), etag_of(text))
         return self._change(self._relative(environment, name), blob, author=author, message=message)
 
     def delete(self, environment: str, name: str, *, author: GitAuthor, message: str) -> str | None:
@@ -639,6 +642,7 @@ class TenantRepository:
                 raise self._failed(f"updating {self.ref} failed", detail) from None
             if self.remote is not None:
                 self._follow_pushed(tip)
+            self._advance_creations(base, tip, built, committer.time)
             for change, sha in built:
                 change.commit, change.done = sha, True
             if self._health is not None and not self._health[1]:
@@ -648,6 +652,24 @@ class TenantRepository:
             self._refresh_view()
             return
         raise self._failed(f"{self.ref} kept moving; gave up after {_PUSH_ATTEMPTS} attempts")
+
+    def _advance_creations(
+        self, base: pygit2.Oid | None, tip: pygit2.Oid, built: list[tuple[_Change, str]], when: int
+    ) -> None:
+        """Carry the creation cache over our own commits: only a file they add gets a new creation,
+        so API-key checks and incarnation markers stay free of git processes under write load."""
+        with self._creations_lock:
+            if base is None or self._creations_head != str(base):
+                return  # the cache was for another commit: it starts afresh at the next lookup
+            for change, sha in built:
+                if change.expected is None and change.blob is not None:
+                    environment, name = self._split(change.path)
+                    self._creations[(environment, name)] = Creation(sha=sha, time=float(when))
+            self._creations_head = str(tip)
+
+    def _split(self, path: str) -> tuple[str, str]:
+        environment, file = path.removeprefix(f"{self.tenants_path}/").split("/", 1)
+        return environment, file.removesuffix(".yaml")
 
     def _follow_pushed(self, tip: pygit2.Oid) -> None:
         """Point our branch and the remote-tracking one at what the remote now has. The push is the

@@ -24,8 +24,7 @@ from tenancy.service.core.audit import Outcome
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.preview import preview_change
 from tenancy.service.core.security import Principal, Role
-from tenancy.service.core.tenant_changes import ChangeResult, etag_of
-from tenancy.service.core.tenants_repo import parse_document
+from tenancy.service.core.tenant_changes import ChangeResult
 from tenancy.service.deps import (
     BackendsDep,
     ChangeableTenant,
@@ -235,17 +234,16 @@ def list_tenants(
 def read_tenant(stack: ReadableTenant, backends: BackendsDep, principal: CurrentPrincipal) -> JSONResponse:
     role = principal.role_on(stack.tenant)
     assert role is not None
-    text = backends.repository.read_text(stack.environment, stack.tenant)
-    if text is None:
+    committed = backends.repository.file(stack.environment, stack.tenant)  # parsed once per blob
+    if committed is None:
         return _read_deleted_tenant(stack, backends, role)
-    document = parse_document(text)
+    document, etag = committed.document, committed.etag
     operations = _state_operations(backends, stack)
     applied = next(
         (op for op in operations if op.status == OperationStatus.succeeded and op.kind == OperationKind.up),
         None,
     )
     outputs = mask_outputs(applied.summary.outputs) if applied and applied.summary else None
-    etag = etag_of(text)
     view = TenantView(
         environment=Environment(stack.environment),
         name=stack.tenant,
