@@ -250,7 +250,7 @@ class TenantRepository:
         tree = repo.TreeBuilder().write()
         for path, content in files.items():
             tree = _edit_tree(repo, tree, path.split("/"), repo.create_blob(content))
-        committer = pygit2.Signature(COMMITTER_NAME, COMMITTER_EMAIL)
+        committer = _signature(COMMITTER_NAME, COMMITTER_EMAIL, "GIT_COMMITTER_DATE")
         commit = repo.create_commit(
             None, committer, committer, "Initialise the tenants repository\n", tree, []
         )
@@ -610,7 +610,7 @@ class TenantRepository:
 
     def _commit_group_locked(self, group: list[_Change]) -> None:
         repo = self._git()
-        committer = pygit2.Signature(COMMITTER_NAME, COMMITTER_EMAIL)
+        committer = _signature(COMMITTER_NAME, COMMITTER_EMAIL, "GIT_COMMITTER_DATE")
         cleared_locks = False
         for attempt in range(_PUSH_ATTEMPTS):
             base = self._base()
@@ -721,7 +721,7 @@ class TenantRepository:
                 change.done = True
                 continue
             new_tree = _edit_tree(repo, tree, change.path.split("/"), change.blob)
-            author = pygit2.Signature(change.author.name, change.author.email)
+            author = _signature(change.author.name, change.author.email, "GIT_AUTHOR_DATE")
             parent = repo.create_commit(
                 None, author, committer, change.message, new_tree, [parent] if parent is not None else []
             )
@@ -816,6 +816,21 @@ class TenantRepository:
 
 class _Moved(Exception):
     """The branch (or the remote's) moved between building a group and publishing it."""
+
+
+_RAW_DATE = re.compile(r"^@?(\d+)(?: ([+-])(\d\d)(\d\d))?$")
+
+
+def _signature(name: str, email: str, date_variable: str) -> pygit2.Signature:
+    """A signature dated now, or by git's own ``GIT_*_DATE`` in its raw form (``@<epoch> +0000``), as
+    ``git commit`` honours it."""
+    match = _RAW_DATE.match(os.environ.get(date_variable, "").strip())
+    if match is None:
+        return pygit2.Signature(name, email)
+    offset = 0
+    if match[2]:
+        offset = (int(match[3]) * 60 + int(match[4])) * (-1 if match[2] == "-" else 1)
+    return pygit2.Signature(name, email, int(match[1]), offset)
 
 
 def _clean_message(message: str) -> str:
