@@ -173,6 +173,10 @@ def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
             env += [
                 {"name": "VAULT_SERVER_URL", "value": config.vault.address},
                 _secret_env("VAULT_SERVER_TOKEN", SECRET_KEYS["vault_token"]),
+                # Prod tenant programs require the secret config platform:vaultToken, which the engine
+                # takes from VAULT_TOKEN (tenancy.automation.stack_config): without it every tenant
+                # update the workers run would stop with config_missing.
+                _secret_env("VAULT_TOKEN", SECRET_KEYS["vault_token"]),
             ]
         else:
             env.append(_secret_env("PULUMI_CONFIG_PASSPHRASE", SECRET_KEYS["passphrase"]))

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from components.platform.selfservice import SelfService
+from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.automation.settings import AutomationSettings
+from tenancy.automation.stack_config import VAULT_TOKEN_KEY, tenant_stack_config
 from tenancy.automation.storage import QueueSettings
 from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES, issuer_url
 from tenancy.builders.identity import API_CLIENT_ID
@@ -338,3 +340,16 @@ def test_admission_keeps_the_workers_writes_inside_tenant_namespaces(
     # Every kind the workers may change is matched, so none escapes the check.
     matched = {r for rule in policy["spec"]["matchConstraints"]["resourceRules"] for r in rule["resources"]}
     assert matched == {r for rule in WORKER_RULES if "create" in rule.verbs for r in rule.resources}
+
+
+def test_the_workers_give_prod_tenant_stacks_the_vault_token_they_require(prod: StackCapture) -> None:
+    environ = dict(env_of(prod, WORKER_NAME))
+    config = tenant_stack_config(
+        StackRef("prod", "acme"),
+        OperationKind.up,
+        project_dir=PROJECT_DIR,
+        extra={},
+        environ=environ,
+        tenants_dir=PROJECT_DIR / "tenants",
+    )
+    assert VAULT_TOKEN_KEY in config.secret
