@@ -92,9 +92,7 @@ class QdrantCluster:
 
     def peers(self) -> dict[int, str]:
         """Peer id -> HTTP address of that peer (read from its p2p URI in ``GET /cluster``)."""
-        result = self._call("GET", "/cluster")
-        peers = {int(peer_id): info["uri"] for peer_id, info in result.get("peers", {}).items()}
-        self._peers = {peer_id: self._http_address(uri) for peer_id, uri in peers.items()}
+        self._peers = {peer_id: self._http_address(uri) for peer_id, uri in self.peer_uris().items()}
         return dict(self._peers)
 
     def peer_uris(self) -> dict[int, str]:
