@@ -22,6 +22,7 @@ from typing import Any
 from tenancy.automation.contract import Engine, OperationQueue, WorkQueue
 from tenancy.automation.settings import AutomationSettings
 from tenancy.automation.storage import QueueSettings, connect_redis
+from tenancy.redaction import redact
 from tenancy.service.core.api_keys import ApiKeyStore, RedisApiKeyStore, SqliteApiKeyStore
 from tenancy.service.core.approvals import Approvals
 from tenancy.service.core.audit import AuditLog
@@ -72,7 +73,11 @@ class Backends:
         try:
             queued = queue_unapplied_changes(self.repository, self.queue)
         except Exception as error:  # never keep the service from starting; the next start retries
-            log.error("reconciling the tenants repository with the queue failed: %s", type(error).__name__)
+            # The error's own words (redacted: git and Redis may echo a credential) say what to fix.
+            said = " ".join(redact(str(error)).split())[:500] or "no message"
+            log.error(
+                "reconciling the tenants repository with the queue failed: %s: %s", type(error).__name__, said
+            )
         else:
             if queued:
                 log.warning("queued %d update(s) for changes in git that were never applied", len(queued))

@@ -82,3 +82,28 @@ def test_an_operation_running_at_shutdown_runs_again_after_recovery_on_the_next_
     assert finished["status"] == "succeeded"
     assert finished["summary"]["recovered"] is True
     assert [call.operation_id for call in engine.calls_for(STACK)] == [operation]
+
+
+def test_a_failed_start_up_reconcile_logs_the_errors_own_words_without_a_secret(
+    make_app: AppFactory, monkeypatch: Any, caplog: Any
+) -> None:
+    # What the error says is what lets someone fix it; a credential it echoes never reaches the log.
+    secret = "s3cr3t-redis-password"
+    monkeypatch.setenv("TENANCY_SERVICE_REDIS_PASSWORD", secret)
+
+    def unreachable(*args: Any, **kwargs: Any) -> list[Any]:
+        raise ConnectionError(
+            f"Error 111 connecting to redis://:{secret}@redis-ha.redis.svc:6379. Connection refused."
+        )
+
+    monkeypatch.setattr("tenancy.service.backends.queue_unapplied_changes", unreachable)
+    app, _ = make_app(workers=0)
+    with caplog.at_level("ERROR", logger="tenancy.service"), LiveServer(app):
+        pass
+    said = [record.getMessage() for record in caplog.records]
+    failed = [message for message in said if "reconciling the tenants repository" in message]
+    assert failed == [
+        "reconciling the tenants repository with the queue failed: ConnectionError: "
+        "Error 111 connecting to redis://:[redacted]@redis-ha.redis.svc:6379. Connection refused."
+    ]
+    assert secret not in caplog.text

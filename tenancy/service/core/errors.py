@@ -36,6 +36,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "idempotency_key_in_use": (409, "a request with this Idempotency-Key is still running"),
     "change_request_decided": (409, "the change request is no longer pending (approved, rejected, applying)"),
     "change_request_expired": (409, "the change request expired undecided; file it again"),
+    "conflict_with_repository": (
+        409,
+        "the tenant's file changed in the tenants repository while the change was being written (a merged "
+        "pull request, another replica); nothing was written: read the tenant again and repeat the change",
+    ),
     "change_request_stale": (
         409,
         "the tenant changed since the change request was made; approving would not apply what was reviewed",

@@ -35,7 +35,7 @@ from tenancy.service.core.api_keys import ApiKeyStore
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.incarnation import incarnation_of
 from tenancy.service.core.security import Principal
-from tenancy.service.core.tenants_repo import GitAuthor, RepositoryError, TenantRepository
+from tenancy.service.core.tenants_repo import ConflictError, GitAuthor, RepositoryError, TenantRepository
 from tenancy.service.core.write_lock import TenantWriteLock
 from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError, SpecIssue
@@ -180,6 +180,8 @@ class TenantChanges:
                 )
                 operation = self._submit_deletion(stack, current, principal, commit)
                 self._revoke_keys_once_gone(stack)
+        except ConflictError as error:
+            raise _conflict_with_repository(stack, error) from None
         except RepositoryError as error:
             raise _repository_unavailable(error) from None
         return ChangeResult(operation=operation, commit=commit, document=None, etag=None)
@@ -377,6 +379,8 @@ class TenantChanges:
                 )
                 operation = self._submit(stack, OperationKind.up, document, principal, commit)
                 etag = self.current_etag(stack)
+        except ConflictError as error:
+            raise _conflict_with_repository(stack, error) from None
         except RepositoryError as error:
             raise _repository_unavailable(error) from None
         return ChangeResult(operation=operation, commit=commit, document=document, etag=etag)
@@ -391,6 +395,19 @@ def _groups_of(document: dict[str, Any]) -> Groups | None:
 
 def _tenant_not_found(stack: StackRef) -> ServiceError:
     return ServiceError("tenant_not_found", f"there is no tenant {stack.name} that you can access")
+
+
+def _conflict_with_repository(stack: StackRef, error: ConflictError) -> ServiceError:
+    """The tenant's file changed in git between reading it and committing (a merged pull request,
+    another replica): the caller's change was made against a version that is gone. Not a fault of the
+    repository (readiness is untouched), and retrying blindly would overwrite what the other wrote."""
+    log.info("write to %s lost a race with another commit: %s", stack.name, error)
+    return ServiceError(
+        "conflict_with_repository",
+        f"{stack.name} changed in the tenants repository while this change was being written (a merged "
+        "pull request or another replica); nothing was committed or queued: read the tenant again and "
+        "repeat the change on top of what it is now",
+    )
 
 
 def _repository_unavailable(error: RepositoryError) -> ServiceError:
