@@ -74,7 +74,7 @@ def test_validate_against_an_unknown_revision_is_an_input_error(tmp_path: Path) 
     assert "is not a commit" in result.output
 
 
-def test_validate_against_a_revision_refuses_a_new_platform_class_and_a_qdrant_scale_down(
+def test_validate_against_a_revision_refuses_a_new_platform_class_but_not_a_qdrant_scale_down(
     tmp_path: Path,
 ) -> None:
     """The platform file beside tenants/ at the revision holds the class default volumes were made with."""
@@ -102,9 +102,8 @@ def test_validate_against_a_revision_refuses_a_new_platform_class_and_a_qdrant_s
     result = runner.invoke(app, ["validate", "--tenants", tenants, "--against", "HEAD", "--json"])
     assert result.exit_code == INVALID_INPUT
     issues = {issue["field"]: issue["reason"] for issue in json.loads(result.stdout)["issues"]}
-    assert set(issues) == {"qdrant.storage.storageClass", "qdrant.snapshots.storageClass", "qdrant.replicas"}
+    assert set(issues) == {"qdrant.storage.storageClass", "qdrant.snapshots.storageClass"}
     assert "set qdrant.storage.storageClass: standard" in issues["qdrant.storage.storageClass"]
-    assert "set qdrant.replicas: 3" in issues["qdrant.replicas"]
 
     spec.write_text(
         "name: acme\nowners: [a@example.com]\nplan: medium\n"

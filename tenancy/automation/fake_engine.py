@@ -226,6 +226,12 @@ class FakeEngine:
         with self._lock:
             self._deployed[stack] = _Deployed(spec=spec)
 
+    def deployed_spec(self, stack: StackRef) -> dict[str, Any] | None:
+        """The spec the last successful ``up`` applied (what the cluster runs), or None."""
+        with self._lock:
+            deployed = self._deployed.get(stack)
+            return None if deployed is None else deployed.spec
+
     def pause(self) -> None:
         """Hold every run half-way until ``resume()``."""
         self._gate.clear()

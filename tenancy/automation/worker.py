@@ -40,6 +40,7 @@ from tenancy.automation.contract import (
 )
 from tenancy.automation.errors import FixedVolumesChanged, describe_failure
 from tenancy.automation.progress import describe_changes
+from tenancy.automation.scaling import QdrantScaling, ScalingFailed, ScalingPlan, plan_scaling
 from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import parse_tenant, resolve
@@ -87,6 +88,7 @@ class Worker:
         heartbeat_interval: float = 5.0,
         stale_after: float = DEFAULT_STALE_AFTER_SECONDS,
         poll_interval: float = 0.5,
+        scaling: QdrantScaling | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -98,6 +100,8 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval
         self.stale_after = stale_after
         self.poll_interval = poll_interval
+        # Without it, an update that changes a tenant's Qdrant node count is refused (no drain).
+        self.scaling = scaling
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -248,12 +252,17 @@ class Worker:
         stack = operation.stack
         what = f"{operation.kind.value} of stack {stack.name}"
         try:
-            self._check_fixed_volumes(operation)
+            plan = self._check_fixed_volumes(operation)
             recovered = self._recover_if_needed(operation, emit)
+            scaling = None if plan is None else self._scaling_for(plan, emit)
+            if scaling is not None and plan is not None:
+                scaling.before_update(plan, emit)
             result = self.engine.run(
                 EngineRequest(operation.id, stack, operation.kind, operation.spec),
                 emit,
             )
+            if scaling is not None and plan is not None and result.succeeded:
+                scaling.after_update(plan, emit)
             if result.succeeded and operation.kind is OperationKind.destroy:
                 self.engine.remove(stack)
                 emit(kind="diagnostic", status="done", message=f"removed stack {stack.name}")
@@ -282,14 +291,32 @@ class Worker:
         self._notify(self.listener.operation_finished, finished)
         return finished
 
-    def _check_fixed_volumes(self, operation: Operation) -> None:
-        """Refuse an update whose spec would change volumes the last applied spec created.
+    def _scaling_for(self, plan: ScalingPlan, emit: EmitEvent) -> QdrantScaling | None:
+        if self.scaling is None and not plan.shrinking:
+            emit(
+                kind="diagnostic",
+                status="done",
+                message="this worker cannot reach the tenant's Qdrant: the new nodes get shards only for "
+                "new collections until a rebalance (`python -m tenancy.dataops.job rebalance`)",
+            )
+            return None
+        if self.scaling is None:
+            raise ScalingFailed(
+                f"{plan.stack.name}: changing qdrant.replicas from {plan.old_replicas} to "
+                f"{plan.new_replicas} needs a worker that can reach the tenant's Qdrant and Kubernetes "
+                "(the platform's worker); this one cannot, so nothing was changed"
+            )
+        return self.scaling
+
+    def _check_fixed_volumes(self, operation: Operation) -> ScalingPlan | None:
+        """Refuse an update whose spec would change volumes the last applied spec created; return
+        the change of Qdrant's node count it makes, if any (drained or rebalanced around the update).
 
         CI (validate --against) and the HTTP service refuse such changes earlier; this holds for
         every caller, so an update that Kubernetes would reject halfway never starts.
         """
         if operation.kind is not OperationKind.up or operation.spec is None:
-            return
+            return None
         applied = next(
             (
                 previous.spec
@@ -301,16 +328,17 @@ class Worker:
             None,
         )
         if applied is None:
-            return
+            return None
         environment, file = operation.stack.environment, f"{operation.stack.name} (operation {operation.id})"
         try:
             before = resolve(parse_tenant(applied, file=file), environment)
             after = resolve(parse_tenant(operation.spec, file=file), environment)
         except SpecError:
-            return  # the engine's own validation reports an invalid spec
+            return None  # the engine's own validation reports an invalid spec
         issues = refused_change_issues(before, after, file=file)
         if issues:
             raise FixedVolumesChanged("; ".join(f"{issue.field}: {issue.reason}" for issue in issues))
+        return plan_scaling(operation.stack, before, after)
 
     def _recover_if_needed(self, operation: Operation, emit: EmitEvent) -> bool:
         stack = operation.stack

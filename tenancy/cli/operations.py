@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 
 import typer
 from pydantic import ValidationError
@@ -57,6 +57,9 @@ from tenancy.cli import exit_codes
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.tenant import DNS_LABEL
 from tenancy.spec.tree import ENVIRONMENTS, load_tenants, read_tenant_file
+
+if TYPE_CHECKING:
+    from tenancy.automation.scaling import QdrantScaling
 
 # --- options shared by the commands ------------------------------------------------------------------
 
@@ -115,6 +118,13 @@ def make_engine(settings: AutomationSettings) -> Engine:
     engine = PulumiEngine(settings)
     engine.check_cli()
     return engine
+
+
+def make_scaling(engine: Engine) -> QdrantScaling | None:
+    """What drains and rebalances Qdrant around a node-count change (replaced in tests)."""
+    from tenancy.automation.scaling import default_scaling
+
+    return default_scaling(engine)
 
 
 # --- the commands -----------------------------------------------------------------------------------
@@ -502,7 +512,13 @@ def _run(
     ids = {operation.id for operation in operations}
     with _progress(len(operations), quiet=as_json) as listener:
         started_here: set[str] = set()
-        worker = Worker(queue, engine, max_parallel=max_parallel, listener=_Noting(listener, started_here))
+        worker = Worker(
+            queue,
+            engine,
+            max_parallel=max_parallel,
+            listener=_Noting(listener, started_here),
+            scaling=make_scaling(engine),
+        )
         follower = OperationFollower(
             queue, ids, listener, ours=lambda: started_here | {op.id for op in worker.running}
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tenancy.automation.contract import Engine, OperationQueue, WorkQueue
+from tenancy.automation.scaling import QdrantScaling
 from tenancy.automation.settings import AutomationSettings
 from tenancy.automation.storage import QueueSettings, connect_redis
 from tenancy.redaction import redact
@@ -138,6 +139,7 @@ def build_backends(
     queue: WorkQueue | None = None,
     redis: Any | None = None,
     seed_tenants: Path | None = None,
+    scaling: QdrantScaling | None = None,
 ) -> Backends:
     """Wire the backends ``settings`` ask for; tests pass their own engine, queue or Redis client."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -209,6 +211,7 @@ def build_backends(
     worker = None
     workers = settings.workers if settings.workers is not None else automation.max_parallel
     if workers > 0:
+        from tenancy.automation.scaling import default_scaling
         from tenancy.automation.worker import Worker
 
         worker = Worker(
@@ -217,6 +220,7 @@ def build_backends(
             max_parallel=workers,
             stale_after=settings.worker_stale_after_seconds,
             heartbeat_interval=min(5.0, settings.worker_stale_after_seconds / 3),
+            scaling=scaling if scaling is not None else default_scaling(engine),
         )
 
     changes = TenantChanges(

@@ -7,9 +7,8 @@ pin to keep the volumes as they are. That covers each volume's size and its Stor
 takes the platform's default class (``platform:storageClass``) was created with the default of that
 time, so a new platform default changes it just as an edited tenant field would.
 
-Removing Qdrant nodes is refused too: a StatefulSet scaled down drops pods without removing their
-peers from Qdrant's consensus, loses the shards whose replicas all lived on the removed pods, and leaves
-their volumes behind. Until a drain moves shards off the departing peers first, replicas only grow.
+Removing Qdrant nodes is allowed: the worker drains the departing peers first
+(``tenancy.automation.scaling``). What stays refused is in ``scale_down_issues``.
 """
 
 from __future__ import annotations
@@ -41,25 +40,33 @@ def refused_change_issues(
 
 
 def scale_down_issues(before: Tenant, after: Tenant, *, file: str) -> list[SpecIssue]:
-    """A decrease of ``qdrant.replicas`` (or of the plan default it follows), refused until a drain exists."""
+    """What a decrease of ``qdrant.replicas`` may not do, though the worker drains the nodes it removes.
+
+    A drain runs before the update that shrinks the StatefulSet; it cannot also follow a volume
+    change in the same update (the volumes of the nodes that stay are the ones it moves shards to),
+    and it refuses, once it can read them, to go below a collection's replication factor.
+    """
     if before.qdrant is None or after.qdrant is None or after.qdrant.replicas >= before.qdrant.replicas:
         return []
     old, new = before.qdrant.replicas, after.qdrant.replicas
-    plan = (
-        f" (the plan changed from {before.plan.value} to {after.plan.value}, and with it the default)"
-        if before.plan != after.plan
-        else ""
-    )
-    return [
-        SpecIssue(
-            file,
-            "qdrant.replicas",
-            f"would shrink from {old} to {new}{plan}, but Qdrant nodes cannot be removed safely yet: the "
-            "removed pods would stay in the cluster's consensus as dead peers, shards kept only on them "
-            f"would be lost, and their volumes would remain; set qdrant.replicas: {old} (scaling down "
-            "needs a drain that moves shards off the departing nodes first)",
+    volumes_changed = (
+        old_volume != new_volume
+        for old_volume, new_volume in (
+            (before.qdrant.storage_size, after.qdrant.storage_size),
+            (before.qdrant.snapshots, after.qdrant.snapshots),
+            (before.qdrant.snapshot_size, after.qdrant.snapshot_size),
         )
-    ]
+    )
+    if any(volumes_changed):
+        return [
+            SpecIssue(
+                file,
+                "qdrant.replicas",
+                f"would shrink from {old} to {new} in the same change as the Qdrant volumes; scale down "
+                "first (keep the volume fields as they are), then change the volumes in a second change",
+            )
+        ]
+    return []
 
 
 def fixed_volume_issues(

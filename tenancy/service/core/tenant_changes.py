@@ -329,8 +329,8 @@ class TenantChanges:
         if issues:
             raise ServiceError(
                 "invalid_spec",
-                f"the change to {stack.name} cannot be applied safely (volumes are fixed once created, "
-                "Qdrant nodes cannot be removed yet); fix the fields listed in details",
+                f"the change to {stack.name} cannot be applied safely (volumes are fixed once created, a "
+                "scale-down cannot change volumes too); fix the fields listed in details",
                 details=spec_issues_details(SpecError(issues)),
             )
 
