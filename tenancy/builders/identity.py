@@ -57,7 +57,11 @@ DATABASE_SERVICE = f"{DATABASE_CLUSTER}-rw"  # the primary; CNPG always creates 
 DATABASE_CA_SECRET = f"{DATABASE_CLUSTER}-ca"
 DATABASE_CA_DIR = "/opt/keycloak/conf/database-ca"
 # Appended to Keycloak's default PostgreSQL JDBC URL (db-url-properties, leading "?" included): TLS,
-# the server certificate signed by the Cluster's CA, and the host name Keycloak dials in it.
+# the server certificate signed by the Cluster's CA, and the host name Keycloak dials in it. Keycloak
+# builds that URL as "jdbc:postgresql://<host>:<port>/<database><db-url-properties>" with nothing between
+# (keycloak/keycloak quarkus/config-api .../config/database/Database.java, Vendor.POSTGRES), and its option
+# reference says to start the value with the vendor's separator; pgjdbc then reads "?k=v&k=v", and
+# sslrootcert as a PEM file path.
 DATABASE_TLS_URL_PROPERTIES = f"?sslmode=verify-full&sslrootcert={DATABASE_CA_DIR}/ca.crt"
 POSTGRES_PORT = 5432
 STATUS_PORT = 8000  # the instance manager's status endpoint the operator polls (own TLS, pinned cert)
