@@ -218,6 +218,93 @@ def read_back(journey: Journey, command: ReadmeCommand) -> None:
         assert tenant["status"]["phase"] == "failed", tenant
 
 
+def request_change(journey: Journey, command: ReadmeCommand) -> None:
+    """A tenant-admin's plan change: a pending change request, nothing committed."""
+    head = _tenants_head(journey)
+    done = journey.run(command)
+    assert done.returncode == 0, done.explain()
+    requested = json.loads(done.stdout)["changeRequest"]
+    assert requested["status"] == "pending" and requested["id"].startswith("cr-"), done.explain()
+    assert requested["reason"] == "launch traffic", requested
+    assert "plan" in {need["field"] for need in requested["needs"]}, requested
+    assert _tenants_head(journey) == head, "a change request must commit nothing"
+    journey.facts["change_request"] = requested["id"]
+    assert journey.shell.env.get("REQUESTED"), "the next command reads the response from $REQUESTED"
+
+
+def keep_request_id(journey: Journey, command: ReadmeCommand) -> None:
+    done = journey.run(command)
+    assert done.returncode == 0, done.explain()
+    assert journey.shell.env.get("REQUEST_ID") == journey.facts["change_request"], done.explain()
+
+
+def export_cli_access(journey: Journey, command: ReadmeCommand) -> None:
+    done = journey.run(command)
+    assert done.returncode == 0, done.explain()
+    assert journey.shell.env.get("TENANCY_API_URL") == journey.shell.env["API"], done.explain()
+    assert journey.shell.env.get("TENANCY_TOKEN", "").count(".") == 2, done.explain()
+
+
+def list_requests(journey: Journey, command: ReadmeCommand) -> None:
+    done = journey.run(command)
+    assert done.returncode == 0, done.explain()
+    line = next(line for line in done.stdout.splitlines() if line.startswith(journey.facts["change_request"]))
+    assert "pending" in line and "dev.newco" in line and "needs plan" in line, done.explain()
+
+
+def show_request(journey: Journey, command: ReadmeCommand) -> None:
+    done = journey.run(command)
+    assert done.returncode == 0, done.explain()
+    assert done.stdout.startswith(f"{journey.facts['change_request']}  dev.newco  pending"), done.explain()
+    assert "reason: launch traffic" in done.stdout, done.explain()
+    assert 'plan: "small" -> "medium"' in done.stdout, done.explain()
+
+
+def approve_request(journey: Journey, command: ReadmeCommand) -> None:
+    head = _tenants_head(journey)
+    done = journey.run(command)
+    assert done.returncode == 0, done.explain()
+    assert done.stdout.startswith(f"approved {journey.facts['change_request']}: commit "), done.explain()
+    assert _tenants_head(journey) != head, "approving commits the reviewed document"
+    tenant = httpx.get(
+        f"{journey.shell.env['API']}/api/v1/environments/dev/tenants/newco",
+        headers={"Authorization": f"Bearer {journey.shell.env['TOKEN']}"},
+        timeout=30,
+    ).json()
+    assert tenant["spec"]["plan"] == "medium", tenant
+
+
+def reject_decided_request(journey: Journey, command: ReadmeCommand) -> None:
+    """The README shows that a request is decided once: rejecting the approved one exits 2."""
+    done = journey.run(command)
+    assert done.returncode == 2, done.explain()
+    assert done.stderr.startswith("error: change_request_decided: "), done.explain()
+
+
+def _tenants_head(journey: Journey) -> str:
+    found = journey.shell.run("git -C .tenancy/tenants-repo rev-parse HEAD", timeout=30)
+    assert found.returncode == 0, found.explain()
+    return found.stdout.strip()
+
+
+# --- The portal -----------------------------------------------------------------------------------
+
+
+def serve_portal(journey: Journey, command: ReadmeCommand) -> None:
+    """The same service, opened in a browser: the page, its sign-in and its script load from it."""
+    serve(journey, command)
+    base = f"http://127.0.0.1:{journey.facts['port']}"
+    page = httpx.get(f"{base}/", timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), page.text
+    assert "<title>Tenant portal</title>" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    scripts = re.findall(r'<script[^>]+src="([^"]+)"', page.text)
+    assert scripts, page.text
+    for script in scripts:
+        loaded = httpx.get(f"{base}{script}" if script.startswith("/") else f"{base}/{script}", timeout=30)
+        assert loaded.status_code == 200, (script, loaded.status_code)
+
+
 SECTIONS: dict[str, list[tuple[str, Step]]] = {
     "Quick start": [
         (r"^python3 -m venv \.venv && \.venv/bin/pip install -e '\.\[dev\]' && ", set_up),
@@ -241,24 +328,16 @@ SECTIONS: dict[str, list[tuple[str, Step]]] = {
         (r"^CREATED=\$\(curl -sX PUT ", create_tenant),
         (r"^curl -sN .*events", follow_events),
         (r"^curl -s \"\$API/api/v1/environments/dev/tenants/newco\"", read_back),
+        (r"^REQUESTED=\$\(curl -sX PATCH ", request_change),
+        (r"^REQUEST_ID=\$\(echo \"\$REQUESTED\" \| jq ", keep_request_id),
+        (r"^export TENANCY_API_URL=\$API TENANCY_TOKEN=\$\(tenantctl dev-token ", export_cli_access),
+        (r"^tenantctl requests list ", list_requests),
+        (r"^tenantctl requests show ", show_request),
+        (r"^tenantctl requests approve ", approve_request),
+        (r"^tenantctl requests reject ", reject_decided_request),
     ],
+    "The portal (browser)": [(r"^tenantctl serve --project \.\s+# then open ", serve_portal)],
 }
-
-
-def not_run_yet(journey: Journey, command: ReadmeCommand) -> None:
-    """A README command no journey runs yet (listed in NOT_RUN_YET with the reason): a known gap,
-    named here so it cannot grow silently."""
-
-
-# Commands added to the README by the change-request and portal work as this test landed; they use a
-# literal port and a placeholder request id, so they cannot yet be run verbatim. Listed one by one:
-# anything else without a step still fails.
-NOT_RUN_YET: tuple[str, ...] = (
-    r"^curl -sX PATCH http://127\.0\.0\.1:8080/api/v1/environments/dev/tenants/acme ",
-    r"^export TENANCY_API_URL=http://127\.0\.0\.1:8080 TENANCY_TOKEN=",
-    r"^tenantctl requests (list|show|approve|reject) ",
-    r"^tenantctl serve --project \.\s+# then open",
-)
 
 
 def section_of(command: ReadmeCommand) -> str | None:
@@ -267,8 +346,6 @@ def section_of(command: ReadmeCommand) -> str | None:
 
 def step_for(command: ReadmeCommand) -> Step:
     """The one step that runs ``command``; fails, naming the command, when there is none."""
-    if any(re.search(pattern, command.text) for pattern in NOT_RUN_YET):
-        return not_run_yet
     name = section_of(command)
     assert name is not None, (
         f"{command}\nno journey runs the commands of this section: add it to tests/journeys/journeys.py"

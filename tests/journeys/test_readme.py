@@ -56,3 +56,13 @@ def test_self_service_serve_token_create_follow_read_back(readme_clone: ReadmeCl
         "git -C .tenancy/tenants-repo log --format='%ae %s' -- tenants/dev/newco.yaml", timeout=30
     )
     assert history.stdout.startswith("me@newco.example "), history.explain()
+
+
+def test_portal_is_served_where_the_readme_says(readme_clone: ReadmeClone, tmp_path: Path) -> None:
+    journey = readme_clone.journey(tmp_path)
+    try:
+        run_section(journey, readme_clone.section("The portal (browser)"))
+    finally:
+        journey.shell.stop_background()
+    log = journey.facts["serve_log"].read_text(encoding="utf-8")
+    assert "Traceback" not in log, log
