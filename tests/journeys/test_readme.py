@@ -43,7 +43,7 @@ def test_automation_commands_exit_4_without_the_pulumi_cli(readme_clone: ReadmeC
     run_section(readme_clone.journey(tmp_path), readme_clone.section("Automation and `tenantctl`"))
 
 
-def test_self_service_serve_token_create_follow_read_back(readme_clone: ReadmeClone, tmp_path: Path) -> None:
+def test_self_service_serve_token_create_follow_read_back_request_approve(readme_clone: ReadmeClone, tmp_path: Path) -> None:
     journey = readme_clone.journey(tmp_path)
     try:
         run_section(journey, readme_clone.section("Self-service HTTP API"))
@@ -55,7 +55,11 @@ def test_self_service_serve_token_create_follow_read_back(readme_clone: ReadmeCl
     history = journey.shell.run(
         "git -C .tenancy/tenants-repo log --format='%ae %s' -- tenants/dev/newco.yaml", timeout=30
     )
-    assert history.stdout.startswith("me@newco.example "), history.explain()
+    # Created by its tenant-admin; the plan change committed by the platform-admin who approved it.
+    assert history.stdout.splitlines() == [
+        "developer@tenant-api.invalid Update tenant dev.newco",
+        "me@newco.example Create tenant dev.newco",
+    ], history.explain()
 
 
 def test_portal_is_served_where_the_readme_says(readme_clone: ReadmeClone, tmp_path: Path) -> None:
