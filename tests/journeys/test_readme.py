@@ -43,7 +43,9 @@ def test_automation_commands_exit_4_without_the_pulumi_cli(readme_clone: ReadmeC
     run_section(readme_clone.journey(tmp_path), readme_clone.section("Automation and `tenantctl`"))
 
 
-def test_self_service_serve_token_create_follow_read_back_request_approve(readme_clone: ReadmeClone, tmp_path: Path) -> None:
+def test_self_service_serve_token_create_follow_read_back_request_approve(
+    readme_clone: ReadmeClone, tmp_path: Path
+) -> None:
     journey = readme_clone.journey(tmp_path)
     try:
         run_section(journey, readme_clone.section("Self-service HTTP API"))
