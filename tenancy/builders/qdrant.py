@@ -10,6 +10,12 @@ chart's ``production.yaml``) and the same place the chart's own ``apiKey`` mecha
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pulumi
@@ -20,13 +26,16 @@ from tenancy.builders.namespace import Manifest, chart_labels, metadata, volume_
 from tenancy.builders.network import QDRANT_GRPC_PORT, QDRANT_HTTP_PORT
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.spec.plans import qdrant_sidecar
-from tenancy.spec.tenant import Tenant
+from tenancy.spec.tenant import QdrantSettings, Tenant
 
 RELEASE_NAME = "qdrant"
 API_KEY_SECRET = "qdrant-api-keys"
 API_KEY = "api-key"
 READ_ONLY_API_KEY = "read-only-api-key"
-CONFIG_FILE_KEY = "local.yaml"  # the Secret's key holding Qdrant's config file with both keys
+CONFIG_FILE_KEY = "local.yaml"  # the server Secret's key holding Qdrant's config file with its keys
+# Qdrant's own copy of the keys (its config file), apart from the keys clients read (API_KEY_SECRET):
+# during a rotation the server accepts a new key before any client is handed it.
+SERVER_KEYS_SECRET = "qdrant-server-keys"
 CONFIG_FILE_PATH = "/qdrant/config/local.yaml"
 # The chart's default pod UID/GID (1000/2000/3000) are below 10000, where they may collide with host
 # users. A new fsGroup (not only a new UID) matters for running tenants: the root of each volume then
@@ -211,12 +220,107 @@ def api_key_secret_manifest(tenant: Tenant) -> Manifest:
     }
 
 
-def qdrant_key_config(api_key: str, read_only_api_key: str | None) -> str:
-    """The ``local.yaml`` Qdrant reads its keys from (the Secret's ``CONFIG_FILE_KEY``)."""
-    service: dict[str, str] = {"api_key": api_key}
+def server_keys_secret_manifest(tenant: Tenant) -> Manifest:
+    """The Secret Qdrant mounts its config file from; filled by the component."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(tenant, SERVER_KEYS_SECRET),
+        "type": "Opaque",
+    }
+
+
+def qdrant_key_config(
+    api_key: str,
+    read_only_api_key: str | None,
+    *,
+    alt_api_key: str | None = None,
+    jwt_rbac: bool = False,
+) -> str:
+    """The ``local.yaml`` Qdrant reads its keys from (the server Secret's ``CONFIG_FILE_KEY``).
+
+    ``alt_api_key`` (Qdrant >= 1.18, every offered version) is accepted exactly as ``api_key``, and with
+    ``jwt_rbac`` tokens signed with either key are accepted too: that is what keeps both generations
+    working during a rotation's grace period.
+    """
+    service: dict[str, Any] = {"api_key": api_key}
+    if alt_api_key is not None:
+        service["alt_api_key"] = alt_api_key
     if read_only_api_key is not None:
         service["read_only_api_key"] = read_only_api_key
+    if jwt_rbac:
+        service["jwt_rbac"] = True
     return yaml.safe_dump({"service": service}, sort_keys=True)
+
+
+# --- key generations and rotation ----------------------------------------------------------------------
+# Qdrant has one slot for a second read-write key (``alt_api_key``) and none for a second read-only key.
+# So from generation 1 on, the read-only key is a JWT with global read access (``{"access": "r"}``)
+# signed with the generation's API key: Qdrant (``jwt_rbac``) accepts a token signed with ``api_key`` or
+# ``alt_api_key``, so the previous generation's read-only token works exactly as long as its API key.
+# Generation 0's random read-only key stays as it is until the first rotation's grace period ends.
+READ_ONLY_CLAIMS = {"access": "r"}
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def read_only_token(api_key: str) -> str:
+    """The read-only key of a generation >= 1: an HS256 JWT signed with its API key. Deterministic,
+    so every run of the program hands clients the same token for the same key."""
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    claims = _b64url(json.dumps(READ_ONLY_CLAIMS, separators=(",", ":"), sort_keys=True).encode())
+    signing_input = f"{header}.{claims}".encode("ascii")
+    signature = hmac.new(api_key.encode(), signing_input, hashlib.sha256).digest()
+    return f"{header}.{claims}.{_b64url(signature)}"
+
+
+@dataclass(frozen=True)
+class KeySlot:
+    """One generation's API key: a random password named by the generation's parity, so the previous
+    generation's key lives in the other slot while both are wanted. ``keepers`` name the generation:
+    a new generation replaces the slot's password, the same generation never does. Generation 0 has no
+    keepers, so stacks from before rotation existed keep their key."""
+
+    name_suffix: str
+    generation: int
+    keepers: dict[str, str] | None
+
+
+def key_slot(generation: int) -> KeySlot:
+    suffix = "api-key" if generation % 2 == 0 else "api-key-b"
+    keepers = None if generation == 0 else {"generation": str(generation)}
+    return KeySlot(name_suffix=suffix, generation=generation, keepers=keepers)
+
+
+@dataclass(frozen=True)
+class KeyPlan:
+    current: KeySlot
+    previous: KeySlot | None  # still accepted: the grace period has not ended
+    legacy_read_only: bool  # generation 0's random read-only key is still wanted
+    read_only_token: bool  # the current read-only key is a JWT signed with the current API key
+    jwt_rbac: bool
+
+    @property
+    def in_grace(self) -> bool:
+        return self.previous is not None
+
+
+def key_plan(settings: QdrantSettings, *, now: datetime) -> KeyPlan:
+    """Which keys exist and which Qdrant accepts at ``now``: the previous generation's only until the
+    rotation's grace period ends (the first update after that revokes them)."""
+    generation = settings.key_generation
+    grace = settings.key_grace_until
+    in_grace = generation >= 1 and grace is not None and now < grace
+    read_only = settings.read_only_key
+    return KeyPlan(
+        current=key_slot(generation),
+        previous=key_slot(generation - 1) if in_grace else None,
+        legacy_read_only=read_only and (generation == 0 or (generation == 1 and in_grace)),
+        read_only_token=read_only and generation >= 1,
+        jwt_rbac=read_only and generation >= 1,
+    )
 
 
 def render_qdrant_values(
@@ -250,7 +354,7 @@ def render_qdrant_values(
             {
                 "name": "qdrant-keys",
                 "secret": {
-                    "secretName": API_KEY_SECRET,
+                    "secretName": SERVER_KEYS_SECRET,
                     "items": [{"key": CONFIG_FILE_KEY, "path": CONFIG_FILE_KEY}],
                     "defaultMode": 0o440,
                 },

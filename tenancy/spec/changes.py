@@ -30,13 +30,37 @@ def refused_change_issues(
     ``default_class_before``/``after``: ``platform:storageClass`` when ``before`` was applied and now;
     None where unknown (a class then counts as changed whenever the spec's own field changes).
     """
-    return fixed_volume_issues(
-        before,
-        after,
-        file=file,
-        default_class_before=default_class_before,
-        default_class_after=default_class_after,
-    ) + scale_down_issues(before, after, file=file)
+    return (
+        fixed_volume_issues(
+            before,
+            after,
+            file=file,
+            default_class_before=default_class_before,
+            default_class_after=default_class_after,
+        )
+        + scale_down_issues(before, after, file=file)
+        + key_generation_issues(before, after, file=file)
+    )
+
+
+def key_generation_issues(before: Tenant, after: Tenant, *, file: str) -> list[SpecIssue]:
+    """A key generation that goes back or skips one: either would mint keys no client has, with no
+    grace period for the keys in use (``qdrant.keyRotation`` is written by a rotation, one step at a
+    time; a file or request that drops it would otherwise send the tenant back to generation 0)."""
+    if before.qdrant is None or after.qdrant is None:
+        return []
+    old, new = before.qdrant.key_generation, after.qdrant.key_generation
+    if new == old or new == old + 1:
+        return []
+    return [
+        SpecIssue(
+            file,
+            "qdrant.keyRotation",
+            f"would move the Qdrant keys from generation {old} to {new}, replacing the keys in use without "
+            f"a grace period; keep qdrant.keyRotation as it is (generation {old}) and rotate with "
+            "tenantctl rotate-keys, one generation at a time",
+        )
+    ]
 
 
 def scale_down_issues(before: Tenant, after: Tenant, *, file: str) -> list[SpecIssue]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -162,6 +163,37 @@ class Snapshots(_Model):
     storage_class: str | None = Field(default=None, description="StorageClass for the snapshot volume.")
 
 
+def _check_utc_time(value: str) -> str:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"'{value}' is not a time; write it as 2026-01-31T12:00:00Z") from None
+    if parsed.utcoffset() != timedelta(0):
+        raise ValueError(f"'{value}' must be in UTC (end it with Z)")
+    return value
+
+
+UtcTime = Annotated[str, AfterValidator(_check_utc_time)]
+
+
+def parse_utc_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class KeyRotation(_Model):
+    """The last rotation of the Qdrant keys: written by ``rotate-keys``, not by hand.
+
+    Generation N's keys are derived from random passwords whose keepers name N, so the keys change
+    exactly when the generation does and stay the same on every re-run. Until ``graceUntil`` Qdrant
+    accepts generation N-1's keys beside generation N's; the first update after it revokes them.
+    """
+
+    generation: int = Field(ge=1, le=1_000_000, description="Key generation; 0 (no record) is the first.")
+    started_at: UtcTime = Field(description="When the rotation was requested (UTC).")
+    grace_until: UtcTime = Field(description="Until when the previous generation's keys still work (UTC).")
+    requested_by: str = Field(min_length=1, max_length=200, description="Who requested the rotation.")
+
+
 class QdrantSpec(_Model):
     enabled: bool = Field(default=False, description="Run a Qdrant vector database for this tenant.")
     version: Annotated[str, AfterValidator(_check_qdrant_version)] = Field(
@@ -176,6 +208,9 @@ class QdrantSpec(_Model):
     storage: Storage = Field(default_factory=Storage, description="Data volume per node.")
     read_only_key: bool = Field(default=True, description="Also generate a read-only API key.")
     snapshots: Snapshots = Field(default_factory=Snapshots, description="Snapshot volume.")
+    key_rotation: KeyRotation | None = Field(
+        default=None, description="The last key rotation (tenantctl rotate-keys writes it)."
+    )
 
 
 class VClusterSpec(_Model):
@@ -259,6 +294,9 @@ class QdrantSettings(BaseModel):
     snapshots: bool
     snapshot_size: str
     snapshot_storage_class: str | None
+    key_generation: int = 0
+    # Until when the previous generation's keys are accepted beside the current ones (None: no rotation).
+    key_grace_until: datetime | None = None
 
 
 class VClusterSettings(BaseModel):
@@ -308,6 +346,7 @@ def resolve(spec: TenantSpec, environment: str) -> Tenant:
     qdrant = None
     if spec.qdrant.enabled:
         size = spec.qdrant.resources
+        rotation = spec.qdrant.key_rotation
         qdrant = QdrantSettings(
             version=spec.qdrant.version,
             replicas=spec.qdrant.replicas or limits.qdrant_default_replicas,
@@ -319,6 +358,8 @@ def resolve(spec: TenantSpec, environment: str) -> Tenant:
             snapshots=spec.qdrant.snapshots.enabled,
             snapshot_size=spec.qdrant.snapshots.size or limits.qdrant_default_snapshot_storage,
             snapshot_storage_class=spec.qdrant.snapshots.storage_class or spec.qdrant.storage.storage_class,
+            key_generation=rotation.generation if rotation else 0,
+            key_grace_until=parse_utc_time(rotation.grace_until) if rotation else None,
         )
     vcluster = None
     if spec.vcluster.enabled:

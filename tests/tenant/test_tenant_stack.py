@@ -100,16 +100,16 @@ def test_qdrant_keys_are_generated_secret_and_stable_across_updates(run_stack: R
     assert {p.inputs["length"] for p in passwords} == {48} and all(
         p.inputs["special"] is False for p in passwords
     )
-    [secret] = [r for r in capture.kubernetes_objects() if r.kind == "Secret"]
-    assert secret.inputs["metadata"]["name"] == "qdrant-api-keys"
-    assert ("stringData",) in secret.secret_paths
+    secrets = {r.inputs["metadata"]["name"]: r for r in capture.kubernetes_objects() if r.kind == "Secret"}
+    secret, server = secrets["qdrant-api-keys"], secrets["qdrant-server-keys"]
+    assert ("stringData",) in secret.secret_paths and ("stringData",) in server.secret_paths
     values = release(capture, "qdrant")["values"]
     # The chart never generates keys (apiKey: true would mint a new one on every render).
     assert "apiKey" not in values and "readOnlyApiKey" not in values
     # Nor do the keys travel as environment variables: Qdrant reads them from the mounted local.yaml.
     assert "env" not in values
     [volume] = values["additionalVolumes"]
-    assert volume["secret"]["secretName"] == "qdrant-api-keys"
+    assert volume["secret"]["secretName"] == "qdrant-server-keys"
     assert volume["secret"]["items"] == [{"key": "local.yaml", "path": "local.yaml"}]
     [mount] = values["additionalVolumeMounts"]
     assert mount == {
@@ -118,7 +118,8 @@ def test_qdrant_keys_are_generated_secret_and_stable_across_updates(run_stack: R
         "subPath": "local.yaml",
         "readOnly": True,
     }
-    config = yaml.safe_load(secret.inputs["stringData"]["local.yaml"])
+    assert set(secret.inputs["stringData"]) == {"api-key", "read-only-api-key"}
+    config = yaml.safe_load(server.inputs["stringData"]["local.yaml"])
     assert config == {
         "service": {
             "api_key": secret.inputs["stringData"]["api-key"],
@@ -176,7 +177,9 @@ def test_services_wait_for_namespace_guard_rails(run_stack: Run) -> None:
         assert {"acme", "acme-network", "acme-access", "acme-mesh"} <= set(
             capture.named(component).depends_on
         )
-    assert capture.named("acme-qdrant-release").depends_on == ["acme-qdrant-api-keys"]
+    assert capture.named("acme-qdrant-release").depends_on == ["acme-qdrant-server-keys"]
+    # Clients are handed keys only after every pod accepts them.
+    assert capture.named("acme-qdrant-api-keys").depends_on == ["acme-qdrant-release"]
 
 
 def test_tenant_stack_reads_the_platform_through_a_stack_reference(run_stack: Run) -> None:
