@@ -250,11 +250,9 @@ def test_tenant_stack_keys_and_kubeconfig_are_masked(tmp_path: Path) -> None:
     assert outputs["qdrantReadOnlyApiKey"] == PLACEHOLDER
     assert outputs["vclusterKubeconfig"] == PLACEHOLDER
     secret = yaml.safe_load(rendered.files["manifests/tenant-acme/Secret-qdrant-api-keys.yaml"])
-    assert secret["stringData"] == {
-        "api-key": PLACEHOLDER,
-        "read-only-api-key": PLACEHOLDER,
-        "local.yaml": PLACEHOLDER,  # Qdrant's config file: the keys again
-    }
+    assert secret["stringData"] == {"api-key": PLACEHOLDER, "read-only-api-key": PLACEHOLDER}
+    server = yaml.safe_load(rendered.files["manifests/tenant-acme/Secret-qdrant-server-keys.yaml"])
+    assert server["stringData"] == {"local.yaml": PLACEHOLDER}  # Qdrant's config file: the keys again
 
 
 def test_all_means_both_platform_stacks_then_every_tenant_file() -> None:
