@@ -71,7 +71,13 @@ class OperationHistory(Protocol):
     def applied(self, environment: str) -> dict[str, Operation]: ...
 
     def submit(
-        self, stack: StackRef, kind: OperationKind, *, spec: dict[str, Any] | None, requested_by: str
+        self,
+        stack: StackRef,
+        kind: OperationKind,
+        *,
+        spec: dict[str, Any] | None,
+        requested_by: str,
+        incarnation: str | None = None,
     ) -> Operation: ...
 
 
@@ -125,13 +131,25 @@ def plan_sync(
     return SyncPlan(environment=environment, items=tuple(items))
 
 
-def submit_plan(plan: SyncPlan, history: OperationHistory, *, requested_by: str) -> list[Operation]:
-    """Queue the plan's operations; the worker runs them (different tenants in parallel)."""
+def submit_plan(
+    plan: SyncPlan,
+    history: OperationHistory,
+    *,
+    requested_by: str,
+    incarnations: Mapping[str, str] | None = None,
+) -> list[Operation]:
+    """Queue the plan's operations; the worker runs them (different tenants in parallel). Each carries
+    its tenant's incarnation marker from ``incarnations`` (tenant name -> marker)."""
     operations = []
     for item in plan.to_run:
         kind = item.operation_kind
         assert kind is not None
-        operations.append(history.submit(item.stack, kind, spec=item.spec, requested_by=requested_by))
+        incarnation = (incarnations or {}).get(item.stack.tenant)
+        operations.append(
+            history.submit(
+                item.stack, kind, spec=item.spec, requested_by=requested_by, incarnation=incarnation
+            )
+        )
     return operations
 
 

@@ -48,6 +48,7 @@ from tenancy.automation.contract import (
     StackRef,
 )
 from tenancy.automation.errors import AutomationError, PulumiCliMissing, StackNotFound
+from tenancy.automation.incarnation import checkout_incarnations
 from tenancy.automation.progress import QUIET_OPS, describe_event, describe_outcome
 from tenancy.automation.settings import AutomationSettings
 from tenancy.automation.storage import OpenQueue, StoredQueue
@@ -300,7 +301,10 @@ def sync(
         if dry_run:
             _report_sync(plan, [], as_json=as_json, dry_run=True)
             return
-        operations = submit_plan(plan, queue, requested_by=_requester())
+        incarnations = checkout_incarnations(
+            settings.tenants_dir, env, (item.stack.tenant for item in plan.to_run)
+        )
+        operations = submit_plan(plan, queue, requested_by=_requester(), incarnations=incarnations)
         finished = _run(queue, engine, operations, max_parallel=settings.max_parallel, as_json=as_json)
     _report_sync(plan, finished, as_json=as_json, dry_run=False)
     if any(op.status is OperationStatus.failed for op in finished):
@@ -482,7 +486,8 @@ def _run_one(
     engine = engine or _engine(settings, as_json)
     with _open_queue(settings, as_json) as opened:
         queue = opened.queue
-        operation = queue.submit(stack, kind, spec=spec, requested_by=_requester())
+        incarnation = checkout_incarnations(settings.tenants_dir, env, [tenant])[tenant]
+        operation = queue.submit(stack, kind, spec=spec, requested_by=_requester(), incarnation=incarnation)
         finished = _run(queue, engine, [operation], max_parallel=1, as_json=as_json)
         outcome = next((op for op in finished if op.id == operation.id), None) or queue.get(operation.id)
         assert outcome is not None

@@ -5,6 +5,7 @@ none of the earlier tenant's operations."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +13,20 @@ from typing import Any
 
 import fakeredis
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+import tenancy.cli.operations as cli_operations
 from tenancy.automation.contract import Operation, OperationKind, OperationStatus, StackRef
+from tenancy.automation.fake_engine import FakeEngine
+from tenancy.automation.incarnation import checkout_incarnations
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.redis_queue import RedisOperationQueue
+from tenancy.cli import app as cli_app
 from tenancy.service.app import create_app
 from tenancy.service.core.incarnation import TenantIncarnations
 from tenancy.service.core.tenants_repo import Creation
+from tests.conftest import PROJECT_DIR
 from tests.service.conftest import Issuer, LiveServer, TenantEngine, settings_for, spec, wait_for
 
 SEARCH = "/api/v1/environments/dev/tenants/search"
@@ -134,7 +142,93 @@ def test_a_queue_database_from_before_incarnations_gains_the_column(tmp_path: Pa
         assert queue.get(new.id).incarnation == "dev:abc"
 
 
-# --- operations queued outside the service (tenantctl on a shared queue) carry no incarnation --------
+# --- operations tenantctl queues carry their incarnation too ------------------------------------------
+
+
+def test_a_tenant_recreated_within_the_same_second_through_the_cli_sees_none_of_the_earlier_ones_operations(
+    tmp_path: Path, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tenantctl runs on the service's own queue and tenants checkout (a person's commits there are what
+    # merged pull requests are), every commit in one second, as in the service's test above.
+    engine = FakeEngine()
+    monkeypatch.setattr(cli_operations, "make_engine", lambda settings: engine)
+    date = f"@{int(time.time())} +0000"
+    monkeypatch.setenv("GIT_COMMITTER_DATE", date)
+    monkeypatch.setenv("GIT_AUTHOR_DATE", date)
+    state = tmp_path / "state"
+    app = create_app(settings_for(state, issuer, workers=0), engine=TenantEngine())
+    with LiveServer(app) as server:
+        checkout = app.state.backends.repository.root
+
+        def tenantctl(*args: str) -> None:
+            result = CliRunner().invoke(
+                cli_app,
+                [
+                    *args,
+                    "--env",
+                    "dev",
+                    "--project",
+                    str(PROJECT_DIR),
+                    "--tenants",
+                    str(checkout / "tenants"),
+                    "--state-dir",
+                    str(state),
+                ],
+            )
+            assert result.exit_code == 0, result.output
+
+        def commit(message: str) -> None:
+            for command in (
+                ["add", "-A", "tenants"],
+                ["-c", "user.name=P", "-c", "user.email=p@example.com", "commit", "-qm", message],
+            ):
+                subprocess.run(["git", "-C", str(checkout), *command], check=True)
+
+        file = checkout / "tenants" / "dev" / "search.yaml"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(yaml.safe_dump(spec("search")))
+        commit("Create search for team A")
+        tenantctl("up", "search")
+        file.unlink()
+        commit("Delete search")
+        tenantctl("destroy", "search", "--yes")
+        file.write_text(yaml.safe_dump(spec("search", owners=["b@team-b.example"])))
+        commit("Create search for team B")
+        tenantctl("up", "search")
+
+        queue = app.state.backends.queue
+        ups_and_destroys = queue.recent(stack=STACK)
+        with server.client(issuer.admin_of("search", sub="team-b")) as team_b:
+            listed = [op["id"] for op in team_b.get(f"{SEARCH}/operations").json()["operations"]]
+            hidden = [team_b.get(f"/api/v1/operations/{op.id}").status_code for op in ups_and_destroys[1:]]
+        with server.client(issuer.platform_admin()) as platform:
+            everything = [op["id"] for op in platform.get(f"{SEARCH}/operations").json()["operations"]]
+
+    creations = [c.sha for c in _creations(server)]
+    assert len(creations) == 2 and _commit_times(server) == {int(date[1:-6])}  # one second for all
+    assert [op.incarnation for op in ups_and_destroys] == [
+        f"dev:{creations[0]}",
+        *[f"dev:{creations[1]}"] * 2,
+    ]
+    assert [op.kind for op in ups_and_destroys] == [OperationKind.up, OperationKind.destroy, OperationKind.up]
+    assert listed == [ups_and_destroys[0].id]  # team B sees its own up only
+    assert hidden == [404, 404]
+    assert everything == [op.id for op in ups_and_destroys]
+
+
+def test_a_file_not_committed_belongs_to_no_incarnation(tmp_path: Path) -> None:
+    tenants = tmp_path / "tenants"
+    (tenants / "dev").mkdir(parents=True)
+    (tenants / "dev" / "new.yaml").write_text("name: new\n")
+    assert checkout_incarnations(tenants, "dev", ["new", "gone"]) == {
+        "new": "dev:uncommitted",  # no git repository at all
+        "gone": "dev:uncommitted",
+    }
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert checkout_incarnations(tenants, "dev", ["new"]) == {"new": "dev:uncommitted"}  # no commit
+
+
+# --- records from before operations carried an incarnation -------------------------------------------
 
 
 class _Repository:
@@ -157,7 +251,7 @@ def _operation(created_at: float, incarnation: str | None) -> Operation:
     )
 
 
-def test_an_operation_without_an_incarnation_counts_only_from_the_second_after_the_creation() -> None:
+def test_an_operation_without_an_incarnation_belongs_to_no_tenant_whatever_its_time() -> None:
     now = float(int(time.time()))
     incarnations = TenantIncarnations(_Repository(Creation("abc", now)))  # type: ignore[arg-type]
     operations = [
@@ -165,12 +259,11 @@ def test_an_operation_without_an_incarnation_counts_only_from_the_second_after_t
         _operation(now + 5, "dev:old"),
         _operation(now + 5, "dev:abc"),  # this incarnation's
         _operation(now - 10, "dev:abc"),  # (clocks disagree: the id decides)
-        _operation(now + 0.5, None),  # same second as the creation: cannot be told apart, hidden
-        _operation(now + 1, None),  # a later second: after the creation
+        _operation(now + 0.5, None),  # records from before incarnations: read safely, owned by nobody
+        _operation(now + 60, None),
     ]
     kept = incarnations.current(operations, STACK)
-    assert [(op.created_at - now, op.incarnation) for op in kept] == [
-        (5, "dev:abc"),
-        (-10, "dev:abc"),
-        (1, None),
-    ]
+    assert [(op.created_at - now, op.incarnation) for op in kept] == [(5, "dev:abc"), (-10, "dev:abc")]
+    assert incarnations.current(operations, StackRef("dev", "search")) != []
+    never = TenantIncarnations(_Repository(None))  # type: ignore[arg-type]
+    assert never.current(operations, STACK) == operations  # no file ever: nothing to hide from

@@ -10,31 +10,27 @@ an earlier incarnation may reach the new owner:
 Markers come from git, so every replica computes the same ones, and a tenant deleted and recreated
 through pull requests is a new incarnation too. Ownership never rests on time: git dates commits in
 whole seconds and clocks disagree, so a tenant deleted and re-created within one second would
-otherwise inherit its predecessor's operations. Only operations queued by something that does not
-know incarnations (``tenantctl`` on a queue the service shares) fall back to time, and then only
-from the second after the creating commit's on.
+otherwise inherit its predecessor's operations. Every operation is queued with a marker, the
+service's and ``tenantctl``'s alike (``tenancy.automation.incarnation``); records from before
+operations carried one belong to no incarnation: only platform-admins see them.
 """
 
 from __future__ import annotations
 
-import time
-
 from tenancy.automation.contract import Operation, StackRef
+from tenancy.automation.incarnation import incarnation_marker
 from tenancy.service.core.tenants_repo import TenantRepository
 from tenancy.spec.tree import ENVIRONMENTS
 
-# A creating commit dated further in the future than this came from a machine with a wrong clock
-# (a pull request's commit keeps its author's clock): its time cannot mark where operations begin.
-_FUTURE_TOLERANCE_SECONDS = 300.0
 # A key that does not match may belong to a tenant another replica created a moment ago.
 _RECHECK_AFTER_SECONDS = 1.0
 
 
-def incarnation_of(repository: TenantRepository, stack: StackRef) -> str | None:
+def incarnation_of(repository: TenantRepository, stack: StackRef) -> str:
     """The marker of the stack's current (or, once its file is deleted, its last) incarnation, for
-    the operations queued for it; None when its file never existed."""
+    the operations queued for it; ``<env>:uncommitted`` when its file never existed."""
     creation = repository.creation(stack.environment, stack.tenant)
-    return f"{stack.environment}:{creation.sha}" if creation is not None else None
+    return incarnation_marker(stack.environment, creation.sha if creation is not None else None)
 
 
 class TenantIncarnations:
@@ -62,7 +58,7 @@ class TenantIncarnations:
         self._repository.refresh(max_age=_RECHECK_AFTER_SECONDS)
         return bool(bound_to & self.markers(tenant))
 
-    def of(self, stack: StackRef) -> str | None:
+    def of(self, stack: StackRef) -> str:
         return incarnation_of(self._repository, stack)
 
     def current(self, operations: list[Operation], stack: StackRef) -> list[Operation]:
@@ -70,13 +66,5 @@ class TenantIncarnations:
         creation = self._repository.creation(stack.environment, stack.tenant)
         if creation is None:
             return operations  # no file ever: no earlier incarnation to hide
-        marker = f"{stack.environment}:{creation.sha}"
-        # Unmarked operations: only from the whole second after the creating commit's (an operation of
-        # that same second may precede it), and never when that commit's clock ran far ahead.
-        trusted_time = creation.time <= time.time() + _FUTURE_TOLERANCE_SECONDS
-        return [
-            operation
-            for operation in operations
-            if operation.incarnation == marker
-            or (operation.incarnation is None and trusted_time and operation.created_at >= creation.time + 1)
-        ]
+        marker = incarnation_marker(stack.environment, creation.sha)
+        return [operation for operation in operations if operation.incarnation == marker]
