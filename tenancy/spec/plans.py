@@ -56,6 +56,9 @@ class PlanLimits(BaseModel):
     qdrant_default_snapshot_storage: str
     vcluster_allowed: bool
     vcluster_default_size: Size
+    backup_min_interval_hours: int = Field(description="Shortest time between two scheduled backups.")
+    backup_max_keep_last: int = Field(description="Most backups kept (qdrant.snapshots.keepLast).")
+    backup_max_age_days: int = Field(description="Oldest a kept backup may be (qdrant.snapshots.maxAgeDays).")
 
 
 # The vCluster's data volume is the same on every plan: it sits in a StatefulSet volumeClaimTemplate,
@@ -100,6 +103,14 @@ def qdrant_sidecar(cpu: str) -> PodOverhead:
     return guaranteed(Size(cpu=f"{milli}m", memory=QDRANT_SIDECAR_MEMORY))
 
 
+# The scheduled backup job's container (tenancy.builders.backup sizes it from this): it streams a
+# snapshot from Qdrant to the object store, so it needs little CPU and a bounded buffer.
+BACKUP_JOB = Size(cpu="100m", memory="256Mi")
+# Defaults of qdrant.snapshots when a tenant sets none; a plan's maxima must allow them.
+BACKUP_DEFAULT_SCHEDULE = "0 3 * * *"  # daily at 03:00 UTC
+BACKUP_DEFAULT_KEEP_LAST = 7
+BACKUP_DEFAULT_MAX_AGE_DAYS = 14
+
 # The CoreDNS pod a vCluster runs in the host namespace (vcluster 0.36 chart defaults).
 VCLUSTER_COREDNS = PodOverhead(requests=Size(cpu="20m", memory="64Mi"), limits=Size(cpu="1", memory="170Mi"))
 # The vCluster control plane's init container and ephemeral storage are not CPU/memory quota items
@@ -130,6 +141,9 @@ PLANS: dict[Plan, PlanLimits] = {
         qdrant_default_snapshot_storage="5Gi",
         vcluster_allowed=True,
         vcluster_default_size=Size(cpu="500m", memory="1Gi"),
+        backup_min_interval_hours=24,
+        backup_max_keep_last=7,
+        backup_max_age_days=14,
     ),
     Plan.medium: PlanLimits(
         quota=PlanQuota(
@@ -154,6 +168,9 @@ PLANS: dict[Plan, PlanLimits] = {
         qdrant_default_snapshot_storage="20Gi",
         vcluster_allowed=True,
         vcluster_default_size=Size(cpu="1", memory="2Gi"),
+        backup_min_interval_hours=6,
+        backup_max_keep_last=30,
+        backup_max_age_days=60,
     ),
     Plan.large: PlanLimits(
         quota=PlanQuota(
@@ -178,5 +195,8 @@ PLANS: dict[Plan, PlanLimits] = {
         qdrant_default_snapshot_storage="100Gi",
         vcluster_allowed=True,
         vcluster_default_size=Size(cpu="2", memory="4Gi"),
+        backup_min_interval_hours=1,
+        backup_max_keep_last=168,
+        backup_max_age_days=365,
     ),
 }

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
+from cronsim import CronSim, CronSimError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from tenancy import versions
 from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_error
 from tenancy.spec.plans import (
+    BACKUP_DEFAULT_KEEP_LAST,
+    BACKUP_DEFAULT_MAX_AGE_DAYS,
+    BACKUP_DEFAULT_SCHEDULE,
+    BACKUP_JOB,
     PLANS,
     SIDECAR,
     VCLUSTER_COREDNS,
@@ -124,6 +129,52 @@ def _check_kubernetes_version(version: str) -> str:
     return version
 
 
+# What a Kubernetes CronJob reads: five fields of numbers, ranges, steps, lists and month/day names.
+# cronsim's own extensions (L, W, #, a seconds field) are refused: the CronJob would not run them.
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*,/-]+$")
+_CRON_NAMES = frozenset(
+    "jan feb mar apr may jun jul aug sep oct nov dec sun mon tue wed thu fri sat".split()  # noqa: SIM905
+)
+_CRON_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _check_schedule(schedule: str) -> str:
+    fields = schedule.split()
+    names = re.findall(r"[A-Za-z]+", schedule)
+    if (
+        len(fields) != 5
+        or not all(_CRON_FIELD.match(field) for field in fields)
+        or any(name.lower() not in _CRON_NAMES for name in names)
+    ):
+        raise ValueError(
+            f"{schedule!r} is not a cron schedule: write five fields, minute hour day-of-month month "
+            "day-of-week, e.g. '0 3 * * *' for daily at 03:00 UTC"
+        )
+    try:
+        CronSim(schedule, _CRON_EPOCH)
+    except CronSimError as error:
+        raise ValueError(f"{schedule!r} is not a cron schedule: {error}") from None
+    return " ".join(fields)
+
+
+def shortest_interval(schedule: str) -> timedelta:
+    """The shortest gap between two runs of ``schedule`` over a leap year's worth of runs (bounded:
+    a schedule runs at most every minute, and the first gaps under any bound show up within a day)."""
+    runs = CronSim(schedule, _CRON_EPOCH)
+    previous = next(runs)
+    shortest = timedelta(days=366 * 4)
+    horizon = _CRON_EPOCH + timedelta(days=366 * 4)  # every weekday of every date, Feb 29 included
+    for _ in range(20_000):
+        current = next(runs, None)
+        if current is None or current > horizon:
+            break
+        shortest = min(shortest, current - previous)
+        if shortest <= timedelta(minutes=1):
+            break
+        previous = current
+    return shortest
+
+
 TenantName = Annotated[str, AfterValidator(_check_name)]
 
 
@@ -158,9 +209,30 @@ class Storage(_Model):
 
 
 class Snapshots(_Model):
-    enabled: bool = Field(default=True, description="Keep Qdrant snapshots on their own persistent volume.")
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Keep Qdrant snapshots on their own persistent volume and back them up on a schedule to "
+            "the platform's object storage."
+        ),
+    )
     size: Bytes | None = Field(default=None, description="Snapshot volume size per replica; plan default.")
     storage_class: str | None = Field(default=None, description="StorageClass for the snapshot volume.")
+    schedule: Annotated[str, AfterValidator(_check_schedule)] = Field(
+        default=BACKUP_DEFAULT_SCHEDULE,
+        description=(
+            "When the backup runs: a 5-field cron schedule in UTC, e.g. '0 3 * * *' (daily at 03:00); "
+            "the plan sets how often at most."
+        ),
+    )
+    keep_last: int | None = Field(
+        default=None, ge=1, description=f"Backups kept; default {BACKUP_DEFAULT_KEEP_LAST}, the plan caps it."
+    )
+    max_age_days: int | None = Field(
+        default=None,
+        ge=1,
+        description=f"Delete backups older than this; default {BACKUP_DEFAULT_MAX_AGE_DAYS}, plan-capped.",
+    )
 
 
 def _check_utc_time(value: str) -> str:
@@ -297,6 +369,9 @@ class QdrantSettings(BaseModel):
     key_generation: int = 0
     # Until when the previous generation's keys are accepted beside the current ones (None: no rotation).
     key_grace_until: datetime | None = None
+    backup_schedule: str = BACKUP_DEFAULT_SCHEDULE
+    backup_keep_last: int = BACKUP_DEFAULT_KEEP_LAST
+    backup_max_age_days: int = BACKUP_DEFAULT_MAX_AGE_DAYS
 
 
 class VClusterSettings(BaseModel):
@@ -360,6 +435,9 @@ def resolve(spec: TenantSpec, environment: str) -> Tenant:
             snapshot_storage_class=spec.qdrant.snapshots.storage_class or spec.qdrant.storage.storage_class,
             key_generation=rotation.generation if rotation else 0,
             key_grace_until=parse_utc_time(rotation.grace_until) if rotation else None,
+            backup_schedule=spec.qdrant.snapshots.schedule,
+            backup_keep_last=spec.qdrant.snapshots.keep_last or BACKUP_DEFAULT_KEEP_LAST,
+            backup_max_age_days=spec.qdrant.snapshots.max_age_days or BACKUP_DEFAULT_MAX_AGE_DAYS,
         )
     vcluster = None
     if spec.vcluster.enabled:
@@ -421,6 +499,8 @@ def plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
             )
         over("qdrant.resources.cpu", q.cpu, limits.container_max.cpu, "CPU per node")
         over("qdrant.resources.memory", q.memory, limits.container_max.memory, "memory per node")
+        if q.snapshots:
+            issues.extend(_backup_issues(q, limits, plan=plan, file=file))
     if tenant.vcluster is not None:
         v = tenant.vcluster
         if not limits.vcluster_allowed:
@@ -461,6 +541,39 @@ def plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
     return issues
 
 
+def _backup_issues(q: QdrantSettings, limits: PlanLimits, *, plan: str, file: str) -> list[SpecIssue]:
+    issues = []
+    minimum = timedelta(hours=limits.backup_min_interval_hours)
+    if shortest_interval(q.backup_schedule) < minimum:
+        issues.append(
+            SpecIssue(
+                file,
+                "qdrant.snapshots.schedule",
+                f"{q.backup_schedule!r} runs more often than the {plan} plan's one backup every "
+                f"{limits.backup_min_interval_hours}h; run it less often or move to a larger plan",
+            )
+        )
+    if q.backup_keep_last > limits.backup_max_keep_last:
+        issues.append(
+            SpecIssue(
+                file,
+                "qdrant.snapshots.keepLast",
+                f"keeping {q.backup_keep_last} backups exceeds the {plan} plan's maximum of "
+                f"{limits.backup_max_keep_last}; keep fewer or move to a larger plan",
+            )
+        )
+    if q.backup_max_age_days > limits.backup_max_age_days:
+        issues.append(
+            SpecIssue(
+                file,
+                "qdrant.snapshots.maxAgeDays",
+                f"keeping backups {q.backup_max_age_days} days exceeds the {plan} plan's maximum of "
+                f"{limits.backup_max_age_days}; keep them for less or move to a larger plan",
+            )
+        )
+    return issues
+
+
 def _service_usage(tenant: Tenant) -> dict[str, dict[str, Decimal]]:
     """What each service adds to the namespace, per quota item: sized containers plus the sidecar of
     every pod (and the vCluster's CoreDNS pod), so a spec that passes the plan check fits the quota."""
@@ -476,6 +589,9 @@ def _service_usage(tenant: Tenant) -> dict[str, dict[str, Decimal]]:
             "storage": per_node_storage * q.replicas,
             "pvcs": Decimal(q.replicas * (2 if q.snapshots else 1)),
         }
+        if q.snapshots:
+            # One backup pod at a time (concurrencyPolicy Forbid), with its sidecar; requests=limits.
+            usage["backup"] = _pods(1, requests=BACKUP_JOB, limits=BACKUP_JOB)
     if tenant.vcluster is not None:
         v = tenant.vcluster
         control_plane = Size(cpu=v.cpu, memory=v.memory)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from tenancy.spec.errors import SpecError
 from tenancy.spec.plans import PLANS, Plan
-from tenancy.spec.tenant import LABEL_TENANT, parse_tenant, resolve
+from tenancy.spec.tenant import LABEL_TENANT, parse_tenant, quota_usage, resolve
 
 FILE = "tenants/prod/acme.yaml"
 
@@ -112,7 +113,8 @@ def test_quota_error_names_the_service_that_uses_most() -> None:
 
 def test_qdrant_sidecars_are_guaranteed_and_counted_at_their_size() -> None:
     # Medium: 16 CPU of requests. Three 4-CPU nodes take 12; their sidecars (a quarter each, 1 CPU,
-    # requests = limits) take 3 more: 15 fits. A fourth CPU per node (+5 with sidecars) does not.
+    # requests = limits) take 3 more, the backup job (100m + a 50m sidecar) 0.15: 15.15 fits. A
+    # fourth CPU per node (+5 with sidecars) does not.
     fits = tenant_doc(
         plan="medium", qdrant={"enabled": True, "replicas": 3, "resources": {"cpu": "4", "memory": "4Gi"}}
     )
@@ -120,7 +122,7 @@ def test_qdrant_sidecars_are_guaranteed_and_counted_at_their_size() -> None:
     over = tenant_doc(
         plan="medium", qdrant={"enabled": True, "replicas": 3, "resources": {"cpu": "5", "memory": "4Gi"}}
     )
-    assert any("need 18.75 CPU requests" in reason for _, _, reason in issues_of(over))
+    assert any("need 18.9 CPU requests" in reason for _, _, reason in issues_of(over))
 
 
 def test_total_memory_above_the_quota_is_rejected() -> None:
@@ -188,3 +190,64 @@ def test_spec_round_trips_through_its_document_form() -> None:
     document = spec.to_document()
     assert document["qdrant"] == {"enabled": True, "replicas": 2, "readOnlyKey": False}
     assert parse_tenant(document, file=FILE) == spec
+
+
+# --- scheduled backups ------------------------------------------------------------------------
+
+
+def test_backups_default_to_daily_within_every_plan() -> None:
+    spec = parse_tenant(tenant_doc(plan="small", qdrant={"enabled": True}), file=FILE)
+    q = resolve(spec, environment="dev").qdrant
+    assert q is not None
+    assert (q.backup_schedule, q.backup_keep_last, q.backup_max_age_days) == ("0 3 * * *", 7, 14)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["daily", "0 3 * *", "0 3 * * * *", "61 * * * *", "0 3 L * *", "0 3 * * 1#2", "@daily"],
+)
+def test_a_schedule_that_is_not_a_five_field_cron_is_rejected_naming_the_field(schedule: str) -> None:
+    doc = tenant_doc(plan="large", qdrant={"enabled": True, "snapshots": {"schedule": schedule}})
+    with pytest.raises(SpecError) as raised:
+        parse_tenant(doc, file=FILE)
+    [issue] = raised.value.issues
+    assert issue.field == "qdrant.snapshots.schedule"
+    assert "not a cron schedule" in issue.reason
+    assert FILE in str(raised.value)
+
+
+def test_the_plan_caps_how_often_backups_run() -> None:
+    hourly = {"enabled": True, "snapshots": {"schedule": "0 * * * *"}}
+    [(_, field, reason)] = issues_of(tenant_doc(plan="small", qdrant=hourly))
+    assert field == "qdrant.snapshots.schedule"
+    assert "one backup every 24h" in reason
+    parse_tenant(tenant_doc(plan="large", qdrant=hourly), file=FILE)
+    # Two runs an hour apart once a day are still more often than daily.
+    twice = {"enabled": True, "snapshots": {"schedule": "0 3,4 * * *"}}
+    assert [f for _, f, _ in issues_of(tenant_doc(plan="small", qdrant=twice))] == [
+        "qdrant.snapshots.schedule"
+    ]
+
+
+def test_the_plan_caps_how_many_backups_are_kept_and_for_how_long() -> None:
+    qdrant = {"enabled": True, "snapshots": {"keepLast": 8, "maxAgeDays": 15}}
+    problems = issues_of(tenant_doc(plan="small", qdrant=qdrant))
+    assert sorted(field for _, field, _ in problems) == [
+        "qdrant.snapshots.keepLast",
+        "qdrant.snapshots.maxAgeDays",
+    ]
+    spec = parse_tenant(tenant_doc(plan="medium", qdrant=qdrant), file=FILE)
+    q = resolve(spec, environment="dev").qdrant
+    assert q is not None and (q.backup_keep_last, q.backup_max_age_days) == (8, 15)
+
+
+def test_the_backup_job_counts_in_the_quota_only_with_snapshots() -> None:
+    with_backups = quota_usage(parse_tenant(tenant_doc(plan="small", qdrant={"enabled": True}), file=FILE))
+    without = quota_usage(
+        parse_tenant(
+            tenant_doc(plan="small", qdrant={"enabled": True, "snapshots": {"enabled": False}}), file=FILE
+        )
+    )
+    # 100m + its 50m sidecar requested; 100m + a 500m sidecar limit.
+    assert with_backups["requests.cpu"][0] - without["requests.cpu"][0] == Decimal("0.15")
+    assert with_backups["limits.cpu"][0] - without["limits.cpu"][0] == Decimal("0.6")
