@@ -116,10 +116,12 @@ def helm_release(
     values: dict[str, Any],
     opts: pulumi.ResourceOptions,
     timeout: ReleaseTimeout | None = None,
+    postrender: str | None = None,
 ) -> k8s.helm.v3.Release:
     """Release ``release`` of the pinned chart ``pin``; a failed install or upgrade is rolled back.
 
-    It may take ``timeout`` (by default the chart's entry in RELEASE_TIMEOUTS).
+    It may take ``timeout`` (by default the chart's entry in RELEASE_TIMEOUTS); ``postrender`` names a
+    program on PATH that Helm runs over the rendered manifests (tenancy.builders.qdrant_postrender).
     """
     timeout = timeout or release_timeout(pin)
     return k8s.helm.v3.Release(
@@ -133,6 +135,7 @@ def helm_release(
         max_history=10,
         cleanup_on_fail=True,
         timeout=timeout.seconds,
+        postrender=postrender,
         opts=opts,
     )
 

@@ -27,10 +27,10 @@ QDRANT_VERSIONS = ("v1.18.2", "v1.19.0")
 # The image index digest of each offered version (docker.io/qdrant/qdrant), the tag beside it. Read from
 # public pins, each found identical in several unrelated public repositories (compose files, install
 # scripts, upgrade notes; search "qdrant/qdrant:v1.19.0@sha256" and "qdrant/qdrant:v1.18.2@sha256"); not
-# checked against the registry from here. NOT APPLIED YET: chart 1.19.0 builds the image as
-# "<repository>:<tag>" and passes image.tag to semverCompare for its readiness path, so a tag carrying
-# "@sha256:..." fails the render; pinning by digest needs a chart with an image digest value (upstream)
-# or a Helm post-renderer. Kept here so that change is a one-line switch, and reviewed with each bump.
+# checked against the registry from here. Applied by the release's post-renderer
+# (tenancy/builders/qdrant_postrender.py): chart 1.19.0, the newest, builds the image as
+# "<repository>:<tag>" and passes image.tag to semverCompare for its readiness path, so a digest in the
+# tag fails the render. A version offered without a digest here fails its install.
 QDRANT_IMAGE = "docker.io/qdrant/qdrant"
 QDRANT_IMAGE_DIGESTS: dict[str, str] = {
     "v1.18.2": "sha256:75eab8c4ba42096724fdcfde8b4de0b5713d529dde32f285a1f86fdcb2c9e50c",
@@ -39,8 +39,10 @@ QDRANT_IMAGE_DIGESTS: dict[str, str] = {
 
 # loft-sh/vcluster tag v0.36.1 (chart/ published as 0.36.1; image ghcr.io/loft-sh/vcluster-pro:0.36.1,
 # Pro modules off without a licence). No digest pinned: none of vcluster-pro:0.36.1 or of the
-# ghcr.io/loft-sh/kubernetes images below could be found in public material from here, and a digest is
-# never guessed. They run by tag until one is read from the registry (crane digest <image>).
+# ghcr.io/loft-sh/kubernetes images below could be found in public material from here (searched: the
+# image names with "@sha256:", loft-sh/vcluster's tree at v0.36.1, lock and renovate files pinning them),
+# and a digest is never guessed. They run by tag until one is read from the registry
+# (`crane digest <image>`), and are the only images ACCEPTED_WITHOUT_DIGEST below.
 VCLUSTER = ChartPin(chart="vcluster", version="0.36.1", repo="https://charts.loft.sh")
 # Kubernetes images the chart knows as good (config/default_extra_values.go K8SVersionMap at v0.36.1).
 VCLUSTER_KUBERNETES_VERSIONS: dict[str, str] = {
@@ -51,6 +53,12 @@ VCLUSTER_KUBERNETES_VERSIONS: dict[str, str] = {
     "1.36": "v1.36.0",
 }
 VCLUSTER_DEFAULT_KUBERNETES_VERSION = "1.34"
+VCLUSTER_IMAGE = f"ghcr.io/loft-sh/vcluster-pro:{VCLUSTER.version}"
+# Tenant-workload images that run by tag because no digest of them could be read from a citable public
+# source (see above); the policy rule tenant-workload-hardened exempts exactly these.
+ACCEPTED_WITHOUT_DIGEST: frozenset[str] = frozenset(
+    {VCLUSTER_IMAGE, *(f"ghcr.io/loft-sh/kubernetes:{tag}" for tag in VCLUSTER_KUBERNETES_VERSIONS.values())}
+)
 
 # --- platform services -----------------------------------------------------------------------
 # istio/istio manifests/charts (base, istio-cni, istio-discovery, gateway) at tag 1.30.3, commit 56df41f.

@@ -28,6 +28,7 @@ from tenancy.builders.qdrant import (
     render_qdrant_values,
     server_keys_secret_manifest,
 )
+from tenancy.builders.qdrant_postrender import POST_RENDERER
 from tenancy.spec.quantity import parse_quantity
 from tenancy.spec.tenant import Tenant
 
@@ -113,6 +114,8 @@ class QdrantCluster(pulumi.ComponentResource):
             timeout=qdrant_release_timeout(
                 replicas=settings.replicas, storage_bytes=int(parse_quantity(settings.storage_size))
             ),
+            # The image by digest and no service-account token: what the chart's values cannot say.
+            postrender=POST_RENDERER,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[server_secret]),
         )
 

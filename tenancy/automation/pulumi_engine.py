@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import subprocess
+import sysconfig
 import threading
 from collections.abc import Mapping, Sequence
 from enum import Enum
@@ -143,6 +144,8 @@ class PulumiEngine:
             # A fresh checkout (CI) has no Pulumi.<stack>.yaml: reuse the secrets manager recorded in
             # the stack's state instead of minting a new passphrase salt.
             "PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER": "true",
+            # Helm runs the Qdrant release's post-renderer (a console script of this package) from PATH.
+            "PATH": _path_with_scripts(os.environ.get("PATH", "")),
         }
         backend = self.settings.backend_url
         if backend:
@@ -609,3 +612,10 @@ def _pending_name(item: Mapping[str, Any]) -> str:
     resource = item.get("resource") or {}
     urn = str(resource.get("urn", ""))
     return f"{item.get('type', 'operation')} {urn.rsplit('::', 1)[-1]}".strip()
+
+
+def _path_with_scripts(path: str) -> str:
+    """``path`` with this environment's scripts directory first, so the engine finds its console scripts."""
+    scripts = sysconfig.get_path("scripts")
+    entries = path.split(os.pathsep) if path else []
+    return os.pathsep.join([scripts, *(e for e in entries if e != scripts)])

@@ -23,10 +23,12 @@ Coverage, honestly:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from tenancy import versions
+from tenancy.builders.qdrant_postrender import POST_RENDERER, PostRenderError, pinned_image
 from tenancy.policy.model import FieldPath, PolicyObject, display_path, mapping_at, value_at
 from tenancy.policy.pods import PodTemplate
 
@@ -146,6 +148,14 @@ def _qdrant_pods(release: PolicyObject) -> list[PodTemplate]:
     tag = image.get("tag") or QDRANT_APP_VERSION
     unprivileged = bool(image.get("useUnprivilegedImage"))
     main_image = f"{image.get('repository')}:{tag}{'-unprivileged' if unprivileged else ''}"
+    init_image = f"{image.get('repository')}:{tag}"
+    # The program's post-renderer pins the image by digest and turns the token off (what the chart
+    # cannot); without it, or for a tag with no recorded digest, the pods run by tag with a token.
+    post_rendered = release.body.get("postrender") == POST_RENDERER
+    if post_rendered:
+        # A tag with no digest fails Helm's install; the image-by-digest check reports it.
+        with suppress(PostRenderError):
+            main_image, init_image = pinned_image(main_image), pinned_image(init_image)
     security = mapping_at(values, ("containerSecurityContext",))
     sidecars = [c for c in _list(values.get("sidecarContainers")) if isinstance(c, Mapping)]
     main: dict[str, Any] = {
@@ -165,13 +175,14 @@ def _qdrant_pods(release: PolicyObject) -> list[PodTemplate]:
     init = []
     if values.get("updateVolumeFsOwnership") and not unprivileged and security.get("runAsUser"):
         # chown as root, with no securityContext and no resources: never restricted-compliant.
-        init.append({"name": "ensure-dir-ownership", "image": f"{image.get('repository')}:{tag}"})
+        init.append({"name": "ensure-dir-ownership", "image": init_image})
     pod_security = mapping_at(values, ("podSecurityContext",))
     spec: dict[str, Any] = {
         "initContainers": init,
         "containers": [*sidecars, main],
         "volumes": _list(values.get("additionalVolumes")),
         **({"securityContext": pod_security} if pod_security else {}),
+        **({"automountServiceAccountToken": False} if post_rendered else {}),
     }
     main_index = len(sidecars)
     table: dict[FieldPath, FieldPath] = {
@@ -198,7 +209,11 @@ def _qdrant_pods(release: PolicyObject) -> list[PodTemplate]:
             annotations_path=_values_path("podAnnotations"),
             fixes={
                 ("initContainers", 0): "set values.updateVolumeFsOwnership to false: the chart's chown init "
-                "container runs as root, and fsGroup in values.podSecurityContext owns fresh volumes"
+                "container runs as root, and fsGroup in values.podSecurityContext owns fresh volumes",
+                ("automountServiceAccountToken",): f"give the release postrender={POST_RENDERER!r} "
+                "(the chart has no value for it; components/tenant/qdrant.py)",
+                ("containers", main_index, "image"): f"give the release postrender={POST_RENDERER!r} and "
+                "record the tag's digest in tenancy/versions.py QDRANT_IMAGE_DIGESTS",
             },
         )
     ]
@@ -370,6 +385,8 @@ def _vcluster_pods(release: PolicyObject) -> list[PodTemplate]:
             labels=mapping_at(stateful_set, ("pods", "labels")),
             labels_path=_values_path(*cp, "pods", "labels"),
             workload=f"StatefulSet {release.name} (vcluster chart)",
+            # The syncer is a Kubernetes client of the host cluster (it syncs pods, services, ...).
+            needs_api_token=True,
         )
     ]
 

@@ -87,6 +87,7 @@ def policy_object(
             "chart": body.get("chart"),
             "version": body.get("version"),
             "repo": repository.get("repo") if isinstance(repository, Mapping) else None,
+            **({"postrender": body["postrender"]} if body.get("postrender") else {}),
             "values": body.get("values") or {},
         }
         hidden = [("repo", *p[2:]) if p[:2] == ("repositoryOpts", "repo") else p for p in unknowns]

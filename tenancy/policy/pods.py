@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tenancy import versions
 from tenancy.policy.model import FieldPath, Finding, PolicyObject, display_path, mapping_at, value_at
 
 CONTAINER_GROUPS = ("initContainers", "containers", "ephemeralContainers")
@@ -62,6 +63,8 @@ class PodTemplate:
     # injected Istio sidecar included, whose size these pod annotations set (None: not checked).
     guaranteed_annotations: Mapping[str, Any] | None = None
     annotations_path: FieldPath = ()
+    # The pods call the Kubernetes API with their service account (the vCluster syncer): they keep the token.
+    needs_api_token: bool = False
 
     def container(self, name: Any) -> str:
         return f"container {name!r}" + (f" of {self.workload}" if self.workload else "")
@@ -288,14 +291,29 @@ def host_access_findings(template: PodTemplate) -> Iterator[Finding]:
 
 
 # Beyond Pod Security "restricted": what checkov's Kubernetes checks ask of a tenant workload (CKV_K8S_8
-# liveness probe, CKV_K8S_22 read-only root filesystem, CKV_K8S_35 secrets as files, CKV_K8S_40 high UID).
+# liveness probe, CKV_K8S_22 read-only root filesystem, CKV_K8S_35 secrets as files, CKV_K8S_40 high UID,
+# CKV_K8S_43 image by digest, CKV_K8S_38 no service-account token unless the pods call the API).
 MIN_NON_HOST_UID = 10000
 
 
 def hardening_findings(template: PodTemplate) -> Iterator[Finding]:
     pod_user = value_at(template.spec, ("securityContext", "runAsUser"))
+    if not template.needs_api_token and template.spec.get("automountServiceAccountToken") is not False:
+        yield template.finding(
+            ("automountServiceAccountToken",),
+            f"{template.pods} mount a service-account token they never use",
+            "set {field} to false",
+        )
     for where, container in containers(template.spec):
         name = template.container(container.get("name"))
+        image = container.get("image")
+        by_tag = isinstance(image, str) and "@sha256:" not in image
+        if by_tag and image not in versions.ACCEPTED_WITHOUT_DIGEST:
+            yield template.finding(
+                (*where, "image"),
+                f"{name} runs {image} by tag, which the registry may move to other content",
+                "pin it by digest at {field}, recorded in tenancy/versions.py",
+            )
         if where[0] == "containers" and not isinstance(container.get("livenessProbe"), Mapping):
             yield template.finding(
                 (*where, "livenessProbe"),

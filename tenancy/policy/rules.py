@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from tenancy import versions
 from tenancy.policy import charts
 from tenancy.policy.model import (
     FieldPath,
@@ -329,8 +330,11 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
     ResourceRule(
         "tenant-workload-hardened",
         "The tenant charts the program deploys (Qdrant, vCluster) run every container with a liveness probe, "
-        "a read-only root filesystem and a UID of 10000 or above, and take no Secret as an environment "
-        "variable (checkov CKV_K8S_8, 22, 40, 35); Qdrant's pods are Guaranteed, its Istio sidecar included.",
+        "a read-only root filesystem and a UID of 10000 or above, take no Secret as an environment "
+        "variable, pull every image by digest and mount no service-account token (checkov CKV_K8S_8, 22, 40, "
+        "35, 43, 38); Qdrant's pods are Guaranteed, its Istio sidecar included. Exempt, and only these: the "
+        "vCluster syncer keeps its token (it is a client of the host API); the images with no public "
+        f"digest run by tag: {', '.join(sorted(versions.ACCEPTED_WITHOUT_DIGEST))}.",
         check_tenant_workload_hardening,
     ),
     ResourceRule(

@@ -38,7 +38,7 @@ RESOURCES_FILE = "resources.yaml"
 CLUSTER_SCOPED_DIR = "_cluster"
 RENDER_ENTRIES = frozenset({MANIFESTS_DIR, HELM_DIR, OUTPUTS_FILE, RESOURCES_FILE})
 HELM_RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
-HELM_RELEASE_FIELDS = ("name", "namespace", "chart", "version", "repo", "values")
+HELM_RELEASE_FIELDS = ("name", "namespace", "chart", "version", "repo", "postrender", "values")
 
 _UNSAFE_FILE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -168,6 +168,7 @@ def _release_document(resource: DeclaredResource, inputs: Mapping[str, Any]) -> 
         "chart": inputs.get("chart"),
         "version": inputs.get("version"),
         "repo": repository.get("repo") if isinstance(repository, Mapping) else None,
+        **({"postrender": inputs["postrender"]} if inputs.get("postrender") else {}),
         "values": inputs.get("values") or {},
     }
 

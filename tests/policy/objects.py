@@ -98,6 +98,7 @@ def release(
     name: str | None = None,
     namespace: str = TENANT_NAMESPACE,
     stack: str | None = TENANT_STACK,
+    postrender: str | None = None,
 ) -> PolicyObject:
     document = {
         "name": name or chart,
@@ -105,6 +106,7 @@ def release(
         "chart": chart,
         "version": version,
         "repo": "https://charts.example.com",
+        **({"postrender": postrender} if postrender else {}),
         "values": values,
     }
     return release_object(document, stack=stack, origin=f"helm/{name or chart}.yaml")

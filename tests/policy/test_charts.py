@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from tenancy import versions
+from tenancy.builders.qdrant_postrender import POST_RENDERER
+from tenancy.policy import charts
 from tenancy.policy.charts import helm_merge
 from tenancy.policy.model import PolicyObject
+from tenancy.policy.pods import containers
 from tenancy.policy.rules import check_stack
 from tenancy.policy.sources import objects_from_render
 from tenancy.render.runtime import capture_stack
@@ -112,6 +116,8 @@ def test_the_qdrant_chart_defaults_fail_the_hardening_checkov_asks_for() -> None
         *(f for f in fields(found) if f.startswith("values.podAnnotations")),
     }
     assert [f for f in fields(found) if f not in not_guaranteed] == [
+        "values",  # a token mounted: only the post-renderer turns it off
+        "values.image.tag",  # by tag: only the post-renderer pins the digest
         "values.livenessProbe",
         "values.containerSecurityContext.runAsUser",
         "values.env[0]",
@@ -148,6 +154,54 @@ def test_a_burstable_qdrant_or_sidecar_fails_the_hardening_rule(acme: list[Polic
     values = dict(qdrant.values)
     values["podAnnotations"] = {**values["podAnnotations"], "sidecar.istio.io/proxyCPU": "50m"}
     values["resources"] = {"requests": {"cpu": "1", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
-    found = violations_of("tenant-workload-hardened", release("qdrant", values, version="1.19.0"))
+    burstable = release("qdrant", values, version="1.19.0", postrender=qdrant.body["postrender"])
+    found = violations_of("tenant-workload-hardened", burstable)
     assert fields(found) == ["values.resources", "values.podAnnotations['sidecar.istio.io/proxyCPU']"]
     assert "not Guaranteed" in found[1].message
+
+
+def test_qdrant_runs_by_digest_without_a_token_only_through_its_post_renderer(
+    acme: list[PolicyObject],
+) -> None:
+    """CKV_K8S_43 and 38: the chart cannot say either; its post-renderer does, and the model knows it."""
+    [qdrant] = [o for o in acme if o.chart == "qdrant"]
+    assert qdrant.body["postrender"] == POST_RENDERER
+    assert violations_of("tenant-workload-hardened", qdrant) == []
+    [pod] = charts.QDRANT.pods(qdrant)
+    assert pod.spec["automountServiceAccountToken"] is False
+    version = qdrant.values["image"]["tag"]
+    assert pod.spec["containers"][-1]["image"] == (
+        f"{versions.QDRANT_IMAGE}:{version}@{versions.QDRANT_IMAGE_DIGESTS[version]}"
+    )
+
+    without = release("qdrant", dict(qdrant.values), version="1.19.0")
+    found = violations_of("tenant-workload-hardened", without)
+    assert fields(found) == ["values", "values.image.tag"]
+    assert all(POST_RENDERER in v.message for v in found)
+
+
+def test_a_qdrant_version_without_a_recorded_digest_runs_by_tag_and_fails_the_rule(
+    acme: list[PolicyObject],
+) -> None:
+    [qdrant] = [o for o in acme if o.chart == "qdrant"]
+    values = {**qdrant.values, "image": {"tag": "v1.17.0"}}
+    found = violations_of(
+        "tenant-workload-hardened", release("qdrant", values, version="1.19.0", postrender=POST_RENDERER)
+    )
+    assert fields(found) == ["values.image.tag"]
+    assert "docker.io/qdrant/qdrant:v1.17.0 by tag" in found[0].message
+
+
+def test_only_the_named_vcluster_images_may_run_by_tag(acme: list[PolicyObject]) -> None:
+    [vcluster] = [o for o in acme if o.chart == "vcluster"]
+    assert violations_of("tenant-workload-hardened", vcluster) == []  # the syncer keeps its token
+    images = {c["image"] for t in charts.VCLUSTER.pods(vcluster) if t.rendered for _, c in containers(t.spec)}
+    assert images <= versions.ACCEPTED_WITHOUT_DIGEST
+    values = dict(vcluster.values)
+    statefulset = values["controlPlane"]["statefulSet"]
+    values["controlPlane"] = {
+        **values["controlPlane"],
+        "statefulSet": {**statefulset, "image": {**statefulset.get("image", {}), "tag": "0.36.0"}},
+    }
+    found = violations_of("tenant-workload-hardened", release("vcluster", values, version="0.36.1"))
+    assert fields(found) == ["values.controlPlane.statefulSet.image.tag"]
