@@ -239,7 +239,9 @@ def test_tenant_stack_renders_its_namespace_guard_rails_and_releases(tmp_path: P
         "helm/vcluster.yaml",
     } <= files
     qdrant = yaml.safe_load(rendered.files["helm/qdrant.yaml"])
-    assert set(qdrant) == {"name", "namespace", "chart", "version", "repo", "values"}
+    # The post-renderer is part of what the cluster gets, so the reviewer and the policies see it.
+    assert set(qdrant) == {"name", "namespace", "chart", "version", "repo", "postrender", "values"}
+    assert qdrant["postrender"] == "tenancy-qdrant-postrender"
     assert (qdrant["namespace"], qdrant["chart"], qdrant["version"]) == ("tenant-acme", "qdrant", "1.19.0")
 
 
