@@ -1,0 +1,57 @@
+"""``tenantctl rotate-keys`` (local path) against the engine double: the record lands in the file and the
+update runs; a rotation during the grace period and a grace out of bounds are refused, nothing run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner, Result
+
+import tenancy.cli.operations as operations
+from tenancy.automation.fake_engine import FakeEngine
+from tenancy.cli import app, exit_codes
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
+    engine = FakeEngine()
+    monkeypatch.setattr(operations, "make_engine", lambda settings: engine)
+    return engine
+
+
+def rotate(project: Path, *args: str) -> Result:
+    return runner.invoke(app, ["rotate-keys", "acme", "--env", "dev", *args, "--project", str(project)])
+
+
+def test_rotate_keys_records_the_next_generation_and_runs_up(cli_project: Path, fake: FakeEngine) -> None:
+    result = rotate(cli_project, "--grace", "2h", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["operation"]["kind"] == "up" and document["operation"]["status"] == "succeeded"
+    record = yaml.safe_load((cli_project / "tenants" / "dev" / "acme.yaml").read_text())["qdrant"][
+        "keyRotation"
+    ]
+    assert record["generation"] == 1 and record["requestedBy"]
+    assert len(fake.calls) == 1
+
+
+def test_rotate_keys_during_the_grace_period_is_refused(cli_project: Path, fake: FakeEngine) -> None:
+    assert rotate(cli_project, "--json").exit_code == 0
+    again = rotate(cli_project, "--json")
+    assert again.exit_code == exit_codes.INVALID_INPUT
+    assert json.loads(again.stdout)["error"]["code"] == "rotation_in_progress"
+    assert len(fake.calls) == 1
+
+
+def test_rotate_keys_with_grace_out_of_bounds_changes_nothing(cli_project: Path, fake: FakeEngine) -> None:
+    path = cli_project / "tenants" / "dev" / "acme.yaml"
+    before = path.read_text()
+    result = rotate(cli_project, "--grace", "30d", "--json")
+    assert result.exit_code == exit_codes.INVALID_INPUT
+    assert json.loads(result.stdout)["error"]["code"] == "invalid_grace"
+    assert path.read_text() == before and fake.calls == []
