@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Validate every tenants/<env>/<name>.yaml; exit 2 naming each file, field and reason on error.",
     ),
     "requests": ("requests", "Change requests that need a platform-admin: list, show, approve, reject."),
+    "rotate-keys": ("rotation", "Rotate one tenant's Qdrant API key and read-only key without downtime."),
 }
 
 
