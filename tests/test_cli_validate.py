@@ -56,7 +56,8 @@ def test_validate_against_a_revision_refuses_volume_changes(tmp_path: Path) -> N
 
     result = runner.invoke(app, ["validate", "--tenants", str(tmp_path / "tenants"), "--against", "HEAD"])
     assert result.exit_code == INVALID_INPUT
-    assert "qdrant.storage.size: would change from 10Gi to 50Gi" in result.output
+    assert "qdrant.storage.size: would grow from 10Gi to 50Gi" in result.output
+    assert "platform:expandableStorageClasses" in result.output
 
     spec.write_text(
         "name: acme\nowners: [a@example.com]\nplan: medium\n"
@@ -111,3 +112,39 @@ def test_validate_against_a_revision_refuses_a_new_platform_class_but_not_a_qdra
     )
     result = runner.invoke(app, ["validate", "--tenants", tenants, "--against", "HEAD"])
     assert result.exit_code == 0, result.output
+
+
+def test_validate_against_a_revision_lets_a_volume_grow_on_an_expandable_class_only(tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "tenants" / "prod").mkdir(parents=True)
+    platform = tmp_path / "Pulumi.prod.yaml"
+    platform.write_text("config:\n  platform:domain: data.example.com\n")
+    spec = tmp_path / "tenants" / "prod" / "acme.yaml"
+    base = "name: acme\nowners: [a@example.com]\nplan: medium\n"
+    spec.write_text(base + "qdrant: {enabled: true, storage: {size: 10Gi}}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "acme")
+    tenants = str(tmp_path / "tenants")
+
+    spec.write_text(base + "qdrant: {enabled: true, storage: {size: 40Gi}}\n")
+    refused = runner.invoke(app, ["validate", "--tenants", tenants, "--against", "HEAD", "--json"])
+    assert refused.exit_code == INVALID_INPUT
+    [issue] = json.loads(refused.stdout)["issues"]
+    assert issue["field"] == "qdrant.storage.size"
+    assert "would grow from 10Gi to 40Gi, but StorageClass standard is not listed" in issue["reason"]
+
+    platform.write_text(
+        "config:\n  platform:domain: data.example.com\n  platform:expandableStorageClasses: [standard]\n"
+    )
+    assert runner.invoke(app, ["validate", "--tenants", tenants, "--against", "HEAD"]).exit_code == 0
+
+    spec.write_text(base + "qdrant: {enabled: true, storage: {size: 5Gi}}\n")
+    shrunk = runner.invoke(app, ["validate", "--tenants", tenants, "--against", "HEAD", "--json"])
+    assert shrunk.exit_code == INVALID_INPUT
+    [issue] = json.loads(shrunk.stdout)["issues"]
+    assert "would shrink from 10Gi to 5Gi, and a volume never shrinks" in issue["reason"]

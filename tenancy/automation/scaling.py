@@ -18,17 +18,20 @@ Qdrant through a ``QdrantConnector`` (its cluster API, reached from the worker).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from tenancy.automation.contract import EmitEvent, Engine, StackRef
 from tenancy.automation.errors import AutomationError
 from tenancy.dataops.qdrant_api import QdrantCluster, QdrantError, statefulset_ordinal
 from tenancy.dataops.scaling import ScalingError, drain, rebalance
+from tenancy.spec.platform import PlatformConfig, platform_config_reader
 from tenancy.spec.tenant import Tenant
 
 # The chart's volumeClaimTemplates; a pod's claim is "<template>-<statefulset>-<ordinal>".
@@ -50,6 +53,12 @@ class KubernetesActions(Protocol):
     def delete_pvcs(self, namespace: str, names: Sequence[str]) -> None:
         """Delete these PersistentVolumeClaims (absent ones are fine)."""
 
+    def resize_pvcs(self, namespace: str, names: Sequence[str], size: str) -> None:
+        """Ask for ``size`` on these PersistentVolumeClaims (their StorageClass expands them)."""
+
+    def orphan_statefulset(self, namespace: str, name: str) -> None:
+        """Delete the StatefulSet object but not its pods (``--cascade=orphan``); absent is fine."""
+
 
 class Kubectl:
     """``KubernetesActions`` through the ``kubectl`` the update runner already carries."""
@@ -63,6 +72,18 @@ class Kubectl:
             self._run(
                 "delete", "persistentvolumeclaim", "--namespace", namespace, "--ignore-not-found", *names
             )
+
+    def resize_pvcs(self, namespace: str, names: Sequence[str], size: str) -> None:
+        patch = json.dumps({"spec": {"resources": {"requests": {"storage": size}}}})
+        for name in names:
+            self._run(
+                "patch", "persistentvolumeclaim", name, "--namespace", namespace, "--type=merge", "-p", patch
+            )
+
+    def orphan_statefulset(self, namespace: str, name: str) -> None:
+        self._run(
+            "delete", "statefulset", name, "--namespace", namespace, "--cascade=orphan", "--ignore-not-found"
+        )
 
     def _run(self, *args: str) -> None:
         try:
@@ -108,10 +129,15 @@ class ScalingPlan:
     tenant: Tenant
     old_replicas: int
     new_replicas: int
+    grown_volumes: tuple[tuple[str, str], ...] = ()  # (volumeClaimTemplate, new size)
 
     @property
     def shrinking(self) -> bool:
         return self.new_replicas < self.old_replicas
+
+    @property
+    def growing(self) -> bool:
+        return self.new_replicas > self.old_replicas
 
     @property
     def removed_claims(self) -> list[str]:
@@ -127,10 +153,21 @@ class ScalingPlan:
 
 
 def plan_scaling(stack: StackRef, before: Tenant, after: Tenant) -> ScalingPlan | None:
-    """The node-count change from the applied spec ``before`` to ``after``, or None."""
-    if before.qdrant is None or after.qdrant is None or before.qdrant.replicas == after.qdrant.replicas:
+    """The node-count and volume-size change from the applied spec ``before`` to ``after``, or None.
+
+    Sizes that changed are growths here: ``tenancy.spec.changes`` refused every other change before.
+    """
+    if before.qdrant is None or after.qdrant is None:
         return None
-    return ScalingPlan(stack, after, before.qdrant.replicas, after.qdrant.replicas)
+    old, new = before.qdrant, after.qdrant
+    grown: list[tuple[str, str]] = []
+    if new.storage_size != old.storage_size:
+        grown.append((STORAGE_TEMPLATE, new.storage_size))
+    if old.snapshots and new.snapshots and new.snapshot_size != old.snapshot_size:
+        grown.append((SNAPSHOTS_TEMPLATE, new.snapshot_size))
+    if old.replicas == new.replicas and not grown:
+        return None
+    return ScalingPlan(stack, after, old.replicas, new.replicas, tuple(grown))
 
 
 class QdrantScaling:
@@ -141,6 +178,7 @@ class QdrantScaling:
         *,
         kubernetes: KubernetesActions,
         connect: QdrantConnector,
+        platform_of: Callable[[str], PlatformConfig | None] = lambda environment: None,
         ordinal_of: Callable[[str], int | None] = statefulset_ordinal,
         transfer_timeout: float = 3600.0,
         join_timeout: float = 600.0,
@@ -148,13 +186,24 @@ class QdrantScaling:
     ) -> None:
         self.kubernetes = kubernetes
         self.connect = connect
+        self.platform_of = platform_of
         self.ordinal_of = ordinal_of
         self.transfer_timeout = transfer_timeout
         self.join_timeout = join_timeout
         self.poll_interval = poll_interval
 
+    def volume_rules(self, environment: str) -> tuple[str | None, frozenset[str]]:
+        """The platform's default StorageClass now and the classes whose volumes may grow."""
+        platform = self.platform_of(environment)
+        if platform is None:
+            return None, frozenset()
+        return platform.storage_class, frozenset(platform.expandable_storage_classes)
+
     def before_update(self, plan: ScalingPlan, emit: EmitEvent) -> None:
-        """Drain the peers a shrink removes; raises ``ScalingFailed`` (nothing shrunk) on failure."""
+        """Drain the peers a shrink removes, or grow the volumes; raises ``ScalingFailed`` (the
+        StatefulSet unchanged) on failure."""
+        if plan.grown_volumes:
+            self._grow_volumes(plan, emit)
         if not plan.shrinking:
             return
         emit(
@@ -183,8 +232,33 @@ class QdrantScaling:
             f"dropped, peers {report.removed_peers} removed from the cluster",
         )
 
+    def _grow_volumes(self, plan: ScalingPlan, emit: EmitEvent) -> None:
+        """Resize the existing claims, then delete the StatefulSet object but not its pods, so the
+        update re-creates it with the new volumeClaimTemplate size (which an update cannot change)."""
+        namespace = plan.tenant.namespace
+        ordinals = range(min(plan.old_replicas, plan.new_replicas))
+        try:
+            for template, size in plan.grown_volumes:
+                claims = [f"{template}-{RELEASE_NAME}-{ordinal}" for ordinal in ordinals]
+                self.kubernetes.resize_pvcs(namespace, claims, size)
+                emit(kind="diagnostic", status="done", message=f"asked for {size} on {', '.join(claims)}")
+            self.kubernetes.orphan_statefulset(namespace, RELEASE_NAME)
+        except ScalingFailed as error:
+            raise ScalingFailed(
+                f"growing the Qdrant volumes failed ({error.message}); the StatefulSet was not changed. "
+                "Check the claims (kubectl get pvc -n "
+                f"{namespace}) and the StorageClass's allowVolumeExpansion, then run the update again"
+            ) from None
+        emit(
+            kind="diagnostic",
+            status="done",
+            message=f"deleted the StatefulSet {RELEASE_NAME} without its pods; the update re-creates it",
+        )
+
     def after_update(self, plan: ScalingPlan, emit: EmitEvent) -> None:
         """After a successful update: delete the removed pods' volumes, or rebalance onto new peers."""
+        if not plan.shrinking and not plan.growing:
+            return
         if plan.shrinking:
             claims = plan.removed_claims
             try:
@@ -260,10 +334,14 @@ class QdrantScaling:
             time.sleep(self.poll_interval)
 
 
-def default_scaling(engine: Engine) -> QdrantScaling | None:
+def default_scaling(engine: Engine, project_dir: Path) -> QdrantScaling | None:
     """Scaling for a worker running inside the cluster (the platform's worker Deployment), where the
     tenants' Qdrant Services resolve; None elsewhere (a laptop's ``tenantctl up``), which refuses a
     scale-down rather than shrinking over shards it cannot move."""
     if not os.environ.get("KUBERNETES_SERVICE_HOST"):
         return None
-    return QdrantScaling(kubernetes=Kubectl(), connect=engine_qdrant_connector(engine))
+    return QdrantScaling(
+        kubernetes=Kubectl(),
+        connect=engine_qdrant_connector(engine),
+        platform_of=platform_config_reader(project_dir),
+    )

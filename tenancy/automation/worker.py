@@ -292,7 +292,7 @@ class Worker:
         return finished
 
     def _scaling_for(self, plan: ScalingPlan, emit: EmitEvent) -> QdrantScaling | None:
-        if self.scaling is None and not plan.shrinking:
+        if self.scaling is None and not plan.shrinking and not plan.grown_volumes:
             emit(
                 kind="diagnostic",
                 status="done",
@@ -335,7 +335,12 @@ class Worker:
             after = resolve(parse_tenant(operation.spec, file=file), environment)
         except SpecError:
             return None  # the engine's own validation reports an invalid spec
-        issues = refused_change_issues(before, after, file=file)
+        default_class, expandable = (
+            self.scaling.volume_rules(environment) if self.scaling is not None else (None, frozenset[str]())
+        )
+        issues = refused_change_issues(
+            before, after, file=file, default_class_after=default_class, expandable_classes=expandable
+        )
         if issues:
             raise FixedVolumesChanged("; ".join(f"{issue.field}: {issue.reason}" for issue in issues))
         return plan_scaling(operation.stack, before, after)

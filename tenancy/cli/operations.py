@@ -121,11 +121,11 @@ def make_engine(settings: AutomationSettings) -> Engine:
     return engine
 
 
-def make_scaling(engine: Engine) -> QdrantScaling | None:
-    """What drains and rebalances Qdrant around a node-count change (replaced in tests)."""
+def make_scaling(settings: AutomationSettings, engine: Engine) -> QdrantScaling | None:
+    """What drains, rebalances and grows Qdrant around an update (replaced in tests)."""
     from tenancy.automation.scaling import default_scaling
 
-    return default_scaling(engine)
+    return default_scaling(engine, settings.project_dir)
 
 
 # --- the commands -----------------------------------------------------------------------------------
@@ -305,7 +305,7 @@ def sync(
             settings.tenants_dir, env, (item.stack.tenant for item in plan.to_run)
         )
         operations = submit_plan(plan, queue, requested_by=_requester(), incarnations=incarnations)
-        finished = _run(queue, engine, operations, max_parallel=settings.max_parallel, as_json=as_json)
+        finished = _run(queue, engine, operations, settings=settings, as_json=as_json)
     _report_sync(plan, finished, as_json=as_json, dry_run=False)
     if any(op.status is OperationStatus.failed for op in finished):
         raise typer.Exit(exit_codes.OPERATION_FAILED)
@@ -488,7 +488,7 @@ def _run_one(
         queue = opened.queue
         incarnation = checkout_incarnations(settings.tenants_dir, env, [tenant])[tenant]
         operation = queue.submit(stack, kind, spec=spec, requested_by=_requester(), incarnation=incarnation)
-        finished = _run(queue, engine, [operation], max_parallel=1, as_json=as_json)
+        finished = _run(queue, engine, [operation], settings=settings, max_parallel=1, as_json=as_json)
         outcome = next((op for op in finished if op.id == operation.id), None) or queue.get(operation.id)
         assert outcome is not None
         resources = _changed_resources(queue, outcome)
@@ -508,8 +508,9 @@ def _run(
     engine: Engine,
     operations: Sequence[Operation],
     *,
-    max_parallel: int,
+    settings: AutomationSettings,
     as_json: bool,
+    max_parallel: int | None = None,
 ) -> list[Operation]:
     """Run ``operations`` (and anything queued ahead of them on their stacks) with live progress."""
     if not operations:
@@ -520,9 +521,9 @@ def _run(
         worker = Worker(
             queue,
             engine,
-            max_parallel=max_parallel,
+            max_parallel=settings.max_parallel if max_parallel is None else max_parallel,
             listener=_Noting(listener, started_here),
-            scaling=make_scaling(engine),
+            scaling=make_scaling(settings, engine),
         )
         follower = OperationFollower(
             queue, ids, listener, ours=lambda: started_here | {op.id for op in worker.running}

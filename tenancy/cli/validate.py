@@ -11,7 +11,7 @@ import typer
 from tenancy.cli import exit_codes
 from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError
-from tenancy.spec.history import platform_storage_classes, specs_at_revision
+from tenancy.spec.history import expandable_storage_classes, platform_storage_classes, specs_at_revision
 from tenancy.spec.tenant import resolve
 from tenancy.spec.tree import TenantTree, load_tenants
 
@@ -57,6 +57,7 @@ def validate(
 def _check_against(tree: TenantTree, revision: str) -> None:
     previous = specs_at_revision(tree, revision)
     storage_classes = platform_storage_classes(tree, revision)
+    expandable = expandable_storage_classes(tree)
     issues = []
     for tenant_file in tree.files:
         before = previous.get((tenant_file.environment, tenant_file.spec.name))
@@ -69,6 +70,7 @@ def _check_against(tree: TenantTree, revision: str) -> None:
                 file=str(tenant_file.path),
                 default_class_before=then,
                 default_class_after=now,
+                expandable_classes=expandable.get(tenant_file.environment, frozenset()),
             )
     if issues:
         raise SpecError(issues)

@@ -44,6 +44,7 @@ from tenancy.service.core.security import JwksKeys, TokenVerifier
 from tenancy.service.core.tenant_changes import TenantChanges
 from tenancy.service.core.tenants_repo import TenantRepository
 from tenancy.service.core.write_lock import LocalWriteLock, RedisWriteLock, TenantWriteLock
+from tenancy.spec.platform import platform_config_reader
 
 log = logging.getLogger("tenancy.service")
 
@@ -220,7 +221,7 @@ def build_backends(
             max_parallel=workers,
             stale_after=settings.worker_stale_after_seconds,
             heartbeat_interval=min(5.0, settings.worker_stale_after_seconds / 3),
-            scaling=scaling if scaling is not None else default_scaling(engine),
+            scaling=scaling if scaling is not None else default_scaling(engine, automation.project_dir),
         )
 
     changes = TenantChanges(
@@ -229,6 +230,7 @@ def build_backends(
         write_lock=write_lock,
         api_keys=api_keys,
         self_service_plans=settings.self_service_plans,
+        platform_of=platform_config_reader(automation.project_dir),
     )
     audit = AuditLog(settings.audit_target)
     return Backends(

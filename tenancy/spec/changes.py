@@ -13,7 +13,10 @@ Removing Qdrant nodes is allowed: the worker drains the departing peers first
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from tenancy.spec.errors import SpecIssue
+from tenancy.spec.quantity import parse_quantity
 from tenancy.spec.tenant import Tenant
 
 
@@ -24,11 +27,14 @@ def refused_change_issues(
     file: str,
     default_class_before: str | None = None,
     default_class_after: str | None = None,
+    expandable_classes: Collection[str] = (),
 ) -> list[SpecIssue]:
     """Every reason ``after`` cannot be applied over ``before`` (empty when it can).
 
     ``default_class_before``/``after``: ``platform:storageClass`` when ``before`` was applied and now;
     None where unknown (a class then counts as changed whenever the spec's own field changes).
+    ``expandable_classes``: ``platform:expandableStorageClasses``, the classes whose Qdrant volumes
+    may grow (none when unknown: every size change is refused).
     """
     return (
         fixed_volume_issues(
@@ -37,6 +43,7 @@ def refused_change_issues(
             file=file,
             default_class_before=default_class_before,
             default_class_after=default_class_after,
+            expandable_classes=expandable_classes,
         )
         + scale_down_issues(before, after, file=file)
         + key_generation_issues(before, after, file=file)
@@ -100,8 +107,13 @@ def fixed_volume_issues(
     file: str,
     default_class_before: str | None = None,
     default_class_after: str | None = None,
+    expandable_classes: Collection[str] = (),
 ) -> list[SpecIssue]:
-    """Why ``after`` cannot be applied over ``before`` without changing an existing volume."""
+    """Why ``after`` cannot be applied over ``before`` without changing an existing volume.
+
+    A Qdrant volume may grow where its StorageClass is in ``expandable_classes`` (the worker resizes
+    the claims and re-creates the StatefulSet object around its pods); it never shrinks.
+    """
     issues: list[SpecIssue] = []
 
     def refuse(field: str, change: str, pin: str) -> None:
@@ -146,13 +158,45 @@ def fixed_volume_issues(
             f"set {field}: {old_class} to keep the current volumes",
         )
 
+    def keep_or_grow(field: str, old: str, new: str, explicit_class: str | None) -> None:
+        """A size may grow on an expandable class; any other change is refused."""
+        if parse_quantity(new) <= parse_quantity(old):
+            if parse_quantity(new) < parse_quantity(old):
+                refuse(
+                    field,
+                    f"would shrink from {old} to {new}, and a volume never shrinks",
+                    f"set {field}: {old}",
+                )
+            return
+        volume_class = explicit_class or default_class_after
+        if volume_class is not None and volume_class in expandable_classes:
+            return
+        shown = f"StorageClass {volume_class}" if volume_class else "the platform's default StorageClass"
+        plan = (
+            f" (the plan changed from {before.plan.value} to {after.plan.value}, and with it the default)"
+            if before.plan != after.plan
+            else ""
+        )
+        issues.append(
+            SpecIssue(
+                file,
+                field,
+                f"would grow from {old} to {new}{plan}, but {shown} is not listed as allowing volume "
+                "expansion (platform:expandableStorageClasses names the classes with allowVolumeExpansion: "
+                f"true); set {field}: {old} to keep the current volumes, or ask the platform team to list "
+                "the class if it allows expansion",
+            )
+        )
+
     if before.qdrant is not None and after.qdrant is not None:
         old, new = before.qdrant, after.qdrant
-        keep("qdrant.storage.size", old.storage_size, new.storage_size)
+        keep_or_grow("qdrant.storage.size", old.storage_size, new.storage_size, new.storage_class)
         keep_class("qdrant.storage.storageClass", old.storage_class, new.storage_class)
         keep("qdrant.snapshots.enabled", old.snapshots, new.snapshots)
         if old.snapshots and new.snapshots:
-            keep("qdrant.snapshots.size", old.snapshot_size, new.snapshot_size)
+            keep_or_grow(
+                "qdrant.snapshots.size", old.snapshot_size, new.snapshot_size, new.snapshot_storage_class
+            )
             keep_class(
                 "qdrant.snapshots.storageClass", old.snapshot_storage_class, new.snapshot_storage_class
             )

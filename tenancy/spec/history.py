@@ -84,3 +84,22 @@ def _storage_class(document: object) -> str | None:
     if value is None:
         return str(PlatformConfig.model_fields["storage_class"].default)
     return value if isinstance(value, str) else None
+
+
+def expandable_storage_classes(tree: TenantTree) -> dict[str, frozenset[str]]:
+    """Per environment, ``platform:expandableStorageClasses`` in the working tree's ``Pulumi.<env>.yaml``
+    (the classes whose volumes may grow now); an environment without a readable file lists none."""
+    project = tree.root.resolve().parent
+    classes: dict[str, frozenset[str]] = {}
+    for environment in sorted({tenant_file.environment for tenant_file in tree.files}):
+        try:
+            document = yaml.safe_load((project / f"Pulumi.{environment}.yaml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        config = document.get("config") if isinstance(document, dict) else None
+        listed = (
+            config.get(f"{CONFIG_NAMESPACE}:expandableStorageClasses") if isinstance(config, dict) else None
+        )
+        if isinstance(listed, list):
+            classes[environment] = frozenset(name for name in listed if isinstance(name, str))
+    return classes

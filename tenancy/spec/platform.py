@@ -237,6 +237,14 @@ class PlatformConfig(_Model):
     environment: Literal["dev", "prod"] = Field(description="Which environment this stack is.")
     domain: str = Field(description="DNS zone for platform endpoints, e.g. dev.data.example.com.")
     storage_class: str = Field(default="standard", description="Default StorageClass for volumes.")
+    expandable_storage_classes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "StorageClasses whose allowVolumeExpansion is true (`kubectl get storageclass`): a tenant's "
+            "Qdrant volumes on one of these may grow (the worker resizes the claims). Empty by default, "
+            "so every volume change is refused until the platform team lists its classes here."
+        ),
+    )
     high_availability: bool = Field(
         default=False, description="Run every platform service replicated, with PDBs and anti-affinity."
     )
@@ -384,3 +392,27 @@ def read_platform_config(get: Callable[[str], str | None], *, environment: str) 
     """Validate the live Pulumi config; ``get`` is ``pulumi.Config('platform').get``."""
     values = {key: _decode(raw) for key in _keys() if (raw := get(key)) is not None}
     return parse_platform_config(values, environment=environment, file=f"Pulumi.{environment}.yaml")
+
+
+def platform_config_reader(project_dir: Path) -> Callable[[str], PlatformConfig | None]:
+    """``environment -> PlatformConfig`` from ``<project_dir>/Pulumi.<env>.yaml``, None when missing or
+    invalid (callers then assume nothing of it); re-read only when the file changes."""
+    cache: dict[str, tuple[float, PlatformConfig | None]] = {}
+
+    def read(environment: str) -> PlatformConfig | None:
+        path = project_dir / f"Pulumi.{environment}.yaml"
+        try:
+            stamp = path.stat().st_mtime
+        except OSError:
+            return None
+        cached = cache.get(environment)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            config: PlatformConfig | None = read_platform_config_file(path)
+        except SpecError:
+            config = None
+        cache[environment] = (stamp, config)
+        return config
+
+    return read

@@ -26,6 +26,7 @@ from tenancy.automation.scaling import QdrantScaling, ScalingPlan, plan_scaling
 from tenancy.automation.worker import Worker
 from tenancy.cli import app, exit_codes
 from tenancy.dataops.qdrant_api import QdrantCluster
+from tenancy.spec.platform import platform_config_reader
 from tenancy.spec.tenant import Tenant, parse_tenant, resolve
 from tests.dataops.qdrant_standin import API_KEY, ClusterState, qdrant_cluster
 
@@ -56,6 +57,16 @@ class FakeKubernetes:
 
             raise ScalingFailed("persistentvolumeclaims is forbidden")
         self.log.append(("delete_pvcs", namespace, list(names)))
+
+    def resize_pvcs(self, namespace: str, names: Sequence[str], size: str) -> None:
+        if self.fail:
+            from tenancy.automation.scaling import ScalingFailed
+
+            raise ScalingFailed("persistentvolumeclaims is forbidden")
+        self.log.append(("resize_pvcs", namespace, list(names), size))
+
+    def orphan_statefulset(self, namespace: str, name: str) -> None:
+        self.log.append(("orphan_statefulset", namespace, name))
 
 
 class Setup:
@@ -94,12 +105,13 @@ def setup(cli_project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]
             connect=lambda stack, tenant: QdrantCluster(
                 url=first, api_key=API_KEY, timeout=10, http_port=None
             ),
+            platform_of=platform_config_reader(cli_project),
             ordinal_of=ordinals.get,
             transfer_timeout=5,
             join_timeout=0,
         )
         monkeypatch.setattr(operations, "make_engine", lambda settings: engine)
-        monkeypatch.setattr(operations, "make_scaling", lambda engine: scaling)
+        monkeypatch.setattr(operations, "make_scaling", lambda settings, engine: scaling)
         yield Setup(cli_project, state, engine, kube)
 
 
@@ -189,6 +201,59 @@ def test_scale_up_replicates_shards_onto_the_new_nodes(setup: Setup) -> None:
     for shard in setup.state.collections["docs"].shards.values():
         assert len(shard.replicas) == 2
     assert not [entry for entry in setup.engine.log if entry[0] == "delete_pvcs"]
+
+
+def _allow_expansion(project: Path, classes: str) -> None:
+    platform = project / "Pulumi.dev.yaml"
+    document = yaml.safe_load(platform.read_text())
+    document["config"]["platform:expandableStorageClasses"] = [classes]
+    platform.write_text(yaml.safe_dump(document))
+
+
+def test_a_volume_grows_on_an_expandable_class_claims_first_then_the_statefulset_is_recreated(
+    setup: Setup,
+) -> None:
+    _allow_expansion(setup.project, "fast-ssd")
+    assert setup.up(2, storage={"size": "10Gi", "storageClass": "fast-ssd"}).exit_code == 0
+    setup.engine.log.clear()
+
+    result = setup.up(2, storage={"size": "30Gi", "storageClass": "fast-ssd"})
+
+    assert result.exit_code == 0, result.output
+    assert setup.engine.log == [
+        ("resize_pvcs", "tenant-acme", ["qdrant-storage-qdrant-0", "qdrant-storage-qdrant-1"], "30Gi"),
+        ("orphan_statefulset", "tenant-acme", "qdrant"),
+        ("update", 3),
+    ]
+    deployed = setup.engine.deployed_spec(ACME)
+    assert deployed is not None and deployed["qdrant"]["storage"]["size"] == "30Gi"  # the new size recorded
+
+
+def test_a_volume_on_a_class_not_listed_as_expandable_is_refused_before_anything_runs(setup: Setup) -> None:
+    _allow_expansion(setup.project, "fast-ssd")
+    assert setup.up(2, storage={"size": "10Gi", "storageClass": "standard"}).exit_code == 0
+    setup.engine.log.clear()
+
+    result = setup.up(2, storage={"size": "30Gi", "storageClass": "standard"})
+
+    assert result.exit_code == exit_codes.OPERATION_FAILED
+    assert "qdrant.storage.size: would grow from 10Gi to 30Gi, but StorageClass standard is not listed" in (
+        " ".join(result.output.split())
+    )
+    assert setup.engine.log == []
+
+
+def test_a_failed_resize_leaves_the_statefulset_in_place(setup: Setup) -> None:
+    _allow_expansion(setup.project, "fast-ssd")
+    assert setup.up(2, storage={"size": "10Gi", "storageClass": "fast-ssd"}).exit_code == 0
+    setup.kube.fail = True
+    setup.engine.log.clear()
+
+    result = setup.up(2, storage={"size": "30Gi", "storageClass": "fast-ssd"})
+
+    assert result.exit_code == exit_codes.OPERATION_FAILED
+    assert "the StatefulSet was not changed" in " ".join(result.output.split())
+    assert setup.engine.log == []
 
 
 def _tenant(replicas: int, snapshots: bool = True) -> Tenant:

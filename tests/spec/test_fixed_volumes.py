@@ -119,3 +119,37 @@ def test_a_plan_change_that_lowers_the_default_replicas_is_allowed_with_the_volu
         plan="medium", qdrant={**pinned, "storage": {"size": "200Gi"}, "snapshots": {"size": "100Gi"}}
     )
     assert refused_change_issues(before, after, file="acme.yaml") == []
+
+
+def test_a_volume_grows_only_on_a_class_listed_as_expandable() -> None:
+    before = tenant(
+        plan="medium", qdrant={"enabled": True, "storage": {"size": "10Gi", "storageClass": "ssd"}}
+    )
+    after = tenant(
+        plan="medium", qdrant={"enabled": True, "storage": {"size": "20Gi", "storageClass": "ssd"}}
+    )
+    assert refused_change_issues(before, after, file="a", expandable_classes={"ssd"}) == []
+    [issue] = refused_change_issues(before, after, file="a", expandable_classes={"standard"})
+    assert issue.field == "qdrant.storage.size"
+    assert "StorageClass ssd is not listed as allowing volume expansion" in issue.reason
+    assert "set qdrant.storage.size: 10Gi" in issue.reason
+    [shrink] = refused_change_issues(after, before, file="a", expandable_classes={"ssd"})
+    assert "a volume never shrinks" in shrink.reason
+
+
+def test_a_volume_on_the_default_class_grows_only_when_the_default_is_known_expandable() -> None:
+    before = tenant(plan="medium", qdrant={"enabled": True, "storage": {"size": "10Gi"}})
+    after = tenant(plan="medium", qdrant={"enabled": True, "storage": {"size": "20Gi"}})
+    [unknown] = refused_change_issues(before, after, file="a", expandable_classes={"standard"})
+    assert "the platform's default StorageClass is not listed" in unknown.reason
+    assert (
+        refused_change_issues(
+            before,
+            after,
+            file="a",
+            default_class_before="standard",
+            default_class_after="standard",
+            expandable_classes={"standard"},
+        )
+        == []
+    )

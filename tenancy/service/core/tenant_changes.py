@@ -39,6 +39,7 @@ from tenancy.service.core.tenants_repo import ConflictError, GitAuthor, Reposito
 from tenancy.service.core.write_lock import TenantWriteLock
 from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError, SpecIssue
+from tenancy.spec.platform import PlatformConfig
 from tenancy.spec.tenant import Groups, TenantSpec, parse_tenant, resolve
 
 log = logging.getLogger("tenancy.service")
@@ -85,8 +86,11 @@ class TenantChanges:
         write_lock: TenantWriteLock,
         api_keys: ApiKeyStore | None = None,
         self_service_plans: tuple[str, ...] = ("small",),
+        platform_of: Callable[[str], PlatformConfig | None] = lambda environment: None,
     ) -> None:
         self.repository = repository
+        # The environment's platform config: which StorageClasses let a volume grow.
+        self.platform_of = platform_of
         self.queue = queue
         self.write_lock = write_lock
         self.api_keys = api_keys
@@ -325,12 +329,19 @@ class TenantChanges:
             before = resolve(parse_tenant(current, file=file), stack.environment)
         except SpecError:
             return  # the file in git is already invalid: nothing was applied from it to protect
-        issues = refused_change_issues(before, resolve(spec, stack.environment), file=file)
+        platform = self.platform_of(stack.environment)
+        issues = refused_change_issues(
+            before,
+            resolve(spec, stack.environment),
+            file=file,
+            default_class_after=None if platform is None else platform.storage_class,
+            expandable_classes=() if platform is None else platform.expandable_storage_classes,
+        )
         if issues:
             raise ServiceError(
                 "invalid_spec",
-                f"the change to {stack.name} cannot be applied safely (volumes are fixed once created, a "
-                "scale-down cannot change volumes too); fix the fields listed in details",
+                f"the change to {stack.name} cannot be applied safely (volumes only grow, on expandable "
+                "classes; a scale-down cannot change volumes too); fix the fields listed in details",
                 details=spec_issues_details(SpecError(issues)),
             )
 
