@@ -305,7 +305,14 @@ def sync(
             settings.tenants_dir, env, (item.stack.tenant for item in plan.to_run)
         )
         operations = submit_plan(plan, queue, requested_by=_requester(), incarnations=incarnations)
-        finished = _run(queue, engine, operations, settings=settings, as_json=as_json)
+        finished = _run(
+            queue,
+            engine,
+            operations,
+            max_parallel=settings.max_parallel,
+            as_json=as_json,
+            scaling=make_scaling(settings, engine),
+        )
     _report_sync(plan, finished, as_json=as_json, dry_run=False)
     if any(op.status is OperationStatus.failed for op in finished):
         raise typer.Exit(exit_codes.OPERATION_FAILED)
@@ -488,7 +495,14 @@ def _run_one(
         queue = opened.queue
         incarnation = checkout_incarnations(settings.tenants_dir, env, [tenant])[tenant]
         operation = queue.submit(stack, kind, spec=spec, requested_by=_requester(), incarnation=incarnation)
-        finished = _run(queue, engine, [operation], settings=settings, max_parallel=1, as_json=as_json)
+        finished = _run(
+            queue,
+            engine,
+            [operation],
+            max_parallel=1,
+            as_json=as_json,
+            scaling=make_scaling(settings, engine),
+        )
         outcome = next((op for op in finished if op.id == operation.id), None) or queue.get(operation.id)
         assert outcome is not None
         resources = _changed_resources(queue, outcome)
@@ -508,9 +522,9 @@ def _run(
     engine: Engine,
     operations: Sequence[Operation],
     *,
-    settings: AutomationSettings,
+    max_parallel: int,
     as_json: bool,
-    max_parallel: int | None = None,
+    scaling: QdrantScaling | None = None,
 ) -> list[Operation]:
     """Run ``operations`` (and anything queued ahead of them on their stacks) with live progress."""
     if not operations:
@@ -521,9 +535,9 @@ def _run(
         worker = Worker(
             queue,
             engine,
-            max_parallel=settings.max_parallel if max_parallel is None else max_parallel,
+            max_parallel=max_parallel,
             listener=_Noting(listener, started_here),
-            scaling=make_scaling(settings, engine),
+            scaling=scaling,
         )
         follower = OperationFollower(
             queue, ids, listener, ours=lambda: started_here | {op.id for op in worker.running}
