@@ -18,6 +18,9 @@ class OperationKind(StrEnum):
     up = "up"
     refresh = "refresh"
     destroy = "destroy"
+    # Data operations on the tenant's Qdrant (tenancy.automation.data_operations): no Pulumi engine call.
+    backup = "backup"
+    restore = "restore"
 
 
 class OperationStatus(StrEnum):
@@ -85,6 +88,8 @@ class Operation:
     # The tenant incarnation the operation belongs to (``<env>:<commit that created the file>``, see
     # tenancy.service.core.incarnation); None when queued by something that does not know it.
     incarnation: str | None = None
+    # What a data operation is asked beyond the spec (a restore's backup id, source tenant, collections).
+    params: dict[str, Any] | None = None
 
 
 # The coalescing rule every queue backend applies: which queued operations (same stack, status queued
@@ -95,7 +100,12 @@ SUPERSEDES: dict[OperationKind, tuple[OperationKind, ...]] = {
     OperationKind.preview: (OperationKind.preview,),
     OperationKind.refresh: (OperationKind.refresh,),
     OperationKind.destroy: (),
+    # Two queued backups of one tenant take the same data: the newer one stands for both.
+    OperationKind.backup: (OperationKind.backup,),
+    OperationKind.restore: (),
 }
+# Kinds that read or write the tenant's data, not its stack: the worker runs them without the engine.
+DATA_KINDS = frozenset({OperationKind.backup, OperationKind.restore})
 
 
 class OperationQueue(Protocol):
@@ -109,6 +119,7 @@ class OperationQueue(Protocol):
         spec: dict[str, Any] | None,
         requested_by: str,
         incarnation: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Operation: ...
 
     def get(self, operation_id: str) -> Operation | None: ...

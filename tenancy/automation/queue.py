@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS operations (
     superseded_by TEXT,
     claimed_by    TEXT,
     heartbeat_at  REAL,
-    incarnation   TEXT
+    incarnation   TEXT,
+    params        TEXT
 );
 CREATE INDEX IF NOT EXISTS operations_by_stack ON operations (environment, tenant, status, position);
 CREATE INDEX IF NOT EXISTS operations_by_status ON operations (status, position);
@@ -124,6 +125,8 @@ class SqliteOperationQueue:
             columns = {row["name"] for row in db.execute("PRAGMA table_info(operations)")}
             if "incarnation" not in columns:  # a database from before operations named their incarnation
                 db.execute("ALTER TABLE operations ADD COLUMN incarnation TEXT")
+            if "params" not in columns:  # a database from before data operations took parameters
+                db.execute("ALTER TABLE operations ADD COLUMN params TEXT")
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -178,6 +181,7 @@ class SqliteOperationQueue:
         spec: dict[str, Any] | None,
         requested_by: str,
         incarnation: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Operation:
         kind = OperationKind(kind)
         operation_id = uuid.uuid4().hex
@@ -185,8 +189,9 @@ class SqliteOperationQueue:
         with self._write() as db:
             db.execute(
                 "INSERT INTO operations"
-                " (id, environment, tenant, kind, status, requested_by, created_at, spec, incarnation)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                " (id, environment, tenant, kind, status, requested_by, created_at, spec, incarnation,"
+                " params)"
+                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
                 (
                     operation_id,
                     stack.environment,
@@ -196,6 +201,7 @@ class SqliteOperationQueue:
                     now,
                     None if spec is None else json.dumps(spec),
                     incarnation,
+                    None if params is None else json.dumps(params),
                 ),
             )
             replaced = SUPERSEDES[kind]
@@ -527,6 +533,7 @@ def _operation(row: sqlite3.Row) -> Operation:
         summary=summary,
         superseded_by=row["superseded_by"],
         incarnation=row["incarnation"],
+        params=None if row["params"] is None else json.loads(row["params"]),
     )
 
 

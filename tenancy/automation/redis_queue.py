@@ -115,6 +115,7 @@ class RedisOperationQueue:
         spec: dict[str, Any] | None,
         requested_by: str,
         incarnation: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Operation:
         kind = OperationKind(kind)
         operation_id = uuid.uuid4().hex
@@ -135,6 +136,8 @@ class RedisOperationQueue:
             record["spec"] = json.dumps(spec)
         if incarnation is not None:
             record["incarnation"] = incarnation
+        if params is not None:
+            record["params"] = json.dumps(params)
 
         def body(pipe: Any) -> None:
             queued_here = [_text(i) for i in pipe.zrange(self._queued(stack), 0, -1)]  # oldest first
@@ -492,6 +495,7 @@ def _operation(fields: dict[str, str]) -> Operation:
         summary=summary,
         superseded_by=fields.get("superseded_by") or None,
         incarnation=fields.get("incarnation") or None,
+        params=json.loads(fields["params"]) if fields.get("params") else None,
     )
 
 

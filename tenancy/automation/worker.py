@@ -24,9 +24,10 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from tenancy.automation.contract import (
+    DATA_KINDS,
     EmitEvent,
     Engine,
     EngineRequest,
@@ -38,6 +39,13 @@ from tenancy.automation.contract import (
     ProgressEvent,
     WorkQueue,
 )
+from tenancy.automation.data_operations import (
+    BackupFailed,
+    DataUnavailable,
+    TenantData,
+    run_data_operation,
+    take_tenant_backup,
+)
 from tenancy.automation.errors import FixedVolumesChanged, describe_failure
 from tenancy.automation.progress import describe_changes
 from tenancy.automation.scaling import QdrantScaling, ScalingFailed, ScalingPlan, plan_scaling
@@ -46,6 +54,12 @@ from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import parse_tenant, resolve
 
 _log = logging.getLogger(__name__)
+
+
+def _qdrant_enabled(document: dict[str, Any]) -> bool:
+    qdrant = document.get("qdrant")
+    return isinstance(qdrant, dict) and qdrant.get("enabled") is True
+
 
 # A running operation whose heartbeat is older than this was left by a stopped process. Several
 # times SQLite's lock wait (30 s), so a worker merely blocked on the database is never taken for dead
@@ -89,6 +103,7 @@ class Worker:
         stale_after: float = DEFAULT_STALE_AFTER_SECONDS,
         poll_interval: float = 0.5,
         scaling: QdrantScaling | None = None,
+        data: TenantData | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -102,6 +117,7 @@ class Worker:
         self.poll_interval = poll_interval
         # Without it, an update that changes a tenant's Qdrant node count is refused (no drain).
         self.scaling = scaling
+        self.data = data  # tenants' Qdrant and backup bucket, for backup and restore operations
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -252,17 +268,23 @@ class Worker:
         stack = operation.stack
         what = f"{operation.kind.value} of stack {stack.name}"
         try:
-            plan = self._check_fixed_volumes(operation)
-            recovered = self._recover_if_needed(operation, emit)
-            scaling = None if plan is None else self._scaling_for(plan, emit)
-            if scaling is not None and plan is not None:
-                scaling.before_update(plan, emit)
-            result = self.engine.run(
-                EngineRequest(operation.id, stack, operation.kind, operation.spec),
-                emit,
-            )
-            if scaling is not None and plan is not None and result.succeeded:
-                scaling.after_update(plan, emit)
+            if operation.kind in DATA_KINDS:
+                # The tenant's data, not its stack: no Pulumi call, so no stack recovery either (a
+                # stack flagged as interrupted stays flagged for its next engine operation).
+                result = run_data_operation(operation, self.data, emit)
+            else:
+                plan = self._check_fixed_volumes(operation)
+                self._backup_first_if_needed(operation, emit)
+                recovered = self._recover_if_needed(operation, emit)
+                scaling = None if plan is None else self._scaling_for(plan, emit)
+                if scaling is not None and plan is not None:
+                    scaling.before_update(plan, emit)
+                result = self.engine.run(
+                    EngineRequest(operation.id, stack, operation.kind, operation.spec),
+                    emit,
+                )
+                if scaling is not None and plan is not None and result.succeeded:
+                    scaling.after_update(plan, emit)
             if result.succeeded and operation.kind is OperationKind.destroy:
                 self.engine.remove(stack)
                 emit(kind="diagnostic", status="done", message=f"removed stack {stack.name}")
@@ -344,6 +366,67 @@ class Worker:
         if issues:
             raise FixedVolumesChanged("; ".join(f"{issue.field}: {issue.reason}" for issue in issues))
         return plan_scaling(operation.stack, before, after)
+
+    def _last_applied_spec(self, operation: Operation) -> dict[str, Any] | None:
+        return next(
+            (
+                previous.spec
+                for previous in self.queue.recent(stack=operation.stack, limit=50)
+                if previous.kind is OperationKind.up
+                and previous.status is OperationStatus.succeeded
+                and previous.spec is not None
+                and previous.id != operation.id
+            ),
+            None,
+        )
+
+    def _backup_reason(self, operation: Operation) -> str | None:
+        """Why ``operation`` needs a backup of the tenant's Qdrant before it runs, or None.
+
+        A destroy removes the Qdrant's volumes; a version change rewrites its storage. Either runs only
+        once a backup of what the last update deployed is stored."""
+        applied = self._last_applied_spec(operation)
+        if applied is None or not _qdrant_enabled(applied):
+            return None  # nothing deployed with a Qdrant: nothing to lose
+        if operation.kind is OperationKind.destroy:
+            return "before the destroy"
+        spec = operation.spec
+        if operation.kind is OperationKind.up and spec is not None and _qdrant_enabled(spec):
+            environment, file = operation.stack.environment, operation.stack.name
+            try:
+                before = resolve(parse_tenant(applied, file=file), environment).qdrant
+                after = resolve(parse_tenant(spec, file=file), environment).qdrant
+            except SpecError:
+                return None
+            if before is not None and after is not None and before.version != after.version:
+                return f"before the Qdrant version change {before.version} -> {after.version}"
+        return None
+
+    def _backup_first_if_needed(self, operation: Operation, emit: EmitEvent) -> None:
+        """Take the automatic backup (see ``_backup_reason``); a failure refuses the operation unless a
+        platform-admin forced it (``params.force``, which only the admin role may set)."""
+        reason = self._backup_reason(operation)
+        if reason is None:
+            return
+        forced = bool((operation.params or {}).get("force"))
+        try:
+            if self.data is None:
+                raise DataUnavailable("this worker has no access to tenant data (no backup bucket)")
+            record = take_tenant_backup(self.data, operation.stack, emit, reason=f"automatic, {reason}")
+        except (BackupFailed, DataUnavailable) as error:
+            if forced:
+                emit(
+                    kind="diagnostic",
+                    status="failed",
+                    message=f"{error.message}; going on without a backup: forced by {operation.requested_by}",
+                )
+                return
+            raise BackupFailed(
+                f"{operation.kind.value} of {operation.stack.name} refused: the automatic backup "
+                f"{reason} failed ({error.message}). Fix the backup and retry; a platform-admin may force "
+                "the operation without a backup"
+            ) from None
+        emit(kind="diagnostic", status="done", message=f"automatic backup {record.id} stored {reason}")
 
     def _recover_if_needed(self, operation: Operation, emit: EmitEvent) -> bool:
         stack = operation.stack

@@ -1,0 +1,164 @@
+"""Backup and restore as operations: what the worker runs for ``backup`` and ``restore``.
+
+The worker reaches a tenant's data through one narrow interface, ``TenantData``: the tenant's Qdrant
+(its in-cluster endpoint and API key) and the tenant's prefix of the backup bucket. In the platform,
+``StackTenantData`` reads the endpoint and key from the tenant stack's outputs (the engine decrypts
+them with the stack's secrets provider: Vault transit in prod, the passphrase in dev; the key is the
+same one Vault and the tenant's Secret hold) and writes under ``tenants/<env>/<tenant>/qdrant/`` of
+the platform's backup bucket with the workers' object-store credentials. Tests hand the worker one
+pointing at the Qdrant stand-in and moto's S3 server.
+
+Parameters of a restore (``Operation.params``): ``backup`` (the id), ``source`` (the tenant whose
+backup it is, same environment; the operation's own tenant when absent) and ``collections`` (all when
+absent). The operation runs on the tenant restored into, so nothing else runs on it meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from tenancy.automation.contract import EmitEvent, Engine, EngineResult, Operation, OperationKind, StackRef
+from tenancy.automation.errors import AutomationError
+from tenancy.dataops.backup import BackupError, BackupRecord, list_backups, restore_backup, take_backup
+from tenancy.dataops.object_store import BackupBucket, ObjectStoreError
+from tenancy.dataops.qdrant_api import QdrantCluster, QdrantError
+
+BACKUP_PREFIX = "tenants/{environment}/{tenant}/qdrant"
+
+
+def backup_prefix(stack: StackRef) -> str:
+    """The tenant's prefix in the backup bucket: the only keys its backups use."""
+    return BACKUP_PREFIX.format(environment=stack.environment, tenant=stack.tenant)
+
+
+class BackupFailed(AutomationError):
+    code = "backup_failed"
+
+
+class RestoreFailed(AutomationError):
+    code = "restore_failed"
+
+
+class DataUnavailable(AutomationError):
+    """The worker cannot reach the tenant's data (no Qdrant deployed, no backup bucket configured)."""
+
+    code = "data_unavailable"
+
+
+class TenantData(Protocol):
+    """Where a tenant's data is, for the worker. Both raise ``DataUnavailable`` when it cannot say."""
+
+    def qdrant(self, stack: StackRef) -> QdrantCluster:
+        """A client for the tenant's Qdrant (the caller closes it)."""
+        ...
+
+    def bucket(self, stack: StackRef) -> BackupBucket:
+        """The tenant's prefix of the backup bucket."""
+        ...
+
+
+@dataclass
+class StackTenantData:
+    """``TenantData`` from the tenant stack's outputs and the workers' object-store client.
+
+    ``s3_client``: a boto3 S3 client (credentials as boto3 reads them: the workers' environment);
+    ``bucket_name``: the platform's backup bucket; None when the platform has none (refused clearly).
+    """
+
+    engine: Engine
+    s3_client_factory: Callable[[], Any] | None
+    bucket_name: str | None
+    http_port: int | None = 6333
+    timeout: float = 60.0
+
+    def qdrant(self, stack: StackRef) -> QdrantCluster:
+        try:
+            outputs = self.engine.outputs(stack, reveal_secrets=True)
+        except AutomationError as error:
+            raise DataUnavailable(f"the outputs of {stack.name} cannot be read: {error.message}") from None
+        endpoint, key = outputs.get("qdrantEndpoint"), outputs.get("qdrantApiKey")
+        if not isinstance(endpoint, str) or not isinstance(key, str):
+            raise DataUnavailable(
+                f"{stack.name} has no Qdrant deployed (no qdrantEndpoint/qdrantApiKey output); "
+                "enable qdrant in its spec and apply it first"
+            )
+        return QdrantCluster(url=endpoint, api_key=key, http_port=self.http_port, timeout=self.timeout)
+
+    def bucket(self, stack: StackRef) -> BackupBucket:
+        if self.bucket_name is None or self.s3_client_factory is None:
+            raise DataUnavailable(
+                "the platform has no backup bucket configured (objectStorage.backupBucket); "
+                "ask the platform team"
+            )
+        return BackupBucket(self.s3_client_factory(), bucket=self.bucket_name, prefix=backup_prefix(stack))
+
+
+def _progress(emit: EmitEvent) -> Callable[[str], None]:
+    def progress(message: str) -> None:
+        emit(kind="diagnostic", status="done", message=message)
+
+    return progress
+
+
+def take_tenant_backup(
+    data: TenantData, stack: StackRef, emit: EmitEvent, *, reason: str = "requested"
+) -> BackupRecord:
+    """Back up ``stack``'s Qdrant; ``BackupFailed``/``DataUnavailable`` say why it could not."""
+    emit(kind="diagnostic", status="started", message=f"backing up the Qdrant of {stack.name} ({reason})")
+    qdrant = data.qdrant(stack)
+    try:
+        return take_backup(qdrant, data.bucket(stack), now=datetime.now(UTC), progress=_progress(emit))
+    except (BackupError, ObjectStoreError, QdrantError) as error:
+        raise BackupFailed(f"the backup of {stack.name} failed: {error}") from None
+    finally:
+        qdrant.close()
+
+
+def tenant_backups(data: TenantData, stack: StackRef) -> list[BackupRecord]:
+    """The tenant's complete backups, newest first."""
+    try:
+        return list_backups(data.bucket(stack))
+    except (BackupError, ObjectStoreError) as error:
+        raise DataUnavailable(f"the backups of {stack.name} cannot be listed: {error}") from None
+
+
+def run_data_operation(operation: Operation, data: TenantData | None, emit: EmitEvent) -> EngineResult:
+    """Run a ``backup`` or ``restore``; raises an ``AutomationError`` with a code on failure."""
+    stack = operation.stack
+    if data is None:
+        raise DataUnavailable(
+            "this worker has no access to tenant data (no backup bucket configured); ask the platform team"
+        )
+    if operation.kind is OperationKind.backup:
+        record = take_tenant_backup(data, stack, emit)
+        return EngineResult(succeeded=True, changes={"backup taken": 1}, outputs={"backup": record.summary()})
+    if operation.kind is not OperationKind.restore:
+        raise ValueError(f"{operation.kind.value} is not a data operation")
+    params = operation.params or {}
+    backup_id = params.get("backup")
+    if not isinstance(backup_id, str) or not backup_id:
+        raise RestoreFailed(f"the restore of {stack.name} names no backup id")
+    source = StackRef(stack.environment, str(params.get("source") or stack.tenant))
+    collections = params.get("collections") or None
+    emit(
+        kind="diagnostic",
+        status="started",
+        message=f"restoring backup {backup_id} of {source.name} into {stack.name}",
+    )
+    qdrant = data.qdrant(stack)
+    try:
+        restored = restore_backup(
+            qdrant, data.bucket(source), backup_id, collections=collections, progress=_progress(emit)
+        )
+    except (BackupError, ObjectStoreError, QdrantError) as error:
+        raise RestoreFailed(f"the restore of {backup_id} into {stack.name} failed: {error}") from None
+    finally:
+        qdrant.close()
+    return EngineResult(
+        succeeded=True,
+        changes={"collections restored": len(restored)},
+        outputs={"restored": restored, "backup": backup_id, "source": source.tenant},
+    )
