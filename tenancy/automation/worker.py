@@ -409,9 +409,16 @@ class Worker:
         if reason is None:
             return
         forced = bool((operation.params or {}).get("force"))
+        if self.data is None:
+            # No backup bucket on this platform (a local service, dev without object storage): say so
+            # in the operation's events rather than refuse every destroy.
+            emit(
+                kind="diagnostic",
+                status="failed",
+                message=f"no automatic backup {reason}: no backup bucket is configured for the workers",
+            )
+            return
         try:
-            if self.data is None:
-                raise DataUnavailable("this worker has no access to tenant data (no backup bucket)")
             record = take_tenant_backup(self.data, operation.stack, emit, reason=f"automatic, {reason}")
         except (BackupFailed, DataUnavailable) as error:
             if forced:
