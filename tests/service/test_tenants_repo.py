@@ -191,3 +191,25 @@ def test_reads_fetch_from_the_remote_at_most_once_per_refresh_interval(
         reader.read_text("dev", "newco")
     assert len(fetches) == 1
     assert reader.read_text("dev", "newco") is not None
+
+
+def test_creations_stay_cached_for_readers_a_commit_behind(tmp_path: Path, monkeypatch: Any) -> None:
+    """Under write load a reader often holds the branch's previous commit: that must not throw the
+    creation cache away (every write would then start a git process to find its incarnation)."""
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    author = GitAuthor.of("Ada", "ada@example.com", "ada")
+    repository.write("dev", "acme", {"name": "acme"}, author=author, message="Create tenant dev.acme")
+    before = repository._tip()
+    created = repository.creation("dev", "acme")
+    assert created is not None
+    repository.write("dev", "beta", {"name": "beta"}, author=author, message="Create tenant dev.beta")
+    beta = repository.creation("dev", "beta")  # carried over our own commit: no git process
+
+    def no_git(*args: str, **kwargs: Any) -> None:
+        raise AssertionError(f"git {args[0]} ran for a cached creation")
+
+    monkeypatch.setattr(repository, "_run", no_git)
+    monkeypatch.setattr(repository, "_tip", lambda: before)  # a reader one commit behind
+    assert repository.creation("dev", "acme") == created
+    assert repository.creation("dev", "beta") == beta

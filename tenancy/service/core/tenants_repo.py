@@ -56,6 +56,7 @@ _GIT_TIMEOUT_SECONDS = 60
 _PUSH_ATTEMPTS = 12
 _HEALTH_CACHE_SECONDS = 5.0  # /readyz is unauthenticated: at most one check per this interval
 _PARSED_CACHE_ENTRIES = 20_000
+_CREATION_HEADS_KEPT = 4096
 _UNSAFE_IN_IDENTITY = re.compile(r"[<>\n\r\0]")
 _CREDENTIALS_IN_URL = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _log = logging.getLogger("tenancy.service")
@@ -192,6 +193,10 @@ class TenantRepository:
         self._creations_lock = threading.Lock()
         self._creations_head = ""
         self._creations: dict[tuple[str, str], Creation | None] = {}
+        # The branch heads the cache has been carried through since it last started afresh: a reader
+        # holding any of them may use it (the cache is as new or newer). Bounded, oldest dropped.
+        self._creations_heads: dict[str, None] = {}
+        self._creations_generation = 0
 
     # --- setup ---------------------------------------------------------------------------------------
 
@@ -386,11 +391,14 @@ class TenantRepository:
         head = str(tip) if tip is not None else ""
         key = (environment, name)
         with self._creations_lock:
-            if head != self._creations_head or not head:
-                self._creations = {}
-                self._creations_head = head
+            if not head or head not in self._creations_heads:
+                # The branch moved in a way the cache did not follow (a merged pull request, another
+                # process): start afresh. A head the cache went through is fine even if the cache has
+                # moved on since: it then answers for a newer commit, which is what the branch says.
+                self._reset_creations(head)
             if key in self._creations:
                 return self._creations[key]
+            generation = self._creations_generation
         if not head:
             return None
         output = self._run(
@@ -398,9 +406,17 @@ class TenantRepository:
         ).stdout.split()
         found = Creation(sha=output[0], time=float(output[1])) if len(output) == 2 else None
         with self._creations_lock:
-            if head == self._creations_head:
+            # Still valid if the cache only followed our own commits since: any creation of this file
+            # among them was recorded by ``_advance_creations``, and that entry stays.
+            if generation == self._creations_generation and key not in self._creations:
                 self._creations[key] = found
         return found
+
+    def _reset_creations(self, head: str) -> None:
+        self._creations = {}
+        self._creations_head = head
+        self._creations_heads = {head: None} if head else {}
+        self._creations_generation += 1
 
     def history(self, environment: str, name: str) -> list[Commit]:
         """Commits that touched the tenant's file, newest first."""
@@ -666,6 +682,9 @@ class TenantRepository:
                     environment, name = self._split(change.path)
                     self._creations[(environment, name)] = Creation(sha=sha, time=float(when))
             self._creations_head = str(tip)
+            self._creations_heads[str(tip)] = None
+            if len(self._creations_heads) > _CREATION_HEADS_KEPT:
+                del self._creations_heads[next(iter(self._creations_heads))]
 
     def _split(self, path: str) -> tuple[str, str]:
         environment, file = path.removeprefix(f"{self.tenants_path}/").split("/", 1)
