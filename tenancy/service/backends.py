@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -83,6 +84,9 @@ class Backends:
         else:
             if queued:
                 log.warning("queued %d update(s) for changes in git that were never applied", len(queued))
+        # Pack loose git objects in the background: a start never waits for it (writes wait only
+        # while it holds the commit lock, and only when git decides there is enough to pack).
+        threading.Thread(target=self.repository.maintain, name="tenants-repo-gc", daemon=True).start()
         if self.worker is not None:
             self.worker.start()
 

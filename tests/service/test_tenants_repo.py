@@ -213,3 +213,38 @@ def test_creations_stay_cached_for_readers_a_commit_behind(tmp_path: Path, monke
     monkeypatch.setattr(repository, "_tip", lambda: before)  # a reader one commit behind
     assert repository.creation("dev", "acme") == created
     assert repository.creation("dev", "beta") == beta
+
+
+def test_maintenance_packs_loose_objects_and_loses_none_a_write_has_not_referenced_yet(
+    tmp_path: Path,
+) -> None:
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    author = GitAuthor("A", "a@example.com")
+    objects = repository.git_dir / "objects"
+    # git estimates the loose objects from those in objects/17 (1/256 of them) and packs with more than
+    # one there at this threshold: write until it has two.
+    count = 0
+    while count < 12 or len(list((objects / "17").glob("*"))) < 2:
+        assert count < 800, "too few loose objects landed in objects/17"
+        repository.write("dev", f"t{count}", {"name": f"t{count}"}, author=author, message=f"t{count}")
+        count += 1
+    pending = repository._store(b"a write between storing its blob and moving the branch\n")
+
+    def loose() -> int:
+        return sum(1 for folder in objects.glob("[0-9a-f][0-9a-f]") for _ in folder.iterdir())
+
+    before = loose()
+    repository.maintain(loose_objects=10)
+    assert loose() < before / 4 and list((objects / "pack").glob("*.pack"))
+    assert repository._git()[pending].read_raw().startswith(b"a write between")  # kept: not pruned
+    checked = subprocess.run(
+        ["git", "-C", str(repository.root), "fsck", "--strict"], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert [repository.read("dev", f"t{n}") for n in range(count)] == [
+        {"name": f"t{n}"} for n in range(count)
+    ]
+    repository.write("dev", "after", {"name": "after"}, author=author, message="after")  # still writable
+    assert repository.read("dev", "after") == {"name": "after"}
+    repository.maintain()  # below git's threshold: nothing to do, nothing fails

@@ -432,6 +432,26 @@ class TenantRepository:
             commits.append(Commit(sha, author_name, author_email, subject))
         return commits
 
+    def maintain(self, *, loose_objects: int = 6700) -> None:
+        """Pack loose objects once there are about ``loose_objects`` of them (git's ``gc --auto``; each
+        change leaves five). Run off the request path. Holding the commit lock, no compare-and-swap,
+        push or view update runs meanwhile; objects a write stored but has not referenced yet are young,
+        and only unreachable objects older than two weeks are ever pruned, so none is lost. Refs and
+        reflogs are left alone. Failures are logged: the repository works unpacked, only slower."""
+        with self._committing():
+            try:
+                self._run(
+                    "-c", "gc.autoDetach=false",  # in this process, inside the lock, never after it
+                    "-c", f"gc.auto={loose_objects}",
+                    "-c", "gc.pruneExpire=2.weeks.ago",  # whatever the repository's own config says
+                    "-c", "gc.packRefs=false",
+                    "-c", "gc.reflogExpire=never",
+                    "-c", "gc.reflogExpireUnreachable=never",
+                    "gc", "--auto", "--quiet",
+                )  # fmt: skip
+            except RepositoryError as error:
+                _log.warning("packing the tenants repository's loose objects failed: %s", error)
+
     def head(self) -> str | None:
         tip = self._tip()
         return None if tip is None else str(tip)
