@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -55,7 +54,6 @@ class QdrantCluster(pulumi.ComponentResource):
         tenant: Tenant,
         storage_class: pulumi.Input[str],
         platform: PlatformRefs,
-        now: datetime | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``storage_class``: the platform's default class; ``platform``: where the gateway is, for the
@@ -67,7 +65,7 @@ class QdrantCluster(pulumi.ComponentResource):
             raise ValueError(f"tenant {tenant.name} has no Qdrant")
 
         # Alphanumeric keys: Qdrant reads them from env and YAML, where symbols need quoting.
-        plan = key_plan(settings, now=now or datetime.now(UTC))
+        plan = key_plan(settings)
 
         def password(suffix: str, keepers: dict[str, str] | None) -> random.RandomPassword:
             return random.RandomPassword(

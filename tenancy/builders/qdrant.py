@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import pulumi
@@ -307,12 +306,12 @@ class KeyPlan:
         return self.previous is not None
 
 
-def key_plan(settings: QdrantSettings, *, now: datetime) -> KeyPlan:
-    """Which keys exist and which Qdrant accepts at ``now``: the previous generation's only until the
-    rotation's grace period ends (the first update after that revokes them)."""
+def key_plan(settings: QdrantSettings) -> KeyPlan:
+    """Which keys exist and which Qdrant accepts: the previous generation's until the tenant file
+    records their revocation (``keyRotation.revokedAt``, which the service writes once the grace period
+    is over). A function of the file alone: the program never reads the clock."""
     generation = settings.key_generation
-    grace = settings.key_grace_until
-    in_grace = generation >= 1 and grace is not None and now < grace
+    in_grace = generation >= 1 and settings.key_previous_accepted
     read_only = settings.read_only_key
     return KeyPlan(
         current=key_slot(generation),

@@ -1,8 +1,8 @@
 """``tenantctl rotate-keys``: start a Qdrant key rotation for one tenant (local path).
 
 Records the next ``qdrant.keyRotation`` in the tenant file (tenancy.spec.rotation) and runs ``up``: the
-new keys work beside the old ones until the grace period ends; the first ``up`` after it revokes the
-old keys. The key itself is never printed.
+new keys work beside the old ones until the revocation is recorded. The service records it by itself
+once ``graceUntil`` has passed; on the local path ``--end-grace`` does. The key itself is never printed.
 """
 
 from __future__ import annotations
@@ -29,8 +29,15 @@ from tenancy.cli.operations import (
     _settings,
     _stack,
 )
-from tenancy.spec.rotation import RotationRefused, begin_rotation, parse_grace
+from tenancy.spec.rotation import RotationRefused, begin_rotation, end_grace, parse_grace
 
+EndGraceOption = Annotated[
+    bool,
+    typer.Option(
+        "--end-grace",
+        help="Once graceUntil has passed: record the revocation and run up, so the old keys stop working.",
+    ),
+]
 GraceOption = Annotated[
     str, typer.Option("--grace", help="How long the old keys keep working: 15m to 7d (e.g. 1h, 2d).")
 ]
@@ -40,6 +47,7 @@ def rotate_keys(
     tenant: TenantArgument,
     env: EnvOption,
     grace: GraceOption = "1h",
+    end: EndGraceOption = False,
     as_json: JsonOption = False,
     project: ProjectOption = None,
     tenants: TenantsOption = None,
@@ -50,7 +58,9 @@ def rotate_keys(
     Writes the next key generation to tenants/<env>/<tenant>.yaml and runs
     `up`. The old keys keep working until the grace period ends; clients
     re-read their key (Vault or the Secret qdrant-api-keys) before then.
-    Refused while a previous rotation's grace period runs.
+    Refused while a previous rotation's grace period runs. After graceUntil,
+    --end-grace records the revocation and runs `up` (the service does this
+    by itself for the tenants it manages).
 
     Example:  tenantctl rotate-keys acme --env dev --grace 1h
 
@@ -59,10 +69,18 @@ def rotate_keys(
     settings = _settings(project, tenants, state_dir)
     stack = _stack(env, tenant, as_json)
     document = _read_spec(settings, stack, as_json)
+    now = datetime.now(UTC)
     try:
-        rotated = begin_rotation(
-            document, now=datetime.now(UTC), grace=parse_grace(grace), requested_by=_requester()
-        )
+        if end:
+            ended = end_grace(document, now=now)
+            if ended is None:
+                raise RotationRefused(
+                    "grace_not_over",
+                    f"{stack.name} has no rotation whose grace period is over and not yet ended; nothing to revoke",
+                )
+            rotated = ended
+        else:
+            rotated = begin_rotation(document, now=now, grace=parse_grace(grace), requested_by=_requester())
     except RotationRefused as refused:
         _fail(str(refused), exit_codes.INVALID_INPUT, as_json, code=refused.code)
     path = settings.tenants_dir / env / f"{tenant}.yaml"

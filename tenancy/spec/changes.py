@@ -57,6 +57,15 @@ def key_generation_issues(before: Tenant, after: Tenant, *, file: str) -> list[S
     if before.qdrant is None or after.qdrant is None:
         return []
     old, new = before.qdrant.key_generation, after.qdrant.key_generation
+    if new == old and after.qdrant.key_previous_accepted and not before.qdrant.key_previous_accepted:
+        return [
+            SpecIssue(
+                file,
+                "qdrant.keyRotation.revokedAt",
+                f"generation {old - 1}'s keys are revoked and stay revoked; keep revokedAt as it is and "
+                "rotate again for new keys",
+            )
+        ]
     if new == old or new == old + 1:
         return []
     return [

@@ -1,8 +1,10 @@
 """Starting a Qdrant key rotation: the next ``qdrant.keyRotation`` record of a tenant document.
 
-One pure function the API, the CLI and the portal share: it refuses a rotation while the previous
-generation's grace period runs (its keys would be dropped without a grace period) and a grace period
-outside the bounds, and returns the document with the next generation recorded.
+Pure functions the API, the CLI and the portal share. ``begin_rotation`` refuses a rotation while the
+previous generation's grace period runs (its keys would be dropped without a grace period) and a grace
+period outside the bounds, and returns the document with the next generation recorded.
+``end_grace`` records the revocation (``revokedAt``) once the grace period is over: the Pulumi program
+reads only the file, never the clock, so ending the grace is a commit like any other change.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ def begin_rotation(
         raise RotationRefused("invalid_grace", f"grace period must be between {MIN_GRACE} and {MAX_GRACE}")
     qdrant = document.get("qdrant") or {}
     if not qdrant.get("enabled"):
-        raise RotationRefused("no_qdrant", f"tenant {document.get('name')} has no Qdrant: no keys to rotate")
+        raise RotationRefused(
+            "qdrant_not_enabled", f"tenant {document.get('name')} has no Qdrant: no keys to rotate"
+        )
     current = qdrant.get("keyRotation")
-    if current is not None and now < parse_utc_time(str(current["graceUntil"])):
+    if current is not None and in_grace(current, now=now):
         raise RotationRefused(
             "rotation_in_progress",
             f"a key rotation is in progress until {current['graceUntil']}: the keys of generation "
@@ -68,6 +72,33 @@ def begin_rotation(
         "graceUntil": _utc(now + grace),
         "requestedBy": requested_by,
     }
+    return result
+
+
+def in_grace(record: dict[str, Any], *, now: datetime) -> bool:
+    """The previous generation's keys are meant to work at ``now``: not revoked, grace not over."""
+    return record.get("revokedAt") is None and now < parse_utc_time(str(record["graceUntil"]))
+
+
+def grace_due(document: dict[str, Any], *, now: datetime) -> bool:
+    """The document's rotation has a grace period that is over but not yet ended by a revocation."""
+    qdrant = document.get("qdrant")
+    record = qdrant.get("keyRotation") if isinstance(qdrant, dict) else None
+    if not isinstance(record, dict) or record.get("revokedAt") is not None:
+        return False
+    try:
+        return now >= parse_utc_time(str(record["graceUntil"]))
+    except (KeyError, ValueError):
+        return False  # an invalid file is validate's to report, not this function's to revoke
+
+
+def end_grace(document: dict[str, Any], *, now: datetime) -> dict[str, Any] | None:
+    """The document with the previous generation revoked (``revokedAt: now``), or None when there is
+    nothing to end yet (no rotation, grace period still running, already revoked)."""
+    if not grace_due(document, now=now):
+        return None
+    result = copy.deepcopy(document)
+    result["qdrant"]["keyRotation"]["revokedAt"] = _utc(now)
     return result
 
 

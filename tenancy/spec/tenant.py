@@ -258,14 +258,21 @@ class KeyRotation(_Model):
     """The last rotation of the Qdrant keys: written by ``rotate-keys``, not by hand.
 
     Generation N's keys are derived from random passwords whose keepers name N, so the keys change
-    exactly when the generation does and stay the same on every re-run. Until ``graceUntil`` Qdrant
-    accepts generation N-1's keys beside generation N's; the first update after it revokes them.
+    exactly when the generation does and stay the same on every re-run. Qdrant accepts generation
+    N-1's keys beside generation N's until ``revokedAt`` is recorded: the service records it once
+    ``graceUntil`` has passed and queues the update that revokes them. The program never reads the
+    clock, so a render of the same file is the same whenever it runs.
     """
 
     generation: int = Field(ge=1, le=1_000_000, description="Key generation; 0 (no record) is the first.")
     started_at: UtcTime = Field(description="When the rotation was requested (UTC).")
     grace_until: UtcTime = Field(description="Until when the previous generation's keys still work (UTC).")
     requested_by: str = Field(min_length=1, max_length=200, description="Who requested the rotation.")
+    revoked_at: UtcTime | None = Field(
+        default=None,
+        description="When the previous generation's keys were revoked (UTC): written by the service once "
+        "graceUntil has passed; until then both generations' keys work.",
+    )
 
 
 class QdrantSpec(_Model):
@@ -369,8 +376,9 @@ class QdrantSettings(BaseModel):
     snapshot_size: str
     snapshot_storage_class: str | None
     key_generation: int = 0
-    # Until when the previous generation's keys are accepted beside the current ones (None: no rotation).
-    key_grace_until: datetime | None = None
+    # The previous generation's keys are accepted beside the current ones (a rotation whose grace
+    # period has not been ended by a recorded revocation).
+    key_previous_accepted: bool = False
     backup_schedule: str = BACKUP_DEFAULT_SCHEDULE
     backup_keep_last: int = BACKUP_DEFAULT_KEEP_LAST
     backup_max_age_days: int = BACKUP_DEFAULT_MAX_AGE_DAYS
@@ -436,7 +444,7 @@ def resolve(spec: TenantSpec, environment: str) -> Tenant:
             snapshot_size=spec.qdrant.snapshots.size or limits.qdrant_default_snapshot_storage,
             snapshot_storage_class=spec.qdrant.snapshots.storage_class or spec.qdrant.storage.storage_class,
             key_generation=rotation.generation if rotation else 0,
-            key_grace_until=parse_utc_time(rotation.grace_until) if rotation else None,
+            key_previous_accepted=rotation is not None and rotation.revoked_at is None,
             backup_schedule=spec.qdrant.snapshots.schedule,
             backup_keep_last=spec.qdrant.snapshots.keep_last or BACKUP_DEFAULT_KEEP_LAST,
             backup_max_age_days=spec.qdrant.snapshots.max_age_days or BACKUP_DEFAULT_MAX_AGE_DAYS,

@@ -55,3 +55,21 @@ def test_rotate_keys_with_grace_out_of_bounds_changes_nothing(cli_project: Path,
     assert result.exit_code == exit_codes.INVALID_INPUT
     assert json.loads(result.stdout)["error"]["code"] == "invalid_grace"
     assert path.read_text() == before and fake.calls == []
+
+
+def test_end_grace_records_the_revocation_only_once_the_grace_period_is_over(
+    cli_project: Path, fake: FakeEngine
+) -> None:
+    path = cli_project / "tenants" / "dev" / "acme.yaml"
+    assert rotate(cli_project, "--json").exit_code == 0
+    early = rotate(cli_project, "--end-grace", "--json")
+    assert early.exit_code == exit_codes.INVALID_INPUT
+    assert json.loads(early.stdout)["error"]["code"] == "grace_not_over"
+    document = yaml.safe_load(path.read_text())
+    document["qdrant"]["keyRotation"]["graceUntil"] = "2000-01-01T00:00:00Z"
+    path.write_text(yaml.safe_dump(document))
+    result = rotate(cli_project, "--end-grace", "--json")
+    assert result.exit_code == 0, result.output
+    record = yaml.safe_load(path.read_text())["qdrant"]["keyRotation"]
+    assert record["generation"] == 1 and record["revokedAt"].endswith("Z")
+    assert len(fake.calls) == 2  # the rotation's update, then the revoking one

@@ -54,4 +54,29 @@ def test_a_tenant_without_qdrant_has_nothing_to_rotate() -> None:
         begin_rotation(
             {**document(), "qdrant": {"enabled": False}}, now=NOW, grace=timedelta(hours=1), requested_by="a"
         )
-    assert refused.value.code == "no_qdrant"
+    assert refused.value.code == "qdrant_not_enabled"
+
+
+def test_the_grace_ends_by_recording_the_revocation_once_it_is_over() -> None:
+    from tenancy.spec.rotation import end_grace
+
+    first = begin_rotation(document(), now=NOW, grace=timedelta(hours=1), requested_by="a")
+    assert end_grace(first, now=NOW + timedelta(minutes=59)) is None
+    ended = end_grace(first, now=NOW + timedelta(hours=1, seconds=5))
+    assert ended is not None
+    assert ended["qdrant"]["keyRotation"]["revokedAt"] == "2026-12-06T15:00:05Z"
+    assert "revokedAt" not in first["qdrant"]["keyRotation"]  # the input is left unchanged
+    assert end_grace(ended, now=NOW + timedelta(hours=2)) is None  # once only
+    assert end_grace(document(), now=NOW) is None  # never rotated: nothing to end
+    parse_tenant(ended, file="acme.yaml")
+
+
+def test_a_revoked_rotation_may_be_followed_at_once() -> None:
+    from tenancy.spec.rotation import end_grace
+
+    first = begin_rotation(document(), now=NOW, grace=timedelta(hours=1), requested_by="a")
+    ended = end_grace(first, now=NOW + timedelta(hours=1))
+    assert ended is not None
+    second = begin_rotation(ended, now=NOW + timedelta(hours=1), grace=timedelta(hours=1), requested_by="b")
+    assert second["qdrant"]["keyRotation"]["generation"] == 2
+    assert "revokedAt" not in second["qdrant"]["keyRotation"]

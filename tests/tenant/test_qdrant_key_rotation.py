@@ -1,5 +1,6 @@
 """Key rotation: what Qdrant accepts and what clients are handed in each phase, through the real tenant
-program under mocks. Grace periods end in 2000 (over) or 2999 (running), so no test depends on the clock."""
+program under mocks. The program reads the file only: the old keys go when the file records their
+revocation (``revokedAt``), whatever the clock says."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +20,26 @@ from tenancy.spec.tenant import parse_tenant, resolve
 
 Run = Callable[..., StackCapture]
 PASSWORD = "random:index/randomPassword:RandomPassword"
-RUNNING, OVER = "2999-01-01T00:00:00Z", "2000-01-01T00:00:00Z"
+GRACE_UNTIL = "2000-01-01T00:00:00Z"  # long past: only a recorded revocation ends the grace period
 
 
-def rotated(project: Path, generation: int | None, grace_until: str = RUNNING) -> None:
+def rotated(project: Path, generation: int | None, revoked: bool = False) -> None:
     path = project / "tenants" / "prod" / "acme.yaml"
     document = yaml.safe_load(path.read_text())
     if generation is not None:
         document["qdrant"]["keyRotation"] = {
             "generation": generation,
             "startedAt": "1999-12-31T23:00:00Z",
-            "graceUntil": grace_until,
+            "graceUntil": GRACE_UNTIL,
             "requestedBy": "alice@acme.example",
         }
+        if revoked:
+            document["qdrant"]["keyRotation"]["revokedAt"] = "2000-01-01T00:01:00Z"
     path.write_text(yaml.safe_dump(document))
 
 
-def run(run_stack: Run, project: Path, generation: int | None, grace_until: str = RUNNING) -> StackCapture:
-    rotated(project, generation, grace_until)
+def run(run_stack: Run, project: Path, generation: int | None, revoked: bool = False) -> StackCapture:
+    rotated(project, generation, revoked)
     return run_stack("prod.acme", project)
 
 
@@ -117,7 +119,7 @@ def test_after_the_grace_period_the_previous_generation_is_revoked(
     run_stack: Run, scratch_project: Path
 ) -> None:
     grace = run(run_stack, scratch_project, 1)
-    capture = run(run_stack, scratch_project, 1, OVER)
+    capture = run(run_stack, scratch_project, 1, revoked=True)
     assert passwords(capture) == {"acme-qdrant-api-key-b": {"generation": "1"}}
     client = secrets(capture)["qdrant-api-keys"]
     assert client == secrets(grace)["qdrant-api-keys"]  # clients were handed these at phase 1
@@ -128,7 +130,7 @@ def test_after_the_grace_period_the_previous_generation_is_revoked(
 def test_the_next_rotation_reuses_the_other_slot_with_new_keepers(
     run_stack: Run, scratch_project: Path
 ) -> None:
-    one = run(run_stack, scratch_project, 1, OVER)
+    one = run(run_stack, scratch_project, 1, revoked=True)
     capture = run(run_stack, scratch_project, 2)
     assert passwords(capture) == {
         "acme-qdrant-api-key": {"generation": "2"},  # replaced: a new key
@@ -150,31 +152,44 @@ def test_rerunning_a_generation_declares_exactly_the_same_keys(run_stack: Run, s
     assert secrets(first) == secrets(again) and checksum(first) == checksum(again)
 
 
-def test_the_key_plan_turns_on_the_clock_only_at_the_grace_period_end() -> None:
+def settings_of(rotation: dict[str, Any]) -> Any:
     spec = parse_tenant(
         {
             "name": "acme",
             "owners": ["a@acme.example"],
             "plan": "small",
-            "qdrant": {
-                "enabled": True,
-                "keyRotation": {
-                    "generation": 3,
-                    "startedAt": "2026-01-01T00:00:00Z",
-                    "graceUntil": "2026-01-01T01:00:00Z",
-                    "requestedBy": "alice@acme.example",
-                },
-            },
+            "qdrant": {"enabled": True, "keyRotation": rotation},
         },
         file="acme.yaml",
     )
     settings = resolve(spec, "prod").qdrant
     assert settings is not None
-    during = key_plan(settings, now=datetime(2026, 1, 1, 0, 59, tzinfo=UTC))
-    after = key_plan(settings, now=datetime(2026, 1, 1, 1, 0, tzinfo=UTC))
+    return settings
+
+
+def test_the_key_plan_ends_the_grace_only_when_the_file_records_the_revocation() -> None:
+    record = {
+        "generation": 3,
+        "startedAt": "2026-01-01T00:00:00Z",
+        "graceUntil": "2000-01-01T01:00:00Z",  # over long ago: the clock plays no part
+        "requestedBy": "alice@acme.example",
+    }
+    during = key_plan(settings_of(record))
+    after = key_plan(settings_of({**record, "revokedAt": "2026-01-01T01:00:30Z"}))
     assert during.previous is not None and during.previous.generation == 2
     assert after.previous is None and after.current.keepers == {"generation": "3"}
     assert not during.legacy_read_only and during.jwt_rbac
+
+
+def test_the_program_never_reads_the_clock() -> None:
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    for module in ("components/tenant/qdrant.py", "tenancy/builders/qdrant.py"):
+        tree = ast.parse((root / module).read_text())
+        names = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        names |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        assert not names & {"now", "utcnow", "time", "today"}, module
 
 
 def test_read_only_tokens_are_deterministic_and_tied_to_their_key() -> None:
@@ -204,3 +219,33 @@ def test_an_update_may_not_drop_or_skip_a_key_generation() -> None:
     assert dropped.field == "qdrant.keyRotation" and "generation 2 to 0" in dropped.reason
     [skipped] = refused_change_issues(tenant(None), tenant(2), file="acme.yaml")
     assert "generation 0 to 2" in skipped.reason
+
+
+def test_an_update_may_not_accept_revoked_keys_again() -> None:
+    from tenancy.spec.changes import refused_change_issues
+
+    record = {
+        "generation": 2,
+        "startedAt": "2026-01-01T00:00:00Z",
+        "graceUntil": "2026-01-01T01:00:00Z",
+        "requestedBy": "alice@acme.example",
+    }
+    revoked, in_grace = (
+        resolve(settings_doc, "prod")
+        for settings_doc in (
+            parse_tenant(_document({**record, "revokedAt": "2026-01-01T01:00:10Z"}), file="acme.yaml"),
+            parse_tenant(_document(record), file="acme.yaml"),
+        )
+    )
+    [issue] = refused_change_issues(revoked, in_grace, file="acme.yaml")
+    assert issue.field == "qdrant.keyRotation.revokedAt"
+    assert refused_change_issues(in_grace, revoked, file="acme.yaml") == []  # revoking is a change
+
+
+def _document(rotation: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "acme",
+        "owners": ["a@acme.example"],
+        "plan": "small",
+        "qdrant": {"enabled": True, "keyRotation": rotation},
+    }
