@@ -76,7 +76,8 @@ def rotate_keys(
             if ended is None:
                 raise RotationRefused(
                     "grace_not_over",
-                    f"{stack.name} has no rotation whose grace period is over and not yet ended; nothing to revoke",
+                    f"{stack.name} has no rotation whose grace period is over and not yet ended: "
+                    "nothing to revoke",
                 )
             rotated = ended
         else:
