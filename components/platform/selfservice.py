@@ -29,6 +29,7 @@ from tenancy.builders.selfservice import (
     worker_admission_policy_binding,
     worker_cluster_role,
     worker_cluster_role_binding,
+    worker_sidecar,
 )
 from tenancy.spec.platform import CONFIG_NAMESPACE, PlatformConfig
 
@@ -156,6 +157,7 @@ class SelfService(pulumi.ComponentResource):
         for policy in authorization_policies():
             custom_resource(f"{name}-{policy['metadata']['name']}", policy, in_namespace)
         custom_resource(f"{name}-route", virtual_service_manifest(config), in_namespace)
+        custom_resource(f"{name}-worker-sidecar", worker_sidecar(), in_namespace)
 
         self.namespace = namespace.name
         self.url = pulumi.Output.from_input(f"https://{host(config.domain)}")

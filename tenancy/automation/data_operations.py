@@ -85,7 +85,15 @@ class StackTenantData:
                 f"{stack.name} has no Qdrant deployed (no qdrantEndpoint/qdrantApiKey output); "
                 "enable qdrant in its spec and apply it first"
             )
-        return QdrantCluster(url=endpoint, api_key=key, http_port=self.http_port, timeout=self.timeout)
+        namespace = outputs.get("namespace")
+        return QdrantCluster(
+            url=endpoint,
+            api_key=key,
+            http_port=self.http_port,
+            timeout=self.timeout,
+            # Peers report namespace-relative names; the worker runs in another namespace.
+            peer_domain=f"{namespace}.svc.cluster.local" if isinstance(namespace, str) else None,
+        )
 
     def bucket(self, stack: StackRef) -> BackupBucket:
         if self.bucket_name is None or self.s3_client_factory is None:

@@ -115,8 +115,9 @@ def engine_qdrant_connector(engine: Engine) -> QdrantConnector:
                 f"stack {stack.name} exports no qdrantApiKey, so its Qdrant cannot be drained; run "
                 "`tenantctl up` without the replica change first so the stack exports it, then scale"
             )
-        url = f"http://{RELEASE_NAME}.{tenant.namespace}.svc.cluster.local:{QDRANT_HTTP_PORT}"
-        return QdrantCluster(url=url, api_key=key, http_port=QDRANT_HTTP_PORT)
+        domain = f"{tenant.namespace}.svc.cluster.local"
+        url = f"http://{RELEASE_NAME}.{domain}:{QDRANT_HTTP_PORT}"
+        return QdrantCluster(url=url, api_key=key, http_port=QDRANT_HTTP_PORT, peer_domain=domain)
 
     return connect
 

@@ -10,6 +10,13 @@ import pulumi
 # Fixed by the platform: tenant NetworkPolicies select these by label, so they are part of the contract.
 # (The cluster DNS pods are the platform config's ``dns``: tenancy.spec.platform.DnsConfig.)
 INGRESS_GATEWAY_LABELS = {"istio": "ingressgateway"}
+# The self-service workers (tenancy.builders.selfservice): the one platform workload that reaches every
+# tenant's Qdrant (drains, rebalances, backups and restores), by these pod labels and this identity.
+SELF_SERVICE_WORKER_LABELS = {
+    "app.kubernetes.io/name": "selfservice",
+    "app.kubernetes.io/component": "worker",
+}
+SELF_SERVICE_WORKER_ACCOUNT = "selfservice-worker"
 
 
 @dataclass(frozen=True)

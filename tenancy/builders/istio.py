@@ -21,6 +21,7 @@ from tenancy.builders.contract import (
     INGRESS_GATEWAY_LABELS,
     NAMESPACES,
     QDRANT_API_ZONE,
+    SELF_SERVICE_WORKER_ACCOUNT,
     VCLUSTER_API_ZONE,
     PlatformRefs,
 )
@@ -486,8 +487,9 @@ def _ports(*ports: int) -> list[str]:
 
 
 def tenant_authorization_policies(tenant: Tenant, platform: PlatformRefs) -> list[Manifest]:
-    """Deny everything in the tenant namespace, then allow the namespace itself, the gateway to Qdrant
-    and metrics scraping. Identities come from mTLS, which the mesh-wide STRICT policy guarantees.
+    """Deny everything in the tenant namespace, then allow the namespace itself, the gateway and the
+    platform's self-service workers to Qdrant, and metrics scraping. Identities come from mTLS, which
+    the mesh-wide STRICT policy guarantees.
     """
     ingress_namespace: pulumi.Input[str] = platform.ingress_namespace
     policies = [
@@ -520,6 +522,31 @@ def tenant_authorization_policies(tenant: Tenant, platform: PlatformRefs) -> lis
                                 }
                             ],
                             "to": [{"operation": {"ports": _ports(QDRANT_HTTP_PORT, QDRANT_GRPC_PORT)}}],
+                        }
+                    ],
+                },
+            )
+        )
+        policies.append(
+            _authorization_policy(
+                tenant,
+                "allow-selfservice-workers-to-qdrant",
+                {
+                    "selector": {"matchLabels": dict(QDRANT_SELECTOR_LABELS)},
+                    "action": "ALLOW",
+                    "rules": [
+                        {
+                            # The workers' mTLS identity, cluster.local/ns/tenancy-system/sa/selfservice-
+                            # worker: drains, rebalances, backups and restores, on the REST port only.
+                            "from": [
+                                {
+                                    "source": {
+                                        "namespaces": [NAMESPACES.self_service],
+                                        "principals": [f"*/sa/{SELF_SERVICE_WORKER_ACCOUNT}"],
+                                    }
+                                }
+                            ],
+                            "to": [{"operation": {"ports": _ports(QDRANT_HTTP_PORT)}}],
                         }
                     ],
                 },

@@ -11,7 +11,12 @@ from typing import Any
 
 import pulumi
 
-from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, PlatformRefs
+from tenancy.builders.contract import (
+    INGRESS_GATEWAY_LABELS,
+    NAMESPACES,
+    SELF_SERVICE_WORKER_LABELS,
+    PlatformRefs,
+)
 from tenancy.builders.namespace import Manifest, metadata
 from tenancy.builders.platform_namespace import dns_egress_rule
 from tenancy.builders.vault import VaultReach
@@ -23,6 +28,8 @@ from tenancy.spec.tenant import Tenant
 
 QDRANT_HTTP_PORT = 6333
 QDRANT_GRPC_PORT = 6334
+# What the Qdrant chart puts on its pods (qdrant.selectorLabels in the pinned chart's _helpers.tpl).
+QDRANT_POD_LABELS = {"app.kubernetes.io/name": "qdrant"}
 ISTIO_XDS_PORT = 15012
 ISTIO_METRICS_PORT = 15020  # the sidecar's merged Prometheus endpoint
 # The API server's Service port, and the port its endpoints listen on (policies see the translated one).
@@ -113,12 +120,35 @@ def network_policy_manifests(
                 tenant,
                 "allow-ingress-gateway-to-qdrant",
                 {
-                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "qdrant"}},
+                    "podSelector": {"matchLabels": dict(QDRANT_POD_LABELS)},
                     "policyTypes": ["Ingress"],
                     "ingress": [
                         {
                             "from": [_from_ingress_gateway(platform)],
                             "ports": _tcp(QDRANT_HTTP_PORT, QDRANT_GRPC_PORT),
+                        }
+                    ],
+                },
+            )
+        )
+        # The platform's self-service workers drain, rebalance, back up and restore this Qdrant through
+        # its REST API, on each peer: the HTTP port only, from the worker pods only.
+        policies.append(
+            _policy(
+                tenant,
+                "allow-selfservice-workers-to-qdrant",
+                {
+                    "podSelector": {"matchLabels": dict(QDRANT_POD_LABELS)},
+                    "policyTypes": ["Ingress"],
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": _namespace_selector(NAMESPACES.self_service),
+                                    "podSelector": {"matchLabels": dict(SELF_SERVICE_WORKER_LABELS)},
+                                }
+                            ],
+                            "ports": _tcp(QDRANT_HTTP_PORT),
                         }
                     ],
                 },

@@ -16,10 +16,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES, issuer_url
+from tenancy.builders.contract import (
+    INGRESS_GATEWAY_LABELS,
+    NAMESPACES,
+    SELF_SERVICE_WORKER_ACCOUNT,
+    SELF_SERVICE_WORKER_LABELS,
+    issuer_url,
+)
 from tenancy.builders.identity import API_CLIENT_ID, portal_url
-from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT, KUBE_API_PORTS
+from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT, KUBE_API_PORTS, SIDECAR_EGRESS_HOSTS
 from tenancy.builders.namespace import Manifest
+from tenancy.builders.network import QDRANT_HTTP_PORT, QDRANT_POD_LABELS
 from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
     allow_egress,
@@ -32,13 +39,13 @@ from tenancy.builders.redis import POD_LABELS as REDIS_POD_LABELS
 from tenancy.builders.redis import REDIS_PORT, SENTINEL_PORT, sentinel_hosts
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.spec.platform import PlatformConfig
-from tenancy.spec.tenant import NAMESPACE_PREFIX
+from tenancy.spec.tenant import LABEL_ENVIRONMENT, NAMESPACE_PREFIX
 
 Role = Literal["api", "worker"]
 
 NAMESPACE = NAMESPACES.self_service
 API_NAME = "selfservice-api"
-WORKER_NAME = "selfservice-worker"
+WORKER_NAME = SELF_SERVICE_WORKER_ACCOUNT  # tenant namespaces admit this identity to their Qdrant
 NAMES: dict[Role, str] = {"api": API_NAME, "worker": WORKER_NAME}
 HOST_PREFIX = "api"
 HTTP_PORT = 8080  # the container's port and the Service's
@@ -64,6 +71,8 @@ STATE_PORTS_FALLBACK = 443
 
 
 def labels(role: Role) -> dict[str, str]:
+    if role == "worker":
+        return dict(SELF_SERVICE_WORKER_LABELS)  # what tenant namespaces' policies name
     return {"app.kubernetes.io/name": "selfservice", "app.kubernetes.io/component": role}
 
 
@@ -599,7 +608,8 @@ def worker_admission_policy_binding() -> Manifest:
 
 def namespace_policies(config: PlatformConfig) -> list[Manifest]:
     """Exactly the service's traffic: the gateway to the API; both roles to Redis and the git remote
-    and Keycloak's public URL (JWKS); workers to the API server, object storage and Vault."""
+    and Keycloak's public URL (JWKS); workers to the API server, object storage, Vault and the REST port
+    of tenants' Qdrant pods."""
     api, worker = labels("api"), labels("worker")
     policies = [
         allow_ingress(
@@ -657,7 +667,58 @@ def namespace_policies(config: PlatformConfig) -> list[Manifest]:
             NAMESPACE, "allow-workers-to-storage-and-vault", pods=worker, ports=sorted(worker_ports)
         )
     )
+    # Drains, rebalances, backups and restores call each tenant's Qdrant peers on their REST port: the
+    # Qdrant pods of this environment's tenant namespaces, nothing else there (the tenant's ingress
+    # policy and AuthorizationPolicy admit the workers on that port too).
+    policies.append(
+        network_policy(
+            NAMESPACE,
+            "allow-workers-to-tenant-qdrant",
+            {
+                "podSelector": {"matchLabels": dict(worker)},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [
+                            {
+                                "namespaceSelector": {"matchLabels": {LABEL_ENVIRONMENT: config.environment}},
+                                "podSelector": {"matchLabels": dict(QDRANT_POD_LABELS)},
+                            }
+                        ],
+                        "ports": [{"protocol": "TCP", "port": QDRANT_HTTP_PORT}],
+                    }
+                ],
+            },
+        )
+    )
     return policies
+
+
+def worker_sidecar() -> Manifest:
+    """The workers' mesh scope: the mesh default (their own namespace, istio-system) plus every
+    service's port 6333, which is how tenants' Qdrant Services and their peers' headless names join it.
+
+    Without them in scope the sidecar passes the calls through as unknown plaintext traffic, which a
+    tenant Qdrant's sidecar refuses (mesh-wide STRICT mTLS). Sidecar hosts cannot name "every tenant-*
+    namespace", so the port keeps the widening to Qdrant's REST port; only the worker pods get it.
+    """
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": _metadata(WORKER_NAME),
+        "spec": {
+            "workloadSelector": {"labels": labels("worker")},
+            "egress": [
+                {
+                    "port": {"number": QDRANT_HTTP_PORT, "protocol": "HTTP", "name": "http-qdrant"},
+                    "hosts": ["*/*"],
+                },
+                {"hosts": list(SIDECAR_EGRESS_HOSTS)},
+            ],
+            # As the mesh default: the API server, object storage, Vault and git are passed through.
+            "outboundTrafficPolicy": {"mode": "ALLOW_ANY"},
+        },
+    }
 
 
 def authorization_policies() -> list[Manifest]:

@@ -61,6 +61,10 @@ class QdrantCluster:
     api_key: str
     timeout: float = 600.0
     http_port: int | None = 6333
+    # The peers' URIs name them as their own namespace resolves them (``qdrant-2.qdrant-headless``);
+    # from elsewhere (the platform's workers) they need the namespace's domain, e.g.
+    # ``tenant-acme.svc.cluster.local``. None: use the names as Qdrant reports them.
+    peer_domain: str | None = None
     _peers: dict[int, str] = field(default_factory=dict, init=False, repr=False)
     _clients: dict[str, httpx.Client] = field(default_factory=dict, init=False, repr=False)
 
@@ -109,9 +113,13 @@ class QdrantCluster:
 
     def _http_address(self, p2p_uri: str) -> str:
         parts = urlsplit(p2p_uri)
-        if self.http_port is None:
+        host = parts.hostname or ""
+        if self.peer_domain and host.count(".") < 2 and ":" not in host:
+            host = f"{host}.{self.peer_domain}"  # "<pod>.<headless service>" resolves in its namespace only
+        elif self.http_port is None:
             return urlunsplit((parts.scheme, parts.netloc, "", "", "")).rstrip("/")
-        return f"{parts.scheme}://{parts.hostname}:{self.http_port}"
+        port = self.http_port if self.http_port is not None else parts.port
+        return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
     def remove_peer(self, peer_id: int) -> None:
         self._call("DELETE", f"/cluster/peer/{peer_id}")

@@ -275,6 +275,7 @@ def test_components_declare_the_policies_and_the_project() -> None:
         "allow-nothing",
         "allow-same-namespace",
         "allow-ingress-gateway-to-qdrant",
+        "allow-selfservice-workers-to-qdrant",
         "allow-metrics-scraping",
     }
     assert all(p.inputs["metadata"]["namespace"] == "tenant-acme" for p in policies)
