@@ -48,7 +48,7 @@ class ArgoCD(pulumi.ComponentResource):
             f"{name}-namespace",
             namespace=NAMESPACE,
             mesh=True,
-            policies=namespace_policies(),
+            policies=namespace_policies(config),
             dns=config.dns,
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -71,7 +71,7 @@ class Identity(pulumi.ComponentResource):
             f"{name}-operator-namespace",
             namespace=NAMESPACES.database_operator,
             mesh=False,
-            policies=build.operator_namespace_policies(),
+            policies=build.operator_namespace_policies(config),
             dns=config.dns,
             opts=child,
         )
@@ -89,7 +89,7 @@ class Identity(pulumi.ComponentResource):
             f"{name}-namespace",
             namespace=NAMESPACES.identity,
             mesh=True,
-            policies=build.identity_namespace_policies(object_storage=config.object_storage),
+            policies=build.identity_namespace_policies(config),
             dns=config.dns,
             opts=child,
         )

@@ -63,7 +63,7 @@ class Istio(pulumi.ComponentResource):
             f"{name}-mesh-namespace",
             namespace=NAMESPACES.mesh,
             mesh=False,
-            policies=mesh_namespace_policies(),
+            policies=mesh_namespace_policies(config),
             dns=config.dns,
             opts=child,
         )

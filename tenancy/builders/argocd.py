@@ -14,10 +14,15 @@ import pulumi
 import yaml
 
 from tenancy.builders.contract import GATEWAY_REFERENCE, INGRESS_GATEWAY_LABELS, NAMESPACES
-from tenancy.builders.istio import KUBE_API_PORTS
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.network import ISTIO_METRICS_PORT
-from tenancy.builders.platform_namespace import PLATFORM_LABELS, allow_egress_outside, allow_ingress
+from tenancy.builders.platform_namespace import (
+    PLATFORM_LABELS,
+    allow_egress_outside,
+    allow_egress_to_api_server,
+    allow_egress_to_cidrs,
+    allow_ingress,
+)
 from tenancy.spec.platform import PlatformConfig
 
 # With release "argocd" every object is called argocd-<component> (argo-cd.fullname).
@@ -38,7 +43,7 @@ SERVER_SERVICE_PORT = 80  # plain HTTP because server.insecure is on
 # names carry the "http" prefix, and 443 declares appProtocol http, so every path to 8080 is plain HTTP.
 SERVER_SERVICE_PORT_NAMES = {"servicePortHttpName": "http", "servicePortHttpsName": "http-443"}
 SERVER_HTTPS_APP_PROTOCOL = "http"
-GIT_PORTS = [443, 22]
+KEYCLOAK_PUBLIC_PORT = 443  # the issuer https://auth.<domain>, at the gateway's load balancer
 
 # Argo CD finds a secret referenced as $<secret>:<key> only in Secrets carrying this label.
 ARGOCD_SECRET_LABELS = {"app.kubernetes.io/part-of": "argocd"}
@@ -192,8 +197,9 @@ def virtual_service_manifest(config: PlatformConfig) -> Manifest:
     }
 
 
-def namespace_policies() -> list[Manifest]:
-    """argocd: the gateway reaches the UI/API; Argo CD reaches the API server and git hosts."""
+def namespace_policies(config: PlatformConfig) -> list[Manifest]:
+    """argocd: the gateway reaches the UI/API; every component reaches the API server at its addresses,
+    the server Keycloak's public URL, and the repo-server the tenants' repositories (``gitHosts``)."""
     return [
         allow_ingress(
             NAMESPACE,
@@ -203,11 +209,20 @@ def namespace_policies() -> list[Manifest]:
             from_pods=INGRESS_GATEWAY_LABELS,
             ports=[SERVER_CONTAINER_PORT],
         ),
-        # Every component talks to the API server; the server also fetches Keycloak's OIDC discovery
-        # over 443, which the same rule covers.
-        allow_egress_outside(NAMESPACE, "allow-apiserver-and-https", pods=None, ports=KUBE_API_PORTS),
+        # The controllers, the server (sessions, RBAC, the UI's resource views) and the ApplicationSet
+        # and notifications controllers all watch the API.
+        allow_egress_to_api_server(NAMESPACE, "allow-apiserver", pods=None, config=config),
+        # OIDC discovery, JWKS and the code exchange at https://auth.<domain>: the gateway's public
+        # address, which the platform does not know (README, accepted findings).
         allow_egress_outside(
-            NAMESPACE, "allow-repo-server-to-git", pods=REPO_SERVER_POD_LABELS, ports=GIT_PORTS
+            NAMESPACE, "allow-server-to-keycloak", pods=SERVER_POD_LABELS, ports=[KEYCLOAK_PUBLIC_PORT]
+        ),
+        allow_egress_to_cidrs(
+            NAMESPACE,
+            "allow-repo-server-to-git",
+            pods=REPO_SERVER_POD_LABELS,
+            cidrs=config.git_hosts.cidrs,
+            ports=config.git_hosts.ports,
         ),
         allow_ingress(
             NAMESPACE,

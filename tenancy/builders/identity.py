@@ -24,12 +24,13 @@ from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
     allow_egress,
     allow_egress_outside,
+    allow_egress_to_api_server,
     allow_ingress,
     allow_ingress_from_anywhere,
 )
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.spec.plans import Size, guaranteed
-from tenancy.spec.platform import ObjectStorageConfig
+from tenancy.spec.platform import ObjectStorageConfig, PlatformConfig
 from tenancy.spec.tenant import Tenant
 
 # --- CloudNativePG operator (namespace cnpg-system, outside the mesh) --------------------------
@@ -40,10 +41,6 @@ OPERATOR_POD_LABELS = {
     "app.kubernetes.io/instance": OPERATOR_RELEASE,
 }
 OPERATOR_WEBHOOK_PORT = 9443  # the chart's webhook.port; the API server calls it directly
-API_SERVER_PORTS = [
-    443,
-    6443,
-]  # NetworkPolicies see the endpoint port: 443 on managed clusters, 6443 on kubeadm
 
 # --- the database (namespace iam, meshed) -------------------------------------------------------
 DATABASE_CLUSTER = "keycloak-db"
@@ -173,7 +170,7 @@ def operator_values(*, high_availability: bool) -> dict[str, Any]:
     return values
 
 
-def operator_namespace_policies() -> list[Manifest]:
+def operator_namespace_policies(config: PlatformConfig) -> list[Manifest]:
     """What the operator in cnpg-system may do beyond the baseline (DNS, same namespace)."""
     namespace = NAMESPACES.database_operator
     return [
@@ -181,8 +178,8 @@ def operator_namespace_policies() -> list[Manifest]:
         allow_ingress_from_anywhere(
             namespace, "allow-apiserver-to-webhook", pods=OPERATOR_POD_LABELS, ports=[OPERATOR_WEBHOOK_PORT]
         ),
-        allow_egress_outside(
-            namespace, "allow-operator-to-apiserver", pods=OPERATOR_POD_LABELS, ports=API_SERVER_PORTS
+        allow_egress_to_api_server(
+            namespace, "allow-operator-to-apiserver", pods=OPERATOR_POD_LABELS, config=config
         ),
         # Every CNPG cluster of the platform (Keycloak's in iam, Grafana's in observability).
         allow_egress(
@@ -199,8 +196,9 @@ def operator_namespace_policies() -> list[Manifest]:
 # --- namespace iam --------------------------------------------------------------------------------
 
 
-def identity_namespace_policies(*, object_storage: ObjectStorageConfig | None) -> list[Manifest]:
-    """Allows in iam beyond the baseline. Keycloak -> Postgres is same-namespace, already allowed."""
+def identity_namespace_policies(config: PlatformConfig) -> list[Manifest]:
+    """Allows in iam beyond the baseline. Keycloak -> Postgres is same-namespace, already allowed;
+    Keycloak calls nothing outside (no identity brokering, no external user federation)."""
     namespace = NAMESPACES.identity
     policies = [
         allow_ingress(
@@ -237,10 +235,11 @@ def identity_namespace_policies(*, object_storage: ObjectStorageConfig | None) -
             ports=[ISTIO_METRICS_PORT],
         ),
         # The instance manager watches its Cluster and holds the primary Lease through the API.
-        allow_egress_outside(
-            namespace, "allow-postgres-to-apiserver", pods=DATABASE_WORKLOAD_LABELS, ports=API_SERVER_PORTS
+        allow_egress_to_api_server(
+            namespace, "allow-postgres-to-apiserver", pods=DATABASE_WORKLOAD_LABELS, config=config
         ),
     ]
+    object_storage = config.object_storage
     if object_storage is not None:
         policies.append(
             allow_egress_outside(

@@ -38,7 +38,7 @@ from tenancy.builders.platform_namespace import (
     ISTIOD_POD_LABELS,
     PLATFORM_LABELS,
     allow_egress,
-    allow_egress_outside,
+    allow_egress_to_api_server,
     allow_ingress,
     allow_ingress_from_anywhere,
     network_policy,
@@ -75,7 +75,6 @@ ISTIOD_WEBHOOK_PORT = 15017  # container port behind the istiod Service's 443 (i
 GATEWAY_HTTP_PORT = 80
 GATEWAY_HTTPS_PORT = 443
 GATEWAY_STATUS_PORT = 15021
-KUBE_API_PORTS = [443, 6443]
 
 
 def _restricted_container() -> dict[str, Any]:
@@ -402,8 +401,11 @@ def mesh_default_sidecar() -> Manifest:
 # --- namespaces ----------------------------------------------------------------------------------------
 
 
-def mesh_namespace_policies() -> list[Manifest]:
-    """istio-system: what istiod serves and calls, beyond the baseline (deny, DNS, same namespace)."""
+def mesh_namespace_policies(config: PlatformConfig) -> list[Manifest]:
+    """istio-system: what istiod serves and calls, beyond the baseline (deny, DNS, same namespace).
+
+    istiod calls nothing but the API server: no RequestAuthentication in the platform names a jwksUri
+    istiod would fetch."""
     namespace = NAMESPACES.mesh
     return [
         # Every sidecar and gateway, wherever it runs, fetches config and certificates from istiod.
@@ -425,7 +427,7 @@ def mesh_namespace_policies() -> list[Manifest]:
             from_namespace=NAMESPACES.observability,
             ports=[ISTIOD_METRICS_PORT],
         ),
-        allow_egress_outside(namespace, "allow-apiserver", pods=ISTIOD_POD_LABELS, ports=KUBE_API_PORTS),
+        allow_egress_to_api_server(namespace, "allow-apiserver", pods=ISTIOD_POD_LABELS, config=config),
     ]
 
 

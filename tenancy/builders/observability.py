@@ -29,6 +29,7 @@ from tenancy.builders.platform_namespace import (
     SIDECAR_METRICS_PORT,
     allow_egress,
     allow_egress_outside,
+    allow_egress_to_api_server,
     allow_egress_to_meshed_pods,
     allow_ingress,
 )
@@ -39,9 +40,6 @@ from tenancy.versions import CNPG_POSTGRESQL_IMAGE
 
 NAMESPACE = NAMESPACES.observability
 CLUSTER_DOMAIN = "cluster.local"
-# Every Kubernetes API server port a pod may meet: 443 on the kubernetes Service, 6443 on its endpoints
-# (NetworkPolicies are enforced after the Service address is translated).
-API_SERVER_PORTS = [443, 6443]
 
 LOKI_RELEASE = "loki"
 GRAFANA_RELEASE = "grafana"
@@ -496,8 +494,9 @@ def observability_policies(config: PlatformConfig) -> list[Manifest]:
     covers them, and nothing outside the namespace may reach Loki.
     """
     policies = [
-        allow_egress_outside(
-            NAMESPACE, "allow-alloy-to-api-server", pods=ALLOY_POD_LABELS, ports=API_SERVER_PORTS
+        # Kubernetes discovery of what to scrape, and pod logs, which Alloy tails through the API.
+        allow_egress_to_api_server(
+            NAMESPACE, "allow-alloy-to-api-server", pods=ALLOY_POD_LABELS, config=config
         ),
         # Alloy is the namespace's collector, the one that scrapes: every meshed pod's merged metrics
         # (the sidecar's 15020, application metrics folded in from its prometheus.io annotations, outside
@@ -542,11 +541,8 @@ def observability_policies(config: PlatformConfig) -> list[Manifest]:
                 ports=CNPG_OPERATOR_PORTS,
             ),
             # The instance manager in each database pod reports to the API server.
-            allow_egress_outside(
-                NAMESPACE,
-                "allow-grafana-db-to-api-server",
-                pods=GRAFANA_DATABASE_POD_LABELS,
-                ports=API_SERVER_PORTS,
+            allow_egress_to_api_server(
+                NAMESPACE, "allow-grafana-db-to-api-server", pods=GRAFANA_DATABASE_POD_LABELS, config=config
             ),
         ]
     return policies

@@ -6,11 +6,13 @@ listed in one place beside that service, and the default-deny is never forgotten
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from tenancy.builders.contract import NAMESPACES
 from tenancy.builders.namespace import Manifest
-from tenancy.spec.platform import DnsConfig
+from tenancy.spec.errors import SpecError, SpecIssue
+from tenancy.spec.platform import DnsConfig, PlatformConfig
 
 PodSecurity = Literal["restricted", "baseline", "privileged"]
 PLATFORM_LABELS = {"tenancy.platform/component": "platform", "app.kubernetes.io/managed-by": "pulumi"}
@@ -22,6 +24,9 @@ ISTIOD_METRICS_PORT = 15014
 SIDECAR_METRICS_PORT = 15020
 # Namespaces whose pods carry an Istio sidecar (platform and tenant namespaces alike).
 MESHED_NAMESPACE_LABELS = {"istio-injection": "enabled"}
+# The Kubernetes API as NetworkPolicies see it: the kubernetes Service's 443 is translated to its
+# endpoints' port before policies apply, 443 on managed clusters and 6443 on kubeadm.
+API_SERVER_PORTS = [443, 6443]
 
 
 def namespace_manifest(name: str, *, mesh: bool, pod_security: PodSecurity = "restricted") -> Manifest:
@@ -166,12 +171,62 @@ def allow_ingress_from_anywhere(
     )
 
 
+def _ip_blocks(cidrs: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
+
+
+def allow_egress_to_api_server(
+    namespace: str, name: str, *, pods: dict[str, str] | None, config: PlatformConfig
+) -> Manifest:
+    """Allow ``pods`` (all when None) to reach the Kubernetes API server at its addresses (platform
+    config ``kubernetesApiCidrs``) on API_SERVER_PORTS, and nothing else on those ports.
+
+    The API server has no pod selector; its endpoint addresses are what keeps this narrow, so an empty
+    list is an error naming the key rather than a rule open to every address."""
+    if not config.kubernetes_api_cidrs:
+        raise SpecError(
+            [
+                SpecIssue(
+                    f"Pulumi.{config.environment}.yaml",
+                    "platform:kubernetesApiCidrs",
+                    f"is empty, but pods in {namespace} must reach the Kubernetes API server; list its "
+                    "endpoint addresses (kubectl get endpointslices -n default -l "
+                    "kubernetes.io/service-name=kubernetes) as CIDRs such as 10.0.0.2/32",
+                )
+            ]
+        )
+    return network_policy(
+        namespace,
+        name,
+        {
+            "podSelector": {"matchLabels": dict(pods)} if pods else {},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": _ip_blocks(config.kubernetes_api_cidrs), "ports": _ports(API_SERVER_PORTS)}],
+        },
+    )
+
+
+def allow_egress_to_cidrs(
+    namespace: str, name: str, *, pods: dict[str, str] | None, cidrs: Sequence[str], ports: list[int]
+) -> Manifest:
+    """Allow ``pods`` (all when None) to reach ``ports`` at addresses outside the cluster's pods."""
+    return network_policy(
+        namespace,
+        name,
+        {
+            "podSelector": {"matchLabels": dict(pods)} if pods else {},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": _ip_blocks(cidrs), "ports": _ports(ports)}],
+        },
+    )
+
+
 def allow_egress_outside(
     namespace: str, name: str, *, pods: dict[str, str] | None, ports: list[int]
 ) -> Manifest:
-    """Allow egress on ``ports`` to any address: the API server, object storage, an external IdP.
-
-    The API server and cloud endpoints have no pod selector; the port list is the boundary.
+    """Allow egress on ``ports`` to any address: object storage, Keycloak's public URL, the tenants' git
+    remote, whose addresses the platform does not know. Never for the API server (see
+    ``allow_egress_to_api_server``); the port list is the boundary.
     """
     return network_policy(
         namespace,

@@ -24,13 +24,14 @@ from tenancy.builders.contract import (
     issuer_url,
 )
 from tenancy.builders.identity import API_CLIENT_ID, portal_url
-from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT, KUBE_API_PORTS, SIDECAR_EGRESS_HOSTS
+from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT, SIDECAR_EGRESS_HOSTS
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.network import QDRANT_HTTP_PORT, QDRANT_POD_LABELS
 from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
     allow_egress,
     allow_egress_outside,
+    allow_egress_to_api_server,
     allow_ingress,
     network_policy,
 )
@@ -637,36 +638,21 @@ def namespace_policies(config: PlatformConfig) -> list[Manifest]:
         allow_egress_outside(
             NAMESPACE, "allow-keycloak-and-git", pods=None, ports=sorted({443, config.self_service.git_port})
         ),
+        allow_egress_to_api_server(NAMESPACE, "allow-workers-to-apiserver", pods=worker, config=config),
     ]
-    worker_ports = set(KUBE_API_PORTS)
+    # Object storage and Vault by port: their addresses are the provider's (S3 serves from changing
+    # ranges) or resolved by DNS; the API server is not among them (kubernetesApiCidrs above).
+    outside_ports: set[int] = set()
     if config.object_storage is not None:
-        worker_ports.add(config.object_storage.port)
+        outside_ports.add(config.object_storage.port)
     if config.vault.enabled and config.vault.address:
-        worker_ports.add(_port_of(config.vault.address, 443))
-    if config.kubernetes_api_cidrs:
-        # The API server by address when the platform knows it; object storage and Vault by port.
+        outside_ports.add(_port_of(config.vault.address, 443))
+    if outside_ports:
         policies.append(
-            network_policy(
-                NAMESPACE,
-                "allow-workers-to-apiserver",
-                {
-                    "podSelector": {"matchLabels": dict(worker)},
-                    "policyTypes": ["Egress"],
-                    "egress": [
-                        {
-                            "to": [{"ipBlock": {"cidr": cidr}} for cidr in config.kubernetes_api_cidrs],
-                            "ports": [{"protocol": "TCP", "port": port} for port in KUBE_API_PORTS],
-                        }
-                    ],
-                },
+            allow_egress_outside(
+                NAMESPACE, "allow-workers-to-storage-and-vault", pods=worker, ports=sorted(outside_ports)
             )
         )
-        worker_ports -= set(KUBE_API_PORTS) - {443}
-    policies.append(
-        allow_egress_outside(
-            NAMESPACE, "allow-workers-to-storage-and-vault", pods=worker, ports=sorted(worker_ports)
-        )
-    )
     # Drains, rebalances, backups and restores call each tenant's Qdrant peers on their REST port: the
     # Qdrant pods of this environment's tenant namespaces, nothing else there (the tenant's ingress
     # policy and AuthorizationPolicy admit the workers on that port too).

@@ -8,6 +8,7 @@ values key (see ``tenancy.policy.charts`` for which charts are modelled).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -46,6 +47,9 @@ from tenancy.spec.tenant import LABEL_TENANT, NAMESPACE_PREFIX
 # An exact chart version: 1.2.3, v1.2.3, 1.2.3-rc.1. Ranges (^1.2, ~1.2, >=1, 1.x, *) are not.
 EXACT_VERSION = re.compile(r"^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
 EXTERNAL_SERVICE_TYPES = frozenset({"LoadBalancer", "NodePort"})
+# The port only the Kubernetes API server listens on (kubeadm's endpoint port, which NetworkPolicies see
+# after the kubernetes Service's 443 is translated); nothing else in the platform uses it.
+API_SERVER_ENDPOINT_PORT = 6443
 
 
 def pod_templates(obj: PolicyObject) -> list[PodTemplate]:
@@ -134,6 +138,48 @@ def check_external_service(obj: PolicyObject) -> Iterator[Finding]:
                 service.path,
                 f"{service.what} is of type {service.type}",
                 fix.format(field=display_path(service.path)),
+            )
+
+
+def _opens_port(rule: Mapping[str, Any], port: int) -> bool:
+    """Whether a NetworkPolicy egress rule allows TCP ``port`` (no ports: every port)."""
+    ports = rule.get("ports")
+    if not ports:
+        return True
+    for entry in ports:
+        if not isinstance(entry, Mapping) or entry.get("protocol", "TCP") != "TCP":
+            continue
+        first = entry.get("port")
+        if first is None:
+            return True
+        if isinstance(first, int) and first <= port <= int(entry.get("endPort", first)):
+            return True
+    return False
+
+
+def _is_default_route(peer: Mapping[str, Any]) -> bool:
+    cidr = value_at(peer, ("ipBlock", "cidr"))
+    try:
+        return isinstance(cidr, str) and ipaddress.ip_network(cidr, strict=False).prefixlen == 0
+    except ValueError:
+        return False
+
+
+def check_api_server_egress(obj: PolicyObject) -> Iterator[Finding]:
+    if obj.kind != "NetworkPolicy" or obj.api_version != "networking.k8s.io/v1":
+        return
+    for index, rule in enumerate(value_at(obj.body, ("spec", "egress")) or []):
+        if not isinstance(rule, Mapping) or not _opens_port(rule, API_SERVER_ENDPOINT_PORT):
+            continue
+        peers = rule.get("to") or []
+        if not peers or any(isinstance(peer, Mapping) and _is_default_route(peer) for peer in peers):
+            path: FieldPath = ("spec", "egress", index)
+            yield Finding(
+                obj,
+                path,
+                f"egress to any address on port {API_SERVER_ENDPOINT_PORT}, the Kubernetes API server's",
+                "reach the API server at its addresses only: ipBlocks from platform:kubernetesApiCidrs "
+                "(tenancy.builders.platform_namespace.allow_egress_to_api_server), and list the ports",
             )
 
 
@@ -356,6 +402,12 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
         "no-external-service",
         "No Service of type LoadBalancer or NodePort in a tenant namespace: tenants go through the gateway.",
         check_external_service,
+    ),
+    ResourceRule(
+        "api-server-egress-by-address",
+        f"No NetworkPolicy opens port {API_SERVER_ENDPOINT_PORT} (the Kubernetes API server's) to any "
+        "address: workloads that call the API reach it at platform:kubernetesApiCidrs only.",
+        check_api_server_egress,
     ),
     ResourceRule(
         "tenant-label",

@@ -195,6 +195,51 @@ class DnsConfig(_Model):
         return ports
 
 
+def _cidr_list(values: list[str], what: str) -> list[str]:
+    networks = []
+    for value in values:
+        try:
+            networks.append(str(ipaddress.ip_network(value, strict=True)))
+        except ValueError as error:
+            raise ValueError(f"{value!r} is not a CIDR (one address: {value}/32): {error}") from None
+    if not networks:
+        raise ValueError(f"list at least one CIDR {what}")
+    return networks
+
+
+class GitHostsConfig(_Model):
+    """Where Argo CD's repo-server fetches what tenants deploy: git remotes, Helm repositories and OCI
+    registries named in their applications (the AppProject's sourceRepos)."""
+
+    cidrs: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0", "::/0"],
+        description=(
+            "Addresses the repo-server may connect to on `ports` (CIDRs). The default is every address: "
+            "tenants choose their repositories, and hosted git services (GitHub, GitLab) serve from many, "
+            "changing addresses. Narrow it to your git server, mirror or proxy where there is one."
+        ),
+    )
+    ports: list[int] = Field(
+        default_factory=lambda: [443, 22],
+        description="Ports of those hosts: 443 (HTTPS git, Helm and OCI repositories) and 22 (git over SSH).",
+    )
+
+    @field_validator("cidrs")
+    @classmethod
+    def _git_cidrs(cls, values: list[str]) -> list[str]:
+        return _cidr_list(values, "(0.0.0.0/0 and ::/0 allow every address)")
+
+    @field_validator("ports")
+    @classmethod
+    def _git_ports(cls, ports: list[int]) -> list[int]:
+        if not ports:
+            raise ValueError("list at least one port (443 for HTTPS, 22 for SSH)")
+        for port in ports:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{port} is not a port (1-65535)")
+        return ports
+
+
 class SelfServiceConfig(_Model):
     """The platform's own self-service API and its workers (component ``selfservice``)."""
 
@@ -260,9 +305,11 @@ class PlatformConfig(_Model):
         description=(
             "Where pods reach the Kubernetes API server once its Service address is translated: the "
             "addresses of the default/kubernetes Service's endpoints (`kubectl get endpointslices -n "
-            "default -l kubernetes.io/service-name=kubernetes`), as CIDRs such as 10.0.0.2/32. A tenant's "
-            "vCluster may open connections on 443/6443 to these and nowhere else. Empty means no vCluster "
-            "can reach the API server, so a tenant stack with a vCluster fails until it is set."
+            "default -l kubernetes.io/service-name=kubernetes`), as CIDRs such as 10.0.0.2/32. Every "
+            "platform workload that calls the API (Argo CD, istiod, the CloudNativePG operator and its "
+            "instances, Alloy, the self-service workers) and a tenant's vCluster may open connections on "
+            "443/6443 to these and nowhere else. Required by the platform stack and by a tenant with a "
+            "vCluster; empty, they fail naming this key."
         ),
     )
     admin_source_cidrs: list[str] = Field(
@@ -274,6 +321,10 @@ class PlatformConfig(_Model):
         ),
     )
     dns: DnsConfig = Field(default_factory=DnsConfig, description="The cluster DNS pods and ports.")
+    git_hosts: GitHostsConfig = Field(
+        default_factory=GitHostsConfig,
+        description="Where Argo CD's repo-server may fetch tenants' repositories (CIDRs and ports).",
+    )
     istio_cni: IstioCniConfig = Field(default_factory=IstioCniConfig, description="Istio CNI node agent.")
     vault: VaultConfig = Field(default_factory=VaultConfig)
     object_storage: ObjectStorageConfig | None = Field(

@@ -9,11 +9,16 @@ from tenancy.render.runtime import DeclaredResource
 from tenancy.spec.platform import PlatformConfig, parse_platform_config
 
 S3_ENDPOINT = "https://s3.eu-central-1.amazonaws.com"
+# The API server's endpoint addresses; the platform stack requires them (every platform namespace that
+# calls the API reaches it there only).
+API_SERVER_CIDRS = ["10.20.0.0/28"]
 
 
 def dev_config() -> PlatformConfig:
     return parse_platform_config(
-        {"domain": "dev.data.example.com"}, environment="dev", file="Pulumi.dev.yaml"
+        {"domain": "dev.data.example.com", "kubernetesApiCidrs": API_SERVER_CIDRS},
+        environment="dev",
+        file="Pulumi.dev.yaml",
     )
 
 
@@ -24,6 +29,7 @@ def prod_config(*, endpoint: str = S3_ENDPOINT) -> PlatformConfig:
             "domain": "data.example.com",
             "storageClass": "fast-ssd",
             "highAvailability": True,
+            "kubernetesApiCidrs": API_SERVER_CIDRS,
             "vault": {"enabled": True, "address": "https://vault.example.com"},
             "objectStorage": {
                 "endpoint": endpoint,

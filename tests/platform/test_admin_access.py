@@ -14,13 +14,18 @@ from tenancy.builders.istio import gateway_values, istiod_values
 from tenancy.render.runtime import capture_program
 from tenancy.spec.errors import SpecError
 from tenancy.spec.platform import PlatformConfig, parse_platform_config
+from tests.platform.support import API_SERVER_CIDRS
 
 DOMAIN = "data.example.com"
 OFFICE = "203.0.113.0/24"
 
 
 def _config(**values: Any) -> PlatformConfig:
-    return parse_platform_config({"domain": DOMAIN, **values}, environment="dev", file="Pulumi.dev.yaml")
+    return parse_platform_config(
+        {"domain": DOMAIN, "kubernetesApiCidrs": API_SERVER_CIDRS, **values},
+        environment="dev",
+        file="Pulumi.dev.yaml",
+    )
 
 
 def _matches(patterns: list[str], value: str) -> bool:

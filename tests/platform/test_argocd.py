@@ -280,12 +280,18 @@ def test_only_the_ingress_gateway_reaches_argocd_server(dev: StackCapture) -> No
     assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]  # the Service's port 80 targets it
 
 
-def test_argocd_reaches_the_api_server_and_git_hosts(dev: StackCapture) -> None:
-    api = policy(dev, "allow-apiserver-and-https")["spec"]
+def test_argocd_reaches_the_api_server_by_address_keycloak_and_git_hosts(dev: StackCapture) -> None:
+    api = policy(dev, "allow-apiserver")["spec"]
     assert api["podSelector"] == {}
+    assert api["egress"][0]["to"] == [{"ipBlock": {"cidr": "10.10.0.2/32"}}]  # Pulumi.dev.yaml
     assert {p["port"] for p in api["egress"][0]["ports"]} == {443, 6443}
+    keycloak = policy(dev, "allow-server-to-keycloak")["spec"]
+    assert keycloak["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "argocd-server"}}
+    assert keycloak["egress"][0]["ports"] == [{"protocol": "TCP", "port": 443}]
     git = policy(dev, "allow-repo-server-to-git")["spec"]
     assert git["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "argocd-repo-server"}}
+    # gitHosts' defaults: tenants choose their repositories, so every address (README, accepted findings).
+    assert git["egress"][0]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
     assert {p["port"] for p in git["egress"][0]["ports"]} == {443, 22}
     assert "default-deny" in {r.inputs["metadata"]["name"] for r in of_kind(dev, "NetworkPolicy")}
 

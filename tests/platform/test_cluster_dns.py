@@ -15,7 +15,7 @@ from tenancy.render.runtime import StackCapture, capture_program, capture_stack
 from tenancy.spec.errors import SpecError
 from tenancy.spec.platform import parse_platform_config
 from tests.conftest import PROJECT_DIR
-from tests.platform.support import connection_allowed, namespace_of
+from tests.platform.support import API_SERVER_CIDRS, connection_allowed, namespace_of
 
 OPENSHIFT_DNS = {
     "namespace": "openshift-dns",
@@ -26,7 +26,9 @@ OPENSHIFT_DNS = {
 
 def _parse(**values: Any) -> Any:
     return parse_platform_config(
-        {"domain": "dev.data.example.com", **values}, environment="dev", file="Pulumi.dev.yaml"
+        {"domain": "dev.data.example.com", "kubernetesApiCidrs": API_SERVER_CIDRS, **values},
+        environment="dev",
+        file="Pulumi.dev.yaml",
     )
 
 

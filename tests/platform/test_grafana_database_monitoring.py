@@ -7,10 +7,12 @@ from typing import Any
 from tenancy.builders.observability import NAMESPACE, grafana_database_manifest, observability_policies
 from tenancy.builders.platform_namespace import baseline_policies
 from tenancy.spec.platform import parse_platform_config
+from tests.platform.support import API_SERVER_CIDRS
 
 PROD = parse_platform_config(
     {
         "domain": "data.example.com",
+        "kubernetesApiCidrs": API_SERVER_CIDRS,
         "highAvailability": True,
         "vault": {"enabled": True, "address": "https://vault.example.com"},
         "objectStorage": {

@@ -344,9 +344,11 @@ def test_gateway_accepts_traffic_from_anywhere_on_its_container_ports_only() -> 
     assert policy["spec"]["podSelector"]["matchLabels"]["istio"] == "ingressgateway"
 
 
-def test_istiod_webhooks_are_reachable_by_the_api_server() -> None:
+def test_istiod_webhooks_are_reachable_by_the_api_server(dev_config: PlatformConfig) -> None:
     [policy] = [
-        p for p in build.mesh_namespace_policies() if p["metadata"]["name"] == "allow-webhooks-from-apiserver"
+        p
+        for p in build.mesh_namespace_policies(dev_config)
+        if p["metadata"]["name"] == "allow-webhooks-from-apiserver"
     ]
     [rule] = policy["spec"]["ingress"]
     assert "from" not in rule and rule["ports"] == [{"protocol": "TCP", "port": 15017}]

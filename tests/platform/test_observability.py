@@ -532,9 +532,9 @@ def _scraping_policies() -> list[dict[str, Any]]:
         *baseline_policies(NAMESPACES.observability, mesh=False),
         *observability_policies(prod_config()),
         *baseline_policies(NAMESPACES.mesh, mesh=False),
-        *mesh_namespace_policies(),
+        *mesh_namespace_policies(prod_config()),
         *baseline_policies(NAMESPACES.identity, mesh=True),
-        *identity_namespace_policies(object_storage=None),
+        *identity_namespace_policies(dev_config()),
         *network_policy_manifests(_acme(), refs, kubernetes_api_cidrs=[]),
     ]
 

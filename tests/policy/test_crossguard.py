@@ -240,6 +240,11 @@ def _broken_program() -> dict[str, Any]:
         repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo="https://qdrant.github.io/qdrant-helm"),
         values={"replicaCount": 2},
     )
+    k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]  # a plain manifest dict
+        "api-anywhere",
+        metadata={"name": "api-anywhere", "namespace": "tenant-team"},
+        spec={"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 6443}]}]},
+    )
     return {}
 
 

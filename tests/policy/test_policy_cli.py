@@ -41,7 +41,7 @@ def test_a_violation_fails_naming_file_object_rule_and_fix(tmp_path: Path) -> No
         "[no-external-service] Service is of type LoadBalancer (spec.type). Fix: tenants are reached "
         "through the platform gateway"
     ) in result.output
-    assert "1 violation(s) of 1 of 11 policies" in result.output
+    assert "1 violation(s) of 1 of 12 policies" in result.output
 
 
 def test_json_output_lists_each_violation(tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_a_compliant_tenant_render_passes(tmp_path: Path) -> None:
     render_stack("prod.acme", project_dir=PROJECT_DIR, out=tmp_path)
     result = runner.invoke(app, ["policy", str(tmp_path / "prod.acme")])
     assert result.exit_code == 0, result.output
-    assert "pass all 11 policies" in result.output
+    assert "pass all 12 policies" in result.output
 
 
 def test_a_directory_without_a_render_is_an_input_error(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def _pod_field(kind: str, rest: str) -> str:
 
 def test_rule_names_are_unique_and_every_rule_is_described() -> None:
     names = [r.name for r in RESOURCE_RULES] + [r.name for r in STACK_RULES]
-    assert len(names) == len(set(names)) == 11
+    assert len(names) == len(set(names)) == 12
     assert all(r.description for r in RESOURCE_RULES) and all(r.description for r in STACK_RULES)
 
 
@@ -543,3 +543,49 @@ def test_findings_about_masked_values_are_undecided_not_violations() -> None:
         "stateful-pdb", replace(masked, body={**masked.body, "values": {"replicaCount": 3}})
     )
     assert [v.undecided for v in found] == [True]
+
+
+# --- api-server-egress-by-address ------------------------------------------------------------------------
+def _egress_policy(*rules: dict[str, Any], namespace: str = "argocd") -> PolicyObject:
+    return manifest(
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        {"name": "allow-apiserver", "namespace": namespace},
+        {"spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": list(rules)}},
+        stack="prod",
+    )
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]},
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 6443}]},
+        {
+            "to": [{"ipBlock": {"cidr": "10.20.0.0/28"}}, {"ipBlock": {"cidr": "::/0"}}],
+            "ports": [{"port": 6443}],
+        },
+        {"ports": [{"protocol": "TCP", "port": 6000, "endPort": 7000}]},
+        {},
+    ],
+)
+def test_egress_to_any_address_on_the_api_servers_port_fails(rule: dict[str, Any]) -> None:
+    [message] = messages("api-server-egress-by-address", _egress_policy(rule))
+    assert message.startswith(
+        "NetworkPolicy argocd/allow-apiserver: [api-server-egress-by-address] "
+        "egress to any address on port 6443"
+    )
+    assert "(spec.egress[0])" in message and "platform:kubernetesApiCidrs" in message
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"to": [{"ipBlock": {"cidr": "10.20.0.0/28"}}], "ports": [{"port": 443}, {"port": 6443}]},
+        {"ports": [{"port": 443}, {"port": 22}]},  # a git host: any address, but not the API's port
+        {"to": [{"namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}}}]},  # pods only
+        {"ports": [{"protocol": "UDP", "port": 6443}]},
+    ],
+)
+def test_egress_to_the_api_servers_addresses_or_other_ports_passes(rule: dict[str, Any]) -> None:
+    assert violations_of("api-server-egress-by-address", _egress_policy(rule)) == []
