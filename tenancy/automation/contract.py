@@ -170,6 +170,9 @@ class Engine(Protocol):
 # --- additions (additive only: everything above is unchanged) -----------------------------------
 
 SECRET_MASK = "[secret]"  # what a secret output reads as unless secrets are explicitly revealed
+# The tenant stack output holding the tenant document its last successful update applied: the worker
+# compares a new spec with it (volumes, Qdrant nodes), whatever its queue remembers.
+APPLIED_SPEC_OUTPUT = "appliedSpec"
 
 
 class EmitEvent(Protocol):

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from tenancy.automation.contract import (
+    APPLIED_SPEC_OUTPUT,
     SECRET_MASK,
     EmitEvent,
     EngineRequest,
@@ -378,6 +379,8 @@ class FakeEngine:
             "namespace": f"tenant-{stack.tenant}",
             "deletionProtection": spec.get("deletionProtection", True),
             "qdrantApiKey": f"key-for-{stack.tenant}" if reveal_secrets else SECRET_MASK,
+            # As the tenant program exports it (tenancy.stacks.tenant).
+            APPLIED_SPEC_OUTPUT: deployed.spec,
         }
 
     def remove(self, stack: StackRef) -> None:

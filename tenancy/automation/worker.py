@@ -27,6 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Protocol, runtime_checkable
 
 from tenancy.automation.contract import (
+    APPLIED_SPEC_OUTPUT,
     DATA_KINDS,
     EmitEvent,
     Engine,
@@ -46,7 +47,7 @@ from tenancy.automation.data_operations import (
     run_data_operation,
     take_tenant_backup,
 )
-from tenancy.automation.errors import FixedVolumesChanged, describe_failure
+from tenancy.automation.errors import AutomationError, FixedVolumesChanged, StackNotFound, describe_failure
 from tenancy.automation.progress import describe_changes
 from tenancy.automation.scaling import QdrantScaling, ScalingFailed, ScalingPlan, plan_scaling
 from tenancy.spec.changes import refused_change_issues
@@ -273,8 +274,9 @@ class Worker:
                 # stack flagged as interrupted stays flagged for its next engine operation).
                 result = run_data_operation(operation, self.data, emit)
             else:
-                plan = self._check_fixed_volumes(operation)
-                self._backup_first_if_needed(operation, emit)
+                applied = self._applied_spec(operation, emit)
+                plan = self._check_fixed_volumes(operation, applied)
+                self._backup_first_if_needed(operation, emit, applied)
                 recovered = self._recover_if_needed(operation, emit)
                 scaling = None if plan is None else self._scaling_for(plan, emit)
                 if scaling is not None and plan is not None:
@@ -330,26 +332,16 @@ class Worker:
             )
         return self.scaling
 
-    def _check_fixed_volumes(self, operation: Operation) -> ScalingPlan | None:
+    def _check_fixed_volumes(
+        self, operation: Operation, applied: dict[str, Any] | None
+    ) -> ScalingPlan | None:
         """Refuse an update whose spec would change volumes the last applied spec created; return
         the change of Qdrant's node count it makes, if any (drained or rebalanced around the update).
 
         CI (validate --against) and the HTTP service refuse such changes earlier; this holds for
         every caller, so an update that Kubernetes would reject halfway never starts.
         """
-        if operation.kind is not OperationKind.up or operation.spec is None:
-            return None
-        applied = next(
-            (
-                previous.spec
-                for previous in self.queue.recent(stack=operation.stack, limit=50)
-                if previous.kind is OperationKind.up
-                and previous.status is OperationStatus.succeeded
-                and previous.spec is not None
-            ),
-            None,
-        )
-        if applied is None:
+        if operation.kind is not OperationKind.up or operation.spec is None or applied is None:
             return None
         environment, file = operation.stack.environment, f"{operation.stack.name} (operation {operation.id})"
         try:
@@ -367,7 +359,31 @@ class Worker:
             raise FixedVolumesChanged("; ".join(f"{issue.field}: {issue.reason}" for issue in issues))
         return plan_scaling(operation.stack, before, after)
 
-    def _last_applied_spec(self, operation: Operation) -> dict[str, Any] | None:
+    def _applied_spec(self, operation: Operation, emit: EmitEvent) -> dict[str, Any] | None:
+        """The tenant document the stack's last successful update applied, for ``up`` and ``destroy``.
+
+        Read from the stack itself (its ``appliedSpec`` output, kept in the stack's state), so a fresh
+        queue (a new service, a restored or emptied database) still knows how many Qdrant nodes run and
+        drains before a shrink. The queue's history answers only for stacks last updated before that
+        output existed, or when the outputs cannot be read; None when the stack does not exist.
+        """
+        if operation.kind not in (OperationKind.up, OperationKind.destroy):
+            return None
+        try:
+            outputs = self.engine.outputs(operation.stack)
+        except StackNotFound:
+            return None  # never applied (or removed): nothing deployed to compare with
+        except AutomationError as error:
+            emit(
+                kind="diagnostic",
+                status="failed",
+                message=f"the stack's applied spec cannot be read ({error.message}); "
+                "comparing with the last update this queue recorded",
+            )
+            outputs = {}
+        applied = outputs.get(APPLIED_SPEC_OUTPUT)
+        if isinstance(applied, dict):
+            return applied
         return next(
             (
                 previous.spec
@@ -380,12 +396,12 @@ class Worker:
             None,
         )
 
-    def _backup_reason(self, operation: Operation) -> str | None:
+    @staticmethod
+    def _backup_reason(operation: Operation, applied: dict[str, Any] | None) -> str | None:
         """Why ``operation`` needs a backup of the tenant's Qdrant before it runs, or None.
 
         A destroy removes the Qdrant's volumes; a version change rewrites its storage. Either runs only
-        once a backup of what the last update deployed is stored."""
-        applied = self._last_applied_spec(operation)
+        once a backup of what the last update deployed (``applied``) is stored."""
         if applied is None or not _qdrant_enabled(applied):
             return None  # nothing deployed with a Qdrant: nothing to lose
         if operation.kind is OperationKind.destroy:
@@ -402,10 +418,12 @@ class Worker:
                 return f"before the Qdrant version change {before.version} -> {after.version}"
         return None
 
-    def _backup_first_if_needed(self, operation: Operation, emit: EmitEvent) -> None:
+    def _backup_first_if_needed(
+        self, operation: Operation, emit: EmitEvent, applied: dict[str, Any] | None
+    ) -> None:
         """Take the automatic backup (see ``_backup_reason``); a failure refuses the operation unless a
         platform-admin forced it (``params.force``, which only the admin role may set)."""
-        reason = self._backup_reason(operation)
+        reason = self._backup_reason(operation, applied)
         if reason is None:
             return
         forced = bool((operation.params or {}).get("force"))

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
 from pydantic.alias_generators import to_camel
 
 from components.tenant import TenantResources
 from components.tenant.identity import tenant_keycloak_provider
 from components.tenant.vault import tenant_vault_provider
+from tenancy.automation.contract import APPLIED_SPEC_OUTPUT
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.vault import vault_reach
 from tenancy.spec.errors import SpecError, SpecIssue
@@ -33,12 +35,21 @@ def tenants_dir(project_dir: Path, config: pulumi.Config) -> Path:
     return Path(configured) if configured else project_dir / "tenants"
 
 
-def load_tenant(project_dir: Path, environment: str, name: str, config: pulumi.Config) -> Tenant:
+def tenant_file(project_dir: Path, environment: str, name: str, config: pulumi.Config) -> Path:
     path = tenants_dir(project_dir, config) / environment / f"{name}.yaml"
     if not path.is_file():
         raise SpecError([SpecIssue(str(path), "", f"no such tenant file for stack {environment}.{name}")])
-    spec = read_tenant_file(path, environment=environment)
+    return path
+
+
+def load_tenant(project_dir: Path, environment: str, name: str, config: pulumi.Config) -> Tenant:
+    spec = read_tenant_file(tenant_file(project_dir, environment, name, config), environment=environment)
     return resolve(spec, environment)
+
+
+def applied_document(project_dir: Path, environment: str, name: str, config: pulumi.Config) -> Any:
+    """The tenant document this update applies, as written (``load_tenant`` validated it already)."""
+    return yaml.safe_load(tenant_file(project_dir, environment, name, config).read_text(encoding="utf-8"))
 
 
 def platform_stack(environment: str, config: pulumi.Config) -> pulumi.StackReference:
@@ -98,6 +109,9 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
         "namespace": resources.namespace,
         "deletionProtection": tenant.deletion_protection,
         "argocdProject": resources.app_project.project,
+        # What this update applied: the worker compares the next spec with it (Qdrant nodes, volumes)
+        # even when its queue has no history of this stack (tenancy.automation.worker).
+        APPLIED_SPEC_OUTPUT: applied_document(project_dir, environment, name, config),
     }
     if resources.qdrant is not None:
         outputs["qdrantEndpoint"] = resources.qdrant.http_endpoint

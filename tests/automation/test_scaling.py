@@ -21,8 +21,11 @@ from tenancy.automation.contract import (
     OperationStatus,
     StackRef,
 )
+from tenancy.automation.errors import FixedVolumesChanged
 from tenancy.automation.fake_engine import FakeEngine
+from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.scaling import QdrantScaling, ScalingPlan, plan_scaling
+from tenancy.automation.storage import QUEUE_FILE
 from tenancy.automation.worker import Worker
 from tenancy.cli import app, exit_codes
 from tenancy.dataops.qdrant_api import QdrantCluster
@@ -301,3 +304,45 @@ def test_a_worker_that_cannot_reach_qdrant_refuses_a_scale_down(queue: Any, spec
     assert done.summary is not None and done.summary.code == "scaling_failed"
     assert "nothing was changed" in (done.summary.error or "")
     assert len(engine.calls) == 1
+
+
+def test_a_fresh_queue_still_drains_before_a_shrink(setup: Setup) -> None:
+    """The applied spec comes from the stack (its ``appliedSpec`` output), not the queue's history: a
+    new service or a restored (emptied) queue database still sees 3 -> 1 as a shrink."""
+    assert setup.up(3).exit_code == 0
+    setup.state.add_collection("docs", shards=3, replication_factor=1, points=30)
+    points = setup.state.all_points("docs")
+    queue_file = setup.project / ".tenancy" / QUEUE_FILE
+    assert queue_file.is_file()
+    queue_file.unlink()  # the queue forgets every operation; the stack's state does not
+    setup.engine.log.clear()
+
+    result = setup.up(1)
+
+    assert result.exit_code == 0, result.output
+    assert setup.engine.log == [
+        ("update", 1),
+        ("delete_pvcs", "tenant-acme", ["qdrant-storage-qdrant-1", "qdrant-storage-qdrant-2"]),
+    ]
+    assert setup.state.all_points("docs") == points
+
+
+def test_a_fresh_queue_still_refuses_a_volume_change_the_stack_cannot_make(
+    queue: Any, spec: Any, tmp_path: Path
+) -> None:
+    engine = FakeEngine()
+    medium = {"plan": "medium", "deletionProtection": False}
+    qdrant = {"enabled": True, "replicas": 1, "storage": {"size": "10Gi"}}
+    queue.submit(ACME, OperationKind.up, spec=spec("acme", **medium, qdrant=qdrant), requested_by="t")
+    Worker(queue, engine, max_parallel=1).run_until_idle()
+    fresh = SqliteOperationQueue(tmp_path / "fresh.sqlite3")
+    try:
+        smaller = {**qdrant, "storage": {"size": "5Gi"}}
+        fresh.submit(ACME, OperationKind.up, spec=spec("acme", **medium, qdrant=smaller), requested_by="t")
+        [done] = Worker(fresh, engine, max_parallel=1).run_until_idle()
+    finally:
+        fresh.close()
+
+    assert done.status is OperationStatus.failed
+    assert done.summary is not None and done.summary.code == FixedVolumesChanged.code
+    assert len(engine.calls) == 1  # only the first update ran

@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tenancy.automation.contract import APPLIED_SPEC_OUTPUT
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.network import network_policy_manifests
 from tenancy.render.runtime import GENERATED, StackCapture
 from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import LABEL_TENANT, parse_tenant, resolve
+from tests.conftest import PROJECT_DIR
 
 Run = Callable[[str], StackCapture]
 K8S = "kubernetes:"
@@ -186,6 +188,16 @@ def test_tenant_stack_reads_the_platform_through_a_stack_reference(run_stack: Ru
     capture = run_stack("prod.acme")
     [reference] = capture.of_type("pulumi:pulumi:StackReference")
     assert reference.inputs["name"] == "organization/platform/prod"
+
+
+def test_the_stack_records_the_tenant_document_it_applied(run_stack: Run) -> None:
+    """The worker compares the next spec with this output (Qdrant nodes, volumes), so it must be the
+    tenant file exactly as the update read it, and not a secret."""
+    capture = run_stack("prod.acme")
+    document = yaml.safe_load((PROJECT_DIR / "tenants" / "prod" / "acme.yaml").read_text())
+    assert capture.outputs[APPLIED_SPEC_OUTPUT] == document
+    assert APPLIED_SPEC_OUTPUT not in capture.secret_outputs
+    assert resolve(parse_tenant(capture.outputs[APPLIED_SPEC_OUTPUT], file="output"), "prod").name == "acme"
 
 
 def test_deletion_protection_protects_the_namespace(run_stack: Run) -> None:
