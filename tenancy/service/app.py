@@ -42,9 +42,14 @@ def create_app(
     queue: WorkQueue | None = None,
     redis: Any | None = None,
     seed_tenants: Path | None = None,
+    data: Any | None = None,
 ) -> FastAPI:
+    """``data``: where tenants' Qdrant and backups are (tenancy.automation.data_operations.TenantData);
+    None: from the settings (the platform's backup bucket and the stacks' outputs), if configured."""
     settings = settings or ServiceSettings()
-    backends = build_backends(settings, engine=engine, queue=queue, redis=redis, seed_tenants=seed_tenants)
+    backends = build_backends(
+        settings, engine=engine, queue=queue, redis=redis, seed_tenants=seed_tenants, data=data
+    )
     return app_for(backends)
 
 

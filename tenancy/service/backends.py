@@ -69,6 +69,7 @@ class Backends:
     auth_failures: RateLimiter  # failed authentications per client address
     approvals: Approvals  # change requests a platform-admin decides
     worker: Any | None = None  # tenancy.automation.worker.Worker, when this process runs operations
+    data: Any | None = None  # tenancy.automation.data_operations.TenantData: tenants' Qdrant and backups
     redis: Any | None = None
     closers: list[Any] = field(default_factory=list)
 
@@ -145,6 +146,7 @@ def build_backends(
     redis: Any | None = None,
     seed_tenants: Path | None = None,
     scaling: QdrantScaling | None = None,
+    data: Any | None = None,
 ) -> Backends:
     """Wire the backends ``settings`` ask for; tests pass their own engine, queue or Redis client."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -213,6 +215,8 @@ def build_backends(
 
         engine = PulumiEngine(automation)
 
+    if data is None:
+        data = _tenant_data(settings, engine)
     worker = None
     workers = settings.workers if settings.workers is not None else automation.max_parallel
     if workers > 0:
@@ -226,6 +230,7 @@ def build_backends(
             stale_after=settings.worker_stale_after_seconds,
             heartbeat_interval=min(5.0, settings.worker_stale_after_seconds / 3),
             scaling=scaling if scaling is not None else default_scaling(engine, automation.project_dir),
+            data=data,
         )
 
     changes = TenantChanges(
@@ -265,9 +270,27 @@ def build_backends(
             render=partial(render_preview, settings.project_dir),
         ),
         worker=worker,
+        data=data,
         redis=redis,
         closers=closers,
     )
+
+
+def _tenant_data(settings: ServiceSettings, engine: Engine) -> Any | None:
+    """Tenants' Qdrant (from their stacks' outputs) and the platform's backup bucket, when the settings
+    name one (``backup_bucket``; object-store credentials as boto3 reads them from the environment)."""
+    if not settings.backup_bucket:
+        return None
+    from tenancy.automation.data_operations import StackTenantData
+
+    def s3_client() -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=settings.backup_s3_endpoint, region_name=settings.backup_s3_region
+        )
+
+    return StackTenantData(engine=engine, s3_client_factory=s3_client, bucket_name=settings.backup_bucket)
 
 
 def _automation_settings(settings: ServiceSettings, repository: TenantRepository) -> AutomationSettings:

@@ -4,17 +4,36 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tenancy.automation.contract import StackRef
+from tenancy.automation.data_operations import DataUnavailable, backup_prefix
 from tenancy.dataops.object_store import BackupBucket
 from tenancy.dataops.qdrant_api import QdrantCluster
 from tests.dataops.qdrant_standin import API_KEY, ClusterState, qdrant_cluster
 
 BUCKET = "platform-backups"
+
+
+@dataclass
+class StandinData:
+    """``TenantData`` for tests: each tenant's Qdrant is a stand-in cluster; buckets on moto."""
+
+    clusters: dict[StackRef, str]
+    s3: Any
+
+    def qdrant(self, stack: StackRef) -> QdrantCluster:
+        if stack not in self.clusters:
+            raise DataUnavailable(f"{stack.name} has no Qdrant deployed")
+        return QdrantCluster(url=self.clusters[stack], api_key=API_KEY, timeout=10, http_port=None)
+
+    def bucket(self, stack: StackRef) -> BackupBucket:
+        return BackupBucket(self.s3, bucket=BUCKET, prefix=backup_prefix(stack))
 
 
 @pytest.fixture(scope="module")

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
-from tenancy.automation.data_operations import DataUnavailable, backup_prefix, tenant_backups
+from tenancy.automation.data_operations import tenant_backups
 from tenancy.automation.fake_engine import FakeEngine
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.worker import Worker
-from tenancy.dataops.object_store import BackupBucket
-from tenancy.dataops.qdrant_api import QdrantCluster
-from tests.dataops.conftest import BUCKET
-from tests.dataops.qdrant_standin import API_KEY, ClusterState, qdrant_cluster
+from tests.dataops.conftest import StandinData
+from tests.dataops.qdrant_standin import ClusterState, qdrant_cluster
 
 ACME = StackRef("dev", "acme")
 BETA = StackRef("dev", "beta")
@@ -34,22 +31,6 @@ def _spec(name: str, version: str | None = None) -> dict[str, Any]:
         "deletionProtection": False,
         "qdrant": qdrant,
     }
-
-
-@dataclass
-class StandinData:
-    """``TenantData`` for tests: each tenant's Qdrant is a stand-in cluster; buckets on moto."""
-
-    clusters: dict[StackRef, str]
-    s3: Any
-
-    def qdrant(self, stack: StackRef) -> QdrantCluster:
-        if stack not in self.clusters:
-            raise DataUnavailable(f"{stack.name} has no Qdrant deployed")
-        return QdrantCluster(url=self.clusters[stack], api_key=API_KEY, timeout=10, http_port=None)
-
-    def bucket(self, stack: StackRef) -> BackupBucket:
-        return BackupBucket(self.s3, bucket=BUCKET, prefix=backup_prefix(stack))
 
 
 @pytest.fixture

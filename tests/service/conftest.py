@@ -173,7 +173,8 @@ def make_app(tmp_path: Path, issuer: Issuer) -> AppFactory:
     def build(engine: TenantEngine | None = None, **overrides: Any) -> tuple[FastAPI, TenantEngine]:
         engine = engine or TenantEngine()
         state_dir = overrides.pop("state_dir", tmp_path / "state")
-        app = create_app(settings_for(state_dir, issuer, **overrides), engine=engine)
+        data = overrides.pop("data", None)  # TenantData: where tenants' Qdrant and backups are
+        app = create_app(settings_for(state_dir, issuer, **overrides), engine=engine, data=data)
         return app, engine
 
     return build

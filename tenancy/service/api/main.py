@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from tenancy.service.api import API_PREFIX
-from tenancy.service.api.routes import api_keys, change_requests, me, operations, secrets, tenants
+from tenancy.service.api.routes import api_keys, change_requests, me, operations, qdrant, secrets, tenants
 
 __all__ = ["API_PREFIX", "api_routers"]
 
@@ -20,4 +20,5 @@ api_routers: list[APIRouter] = [
     secrets.router,
     api_keys.router,
     change_requests.router,
+    qdrant.router,
 ]

@@ -48,7 +48,7 @@ class ServiceSettings(BaseSettings):
     project_dir: Path = Field(
         default=Path("."),
         validate_default=True,
-        description="The Pulumi project (Pulumi.yaml, Pulumi.<env>.yaml) previews render."
+        description="The Pulumi project (Pulumi.yaml, Pulumi.<env>.yaml) previews render.",
     )
     repo_dir: Path | None = Field(
         default=None,
@@ -173,6 +173,17 @@ class ServiceSettings(BaseSettings):
         default=None,
         description="Audit log file (JSON lines); '-' for stdout; default <state_dir>/audit.log.",
     )
+    backup_bucket: str | None = Field(
+        default=None,
+        description=(
+            "Bucket of the tenants' Qdrant backups (each under tenants/<env>/<tenant>/qdrant/); unset: "
+            "backup, restore and the automatic backup before a destroy are refused as data_unavailable."
+        ),
+    )
+    backup_s3_endpoint: str | None = Field(
+        default=None, description="S3 endpoint of the backup bucket; unset: AWS's."
+    )
+    backup_s3_region: str = Field(default="us-east-1", description="Region of the backup bucket.")
     workers: int | None = Field(
         default=None,
         ge=0,

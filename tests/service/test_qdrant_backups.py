@@ -1,0 +1,124 @@
+"""Back up, list and restore over HTTP: the real service (uvicorn, JWT, git, SQLite queue, its worker)
+-> dataops against the Qdrant stand-in and moto's S3 server -> data verified in the stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from tenancy.automation.contract import StackRef
+from tests.dataops.conftest import StandinData, s3, s3_endpoint  # noqa: F401 (fixtures)
+from tests.dataops.qdrant_standin import ClusterState, qdrant_cluster
+from tests.service.conftest import AppFactory, Issuer, LiveServer, create_tenant, wait_for
+
+ACME, BETA = StackRef("dev", "acme"), StackRef("dev", "beta")
+BASE = "/api/v1/environments/dev/tenants"
+
+
+@pytest.fixture
+def clusters(s3: Any) -> Iterator[tuple[ClusterState, ClusterState, StandinData]]:  # noqa: F811
+    with qdrant_cluster(2) as (acme, acme_urls), qdrant_cluster(2) as (beta, beta_urls):
+        acme.add_collection("docs", shards=2, replication_factor=2, points=24)
+        acme.add_collection("faq", shards=1, replication_factor=1, points=4)
+        beta.add_collection("docs", shards=1, replication_factor=1, points=1)
+        urls = {ACME: next(iter(acme_urls.values())), BETA: next(iter(beta_urls.values()))}
+        yield acme, beta, StandinData(urls, s3)
+
+
+def test_back_up_list_and_restore_into_another_tenant_over_http(
+    make_app: AppFactory,
+    serve: Callable[[FastAPI], LiveServer],
+    issuer: Issuer,
+    clusters: tuple[ClusterState, ClusterState, StandinData],
+) -> None:
+    acme, beta, data = clusters
+    app, _engine = make_app(data=data)
+    for name in ("acme", "beta", "gamma"):
+        create_tenant(app, name)
+    server = serve(app)
+    owner = server.client(issuer.admin_of("acme", "beta"))
+
+    accepted = owner.post(f"{BASE}/acme/qdrant/snapshots")
+    assert accepted.status_code == 202, accepted.text
+    operation = accepted.json()["operation"]
+    assert operation["kind"] == "backup" and accepted.headers["Location"].endswith(operation["id"])
+    done = wait_for(owner, operation["id"])
+    assert done["status"] == "succeeded", (done["summary"], done["events"])
+    assert any("stored docs shard" in (e["message"] or "") for e in done["events"]), done["events"]
+
+    listed = owner.get(f"{BASE}/acme/qdrant/snapshots")
+    assert listed.status_code == 200, listed.text
+    (backup,) = listed.json()["backups"]
+    assert backup["collections"] == ["docs", "faq"] and backup["size"] > 0 and len(backup["checksum"]) == 64
+
+    restore = owner.post(
+        f"{BASE}/acme/qdrant/restore", json={"backup": backup["id"], "collections": ["docs"], "into": "beta"}
+    )
+    assert restore.status_code == 202, restore.text
+    restored = wait_for(owner, restore.json()["operation"]["id"])
+    assert restored["status"] == "succeeded", restored
+    assert restored["tenant"] == "beta" and restored["kind"] == "restore"
+    assert beta.all_points("docs") == acme.all_points("docs")
+    assert "faq" not in beta.collections
+
+    # Refusals: status, code and message.
+    unknown = owner.post(f"{BASE}/acme/qdrant/restore", json={"backup": "20990101T000000Z-abcdef"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "backup_not_found")
+    foreign = owner.post(f"{BASE}/acme/qdrant/restore", json={"backup": backup["id"], "into": "gamma"})
+    assert (foreign.status_code, foreign.json()["error"]["code"]) == (404, "tenant_not_found")
+    strict = owner.post(f"{BASE}/acme/qdrant/restore", json={"backup": backup["id"], "extra": 1})
+    assert (strict.status_code, strict.json()["error"]["code"]) == (422, "invalid_request")
+    viewer = server.client(issuer.viewer_of("acme"))
+    assert viewer.get(f"{BASE}/acme/qdrant/snapshots").status_code == 200
+    denied = viewer.post(f"{BASE}/acme/qdrant/snapshots")
+    assert (denied.status_code, denied.json()["error"]["code"]) == (403, "forbidden")
+    outsider = server.client(issuer.admin_of("gamma"))
+    hidden = outsider.get(f"{BASE}/acme/qdrant/snapshots")
+    assert (hidden.status_code, hidden.json()["error"]["code"]) == (404, "tenant_not_found")
+
+
+def test_a_restore_is_refused_while_another_operation_runs_on_the_tenant(
+    make_app: AppFactory,
+    serve: Callable[[FastAPI], LiveServer],
+    issuer: Issuer,
+    clusters: tuple[ClusterState, ClusterState, StandinData],
+) -> None:
+    _acme, _beta, data = clusters
+    app, engine = make_app(data=data)
+    for name in ("acme", "beta"):
+        create_tenant(app, name)
+    server = serve(app)
+    owner = server.client(issuer.admin_of("acme", "beta"))
+    backup_op = owner.post(f"{BASE}/acme/qdrant/snapshots").json()["operation"]
+    assert wait_for(owner, backup_op["id"])["status"] == "succeeded"
+    (backup,) = owner.get(f"{BASE}/acme/qdrant/snapshots").json()["backups"]
+
+    engine.pause()  # beta's update holds half-way: an operation runs on beta
+    try:
+        update = owner.patch(f"{BASE}/beta", json={"displayName": "Beta"})
+        assert update.status_code == 202, update.text
+        refused = owner.post(f"{BASE}/acme/qdrant/restore", json={"backup": backup["id"], "into": "beta"})
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "operation_in_progress"
+        assert update.json()["operation"]["id"] in error["message"] and "wait for it" in error["message"]
+    finally:
+        engine.resume()
+    assert wait_for(owner, update.json()["operation"]["id"])["status"] == "succeeded"
+    again = owner.post(f"{BASE}/acme/qdrant/restore", json={"backup": backup["id"], "into": "beta"})
+    assert again.status_code == 202, again.text
+    assert wait_for(owner, again.json()["operation"]["id"])["status"] == "succeeded"
+
+
+def test_backups_are_refused_clearly_without_a_backup_bucket(
+    make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
+) -> None:
+    app, _ = make_app()
+    create_tenant(app, "acme")
+    server = serve(app)
+    answer = server.client(issuer.admin_of("acme")).post(f"{BASE}/acme/qdrant/snapshots")
+    assert (answer.status_code, answer.json()["error"]["code"]) == (503, "backups_unavailable")
+    assert "TENANCY_SERVICE_BACKUP_BUCKET" in answer.json()["error"]["message"]
