@@ -122,3 +122,44 @@ def test_backups_are_refused_clearly_without_a_backup_bucket(
     answer = server.client(issuer.admin_of("acme")).post(f"{BASE}/acme/qdrant/snapshots")
     assert (answer.status_code, answer.json()["error"]["code"]) == (503, "backups_unavailable")
     assert "TENANCY_SERVICE_BACKUP_BUCKET" in answer.json()["error"]["message"]
+
+
+def test_a_destroy_whose_backup_fails_is_refused_unless_a_platform_admin_forces_it(
+    make_app: AppFactory,
+    serve: Callable[[FastAPI], LiveServer],
+    issuer: Issuer,
+    clusters: tuple[ClusterState, ClusterState, StandinData],
+) -> None:
+    acme, _beta, data = clusters
+    app, engine = make_app(data=data)
+    create_tenant(app, "acme")
+    server = serve(app)
+    owner = server.client(issuer.admin_of("acme"))
+    (applied,) = owner.get(f"{BASE}/acme/operations").json()["operations"]  # the start-up reconcile's
+    assert wait_for(owner, applied["id"])["status"] == "succeeded"
+    acme.corrupt_download = True  # every snapshot now disagrees with its checksum: the backup fails
+
+    deleted = owner.delete(f"{BASE}/acme")
+    assert deleted.status_code == 202, deleted.text
+    refused = wait_for(owner, deleted.json()["operation"]["id"])
+    assert refused["status"] == "failed"
+    assert refused["summary"]["code"] == "backup_failed"
+    assert (
+        "destroy of dev.acme refused: the automatic backup before the destroy failed"
+        in (refused["summary"]["error"])
+    )
+    assert not [call for call in engine.calls_for(ACME) if call.kind.value == "destroy"]
+
+    not_admin = owner.delete(f"{BASE}/acme", params={"force": "true"})
+    assert not_admin.status_code == 403, not_admin.text
+    assert not_admin.json()["error"]["code"] == "platform_admin_required"
+    assert "force" in not_admin.json()["error"]["message"]
+
+    admin = server.client(issuer.platform_admin(preferred_username="root"))
+    forced = admin.delete(f"{BASE}/acme", params={"force": "true"})
+    assert forced.status_code == 202, forced.text
+    done = wait_for(admin, forced.json()["operation"]["id"])
+    assert done["status"] == "succeeded", done["summary"]
+    assert any("going on without a backup: forced by" in (e["message"] or "") for e in done["events"])
+    audit = (app.state.backends.settings.state_dir / "audit.log").read_text()
+    assert '"action": "tenant.delete.forced"' in audit or '"action":"tenant.delete.forced"' in audit

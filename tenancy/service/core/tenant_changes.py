@@ -162,14 +162,23 @@ class TenantChanges:
 
         return self._commit_and_submit(stack, principal, if_match=if_match, build=build)
 
-    def delete(self, stack: StackRef, principal: Principal, *, if_match: str | None) -> ChangeResult:
+    def delete(
+        self, stack: StackRef, principal: Principal, *, if_match: str | None, force: bool = False
+    ) -> ChangeResult:
+        """``force``: destroy even if the automatic backup before it fails (platform-admins only)."""
+        if force and not principal.platform_admin:
+            raise ServiceError(
+                "platform_admin_required",
+                f"only a platform-admin may force the deletion of {stack.name} without a backup",
+                details=[{"field": "force", "reason": "needs the platform-admin role"}],
+            )
         author = GitAuthor.of(principal.display_name, principal.email, principal.subject)
         try:
             with self.write_lock.hold(stack):
                 self.repository.sync()
                 current = self.repository.read(stack.environment, stack.tenant)
                 if current is None:
-                    return self._retry_deletion(stack, principal, if_match=if_match)
+                    return self._retry_deletion(stack, principal, if_match=if_match, force=force)
                 self._check_precondition(stack, if_match)
                 if current.get("deletionProtection", True) is not False:
                     raise ServiceError(
@@ -182,7 +191,7 @@ class TenantChanges:
                     author=author,
                     message=f"Delete tenant {stack.name}\n\nRequested-by: {principal.actor}",
                 )
-                operation = self._submit_deletion(stack, current, principal, commit)
+                operation = self._submit_deletion(stack, current, principal, commit, force=force)
                 self._revoke_keys_once_gone(stack)
         except ConflictError as error:
             raise _conflict_with_repository(stack, error) from None
@@ -200,7 +209,9 @@ class TenantChanges:
                 return None
         return None
 
-    def _retry_deletion(self, stack: StackRef, principal: Principal, *, if_match: str | None) -> ChangeResult:
+    def _retry_deletion(
+        self, stack: StackRef, principal: Principal, *, if_match: str | None, force: bool = False
+    ) -> ChangeResult:
         """DELETE of a tenant whose file is gone: the destroy under way, or a new one if it failed."""
         pending = self.pending_deletion(stack)
         if pending is None:
@@ -211,11 +222,17 @@ class TenantChanges:
             )
         if pending.status in _ACTIVE:
             return ChangeResult(operation=pending, commit=None, document=None, etag=None)
-        operation = self._submit_deletion(stack, pending.spec or {}, principal, None)
+        operation = self._submit_deletion(stack, pending.spec or {}, principal, None, force=force)
         return ChangeResult(operation=operation, commit=None, document=None, etag=None)
 
     def _submit_deletion(
-        self, stack: StackRef, document: dict[str, Any], principal: Principal, commit: str | None
+        self,
+        stack: StackRef,
+        document: dict[str, Any],
+        principal: Principal,
+        commit: str | None,
+        *,
+        force: bool = False,
     ) -> Operation:
         """Queue the destroy; first an update turning deletion protection off when the stack was last
         applied with it on and no update is queued to do so (one failed, say): a protected stack
@@ -228,7 +245,8 @@ class TenantChanges:
         if protected and not update_in_line:
             unprotected = {**document, "deletionProtection": False}
             self._submit(stack, OperationKind.up, unprotected, principal, commit)
-        return self._submit(stack, OperationKind.destroy, document, principal, commit)
+        params = {"force": True} if force else None
+        return self._submit(stack, OperationKind.destroy, document, principal, commit, params=params)
 
     def _revoke_keys_once_gone(self, stack: StackRef) -> None:
         """A tenant's API keys die with its last file: a later tenant of the same name is someone else."""
@@ -247,12 +265,19 @@ class TenantChanges:
         document: dict[str, Any],
         principal: Principal,
         commit: str | None,
+        *,
+        params: dict[str, Any] | None = None,
     ) -> Operation:
         try:
             # After the commit: a create's operation belongs to the incarnation that commit began.
             incarnation = incarnation_of(self.repository, stack)
             return self.queue.submit(
-                stack, kind, spec=document, requested_by=principal.actor, incarnation=incarnation
+                stack,
+                kind,
+                spec=document,
+                requested_by=principal.actor,
+                incarnation=incarnation,
+                params=params,
             )
         except Exception as error:
             # Git already holds the change; repeating the request queues it (an unchanged spec still

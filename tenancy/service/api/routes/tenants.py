@@ -384,6 +384,13 @@ def delete_tenant(
     principal: CurrentPrincipal,
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
+    force: Annotated[
+        bool,
+        Query(
+            description="Platform-admins only: destroy even if the automatic backup before it fails "
+            "(audited as tenant.delete.forced)."
+        ),
+    ] = False,
 ) -> JSONResponse:
     def write() -> WriteResult:
         return _audited_change(
@@ -391,11 +398,12 @@ def delete_tenant(
             backends,
             principal,
             stack,
-            "tenant.delete",
-            lambda: backends.changes.delete(stack, principal, if_match=if_match),
+            "tenant.delete.forced" if force else "tenant.delete",
+            lambda: backends.changes.delete(stack, principal, if_match=if_match, force=force),
         )
 
-    return run_idempotent(request, backends, principal, idempotency_key, None, write)
+    body = {"force": True} if force else None
+    return run_idempotent(request, backends, principal, idempotency_key, body, write)
 
 
 @router.post(
