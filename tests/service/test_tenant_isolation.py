@@ -39,6 +39,9 @@ ROUTES = [
     Route("POST", "/tenants/{tenant}/api-keys", {"name": "probe"}, writes=True),
     Route("DELETE", "/tenants/{tenant}/api-keys/{key}", writes=True),
     Route("POST", TENANT + "/change-requests", {"patch": {"displayName": "x"}, "reason": "r"}, writes=True),
+    Route("GET", TENANT + "/qdrant/snapshots"),
+    Route("POST", TENANT + "/qdrant/snapshots", writes=True),
+    Route("POST", TENANT + "/qdrant/restore", {"backup": "20261206T031500Z-a1b2c3"}, writes=True),
     Route("GET", "/change-requests/{request}"),
     Route("POST", "/change-requests/{request}/approve", writes=True),
     Route("POST", "/change-requests/{request}/reject", {"reason": "probe"}, writes=True),
@@ -150,6 +153,20 @@ def test_another_tenant_is_invisible_on_every_route(world: World, route: Route, 
     assert response.json()["error"]["code"] == ghost.json()["error"]["code"]
     assert response.json()["error"]["message"].replace("beta", "gamma") == ghost.json()["error"]["message"]
     assert "QDRANT-SECRET" not in response.text and "beta-ci" not in response.text
+    assert world.snapshot() == before
+
+
+def test_a_restore_into_another_tenant_cannot_tell_it_exists(world: World) -> None:
+    before = world.snapshot()
+    restore = f"{API_PREFIX}/environments/dev/tenants/alpha/qdrant/restore"
+    with world.server.client(world.issuer.admin_of("alpha")) as client:
+        into_beta = client.post(restore, json={"backup": "20261206T031500Z-a1b2c3", "into": "beta"})
+        into_ghost = client.post(restore, json={"backup": "20261206T031500Z-a1b2c3", "into": "gamma"})
+    assert into_beta.status_code == 404, into_beta.text
+    assert into_beta.json()["error"]["code"] == into_ghost.json()["error"]["code"] == "tenant_not_found"
+    assert (
+        into_beta.json()["error"]["message"].replace("beta", "gamma") == into_ghost.json()["error"]["message"]
+    )
     assert world.snapshot() == before
 
 

@@ -156,8 +156,8 @@ def _audit(
 def back_up_now(
     request: Request, stack: ChangeableTenant, backends: BackendsDep, principal: CurrentPrincipal
 ) -> JSONResponse:
+    _with_qdrant(backends, stack)  # 404/409 about the tenant before 503 about the service
     _data(backends)
-    _with_qdrant(backends, stack)
     operation = backends.queue.submit(
         stack,
         OperationKind.backup,
@@ -176,9 +176,9 @@ def back_up_now(
     summary="List the tenant's backups, newest first",
 )
 def list_backups(stack: ReadableTenant, backends: BackendsDep) -> BackupList:
-    data = _data(backends)
     if backends.repository.read(stack.environment, stack.tenant) is None:
         raise tenant_not_found(stack.environment, stack.tenant)
+    data = _data(backends)
     try:
         records = tenant_backups(data, stack)
     except DataUnavailable:
@@ -215,7 +215,6 @@ def restore(
     principal: CurrentPrincipal,
     body: RestoreRequest,
 ) -> JSONResponse:
-    data = _data(backends)
     target = StackRef(stack.environment, body.into or stack.tenant)
     if not principal.can_read(target.tenant):
         raise tenant_not_found(target.environment, target.tenant)
@@ -223,8 +222,16 @@ def restore(
         raise ServiceError(
             "forbidden", f"you can read {target.tenant} but restoring into it needs tenant-admin"
         )
+    if target != stack and backends.repository.read(stack.environment, stack.tenant) is None:
+        raise tenant_not_found(stack.environment, stack.tenant)
     _with_qdrant(backends, target)
-    backup_ids = {r.id: r for r in tenant_backups(data, stack)}
+    data = _data(backends)
+    try:
+        backup_ids = {r.id: r for r in tenant_backups(data, stack)}
+    except DataUnavailable:
+        raise ServiceError(
+            "backups_unavailable", f"the backups of {stack.name} cannot be listed now; retry"
+        ) from None
     record = backup_ids.get(body.backup)
     if record is None:
         raise ServiceError("backup_not_found", f"{stack.name} has no complete backup {body.backup}")
