@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from tenancy.automation.contract import EmitEvent, Engine, EngineResult, Operation, OperationKind, StackRef
 from tenancy.automation.errors import AutomationError
 from tenancy.dataops.backup import BackupError, BackupRecord, list_backups, restore_backup, take_backup
@@ -68,13 +71,15 @@ class StackTenantData:
     ``bucket_name``: the platform's backup bucket; None when the platform has none (refused clearly).
     """
 
-    engine: Engine
+    engine: Engine | None  # None: only the bucket is needed (listing backups)
     s3_client_factory: Callable[[], Any] | None
     bucket_name: str | None
     http_port: int | None = 6333
     timeout: float = 60.0
 
     def qdrant(self, stack: StackRef) -> QdrantCluster:
+        if self.engine is None:
+            raise DataUnavailable(f"the Qdrant of {stack.name} cannot be reached without its stack")
         try:
             outputs = self.engine.outputs(stack, reveal_secrets=True)
         except AutomationError as error:
@@ -102,6 +107,32 @@ class StackTenantData:
                 "ask the platform team"
             )
         return BackupBucket(self.s3_client_factory(), bucket=self.bucket_name, prefix=backup_prefix(stack))
+
+
+class BackupStore(BaseSettings):
+    """The platform's backup bucket, named as the service names it (``TENANCY_SERVICE_BACKUP_*``): the
+    CLI, the service and its workers read the same variables. Credentials are not settings: boto3
+    reads them from its own environment (the workers' Secret or Vault-injected file, never a value
+    in a manifest)."""
+
+    model_config = SettingsConfigDict(env_prefix="TENANCY_SERVICE_", extra="ignore", frozen=True)
+
+    backup_bucket: str | None = Field(default=None, description="The bucket; unset: no backups.")
+    backup_s3_endpoint: str | None = Field(default=None, description="S3 endpoint; unset: AWS's.")
+    backup_s3_region: str = Field(default="us-east-1", description="Region of the bucket.")
+
+    def tenant_data(self, engine: Engine | None) -> StackTenantData | None:
+        """Tenants' data through ``engine`` (their stack outputs) and this bucket; None without one."""
+        if not self.backup_bucket:
+            return None
+        endpoint, region = self.backup_s3_endpoint, self.backup_s3_region
+
+        def s3_client() -> Any:
+            import boto3  # only when a backup runs: boto3 costs a quarter of a second to import
+
+            return boto3.client("s3", endpoint_url=endpoint, region_name=region)
+
+        return StackTenantData(engine=engine, s3_client_factory=s3_client, bucket_name=self.backup_bucket)
 
 
 def _progress(emit: EmitEvent) -> Callable[[str], None]:

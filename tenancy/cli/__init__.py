@@ -46,6 +46,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "requests": ("requests", "Change requests that need a platform-admin: list, show, approve, reject."),
     "rotate-keys": ("rotation", "Rotate one tenant's Qdrant API key and read-only key without downtime."),
+    "backup": ("backups", "Back up one tenant's Qdrant now (every shard of every collection)."),
+    "backups": (
+        "backups",
+        "List one tenant's complete backups, newest first: id, time, size, collections, checksum.",
+    ),
+    "restore": ("backups", "Restore a backup of one tenant, into it or into another tenant."),
 }
 
 
@@ -94,9 +100,7 @@ class LazyCommands(TyperGroup):
             self._loaded[module_name] = load_module_commands(module_name)
         return self._loaded[module_name].commands.get(cmd_name)
 
-    def resolve_command(
-        self, ctx: Any, args: list[str]
-    ) -> tuple[str | None, Any | None, list[str]]:
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any | None, list[str]]:
         name, command, rest = super().resolve_command(ctx, args)
         if name is not None and isinstance(command, _Listed):
             command = self.real_command(ctx, name)

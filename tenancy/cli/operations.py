@@ -60,6 +60,7 @@ from tenancy.spec.tenant import DNS_LABEL
 from tenancy.spec.tree import ENVIRONMENTS, load_tenants, read_tenant_file
 
 if TYPE_CHECKING:
+    from tenancy.automation.data_operations import TenantData
     from tenancy.automation.scaling import QdrantScaling
 
 # --- options shared by the commands ------------------------------------------------------------------
@@ -126,6 +127,15 @@ def make_scaling(settings: AutomationSettings, engine: Engine) -> QdrantScaling 
     from tenancy.automation.scaling import default_scaling
 
     return default_scaling(engine, settings.project_dir)
+
+
+def make_tenant_data(engine: Engine | None) -> TenantData | None:
+    """Tenants' Qdrant (their stack outputs through ``engine``) and the platform's backup bucket
+    (``TENANCY_SERVICE_BACKUP_*``, as the service reads it), for backups, restores and the automatic
+    backup before a destroy; None when no bucket is configured (replaced in tests)."""
+    from tenancy.automation.data_operations import BackupStore
+
+    return BackupStore().tenant_data(engine)
 
 
 # --- the commands -----------------------------------------------------------------------------------
@@ -312,6 +322,7 @@ def sync(
             max_parallel=settings.max_parallel,
             as_json=as_json,
             scaling=make_scaling(settings, engine),
+            data=make_tenant_data(engine),
         )
     _report_sync(plan, finished, as_json=as_json, dry_run=False)
     if any(op.status is OperationStatus.failed for op in finished):
@@ -479,6 +490,7 @@ def _run_one(
     settings: AutomationSettings,
     *,
     engine: Engine | None = None,
+    params: dict[str, Any] | None = None,
 ) -> None:
     stack = _stack(env, tenant, as_json)
     # up/preview apply the file; refresh passes it along when present (not needed by Pulumi, but the
@@ -494,7 +506,9 @@ def _run_one(
     with _open_queue(settings, as_json) as opened:
         queue = opened.queue
         incarnation = checkout_incarnations(settings.tenants_dir, env, [tenant])[tenant]
-        operation = queue.submit(stack, kind, spec=spec, requested_by=_requester(), incarnation=incarnation)
+        operation = queue.submit(
+            stack, kind, spec=spec, requested_by=_requester(), incarnation=incarnation, params=params
+        )
         finished = _run(
             queue,
             engine,
@@ -502,6 +516,7 @@ def _run_one(
             max_parallel=1,
             as_json=as_json,
             scaling=make_scaling(settings, engine),
+            data=make_tenant_data(engine),
         )
         outcome = next((op for op in finished if op.id == operation.id), None) or queue.get(operation.id)
         assert outcome is not None
@@ -525,6 +540,7 @@ def _run(
     max_parallel: int,
     as_json: bool,
     scaling: QdrantScaling | None = None,
+    data: TenantData | None = None,
 ) -> list[Operation]:
     """Run ``operations`` (and anything queued ahead of them on their stacks) with live progress."""
     if not operations:
@@ -538,6 +554,7 @@ def _run(
             max_parallel=max_parallel,
             listener=_Noting(listener, started_here),
             scaling=scaling,
+            data=data,
         )
         follower = OperationFollower(
             queue, ids, listener, ours=lambda: started_here | {op.id for op in worker.running}

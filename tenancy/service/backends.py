@@ -281,16 +281,14 @@ def _tenant_data(settings: ServiceSettings, engine: Engine) -> Any | None:
     name one (``backup_bucket``; object-store credentials as boto3 reads them from the environment)."""
     if not settings.backup_bucket:
         return None
-    from tenancy.automation.data_operations import StackTenantData
+    from tenancy.automation.data_operations import BackupStore
 
-    def s3_client() -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3", endpoint_url=settings.backup_s3_endpoint, region_name=settings.backup_s3_region
-        )
-
-    return StackTenantData(engine=engine, s3_client_factory=s3_client, bucket_name=settings.backup_bucket)
+    store = BackupStore(
+        backup_bucket=settings.backup_bucket,
+        backup_s3_endpoint=settings.backup_s3_endpoint,
+        backup_s3_region=settings.backup_s3_region,
+    )
+    return store.tenant_data(engine)
 
 
 def _automation_settings(settings: ServiceSettings, repository: TenantRepository) -> AutomationSettings:

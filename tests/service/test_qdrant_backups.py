@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -163,3 +164,67 @@ def test_a_destroy_whose_backup_fails_is_refused_unless_a_platform_admin_forces_
     assert any("going on without a backup: forced by" in (e["message"] or "") for e in done["events"])
     audit = (app.state.backends.settings.state_dir / "audit.log").read_text()
     assert '"action": "tenant.delete.forced"' in audit or '"action":"tenant.delete.forced"' in audit
+
+
+def test_tenantctl_backs_up_lists_and_restores_through_the_service(
+    make_app: AppFactory,
+    serve: Callable[[FastAPI], LiveServer],
+    issuer: Issuer,
+    clusters: tuple[ClusterState, ClusterState, StandinData],
+) -> None:
+    """The documented CLI against the real service: tenantctl -> HTTP (JWT) -> queue -> the service's
+    worker -> the Qdrant stand-in and moto; progress followed over the operation's event stream."""
+    from typer.testing import CliRunner
+
+    from tenancy.cli import app as cli
+
+    acme, beta, data = clusters
+    app, _engine = make_app(data=data)
+    for name in ("acme", "beta"):
+        create_tenant(app, name)
+    server = serve(app)
+    runner = CliRunner()
+    env = {"TENANCY_API_URL": server.url, "TENANCY_TOKEN": issuer.admin_of("acme", "beta")}
+
+    taken = runner.invoke(cli, ["backup", "acme", "--env", "dev"], env=env)
+    assert taken.exit_code == 0, taken.output
+    assert taken.stdout.startswith("backup of dev.acme succeeded (operation ")
+    assert "stored docs shard" in taken.stderr and "recorded: 2 collections" in taken.stderr
+
+    listed = runner.invoke(cli, ["backups", "acme", "--env", "dev", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    (backup,) = json.loads(listed.stdout)["backups"]
+    assert backup["collections"] == ["docs", "faq"] and len(backup["checksum"]) == 64
+    table = runner.invoke(cli, ["backups", "acme", "--env", "dev"], env=env)
+    assert backup["id"] in table.stdout and "docs, faq" in table.stdout
+
+    restored = runner.invoke(
+        cli,
+        [
+            "restore",
+            "acme",
+            "--env",
+            "dev",
+            "--backup",
+            backup["id"],
+            "--collection",
+            "docs",
+            "--into",
+            "beta",
+        ],
+        env=env,
+    )
+    assert restored.exit_code == 0, restored.output
+    assert restored.stdout.startswith("restore of dev.beta succeeded")
+    assert beta.all_points("docs") == acme.all_points("docs") and "faq" not in beta.collections
+
+    refused = runner.invoke(
+        cli, ["restore", "acme", "--env", "dev", "--backup", "20990101T000000Z-abcdef", "--json"], env=env
+    )
+    assert refused.exit_code == 2, refused.output
+    assert json.loads(refused.stdout)["error"]["code"] == "backup_not_found"
+    viewer = {**env, "TENANCY_TOKEN": issuer.viewer_of("acme")}
+    denied = runner.invoke(cli, ["backup", "acme", "--env", "dev"], env=viewer)
+    assert denied.exit_code == 2 and denied.stderr.startswith("error: forbidden: ")
+    tokenless = runner.invoke(cli, ["backups", "acme", "--env", "dev"], env={**env, "TENANCY_TOKEN": ""})
+    assert tokenless.exit_code == 2 and "--token" in tokenless.stderr

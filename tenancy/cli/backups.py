@@ -1,0 +1,272 @@
+"""``tenantctl backup|backups|restore``: a tenant's Qdrant backups, here or through the service.
+
+Without ``--url`` the commands run here, like ``tenantctl up``: the operation goes through the
+operation queue (so nothing else runs on the tenant meanwhile) and a worker in this process runs it
+against the tenant's Qdrant (its stack outputs) and the platform's backup bucket
+(``TENANCY_SERVICE_BACKUP_BUCKET``, ``…_BACKUP_S3_ENDPOINT``, ``…_BACKUP_S3_REGION``; credentials as
+boto3 reads them). With ``--url`` (``TENANCY_API_URL``) and ``--token`` they call the service, which
+checks the caller's role and runs the operation on its workers; the command follows its progress.
+
+Exit codes: 0 ok, 2 invalid input or refused, 3 the operation or the service failed, 4 the Pulumi CLI
+is missing (local backup and restore read the tenant's stack).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
+from tenancy.cli import exit_codes, operations
+from tenancy.cli.operations import (
+    EnvOption,
+    JsonOption,
+    ProjectOption,
+    StateOption,
+    TenantArgument,
+    TenantsOption,
+    _fail,
+    _open_queue,
+    _read_spec,
+    _run_one,
+    _settings,
+    _stack,
+)
+from tenancy.cli.remote import RemoteFailure, TokenOption, UrlOption, call, fail, follow
+
+BackupOption = Annotated[str, typer.Option("--backup", help="The backup's id (see `tenantctl backups`).")]
+CollectionOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--collection",
+        help="Restore only this collection (repeat for more); default: every collection of the backup.",
+        show_default=False,
+    ),
+]
+IntoOption = Annotated[
+    str | None,
+    typer.Option(
+        "--into",
+        help="Restore into this other tenant of the same environment (its Qdrant must be on); "
+        "default: the tenant itself.",
+        show_default=False,
+    ),
+]
+
+
+def backup(
+    tenant: TenantArgument,
+    env: EnvOption,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    tenants: TenantsOption = None,
+    state_dir: StateOption = None,
+) -> None:
+    """Back up one tenant's Qdrant now (every shard of every collection).
+
+    The backup is stored under the tenant's prefix of the platform's
+    backup bucket; its manifest (time, size, collections, checksum) is
+    written last, so an interrupted backup is never listed.
+
+    Example:  tenantctl backup acme --env dev
+
+    Exit codes: 0 ok, 2 invalid input or refused, 3 the backup failed,
+    4 the Pulumi CLI is missing or too old.
+    """
+    stack = _stack(env, tenant, as_json)
+    if url:
+        _remote_operation(url, token, "POST", f"{_path(stack)}/snapshots", None, as_json)
+        return
+    settings = _settings(project, tenants, state_dir)
+    _qdrant_on(_read_spec(settings, stack, as_json), stack, as_json)
+    _bucket_or_fail(as_json)
+    _run_one(OperationKind.backup, tenant, env, as_json, settings)
+
+
+def backups(
+    tenant: TenantArgument,
+    env: EnvOption,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List one tenant's complete backups, newest first: id, time, size, collections, checksum.
+
+    Example:  tenantctl backups acme --env dev
+
+    Exit codes: 0 ok, 2 invalid input or refused, 3 the bucket or the
+    service cannot be read.
+    """
+    stack = _stack(env, tenant, as_json)
+    if url:
+        try:
+            listed = call("GET", url, token, f"{_path(stack)}/snapshots")["backups"]
+        except RemoteFailure as failure:
+            fail(failure, as_json)
+    else:
+        from tenancy.automation.data_operations import DataUnavailable, tenant_backups
+
+        data = _bucket_or_fail(as_json)
+        try:
+            records = tenant_backups(data, stack)
+        except DataUnavailable as error:
+            _fail(error.message, exit_codes.OPERATION_FAILED, as_json, code="backups_unavailable")
+        listed = [{**record.summary(), "created": record.created.isoformat()} for record in records]
+    if as_json:
+        typer.echo(json.dumps({"backups": listed}, indent=2))
+        return
+    if not listed:
+        typer.echo(f"no backups of {stack.name}")
+        return
+    typer.echo(f"{'ID':<24}  {'CREATED':<25}  {'SIZE':>12}  {'CHECKSUM':<16}  COLLECTIONS")
+    for item in listed:
+        typer.echo(
+            f"{item['id']:<24}  {item['created']:<25}  {item['size']:>12}  {item['checksum'][:16]:<16}  "
+            f"{', '.join(item['collections']) or '-'}"
+        )
+
+
+def restore(
+    tenant: TenantArgument,
+    env: EnvOption,
+    backup_id: BackupOption,
+    collections: CollectionOption = None,
+    into: IntoOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+    project: ProjectOption = None,
+    tenants: TenantsOption = None,
+    state_dir: StateOption = None,
+) -> None:
+    """Restore a backup of one tenant, into it or into another tenant.
+
+    The restored collections replace the target's collections of the
+    same name; others are left alone. Every object's SHA-256 is checked
+    before anything in Qdrant changes. Refused while another operation
+    is queued or running on the target.
+
+    Example:  tenantctl restore acme --env dev --backup <id> --collection docs --into acme-staging
+
+    Exit codes: 0 ok, 2 invalid input or refused, 3 the restore failed,
+    4 the Pulumi CLI is missing or too old.
+    """
+    source = _stack(env, tenant, as_json)
+    target = _stack(env, into or tenant, as_json)
+    if url:
+        body: dict[str, Any] = {"backup": backup_id}
+        if collections:
+            body["collections"] = collections
+        if into:
+            body["into"] = into
+        _remote_operation(url, token, "POST", f"{_path(source)}/restore", body, as_json)
+        return
+    from tenancy.automation.data_operations import DataUnavailable, tenant_backups
+
+    settings = _settings(project, tenants, state_dir)
+    _qdrant_on(_read_spec(settings, target, as_json), target, as_json)
+    data = _bucket_or_fail(as_json)
+    try:
+        record = next((r for r in tenant_backups(data, source) if r.id == backup_id), None)
+    except DataUnavailable as error:
+        _fail(error.message, exit_codes.OPERATION_FAILED, as_json, code="backups_unavailable")
+    if record is None:
+        _fail(
+            f"{source.name} has no complete backup {backup_id} "
+            f"(see `tenantctl backups {tenant} --env {env}`)",
+            exit_codes.INVALID_INPUT,
+            as_json,
+            code="backup_not_found",
+        )
+    missing = sorted(set(collections or ()) - set(record.collections))
+    if missing:
+        _fail(
+            f"--collection: not in backup {backup_id}: {', '.join(missing)} "
+            f"(it holds {', '.join(record.collections) or 'no collections'})",
+            exit_codes.INVALID_INPUT,
+            as_json,
+        )
+    with _open_queue(settings, as_json) as opened:
+        active = next(
+            (
+                op
+                for op in opened.queue.recent(stack=target, limit=20)
+                if op.status in (OperationStatus.queued, OperationStatus.running)
+            ),
+            None,
+        )
+    if active is not None:
+        _fail(
+            f"{target.name} has a {active.kind.value} operation {active.status.value} ({active.id}); "
+            "wait for it to finish, then restore",
+            exit_codes.INVALID_INPUT,
+            as_json,
+            code="operation_in_progress",
+        )
+    params: dict[str, Any] = {"backup": backup_id, "source": source.tenant}
+    if collections:
+        params["collections"] = sorted(set(collections))
+    _run_one(OperationKind.restore, target.tenant, env, as_json, settings, params=params)
+
+
+# --- pieces --------------------------------------------------------------------------------------
+
+
+def _path(stack: StackRef) -> str:
+    return f"/environments/{stack.environment}/tenants/{stack.tenant}/qdrant"
+
+
+def _qdrant_on(document: dict[str, Any], stack: StackRef, as_json: bool) -> None:
+    qdrant = document.get("qdrant")
+    if not (isinstance(qdrant, dict) and qdrant.get("enabled") is True):
+        _fail(
+            f"{stack.name} has no Qdrant (qdrant.enabled is off in tenants/{stack.environment}/"
+            f"{stack.tenant}.yaml): nothing to back up or restore into",
+            exit_codes.INVALID_INPUT,
+            as_json,
+            code="qdrant_not_enabled",
+        )
+
+
+def _bucket_or_fail(as_json: bool) -> Any:
+    """The tenants' data as the local worker reaches it; exit 2 when no backup bucket is configured."""
+    data = operations.make_tenant_data(None)
+    if data is None:
+        _fail(
+            "no backup bucket configured: set TENANCY_SERVICE_BACKUP_BUCKET (and "
+            "TENANCY_SERVICE_BACKUP_S3_ENDPOINT for a bucket outside AWS), or pass --url to use the "
+            "service's",
+            exit_codes.INVALID_INPUT,
+            as_json,
+            code="backups_unavailable",
+        )
+    return data
+
+
+def _remote_operation(url: str, token: str | None, method: str, path: str, body: Any, as_json: bool) -> None:
+    try:
+        accepted = call(method, url, token, path, body)["operation"]
+        assert token is not None  # call() refused without one
+        finished = follow(url, token, accepted["id"], quiet=as_json)
+    except RemoteFailure as failure:
+        fail(failure, as_json)
+    if as_json:
+        typer.echo(json.dumps({"operation": finished}, indent=2))
+    else:
+        summary = finished.get("summary") or {}
+        line = f"{finished['kind']} of {finished['environment']}.{finished['tenant']} {finished['status']}"
+        if summary.get("error"):
+            line += f": {summary['error']}"
+        typer.echo(f"{line} (operation {finished['id']})")
+    if finished["status"] != "succeeded":
+        raise typer.Exit(exit_codes.OPERATION_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backup")(backup)
+    app.command("backups")(backups)
+    app.command("restore")(restore)
