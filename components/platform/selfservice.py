@@ -185,7 +185,7 @@ def _credentials(
         )
     else:
         data[SECRET_KEYS["git_remote"]] = remote
-    if config.object_storage is not None and config.self_service.state_bucket:
+    if config.object_storage is not None:  # the state bucket (workers) and the backup bucket (both)
         data[SECRET_KEYS["access_key_id"]] = platform.require_secret(OBJECT_STORAGE_ACCESS_KEY_ID)
         data[SECRET_KEYS["secret_access_key"]] = platform.require_secret(OBJECT_STORAGE_SECRET_ACCESS_KEY)
     if config.vault.enabled:

@@ -120,17 +120,27 @@ class BackupStore(BaseSettings):
     backup_bucket: str | None = Field(default=None, description="The bucket; unset: no backups.")
     backup_s3_endpoint: str | None = Field(default=None, description="S3 endpoint; unset: AWS's.")
     backup_s3_region: str = Field(default="us-east-1", description="Region of the bucket.")
+    backup_s3_path_style: bool = Field(
+        default=False, description="Path-style bucket addressing (MinIO, Ceph RGW)."
+    )
 
     def tenant_data(self, engine: Engine | None) -> StackTenantData | None:
         """Tenants' data through ``engine`` (their stack outputs) and this bucket; None without one."""
         if not self.backup_bucket:
             return None
         endpoint, region = self.backup_s3_endpoint, self.backup_s3_region
+        addressing = "path" if self.backup_s3_path_style else "auto"
 
         def s3_client() -> Any:
             import boto3  # only when a backup runs: boto3 costs a quarter of a second to import
+            from botocore.config import Config
 
-            return boto3.client("s3", endpoint_url=endpoint, region_name=region)
+            return boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=region,
+                config=Config(s3={"addressing_style": addressing}),
+            )
 
         return StackTenantData(engine=engine, s3_client_factory=s3_client, bucket_name=self.backup_bucket)
 

@@ -135,6 +135,27 @@ SECRET_KEYS = {
 }
 
 
+def backup_store_environment(config: PlatformConfig) -> list[dict[str, Any]]:
+    """Where tenants' Qdrant backups are (``TENANCY_SERVICE_BACKUP_*``, read by
+    ``tenancy.automation.data_operations.BackupStore``): the platform's backup bucket, each tenant under
+    ``tenants/<env>/<tenant>/qdrant/``. Both roles: the API lists backups and checks a restore's backup,
+    the workers take and restore them. Only names and the endpoint here; the credentials are the
+    object-storage keys of the credentials Secret (secretKeyRef), never plain values."""
+    storage = config.object_storage
+    if storage is None:
+        return []
+    endpoint = f"{'http' if storage.plain_http else 'https'}://{storage.host}"
+    env = [
+        {"name": "TENANCY_SERVICE_BACKUP_BUCKET", "value": storage.backup_bucket},
+        {"name": "TENANCY_SERVICE_BACKUP_S3_ENDPOINT", "value": endpoint},
+        {"name": "TENANCY_SERVICE_BACKUP_S3_REGION", "value": storage.region},
+        {"name": "TENANCY_SERVICE_BACKUP_S3_PATH_STYLE", "value": str(storage.force_path_style).lower()},
+        _secret_env("AWS_ACCESS_KEY_ID", SECRET_KEYS["access_key_id"]),
+        _secret_env("AWS_SECRET_ACCESS_KEY", SECRET_KEYS["secret_access_key"]),
+    ]
+    return env
+
+
 def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
     """The service's settings (see README, "The self-service service on the platform")."""
     domain = config.domain
@@ -171,13 +192,10 @@ def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
         # With the credential in it (https://<user>:<token>@host/...); absent: a local repository only.
         _secret_env("TENANCY_SERVICE_GIT_REMOTE", SECRET_KEYS["git_remote"], optional=True),
     ]
+    env += backup_store_environment(config)  # with the object-store credentials, for both roles
     if role == "worker":
         if config.object_storage is not None and config.self_service.state_bucket:
-            env += [
-                _secret_env("AWS_ACCESS_KEY_ID", SECRET_KEYS["access_key_id"]),
-                _secret_env("AWS_SECRET_ACCESS_KEY", SECRET_KEYS["secret_access_key"]),
-                {"name": "AWS_REGION", "value": config.object_storage.region},
-            ]
+            env.append({"name": "AWS_REGION", "value": config.object_storage.region})
         if config.vault.enabled:
             assert config.vault.address is not None
             env += [

@@ -287,6 +287,7 @@ def _tenant_data(settings: ServiceSettings, engine: Engine) -> Any | None:
         backup_bucket=settings.backup_bucket,
         backup_s3_endpoint=settings.backup_s3_endpoint,
         backup_s3_region=settings.backup_s3_region,
+        backup_s3_path_style=settings.backup_s3_path_style,
     )
     return store.tenant_data(engine)
 

@@ -353,3 +353,30 @@ def test_the_workers_give_prod_tenant_stacks_the_vault_token_they_require(prod: 
         tenants_dir=PROJECT_DIR / "tenants",
     )
     assert VAULT_TOKEN_KEY in config.secret
+
+
+def test_api_and_workers_find_the_backup_bucket_with_credentials_only_by_secret_reference(
+    prod: StackCapture, dev: StackCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = prod_config()
+    assert config.object_storage is not None
+    for name in (API_NAME, WORKER_NAME):
+        env = env_of(prod, name)
+        assert env["TENANCY_SERVICE_BACKUP_BUCKET"] == config.object_storage.backup_bucket
+        assert env["TENANCY_SERVICE_BACKUP_S3_ENDPOINT"] == "https://s3.eu-central-1.amazonaws.com"
+        assert env["TENANCY_SERVICE_BACKUP_S3_REGION"] == "eu-central-1"
+        assert env["AWS_ACCESS_KEY_ID"] == "<secret object-storage-access-key-id>"
+        assert env["AWS_SECRET_ACCESS_KEY"] == "<secret object-storage-secret-access-key>"
+        raw = container(prod, name)["env"]
+        assert len({item["name"] for item in raw}) == len(raw)  # no variable set twice
+    with monkeypatch.context() as scope:
+        for key, value in env_of(prod, WORKER_NAME).items():
+            scope.setenv(key, value)
+        from tenancy.automation.data_operations import BackupStore
+
+        store = BackupStore()
+        settings = ServiceSettings()
+        assert store.backup_bucket == settings.backup_bucket == config.object_storage.backup_bucket
+        assert store.backup_s3_path_style is settings.backup_s3_path_style is False
+    # Dev has no object storage: no bucket, and the service refuses backups clearly (503).
+    assert "TENANCY_SERVICE_BACKUP_BUCKET" not in env_of(dev, WORKER_NAME)

@@ -184,6 +184,9 @@ class ServiceSettings(BaseSettings):
         default=None, description="S3 endpoint of the backup bucket; unset: AWS's."
     )
     backup_s3_region: str = Field(default="us-east-1", description="Region of the backup bucket.")
+    backup_s3_path_style: bool = Field(
+        default=False, description="Path-style addressing of the backup bucket (MinIO, Ceph RGW)."
+    )
     workers: int | None = Field(
         default=None,
         ge=0,
