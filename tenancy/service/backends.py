@@ -36,6 +36,7 @@ from tenancy.service.core.change_requests import (
 from tenancy.service.core.config import ServiceSettings
 from tenancy.service.core.idempotency import IdempotencyStore, RedisIdempotencyStore, SqliteIdempotencyStore
 from tenancy.service.core.incarnation import TenantIncarnations
+from tenancy.service.core.key_rotation import GraceTimer, KeyRotations
 from tenancy.service.core.local_issuer import ensure_local_issuer
 from tenancy.service.core.metrics import ServiceMetrics
 from tenancy.service.core.preview import PreviewGate, render_preview
@@ -68,10 +69,14 @@ class Backends:
     previews: PreviewGate
     auth_failures: RateLimiter  # failed authentications per client address
     approvals: Approvals  # change requests a platform-admin decides
+    rotations: KeyRotations  # Qdrant key rotations: start, status, revocation after the grace period
     worker: Any | None = None  # tenancy.automation.worker.Worker, when this process runs operations
     data: Any | None = None  # tenancy.automation.data_operations.TenantData: tenants' Qdrant and backups
     redis: Any | None = None
     closers: list[Any] = field(default_factory=list)
+    grace_timer: GraceTimer | None = (
+        None  # ends key grace periods that are over (settings: key_grace_check_seconds)
+    )
 
     def start(self) -> None:
         try:
@@ -90,8 +95,12 @@ class Backends:
         threading.Thread(target=self.repository.maintain, name="tenants-repo-gc", daemon=True).start()
         if self.worker is not None:
             self.worker.start()
+        if self.grace_timer is not None:
+            self.grace_timer.start()  # its first sweep runs now: grace periods that ended while down
 
     def stop(self) -> None:
+        if self.grace_timer is not None:
+            self.grace_timer.stop()
         if self.worker is not None:
             self.worker.stop(timeout=self.settings.shutdown_grace_seconds)
             if self.worker.running:
@@ -242,6 +251,12 @@ def build_backends(
         platform_of=platform_config_reader(automation.project_dir),
     )
     audit = AuditLog(settings.audit_target)
+    rotations = KeyRotations(changes=changes, audit=audit)
+    grace_timer = None
+    if settings.key_grace_check_seconds > 0:
+        grace_timer = GraceTimer(rotations, interval=settings.key_grace_check_seconds)
+        if worker is not None:
+            grace_timer.on_queued(worker.wake)
     return Backends(
         settings=settings,
         verifier=build_verifier(settings),
@@ -269,10 +284,12 @@ def build_backends(
             ttl_seconds=settings.change_request_ttl_hours * 3600,
             render=partial(render_preview, settings.project_dir),
         ),
+        rotations=rotations,
         worker=worker,
         data=data,
         redis=redis,
         closers=closers,
+        grace_timer=grace_timer,
     )
 
 

@@ -33,6 +33,8 @@ ROUTES = [
     Route("GET", TENANT + "/operations"),
     Route("POST", TENANT + "/qdrant/api-key/reveal", writes=True),
     Route("GET", TENANT + "/vcluster/kubeconfig", writes=True),
+    Route("POST", TENANT + "/qdrant/keys/rotate", {"grace": "1h"}, writes=True),
+    Route("GET", TENANT + "/qdrant/keys/rotate"),
     Route("GET", "/operations/{operation}"),
     Route("GET", "/operations/{operation}/events"),
     Route("GET", "/tenants/{tenant}/api-keys", writes=True),

@@ -9,7 +9,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from tenancy.service.api import API_PREFIX
-from tenancy.service.api.routes import api_keys, change_requests, me, operations, qdrant, secrets, tenants
+from tenancy.service.api.routes import (
+    api_keys,
+    change_requests,
+    me,
+    operations,
+    qdrant,
+    qdrant_keys,
+    secrets,
+    tenants,
+)
 
 __all__ = ["API_PREFIX", "api_routers"]
 
@@ -21,4 +30,5 @@ api_routers: list[APIRouter] = [
     api_keys.router,
     change_requests.router,
     qdrant.router,
+    qdrant_keys.router,
 ]

@@ -200,6 +200,14 @@ class ServiceSettings(BaseSettings):
             "SQLite's 30 s lock wait, and above the clock skew between replicas)."
         ),
     )
+    key_grace_check_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "How often the service looks for Qdrant key rotations whose grace period is over, to commit "
+            "the revocation and queue its update (also once at start); 0 turns the check off."
+        ),
+    )
     shutdown_grace_seconds: float = Field(
         default=30.0,
         ge=0,

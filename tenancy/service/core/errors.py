@@ -36,6 +36,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "deletion_protected": (409, "deletionProtection is on"),
     "operation_in_progress": (409, "another operation is queued or running on the tenant; wait, then retry"),
     "qdrant_not_enabled": (409, "the tenant has no Qdrant (qdrant.enabled is off)"),
+    "rotation_in_progress": (
+        409,
+        "a key rotation's grace period is running (the previous keys still work); rotate again after it",
+    ),
     "idempotency_key_in_use": (409, "a request with this Idempotency-Key is still running"),
     "change_request_decided": (409, "the change request is no longer pending (approved, rejected, applying)"),
     "change_request_expired": (409, "the change request expired undecided; file it again"),

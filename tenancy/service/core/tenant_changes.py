@@ -40,7 +40,7 @@ from tenancy.service.core.write_lock import TenantWriteLock
 from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.platform import PlatformConfig
-from tenancy.spec.tenant import Groups, TenantSpec, parse_tenant, resolve
+from tenancy.spec.tenant import Groups, KeyRotation, TenantSpec, parse_tenant, resolve
 
 log = logging.getLogger("tenancy.service")
 
@@ -370,6 +370,41 @@ class TenantChanges:
                 details=spec_issues_details(SpecError(issues)),
             )
 
+    def _keep_key_rotation(
+        self, stack: StackRef, current: dict[str, Any] | None, spec: TenantSpec
+    ) -> TenantSpec:
+        """``qdrant.keyRotation`` is written by a rotation (POST .../qdrant/keys/rotate) and by the
+        service's revocation, never by a PUT or PATCH: a write that leaves it out keeps what git holds
+        (while Qdrant stays on), one that sends it as it is changes nothing, any other value is refused."""
+        qdrant = (current or {}).get("qdrant")
+        kept = qdrant.get("keyRotation") if isinstance(qdrant, dict) else None
+        proposed = spec.qdrant.key_rotation
+        if proposed is None:
+            if kept is None or not spec.qdrant.enabled:
+                return spec
+            document = spec.to_document()
+            document["qdrant"]["keyRotation"] = kept
+            return self.validate(stack, document)
+        sent = proposed.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        try:
+            same = kept is not None and KeyRotation.model_validate(kept) == proposed
+        except ValidationError:
+            same = False
+        if same:
+            return spec
+        raise ServiceError(
+            "invalid_spec",
+            f"qdrant.keyRotation of {stack.name} is the platform's record of its key rotations; fix the "
+            "fields listed in details",
+            details=[
+                {
+                    "field": "qdrant.keyRotation",
+                    "reason": f"written only by POST .../qdrant/keys/rotate and the service's revocation "
+                    f"(sent generation {sent.get('generation')}); leave it out or send it as it is",
+                }
+            ],
+        )
+
     def _check_precondition(self, stack: StackRef, if_match: str | None) -> None:
         if if_match is None:
             return
@@ -401,7 +436,7 @@ class TenantChanges:
                         f"{stack.name} already exists (If-None-Match: *); read it and change it instead",
                     )
                 self._check_precondition(stack, if_match)
-                spec = build(current)
+                spec = self._keep_key_rotation(stack, current, build(current))
                 self._check_platform_fields(stack, principal, current, spec)
                 self._check_fixed_volumes(stack, current, spec)
                 document = spec.to_document()

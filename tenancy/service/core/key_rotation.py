@@ -1,0 +1,317 @@
+"""Qdrant key rotation in the service: start one, read where it stands, and end grace periods that are over.
+
+Starting commits the next ``qdrant.keyRotation`` record (tenancy.spec.rotation) under the caller's name
+and queues the update, like any other write. Ending a grace period is the service's own write: once
+``graceUntil`` has passed, ``GraceTimer`` commits ``revokedAt`` and queues the update that revokes the
+previous generation's keys. The Pulumi program reads only the file, so the revocation happens exactly
+when git says so, and a render never depends on when it runs.
+
+Crash safety: the revocation is committed before its update is queued, under the tenant's write lock.
+If the process dies between the two, the start-up reconcile queues the update (git differs from what
+was last applied); if queueing failed while the process lives on, the next sweep finds the recorded
+revocation with no update that carries it and queues one. Several replicas may sweep at once: each
+re-reads the file under the write lock, so the revocation is committed once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tenancy.automation.contract import Operation, OperationKind, OperationStatus, StackRef
+from tenancy.service.core.audit import AuditLog
+from tenancy.service.core.errors import ServiceError
+from tenancy.service.core.incarnation import incarnation_of
+from tenancy.service.core.security import Principal
+from tenancy.service.core.tenant_changes import (
+    ChangeResult,
+    TenantChanges,
+    _conflict_with_repository,
+    _repository_unavailable,
+)
+from tenancy.service.core.tenants_repo import ConflictError, GitAuthor, RepositoryError
+from tenancy.spec.errors import SpecError
+from tenancy.spec.rotation import RotationRefused, begin_rotation, end_grace, grace_due
+from tenancy.spec.tenant import parse_tenant, parse_utc_time
+
+log = logging.getLogger("tenancy.service")
+
+REVOKER = "tenant-api:key-rotation"  # requested_by and audit actor of the revocations
+REVOKER_AUTHOR = GitAuthor(name="Tenant API key rotation", email="key-rotation@tenant-api.invalid")
+# A revocation recorded this recently is checked for its update on every sweep (older ones were
+# either applied, failed where people see it, or queued by the start-up reconcile).
+_RECHECK_FOR = timedelta(days=1)
+_REFUSAL_CODES = {"rotation_in_progress", "qdrant_not_enabled"}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rotation_record(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    qdrant = (document or {}).get("qdrant")
+    record = qdrant.get("keyRotation") if isinstance(qdrant, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+@dataclass(frozen=True)
+class RotationState:
+    """Where a tenant's key rotation stands: in git, and as last applied to its stack."""
+
+    generation: int
+    record: dict[str, Any] | None
+    applied_generation: int | None  # None: no update has succeeded yet
+    old_keys_accepted: bool  # the stack as last applied accepts the previous generation's keys
+    phase: str
+    operation: Operation | None  # the newest update of the stack
+
+
+class KeyRotations:
+    def __init__(
+        self, *, changes: TenantChanges, audit: AuditLog, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.changes = changes
+        self.audit = audit
+        self.clock = clock
+
+    @property
+    def repository(self) -> Any:
+        return self.changes.repository
+
+    def rotate(self, stack: StackRef, principal: Principal, *, grace: timedelta) -> ChangeResult:
+        """Commit the next key generation as the caller and queue its update."""
+        author = GitAuthor.of(principal.display_name, principal.email, principal.subject)
+        try:
+            with self.changes.write_lock.hold(stack):
+                self.repository.sync()
+                current = self.repository.read(stack.environment, stack.tenant)
+                if current is None:
+                    raise ServiceError(
+                        "tenant_not_found", f"there is no tenant {stack.name} that you can access"
+                    )
+                try:
+                    rotated = begin_rotation(
+                        current, now=self.clock(), grace=grace, requested_by=principal.actor
+                    )
+                except RotationRefused as refused:
+                    raise _refusal(refused) from None
+                document = self.changes.validate(stack, rotated).to_document()
+                record = document["qdrant"]["keyRotation"]
+                commit = self.repository.write(
+                    stack.environment,
+                    stack.tenant,
+                    document,
+                    author=author,
+                    message=(
+                        f"Rotate the Qdrant keys of tenant {stack.name} "
+                        f"(generation {record['generation']})\n\n"
+                        f"The previous keys work until {record['graceUntil']}.\n"
+                        f"Requested-by: {principal.actor}"
+                    ),
+                )
+                operation = self.changes._submit(stack, OperationKind.up, document, principal, commit)
+                etag = self.changes.current_etag(stack)
+        except ConflictError as error:
+            raise _conflict_with_repository(stack, error) from None
+        except RepositoryError as error:
+            raise _repository_unavailable(error) from None
+        return ChangeResult(operation=operation, commit=commit, document=document, etag=etag)
+
+    def state(self, stack: StackRef, operations: list[Operation]) -> RotationState:
+        """``operations``: the stack's operations of its current incarnation, newest first."""
+        record = rotation_record(self.repository.read(stack.environment, stack.tenant))
+        generation = int(record["generation"]) if record else 0
+        ups = [op for op in operations if op.kind is OperationKind.up]
+        applied = next((op for op in ups if op.status is OperationStatus.succeeded), None)
+        applied_record = rotation_record(applied.spec) if applied else None
+        applied_generation = (
+            None if applied is None else int(applied_record["generation"]) if applied_record else 0
+        )
+        old_accepted = applied_record is not None and applied_record.get("revokedAt") is None
+        if generation == 0:
+            phase = "none"
+        elif applied_generation is None or applied_generation < generation:
+            phase = "rolling_out"  # the new keys are being deployed; the old ones work throughout
+        elif record is not None and record.get("revokedAt") is None:
+            phase = "grace"  # both generations work
+        elif old_accepted:
+            phase = "revoking"  # the revocation is recorded; its update has not finished yet
+        else:
+            phase = "complete"
+        return RotationState(
+            generation=generation,
+            record=record,
+            applied_generation=applied_generation,
+            old_keys_accepted=old_accepted,
+            phase=phase,
+            operation=ups[0] if ups else None,
+        )
+
+    # --- ending grace periods ------------------------------------------------------------------------
+
+    def end_due_grace_periods(self) -> list[Operation]:
+        """One sweep over every tenant file: revoke where the grace period is over, and queue the update
+        of a recorded revocation that none carries yet. Returns the updates queued."""
+        self.repository.sync()
+        now = self.clock()
+        queued = []
+        for environment, name in self.repository.names():
+            stack = StackRef(environment, name)
+            record = rotation_record(self.repository.read(environment, name))
+            if record is None or not _worth_a_look(record, now):
+                continue
+            try:
+                operation = self.end_grace(stack)
+            except Exception as error:  # one tenant's failure never stops the others; the next sweep retries
+                log.error("ending the key grace period of %s failed: %s", stack.name, type(error).__name__)
+                self.audit.record(
+                    actor=REVOKER,
+                    action="qdrant.keys.revoke",
+                    outcome="failed",
+                    tenant=name,
+                    environment=environment,
+                    reason=error.code if isinstance(error, ServiceError) else type(error).__name__,
+                )
+                continue
+            if operation is not None:
+                queued.append(operation)
+        return queued
+
+    def end_grace(self, stack: StackRef) -> Operation | None:
+        """Revoke the previous generation of one tenant if its grace period is over (commit, queue,
+        audit); queue the update of an earlier revocation that was committed but never queued."""
+        file = self.changes.display_file(stack)
+        try:
+            with self.changes.write_lock.hold(stack):
+                self.repository.sync()
+                current = self.repository.read(stack.environment, stack.tenant)
+                if current is None:
+                    return None
+                now = self.clock()
+                ended = end_grace(current, now=now)
+                if ended is None:
+                    return self._queue_unqueued_revocation(stack, current, now)
+                try:
+                    document = parse_tenant(ended, file=file).to_document()
+                except SpecError:
+                    log.warning("%s is not a valid tenant file: its key grace period is left as it is", file)
+                    return None
+                record = document["qdrant"]["keyRotation"]
+                commit = self.repository.write(
+                    stack.environment,
+                    stack.tenant,
+                    document,
+                    author=REVOKER_AUTHOR,
+                    message=(
+                        f"Revoke the previous Qdrant keys of tenant {stack.name} (generation "
+                        f"{int(record['generation']) - 1})\n\n"
+                        f"The grace period ended at {record['graceUntil']}.\n"
+                        f"Requested-by: {REVOKER}"
+                    ),
+                )
+                operation = self._submit(stack, document)
+        except ConflictError as error:
+            raise _conflict_with_repository(stack, error) from None
+        except RepositoryError as error:
+            raise _repository_unavailable(error) from None
+        log.info("revoked generation %d's Qdrant keys of %s", int(record["generation"]) - 1, stack.name)
+        self._audit(stack, operation, commit)
+        return operation
+
+    def _queue_unqueued_revocation(
+        self, stack: StackRef, document: dict[str, Any], now: datetime
+    ) -> Operation | None:
+        record = rotation_record(document)
+        revoked_at = record.get("revokedAt") if record else None
+        if record is None or revoked_at is None or now - parse_utc_time(str(revoked_at)) > _RECHECK_FOR:
+            return None
+        for operation in self.changes.queue.recent(stack=stack, limit=50):
+            if operation.kind is OperationKind.destroy:
+                return None
+            if operation.kind is OperationKind.up and operation.status is not OperationStatus.superseded:
+                carried = rotation_record(operation.spec)
+                if carried is not None and carried.get("revokedAt") == revoked_at:
+                    return None  # queued, running, applied, or failed where people see it
+        try:
+            spec = parse_tenant(document, file=self.changes.display_file(stack)).to_document()
+        except SpecError:
+            return None
+        operation = self._submit(stack, spec)
+        self._audit(stack, operation, None)
+        return operation
+
+    def _submit(self, stack: StackRef, document: dict[str, Any]) -> Operation:
+        incarnation = incarnation_of(self.repository, stack)
+        return self.changes.queue.submit(
+            stack, OperationKind.up, spec=document, requested_by=REVOKER, incarnation=incarnation
+        )
+
+    def _audit(self, stack: StackRef, operation: Operation, commit: str | None) -> None:
+        self.audit.record(
+            actor=REVOKER,
+            action="qdrant.keys.revoke",
+            outcome="accepted",
+            tenant=stack.tenant,
+            environment=stack.environment,
+            operation_id=operation.id,
+            reason=None if commit else "update_requeued",
+        )
+
+
+def _worth_a_look(record: dict[str, Any], now: datetime) -> bool:
+    """Cheap, outside the lock: a grace period that is over, or a revocation recent enough to check."""
+    if grace_due({"qdrant": {"keyRotation": record}}, now=now):
+        return True
+    revoked_at = record.get("revokedAt")
+    try:
+        return revoked_at is not None and now - parse_utc_time(str(revoked_at)) <= _RECHECK_FOR
+    except ValueError:
+        return False
+
+
+def _refusal(refused: RotationRefused) -> ServiceError:
+    if refused.code in _REFUSAL_CODES:
+        return ServiceError(refused.code, str(refused))
+    return ServiceError("invalid_request", str(refused), details=[{"field": "grace", "reason": str(refused)}])
+
+
+class GraceTimer:
+    """Runs ``KeyRotations.end_due_grace_periods`` at start and then every ``interval`` seconds, in a
+    daemon thread, until stopped. A sweep's failure is logged; the next one retries."""
+
+    def __init__(self, rotations: KeyRotations, *, interval: float) -> None:
+        self.rotations = rotations
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wake_callbacks: list[Callable[[], None]] = []
+
+    def on_queued(self, callback: Callable[[], None]) -> None:
+        self._wake_callbacks.append(callback)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="key-grace-timer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.rotations.end_due_grace_periods():
+                    for callback in self._wake_callbacks:
+                        callback()
+            except Exception as error:
+                log.error("the key grace sweep failed: %s", type(error).__name__)
+            self._stop.wait(self.interval)

@@ -1,0 +1,208 @@
+"""Qdrant key rotation through the real HTTP service: the caller's commit, the queued update, the stable
+refusals and the audit; then the service's own revocation once the grace period is over (idempotent,
+recovering an update that was never queued), and what the real tenant program declares from each."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi import FastAPI
+
+from tenancy.render.runtime import StackCapture
+from tests.service.conftest import AppFactory, Issuer, LiveServer, create_tenant, spec, wait_for
+
+TENANT = "/api/v1/environments/dev/tenants/acme"
+ROTATE = f"{TENANT}/qdrant/keys/rotate"
+
+
+def audit_lines(app: FastAPI) -> list[dict[str, Any]]:
+    path = Path(app.state.backends.settings.audit_target)
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def record_of(app: FastAPI) -> dict[str, Any]:
+    document = app.state.backends.repository.read("dev", "acme")
+    return dict(document["qdrant"]["keyRotation"])
+
+
+def server_config(capture: StackCapture) -> dict[str, Any]:
+    for resource in capture.kubernetes_objects():
+        if resource.kind == "Secret" and resource.inputs["metadata"]["name"] == "qdrant-server-keys":
+            return dict(yaml.safe_load(resource.inputs["stringData"]["local.yaml"])["service"])
+    raise AssertionError("no qdrant-server-keys Secret")
+
+
+def program_for(
+    document: dict[str, Any], project: Path, run_stack: Callable[..., StackCapture]
+) -> StackCapture:
+    """The real tenant program under mocks, given the spec an operation carries to the worker."""
+    (project / "tenants" / "dev" / "acme.yaml").write_text(yaml.safe_dump(document))
+    return run_stack("dev.acme", project)
+
+
+def test_a_tenant_admin_rotates_and_the_service_revokes_after_the_grace_period(
+    make_app: AppFactory,
+    serve: Callable[[FastAPI], LiveServer],
+    issuer: Issuer,
+    scratch_project: Path,
+    run_stack: Callable[..., StackCapture],
+) -> None:
+    app, _ = make_app(key_grace_check_seconds=0)  # the sweep is driven below, with a clock
+    server = serve(app)
+    with server.client(issuer.admin_of("acme")) as client:
+        wait_for(client, client.put(TENANT, json=spec("acme")).json()["operation"]["id"])
+        assert client.get(ROTATE).json()["phase"] == "none"
+
+        accepted = client.post(ROTATE, json={"grace": "2h"})
+        assert accepted.status_code == 202, accepted.text
+        body = accepted.json()
+        assert body["changed"] and body["operation"]["kind"] == "up"
+        head = app.state.backends.repository.history("dev", "acme")[0]
+        assert head.sha == body["commit"] and head.author_email == "alice@example.com"
+        record = record_of(app)
+        assert record["generation"] == 1 and record["requestedBy"].startswith("user:")
+        done = wait_for(client, body["operation"]["id"])
+        assert done["status"] == "succeeded"
+
+        status = client.get(ROTATE).json()
+        assert status["phase"] == "grace" and status["oldKeysAccepted"] and status["appliedGeneration"] == 1
+        assert status["graceUntil"] and status["revokedAt"] is None
+
+        refused = client.post(ROTATE, json={})
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "rotation_in_progress"
+
+    # What the worker applies: Qdrant accepts both generations.
+    during = program_for(
+        app.state.backends.queue.get(body["operation"]["id"]).spec, scratch_project, run_stack
+    )
+    assert "alt_api_key" in server_config(during)
+
+    # The grace period is over: one sweep commits the revocation and queues the update, once.
+    rotations = app.state.backends.rotations
+    rotations.clock = lambda: datetime.now(UTC) + timedelta(hours=3)
+    [revoking] = rotations.end_due_grace_periods()
+    assert rotations.end_due_grace_periods() == []
+    assert record_of(app)["revokedAt"]
+    head = app.state.backends.repository.history("dev", "acme")[0]
+    assert head.author_name == "Tenant API key rotation"
+    assert revoking.requested_by == "tenant-api:key-rotation"
+    after = program_for(revoking.spec, scratch_project, run_stack)
+    assert "alt_api_key" not in server_config(after)
+
+    with server.client(issuer.viewer_of("acme")) as viewer:
+        wait_for(viewer, revoking.id)
+        status = viewer.get(ROTATE).json()
+        assert status["phase"] == "complete" and not status["oldKeysAccepted"]
+        assert viewer.post(ROTATE, json={}).status_code == 403
+
+    actions = [(line["action"], line["outcome"], line.get("reason")) for line in audit_lines(app)]
+    assert ("qdrant.keys.rotate", "accepted", None) in actions
+    assert ("qdrant.keys.rotate", "refused", "rotation_in_progress") in actions
+    assert ("qdrant.keys.revoke", "accepted", None) in actions
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [({"grace": "30d"}, "invalid_request", "grace"), ({"grace": "soon"}, "invalid_request", None)],
+)
+def test_a_grace_out_of_bounds_is_refused_and_nothing_committed(
+    make_app: AppFactory,
+    serve: Callable[[FastAPI], LiveServer],
+    issuer: Issuer,
+    body: dict[str, Any],
+    code: str,
+    field: str | None,
+) -> None:
+    app, _ = make_app(key_grace_check_seconds=0, workers=0)
+    create_tenant(app, "acme")
+    before = app.state.backends.repository.read_text("dev", "acme")
+    with serve(app).client(issuer.admin_of("acme")) as client:
+        refused = client.post(ROTATE, json=body)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == code
+    if field:
+        assert refused.json()["error"]["details"][0]["field"] == field
+    assert app.state.backends.repository.read_text("dev", "acme") == before
+
+
+def test_a_tenant_without_qdrant_has_no_keys_to_rotate(
+    make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
+) -> None:
+    app, _ = make_app(key_grace_check_seconds=0, workers=0)
+    create_tenant(app, "acme", qdrant={"enabled": False})
+    with serve(app).client(issuer.admin_of("acme")) as client:
+        refused = client.post(ROTATE)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "qdrant_not_enabled"
+
+
+def test_writes_keep_the_rotation_record_and_may_not_change_it(
+    make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
+) -> None:
+    app, _ = make_app(key_grace_check_seconds=0, workers=0)
+    create_tenant(app, "acme")
+    with serve(app).client(issuer.admin_of("acme")) as client:
+        assert client.post(ROTATE).status_code == 202
+        record = record_of(app)
+        # A PUT that leaves the record out keeps it; a PATCH that sends it as it is changes nothing.
+        assert client.put(TENANT, json=spec("acme", displayName="Acme")).status_code == 202
+        assert record_of(app) == record
+        same = client.patch(TENANT, json={"qdrant": {"keyRotation": record}})
+        assert same.status_code == 202
+        forged = client.patch(
+            TENANT, json={"qdrant": {"keyRotation": {**record, "revokedAt": "2026-01-01T00:00:00Z"}}}
+        )
+        assert forged.status_code == 422
+        assert forged.json()["error"]["details"][0]["field"] == "qdrant.keyRotation"
+    assert record_of(app) == record
+
+
+def test_a_revocation_committed_but_never_queued_is_queued_by_the_next_sweep(
+    make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
+) -> None:
+    app, _ = make_app(key_grace_check_seconds=0, workers=0)
+    create_tenant(app, "acme")
+    backends = app.state.backends
+    with serve(app).client(issuer.admin_of("acme")) as client:
+        assert client.post(ROTATE).status_code == 202
+    rotations = backends.rotations
+    rotations.clock = lambda: datetime.now(UTC) + timedelta(hours=2)
+    submit = backends.queue.submit
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("queue down")
+
+    backends.queue.submit = broken
+    assert rotations.end_due_grace_periods() == []  # committed, not queued
+    assert record_of(app)["revokedAt"]
+    backends.queue.submit = submit
+    [queued] = rotations.end_due_grace_periods()
+    assert queued.spec["qdrant"]["keyRotation"]["revokedAt"] == record_of(app)["revokedAt"]
+    assert rotations.end_due_grace_periods() == []
+    outcomes = [(line["action"], line["outcome"]) for line in audit_lines(app)]
+    assert ("qdrant.keys.revoke", "failed") in outcomes and ("qdrant.keys.revoke", "accepted") in outcomes
+
+
+def test_the_service_ends_a_grace_period_that_ended_while_it_was_down(
+    make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
+) -> None:
+    app, _ = make_app(key_grace_check_seconds=3600)  # only the sweep at start
+    record = {
+        "generation": 1,
+        "startedAt": "2000-01-01T00:00:00Z",
+        "graceUntil": "2000-01-01T01:00:00Z",
+        "requestedBy": "user:alice",
+    }
+    create_tenant(app, "acme", qdrant={"enabled": True, "keyRotation": record})
+    with serve(app).client(issuer.admin_of("acme")) as client:
+        deadline = time.monotonic() + 10
+        while "revokedAt" not in record_of(app):
+            assert time.monotonic() < deadline, "the start-up sweep did not revoke"
+            time.sleep(0.02)
+        ups = client.get(f"{TENANT}/operations").json()["operations"]
+        assert any(op["requestedBy"] == "tenant-api:key-rotation" for op in ups)
