@@ -37,11 +37,19 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON."
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
-def _call(method: str, url: str, token: str | None, path: str, body: Any = None) -> Any:
+def _call(
+    method: str,
+    url: str,
+    token: str | None,
+    path: str,
+    body: Any = None,
+    *,
+    whose: str = "a platform-admin's access token",
+) -> Any:
     import httpx
 
     if not token:
-        typer.echo("error: pass --token or set TENANCY_TOKEN (a platform-admin's access token)", err=True)
+        typer.echo(f"error: pass --token or set TENANCY_TOKEN ({whose})", err=True)
         raise typer.Exit(exit_codes.INVALID_INPUT)
     try:
         response = httpx.request(

@@ -1,4 +1,8 @@
-"""``tenantctl rotate-keys``: start a Qdrant key rotation for one tenant (local path).
+"""``tenantctl rotate-keys``: start a Qdrant key rotation for one tenant.
+
+With ``--url`` (or ``TENANCY_API_URL``) it asks the running service (``POST …/qdrant/keys/rotate``, the
+caller's ``--token``), which commits the record as the caller, queues the update, audits it and later
+revokes the old keys by itself; ``--status`` reads where the rotation stands. Without, the local path:
 
 Records the next ``qdrant.keyRotation`` in the tenant file (tenancy.spec.rotation) and runs ``up``: the
 new keys work beside the old ones until the revocation is recorded. The service records it by itself
@@ -13,7 +17,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from tenancy.automation.contract import OperationKind
+from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.cli import exit_codes
 from tenancy.cli.operations import (
     EnvOption,
@@ -38,6 +42,24 @@ EndGraceOption = Annotated[
         help="Once graceUntil has passed: record the revocation and run up, so the old keys stop working.",
     ),
 ]
+RemoteUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="TENANCY_API_URL",
+        help="Ask the running service at this URL instead of changing the local file.",
+        show_default=False,
+    ),
+]
+RemoteTokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="TENANCY_TOKEN", help="Your access token (with --url).", show_default=False
+    ),
+]
+StatusOption = Annotated[
+    bool, typer.Option("--status", help="With --url: show where the rotation stands; change nothing.")
+]
 GraceOption = Annotated[
     str, typer.Option("--grace", help="How long the old keys keep working: 15m to 7d (e.g. 1h, 2d).")
 ]
@@ -48,6 +70,9 @@ def rotate_keys(
     env: EnvOption,
     grace: GraceOption = "1h",
     end: EndGraceOption = False,
+    url: RemoteUrlOption = None,
+    token: RemoteTokenOption = None,
+    status: StatusOption = False,
     as_json: JsonOption = False,
     project: ProjectOption = None,
     tenants: TenantsOption = None,
@@ -63,9 +88,19 @@ def rotate_keys(
     by itself for the tenants it manages).
 
     Example:  tenantctl rotate-keys acme --env dev --grace 1h
+    Against the service: tenantctl rotate-keys acme --env dev --url URL --token T
 
     Exit codes: 0 ok, 2 invalid input or refused, 3 the operation failed.
     """
+    if url:
+        _rotate_remotely(url, token, _stack(env, tenant, as_json), grace, status=status, as_json=as_json)
+        return
+    if status:
+        _fail(
+            "--status asks the service: pass --url (or set TENANCY_API_URL)",
+            exit_codes.INVALID_INPUT,
+            as_json,
+        )
     settings = _settings(project, tenants, state_dir)
     stack = _stack(env, tenant, as_json)
     document = _read_spec(settings, stack, as_json)
@@ -87,6 +122,32 @@ def rotate_keys(
     path = settings.tenants_dir / env / f"{tenant}.yaml"
     path.write_text(yaml.safe_dump(rotated, sort_keys=False), encoding="utf-8")
     _run_one(OperationKind.up, tenant, env, as_json, settings)
+
+
+def _rotate_remotely(
+    url: str, token: str | None, stack: StackRef, grace: str, *, status: bool, as_json: bool
+) -> None:
+    import json
+
+    from tenancy.cli.requests import _call
+
+    path = f"/environments/{stack.environment}/tenants/{stack.tenant}/qdrant/keys/rotate"
+    accepted = None
+    if not status:
+        accepted = _call("POST", url, token, path, {"grace": grace}, whose="an access token for the tenant")
+    state = _call("GET", url, token, path, whose="an access token for the tenant")
+    if as_json:
+        typer.echo(json.dumps({"accepted": accepted, "rotation": state} if accepted else state, indent=2))
+        return
+    if accepted is not None:
+        operation = accepted["operation"]
+        typer.echo(
+            f"rotating the Qdrant keys of {stack.name}: generation {state['generation']}, commit "
+            f"{(accepted.get('commit') or '')[:12]}, operation {operation['id']} {operation['status']}"
+        )
+    typer.echo(f"phase {state['phase']}; old keys accepted: {'yes' if state['oldKeysAccepted'] else 'no'}")
+    if state.get("graceUntil") and not state.get("revokedAt"):
+        typer.echo(f"the old keys work until {state['graceUntil']}; re-read your key before then")
 
 
 def register(app: typer.Typer) -> None:

@@ -206,3 +206,27 @@ def test_the_service_ends_a_grace_period_that_ended_while_it_was_down(
             time.sleep(0.02)
         ups = client.get(f"{TENANT}/operations").json()["operations"]
         assert any(op["requestedBy"] == "tenant-api:key-rotation" for op in ups)
+
+
+def test_tenantctl_rotate_keys_against_the_service(
+    make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
+) -> None:
+    from typer.testing import CliRunner
+
+    from tenancy.cli import app as tenantctl
+
+    app, _ = make_app(key_grace_check_seconds=0, workers=0)
+    create_tenant(app, "acme")
+    server = serve(app)
+    runner = CliRunner()
+    token = issuer.admin_of("acme")
+    remote = ["--url", server.url, "--token", token]
+    result = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", "--grace", "30m", *remote])
+    assert result.exit_code == 0, result.output
+    assert "generation 1" in result.stdout and "old keys accepted: no" in result.stdout  # not applied yet
+    assert record_of(app)["generation"] == 1
+    again = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", *remote])
+    assert again.exit_code == 2 and "rotation_in_progress" in again.output
+    status = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", "--status", "--json", *remote])
+    assert status.exit_code == 0 and json.loads(status.stdout)["phase"] == "rolling_out"
+    assert record_of(app)["generation"] == 1
