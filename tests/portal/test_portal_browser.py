@@ -9,6 +9,7 @@ local issuer's dev sign-in) with the engine double standing in for Pulumi.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -216,3 +217,35 @@ def test_a_platform_admin_approves_one_request_and_rejects_another(browser: Any,
     page.get_by_role("button", name="Sign in").wait_for()
     bob.close()
     root.close()
+
+
+def test_a_tenant_admin_rotates_keys_and_the_form_never_offers_the_rotation_record(
+    browser: Any, portal: LiveServer
+) -> None:
+    carol = Session(browser, portal)
+    page = carol.page
+    carol.sign_in(name="carol", kind="admin", tenants="acme")
+    page.goto(portal.url + "/#/t/dev/acme")
+    page.locator('#key-rotation[data-phase="none"]').wait_for()
+    page.get_by_role("button", name="Rotate keys").click()
+    page.get_by_role("dialog").get_by_role("button", name="Rotate keys").click()
+    page.locator("#op-status[data-final]").wait_for()
+    assert page.locator("#op-status").get_attribute("data-final") == "succeeded"
+    page.locator('#key-rotation[data-phase="grace"]').wait_for()  # both generations' keys work now
+    record = _file(portal, "acme")["qdrant"]["keyRotation"]  # type: ignore[index]
+    assert record["generation"] == 1 and record["requestedBy"] == "user:carol"
+    audit = Path(portal.app.state.backends.settings.audit_target).read_text()
+    assert '"action":"qdrant.keys.rotate"' in audit
+
+    # The form's schema has no keyRotation, and saving the form keeps the record exactly as it is.
+    schema = page.evaluate("fetch('/portal/api/schema').then((r) => r.json())")
+    assert "keyRotation" not in json.dumps(schema)
+    page.get_by_role("link", name="Edit").click()
+    page.get_by_label("Display name").fill("Acme Rotated")
+    page.locator("#preview-summary").wait_for()
+    assert "keyRotation" not in page.locator("#tenant-form").inner_text()
+    page.get_by_role("button", name="Save changes").click()
+    page.locator("#op-status[data-final]").wait_for()
+    saved = _file(portal, "acme")
+    assert saved["displayName"] == "Acme Rotated" and saved["qdrant"]["keyRotation"] == record  # type: ignore[index]
+    carol.close()

@@ -86,6 +86,7 @@ class Approvals:
                 return None  # the ordinary path answers tenant_not_found
             body = merge_patch(current, body)
         spec, upgrade = self._validate_or_upgrade(stack, principal, body)
+        spec = self.changes.keep_key_rotation(stack, current, spec)  # the platform's record stays
         needs = self.changes.check_proposal(stack, principal, current, spec)
         if upgrade is not None:
             needs = [item for item in needs if item["field"] != "plan"]

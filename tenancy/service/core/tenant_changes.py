@@ -370,7 +370,7 @@ class TenantChanges:
                 details=spec_issues_details(SpecError(issues)),
             )
 
-    def _keep_key_rotation(
+    def keep_key_rotation(
         self, stack: StackRef, current: dict[str, Any] | None, spec: TenantSpec
     ) -> TenantSpec:
         """``qdrant.keyRotation`` is written by a rotation (POST .../qdrant/keys/rotate) and by the
@@ -436,7 +436,7 @@ class TenantChanges:
                         f"{stack.name} already exists (If-None-Match: *); read it and change it instead",
                     )
                 self._check_precondition(stack, if_match)
-                spec = self._keep_key_rotation(stack, current, build(current))
+                spec = self.keep_key_rotation(stack, current, build(current))
                 self._check_platform_fields(stack, principal, current, spec)
                 self._check_fixed_volumes(stack, current, spec)
                 document = spec.to_document()

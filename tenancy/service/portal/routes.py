@@ -417,7 +417,7 @@ def form_schema(backends: BackendsDep, principal: CurrentPrincipal) -> JSONRespo
     }
     return _json(
         {
-            "schema": TenantSpec.model_json_schema(by_alias=True),
+            "schema": _form_schema(),
             "plans": plans,
             "selfServicePlans": list(backends.settings.self_service_plans),
             "qdrantVersions": list(versions.QDRANT_VERSIONS),
@@ -427,6 +427,21 @@ def form_schema(backends: BackendsDep, principal: CurrentPrincipal) -> JSONRespo
             "environments": ["dev", "prod"],
         }
     )
+
+
+# Fields the platform writes and the form never offers: qdrant.keyRotation changes only through
+# POST .../qdrant/keys/rotate and the service's revocation.
+_NOT_IN_FORM = {"QdrantSpec": ("keyRotation",)}
+
+
+def _form_schema() -> dict[str, Any]:
+    schema = TenantSpec.model_json_schema(by_alias=True)
+    for model, fields in _NOT_IN_FORM.items():
+        definition = schema.get("$defs", {}).get(model, {})
+        for name in fields:
+            definition.get("properties", {}).pop(name, None)
+        schema.get("$defs", {}).pop("KeyRotation", None)
+    return schema
 
 
 class FormCheck(BaseModel):
@@ -454,6 +469,7 @@ async def check_form(
         if proposal is not None:
             return proposal.document, current, proposal.needs
         spec = backends.changes.validate(stack, body.spec)
+        spec = backends.changes.keep_key_rotation(stack, current, spec)  # not the form's to change
         backends.changes.check_proposal(stack, principal, current, spec)  # volumes that cannot follow
         return spec.to_document(), current, []
 

@@ -315,6 +315,16 @@ async function renderTenant(env, name, followId) {
     ...Object.entries(outputs).filter(([k]) => !k.toLowerCase().includes("key") && k !== "vclusterKubeconfig").flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, h("code", {}, String(v)))]));
 
   const secrets = h("section", { class: "panel", "aria-labelledby": "secrets-h" }, h("h2", { id: "secrets-h" }, "Secrets"));
+  if (spec.qdrant && spec.qdrant.enabled && !tenant.deleted) {
+    const rotation = h("p", { class: "hint", id: "key-rotation" });
+    secrets.append(rotation);
+    api("GET", `${tenantPath(env, name)}/qdrant/keys/rotate`).then(({ data }) => {
+      rotation.setAttribute("data-phase", data.phase);
+      rotation.textContent = data.phase === "none" ? "Keys never rotated." :
+        `Key generation ${data.generation}: ${data.phase.replace("_", " ")}` +
+        (data.oldKeysAccepted || data.phase === "rolling_out" ? `; the previous keys work until ${when(data.graceUntil)}.` : "; the previous keys are revoked.");
+    }).catch(() => {});
+  }
   if (!admin) secrets.append(h("p", { class: "hint" }, "Revealing secrets needs the tenant-admin role."));
   else {
     const revealed = h("div", { id: "revealed" });
@@ -331,6 +341,14 @@ async function renderTenant(env, name, followId) {
                 h("button", { type: "button", class: "secondary", onclick: () => copy(value, label) }, `Copy ${label}`)))));
           } catch (error) { revealed.replaceChildren(h("p", { class: "error", role: "alert" }, error.message)); }
         } }, "Reveal Qdrant API keys") : null,
+        spec.qdrant && spec.qdrant.enabled && !tenant.deleted ? h("button", { type: "button", class: "secondary", id: "rotate-keys", onclick: async () => {
+          if (!(await confirmDialog({ title: `Rotate the Qdrant keys of ${env}.${name}?`, body: "New API and read-only keys are made; the current keys keep working for one hour, then they stop. Re-read your keys (Vault or the Secret qdrant-api-keys) before then.", confirmLabel: "Rotate keys" }))) return;
+          try {
+            const { data } = await api("POST", `${tenantPath(env, name)}/qdrant/keys/rotate`, { grace: "1h" });
+            toast(`Rotating the keys of ${env}.${name}`);
+            location.hash = `#/t/${env}/${name}/op/${data.operation.id}`;
+          } catch (error) { revealed.replaceChildren(h("p", { class: "error", role: "alert", id: "rotate-error" }, error.message)); }
+        } }, "Rotate keys") : null,
         spec.vcluster && spec.vcluster.enabled ? h("a", { class: "button secondary", href: `${tenantPath(env, name)}/vcluster/kubeconfig`, download: `${env}-${name}-vcluster.kubeconfig`, id: "kubeconfig" }, "Download vCluster kubeconfig") : null),
       revealed);
   }
@@ -544,6 +562,8 @@ async function renderForm(env, name) {
   const documentFromForm = () => {
     const doc = structuredClone(current || {});
     delete doc.name;
+    // The platform's record of key rotations: never a form field (the service keeps it on a write).
+    if (doc.qdrant) delete doc.qdrant.keyRotation;
     const text = (k) => controls[k].value.trim() || undefined;
     setIn(doc, "displayName", text("displayName"));
     setIn(doc, "owners", controls.owners.value.split(",").map((s) => s.trim()).filter(Boolean));
