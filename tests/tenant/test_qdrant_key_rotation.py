@@ -249,3 +249,22 @@ def _document(rotation: dict[str, Any]) -> dict[str, Any]:
         "plan": "small",
         "qdrant": {"enabled": True, "keyRotation": rotation},
     }
+
+
+def vault_keys(capture: StackCapture) -> dict[str, str]:
+    [secret] = capture.of_type("vault:kv/secretV2:SecretV2")
+    return dict(json.loads(secret.inputs["dataJson"]))
+
+
+def test_prod_delivers_each_generation_s_keys_through_vault(run_stack: Run, scratch_project: Path) -> None:
+    before = run(run_stack, scratch_project, None)
+    assert vault_keys(before) == secrets(before)["qdrant-api-keys"]
+    during = run(run_stack, scratch_project, 1)
+    delivered = vault_keys(during)
+    # Vault holds exactly what clients are handed: the new generation's keys, not the old ones.
+    assert delivered == secrets(during)["qdrant-api-keys"]
+    assert delivered["api-key"] != vault_keys(before)["api-key"]
+    assert verify(delivered["read-only-api-key"], delivered["api-key"]) == {"access": "r"}
+    assert server_config(during)["api_key"] == delivered["api-key"]
+    # The revocation changes what Qdrant accepts, not what Vault holds.
+    assert vault_keys(run(run_stack, scratch_project, 1, revoked=True)) == delivered
