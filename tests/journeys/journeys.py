@@ -281,6 +281,33 @@ def reject_decided_request(journey: Journey, command: ReadmeCommand) -> None:
     assert done.stderr.startswith("error: change_request_decided: "), done.explain()
 
 
+def rotate_keys(journey: Journey, command: ReadmeCommand) -> None:
+    """A tenant-admin's rotation: committed (generation 1, two hours of grace) and an update queued."""
+    head = _tenants_head(journey)
+    done = journey.run(command)
+    assert done.returncode == 0, done.explain()
+    accepted = json.loads(done.stdout)
+    assert accepted["changed"] is True and accepted["operation"]["kind"] == "up", done.explain()
+    assert _tenants_head(journey) != head, "a rotation commits the next key generation"
+    status = httpx.get(
+        f"{journey.shell.env['API']}/api/v1/environments/dev/tenants/newco/qdrant/keys/rotate",
+        headers={"Authorization": f"Bearer {journey.shell.env['TOKEN']}"},
+        timeout=30,
+    ).json()
+    assert status["generation"] == 1 and status["revokedAt"] is None, status
+
+
+def rotation_status(journey: Journey, command: ReadmeCommand) -> None:
+    head = _tenants_head(journey)
+    done = journey.run(command)
+    assert done.returncode == 0, done.explain()
+    assert re.search(r"^phase (rolling_out|grace); old keys accepted: (yes|no)$", done.stdout, re.M), (
+        done.explain()
+    )
+    assert "the old keys work until " in done.stdout, done.explain()
+    assert _tenants_head(journey) == head, "--status changes nothing"
+
+
 def _tenants_head(journey: Journey) -> str:
     found = journey.shell.run("git -C .tenancy/tenants-repo rev-parse HEAD", timeout=30)
     assert found.returncode == 0, found.explain()
@@ -335,6 +362,8 @@ SECTIONS: dict[str, list[tuple[str, Step]]] = {
         (r"^tenantctl requests show ", show_request),
         (r"^tenantctl requests approve ", approve_request),
         (r"^tenantctl requests reject ", reject_decided_request),
+        (r"^curl -sX POST \"\$API/api/v1/environments/dev/tenants/newco/qdrant/keys/rotate\"", rotate_keys),
+        (r"^tenantctl rotate-keys newco --env dev --status$", rotation_status),
     ],
     "The portal (browser)": [(r"^tenantctl serve --project \.\s+# then open ", serve_portal)],
 }
