@@ -57,8 +57,10 @@ def test_self_service_serve_token_create_follow_read_back_request_approve(
     history = journey.shell.run(
         "git -C .tenancy/tenants-repo log --format='%ae %s' -- tenants/dev/newco.yaml", timeout=30
     )
-    # Created by its tenant-admin; the plan change committed by the platform-admin who approved it.
+    # Created by its tenant-admin; the plan change committed by the platform-admin who approved it;
+    # the key rotation committed by the tenant-admin who asked for it.
     assert history.stdout.splitlines() == [
+        "me@newco.example Rotate the Qdrant keys of tenant dev.newco (generation 1)",
         "developer@tenant-api.invalid Update tenant dev.newco",
         "me@newco.example Create tenant dev.newco",
     ], history.explain()
