@@ -40,7 +40,9 @@ QDRANT_IMAGE_DIGESTS: dict[str, str] = {
 # loft-sh/vcluster tag v0.36.1 (chart/ published as 0.36.1; image ghcr.io/loft-sh/vcluster-pro:0.36.1,
 # Pro modules off without a licence). No digest pinned: none of vcluster-pro:0.36.1 or of the
 # ghcr.io/loft-sh/kubernetes images below could be found in public material from here (searched: the
-# image names with "@sha256:", loft-sh/vcluster's tree at v0.36.1, lock and renovate files pinning them),
+# image names with "@sha256:", loft-sh/vcluster's tree at v0.36.1, lock and renovate files pinning them;
+# searched again for every pinned tag, vcluster-pro:0.36.1 and ghcr.io/loft-sh/kubernetes:v1.32.1 to
+# v1.36.0, in code and issues: tags found only, never a digest),
 # and a digest is never guessed. They run by tag until one is read from the registry
 # (`crane digest <image>`), and are the only images ACCEPTED_WITHOUT_DIGEST below.
 VCLUSTER = ChartPin(chart="vcluster", version="0.36.1", repo="https://charts.loft.sh")

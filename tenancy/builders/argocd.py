@@ -14,6 +14,7 @@ import pulumi
 import yaml
 
 from tenancy.builders.contract import GATEWAY_REFERENCE, INGRESS_GATEWAY_LABELS, NAMESPACES
+from tenancy.builders.istio import GATEWAY_HTTPS_PORT  # the gateway pod's port behind the LB's 443
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.network import ISTIO_METRICS_PORT
 from tenancy.builders.platform_namespace import (
@@ -22,6 +23,7 @@ from tenancy.builders.platform_namespace import (
     allow_egress_to_api_server,
     allow_egress_to_cidrs,
     allow_ingress,
+    network_policy,
 )
 from tenancy.spec.platform import PlatformConfig
 
@@ -197,6 +199,38 @@ def virtual_service_manifest(config: PlatformConfig) -> Manifest:
     }
 
 
+def _server_to_keycloak(config: PlatformConfig) -> Manifest:
+    """OIDC discovery, JWKS and the code exchange at https://auth.<domain>, which resolves to the
+    gateway's load balancer. Inside the cluster kube-proxy may hand a connection to that address
+    straight to a gateway pod, or it leaves through the load balancer: both peers are allowed. Without
+    ``gatewayCidrs`` the address is unknown, so any address on 443 (README, accepted findings)."""
+    if not config.gateway_cidrs:
+        return allow_egress_outside(
+            NAMESPACE, "allow-server-to-keycloak", pods=SERVER_POD_LABELS, ports=[KEYCLOAK_PUBLIC_PORT]
+        )
+    gateway_pods = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACES.ingress}},
+        "podSelector": {"matchLabels": dict(INGRESS_GATEWAY_LABELS)},
+    }
+    return network_policy(
+        NAMESPACE,
+        "allow-server-to-keycloak",
+        {
+            "podSelector": {"matchLabels": dict(SERVER_POD_LABELS)},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [gateway_pods, *({"ipBlock": {"cidr": cidr}} for cidr in config.gateway_cidrs)],
+                    "ports": [
+                        {"protocol": "TCP", "port": port}
+                        for port in sorted({KEYCLOAK_PUBLIC_PORT, GATEWAY_HTTPS_PORT})
+                    ],
+                }
+            ],
+        },
+    )
+
+
 def namespace_policies(config: PlatformConfig) -> list[Manifest]:
     """argocd: the gateway reaches the UI/API; every component reaches the API server at its addresses,
     the server Keycloak's public URL, and the repo-server the tenants' repositories (``gitHosts``)."""
@@ -212,11 +246,7 @@ def namespace_policies(config: PlatformConfig) -> list[Manifest]:
         # The controllers, the server (sessions, RBAC, the UI's resource views) and the ApplicationSet
         # and notifications controllers all watch the API.
         allow_egress_to_api_server(NAMESPACE, "allow-apiserver", pods=None, config=config),
-        # OIDC discovery, JWKS and the code exchange at https://auth.<domain>: the gateway's public
-        # address, which the platform does not know (README, accepted findings).
-        allow_egress_outside(
-            NAMESPACE, "allow-server-to-keycloak", pods=SERVER_POD_LABELS, ports=[KEYCLOAK_PUBLIC_PORT]
-        ),
+        _server_to_keycloak(config),
         allow_egress_to_cidrs(
             NAMESPACE,
             "allow-repo-server-to-git",

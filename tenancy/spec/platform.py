@@ -320,6 +320,14 @@ class PlatformConfig(_Model):
             "reach them with kubectl port-forward."
         ),
     )
+    gateway_cidrs: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Where the platform's public names (auth.<domain>) resolve for pods: the gateway load "
+            "balancer's addresses (CIDRs). argocd-server reaches Keycloak's public URL, the OIDC issuer, "
+            "there and at the gateway pods on 443. Empty: at any address on 443."
+        ),
+    )
     dns: DnsConfig = Field(default_factory=DnsConfig, description="The cluster DNS pods and ports.")
     git_hosts: GitHostsConfig = Field(
         default_factory=GitHostsConfig,
@@ -354,6 +362,18 @@ class PlatformConfig(_Model):
             if network.prefixlen == 0:
                 raise ValueError(f"{value!r} covers every address; list the API server's addresses only")
             networks.append(str(network))
+        return networks
+
+    @field_validator("gateway_cidrs")
+    @classmethod
+    def _gateway_cidrs(cls, values: list[str]) -> list[str]:
+        if not values:
+            return values
+        networks = _cidr_list(values, "")
+        if any(ipaddress.ip_network(network).prefixlen == 0 for network in networks):
+            raise ValueError(
+                "a CIDR covering every address narrows nothing; leave gatewayCidrs empty instead"
+            )
         return networks
 
     @field_validator("admin_source_cidrs")

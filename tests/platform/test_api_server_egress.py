@@ -156,3 +156,42 @@ def test_a_platform_without_api_server_addresses_fails_naming_the_key(policies: 
     [issue] = error.value.issues
     assert (issue.file, issue.field) == ("Pulumi.dev.yaml", "platform:kubernetesApiCidrs")
     assert "must reach the Kubernetes API server" in issue.reason
+
+
+def test_argocd_server_reaches_keycloak_at_the_gateway_when_its_addresses_are_known() -> None:
+    config = parse_platform_config(
+        {
+            "domain": "dev.data.example.com",
+            "kubernetesApiCidrs": ["10.10.0.2/32"],
+            "gatewayCidrs": ["198.51.100.7/32"],
+        },
+        environment="dev",
+        file="Pulumi.dev.yaml",
+    )
+    [keycloak] = [
+        p for p in argocd.namespace_policies(config) if p["metadata"]["name"] == "allow-server-to-keycloak"
+    ]
+    assert keycloak["spec"]["podSelector"] == {"matchLabels": argocd.SERVER_POD_LABELS}
+    [rule] = keycloak["spec"]["egress"]
+    # The load balancer's address, and the gateway pods where kube-proxy hands that address over in-cluster.
+    assert rule["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-ingress"}},
+            "podSelector": {"matchLabels": {"istio": "ingressgateway"}},
+        },
+        {"ipBlock": {"cidr": "198.51.100.7/32"}},
+    ]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 443}]
+
+
+@pytest.mark.parametrize(
+    ("cidr", "reason"), [("0.0.0.0/0", "narrows nothing"), ("auth.example.com", "not a CIDR")]
+)
+def test_gateway_cidrs_refuse_what_narrows_nothing(cidr: str, reason: str) -> None:
+    with pytest.raises(SpecError) as error:
+        parse_platform_config(
+            {"domain": "dev.example.com", "gatewayCidrs": [cidr]}, environment="dev", file="Pulumi.dev.yaml"
+        )
+    [issue] = error.value.issues
+    assert (issue.file, issue.field) == ("Pulumi.dev.yaml", "platform:gatewayCidrs")
+    assert reason in issue.reason
