@@ -134,6 +134,14 @@ def list_stacks(journey: Journey, command: ReadmeCommand) -> None:
     assert "Traceback" not in done.stderr
 
 
+def backups_need_a_bucket(journey: Journey, command: ReadmeCommand) -> None:
+    """A fresh clone has no backup bucket: exit 2 naming the variable to set (or --url), nothing run."""
+    done = journey.run(command)
+    assert done.returncode == 2, done.explain()
+    assert "no backup bucket configured: set TENANCY_SERVICE_BACKUP_BUCKET" in done.stderr, done.explain()
+    assert "--url" in done.stderr and "Traceback" not in done.stderr, done.explain()
+
+
 # --- Self-service HTTP API ------------------------------------------------------------------------
 
 
@@ -346,6 +354,7 @@ SECTIONS: dict[str, list[tuple[str, Step]]] = {
     "Automation and `tenantctl`": [
         (r"^tenantctl (up|preview|refresh|destroy|sync|outputs) ", needs_the_pulumi_cli),
         (r"^tenantctl stacks\b", list_stacks),
+        (r"^tenantctl (backup|backups|restore) ", backups_need_a_bucket),
     ],
     "Self-service HTTP API": [
         (r"^tenantctl serve --project \. ", serve),
