@@ -377,6 +377,7 @@ async function renderTenant(env, name, followId) {
   show(
     h("p", {}, h("a", { href: "#/" }, "← Tenants")),
     h("div", { class: "row" }, h("h1", {}, `${env}.${name}`), h("span", { class: "spacer" }),
+      spec.qdrant && spec.qdrant.enabled && !tenant.deleted ? h("a", { class: "button secondary", href: `#/t/${env}/${name}/backups`, id: "backups" }, "Backups") : null,
       admin && !tenant.deleted ? h("a", { class: "button", href: `#/t/${env}/${name}/edit`, id: "edit" }, "Edit") : null),
     spec.displayName ? h("p", { class: "muted" }, spec.displayName) : null,
     h("section", { class: "panel", "aria-label": "Summary" }, facts),
@@ -785,6 +786,112 @@ async function renderRequest(id) {
     decide);
 }
 
+// --- Qdrant backups ----------------------------------------------------------------------------
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n, unit = 0;
+  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+async function renderBackups(env, name) {
+  const base = `${tenantPath(env, name)}/qdrant`;
+  const { data: tenant } = await api("GET", tenantPath(env, name));
+  const admin = tenant.role === "tenant-admin";
+  const progress = h("section", { class: "panel", id: "progress", "aria-label": "Progress" },
+    h("h2", {}, "Progress"), h("p", { class: "hint" }, "Nothing running."));
+  const listBox = h("section", { class: "panel", "aria-labelledby": "backups-h" });
+  const restoreBox = h("section", { class: "panel", "aria-labelledby": "restore-h" });
+  const here = location.hash;
+
+  async function load() {
+    let backups = [];
+    try {
+      backups = (await api("GET", `${base}/snapshots`)).data.backups;
+    } catch (error) {
+      if (error.status === 401) throw error;
+      listBox.replaceChildren(h("h2", { id: "backups-h" }, "Backups"), h("p", { class: "error", role: "alert" }, error.message));
+      restoreBox.replaceChildren();
+      return;
+    }
+    listBox.replaceChildren(h("h2", { id: "backups-h" }, "Backups"),
+      backups.length === 0 ? h("p", { class: "hint", id: "no-backups" }, "No backups yet.") :
+        h("table", { id: "backup-list" },
+          h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "Size"), h("th", {}, "Collections"), h("th", { class: "optional" }, "Checksum"), h("th", {}, "ID"))),
+          h("tbody", {}, backups.map((b) => h("tr", { "data-backup": b.id },
+            h("td", {}, when(b.created)), h("td", {}, bytes(b.size)), h("td", {}, b.collections.join(", ") || "—"),
+            h("td", { class: "optional" }, h("code", { title: b.checksum }, b.checksum.slice(0, 12) + "…")), h("td", {}, h("code", {}, b.id)))))));
+    restoreForm(backups);
+  }
+
+  function run(operation) {
+    follow(operation.id, progress, () => setTimeout(() => { if (location.hash === here) load(); }, 300));
+  }
+
+  function restoreForm(backups) {
+    if (!admin || backups.length === 0) { restoreBox.replaceChildren(); return; }
+    const choice = h("select", { id: "restore-backup" }, backups.map((b) => h("option", { value: b.id }, `${when(b.created)} (${b.id})`)));
+    const all = h("input", { type: "radio", name: "scope", id: "scope-all", value: "all", checked: true });
+    const some = h("input", { type: "radio", name: "scope", id: "scope-some", value: "some" });
+    const boxes = h("fieldset", { id: "restore-collections", disabled: true }, h("legend", {}, "Collections"));
+    const fillBoxes = () => {
+      const picked = backups.find((b) => b.id === choice.value);
+      boxes.replaceChildren(h("legend", {}, "Collections"), ...picked.collections.map((c) => h("label", {},
+        h("input", { type: "checkbox", name: "collection", value: c }), ` ${c}`)));
+    };
+    fillBoxes();
+    choice.addEventListener("change", fillBoxes);
+    for (const radio of [all, some]) radio.addEventListener("change", () => { boxes.disabled = !some.checked; });
+    const mine = session.platformAdmin ? [] : Object.entries(session.tenants).filter(([, r]) => r === "tenant-admin").map(([t]) => t);
+    const into = h("input", { id: "restore-into", value: name, list: "restore-targets", autocomplete: "off", "aria-describedby": "into-hint" });
+    const error = h("p", { class: "error", role: "alert", id: "restore-error" });
+    const form = h("form", { id: "restore-form", onsubmit: async (event) => {
+      event.preventDefault();
+      error.textContent = "";
+      const body = { backup: choice.value };
+      if (some.checked) {
+        body.collections = [...boxes.querySelectorAll("input:checked")].map((c) => c.value);
+        if (body.collections.length === 0) { error.textContent = "Pick at least one collection, or restore all."; return; }
+      }
+      const target = into.value.trim();
+      if (target && target !== name) body.into = target;
+      const what = body.collections ? body.collections.join(", ") : "every collection";
+      if (!(await confirmDialog({ title: `Restore into ${env}.${target || name}?`, body: `${what} of backup ${body.backup} will replace the collections of the same name in ${env}.${target || name}.`, confirmLabel: "Restore", danger: true }))) return;
+      try {
+        const { data } = await api("POST", `${base}/restore`, body);
+        toast(`Restoring into ${env}.${data.operation.tenant}`);
+        run(data.operation);
+      } catch (failure) {
+        error.textContent = failure.message + failure.details.map((d) => ` (${d.field}: ${d.reason})`).join("");
+      }
+    } },
+      h("div", {}, h("label", { for: "restore-backup" }, "Backup"), choice),
+      h("div", { class: "row" }, h("label", {}, all, " All collections"), h("label", {}, some, " Only these:")),
+      boxes,
+      h("div", {}, h("label", { for: "restore-into" }, "Restore into tenant"), into,
+        h("datalist", { id: "restore-targets" }, mine.map((t) => h("option", { value: t }))),
+        h("p", { class: "hint", id: "into-hint" }, `This tenant or another tenant of ${env} you administer; its Qdrant must be on.`)),
+      error,
+      h("div", { class: "row" }, h("button", { type: "submit", id: "restore" }, "Restore")));
+    restoreBox.replaceChildren(h("h2", { id: "restore-h" }, "Restore"), form);
+  }
+
+  const backUp = admin ? h("button", { type: "button", id: "back-up-now", onclick: async () => {
+    try {
+      const { data } = await api("POST", `${base}/snapshots`);
+      toast(`Backing up ${env}.${name}`);
+      run(data.operation);
+    } catch (error) { toast(error.message); }
+  } }, "Back up now") : null;
+  show(
+    h("p", {}, h("a", { href: `#/t/${env}/${name}` }, `← ${env}.${name}`)),
+    h("div", { class: "row" }, h("h1", {}, `Backups of ${env}.${name}`), h("span", { class: "spacer" }), backUp),
+    h("p", { class: "muted" }, admin ? "Backups hold every collection of the tenant's Qdrant; a restore replaces the collections it restores." : "You can list backups; backing up and restoring need the tenant-admin role."),
+    progress, listBox, restoreBox);
+  await load();
+}
+
 // --- routing -----------------------------------------------------------------------------------
 
 async function route() {
@@ -796,6 +903,7 @@ async function route() {
     else if (parts[0] === "t" && parts.length === 3) await renderTenant(parts[1], parts[2]);
     else if (parts[0] === "t" && parts[3] === "edit") await renderForm(parts[1], parts[2]);
     else if (parts[0] === "t" && parts[3] === "op") await renderTenant(parts[1], parts[2], parts[4]);
+    else if (parts[0] === "t" && parts[3] === "backups") await renderBackups(parts[1], parts[2]);
     else if (parts[0] === "requests" && parts.length === 1) await renderRequests();
     else if (parts[0] === "requests") await renderRequest(parts[1]);
     else show(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to your tenants")));
