@@ -13,17 +13,18 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from tenancy.automation.contract import StackRef
 from tenancy.service.backends import Backends
 from tenancy.service.core.api_keys import looks_like_api_key
 from tenancy.service.core.client_address import client_address, failure_key
 from tenancy.service.core.errors import ServiceError, request_id
+from tenancy.service.core.rate_limit import InProcessRateLimiter
 from tenancy.service.core.security import (
     AuthenticationFailed,
     KeysUnavailable,
     Principal,
-    principal_from_claims,
 )
 from tenancy.service.models import Environment
 from tenancy.service.portal.sessions import session_credential
@@ -49,12 +50,26 @@ def _unauthenticated(message: str) -> ServiceError:
     return ServiceError("unauthenticated", message, headers={"WWW-Authenticate": 'Bearer realm="tenant-api"'})
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     backends: BackendsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
+    """The caller (see ``_authenticate``). A bearer token that verified before and still would, with
+    the in-process rate limiter, is settled here on the event loop: no signature check, no I/O, and
+    no hop to a worker thread and back (which cost a GET more than the rest of its work). Everything
+    else (API keys, portal sessions, new tokens, Redis) runs in a worker thread, as it may wait."""
+    credential = bearer.credentials if bearer is not None else api_key
+    local_limits = isinstance(backends.rate_limiter, InProcessRateLimiter)
+    if credential and local_limits and not looks_like_api_key(credential):
+        principal = backends.verifier.cached_principal(credential)
+        if principal is not None:
+            return _within_rate_limit(request, backends, principal)
+    return await run_in_threadpool(_authenticate, request, backends, credential)
+
+
+def _authenticate(request: Request, backends: Backends, credential: str | None) -> Principal:
     """The caller, from a bearer JWT or an API key (Authorization: Bearer or X-API-Key); then the
     caller's rate limit.
 
@@ -62,7 +77,6 @@ def authenticate(
     it that do not verify answer 429 instead of 401, while credentials that verify still pass (and
     count against their principal's own budget): a burst of bad tokens from a shared address (a NAT,
     an office, a proxy) never locks its valid callers out. A JWKS outage counts for nobody."""
-    credential = bearer.credentials if bearer is not None else api_key
     if not credential:  # the portal's cookie session (CSRF-checked for writes)
         credential = session_credential(request)
     if not credential:
@@ -87,6 +101,10 @@ def authenticate(
             f"others are refused for {failures.retry_after} s",
             headers={"Retry-After": str(failures.retry_after)},
         ) from None
+    return _within_rate_limit(request, backends, principal)
+
+
+def _within_rate_limit(request: Request, backends: Backends, principal: Principal) -> Principal:
     decision = backends.rate_limiter.hit(principal.actor)
     if not decision.allowed:
         backends.metrics.rate_limited.inc()
@@ -108,7 +126,7 @@ def _principal(backends: Backends, credential: str) -> Principal:
             raise _unauthenticated("the API key is unknown, revoked or expired, or its tenant was deleted")
         return record.principal()
     try:
-        claims = backends.verifier.verify(credential)
+        return backends.verifier.principal(credential)
     except AuthenticationFailed as failure:
         backends.metrics.auth_failures.labels(failure.reason).inc()
         raise _unauthenticated(failure.message) from None
@@ -120,7 +138,6 @@ def _principal(backends: Backends, credential: str) -> Principal:
             f"retry in {outage.retry_after} s",
             headers={"Retry-After": str(outage.retry_after)},
         ) from None
-    return principal_from_claims(claims)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

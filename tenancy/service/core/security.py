@@ -256,6 +256,17 @@ class JwksKeys:
             self._failed_at = None
             self._attempts += 1
 
+    def published(self, kid: str | None) -> dict[str, Any] | None:
+        """The JWK for ``kid`` while the cached keys are fresh (fetched less than ``cache_seconds`` ago
+        and no failure since), else None. Never fetches: safe on the event loop."""
+        with self._lock:
+            fresh = (
+                self._fetched_at is not None
+                and self._failed_at is None
+                and self._clock() - self._fetched_at <= self._cache_seconds
+            )
+            return self._lookup(kid) if fresh else None
+
     def _lookup(self, kid: str | None) -> dict[str, Any] | None:
         if kid is not None:
             return self._keys.get(kid)
@@ -288,7 +299,26 @@ _ACCESS_TOKEN_CLAIM_TYPES = frozenset({"bearer", "at+jwt", "application/at+jwt"}
 _ACCESS_TOKEN_HEADER_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 
 
+@dataclass(frozen=True)
+class _Verified:
+    claims: Mapping[str, Any]
+    expires_at: float  # the token's exp
+    kid: str | None
+    jwk: Mapping[str, Any]  # the key that verified it, as the issuer published it then
+    principal: Principal
+
+
 class TokenVerifier:
+    """Verifies access tokens against the issuer's keys, and remembers the tokens that verified.
+
+    The signature check costs more than everything else a GET does, and a client sends the same token
+    with every request until it expires. A remembered token passes again without the check only while
+    it has not expired (its ``exp``, without leeway: past it, the full check decides) and while the key
+    that verified it is still what the issuer publishes under its kid in a fresh key cache (a
+    withdrawn or rotated key, or keys due for a refetch, send the token through the full check).
+    Claims cannot change without the signature changing, so nothing else can go stale. Bounded: the
+    oldest entries go first."""
+
     def __init__(
         self,
         keys: JwksKeys,
@@ -298,6 +328,8 @@ class TokenVerifier:
         algorithms: tuple[str, ...],
         leeway: float,
         authorized_parties: tuple[str, ...] = (),
+        cache_entries: int = 4096,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys
         self.issuer = issuer
@@ -305,9 +337,37 @@ class TokenVerifier:
         self.algorithms = frozenset(algorithms)
         self.leeway = leeway
         self.authorized_parties = frozenset(authorized_parties)
+        self._cache_entries = cache_entries
+        self._clock = clock
+        self._verified: dict[str, _Verified] = {}  # insertion-ordered: the oldest first
+        self._verified_lock = threading.Lock()
+
+    def cached_principal(self, token: str) -> Principal | None:
+        """The caller a token names if it verified before and still would (see the class); None
+        otherwise. No I/O and no signature check: cheap enough for the event loop."""
+        entry = self._cached(token)
+        return None if entry is None else entry.principal
+
+    def principal(self, token: str) -> Principal:
+        """The caller a token names; AuthenticationFailed or KeysUnavailable as ``verify``."""
+        return (self._cached(token) or self._verify(token)).principal
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims if it verifies; AuthenticationFailed (safe message) otherwise."""
+        return dict((self._cached(token) or self._verify(token)).claims)
+
+    def _cached(self, token: str) -> _Verified | None:
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        if self._clock() < entry.expires_at and self.keys.published(entry.kid) == entry.jwk:
+            return entry
+        with self._verified_lock:
+            if self._verified.get(token) is entry:
+                del self._verified[token]
+        return None
+
+    def _verify(self, token: str) -> _Verified:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -345,7 +405,18 @@ class TokenVerifier:
                     raise AuthenticationFailed(reason, message) from None
             raise AuthenticationFailed("malformed", "the token could not be verified") from None
         self._check_access_token(claims)
-        return claims
+        entry = _Verified(
+            claims=claims,
+            expires_at=float(claims["exp"]),
+            kid=kid if isinstance(kid, str) else None,
+            jwk=jwk,
+            principal=principal_from_claims(claims),
+        )
+        with self._verified_lock:
+            self._verified[token] = entry
+            while len(self._verified) > self._cache_entries:
+                del self._verified[next(iter(self._verified))]
+        return entry
 
     def _check_access_token(self, claims: dict[str, Any]) -> None:
         """Refuse ID tokens and tokens of clients not allowed to call this API."""
