@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tenancy.automation.contract import Engine, OperationQueue, WorkQueue
+from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.scaling import QdrantScaling
 from tenancy.automation.settings import AutomationSettings
 from tenancy.automation.storage import QueueSettings, connect_redis
@@ -119,6 +120,12 @@ class Backends:
         """Let the local worker pick up a just-queued operation now instead of at its next poll."""
         if self.worker is not None:
             self.worker.wake()
+
+    @property
+    def local_reads(self) -> bool:
+        """Whether the queue is this host's SQLite file (reads never wait on the network or on
+        writers), so quick reads may run on the event loop."""
+        return isinstance(self.queue, SqliteOperationQueue)
 
     @property
     def pulumi_preview_enabled(self) -> bool:

@@ -412,6 +412,16 @@ class TenantRepository:
                 self._creations[key] = found
         return found
 
+    def reads_wait(self, environment: str, name: str) -> bool:
+        """Whether reading the tenant (``file``, ``creation``) may wait on something: a refresh from
+        the remote that is due, or a creation not cached yet (a git process). False: the reads are
+        in-memory lookups and libgit2 reads of local files, fine on the event loop."""
+        if self.remote is not None and time.monotonic() - self._synced_at >= self.refresh_seconds:
+            return True
+        tip = self._tip()
+        with self._creations_lock:
+            return str(tip) not in self._creations_heads or (environment, name) not in self._creations
+
     def _reset_creations(self, head: str) -> None:
         self._creations = {}
         self._creations_head = head
@@ -491,15 +501,12 @@ class TenantRepository:
         with self._tenant_locks_guard:
             lock = self._tenant_locks.setdefault(key, threading.RLock())
         with lock:
-            folder = self.git_dir / "tenant-api-locks"
+            descriptor = _open_lock_file(self.git_dir / "tenant-api-locks" / _lock_file_name(key))
             try:
-                handle = open(folder / _lock_file_name(key), "a+")  # noqa: SIM115 - held across the yield
-            except FileNotFoundError:
-                folder.mkdir(parents=True, exist_ok=True)
-                handle = open(folder / _lock_file_name(key), "a+")  # noqa: SIM115
-            with handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                yield  # closing the file releases the flock
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(descriptor)  # closing the file releases the flock
 
     @contextlib.contextmanager
     def _committing(self) -> Iterator[None]:
@@ -507,17 +514,20 @@ class TenantRepository:
         the flock when its holder dies, so holding it proves no service process is mid-write."""
         with self._commit_lock:
             if self._commit_depth == 0:
-                self.git_dir.mkdir(parents=True, exist_ok=True)
-                handle = open(self.git_dir / "tenant-api-commit.flock", "a+")  # noqa: SIM115
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                self._commit_handle = handle
+                descriptor = _open_lock_file(self.git_dir / "tenant-api-commit.flock")
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(descriptor)
+                    raise
+                self._commit_handle = descriptor
             self._commit_depth += 1
             try:
                 yield
             finally:
                 self._commit_depth -= 1
                 if self._commit_depth == 0:
-                    self._commit_handle.close()
+                    os.close(self._commit_handle)
                     self._commit_handle = None
 
     # --- remote --------------------------------------------------------------------------------------
@@ -876,6 +886,17 @@ def _clean_message(message: str) -> str:
     """What ``git commit`` would record: no trailing blanks, one final newline."""
     lines = [line.rstrip() for line in message.strip().splitlines()]
     return "\n".join(lines) + "\n"
+
+
+def _open_lock_file(path: Path) -> int:
+    """A descriptor of the lock file at ``path`` (created, with its folder, if missing): one system
+    call in the usual case, where a Python file object and an up-front mkdir cost several."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o644)
 
 
 def _lock_file_name(key: str) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from tenancy.automation.contract import (
     SECRET_MASK,
@@ -231,7 +232,18 @@ def list_tenants(
 
 
 @router.get(TENANT_PATH, response_model=TenantView, responses=_ERRORS, summary="Read a tenant")
-def read_tenant(stack: ReadableTenant, backends: BackendsDep, principal: CurrentPrincipal) -> JSONResponse:
+async def read_tenant(
+    stack: ReadableTenant, backends: BackendsDep, principal: CurrentPrincipal
+) -> JSONResponse:
+    # The embedded default reads SQLite (WAL: readers never wait for writers) and local git objects:
+    # quicker on the event loop than the hop to a worker thread and back. Anything that may wait (Redis,
+    # a refresh from the remote, a git process) goes to a worker thread.
+    if backends.local_reads and not backends.repository.reads_wait(stack.environment, stack.tenant):
+        return _read_tenant(stack, backends, principal)
+    return await run_in_threadpool(_read_tenant, stack, backends, principal)
+
+
+def _read_tenant(stack: StackRef, backends: BackendsDep, principal: Principal) -> JSONResponse:
     role = principal.role_on(stack.tenant)
     assert role is not None
     committed = backends.repository.file(stack.environment, stack.tenant)  # parsed once per blob
