@@ -671,6 +671,16 @@ def namespace_policies(config: PlatformConfig) -> list[Manifest]:
                 NAMESPACE, "allow-workers-to-storage-and-vault", pods=worker, ports=sorted(outside_ports)
             )
         )
+    if config.object_storage is not None:
+        # The API lists a tenant's backups and checks a restore's backup in the backup bucket itself.
+        policies.append(
+            allow_egress_outside(
+                NAMESPACE,
+                "allow-api-to-object-storage",
+                pods=api,
+                ports=[config.object_storage.port],
+            )
+        )
     # Drains, rebalances, backups and restores call each tenant's Qdrant peers on their REST port: the
     # Qdrant pods of this environment's tenant namespaces, nothing else there (the tenant's ingress
     # policy and AuthorizationPolicy admit the workers on that port too).

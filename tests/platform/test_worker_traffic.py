@@ -12,11 +12,12 @@ import pytest
 
 from tenancy.builders.contract import NAMESPACES
 from tenancy.builders.network import QDRANT_HTTP_PORT
+from tenancy.builders.platform_namespace import baseline_policies
 from tenancy.builders.qdrant import RELEASE_NAME
-from tenancy.builders.selfservice import WORKER_NAME, labels
+from tenancy.builders.selfservice import WORKER_NAME, labels, namespace_policies
 from tenancy.dataops.qdrant_api import QdrantCluster
 from tenancy.render.runtime import StackCapture, capture_stack
-from tenancy.spec.platform import read_platform_config_file
+from tenancy.spec.platform import parse_platform_config, read_platform_config_file
 from tests.conftest import PROJECT_DIR
 from tests.platform.support import connection_allowed, namespace_of
 
@@ -271,3 +272,29 @@ def test_workers_reach_the_api_server_and_the_object_store(platform: StackCaptur
         s for s in objects(platform, kind="Sidecar") if s["metadata"]["namespace"] == NAMESPACES.self_service
     ]
     assert sidecar["spec"]["outboundTrafficPolicy"] == {"mode": "ALLOW_ANY"}
+
+
+@pytest.mark.parametrize("role", ["api", "worker"])
+def test_both_roles_reach_an_object_store_on_its_own_port(role: str) -> None:
+    """Workers take and restore backups; the API lists them and checks a restore's backup. An object
+    store on 9000 (MinIO) is reached by both, and the API's only path there is its own rule."""
+    config = parse_platform_config(
+        {
+            "domain": "dev.data.example.com",
+            "kubernetesApiCidrs": ["10.20.0.0/28"],
+            "objectStorage": {
+                "endpoint": "http://minio.storage.example:9000",
+                "lokiBucket": "loki",
+                "backupBucket": "backups",
+            },
+        },
+        environment="dev",
+        file="Pulumi.dev.yaml",
+    )
+    policies = baseline_policies(NAMESPACES.self_service, mesh=True) + namespace_policies(config)
+    source = (namespace_of(NAMESPACES.self_service, {}), labels(role))
+    outside = (namespace_of("object-store", {}), {})
+    assert connection_allowed(policies, source=source, destination=outside, port=9000)
+    if role == "api":
+        without = [p for p in policies if p["metadata"]["name"] != "allow-api-to-object-storage"]
+        assert not connection_allowed(without, source=source, destination=outside, port=9000)
