@@ -8,6 +8,7 @@ placeholders, and values the program marked secret are remembered so render can 
 from __future__ import annotations
 
 import base64
+import contextvars
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
+from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs, Mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from tenancy.builders.contract import tenant_contract
 from tenancy.spec.platform import CONFIG_NAMESPACE, SECRET_KEYS, PlatformConfig, read_platform_config_file
+from tenancy.spec.yaml_loading import load_yaml
 from tenancy.stacks import parse_stack_name
 from tenancy.stacks.tenant import CONTRACT_OUTPUT, KEYCLOAK_PROVISIONER_SECRET_OUTPUT, KEYCLOAK_URL_OUTPUT
 
@@ -224,10 +226,40 @@ def capture_program(
     ``engine_secrets``: also mark secret what the engine marks by itself (a RandomPassword's
     result), so a test sees which inputs a real preview would hide. Off by default: render finds
     generated values by their placeholder text and masks just those.
+
+    Each capture gets a runtime of its own: Pulumi keeps its settings, config, root stack resource
+    and that resource's stack transformations in context variables, so the capture runs in a copy of
+    the caller's context with a new root resource, and everything it sets is dropped with that copy.
+    Nothing accumulates across captures (``render --all`` once added a transformation per stack to
+    one root resource, making every later resource slower), and a capture leaves the caller's
+    runtime as it found it.
     """
-    mocks = RecordingMocks(stack_outputs or {}, engine_secrets=engine_secrets)
+    return contextvars.copy_context().run(
+        _capture_in_fresh_runtime,
+        program,
+        stack=stack,
+        project=project,
+        config=dict(config or {}),
+        stack_outputs=stack_outputs or {},
+        organization=organization,
+        engine_secrets=engine_secrets,
+    )
+
+
+def _capture_in_fresh_runtime(
+    program: Callable[[], Mapping[str, Any]],
+    *,
+    stack: str,
+    project: str,
+    config: dict[str, str],
+    stack_outputs: Mapping[str, Any],
+    organization: str,
+    engine_secrets: bool,
+) -> StackCapture:
+    # Only ever called inside a context copy (capture_program): these resets stay in that copy.
+    pulumi_settings.ROOT.set(None)  # set_mocks creates a new root Stack only when there is none
+    mocks = RecordingMocks(stack_outputs, engine_secrets=engine_secrets)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, organization=organization)
-    config = dict(config or {})
     pulumi.runtime.set_all_config(config, [key for key in config if key.split(":", 1)[-1] in SECRET_KEYS])
     options: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
     lifecycle: dict[tuple[str, str], tuple[bool, bool, list[str]]] = {}
@@ -268,7 +300,7 @@ def capture_stack(stack: str, *, project_dir: Path) -> StackCapture:
 
     name = parse_stack_name(stack)
     platform_config = read_platform_config_file(project_dir / f"Pulumi.{name.environment}.yaml")
-    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
+    project = load_yaml((project_dir / "Pulumi.yaml").read_text())["name"]
     stack_refs = platform_outputs_for(platform_config)
     return capture_program(
         lambda: stack_outputs(stack, project_dir=project_dir),
