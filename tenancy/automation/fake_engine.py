@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tenancy.automation.contract import (
     APPLIED_SPEC_OUTPUT,
     SECRET_MASK,
@@ -53,6 +51,7 @@ from tenancy.automation.stack_config import (
     tenant_stack_config,
     write_operation_spec,
 )
+from tenancy.spec.yaml_loading import load_yaml
 
 # Pulumi's mocks and runtime settings are process-wide: one program at a time.
 _PROGRAM_LOCK = threading.Lock()
@@ -72,7 +71,7 @@ class ProgramRun:
 def cli_config_defaults(project_dir: Path) -> dict[str, str]:
     """What the Pulumi CLI adds to every stack's config by itself: the defaults ``Pulumi.yaml``
     declares, under the project's namespace, as strings (as the language host receives them)."""
-    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text(encoding="utf-8")) or {}
+    project = load_yaml((project_dir / "Pulumi.yaml").read_text(encoding="utf-8")) or {}
     defaults: dict[str, str] = {}
     for key, declaration in (project.get("config") or {}).items():
         if isinstance(declaration, Mapping) and "default" in declaration:
@@ -132,7 +131,7 @@ class TenantProgram:
             config = self.config_for(request, operation_dir)
             platform = platform_config_of(self.project_dir, stack.environment)
             given = {**cli_config_defaults(self.project_dir), **config.plain, **config.secret}
-            project = yaml.safe_load((self.project_dir / "Pulumi.yaml").read_text(encoding="utf-8"))["name"]
+            project = load_yaml((self.project_dir / "Pulumi.yaml").read_text(encoding="utf-8"))["name"]
             with _PROGRAM_LOCK:
                 _ensure_event_loop()  # the SDK runs the program on this thread's loop (workers have none)
                 try:

@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tenancy.policy.model import FieldPath, PolicyObject, manifest_object, release_object
 from tenancy.render.read import (
     is_patch_file,
@@ -21,6 +19,7 @@ from tenancy.render.read import (
 )
 from tenancy.render.redact import PLACEHOLDER
 from tenancy.render.write import HELM_DIR, MANIFESTS_DIR, RenderedStack
+from tenancy.spec.yaml_loading import load_yaml
 
 
 def masked_paths(value: Any, path: FieldPath = ()) -> list[FieldPath]:
@@ -67,7 +66,7 @@ def objects_from_render(rendered: RenderedStack) -> list[PolicyObject]:
     objects: list[PolicyObject] = []
     for relative, text in rendered.files.items():
         origin = f"{rendered.stack}/{relative}"
-        document = yaml.safe_load(text)
+        document = load_yaml(text)
         found = None
         if relative.startswith(f"{MANIFESTS_DIR}/"):
             found = _manifest(

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tenancy.render.write import HELM_DIR, MANIFESTS_DIR, OUTPUTS_FILE
+from tenancy.spec.yaml_loading import load_yaml
 
 
 def is_stack_directory(path: Path) -> bool:
@@ -32,7 +31,7 @@ def release_files(stack_directory: Path) -> list[Path]:
 
 
 def load_document(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return load_yaml(path.read_text(encoding="utf-8"))
 
 
 def is_patch_file(path: Path, kind: str) -> bool:

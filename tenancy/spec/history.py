@@ -11,6 +11,7 @@ from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.platform import CONFIG_NAMESPACE, PlatformConfig
 from tenancy.spec.tenant import TenantSpec, parse_tenant
 from tenancy.spec.tree import TenantTree
+from tenancy.spec.yaml_loading import load_yaml
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -36,7 +37,7 @@ def specs_at_revision(tree: TenantTree, revision: str) -> dict[tuple[str, str], 
             continue  # new tenant
         try:
             previous[(tenant_file.environment, tenant_file.spec.name)] = parse_tenant(
-                yaml.safe_load(shown.stdout), file=f"{revision}:{relative}"
+                load_yaml(shown.stdout), file=f"{revision}:{relative}"
             )
         except (SpecError, yaml.YAMLError):
             continue  # the old file was already invalid: nothing was applied from it to protect
@@ -64,8 +65,8 @@ def platform_storage_classes(tree: TenantTree, revision: str) -> dict[str, tuple
         if shown.returncode != 0:
             continue
         try:
-            then = _storage_class(yaml.safe_load(shown.stdout))
-            now = _storage_class(yaml.safe_load(path.read_text(encoding="utf-8")))
+            then = _storage_class(load_yaml(shown.stdout))
+            now = _storage_class(load_yaml(path.read_text(encoding="utf-8")))
         except (OSError, yaml.YAMLError):
             continue
         if then is not None and now is not None:
@@ -93,7 +94,7 @@ def expandable_storage_classes(tree: TenantTree) -> dict[str, frozenset[str]]:
     classes: dict[str, frozenset[str]] = {}
     for environment in sorted({tenant_file.environment for tenant_file in tree.files}):
         try:
-            document = yaml.safe_load((project / f"Pulumi.{environment}.yaml").read_text(encoding="utf-8"))
+            document = load_yaml((project / f"Pulumi.{environment}.yaml").read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
             continue
         config = document.get("config") if isinstance(document, dict) else None

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_error
+from tenancy.spec.yaml_loading import load_yaml
 
 CONFIG_NAMESPACE = "platform"
 # Keys that hold credentials: read by components with ``require_secret``, never part of PlatformConfig,
@@ -421,7 +422,7 @@ def read_platform_config_file(path: Path) -> PlatformConfig:
     """Read ``Pulumi.<env>.yaml`` and validate its ``platform:`` keys."""
     environment = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        document = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
         raise SpecError(
             [SpecIssue(str(path), "", f"cannot be read as YAML: {error.__class__.__name__}")]
