@@ -1,0 +1,131 @@
+"""``tenantctl render --all`` at 10, 100 and 500 tenants, and what ``--validate`` adds (issue #11).
+
+Goals: at most 100 ms per tenant, flat as tenants grow, peak memory flat; ``--validate`` at most
++30 ms per tenant. Each size runs in its own Python process (so its peak RSS is its own), rendering
+a generated project: this repository's Pulumi files and N tenant files cycled from ``tenants/``.
+The platform stacks (dev, prod) are rendered too, as ``--all`` does: they count in the total, not
+per tenant (at 10 tenants they would be most of it).
+
+Run: nice -n 10 .venv/bin/python benchmarks/bench_render.py [--sizes 10,100,500] [--validate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml")
+RENDER_GOAL_MS = 100.0
+VALIDATE_GOAL_MS = 30.0
+
+
+def make_project(directory: Path, tenants: int) -> Path:
+    """A project with ``tenants`` tenant files, each a renamed copy of one of ``tenants/``."""
+    for name in PROJECT_FILES:
+        shutil.copy(ROOT / name, directory / name)
+    examples = sorted((ROOT / "tenants").glob("*/*.yaml"))
+    for index in range(tenants):
+        example = examples[index % len(examples)]
+        name = f"{example.stem}-{index:05d}"
+        target = directory / "tenants" / example.parent.name / f"{name}.yaml"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(example.read_text().replace(f"name: {example.stem}\n", f"name: {name}\n", 1))
+    return directory
+
+
+def run_one_size(tenants: int, validate: bool) -> dict[str, float]:
+    """In this process: what ``render --all [--validate]`` does, on a generated project."""
+    from tenancy.render.validate import schema_problems
+    from tenancy.render.write import example_stacks, render_stack
+
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as scratch:
+        project = make_project(Path(scratch), tenants)
+        out = project / "render"
+        start = time.perf_counter()
+        stacks = example_stacks(project)
+        platform = [
+            render_stack(stack, project_dir=project, out=out)[1] for stack in stacks if "." not in stack
+        ]
+        tenants_start = time.perf_counter()
+        directories = [
+            render_stack(stack, project_dir=project, out=out)[1] for stack in stacks if "." in stack
+        ]
+        end = time.perf_counter()
+        result = {
+            "tenants": tenants,
+            "total_s": end - start,
+            "platform_s": tenants_start - start,
+            "render_ms_per_tenant": (end - tenants_start) / tenants * 1000,
+        }
+        if validate:
+            start = time.perf_counter()
+            problems = [p for directory in directories for p in schema_problems(directory)]
+            checked = time.perf_counter() - start
+            problems += [p for directory in platform for p in schema_problems(directory)]
+            if problems:
+                raise SystemExit(f"schema problems: {problems[:3]}")
+            result["validate_ms_per_tenant"] = checked / tenants * 1000
+        # ru_maxrss is in KiB on Linux.
+        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="10,100,500", help="comma-separated tenant counts")
+    parser.add_argument("--validate", action="store_true", help="also time the --validate schema check")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(run_one_size(args.child, args.validate)))
+        return
+    rows = []
+    for tenants in (int(size) for size in args.sizes.split(",")):
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(tenants),
+            *(["--validate"] if args.validate else []),
+        ]
+        # Bounded: 500 tenants take well under a minute when render is flat; a regression shows as a timeout.
+        child = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+        if child.returncode != 0:
+            raise SystemExit(f"{tenants} tenants failed:\n{child.stderr[-2000:]}")
+        row = json.loads(child.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        line = (
+            f"render --all, {tenants:>4} tenants: {row['total_s']:6.1f} s in all "
+            f"(platform stacks and loading {row['platform_s']:.1f} s), "
+            f"{row['render_ms_per_tenant']:6.1f} ms/tenant (goal <= {RENDER_GOAL_MS:.0f}: "
+            f"{row['render_ms_per_tenant'] / RENDER_GOAL_MS:.2f}x the goal), "
+            f"peak RSS {row['peak_rss_mib']:.0f} MiB"
+        )
+        if args.validate:
+            line += (
+                f"; --validate +{row['validate_ms_per_tenant']:.1f} ms/tenant "
+                f"(goal <= +{VALIDATE_GOAL_MS:.0f}: "
+                f"{row['validate_ms_per_tenant'] / VALIDATE_GOAL_MS:.2f}x)"
+            )
+        print(line, flush=True)
+    if len(rows) > 1:
+        first, last = rows[0], rows[-1]
+        print(
+            f"growth {first['tenants']} -> {last['tenants']} tenants: per-tenant time "
+            f"x{last['render_ms_per_tenant'] / first['render_ms_per_tenant']:.2f}, "
+            f"peak RSS x{last['peak_rss_mib'] / first['peak_rss_mib']:.2f} (flat = 1.0)"
+        )
+
+
+if __name__ == "__main__":
+    main()
