@@ -3,8 +3,11 @@
 The schemas are kubernetes-validate's (strict: unknown fields are errors). Its ``validate`` decodes the
 1.5 MB definitions file again for every object, which made ``render --validate`` cost 270 ms per
 tenant (issue #11). Here the definitions are decoded once per process and each kind's validator is
-built once: jsonschema-rs answers "valid or not" for every object, and only an invalid object goes
-through python-jsonschema, which names the same first error kubernetes-validate would.
+built once. jsonschema-rs answers "valid or not" for every object, and only an invalid object goes
+through python-jsonschema, which names the same first error kubernetes-validate would. jsonschema-rs
+is pinned with the development tools (CI and people rendering have it); the service image does not
+validate schemas and ships without it, and where it is missing python-jsonschema does both jobs, at
+about half the speed, with the same results.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
-import jsonschema_rs
 import kubernetes_validate
 from referencing import Registry, Resource
 
 from tenancy import versions
+
+try:
+    import jsonschema_rs
+except ImportError:  # pragma: no cover - the image has no schema checks to run
+    jsonschema_rs = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from tenancy.render.runtime import DeclaredResource
@@ -72,7 +79,7 @@ def _python_registry(directory: str) -> Registry[Any]:
 
 
 @functools.lru_cache(maxsize=8)
-def _rust_registry(directory: str) -> jsonschema_rs.Registry:
+def _rust_registry(directory: str) -> Any:
     return jsonschema_rs.Registry([(_DEFINITIONS_ID, _definitions(directory))])
 
 
@@ -82,8 +89,12 @@ class _KindValidator:
     def __init__(self, schema: dict[str, Any], directory: str) -> None:
         self._schema = schema
         self._directory = directory
-        self._fast = jsonschema_rs.Draft202012Validator(
-            schema, registry=_rust_registry(directory), validate_formats=False, offline=True
+        self._fast = (
+            None
+            if jsonschema_rs is None
+            else jsonschema_rs.Draft202012Validator(
+                schema, registry=_rust_registry(directory), validate_formats=False, offline=True
+            )
         )
 
     @functools.cached_property
@@ -92,7 +103,7 @@ class _KindValidator:
         return jsonschema.validators.Draft202012Validator(self._schema, registry=registry)
 
     def first_error(self, manifest: dict[str, Any]) -> jsonschema.ValidationError | None:
-        if self._fast.is_valid(manifest):
+        if self._fast is not None and self._fast.is_valid(manifest):
             return None
         # The error kubernetes-validate reports: the first python-jsonschema finds.
         return next(iter(self._reference.iter_errors(manifest)), None)

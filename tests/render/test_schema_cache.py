@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 
 from tenancy import versions
+from tenancy.render import schema
 from tenancy.render.runtime import capture_stack
 from tenancy.render.schema import NotBuiltIn, schema_errors
 from tests.conftest import PROJECT_DIR
@@ -86,3 +87,18 @@ def test_a_deep_error_names_its_field() -> None:
     }
     assert schema_errors(deployment) == _reference(deployment)
     assert schema_errors(deployment)[0].startswith("spec.template.spec.containers.0.resources.limits: ")
+
+
+def test_without_jsonschema_rs_the_answers_are_the_same(
+    objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built_in = [o for o in objects if _ours(o) is not None][:3]
+    cases = [*built_in, *(b for o in built_in for b in _broken(o))]
+    with_rust = [_ours(c) for c in cases]
+
+    monkeypatch.setattr(schema, "jsonschema_rs", None)
+    schema._kind_validator.cache_clear()
+    try:
+        assert [_ours(c) for c in cases] == with_rust
+    finally:
+        schema._kind_validator.cache_clear()
