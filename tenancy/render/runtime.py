@@ -7,6 +7,7 @@ placeholders, and values the program marked secret are remembered so render can 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextvars
 import json
@@ -246,6 +247,13 @@ def capture_program(
     )
 
 
+def _ensure_thread_event_loop() -> None:
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def _capture_in_fresh_runtime(
     program: Callable[[], Mapping[str, Any]],
     *,
@@ -258,6 +266,7 @@ def _capture_in_fresh_runtime(
 ) -> StackCapture:
     # Only ever called inside a context copy (capture_program): these resets stay in that copy.
     pulumi_settings.ROOT.set(None)  # set_mocks creates a new root Stack only when there is none
+    _ensure_thread_event_loop()  # the new Stack's outputs need one (a caller may have unset it)
     mocks = RecordingMocks(stack_outputs, engine_secrets=engine_secrets)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, organization=organization)
     pulumi.runtime.set_all_config(config, [key for key in config if key.split(":", 1)[-1] in SECRET_KEYS])

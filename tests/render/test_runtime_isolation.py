@@ -7,6 +7,7 @@ transformations and their recorded state stayed alive (issue #11: quadratic time
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Mapping
 from typing import Any
@@ -89,3 +90,10 @@ def test_objects_alive_do_not_grow_with_the_number_of_captures() -> None:
     # A shared root resource kept about 160 objects per capture alive (800 here); what is left is
     # noise of a few dozen objects, whatever the number of captures.
     assert _live_objects() - baseline < 300
+
+
+def test_a_capture_runs_on_a_thread_whose_event_loop_was_unset() -> None:
+    # The self-service preview sets a private loop per capture and unsets it afterwards.
+    asyncio.set_event_loop(None)
+
+    assert capture_program(_runtime_report, stack="dev.after").outputs["transformations"] == 1
