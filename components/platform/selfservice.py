@@ -9,7 +9,6 @@ import pulumi_random as random
 
 from components.kubernetes import custom_resource
 from components.platform.namespace import PlatformNamespace
-from tenancy import versions
 from tenancy.builders.selfservice import (
     ENV_SECRET,
     NAMES,
@@ -22,6 +21,7 @@ from tenancy.builders.selfservice import (
     host,
     namespace_policies,
     service_account_manifest,
+    service_image,
     service_manifest,
     state_claim_manifest,
     virtual_service_manifest,
@@ -121,17 +121,17 @@ class SelfService(pulumi.ComponentResource):
                 f"{name}-worker-state", metadata=claim["metadata"], spec=claim["spec"], opts=in_namespace
             )
 
-        image = config.self_service.image
-        if image is None:
+        image = service_image(config)
+        if not image.built:
             pulumi.log.warn(
                 "platform:selfService.image is not set: the self-service Deployments run no replicas "
                 "until the deploy workflow sets it to the image it built",
                 self,
             )
-        running_image = image or versions.SELF_SERVICE_BASE_IMAGE
+        running_image = image.reference
         after_credentials = pulumi.ResourceOptions(parent=self, depends_on=[namespace, credentials])
         for role in NAMES:
-            manifest = deployment_manifest(config, role, image=running_image, started=image is not None)
+            manifest = deployment_manifest(config, role, image=running_image, started=image.built)
             k8s.apps.v1.Deployment(
                 f"{name}-{role}", metadata=manifest["metadata"], spec=manifest["spec"], opts=after_credentials
             )

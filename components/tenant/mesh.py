@@ -23,11 +23,15 @@ class TenantMeshPolicies(pulumi.ComponentResource):
         tenant: Tenant,
         platform: PlatformRefs,
         vault_namespace: str | None = None,
+        object_store_namespace: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("platform:tenant:MeshPolicies", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         for policy in tenant_authorization_policies(tenant, platform):
             custom_resource(f"{name}-{policy['metadata']['name']}", policy, child)
-        custom_resource(f"{name}-sidecar", tenant_sidecar(tenant, vault_namespace=vault_namespace), child)
+        sidecar = tenant_sidecar(
+            tenant, vault_namespace=vault_namespace, object_store_namespace=object_store_namespace
+        )
+        custom_resource(f"{name}-sidecar", sidecar, child)
         self.register_outputs({})

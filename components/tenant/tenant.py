@@ -9,6 +9,7 @@ import pulumi_keycloak
 import pulumi_vault
 
 from components.tenant.access import TenantAccess
+from components.tenant.backup import QdrantBackup
 from components.tenant.gitops import TenantAppProject
 from components.tenant.identity import TenantGroups
 from components.tenant.mesh import TenantMeshPolicies
@@ -17,6 +18,7 @@ from components.tenant.network import TenantNetworkPolicies
 from components.tenant.qdrant import QdrantCluster
 from components.tenant.vault import TenantVaultAccess
 from components.tenant.vcluster import VirtualCluster
+from tenancy.builders.backup import BackupPlatform, backup_wanted
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.vault import VaultReach
 from tenancy.spec.platform import DnsConfig
@@ -28,6 +30,7 @@ class TenantResources(pulumi.ComponentResource):
     qdrant: QdrantCluster | None
     vcluster: VirtualCluster | None
     vault: TenantVaultAccess | None
+    backup: QdrantBackup | None
     app_project: TenantAppProject
 
     def __init__(
@@ -42,6 +45,7 @@ class TenantResources(pulumi.ComponentResource):
         vault_provider: pulumi_vault.Provider | None = None,
         vault_reach: VaultReach | None = None,
         dns: DnsConfig | None = None,
+        backup: BackupPlatform | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``vault_provider`` set: the tenant's keys are also kept in Vault (prod); else only in Secrets.
@@ -55,6 +59,10 @@ class TenantResources(pulumi.ComponentResource):
         namespace in the Sidecar's scope when Vault runs in the cluster).
 
         ``dns``: the platform config's ``dns``, the cluster DNS pods its namespace may resolve through.
+
+        ``backup``: where scheduled Qdrant backups go and how the job gets its credentials
+        (tenancy.builders.backup.backup_platform); with a Vault provider and ``qdrant.snapshots`` on, the
+        tenant gets the backup CronJob. None: no scheduled backups (the platform has no store or no Vault).
         """
         super().__init__("platform:tenant:Tenant", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -80,6 +88,7 @@ class TenantResources(pulumi.ComponentResource):
             tenant=tenant,
             platform=platform,
             vault_namespace=vault_reach.namespace if vault_reach else None,
+            object_store_namespace=backup.store.namespace if backup else None,
             opts=after_namespace,
         )
         self.app_project = TenantAppProject(
@@ -114,5 +123,24 @@ class TenantResources(pulumi.ComponentResource):
                 provider=vault_provider,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
             )
+        self.backup = None
+        if backup_wanted(tenant) and self.qdrant is not None:
+            if backup is None or vault_provider is None:
+                pulumi.log.warn(
+                    f"tenant {tenant.name}: qdrant.snapshots is on but the platform keeps no scheduled "
+                    "backups (it needs platform:objectStorage and Vault); the snapshot volume is all it gets",
+                    self,
+                )
+            else:
+                self.backup = QdrantBackup(
+                    f"{name}-backup",
+                    tenant=tenant,
+                    platform=backup,
+                    auth_path=platform.vault_auth_path,
+                    vault_provider=vault_provider,
+                    opts=pulumi.ResourceOptions(
+                        parent=self, depends_on=[namespace, isolation, mesh, self.qdrant]
+                    ),
+                )
         self.namespace = namespace.namespace
         self.register_outputs({"namespace": self.namespace})

@@ -600,7 +600,9 @@ def tenant_authorization_policies(tenant: Tenant, platform: PlatformRefs) -> lis
     return policies
 
 
-def tenant_sidecar(tenant: Tenant, *, vault_namespace: str | None = None) -> Manifest:
+def tenant_sidecar(
+    tenant: Tenant, *, vault_namespace: str | None = None, object_store_namespace: str | None = None
+) -> Manifest:
     """The tenant namespace's own Sidecar (see SIDECAR_EGRESS_HOSTS): the same narrow scope as the mesh
     default, declared with the tenant so it holds whatever the mesh-wide default becomes. Tenant pods
     call only their own namespace through the mesh; the vCluster's calls to the API server leave it.
@@ -608,10 +610,14 @@ def tenant_sidecar(tenant: Tenant, *, vault_namespace: str | None = None) -> Man
     ``vault_namespace``: a Vault in the cluster. Its services join the scope, so a sidecar sends calls to
     Vault as the mesh's (mTLS to a meshed Vault, which STRICT mode requires) rather than passing them
     through as unknown traffic. A Vault outside the cluster needs nothing here: it is passed through.
+
+    ``object_store_namespace``: an object store in the cluster (``platform:objectStorage.namespace``), which
+    the backup job uploads to; joins the scope for the same reason. One outside is passed through.
     """
     spec = _sidecar_spec()
-    if vault_namespace:
-        spec["egress"] = [{"hosts": [*SIDECAR_EGRESS_HOSTS, f"{vault_namespace}/*"]}]
+    extra = [f"{namespace}/*" for namespace in (vault_namespace, object_store_namespace) if namespace]
+    if extra:
+        spec["egress"] = [{"hosts": [*SIDECAR_EGRESS_HOSTS, *dict.fromkeys(extra)]}]
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "Sidecar",

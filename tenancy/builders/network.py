@@ -34,6 +34,11 @@ ISTIO_XDS_PORT = 15012
 ISTIO_METRICS_PORT = 15020  # the sidecar's merged Prometheus endpoint
 # The API server's Service port, and the port its endpoints listen on (policies see the translated one).
 KUBE_API_PORTS = (443, 6443)
+# The scheduled backup job (tenancy.builders.backup) is named, and its pods labelled, app.kubernetes.io/name
+# qdrant-backup. Its pods are left out of allow-same-namespace: they reach Qdrant's HTTP port and the object
+# store (its own policy) and nothing else in the namespace. Admission refuses that label on any other pod.
+BACKUP_JOB_NAME = "qdrant-backup"
+NAME_LABEL = "app.kubernetes.io/name"
 
 
 def _namespace_selector(name: pulumi.Input[str]) -> dict[str, Any]:
@@ -87,7 +92,11 @@ def network_policy_manifests(
             tenant,
             "allow-same-namespace",
             {
-                "podSelector": {},
+                "podSelector": {
+                    "matchExpressions": [
+                        {"key": NAME_LABEL, "operator": "NotIn", "values": [BACKUP_JOB_NAME]}
+                    ]
+                },
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": [{"from": [{"podSelector": {}}]}],
                 "egress": [{"to": [{"podSelector": {}}]}],

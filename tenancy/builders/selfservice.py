@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+from tenancy import versions
 from tenancy.builders.contract import (
     INGRESS_GATEWAY_LABELS,
     NAMESPACES,
@@ -91,6 +92,24 @@ def _port_of(url: str, default: int) -> int:
 
 
 # --- configuration ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceImage:
+    """The image the platform runs its own code from: the API, the workers and tenants' backup jobs.
+
+    ``platform:selfService.image`` (by digest, set by the deploy workflow to the image it built) is the
+    one source. Until it is set, workloads show the pinned base image (tenancy.versions) and do not run:
+    the Deployments have no replicas and the backup CronJobs are suspended.
+    """
+
+    reference: str
+    built: bool
+
+
+def service_image(config: PlatformConfig) -> ServiceImage:
+    image = config.self_service.image
+    return ServiceImage(image or versions.SELF_SERVICE_BASE_IMAGE, built=image is not None)
 
 
 def shutdown_grace_seconds(config: PlatformConfig, role: Role) -> int:
@@ -515,6 +534,7 @@ WORKER_RULES = (
     Rule(("apps",), ("statefulsets", "deployments"), MANAGE, "Qdrant and vCluster workloads"),
     Rule(("apps",), ("replicasets", "controllerrevisions"), READ, "readiness of those workloads"),
     Rule(("policy",), ("poddisruptionbudgets",), MANAGE, "Qdrant's PDB when replicated"),
+    Rule(("batch",), ("cronjobs",), MANAGE, "the tenant's scheduled Qdrant backup"),
     Rule(("networking.k8s.io",), ("networkpolicies",), MANAGE, "the tenant's default-deny and allows"),
     Rule(
         ("rbac.authorization.k8s.io",),

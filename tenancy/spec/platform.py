@@ -70,6 +70,14 @@ class VaultConfig(_Model):
     listener_port: int = Field(
         default=8200, ge=1, le=65535, description="Vault's listener port in its pods (in-cluster Vault)."
     )
+    aws_mount: str = Field(
+        default="aws",
+        description=(
+            "Path of Vault's AWS secrets engine (its root credentials configured by the platform team): "
+            "each tenant's backup job gets short-lived object-store credentials from it, limited to the "
+            "tenant's prefix of objectStorage.backupBucket."
+        ),
+    )
 
     @field_validator("cidrs")
     @classmethod
@@ -101,8 +109,52 @@ class ObjectStorageConfig(_Model):
     endpoint: str = Field(description="S3 endpoint URL, e.g. https://s3.eu-central-1.amazonaws.com.")
     region: str = Field(default="us-east-1", description="Bucket region.")
     loki_bucket: str = Field(description="Bucket for Loki chunks and indexes.")
-    backup_bucket: str = Field(description="Bucket for PostgreSQL base backups and WAL archives.")
+    backup_bucket: str = Field(
+        description=(
+            "Bucket for PostgreSQL base backups and WAL archives, and tenants' Qdrant backups (under "
+            "tenants/<env>/<tenant>/qdrant/)."
+        )
+    )
     force_path_style: bool = Field(default=True, description="Path-style URLs (MinIO, Ceph RGW).")
+    cidrs: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Where the endpoint's address resolves for pods, when the store is outside the cluster (CIDRs "
+            "such as 52.219.0.0/16): tenant backup jobs may open connections to these on the endpoint's "
+            "port and nowhere else outside."
+        ),
+    )
+    namespace: str | None = Field(
+        default=None,
+        description=(
+            "The namespace of an object store running in the cluster (MinIO, Ceph RGW): tenant backup jobs "
+            "may reach its pods on listenerPort, and their sidecars know its services."
+        ),
+    )
+    listener_port: int = Field(
+        default=9000, ge=1, le=65535, description="The object store's port in its pods (in-cluster store)."
+    )
+    backup_role_arn: str | None = Field(
+        default=None,
+        description=(
+            "IAM role Vault's AWS engine assumes for tenant backup credentials (credential type "
+            "assumed_role); unset: federation tokens of the engine's own IAM user (federation_token)."
+        ),
+    )
+
+    @field_validator("cidrs")
+    @classmethod
+    def _store_cidrs_are_networks(cls, values: list[str]) -> list[str]:
+        networks = []
+        for value in values:
+            try:
+                network = ipaddress.ip_network(value, strict=True)
+            except ValueError as error:
+                raise ValueError(f"{value!r} is not a CIDR (one address: {value}/32): {error}") from None
+            if network.prefixlen == 0:
+                raise ValueError(f"{value!r} covers every address; list the object store's addresses only")
+            networks.append(str(network))
+        return networks
 
     def _url(self) -> ParseResult:
         return urlparse(self.endpoint if "://" in self.endpoint else f"https://{self.endpoint}")
@@ -120,6 +172,11 @@ class ObjectStorageConfig(_Model):
     def port(self) -> int:
         """The port clients connect to, for egress policies."""
         return self._url().port or (80 if self.plain_http else 443)
+
+    @property
+    def pod_port(self) -> int:
+        """The port NetworkPolicies see for a store in the cluster (its pods'), else the endpoint's."""
+        return self.listener_port if self.namespace else self.port
 
 
 CniPlatform = Literal["default", "gke", "k3s", "openshift", "cilium"]

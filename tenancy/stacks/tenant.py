@@ -14,6 +14,7 @@ from components.tenant import TenantResources
 from components.tenant.identity import tenant_keycloak_provider
 from components.tenant.vault import tenant_vault_provider
 from tenancy.automation.contract import APPLIED_SPEC_OUTPUT
+from tenancy.builders.backup import backup_platform
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.vault import vault_reach
 from tenancy.spec.errors import SpecError, SpecIssue
@@ -102,6 +103,7 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
         vault_provider=vault_provider,
         vault_reach=vault_reach(platform_config.vault, environment=environment),
         dns=platform_config.dns,
+        backup=backup_platform(platform_config),
     )
     outputs: dict[str, Any] = {
         "tenant": tenant.name,
@@ -130,6 +132,8 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
         outputs["vaultAuthPath"] = platform.require_output(CONTRACT_OUTPUT).apply(
             lambda contract: str(contract["vaultAuthPath"])
         )
+    if resources.backup is not None:
+        outputs["qdrantBackupSchedule"] = resources.backup.schedule
     if resources.vcluster is not None:
         outputs["vclusterKubeconfigSecret"] = resources.vcluster.kubeconfig_secret_name
         outputs["vclusterKubeconfig"] = resources.vcluster.kubeconfig

@@ -65,9 +65,57 @@ def strings(value: Any) -> Iterator[str]:
 # --- tracing a connection through NetworkPolicies -------------------------------------------------
 
 
+def _expression_holds(expression: dict[str, Any], labels: dict[str, str]) -> bool:
+    key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+    if operator == "In":
+        return key in labels and labels[key] in values
+    if operator == "NotIn":
+        return key not in labels or labels[key] not in values  # a pod without the key is selected
+    if operator == "Exists":
+        return key in labels
+    assert operator == "DoesNotExist", f"unknown selector operator {operator}"
+    return key not in labels
+
+
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    assert set(selector) <= {"matchLabels"}, f"evaluator knows matchLabels only: {selector}"
-    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+    assert set(selector) <= {"matchLabels", "matchExpressions"}, f"unknown selector fields: {selector}"
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items()) and all(
+        _expression_holds(expression, labels) for expression in selector.get("matchExpressions", [])
+    )
+
+
+def egress_to_address_allowed(
+    policies: list[dict[str, Any]], *, namespace: str, pod: dict[str, str], address: str, port: int
+) -> bool:
+    """Whether TCP ``port`` from pod (namespace, labels) to ``address`` outside the cluster passes the
+    namespace's egress policies (only ipBlock peers name such addresses)."""
+    import ipaddress
+
+    applying = [
+        p
+        for p in policies
+        if p["metadata"]["namespace"] == namespace
+        and "Egress" in p["spec"]["policyTypes"]
+        and _selects(p["spec"]["podSelector"], pod)
+    ]
+    if not applying:
+        return True
+    target = ipaddress.ip_address(address)
+    for policy in applying:
+        for rule in policy["spec"].get("egress", []):
+            ports = rule.get("ports")
+            port_ok = ports is None or any(
+                p.get("port") == port and p.get("protocol", "TCP") == "TCP" for p in ports
+            )
+            peer_ok = "to" not in rule or any(
+                "ipBlock" in peer
+                and target in ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                and not any(target in ipaddress.ip_network(c) for c in peer["ipBlock"].get("except", []))
+                for peer in rule["to"]
+            )
+            if port_ok and peer_ok:
+                return True
+    return False
 
 
 def _peer_matches(

@@ -62,7 +62,11 @@ def test_the_readme_pod_is_valid_restricted_and_logs_in_with_a_vault_audience_to
     assert f"vault kv get -mount={mount} {path}" in script
     assert {"name": "VAULT_ADDR", "value": outputs["vaultAddress"]} in container["env"]
     assert pod["metadata"]["namespace"] == outputs["namespace"]
-    [role] = capture.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
+    [role] = [
+        r
+        for r in capture.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
+        if r.inputs["roleName"] == outputs["vaultRole"]
+    ]
     assert role.inputs["audience"] == "vault"
     assert role.inputs["boundServiceAccountNamespaces"] == [outputs["namespace"]]
 
