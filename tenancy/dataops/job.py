@@ -39,6 +39,17 @@ class JobSettings(BaseSettings):
     s3_force_path_style: bool = False
     keep_last: int = Field(default=7, ge=1)
     max_age_days: int = Field(default=30, ge=1)
+    # In the cluster the object-store credentials come from Vault (tenancy.dataops.vault_credentials);
+    # without these the job uses whatever boto3 finds (the workers' environment, a developer's profile).
+    vault_address: str | None = None
+    vault_auth_path: str = "kubernetes"
+    vault_role: str | None = None
+    vault_credentials_path: str | None = None
+    vault_token_file: Path = Path("/var/run/secrets/vault/token")
+
+    @property
+    def from_vault(self) -> bool:
+        return bool(self.vault_address and self.vault_role and self.vault_credentials_path)
 
 
 def _emit(event: str, **fields: Any) -> None:
@@ -58,6 +69,23 @@ def _connect(settings: JobSettings) -> tuple[Any, Any]:
     from tenancy.dataops.qdrant_api import QdrantCluster
 
     key = settings.qdrant_api_key_file.read_text().strip()
+    credentials: dict[str, Any] = {}
+    if settings.from_vault:
+        from tenancy.dataops.vault_credentials import object_store_credentials
+
+        assert settings.vault_address and settings.vault_role and settings.vault_credentials_path
+        issued = object_store_credentials(
+            address=settings.vault_address,
+            auth_path=settings.vault_auth_path,
+            role=settings.vault_role,
+            credentials_path=settings.vault_credentials_path,
+            token_file=settings.vault_token_file,
+        )
+        credentials = {
+            "aws_access_key_id": issued.access_key_id,
+            "aws_secret_access_key": issued.secret_access_key,
+            "aws_session_token": issued.session_token,
+        }
     qdrant = QdrantCluster(url=settings.qdrant_url, api_key=key, http_port=settings.qdrant_http_port)
     style = "path" if settings.s3_force_path_style else "auto"
     client = boto3.client(
@@ -65,6 +93,7 @@ def _connect(settings: JobSettings) -> tuple[Any, Any]:
         endpoint_url=settings.s3_endpoint,
         region_name=settings.s3_region,
         config=Config(s3={"addressing_style": style}, retries={"mode": "standard", "max_attempts": 5}),
+        **credentials,
     )
     return qdrant, BackupBucket(client, bucket=settings.bucket, prefix=settings.prefix)
 
@@ -94,10 +123,14 @@ def run(argv: list[str], settings: JobSettings | None = None) -> int:
     from tenancy.dataops.qdrant_api import QdrantError
     from tenancy.dataops.scaling import ScalingError, rebalance
     from tenancy.dataops.scaling import drain as drain_peers
+    from tenancy.dataops.vault_credentials import VaultCredentialsError
 
     try:
         settings = settings or JobSettings()
         qdrant, bucket = _connect(settings)
+    except VaultCredentialsError as error:
+        _emit("error", code="vault_credentials", message=str(error))
+        return EXIT_FAILED
     except ValidationError as error:
         problems = "; ".join(
             f"BACKUP_{str(e['loc'][0]).upper()}: {e['msg']}" for e in error.errors(include_url=False)

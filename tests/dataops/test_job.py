@@ -99,3 +99,122 @@ def test_an_unknown_backup_fails_with_exit_3(
 def test_bad_arguments_exit_2(argv: list[str], tmp_path: Path) -> None:
     code, _ = _job({"PATH": "/usr/bin:/bin"}, *argv)
     assert code == 2
+
+
+class _VaultStandIn:
+    """Vault's Kubernetes login, an AWS-engine read and token revocation, on 127.0.0.1."""
+
+    def __init__(self, *, refuse_login: bool = False) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.calls: list[tuple[str, str, dict[str, Any], str | None]] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _record(self) -> dict[str, Any]:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                stand_in.calls.append((self.command, self.path, body, self.headers.get("X-Vault-Token")))
+                return dict(body)
+
+            def do_POST(self) -> None:
+                body = self._record()
+                if self.path == "/v1/auth/kubernetes/login":
+                    if refuse_login or body != {"role": "backup-dev-acme", "jwt": "projected-jwt"}:
+                        self._answer(403, {"errors": ["permission denied"]})
+                    else:
+                        self._answer(200, {"auth": {"client_token": "hvs.login"}})
+                else:
+                    self._answer(204 if self.path == "/v1/auth/token/revoke-self" else 404, {})
+
+            def do_GET(self) -> None:
+                self._record()
+                if (
+                    self.path == "/v1/aws/sts/backup-dev-acme"
+                    and self.headers.get("X-Vault-Token") == "hvs.login"
+                ):
+                    keys = {
+                        "access_key": "ASIAVAULT",
+                        "secret_key": "from-vault",
+                        "security_token": "session",
+                    }
+                    self._answer(200, {"data": keys})
+                else:
+                    self._answer(403, {"errors": ["permission denied"]})
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _vault_env(env: dict[str, str], vault: _VaultStandIn, tmp_path: Path) -> dict[str, str]:
+    token = tmp_path / "vault-token"
+    token.write_text("projected-jwt\n")
+    without_keys = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    return {
+        **without_keys,
+        "HOME": str(tmp_path),  # no profile or credentials file: only what Vault hands out
+        "BACKUP_VAULT_ADDRESS": vault.url,
+        "BACKUP_VAULT_AUTH_PATH": "kubernetes",
+        "BACKUP_VAULT_ROLE": "backup-dev-acme",
+        "BACKUP_VAULT_CREDENTIALS_PATH": "aws/sts/backup-dev-acme",
+        "BACKUP_VAULT_TOKEN_FILE": str(token),
+    }
+
+
+def test_in_the_cluster_the_job_takes_its_store_credentials_from_vault_and_prints_none(
+    cluster: tuple[ClusterState, QdrantCluster], s3: Any, s3_endpoint: str, tmp_path: Path
+) -> None:
+    state, qdrant = cluster
+    for peer in sorted(state.peers)[1:]:
+        state.peers.pop(peer)
+    state.add_collection("docs", shards=1, replication_factor=1, points=4)
+    vault = _VaultStandIn()
+    try:
+        env = _vault_env(_env(tmp_path, qdrant, s3_endpoint), vault, tmp_path)
+        code, lines = _job(env, "backup")
+    finally:
+        vault.close()
+    assert code == 0, lines
+    assert [(method, path) for method, path, _, _ in vault.calls] == [
+        ("POST", "/v1/auth/kubernetes/login"),
+        ("GET", "/v1/aws/sts/backup-dev-acme"),
+        ("POST", "/v1/auth/token/revoke-self"),  # the login token does not outlive the read
+    ]
+    printed = json.dumps(lines)
+    assert all(secret not in printed for secret in ("from-vault", "session", "hvs.login", "projected-jwt"))
+    # Without Vault's keys (no AWS_* variables, no profile) the same run has no credentials at all.
+    no_vault = {k: v for k, v in env.items() if not k.startswith("BACKUP_VAULT_")}
+    code, lines = _job(no_vault, "backup")
+    assert code == 3 and lines[-1]["event"] == "error"
+
+
+def test_a_refused_vault_login_fails_the_run_and_names_the_role(
+    cluster: tuple[ClusterState, QdrantCluster], s3: Any, s3_endpoint: str, tmp_path: Path
+) -> None:
+    _, qdrant = cluster
+    vault = _VaultStandIn(refuse_login=True)
+    try:
+        code, lines = _job(_vault_env(_env(tmp_path, qdrant, s3_endpoint), vault, tmp_path), "backup")
+    finally:
+        vault.close()
+    assert code == 3
+    assert lines[-1]["code"] == "vault_credentials"
+    assert "role backup-dev-acme" in lines[-1]["message"] and "HTTP 403" in lines[-1]["message"]
+    assert "projected-jwt" not in json.dumps(lines)
