@@ -15,6 +15,7 @@ import pulumi
 from pydantic.alias_generators import to_camel
 
 from components.platform.argocd import ArgoCD
+from components.platform.backup_admission import BackupAdmission
 from components.platform.identity import Identity
 from components.platform.istio import Istio
 from components.platform.observability import Observability
@@ -62,6 +63,8 @@ def declare_platform_stack(environment: str, *, project_dir: Path) -> dict[str, 
         opts=pulumi.ResourceOptions(depends_on=[*istio.ready, redis]),
     )
     vault = vault_integration("vault", config=config)
+    # Before any tenant stack declares a backup CronJob: its ServiceAccount is the platform's alone.
+    BackupAdmission("backup-admission")
 
     contract = tenant_contract(
         domain=config.domain,
