@@ -413,8 +413,8 @@ OWNED_BY_PLATFORM = "qdrant-backup-owned-by-the-platform"
 IN_TENANT_NAMESPACE = f"request.namespace.startsWith('{NAMESPACE_PREFIX}')"
 
 
-def _runs_as_backup(root: str, spec: str, labels: str) -> str:
-    """CEL: the pod (template) at ``root`` runs under the backup ServiceAccount or carries its label."""
+def _runs_as_backup(spec: str, labels: str) -> str:
+    """CEL: the pod (template) of ``spec`` and ``labels`` runs as the backup account or has its label."""
     return (
         f"(has({spec}.serviceAccountName) && {spec}.serviceAccountName == '{SERVICE_ACCOUNT}')"
         f" || (has({spec}.serviceAccount) && {spec}.serviceAccount == '{SERVICE_ACCOUNT}')"
@@ -444,12 +444,10 @@ def runs_only_from_cronjob_policy() -> Manifest:
     and port-forward into the job's pods, and ephemeral containers there, are refused: they would hand
     the pod's Vault token to whoever runs them.
     """
-    pod = _runs_as_backup("object", "object.spec", "object.metadata.labels")
-    old_pod = _runs_as_backup("oldObject", "oldObject.spec", "oldObject.metadata.labels")
-    job = _runs_as_backup("object", "object.spec.template.spec", "object.spec.template.metadata.labels")
-    old_job = _runs_as_backup(
-        "oldObject", "oldObject.spec.template.spec", "oldObject.spec.template.metadata.labels"
-    )
+    pod = _runs_as_backup("object.spec", "object.metadata.labels")
+    old_pod = _runs_as_backup("oldObject.spec", "oldObject.metadata.labels")
+    job = _runs_as_backup("object.spec.template.spec", "object.spec.template.metadata.labels")
+    old_job = _runs_as_backup("oldObject.spec.template.spec", "oldObject.spec.template.metadata.labels")
     is_pod = "request.resource.resource == 'pods' && request.subResource == ''"
     is_job = "request.resource.resource == 'jobs'"
     pod_created = _owned_by("Job", f"r.name.startsWith('{NAME}-')", (JOB_CONTROLLER, CONTROLLER_MANAGER))
@@ -526,7 +524,6 @@ def owned_by_platform_policy() -> Manifest:
     ServiceAccount ``qdrant-backup``, a CronJob under that ServiceAccount, or a token Secret for it: in a
     tenant's hands each would run its code, or hand it a token, as the backup job."""
     cronjob = _runs_as_backup(
-        "object",
         "object.spec.jobTemplate.spec.template.spec",
         "object.spec.jobTemplate.spec.template.metadata.labels",
     )

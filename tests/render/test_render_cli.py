@@ -25,6 +25,19 @@ def test_render_one_stack_writes_its_directory(tmp_path: Path) -> None:
     assert "prod.acme:" in result.output
 
 
+def test_the_render_of_a_tenant_with_snapshots_shows_its_backup_schedule(tmp_path: Path) -> None:
+    import yaml
+
+    result = runner.invoke(
+        app, ["render", "--stack", "prod.acme", "--out", str(tmp_path), "--project", str(PROJECT_DIR)]
+    )
+    assert result.exit_code == 0, result.output
+    rendered = tmp_path / "prod.acme"
+    job = yaml.safe_load((rendered / "manifests" / "tenant-acme" / "CronJob-qdrant-backup.yaml").read_text())
+    assert (job["spec"]["schedule"], job["spec"]["timeZone"]) == ("0 3 * * *", "Etc/UTC")
+    assert yaml.safe_load((rendered / "outputs.yaml").read_text())["qdrantBackupSchedule"] == "0 3 * * *"
+
+
 def test_render_all_renders_both_platform_stacks_and_every_tenant(tmp_path: Path) -> None:
     result = runner.invoke(app, ["render", "--all", "--out", str(tmp_path), "--project", str(PROJECT_DIR)])
     assert result.exit_code == 0, result.output
