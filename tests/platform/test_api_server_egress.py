@@ -81,7 +81,8 @@ def test_no_egress_rule_opens_the_api_servers_ports_to_any_address(
 
 def test_only_the_documented_rules_reach_any_address(platform: tuple[PlatformConfig, StackCapture]) -> None:
     """The README's accepted findings, each on its own ports: Keycloak's public URL (argocd-server, the
-    self-service), git hosts (the repo-server's default gitHosts), object storage and Vault (prod)."""
+    self-service), git hosts (the repo-server's default gitHosts), object storage (the self-service API lists
+    backups there) and Vault (prod)."""
     config, capture = platform
     open_rules = {name: _ports(rule) for name, _, rule in _egress_rules(capture) if _any_address(rule)}
     expected: dict[str, set[int] | None] = {
@@ -92,6 +93,7 @@ def test_only_the_documented_rules_reach_any_address(platform: tuple[PlatformCon
     if config.object_storage is not None:
         expected |= {
             "tenancy-system/allow-workers-to-storage-and-vault": {443},
+            "tenancy-system/allow-api-to-object-storage": {443},
             "iam/allow-postgres-to-object-storage": {443},
             "observability/allow-loki-to-object-storage": {443},
         }
