@@ -39,6 +39,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
+def _addresses_of(values: list[str], whose: str) -> list[str]:
+    """CIDRs that name one service's addresses (Vault's, the object store's): each a network, none
+    covering every address, since the list exists to narrow egress."""
+    networks = []
+    for value in values:
+        try:
+            network = ipaddress.ip_network(value, strict=True)
+        except ValueError as error:
+            raise ValueError(f"{value!r} is not a CIDR (one address: {value}/32): {error}") from None
+        if network.prefixlen == 0:
+            raise ValueError(f"{value!r} covers every address; list {whose} addresses only")
+        networks.append(str(network))
+    return networks
+
+
 class VaultConfig(_Model):
     enabled: bool = Field(default=False, description="Manage tenant secrets in Vault (required in prod).")
     address: str | None = Field(
@@ -82,16 +97,7 @@ class VaultConfig(_Model):
     @field_validator("cidrs")
     @classmethod
     def _vault_cidrs_are_networks(cls, values: list[str]) -> list[str]:
-        networks = []
-        for value in values:
-            try:
-                network = ipaddress.ip_network(value, strict=True)
-            except ValueError as error:
-                raise ValueError(f"{value!r} is not a CIDR (one address: {value}/32): {error}") from None
-            if network.prefixlen == 0:
-                raise ValueError(f"{value!r} covers every address; list Vault's addresses only")
-            networks.append(str(network))
-        return networks
+        return _addresses_of(values, "Vault's")
 
     @property
     def port(self) -> int:
@@ -145,16 +151,7 @@ class ObjectStorageConfig(_Model):
     @field_validator("cidrs")
     @classmethod
     def _store_cidrs_are_networks(cls, values: list[str]) -> list[str]:
-        networks = []
-        for value in values:
-            try:
-                network = ipaddress.ip_network(value, strict=True)
-            except ValueError as error:
-                raise ValueError(f"{value!r} is not a CIDR (one address: {value}/32): {error}") from None
-            if network.prefixlen == 0:
-                raise ValueError(f"{value!r} covers every address; list the object store's addresses only")
-            networks.append(str(network))
-        return networks
+        return _addresses_of(values, "the object store's")
 
     def _url(self) -> ParseResult:
         return urlparse(self.endpoint if "://" in self.endpoint else f"https://{self.endpoint}")
