@@ -30,8 +30,8 @@ from tenancy.builders.namespace import Manifest, metadata
 from tenancy.builders.network import BACKUP_JOB_NAME, NAME_LABEL, QDRANT_HTTP_PORT
 from tenancy.builders.platform_namespace import PLATFORM_LABELS
 from tenancy.builders.qdrant import API_KEY, API_KEY_SECRET, SELECTOR_LABELS, qdrant_endpoints
-from tenancy.builders.security import restricted_container, runtime_default_seccomp
-from tenancy.builders.selfservice import IMAGE_UID, service_image
+from tenancy.builders.security import restricted_container
+from tenancy.builders.selfservice import IMAGE_UID, image_pod_security_context, service_image
 from tenancy.builders.vault import (
     AUDIENCE,
     TOKEN_DIRECTORY,
@@ -217,13 +217,7 @@ def cronjob_manifest(tenant: Tenant, platform: BackupPlatform) -> Manifest:
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "restartPolicy": "Never",
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": IMAGE_UID,
-            "runAsGroup": IMAGE_UID,
-            "fsGroup": IMAGE_UID,
-            "seccompProfile": runtime_default_seccomp(),
-        },
+        "securityContext": image_pod_security_context(),
         "containers": [container],
         "volumes": [
             {

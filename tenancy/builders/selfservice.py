@@ -72,6 +72,18 @@ PRESTOP_SLEEP_SECONDS = 5  # the gateway drops the endpoint before uvicorn stops
 STATE_PORTS_FALLBACK = 443
 
 
+def image_pod_security_context() -> dict[str, Any]:
+    """The pod security context every pod running the self-service image gets (its API, workers and
+    the tenants' backup jobs): the image's non-root user and group, RuntimeDefault seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": IMAGE_UID,
+        "runAsGroup": IMAGE_UID,
+        "fsGroup": IMAGE_UID,
+        "seccompProfile": runtime_default_seccomp(),
+    }
+
+
 def labels(role: Role) -> dict[str, str]:
     if role == "worker":
         return dict(SELF_SERVICE_WORKER_LABELS)  # what tenant namespaces' policies name
@@ -340,13 +352,7 @@ def deployment_manifest(config: PlatformConfig, role: Role, *, image: str, start
         "terminationGracePeriodSeconds": shutdown_grace_seconds(config, role)
         + PRESTOP_SLEEP_SECONDS
         + DRAIN_SECONDS,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": IMAGE_UID,
-            "runAsGroup": IMAGE_UID,
-            "fsGroup": IMAGE_UID,
-            "seccompProfile": runtime_default_seccomp(),
-        },
+        "securityContext": image_pod_security_context(),
         "containers": [container],
         "volumes": _volumes(config, role),
     }
