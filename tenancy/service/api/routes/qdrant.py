@@ -27,11 +27,12 @@ from tenancy.service.deps import (
     tenant_not_found,
 )
 from tenancy.service.models import ApiModel, ErrorResponse, OperationView, RequestModel
+from tenancy.spec.tenant import DNS_LABEL
 
 router = APIRouter(prefix=API_PREFIX, tags=["qdrant data"])
 
 QDRANT_PATH = "/environments/{environment}/tenants/{name}/qdrant"
-_NAME = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+_NAME = DNS_LABEL.pattern
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "No or invalid credentials."},
     403: {"model": ErrorResponse, "description": "You can read this tenant but not change it."},
