@@ -18,7 +18,7 @@ from tenancy.builders.contract import (
     PlatformRefs,
 )
 from tenancy.builders.namespace import Manifest, metadata
-from tenancy.builders.platform_namespace import dns_egress_rule
+from tenancy.builders.platform_namespace import API_SERVER_PORTS, dns_egress_rule
 from tenancy.builders.vault import VaultReach
 from tenancy.builders.vcluster import API_PORT as VCLUSTER_API_PORT
 from tenancy.builders.vcluster import CONTROL_PLANE_LABELS as VCLUSTER_POD_LABELS
@@ -32,8 +32,6 @@ QDRANT_GRPC_PORT = 6334
 QDRANT_POD_LABELS = {"app.kubernetes.io/name": "qdrant"}
 ISTIO_XDS_PORT = 15012
 ISTIO_METRICS_PORT = 15020  # the sidecar's merged Prometheus endpoint
-# The API server's Service port, and the port its endpoints listen on (policies see the translated one).
-KUBE_API_PORTS = (443, 6443)
 # The scheduled backup job (tenancy.builders.backup) is named, and its pods labelled, app.kubernetes.io/name
 # qdrant-backup. Its pods are left out of allow-same-namespace: they reach Qdrant's HTTP port and the object
 # store (its own policy) and nothing else in the namespace. Admission refuses that label on any other pod.
@@ -230,7 +228,7 @@ def _vcluster_policies(
                 "egress": [
                     {
                         "to": [{"ipBlock": {"cidr": cidr}} for cidr in kubernetes_api_cidrs],
-                        "ports": _tcp(*KUBE_API_PORTS),
+                        "ports": _tcp(*API_SERVER_PORTS),
                     }
                 ],
             },
