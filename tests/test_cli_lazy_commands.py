@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import tenancy.cli
 from tenancy.cli import COMMANDS, load_module_commands
+from tests.conftest import PROJECT_DIR
 
 HEAVY = ("pulumi", "pulumi_kubernetes", "fastapi", "uvicorn", "tenancy.render.write")
 
@@ -48,6 +49,20 @@ def test_validate_does_not_import_pulumi_or_fastapi() -> None:
     loaded = _modules_after(code)
     assert "tenancy.cli.validate" in loaded
     assert not [name for name in HEAVY if name in loaded]
+
+
+def test_validate_without_against_reads_no_history_and_imports_no_rich() -> None:
+    # Start-up (issue #11): git history, the platform config and rich are for other paths.
+    code = (
+        "import sys\n"
+        f"sys.argv = ['tenantctl', 'validate', '--tenants', {str(PROJECT_DIR / 'tenants')!r}]\n"
+        "from tenancy.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code in (0, None), exit.code\n"
+    )
+    loaded = _modules_after(code)
+    assert "tenancy.spec.tree" in loaded
+    unwanted = (*HEAVY, "rich", "tenancy.spec.history", "tenancy.spec.changes", "tenancy.spec.platform")
+    assert not [name for name in unwanted if name in loaded]
 
 
 def test_registry_names_every_command_each_module_registers_with_its_help() -> None:

@@ -9,9 +9,7 @@ from typing import Annotated
 import typer
 
 from tenancy.cli import exit_codes
-from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError
-from tenancy.spec.history import expandable_storage_classes, platform_storage_classes, specs_at_revision
 from tenancy.spec.tenant import resolve
 from tenancy.spec.tree import TenantTree, load_tenants
 
@@ -55,6 +53,10 @@ def validate(
 
 
 def _check_against(tree: TenantTree, revision: str) -> None:
+    # Imported here: only --against reads git history and the platform config (start-up, issue #11).
+    from tenancy.spec.changes import refused_change_issues
+    from tenancy.spec.history import expandable_storage_classes, platform_storage_classes, specs_at_revision
+
     previous = specs_at_revision(tree, revision)
     storage_classes = platform_storage_classes(tree, revision)
     expandable = expandable_storage_classes(tree)
