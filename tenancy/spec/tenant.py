@@ -166,6 +166,10 @@ def shortest_interval(schedule: str) -> timedelta:
     previous = next(runs)
     shortest = timedelta(days=366 * 4)
     horizon = _CRON_EPOCH + timedelta(days=366 * 4)  # every weekday of every date, Feb 29 included
+    if schedule.split()[2:] == ["*", "*", "*"]:
+        # Every day runs at the same times, so the gaps repeat daily and one day's runs show them all;
+        # walking four years of a daily schedule was most of `tenantctl validate`'s start-up.
+        horizon = previous + timedelta(days=1)
     for _ in range(20_000):
         current = next(runs, None)
         if current is None or current > horizon:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from cronsim import CronSim
 
 from tenancy.spec.errors import SpecError
 from tenancy.spec.plans import PLANS, Plan
-from tenancy.spec.tenant import LABEL_TENANT, parse_tenant, quota_usage, resolve
+from tenancy.spec.tenant import LABEL_TENANT, parse_tenant, quota_usage, resolve, shortest_interval
 
 FILE = "tenants/prod/acme.yaml"
 
@@ -227,6 +230,13 @@ def test_the_plan_caps_how_often_backups_run() -> None:
     assert [f for _, f, _ in issues_of(tenant_doc(plan="small", qdrant=twice))] == [
         "qdrant.snapshots.schedule"
     ]
+
+
+@pytest.mark.parametrize("schedule", ["0 3 * * *", "59 23 * * *", "0 0,12,23 * * *", "40 */9 * * *"])
+def test_a_schedule_that_runs_every_day_has_the_shortest_gap_of_many_days_of_runs(schedule: str) -> None:
+    # shortest_interval reads such a schedule's gaps from one day of its runs; walk a thousand runs.
+    runs = list(itertools.islice(CronSim(schedule, datetime(2026, 1, 1, tzinfo=UTC)), 1000))
+    assert shortest_interval(schedule) == min(later - earlier for earlier, later in itertools.pairwise(runs))
 
 
 def test_the_plan_caps_how_many_backups_are_kept_and_for_how_long() -> None:
