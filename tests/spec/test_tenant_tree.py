@@ -98,3 +98,85 @@ def test_readme_files_are_ignored(tmp_path: Path) -> None:
     write(tmp_path, "prod/README.md", "# prod")
     write(tmp_path, "prod/acme.yaml", GOOD.format(name="acme"))
     assert [f.spec.name for f in load_tenants(tmp_path).files] == ["acme"]
+
+
+def test_a_tangled_tree_reports_what_it_always_did_in_the_same_order(tmp_path: Path) -> None:
+    """The walk lists what sorted(root.rglob("*")) listed: hidden entries and .md files skipped, a
+    directory symlink listed but not entered, a file symlink read, problems in path order, then
+    duplicates, then file names (expected list recorded from the rglob-based walk)."""
+    root = tmp_path / "tenants"
+
+    def put(relative: str, text: str) -> None:
+        write(root, relative, text)
+
+    good = "name: {}\nowners: [a@example.com]\nplan: small\n"
+    put("dev/b.yaml", good.format("b"))
+    put("dev/a.yaml", "name: a\nplan: huge\n")
+    put("dev-x/c.yaml", good.format("c"))
+    put("dev.md", "x")
+    put("zz.md/inner.yaml", good.format("inner"))
+    put(".hidden/x.yaml", "::")
+    put("dev/.x.yaml", "::")
+    put("prod/team/acme.yaml", good.format("acme"))
+    put("prod/acme.yml", good.format("acme"))
+    put("prod/globex.yaml", good.format("globex"))
+    put("stray.yaml", good.format("stray"))
+    put("dev/c.yaml", good.format("b"))
+    put("dev/README.md", "x")
+    put("prod/d.yaml", "a: [1\n")
+    put("dev/e.yaml", 'name: e\nowners: [a@example.com]\nplan: small\nlabels: {"a\\x1b": b, c: "\\u200e"}\n')
+    (root / "prod-link").symlink_to("prod")
+    (root / "dev/link.yaml").symlink_to("../prod/globex.yaml")
+    (root / "dev/broken.yaml").symlink_to("nowhere")
+    (root / "Dev").mkdir()
+    with pytest.raises(SpecError) as caught:
+        load_tenants(root)
+    assert [(i.file, i.field, i.reason) for i in caught.value.issues] == TANGLED
+
+
+WRONG_PLACE = (
+    "in the wrong place: a tenant file lives at tenants/<environment>/<name>.yaml, "
+    "environment one of dev, prod"
+)
+TANGLED = [
+    ("tenants/Dev", "", "'Dev' is not an environment; tenant files live in dev, prod"),
+    ("tenants/dev/a.yaml", "owners", "required field is missing"),
+    ("tenants/dev/a.yaml", "plan", "Input should be 'small', 'medium' or 'large'"),
+    ("tenants/dev/broken.yaml", "", "cannot be read: FileNotFoundError"),
+    ("tenants/dev/e.yaml", "labels", "a key contains the control or formatting character U+001B ESC"),
+    (
+        "tenants/dev/e.yaml",
+        "labels.c",
+        "contains the control or formatting character U+200E LEFT-TO-RIGHT MARK; remove it",
+    ),
+    ("tenants/dev-x", "", "'dev-x' is not an environment; tenant files live in dev, prod"),
+    (
+        "tenants/dev-x/c.yaml",
+        "",
+        WRONG_PLACE,
+    ),
+    ("tenants/prod/acme.yml", "", "tenant files end in .yaml (not .yml or anything else)"),
+    ("tenants/prod/d.yaml", "", "line 2, column 1: did not find expected ',' or ']'"),
+    (
+        "tenants/prod/team/acme.yaml",
+        "",
+        WRONG_PLACE,
+    ),
+    ("tenants/prod-link", "", "'prod-link' is not an environment; tenant files live in dev, prod"),
+    (
+        "tenants/stray.yaml",
+        "",
+        WRONG_PLACE,
+    ),
+    (
+        "tenants/zz.md/inner.yaml",
+        "",
+        WRONG_PLACE,
+    ),
+    ("tenants/dev/c.yaml", "name", "tenant 'b' is already defined in tenants/dev/b.yaml"),
+    (
+        "tenants/dev/link.yaml",
+        "name",
+        "is 'globex' but the file is named link.yaml; rename the file to globex.yaml or fix the name",
+    ),
+]
