@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
+from datetime import date, datetime
 from typing import Any
 
 _FORBIDDEN = re.compile(
@@ -37,9 +38,42 @@ def forbidden_character(text: str) -> str | None:
     return f"U+{code:04X} {name}"
 
 
+# What a loaded document holds besides strings, mappings and lists; none is checked.
+_UNCHECKED = frozenset({int, float, bool, type(None), date, datetime, bytes})
+
+
+def _all_strings(data: Any) -> list[str] | None:
+    """Every string in ``data`` (keys too), or None when it holds a type this walk does not know."""
+    strings: list[str] = []
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str:
+            strings.append(item)
+        elif kind is dict:
+            for key, value in item.items():
+                pending.append(key)
+                pending.append(value)
+        elif kind is list:
+            pending.extend(item)
+        elif kind not in _UNCHECKED:
+            return None
+    return strings
+
+
 def forbidden_characters(data: Any, path: str = "") -> Iterator[tuple[str, str]]:
     """(field path, reason) for every string in ``data`` (keys too) holding a forbidden character;
     paths are dotted as in the file (``owners.0``, ``labels.team``)."""
+    strings = _all_strings(data)
+    # One search over every string joined (a character class cannot match across the joins) answers
+    # for the usual document, which has none; the walk below then names each one.
+    if strings is not None and _FORBIDDEN.search("".join(strings)) is None:
+        return
+    yield from _forbidden_characters(data, path)
+
+
+def _forbidden_characters(data: Any, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(data, str):
         found = forbidden_character(data)
         if found is not None:
@@ -50,7 +84,7 @@ def forbidden_characters(data: Any, path: str = "") -> Iterator[tuple[str, str]]
             if in_key is not None:  # the path would carry the character itself: name the parent
                 yield path or "(document)", f"a key contains the control or formatting character {in_key}"
                 continue
-            yield from forbidden_characters(value, f"{path}.{key}" if path else str(key))
+            yield from _forbidden_characters(value, f"{path}.{key}" if path else str(key))
     elif isinstance(data, list | tuple):
         for index, value in enumerate(data):
-            yield from forbidden_characters(value, f"{path}.{index}" if path else str(index))
+            yield from _forbidden_characters(value, f"{path}.{index}" if path else str(index))
