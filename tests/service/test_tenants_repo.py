@@ -248,3 +248,68 @@ def test_maintenance_packs_loose_objects_and_loses_none_a_write_has_not_referenc
     repository.write("dev", "after", {"name": "after"}, author=author, message="after")  # still writable
     assert repository.read("dev", "after") == {"name": "after"}
     repository.maintain()  # below git's threshold: nothing to do, nothing fails
+
+
+def test_concurrent_writers_get_one_commit_each_under_their_author(tmp_path: Path) -> None:
+    """Group commit: threads writing at once share ref updates, never commits or authors."""
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    start = threading.Barrier(8)
+
+    def write(index: int) -> None:
+        start.wait()
+        for round_ in range(3):
+            with repository.locked(f"dev.t{index}"):
+                repository.write(
+                    "dev",
+                    f"t{index}",
+                    {"name": f"t{index}", "round": round_},
+                    author=GitAuthor(f"writer {index}", f"w{index}@x.example"),
+                    message=f"Update tenant dev.t{index}",
+                )
+
+    threads = [threading.Thread(target=write, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index in range(8):
+        assert [commit.author_email for commit in repository.history("dev", f"t{index}")] == [
+            f"w{index}@x.example"
+        ] * 3
+        assert repository.read("dev", f"t{index}") == {"name": f"t{index}", "round": 2}
+    assert int(git(repository.root, "rev-list", "--count", "main")) == 1 + 8 * 3
+    assert git(repository.root, "fsck", "--strict", "--no-dangling", "--no-progress") == ""
+
+
+def test_a_branch_in_packed_refs_moves_and_a_moved_branch_is_built_upon(tmp_path: Path) -> None:
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    author = GitAuthor("a", "a@x.example")
+    repository.write("dev", "acme", {"name": "acme"}, author=author, message="Create tenant dev.acme")
+    git(repository.root, "pack-refs", "--all", "--prune")  # what `git gc` does to the branch
+    assert not (repository.git_dir / "refs" / "heads" / "main").exists()
+    repository.write("dev", "acme", {"name": "acme", "v": 2}, author=author, message="Update tenant dev.acme")
+    assert git(repository.root, "rev-parse", "main").strip() == repository.head()
+    # Someone else's commit lands between the group being built and published: it is built again on it.
+    other = tmp_path / "other"
+    subprocess.run(["git", "clone", "--quiet", str(repository.root), str(other)], check=True)
+    (other / "tenants" / "dev" / "beta.yaml").write_text("name: beta\n")
+    git(other, "add", "-A")
+    git(other, "-c", "user.name=p", "-c", "user.email=p@x.example", "commit", "--quiet", "-m", "Add beta")
+    moved = git(other, "rev-parse", "HEAD").strip()
+    real_base = repository._base
+    calls = iter([True])
+
+    def base_then_move() -> Any:
+        found = real_base()
+        if next(calls, False):  # the first build sees the old tip; the branch moves before the swap
+            git(repository.root, "fetch", "--quiet", str(other), "main")
+            git(repository.root, "update-ref", "refs/heads/main", moved)
+        return found
+
+    repository._base = base_then_move  # type: ignore[method-assign]
+    repository.write("dev", "acme", {"name": "acme", "v": 3}, author=author, message="Update tenant dev.acme")
+    assert git(repository.root, "rev-parse", "main~1").strip() == moved
+    assert repository.read("dev", "beta") == {"name": "beta"}
+    assert repository.read("dev", "acme") == {"name": "acme", "v": 3}

@@ -39,7 +39,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,9 @@ class _Change:
     done: bool = False
     commit: str | None = None
     error: RepositoryError | None = None
+    lead: bool = False  # handed the publishing of the next group
+    # Set once the change is done or hands it the lead: only its own thread wakes, not every waiter.
+    wakeup: threading.Event = field(default_factory=threading.Event)
 
 
 class TenantRepository:
@@ -180,7 +183,7 @@ class TenantRepository:
         self._tenant_locks_guard = threading.Lock()
         # Group commit: changes wait here while a leader publishes the previous group.
         self._pending: list[_Change] = []
-        self._pending_cond = threading.Condition()
+        self._pending_lock = threading.Lock()
         self._leader_active = False
         self._view_delay = view_delay_seconds
         self._view_behind = threading.Event()
@@ -616,22 +619,29 @@ class TenantRepository:
 
     def _publish(self, change: _Change) -> None:
         """Group commit: queue the change; the first writer to find no publisher running publishes
-        everything queued (its own change included), the others wait for their result."""
-        with self._pending_cond:
+        everything queued (its own change included), then hands the lead to the oldest change that
+        arrived meanwhile; the others sleep until their own change is done (or they get the lead)."""
+        with self._pending_lock:
             self._pending.append(change)
-            while not change.done:
-                if self._leader_active:
-                    self._pending_cond.wait()
-                    continue
-                self._leader_active = True
-                group, self._pending = self._pending, []
-                self._pending_cond.release()
-                try:
-                    self._commit_group(group)
-                finally:
-                    self._pending_cond.acquire()
+            if not self._leader_active:
+                self._leader_active = change.lead = True
+        while not change.lead:
+            change.wakeup.wait()
+            if change.done:
+                return
+        with self._pending_lock:
+            group, self._pending = self._pending, []
+        try:
+            self._commit_group(group)
+        finally:
+            with self._pending_lock:
+                successor = self._pending[0] if self._pending else None
+                if successor is None:
                     self._leader_active = False
-                    self._pending_cond.notify_all()
+                else:
+                    successor.lead = True
+            if successor is not None:
+                successor.wakeup.set()
 
     def _commit_group(self, group: list[_Change]) -> None:
         try:
@@ -651,8 +661,7 @@ class TenantRepository:
             if not isinstance(error, Exception):
                 raise
         finally:
-            with self._pending_cond:
-                self._pending_cond.notify_all()
+            _wake_done(group)
 
     def _commit_group_locked(self, group: list[_Change]) -> None:
         repo = self._git()
@@ -693,8 +702,7 @@ class TenantRepository:
                 change.commit, change.done = sha, True
             if self._health is not None and not self._health[1]:
                 self._health = None  # writes succeed again: let readiness say so now
-            with self._pending_cond:
-                self._pending_cond.notify_all()  # acknowledged: the working copy is only a view
+            _wake_done(group)  # acknowledged: the working copy is only a view
             self._refresh_view()
             return
         raise self._failed(f"{self.ref} kept moving; gave up after {_PUSH_ATTEMPTS} attempts")
@@ -735,6 +743,9 @@ class TenantRepository:
 
     def _compare_and_swap(self, reference: Any, base: pygit2.Oid | None, tip: pygit2.Oid) -> None:
         """Move the branch from ``base`` to ``tip`` only if it is still at ``base``."""
+        if reference is not None and base is not None:
+            self._swap_ref(base, tip)
+            return
         try:
             if reference is None:
                 self._git().create_reference_direct(self.ref, tip, False, "tenant-api: commit")
@@ -744,6 +755,55 @@ class TenantRepository:
             if self._tip() != base:
                 raise _Moved() from None
             raise
+
+    def _swap_ref(self, base: pygit2.Oid, tip: pygit2.Oid) -> None:
+        """Git's own protocol for moving a ref (what libgit2 and ``git update-ref`` do): create
+        ``<ref>.lock`` exclusively, check the ref still names ``base``, write ``tip`` into the lock and
+        rename it over the ref. In Python, because the rename can wait milliseconds on the file
+        system's journal and libgit2 would hold the GIL (every request thread) meanwhile."""
+        path = self.git_dir / self.ref
+        lock = path.with_name(path.name + ".lock")
+        try:
+            descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            if self._tip() != base:
+                raise _Moved() from None
+            # Another process holds the ref's lock (or died holding it): the caller decides. Worded
+            # as libgit2 and git word it, for whoever reads the log.
+            raise pygit2.GitError(f"failed to lock file '{lock}' for writing: {error.strerror}") from None
+        try:
+            try:
+                with os.fdopen(descriptor, "wb", closefd=True) as handle:
+                    descriptor = -1
+                    if self._ref_value(path) != str(base):
+                        raise _Moved()
+                    handle.write(f"{tip}\n".encode())
+                os.rename(lock, path)
+            except BaseException:
+                if descriptor >= 0:
+                    os.close(descriptor)
+                lock.unlink(missing_ok=True)
+                raise
+        except _Moved:
+            raise
+        except OSError as error:
+            raise pygit2.GitError(f"failed to update {self.ref}: {error.strerror}") from None
+
+    def _ref_value(self, path: Path) -> str | None:
+        """The object id the branch names: its loose file, else its line in ``packed-refs``."""
+        try:
+            return path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            pass
+        try:
+            with open(self.git_dir / "packed-refs", encoding="utf-8") as packed:
+                for line in packed:
+                    value, _, name = line.rstrip("\n").partition(" ")
+                    if name == self.ref:
+                        return value
+        except FileNotFoundError:
+            pass
+        return None
 
     def _base(self) -> pygit2.Oid | None:
         """What the next group builds on: the remote's branch as last fetched (with a remote), else ours."""
@@ -861,6 +921,12 @@ class TenantRepository:
         said = redact(" ".join(result.stderr.split()))[-1000:] or "no message"
         _log.error("git %s failed (exit %d): %s", args[0], result.returncode, said)
         raise RepositoryError(f"git {args[0]} failed (exit {result.returncode})")
+
+
+def _wake_done(group: list[_Change]) -> None:
+    for change in group:
+        if change.done:
+            change.wakeup.set()
 
 
 class _Moved(Exception):
