@@ -7,9 +7,12 @@ pick the stacks a change touches from the file names alone.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -56,23 +59,89 @@ def _display(path: Path, root: Path) -> str:
 
 def read_tenant_file(path: Path, *, environment: str, display: str | None = None) -> TenantSpec:
     """Parse and validate one tenant file; SpecError names the file, field and reason."""
-    shown = display or str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError([SpecIssue(shown, "", f"cannot be read: {error.__class__.__name__}")]) from None
-    return _parse_tenant_text(text, shown)
+    return _check_file(path, display or str(path))[1]
 
 
-def _parse_tenant_text(text: str, shown: str) -> TenantSpec:
+def _check_file(path: Path | str, shown: str) -> tuple[Any, TenantSpec]:
+    """The file's document and its spec; SpecError names the file, field and reason."""
     try:
-        data = load_yaml(text)
+        with open(path, encoding="utf-8") as file:  # what Path.read_text does
+            data = load_yaml(file.read())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or "not valid YAML"
         raise SpecError([SpecIssue(shown, "", f"{where}{problem}")]) from None
-    return parse_tenant(data, file=shown)
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError([SpecIssue(shown, "", f"cannot be read: {error.__class__.__name__}")]) from None
+    return data, parse_tenant(data, file=shown)
+
+
+def _check_chunk(chunk: list[tuple[str, str]]) -> list[tuple[bool, Any]]:
+    """In a worker: (True, document) for each valid file, (False, its issues) for the others. The
+    document, not the spec, goes back: pickling a spec costs more than validating it again."""
+    checked: list[tuple[bool, Any]] = []
+    for path, shown in chunk:
+        try:
+            checked.append((True, _check_file(path, shown)[0]))
+        except SpecError as error:
+            checked.append((False, error.issues))
+    return checked
+
+
+WORKERS_VARIABLE = "TENANCY_VALIDATE_WORKERS"
+_PARALLEL_MIN_FILES = 500  # below this, starting workers costs about what they save
+
+
+def _worker_count(files: int) -> int:
+    """Processes to check ``files`` tenant files with: the CPUs this process may use (or
+    TENANCY_VALIDATE_WORKERS); one for small trees, when other threads run (fork copies only the
+    calling thread, and a lock another thread holds would stay held in the child) or when gRPC is
+    loaded (the Pulumi SDK's: its own threads and fork handlers)."""
+    if files < _PARALLEL_MIN_FILES or threading.active_count() > 1 or "grpc" in sys.modules:
+        return 1
+    try:
+        return max(1, int(os.environ[WORKERS_VARIABLE]))
+    except (KeyError, ValueError):
+        pass
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# What validating a document again (to get its spec from a worker's result) costs, relative to
+# checking a file from scratch: this process keeps a smaller share of the files for that work.
+_REVALIDATION_COST = 0.1
+
+
+def _check_files(files: list[tuple[str, str]], workers: int) -> list[TenantSpec | list[SpecIssue]]:
+    """Each file's spec or issues, in order. With several workers this process checks the first
+    share of the files while forked processes check the rest (the imports are done, so a fork
+    starts in milliseconds) and send back each valid file's document, which this process validates
+    again to get its spec (same document, same spec; pickling a spec costs more than that)."""
+    if workers <= 1:
+        return [_checked(path, shown) for path, shown in files]
+    import multiprocessing  # only big trees need it
+
+    own = int(len(files) / (workers - (workers - 1) * _REVALIDATION_COST))
+    rest = files[own:]
+    size = max(50, -(-len(rest) // ((workers - 1) * 4)))  # a few chunks per worker: they end together
+    chunks = [rest[start : start + size] for start in range(0, len(rest), size)]
+    with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
+        pending = pool.map_async(_check_chunk, chunks, chunksize=1)
+        results = [_checked(path, shown) for path, shown in files[:own]]
+        for checked in pending.get():
+            for valid, payload in checked:
+                results.append(TenantSpec.model_validate(payload) if valid else payload)
+    return results
+
+
+def _checked(path: str, shown: str) -> TenantSpec | list[SpecIssue]:
+    try:
+        return _check_file(path, shown)[1]
+    except SpecError as error:
+        return error.issues
 
 
 def _file_name_issue(spec: TenantSpec, path: Path, shown: str) -> SpecIssue | None:
@@ -131,8 +200,12 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
         raise SpecError([SpecIssue(str(root), "", "the tenants directory does not exist")])
 
     prefix = f"{root.name}/" if root.name else ""  # what _display gives, without a Path per file
-    shown_of: list[str] = []  # tree.files' display names
+    # First the walk, keeping its issues and the files to check in path order; then the checks
+    # (in parallel for big trees); then everything in the walk's order.
+    found: list[SpecIssue | int] = []  # an issue, or the index of a file in ``to_check``
+    to_check: list[tuple[str, str]] = []  # (path, display name)
     environment_dirs: dict[str, Path] = {}
+    paths: list[tuple[str, Path]] = []  # (environment, path) of each file in ``to_check``
     for entry in _entries(root):
         parts = entry.parts
         if parts[-1].endswith(_IGNORED_SUFFIXES):
@@ -140,7 +213,7 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
         shown = prefix + "/".join(parts)
         if entry.is_dir:
             if len(parts) == 1 and parts[0] not in environments:
-                issues.append(
+                found.append(
                     SpecIssue(
                         shown,
                         "",
@@ -149,7 +222,7 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
                 )
             continue
         if len(parts) != 2 or parts[0] not in environments:
-            issues.append(
+            found.append(
                 SpecIssue(
                     shown,
                     "",
@@ -160,19 +233,29 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
             )
             continue
         if not parts[1].endswith(".yaml"):
-            issues.append(SpecIssue(shown, "", "tenant files end in .yaml (not .yml or anything else)"))
+            found.append(SpecIssue(shown, "", "tenant files end in .yaml (not .yml or anything else)"))
             continue
         environment = parts[0]
         if environment not in environment_dirs:
             environment_dirs[environment] = root / environment
         path = environment_dirs[environment] / parts[1]
-        try:
-            spec = read_tenant_file(path, environment=environment, display=shown)
-        except SpecError as error:
-            issues.extend(error.issues)
+        found.append(len(to_check))
+        to_check.append((str(path), shown))
+        paths.append((environment, path))
+
+    checked = _check_files(to_check, _worker_count(len(to_check)))
+    shown_of: list[str] = []  # tree.files' display names
+    for item in found:
+        if isinstance(item, SpecIssue):
+            issues.append(item)
             continue
-        tree.files.append(TenantFile(environment=environment, path=path, spec=spec))
-        shown_of.append(shown)
+        result = checked[item]
+        if isinstance(result, list):
+            issues.extend(result)
+            continue
+        environment, path = paths[item]
+        tree.files.append(TenantFile(environment=environment, path=path, spec=result))
+        shown_of.append(to_check[item][1])
 
     duplicates = _duplicates(tree, root)
     issues.extend(duplicates)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,53 @@ TANGLED = [
         "is 'globex' but the file is named link.yaml; rename the file to globex.yaml or fix the name",
     ),
 ]
+
+
+def _mixed_tree(root: Path, count: int) -> None:
+    examples = sorted((PROJECT_DIR / "tenants").glob("*/*.yaml"))
+    for index in range(count):
+        example = examples[index % len(examples)]
+        name = f"{example.stem}-{index:03d}"
+        text = example.read_text().replace(f"name: {example.stem}\n", f"name: {name}\n", 1)
+        if index % 7 == 3:
+            text += "plan: huge\n"  # a duplicate key: the last one wins, and is refused
+        if index % 11 == 5:
+            text = "name: [unclosed\n"
+        if index % 13 == 6:
+            name = f"{name}-renamed"
+        write(root, f"{example.parent.name}/{name}.yaml", text)
+    write(root, "prod/stray/deep.yaml", "x: 1\n")
+
+
+def _outcome(root: Path) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str, str]]]:
+    try:
+        tree = load_tenants(root)
+    except SpecError as error:
+        return [], [(i.file, i.field, i.reason) for i in error.issues]
+    return [(f.environment, str(f.path), f.spec) for f in tree.files], []
+
+
+def test_forked_workers_find_what_one_process_finds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tenancy.spec import tree as tree_module
+
+    _mixed_tree(tmp_path / "mixed", 120)
+    for index in range(90):
+        write(tmp_path / "valid", f"dev/t{index:03d}.yaml", GOOD.format(name=f"t{index:03d}"))
+    serial = {name: _outcome(tmp_path / name) for name in ("mixed", "valid")}
+    assert serial["mixed"][1] and not serial["valid"][1] and len(serial["valid"][0]) == 90
+
+    monkeypatch.setattr(tree_module, "_worker_count", lambda files: 2)
+    forked = {name: _outcome(tmp_path / name) for name in ("mixed", "valid")}
+    assert forked == serial
+    files = [(str(path), path.name) for path in sorted((tmp_path / "mixed").rglob("*.yaml"))]
+    assert tree_module._check_files(files, 3) == tree_module._check_files(files, 1)
+
+
+def test_the_worker_count_follows_the_tree_size_and_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tenancy.spec import tree as tree_module
+
+    monkeypatch.setenv(tree_module.WORKERS_VARIABLE, "3")
+    assert tree_module._worker_count(10) == 1
+    assert tree_module._worker_count(10_000) in (1, 3)  # 1 only when other threads run
+    monkeypatch.setenv(tree_module.WORKERS_VARIABLE, "1")
+    assert tree_module._worker_count(10_000) == 1
