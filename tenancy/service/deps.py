@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
@@ -52,14 +53,17 @@ def _unauthenticated(message: str) -> ServiceError:
 
 async def authenticate(
     request: Request,
-    backends: BackendsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
     """The caller (see ``_authenticate``). A bearer token that verified before and still would, with
     the in-process rate limiter, is settled here on the event loop: no signature check, no I/O, and
     no hop to a worker thread and back (which cost a GET more than the rest of its work). Everything
-    else (API keys, portal sessions, new tokens, Redis) runs in a worker thread, as it may wait."""
+    else (API keys, portal sessions, new tokens, Redis) runs in a worker thread, as it may wait.
+
+    The backends come from the app, not from ``BackendsDep``: every dependency FastAPI solves costs
+    every request that declares it, and every route authenticates."""
+    backends: Backends = request.app.state.backends
     credential = bearer.credentials if bearer is not None else api_key
     local_limits = isinstance(backends.rate_limiter, InProcessRateLimiter)
     if credential and local_limits and not looks_like_api_key(credential):
@@ -191,6 +195,27 @@ async def changeable_tenant(
 
 
 ReadableTenant = Annotated[StackRef, Depends(readable_tenant)]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantAccess:
+    """A tenant the caller may read, with the caller and the backends: what ``ReadableTenant``,
+    ``CurrentPrincipal`` and ``BackendsDep`` give, as one dependency. FastAPI walks a route's whole
+    dependency tree on every request, cached or not, so a hot route declares one instead of three."""
+
+    stack: StackRef
+    principal: Principal
+    backends: Backends
+
+
+async def tenant_access(
+    request: Request, environment: EnvironmentPath, name: TenantNamePath, principal: CurrentPrincipal
+) -> TenantAccess:
+    stack = await readable_tenant(environment, name, principal)
+    return TenantAccess(stack, principal, request.app.state.backends)
+
+
+ReadableTenantAccess = Annotated[TenantAccess, Depends(tenant_access)]
 ChangeableTenant = Annotated[StackRef, Depends(changeable_tenant)]
 
 IdempotencyKey = Annotated[

@@ -71,15 +71,39 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The labelled series, by their labels: prometheus_client's ``labels()`` takes a lock and
+        # checks its arguments on every call; route templates, methods and statuses are few.
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._requests: dict[tuple[str, str, int], Any] = {}
+
+    def _observe(self, method: str, template: str, status: int, seconds: float) -> None:
+        latency = self._latency.get((method, template))
+        if latency is None:
+            latency = self._latency.setdefault(
+                (method, template), self.metrics.latency.labels(method, template)
+            )
+        latency.observe(seconds)
+        requests = self._requests.get((method, template, status))
+        if requests is None:
+            requests = self._requests.setdefault(
+                (method, template, status), self.metrics.requests.labels(method, template, str(status))
+            )
+        requests.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        offered = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        request_id = ""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":  # ASGI servers give header names in lower case
+                offered = value.decode("latin-1")
+                request_id = offered if _REQUEST_ID.match(offered) else ""
+        request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        extra = [(b"x-request-id", request_id.encode())]
+        if scope.get("path", "").startswith("/api/"):
+            extra.append((b"cache-control", b"no-store"))
         started = time.perf_counter()
         status = {"code": 500}
         recorded = {"done": False}
@@ -90,20 +114,14 @@ class RequestContextMiddleware:
             recorded["done"] = True
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(method, template, str(status["code"])).inc()
+            self._observe(scope.get("method", ""), template, status["code"], time.perf_counter() - started)
 
         async def send_with_context(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                extra = [(b"x-request-id", request_id.encode())]
-                if scope.get("path", "").startswith("/api/"):
-                    extra.append((b"cache-control", b"no-store"))
-                names = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = list(message.get("headers", [])) + [
-                    h for h in extra if h[0] not in names
-                ]
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                message["headers"] = headers + [header for header in extra if header[0] not in names]
                 observe()
             await send(message)
 

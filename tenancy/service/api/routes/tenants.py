@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Body, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from tenancy.automation.contract import (
@@ -34,6 +34,7 @@ from tenancy.service.deps import (
     IfMatch,
     IfNoneMatch,
     ReadableTenant,
+    ReadableTenantAccess,
     tenant_not_found,
 )
 from tenancy.service.models import (
@@ -232,18 +233,17 @@ def list_tenants(
 
 
 @router.get(TENANT_PATH, response_model=TenantView, responses=_ERRORS, summary="Read a tenant")
-async def read_tenant(
-    stack: ReadableTenant, backends: BackendsDep, principal: CurrentPrincipal
-) -> JSONResponse:
+async def read_tenant(access: ReadableTenantAccess) -> Response:
     # The embedded default reads SQLite (WAL: readers never wait for writers) and local git objects:
     # quicker on the event loop than the hop to a worker thread and back. Anything that may wait (Redis,
     # a refresh from the remote, a git process) goes to a worker thread.
+    stack, backends, principal = access.stack, access.backends, access.principal
     if backends.local_reads and not backends.repository.reads_wait(stack.environment, stack.tenant):
         return _read_tenant(stack, backends, principal)
     return await run_in_threadpool(_read_tenant, stack, backends, principal)
 
 
-def _read_tenant(stack: StackRef, backends: BackendsDep, principal: Principal) -> JSONResponse:
+def _read_tenant(stack: StackRef, backends: BackendsDep, principal: Principal) -> Response:
     role = principal.role_on(stack.tenant)
     assert role is not None
     committed = backends.repository.file(stack.environment, stack.tenant)  # parsed once per blob
@@ -266,7 +266,7 @@ def _read_tenant(stack: StackRef, backends: BackendsDep, principal: Principal) -
         last_operation=OperationView.of(operations[0]) if operations else None,
         outputs=outputs,
     )
-    return JSONResponse(view.wire(), headers={"ETag": f'"{etag}"'})
+    return Response(view.wire_json(), media_type="application/json", headers={"ETag": f'"{etag}"'})
 
 
 def _read_deleted_tenant(stack: StackRef, backends: BackendsDep, role: Role) -> JSONResponse:
