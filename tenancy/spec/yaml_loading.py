@@ -28,6 +28,9 @@ SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoade
 _STR = "tag:yaml.org,2002:str"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_BOOL_VALUES: dict[str, bool] = SAFE_LOADER.bool_values
 # Tags whose scalar values PyYAML's SafeConstructor builds from the node alone (no state, no
 # generator); every other tag goes to PyYAML's constructor with the whole document.
 _SCALAR_CONSTRUCTORS = {
@@ -82,6 +85,10 @@ class _Builder:
         if kind is ScalarNode:
             if tag == _STR:
                 return node.value
+            if tag == _BOOL:  # what construct_yaml_bool does, without its two calls
+                return _BOOL_VALUES[node.value.lower()]
+            if tag == _NULL:
+                return None
             construct = _SCALAR_CONSTRUCTORS.get(tag)
             if construct is None:
                 raise _Unusual
