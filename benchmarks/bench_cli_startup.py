@@ -1,18 +1,21 @@
 """CLI start-up against `python -c pass` (issue #11 goal: at most 12x).
 
-Run: nice -n 10 .venv/bin/python benchmarks/bench_cli_startup.py [--runs N]
+Run: nice -n 10 .venv/bin/python benchmarks/bench_cli_startup.py [--runs N] [--instructions]
 
 The three commands run in turn, N rounds, so a change in the machine's load hits each alike. Prints
 each command's median wall time and its ratio to `python -c pass` (the goal's measure), and beside
 it the median CPU time of the process and that ratio: on a shared machine wall time also measures
-the neighbours, CPU time mostly not.
+the neighbours, CPU time mostly not. With --instructions, also the instructions each command
+executes (one run each under valgrind's callgrind, about a minute of CPU): a ratio no load changes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,19 +44,35 @@ def _run(args: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def _instructions(args: list[str]) -> int:
+    """Instructions executed by one run of ``python args``, counted by callgrind."""
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise SystemExit(f"no instruction count from valgrind: {done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args().runs
-    for args in COMMANDS.values():
-        _run(args)  # warm the file cache and the bytecode
+    parser.add_argument("--instructions", action="store_true", help="also count instructions (valgrind)")
+    args = parser.parse_args()
+    for command in COMMANDS.values():
+        _run(command)  # warm the file cache
     walls: dict[str, list[float]] = {label: [] for label in COMMANDS}
     cpus: dict[str, list[float]] = {label: [] for label in COMMANDS}
-    for _ in range(runs):
-        for label, args in COMMANDS.items():
-            wall, cpu = _run(args)
+    for _ in range(args.runs):
+        for label, command in COMMANDS.items():
+            wall, cpu = _run(command)
             walls[label].append(wall)
             cpus[label].append(cpu)
     wall_base = statistics.median(walls["python -c pass"])
@@ -65,6 +84,19 @@ def main() -> None:
             f"{label}: {wall * 1000:.0f} ms = {wall / wall_base:.1f}x python -c pass "
             f"(goal <= {GOAL_RATIO}x); CPU {cpu * 1000:.0f} ms = {cpu / cpu_base:.1f}x"
         )
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("--instructions needs valgrind on PATH")
+        counts = {label: _instructions(command) for label, command in COMMANDS.items()}
+        base = counts["python -c pass"]
+        print(
+            "instructions: "
+            + "; ".join(
+                f"{label} {count / 1e6:.0f} M = {count / base:.2f}x" for label, count in counts.items()
+            )
+        )
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print("(PYTHONDONTWRITEBYTECODE is set: this project's modules have no .pyc and compile every run)")
 
 
 def _load() -> str:
