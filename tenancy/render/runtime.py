@@ -23,6 +23,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from tenancy.builders.contract import tenant_contract
+from tenancy.render import sdk_overhead
 from tenancy.spec.platform import CONFIG_NAMESPACE, SECRET_KEYS, PlatformConfig, read_platform_config_file
 from tenancy.spec.yaml_loading import load_yaml
 from tenancy.stacks import parse_stack_name
@@ -35,6 +36,8 @@ PLACEHOLDER_CREDENTIAL = "placeholder-credential"
 PLACEHOLDER_KUBECONFIG = "apiVersion: v1\nkind: Config\n# written by the running vCluster\n"
 # The platform stack outputs tenant stacks read that the platform stack exports as secrets.
 SECRET_PLATFORM_OUTPUTS = frozenset({KEYCLOAK_PROVISIONER_SECRET_OUTPUT})
+
+sdk_overhead.install()  # no stack walk per resource under mocks: the mock monitor ignores it
 
 
 @dataclass
