@@ -6,10 +6,13 @@ a generated project: this repository's Pulumi files and N tenant files cycled fr
 The platform stacks (dev, prod) are rendered too, as ``--all`` does: they count in the total, not
 per tenant (at 10 tenants they would be most of it).
 
-Wall time is what the goal names; CPU time is printed beside it because on a shared machine the wall
-time mostly measures the other jobs.
+The stacks go through ``render_stacks``, the function ``render --all`` calls, with the command's
+default ``--jobs`` (the CPUs available): what users get, workers included. Wall time is what the goal
+names; CPU time (this process and its workers) is printed beside it because on a shared machine the
+wall time mostly measures the other jobs. Peak RSS is given for this process and for the largest
+worker.
 
-Run: nice -n 10 .venv/bin/python benchmarks/bench_render.py [--sizes 10,100,500] [--validate]
+Run: nice -n 10 .venv/bin/python benchmarks/bench_render.py [--sizes 10,100,500] [--validate] [--jobs N]
 """
 
 from __future__ import annotations
@@ -44,10 +47,22 @@ def make_project(directory: Path, tenants: int) -> Path:
     return directory
 
 
-def run_one_size(tenants: int, validate: bool) -> dict[str, float]:
-    """In this process: what ``render --all [--validate]`` does, on a generated project."""
+def _cpu_s() -> float:
+    """CPU time of this process and of its finished children (the render workers), in seconds."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_one_size(tenants: int, validate: bool, jobs: int) -> dict[str, float]:
+    """In this process: what ``render --all [--validate]`` does, on a generated project.
+
+    The stacks go through ``render_stacks``, the function the command calls (workers included):
+    first the platform stacks, then the tenants, so the per-tenant figure leaves the platform out.
+    """
+    from tenancy.render.batch import render_stacks
     from tenancy.render.validate import schema_problems
-    from tenancy.render.write import example_stacks, render_stack
+    from tenancy.render.write import example_stacks
 
     with tempfile.TemporaryDirectory(prefix="bench-render-") as scratch:
         project = make_project(Path(scratch), tenants)
@@ -55,13 +70,17 @@ def run_one_size(tenants: int, validate: bool) -> dict[str, float]:
         start = time.perf_counter()
         stacks = example_stacks(project)
         platform = [
-            render_stack(stack, project_dir=project, out=out)[1] for stack in stacks if "." not in stack
+            r.directory
+            for r in render_stacks(
+                [s for s in stacks if "." not in s], project_dir=project, out=out, jobs=jobs
+            )
         ]
-        tenants_start, cpu_start = time.perf_counter(), time.process_time()
+        tenants_start, cpu_start = time.perf_counter(), _cpu_s()
         directories = [
-            render_stack(stack, project_dir=project, out=out)[1] for stack in stacks if "." in stack
+            r.directory
+            for r in render_stacks([s for s in stacks if "." in s], project_dir=project, out=out, jobs=jobs)
         ]
-        end, cpu_end = time.perf_counter(), time.process_time()
+        end, cpu_end = time.perf_counter(), _cpu_s()
         result = {
             "render_cpu_ms_per_tenant": (cpu_end - cpu_start) / tenants * 1000,
             "tenants": tenants,
@@ -77,8 +96,9 @@ def run_one_size(tenants: int, validate: bool) -> dict[str, float]:
             if problems:
                 raise SystemExit(f"schema problems: {problems[:3]}")
             result["validate_ms_per_tenant"] = checked / tenants * 1000
-        # ru_maxrss is in KiB on Linux.
+        # ru_maxrss is in KiB on Linux; for children, the largest of the finished render workers.
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["worker_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         return result
 
 
@@ -88,10 +108,19 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="10,100,500", help="comma-separated tenant counts")
     parser.add_argument("--validate", action="store_true", help="also time the --validate schema check")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="render --all --jobs (default: the CPUs available, as the command)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from tenancy.render.batch import default_jobs
+
+    jobs = default_jobs() if args.jobs is None else args.jobs
     if args.child is not None:
-        print(json.dumps(run_one_size(args.child, args.validate)))
+        print(json.dumps(run_one_size(args.child, args.validate, jobs)))
         return
     rows = []
     for tenants in (int(size) for size in args.sizes.split(",")):
@@ -100,6 +129,8 @@ def main() -> None:
             __file__,
             "--child",
             str(tenants),
+            "--jobs",
+            str(jobs),
             *(["--validate"] if args.validate else []),
         ]
         # Bounded: 500 tenants take well under a minute when render is flat; a regression shows as a timeout.
@@ -113,8 +144,9 @@ def main() -> None:
             f"(platform stacks and loading {row['platform_s']:.1f} s), "
             f"{row['render_ms_per_tenant']:6.1f} ms/tenant (goal <= {RENDER_GOAL_MS:.0f}: "
             f"{row['render_ms_per_tenant'] / RENDER_GOAL_MS:.2f}x the goal; "
-            f"CPU {row['render_cpu_ms_per_tenant']:.1f} ms/tenant), "
+            f"CPU {row['render_cpu_ms_per_tenant']:.1f} ms/tenant in all processes), "
             f"peak RSS {row['peak_rss_mib']:.0f} MiB"
+            + (f", each of {jobs} workers at most {row['worker_peak_rss_mib']:.0f} MiB" if jobs > 1 else "")
         )
         if args.validate:
             line += (
@@ -128,7 +160,8 @@ def main() -> None:
         print(
             f"growth {first['tenants']} -> {last['tenants']} tenants: per-tenant time "
             f"x{last['render_ms_per_tenant'] / first['render_ms_per_tenant']:.2f}, "
-            f"peak RSS x{last['peak_rss_mib'] / first['peak_rss_mib']:.2f} (flat = 1.0)"
+            f"peak RSS x{last['peak_rss_mib'] / first['peak_rss_mib']:.2f}, workers' "
+            f"x{last['worker_peak_rss_mib'] / max(first['worker_peak_rss_mib'], 1):.2f} (flat = 1.0)"
         )
 
 

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from tenancy.cli import exit_codes
+from tenancy.render.batch import default_jobs, render_stacks
 from tenancy.render.validate import schema_problems
-from tenancy.render.write import RenderError, example_stacks, render_stack
+from tenancy.render.write import RenderError, example_stacks
 from tenancy.spec.errors import SpecError
 
 StackOption = Annotated[
@@ -27,6 +28,15 @@ ValidateOption = Annotated[
         "--validate", help="Also check every built-in object against the Kubernetes schema (strict)."
     ),
 ]
+JobsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs",
+        min=1,
+        help="Stacks rendered at once, each in a worker process (default: the CPUs available); "
+        "1 renders them one after another in this process. The output is the same.",
+    ),
+]
 
 
 def render(
@@ -35,6 +45,7 @@ def render(
     out: OutOption = Path("render"),
     project: ProjectOption = Path("."),
     validate: ValidateOption = False,
+    jobs: JobsOption = None,
 ) -> None:
     """Render stacks to OUT/<stack>/ (manifests/, helm/, outputs.yaml, resources.yaml), secrets masked."""
     if (stack is None) == (not all_stacks):
@@ -46,8 +57,10 @@ def render(
     try:
         stacks = example_stacks(project) if all_stacks else [str(stack)]
         directories = []
-        for name in stacks:
-            rendered, directory = render_stack(name, project_dir=project, out=out)
+        for rendered in render_stacks(
+            stacks, project_dir=project, out=out, jobs=default_jobs() if jobs is None else jobs
+        ):
+            directory = rendered.directory
             directories.append(directory)
             for warning in rendered.warnings:
                 typer.echo(f"warning: {directory / warning}", err=True)

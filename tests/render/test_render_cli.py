@@ -97,7 +97,7 @@ def test_validate_fails_naming_the_file_object_and_field(
     def fake_render(stack: str, *, project_dir: Path, out: Path) -> tuple[RenderedStack, Path]:
         return broken, write_rendered(broken, out)
 
-    monkeypatch.setattr("tenancy.cli.render.render_stack", fake_render)
+    monkeypatch.setattr("tenancy.render.batch.render_stack", fake_render)
     result = runner.invoke(
         app,
         [
