@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 from pydantic.alias_generators import to_camel
 
 from components.tenant import TenantResources
@@ -21,6 +20,7 @@ from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.platform import read_platform_config_file
 from tenancy.spec.tenant import Tenant, resolve
 from tenancy.spec.tree import read_tenant_file
+from tenancy.spec.yaml_loading import load_yaml
 
 # Outputs of the platform stack that tenant stacks read.
 CONTRACT_OUTPUT = "tenantContract"
@@ -50,7 +50,7 @@ def load_tenant(project_dir: Path, environment: str, name: str, config: pulumi.C
 
 def applied_document(project_dir: Path, environment: str, name: str, config: pulumi.Config) -> Any:
     """The tenant document this update applies, as written (``load_tenant`` validated it already)."""
-    return yaml.safe_load(tenant_file(project_dir, environment, name, config).read_text(encoding="utf-8"))
+    return load_yaml(tenant_file(project_dir, environment, name, config).read_text(encoding="utf-8"))
 
 
 def platform_stack(environment: str, config: pulumi.Config) -> pulumi.StackReference:
