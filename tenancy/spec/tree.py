@@ -111,14 +111,17 @@ def _worker_count(files: int) -> int:
         return os.cpu_count() or 1
 
 
+_SHIPPED_COST = 0.2
+
+
 def _check_files(files: list[tuple[str, str]], workers: int) -> list[TenantSpec | list[SpecIssue]]:
-    """Each file's spec or issues, in order. With several workers this process checks the first of
-    equal shares of the files while forked processes check the others (the imports are done, so a
-    fork starts in milliseconds) and send back each valid file's document, which this process
-    validates again to get its spec (same document, same spec; pickling a spec costs more than that,
-    and about what the workers lose to sharing the caches). The garbage collector is paused meanwhile:
-    each file leaves its spec alive, so every collection went through all the earlier ones for
-    nothing (a tenth of the time); the few cycles left behind are collected when it resumes."""
+    """Each file's spec or issues, in order. With several workers this process checks the first
+    files while forked processes check the others (the imports are done, so a fork starts in
+    milliseconds) and send back each valid file's document, which this process validates again to
+    get its spec (same document, same spec; pickling a spec costs more than that). The garbage
+    collector is paused meanwhile: each file leaves its spec alive, so every collection went through
+    all the earlier ones for nothing (a tenth of the time); the few cycles left behind are collected
+    when it resumes."""
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -126,7 +129,11 @@ def _check_files(files: list[tuple[str, str]], workers: int) -> list[TenantSpec 
             return [_checked(path, shown) for path, shown in files]
         import multiprocessing  # only big trees need it
 
-        own = -(-len(files) // workers)
+        # This process's share: what leaves it as busy as each worker, counting the documents it
+        # validates again and its start-up of the pool as a fifth of a check each (measured here:
+        # bench_validate gives the CPU of this process and of the workers apart).
+        per_worker = 1 / (workers - 1)
+        own = int(len(files) * (per_worker - _SHIPPED_COST) / (per_worker + 1 - _SHIPPED_COST))
         rest = files[own:]
         size = max(50, -(-len(rest) // ((workers - 1) * 4)))  # a few chunks per worker: they end together
         chunks = [rest[start : start + size] for start in range(0, len(rest), size)]
