@@ -3,11 +3,18 @@
     .venv/bin/python benchmarks/bench_service.py                 # ~40 s: every scenario, goals as ratios
     .venv/bin/python benchmarks/bench_service.py --seconds 5 --clients 50 --json
 
-Every server runs in its own process (uvicorn, one worker, loopback, access log off). The load comes
-from another process: an asyncio client with one keep-alive HTTP/1.1 connection per simulated client,
-each sending its next request as soon as the previous answer arrives (a closed loop). It speaks raw
-HTTP over asyncio streams, so it costs a few microseconds per request and is never what limits the
-figures; it reports its own CPU use next to the wall time to show that.
+Every server runs in its own process (uvicorn, one worker, loopback, access log off), the bare one
+exactly as the service: ``tenancy.cli.serve.UVICORN_OPTIONS``, what ``tenantctl serve`` runs with
+(uvloop's event loop, httptools' parser), so the ratio compares the app's work and nothing else. The
+load comes from another process: an asyncio client with one keep-alive HTTP/1.1 connection per
+simulated client, each sending its next request as soon as the previous answer arrives (a closed
+loop). It speaks raw HTTP over asyncio streams, so it costs a few microseconds per request and is
+never what limits the figures; it reports its own CPU use next to the wall time to show that.
+
+Bare and GET tenant are measured in turns (``--rounds``, the servers both up), so a machine whose load
+changes during the run weighs on both alike; their throughput is what the goal compares. Next to it,
+each server's own CPU per request (from /proc): less sensitive to the load than throughput, which on
+a shared machine measures the scheduler's share as much as the code.
 
 Scenarios (each: warm-up, then ``--seconds`` of measurement; throughput, p50, p99, errors):
   bare            GET /ping on a FastAPI app with one ``def`` endpoint (the reference)
@@ -47,19 +54,22 @@ def serve_bare(port: int) -> None:
     import uvicorn
     from fastapi import FastAPI
 
+    from tenancy.cli.serve import UVICORN_OPTIONS  # served as the service is
+
     app = FastAPI()
 
     @app.get("/ping")
     def ping() -> dict[str, bool]:
         return {"ok": True}
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **UVICORN_OPTIONS)
 
 
 def serve_service(port: int, state_dir: Path) -> None:
     import uvicorn
 
     from tenancy.automation.fake_engine import FakeEngine
+    from tenancy.cli.serve import UVICORN_OPTIONS
     from tenancy.service.app import create_app
     from tenancy.service.core.config import ServiceSettings
 
@@ -71,7 +81,7 @@ def serve_service(port: int, state_dir: Path) -> None:
         audit_log=str(state_dir / "audit.log"),
     )
     app = create_app(settings, engine=FakeEngine())
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **UVICORN_OPTIONS)
 
 
 # --- the load client (its own process) ----------------------------------------------------------------
@@ -106,6 +116,7 @@ async def _client(
                 return
             status = int(status_line.split()[1])
             end = time.perf_counter()
+            out["answered"] += 1
             if now >= measure_from:
                 latencies.append(end - now)
                 if status >= 400:
@@ -126,7 +137,7 @@ def _request(method: str, path: str, token: str | None, body: bytes | None) -> b
 
 
 async def _load(spec: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"latencies": [], "errors": 0, "first_error": None}
+    out: dict[str, Any] = {"latencies": [], "errors": 0, "first_error": None, "answered": 0}
     start = time.perf_counter()
     measure_from = start + spec["warmup"]
     deadline = measure_from + spec["seconds"]
@@ -156,6 +167,9 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
         "errors": out["errors"],
         "first_error": out["first_error"],
         "client_cpu_share": cpu_seconds / (time.perf_counter() - start),
+        "answered": out["answered"],  # warm-up included
+        "seconds": seconds,
+        "latencies_ms": [round(latency * 1000, 3) for latency in latencies],
     }
 
 
@@ -220,26 +234,77 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far; None where /proc does not tell."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
-    scenario: str, port: int, options: argparse.Namespace, token: str | None = None
+    scenario: str,
+    server: subprocess.Popen[bytes],
+    port: int,
+    options: argparse.Namespace,
+    token: str | None = None,
+    *,
+    seconds: float | None = None,
+    warmup: float | None = None,
 ) -> dict[str, Any]:
+    seconds = options.seconds if seconds is None else seconds
+    warmup = options.warmup if warmup is None else warmup
     spec = {
         "scenario": scenario,
         "port": port,
         "clients": options.clients,
-        "seconds": options.seconds,
-        "warmup": options.warmup,
+        "seconds": seconds,
+        "warmup": warmup,
         "token": token,
     }
+    used_before = cpu_seconds(server.pid)
     output = subprocess.run(
         [sys.executable, __file__, "--client", json.dumps(spec)],
         capture_output=True,
         text=True,
         check=True,
         cwd=PROJECT_DIR,
-        timeout=options.seconds + options.warmup + 120,
+        timeout=seconds + warmup + 120,
     ).stdout
-    return {"scenario": scenario, **json.loads(output)}
+    used_after = cpu_seconds(server.pid)
+    result = {"scenario": scenario, **json.loads(output)}
+    result["server_cpu"] = (
+        used_after - used_before if used_before is not None and used_after is not None else None
+    )
+    return result
+
+
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One scenario's rounds as one result: every request and latency, every second measured."""
+    latencies = sorted(latency for one in rounds for latency in one.pop("latencies_ms"))
+    seconds = sum(one["seconds"] for one in rounds)
+    answered = sum(one["answered"] for one in rounds)
+    cpu = [one["server_cpu"] for one in rounds]
+
+    def percentile(fraction: float) -> float:
+        return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] if latencies else 0.0
+
+    errors = [one["first_error"] for one in rounds if one["first_error"] is not None]
+    return {
+        "scenario": rounds[0]["scenario"],
+        "requests": len(latencies),
+        "throughput": len(latencies) / seconds if seconds else 0.0,
+        "p50_ms": percentile(0.50),
+        "p99_ms": percentile(0.99),
+        "errors": sum(one["errors"] for one in rounds),
+        "first_error": errors[0] if errors else None,
+        "client_cpu_share": max(one["client_cpu_share"] for one in rounds),
+        "server_cpu_ms_per_request": (
+            sum(cpu) * 1000 / answered if answered and None not in cpu else None  # type: ignore[arg-type]
+        ),
+        "rounds": len(rounds),
+    }
 
 
 def run(options: argparse.Namespace) -> list[dict[str, Any]]:
@@ -249,17 +314,16 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
     from tenancy.service.core.local_issuer import mint_token
 
     results = []
-    port = free_port()
-    bare = start(["--serve", "bare", "--port", str(port)], port)
-    try:
-        results.append(measure("bare", port, options))
-    finally:
-        stop(bare)
-
+    bare_port = free_port()
+    bare = start(["--serve", "bare", "--port", str(bare_port)], bare_port)
     with tempfile.TemporaryDirectory(prefix="bench-service-") as scratch:
         state_dir = Path(scratch) / "state"
         port = free_port()
-        service = start(["--serve", "service", "--port", str(port), "--state-dir", str(state_dir)], port)
+        try:
+            service = start(["--serve", "service", "--port", str(port), "--state-dir", str(state_dir)], port)
+        except BaseException:
+            stop(bare)
+            raise
         try:
             settings = ServiceSettings(state_dir=state_dir)
             token = mint_token(
@@ -284,9 +348,21 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                         "qdrant": {"enabled": True},
                     }
                     client.put(f"/api/v1/environments/dev/tenants/{name}", json=document).raise_for_status()
-            for scenario in ("get tenant", "patch distinct", "patch one"):
-                results.append(measure(scenario, port, options, token))
+            # Bare and GET in turns, the first turn of each warmed up (a new client each turn).
+            turns: dict[str, list[dict[str, Any]]] = {"bare": [], "get tenant": []}
+            share = options.seconds / options.rounds
+            for turn in range(options.rounds):
+                warmup = options.warmup if turn == 0 else min(options.warmup, 0.3)
+                turns["bare"].append(measure("bare", bare, bare_port, options, seconds=share, warmup=warmup))
+                turns["get tenant"].append(
+                    measure("get tenant", service, port, options, token, seconds=share, warmup=warmup)
+                )
+            stop(bare)
+            results += [combine(turns["bare"]), combine(turns["get tenant"])]
+            for scenario in ("patch distinct", "patch one"):
+                results.append(combine([measure(scenario, service, port, options, token)]))
         finally:
+            stop(bare)
             stop(service)
     return results
 
@@ -298,6 +374,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (connections)")
     parser.add_argument("--seconds", type=float, default=6.0, help="measured time per scenario")
     parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured time before it")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="turns bare and GET tenant take (--seconds split among them)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--serve", choices=["bare", "service"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -323,8 +402,10 @@ def main() -> None:
         "PATCH distinct p99 / 50 ms (goal <= 1.0)": patch["p99_ms"] / 50.0,
         "PATCH distinct writes/s / 500 (goal >= 1.0)": patch["throughput"] / 500.0,
     }
+    bare_cpu, get_cpu = bare["server_cpu_ms_per_request"], get["server_cpu_ms_per_request"]
+    cpu_ratio = bare_cpu / get_cpu if bare_cpu and get_cpu else None
     if options.json:
-        print(json.dumps({"results": results, "goals": goals}, indent=2))
+        print(json.dumps({"results": results, "goals": goals, "cpu_ratio": cpu_ratio}, indent=2))
         return
     load = os.getloadavg()[0]
     print(
@@ -333,18 +414,26 @@ def main() -> None:
     )
     header = (
         f"{'scenario':<16} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-        f"{'client CPU':>10}"
+        f"{'client CPU':>10} {'server CPU ms/req':>17}"
     )
     print(header)
     print("-" * len(header))
     for row in results:
         print(
             f"{row['scenario']:<16} {row['requests']:>8} {row['throughput']:>8.0f} {row['p50_ms']:>8.1f} "
-            f"{row['p99_ms']:>8.1f} {row['errors']:>6} {row['client_cpu_share']:>9.0%}"
+            f"{row['p99_ms']:>8.1f} {row['errors']:>6} {row['client_cpu_share']:>9.0%} "
+            f"{_ms(row['server_cpu_ms_per_request']):>17}"
         )
     print()
     for goal, ratio in goals.items():
         print(f"{goal:<46} {ratio:6.2f}")
+    if cpu_ratio is not None:
+        label = "bare / GET tenant server CPU per request"
+        print(f"{label:<46} {cpu_ratio:6.2f}  (the goal's ratio on an idle machine)")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from tenancy.automation.contract import SECRET_MASK, StackRef
 from tenancy.automation.fake_engine import FakeEngine
+from tenancy.cli.serve import UVICORN_OPTIONS
 from tenancy.service.app import create_app
 from tenancy.service.core.config import ServiceSettings
 from tests.conftest import PROJECT_DIR
@@ -193,8 +194,10 @@ class LiveServer:
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(  # as `tenantctl serve` runs it: forwarding headers are the app's to judge
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", proxy_headers=False
+        config = (
+            uvicorn.Config(  # as `tenantctl serve` runs it (loop, parser; forwarding headers are the app's)
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **UVICORN_OPTIONS
+            )
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

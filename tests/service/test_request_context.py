@@ -17,6 +17,7 @@ from tenancy.service.api.routes import tenants
 from tenancy.service.core.metrics import RequestContextMiddleware, ServiceMetrics
 from tenancy.service.core.security import Role
 from tenancy.service.models import Environment, OperationView, TenantStatus, TenantView
+from tests.conftest import PROJECT_DIR
 
 
 def _app(metrics: ServiceMetrics) -> FastAPI:
@@ -113,3 +114,26 @@ def test_a_view_sends_the_json_a_json_response_of_its_wire_form_would() -> None:
     )
     assert view.wire_json() == JSONResponse(view.wire()).body
     assert json.loads(view.wire_json()) == view.wire()
+
+
+def test_the_service_is_served_by_uvloop_and_httptools_as_pinned() -> None:
+    """``tenantctl serve``, the service tests' live server and the benchmark all serve this way; a
+    missing parser or loop fails here rather than leaving the service slower unnoticed."""
+    import httptools
+    import uvicorn
+    import uvloop
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from tenancy.cli.serve import UVICORN_OPTIONS
+
+    config = uvicorn.Config(FastAPI(), **UVICORN_OPTIONS)
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
+    loop = config.get_loop_factory()
+    assert loop is not None
+    created = loop()
+    assert isinstance(created, uvloop.Loop)
+    created.close()
+    assert config.proxy_headers is False  # forwarding headers are core.client_address's to judge
+    pinned = (PROJECT_DIR / "pyproject.toml").read_text()
+    assert f'"uvloop=={uvloop.__version__}"' in pinned and f'"httptools=={httptools.__version__}"' in pinned
