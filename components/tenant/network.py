@@ -9,7 +9,7 @@ import pulumi_kubernetes as k8s
 
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.network import network_policy_manifests
-from tenancy.builders.vault import VaultReach
+from tenancy.builders.platform_namespace import Reach
 from tenancy.spec.platform import DnsConfig
 from tenancy.spec.tenant import Tenant
 
@@ -22,7 +22,7 @@ class TenantNetworkPolicies(pulumi.ComponentResource):
         tenant: Tenant,
         platform: PlatformRefs,
         kubernetes_api_cidrs: Sequence[str],
-        vault: VaultReach | None = None,
+        vault: Reach | None = None,
         dns: DnsConfig | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:

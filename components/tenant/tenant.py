@@ -20,7 +20,7 @@ from components.tenant.vault import TenantVaultAccess
 from components.tenant.vcluster import VirtualCluster
 from tenancy.builders.backup import BackupPlatform, backup_wanted
 from tenancy.builders.contract import PlatformRefs
-from tenancy.builders.vault import VaultReach
+from tenancy.builders.platform_namespace import Reach
 from tenancy.spec.platform import DnsConfig
 from tenancy.spec.tenant import Tenant
 
@@ -43,7 +43,7 @@ class TenantResources(pulumi.ComponentResource):
         keycloak_provider: pulumi_keycloak.Provider | None,
         kubernetes_api_cidrs: Sequence[str],
         vault_provider: pulumi_vault.Provider | None = None,
-        vault_reach: VaultReach | None = None,
+        vault_reach: Reach | None = None,
         dns: DnsConfig | None = None,
         backup: BackupPlatform | None = None,
         opts: pulumi.ResourceOptions | None = None,

@@ -28,7 +28,7 @@ from typing import Any
 
 from tenancy.builders.namespace import Manifest, metadata
 from tenancy.builders.network import BACKUP_JOB_NAME, NAME_LABEL, QDRANT_HTTP_PORT
-from tenancy.builders.platform_namespace import PLATFORM_LABELS
+from tenancy.builders.platform_namespace import PLATFORM_LABELS, Reach, object_store_reach, reach_egress_rule
 from tenancy.builders.qdrant import API_KEY, API_KEY_SECRET, SELECTOR_LABELS, qdrant_endpoints
 from tenancy.builders.security import restricted_container
 from tenancy.builders.selfservice import IMAGE_UID, image_pod_security_context, service_image
@@ -86,15 +86,6 @@ def deadline(tenant: Tenant) -> timedelta:
 
 
 @dataclass(frozen=True)
-class StoreReach:
-    """Where backup jobs reach the object store: its pods in ``namespace`` or ``cidrs``, on ``port``."""
-
-    port: int
-    cidrs: tuple[str, ...] = ()
-    namespace: str | None = None
-
-
-@dataclass(frozen=True)
 class BackupPlatform:
     """What a tenant's backup job needs from the platform config (``Pulumi.<env>.yaml``)."""
 
@@ -104,7 +95,7 @@ class BackupPlatform:
     endpoint: str
     region: str
     force_path_style: bool
-    store: StoreReach
+    store: Reach  # where the job reaches the object store
     vault_address: str
     vault_auth_path: str
     vault_aws_mount: str
@@ -136,7 +127,7 @@ def backup_platform(config: PlatformConfig) -> BackupPlatform | None:
         endpoint=storage.endpoint if "://" in storage.endpoint else f"https://{storage.endpoint}",
         region=storage.region,
         force_path_style=storage.force_path_style,
-        store=StoreReach(port=storage.pod_port, cidrs=tuple(storage.cidrs), namespace=storage.namespace),
+        store=object_store_reach(storage),
         vault_address=vault.address.rstrip("/"),
         vault_auth_path=check_vault_path(vault.kubernetes_auth_path, what="vault.kubernetesAuthPath"),
         vault_aws_mount=check_vault_path(vault.aws_mount, what="vault.awsMount"),
@@ -346,13 +337,6 @@ def network_policy(tenant: Tenant, platform: BackupPlatform) -> Manifest:
     """The job's egress beyond DNS, istiod and Vault (namespace-wide policies): Qdrant's HTTP port in its
     namespace and the object store. Its pods are left out of allow-same-namespace
     (``tenancy.builders.network``), so this is all they reach in the namespace."""
-    store = platform.store
-    if store.namespace:
-        to: list[dict[str, Any]] = [
-            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": store.namespace}}}
-        ]
-    else:
-        to = [{"ipBlock": {"cidr": cidr}} for cidr in store.cidrs]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -365,7 +349,7 @@ def network_policy(tenant: Tenant, platform: BackupPlatform) -> Manifest:
                     "to": [{"podSelector": {"matchLabels": dict(SELECTOR_LABELS)}}],
                     "ports": [{"protocol": "TCP", "port": QDRANT_HTTP_PORT}],
                 },
-                {"to": to, "ports": [{"protocol": "TCP", "port": store.port}]},
+                reach_egress_rule(platform.store),
             ],
         },
     }

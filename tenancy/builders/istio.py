@@ -37,11 +37,13 @@ from tenancy.builders.platform_namespace import (
     ISTIOD_METRICS_PORT,
     ISTIOD_POD_LABELS,
     PLATFORM_LABELS,
+    SIDECAR_EGRESS_HOSTS,
     allow_egress,
     allow_egress_to_api_server,
     allow_ingress,
     allow_ingress_from_anywhere,
     network_policy,
+    sidecar_egress_hosts,
 )
 from tenancy.builders.qdrant import GATEWAY_MAX_REQUEST_BYTES as QDRANT_MAX_REQUEST_BYTES
 from tenancy.builders.qdrant import SELECTOR_LABELS as QDRANT_SELECTOR_LABELS
@@ -364,15 +366,8 @@ def gateway_manifest(config: PlatformConfig) -> Manifest:
     }
 
 
-# Hosts whose configuration every sidecar receives, by default and in tenant namespaces: the services of
-# its own namespace (what tenants' and platform services' calls go to), and istio-system, the mesh's
-# own services. Nothing else: with the default (every service in the mesh) each sidecar's memory and
-# istiod's push work grow with every tenant, and each tenant's proxy would list every other tenant's
-# services. Addresses outside that scope (the API server, git hosts, object storage) are not mesh
-# services; sidecars pass them through, and NetworkPolicies decide where pods may connect.
-SIDECAR_EGRESS_HOSTS = ["./*", f"{NAMESPACES.mesh}/*"]
-
-
+# The scope every sidecar gets by default is SIDECAR_EGRESS_HOSTS (platform_namespace, beside the Reach of
+# a Vault or object store in the cluster that widens it where a workload needs one).
 def _sidecar_spec() -> dict[str, Any]:
     return {
         "egress": [{"hosts": list(SIDECAR_EGRESS_HOSTS)}],
@@ -385,10 +380,12 @@ def _sidecar_spec() -> dict[str, Any]:
 def mesh_default_sidecar() -> Manifest:
     """The Sidecar every namespace without its own gets: no selector, in the root namespace.
 
-    No platform namespace needs a wider one. Meshed platform workloads call only their own namespace
-    through the mesh: Argo CD reaches Keycloak at its public URL and the API server outside the mesh;
-    Keycloak reaches its database in iam. The ingress gateway is no sidecar: Istio ignores Sidecar
-    resources for gateways, which get every service their Gateway's routes name.
+    Meshed platform workloads call only their own namespace through the mesh: Argo CD reaches Keycloak
+    at its public URL and the API server outside the mesh; Keycloak reaches its database in iam. Those
+    that need more have Sidecars of their own: the self-service workers (tenants' Qdrant) and, with a
+    Vault or object store in the cluster, whatever reaches it (``sidecar_egress_hosts``: the iam
+    database's backups, the self-service API and workers). The ingress gateway is no sidecar: Istio
+    ignores Sidecar resources for gateways, which get every service their Gateway's routes name.
     """
     return {
         "apiVersion": "networking.istio.io/v1",
@@ -615,9 +612,9 @@ def tenant_sidecar(
     the backup job uploads to; joins the scope for the same reason. One outside is passed through.
     """
     spec = _sidecar_spec()
-    extra = [f"{namespace}/*" for namespace in (vault_namespace, object_store_namespace) if namespace]
-    if extra:
-        spec["egress"] = [{"hosts": [*SIDECAR_EGRESS_HOSTS, *dict.fromkeys(extra)]}]
+    hosts = sidecar_egress_hosts(vault_namespace, object_store_namespace)
+    if hosts != SIDECAR_EGRESS_HOSTS:
+        spec["egress"] = [{"hosts": hosts}]
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "Sidecar",

@@ -18,8 +18,7 @@ from tenancy.builders.contract import (
     PlatformRefs,
 )
 from tenancy.builders.namespace import Manifest, metadata
-from tenancy.builders.platform_namespace import API_SERVER_PORTS, dns_egress_rule
-from tenancy.builders.vault import VaultReach
+from tenancy.builders.platform_namespace import API_SERVER_PORTS, Reach, dns_egress_rule, reach_egress_rule
 from tenancy.builders.vcluster import API_PORT as VCLUSTER_API_PORT
 from tenancy.builders.vcluster import CONTROL_PLANE_LABELS as VCLUSTER_POD_LABELS
 from tenancy.spec.errors import SpecError, SpecIssue
@@ -68,7 +67,7 @@ def network_policy_manifests(
     platform: PlatformRefs,
     *,
     kubernetes_api_cidrs: Sequence[str],
-    vault: VaultReach | None = None,
+    vault: Reach | None = None,
     dns: DnsConfig | None = None,
 ) -> list[Manifest]:
     """``kubernetes_api_cidrs``: the platform config's ``kubernetesApiCidrs``, the only addresses a
@@ -186,17 +185,13 @@ def network_policy_manifests(
     return policies
 
 
-def _vault_policy(tenant: Tenant, vault: VaultReach) -> Manifest:
+def _vault_policy(tenant: Tenant, vault: Reach) -> Manifest:
     """Any pod of the tenant may reach Vault's port, nothing else there: Vault's policy then limits it to
     the tenant's own secret (tenancy.builders.vault.tenant_policy_rules)."""
-    if vault.namespace:
-        to: list[dict[str, Any]] = [{"namespaceSelector": _namespace_selector(vault.namespace)}]
-    else:
-        to = [{"ipBlock": {"cidr": cidr}} for cidr in vault.cidrs]
     return _policy(
         tenant,
         "allow-vault",
-        {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": to, "ports": _tcp(vault.port)}]},
+        {"podSelector": {}, "policyTypes": ["Egress"], "egress": [reach_egress_rule(vault)]},
     )
 
 

@@ -7,12 +7,13 @@ listed in one place beside that service, and the default-deny is never forgotten
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from tenancy.builders.contract import NAMESPACES
 from tenancy.builders.namespace import Manifest
 from tenancy.spec.errors import SpecError, SpecIssue
-from tenancy.spec.platform import DnsConfig, PlatformConfig
+from tenancy.spec.platform import DnsConfig, ObjectStorageConfig, PlatformConfig, VaultConfig
 
 PodSecurity = Literal["restricted", "baseline", "privileged"]
 PLATFORM_LABELS = {"tenancy.platform/component": "platform", "app.kubernetes.io/managed-by": "pulumi"}
@@ -27,6 +28,46 @@ MESHED_NAMESPACE_LABELS = {"istio-injection": "enabled"}
 # The Kubernetes API as NetworkPolicies see it: the kubernetes Service's 443 is translated to its
 # endpoints' port before policies apply, 443 on managed clusters and 6443 on kubeadm.
 API_SERVER_PORTS = [443, 6443]
+# Hosts whose configuration every sidecar receives, by default and in tenant namespaces: the services of
+# its own namespace (what tenants' and platform services' calls go to), and istio-system, the mesh's
+# own services. Nothing else: with the default (every service in the mesh) each sidecar's memory and
+# istiod's push work grow with every tenant, and each tenant's proxy would list every other tenant's
+# services. Addresses outside that scope (the API server, git hosts, object storage) are not mesh
+# services; sidecars pass them through, and NetworkPolicies decide where pods may connect.
+SIDECAR_EGRESS_HOSTS = ["./*", f"{NAMESPACES.mesh}/*"]
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where pods reach a service the platform uses but does not run (the object store, Vault): its pods
+    in ``namespace`` (a service in the cluster), else the addresses in ``cidrs``, on ``port`` as
+    NetworkPolicies see it (the pods' port in the cluster, else the endpoint's). Neither set: any address
+    on ``port``, for platform workloads only (tenant stacks refuse that, see ``vault_reach`` and
+    ``backup_platform``)."""
+
+    port: int
+    cidrs: tuple[str, ...] = ()
+    namespace: str | None = None
+
+
+def object_store_reach(storage: ObjectStorageConfig) -> Reach:
+    """The object store as platform config ``objectStorage`` places it (``namespace``, ``cidrs``)."""
+    return Reach(port=storage.pod_port, cidrs=tuple(storage.cidrs), namespace=storage.namespace)
+
+
+def vault_service_reach(vault: VaultConfig) -> Reach | None:
+    """Vault as platform config ``vault`` places it; None when it is off or has no address."""
+    if not vault.enabled or vault.address is None:
+        return None
+    return Reach(port=vault.port, cidrs=tuple(vault.cidrs), namespace=vault.namespace)
+
+
+def sidecar_egress_hosts(*namespaces: str | None) -> list[str]:
+    """SIDECAR_EGRESS_HOSTS plus the services of each namespace given (a Vault or object store in the
+    cluster, ``Reach.namespace``): in scope, a sidecar sends calls there as the mesh's (mTLS, which a
+    meshed service under STRICT mode requires) rather than passing them through as unknown plaintext. A
+    service outside the cluster needs nothing here: it is passed through."""
+    return list(dict.fromkeys([*SIDECAR_EGRESS_HOSTS, *(f"{name}/*" for name in namespaces if name)]))
 
 
 def namespace_manifest(name: str, *, mesh: bool, pod_security: PodSecurity = "restricted") -> Manifest:
@@ -224,9 +265,10 @@ def allow_egress_to_cidrs(
 def allow_egress_outside(
     namespace: str, name: str, *, pods: dict[str, str] | None, ports: list[int]
 ) -> Manifest:
-    """Allow egress on ``ports`` to any address: object storage, Keycloak's public URL, the tenants' git
-    remote, whose addresses the platform does not know. Never for the API server (see
-    ``allow_egress_to_api_server``); the port list is the boundary.
+    """Allow egress on ``ports`` to any address: Keycloak's public URL, the tenants' git remote, whose
+    addresses the platform does not know. Never for the API server (see ``allow_egress_to_api_server``)
+    nor for the object store or Vault (``allow_egress_to_reach``, which falls back to this shape only
+    when their config names no place); the port list is the boundary.
     """
     return network_policy(
         namespace,
@@ -235,6 +277,37 @@ def allow_egress_outside(
             "podSelector": {"matchLabels": dict(pods)} if pods else {},
             "policyTypes": ["Egress"],
             "egress": [{"ports": _ports(ports)}],
+        },
+    )
+
+
+def reach_egress_rule(reach: Reach) -> dict[str, Any]:
+    """The egress rule to ``reach``: its namespace's pods, else its CIDRs, else any address; on its port."""
+    rule: dict[str, Any] = {}
+    if reach.namespace:
+        rule["to"] = [_peer(reach.namespace, None)]
+    elif reach.cidrs:
+        rule["to"] = _ip_blocks(reach.cidrs)
+    rule["ports"] = _ports([reach.port])
+    return rule
+
+
+def allow_egress_to_reach(
+    namespace: str, name: str, *, pods: dict[str, str] | None, reaches: Sequence[Reach]
+) -> Manifest:
+    """Allow ``pods`` (all when None) to reach each of ``reaches`` as the platform config places it
+    (``reach_egress_rule``). Reaches open to any address share one rule, their ports sorted."""
+    rules = [reach_egress_rule(reach) for reach in reaches if reach.namespace or reach.cidrs]
+    anywhere = sorted({reach.port for reach in reaches if not (reach.namespace or reach.cidrs)})
+    if anywhere:
+        rules.append({"ports": _ports(anywhere)})
+    return network_policy(
+        namespace,
+        name,
+        {
+            "podSelector": {"matchLabels": dict(pods)} if pods else {},
+            "policyTypes": ["Egress"],
+            "egress": rules,
         },
     )
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tenancy.builders.platform_namespace import Reach
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.platform import VaultConfig
 from tenancy.spec.tenant import Tenant
@@ -207,17 +208,9 @@ TOKEN_FILE = "token"
 TOKEN_EXPIRATION_SECONDS = 600  # the kubelet renews it at 80% of its life
 
 
-@dataclass(frozen=True)
-class VaultReach:
-    """Where tenant pods reach Vault: its pods in ``namespace`` or the addresses in ``cidrs``, on ``port``."""
-
-    port: int
-    cidrs: tuple[str, ...] = ()
-    namespace: str | None = None
-
-
-def vault_reach(vault: VaultConfig, *, environment: str) -> VaultReach | None:
-    """How tenant pods reach Vault; None without Vault. SpecError when Vault is on but unreachable."""
+def vault_reach(vault: VaultConfig, *, environment: str) -> Reach | None:
+    """How tenant pods reach Vault: its pods in ``namespace`` or the addresses in ``cidrs``, on ``port``;
+    None without Vault. SpecError when Vault is on but unreachable (tenants get no any-address rule)."""
     if not vault.enabled:
         return None
     if not (vault.cidrs or vault.namespace):
@@ -231,7 +224,7 @@ def vault_reach(vault: VaultConfig, *, environment: str) -> VaultReach | None:
                 )
             ]
         )
-    return VaultReach(port=vault.port, cidrs=tuple(vault.cidrs), namespace=vault.namespace)
+    return Reach(port=vault.port, cidrs=tuple(vault.cidrs), namespace=vault.namespace)
 
 
 def token_volume() -> dict[str, Any]:
