@@ -139,6 +139,9 @@ class Identity(pulumi.ComponentResource):
                 build.scheduled_backup(),
                 pulumi.ResourceOptions(parent=self, depends_on=[self.database]),
             )
+        database_sidecar = build.database_sidecar(config)
+        if database_sidecar is not None:  # an object store in the cluster: the instances' mesh scope
+            custom_resource(f"{name}-database-sidecar", database_sidecar, in_namespace)
         mesh_exceptions: list[pulumi.Resource] = [
             custom_resource(
                 f"{name}-database-status-port", build.database_status_port_exception(), in_namespace

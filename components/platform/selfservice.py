@@ -14,6 +14,7 @@ from tenancy.builders.selfservice import (
     NAMES,
     NAMESPACE,
     SECRET_KEYS,
+    api_sidecar,
     authorization_policies,
     autoscaler_manifest,
     deployment_manifest,
@@ -157,7 +158,10 @@ class SelfService(pulumi.ComponentResource):
         for policy in authorization_policies():
             custom_resource(f"{name}-{policy['metadata']['name']}", policy, in_namespace)
         custom_resource(f"{name}-route", virtual_service_manifest(config), in_namespace)
-        custom_resource(f"{name}-worker-sidecar", worker_sidecar(), in_namespace)
+        custom_resource(f"{name}-worker-sidecar", worker_sidecar(config), in_namespace)
+        api_scope = api_sidecar(config)
+        if api_scope is not None:  # an object store in the cluster: the API's mesh scope
+            custom_resource(f"{name}-api-sidecar", api_scope, in_namespace)
 
         self.namespace = namespace.name
         self.url = pulumi.Output.from_input(f"https://{host(config.domain)}")

@@ -23,10 +23,12 @@ from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
     allow_egress,
-    allow_egress_outside,
     allow_egress_to_api_server,
+    allow_egress_to_reach,
     allow_ingress,
     allow_ingress_from_anywhere,
+    object_store_reach,
+    sidecar_egress_hosts,
 )
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.spec.plans import Size, guaranteed
@@ -239,14 +241,15 @@ def identity_namespace_policies(config: PlatformConfig) -> list[Manifest]:
             namespace, "allow-postgres-to-apiserver", pods=DATABASE_WORKLOAD_LABELS, config=config
         ),
     ]
-    object_storage = config.object_storage
-    if object_storage is not None:
+    if config.object_storage is not None:
+        # Base backups, WAL archives and recoveries: barman-cloud runs in the instance pods (and the
+        # recovery Job's), which all carry cnpg.io/cluster.
         policies.append(
-            allow_egress_outside(
+            allow_egress_to_reach(
                 namespace,
                 "allow-postgres-to-object-storage",
                 pods=DATABASE_WORKLOAD_LABELS,
-                ports=[object_storage.port],
+                reaches=[object_store_reach(config.object_storage)],
             )
         )
     return policies
@@ -419,6 +422,26 @@ def database_status_port_exception() -> Manifest:
             "selector": {"matchLabels": dict(DATABASE_POD_LABELS)},
             "mtls": {"mode": "STRICT"},
             "portLevelMtls": {str(STATUS_PORT): {"mode": "PERMISSIVE"}},
+        },
+    }
+
+
+def database_sidecar(config: PlatformConfig) -> Manifest | None:
+    """The database pods' mesh scope when the object store runs in the cluster (``objectStorage.namespace``):
+    the mesh default plus the store's services, so barman-cloud's uploads reach a meshed store over mTLS
+    (STRICT refuses the plaintext a sidecar passes through for a host outside its scope). None otherwise:
+    a store outside the cluster is passed through, under the mesh default Sidecar."""
+    storage = config.object_storage
+    if storage is None or not storage.namespace:
+        return None
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": _metadata(DATABASE_CLUSTER, NAMESPACES.identity),
+        "spec": {
+            "workloadSelector": {"labels": dict(DATABASE_WORKLOAD_LABELS)},
+            "egress": [{"hosts": sidecar_egress_hosts(storage.namespace)}],
+            "outboundTrafficPolicy": {"mode": "ALLOW_ANY"},
         },
     }
 

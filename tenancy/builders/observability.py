@@ -28,10 +28,11 @@ from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
     SIDECAR_METRICS_PORT,
     allow_egress,
-    allow_egress_outside,
     allow_egress_to_api_server,
     allow_egress_to_meshed_pods,
+    allow_egress_to_reach,
     allow_ingress,
+    object_store_reach,
 )
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.spec.platform import PlatformConfig
@@ -522,12 +523,15 @@ def observability_policies(config: PlatformConfig) -> list[Manifest]:
         ),
     ]
     if config.high_availability and config.object_storage is not None:
+        # Every pod of the release (the chart's selector labels): write flushes chunks, read and backend
+        # (compactor, index gateway, ruler) read them. Loki runs outside the mesh, so a store in the
+        # cluster is reached in plaintext on its pods' port: a meshed store must accept that (README).
         policies.append(
-            allow_egress_outside(
+            allow_egress_to_reach(
                 NAMESPACE,
                 "allow-loki-to-object-storage",
                 pods=LOKI_POD_LABELS,
-                ports=[config.object_storage.port],
+                reaches=[object_store_reach(config.object_storage)],
             )
         )
     if config.high_availability:

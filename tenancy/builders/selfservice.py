@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from tenancy import versions
 from tenancy.builders.contract import (
@@ -25,16 +24,21 @@ from tenancy.builders.contract import (
     issuer_url,
 )
 from tenancy.builders.identity import API_CLIENT_ID, portal_url
-from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT, SIDECAR_EGRESS_HOSTS
+from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.network import QDRANT_HTTP_PORT, QDRANT_POD_LABELS
 from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
+    Reach,
     allow_egress,
     allow_egress_outside,
     allow_egress_to_api_server,
+    allow_egress_to_reach,
     allow_ingress,
     network_policy,
+    object_store_reach,
+    sidecar_egress_hosts,
+    vault_service_reach,
 )
 from tenancy.builders.redis import NAMESPACE as REDIS_NAMESPACE
 from tenancy.builders.redis import POD_LABELS as REDIS_POD_LABELS
@@ -96,11 +100,6 @@ def host(domain: str) -> str:
 
 def _metadata(name: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "namespace": NAMESPACE, "labels": dict(PLATFORM_LABELS), **extra}
-
-
-def _port_of(url: str, default: int) -> int:
-    parsed = urlparse(url if "://" in url else f"https://{url}")
-    return parsed.port or (80 if parsed.scheme == "http" else default)
 
 
 # --- configuration ---------------------------------------------------------------------------------
@@ -684,28 +683,20 @@ def namespace_policies(config: PlatformConfig) -> list[Manifest]:
         ),
         allow_egress_to_api_server(NAMESPACE, "allow-workers-to-apiserver", pods=worker, config=config),
     ]
-    # Object storage and Vault by port: their addresses are the provider's (S3 serves from changing
-    # ranges) or resolved by DNS; the API server is not among them (kubernetesApiCidrs above).
-    outside_ports: set[int] = set()
-    if config.object_storage is not None:
-        outside_ports.add(config.object_storage.port)
-    if config.vault.enabled and config.vault.address:
-        outside_ports.add(_port_of(config.vault.address, 443))
-    if outside_ports:
+    # Object storage and Vault where the config places them (their pods in the cluster, their CIDRs), or
+    # by port when it names neither (a provider's endpoints serve from changing addresses).
+    store, vault = _object_store(config), vault_service_reach(config.vault)
+    worker_reaches = [reach for reach in (store, vault) if reach is not None]
+    if worker_reaches:
         policies.append(
-            allow_egress_outside(
-                NAMESPACE, "allow-workers-to-storage-and-vault", pods=worker, ports=sorted(outside_ports)
+            allow_egress_to_reach(
+                NAMESPACE, "allow-workers-to-storage-and-vault", pods=worker, reaches=worker_reaches
             )
         )
-    if config.object_storage is not None:
+    if store is not None:
         # The API lists a tenant's backups and checks a restore's backup in the backup bucket itself.
         policies.append(
-            allow_egress_outside(
-                NAMESPACE,
-                "allow-api-to-object-storage",
-                pods=api,
-                ports=[config.object_storage.port],
-            )
+            allow_egress_to_reach(NAMESPACE, "allow-api-to-object-storage", pods=api, reaches=[store])
         )
     # Drains, rebalances, backups and restores call each tenant's Qdrant peers on their REST port: the
     # Qdrant pods of this environment's tenant namespaces, nothing else there (the tenant's ingress
@@ -734,9 +725,14 @@ def namespace_policies(config: PlatformConfig) -> list[Manifest]:
     return policies
 
 
-def worker_sidecar() -> Manifest:
+def _object_store(config: PlatformConfig) -> Reach | None:
+    return object_store_reach(config.object_storage) if config.object_storage is not None else None
+
+
+def worker_sidecar(config: PlatformConfig) -> Manifest:
     """The workers' mesh scope: the mesh default (their own namespace, istio-system) plus every
-    service's port 6333, which is how tenants' Qdrant Services and their peers' headless names join it.
+    service's port 6333, which is how tenants' Qdrant Services and their peers' headless names join it,
+    and the namespaces of an object store or Vault in the cluster (``sidecar_egress_hosts``).
 
     Without them in scope the sidecar passes the calls through as unknown plaintext traffic, which a
     tenant Qdrant's sidecar refuses (mesh-wide STRICT mTLS). Sidecar hosts cannot name "every tenant-*
@@ -753,9 +749,34 @@ def worker_sidecar() -> Manifest:
                     "port": {"number": QDRANT_HTTP_PORT, "protocol": "HTTP", "name": "http-qdrant"},
                     "hosts": ["*/*"],
                 },
-                {"hosts": list(SIDECAR_EGRESS_HOSTS)},
+                {"hosts": _in_cluster_scope(config)},
             ],
-            # As the mesh default: the API server, object storage, Vault and git are passed through.
+            # As the mesh default: the API server, git, and an object store or Vault outside the cluster
+            # are passed through.
+            "outboundTrafficPolicy": {"mode": "ALLOW_ANY"},
+        },
+    }
+
+
+def _in_cluster_scope(config: PlatformConfig) -> list[str]:
+    store, vault = _object_store(config), vault_service_reach(config.vault)
+    return sidecar_egress_hosts(store.namespace if store else None, vault.namespace if vault else None)
+
+
+def api_sidecar(config: PlatformConfig) -> Manifest | None:
+    """The API's mesh scope when the object store runs in the cluster: the mesh default plus the store's
+    services, so its calls there (listing backups) are mTLS, which a meshed store under STRICT requires.
+    None otherwise: the API keeps the mesh default, and a store outside the cluster is passed through."""
+    store = _object_store(config)
+    if store is None or not store.namespace:
+        return None
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": _metadata(API_NAME),
+        "spec": {
+            "workloadSelector": {"labels": labels("api")},
+            "egress": [{"hosts": sidecar_egress_hosts(store.namespace)}],
             "outboundTrafficPolicy": {"mode": "ALLOW_ANY"},
         },
     }

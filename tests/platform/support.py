@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterator
 from typing import Any
 
+from tenancy.builders.contract import NAMESPACES
 from tenancy.render.runtime import DeclaredResource
 from tenancy.spec.platform import PlatformConfig, parse_platform_config
 
@@ -186,3 +188,38 @@ def connection_allowed(
         policies, "ingress", namespace=dest_ns["name"], pod=dest_pod,
         peer_namespace=source_ns, peer_pod=source_pod, port=port,
     )  # fmt: skip
+
+
+# --- what a sidecar knows --------------------------------------------------------------------------
+
+
+def _labels_match(selector: dict[str, str] | None, pod: dict[str, str]) -> bool:
+    return all(pod.get(key) == value for key, value in (selector or {}).items())
+
+
+def sidecar_knows(
+    sidecars: list[dict[str, Any]], *, namespace: str, pod: dict[str, str], host: str, port: int
+) -> bool:
+    """Whether the Sidecar that applies to the pod puts ``host:port`` (a Service in its namespace,
+    ``<name>.<namespace>.svc.cluster.local``) in the proxy's scope; outside it, calls leave as plain
+    passthrough traffic, which a STRICT-mTLS destination refuses."""
+    in_namespace = [s for s in sidecars if s["metadata"]["namespace"] == namespace]
+    selected = [s for s in in_namespace if "workloadSelector" in s["spec"]]
+    chosen = [s for s in selected if _labels_match(s["spec"]["workloadSelector"]["labels"], pod)]
+    chosen = chosen or [s for s in in_namespace if "workloadSelector" not in s["spec"]]
+    chosen = chosen or [
+        s
+        for s in sidecars
+        if s["metadata"]["namespace"] == NAMESPACES.mesh and "workloadSelector" not in s["spec"]
+    ]
+    assert len(chosen) == 1, f"exactly one Sidecar applies, not {len(chosen)}"
+    service_namespace = host.split(".")[1]
+    for listener in chosen[0]["spec"]["egress"]:
+        if "port" in listener and listener["port"]["number"] != port:
+            continue
+        for entry in listener["hosts"]:
+            scope, name = entry.split("/", 1)
+            scope = namespace if scope == "." else scope
+            if scope in ("*", service_namespace) and fnmatch.fnmatchcase(host, name):
+                return True
+    return False

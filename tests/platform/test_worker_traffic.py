@@ -19,7 +19,7 @@ from tenancy.dataops.qdrant_api import QdrantCluster
 from tenancy.render.runtime import StackCapture, capture_stack
 from tenancy.spec.platform import parse_platform_config, read_platform_config_file
 from tests.conftest import PROJECT_DIR
-from tests.platform.support import connection_allowed, namespace_of
+from tests.platform.support import connection_allowed, namespace_of, sidecar_knows
 
 TENANT_NAMESPACE = "tenant-acme"
 WORKER_PRINCIPAL = f"cluster.local/ns/{NAMESPACES.self_service}/sa/{WORKER_NAME}"
@@ -111,34 +111,6 @@ def mesh_allows(
                 "ports" not in t["operation"] or str(port) in t["operation"]["ports"] for t in tos
             )
             if from_ok and to_ok:
-                return True
-    return False
-
-
-def sidecar_knows(
-    sidecars: list[dict[str, Any]], *, namespace: str, pod: dict[str, str], host: str, port: int
-) -> bool:
-    """Whether the Sidecar that applies to the pod puts ``host:port`` (a Service in its namespace,
-    ``<name>.<namespace>.svc.cluster.local``) in the proxy's scope; outside it, calls leave as plain
-    passthrough traffic, which a STRICT-mTLS destination refuses."""
-    in_namespace = [s for s in sidecars if s["metadata"]["namespace"] == namespace]
-    selected = [s for s in in_namespace if "workloadSelector" in s["spec"]]
-    chosen = [s for s in selected if _matches(s["spec"]["workloadSelector"]["labels"], pod)]
-    chosen = chosen or [s for s in in_namespace if "workloadSelector" not in s["spec"]]
-    chosen = chosen or [
-        s
-        for s in sidecars
-        if s["metadata"]["namespace"] == NAMESPACES.mesh and "workloadSelector" not in s["spec"]
-    ]
-    assert len(chosen) == 1, f"exactly one Sidecar applies, not {len(chosen)}"
-    service_namespace = host.split(".")[1]
-    for listener in chosen[0]["spec"]["egress"]:
-        if "port" in listener and listener["port"]["number"] != port:
-            continue
-        for entry in listener["hosts"]:
-            scope, name = entry.split("/", 1)
-            scope = namespace if scope == "." else scope
-            if scope in ("*", service_namespace) and fnmatch.fnmatchcase(host, name):
                 return True
     return False
 
@@ -247,8 +219,9 @@ def test_without_each_rule_the_workers_cannot_reach_qdrant(
 
 
 def test_workers_reach_the_api_server_and_the_object_store(platform: StackCapture) -> None:
-    """kubectl and Pulumi to the API server (by address), boto3 to the object store (by port: it has no
-    pod selector); both leave the mesh as passthrough traffic, which the workers' Sidecar keeps."""
+    """kubectl and Pulumi to the API server (by address), boto3 to the object store (at objectStorage.cidrs
+    in the shipped prod file; tests/platform/test_object_store_egress.py traces every placement); both
+    leave the mesh as passthrough traffic, which the workers' Sidecar keeps."""
     config = read_platform_config_file(PROJECT_DIR / "Pulumi.prod.yaml")
     policies = {
         p["metadata"]["name"]: p["spec"]
