@@ -70,16 +70,16 @@ class VaultConfig(_Model):
     cidrs: list[str] = Field(
         default_factory=list,
         description=(
-            "Where a Vault outside the cluster listens (CIDRs such as 10.30.0.10/32): tenant pods may open "
-            "connections to these on the address's port to read their secrets."
+            "Where a Vault outside the cluster listens (CIDRs such as 10.30.0.10/32): tenant pods and the "
+            "self-service workers may open connections to these on the address's port."
         ),
     )
     namespace: str | None = Field(
         default=None,
         description=(
-            "The namespace of a Vault running in the cluster (when tenant pods reach it there): they may "
-            "open connections to its pods on listenerPort, and their sidecars know its services (mTLS "
-            "when Vault is meshed)."
+            "The namespace of a Vault running in the cluster (when tenant pods and the self-service workers "
+            "reach it there): they may open connections to its pods on listenerPort, and their sidecars "
+            "know its services (mTLS when Vault is meshed)."
         ),
     )
     listener_port: int = Field(
@@ -126,15 +126,17 @@ class ObjectStorageConfig(_Model):
         default_factory=list,
         description=(
             "Where the endpoint's address resolves for pods, when the store is outside the cluster (CIDRs "
-            "such as 52.219.0.0/16): tenant backup jobs may open connections to these on the endpoint's "
-            "port and nowhere else outside."
+            "such as 52.219.0.0/16): tenant backup jobs and the platform's own callers (database backups, "
+            "Loki, the self-service) may open connections to these on the endpoint's port and nowhere else "
+            "outside. With neither cidrs nor namespace, the platform's callers may reach any address there."
         ),
     )
     namespace: str | None = Field(
         default=None,
         description=(
             "The namespace of an object store running in the cluster (MinIO, Ceph RGW): tenant backup jobs "
-            "may reach its pods on listenerPort, and their sidecars know its services."
+            "and the platform's own callers may reach its pods on listenerPort, and their sidecars know its "
+            "services (Loki, outside the mesh, reaches them in plaintext)."
         ),
     )
     listener_port: int = Field(
