@@ -128,6 +128,7 @@ def _check_files(files: list[tuple[str, str]], workers: int) -> list[TenantSpec 
         if workers <= 1:
             return [_checked(path, shown) for path, shown in files]
         import multiprocessing  # only big trees need it
+        from concurrent.futures import ProcessPoolExecutor
 
         # This process's share: what leaves it as busy as each worker, counting the documents it
         # validates again and its start-up of the pool as a fifth of a check each (measured here:
@@ -137,12 +138,19 @@ def _check_files(files: list[tuple[str, str]], workers: int) -> list[TenantSpec 
         rest = files[own:]
         size = max(50, -(-len(rest) // ((workers - 1) * 4)))  # a few chunks per worker: they end together
         chunks = [rest[start : start + size] for start in range(0, len(rest), size)]
-        with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
-            pending = pool.map_async(_check_chunk, chunks, chunksize=1)
+        # Not multiprocessing.Pool: it waits forever for the chunk of a worker that died (the OOM
+        # killer, a crash in a C extension); the executor raises BrokenProcessPool instead.
+        pool = ProcessPoolExecutor(
+            max(1, min(workers - 1, len(chunks))), mp_context=multiprocessing.get_context("fork")
+        )
+        try:
+            pending = [pool.submit(_check_chunk, chunk) for chunk in chunks]
             results = [_checked(path, shown) for path, shown in files[:own]]
-            for checked in pending.get():
-                for valid, payload in checked:
+            for future in pending:
+                for valid, payload in future.result():
                     results.append(TenantSpec.model_validate(payload) if valid else payload)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return results
     finally:
         if collecting:

@@ -231,3 +231,28 @@ def test_the_worker_count_follows_the_tree_size_and_the_variable(monkeypatch: py
     assert tree_module._worker_count(10_000) in (1, 3)  # 1 only when other threads run
     monkeypatch.setenv(tree_module.WORKERS_VARIABLE, "1")
     assert tree_module._worker_count(10_000) == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_dies_fails_the_check_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed mid-check (the OOM killer, a crash in a C extension) must fail load_tenants:
+    multiprocessing.Pool waits forever for the lost chunk, so tenantctl validate would hang CI."""
+    import os
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tenancy.spec import tree as tree_module
+
+    parent, check_file = os.getpid(), tree_module._check_file
+
+    def dies_in_a_worker(path: Any, shown: str) -> Any:
+        if os.getpid() != parent:
+            os._exit(137)
+        return check_file(path, shown)
+
+    monkeypatch.setattr(tree_module, "_check_file", dies_in_a_worker)
+    files = [(str(tmp_path / f"t{index}.yaml"), f"t{index}.yaml") for index in range(120)]
+    with pytest.raises(BrokenProcessPool):
+        tree_module._check_files(files, 2)
+    assert tree_module.gc.isenabled()
