@@ -134,7 +134,7 @@ def _check_files(files: list[tuple[str, str]], workers: int) -> list[TenantSpec 
         # validates again and its start-up of the pool as a fifth of a check each (measured here:
         # bench_validate gives the CPU of this process and of the workers apart).
         per_worker = 1 / (workers - 1)
-        own = int(len(files) * (per_worker - _SHIPPED_COST) / (per_worker + 1 - _SHIPPED_COST))
+        own = max(0, int(len(files) * (per_worker - _SHIPPED_COST) / (per_worker + 1 - _SHIPPED_COST)))
         rest = files[own:]
         size = max(50, -(-len(rest) // ((workers - 1) * 4)))  # a few chunks per worker: they end together
         chunks = [rest[start : start + size] for start in range(0, len(rest), size)]

@@ -256,3 +256,23 @@ def test_a_worker_that_dies_fails_the_check_instead_of_hanging(
     with pytest.raises(BrokenProcessPool):
         tree_module._check_files(files, 2)
     assert tree_module.gc.isenabled()
+
+
+def test_many_workers_leave_this_process_at_most_its_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 7 or more workers a fifth of a check per shipped file is more than a worker's share: this
+    process's share must not go negative (files[:-n] made it check nearly every file itself)."""
+    import os
+
+    from tenancy.spec import tree as tree_module
+
+    parent, checked, here = os.getpid(), tree_module._checked, []
+
+    def counted(path: str, shown: str) -> Any:
+        if os.getpid() == parent:
+            here.append(shown)
+        return checked(path, shown)
+
+    monkeypatch.setattr(tree_module, "_checked", counted)
+    files = [(f"/nonexistent/t{index}.yaml", f"t{index}.yaml") for index in range(150)]
+    assert tree_module._check_files(files, 8) == [checked(path, shown) for path, shown in files]
+    assert len(here) <= len(files) // 8
