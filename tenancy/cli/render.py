@@ -9,7 +9,6 @@ import typer
 
 from tenancy.cli import exit_codes
 from tenancy.render.batch import default_jobs, render_stacks
-from tenancy.render.validate import schema_problems
 from tenancy.render.write import RenderError, example_stacks
 from tenancy.spec.errors import SpecError
 
@@ -56,17 +55,20 @@ def render(
         raise typer.Exit(exit_codes.INVALID_INPUT)
     try:
         stacks = example_stacks(project) if all_stacks else [str(stack)]
-        directories = []
+        renders = []
         for rendered in render_stacks(
-            stacks, project_dir=project, out=out, jobs=default_jobs() if jobs is None else jobs
+            stacks,
+            project_dir=project,
+            out=out,
+            jobs=default_jobs() if jobs is None else jobs,
+            validate=validate,
         ):
-            directory = rendered.directory
-            directories.append(directory)
+            renders.append(rendered)
             for warning in rendered.warnings:
-                typer.echo(f"warning: {directory / warning}", err=True)
+                typer.echo(f"warning: {rendered.directory / warning}", err=True)
             typer.echo(
                 f"{rendered.stack}: {rendered.manifest_count} manifest(s), "
-                f"{rendered.release_count} Helm release(s) -> {directory}"
+                f"{rendered.release_count} Helm release(s) -> {rendered.directory}"
             )
     except SpecError as error:
         for issue in error.issues:
@@ -76,7 +78,7 @@ def render(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(exit_codes.INVALID_INPUT) from None
     if validate:
-        problems = [(directory, p) for directory in directories for p in schema_problems(directory)]
+        problems = [(r.directory, p) for r in renders for p in r.problems]
         for directory, problem in problems:
             typer.echo(f"error: {directory / problem.file}: {problem.subject}: {problem.error}", err=True)
         if problems:

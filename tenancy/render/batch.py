@@ -1,10 +1,11 @@
 """Render many stacks (``tenantctl render --all``): in this process, or across the machine's cores.
 
 Each stack is rendered once, by this process or by one worker process, and written to its own
-``OUT/<stack>/``; results come back in the order the stacks were given, so what the command prints
-does not depend on which worker finished first. Workers are forked after this process has rendered
-the first stack itself: the Pulumi SDK, the providers and the programs' modules are imported by then
-and shared with every worker instead of being imported again by each.
+``OUT/<stack>/`` (and schema-checked there, with ``validate``); results come back in the order the
+stacks were given, so what the command prints does not depend on which worker finished first.
+Workers are forked after this process has rendered (and checked) the first stack itself: the Pulumi
+SDK, the providers, the programs' modules and the schema are loaded by then and shared with every
+worker instead of being loaded again by each.
 
 A stack that fails raises its error (``SpecError``, ``RenderError``, or whatever the program raised) at
 its place in the order, after every stack before it was yielded: the command reports exactly what it
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tenancy.render.validate import SchemaProblem, schema_problems
 from tenancy.render.write import RenderError, render_stack
 from tenancy.spec.errors import SpecError, SpecIssue
 
@@ -49,6 +51,7 @@ class StackRender:
     release_count: int
     warnings: tuple[str, ...]
     directory: Path
+    problems: tuple[SchemaProblem, ...] = ()  # with validate: what the schema check found in it
 
 
 def default_jobs() -> int:
@@ -57,23 +60,46 @@ def default_jobs() -> int:
 
 
 def render_stacks(
-    stacks: Sequence[str], *, project_dir: Path, out: Path, jobs: int = 1
+    stacks: Sequence[str], *, project_dir: Path, out: Path, jobs: int = 1, validate: bool = False
 ) -> Iterator[StackRender]:
     """Render ``stacks`` below ``out`` and yield each one's report, in the order given.
 
     ``jobs`` > 1 renders in that many worker processes (forked; where there is no fork, or fewer
-    than three stacks, everything runs in this process).
+    than three stacks, everything runs in this process). ``validate``: each report also holds the
+    schema problems of what was written (``tenancy.render.validate.schema_problems``).
     """
-    if jobs <= 1 or len(stacks) < 3 or "fork" not in multiprocessing.get_all_start_methods():
-        for stack in stacks:
-            yield _render_here(stack, project_dir=project_dir, out=out)
+    if not stacks:
         return
-    # The first stack here: its imports and caches are then shared with the forked workers.
-    yield _render_here(stacks[0], project_dir=project_dir, out=out)
-    yield from _render_in_workers(stacks[1:], project_dir=project_dir, out=out, jobs=jobs)
+    # The first stack here: its imports and caches (the schema's too) are then shared with the
+    # workers, or with the stacks after it.
+    yield _render_here(stacks[0], project_dir=project_dir, out=out, validate=validate)
+    with _long_lived_frozen():
+        if jobs <= 1 or len(stacks) < 3 or "fork" not in multiprocessing.get_all_start_methods():
+            for stack in stacks[1:]:
+                yield _render_here(stack, project_dir=project_dir, out=out, validate=validate)
+        else:
+            yield from _render_in_workers(
+                stacks[1:], project_dir=project_dir, out=out, jobs=jobs, validate=validate
+            )
 
 
-def _render_here(stack: str, *, project_dir: Path, out: Path) -> StackRender:
+@contextlib.contextmanager
+def _long_lived_frozen() -> Iterator[None]:
+    """Move what is alive now (modules, the SDK, caches) out of the garbage collector's sight.
+
+    After the first stack this process holds what every later stack uses: about 180,000 objects that
+    each full collection walked again, 15% of a tenant's CPU. Frozen, they are left alone, and a
+    forked worker's collector does not touch (and so copy) the memory pages holding them. Objects
+    still freed by reference counting are unaffected; everything is unfrozen when the batch ends.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _render_here(stack: str, *, project_dir: Path, out: Path, validate: bool) -> StackRender:
     rendered, directory = render_stack(stack, project_dir=project_dir, out=out)
     return StackRender(
         stack=rendered.stack,
@@ -81,33 +107,33 @@ def _render_here(stack: str, *, project_dir: Path, out: Path) -> StackRender:
         release_count=rendered.release_count,
         warnings=rendered.warnings,
         directory=directory,
+        problems=tuple(schema_problems(directory)) if validate else (),
     )
 
 
 def _render_in_workers(
-    stacks: Sequence[str], *, project_dir: Path, out: Path, jobs: int
+    stacks: Sequence[str], *, project_dir: Path, out: Path, jobs: int, validate: bool
 ) -> Iterator[StackRender]:
     workers = min(jobs, len(stacks))
     pending: deque[Future[_Outcome]] = deque()
     remaining = iter(stacks)
+
+    def submit(stack: str) -> None:
+        pending.append(executor.submit(_render_in_worker, stack, project_dir, out, validate))
+
+    # The first submit forks every worker.
     executor = ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker
     )
     try:
-        # The first submit forks every worker. Frozen, this process's objects are left alone by the
-        # workers' garbage collector, so the memory pages holding them stay shared instead of copied.
-        gc.freeze()
-        try:
-            for stack in remaining:
-                pending.append(executor.submit(_render_in_worker, stack, project_dir, out))
-                if len(pending) >= workers * _AHEAD_PER_WORKER:
-                    break
-        finally:
-            gc.unfreeze()
+        for stack in remaining:
+            submit(stack)
+            if len(pending) >= workers * _AHEAD_PER_WORKER:
+                break
         while pending:
             outcome = pending.popleft().result()
             for stack in remaining:  # keep the workers fed while this one is reported
-                pending.append(executor.submit(_render_in_worker, stack, project_dir, out))
+                submit(stack)
                 break
             for record in outcome.log_records:
                 logging.getLogger(None if record.name == "root" else record.name).handle(record)
@@ -165,10 +191,10 @@ def _start_worker() -> None:
     root.handlers = [_collected]
 
 
-def _render_in_worker(stack: str, project_dir: Path, out: Path) -> _Outcome:
+def _render_in_worker(stack: str, project_dir: Path, out: Path, validate: bool) -> _Outcome:
     _collected.records = []
     try:
-        rendered = _render_here(stack, project_dir=project_dir, out=out)
+        rendered = _render_here(stack, project_dir=project_dir, out=out, validate=validate)
     except SpecError as error:
         return _Outcome(None, spec_issues=error.issues, log_records=_records())
     except RenderError as error:

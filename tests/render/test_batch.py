@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 
 from tenancy.render import batch
 from tenancy.render.batch import StackRender, render_stacks
-from tenancy.render.write import RenderedStack, RenderError
+from tenancy.render.runtime import capture_program
+from tenancy.render.write import RenderedStack, RenderError, render_capture, write_rendered
 from tenancy.spec.errors import SpecError
 from tests.conftest import PROJECT_DIR
 
@@ -135,3 +137,49 @@ def test_few_stacks_or_one_job_render_in_this_process(
         "b",
         "c",
     ]
+
+
+def test_validate_checks_each_stack_where_it_was_rendered_with_the_same_findings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pulumi_kubernetes as k8s
+
+    def program() -> dict[str, object]:
+        k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]  # the typo is what is checked
+            "typo", metadata={"name": "deny", "namespace": "team"}, spec={"podSelectr": {}}
+        )
+        return {}
+
+    broken = render_capture(capture_program(program, stack="dev.team"))
+
+    def render_stack(stack: str, *, project_dir: Path, out: Path) -> tuple[RenderedStack, Path]:
+        return broken, write_rendered(broken, out / stack)
+
+    monkeypatch.setattr(batch, "render_stack", render_stack)
+    found = {
+        jobs: [
+            (r.stack, r.problems)
+            for r in render_stacks(
+                ["a", "b", "c"], project_dir=tmp_path, out=tmp_path / str(jobs), jobs=jobs, validate=True
+            )
+        ]
+        for jobs in (1, 2)
+    }
+
+    assert found[2] == found[1]
+    assert [len(problems) for _, problems in found[1]] == [1, 1, 1]
+    assert "podSelectr" in found[1][0][1][0].error
+
+
+def test_a_batch_leaves_the_garbage_collector_as_it_found_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch, "render_stack", _fake_render({"c": ValueError("stop")}))
+    frozen_before = gc.get_freeze_count()
+
+    for jobs in (1, 2):
+        with pytest.raises(ValueError):
+            for _ in render_stacks(["a", "b", "c", "d"], project_dir=tmp_path, out=tmp_path, jobs=jobs):
+                assert gc.get_freeze_count() >= frozen_before
+
+    assert gc.get_freeze_count() == frozen_before
