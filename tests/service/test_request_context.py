@@ -137,3 +137,39 @@ def test_the_service_is_served_by_uvloop_and_httptools_as_pinned() -> None:
     assert config.proxy_headers is False  # forwarding headers are core.client_address's to judge
     pinned = (PROJECT_DIR / "pyproject.toml").read_text()
     assert f'"uvloop=={uvloop.__version__}"' in pinned and f'"httptools=={httptools.__version__}"' in pinned
+
+
+def test_the_body_guard_reads_the_first_length_and_type_a_request_sends() -> None:
+    from tenancy.service.core.request_body import RequestBodyGuard
+
+    seen: list[bytes] = []
+
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()
+        seen.append(message.get("body", b""))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guard = RequestBodyGuard(echo, max_bytes=10, max_depth=3)
+
+    async def call(headers: list[tuple[bytes, bytes]], body: bytes) -> int:
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await guard(scope, receive, send)
+        return int(sent[0]["status"])
+
+    assert asyncio.run(call([(b"content-length", b"11")], b"x" * 11)) == 413
+    assert asyncio.run(call([(b"content-length", b"2"), (b"content-length", b"11")], b"{}")) == 200
+    assert asyncio.run(call([(b"content-length", b"abc")], b"")) == 413
+    deep = b"[[[[1]]]]"
+    assert asyncio.run(call([(b"content-type", b"application/json")], deep)) == 422
+    # The first type counts: text/plain is not checked as JSON, even with a JSON type after it.
+    headers = [(b"content-type", b"text/plain"), (b"content-type", b"application/json")]
+    assert asyncio.run(call(headers, deep)) == 200 and seen[-1] == deep

@@ -24,7 +24,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -114,12 +113,18 @@ class RequestBodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        length = headers.get("content-length")
+        # The first of each header, as starlette's Headers.get gives it, from one pass over the
+        # scope's list (names come lower-cased from the server).
+        length = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-length" and length is None:
+                length = value.decode("latin-1")
+            elif name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             await _answer(send, self._too_large())
             return
-        if scope.get("method") not in _METHODS_WITH_BODIES or not _is_json(headers.get("content-type")):
+        if scope.get("method") not in _METHODS_WITH_BODIES or not _is_json(content_type):
             await self.app(scope, self._counted(receive), send)
             return
         chunks: list[bytes] = []
