@@ -43,20 +43,26 @@ _UNCHECKED = frozenset({int, float, bool, type(None), date, datetime, bytes})
 
 
 def _all_strings(data: Any) -> list[str] | None:
-    """Every string in ``data`` (keys too), or None when it holds a type this walk does not know."""
+    """Every string in ``data`` (keys too), or None when it holds a type this walk does not know or
+    a mapping or list twice (a YAML alias: one that contains itself would keep this loop going)."""
     strings: list[str] = []
     pending = [data]
+    containers: set[int] = set()
     while pending:
         item = pending.pop()
         kind = type(item)
         if kind is str:
             strings.append(item)
-        elif kind is dict:
-            for key, value in item.items():
-                pending.append(key)
-                pending.append(value)
-        elif kind is list:
-            pending.extend(item)
+        elif kind is dict or kind is list:
+            if id(item) in containers:
+                return None
+            containers.add(id(item))
+            if kind is dict:
+                for key, value in item.items():
+                    pending.append(key)
+                    pending.append(value)
+            else:
+                pending.extend(item)
         elif kind not in _UNCHECKED:
             return None
     return strings

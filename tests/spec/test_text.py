@@ -59,3 +59,25 @@ def test_clean_documents_have_no_findings_and_skip_the_walk(monkeypatch: pytest.
 def test_findings_are_the_walks(data: Any, expected: list[tuple[str, str]]) -> None:
     assert list(forbidden_characters(data)) == expected
     assert list(forbidden_characters(data)) == list(text._forbidden_characters(data, ""))
+
+
+@pytest.mark.timeout(30)
+def test_a_recursive_document_is_walked_as_before_instead_of_spinning() -> None:
+    """YAML aliases can make a list contain itself (``owners: &o [a, *o]``): the shortcut went round
+    it forever (tenantctl validate, the service's reconcile at start-up); the walk raises as it did."""
+    owners: list[Any] = ["a@example.com"]
+    owners.append(owners)
+    with pytest.raises(RecursionError):
+        list(forbidden_characters({"name": "acme", "owners": owners}))
+    labels: dict[str, Any] = {"team": "x"}
+    labels["self"] = labels
+    with pytest.raises(RecursionError):
+        list(forbidden_characters({"labels": labels}))
+
+
+def test_a_shared_alias_is_reported_at_each_place() -> None:
+    shared = ["b\x1b"]
+    assert list(forbidden_characters({"a": shared, "b": shared})) == [
+        ("a.0", "contains the control or formatting character U+001B ESC; remove it"),
+        ("b.0", "contains the control or formatting character U+001B ESC; remove it"),
+    ]
