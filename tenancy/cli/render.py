@@ -32,7 +32,7 @@ JobsOption = Annotated[
     typer.Option(
         "--jobs",
         min=1,
-        help="Stacks rendered at once, each in a worker process (default: the CPUs available); "
+        help="Stacks rendered at once, each in a worker process (default: the CPUs available, at most 8); "
         "1 renders them one after another in this process. The output is the same.",
     ),
 ]

@@ -40,6 +40,9 @@ from tenancy.spec.errors import SpecError, SpecIssue
 # Stacks handed to the workers ahead of the one reported next: enough to keep every worker busy,
 # few enough that results wait in memory only briefly and little is rendered after a failure.
 _AHEAD_PER_WORKER = 2
+# A worker holds about 100 MiB (most of it shared with this process): on a large CI runner the
+# default stays within a GiB; --jobs asks for more.
+MAX_DEFAULT_JOBS = 8
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,9 @@ class StackRender:
 
 
 def default_jobs() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The CPUs this process may run on, at most ``MAX_DEFAULT_JOBS``."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cpus, MAX_DEFAULT_JOBS)
 
 
 def render_stacks(

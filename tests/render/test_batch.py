@@ -183,3 +183,10 @@ def test_a_batch_leaves_the_garbage_collector_as_it_found_it(
                 assert gc.get_freeze_count() >= frozen_before
 
     assert gc.get_freeze_count() == frozen_before
+
+
+def test_the_default_is_one_worker_per_cpu_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch.os, "sched_getaffinity", lambda _: set(range(2)))
+    assert batch.default_jobs() == 2
+    monkeypatch.setattr(batch.os, "sched_getaffinity", lambda _: set(range(64)))
+    assert batch.default_jobs() == batch.MAX_DEFAULT_JOBS

@@ -12,24 +12,26 @@ import pytest
 
 from tenancy.policy.rules import check_stacks
 from tenancy.policy.sources import objects_from_directory
+from tenancy.render.batch import default_jobs, render_stacks
 from tenancy.render.read import stack_directories
 from tenancy.render.runtime import GENERATED, PLACEHOLDER_KUBECONFIG
 from tenancy.render.validate import schema_problems
-from tenancy.render.write import example_stacks, render_stack
+from tenancy.render.write import example_stacks
 from tests.conftest import PROJECT_DIR
 
 STACKS = example_stacks(PROJECT_DIR)
 
 
-def _render_all(out: Path) -> Path:
-    for stack in STACKS:
-        render_stack(stack, project_dir=PROJECT_DIR, out=out)
+def _render_all(out: Path, *, jobs: int) -> Path:
+    for _ in render_stacks(STACKS, project_dir=PROJECT_DIR, out=out, jobs=jobs):
+        pass
     return out
 
 
 @pytest.fixture(scope="module")
 def render_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _render_all(tmp_path_factory.mktemp("render"))
+    """What ``render --all`` writes: in worker processes where there are CPUs for them."""
+    return _render_all(tmp_path_factory.mktemp("render"), jobs=max(2, default_jobs()))
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -60,5 +62,7 @@ def test_every_example_stack_passes_every_policy(render_dir: Path) -> None:
     assert decided == []
 
 
-def test_rendering_twice_gives_the_same_bytes(render_dir: Path, tmp_path: Path) -> None:
-    assert _tree(_render_all(tmp_path)) == _tree(render_dir)
+def test_rendering_twice_gives_the_same_bytes_in_workers_or_one_after_another(
+    render_dir: Path, tmp_path: Path
+) -> None:
+    assert _tree(_render_all(tmp_path, jobs=1)) == _tree(render_dir)
