@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tenancy.service.core import tenants_repo
 from tenancy.service.core.tenants_repo import COMMITTER_NAME, GitAuthor, RepositoryError, TenantRepository
 
 
@@ -216,27 +217,31 @@ def test_creations_stay_cached_for_readers_a_commit_behind(tmp_path: Path, monke
 
 
 def test_maintenance_packs_loose_objects_and_loses_none_a_write_has_not_referenced_yet(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(tenants_repo, "_PACKS_BEFORE_MERGE", 1000)  # only maintain() merges here
     repository = TenantRepository(tmp_path / "repo")
     repository.ensure()
     author = GitAuthor("A", "a@example.com")
     objects = repository.git_dir / "objects"
-    # git estimates the loose objects from those in objects/17 (1/256 of them) and packs with more than
-    # one there at this threshold: write until it has two.
-    count = 0
-    while count < 12 or len(list((objects / "17").glob("*"))) < 2:
-        assert count < 800, "too few loose objects landed in objects/17"
-        repository.write("dev", f"t{count}", {"name": f"t{count}"}, author=author, message=f"t{count}")
-        count += 1
+    count = 52  # each write here is its own group, so its own pack: more than git's 50 packs
+    for n in range(count):
+        repository.write("dev", f"t{n}", {"name": f"t{n}"}, author=author, message=f"t{n}")
+    # Loose objects too (a tool writing into the repository): git estimates them from objects/17.
+    stored = 0
+    while len(list((objects / "17").glob("*"))) < 2:
+        assert stored < 2000, "too few loose objects landed in objects/17"
+        repository._store(f"loose {stored}\n".encode())
+        stored += 1
     pending = repository._store(b"a write between storing its blob and moving the branch\n")
 
-    def loose() -> int:
-        return sum(1 for folder in objects.glob("[0-9a-f][0-9a-f]") for _ in folder.iterdir())
+    def packs() -> int:
+        return len(list((objects / "pack").glob("*.pack")))
 
-    before = loose()
+    before = packs()
+    assert before > 50
     repository.maintain(loose_objects=10)
-    assert loose() < before / 4 and list((objects / "pack").glob("*.pack"))
+    assert packs() < 5
     assert repository._git()[pending].read_raw().startswith(b"a write between")  # kept: not pruned
     checked = subprocess.run(
         ["git", "-C", str(repository.root), "fsck", "--strict"], capture_output=True, text=True, check=False
@@ -248,6 +253,26 @@ def test_maintenance_packs_loose_objects_and_loses_none_a_write_has_not_referenc
     repository.write("dev", "after", {"name": "after"}, author=author, message="after")  # still writable
     assert repository.read("dev", "after") == {"name": "after"}
     repository.maintain()  # below git's threshold: nothing to do, nothing fails
+
+
+def test_packs_of_groups_are_merged_in_the_background_and_every_object_stays_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tenants_repo, "_PACKS_BEFORE_MERGE", 4)
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    author = GitAuthor("A", "a@example.com")
+    pack_dir = repository.git_dir / "objects" / "pack"
+    for n in range(12):
+        repository.write("dev", f"t{n % 5}", {"name": f"t{n % 5}", "n": n}, author=author, message=f"{n}")
+        if repository._merging is not None:
+            repository._merging.join()
+    assert len(list(pack_dir.glob("*.pack"))) < 8
+    assert [repository.read("dev", f"t{n}") for n in range(5)] == [
+        {"name": f"t{n}", "n": n + 10 if n < 2 else n + 5} for n in range(5)
+    ]
+    assert git(repository.root, "fsck", "--strict", "--no-dangling", "--no-progress") == ""
+    assert int(git(repository.root, "rev-list", "--count", "main")) == 13
 
 
 def test_concurrent_writers_get_one_commit_each_under_their_author(tmp_path: Path) -> None:

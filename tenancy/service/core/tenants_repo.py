@@ -47,7 +47,7 @@ import pygit2
 import yaml
 from pygit2.enums import CheckoutStrategy, FileMode
 
-from tenancy.service.core import git_locks
+from tenancy.service.core import git_locks, git_pack
 from tenancy.spec.tree import ENVIRONMENTS
 
 COMMITTER_NAME = "tenant-api"
@@ -56,6 +56,7 @@ _GIT_TIMEOUT_SECONDS = 60
 _PUSH_ATTEMPTS = 12
 _HEALTH_CACHE_SECONDS = 5.0  # /readyz is unauthenticated: at most one check per this interval
 _PARSED_CACHE_ENTRIES = 20_000
+_PACKS_BEFORE_MERGE = 32  # one pack per group of commits; lookups scan every pack
 _CREATION_HEADS_KEPT = 4096
 _UNSAFE_IN_IDENTITY = re.compile(r"[<>\n\r\0]")
 _CREDENTIALS_IN_URL = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
@@ -144,6 +145,7 @@ class _Change:
     expected: pygit2.Oid | None  # the file's blob when the change was made (None: absent)
     author: GitAuthor
     message: str
+    content: bytes | None = None  # the blob's data, stored with the group's pack
     done: bool = False
     commit: str | None = None
     error: RepositoryError | None = None
@@ -185,6 +187,9 @@ class TenantRepository:
         self._pending: list[_Change] = []
         self._pending_lock = threading.Lock()
         self._leader_active = False
+        self._packs_written = 0  # since git last merged packs (``_merge_packs``)
+        self._merging: threading.Thread | None = None
+        self._maintenance = threading.Lock()  # one git gc or repack at a time
         self._view_delay = view_delay_seconds
         self._view_behind = threading.Event()
         self._view_thread: threading.Thread | None = None
@@ -200,6 +205,8 @@ class TenantRepository:
         # holding any of them may use it (the cache is as new or newer). Bounded, oldest dropped.
         self._creations_heads: dict[str, None] = {}
         self._creations_generation = 0
+        # The group being published: (base, tip, commits, time), for ``_creations_follow``.
+        self._publishing: tuple[pygit2.Oid | None, pygit2.Oid, list[tuple[_Change, str]], int] | None = None
 
     # --- setup ---------------------------------------------------------------------------------------
 
@@ -394,7 +401,7 @@ class TenantRepository:
         head = str(tip) if tip is not None else ""
         key = (environment, name)
         with self._creations_lock:
-            if not head or head not in self._creations_heads:
+            if not head or not self._creations_follow(head):
                 # The branch moved in a way the cache did not follow (a merged pull request, another
                 # process): start afresh. A head the cache went through is fine even if the cache has
                 # moved on since: it then answers for a newer commit, which is what the branch says.
@@ -423,7 +430,7 @@ class TenantRepository:
             return True
         tip = self._tip()
         with self._creations_lock:
-            return str(tip) not in self._creations_heads or (environment, name) not in self._creations
+            return not self._creations_follow(str(tip)) or (environment, name) not in self._creations
 
     def _reset_creations(self, head: str) -> None:
         self._creations = {}
@@ -451,7 +458,7 @@ class TenantRepository:
         push or view update runs meanwhile; objects a write stored but has not referenced yet are young,
         and only unreachable objects older than two weeks are ever pruned, so none is lost. Refs and
         reflogs are left alone. Failures are logged: the repository works unpacked, only slower."""
-        with self._committing():
+        with self._committing(), self._maintenance:
             try:
                 self._run(
                     "-c", "gc.autoDetach=false",  # in this process, inside the lock, never after it
@@ -464,6 +471,25 @@ class TenantRepository:
                 )  # fmt: skip
             except RepositoryError as error:
                 _log.warning("packing the tenants repository's loose objects failed: %s", error)
+
+    def _merge_packs_when_many(self) -> None:
+        """Every ``_PACKS_BEFORE_MERGE`` packs of our own, let git merge the small ones (a geometric
+        progression: few packs, each object rewritten a few times at most), in its own process and
+        thread, never on a request's path. New packs keep arriving meanwhile; git leaves them alone."""
+        if self._packs_written < _PACKS_BEFORE_MERGE:
+            return
+        if self._merging is not None and self._merging.is_alive():
+            return
+        self._packs_written = 0
+        self._merging = threading.Thread(target=self._merge_packs, name="tenants-repo-repack", daemon=True)
+        self._merging.start()
+
+    def _merge_packs(self) -> None:
+        with self._maintenance:
+            try:
+                self._run("repack", "-d", "-q", "--geometric=2")
+            except RepositoryError as error:  # lookups only get slower; the next merge tries again
+                _log.warning("merging the tenants repository's packs failed: %s", error)
 
     def head(self) -> str | None:
         tip = self._tip()
@@ -592,10 +618,14 @@ class TenantRepository:
         """Commit the tenant's file (and push it); return the commit, or None when nothing changed.
         Callers hold the tenant (``locked``) so the file they read is the one they replace."""
         text = dump_document(document)
-        blob = self._store(text.encode("utf-8"))
+        content = text.encode("utf-8")
+        # Stored with the group's commits, in its pack: only its id is needed before that.
+        blob = pygit2.Oid(raw=git_pack.object_id(git_pack.BLOB, content))
         if blob not in self._parsed:  # the next read of this file needs no YAML parse
             self._parsed[blob] = TenantFile(str(blob), text, parse_document(text), etag_of(text))
-        return self._change(self._relative(environment, name), blob, author=author, message=message)
+        return self._change(
+            self._relative(environment, name), blob, author=author, message=message, content=content
+        )
 
     def delete(self, environment: str, name: str, *, author: GitAuthor, message: str) -> str | None:
         return self._change(self._relative(environment, name), None, author=author, message=message)
@@ -606,12 +636,20 @@ class TenantRepository:
         except (pygit2.GitError, OSError) as error:
             raise self._failed("storing the tenant file failed", redact(str(error))) from None
 
-    def _change(self, path: str, blob: pygit2.Oid | None, *, author: GitAuthor, message: str) -> str | None:
+    def _change(
+        self,
+        path: str,
+        blob: pygit2.Oid | None,
+        *,
+        author: GitAuthor,
+        message: str,
+        content: bytes | None = None,
+    ) -> str | None:
         tree = self._tip_tree()
         expected = _blob_at(tree, path) if tree is not None else None
         if expected == blob:
             return None  # unchanged (or deleting what is not there)
-        change = _Change(path, blob, expected, author, _clean_message(message))
+        change = _Change(path, blob, expected, author, _clean_message(message), content=content)
         self._publish(change)
         if change.error is not None:
             raise change.error
@@ -673,6 +711,7 @@ class TenantRepository:
             tip, built = self._build(repo, base, group, committer)
             if not built or tip is None:
                 return
+            self._publishing = (base, tip, built, committer.time)
             try:
                 if self.remote is not None:
                     self._push(tip)
@@ -698,12 +737,14 @@ class TenantRepository:
             if self.remote is not None:
                 self._follow_pushed(tip)
             self._advance_creations(base, tip, built, committer.time)
+            self._publishing = None
             for change, sha in built:
                 change.commit, change.done = sha, True
             if self._health is not None and not self._health[1]:
                 self._health = None  # writes succeed again: let readiness say so now
             _wake_done(group)  # acknowledged: the working copy is only a view
             self._refresh_view()
+            self._merge_packs_when_many()
             return
         raise self._failed(f"{self.ref} kept moving; gave up after {_PUSH_ATTEMPTS} attempts")
 
@@ -713,16 +754,33 @@ class TenantRepository:
         """Carry the creation cache over our own commits: only a file they add gets a new creation,
         so API-key checks and incarnation markers stay free of git processes under write load."""
         with self._creations_lock:
-            if base is None or self._creations_head != str(base):
-                return  # the cache was for another commit: it starts afresh at the next lookup
-            for change, sha in built:
-                if change.expected is None and change.blob is not None:
-                    environment, name = self._split(change.path)
-                    self._creations[(environment, name)] = Creation(sha=sha, time=float(when))
-            self._creations_head = str(tip)
-            self._creations_heads[str(tip)] = None
-            if len(self._creations_heads) > _CREATION_HEADS_KEPT:
-                del self._creations_heads[next(iter(self._creations_heads))]
+            self._advance_creations_locked(base, tip, built, when)
+
+    def _advance_creations_locked(
+        self, base: pygit2.Oid | None, tip: pygit2.Oid, built: list[tuple[_Change, str]], when: int
+    ) -> None:
+        if base is None or self._creations_head != str(base):
+            return  # the cache was for another commit (or is past this one already)
+        for change, sha in built:
+            if change.expected is None and change.blob is not None:
+                environment, name = self._split(change.path)
+                self._creations[(environment, name)] = Creation(sha=sha, time=float(when))
+        self._creations_head = str(tip)
+        self._creations_heads[str(tip)] = None
+        if len(self._creations_heads) > _CREATION_HEADS_KEPT:
+            del self._creations_heads[next(iter(self._creations_heads))]
+
+    def _creations_follow(self, head: str) -> bool:
+        """Whether the creation cache answers for ``head`` (with ``_creations_lock`` held). A reader
+        may see the branch at a group's commit between the branch moving and the publisher carrying
+        the cache over it: that group is ours, so the reader carries it over instead of starting
+        afresh (which would cost every tenant a ``git log`` under write load)."""
+        if head in self._creations_heads:
+            return True
+        publishing = self._publishing
+        if publishing is not None and str(publishing[1]) == head:
+            self._advance_creations_locked(*publishing)
+        return head in self._creations_heads
 
     def _split(self, path: str) -> tuple[str, str]:
         environment, file = path.removeprefix(f"{self.tenants_path}/").split("/", 1)
@@ -815,28 +873,49 @@ class TenantRepository:
     def _build(
         self, repo: pygit2.Repository, base: pygit2.Oid | None, group: list[_Change], committer: Any
     ) -> tuple[pygit2.Oid | None, list[tuple[_Change, str]]]:
-        """A chain of commits on ``base``, one per change that still applies, each under its author."""
-        parent = base
-        tree = repo[base].tree.id if base is not None else repo.TreeBuilder().write()
+        """A chain of commits on ``base``, one per change that still applies, each under its author,
+        stored as one pack (before anything names them)."""
+
+        def read(raw: bytes) -> bytes:
+            return repo[pygit2.Oid(raw=raw)].read_raw()
+
+        batch = git_pack.ObjectBatch(read)
+        parent = base.raw if base is not None else None
+        tree = repo[base].tree.id.raw if base is not None else batch.add(git_pack.TREE, git_pack.EMPTY_TREE)
         built: list[tuple[_Change, str]] = []
         for change in group:
             if change.done:
                 continue
-            current = _blob_at(repo[tree], change.path)  # type: ignore[arg-type]
-            if current != change.expected:
+            current = batch.blob_at(tree, change.path)
+            expected = change.expected.raw if change.expected is not None else None
+            if current != expected:
                 change.error = ConflictError(
                     f"{change.path} changed while this change was being written; read it again and retry"
                 )
                 change.done = True
                 continue
-            new_tree = _edit_tree(repo, tree, change.path.split("/"), change.blob)
+            blob: bytes | None = None
+            if change.blob is not None:
+                if change.content is not None:
+                    blob = batch.add(git_pack.BLOB, change.content)
+                else:
+                    blob = change.blob.raw  # already in the repository
+            new_tree = batch.edit_tree(tree, change.path.split("/"), blob)
             author = _signature(change.author.name, change.author.email, "GIT_AUTHOR_DATE")
-            parent = repo.create_commit(
-                None, author, committer, change.message, new_tree, [parent] if parent is not None else []
+            data = git_pack.commit_data(
+                new_tree, [parent] if parent is not None else [], author, committer, change.message
             )
+            parent = batch.add(git_pack.COMMIT, data)
             tree = new_tree
-            built.append((change, str(parent)))
-        return parent, built
+            built.append((change, parent.hex()))
+        if not built or parent is None:
+            return None, built
+        try:
+            batch.write_pack(self.git_dir / "objects" / "pack")
+        except OSError as error:
+            raise self._failed("storing the tenant files failed", redact(str(error))) from None
+        self._packs_written += 1
+        return pygit2.Oid(raw=parent), built
 
     def _push(self, tip: pygit2.Oid) -> None:
         try:

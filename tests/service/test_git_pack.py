@@ -1,0 +1,128 @@
+"""One pack per group of commits: the same objects libgit2 writes one by one, and a process killed
+between storing the pack and moving the branch loses nothing that was acknowledged."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pygit2
+
+from tenancy.service.core import git_pack
+from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository, _edit_tree
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def test_a_batch_builds_byte_for_byte_the_objects_libgit2_builds(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "--quiet", str(tmp_path / "repo")], check=True)
+    repo = pygit2.Repository(str(tmp_path / "repo"))
+    author = pygit2.Signature("Zoë Ünïcode", "zoe@x.example", 1_700_000_000, -150)
+    committer = pygit2.Signature("tenant-api", "tenant-api@tenancy.invalid", 1_700_000_100, 330)
+    # Names whose order differs between files and folders ("a" sorts as "a/"), an executable file.
+    files = {
+        "tenants/dev/a.yaml": b"name: a\n",
+        "tenants/dev/a-b.yaml": b"name: a-b\n",
+        "tenants/dev/a/x.yaml": b"x\n",
+        "tenants/prod/b.yaml": b"name: b\n",
+        "tenants/README.md": b"# Tenants\n",
+    }
+    tree = repo.TreeBuilder().write()
+    for path, content in files.items():
+        tree = _edit_tree(repo, tree, path.split("/"), repo.create_blob(content))
+    builder = repo.TreeBuilder(repo[tree])
+    builder.insert("tool.sh", repo.create_blob(b"#!/bin/sh\n"), pygit2.enums.FileMode.BLOB_EXECUTABLE)
+    tree = builder.write()
+    base = repo.create_commit(None, committer, committer, "Initialise\n", tree, [])
+
+    edits: list[tuple[str, bytes | None]] = [
+        ("tenants/dev/a.yaml", b"name: a\nplan: small\n"),  # changed
+        ("tenants/dev/new.yaml", b"name: new\n"),  # added
+        ("tenants/prod/b.yaml", None),  # deleted: its folder disappears
+        ("tenants/dev/a/x.yaml", None),
+    ]
+    # libgit2, one object at a time, as the service wrote them before.
+    expected_tree, expected_parent = tree, base
+    expected = []
+    for path, content in edits:
+        blob = repo.create_blob(content) if content is not None else None
+        expected_tree = _edit_tree(repo, expected_tree, path.split("/"), blob)
+        expected_parent = repo.create_commit(
+            None, author, committer, f"Update {path}\n", expected_tree, [expected_parent]
+        )
+        expected.append(expected_parent)
+
+    batch = git_pack.ObjectBatch(lambda raw: repo[pygit2.Oid(raw=raw)].read_raw())
+    tree_raw, parent = tree.raw, base.raw
+    built = []
+    for path, content in edits:
+        blob = batch.add(git_pack.BLOB, content) if content is not None else None
+        tree_raw = batch.edit_tree(tree_raw, path.split("/"), blob)
+        parent = batch.add(
+            git_pack.COMMIT, git_pack.commit_data(tree_raw, [parent], author, committer, f"Update {path}\n")
+        )
+        built.append(pygit2.Oid(raw=parent))
+    assert built == expected
+    assert batch.blob_at(tree_raw, "tenants/dev/new.yaml") == repo.create_blob(b"name: new\n").raw
+    assert batch.blob_at(tree_raw, "tenants/prod/b.yaml") is None
+
+    # Stored as a pack in another repository, git reads back every object the same.
+    subprocess.run(["git", "init", "--quiet", str(tmp_path / "other")], check=True)
+    pack_dir = tmp_path / "other" / ".git" / "objects" / "pack"
+    pack = batch.write_pack(pack_dir)
+    assert pack is not None and pack.with_suffix(".idx").exists()
+    git(tmp_path / "other", "verify-pack", str(pack.with_suffix(".idx")))
+    for raw, (_, data) in batch.objects.items():
+        kind = git(tmp_path / "other", "cat-file", "-t", raw.hex()).strip()
+        shown = subprocess.run(
+            ["git", "cat-file", kind, raw.hex()], cwd=tmp_path / "other", capture_output=True, check=True
+        ).stdout
+        assert shown == data
+    assert not list(pack_dir.glob("tmp_pack_*"))
+
+
+KILLED_WRITER = """
+import os, sys
+from pathlib import Path
+from tenancy.service.core import git_pack
+from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository
+
+write_pack = git_pack.ObjectBatch.write_pack
+
+def write_then_die(self, pack_dir):
+    written = write_pack(self, pack_dir)
+    os._exit(9)  # killed after the pack is stored, before the branch names it
+
+git_pack.ObjectBatch.write_pack = write_then_die
+repository = TenantRepository(Path(sys.argv[1]))
+repository.ensure()
+repository.write("dev", "acme", {"name": "acme", "v": 2}, author=GitAuthor("b", "b@x.example"), message="v2")
+"""
+
+
+def test_a_kill_between_the_pack_and_the_branch_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    repository = TenantRepository(root)
+    repository.ensure()
+    author = GitAuthor("a", "a@x.example")
+    acknowledged = repository.write("dev", "acme", {"name": "acme", "v": 1}, author=author, message="v1")
+    packs = set((root / ".git" / "objects" / "pack").glob("*.pack"))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(root)], env=env, check=False)
+    assert killed.returncode == 9
+    assert set((root / ".git" / "objects" / "pack").glob("*.pack")) > packs  # the pack was stored
+
+    restarted = TenantRepository(root)
+    restarted.ensure()
+    assert restarted.head() == acknowledged  # the branch never named the unacknowledged commit
+    assert restarted.read("dev", "acme") == {"name": "acme", "v": 1}
+    assert git(root, "fsck", "--strict", "--no-dangling", "--no-progress") == ""
+    assert git(root, "status", "--porcelain") == ""
+    again = restarted.write("dev", "acme", {"name": "acme", "v": 2}, author=author, message="v2")
+    assert again is not None and restarted.read("dev", "acme") == {"name": "acme", "v": 2}
+    assert [commit.subject for commit in restarted.history("dev", "acme")] == ["v2", "v1"]
