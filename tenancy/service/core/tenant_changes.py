@@ -40,7 +40,7 @@ from tenancy.service.core.write_lock import TenantWriteLock
 from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.platform import PlatformConfig
-from tenancy.spec.tenant import Groups, KeyRotation, TenantSpec, parse_tenant, resolve
+from tenancy.spec.tenant import Groups, KeyRotation, Tenant, TenantSpec, parse_tenant, resolve
 
 log = logging.getLogger("tenancy.service")
 
@@ -75,6 +75,7 @@ def spec_issues_details(error: SpecError) -> list[dict[str, str]]:
 
 
 _ACTIVE = (OperationStatus.queued, OperationStatus.running)
+_RESOLVED_CACHE_ENTRIES = 4096
 
 
 class TenantChanges:
@@ -95,6 +96,7 @@ class TenantChanges:
         self.write_lock = write_lock
         self.api_keys = api_keys
         self.self_service_plans = self_service_plans
+        self._resolved: dict[tuple[str, str, str], Tenant] = {}  # (blob, environment, file) -> resolved
 
     def display_file(self, stack: StackRef) -> str:
         return f"{self.repository.tenants_dir.name}/{stack.environment}/{stack.tenant}.yaml"
@@ -344,16 +346,30 @@ class TenantChanges:
                 )
         return refused
 
-    def _check_fixed_volumes(self, stack: StackRef, current: dict[str, Any] | None, spec: TenantSpec) -> None:
+    def _check_fixed_volumes(
+        self,
+        stack: StackRef,
+        current: dict[str, Any] | None,
+        spec: TenantSpec,
+        *,
+        blob: str | None = None,
+    ) -> None:
         """Refuse changes the tenant's volumes cannot follow, and Qdrant scale-downs (422, naming the
-        value to keep)."""
+        value to keep). ``blob``: the git blob ``current`` was read from (its resolution is cached)."""
         if current is None:
             return
         file = self.display_file(stack)
-        try:
-            before = resolve(parse_tenant(current, file=file), stack.environment)
-        except SpecError:
-            return  # the file in git is already invalid: nothing was applied from it to protect
+        key = (blob, stack.environment, file) if blob is not None else None
+        before = self._resolved.get(key) if key is not None else None
+        if before is None:
+            try:
+                before = resolve(parse_tenant(current, file=file), stack.environment)
+            except SpecError:
+                return  # the file in git is already invalid: nothing was applied from it to protect
+            if key is not None:  # the same file resolves the same: once per version, not per write
+                if len(self._resolved) >= _RESOLVED_CACHE_ENTRIES:
+                    self._resolved.clear()
+                self._resolved[key] = before
         platform = self.platform_of(stack.environment)
         issues = refused_change_issues(
             before,
@@ -429,7 +445,8 @@ class TenantChanges:
         try:
             with self.write_lock.hold(stack):
                 self.repository.sync()
-                current = self.repository.read(stack.environment, stack.tenant)
+                found = self.repository.file(stack.environment, stack.tenant)
+                current = copy.deepcopy(found.document) if found is not None else None
                 if create_only and current is not None:
                     raise ServiceError(
                         "precondition_failed",
@@ -438,10 +455,10 @@ class TenantChanges:
                 self._check_precondition(stack, if_match)
                 spec = self.keep_key_rotation(stack, current, build(current))
                 self._check_platform_fields(stack, principal, current, spec)
-                self._check_fixed_volumes(stack, current, spec)
+                self._check_fixed_volumes(stack, current, spec, blob=found.blob if found else None)
                 document = spec.to_document()
                 verb = "Create" if current is None else "Update"
-                commit = self.repository.write(
+                commit, written = self.repository.write_file(
                     stack.environment,
                     stack.tenant,
                     document,
@@ -449,7 +466,7 @@ class TenantChanges:
                     message=f"{verb} tenant {stack.name}\n\nRequested-by: {principal.actor}",
                 )
                 operation = self._submit(stack, OperationKind.up, document, principal, commit)
-                etag = self.current_etag(stack)
+                etag = written.etag  # the file as committed (or as it already was: unchanged)
         except ConflictError as error:
             raise _conflict_with_repository(stack, error) from None
         except RepositoryError as error:

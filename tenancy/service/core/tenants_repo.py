@@ -617,15 +617,25 @@ class TenantRepository:
     ) -> str | None:
         """Commit the tenant's file (and push it); return the commit, or None when nothing changed.
         Callers hold the tenant (``locked``) so the file they read is the one they replace."""
+        return self.write_file(environment, name, document, author=author, message=message)[0]
+
+    def write_file(
+        self, environment: str, name: str, document: dict[str, Any], *, author: GitAuthor, message: str
+    ) -> tuple[str | None, TenantFile]:
+        """``write``, also returning the file as committed (its text and ETag): what a read of it
+        right after would give, without reading it."""
         text = dump_document(document)
         content = text.encode("utf-8")
         # Stored with the group's commits, in its pack: only its id is needed before that.
         blob = pygit2.Oid(raw=git_pack.object_id(git_pack.BLOB, content))
-        if blob not in self._parsed:  # the next read of this file needs no YAML parse
-            self._parsed[blob] = TenantFile(str(blob), text, parse_document(text), etag_of(text))
-        return self._change(
+        written = self._parsed.get(blob)
+        if written is None:  # the next read of this file needs no YAML parse
+            written = TenantFile(str(blob), text, parse_document(text), etag_of(text))
+            self._parsed[blob] = written
+        commit = self._change(
             self._relative(environment, name), blob, author=author, message=message, content=content
         )
+        return commit, written
 
     def delete(self, environment: str, name: str, *, author: GitAuthor, message: str) -> str | None:
         return self._change(self._relative(environment, name), None, author=author, message=message)
