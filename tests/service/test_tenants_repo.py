@@ -338,3 +338,23 @@ def test_a_branch_in_packed_refs_moves_and_a_moved_branch_is_built_upon(tmp_path
     assert git(repository.root, "rev-parse", "main~1").strip() == moved
     assert repository.read("dev", "beta") == {"name": "beta"}
     assert repository.read("dev", "acme") == {"name": "acme", "v": 3}
+
+
+def test_a_written_file_reads_back_as_parsing_it_would(tmp_path: Path) -> None:
+    """The cache takes a written file's values from the document, not from parsing what was dumped:
+    both must agree, for strings that look like other YAML types too."""
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    document = {
+        "name": "acme",
+        "displayName": "2024-01-01",
+        "strings": ["yes", "1.0", "0o17", "null", "~", "1e3", ".inf", "Zoë: ü # no comment", "a\nb  "],
+        "numbers": [1.5, 10**20, 1e-7, 2.0, -0.0, 7],
+        "flags": {"on": True, "off": False, "none": None},
+    }
+    _, written = repository.write_file(
+        "dev", "acme", document, author=GitAuthor("a", "a@x.example"), message="Create tenant dev.acme"
+    )
+    assert written.document == tenants_repo.parse_document(written.text) == document
+    repository._parsed.clear()
+    assert repository.read("dev", "acme") == document
