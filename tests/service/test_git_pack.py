@@ -88,7 +88,7 @@ def test_a_batch_builds_byte_for_byte_the_objects_libgit2_builds(tmp_path: Path)
 KILLED_WRITER = """
 import os, sys
 from pathlib import Path
-from tenancy.service.core import git_pack
+from tenancy.service.core import git_pack, tenants_repo
 from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository
 
 write_pack = git_pack.ObjectBatch.write_pack
@@ -98,6 +98,7 @@ def write_then_die(self, pack_dir):
     os._exit(9)  # killed after the pack is stored, before the branch names it
 
 git_pack.ObjectBatch.write_pack = write_then_die
+tenants_repo._PACK_FROM_CHANGES = 1  # this group of one change is a pack too
 repository = TenantRepository(Path(sys.argv[1]))
 repository.ensure()
 repository.write("dev", "acme", {"name": "acme", "v": 2}, author=GitAuthor("b", "b@x.example"), message="v2")

@@ -58,6 +58,7 @@ _PUSH_ATTEMPTS = 12
 _HEALTH_CACHE_SECONDS = 5.0  # /readyz is unauthenticated: at most one check per this interval
 _PARSED_CACHE_ENTRIES = 20_000
 _PACKS_BEFORE_MERGE = 32  # one pack per group of commits; lookups scan every pack
+_PACK_FROM_CHANGES = 3  # smaller groups are stored as loose objects
 _CREATION_HEADS_KEPT = 4096
 _UNSAFE_IN_IDENTITY = re.compile(r"[<>\n\r\0]")
 _CREDENTIALS_IN_URL = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
@@ -925,10 +926,17 @@ class TenantRepository:
         if not built or parent is None:
             return None, built
         try:
-            batch.write_pack(self.git_dir / "objects" / "pack")
-        except OSError as error:
+            if len(built) < _PACK_FROM_CHANGES:
+                # A pack per change (one tenant written by everyone, a quiet service) would pile up
+                # packs, and every lookup scans them: small groups stay loose objects, as git does.
+                odb = repo.odb
+                for kind, data in batch.objects.values():
+                    odb.write(kind, data)
+            else:
+                batch.write_pack(self.git_dir / "objects" / "pack")
+                self._packs_written += 1
+        except (pygit2.GitError, OSError) as error:
             raise self._failed("storing the tenant files failed", redact(str(error))) from None
-        self._packs_written += 1
         return pygit2.Oid(raw=parent), built
 
     def _push(self, tip: pygit2.Oid) -> None:
