@@ -191,7 +191,9 @@ class SqliteOperationQueue:
     ) -> Operation:
         kind = OperationKind(kind)
         operation_id = uuid.uuid4().hex
-        now = self._clock()
+        now = float(self._clock())
+        spec_json = None if spec is None else json.dumps(spec)
+        params_json = None if params is None else json.dumps(params)
         with self._write() as db:
             db.execute(
                 "INSERT INTO operations"
@@ -205,41 +207,54 @@ class SqliteOperationQueue:
                     kind.value,
                     requested_by,
                     now,
-                    None if spec is None else json.dumps(spec),
+                    spec_json,
                     incarnation,
-                    None if params is None else json.dumps(params),
+                    params_json,
                 ),
             )
             replaced = SUPERSEDES[kind]
-            superseded = (
-                [
-                    row["id"]
-                    for row in db.execute(
-                        f"SELECT id FROM operations AS o WHERE environment = ? AND tenant = ?"
-                        f" AND status = 'queued' AND id != ? AND kind IN ({','.join('?' * len(replaced))})"
-                        # never across a queued destroy: what was asked before it runs before it
-                        " AND position > COALESCE((SELECT MAX(d.position) FROM operations AS d"
-                        " WHERE d.environment = o.environment AND d.tenant = o.tenant"
-                        " AND d.status = 'queued' AND d.kind = 'destroy'), 0)",
-                        (stack.environment, stack.tenant, operation_id, *replaced),
-                    )
-                ]
-                if replaced
-                else []
-            )
-            for old_id in superseded:
+            if replaced:
+                # The queued operations of the same kinds on the stack, never across a queued destroy
+                # (what was asked before it runs before it).
+                replaceable = (
+                    "environment = ? AND tenant = ? AND status = 'queued' AND id != ?"
+                    f" AND kind IN ({','.join('?' * len(replaced))})"
+                    " AND position > COALESCE((SELECT MAX(d.position) FROM operations AS d"
+                    " WHERE d.environment = ? AND d.tenant = ? AND d.status = 'queued'"
+                    " AND d.kind = 'destroy'), 0)"
+                )
+                chosen = (
+                    stack.environment,
+                    stack.tenant,
+                    operation_id,
+                    *replaced,
+                    stack.environment,
+                    stack.tenant,
+                )
+                # Whatever a replaced operation had replaced now points at the newest: one hop to the
+                # operation that will apply the caller's change. Then the replaced ones themselves.
+                db.execute(
+                    "UPDATE operations SET superseded_by = ? WHERE superseded_by IN"
+                    f" (SELECT id FROM operations WHERE {replaceable})",
+                    (operation_id, *chosen),
+                )
                 db.execute(
                     "UPDATE operations SET status = 'superseded', superseded_by = ?, finished_at = ?"
-                    " WHERE id = ?",
-                    (operation_id, now, old_id),
+                    f" WHERE {replaceable}",
+                    (operation_id, now, *chosen),
                 )
-                # Whatever the replaced operation had replaced now points at the newest: one hop to the
-                # operation that will apply the caller's change.
-                db.execute(
-                    "UPDATE operations SET superseded_by = ? WHERE superseded_by = ?", (operation_id, old_id)
-                )
-            row = db.execute("SELECT * FROM operations WHERE id = ?", (operation_id,)).fetchone()
-        return _operation(row)
+        # What a read of the row gives, without reading it (the spec and params decoded afresh).
+        return Operation(
+            id=operation_id,
+            stack=StackRef(stack.environment, stack.tenant),
+            kind=kind,
+            status=OperationStatus.queued,
+            requested_by=requested_by,
+            created_at=now,
+            spec=None if spec_json is None else json.loads(spec_json),
+            incarnation=incarnation,
+            params=None if params_json is None else json.loads(params_json),
+        )
 
     def get(self, operation_id: str) -> Operation | None:
         row = self._db().execute("SELECT * FROM operations WHERE id = ?", (operation_id,)).fetchone()
