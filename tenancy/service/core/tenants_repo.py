@@ -192,6 +192,7 @@ class TenantRepository:
         self._packs_written = 0  # since git last merged packs (``_merge_packs``)
         self._merging: threading.Thread | None = None
         self._maintenance = threading.Lock()  # one git gc or repack at a time
+        self._packs_generation = 0  # one more each time git may have removed packs
         self._view_delay = view_delay_seconds
         self._view_behind = threading.Event()
         self._view_thread: threading.Thread | None = None
@@ -473,6 +474,7 @@ class TenantRepository:
                 )  # fmt: skip
             except RepositoryError as error:
                 _log.warning("packing the tenants repository's loose objects failed: %s", error)
+            self._packs_generation += 1
 
     def _merge_packs_when_many(self) -> None:
         """Every ``_PACKS_BEFORE_MERGE`` packs of our own, let git merge the small ones (a geometric
@@ -492,6 +494,7 @@ class TenantRepository:
                 self._run("repack", "-d", "-q", "--geometric=2")
             except RepositoryError as error:  # lookups only get slower; the next merge tries again
                 _log.warning("merging the tenants repository's packs failed: %s", error)
+            self._packs_generation += 1
 
     def head(self) -> str | None:
         tip = self._tip()
@@ -499,12 +502,16 @@ class TenantRepository:
 
     def _git(self) -> pygit2.Repository:
         repo: pygit2.Repository | None = getattr(self._local, "repo", None)
-        if repo is None:
+        if repo is None or self._local.packs != self._packs_generation:
+            # Opened afresh after git merged or removed packs: libgit2 keeps every pack a repository
+            # object has used open (descriptor and mapping) for as long as that object lives, removed
+            # from disk or not.
+            generation = self._packs_generation
             try:
                 repo = pygit2.Repository(str(self.git_dir))
             except pygit2.GitError as error:
                 raise RepositoryError(f"cannot open the tenants repository: {redact(str(error))}") from None
-            self._local.repo = repo
+            self._local.repo, self._local.packs = repo, generation
         return repo
 
     def _tip(self) -> pygit2.Oid | None:
