@@ -897,6 +897,8 @@ class TenantRepository:
     ) -> tuple[pygit2.Oid | None, list[tuple[_Change, str]]]:
         """A chain of commits on ``base``, one per change that still applies, each under its author,
         stored as one pack (before anything names them)."""
+        if sum(1 for change in group if not change.done) < _PACK_FROM_CHANGES:
+            return self._build_loose(repo, base, group, committer)
 
         def read(raw: bytes) -> bytes:
             return repo[pygit2.Oid(raw=raw)].read_raw()
@@ -933,18 +935,45 @@ class TenantRepository:
         if not built or parent is None:
             return None, built
         try:
-            if len(built) < _PACK_FROM_CHANGES:
-                # A pack per change (one tenant written by everyone, a quiet service) would pile up
-                # packs, and every lookup scans them: small groups stay loose objects, as git does.
-                odb = repo.odb
-                for kind, data in batch.objects.values():
-                    odb.write(kind, data)
-            else:
-                batch.write_pack(self.git_dir / "objects" / "pack")
-                self._packs_written += 1
+            batch.write_pack(self.git_dir / "objects" / "pack")
+        except OSError as error:
+            raise self._failed("storing the tenant files failed", redact(str(error))) from None
+        self._packs_written += 1
+        return pygit2.Oid(raw=parent), built
+
+    def _build_loose(
+        self, repo: pygit2.Repository, base: pygit2.Oid | None, group: list[_Change], committer: Any
+    ) -> tuple[pygit2.Oid | None, list[tuple[_Change, str]]]:
+        """``_build`` for a group of one or two changes, with libgit2's loose objects: a pack per
+        change (one tenant written by everyone, a quiet service) would pile up packs that every lookup
+        scans, and libgit2 builds a lone commit faster than Python does."""
+        parent = base
+        tree = repo[base].tree.id if base is not None else repo.TreeBuilder().write()
+        built: list[tuple[_Change, str]] = []
+        try:
+            for change in group:
+                if change.done:
+                    continue
+                current = _blob_at(repo[tree], change.path)  # type: ignore[arg-type]
+                if current != change.expected:
+                    change.error = ConflictError(
+                        f"{change.path} changed while this change was being written; read it again and retry"
+                    )
+                    change.done = True
+                    continue
+                blob = change.blob
+                if change.content is not None:
+                    blob = repo.create_blob(change.content)
+                new_tree = _edit_tree(repo, tree, change.path.split("/"), blob)
+                author = _signature(change.author.name, change.author.email, "GIT_AUTHOR_DATE")
+                parent = repo.create_commit(
+                    None, author, committer, change.message, new_tree, [parent] if parent is not None else []
+                )
+                tree = new_tree
+                built.append((change, str(parent)))
         except (pygit2.GitError, OSError) as error:
             raise self._failed("storing the tenant files failed", redact(str(error))) from None
-        return pygit2.Oid(raw=parent), built
+        return (parent if built else None), built
 
     def _push(self, tip: pygit2.Oid) -> None:
         try:
