@@ -46,7 +46,7 @@ def validate(
             typer.echo(f"{len(error.issues)} problem(s) in {tenants}", err=True)
         raise typer.Exit(exit_codes.INVALID_INPUT) from None
     if as_json:
-        files = [{"environment": f.environment, "name": f.spec.name, "file": str(f.path)} for f in tree.files]
+        files = [{"environment": f.environment, "name": f.name, "file": str(f.path)} for f in tree.files]
         typer.echo(json.dumps({"valid": True, "tenants": files}, indent=2))
     else:
         typer.echo(f"{len(tree.files)} tenant file(s) valid in {tenants}")

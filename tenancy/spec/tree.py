@@ -25,15 +25,47 @@ ENVIRONMENTS = ("dev", "prod")
 _IGNORED_SUFFIXES = (".md",)
 
 
-@dataclass(frozen=True)
 class TenantFile:
-    environment: str
-    path: Path
-    spec: TenantSpec
+    """One valid tenant file: its environment, path, tenant name and ``spec``.
+
+    A file that a forked check worker validated (big trees, ``_check_files``) arrives with the
+    worker's document and name instead of a spec: the spec is that document validated again here,
+    on first use (the same document gives the same spec). ``tenantctl validate`` needs only names,
+    so it never pays for a file's check twice; a command that reads specs pays what it paid before.
+    """
+
+    __slots__ = ("_document", "_spec", "environment", "name", "path")
+
+    def __init__(
+        self,
+        environment: str,
+        path: Path,
+        spec: TenantSpec | None = None,
+        *,
+        name: str | None = None,
+        document: Any = None,
+    ) -> None:
+        if spec is None and name is None:
+            raise ValueError("a TenantFile needs its spec, or a checked document and its name")
+        self.environment = environment
+        self.path = path
+        self.name: str = spec.name if spec is not None else name  # type: ignore[assignment]
+        self._spec = spec
+        self._document = document
+
+    @property
+    def spec(self) -> TenantSpec:
+        if self._spec is None:
+            self._spec = TenantSpec.model_validate(self._document)
+            self._document = None
+        return self._spec
 
     @property
     def tenant(self) -> Tenant:
         return resolve(self.spec, self.environment)
+
+    def __repr__(self) -> str:
+        return f"TenantFile(environment={self.environment!r}, path={self.path!r}, name={self.name!r})"
 
 
 @dataclass
@@ -46,7 +78,7 @@ class TenantTree:
 
     def get(self, environment: str, name: str) -> TenantFile:
         for tenant_file in self.files:
-            if tenant_file.environment == environment and tenant_file.spec.name == name:
+            if tenant_file.environment == environment and tenant_file.name == name:
                 return tenant_file
         raise KeyError(f"no tenant {name!r} in {self.root / environment}")
 
@@ -79,12 +111,14 @@ def _check_file(path: Path | str, shown: str) -> tuple[Any, TenantSpec]:
 
 
 def _check_chunk(chunk: list[tuple[str, str]]) -> list[tuple[bool, Any]]:
-    """In a worker: (True, document) for each valid file, (False, its issues) for the others. The
-    document, not the spec, goes back: pickling a spec costs more than validating it again."""
+    """In a worker: (True, (name, document)) for each valid file, (False, its issues) for the others.
+    The document, not the spec, goes back: pickling a spec costs more than validating it again, which
+    only a command that reads the spec does (``TenantFile.spec``)."""
     checked: list[tuple[bool, Any]] = []
     for path, shown in chunk:
         try:
-            checked.append((True, _check_file(path, shown)[0]))
+            document, spec = _check_file(path, shown)
+            checked.append((True, (spec.name, document)))
         except SpecError as error:
             checked.append((False, error.issues))
     return checked
@@ -111,14 +145,15 @@ def _worker_count(files: int) -> int:
         return os.cpu_count() or 1
 
 
-_SHIPPED_COST = 0.2
+_SHIPPED_COST = 0.12
 
 
-def _check_files(files: list[tuple[str, str]], workers: int) -> list[TenantSpec | list[SpecIssue]]:
+def _check_files(files: list[tuple[str, str]], workers: int) -> list[_Checked]:
     """Each file's spec or issues, in order. With several workers this process checks the first
     files while forked processes check the others (the imports are done, so a fork starts in
-    milliseconds) and send back each valid file's document, which this process validates again to
-    get its spec (same document, same spec; pickling a spec costs more than that). The garbage
+    milliseconds) and send back each valid file's name and document, from which ``TenantFile``
+    validates its spec again only if a command reads it (same document, same spec; pickling a spec
+    costs more than that). The garbage
     collector is paused meanwhile: each file leaves its spec alive, so every collection went through
     all the earlier ones for nothing (a tenth of the time); the few cycles left behind are collected
     when it resumes."""
@@ -130,9 +165,10 @@ def _check_files(files: list[tuple[str, str]], workers: int) -> list[TenantSpec 
         import multiprocessing  # only big trees need it
         from concurrent.futures import ProcessPoolExecutor
 
-        # This process's share: what leaves it as busy as each worker, counting the documents it
-        # validates again and its start-up of the pool as a fifth of a check each (measured here:
-        # bench_validate gives the CPU of this process and of the workers apart).
+        # This process's share: what leaves it as busy as each worker, counting what a shipped file
+        # costs it (its document unpickled, its TenantFile built, the walk) and its start-up of the
+        # pool as about an eighth of a check each (measured here: bench_validate gives the CPU of
+        # this process and of the workers apart).
         per_worker = 1 / (workers - 1)
         own = max(0, int(len(files) * (per_worker - _SHIPPED_COST) / (per_worker + 1 - _SHIPPED_COST)))
         rest = files[own:]
@@ -145,16 +181,27 @@ def _check_files(files: list[tuple[str, str]], workers: int) -> list[TenantSpec 
         )
         try:
             pending = [pool.submit(_check_chunk, chunk) for chunk in chunks]
-            results = [_checked(path, shown) for path, shown in files[:own]]
+            results: list[_Checked] = [_checked(path, shown) for path, shown in files[:own]]
             for future in pending:
                 for valid, payload in future.result():
-                    results.append(TenantSpec.model_validate(payload) if valid else payload)
+                    results.append(_Shipped(*payload) if valid else payload)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return results
     finally:
         if collecting:
             gc.enable()
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    """A file a worker found valid: its tenant name and document."""
+
+    name: str
+    document: Any
+
+
+_Checked = TenantSpec | _Shipped | list[SpecIssue]
 
 
 def _checked(path: str, shown: str) -> TenantSpec | list[SpecIssue]:
@@ -164,14 +211,13 @@ def _checked(path: str, shown: str) -> TenantSpec | list[SpecIssue]:
         return error.issues
 
 
-def _file_name_issue(spec: TenantSpec, path: Path, shown: str) -> SpecIssue | None:
-    if spec.name == path.stem:
+def _file_name_issue(name: str, path: Path, shown: str) -> SpecIssue | None:
+    if name == path.stem:
         return None
     return SpecIssue(
         shown,
         "name",
-        f"is {spec.name!r} but the file is named {path.name}; "
-        f"rename the file to {spec.name}.yaml or fix the name",
+        f"is {name!r} but the file is named {path.name}; rename the file to {name}.yaml or fix the name",
     )
 
 
@@ -274,14 +320,17 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
             issues.extend(result)
             continue
         environment, path = paths[item]
-        tree.files.append(TenantFile(environment=environment, path=path, spec=result))
+        if isinstance(result, _Shipped):
+            tree.files.append(TenantFile(environment, path, name=result.name, document=result.document))
+        else:
+            tree.files.append(TenantFile(environment, path, result))
         shown_of.append(to_check[item][1])
 
     duplicates = _duplicates(tree, root)
     issues.extend(duplicates)
     duplicated = {issue.file for issue in duplicates}
     for tenant_file, shown in zip(tree.files, shown_of, strict=True):
-        if shown not in duplicated and (issue := _file_name_issue(tenant_file.spec, tenant_file.path, shown)):
+        if shown not in duplicated and (issue := _file_name_issue(tenant_file.name, tenant_file.path, shown)):
             issues.append(issue)
     if issues:
         raise SpecError(issues)
@@ -292,14 +341,14 @@ def _duplicates(tree: TenantTree, root: Path) -> list[SpecIssue]:
     seen: dict[tuple[str, str], TenantFile] = {}
     issues = []
     for tenant_file in tree.files:
-        key = (tenant_file.environment, tenant_file.spec.name)
+        key = (tenant_file.environment, tenant_file.name)
         if key in seen:
             first = _display(seen[key].path, root)
             issues.append(
                 SpecIssue(
                     _display(tenant_file.path, root),
                     "name",
-                    f"tenant {tenant_file.spec.name!r} is already defined in {first}",
+                    f"tenant {tenant_file.name!r} is already defined in {first}",
                 )
             )
         else:

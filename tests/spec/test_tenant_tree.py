@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tenancy.spec.errors import SpecError
+from tenancy.spec.tenant import TenantSpec
 from tenancy.spec.tree import load_tenants
 from tests.conftest import PROJECT_DIR
 
@@ -220,7 +221,41 @@ def test_forked_workers_find_what_one_process_finds(tmp_path: Path, monkeypatch:
     forked = {name: _outcome(tmp_path / name) for name in ("mixed", "valid")}
     assert forked == serial
     files = [(str(path), path.name) for path in sorted((tmp_path / "mixed").rglob("*.yaml"))]
-    assert tree_module._check_files(files, 3) == tree_module._check_files(files, 1)
+
+    def specs(results: list[Any]) -> list[Any]:
+        shipped = tree_module._Shipped
+        return [TenantSpec.model_validate(r.document) if isinstance(r, shipped) else r for r in results]
+
+    assert specs(tree_module._check_files(files, 3)) == tree_module._check_files(files, 1)
+
+
+def test_files_a_worker_checked_are_validated_here_only_when_their_spec_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tenantctl validate reads names only: the documents workers send back are not validated a second
+    time in this process unless a command reads a spec, and then give the spec one process gives."""
+    from tenancy.spec import tree as tree_module
+
+    for index in range(60):
+        write(tmp_path, f"dev/t{index:03d}.yaml", GOOD.format(name=f"t{index:03d}"))
+    serial = load_tenants(tmp_path)
+    monkeypatch.setattr(tree_module, "_worker_count", lambda files: 2)
+    validated: list[Any] = []
+    model_validate = TenantSpec.model_validate
+    monkeypatch.setattr(
+        TenantSpec, "model_validate", lambda data: validated.append(data) or model_validate(data)
+    )
+    forked = load_tenants(tmp_path)
+    loaded = len(validated)  # this process's own share, if parse_tenant goes through model_validate
+
+    assert [f.name for f in forked.files] == [f.name for f in serial.files]
+    assert forked.get("dev", "t059").path == serial.get("dev", "t059").path
+    assert len(validated) == loaded  # names, duplicates and file names read no spec
+    assert [f.spec for f in forked.files] == [f.spec for f in serial.files]
+    read = len(validated)
+    assert 0 < read - loaded < 60  # the workers' files
+    assert [f.spec for f in forked.files] == [f.spec for f in serial.files]
+    assert len(validated) == read  # once each
 
 
 def test_the_worker_count_follows_the_tree_size_and_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,7 +294,7 @@ def test_a_worker_that_dies_fails_the_check_instead_of_hanging(
 
 
 def test_many_workers_leave_this_process_at_most_its_share(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With 7 or more workers a fifth of a check per shipped file is more than a worker's share: this
+    """With 7 or more workers the cost of a shipped file can exceed a worker's share: this
     process's share must not go negative (files[:-n] made it check nearly every file itself)."""
     import os
 
