@@ -29,12 +29,12 @@ class TenantFile:
     """One valid tenant file: its environment, path, tenant name and ``spec``.
 
     A file that a forked check worker validated (big trees, ``_check_files``) arrives with the
-    worker's document and name instead of a spec: the spec is that document validated again here,
-    on first use (the same document gives the same spec). ``tenantctl validate`` needs only names,
+    worker's text and name instead of a spec: the spec is that text parsed and validated again here,
+    on first use (the same text gives the same spec). ``tenantctl validate`` needs only names,
     so it never pays for a file's check twice; a command that reads specs pays what it paid before.
     """
 
-    __slots__ = ("_document", "_spec", "environment", "name", "path")
+    __slots__ = ("_spec", "_text", "environment", "name", "path")
 
     def __init__(
         self,
@@ -43,21 +43,21 @@ class TenantFile:
         spec: TenantSpec | None = None,
         *,
         name: str | None = None,
-        document: Any = None,
+        text: str | None = None,
     ) -> None:
         if spec is None and name is None:
-            raise ValueError("a TenantFile needs its spec, or a checked document and its name")
+            raise ValueError("a TenantFile needs its spec, or a checked file's text and its name")
         self.environment = environment
         self.path = path
         self.name: str = spec.name if spec is not None else name  # type: ignore[assignment]
         self._spec = spec
-        self._document = document
+        self._text = text
 
     @property
     def spec(self) -> TenantSpec:
         if self._spec is None:
-            self._spec = TenantSpec.model_validate(self._document)
-            self._document = None
+            self._spec = TenantSpec.model_validate(load_yaml(self._text or ""))
+            self._text = None
         return self._spec
 
     @property
@@ -95,11 +95,12 @@ def read_tenant_file(path: Path, *, environment: str, display: str | None = None
     return _check_file(path, display or str(path))[1]
 
 
-def _check_file(path: Path | str, shown: str) -> tuple[Any, TenantSpec]:
-    """The file's document and its spec; SpecError names the file, field and reason."""
+def _check_file(path: Path | str, shown: str) -> tuple[str, TenantSpec]:
+    """The file's text and its spec; SpecError names the file, field and reason."""
     try:
         with open(path, encoding="utf-8") as file:  # what Path.read_text does
-            data = load_yaml(file.read())
+            text = file.read()
+        data = load_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -107,18 +108,19 @@ def _check_file(path: Path | str, shown: str) -> tuple[Any, TenantSpec]:
         raise SpecError([SpecIssue(shown, "", f"{where}{problem}")]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError([SpecIssue(shown, "", f"cannot be read: {error.__class__.__name__}")]) from None
-    return data, parse_tenant(data, file=shown)
+    return text, parse_tenant(data, file=shown)
 
 
 def _check_chunk(chunk: list[tuple[str, str]]) -> list[tuple[bool, Any]]:
-    """In a worker: (True, (name, document)) for each valid file, (False, its issues) for the others.
-    The document, not the spec, goes back: pickling a spec costs more than validating it again, which
-    only a command that reads the spec does (``TenantFile.spec``)."""
+    """In a worker: (True, (name, text)) for each valid file, (False, its issues) for the others. The
+    text, not the spec or the document, goes back: pickling a spec costs more than parsing and
+    validating it again, which only a command that reads the spec does (``TenantFile.spec``), and a
+    string pickles in one copy where a document's nested values are pickled one by one."""
     checked: list[tuple[bool, Any]] = []
     for path, shown in chunk:
         try:
-            document, spec = _check_file(path, shown)
-            checked.append((True, (spec.name, document)))
+            text, spec = _check_file(path, shown)
+            checked.append((True, (spec.name, text)))
         except SpecError as error:
             checked.append((False, error.issues))
     return checked
@@ -151,8 +153,8 @@ _SHIPPED_COST = 0.12
 def _check_files(files: list[tuple[str, str]], workers: int) -> list[_Checked]:
     """Each file's spec or issues, in order. With several workers this process checks the first
     files while forked processes check the others (the imports are done, so a fork starts in
-    milliseconds) and send back each valid file's name and document, from which ``TenantFile``
-    validates its spec again only if a command reads it (same document, same spec; pickling a spec
+    milliseconds) and send back each valid file's name and text, from which ``TenantFile``
+    builds its spec again only if a command reads it (same text, same spec; pickling a spec
     costs more than that). The garbage
     collector is paused meanwhile: each file leaves its spec alive, so every collection went through
     all the earlier ones for nothing (a tenth of the time); the few cycles left behind are collected
@@ -166,7 +168,7 @@ def _check_files(files: list[tuple[str, str]], workers: int) -> list[_Checked]:
         from concurrent.futures import ProcessPoolExecutor
 
         # This process's share: what leaves it as busy as each worker, counting what a shipped file
-        # costs it (its document unpickled, its TenantFile built, the walk) and its start-up of the
+        # costs it (its text unpickled, its TenantFile built, the walk) and its start-up of the
         # pool as about an eighth of a check each (measured here: bench_validate gives the CPU of
         # this process and of the workers apart).
         per_worker = 1 / (workers - 1)
@@ -195,10 +197,10 @@ def _check_files(files: list[tuple[str, str]], workers: int) -> list[_Checked]:
 
 @dataclass(frozen=True)
 class _Shipped:
-    """A file a worker found valid: its tenant name and document."""
+    """A file a worker found valid: its tenant name and text."""
 
     name: str
-    document: Any
+    text: str
 
 
 _Checked = TenantSpec | _Shipped | list[SpecIssue]
@@ -321,7 +323,7 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
             continue
         environment, path = paths[item]
         if isinstance(result, _Shipped):
-            tree.files.append(TenantFile(environment, path, name=result.name, document=result.document))
+            tree.files.append(TenantFile(environment, path, name=result.name, text=result.text))
         else:
             tree.files.append(TenantFile(environment, path, result))
         shown_of.append(to_check[item][1])

@@ -10,6 +10,7 @@ import pytest
 from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import TenantSpec
 from tenancy.spec.tree import load_tenants
+from tenancy.spec.yaml_loading import load_yaml
 from tests.conftest import PROJECT_DIR
 
 GOOD = "name: {name}\nowners: [a@example.com]\nplan: small\n"
@@ -224,7 +225,9 @@ def test_forked_workers_find_what_one_process_finds(tmp_path: Path, monkeypatch:
 
     def specs(results: list[Any]) -> list[Any]:
         shipped = tree_module._Shipped
-        return [TenantSpec.model_validate(r.document) if isinstance(r, shipped) else r for r in results]
+        return [
+            TenantSpec.model_validate(load_yaml(r.text)) if isinstance(r, shipped) else r for r in results
+        ]
 
     assert specs(tree_module._check_files(files, 3)) == tree_module._check_files(files, 1)
 
