@@ -56,8 +56,9 @@ class TenantFile:
     @property
     def spec(self) -> TenantSpec:
         if self._spec is None:
-            self._spec = TenantSpec.model_validate(load_yaml(self._text or ""))
-            self._text = None
+            # The text is kept: a thread reading the spec at the same time builds the same one.
+            assert self._text is not None  # __init__ is given one of the two
+            self._spec = TenantSpec.model_validate(load_yaml(self._text))
         return self._spec
 
     @property

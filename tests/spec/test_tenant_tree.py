@@ -314,3 +314,18 @@ def test_many_workers_leave_this_process_at_most_its_share(monkeypatch: pytest.M
     files = [(f"/nonexistent/t{index}.yaml", f"t{index}.yaml") for index in range(150)]
     assert tree_module._check_files(files, 8) == [checked(path, shown) for path, shown in files]
     assert len(here) <= len(files) // 8
+
+
+def test_threads_reading_a_lazy_spec_at_once_all_get_it() -> None:
+    """A worker-checked file builds its spec on first read; threads racing on that read each get the
+    same spec (the text is kept, so no thread can find it gone while another finishes first)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tenancy.spec.tree import TenantFile
+
+    text = GOOD.format(name="t001")
+    for _ in range(20):
+        lazy = TenantFile("dev", Path("dev/t001.yaml"), name="t001", text=text)
+        with ThreadPoolExecutor(8) as pool:
+            specs = list(pool.map(lambda tenant_file: tenant_file.spec, [lazy] * 8))
+        assert specs == [TenantSpec.model_validate(load_yaml(text))] * 8
