@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tenancy.cli import app
@@ -148,3 +149,18 @@ def test_validate_against_a_revision_lets_a_volume_grow_on_an_expandable_class_o
     assert shrunk.exit_code == INVALID_INPUT
     [issue] = json.loads(shrunk.stdout)["issues"]
     assert "would shrink from 10Gi to 5Gi, and a volume never shrinks" in issue["reason"]
+
+
+def test_validate_names_a_bad_worker_count_instead_of_ignoring_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TENANCY_VALIDATE_WORKERS is read for every tree (a typo shows at once), and a value that is not
+    a whole number of processes, 1 or more, is an error naming the variable, not silently one per CPU."""
+    for bad in ("two", "0", "-3", ""):
+        monkeypatch.setenv("TENANCY_VALIDATE_WORKERS", bad)
+        result = runner.invoke(app, ["validate", "--tenants", str(PROJECT_DIR / "tenants")])
+        assert result.exit_code == INVALID_INPUT, (bad, result.output)
+        assert (
+            f"error: environment: TENANCY_VALIDATE_WORKERS: is {bad!r}: set it to the number of processes"
+            in result.output
+        )
+    monkeypatch.setenv("TENANCY_VALIDATE_WORKERS", "1")
+    assert runner.invoke(app, ["validate", "--tenants", str(PROJECT_DIR / "tenants")]).exit_code == 0

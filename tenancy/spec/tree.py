@@ -136,16 +136,39 @@ def _worker_count(files: int) -> int:
     TENANCY_VALIDATE_WORKERS); one for small trees, when other threads run (fork copies only the
     calling thread, and a lock another thread holds would stay held in the child) or when gRPC is
     loaded (the Pulumi SDK's: its own threads and fork handlers)."""
+    configured = _configured_workers()
     if files < _PARALLEL_MIN_FILES or threading.active_count() > 1 or "grpc" in sys.modules:
         return 1
-    try:
-        return max(1, int(os.environ[WORKERS_VARIABLE]))
-    except (KeyError, ValueError):
-        pass
+    if configured is not None:
+        return configured
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _configured_workers() -> int | None:
+    """TENANCY_VALIDATE_WORKERS, if set: a whole number of processes, 1 or more; SpecError otherwise
+    (checked whatever the tree's size, so a typo shows at once rather than on the first big tree)."""
+    value = os.environ.get(WORKERS_VARIABLE)
+    if value is None:
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise SpecError(
+            [
+                SpecIssue(
+                    "environment",
+                    WORKERS_VARIABLE,
+                    f"is {value!r}: set it to the number of processes that check tenant files, "
+                    "1 or more (1 checks them in this process only), or unset it for one per CPU",
+                )
+            ]
+        )
+    return count
 
 
 _SHIPPED_COST = 0.12
