@@ -855,7 +855,7 @@ class TenantRepository:
             try:
                 with os.fdopen(descriptor, "wb", closefd=True) as handle:
                     descriptor = -1
-                    if self._ref_value(path) != str(base):
+                    if self._tip() != base:  # read afresh, as update-ref does under the lock
                         raise _Moved()
                     handle.write(f"{tip}\n".encode())
                 os.rename(lock, path)
@@ -868,22 +868,6 @@ class TenantRepository:
             raise
         except OSError as error:
             raise pygit2.GitError(f"failed to update {self.ref}: {error.strerror}") from None
-
-    def _ref_value(self, path: Path) -> str | None:
-        """The object id the branch names: its loose file, else its line in ``packed-refs``."""
-        try:
-            return path.read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            pass
-        try:
-            with open(self.git_dir / "packed-refs", encoding="utf-8") as packed:
-                for line in packed:
-                    value, _, name = line.rstrip("\n").partition(" ")
-                    if name == self.ref:
-                        return value
-        except FileNotFoundError:
-            pass
-        return None
 
     def _base(self) -> pygit2.Oid | None:
         """What the next group builds on: the remote's branch as last fetched (with a remote), else ours."""
