@@ -138,6 +138,24 @@ def test_dependencies_are_installed_by_hash_at_the_pinned_versions() -> None:
     assert "--require-hashes" in CONTAINERFILE.read_text()
 
 
+# Compiled-only dependencies (no pure-Python wheel, and the image installs wheels only): the digest of
+# PyPI's CPython 3.11 manylinux aarch64 wheel of each pinned version, as `pip download --platform
+# manylinux2014_aarch64 --python-version 3.11 --only-binary=:all: --no-deps NAME==VERSION` saves it.
+# A lock regenerated on an x86_64 machine that drops them fails here rather than in an arm64 build.
+_AARCH64_WHEELS = {
+    "httptools==0.9.0": "6e2780e33a58a93f27cc3bb74a55bae6f9a8278a1dbabdff392940d30d381671",
+    "uvloop==0.23.0": "8fcd721113260ffb5e38bf14a8725b17d431f34209f7d1c7005b667946e630b3",
+}
+
+
+def test_the_lock_holds_the_arm64_wheels_of_compiled_only_dependencies() -> None:
+    lock = (PROJECT_DIR / "image" / "requirements.lock").read_text()
+    blocks = {block.split(" ", 1)[0]: block for block in re.split(r"\n(?=[a-z0-9_.-]+==)", lock)}
+    for pin, digest in _AARCH64_WHEELS.items():
+        assert pin in blocks, f"the lock no longer pins {pin}: add the new version's aarch64 wheel here"
+        assert f"--hash=sha256:{digest}" in blocks[pin], f"{pin} has no hash for its aarch64 wheel"
+
+
 def test_the_fetch_step_refuses_a_file_whose_digest_is_not_the_pinned_one(tmp_path: Path) -> None:
     release = tmp_path / "tool.tar.gz"
     release.write_bytes(b"the real release")
