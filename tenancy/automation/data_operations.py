@@ -9,8 +9,11 @@ the platform's backup bucket with the workers' object-store credentials. Tests h
 pointing at the Qdrant stand-in and moto's S3 server.
 
 Parameters of a restore (``Operation.params``): ``backup`` (the id), ``source`` (the tenant whose
-backup it is, same environment; the operation's own tenant when absent) and ``collections`` (all when
-absent). The operation runs on the tenant restored into, so nothing else runs on it meanwhile.
+backup it is, same environment; the operation's own tenant when absent), ``retired`` (the folder of
+the deleted incarnation of ``source`` the backup was set aside in, ``tenancy.dataops.retired``; the
+live backups when absent) and ``collections`` (all when absent). The operation runs on the tenant
+restored into, so nothing else runs on it meanwhile. Who may ask for which backup is the caller's
+check (the API's rule); the worker refuses only what no one may restore: an expired backup.
 """
 
 from __future__ import annotations
@@ -28,13 +31,28 @@ from tenancy.automation.errors import AutomationError
 from tenancy.dataops.backup import BackupError, BackupRecord, list_backups, restore_backup, take_backup
 from tenancy.dataops.object_store import BackupBucket, ObjectStoreError
 from tenancy.dataops.qdrant_api import QdrantCluster, QdrantError
+from tenancy.dataops.retired import (
+    RetiredBackup,
+    RetiredIncarnation,
+    purge_expired,
+    retire_backups,
+    retired_backups,
+    retired_bucket,
+    retired_folder,
+)
 
 BACKUP_PREFIX = "tenants/{environment}/{tenant}/qdrant"
+# Beside the live prefix, outside what the tenant's backup job may reach: deleted incarnations' backups.
+RETIRED_PREFIX = "tenants/{environment}/{tenant}/retired"
 
 
 def backup_prefix(stack: StackRef) -> str:
     """The tenant's prefix in the backup bucket: the only keys its backups use."""
     return BACKUP_PREFIX.format(environment=stack.environment, tenant=stack.tenant)
+
+
+def retired_prefix(stack: StackRef) -> str:
+    return RETIRED_PREFIX.format(environment=stack.environment, tenant=stack.tenant)
 
 
 class BackupFailed(AutomationError):
@@ -43,6 +61,16 @@ class BackupFailed(AutomationError):
 
 class RestoreFailed(AutomationError):
     code = "restore_failed"
+
+
+class BackupsNotSetAside(AutomationError):
+    """The backups of a tenant being destroyed could not be moved out of its live prefix."""
+
+    code = "backup_retire_failed"
+
+
+class BackupExpired(AutomationError):
+    code = "backup_expired"
 
 
 class DataUnavailable(AutomationError):
@@ -174,6 +202,67 @@ def tenant_backups(data: TenantData, stack: StackRef) -> list[BackupRecord]:
         raise DataUnavailable(f"the backups of {stack.name} cannot be listed: {error}") from None
 
 
+def retired_area(data: TenantData, stack: StackRef) -> BackupBucket:
+    """Where the deleted incarnations of ``stack``'s name keep their backups (one folder each)."""
+    return data.bucket(stack).relocated(retired_prefix(stack))
+
+
+def tenant_retired_backups(data: TenantData, stack: StackRef) -> list[RetiredBackup]:
+    """The backups deleted incarnations of ``stack``'s name left, expired ones too, newest first."""
+    try:
+        return retired_backups(retired_area(data, stack))
+    except (BackupError, ObjectStoreError) as error:
+        raise DataUnavailable(f"the backups of deleted {stack.name} cannot be listed: {error}") from None
+
+
+def set_aside_backups(
+    data: TenantData,
+    stack: StackRef,
+    emit: EmitEvent,
+    *,
+    incarnation: str | None,
+    operation_id: str,
+    max_age_days: int,
+    now: datetime,
+) -> list[str]:
+    """Move the live backups of ``stack`` into its incarnation's retired folder (then delete the
+    name's retired backups past their expiry); ``BackupsNotSetAside`` when the store refuses."""
+    owner = RetiredIncarnation(
+        folder=retired_folder(incarnation, operation_id),
+        incarnation=incarnation,
+        retired=now,
+        max_age_days=max_age_days,
+        operation=operation_id,
+    )
+    try:
+        area = retired_area(data, stack)
+        moved = retire_backups(data.bucket(stack), area, owner, progress=_progress(emit))
+        purge_expired(area, now=now, progress=_progress(emit))
+    except (BackupError, ObjectStoreError) as error:
+        raise BackupsNotSetAside(f"the backups of {stack.name} could not be set aside: {error}") from None
+    return moved
+
+
+def _retired_source(data: TenantData, source: StackRef, folder: str, backup_id: str) -> BackupBucket:
+    """The folder a restore reads a deleted incarnation's backup from; refused once it expired."""
+    found = next(
+        (
+            b
+            for b in tenant_retired_backups(data, source)
+            if b.owner.folder == folder and b.record.id == backup_id
+        ),
+        None,
+    )
+    if found is None:
+        raise RestoreFailed(f"{source.name} has no retired backup {backup_id} (incarnation {folder})")
+    if found.expired(datetime.now(UTC)):
+        raise BackupExpired(
+            f"backup {backup_id} of deleted {source.name} expired at {found.expires.isoformat()} "
+            "(its retention period); nothing was restored"
+        )
+    return retired_bucket(retired_area(data, source), folder)
+
+
 def run_data_operation(operation: Operation, data: TenantData | None, emit: EmitEvent) -> EngineResult:
     """Run a ``backup`` or ``restore``; raises an ``AutomationError`` with a code on failure."""
     stack = operation.stack
@@ -192,15 +281,16 @@ def run_data_operation(operation: Operation, data: TenantData | None, emit: Emit
         raise RestoreFailed(f"the restore of {stack.name} names no backup id")
     source = StackRef(stack.environment, str(params.get("source") or stack.tenant))
     collections = params.get("collections") or None
+    folder = params.get("retired")
+    of = f"deleted incarnation {folder} of {source.name}" if folder else source.name
     emit(
-        kind="diagnostic",
-        status="started",
-        message=f"restoring backup {backup_id} of {source.name} into {stack.name}",
+        kind="diagnostic", status="started", message=f"restoring backup {backup_id} of {of} into {stack.name}"
     )
+    bucket = _retired_source(data, source, str(folder), backup_id) if folder else data.bucket(source)
     qdrant = data.qdrant(stack)
     try:
         restored = restore_backup(
-            qdrant, data.bucket(source), backup_id, collections=collections, progress=_progress(emit)
+            qdrant, bucket, backup_id, collections=collections, progress=_progress(emit)
         )
     except (BackupError, ObjectStoreError, QdrantError) as error:
         raise RestoreFailed(f"the restore of {backup_id} into {stack.name} failed: {error}") from None

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from tenancy.automation.contract import (
@@ -42,9 +43,11 @@ from tenancy.automation.contract import (
 )
 from tenancy.automation.data_operations import (
     BackupFailed,
+    BackupsNotSetAside,
     DataUnavailable,
     TenantData,
     run_data_operation,
+    set_aside_backups,
     take_tenant_backup,
 )
 from tenancy.automation.errors import AutomationError, FixedVolumesChanged, StackNotFound, describe_failure
@@ -52,9 +55,24 @@ from tenancy.automation.progress import describe_changes
 from tenancy.automation.scaling import QdrantScaling, ScalingFailed, ScalingPlan, plan_scaling
 from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError
+from tenancy.spec.plans import BACKUP_DEFAULT_MAX_AGE_DAYS
 from tenancy.spec.tenant import parse_tenant, resolve
 
 _log = logging.getLogger(__name__)
+
+
+def _backup_max_age_days(applied: dict[str, Any] | None, operation: Operation) -> int:
+    """How long the backups of a destroyed tenant are kept: its spec's ``maxAgeDays`` (plan default)."""
+    if applied is not None:
+        try:
+            qdrant = resolve(
+                parse_tenant(applied, file=operation.stack.name), operation.stack.environment
+            ).qdrant
+        except SpecError:
+            qdrant = None
+        if qdrant is not None:
+            return qdrant.backup_max_age_days
+    return BACKUP_DEFAULT_MAX_AGE_DAYS
 
 
 def _qdrant_enabled(document: dict[str, Any]) -> bool:
@@ -277,6 +295,7 @@ class Worker:
                 applied = self._applied_spec(operation, emit)
                 plan = self._check_fixed_volumes(operation, applied)
                 self._backup_first_if_needed(operation, emit, applied)
+                self._set_aside_backups(operation, emit, applied, before=True)
                 recovered = self._recover_if_needed(operation, emit)
                 scaling = None if plan is None else self._scaling_for(plan, emit)
                 if scaling is not None and plan is not None:
@@ -288,6 +307,7 @@ class Worker:
                 if scaling is not None and plan is not None and result.succeeded:
                     scaling.after_update(plan, emit)
             if result.succeeded and operation.kind is OperationKind.destroy:
+                self._set_aside_backups(operation, emit, applied, before=False)
                 self.engine.remove(stack)
                 emit(kind="diagnostic", status="done", message=f"removed stack {stack.name}")
         except Exception as error:
@@ -452,6 +472,37 @@ class Worker:
                 "the operation without a backup"
             ) from None
         emit(kind="diagnostic", status="done", message=f"automatic backup {record.id} stored {reason}")
+
+    def _set_aside_backups(
+        self, operation: Operation, emit: EmitEvent, applied: dict[str, Any] | None, *, before: bool
+    ) -> None:
+        """Before a destroy (and once more after it, for a backup the tenant's CronJob finished
+        meanwhile), move the tenant's backups out of its live prefix into its incarnation's retired
+        folder, kept for the retention its spec had (``tenancy.dataops.retired``): a later tenant of
+        the same name then starts with none, and its backup job can neither read nor prune them.
+
+        Failing before the destroy refuses it (nothing destroyed) unless a platform-admin forced it;
+        failing after it leaves those backups where they were and says so."""
+        if operation.kind is not OperationKind.destroy or self.data is None:
+            return
+        try:
+            set_aside_backups(
+                self.data,
+                operation.stack,
+                emit,
+                incarnation=operation.incarnation,
+                operation_id=operation.id,
+                max_age_days=_backup_max_age_days(applied, operation),
+                now=datetime.now(UTC),
+            )
+        except (BackupsNotSetAside, DataUnavailable) as error:
+            if not before or (operation.params or {}).get("force"):
+                emit(kind="diagnostic", status="failed", message=f"{error.message}; left in the live prefix")
+                return
+            raise BackupsNotSetAside(
+                f"destroy of {operation.stack.name} refused: {error.message}. Fix the object store and "
+                "retry; a platform-admin may force the destroy"
+            ) from None
 
     def _recover_if_needed(self, operation: Operation, emit: EmitEvent) -> bool:
         stack = operation.stack

@@ -1,7 +1,9 @@
 """The tenant's backup prefix in the platform's S3-compatible object store.
 
 Every key is under one prefix (``tenants/<env>/<tenant>/qdrant/``): the credentials the backup job
-gets are scoped to that prefix, so nothing here may address a key outside it.
+gets are scoped to that prefix, so nothing here may address a key outside it. Only the platform's
+workers and API, whose credentials cover the bucket, take another prefix of it (``relocated``: the
+backups a deleted tenant left, ``tenants/<env>/<tenant>/retired/``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,22 @@ class BackupBucket:
         if relative.startswith("/") or ".." in relative.split("/"):
             raise ValueError(f"object name {relative!r} would leave the prefix")
         return self.prefix + relative
+
+    def relocated(self, prefix: str) -> BackupBucket:
+        """Another prefix of the same bucket through the same client (the workers' credentials)."""
+        return BackupBucket(self._client, bucket=self.bucket, prefix=prefix)
+
+    def copy_from(self, source: BackupBucket, relative: str) -> None:
+        """Copy ``source``'s object ``relative`` to the same name here, inside the store (multipart
+        beyond 5 GB); nothing passes through this process."""
+        try:
+            self._client.copy(
+                {"Bucket": source.bucket, "Key": source.key(relative)}, self.bucket, self.key(relative)
+            )
+        except Exception as error:
+            raise ObjectStoreError(
+                f"copy of {source.key(relative)} to {self.key(relative)} failed: {_describe(error)}"
+            ) from None
 
     def upload(self, relative: str, body: IO[bytes]) -> None:
         """Stream ``body`` (multipart for large files); an interrupted upload leaves no object."""

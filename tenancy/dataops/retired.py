@@ -1,0 +1,203 @@
+"""Backups a deleted tenant left: set aside, kept for their retention period, then deleted.
+
+A tenant's incarnation is the life of its file (``tenancy.automation.incarnation``); a name can come
+back as a new tenant. When an incarnation is destroyed, the worker moves its complete backups out of
+the live prefix (``tenants/<env>/<name>/qdrant/``) into ``tenants/<env>/<name>/retired/<folder>/``,
+one folder per incarnation (the commit that created its file), beside a record ``incarnation.json``
+written first: the incarnation's marker, when it was set aside, by which operation, its
+``maxAgeDays``, and the incarnations a platform-admin handed it over to.
+
+Why a move and not a mark: the backup job of a later tenant of the same name gets credentials for
+``…/qdrant/*`` only and prunes by count what it finds there. Outside that prefix the backups are out
+of its reach, its retention never counts them, and only the platform's workers and API (whose
+credentials cover the bucket) read them. Who may restore them is the API's rule (README, "Backups of
+a deleted tenant"); this module only keeps them and says when each expires.
+
+Each move copies a backup's objects (its manifest last) and then deletes the live copy (its manifest
+first), so a crash leaves the backup complete in at least one place; moving again finishes the job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from tenancy.dataops.backup import MANIFEST, BackupError, BackupRecord, Progress, list_backups
+from tenancy.dataops.object_store import BackupBucket
+
+RECORD = "incarnation.json"
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RetiredIncarnation:
+    """The record of one ended incarnation's backups (``<folder>/incarnation.json``)."""
+
+    folder: str
+    incarnation: str | None  # ``<env>:<creating commit>``; None when the destroy did not know it
+    retired: datetime
+    max_age_days: int
+    operation: str | None = None
+    handed_to: tuple[str, ...] = ()  # incarnations whose tenant roles may restore these backups
+
+    def expires(self, backup: BackupRecord) -> datetime:
+        """A backup is kept as long as the tenant's retention said when it was deleted."""
+        return backup.created + timedelta(days=self.max_age_days)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": RECORD_VERSION,
+            "folder": self.folder,
+            "incarnation": self.incarnation,
+            "retired": self.retired.isoformat(),
+            "maxAgeDays": self.max_age_days,
+            "operation": self.operation,
+            "handedTo": list(self.handed_to),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RetiredIncarnation:
+        if data.get("version") != RECORD_VERSION:
+            raise BackupError(f"retired incarnation record version {data.get('version')!r} is not understood")
+        return cls(
+            folder=str(data["folder"]),
+            incarnation=data.get("incarnation"),
+            retired=datetime.fromisoformat(data["retired"]),
+            max_age_days=int(data["maxAgeDays"]),
+            operation=data.get("operation"),
+            handed_to=tuple(str(marker) for marker in data.get("handedTo") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class RetiredBackup:
+    owner: RetiredIncarnation
+    record: BackupRecord
+
+    @property
+    def expires(self) -> datetime:
+        return self.owner.expires(self.record)
+
+    def expired(self, now: datetime) -> bool:
+        return now >= self.expires
+
+
+def retired_folder(incarnation: str | None, operation_id: str) -> str:
+    """The folder of an incarnation: its creating commit, or the destroying operation's id when the
+    incarnation is unknown (queued before operations named it, or with no committed file)."""
+    commit = (incarnation or "").partition(":")[2]
+    if commit and commit != "uncommitted" and all(c in "0123456789abcdef" for c in commit):
+        return commit
+    return f"op-{operation_id}"
+
+
+def _folder(area: BackupBucket, folder: str) -> BackupBucket:
+    return area.relocated(area.key(folder))
+
+
+def _read_record(area: BackupBucket, folder: str) -> RetiredIncarnation | None:
+    keys = {obj.key for obj in area.objects(f"{folder}/{RECORD}")}
+    if f"{folder}/{RECORD}" not in keys:
+        return None
+    return RetiredIncarnation.from_json(json.loads(area.read_bytes(f"{folder}/{RECORD}")))
+
+
+def _write_record(area: BackupBucket, owner: RetiredIncarnation) -> None:
+    area.put_bytes(
+        f"{owner.folder}/{RECORD}",
+        json.dumps(owner.to_json(), sort_keys=True).encode(),
+        content_type="application/json",
+    )
+
+
+def retire_backups(
+    live: BackupBucket, area: BackupBucket, owner: RetiredIncarnation, *, progress: Progress = lambda _: None
+) -> list[str]:
+    """Move every complete backup of ``live`` into ``owner``'s folder of ``area``; the ids moved.
+
+    The record is written before the first move (keeping hand-overs an earlier pass recorded), so a
+    moved backup always has an owner and an expiry."""
+    complete = sorted(list_backups(live), key=lambda r: r.created)
+    if not complete:
+        return []
+    existing = _read_record(area, owner.folder)
+    if existing is not None:
+        owner = replace(owner, handed_to=tuple(dict.fromkeys(existing.handed_to + owner.handed_to)))
+    _write_record(area, owner)
+    target = _folder(area, owner.folder)
+    for record in complete:
+        keys = sorted(obj.key for obj in live.objects(f"{record.id}/"))
+        manifest = f"{record.id}/{MANIFEST}"
+        for key in [k for k in keys if k != manifest] + [manifest]:
+            target.copy_from(live, key)
+        live.delete([manifest])  # the live copy stops being a backup before its objects go
+        live.delete([k for k in keys if k != manifest])
+        until = owner.expires(record).strftime("%Y-%m-%d %H:%MZ")
+        progress(f"set aside backup {record.id} of incarnation {owner.folder} (kept until {until})")
+    return [record.id for record in complete]
+
+
+def retired_incarnations(area: BackupBucket) -> list[RetiredIncarnation]:
+    """Every record under ``area``, oldest first."""
+    folders = sorted(
+        obj.key.split("/", 1)[0]
+        for obj in area.objects()
+        if obj.key.count("/") == 1 and obj.key.endswith("/" + RECORD)
+    )
+    owners = []
+    for folder in folders:
+        owner = _read_record(area, folder)
+        if owner is not None:
+            owners.append(owner)
+    return sorted(owners, key=lambda o: o.retired)
+
+
+def retired_backups(area: BackupBucket) -> list[RetiredBackup]:
+    """Every complete retired backup under ``area`` (expired ones too), newest first."""
+    found = [
+        RetiredBackup(owner, record)
+        for owner in retired_incarnations(area)
+        for record in list_backups(_folder(area, owner.folder))
+    ]
+    return sorted(found, key=lambda b: b.record.created, reverse=True)
+
+
+def retired_bucket(area: BackupBucket, folder: str) -> BackupBucket:
+    """The folder of one retired incarnation, as a bucket a restore reads."""
+    return _folder(area, folder)
+
+
+def hand_over(area: BackupBucket, folder: str, incarnation: str) -> RetiredIncarnation:
+    """Let the tenant roles of ``incarnation`` restore ``folder``'s backups (a platform-admin's call)."""
+    owner = _read_record(area, folder)
+    if owner is None:
+        raise BackupError(f"no retired incarnation {folder!r}")
+    if incarnation not in owner.handed_to:
+        owner = replace(owner, handed_to=(*owner.handed_to, incarnation))
+        _write_record(area, owner)
+    return owner
+
+
+def purge_expired(area: BackupBucket, *, now: datetime, progress: Progress = lambda _: None) -> list[str]:
+    """Delete the retired backups past their expiry (manifest first) and the records left with none."""
+    deleted: list[str] = []
+    for owner in retired_incarnations(area):
+        folder = _folder(area, owner.folder)
+        kept = 0
+        for record in list_backups(folder):
+            if now < owner.expires(record):
+                kept += 1
+                continue
+            keys = sorted(obj.key for obj in folder.objects(f"{record.id}/"))
+            manifest = f"{record.id}/{MANIFEST}"
+            folder.delete([manifest])
+            folder.delete([k for k in keys if k != manifest])
+            deleted.append(record.id)
+            progress(f"deleted expired backup {record.id} of deleted incarnation {owner.folder}")
+        if kept == 0:
+            leftovers = [obj.key for obj in folder.objects() if obj.key != RECORD]
+            folder.delete(leftovers)
+            folder.delete([RECORD])
+    return deleted

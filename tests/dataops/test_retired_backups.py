@@ -1,0 +1,178 @@
+"""A destroyed tenant's backups: set aside per incarnation by the worker, kept for their retention,
+restorable from there, refused once expired, then deleted. Queue -> worker -> dataops against the
+Qdrant stand-in and moto's S3 server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
+from tenancy.automation.data_operations import retired_area, tenant_backups, tenant_retired_backups
+from tenancy.automation.fake_engine import FakeEngine
+from tenancy.automation.queue import SqliteOperationQueue
+from tenancy.automation.worker import Worker
+from tenancy.dataops.object_store import BackupBucket, ObjectStoreError
+from tenancy.dataops.retired import RetiredIncarnation, purge_expired, retire_backups, retired_backups
+from tests.dataops.conftest import BUCKET, StandinData
+from tests.dataops.qdrant_standin import ClusterState, qdrant_cluster
+
+ACME, BETA = StackRef("dev", "acme"), StackRef("dev", "beta")
+FIRST = "dev:" + "a" * 40  # the incarnation of acme whose file the destroy follows
+
+
+def _spec(name: str, **snapshots: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "owners": [f"o@{name}.example"],
+        "plan": "small",
+        "deletionProtection": False,
+        "qdrant": {"enabled": True, **({"snapshots": snapshots} if snapshots else {})},
+    }
+
+
+@pytest.fixture
+def two_tenants(s3: Any) -> Iterator[tuple[ClusterState, ClusterState, StandinData]]:
+    with qdrant_cluster(2) as (acme, acme_urls), qdrant_cluster(1) as (beta, beta_urls):
+        acme.add_collection("docs", shards=2, replication_factor=2, points=20)
+        data = StandinData({ACME: next(iter(acme_urls.values())), BETA: next(iter(beta_urls.values()))}, s3)
+        yield acme, beta, data
+
+
+def _deploy_and_destroy(tmp_path: Path, data: Any, **snapshots: Any) -> tuple[SqliteOperationQueue, Worker]:
+    queue = SqliteOperationQueue(tmp_path / "ops.sqlite3")
+    worker = Worker(queue, FakeEngine(), max_parallel=2, data=data)
+    queue.submit(ACME, OperationKind.up, spec=_spec("acme", **snapshots), requested_by="a", incarnation=FIRST)
+    queue.submit(ACME, OperationKind.backup, spec=None, requested_by="a", incarnation=FIRST)
+    assert all(op.status is OperationStatus.succeeded for op in worker.run_until_idle())
+    queue.submit(ACME, OperationKind.destroy, spec=None, requested_by="a", incarnation=FIRST)
+    (destroyed,) = worker.run_until_idle()
+    assert destroyed.status is OperationStatus.succeeded, destroyed.summary
+    return queue, worker
+
+
+def test_a_destroy_sets_the_backups_aside_for_their_retention_and_they_restore(
+    tmp_path: Path, two_tenants: Any
+) -> None:
+    acme, beta, data = two_tenants
+    queue, worker = _deploy_and_destroy(tmp_path, data, maxAgeDays=10)
+
+    assert tenant_backups(data, ACME) == [], "the live prefix is empty: a later acme starts with none"
+    retired = tenant_retired_backups(data, ACME)
+    assert len(retired) == 2  # the one asked for and the automatic one before the destroy
+    owner = retired[0].owner
+    assert (owner.folder, owner.incarnation, owner.max_age_days) == ("a" * 40, FIRST, 10)
+    assert all(b.expires == b.record.created + timedelta(days=10) for b in retired)
+    keys = {o["Key"] for o in data.s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert all(k.startswith(f"tenants/dev/acme/retired/{'a' * 40}/") for k in keys), keys
+
+    newest = retired[0].record
+    queue.submit(
+        BETA,
+        OperationKind.restore,
+        spec=None,
+        requested_by="root",
+        params={"backup": newest.id, "source": "acme", "retired": owner.folder},
+    )
+    (restored,) = worker.run_until_idle()
+    assert restored.status is OperationStatus.succeeded, restored.summary
+    assert beta.all_points("docs") == acme.all_points("docs")
+    messages = [e.message or "" for e in queue.events(restored.id)]
+    assert any(f"deleted incarnation {'a' * 40} of dev.acme" in m for m in messages), messages
+
+
+def test_an_expired_backup_is_refused_then_purged(tmp_path: Path, two_tenants: Any) -> None:
+    _, _, data = two_tenants
+    queue, worker = _deploy_and_destroy(tmp_path, data)
+    area = retired_area(data, ACME)
+    (backup, *_) = tenant_retired_backups(data, ACME)
+    record = backup.owner.to_json() | {"maxAgeDays": 0}  # as if its retention had passed
+    area.put_bytes(f"{backup.owner.folder}/incarnation.json", json.dumps(record).encode(), content_type="x")
+
+    queue.submit(
+        BETA,
+        OperationKind.restore,
+        spec=None,
+        requested_by="root",
+        params={"backup": backup.record.id, "source": "acme", "retired": backup.owner.folder},
+    )
+    (refused,) = worker.run_until_idle()
+    assert refused.status is OperationStatus.failed
+    assert refused.summary is not None and refused.summary.code == "backup_expired"
+    assert "expired" in (refused.summary.error or "") and "nothing was restored" in (
+        refused.summary.error or ""
+    )
+
+    deleted = purge_expired(area, now=datetime.now(UTC))
+    assert len(deleted) == 2
+    assert data.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0, "record and objects all gone"
+
+
+@dataclass
+class _CopyFails:
+    """An S3 client whose server-side copies fail (a store refusing, credentials without the prefix)."""
+
+    client: Any
+
+    def copy(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("AccessDenied")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+@dataclass
+class _StoreRefusingCopies(StandinData):
+    def bucket(self, stack: StackRef) -> BackupBucket:
+        return BackupBucket(
+            _CopyFails(self.s3), bucket=BUCKET, prefix=f"tenants/{stack.environment}/{stack.tenant}/qdrant"
+        )
+
+
+def test_a_destroy_whose_backups_cannot_be_set_aside_destroys_nothing(
+    tmp_path: Path, two_tenants: Any
+) -> None:
+    _, _, data = two_tenants
+    failing = _StoreRefusingCopies(data.clusters, data.s3)
+    queue = SqliteOperationQueue(tmp_path / "ops.sqlite3")
+    engine = FakeEngine()
+    worker = Worker(queue, engine, max_parallel=1, data=failing)
+    queue.submit(ACME, OperationKind.up, spec=_spec("acme"), requested_by="a", incarnation=FIRST)
+    worker.run_until_idle()
+    queue.submit(ACME, OperationKind.destroy, spec=None, requested_by="a", incarnation=FIRST)
+    (refused,) = worker.run_until_idle()
+    assert refused.status is OperationStatus.failed
+    assert refused.summary is not None and refused.summary.code == "backup_retire_failed"
+    assert "destroy of dev.acme refused" in (refused.summary.error or "")
+    assert not [c for c in engine.calls if c.kind is OperationKind.destroy], "nothing was destroyed"
+    assert len(tenant_backups(data, ACME)) == 1, "the automatic backup stays where it was"
+
+
+def test_a_move_cut_off_halfway_finishes_on_the_next_pass(two_tenants: Any, tmp_path: Path) -> None:
+    _, _, data = two_tenants
+    queue = SqliteOperationQueue(tmp_path / "ops.sqlite3")
+    worker = Worker(queue, FakeEngine(), max_parallel=1, data=data)
+    queue.submit(ACME, OperationKind.backup, spec=None, requested_by="a")
+    worker.run_until_idle()
+    live = data.bucket(ACME)
+    area = retired_area(data, ACME)
+    owner = RetiredIncarnation("b" * 40, "dev:" + "b" * 40, datetime.now(UTC), 14)
+
+    class DeleteFails(_CopyFails):
+        def copy(self, *args: Any, **kwargs: Any) -> None:
+            self.client.copy(*args, **kwargs)
+
+        def delete_objects(self, **kwargs: Any) -> None:
+            raise RuntimeError("crash")
+
+    with pytest.raises(ObjectStoreError):
+        retire_backups(BackupBucket(DeleteFails(data.s3), bucket=BUCKET, prefix=live.prefix), area, owner)
+    assert len(tenant_backups(data, ACME)) == 1 and len(retired_backups(area)) == 1, "complete in both places"
+    assert len(retire_backups(live, area, owner)) == 1
+    assert tenant_backups(data, ACME) == [] and len(retired_backups(area)) == 1
