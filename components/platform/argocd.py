@@ -20,6 +20,7 @@ from tenancy.builders.argocd import (
     render_argocd_values,
     virtual_service_manifest,
 )
+from tenancy.builders.selfservice import worker_gitops_role, worker_gitops_role_binding
 from tenancy.spec.platform import PlatformConfig
 
 
@@ -75,6 +76,23 @@ class ArgoCD(pulumi.ComponentResource):
         )
         route = virtual_service_manifest(config)
         custom_resource(f"{name}-route", route, in_namespace)
+        # The self-service workers' one right here: tenant stacks' AppProjects (nothing else in argocd,
+        # its Secrets included). Their namespace need not exist yet: a binding names its subject only.
+        worker_role = worker_gitops_role(NAMESPACE)
+        gitops_role = k8s.rbac.v1.Role(
+            f"{name}-selfservice-worker-role",
+            metadata=worker_role["metadata"],
+            rules=worker_role["rules"],
+            opts=in_namespace,
+        )
+        worker_binding = worker_gitops_role_binding(NAMESPACE)
+        k8s.rbac.v1.RoleBinding(
+            f"{name}-selfservice-worker-binding",
+            metadata=worker_binding["metadata"],
+            role_ref=worker_binding["roleRef"],
+            subjects=worker_binding["subjects"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, gitops_role]),
+        )
 
         self.namespace = namespace.name
         self.url = pulumi.Output.from_input(f"https://{host(config.domain)}")

@@ -31,6 +31,7 @@ from tenancy.builders.selfservice import (
     worker_cluster_role,
     worker_cluster_role_binding,
     worker_sidecar,
+    worker_tenant_cluster_role,
 )
 from tenancy.spec.platform import CONFIG_NAMESPACE, PlatformConfig
 
@@ -92,6 +93,14 @@ class SelfService(pulumi.ComponentResource):
             f"{name}-worker-role",
             metadata=role_manifest["metadata"],
             rules=role_manifest["rules"],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # Bound by no ClusterRoleBinding: each tenant stack binds it in its own namespace.
+        tenant_role = worker_tenant_cluster_role()
+        k8s.rbac.v1.ClusterRole(
+            f"{name}-worker-tenant-role",
+            metadata=tenant_role["metadata"],
+            rules=tenant_role["rules"],
             opts=pulumi.ResourceOptions(parent=self),
         )
         binding = worker_cluster_role_binding()

@@ -1,4 +1,4 @@
-"""The tenant's namespace with its quota and container limits."""
+"""The tenant's namespace with its quota and container limits, and the self-service workers' binding there."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from tenancy.builders.namespace import limit_range_manifest, namespace_manifest, resource_quota_manifest
+from tenancy.builders.rbac import worker_role_binding_manifest
 from tenancy.spec.tenant import Tenant
 
 
@@ -22,7 +23,17 @@ class TenantNamespace(pulumi.ComponentResource):
             metadata=ns["metadata"],
             opts=child.merge(pulumi.ResourceOptions(protect=tenant.deletion_protection)),
         )
-        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.resource])
+        # The workers' rights here come from this binding alone (tenancy.builders.rbac): it comes first,
+        # and the quota, the limits and everything that depends on this component come after it.
+        binding = worker_role_binding_manifest(tenant)
+        self.worker_binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-worker-binding",
+            metadata=binding["metadata"],
+            role_ref=binding["roleRef"],
+            subjects=binding["subjects"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.resource]),
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.resource, self.worker_binding])
         quota = resource_quota_manifest(tenant)
         k8s.core.v1.ResourceQuota(
             f"{name}-quota", metadata=quota["metadata"], spec=quota["spec"], opts=in_namespace

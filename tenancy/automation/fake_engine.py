@@ -66,6 +66,9 @@ class ProgramRun:
     resources: list[str]  # "<type> <name>", in declaration order
     outputs: dict[str, Any]
     secret_outputs: frozenset[str] = field(default_factory=frozenset)
+    # Every resource as declared (tenancy.render.runtime.DeclaredResource): what a test checks against
+    # the rights whoever runs the stack holds.
+    declared: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
 
 def cli_config_defaults(project_dir: Path) -> dict[str, str]:
@@ -154,6 +157,7 @@ class TenantProgram:
             resources=[f"{r.type} {r.name}" for r in capture.resources],
             outputs=capture.outputs,
             secret_outputs=frozenset(capture.secret_outputs),
+            declared=tuple(capture.resources),
         )
         self.runs.append(run)
         return run

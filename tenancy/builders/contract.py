@@ -17,6 +17,10 @@ SELF_SERVICE_WORKER_LABELS = {
     "app.kubernetes.io/component": "worker",
 }
 SELF_SERVICE_WORKER_ACCOUNT = "selfservice-worker"
+# The ClusterRole holding the workers' rights inside a tenant namespace. The platform declares it and
+# binds it nowhere; each tenant stack binds it in its own namespace (tenancy.builders.rbac), so the
+# workers read and write Secrets and workloads only where a tenant stack put that RoleBinding.
+SELF_SERVICE_WORKER_TENANT_ROLE = f"{SELF_SERVICE_WORKER_ACCOUNT}-tenant"
 
 
 @dataclass(frozen=True)

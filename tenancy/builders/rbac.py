@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tenancy.builders.contract import (
+    NAMESPACES,
+    SELF_SERVICE_WORKER_ACCOUNT,
+    SELF_SERVICE_WORKER_TENANT_ROLE,
+)
 from tenancy.builders.namespace import Manifest, metadata
 from tenancy.spec.tenant import Tenant
 
@@ -86,3 +91,30 @@ def role_binding_manifests(tenant: Tenant, *, group_prefix: str) -> list[Manifes
         }
 
     return [binding("tenant-admin", tenant.admin_groups), binding("tenant-viewer", tenant.viewer_groups)]
+
+
+WORKER_BINDING = SELF_SERVICE_WORKER_ACCOUNT
+
+
+def worker_role_binding_manifest(tenant: Tenant) -> Manifest:
+    """The self-service workers' rights in this namespace: the platform's ClusterRole
+    ``selfservice-worker-tenant`` bound here only. The workers hold no right to Secrets, workloads or
+    policies anywhere else; the stack declares this first, right after the namespace, and everything
+    in the namespace waits for it (and is deleted before it)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(tenant, WORKER_BINDING),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": SELF_SERVICE_WORKER_TENANT_ROLE,
+        },
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": SELF_SERVICE_WORKER_ACCOUNT,
+                "namespace": NAMESPACES.self_service,
+            }
+        ],
+    }

@@ -5,8 +5,10 @@ gateway, ``tenantctl serve --workers N`` runs operations on tenant stacks. They 
 Redis Sentinel (queue, rate limits, API keys, idempotency, write locks) and the tenants git remote;
 workers keep tenant stacks' state in object storage and encrypt their secrets with Vault transit.
 
-Only workers talk to the Kubernetes API (tenant stacks), so only their ServiceAccount has rights
-(``WORKER_RULES``; never cluster-admin); the API's has none and mounts no token.
+Only workers talk to the Kubernetes API (tenant stacks), so only their ServiceAccount has rights, and
+few of them cluster-wide (``WORKER_RULES``; never cluster-admin): their rights over Secrets, workloads
+and policies are ``WORKER_TENANT_RULES``, granted in each tenant namespace by that tenant stack's
+RoleBinding, and AppProjects in argocd. The API's ServiceAccount has none and mounts no token.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tenancy.builders.contract import (
     NAMESPACES,
     SELF_SERVICE_WORKER_ACCOUNT,
     SELF_SERVICE_WORKER_LABELS,
+    SELF_SERVICE_WORKER_TENANT_ROLE,
     issuer_url,
 )
 from tenancy.builders.identity import API_CLIENT_ID, portal_url
@@ -510,15 +513,51 @@ class Rule:
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
     why: str
+    resource_names: tuple[str, ...] = ()  # empty: every object of these resources
+
+    def manifest(self) -> dict[str, Any]:
+        rule: dict[str, Any] = {
+            "apiGroups": list(self.api_groups),
+            "resources": list(self.resources),
+            "verbs": list(self.verbs),
+        }
+        if self.resource_names:
+            rule["resourceNames"] = list(self.resource_names)
+        return rule
 
 
 MANAGE = ("get", "list", "watch", "create", "update", "patch", "delete")
 READ = ("get", "list", "watch")
+WORKER_TENANT_ROLE = SELF_SERVICE_WORKER_TENANT_ROLE
+WORKER_GITOPS_ROLE = f"{WORKER_NAME}-appprojects"
 
-# What tenant stacks declare (components/tenant, the Qdrant and vCluster charts) and nothing else.
+# Cluster-wide (ClusterRoleBinding): only what a tenant stack needs before its namespace exists, to
+# create that namespace and bind WORKER_TENANT_ROLE in it. RBAC cannot name "namespaces called tenant-*",
+# so the admission policy below keeps these writes (and every other) to tenant namespaces.
 # README "Worker permissions" lists these with the same reasons.
 WORKER_RULES = (
     Rule(("",), ("namespaces",), MANAGE, "each tenant stack creates and deletes its namespace"),
+    Rule(
+        ("rbac.authorization.k8s.io",),
+        ("rolebindings",),
+        MANAGE,
+        "a tenant stack binds selfservice-worker-tenant in its new namespace, where the workers hold no "
+        "right yet; written only in tenant-* (admission), read everywhere (bindings hold no secrets)",
+    ),
+    Rule(
+        ("rbac.authorization.k8s.io",),
+        ("clusterroles",),
+        ("bind",),
+        "to bind that one ClusterRole (and no other) in a tenant namespace",
+        resource_names=(WORKER_TENANT_ROLE,),
+    ),
+)
+
+# In tenant namespaces only: ClusterRole WORKER_TENANT_ROLE, bound by each tenant stack's RoleBinding
+# (tenancy.builders.rbac.worker_role_binding_manifest). What tenant stacks declare (components/tenant),
+# what the Qdrant and vCluster charts render (Helm keeps each release's state in Secrets there), what
+# Helm and the provider read to wait for readiness, and the worker's own kubectl calls (scaling).
+WORKER_TENANT_RULES = (
     Rule(
         ("",),
         (
@@ -531,7 +570,8 @@ WORKER_RULES = (
             "persistentvolumeclaims",
         ),
         MANAGE,
-        "the tenant's quota and limits, and what the Qdrant and vCluster charts create",
+        "the tenant's quota and limits, the Qdrant keys, the vCluster kubeconfig it reads, Helm's release "
+        "records, and what the Qdrant and vCluster charts create",
     ),
     Rule(
         ("",), ("pods", "pods/log", "events", "endpoints"), READ, "Helm and kubectl wait for pods to be ready"
@@ -543,32 +583,53 @@ WORKER_RULES = (
     Rule(("networking.k8s.io",), ("networkpolicies",), MANAGE, "the tenant's default-deny and allows"),
     Rule(
         ("rbac.authorization.k8s.io",),
-        ("roles", "rolebindings"),
+        ("roles",),
         (*MANAGE, "bind", "escalate"),
-        "namespaced roles for the tenant's groups and the vCluster; escalate/bind because those roles "
-        "grant verbs the worker itself need not hold (namespaced Roles only, never ClusterRoles)",
+        "roles for the tenant's groups and the vCluster's; escalate/bind because those roles grant verbs "
+        "(exec, port-forward) the workers themselves do not hold",
     ),
     Rule(
         ("networking.istio.io",),
-        ("virtualservices", "sidecars"),
+        ("virtualservices", "destinationrules", "sidecars"),
         MANAGE,
-        "the tenant's routes through the gateway and its sidecar scope",
+        "the tenant's routes through the gateway, their connection limits and its sidecar scope",
     ),
     Rule(("security.istio.io",), ("authorizationpolicies",), MANAGE, "the tenant's mesh policies"),
+)
+
+# In argocd only (a Role there, bound by the ArgoCD component): the tenants' AppProjects.
+WORKER_GITOPS_RULES = (
     Rule(("argoproj.io",), ("appprojects",), MANAGE, "the tenant's Argo CD project (in argocd)"),
 )
 
 
-def worker_cluster_role() -> Manifest:
+def _role(kind: str, name: str, rules: tuple[Rule, ...], namespace: str | None = None) -> Manifest:
+    metadata: dict[str, Any] = {"name": name, "labels": dict(PLATFORM_LABELS)}
+    if namespace is not None:
+        metadata["namespace"] = namespace
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": WORKER_NAME, "labels": dict(PLATFORM_LABELS)},
-        "rules": [
-            {"apiGroups": list(rule.api_groups), "resources": list(rule.resources), "verbs": list(rule.verbs)}
-            for rule in WORKER_RULES
-        ],
+        "kind": kind,
+        "metadata": metadata,
+        "rules": [rule.manifest() for rule in rules],
     }
+
+
+def worker_cluster_role() -> Manifest:
+    return _role("ClusterRole", WORKER_NAME, WORKER_RULES)
+
+
+def worker_tenant_cluster_role() -> Manifest:
+    """Bound by no ClusterRoleBinding: only tenant stacks' RoleBindings in their namespaces grant it."""
+    return _role("ClusterRole", WORKER_TENANT_ROLE, WORKER_TENANT_RULES)
+
+
+def worker_gitops_role(argocd_namespace: str) -> Manifest:
+    return _role("Role", WORKER_GITOPS_ROLE, WORKER_GITOPS_RULES, namespace=argocd_namespace)
+
+
+def _worker_subjects() -> list[dict[str, Any]]:
+    return [{"kind": "ServiceAccount", "name": WORKER_NAME, "namespace": NAMESPACE}]
 
 
 def worker_cluster_role_binding() -> Manifest:
@@ -577,7 +638,17 @@ def worker_cluster_role_binding() -> Manifest:
         "kind": "ClusterRoleBinding",
         "metadata": {"name": WORKER_NAME, "labels": dict(PLATFORM_LABELS)},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": WORKER_NAME},
-        "subjects": [{"kind": "ServiceAccount", "name": WORKER_NAME, "namespace": NAMESPACE}],
+        "subjects": _worker_subjects(),
+    }
+
+
+def worker_gitops_role_binding(argocd_namespace: str) -> Manifest:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": WORKER_NAME, "namespace": argocd_namespace, "labels": dict(PLATFORM_LABELS)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": WORKER_GITOPS_ROLE},
+        "subjects": _worker_subjects(),
     }
 
 
@@ -586,13 +657,17 @@ ADMISSION_POLICY = "selfservice-worker-tenant-namespaces"
 
 
 def worker_admission_policy() -> Manifest:
-    """Narrow the ClusterRole's writes to tenant namespaces (and tenant AppProjects in argocd).
+    """Keep the workers' writes to tenant namespaces (and tenant AppProjects in argocd).
 
-    Tenant namespaces only exist once their stack creates them, so the worker's role is bound
-    cluster-wide; this policy makes every create, update and delete it sends outside ``tenant-*``
-    fail at admission. Reads are not admission requests: the README says what remains.
+    Tenant namespaces only exist once their stack creates them, so creating a namespace and the
+    RoleBinding that grants ``WORKER_TENANT_ROLE`` in it is bound cluster-wide; this policy makes every
+    create, update and delete the workers send outside ``tenant-*`` fail at admission, so they cannot
+    bind that role (and so read Secrets) anywhere else. It matches the namespaced rights too: a binding
+    placed elsewhere by hand still writes nothing there.
     """
-    managed = [rule for rule in WORKER_RULES if "create" in rule.verbs]
+    managed = [
+        rule for rule in (*WORKER_RULES, *WORKER_TENANT_RULES, *WORKER_GITOPS_RULES) if "create" in rule.verbs
+    ]
     checks = " || ".join(
         [
             f"(request.namespace == '' && request.resource.resource == 'namespaces'"

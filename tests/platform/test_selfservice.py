@@ -19,8 +19,10 @@ from tenancy.builders.redis import sentinel_hosts
 from tenancy.builders.selfservice import (
     API_NAME,
     HTTP_PORT,
+    WORKER_GITOPS_RULES,
     WORKER_NAME,
     WORKER_RULES,
+    WORKER_TENANT_RULES,
     labels,
     trusted_proxies,
 )
@@ -204,21 +206,28 @@ def test_only_workers_hold_kubernetes_permissions_and_never_cluster_wide_power(p
         {"kind": "ServiceAccount", "name": WORKER_NAME, "namespace": "tenancy-system"}
     ]
     assert binding["roleRef"]["name"] == WORKER_NAME != "cluster-admin"
+    # The Argo CD component's binding is in argocd, for AppProjects only; none in SelfService itself.
     assert objects(prod, "RoleBinding") == []
-    [role] = objects(prod, "ClusterRole")
-    for rule in role["rules"]:
-        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
-        # Never rights over cluster-wide RBAC, nodes, webhooks or CRDs.
-        assert not {"clusterroles", "clusterrolebindings", "nodes", "customresourcedefinitions"} & set(
-            rule["resources"]
-        )
-        assert not {"impersonate"} & set(rule["verbs"])
-    assert all(rule.why for rule in WORKER_RULES)
+    roles = {role["metadata"]["name"]: role for role in objects(prod, "ClusterRole")}
+    assert set(roles) == {WORKER_NAME, f"{WORKER_NAME}-tenant"}
+    for role in roles.values():
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+            # Never rights over nodes, webhooks or CRDs, nor ClusterRoleBindings.
+            assert not {"clusterrolebindings", "nodes", "customresourcedefinitions"} & set(rule["resources"])
+            assert not {"impersonate"} & set(rule["verbs"])
+            # ClusterRoles: only "bind", and only the workers' tenant role.
+            if "clusterroles" in rule["resources"]:
+                assert rule["verbs"] == ["bind"] and rule["resourceNames"] == [f"{WORKER_NAME}-tenant"]
+    # Cluster-wide, nothing over Secrets, workloads or policies: those are bound per tenant namespace.
+    cluster_wide = {r for rule in roles[WORKER_NAME]["rules"] for r in rule["resources"]}
+    assert cluster_wide == {"namespaces", "rolebindings", "clusterroles"}
+    assert all(rule.why for rule in (*WORKER_RULES, *WORKER_TENANT_RULES))
 
 
 def test_readme_lists_every_worker_rule_and_why() -> None:
     readme = (PROJECT_DIR / "README.md").read_text()
-    for rule in WORKER_RULES:
+    for rule in (*WORKER_RULES, *WORKER_TENANT_RULES, *WORKER_GITOPS_RULES):
         for resource in rule.resources:
             assert f"`{resource}`" in readme, f"README does not list the worker rule for {resource}"
 
@@ -339,7 +348,8 @@ def test_admission_keeps_the_workers_writes_inside_tenant_namespaces(
     assert _cel(validation["expression"], request) is allowed
     # Every kind the workers may change is matched, so none escapes the check.
     matched = {r for rule in policy["spec"]["matchConstraints"]["resourceRules"] for r in rule["resources"]}
-    assert matched == {r for rule in WORKER_RULES if "create" in rule.verbs for r in rule.resources}
+    every = (*WORKER_RULES, *WORKER_TENANT_RULES, *WORKER_GITOPS_RULES)
+    assert matched == {r for rule in every if "create" in rule.verbs for r in rule.resources}
 
 
 def test_the_workers_give_prod_tenant_stacks_the_vault_token_they_require(prod: StackCapture) -> None:

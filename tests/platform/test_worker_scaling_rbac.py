@@ -1,7 +1,8 @@
 """What scaling really asks the Kubernetes API for, and that the workers may ask it only in tenant
 namespaces: the real ``kubectl`` (as ``tenancy.automation.scaling.Kubectl`` runs it) talks to an API
 server stand-in on 127.0.0.1 that records every request; each request is then checked against the
-workers' ClusterRole and the ValidatingAdmissionPolicy's real CEL rules (evaluated with cel-python)."""
+workers' rights in a tenant namespace and the ValidatingAdmissionPolicy's real CEL rules (evaluated
+with cel-python)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tenancy.builders.selfservice import (
     WORKER_USER,
     worker_admission_policy,
     worker_cluster_role,
+    worker_tenant_cluster_role,
 )
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl on PATH")
@@ -167,11 +169,13 @@ def resource_requests(recorded: Recorded) -> list[dict[str, Any]]:
 
 
 def granted(request: dict[str, Any]) -> bool:
+    """What the workers hold in a tenant namespace: their ClusterRole and the tenant role that the
+    tenant stack binds there (tests/platform/test_worker_rbac.py checks that binding)."""
     return any(
         request["group"] in rule["apiGroups"]
         and request["resource"] in rule["resources"]
         and request["verb"] in rule["verbs"]
-        for rule in worker_cluster_role()["rules"]
+        for rule in [*worker_cluster_role()["rules"], *worker_tenant_cluster_role()["rules"]]
     )
 
 
@@ -230,7 +234,10 @@ def test_scaling_asks_for_exactly_what_the_workers_role_grants(api_server: Recor
         if request["operation"] is not None:
             assert admitted(request), f"admission refuses {request}"
     # Nothing in the role lets the workers run commands in pods.
-    assert not any("pods/exec" in rule["resources"] for rule in worker_cluster_role()["rules"])
+    assert not any(
+        "pods/exec" in rule["resources"]
+        for rule in [*worker_cluster_role()["rules"], *worker_tenant_cluster_role()["rules"]]
+    )
 
 
 @pytest.mark.parametrize("namespace", ["iam", "kube-system", "tenancy-system", "argocd"])
