@@ -37,7 +37,7 @@ PLACEHOLDER_KUBECONFIG = "apiVersion: v1\nkind: Config\n# written by the running
 # The platform stack outputs tenant stacks read that the platform stack exports as secrets.
 SECRET_PLATFORM_OUTPUTS = frozenset({KEYCLOAK_PROVISIONER_SECRET_OUTPUT})
 
-sdk_overhead.install()  # no stack walk per resource under mocks: the mock monitor ignores it
+sdk_overhead.install()  # under mocks: no stack walk, URN or debug log request per resource; none is read
 
 
 @dataclass

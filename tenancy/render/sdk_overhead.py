@@ -1,36 +1,91 @@
-"""One adjustment of the Pulumi SDK for programs run under mocks: no stack walk per resource.
+"""Adjustments of the Pulumi SDK for programs run under mocks: work whose result the mocks never read.
 
 Written for pulumi==3.272.0 (pinned in pyproject.toml; ``tests/render/test_sdk_overhead.py`` fails
-when the SDK changes underneath). For every resource it registers or reads, the SDK's
-``pulumi.runtime.resource._get_stack_trace`` extracts the whole Python stack and turns each frame into
-a file URI, to tell the engine where the resource was declared. The mock monitor never reads either
-field (``MockMonitor.RegisterResource`` and ``ReadResource`` build ``MockResourceArgs`` from the type,
-name, inputs, provider and id only), yet the walk was about a tenth of a render (issue #11). The SDK
-offers no setting for it, so ``install`` wraps that one function: under a ``MockMonitor`` it returns
-an empty trace, which is what the SDK itself sends when it finds no user frame; with a real engine it
-walks the stack as before. Nothing a program declares, and nothing a render writes, changes.
+when the SDK changes underneath). Each wrapper does what the SDK does unless the monitor (or engine)
+is the mock one set by ``pulumi.runtime.set_mocks``; with a real engine (``pulumi up``, the Automation
+API) every call goes to the SDK's own function, unchanged. Nothing a program declares, and nothing a
+render writes, changes (issue #11):
+
+- **No stack walk per resource.** For every resource it registers or reads, the SDK's
+  ``pulumi.runtime.resource._get_stack_trace`` extracts the whole Python stack and turns each frame
+  into a file URI, to tell the engine where the resource was declared. The mock monitor never reads
+  either field (``MockMonitor.RegisterResource`` and ``ReadResource`` build ``MockResourceArgs`` from
+  the type, name, inputs, provider and id only). Under a ``MockMonitor`` the trace is empty, which is
+  what the SDK itself sends when it finds no user frame.
+- **No unused URN per resource.** Before every registration and read the SDK computes a URN from the
+  name, type and parent URN through three ``Output`` objects, two ``apply`` calls and their tasks
+  (``create_urn``), for the response it fakes when there is *no* monitor at all; with the mock
+  monitor the value is awaited and dropped. Under a ``MockMonitor``, when every part is already a
+  string (as it is there), the same URN is built as a string and returned in one ``Output``.
+- **No debug log request nobody keeps.** The SDK logs a few debug messages per resource; each is a
+  ``LogRequest`` handed to the engine, which under mocks (``MockEngine``) passes it to a Python logger
+  that drops it unless DEBUG is enabled. Under a ``MockEngine`` whose logger would drop it, the
+  request is not built; with DEBUG enabled it is logged as before.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import Any
 
+import pulumi
+from pulumi import log as sdk_log
 from pulumi.runtime import resource as sdk_resource
 from pulumi.runtime import settings as sdk_settings
-from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.mocks import MockEngine, MockMonitor
 from pulumi.runtime.proto import source_pb2
 
-SDK_VERSION = "3.272.0"  # the pulumi release this adjustment was read against
+SDK_VERSION = "3.272.0"  # the pulumi release these adjustments were read against
 
 _sdk_get_stack_trace: Callable[[], source_pb2.StackTrace] = sdk_resource._get_stack_trace
+_sdk_create_urn: Callable[..., pulumi.Output[str]] = sdk_resource.create_urn
+_sdk_debug: Callable[..., None] = sdk_log.debug
+
+
+def _mocked() -> bool:
+    return isinstance(sdk_settings.get_monitor(), MockMonitor)
 
 
 def _stack_trace_unless_mocked() -> source_pb2.StackTrace:
-    if isinstance(sdk_settings.get_monitor(), MockMonitor):
+    if _mocked():
         return source_pb2.StackTrace()
     return _sdk_get_stack_trace()
 
 
+def _create_urn_unless_mocked(
+    name: Any, type_: Any, parent: Any = None, project: Any = None, stack: Any = None
+) -> pulumi.Output[str]:
+    plain = (
+        isinstance(name, str)
+        and isinstance(type_, str)
+        and (parent is None or isinstance(parent, str))
+        and (project is None or isinstance(project, str))
+        and (stack is None or isinstance(stack, str))
+    )
+    if not plain or not _mocked():
+        return _sdk_create_urn(name, type_, parent, project, stack)
+    # The SDK's expression, on strings instead of outputs of strings.
+    if parent is not None:
+        prefix = parent[0 : parent.rfind("::")] + "$"
+    else:
+        stack = sdk_settings.get_stack() if stack is None else stack
+        project = sdk_settings.get_project() if project is None else project
+        prefix = "urn:pulumi:" + stack + "::" + project + "::"
+    return pulumi.Output.from_input(prefix + type_ + "::" + name)
+
+
+def _debug_unless_dropped(
+    msg: str, resource: Any = None, stream_id: int | None = None, ephemeral: bool | None = None
+) -> None:
+    engine = sdk_settings.get_engine()
+    if isinstance(engine, MockEngine) and not engine.logger.isEnabledFor(logging.DEBUG):
+        return
+    _sdk_debug(msg, resource, stream_id, ephemeral)
+
+
 def install() -> None:
-    """Skip the stack walk under mocks from now on, in this process (idempotent)."""
+    """Make these adjustments from now on, in this process (idempotent)."""
     sdk_resource._get_stack_trace = _stack_trace_unless_mocked
+    sdk_resource.create_urn = _create_urn_unless_mocked
+    sdk_log.debug = _debug_unless_dropped
