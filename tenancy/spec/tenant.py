@@ -677,12 +677,15 @@ def _fmt(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
-def parse_tenant(data: Any, *, file: str) -> TenantSpec:
-    """Validate one tenant document (schema, then plan limits); raise SpecError naming file and field."""
+def parse_tenant(data: Any, *, file: str, strings: list[str] | None = None) -> TenantSpec:
+    """Validate one tenant document (schema, then plan limits); raise SpecError naming file and field.
+    ``strings``: every string of ``data``, if the caller has them (see ``forbidden_characters``)."""
     if not isinstance(data, Mapping):
         kind = "empty" if data is None else type(data).__name__
         raise SpecError([SpecIssue(file, "", f"a tenant file holds one YAML mapping, this one is {kind}")])
-    refused = [SpecIssue(file, field, reason) for field, reason in forbidden_characters(data)]
+    refused = [
+        SpecIssue(file, field, reason) for field, reason in forbidden_characters(data, strings=strings)
+    ]
     if refused:
         raise SpecError(refused)
     try:

@@ -68,10 +68,15 @@ def _all_strings(data: Any) -> list[str] | None:
     return strings
 
 
-def forbidden_characters(data: Any, path: str = "") -> Iterator[tuple[str, str]]:
+def forbidden_characters(
+    data: Any, path: str = "", *, strings: list[str] | None = None
+) -> Iterator[tuple[str, str]]:
     """(field path, reason) for every string in ``data`` (keys too) holding a forbidden character;
-    paths are dotted as in the file (``owners.0``, ``labels.team``)."""
-    strings = _all_strings(data)
+    paths are dotted as in the file (``owners.0``, ``labels.team``). ``strings``, if given, holds at
+    least every string of ``data`` (``load_yaml_and_strings`` collects them as it builds the
+    document), which saves walking it when none has such a character."""
+    if strings is None:
+        strings = _all_strings(data)
     # One search over every string joined (a character class cannot match across the joins) answers
     # for the usual document, which has none; the walk below then names each one.
     if strings is not None and _FORBIDDEN.search("".join(strings)) is None:

@@ -19,7 +19,7 @@ import yaml
 
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.tenant import Tenant, TenantSpec, parse_tenant, resolve
-from tenancy.spec.yaml_loading import load_yaml
+from tenancy.spec.yaml_loading import load_yaml, load_yaml_and_strings
 
 ENVIRONMENTS = ("dev", "prod")
 _IGNORED_SUFFIXES = (".md",)
@@ -131,7 +131,7 @@ def _check_file(path: Path | str, shown: str) -> tuple[str, TenantSpec]:
     try:
         with open(path, encoding="utf-8") as file:  # what Path.read_text does
             text = file.read()
-        data = load_yaml(text)
+        data, strings = load_yaml_and_strings(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -139,7 +139,7 @@ def _check_file(path: Path | str, shown: str) -> tuple[str, TenantSpec]:
         raise SpecError([SpecIssue(shown, "", f"{where}{problem}")]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError([SpecIssue(shown, "", f"cannot be read: {error.__class__.__name__}")]) from None
-    return text, parse_tenant(data, file=shown)
+    return text, parse_tenant(data, file=shown, strings=strings)
 
 
 def _check_chunk(chunk: list[tuple[str, str]]) -> list[tuple[bool, Any]]:

@@ -65,26 +65,38 @@ class _Loader(SAFE_LOADER):  # type: ignore[misc,valid-type]
             return tag
         return super().resolve(kind, value, implicit)
 
+    # libyaml calls these two around every node, and they do nothing without path resolvers, which
+    # the safe loaders do not have (``resolve`` above assumes the same): a fifteenth of the parse.
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
 
 class _Unusual(Exception):
     """The document needs PyYAML's constructor."""
 
 
 class _Builder:
-    """Values of a node tree as SafeConstructor builds them, for the plain subset (see the module)."""
+    """Values of a node tree as SafeConstructor builds them, for the plain subset (see the module).
+    ``strings`` gets every string it builds, keys included (and any a later duplicate key replaced)."""
 
-    __slots__ = ("constructor", "seen")
+    __slots__ = ("constructor", "seen", "strings")
 
     def __init__(self, constructor: Any) -> None:
         self.constructor = constructor
         self.seen: set[int] = set()
+        self.strings: list[str] = []
 
     def build(self, node: Any) -> Any:
         kind = node.__class__
         tag = node.tag
         if kind is ScalarNode:
             if tag == _STR:
-                return node.value
+                value = node.value
+                self.strings.append(value)
+                return value
             if tag == _BOOL:  # what construct_yaml_bool does, without its two calls
                 return _BOOL_VALUES[node.value.lower()]
             if tag == _NULL:
@@ -114,14 +126,23 @@ class _Builder:
 
 def load_yaml(text: str | bytes) -> Any:
     """The one document in ``text`` (``yaml.safe_load`` semantics); raises yaml.YAMLError."""
+    return load_yaml_and_strings(text)[0]
+
+
+def load_yaml_and_strings(text: str | bytes) -> tuple[Any, list[str] | None]:
+    """``load_yaml``, and every string of the document (keys too) when this module built its values
+    (None when PyYAML's constructor did): the tenant check searches them for forbidden characters
+    without walking the document again. The list may hold more than the document (the values of a
+    key given twice), never less."""
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
-            return None
+            return None, []
+        builder = _Builder(loader)
         try:
-            return _Builder(loader).build(node)
+            return builder.build(node), builder.strings
         except Exception:  # anything unusual, errors included: PyYAML decides
-            return loader.construct_document(node)
+            return loader.construct_document(node), None
     finally:
         loader.dispose()

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tenancy.spec.yaml_loading import SAFE_LOADER, load_yaml
+from tenancy.spec import text as text_module
+from tenancy.spec.yaml_loading import SAFE_LOADER, load_yaml, load_yaml_and_strings
 from tests.conftest import PROJECT_DIR
 
 CORNER_CASES = [
@@ -143,3 +144,24 @@ def test_plain_documents_are_built_without_pyyamls_constructor(monkeypatch: pyte
     assert [load_yaml(text) for text in texts] == expected
     with pytest.raises(AssertionError, match="constructor was used"):
         load_yaml("base: &b {x: 1}\nderived: {<<: *b}\n")
+
+
+@pytest.mark.parametrize("text", CORNER_CASES)
+def test_the_strings_given_with_a_document_hold_each_of_its_strings(text: str) -> None:
+    """load_yaml_and_strings' list lets the tenant check skip its walk: it must miss no string (keys
+    included); None, when PyYAML's constructor built the document, sends the check to its walk."""
+    if _outcome(_pyyaml, text)[0] == "error":
+        return  # the same error: test_values_and_errors_are_pyyamls
+    document, strings = load_yaml_and_strings(text)
+    assert _same(_pyyaml(text), document)
+    if strings is not None:
+        found = text_module._all_strings(document)
+        assert found is not None and set(found) <= set(strings), (found, strings)
+
+
+def test_strings_come_with_the_plain_documents_of_tenant_files() -> None:
+    for path in sorted((PROJECT_DIR / "tenants").glob("*/*.yaml")):
+        document, strings = load_yaml_and_strings(path.read_text(encoding="utf-8"))
+        assert strings is not None and sorted(strings) == sorted(text_module._all_strings(document) or [])
+    document, strings = load_yaml_and_strings('a: x\na: "\\e"\n')  # a key given twice: both values
+    assert document == {"a": "\x1b"} and sorted(strings or []) == ["\x1b", "a", "a", "x"]
