@@ -488,8 +488,26 @@ def _services(spec: TenantSpec, limits: PlanLimits) -> tuple[QdrantSettings | No
 # --- plan limits ---------------------------------------------------------------------------------
 
 
+# The plan checks' findings, (field, reason) pairs, by what they read: the plan and the Qdrant and
+# vCluster specs (frozen models, hashed and compared by value). Tenants share plans and sizes, so a
+# tree of thousands of files has few distinct entries; bounded all the same, like the YAML tag cache.
+_PLAN_FINDINGS: dict[tuple[Plan, QdrantSpec, VClusterSpec], tuple[tuple[str, str], ...]] = {}
+
+
 def plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
     """What the spec asks for beyond its plan, each with the field to change."""
+    key = (spec.plan, spec.qdrant, spec.vcluster)
+    findings = _PLAN_FINDINGS.get(key)
+    if findings is None:
+        if len(_PLAN_FINDINGS) >= 1024:
+            _PLAN_FINDINGS.clear()
+        findings = _PLAN_FINDINGS[key] = tuple(
+            (issue.field, issue.reason) for issue in _plan_issues(spec, file=file)
+        )
+    return [SpecIssue(file, field, reason) for field, reason in findings]
+
+
+def _plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
     limits = PLANS[spec.plan]
     qdrant, vcluster = _services(spec, limits)  # not the whole Tenant: a third of the checks' time
     plan = spec.plan.value

@@ -12,7 +12,14 @@ from cronsim import CronSim
 
 from tenancy.spec.errors import SpecError
 from tenancy.spec.plans import PLANS, Plan
-from tenancy.spec.tenant import LABEL_TENANT, parse_tenant, quota_usage, resolve, shortest_interval
+from tenancy.spec.tenant import (
+    LABEL_TENANT,
+    TenantSpec,
+    parse_tenant,
+    quota_usage,
+    resolve,
+    shortest_interval,
+)
 
 FILE = "tenants/prod/acme.yaml"
 
@@ -261,3 +268,22 @@ def test_the_backup_job_counts_in_the_quota_only_with_snapshots() -> None:
     # 100m + its 50m sidecar requested; 100m + a 500m sidecar limit.
     assert with_backups["requests.cpu"][0] - without["requests.cpu"][0] == Decimal("0.15")
     assert with_backups["limits.cpu"][0] - without["limits.cpu"][0] == Decimal("0.6")
+
+
+def test_plan_findings_remembered_by_settings_name_each_file_and_match_the_full_check() -> None:
+    """plan_issues remembers findings by plan and Qdrant/vCluster spec: a second file with the same
+    settings gets the same findings under its own name, and a change of any setting is checked anew."""
+    from tenancy.spec import tenant as tenant_module
+
+    over = {"enabled": True, "replicas": 3, "resources": {"cpu": "3", "memory": "1Gi"}}
+    first = issues_of(tenant_doc(plan="small", qdrant=over))
+    with pytest.raises(SpecError) as caught:
+        parse_tenant(tenant_doc(name="globex", plan="small", qdrant=over), file="tenants/prod/globex.yaml")
+    second = [(i.file, i.field, i.reason) for i in caught.value.issues]
+    assert [issue[1:] for issue in second] == [issue[1:] for issue in first] and len(first) >= 2
+    assert {issue[0] for issue in second} == {"tenants/prod/globex.yaml"}
+    assert issues_of(tenant_doc(plan="small", qdrant={**over, "replicas": 4})) != first
+    parse_tenant(tenant_doc(plan="large", qdrant=over), file=FILE)  # the plan is part of the key
+    for doc in (tenant_doc(plan="small", qdrant=over), tenant_doc(plan="medium", vcluster={"enabled": True})):
+        spec = TenantSpec.model_validate(doc)
+        assert tenant_module.plan_issues(spec, file=FILE) == tenant_module._plan_issues(spec, file=FILE)
