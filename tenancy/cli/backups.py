@@ -14,7 +14,8 @@ is missing (local backup and restore read the tenant's stack).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -35,6 +36,9 @@ from tenancy.cli.operations import (
     _stack,
 )
 from tenancy.cli.remote import RemoteFailure, TokenOption, UrlOption, call, fail, follow
+
+if TYPE_CHECKING:
+    from tenancy.dataops.retired import RetiredBackup
 
 BackupOption = Annotated[str, typer.Option("--backup", help="The backup's id (see `tenantctl backups`).")]
 CollectionOption = Annotated[
@@ -108,25 +112,41 @@ def backups(
         except RemoteFailure as failure:
             fail(failure, as_json)
     else:
-        from tenancy.automation.data_operations import DataUnavailable, tenant_backups
+        from tenancy.automation.data_operations import (
+            DataUnavailable,
+            tenant_backups,
+            tenant_retired_backups,
+        )
 
         data = _bucket_or_fail(as_json)
+        now = datetime.now(UTC)
         try:
             records = tenant_backups(data, stack)
+            retired = [b for b in tenant_retired_backups(data, stack) if not b.expired(now)]
         except DataUnavailable as error:
             _fail(error.message, exit_codes.OPERATION_FAILED, as_json, code="backups_unavailable")
-        listed = [{**record.summary(), "created": record.created.isoformat()} for record in records]
+        # Here, with the bucket's credentials, the caller is the platform: every kept backup is listed.
+        listed = [{**record.summary(), "retired": None} for record in records] + [
+            {**b.record.summary(), "retired": _retired_summary(b)} for b in retired
+        ]
+        listed.sort(key=lambda item: str(item["created"]), reverse=True)
     if as_json:
         typer.echo(json.dumps({"backups": listed}, indent=2))
         return
     if not listed:
         typer.echo(f"no backups of {stack.name}")
         return
-    typer.echo(f"{'ID':<24}  {'CREATED':<25}  {'SIZE':>12}  {'CHECKSUM':<16}  COLLECTIONS")
+    typer.echo(f"{'ID':<24}  {'CREATED':<25}  {'SIZE':>12}  {'CHECKSUM':<16}  {'FROM':<28}  COLLECTIONS")
     for item in listed:
+        retired = item.get("retired")
+        origin = (
+            f"deleted {retired['deleted'][:10]}, kept to {retired['expires'][:10]}"
+            if retired
+            else "this tenant"
+        )
         typer.echo(
             f"{item['id']:<24}  {item['created']:<25}  {item['size']:>12}  {item['checksum'][:16]:<16}  "
-            f"{', '.join(item['collections']) or '-'}"
+            f"{origin:<28}  {', '.join(item['collections']) or '-'}"
         )
 
 
@@ -165,15 +185,29 @@ def restore(
             body["into"] = into
         _remote_operation(url, token, "POST", f"{_path(source)}/restore", body, as_json)
         return
-    from tenancy.automation.data_operations import DataUnavailable, tenant_backups
+    from tenancy.automation.data_operations import DataUnavailable, tenant_backups, tenant_retired_backups
 
     settings = _settings(project, tenants, state_dir)
     _qdrant_on(_read_spec(settings, target, as_json), target, as_json)
     data = _bucket_or_fail(as_json)
+    retired = None
     try:
         record = next((r for r in tenant_backups(data, source) if r.id == backup_id), None)
+        if record is None:  # one a deleted tenant of the name left (here the caller is the platform)
+            retired = next(
+                (b for b in tenant_retired_backups(data, source) if b.record.id == backup_id), None
+            )
+            record = retired.record if retired is not None else None
     except DataUnavailable as error:
         _fail(error.message, exit_codes.OPERATION_FAILED, as_json, code="backups_unavailable")
+    if retired is not None and retired.expired(datetime.now(UTC)):
+        _fail(
+            f"backup {backup_id} of the deleted {source.name} expired at "
+            f"{retired.expires:%Y-%m-%d %H:%M} UTC (the retention it had); it can no longer be restored",
+            exit_codes.INVALID_INPUT,
+            as_json,
+            code="backup_expired",
+        )
     if record is None:
         _fail(
             f"{source.name} has no complete backup {backup_id} "
@@ -208,12 +242,23 @@ def restore(
             code="operation_in_progress",
         )
     params: dict[str, Any] = {"backup": backup_id, "source": source.tenant}
+    if retired is not None:
+        params["retired"] = retired.owner.folder
     if collections:
         params["collections"] = sorted(set(collections))
     _run_one(OperationKind.restore, target.tenant, env, as_json, settings, params=params)
 
 
 # --- pieces --------------------------------------------------------------------------------------
+
+
+def _retired_summary(backup: RetiredBackup) -> dict[str, str]:
+    """As the API shows a deleted tenant's backup (``retired``)."""
+    return {
+        "incarnation": backup.owner.folder,
+        "deleted": backup.owner.retired.isoformat(),
+        "expires": backup.expires.isoformat(),
+    }
 
 
 def _path(stack: StackRef) -> str:

@@ -167,3 +167,37 @@ def test_a_tenant_name_that_is_no_dns_label_is_refused_before_anything(cli_proje
     result = tenantctl(cli_project, "backup", "Not_A_Tenant")
     assert result.exit_code == exit_codes.INVALID_INPUT
     assert "is not a tenant name" in result.stderr
+
+
+def test_a_deleted_tenants_backups_are_listed_and_restored_here_until_they_expire(
+    cli_project: Path,
+    clusters: Clusters,
+    s3: Any,  # noqa: F811
+) -> None:
+    """Here the caller holds the bucket's credentials (the platform): a deleted incarnation's backups,
+    set aside as its destroy does, are listed with where they came from and restore by id."""
+    from datetime import UTC, datetime
+
+    from tenancy.dataops.retired import RetiredIncarnation, retire_backups
+
+    assert tenantctl(cli_project, "backup", "acme").exit_code == 0
+    (record,) = listed(cli_project, "acme")
+    live = BackupBucket(s3, bucket=BUCKET, prefix="tenants/dev/acme/qdrant")
+    area = BackupBucket(s3, bucket=BUCKET, prefix="tenants/dev/acme/retired")
+    owner = RetiredIncarnation("c" * 40, "dev:" + "c" * 40, datetime.now(UTC), 14)
+    assert retire_backups(live, area, owner) == [record["id"]]
+
+    (kept,) = listed(cli_project, "acme")
+    assert kept["id"] == record["id"] and kept["retired"]["incarnation"] == "c" * 40
+    table = runner.invoke(app, ["backups", "acme", "--env", "dev"])
+    assert "deleted " in table.stdout and record["id"] in table.stdout
+    restored = tenantctl(cli_project, "restore", "acme", "--backup", record["id"], "--into", "beta")
+    assert restored.exit_code == 0, restored.output
+    assert clusters.beta.all_points("docs") == clusters.acme.all_points("docs")
+
+    expired = json.dumps(owner.to_json() | {"maxAgeDays": 0}).encode()
+    area.put_bytes(f"{'c' * 40}/incarnation.json", expired, content_type="application/json")
+    refused = tenantctl(cli_project, "restore", "acme", "--backup", record["id"], "--into", "beta", "--json")
+    assert refused.exit_code == exit_codes.INVALID_INPUT, refused.output
+    assert json.loads(refused.stdout)["error"]["code"] == "backup_expired"
+    assert listed(cli_project, "acme") == []

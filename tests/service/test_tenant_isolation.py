@@ -44,6 +44,7 @@ ROUTES = [
     Route("GET", TENANT + "/qdrant/snapshots"),
     Route("POST", TENANT + "/qdrant/snapshots", writes=True),
     Route("POST", TENANT + "/qdrant/restore", {"backup": "20261206T031500Z-a1b2c3"}, writes=True),
+    Route("POST", TENANT + "/qdrant/retired/{incarnation}/handover", writes=True),
     Route("GET", "/change-requests/{request}"),
     Route("POST", "/change-requests/{request}/approve", writes=True),
     Route("POST", "/change-requests/{request}/reject", {"reason": "probe"}, writes=True),
@@ -69,6 +70,7 @@ class World:
             operation=self.beta_operation,
             key=self.beta_key,
             request=self.beta_request,
+            incarnation="a" * 40,  # a deleted incarnation's folder
         )
         body = route.body
         if isinstance(body, dict) and body.get("name") == "{tenant}":

@@ -20,6 +20,11 @@ log = logging.getLogger("tenancy.service")
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "unauthenticated": (401, "no credentials, or a token/API key that does not verify"),
     "forbidden": (403, "your role on this tenant does not allow this"),
+    "backup_not_owned": (
+        403,
+        "the backup belongs to a deleted tenant of the same name (an earlier incarnation): a platform-admin "
+        "may restore it, or hand its backups over to this tenant",
+    ),
     "platform_admin_required": (
         403,
         "only a platform-admin may set this field (plan, groups); details name it",
@@ -55,6 +60,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "precondition_failed": (
         412,
         "If-Match does not match the tenant's current version, or If-None-Match: * and it exists",
+    ),
+    "backup_expired": (
+        410,
+        "the deleted tenant's backup is past its retention period; it cannot be restored",
     ),
     "payload_too_large": (413, "the request body is too large"),
     "invalid_spec": (422, "the tenant spec is invalid; details name each field and reason"),

@@ -2,19 +2,34 @@
 
 Backups and restores are operations the workers run (tenancy.automation.data_operations); these
 routes queue them and answer 202 with the operation, followed at /api/v1/operations/{id}/events.
+
+Backups a deleted tenant left (``tenancy.dataops.retired``) belong to its incarnation, not its name:
+a tenant's roles see and restore those of the tenant's own current incarnation and of incarnations a
+platform-admin handed over to it; platform-admins see and restore all of them, also while no tenant
+of the name exists. Group membership says only *which name* a caller administers, and a name can be
+reused by someone else, so a role on the name alone never reaches an earlier incarnation's data.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from tenancy.automation.contract import Operation, OperationKind, OperationStatus, StackRef
-from tenancy.automation.data_operations import DataUnavailable, tenant_backups
+from tenancy.automation.data_operations import (
+    DataUnavailable,
+    retired_area,
+    tenant_backups,
+    tenant_retired_backups,
+)
+from tenancy.automation.incarnation import UNCOMMITTED
+from tenancy.dataops.backup import BackupError, BackupRecord
+from tenancy.dataops.object_store import ObjectStoreError
+from tenancy.dataops.retired import RetiredBackup, RetiredIncarnation, hand_over
 from tenancy.service.api import API_PREFIX
 from tenancy.service.backends import Backends
 from tenancy.service.core.errors import ServiceError, request_id
@@ -35,8 +50,16 @@ QDRANT_PATH = "/environments/{environment}/tenants/{name}/qdrant"
 _NAME = DNS_LABEL.pattern
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "No or invalid credentials."},
-    403: {"model": ErrorResponse, "description": "You can read this tenant but not change it."},
+    403: {
+        "model": ErrorResponse,
+        "description": "You can read this tenant but not change it, or the backup is a deleted tenant's "
+        "(backup_not_owned).",
+    },
     404: {"model": ErrorResponse, "description": "No such tenant (or backup) among those you can access."},
+    410: {
+        "model": ErrorResponse,
+        "description": "A deleted tenant's backup past its retention (backup_expired).",
+    },
     409: {
         "model": ErrorResponse,
         "description": "The tenant has no Qdrant, or another operation runs on it (restore).",
@@ -46,12 +69,46 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class RetiredView(ApiModel):
+    incarnation: str = Field(
+        description="The deleted tenant's incarnation: the commit that created its file."
+    )
+    deleted: datetime = Field(description="When its backups were set aside (its destroy).")
+    expires: datetime = Field(
+        description="When the backup is deleted: its creation plus the maxAgeDays it had."
+    )
+
+
 class BackupView(ApiModel):
     id: str
     created: datetime
     size: int = Field(description="Bytes stored, every shard snapshot together.")
     collections: list[str]
     checksum: str = Field(description="SHA-256 over every stored object's key, size and SHA-256.")
+    retired: RetiredView | None = Field(
+        default=None,
+        description="Set for a backup a deleted tenant of this name left; null for this tenant's.",
+    )
+
+    @classmethod
+    def of(cls, record: BackupRecord, retired: RetiredBackup | None = None) -> BackupView:
+        return cls(
+            id=record.id,
+            created=record.created,
+            size=record.size,
+            collections=list(record.collections),
+            checksum=record.checksum,
+            retired=None
+            if retired is None
+            else RetiredView(
+                incarnation=retired.owner.folder, deleted=retired.owner.retired, expires=retired.expires
+            ),
+        )
+
+
+class HandedOver(ApiModel):
+    incarnation: str = Field(description="The deleted incarnation whose backups this tenant may now restore.")
+    handed_to: list[str] = Field(description="Every incarnation (`<env>:<commit>`) they were handed over to.")
 
 
 class BackupList(ApiModel):
@@ -175,29 +232,47 @@ def back_up_now(
     response_model=BackupList,
     responses=_ERRORS,
     summary="List the tenant's backups, newest first",
+    description="Also the kept backups a deleted tenant of this name left that you may restore (their "
+    "`retired` says which incarnation, when it was deleted and until when they are kept): a "
+    "platform-admin sees all of them, also while no tenant has the name; a tenant's roles those of its "
+    "own incarnation and those a platform-admin handed over to it.",
 )
-def list_backups(stack: ReadableTenant, backends: BackendsDep) -> BackupList:
-    if backends.repository.read(stack.environment, stack.tenant) is None:
+def list_backups(stack: ReadableTenant, backends: BackendsDep, principal: CurrentPrincipal) -> BackupList:
+    exists = backends.repository.read(stack.environment, stack.tenant) is not None
+    if not exists and (not principal.platform_admin or backends.data is None):
+        # No tenant of the name: only a platform-admin sees backups deleted tenants left, if any are kept.
         raise tenant_not_found(stack.environment, stack.tenant)
     data = _data(backends)
+    current = backends.incarnations.of(stack) if exists else None
+    now = datetime.now(UTC)
     try:
-        records = tenant_backups(data, stack)
+        live = tenant_backups(data, stack)
+        retired = [
+            b
+            for b in tenant_retired_backups(data, stack)
+            if not b.expired(now) and may_restore_retired(principal, b.owner, current)
+        ]
     except DataUnavailable:
         raise ServiceError(
             "backups_unavailable", f"the backups of {stack.name} cannot be listed now; retry"
         ) from None
-    return BackupList(
-        backups=[
-            BackupView(
-                id=r.id,
-                created=r.created,
-                size=r.size,
-                collections=list(r.collections),
-                checksum=r.checksum,
-            )
-            for r in records
-        ]
-    )
+    views = [BackupView.of(r) for r in live] + [BackupView.of(b.record, b) for b in retired]
+    return BackupList(backups=sorted(views, key=lambda v: v.created, reverse=True))
+
+
+def may_restore_retired(principal: Principal, owner: RetiredIncarnation, current: str | None) -> bool:
+    """Whether ``principal`` may list and restore the backups a deleted incarnation left, ``current``
+    being the marker of the name's live incarnation (None: no tenant of the name now).
+
+    Platform-admins: always. A tenant's roles: only backups of their own incarnation (a destroy with
+    the file kept, e.g. ``tenantctl destroy``) or of one a platform-admin handed over to it. A tenant
+    re-created under the name is a new incarnation, and whoever holds its role may not be who held
+    the old one's: the platform-admin who re-creates it decides (restore it, or hand it over)."""
+    if principal.platform_admin:
+        return True
+    if current is None or current.endswith(f":{UNCOMMITTED}"):
+        return False  # a file no commit created belongs to no incarnation anyone owns
+    return owner.incarnation == current or current in owner.handed_to
 
 
 @router.post(
@@ -223,19 +298,13 @@ def restore(
         raise ServiceError(
             "forbidden", f"you can read {target.tenant} but restoring into it needs tenant-admin"
         )
-    if target != stack and backends.repository.read(stack.environment, stack.tenant) is None:
+    source_exists = backends.repository.read(stack.environment, stack.tenant) is not None
+    if not source_exists and (not principal.platform_admin or backends.data is None):
+        # A deleted tenant's backups: its roles went with it (a platform-admin restores them).
         raise tenant_not_found(stack.environment, stack.tenant)
     _with_qdrant(backends, target)
     data = _data(backends)
-    try:
-        backup_ids = {r.id: r for r in tenant_backups(data, stack)}
-    except DataUnavailable:
-        raise ServiceError(
-            "backups_unavailable", f"the backups of {stack.name} cannot be listed now; retry"
-        ) from None
-    record = backup_ids.get(body.backup)
-    if record is None:
-        raise ServiceError("backup_not_found", f"{stack.name} has no complete backup {body.backup}")
+    record, retired = _find_backup(request, backends, principal, stack, data, body.backup, source_exists)
     missing = sorted(set(body.collections or ()) - set(record.collections))
     if missing:
         raise ServiceError(
@@ -253,6 +322,8 @@ def restore(
                 f"({running.id}); wait for it to finish, then restore",
             )
         params: dict[str, Any] = {"backup": body.backup, "source": stack.tenant}
+        if retired is not None:
+            params["retired"] = retired.owner.folder
         if body.collections:
             params["collections"] = sorted(set(body.collections))
         operation = backends.queue.submit(
@@ -265,3 +336,98 @@ def restore(
         )
     _audit(request, backends, principal, target, "qdrant.restore", operation=operation)
     return _accepted(backends, operation)
+
+
+def _find_backup(
+    request: Request,
+    backends: Backends,
+    principal: Principal,
+    stack: StackRef,
+    data: Any,
+    backup_id: str,
+    source_exists: bool,
+) -> tuple[BackupRecord, RetiredBackup | None]:
+    """The backup ``backup_id`` of ``stack``: one of its own, or one a deleted incarnation of its name
+    left that the caller may restore (404 backup_not_found, 403 backup_not_owned, 410 backup_expired)."""
+    try:
+        live = next((r for r in tenant_backups(data, stack) if r.id == backup_id), None)
+        if live is not None:
+            return live, None
+        retired = next((b for b in tenant_retired_backups(data, stack) if b.record.id == backup_id), None)
+    except DataUnavailable:
+        raise ServiceError(
+            "backups_unavailable", f"the backups of {stack.name} cannot be listed now; retry"
+        ) from None
+    if retired is None:
+        raise ServiceError("backup_not_found", f"{stack.name} has no complete backup {backup_id}")
+    current = backends.incarnations.of(stack) if source_exists else None
+    if not may_restore_retired(principal, retired.owner, current):
+        _audit(request, backends, principal, stack, "qdrant.restore", refused="backup_not_owned")
+        raise ServiceError(
+            "backup_not_owned",
+            f"backup {backup_id} was left by an earlier tenant {stack.name}, deleted "
+            f"{retired.owner.retired:%Y-%m-%d %H:%M} UTC (incarnation {retired.owner.folder}); a new tenant "
+            "of the name does not own it: a platform-admin may restore it or hand it over to this tenant",
+        )
+    if retired.expired(datetime.now(UTC)):
+        raise ServiceError(
+            "backup_expired",
+            f"backup {backup_id} of the deleted {stack.name} expired at {retired.expires:%Y-%m-%d %H:%M} UTC "
+            "(the retention it had); it can no longer be restored",
+        )
+    return retired.record, retired
+
+
+_INCARNATION = Annotated[
+    str,
+    Path(
+        description="The deleted incarnation (the `retired.incarnation` of its backups).",
+        pattern=r"^([0-9a-f]{40}|[0-9a-f]{64}|op-[0-9A-Za-z-]{1,64})$",
+    ),
+]
+
+
+@router.post(
+    f"{QDRANT_PATH}/retired/{{incarnation}}/handover",
+    response_model=HandedOver,
+    responses=_ERRORS,
+    summary="Let this tenant restore the backups a deleted tenant of its name left (platform-admin)",
+    description="For a tenant re-created under a deleted tenant's name by the same people: its roles may "
+    "then list and restore the deleted incarnation's backups (until they expire). Audited.",
+)
+def hand_over_backups(
+    request: Request,
+    stack: ChangeableTenant,
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+    incarnation: _INCARNATION,
+) -> HandedOver:
+    if not principal.platform_admin:
+        raise ServiceError(
+            "platform_admin_required",
+            "only a platform-admin may hand a deleted tenant's backups over to a tenant of its name",
+        )
+    if backends.repository.read(stack.environment, stack.tenant) is None:
+        raise tenant_not_found(stack.environment, stack.tenant)
+    data = _data(backends)
+    current = backends.incarnations.of(stack)
+    try:
+        owner = hand_over(retired_area(data, stack), incarnation, current)
+    except BackupError:
+        raise ServiceError(
+            "backup_not_found", f"{stack.name} has no backups of a deleted incarnation {incarnation}"
+        ) from None
+    except ObjectStoreError:
+        raise ServiceError(
+            "backups_unavailable", f"the backups of {stack.name} cannot be changed now; retry"
+        ) from None
+    backends.audit.record(
+        actor=principal.actor,
+        action="qdrant.backups.handover",
+        outcome="accepted",
+        tenant=stack.tenant,
+        environment=stack.environment,
+        request_id=request_id(request),
+        reason=f"{incarnation} -> {current}",
+    )
+    return HandedOver(incarnation=owner.folder, handed_to=list(owner.handed_to))
