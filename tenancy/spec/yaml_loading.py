@@ -14,10 +14,21 @@ is not a scalar, or any error. No YAML library on the package index gives YAML 1
 (``yes``/``on`` booleans, sexagesimal and ``0``-octal ints, timestamps, merge keys) faster:
 rapidyaml, ryaml and yaml-rs implement YAML 1.2 and other tag rules. ``tests/spec/test_yaml_loading.py``
 compares ``load_yaml`` with ``yaml.load(text, Loader=CSafeLoader)`` on the YAML 1.1 corner cases.
+
+Tenant files are smaller still: block mappings of plain keys, with plain or quoted one-line scalars,
+block sequences of those, ``[a, b]`` and ``{}``, and comments, in printable ASCII. ``_read_plain``
+reads such a text line by line with one regular expression per line, in about half the time of
+libyaml's parse and its Python nodes, and gives up (``None``) on anything else, which then takes
+the path above: another character, a tab, an anchor, a tag, a block or multi-line scalar, an
+indentation it does not expect, a key over 1,000 characters (libyaml's limit is 1,024), anything it
+could not build exactly as the safe loader does. Plain scalars are resolved by the same resolver and
+cache, and built by the same constructors. ``tests/spec/test_yaml_loading.py`` compares it with
+PyYAML on generated documents, valid or not.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -124,6 +135,135 @@ class _Builder:
         raise _Unusual
 
 
+# One line of the subset _read_plain reads: its indentation, "- " (a sequence item), a plain key and
+# ": ", then one value (a one-line plain scalar, a quoted one without escapes, a flow sequence of
+# plain scalars, {}), then spaces and a comment, each optional. A plain value does not start with an
+# indicator, and ends before " #", ": " or the line's end.
+_LINE = re.compile(
+    r"""(?P<indent>\ *)(?P<dash>-\ )?(?:(?P<key>[A-Za-z0-9_][A-Za-z0-9_./-]{0,999}):(?:\ +|(?=\n|$)))?"""
+    r"""(?:(?P<plain>[A-Za-z0-9_./+=~()$^;<](?:[^\s\#:]|:(?=\S)|\#|\ (?=[^\s\#]))*)"""
+    r"""|"(?P<double>[^"\\\n]*)"|'(?P<single>[^'\n]*)'|\[(?P<flow>[^\[\]{}\#"'\n]*)\]|(?P<map>\{\}))?"""
+    r"""\ *(?:\#[^\n]*)?(?:\n|$)""",
+    re.X,
+)
+_FLOW_ITEM = re.compile(r"[A-Za-z0-9_./+=~()$^;<][^\s,:\[\]{}\#\"']*")
+_OUTSIDE_THE_SUBSET = re.compile(r"[^ -~\n]")  # anything but printable ASCII and line feeds
+_NO_VALUE = object()
+_PLAIN_IMPLICIT = (True, False)
+
+
+class _Reader:
+    """What _read_plain needs of a loader: the resolver (with its tag cache) and the constructors."""
+
+    def __init__(self) -> None:
+        self.loader = _Loader("")
+        self.loader.dispose()
+
+    def scalar(self, text: str, strings: list[str]) -> Any:
+        """A plain scalar's value, built as the safe loader builds it; _Unusual for other tags."""
+        tag = self.loader.resolve(ScalarNode, text, _PLAIN_IMPLICIT)
+        if tag == _STR:
+            strings.append(text)
+            return text
+        if tag == _BOOL:
+            return _BOOL_VALUES[text.lower()]
+        if tag == _NULL:
+            return None
+        construct = _SCALAR_CONSTRUCTORS.get(tag)
+        if construct is None:
+            raise _Unusual
+        return construct(self.loader, ScalarNode(tag, text))
+
+
+_READER: _Reader | None = None
+
+
+def _read_plain(text: str) -> tuple[Any, list[str]] | None:
+    """The document and its strings, if ``text`` is in the subset described in the module; None if
+    it is not, or if it may not be (the caller then parses it with libyaml)."""
+    global _READER
+    if _OUTSIDE_THE_SUBSET.search(text) is not None:
+        return None
+    reader = _READER = _READER or _Reader()
+    scalar, tags = reader.scalar, _Loader._plain_tags
+    strings: list[str] = []
+    root: dict[Any, Any] = {}
+    stack: list[tuple[int, Any]] = [(0, root)]  # (indentation, mapping or sequence) of open blocks
+    pending: tuple[dict[Any, Any], str, int] | None = None  # a key with no value on its line
+    match_line, position, end = _LINE.match, 0, len(text)
+    try:
+        while position < end:
+            line = match_line(text, position)
+            if line is None:
+                return None
+            position = line.end()
+            spaces, dash, key, plain, double, single, flow, empty_map = line.groups()
+            value: Any
+            if plain is not None:
+                if tags.get(plain) == _STR:
+                    strings.append(plain)
+                    value = plain
+                else:
+                    value = scalar(plain, strings)
+            elif double is not None or single is not None:
+                value = double if double is not None else single
+                strings.append(value)
+            elif flow is not None:
+                value = []
+                if flow.strip(" "):
+                    for item in flow.split(","):
+                        item = item.strip(" ")
+                        if _FLOW_ITEM.fullmatch(item) is None:
+                            return None
+                        value.append(scalar(item, strings))
+            elif empty_map is not None:
+                value = {}
+            else:
+                value = _NO_VALUE
+            if key is None and dash is None:
+                if value is _NO_VALUE:
+                    continue  # a blank line or a comment
+                return None
+            indent = len(spaces)
+            if pending is not None:
+                parent, parent_key, parent_indent = pending
+                pending = None
+                # Deeper lines are the key's value; so is a sequence at the key's own indentation.
+                if indent > parent_indent or (indent == parent_indent and dash is not None):
+                    block: Any = [] if dash is not None else {}
+                    parent[parent_key] = block
+                    stack.append((indent, block))
+            while stack[-1][0] > indent:
+                stack.pop()
+            top_indent, top = stack[-1]
+            if top_indent != indent:
+                return None
+            if dash is not None:
+                if top.__class__ is not list or key is not None or value is _NO_VALUE:
+                    return None
+                top.append(value)
+                continue
+            if top.__class__ is list:  # a sequence at its key's indentation ends at the next key
+                stack.pop()
+                top_indent, top = stack[-1]
+                if top_indent != indent or top.__class__ is not dict:
+                    return None
+            if tags.get(key) == _STR:
+                strings.append(key)
+            elif scalar(key, strings).__class__ is not str:
+                return None
+            if value is _NO_VALUE:
+                top[key] = None
+                pending = (top, key, indent)
+            else:
+                top[key] = value
+    except _Unusual:
+        return None
+    if not root:
+        return None
+    return root, strings
+
+
 def load_yaml(text: str | bytes) -> Any:
     """The one document in ``text`` (``yaml.safe_load`` semantics); raises yaml.YAMLError."""
     return load_yaml_and_strings(text)[0]
@@ -134,6 +274,8 @@ def load_yaml_and_strings(text: str | bytes) -> tuple[Any, list[str] | None]:
     (None when PyYAML's constructor did): the tenant check searches them for forbidden characters
     without walking the document again. The list may hold more than the document (the values of a
     key given twice), never less."""
+    if isinstance(text, str) and (read := _read_plain(text)) is not None:
+        return read
     loader = _Loader(text)
     try:
         node = loader.get_single_node()

@@ -4,13 +4,14 @@ types, same shared objects, same errors, on the YAML 1.1 corner cases."""
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import pytest
 import yaml
 
 from tenancy.spec import text as text_module
-from tenancy.spec.yaml_loading import SAFE_LOADER, load_yaml, load_yaml_and_strings
+from tenancy.spec.yaml_loading import SAFE_LOADER, _read_plain, load_yaml, load_yaml_and_strings
 from tests.conftest import PROJECT_DIR
 
 CORNER_CASES = [
@@ -63,6 +64,38 @@ CORNER_CASES = [
     "- !!map {a: 1}\n- !!seq [1]\n- !!str\n",
     "<<: {a: 1}\n",
     "a: !!merge <<\n",
+    # The line reader's subset, and what lies just outside it.
+    "# c\nname: acme # c\nowners:\n- a@x.example\n- 'b'\nplan: small\nq:\n  on: 1\n  x:\n    - \"1.34\"\n",
+    "a:\n  b:\n    c: [x, 1, yes, ~]\n  d: {}\ne: []\nf: [ ]\n",
+    "a: x\n  b: y\n",
+    "a:\n    b: 1\n  c: 2\n",
+    "a:\n  - x\n  b: 1\n",
+    "a:\n- x\n  - y\n",
+    "a:\n  text\n",
+    "a: b: c\n",
+    "a: b:c\nd: e#f\ng: h #i\nj: k  l\nm: n ]\n",
+    "a: 'it''s'\nb: \"q\\\"\"\nc: 'x' y\n",
+    'a: [a, b,]\nb: [a b]\nc: [a: b]\nd: ["x"]\ne: [a, [b]]\n',
+    "yes: 1\n",
+    "1: one\n",
+    "a: -1\nb: - x\n",
+    "a:\n-\n",
+    "- a\n- b\n",
+    "  a: 1\n  b: 2\n",
+    "a: 1\na:\n  b: 2\n",
+    "a: 0o17\nb: 1_000\nc: 190:20:30\nd: .inf\ne: 2002-12-14\nf: =\ng: <<\n",
+    "a:\tb\n",
+    "a: caf\u00e9\n",
+    "a: b\r\nc: d\r\n",
+    "k" * 1001 + ": v\n",
+    "k" * 1030 + ": v\n",
+    "---\na: 1\n",
+    "a: 1\n...\n",
+    "%YAML 1.1\n---\na: 1\n",
+    "a: &x 1\nb: *x\n",
+    "a: |\n  x\n",
+    "a: !!str 1\n",
+    "a:   1\nb:\n\n  c: 2\n",
 ]
 
 
@@ -165,3 +198,76 @@ def test_strings_come_with_the_plain_documents_of_tenant_files() -> None:
         assert strings is not None and sorted(strings) == sorted(text_module._all_strings(document) or [])
     document, strings = load_yaml_and_strings('a: x\na: "\\e"\n')  # a key given twice: both values
     assert document == {"a": "\x1b"} and sorted(strings or []) == ["\x1b", "a", "a", "x"]
+
+
+def _generated_documents(count: int, seed: int) -> list[str]:
+    """Documents near tenant files, from a fixed seed: nested block mappings and sequences of
+    values in and just outside the line reader's subset, with comments and stray lines."""
+    rng = random.Random(seed)
+    keys = ["a", "name", "x.y/z", "cost-center", "_k", "K", "yes", "n", "1", "null", "<<", "a b", "-k"]
+    good = ["x", "1", "0o17", "017", "1.5", "No", "~", "null", "2001-12-14", "a:b", "a#c", "x]", "[]", "{}"]
+    good += ["'q'", '"dq"', ".inf", "+1", "190:20:30", "500m", '"1.34"', "/x/y", "https://x.y/z", "(a)", "$x"]
+    good += ["a{b}", "0", ".NaN", "y", "off", "x\\y", "a #c", "[a, b]", "[ ]", "[yes, 1, x]", "Acme, Inc."]
+    tricky = ["'it''s'", "&a", "*a", "-1", "?", "%x", "@x", "`x", "=", "<<", "a:", "#c", "'", '"', "a: b"]
+    tricky += ["[a,b,]", "[a b]", "{a: 1}", '"a\\tb"', "!!str 1", "- x", "a  b", "", "\t x", "caf\u00e9"]
+
+    def value() -> str:
+        return rng.choice(good) if rng.random() < 0.93 else rng.choice(tricky)
+
+    def block(depth: int, indent: int, out: list[str]) -> None:
+        for _ in range(rng.randint(1, 4)):
+            key = rng.choice(keys[:6]) if rng.random() < 0.9 else rng.choice(keys)
+            key = key if rng.random() < 0.97 else "k" * rng.choice([999, 1000, 1001, 1030])
+            roll = rng.random()
+            if roll < 0.5 or depth > 2:
+                separator = ": " if rng.random() < 0.9 else rng.choice([":", ":  ", " : "])
+                out.append(" " * indent + key + separator + value())
+            elif roll < 0.75:
+                out.append(" " * indent + key + rng.choice([":", ": # c", ":  "]))
+                block(depth + 1, indent + rng.choice([0, 1, 2, 4]), out)
+            else:
+                out.append(" " * indent + key + ":")
+                items = indent + rng.choice([0, 0, 2, 3])
+                for _ in range(rng.randint(1, 3)):
+                    out.append(
+                        " " * items + ("- " if rng.random() < 0.9 else rng.choice(["-", "-  "])) + value()
+                    )
+            if rng.random() < 0.05:
+                out.append(" " * rng.randint(0, 4) + rng.choice(["# note", "", "---", "? a", "- x", "x"]))
+
+    documents = []
+    for _ in range(count):
+        lines: list[str] = []
+        block(0, rng.choice([0, 0, 0, 2]), lines)
+        documents.append("\n".join(lines) + rng.choice(["", "\n", "\n\n"]))
+    return documents
+
+
+def test_the_line_reader_builds_what_pyyaml_builds_or_leaves_the_document_to_libyaml() -> None:
+    """_read_plain must never accept a document PyYAML refuses or build one differently: it answers
+    None for anything it is not sure of, and libyaml parses that."""
+    taken = 0
+    for text in _generated_documents(3000, seed=11) + CORNER_CASES:
+        read = _read_plain(text)
+        if read is None:
+            continue
+        taken += 1
+        expected = _outcome(_pyyaml, text)
+        assert expected[0] == "value", (text, expected)
+        assert _same(expected[1], read[0]), (text, expected, read)
+        found = text_module._all_strings(read[0])
+        assert found is not None and set(found) <= set(read[1]), (text, read)
+    assert taken > 300  # the generator reaches the subset often enough to prove something
+
+
+def test_tenant_files_are_read_without_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [path.read_text(encoding="utf-8") for path in sorted((PROJECT_DIR / "tenants").glob("*/*.yaml"))]
+    expected = [_pyyaml(text) for text in texts]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("libyaml parsed it")
+
+    monkeypatch.setattr(SAFE_LOADER, "get_single_node", refuse)
+    assert [load_yaml(text) for text in texts] == expected
+    with pytest.raises(AssertionError, match="libyaml parsed it"):
+        load_yaml("a: &x 1\n")
