@@ -329,3 +329,24 @@ def test_threads_reading_a_lazy_spec_at_once_all_get_it() -> None:
         with ThreadPoolExecutor(8) as pool:
             specs = list(pool.map(lambda tenant_file: tenant_file.spec, [lazy] * 8))
         assert specs == [TenantSpec.model_validate(load_yaml(text))] * 8
+
+
+def test_tenant_files_are_read_as_path_read_text_reads_them(tmp_path: Path) -> None:
+    """The check reads files with system calls: same text (universal newlines, a BOM kept), same
+    errors, whatever the size."""
+    from tenancy.spec.tree import _read_text
+
+    samples = [b"", b"a: 1\r\nb: 2\rc: 3\n\r\n", "\ufeffname: caf\u00e9\n".encode(), b"x" * 200_000 + b"\r\n"]
+    for index, data in enumerate(samples):
+        path = tmp_path / f"f{index}.yaml"
+        path.write_bytes(data)
+        assert _read_text(path) == path.read_text(encoding="utf-8")
+        assert _read_text(str(path)) == path.read_text(encoding="utf-8")
+    (tmp_path / "bad.yaml").write_bytes(b"a: \xff\n")
+    for reader in (_read_text, lambda path: path.read_text(encoding="utf-8")):
+        with pytest.raises(UnicodeDecodeError):
+            reader(tmp_path / "bad.yaml")
+        with pytest.raises(FileNotFoundError):
+            reader(tmp_path / "missing.yaml")
+        with pytest.raises(IsADirectoryError):
+            reader(tmp_path)
