@@ -73,7 +73,7 @@ def forbidden_characters(
 ) -> Iterator[tuple[str, str]]:
     """(field path, reason) for every string in ``data`` (keys too) holding a forbidden character;
     paths are dotted as in the file (``owners.0``, ``labels.team``). ``strings``, if given, holds at
-    least every string of ``data`` (``load_yaml_and_strings`` collects them as it builds the
+    least every string of ``data`` (``load_tenant_yaml`` collects them as it builds the
     document), which saves walking it when none has such a character."""
     if strings is None:
         strings = _all_strings(data)

@@ -19,7 +19,7 @@ import yaml
 
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.tenant import Tenant, TenantSpec, parse_tenant, resolve
-from tenancy.spec.yaml_loading import load_yaml, load_yaml_and_strings
+from tenancy.spec.yaml_loading import load_tenant_yaml
 
 ENVIRONMENTS = ("dev", "prod")
 _IGNORED_SUFFIXES = (".md",)
@@ -88,7 +88,7 @@ class TenantFile:
         if self._spec is None:
             # The text is kept: a thread reading the spec at the same time builds the same one.
             assert self._text is not None  # __init__ is given one of the two
-            self._spec = TenantSpec.model_validate(load_yaml(self._text))
+            self._spec = TenantSpec.model_validate(load_tenant_yaml(self._text)[0])
         return self._spec
 
     @property
@@ -146,7 +146,7 @@ def _check_file(path: Path | str, shown: str) -> tuple[str, TenantSpec]:
     """The file's text and its spec; SpecError names the file, field and reason."""
     try:
         text = _read_text(path)
-        data, strings = load_yaml_and_strings(text)
+        data, strings = load_tenant_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -15,15 +15,15 @@ is not a scalar, or any error. No YAML library on the package index gives YAML 1
 rapidyaml, ryaml and yaml-rs implement YAML 1.2 and other tag rules. ``tests/spec/test_yaml_loading.py``
 compares ``load_yaml`` with ``yaml.load(text, Loader=CSafeLoader)`` on the YAML 1.1 corner cases.
 
-Tenant files are smaller still: block mappings of plain keys, with plain or quoted one-line scalars,
-block sequences of those, ``[a, b]`` and ``{}``, and comments, in printable ASCII. ``_read_plain``
-reads such a text line by line with one regular expression per line, in about half the time of
-libyaml's parse and its Python nodes, and gives up (``None``) on anything else, which then takes
-the path above: another character, a tab, an anchor, a tag, a block or multi-line scalar, an
-indentation it does not expect, a key over 1,000 characters (libyaml's limit is 1,024), anything it
-could not build exactly as the safe loader does. Plain scalars are resolved by the same resolver and
-cache, and built by the same constructors. ``tests/spec/test_yaml_loading.py`` compares it with
-PyYAML on generated documents, valid or not.
+Tenant files are simpler still: block mappings of plain keys, with plain or quoted one-line scalars,
+block sequences of those, ``[a, b]`` and ``{}``, and comments, in printable ASCII.
+``load_tenant_yaml`` reads such a text line by line (``_read_plain``, one regular expression per
+line), in about half the time of libyaml's parse and its Python nodes, and gives up (``None``) on
+anything else, which then takes the path above: another character, a tab, an anchor, a tag, a block
+or multi-line scalar, an indentation it does not expect, a key over 1,000 characters (libyaml's
+limit is 1,024), anything it could not build exactly as the safe loader does. Plain scalars are
+resolved by the same resolver and cache, and built by the same constructors.
+``tests/spec/test_yaml_loading.py`` compares it with PyYAML on generated documents, valid or not.
 """
 
 from __future__ import annotations
@@ -266,16 +266,23 @@ def _read_plain(text: str) -> tuple[Any, list[str]] | None:
 
 def load_yaml(text: str | bytes) -> Any:
     """The one document in ``text`` (``yaml.safe_load`` semantics); raises yaml.YAMLError."""
-    return load_yaml_and_strings(text)[0]
+    return _parsed(text)[0]
 
 
-def load_yaml_and_strings(text: str | bytes) -> tuple[Any, list[str] | None]:
-    """``load_yaml``, and every string of the document (keys too) when this module built its values
-    (None when PyYAML's constructor did): the tenant check searches them for forbidden characters
-    without walking the document again. The list may hold more than the document (the values of a
-    key given twice), never less."""
-    if isinstance(text, str) and (read := _read_plain(text)) is not None:
+def load_tenant_yaml(text: str) -> tuple[Any, list[str] | None]:
+    """``load_yaml`` for a tenant file, and every string of the document (keys too) when this module
+    built its values (None when PyYAML's constructor did): the tenant check searches them for
+    forbidden characters without walking the document again. The list may hold more than the
+    document (the values of a key given twice), never less. A tenant file is first read by
+    ``_read_plain``; other files (manifests, configuration) go to libyaml directly, as a subset
+    they leave late would only add to their parse."""
+    read = _read_plain(text)
+    if read is not None:
         return read
+    return _parsed(text)
+
+
+def _parsed(text: str | bytes) -> tuple[Any, list[str] | None]:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()

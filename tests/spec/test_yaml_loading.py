@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tenancy.spec import text as text_module
-from tenancy.spec.yaml_loading import SAFE_LOADER, _read_plain, load_yaml, load_yaml_and_strings
+from tenancy.spec.yaml_loading import SAFE_LOADER, _read_plain, load_tenant_yaml, load_yaml
 from tests.conftest import PROJECT_DIR
 
 CORNER_CASES = [
@@ -131,12 +131,13 @@ def _pyyaml(text: str | bytes) -> Any:
 
 @pytest.mark.parametrize("text", CORNER_CASES)
 def test_values_and_errors_are_pyyamls(text: str) -> None:
-    expected, got = _outcome(_pyyaml, text), _outcome(load_yaml, text)
-    assert expected[0] == got[0], (expected, got)
-    if expected[0] == "error":
-        assert got == expected
-    else:
-        assert _same(expected[1], got[1]), (expected, got)
+    expected = _outcome(_pyyaml, text)
+    for got in (_outcome(load_yaml, text), _outcome(lambda text: load_tenant_yaml(text)[0], text)):
+        assert expected[0] == got[0], (expected, got)
+        if expected[0] == "error":
+            assert got == expected
+        else:
+            assert _same(expected[1], got[1]), (expected, got)
     bytes_expected, bytes_got = _outcome(_pyyaml, text.encode()), _outcome(load_yaml, text.encode())
     assert bytes_got[0] == bytes_expected[0]
     if bytes_expected[0] == "value":
@@ -159,10 +160,11 @@ def test_every_yaml_file_of_the_project_loads_as_pyyaml_loads_it() -> None:
     assert len(files) > 10
     for path in files:
         text = path.read_text(encoding="utf-8")
-        expected, got = _outcome(_pyyaml, text), _outcome(load_yaml, text)
-        assert expected[0] == got[0], path
-        if expected[0] == "value":
-            assert _same(expected[1], got[1]), path
+        expected = _outcome(_pyyaml, text)
+        for got in (_outcome(load_yaml, text), _outcome(lambda text: load_tenant_yaml(text)[0], text)):
+            assert expected[0] == got[0], path
+            if expected[0] == "value":
+                assert _same(expected[1], got[1]), path
 
 
 def test_plain_documents_are_built_without_pyyamls_constructor(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,11 +183,11 @@ def test_plain_documents_are_built_without_pyyamls_constructor(monkeypatch: pyte
 
 @pytest.mark.parametrize("text", CORNER_CASES)
 def test_the_strings_given_with_a_document_hold_each_of_its_strings(text: str) -> None:
-    """load_yaml_and_strings' list lets the tenant check skip its walk: it must miss no string (keys
+    """load_tenant_yaml' list lets the tenant check skip its walk: it must miss no string (keys
     included); None, when PyYAML's constructor built the document, sends the check to its walk."""
     if _outcome(_pyyaml, text)[0] == "error":
         return  # the same error: test_values_and_errors_are_pyyamls
-    document, strings = load_yaml_and_strings(text)
+    document, strings = load_tenant_yaml(text)
     assert _same(_pyyaml(text), document)
     if strings is not None:
         found = text_module._all_strings(document)
@@ -194,9 +196,9 @@ def test_the_strings_given_with_a_document_hold_each_of_its_strings(text: str) -
 
 def test_strings_come_with_the_plain_documents_of_tenant_files() -> None:
     for path in sorted((PROJECT_DIR / "tenants").glob("*/*.yaml")):
-        document, strings = load_yaml_and_strings(path.read_text(encoding="utf-8"))
+        document, strings = load_tenant_yaml(path.read_text(encoding="utf-8"))
         assert strings is not None and sorted(strings) == sorted(text_module._all_strings(document) or [])
-    document, strings = load_yaml_and_strings('a: x\na: "\\e"\n')  # a key given twice: both values
+    document, strings = load_tenant_yaml('a: x\na: "\\e"\n')  # a key given twice: both values
     assert document == {"a": "\x1b"} and sorted(strings or []) == ["\x1b", "a", "a", "x"]
 
 
@@ -268,6 +270,8 @@ def test_tenant_files_are_read_without_libyaml(monkeypatch: pytest.MonkeyPatch) 
         raise AssertionError("libyaml parsed it")
 
     monkeypatch.setattr(SAFE_LOADER, "get_single_node", refuse)
-    assert [load_yaml(text) for text in texts] == expected
+    assert [load_tenant_yaml(text)[0] for text in texts] == expected
     with pytest.raises(AssertionError, match="libyaml parsed it"):
-        load_yaml("a: &x 1\n")
+        load_tenant_yaml("a: &x 1\n")
+    with pytest.raises(AssertionError, match="libyaml parsed it"):
+        load_yaml(texts[0])  # other files go to libyaml directly
