@@ -18,6 +18,7 @@ check (the API's rule); the worker refuses only what no one may restore: an expi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,8 @@ from tenancy.dataops.retired import (
     retired_bucket,
     retired_folder,
 )
+
+_log = logging.getLogger(__name__)
 
 BACKUP_PREFIX = "tenants/{environment}/{tenant}/qdrant"
 # Beside the live prefix, outside what the tenant's backup job may reach: deleted incarnations' backups.
@@ -241,6 +244,20 @@ def set_aside_backups(
     except (BackupError, ObjectStoreError) as error:
         raise BackupsNotSetAside(f"the backups of {stack.name} could not be set aside: {error}") from None
     return moved
+
+
+def sweep_retired_backups(data: TenantData, environments: tuple[str, ...], *, now: datetime) -> list[str]:
+    """Delete every backup deleted tenants left that is past its retention, in every tenant folder of
+    ``environments``; the ids deleted. A folder that fails is logged and left for the next sweep."""
+    deleted: list[str] = []
+    for environment in environments:
+        root = data.bucket(StackRef(environment, "_")).relocated(f"tenants/{environment}")
+        for name in root.folders():
+            try:
+                deleted += purge_expired(retired_area(data, StackRef(environment, name)), now=now)
+            except (BackupError, ObjectStoreError, ValueError) as error:
+                _log.error("sweeping the kept backups of %s.%s failed: %s", environment, name, error)
+    return deleted
 
 
 def _retired_source(data: TenantData, source: StackRef, folder: str, backup_id: str) -> BackupBucket:

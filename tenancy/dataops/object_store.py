@@ -96,6 +96,20 @@ class BackupBucket:
             raise ObjectStoreError(f"listing {self.prefix} failed: {_describe(error)}") from None
         return found
 
+    def folders(self) -> list[str]:
+        """The names of the folders directly under this prefix (``<name>/…``), one listing call a page."""
+        found: list[str] = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"
+            )
+            for page in pages:
+                for item in page.get("CommonPrefixes", []):
+                    found.append(item["Prefix"][len(self.prefix) :].rstrip("/"))
+        except Exception as error:
+            raise ObjectStoreError(f"listing {self.prefix} failed: {_describe(error)}") from None
+        return found
+
     def delete(self, relatives: list[str]) -> None:
         for start in range(0, len(relatives), 1000):
             chunk = relatives[start : start + 1000]

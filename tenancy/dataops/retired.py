@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from tenancy.dataops.backup import MANIFEST, BackupError, BackupRecord, Progress, list_backups
+from tenancy.dataops.backup import MANIFEST, PARTIAL_GRACE, BackupError, BackupRecord, Progress, list_backups
 from tenancy.dataops.object_store import BackupBucket
 
 RECORD = "incarnation.json"
@@ -123,8 +123,9 @@ def retire_backups(
     if not complete:
         return []
     existing = _read_record(area, owner.folder)
-    if existing is not None:
-        owner = replace(owner, handed_to=tuple(dict.fromkeys(existing.handed_to + owner.handed_to)))
+    if existing is not None:  # a second pass: the incarnation ended when the first one said
+        handed_to = tuple(dict.fromkeys(existing.handed_to + owner.handed_to))
+        owner = replace(owner, retired=existing.retired, handed_to=handed_to)
     _write_record(area, owner)
     target = _folder(area, owner.folder)
     for record in complete:
@@ -196,7 +197,7 @@ def purge_expired(area: BackupBucket, *, now: datetime, progress: Progress = lam
             folder.delete([k for k in keys if k != manifest])
             deleted.append(record.id)
             progress(f"deleted expired backup {record.id} of deleted incarnation {owner.folder}")
-        if kept == 0:
+        if kept == 0 and now - owner.retired >= PARTIAL_GRACE:  # younger: a move may still be copying
             leftovers = [obj.key for obj in folder.objects() if obj.key != RECORD]
             folder.delete(leftovers)
             folder.delete([RECORD])

@@ -78,6 +78,7 @@ class Backends:
     grace_timer: GraceTimer | None = (
         None  # ends key grace periods that are over (settings: key_grace_check_seconds)
     )
+    backup_sweeper: Any | None = None  # core.backup_sweep.RetiredBackupSweeper (backup_sweep_seconds)
 
     def start(self) -> None:
         try:
@@ -98,10 +99,14 @@ class Backends:
             self.worker.start()
         if self.grace_timer is not None:
             self.grace_timer.start()  # its first sweep runs now: grace periods that ended while down
+        if self.backup_sweeper is not None:
+            self.backup_sweeper.start()
 
     def stop(self) -> None:
         if self.grace_timer is not None:
             self.grace_timer.stop()
+        if self.backup_sweeper is not None:
+            self.backup_sweeper.stop()
         if self.worker is not None:
             self.worker.stop(timeout=self.settings.shutdown_grace_seconds)
             if self.worker.running:
@@ -264,6 +269,11 @@ def build_backends(
         grace_timer = GraceTimer(rotations, interval=settings.key_grace_check_seconds)
         if worker is not None:
             grace_timer.on_queued(worker.wake)
+    backup_sweeper = None
+    if worker is not None and data is not None and settings.backup_sweep_seconds > 0:
+        from tenancy.service.core.backup_sweep import RetiredBackupSweeper
+
+        backup_sweeper = RetiredBackupSweeper(data, interval=settings.backup_sweep_seconds)
     return Backends(
         settings=settings,
         verifier=build_verifier(settings),
@@ -297,6 +307,7 @@ def build_backends(
         redis=redis,
         closers=closers,
         grace_timer=grace_timer,
+        backup_sweeper=backup_sweeper,
     )
 
 

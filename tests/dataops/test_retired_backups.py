@@ -109,7 +109,7 @@ def test_an_expired_backup_is_refused_then_purged(tmp_path: Path, two_tenants: A
         refused.summary.error or ""
     )
 
-    deleted = purge_expired(area, now=datetime.now(UTC))
+    deleted = purge_expired(area, now=datetime.now(UTC) + timedelta(hours=7))  # past the moves' grace
     assert len(deleted) == 2
     assert data.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0, "record and objects all gone"
 
@@ -176,3 +176,37 @@ def test_a_move_cut_off_halfway_finishes_on_the_next_pass(two_tenants: Any, tmp_
     assert len(tenant_backups(data, ACME)) == 1 and len(retired_backups(area)) == 1, "complete in both places"
     assert len(retire_backups(live, area, owner)) == 1
     assert tenant_backups(data, ACME) == [] and len(retired_backups(area)) == 1
+
+
+def test_the_sweep_deletes_only_what_is_past_its_retention_in_every_tenant(
+    tmp_path: Path, two_tenants: Any
+) -> None:
+    from tenancy.service.core.backup_sweep import RetiredBackupSweeper
+
+    _, _, data = two_tenants
+    queue = SqliteOperationQueue(tmp_path / "ops.sqlite3")
+    worker = Worker(queue, FakeEngine(), max_parallel=1, data=data)
+    for stack in (ACME, BETA):
+        queue.submit(stack, OperationKind.backup, spec=None, requested_by="a")
+    worker.run_until_idle()
+    now = datetime.now(UTC)
+    for stack, days in ((ACME, 0), (BETA, 14)):  # acme's retention is over, beta's is not
+        owner = RetiredIncarnation("d" * 40, f"dev:{'d' * 40}", now - timedelta(days=1), days)
+        assert len(retire_backups(data.bucket(stack), retired_area(data, stack), owner)) == 1
+
+    assert len(RetiredBackupSweeper(data, interval=3600).sweep()) == 1
+    assert tenant_retired_backups(data, ACME) == [] and len(tenant_retired_backups(data, BETA)) == 1
+    keys = {o["Key"] for o in data.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    assert not [k for k in keys if k.startswith("tenants/dev/acme/")], "acme's record went with its backups"
+
+
+def test_a_folder_set_aside_moments_ago_is_not_swept_while_its_move_may_run(two_tenants: Any) -> None:
+    _, _, data = two_tenants
+    area = retired_area(data, ACME)
+    young = RetiredIncarnation("e" * 40, None, datetime.now(UTC), 14)
+    area.put_bytes(f"{'e' * 40}/incarnation.json", json.dumps(young.to_json()).encode(), content_type="x")
+    area.put_bytes(f"{'e' * 40}/20261206T000000Z-abcdef/docs/shard-0.snapshot", b"copying", content_type="x")
+    purge_expired(area, now=young.retired + timedelta(minutes=5))
+    assert len(area.objects()) == 2, "a move may still be copying into it"
+    purge_expired(area, now=young.retired + timedelta(hours=7))
+    assert area.objects() == []

@@ -208,6 +208,14 @@ class ServiceSettings(BaseSettings):
             "the revocation and queue its update (also once at start); 0 turns the check off."
         ),
     )
+    backup_sweep_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "How often a replica running workers deletes the backups deleted tenants left once their "
+            "retention is over (also once at start); 0 turns the sweep off."
+        ),
+    )
     shutdown_grace_seconds: float = Field(
         default=30.0,
         ge=0,
