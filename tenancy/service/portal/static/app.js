@@ -820,7 +820,7 @@ async function renderBackups(env, name) {
         h("table", { id: "backup-list" },
           h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "Size"), h("th", {}, "Collections"), h("th", { class: "optional" }, "Checksum"), h("th", {}, "ID"))),
           h("tbody", {}, backups.map((b) => h("tr", { "data-backup": b.id },
-            h("td", {}, when(b.created)), h("td", {}, bytes(b.size)), h("td", {}, b.collections.join(", ") || "—"),
+            h("td", {}, when(b.created), b.retired && h("span", { class: "hint retired" }, ` (left by a deleted tenant of this name; kept until ${when(b.retired.expires)})`)), h("td", {}, bytes(b.size)), h("td", {}, b.collections.join(", ") || "—"),
             h("td", { class: "optional" }, h("code", { title: b.checksum }, b.checksum.slice(0, 12) + "…")), h("td", {}, h("code", {}, b.id)))))));
     restoreForm(backups);
   }
