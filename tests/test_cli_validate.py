@@ -31,6 +31,19 @@ def test_validate_exits_non_zero_naming_the_file_and_field(tmp_path: Path) -> No
     assert f"{tmp_path.name}/prod/acme.yaml: qdrant.replicas:" in result.output
 
 
+def test_validate_names_a_file_whose_yaml_alias_contains_itself(tmp_path: Path) -> None:
+    """Was a RecursionError traceback: PyYAML builds the cyclic value and every check recursed into it."""
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "acme.yaml").write_text(
+        "name: acme\nowners: [a@example.com]\nplan: small\nlabels: &l {team: *l}\n"
+    )
+    result = runner.invoke(app, ["validate", "--tenants", str(tmp_path), "--json"])
+    assert result.exit_code == INVALID_INPUT
+    [issue] = json.loads(result.stdout)["issues"]
+    assert issue["file"] == f"{tmp_path.name}/dev/acme.yaml"
+    assert issue["reason"].startswith("line 4, column 9: a YAML alias refers to itself:")
+
+
 def test_validate_json_lists_issues(tmp_path: Path) -> None:
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev" / "x.yaml").write_text("name: y\nowners: [a@example.com]\nplan: small\n")

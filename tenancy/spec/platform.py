@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_error
-from tenancy.spec.yaml_loading import load_yaml
+from tenancy.spec.yaml_loading import load_yaml, yaml_problem
 
 CONFIG_NAMESPACE = "platform"
 # Keys that hold credentials: read by components with ``require_secret``, never part of PlatformConfig,
@@ -479,7 +479,11 @@ def read_platform_config_file(path: Path) -> PlatformConfig:
     environment = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     try:
         document = load_yaml(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as error:
+    except yaml.YAMLError as error:
+        raise SpecError(
+            [SpecIssue(str(path), "", f"cannot be read as YAML: {yaml_problem(error)}")]
+        ) from None
+    except OSError as error:
         raise SpecError(
             [SpecIssue(str(path), "", f"cannot be read as YAML: {error.__class__.__name__}")]
         ) from None

@@ -19,7 +19,7 @@ import yaml
 
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.tenant import Tenant, TenantSpec, parse_tenant, resolve
-from tenancy.spec.yaml_loading import load_tenant_yaml
+from tenancy.spec.yaml_loading import load_tenant_yaml, yaml_problem
 
 ENVIRONMENTS = ("dev", "prod")
 _IGNORED_SUFFIXES = (".md",)
@@ -148,10 +148,7 @@ def _check_file(path: Path | str, shown: str) -> tuple[str, TenantSpec]:
         text = _read_text(path)
         data, strings = load_tenant_yaml(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(error, "problem", None) or "not valid YAML"
-        raise SpecError([SpecIssue(shown, "", f"{where}{problem}")]) from None
+        raise SpecError([SpecIssue(shown, "", yaml_problem(error))]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError([SpecIssue(shown, "", f"cannot be read: {error.__class__.__name__}")]) from None
     return text, parse_tenant(data, file=shown, strings=strings)

@@ -24,15 +24,23 @@ or multi-line scalar, an indentation it does not expect, a key over 1,000 charac
 limit is 1,024), anything it could not build exactly as the safe loader does. Plain scalars are
 resolved by the same resolver and cache, and built by the same constructors.
 ``tests/spec/test_yaml_loading.py`` compares it with PyYAML on generated documents, valid or not.
+
+A document whose alias sits inside the node its anchor names (``a: &x [*x]``) has no finite value:
+PyYAML builds a list that contains itself, and every later step (the character check, pydantic, JSON)
+recursed into it until RecursionError. ``load_yaml`` refuses it with ``RecursiveAliasError``, a
+``yaml.YAMLError`` like a syntax error. The fast path never builds a cycle (it gives up on any node
+met twice), so only documents handed to PyYAML's constructor are walked for one.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from yaml.composer import ComposerError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -83,6 +91,57 @@ class _Loader(SAFE_LOADER):  # type: ignore[misc,valid-type]
 
     def ascend_resolver(self) -> None:
         pass
+
+
+class RecursiveAliasError(ComposerError):
+    """A YAML alias inside the node its anchor names: the document would contain itself."""
+
+
+def _children(node: Node) -> Iterator[tuple[str, Node]]:
+    """(dotted path step, child) of a collection node; keys only when they are collections."""
+    if isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            yield str(index), item
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            if isinstance(key, ScalarNode):
+                yield str(key.value), value
+            else:
+                yield "(a key)", key
+                yield "(a value)", value
+
+
+def refuse_recursion(root: Node) -> None:
+    """Raise RecursiveAliasError when an alias in ``root`` names a node it is inside. Depth-first
+    without recursion (a deep document is no error here); a node shared by aliases is walked once."""
+    finished: set[int] = set()
+    entered = {id(root)}
+    frames = [(root, _children(root))]
+    path: list[str] = []
+    while frames:
+        node, children = frames[-1]
+        for step, child in children:
+            if child.__class__ is ScalarNode or id(child) in finished:
+                continue
+            if id(child) in entered:
+                raise RecursiveAliasError(
+                    None,
+                    None,
+                    f"a YAML alias refers to itself: the node anchored here holds the alias at "
+                    f"{'.'.join([*path, step])}, so the document would contain itself; write the "
+                    "values out instead of the alias",
+                    child.start_mark,  # the anchor's: the composer keeps no mark of the alias
+                )
+            entered.add(id(child))
+            path.append(step)
+            frames.append((child, _children(child)))
+            break
+        else:
+            frames.pop()
+            entered.discard(id(node))
+            finished.add(id(node))
+            if path:
+                path.pop()
 
 
 class _Unusual(Exception):
@@ -264,8 +323,17 @@ def _read_plain(text: str) -> tuple[Any, list[str]] | None:
     return root, strings
 
 
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """What a person reads for a YAML error: ``line L, column C: <problem>`` (PyYAML's problem only,
+    never the quoted text around it)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return f"{where}{getattr(error, 'problem', None) or 'not valid YAML'}"
+
+
 def load_yaml(text: str | bytes) -> Any:
-    """The one document in ``text`` (``yaml.safe_load`` semantics); raises yaml.YAMLError."""
+    """The one document in ``text`` (``yaml.safe_load`` semantics); raises yaml.YAMLError, and
+    RecursiveAliasError (one) for a document that would contain itself."""
     return _parsed(text)[0]
 
 
@@ -292,6 +360,7 @@ def _parsed(text: str | bytes) -> tuple[Any, list[str] | None]:
         try:
             return builder.build(node), builder.strings
         except Exception:  # anything unusual, errors included: PyYAML decides
+            refuse_recursion(node)
             return loader.construct_document(node), None
     finally:
         loader.dispose()

@@ -4,9 +4,14 @@ stack is recovered) when it starts."""
 
 from __future__ import annotations
 
+import logging
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
 
 from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
 from tenancy.service.core.tenants_repo import GitAuthor
@@ -107,3 +112,46 @@ def test_a_failed_start_up_reconcile_logs_the_errors_own_words_without_a_secret(
         "Error 111 connecting to redis://:[redacted]@redis-ha.redis.svc:6379. Connection refused."
     ]
     assert secret not in caplog.text
+
+
+def test_a_file_whose_yaml_alias_contains_itself_is_reported_not_a_crash(
+    tmp_path: Path, make_app: AppFactory, issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A merged pull request whose tenant file holds ``&l {team: *l}``: PyYAML built a dict containing
+    itself, so the next start's reconcile died with RecursionError and a PATCH answered 500."""
+    state = tmp_path / "shared-state"
+    first, _ = make_app(state_dir=state, workers=0)
+    with LiveServer(first) as server, server.client(issuer.admin_of("acme")) as client:
+        assert client.put(ACME, json=spec("acme")).status_code == 202
+        checkout = first.state.backends.repository.root
+        file = checkout / "tenants" / "dev" / "acme.yaml"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(yaml.safe_dump(spec("acme")) + "labels: &l {team: *l}\n")
+        for command in (
+            ["reset", "-q"],  # the index as the branch is (the service commits without one)
+            ["add", "tenants/dev/acme.yaml"],
+            ["-c", "user.name=P", "-c", "user.email=p@example.com", "commit", "-qm", "A recursive alias"],
+        ):
+            subprocess.run(["git", "-C", str(checkout), *command], check=True)
+
+        patched = client.patch(ACME, json={"displayName": "Acme"})
+        assert patched.status_code == 422
+        error = patched.json()["error"]
+        assert error["code"] == "invalid_spec"
+        [detail] = error["details"]
+        assert detail["field"] == "(document)"
+        assert detail["reason"].startswith("tenants/dev/acme.yaml: line ")
+        assert (
+            "a YAML alias refers to itself: the node anchored here holds the alias at labels.team"
+            in (detail["reason"])
+        )
+        assert client.get(ACME).status_code == 200  # read as any file that is not YAML: spec {}
+
+    second, _ = make_app(state_dir=state, workers=0)
+    with caplog.at_level(logging.WARNING, logger="tenancy.service"), LiveServer(second):
+        assert len(_ups(second)) == 1  # the first PUT's; nothing queued from the broken file
+    assert any(
+        "tenants/dev/acme.yaml is not valid YAML (line " in record.getMessage()
+        and "a YAML alias refers to itself" in record.getMessage()
+        for record in caplog.records
+    )

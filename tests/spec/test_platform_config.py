@@ -73,3 +73,13 @@ def test_encrypted_credentials_are_allowed_and_plain_ones_refused(tmp_path: Path
         read_platform_config_file(path)
     [issue] = caught.value.issues
     assert issue.field == "platform:vaultToken" and "pulumi config set --secret" in issue.reason
+
+
+def test_a_stack_file_that_contains_itself_is_named_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text("config:\n  platform:domain: &d [*d]\n")
+    with pytest.raises(SpecError) as caught:
+        read_platform_config_file(path)
+    [issue] = caught.value.issues
+    assert issue.file == str(path)
+    assert issue.reason.startswith("cannot be read as YAML: line 2, column 20: a YAML alias refers to itself")

@@ -88,6 +88,19 @@ def test_yaml_syntax_errors_give_the_line(tmp_path: Path) -> None:
     assert reason.startswith("line ")
 
 
+def test_a_file_whose_alias_contains_itself_is_named_with_the_reason(tmp_path: Path) -> None:
+    write(tmp_path, "dev/acme.yaml", GOOD.format(name="acme") + "labels: &l {team: *l}\n")
+    write(tmp_path, "dev/globex.yaml", "a: &x [*x]\n")
+    assert problems(tmp_path) == {
+        f"{tmp_path.name}/dev/acme.yaml:": "line 4, column 9: a YAML alias refers to itself: the node "
+        "anchored here holds the alias at labels.team, so the document would contain itself; write "
+        "the values out instead of the alias",
+        f"{tmp_path.name}/dev/globex.yaml:": "line 1, column 4: a YAML alias refers to itself: the node "
+        "anchored here holds the alias at a.0, so the document would contain itself; write the values "
+        "out instead of the alias",
+    }
+
+
 def test_every_problem_in_the_tree_is_reported_at_once(tmp_path: Path) -> None:
     write(tmp_path, "prod/acme.yaml", GOOD.format(name="acme") + "colour: blue\n")
     write(tmp_path, "dev/globex.yaml", "name: globex\nplan: small\n")
@@ -197,6 +210,8 @@ def _mixed_tree(root: Path, count: int) -> None:
             text = "name: [unclosed\n"
         if index % 13 == 6:
             name = f"{name}-renamed"
+        if index % 17 == 9:
+            text += "labels: &l {team: *l}\n"  # a document that would contain itself
         write(root, f"{example.parent.name}/{name}.yaml", text)
     write(root, "prod/stray/deep.yaml", "x: 1\n")
 

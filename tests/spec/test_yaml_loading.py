@@ -1,5 +1,6 @@
 """load_yaml builds exactly what ``yaml.load(text, Loader=CSafeLoader)`` builds: same values, same
-types, same shared objects, same errors, on the YAML 1.1 corner cases."""
+types, same shared objects, same errors, on the YAML 1.1 corner cases; except that a document that
+would contain itself is refused (PyYAML builds a cyclic value nothing after it can walk)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import pytest
 import yaml
 
 from tenancy.spec import text as text_module
-from tenancy.spec.yaml_loading import SAFE_LOADER, _read_plain, load_tenant_yaml, load_yaml
+from tenancy.spec.yaml_loading import (
+    SAFE_LOADER,
+    RecursiveAliasError,
+    _read_plain,
+    load_tenant_yaml,
+    load_yaml,
+    yaml_problem,
+)
 from tests.conftest import PROJECT_DIR
 
 CORNER_CASES = [
@@ -36,7 +44,6 @@ CORNER_CASES = [
     "base: &b {x: 1, y: 2}\nderived:\n  <<: *b\n  y: 3\n",
     "- &a [1, 2]\n- *a\n",
     "- &s hello\n- *s\n",
-    "&r [*r]",
     "a: &m {k: v}\nb: *m\n",
     "merge:\n  - &A {a: 1}\n  - &B {b: 2}\n  - <<: [*A, *B]\n    c: 3\n",
     "=: value\n",
@@ -144,11 +151,48 @@ def test_values_and_errors_are_pyyamls(text: str) -> None:
         assert _same(bytes_expected[1], bytes_got[1])
 
 
-def test_aliased_collections_stay_one_object_and_recursion_works() -> None:
-    shared = load_yaml("a: &m {k: v}\nb: *m\n")
-    assert shared["a"] is shared["b"]
-    recursive = load_yaml("&r [*r]")
-    assert recursive[0] is recursive
+def test_aliased_collections_stay_one_object() -> None:
+    shared = load_yaml("a: &m {k: v}\nb: *m\nc: [*m, *m]\n")
+    assert shared["a"] is shared["b"] is shared["c"][0] is shared["c"][1]
+
+
+@pytest.mark.parametrize(
+    ("text", "alias_at", "anchor_line"),
+    [
+        ("&r [*r]", "0", 1),
+        ("a: &x [*x]\n", "a.0", 1),
+        ("a: &x {b: *x}\n", "a.b", 1),
+        (
+            "owners: []\nqdrant:\n  storage: &s\n    extra: [1, {again: *s}]\n",
+            "qdrant.storage.extra.1.again",
+            3,
+        ),
+        ("base: &b {x: 1}\nloop: &l\n  <<: *b\n  self: *l\n", "loop.self", 2),
+        ("? &k [*k]\n: 1\n", "(a key).0", 1),
+    ],
+)
+def test_a_document_that_contains_itself_is_a_yaml_error_naming_the_alias(
+    text: str, alias_at: str, anchor_line: int
+) -> None:
+    assert _outcome(_pyyaml, text)[0] == ("error" if text.startswith("?") else "value")  # a cyclic one
+    with pytest.raises(RecursiveAliasError) as caught:
+        load_yaml(text)
+    assert isinstance(caught.value, yaml.YAMLError)
+    problem = yaml_problem(caught.value)
+    assert problem.startswith(f"line {anchor_line}, column ")
+    assert f"a YAML alias refers to itself: the node anchored here holds the alias at {alias_at}," in problem
+
+
+def test_shared_and_merged_anchors_are_no_recursion() -> None:
+    text = "base: &b {x: [1, 2]}\none: {<<: *b, y: *b}\ntwo: [*b, {<<: *b}]\n"
+    assert _same(load_yaml(text), _pyyaml(text))
+    # The walk is not recursive: a deep document with an alias (so walked) loads as PyYAML's does.
+    deep = load_yaml("a: " + "[" * 3000 + "]" * 3000 + "\nb: &x 1\nc: *x\n")
+    level, depth = deep["a"], 1
+    while level:
+        [level] = level
+        depth += 1
+    assert depth == 3000 and deep["c"] == 1
 
 
 def test_every_yaml_file_of_the_project_loads_as_pyyaml_loads_it() -> None:

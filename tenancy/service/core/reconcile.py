@@ -29,6 +29,10 @@ def queue_unapplied_changes(repository: TenantRepository, queue: OperationQueue)
     for environment, name in repository.names():
         stack = StackRef(environment, name)
         file = f"{repository.tenants_path}/{environment}/{name}.yaml"
+        found = repository.file(environment, name)
+        if found is not None and found.problem is not None:
+            log.warning("reconcile: %s is not valid YAML (%s); left alone", file, found.problem)
+            continue
         try:
             spec = parse_tenant(repository.read(environment, name), file=file)
         except SpecError:

@@ -119,6 +119,20 @@ class TenantChanges:
                 details=spec_issues_details(error),
             ) from None
 
+    def _refuse_unreadable(self, stack: StackRef) -> None:
+        """A patch merges into the committed file: one that is not YAML (a syntax error, an alias that
+        contains itself) has nothing to merge into, and a PUT of the whole spec replaces it."""
+        found = self.repository.file(stack.environment, stack.tenant)
+        if found is None or found.problem is None:
+            return
+        file = self.display_file(stack)
+        raise ServiceError(
+            "invalid_spec",
+            f"{file} in the tenants repository is not valid YAML, so a patch cannot be merged into it; "
+            "replace the whole spec with PUT",
+            details=[{"field": "(document)", "reason": f"{file}: {found.problem}"}],
+        )
+
     def current_etag(self, stack: StackRef) -> str | None:
         text = self.repository.read_text(stack.environment, stack.tenant)
         return etag_of(text) if text is not None else None
@@ -160,6 +174,7 @@ class TenantChanges:
         def build(current: dict[str, Any] | None) -> TenantSpec:
             if current is None:
                 raise _tenant_not_found(stack)
+            self._refuse_unreadable(stack)
             return self.validate(stack, merge_patch(current, patch))
 
         return self._commit_and_submit(stack, principal, if_match=if_match, build=build)

@@ -50,6 +50,7 @@ from pygit2.enums import CheckoutStrategy, FileMode
 
 from tenancy.service.core import git_locks, git_pack
 from tenancy.spec.tree import ENVIRONMENTS
+from tenancy.spec.yaml_loading import load_yaml, yaml_problem
 
 COMMITTER_NAME = "tenant-api"
 COMMITTER_EMAIL = "tenant-api@tenancy.invalid"
@@ -63,8 +64,6 @@ _CREATION_HEADS_KEPT = 4096
 _UNSAFE_IN_IDENTITY = re.compile(r"[<>\n\r\0]")
 _CREDENTIALS_IN_URL = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _log = logging.getLogger("tenancy.service")
-# libyaml's loader when PyYAML was built with it: reads are on every GET, and it is ~10x faster.
-_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -113,21 +112,28 @@ class Commit:
 
 @dataclass(frozen=True)
 class TenantFile:
-    """A committed tenant file: its text, parsed mapping and ETag, cached by blob id."""
+    """A committed tenant file: its text, parsed mapping and ETag, cached by blob id; ``problem`` says
+    why its text is not YAML (its document is {} then)."""
 
     blob: str
     text: str
     document: dict[str, Any]
     etag: str
+    problem: str | None = None
+
+
+def read_document(text: str) -> tuple[dict[str, Any], str | None]:
+    """A tenant file's mapping ({} for anything else: validation reports it properly), and why the
+    text is not YAML when it is not (``line L, column C: ...``, a self-containing alias included)."""
+    try:
+        document = load_yaml(text)  # libyaml's: reads are on every GET
+    except yaml.YAMLError as error:
+        return {}, yaml_problem(error)
+    return (document if isinstance(document, dict) else {}), None
 
 
 def parse_document(text: str) -> dict[str, Any]:
-    """A tenant file's mapping ({} for anything else: validation reports it properly)."""
-    try:
-        document = yaml.load(text, Loader=_YAML_LOADER)  # a safe loader (C or Python)
-    except yaml.YAMLError:
-        return {}
-    return document if isinstance(document, dict) else {}
+    return read_document(text)[0]
 
 
 def dump_document(document: dict[str, Any]) -> str:
@@ -391,7 +397,8 @@ class TenantRepository:
         if found is None:
             data = self._git()[blob].read_raw()
             text = data.decode("utf-8", errors="replace")
-            found = TenantFile(str(blob), text, parse_document(text), etag_of(text))
+            document, problem = read_document(text)
+            found = TenantFile(str(blob), text, document, etag_of(text), problem)
             if len(self._parsed) >= _PARSED_CACHE_ENTRIES:
                 self._parsed.clear()
             self._parsed[blob] = found
