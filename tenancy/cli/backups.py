@@ -21,21 +21,18 @@ import typer
 
 from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
 from tenancy.cli import exit_codes, operations
-from tenancy.cli.operations import (
+from tenancy.cli.operations import _fail, _open_queue, _read_spec, _run_one, _settings, _stack
+from tenancy.cli.options import (
     EnvOption,
     JsonOption,
     ProjectOption,
     StateOption,
     TenantArgument,
     TenantsOption,
-    _fail,
-    _open_queue,
-    _read_spec,
-    _run_one,
-    _settings,
-    _stack,
+    TokenOption,
+    UrlOption,
 )
-from tenancy.cli.remote import RemoteFailure, TokenOption, UrlOption, call, fail, follow
+from tenancy.cli.remote import RemoteFailure, call, fail, follow
 
 if TYPE_CHECKING:
     from tenancy.dataops.retired import RetiredBackup

@@ -55,6 +55,15 @@ from tenancy.automation.storage import OpenQueue, StoredQueue
 from tenancy.automation.sync import SyncAction, SyncPlan, plan_sync, submit_plan
 from tenancy.automation.worker import Worker, WorkerListener
 from tenancy.cli import exit_codes
+from tenancy.cli.options import (
+    EnvOption,
+    JsonOption,
+    ParallelOption,
+    ProjectOption,
+    StateOption,
+    TenantArgument,
+    TenantsOption,
+)
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.tenant import DNS_LABEL
 from tenancy.spec.tree import ENVIRONMENTS, load_tenants, read_tenant_file
@@ -62,52 +71,6 @@ from tenancy.spec.tree import ENVIRONMENTS, load_tenants, read_tenant_file
 if TYPE_CHECKING:
     from tenancy.automation.data_operations import TenantData
     from tenancy.automation.scaling import QdrantScaling
-
-# --- options shared by the commands ------------------------------------------------------------------
-
-TenantArgument = Annotated[str, typer.Argument(help="Tenant name: the file tenants/<env>/<tenant>.yaml.")]
-EnvOption = Annotated[
-    str, typer.Option("--env", "-e", help=f"Environment: {' or '.join(ENVIRONMENTS)}.", envvar="TENANCY_ENV")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, no progress.")]
-ProjectOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--project",
-        help="Pulumi project directory (Pulumi.yaml); default: the current directory.",
-        envvar="TENANCY_PROJECT_DIR",
-        show_default=False,
-    ),
-]
-TenantsOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--tenants",
-        help="The tenants/ tree; default: <project>/tenants.",
-        envvar="TENANCY_TENANTS_DIR",
-        show_default=False,
-    ),
-]
-StateOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--state-dir",
-        help="Operation history and the local Pulumi backend; default: <project>/.tenancy.",
-        envvar="TENANCY_STATE_DIR",
-        show_default=False,
-    ),
-]
-ParallelOption = Annotated[
-    int | None,
-    typer.Option(
-        "--parallel",
-        min=1,
-        max=64,
-        help="Tenant stacks updated at once (default: 4).",
-        envvar="TENANCY_MAX_PARALLEL",
-        show_default=False,
-    ),
-]
 
 # Replaced in tests by a function returning an engine double.
 EngineFactory = Callable[[AutomationSettings], Engine]

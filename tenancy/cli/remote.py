@@ -10,30 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 
 import typer
 
 from tenancy.cli import exit_codes
 
-UrlOption = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        envvar="TENANCY_API_URL",
-        help="Call the service at this base URL instead of running here.",
-        show_default=False,
-    ),
-]
-TokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="TENANCY_TOKEN",
-        help="Access token or API key for --url (e.g. tenantctl dev-token).",
-        show_default=False,
-    ),
-]
 # An operation's stream ends after the service's sse_max_seconds; following reconnects this often.
 MAX_RECONNECTS = 10_000
 

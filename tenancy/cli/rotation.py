@@ -19,19 +19,16 @@ import yaml
 
 from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.cli import exit_codes
-from tenancy.cli.operations import (
+from tenancy.cli.operations import _fail, _read_spec, _requester, _run_one, _settings, _stack
+from tenancy.cli.options import (
     EnvOption,
     JsonOption,
     ProjectOption,
+    RemoteTokenOption,
+    RemoteUrlOption,
     StateOption,
     TenantArgument,
     TenantsOption,
-    _fail,
-    _read_spec,
-    _requester,
-    _run_one,
-    _settings,
-    _stack,
 )
 from tenancy.spec.rotation import RotationRefused, begin_rotation, end_grace, parse_grace
 
@@ -40,21 +37,6 @@ EndGraceOption = Annotated[
     typer.Option(
         "--end-grace",
         help="Once graceUntil has passed: record the revocation and run up, so the old keys stop working.",
-    ),
-]
-RemoteUrlOption = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        envvar="TENANCY_API_URL",
-        help="Ask the running service at this URL instead of changing the local file.",
-        show_default=False,
-    ),
-]
-RemoteTokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token", envvar="TENANCY_TOKEN", help="Your access token (with --url).", show_default=False
     ),
 ]
 StatusOption = Annotated[
