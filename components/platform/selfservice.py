@@ -168,9 +168,7 @@ class SelfService(pulumi.ComponentResource):
             custom_resource(f"{name}-{policy['metadata']['name']}", policy, in_namespace)
         custom_resource(f"{name}-route", virtual_service_manifest(config), in_namespace)
         custom_resource(f"{name}-worker-sidecar", worker_sidecar(config), in_namespace)
-        api_scope = api_sidecar(config)
-        if api_scope is not None:  # an object store in the cluster: the API's mesh scope
-            custom_resource(f"{name}-api-sidecar", api_scope, in_namespace)
+        custom_resource(f"{name}-api-sidecar", api_sidecar(config), in_namespace)
 
         self.namespace = namespace.name
         self.url = pulumi.Output.from_input(f"https://{host(config.domain)}")

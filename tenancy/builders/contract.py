@@ -17,6 +17,8 @@ SELF_SERVICE_WORKER_LABELS = {
     "app.kubernetes.io/component": "worker",
 }
 SELF_SERVICE_WORKER_ACCOUNT = "selfservice-worker"
+# What both self-service roles' pods (API and workers) carry: iam admits them to Keycloak by it.
+SELF_SERVICE_POD_LABELS = {"app.kubernetes.io/name": "selfservice"}
 # The ClusterRole holding the workers' rights inside a tenant namespace. The platform declares it and
 # binds it nowhere; each tenant stack binds it in its own namespace (tenancy.builders.rbac), so the
 # workers read and write Secrets and workloads only where a tenant stack put that RoleBinding.

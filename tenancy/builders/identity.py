@@ -18,7 +18,13 @@ import pulumi
 import yaml
 
 from tenancy import versions
-from tenancy.builders.contract import GATEWAY_REFERENCE, INGRESS_GATEWAY_LABELS, NAMESPACES, REALM
+from tenancy.builders.contract import (
+    GATEWAY_REFERENCE,
+    INGRESS_GATEWAY_LABELS,
+    NAMESPACES,
+    REALM,
+    SELF_SERVICE_POD_LABELS,
+)
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
@@ -94,6 +100,11 @@ KEYCLOAK_HTTP_PORT = 8080  # container port behind the Service; what NetworkPoli
 JGROUPS_PORTS = [7800, 57800]
 # The chart's selector labels: name is the chart name, instance the release name.
 KEYCLOAK_POD_LABELS = {"app.kubernetes.io/name": "keycloakx", "app.kubernetes.io/instance": KEYCLOAK_RELEASE}
+# Keycloak as callers inside the cluster reach it, through the mesh: the self-service's JWKS and the
+# tenant stacks its workers run (admin API, group provisioning). Not through the gateway: that would
+# need the gateway's addresses and sends /admin into the admin-surface DENY (builders.admin_access).
+KEYCLOAK_INTERNAL_HOST = f"{KEYCLOAK_SERVICE}.{NAMESPACES.identity}.svc.cluster.local"
+KEYCLOAK_INTERNAL_URL = f"http://{KEYCLOAK_INTERNAL_HOST}"  # the Service's port 80; mTLS by the sidecars
 ADMIN_SECRET = "keycloak-admin"
 CLIENT_SECRETS = "keycloak-client-secrets"
 REALM_SECRET = "keycloak-realm"
@@ -209,6 +220,15 @@ def identity_namespace_policies(config: PlatformConfig) -> list[Manifest]:
             pods=KEYCLOAK_POD_LABELS,
             from_namespace=NAMESPACES.ingress,
             from_pods=INGRESS_GATEWAY_LABELS,
+            ports=[KEYCLOAK_HTTP_PORT],
+        ),
+        # The self-service API and workers: the JWKS, and tenant stacks' group provisioning (the workers).
+        allow_ingress(
+            namespace,
+            "allow-selfservice-to-keycloak",
+            pods=KEYCLOAK_POD_LABELS,
+            from_namespace=NAMESPACES.self_service,
+            from_pods=SELF_SERVICE_POD_LABELS,
             ports=[KEYCLOAK_HTTP_PORT],
         ),
         allow_ingress(

@@ -21,12 +21,21 @@ from tenancy import versions
 from tenancy.builders.contract import (
     INGRESS_GATEWAY_LABELS,
     NAMESPACES,
+    REALM,
+    SELF_SERVICE_POD_LABELS,
     SELF_SERVICE_WORKER_ACCOUNT,
     SELF_SERVICE_WORKER_LABELS,
     SELF_SERVICE_WORKER_TENANT_ROLE,
     issuer_url,
 )
-from tenancy.builders.identity import API_CLIENT_ID, portal_url
+from tenancy.builders.identity import (
+    API_CLIENT_ID,
+    KEYCLOAK_HTTP_PORT,
+    KEYCLOAK_INTERNAL_HOST,
+    KEYCLOAK_INTERNAL_URL,
+    KEYCLOAK_POD_LABELS,
+    portal_url,
+)
 from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.network import QDRANT_HTTP_PORT, QDRANT_POD_LABELS
@@ -34,8 +43,8 @@ from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
     Reach,
     allow_egress,
-    allow_egress_outside,
     allow_egress_to_api_server,
+    allow_egress_to_cidrs,
     allow_egress_to_reach,
     allow_ingress,
     network_policy,
@@ -202,7 +211,8 @@ def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
         "TENANCY_SERVICE_SHUTDOWN_GRACE_SECONDS": str(shutdown_grace_seconds(config, role)),
         "TENANCY_SERVICE_AUDIT_LOG": "-",  # JSON lines on stdout: Alloy ships them to Loki
         "TENANCY_SERVICE_ISSUER": issuer,
-        "TENANCY_SERVICE_JWKS_URL": f"{issuer}/protocol/openid-connect/certs",
+        # The issuer stays the public URL (the tokens' iss); the keys are read from Keycloak in the cluster.
+        "TENANCY_SERVICE_JWKS_URL": jwks_url(),
         "TENANCY_SERVICE_AUDIENCE": API_CLIENT_ID,
         "TENANCY_SERVICE_PORTAL_PUBLIC_URL": portal_url(domain),  # the redirect URI the realm allows
         # Only the gateway's forwarded client addresses are believed (engineer "auth"'s setting).
@@ -219,6 +229,10 @@ def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
         "PULUMI_SKIP_UPDATE_CHECK": "true",
         "PULUMI_DIY_BACKEND_GZIP": "true",
     }
+    if role == "worker":
+        # Tenant stacks run here reach Keycloak in the cluster, not through the gateway (the program's
+        # platform:keycloakUrl, tenancy.stacks.tenant); a stack run by hand uses the public URL.
+        plain["TENANCY_STACK_CONFIG"] = json.dumps(tenant_stack_config())
     env: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in plain.items()]
     env += [
         _secret_env("TENANCY_SERVICE_REDIS_PASSWORD", SECRET_KEYS["redis_password"]),
@@ -242,6 +256,21 @@ def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
         else:
             env.append(_secret_env("PULUMI_CONFIG_PASSPHRASE", SECRET_KEYS["passphrase"]))
     return env
+
+
+KEYCLOAK_URL_CONFIG = "platform:keycloakUrl"
+# Helm repositories (https): what tenant stacks' releases fetch their pinned charts from.
+CHART_REPOSITORY_PORT = 443
+
+
+def jwks_url() -> str:
+    """The realm's signing keys, read from Keycloak's Service in iam (through the mesh)."""
+    return f"{KEYCLOAK_INTERNAL_URL}/realms/{REALM}/protocol/openid-connect/certs"
+
+
+def tenant_stack_config() -> dict[str, str]:
+    """``TENANCY_STACK_CONFIG`` of the workers: extra config on every tenant stack they run."""
+    return {KEYCLOAK_URL_CONFIG: KEYCLOAK_INTERNAL_URL}
 
 
 # Behind its sidecar the app sees every connection coming from the sidecar's inbound passthrough
@@ -726,9 +755,10 @@ def worker_admission_policy_binding() -> Manifest:
 
 
 def namespace_policies(config: PlatformConfig) -> list[Manifest]:
-    """Exactly the service's traffic: the gateway to the API; both roles to Redis and the git remote
-    and Keycloak's public URL (JWKS); workers to the API server, object storage, Vault and the REST port
-    of tenants' Qdrant pods."""
+    """Exactly the service's traffic: the gateway to the API; both roles to Redis, to Keycloak's pods
+    (JWKS; the workers' tenant stacks also its admin API) and to the git remote at gitHosts' CIDRs;
+    workers to the API server, Helm repositories (gitHosts' CIDRs, 443), object storage, Vault and the
+    REST port of tenants' Qdrant pods; the API to object storage."""
     api, worker = labels("api"), labels("worker")
     policies = [
         allow_ingress(
@@ -752,9 +782,33 @@ def namespace_policies(config: PlatformConfig) -> list[Manifest]:
             to_pods=REDIS_POD_LABELS,
             ports=[REDIS_PORT, SENTINEL_PORT],
         ),
-        # Keycloak's public URL (the token issuer) and the git remote over HTTPS: outside addresses.
-        allow_egress_outside(
-            NAMESPACE, "allow-keycloak-and-git", pods=None, ports=sorted({443, config.self_service.git_port})
+        # Keycloak in the cluster, through the mesh: both roles read the JWKS (the workers' readiness
+        # checks the keys too), and the workers' tenant stacks provision groups through its admin API.
+        allow_egress(
+            NAMESPACE,
+            "allow-keycloak",
+            pods=SELF_SERVICE_POD_LABELS,
+            to_namespace=NAMESPACES.identity,
+            to_pods=KEYCLOAK_POD_LABELS,
+            ports=[KEYCLOAK_HTTP_PORT],
+        ),
+        # The tenants git remote: both roles clone it, the API commits to it. Only at gitHosts' CIDRs
+        # (every address unless the platform config narrows them: README, accepted findings).
+        allow_egress_to_cidrs(
+            NAMESPACE,
+            "allow-git",
+            pods=SELF_SERVICE_POD_LABELS,
+            cidrs=config.git_hosts.cidrs,
+            ports=[config.self_service.git_port],
+        ),
+        # Tenant stacks' Helm releases fetch their pinned charts from Helm repositories over HTTPS: the
+        # workers only, at the same gitHosts CIDRs (git, Helm and OCI repositories, as Argo CD's).
+        allow_egress_to_cidrs(
+            NAMESPACE,
+            "allow-workers-to-chart-repositories",
+            pods=worker,
+            cidrs=config.git_hosts.cidrs,
+            ports=[CHART_REPOSITORY_PORT],
         ),
         allow_egress_to_api_server(NAMESPACE, "allow-workers-to-apiserver", pods=worker, config=config),
     ]
@@ -807,7 +861,8 @@ def _object_store(config: PlatformConfig) -> Reach | None:
 def worker_sidecar(config: PlatformConfig) -> Manifest:
     """The workers' mesh scope: the mesh default (their own namespace, istio-system) plus every
     service's port 6333, which is how tenants' Qdrant Services and their peers' headless names join it,
-    and the namespaces of an object store or Vault in the cluster (``sidecar_egress_hosts``).
+    the namespaces of an object store or Vault in the cluster (``sidecar_egress_hosts``), and Keycloak's
+    Service.
 
     Without them in scope the sidecar passes the calls through as unknown plaintext traffic, which a
     tenant Qdrant's sidecar refuses (mesh-wide STRICT mTLS). Sidecar hosts cannot name "every tenant-*
@@ -833,25 +888,31 @@ def worker_sidecar(config: PlatformConfig) -> Manifest:
     }
 
 
+# Keycloak's Service, as the Sidecars of both roles name it (its namespace/host): in scope, calls to it
+# are mTLS, which Keycloak's sidecar (mesh-wide STRICT) requires.
+KEYCLOAK_SIDECAR_HOST = f"{NAMESPACES.identity}/{KEYCLOAK_INTERNAL_HOST}"
+
+
 def _in_cluster_scope(config: PlatformConfig) -> list[str]:
     store, vault = _object_store(config), vault_service_reach(config.vault)
-    return sidecar_egress_hosts(store.namespace if store else None, vault.namespace if vault else None)
+    hosts = sidecar_egress_hosts(store.namespace if store else None, vault.namespace if vault else None)
+    return [*hosts, KEYCLOAK_SIDECAR_HOST]
 
 
-def api_sidecar(config: PlatformConfig) -> Manifest | None:
-    """The API's mesh scope when the object store runs in the cluster: the mesh default plus the store's
-    services, so its calls there (listing backups) are mTLS, which a meshed store under STRICT requires.
-    None otherwise: the API keeps the mesh default, and a store outside the cluster is passed through."""
+def api_sidecar(config: PlatformConfig) -> Manifest:
+    """The API's mesh scope: the mesh default plus Keycloak's Service (JWKS) and, when the object store
+    runs in the cluster, the store's services (listing backups), so its calls there are mTLS, which
+    both under STRICT require. A store outside the cluster is passed through."""
     store = _object_store(config)
-    if store is None or not store.namespace:
-        return None
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "Sidecar",
         "metadata": _metadata(API_NAME),
         "spec": {
             "workloadSelector": {"labels": labels("api")},
-            "egress": [{"hosts": sidecar_egress_hosts(store.namespace)}],
+            "egress": [
+                {"hosts": [*sidecar_egress_hosts(store.namespace if store else None), KEYCLOAK_SIDECAR_HOST]}
+            ],
             "outboundTrafficPolicy": {"mode": "ALLOW_ANY"},
         },
     }

@@ -273,7 +273,9 @@ class GitHostsConfig(_Model):
         description=(
             "Addresses the repo-server may connect to on `ports` (CIDRs). The default is every address: "
             "tenants choose their repositories, and hosted git services (GitHub, GitLab) serve from many, "
-            "changing addresses. Narrow it to your git server, mirror or proxy where there is one."
+            "changing addresses. Narrow it to your git server, mirror or proxy where there is one. The "
+            "self-service reaches these addresses only: its git remote on selfService.gitPort, and from "
+            "the workers Helm repositories (the tenant charts) on 443."
         ),
     )
     ports: list[int] = Field(

@@ -83,9 +83,12 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
     keycloak_provider = None
     # platform:manageKeycloakGroups false: the tenant's groups are managed outside this stack.
     if config.get_bool("manageKeycloakGroups") is not False:
+        # platform:keycloakUrl: where this stack reaches Keycloak when that is not the platform's public
+        # URL; the self-service workers set its Service in the cluster (TENANCY_STACK_CONFIG).
+        keycloak_url = config.get("keycloakUrl")
         keycloak_provider = tenant_keycloak_provider(
             f"{name}-keycloak-provider",
-            url=platform.require_output(KEYCLOAK_URL_OUTPUT),
+            url=keycloak_url or platform.require_output(KEYCLOAK_URL_OUTPUT),
             client_secret=platform.require_output(KEYCLOAK_PROVISIONER_SECRET_OUTPUT),
         )
     vault_provider = None

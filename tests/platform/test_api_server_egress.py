@@ -80,8 +80,9 @@ def test_no_egress_rule_opens_the_api_servers_ports_to_any_address(
 
 
 def test_only_the_documented_rules_reach_any_address(platform: tuple[PlatformConfig, StackCapture]) -> None:
-    """The README's accepted findings, each on its own ports: Keycloak's public URL (argocd-server, the
-    self-service) and git hosts (the repo-server's default gitHosts). The object store and Vault join
+    """The README's accepted findings, each on its own ports: Keycloak's public URL (argocd-server) and
+    git hosts at the default gitHosts (every address): the repo-server's, the self-service's git remote
+    and the workers' Helm repositories. The object store and Vault join
     them only when their config names neither cidrs nor namespace, which neither shipped stack does
     (tests/platform/test_object_store_egress.py runs that case)."""
     config, capture = platform
@@ -91,7 +92,8 @@ def test_only_the_documented_rules_reach_any_address(platform: tuple[PlatformCon
     assert open_rules == {
         "argocd/allow-server-to-keycloak": {443},
         "argocd/allow-repo-server-to-git": {443, 22},
-        "tenancy-system/allow-keycloak-and-git": {443},
+        "tenancy-system/allow-git": {443},
+        "tenancy-system/allow-workers-to-chart-repositories": {443},
     }
 
 

@@ -23,8 +23,8 @@ from tests.platform.support import (
     sidecar_knows,
 )
 
-# A store on a port of its own (not 443, which the self-service opens to any address for Keycloak and git),
-# so each trace below depends on the store's rule alone.
+# A store on a port of its own (not 443, which the self-service opens to the default gitHosts, every
+# address, for git and Helm repositories), so each trace below depends on the store's rule alone.
 STORE_CIDR, STORE_ADDRESS, STORE_PORT = "203.0.113.0/28", "203.0.113.5", 9443
 VAULT_CIDR, VAULT_ADDRESS, VAULT_PORT = "198.51.100.10/32", "198.51.100.10", 8200
 ELSEWHERE = "192.0.2.1"
@@ -282,13 +282,23 @@ def test_the_mesh_scope_widens_only_for_a_store_or_vault_in_the_cluster(platform
     sidecars = {
         (s["metadata"]["namespace"], s["metadata"]["name"]): s for s in objects(platform.capture, "Sidecar")
     }
-    widened = {key for key in sidecars if key[1] in (identity.DATABASE_CLUSTER, selfservice.API_NAME)}
+    keycloak = f"{NAMESPACES.identity}/{identity.KEYCLOAK_INTERNAL_HOST}"
+    widened = {
+        key
+        for key, sidecar in sidecars.items()
+        if any(
+            host not in ("./*", "istio-system/*", keycloak)
+            for listener in sidecar["spec"]["egress"]
+            if "port" not in listener
+            for host in listener["hosts"]
+        )
+    }
     if platform.placement != "namespace":
         assert widened == set()
         worker = sidecars[(NAMESPACES.self_service, selfservice.WORKER_NAME)]
-        assert worker["spec"]["egress"][-1] == {"hosts": ["./*", "istio-system/*"]}
+        assert worker["spec"]["egress"][-1] == {"hosts": ["./*", "istio-system/*", keycloak]}
         return
-    assert widened == {
+    assert {key for key in widened if key[1] in (identity.DATABASE_CLUSTER, selfservice.API_NAME)} == {
         (NAMESPACES.identity, identity.DATABASE_CLUSTER),
         (NAMESPACES.self_service, selfservice.API_NAME),
     }

@@ -151,7 +151,12 @@ def test_the_pods_environment_is_valid_settings_for_the_service_the_queue_and_th
     assert service.backend == queue.backend == "redis"
     assert queue.redis_sentinels == tuple(sentinel_hosts(config)) and automation.queue == queue
     assert service.issuer == issuer_url(config.domain) and service.audience == API_CLIENT_ID
-    assert service.jwks_url == f"{issuer_url(config.domain)}/protocol/openid-connect/certs"
+    # The keys from Keycloak's Service in iam (tests/platform/test_selfservice_egress.py traces the call).
+    assert (
+        service.jwks_url
+        == "http://keycloak-http.iam.svc.cluster.local/realms/platform/protocol/openid-connect/certs"
+    )
+    assert automation.stack_config == {"platform:keycloakUrl": "http://keycloak-http.iam.svc.cluster.local"}
     assert service.workers == 4 and service.audit_log == "-"  # JSON lines on stdout, for Alloy
     assert automation.backend_url is not None
     assert automation.backend_url.startswith("s3://prod-tenant-state?endpoint=s3.eu-central-1.amazonaws.com")
