@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,24 @@ ORDER BY o.position
 """
 
 
+@dataclass
+class _Submission:
+    """One ``submit`` waiting to be inserted (its row's values, prepared by the submitting thread)."""
+
+    id: str
+    stack: StackRef
+    kind: OperationKind
+    requested_by: str
+    created_at: float
+    spec: str | None
+    incarnation: str | None
+    params: str | None
+    done: bool = False
+    error: BaseException | None = None
+    lead: bool = False  # handed the next transaction
+    wakeup: threading.Event = field(default_factory=threading.Event)
+
+
 class SqliteOperationQueue:
     """``OperationQueue`` and ``WorkQueue`` over one SQLite file (see the module docstring)."""
 
@@ -123,6 +141,10 @@ class SqliteOperationQueue:
         # on BEGIN IMMEDIATE waited far longer than the transactions took. Other processes still wait
         # in SQLite (busy_timeout).
         self._writers = threading.Lock()
+        # Submits waiting for the transaction that inserts them (``_submit_together``).
+        self._pending: list[_Submission] = []
+        self._pending_lock = threading.Lock()
+        self._leader_active = False
         with self._write() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -194,55 +216,9 @@ class SqliteOperationQueue:
         now = float(self._clock())
         spec_json = None if spec is None else json.dumps(spec)
         params_json = None if params is None else json.dumps(params)
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO operations"
-                " (id, environment, tenant, kind, status, requested_by, created_at, spec, incarnation,"
-                " params)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
-                (
-                    operation_id,
-                    stack.environment,
-                    stack.tenant,
-                    kind.value,
-                    requested_by,
-                    now,
-                    spec_json,
-                    incarnation,
-                    params_json,
-                ),
-            )
-            replaced = SUPERSEDES[kind]
-            if replaced:
-                # The queued operations of the same kinds on the stack, never across a queued destroy
-                # (what was asked before it runs before it).
-                replaceable = (
-                    "environment = ? AND tenant = ? AND status = 'queued' AND id != ?"
-                    f" AND kind IN ({','.join('?' * len(replaced))})"
-                    " AND position > COALESCE((SELECT MAX(d.position) FROM operations AS d"
-                    " WHERE d.environment = ? AND d.tenant = ? AND d.status = 'queued'"
-                    " AND d.kind = 'destroy'), 0)"
-                )
-                chosen = (
-                    stack.environment,
-                    stack.tenant,
-                    operation_id,
-                    *replaced,
-                    stack.environment,
-                    stack.tenant,
-                )
-                # Whatever a replaced operation had replaced now points at the newest: one hop to the
-                # operation that will apply the caller's change. Then the replaced ones themselves.
-                db.execute(
-                    "UPDATE operations SET superseded_by = ? WHERE superseded_by IN"
-                    f" (SELECT id FROM operations WHERE {replaceable})",
-                    (operation_id, *chosen),
-                )
-                db.execute(
-                    "UPDATE operations SET status = 'superseded', superseded_by = ?, finished_at = ?"
-                    f" WHERE {replaceable}",
-                    (operation_id, now, *chosen),
-                )
+        self._submit_together(
+            _Submission(operation_id, stack, kind, requested_by, now, spec_json, incarnation, params_json)
+        )
         # What a read of the row gives, without reading it (the spec and params decoded afresh).
         return Operation(
             id=operation_id,
@@ -255,6 +231,107 @@ class SqliteOperationQueue:
             incarnation=incarnation,
             params=None if params_json is None else json.loads(params_json),
         )
+
+    def _submit_together(self, submission: _Submission) -> None:
+        """Group commit for submits: the first to find no leader inserts everything waiting, its own
+        submission included, in one transaction (one flush of the WAL instead of one per submit),
+        then hands the lead to the oldest submission that arrived meanwhile; the others sleep until
+        theirs is in. Rows are inserted in the order submits arrived: a caller that holds a stack's
+        lock across its commit and its submit (the service) sees its stack's operations queued in
+        commit order, whatever else shares the transaction."""
+        with self._pending_lock:
+            self._pending.append(submission)
+            if not self._leader_active:
+                self._leader_active = submission.lead = True
+        while not submission.lead:
+            submission.wakeup.wait()
+            if submission.done:
+                break
+        else:
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
+            try:
+                self._insert_all(batch)
+            finally:
+                with self._pending_lock:
+                    successor = self._pending[0] if self._pending else None
+                    if successor is None:
+                        self._leader_active = False
+                    else:
+                        successor.lead = True
+                if successor is not None:
+                    successor.wakeup.set()
+        if submission.error is not None:
+            raise submission.error
+
+    def _insert_all(self, batch: list[_Submission]) -> None:
+        try:
+            with self._write() as db:
+                for submission in batch:
+                    self._insert(db, submission)
+        except BaseException as error:
+            for submission in batch:
+                submission.error = error  # nothing of the transaction was kept
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            for submission in batch:
+                submission.done = True
+                submission.wakeup.set()
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, submission: _Submission) -> None:
+        operation_id, stack, kind = submission.id, submission.stack, submission.kind
+        now, requested_by = submission.created_at, submission.requested_by
+        spec_json, incarnation, params_json = submission.spec, submission.incarnation, submission.params
+        db.execute(
+            "INSERT INTO operations"
+            " (id, environment, tenant, kind, status, requested_by, created_at, spec, incarnation,"
+            " params)"
+            " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+            (
+                operation_id,
+                stack.environment,
+                stack.tenant,
+                kind.value,
+                requested_by,
+                now,
+                spec_json,
+                incarnation,
+                params_json,
+            ),
+        )
+        replaced = SUPERSEDES[kind]
+        if replaced:
+            # The queued operations of the same kinds on the stack, never across a queued destroy
+            # (what was asked before it runs before it).
+            replaceable = (
+                "environment = ? AND tenant = ? AND status = 'queued' AND id != ?"
+                f" AND kind IN ({','.join('?' * len(replaced))})"
+                " AND position > COALESCE((SELECT MAX(d.position) FROM operations AS d"
+                " WHERE d.environment = ? AND d.tenant = ? AND d.status = 'queued'"
+                " AND d.kind = 'destroy'), 0)"
+            )
+            chosen = (
+                stack.environment,
+                stack.tenant,
+                operation_id,
+                *replaced,
+                stack.environment,
+                stack.tenant,
+            )
+            # Whatever a replaced operation had replaced now points at the newest: one hop to the
+            # operation that will apply the caller's change. Then the replaced ones themselves.
+            db.execute(
+                "UPDATE operations SET superseded_by = ? WHERE superseded_by IN"
+                f" (SELECT id FROM operations WHERE {replaceable})",
+                (operation_id, *chosen),
+            )
+            db.execute(
+                "UPDATE operations SET status = 'superseded', superseded_by = ?, finished_at = ?"
+                f" WHERE {replaceable}",
+                (operation_id, now, *chosen),
+            )
 
     def get(self, operation_id: str) -> Operation | None:
         row = self._db().execute("SELECT * FROM operations WHERE id = ?", (operation_id,)).fetchone()
