@@ -166,7 +166,7 @@ class SqliteOperationQueue:
             # Wait for another writer instead of failing.
             db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
-            db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+            db.execute("PRAGMA synchronous=FULL")  # each commit flushed: durable across power losses too
             self._local.db = db
             with self._connections_lock:
                 self._connections.append(db)

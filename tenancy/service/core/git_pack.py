@@ -8,7 +8,8 @@ index (two files per group, whatever its size), byte for byte the objects libgit
 Crash safety is git's own: the pack is complete (written, then renamed into ``objects/pack``, index
 last, which is what makes git and libgit2 see it) before the branch names any of its objects. A
 process killed before that leaves at most a temporary file or a pack nothing refers to, which git's
-gc removes; the branch still names the last complete commit.
+gc removes; the branch still names the last complete commit. Power losses too: each file is flushed
+before its rename and the folder after both (``durable``), before the branch moves.
 
 Many small packs slow object lookups down, so every so many packs git merges them into a geometric
 progression (``git repack --geometric=2 -d``), in its own process, alongside the writers.
@@ -26,6 +27,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pygit2
+
+from tenancy.service.core import durable
 
 COMMIT, TREE, BLOB = 1, 2, 3
 _TYPE_NAMES = {COMMIT: b"commit", TREE: b"tree", BLOB: b"blob"}
@@ -192,15 +195,19 @@ class ObjectBatch:
         pack_path = pack_dir / f"{name}.pack"
         _write_file(pack_dir, pack_path, bytes(body))
         _write_file(pack_dir, pack_dir / f"{name}.idx", bytes(idx))
+        durable.sync_folders([pack_dir])  # both names, before anything refers to the objects
         return pack_path
 
 
 def _write_file(folder: Path, path: Path, data: bytes) -> None:
-    """``data`` at ``path``, read-only as git makes its packs, appearing whole or not at all."""
+    """``data`` at ``path``, read-only as git makes its packs, appearing whole or not at all, and
+    flushed to the disk before it appears (the folder is the caller's to flush)."""
     descriptor, temporary = tempfile.mkstemp(prefix="tmp_pack_", dir=folder)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
+            handle.flush()
+            durable.fsync(handle.fileno())
         os.chmod(temporary, 0o444)
         os.rename(temporary, path)
     except BaseException:

@@ -48,7 +48,7 @@ import pygit2
 import yaml
 from pygit2.enums import CheckoutStrategy, FileMode
 
-from tenancy.service.core import git_locks, git_pack
+from tenancy.service.core import durable, git_locks, git_pack
 from tenancy.spec.tree import ENVIRONMENTS
 from tenancy.spec.yaml_loading import load_yaml, yaml_problem
 
@@ -272,13 +272,18 @@ class TenantRepository:
                 for source in sorted((seed_from / environment).glob("*.yaml")):
                     files[f"{self.tenants_path}/{environment}/{source.name}"] = source.read_bytes()
         tree = repo.TreeBuilder().write()
+        written = [tree]
         for path, content in files.items():
-            tree = _edit_tree(repo, tree, path.split("/"), repo.create_blob(content))
+            blob = repo.create_blob(content)
+            written.append(blob)
+            tree = _edit_tree(repo, tree, path.split("/"), blob, written)
         committer = _signature(COMMITTER_NAME, COMMITTER_EMAIL, "GIT_COMMITTER_DATE")
         commit = repo.create_commit(
             None, committer, committer, "Initialise the tenants repository\n", tree, []
         )
+        self._sync_loose([*written, commit])  # every later commit builds on these
         repo.create_reference_direct(self.ref, commit, False, "tenant-api: initialise")
+        self._sync_ref()
         self._update_working_copy()
 
     def recover(self, *, restore: bool = True) -> list[str]:
@@ -842,6 +847,13 @@ class TenantRepository:
             if self._tip() != base:
                 raise _Moved() from None
             raise
+        self._sync_ref()
+
+    def _sync_ref(self) -> None:
+        """Flush the branch as libgit2 wrote it (a loose ref) and its folder."""
+        path = self.git_dir / self.ref
+        durable.sync_file(path)
+        durable.sync_folders([path.parent])
 
     def _swap_ref(self, base: pygit2.Oid, tip: pygit2.Oid) -> None:
         """Git's own protocol for moving a ref (what libgit2 and ``git update-ref`` do): create
@@ -865,7 +877,10 @@ class TenantRepository:
                     if self._tip() != base:  # read afresh, as update-ref does under the lock
                         raise _Moved()
                     handle.write(f"{tip}\n".encode())
+                    handle.flush()
+                    durable.fsync(handle.fileno())  # the new value is on disk before its name is
                 os.rename(lock, path)
+                durable.sync_folders([path.parent])  # the rename: acknowledged from here
             except BaseException:
                 if descriptor >= 0:
                     os.close(descriptor)
@@ -941,6 +956,8 @@ class TenantRepository:
         parent = base
         tree = repo[base].tree.id if base is not None else repo.TreeBuilder().write()
         built: list[tuple[_Change, str]] = []
+        # The objects to flush before the branch names them (the base's are flushed already).
+        written: list[pygit2.Oid] = [tree] if base is None else []
         try:
             for change in group:
                 if change.done:
@@ -955,16 +972,31 @@ class TenantRepository:
                 blob = change.blob
                 if change.content is not None:
                     blob = repo.create_blob(change.content)
-                new_tree = _edit_tree(repo, tree, change.path.split("/"), blob)
+                    written.append(blob)
+                new_tree = _edit_tree(repo, tree, change.path.split("/"), blob, written)
                 author = _signature(change.author.name, change.author.email, "GIT_AUTHOR_DATE")
                 parent = repo.create_commit(
                     None, author, committer, change.message, new_tree, [parent] if parent is not None else []
                 )
+                written.append(parent)
                 tree = new_tree
                 built.append((change, str(parent)))
+            if built:
+                self._sync_loose(written)
         except (pygit2.GitError, OSError) as error:
             raise self._failed("storing the tenant files failed", redact(str(error))) from None
         return (parent if built else None), built
+
+    def _sync_loose(self, objects: list[pygit2.Oid]) -> None:
+        """Flush the loose files of ``objects`` and their folders. An object libgit2 found already
+        stored has no new file (or one in a pack, flushed when the pack was written): nothing to do."""
+        folders: list[Path] = []
+        for oid in dict.fromkeys(objects):
+            name = str(oid)
+            path = self.git_dir / "objects" / name[:2] / name[2:]
+            if durable.sync_file(path):
+                folders.append(path.parent)
+        durable.sync_folders([*folders, self.git_dir / "objects"])
 
     def _push(self, tip: pygit2.Oid) -> None:
         try:
@@ -1127,16 +1159,28 @@ def _blob_at(tree: pygit2.Tree | None, path: str) -> pygit2.Oid | None:
 
 
 def _edit_tree(
-    repo: pygit2.Repository, tree: pygit2.Oid | None, parts: list[str], blob: pygit2.Oid | None
+    repo: pygit2.Repository,
+    tree: pygit2.Oid | None,
+    parts: list[str],
+    blob: pygit2.Oid | None,
+    written: list[pygit2.Oid] | None = None,
 ) -> pygit2.Oid:
     """The tree ``tree`` with the file at ``parts`` set to ``blob`` (removed when None); folders left
-    empty disappear, as with ``git rm``."""
-    edited = _edit(repo, tree, parts, blob)
-    return edited if edited is not None else repo.TreeBuilder().write()
+    empty disappear, as with ``git rm``. ``written`` collects every tree stored on the way."""
+    edited = _edit(repo, tree, parts, blob, written)
+    if edited is None:
+        edited = repo.TreeBuilder().write()
+        if written is not None:
+            written.append(edited)
+    return edited
 
 
 def _edit(
-    repo: pygit2.Repository, tree: pygit2.Oid | None, parts: list[str], blob: pygit2.Oid | None
+    repo: pygit2.Repository,
+    tree: pygit2.Oid | None,
+    parts: list[str],
+    blob: pygit2.Oid | None,
+    written: list[pygit2.Oid] | None = None,
 ) -> pygit2.Oid | None:
     existing = repo[tree] if tree is not None else None
     builder = repo.TreeBuilder(existing) if existing is not None else repo.TreeBuilder()  # type: ignore[arg-type]
@@ -1150,7 +1194,7 @@ def _edit(
     else:
         entry = builder.get(head)
         below = entry.id if entry is not None and entry.type_str == "tree" else None
-        edited = _edit(repo, below, rest, blob)
+        edited = _edit(repo, below, rest, blob, written)
         if edited is None:
             if entry is not None:
                 builder.remove(head)
@@ -1158,4 +1202,7 @@ def _edit(
             builder.insert(head, edited, FileMode.TREE)
     if len(builder) == 0:
         return None
-    return builder.write()
+    stored = builder.write()
+    if written is not None:
+        written.append(stored)
+    return stored
