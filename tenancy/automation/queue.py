@@ -166,24 +166,36 @@ class SqliteOperationQueue:
             # Wait for another writer instead of failing.
             db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
-            db.execute("PRAGMA synchronous=FULL")  # each commit flushed: durable across power losses too
+            # In WAL mode NORMAL survives a crash of the process; a power loss can take the last
+            # transactions. Enough for the workers' bookkeeping (a lost claim, event or outcome leaves
+            # an operation queued or running, and a running one with no heartbeat is requeued), not
+            # for a submit the caller is told about: ``_insert_all`` flushes those (``durable``).
+            db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
             with self._connections_lock:
                 self._connections.append(db)
         return db
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the database lock up front, so read-then-write is atomic."""
+    def _write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the database lock up front, so read-then-write is atomic.
+        ``durable``: flushed to the disk when it commits (``synchronous=FULL`` for this transaction;
+        the flush of the WAL covers the transactions before it too)."""
         db = self._db()
         with self._writers:
-            db.execute("BEGIN IMMEDIATE")
+            if durable:
+                db.execute("PRAGMA synchronous=FULL")
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                if durable:
+                    db.execute("PRAGMA synchronous=NORMAL")
 
     def __enter__(self) -> SqliteOperationQueue:
         return self
@@ -266,7 +278,7 @@ class SqliteOperationQueue:
 
     def _insert_all(self, batch: list[_Submission]) -> None:
         try:
-            with self._write() as db:
+            with self._write(durable=True) as db:
                 for submission in batch:
                     self._insert(db, submission)
         except BaseException as error:

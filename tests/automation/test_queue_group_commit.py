@@ -29,9 +29,9 @@ class HeldTransactions:
         self._write = queue._write
 
     @contextlib.contextmanager
-    def __call__(self) -> Iterator[Any]:
+    def __call__(self, **options: Any) -> Iterator[Any]:
         self.count += 1
-        with self._write() as db:
+        with self._write(**options) as db:
             self.entered.set()
             assert self.release.wait(10)
             yield db

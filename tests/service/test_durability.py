@@ -7,15 +7,14 @@ tests cover the process crashes)."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pygit2
 import pytest
 
+from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core import durable
 from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository
@@ -122,11 +121,27 @@ def test_a_group_flushes_its_pack_and_index_then_the_folder_then_the_branch_befo
     assert len(list((git_dir / "objects" / "pack").glob("pack-*.idx"))) == 1
 
 
-def test_the_queue_flushes_every_transaction_it_acknowledges(tmp_path: Path) -> None:
-    """WAL with synchronous=FULL: a committed submit is on disk (NORMAL survives a crash of the
-    process only: the last transactions can go with a power loss)."""
+def test_the_queue_flushes_the_transaction_of_every_submit_it_acknowledges(tmp_path: Path) -> None:
+    """WAL mode: a submit's transaction commits with synchronous=FULL (on disk when the caller is
+    answered); the workers' bookkeeping with NORMAL (a power loss can take its last transactions,
+    which leaves an operation queued, or running without a heartbeat and so requeued)."""
     queue = SqliteOperationQueue(tmp_path / "queue.sqlite3")
-    db: Any = queue._db()
+    db = queue._db()  # this thread's connection: the one a submit from this thread commits on
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert isinstance(db, sqlite3.Connection)
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+
+    operation = queue.submit(StackRef("dev", "acme"), OperationKind.up, spec={}, requested_by="a")
+    commit = statements.index("COMMIT")
+    assert "PRAGMA synchronous=FULL" in statements[:commit]
+    assert (
+        statements[statements.index("PRAGMA synchronous=FULL") : commit].count("PRAGMA synchronous=NORMAL")
+        == 0
+    )
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL again afterwards
+
+    statements.clear()
+    claimed = queue.claim_next(worker_id="w")
+    assert claimed is not None and claimed.id == operation.id
+    assert "COMMIT" in statements and not any("synchronous=FULL" in line for line in statements)
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 1
