@@ -177,3 +177,16 @@ def test_validate_names_a_bad_worker_count_instead_of_ignoring_it(monkeypatch: p
         )
     monkeypatch.setenv("TENANCY_VALIDATE_WORKERS", "1")
     assert runner.invoke(app, ["validate", "--tenants", str(PROJECT_DIR / "tenants")]).exit_code == 0
+
+
+def test_validate_names_a_file_with_a_date_that_does_not_exist(tmp_path: Path) -> None:
+    """Was a ValueError traceback from PyYAML's timestamp constructor."""
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "acme.yaml").write_text(
+        "name: acme\nowners: [a@example.com]\nplan: small\nlabels:\n  since: 2001-02-30\n"
+    )
+    result = runner.invoke(app, ["validate", "--tenants", str(tmp_path), "--json"])
+    assert result.exit_code == INVALID_INPUT
+    [issue] = json.loads(result.stdout)["issues"]
+    assert issue["file"] == f"{tmp_path.name}/dev/acme.yaml"
+    assert issue["reason"].startswith("line 5, column 10: '2001-02-30' is not a valid timestamp:")

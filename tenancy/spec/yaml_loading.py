@@ -30,6 +30,12 @@ PyYAML builds a list that contains itself, and every later step (the character c
 recursed into it until RecursionError. ``load_yaml`` refuses it with ``RecursiveAliasError``, a
 ``yaml.YAMLError`` like a syntax error. The fast path never builds a cycle (it gives up on any node
 met twice), so only documents handed to PyYAML's constructor are walked for one.
+
+A scalar the resolver gives a type its constructor then refuses (``2001-02-30``, ``0b_``, ``!!float x``)
+is a bare ValueError in PyYAML, which callers did not report as a YAML error (``tenantctl validate``
+ended in a traceback): it is a ``ConstructorError`` at that scalar's line here. The line reader leaves
+such a document to libyaml, which reads the whole text first, so a syntax error after the scalar is
+the error reported, as with PyYAML.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from typing import Any
 
 import yaml
 from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -318,8 +325,8 @@ def _read_plain(text: str) -> tuple[Any, list[str]] | None:
                 pending = (top, key, indent)
             else:
                 top[key] = value
-    except _Unusual:
-        return None
+    except Exception:  # _Unusual, or a scalar the constructors refuse (2001-02-30, 0b_): libyaml reads
+        return None  # the whole text first, so a syntax error after it is the one reported, as PyYAML does
     if not root:
         return None
     return root, strings
@@ -363,6 +370,36 @@ def _parsed(text: str | bytes) -> tuple[Any, list[str] | None]:
             return builder.build(node), builder.strings
         except Exception:  # anything unusual, errors included: PyYAML decides
             refuse_recursion(node)
-            return loader.construct_document(node), None
+            try:
+                return loader.construct_document(node), None
+            except (ValueError, OverflowError) as error:
+                raise _unbuildable(loader, node, error) from None
     finally:
         loader.dispose()
+
+
+def _unbuildable(loader: Any, root: Node, error: Exception) -> ConstructorError:
+    """PyYAML's constructors raise a bare ValueError for a scalar they resolve but cannot build (a
+    timestamp 2001-02-30, an int 0b_): a YAML error at that scalar instead, like every other one, so
+    callers that report YAML errors with the file and line do so (instead of a traceback)."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, ScalarNode):
+            try:
+                construct = _SCALAR_CONSTRUCTORS.get(node.tag)
+                if construct is not None:
+                    construct(loader, node)
+            except (ValueError, OverflowError) as found:
+                kind = node.tag.rpartition(":")[2]
+                return ConstructorError(
+                    None, None, f"{node.value!r} is not a valid {kind}: {found}", node.start_mark
+                )
+        elif isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, MappingNode):
+            stack.extend(child for pair in reversed(node.value) for child in reversed(pair))
+    return ConstructorError(None, None, f"a value cannot be built: {error}", root.start_mark)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from yaml.constructor import ConstructorError
 
 from tenancy.spec import text as text_module
 from tenancy.spec.yaml_loading import (
@@ -141,7 +142,9 @@ def test_values_and_errors_are_pyyamls(text: str) -> None:
     expected = _outcome(_pyyaml, text)
     for got in (_outcome(load_yaml, text), _outcome(lambda text: load_tenant_yaml(text)[0], text)):
         assert expected[0] == got[0], (expected, got)
-        if expected[0] == "error":
+        if expected[0] == "error" and expected[1][0] is ValueError:  # a YAML error at the scalar instead
+            assert got[1][0] is ConstructorError and expected[1][1] in got[1][1], (expected, got)
+        elif expected[0] == "error":
             assert got == expected
         else:
             assert _same(expected[1], got[1]), (expected, got)
@@ -319,3 +322,40 @@ def test_tenant_files_are_read_without_libyaml(monkeypatch: pytest.MonkeyPatch) 
         load_tenant_yaml("a: &x 1\n")
     with pytest.raises(AssertionError, match="libyaml parsed it"):
         load_yaml(texts[0])  # other files go to libyaml directly
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 2001-13-45\nb: c: d\n",  # a scalar PyYAML resolves and cannot build, then a syntax error
+        "a: 0b_\n---\nb: 1\n",
+        "a: [0x_]\nb: [\n",
+        "a: 2001-02-30\nb: 'x\n",
+    ],
+)
+def test_a_syntax_error_after_an_unbuildable_scalar_is_reported_as_pyyaml_reports_it(text: str) -> None:
+    """libyaml parses the whole text before building a value, so the syntax error is the one raised;
+    the line reader built values line by line and raised the constructor's ValueError first."""
+    expected = _outcome(_pyyaml, text)
+    assert expected[0] == "error" and issubclass(expected[1][0], yaml.YAMLError)
+    assert _outcome(lambda text: load_tenant_yaml(text)[0], text) == expected
+    assert _outcome(load_yaml, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a: 1\nsince: 2001-02-30\n", "line 2, column 8: '2001-02-30' is not a valid timestamp: day is out"),
+        ("a: [1, 0x_]\n", "line 1, column 8: '0x_' is not a valid int: invalid literal for int()"),
+        ("a: 1\n2001-13-01: x\n", "line 2, column 1: '2001-13-01' is not a valid timestamp: month must"),
+        ("a: !!float abc\n", "line 1, column 4: 'abc' is not a valid float: could not convert"),
+    ],
+)
+def test_a_scalar_that_cannot_be_built_is_a_yaml_error_at_its_line(text: str, problem: str) -> None:
+    """PyYAML's constructors raise a bare ValueError there, which no caller reports as a YAML error
+    (tenantctl validate ended in a traceback)."""
+    assert _outcome(_pyyaml, text)[1][0] is ValueError
+    for load in (load_yaml, lambda text: load_tenant_yaml(text)[0]):
+        with pytest.raises(yaml.YAMLError) as raised:
+            load(text)
+        assert yaml_problem(raised.value).startswith(problem)
