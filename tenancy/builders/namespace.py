@@ -29,11 +29,17 @@ def volume_claim_labels(tenant: Tenant) -> dict[str, str]:
     return {key: str(tenant.labels[key]) for key in (LABEL_TENANT, LABEL_ENVIRONMENT)}
 
 
+# Pod Security's enforced level in every tenant namespace; the self-service workers' admission policy
+# (tenancy.builders.selfservice.worker_admission_policy) refuses a namespace they write without it.
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+POD_SECURITY_LEVEL = "restricted"
+
+
 def namespace_manifest(tenant: Tenant) -> Manifest:
     labels = {
         **tenant.labels,
         # Pod Security "restricted" enforced, and warned/audited at the same level so kubectl shows why.
-        "pod-security.kubernetes.io/enforce": "restricted",
+        POD_SECURITY_ENFORCE: POD_SECURITY_LEVEL,
         "pod-security.kubernetes.io/enforce-version": "latest",
         "pod-security.kubernetes.io/warn": "restricted",
         "pod-security.kubernetes.io/audit": "restricted",

@@ -37,7 +37,7 @@ from tenancy.builders.identity import (
     portal_url,
 )
 from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT
-from tenancy.builders.namespace import Manifest
+from tenancy.builders.namespace import POD_SECURITY_ENFORCE, POD_SECURITY_LEVEL, Manifest
 from tenancy.builders.network import QDRANT_HTTP_PORT, QDRANT_POD_LABELS
 from tenancy.builders.platform_namespace import (
     PLATFORM_LABELS,
@@ -692,7 +692,9 @@ def worker_admission_policy() -> Manifest:
     RoleBinding that grants ``WORKER_TENANT_ROLE`` in it is bound cluster-wide; this policy makes every
     create, update and delete the workers send outside ``tenant-*`` fail at admission, so they cannot
     bind that role (and so read Secrets) anywhere else. It matches the namespaced rights too: a binding
-    placed elsewhere by hand still writes nothing there.
+    placed elsewhere by hand still writes nothing there. A namespace they create or update keeps Pod
+    Security ``restricted`` enforced: relabelled ``privileged``, the workloads they manage in it could
+    run privileged pods, with the node's and so the cluster's rights.
     """
     managed = [
         rule for rule in (*WORKER_RULES, *WORKER_TENANT_RULES, *WORKER_GITOPS_RULES) if "create" in rule.verbs
@@ -736,7 +738,19 @@ def worker_admission_policy() -> Manifest:
                         f"them, and tenant AppProjects in {NAMESPACES.gitops}"
                     ),
                     "reason": "Forbidden",
-                }
+                },
+                {
+                    # Namespaces they may write (tenant-*) keep Pod Security restricted: with it relabelled
+                    # privileged, a StatefulSet they manage there could run a privileged pod on a node.
+                    "expression": "request.resource.resource != 'namespaces' || request.operation == 'DELETE'"
+                    f" || (has(object.metadata.labels) && '{POD_SECURITY_ENFORCE}' in object.metadata.labels"
+                    f" && object.metadata.labels['{POD_SECURITY_ENFORCE}'] == '{POD_SECURITY_LEVEL}')",
+                    "message": (
+                        f"a namespace the self-service workers create or change keeps {POD_SECURITY_ENFORCE}"
+                        f"={POD_SECURITY_LEVEL}"
+                    ),
+                    "reason": "Forbidden",
+                },
             ],
         },
     }

@@ -22,6 +22,7 @@ import pytest
 from tenancy.automation.contract import EngineRequest, OperationKind, StackRef
 from tenancy.automation.fake_engine import TenantProgram
 from tenancy.builders.contract import NAMESPACES, SELF_SERVICE_WORKER_TENANT_ROLE
+from tenancy.builders.namespace import namespace_manifest
 from tenancy.builders.rbac import WORKER_BINDING
 from tenancy.builders.selfservice import WORKER_NAME, WORKER_USER, worker_admission_policy
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_stack
@@ -388,7 +389,7 @@ def test_binding_the_tenant_role_outside_tenant_namespaces_is_refused_at_admissi
         for rule in spec["matchConstraints"]["resourceRules"]
     )
     [condition] = spec["matchConditions"]
-    [validation] = spec["validations"]
+    validation, _pod_security = spec["validations"]
 
     def admitted(target: str) -> bool:
         request = {
@@ -410,3 +411,50 @@ def test_readme_says_where_the_workers_may_read_secrets() -> None:
     section = readme[readme.index("**Worker permissions**") :]
     assert re.search(r"Secrets[^.]*only in tenant namespaces", section)
     assert SELF_SERVICE_WORKER_TENANT_ROLE in section
+
+
+def _admitted_namespace_write(operation: str, name: str, labels: dict[str, str] | None) -> bool:
+    """Whether the workers' admission policy admits their ``operation`` on namespace ``name`` carrying
+    ``labels`` (every validation, with ``object`` bound as the API server binds it: null for DELETE)."""
+    import celpy
+
+    spec = worker_admission_policy()["spec"]
+    request = {
+        "namespace": "",
+        "name": name,
+        "resource": {"group": "", "resource": "namespaces"},
+        "operation": operation,
+        "userInfo": {"username": WORKER_USER},
+    }
+    metadata: dict[str, Any] = {"name": name}
+    if labels is not None:
+        metadata["labels"] = labels
+    bound = {
+        "request": celpy.json_to_cel(request),
+        "object": None if operation == "DELETE" else celpy.json_to_cel({"metadata": metadata}),
+    }
+    environment = celpy.Environment()
+    [condition] = spec["matchConditions"]
+    assert environment.program(environment.compile(condition["expression"])).evaluate(bound)
+    return all(
+        bool(environment.program(environment.compile(v["expression"])).evaluate(bound))
+        for v in spec["validations"]
+    )
+
+
+def test_a_tenant_namespace_the_workers_write_keeps_pod_security_restricted() -> None:
+    """The workers may create and update tenant-* namespaces and manage StatefulSets in them: relabelled
+    pod-security privileged, one of those could run a privileged pod with a hostPath, and so the node."""
+    [tenant] = [t for t in load_tenants(PROJECT_DIR / "tenants").environment("dev") if t.name == "acme"]
+    labels = namespace_manifest(tenant.tenant)["metadata"]["labels"]
+    assert _admitted_namespace_write("CREATE", "tenant-acme", labels)
+    assert _admitted_namespace_write("UPDATE", "tenant-acme", {**labels, "team": "search"})
+    assert _admitted_namespace_write("DELETE", "tenant-acme", None)
+    for level in ("privileged", "baseline"):
+        relabelled = {**labels, "pod-security.kubernetes.io/enforce": level}
+        assert not _admitted_namespace_write("UPDATE", "tenant-acme", relabelled)
+        assert not _admitted_namespace_write("CREATE", "tenant-evil", relabelled)
+    unlabelled = {k: v for k, v in labels.items() if k != "pod-security.kubernetes.io/enforce"}
+    assert not _admitted_namespace_write("UPDATE", "tenant-acme", unlabelled)
+    assert not _admitted_namespace_write("CREATE", "tenant-evil", None)
+    assert not _admitted_namespace_write("CREATE", "kube-evil", labels)  # the name check still holds
