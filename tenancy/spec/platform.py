@@ -6,19 +6,19 @@ mistake reads the same wherever it is found: file, key, reason.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import ParseResult, urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from tenancy.spec.cidr import Cidr, narrowing
 from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_error
 from tenancy.spec.yaml_loading import load_yaml, yaml_problem
 
@@ -39,19 +39,10 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
-def _addresses_of(values: list[str], whose: str) -> list[str]:
-    """CIDRs that name one service's addresses (Vault's, the object store's): each a network, none
-    covering every address, since the list exists to narrow egress."""
-    networks = []
-    for value in values:
-        try:
-            network = ipaddress.ip_network(value, strict=True)
-        except ValueError as error:
-            raise ValueError(f"{value!r} is not a CIDR (one address: {value}/32): {error}") from None
-        if network.prefixlen == 0:
-            raise ValueError(f"{value!r} covers every address; list {whose} addresses only")
-        networks.append(str(network))
-    return networks
+_VaultCidr = Annotated[str, narrowing("list Vault's addresses only")]
+_ObjectStoreCidr = Annotated[str, narrowing("list the object store's addresses only")]
+_ApiServerCidr = Annotated[str, narrowing("list the API server's addresses only")]
+_GatewayCidr = Annotated[str, narrowing("leave gatewayCidrs empty instead")]
 
 
 class VaultConfig(_Model):
@@ -67,7 +58,7 @@ class VaultConfig(_Model):
         default="https://kubernetes.default.svc",
         description="API server address Vault uses to review tokens.",
     )
-    cidrs: list[str] = Field(
+    cidrs: list[_VaultCidr] = Field(
         default_factory=list,
         description=(
             "Where a Vault outside the cluster listens (CIDRs such as 10.30.0.10/32): tenant pods and the "
@@ -94,11 +85,6 @@ class VaultConfig(_Model):
         ),
     )
 
-    @field_validator("cidrs")
-    @classmethod
-    def _vault_cidrs_are_networks(cls, values: list[str]) -> list[str]:
-        return _addresses_of(values, "Vault's")
-
     @property
     def port(self) -> int:
         """The port tenant pods connect to, as NetworkPolicies see it: Vault's pod port in the cluster,
@@ -122,7 +108,7 @@ class ObjectStorageConfig(_Model):
         )
     )
     force_path_style: bool = Field(default=True, description="Path-style URLs (MinIO, Ceph RGW).")
-    cidrs: list[str] = Field(
+    cidrs: list[_ObjectStoreCidr] = Field(
         default_factory=list,
         description=(
             "Where the endpoint's address resolves for pods, when the store is outside the cluster (CIDRs "
@@ -149,11 +135,6 @@ class ObjectStorageConfig(_Model):
             "assumed_role); unset: federation tokens of the engine's own IAM user (federation_token)."
         ),
     )
-
-    @field_validator("cidrs")
-    @classmethod
-    def _store_cidrs_are_networks(cls, values: list[str]) -> list[str]:
-        return _addresses_of(values, "the object store's")
 
     def _url(self) -> ParseResult:
         return urlparse(self.endpoint if "://" in self.endpoint else f"https://{self.endpoint}")
@@ -252,23 +233,11 @@ class DnsConfig(_Model):
         return ports
 
 
-def _cidr_list(values: list[str], what: str) -> list[str]:
-    networks = []
-    for value in values:
-        try:
-            networks.append(str(ipaddress.ip_network(value, strict=True)))
-        except ValueError as error:
-            raise ValueError(f"{value!r} is not a CIDR (one address: {value}/32): {error}") from None
-    if not networks:
-        raise ValueError(f"list at least one CIDR {what}")
-    return networks
-
-
 class GitHostsConfig(_Model):
     """Where Argo CD's repo-server fetches what tenants deploy: git remotes, Helm repositories and OCI
     registries named in their applications (the AppProject's sourceRepos)."""
 
-    cidrs: list[str] = Field(
+    cidrs: list[Cidr] = Field(
         default_factory=lambda: ["0.0.0.0/0", "::/0"],
         description=(
             "Addresses the repo-server may connect to on `ports` (CIDRs). The default is every address: "
@@ -286,7 +255,9 @@ class GitHostsConfig(_Model):
     @field_validator("cidrs")
     @classmethod
     def _git_cidrs(cls, values: list[str]) -> list[str]:
-        return _cidr_list(values, "(0.0.0.0/0 and ::/0 allow every address)")
+        if not values:
+            raise ValueError("list at least one CIDR (0.0.0.0/0 and ::/0 allow every address)")
+        return values
 
     @field_validator("ports")
     @classmethod
@@ -359,7 +330,7 @@ class PlatformConfig(_Model):
     kubernetes_group_prefix: str = Field(
         default="oidc:", description="Prefix the API server adds to OIDC groups (its --oidc-groups-prefix)."
     )
-    kubernetes_api_cidrs: list[str] = Field(
+    kubernetes_api_cidrs: list[_ApiServerCidr] = Field(
         default_factory=list,
         description=(
             "Where pods reach the Kubernetes API server once its Service address is translated: the "
@@ -371,7 +342,7 @@ class PlatformConfig(_Model):
             "vCluster; empty, they fail naming this key."
         ),
     )
-    admin_source_cidrs: list[str] = Field(
+    admin_source_cidrs: list[Cidr] = Field(
         default_factory=list,
         description=(
             "Client addresses (CIDRs) that may reach the admin surfaces through the gateway: Keycloak's "
@@ -379,7 +350,7 @@ class PlatformConfig(_Model):
             "reach them with kubectl port-forward."
         ),
     )
-    gateway_cidrs: list[str] = Field(
+    gateway_cidrs: list[_GatewayCidr] = Field(
         default_factory=list,
         description=(
             "Where the platform's public names (auth.<domain>) resolve for pods: the gateway load "
@@ -405,46 +376,6 @@ class PlatformConfig(_Model):
         if not _DNS_NAME.match(value):
             raise ValueError(f"{value!r} is not a DNS name such as dev.data.example.com")
         return value
-
-    @field_validator("kubernetes_api_cidrs")
-    @classmethod
-    def _cidrs_are_networks(cls, values: list[str]) -> list[str]:
-        networks = []
-        for value in values:
-            if "/" not in value:
-                raise ValueError(f"{value!r} is not a CIDR; write one address as {value}/32 (or /128)")
-            try:
-                network = ipaddress.ip_network(value, strict=True)
-            except ValueError as error:
-                raise ValueError(f"{value!r} is not a CIDR: {error}") from None
-            # The point of the list is to narrow egress; a default route would reopen the internet.
-            if network.prefixlen == 0:
-                raise ValueError(f"{value!r} covers every address; list the API server's addresses only")
-            networks.append(str(network))
-        return networks
-
-    @field_validator("gateway_cidrs")
-    @classmethod
-    def _gateway_cidrs(cls, values: list[str]) -> list[str]:
-        if not values:
-            return values
-        networks = _cidr_list(values, "")
-        if any(ipaddress.ip_network(network).prefixlen == 0 for network in networks):
-            raise ValueError(
-                "a CIDR covering every address narrows nothing; leave gatewayCidrs empty instead"
-            )
-        return networks
-
-    @field_validator("admin_source_cidrs")
-    @classmethod
-    def _admin_cidrs(cls, values: list[str]) -> list[str]:
-        networks = []
-        for value in values:
-            try:
-                networks.append(str(ipaddress.ip_network(value, strict=True)))
-            except ValueError as error:
-                raise ValueError(f"{value!r} is not a CIDR such as 203.0.113.0/24: {error}") from None
-        return networks
 
     def model_post_init(self, _context: Any) -> None:
         if self.environment == "prod" and not self.vault.enabled:

@@ -148,7 +148,7 @@ def test_a_bad_admin_source_names_the_key() -> None:
     with pytest.raises(SpecError) as caught:
         _config(adminSourceCidrs=["203.0.113.1/24"])
     [issue] = caught.value.issues
-    assert issue.field == "platform:adminSourceCidrs" and "not a CIDR" in issue.reason
+    assert issue.field == "platform:adminSourceCidrs.0" and "not a CIDR: it has host bits set" in issue.reason
 
 
 def test_doubled_slashes_cannot_slip_past_a_path_rule() -> None:

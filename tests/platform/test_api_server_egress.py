@@ -120,7 +120,7 @@ def test_argocd_reaches_git_hosts_only_where_the_config_says() -> None:
     ("git_hosts", "field", "reason"),
     [
         ({"cidrs": []}, "platform:gitHosts.cidrs", "list at least one CIDR"),
-        ({"cidrs": ["github.com"]}, "platform:gitHosts.cidrs", "is not a CIDR"),
+        ({"cidrs": ["github.com"]}, "platform:gitHosts.cidrs.0", "is not a CIDR"),
         ({"ports": []}, "platform:gitHosts.ports", "list at least one port"),
         ({"ports": [70000]}, "platform:gitHosts.ports", "is not a port"),
     ],
@@ -192,5 +192,5 @@ def test_gateway_cidrs_refuse_what_narrows_nothing(cidr: str, reason: str) -> No
             {"domain": "dev.example.com", "gatewayCidrs": [cidr]}, environment="dev", file="Pulumi.dev.yaml"
         )
     [issue] = error.value.issues
-    assert (issue.file, issue.field) == ("Pulumi.dev.yaml", "platform:gatewayCidrs")
+    assert (issue.file, issue.field) == ("Pulumi.dev.yaml", "platform:gatewayCidrs.0")
     assert reason in issue.reason

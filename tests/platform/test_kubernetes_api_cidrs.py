@@ -25,6 +25,11 @@ def test_api_server_addresses_are_cidrs_in_both_families() -> None:
     ]
 
 
+def test_one_api_server_address_may_be_written_without_its_prefix_length() -> None:
+    """As every other CIDR list of the platform config takes it (this one alone refused it once)."""
+    assert parse(["10.0.0.2", "fd00::1"]) == ["10.0.0.2/32", "fd00::1/128"]
+
+
 def test_api_server_addresses_default_to_none() -> None:
     config = parse_platform_config({"domain": "dev.example.com"}, environment="dev", file="Pulumi.dev.yaml")
     assert config.kubernetes_api_cidrs == []
@@ -33,8 +38,10 @@ def test_api_server_addresses_default_to_none() -> None:
 @pytest.mark.parametrize(
     ("cidr", "reason"),
     [
-        ("10.0.0.2", "write one address as 10.0.0.2/32"),
-        ("10.0.0.2/28", "host bits set"),
+        (
+            "10.0.0.2/28",
+            "host bits set; write 10.0.0.0/28 for the network or 10.0.0.2/32 for the one address",
+        ),
         ("0.0.0.0/0", "covers every address"),
         ("::/0", "covers every address"),
         ("api.example.com/32", "is not a CIDR"),
@@ -44,7 +51,7 @@ def test_api_server_addresses_refuse_what_is_not_a_narrow_network(cidr: str, rea
     with pytest.raises(SpecError) as error:
         parse([cidr])
     [issue] = error.value.issues
-    assert (issue.file, issue.field) == ("Pulumi.dev.yaml", "platform:kubernetesApiCidrs")
+    assert (issue.file, issue.field) == ("Pulumi.dev.yaml", "platform:kubernetesApiCidrs.0")
     assert reason in issue.reason
 
 

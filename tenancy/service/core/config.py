@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tenancy.builders.contract import issuer_url
+from tenancy.spec.cidr import EXAMPLES, parse_cidr
 from tenancy.spec.plans import Plan
 
 API_AUDIENCE = "tenant-api"
@@ -265,13 +266,12 @@ class ServiceSettings(BaseSettings):
             return value
         networks = []
         for item in value:
-            try:
-                networks.append(ip_network(item))
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{item!r} is not a network in CIDR notation (e.g. 10.0.0.0/8 or 127.0.0.6/32; "
-                    "host bits must be zero)"
-                ) from None
+            if isinstance(item, IPv4Network | IPv6Network):
+                networks.append(item)
+            elif not isinstance(item, str):
+                raise ValueError(f"{item!r} is not a CIDR {EXAMPLES}")
+            else:  # the platform config's parser and wording (TENANCY_SERVICE_TRUSTED_PROXIES: ...)
+                networks.append(ip_network(parse_cidr(item)))
         return tuple(networks)
 
     @field_validator("state_dir", "project_dir", "repo_dir", "jwks_file")

@@ -1,0 +1,49 @@
+"""CIDR fields: one parser and one wording for every list of networks the platform config takes
+(``kubernetesApiCidrs``, ``adminSourceCidrs``, ``gatewayCidrs``, ``gitHosts.cidrs``, ``vault.cidrs``,
+``objectStorage.cidrs``) and for the service's trusted proxies.
+
+A value is what ``ipaddress.ip_network`` reads with ``strict=True``, written back canonically (as the
+NetworkPolicies and AuthorizationPolicies carry it): ``10.0.0.0/16``, ``2001:db8::/64``, a bare address
+as that one address (``10.0.0.2`` → ``10.0.0.2/32``), a netmask as its prefix length. Host bits set
+(``10.0.0.2/24``) are refused, naming both readings, since either could have been meant. Lists that
+exist to narrow where connections go also refuse a network covering every address (``/0``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import partial
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+EXAMPLES = "such as 10.0.0.0/16, 10.0.0.2/32 or 2001:db8::/64"
+
+
+def parse_cidr(value: str, *, narrowing: str | None = None) -> str:
+    """``value`` as a canonical CIDR; ValueError naming the value and what to write otherwise.
+    ``narrowing``: what to do instead of a network covering every address, which is then refused."""
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a CIDR {EXAMPLES}") from None
+        address = value.split("/", 1)[0]
+        raise ValueError(
+            f"{value!r} is not a CIDR: it has host bits set; write {loose} for the network or "
+            f"{address}/{loose.max_prefixlen} for the one address"
+        ) from None
+    if narrowing is not None and network.prefixlen == 0:
+        raise ValueError(f"{value!r} covers every address, which narrows nothing; {narrowing}")
+    return str(network)
+
+
+Cidr = Annotated[str, AfterValidator(parse_cidr)]
+
+
+def narrowing(instead: str) -> AfterValidator:
+    """The check of a CIDR in a list that narrows where connections go: ``Annotated[str,
+    narrowing("list Vault's addresses only")]`` refuses ``/0``, saying what to do ``instead``."""
+    return AfterValidator(partial(parse_cidr, narrowing=instead))
