@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.idempotent import WriteResult, run_idempotent
+from tenancy.service.api.responses import AUTHENTICATED, error_responses
 from tenancy.service.core.api_keys import ApiKeyRecord
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.security import Principal
@@ -24,19 +25,14 @@ from tenancy.service.models import (
     ApiKeyList,
     ApiKeyRequest,
     ApiKeyView,
-    ErrorResponse,
     timestamp,
 )
 
 router = APIRouter(prefix=API_PREFIX, tags=["api-keys"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "No or invalid credentials."},
-    403: {"model": ErrorResponse, "description": "Managing keys needs a person with the tenant-admin role."},
-    404: {"model": ErrorResponse, "description": "No such tenant (or key) among those you can access."},
-    422: {"model": ErrorResponse, "description": "Invalid request."},
-    429: {"model": ErrorResponse, "description": "Rate limited."},
-}
+_ERRORS = error_responses(
+    *AUTHENTICATED, "forbidden", "tenant_not_found", "api_key_not_found", "invalid_request"
+)
 KeyId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
 
 

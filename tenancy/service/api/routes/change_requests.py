@@ -18,31 +18,36 @@ from pydantic import Field
 from tenancy.automation.contract import StackRef
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.idempotent import WriteResult
+from tenancy.service.api.responses import AUTHENTICATED, error_responses
 from tenancy.service.backends import Backends
 from tenancy.service.core.change_requests import ChangeRequest, RequestStatus
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.errors import request_id as rid_of
 from tenancy.service.core.security import Principal
 from tenancy.service.deps import BackendsDep, ChangeableTenant, CurrentPrincipal
-from tenancy.service.models import ApiModel, ChangeAccepted, Environment, ErrorResponse, OperationView
+from tenancy.service.models import ApiModel, ChangeAccepted, Environment, OperationView
 
 router = APIRouter(prefix=API_PREFIX, tags=["change requests"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "No or invalid credentials."},
-    404: {"model": ErrorResponse, "description": "No such change request (or tenant) that you can see."},
-    429: {"model": ErrorResponse, "description": "Rate limited."},
-}
-_DECIDE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
-    403: {"model": ErrorResponse, "description": "Deciding needs the platform-admin role."},
-    409: {
-        "model": ErrorResponse,
-        "description": "change_request_decided, change_request_expired, or change_request_stale "
-        "(the tenant changed since the request was made).",
-    },
-    503: {"model": ErrorResponse, "description": "The tenants repository could not be written."},
-}
+_ERRORS = error_responses(*AUTHENTICATED, "change_request_not_found", "tenant_not_found")
+_DECIDE_ERRORS = error_responses(
+    *AUTHENTICATED,
+    "change_request_not_found",
+    "tenant_not_found",
+    "forbidden",
+    "change_request_decided",
+    "change_request_expired",
+    "change_request_stale",
+    "repository_unavailable",
+)
+_FILE_ERRORS = error_responses(
+    *AUTHENTICATED,
+    "change_request_not_found",
+    "tenant_not_found",
+    "forbidden",
+    "invalid_spec",
+    "invalid_request",
+)
 
 
 class FieldChangeView(ApiModel):
@@ -162,7 +167,7 @@ def _filed(filed: ChangeRequest) -> WriteResult:
     "/environments/{environment}/tenants/{name}/change-requests",
     status_code=202,
     response_model=ChangeRequestFiled,
-    responses={**_ERRORS, 403: _DECIDE_ERRORS[403], 422: {"model": ErrorResponse, "description": "Invalid."}},
+    responses=_FILE_ERRORS,
     summary="Ask a platform-admin for a change",
     description=(
         "Files the change (a whole `spec`, or a merge `patch`) with a reason, for a platform-admin to "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Path
@@ -13,18 +13,15 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from tenancy.automation.contract import Operation
 from tenancy.service.api import API_PREFIX
+from tenancy.service.api.responses import AUTHENTICATED, error_responses
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.deps import BackendsDep, CurrentPrincipal
-from tenancy.service.models import ErrorResponse, OperationDetail, OperationView, ProgressEventView
+from tenancy.service.models import OperationDetail, OperationView, ProgressEventView
 
 router = APIRouter(prefix=API_PREFIX, tags=["operations"])
 
 _MAX_EVENTS = 1000
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "No or invalid credentials."},
-    404: {"model": ErrorResponse, "description": "No such operation among those you can access."},
-    429: {"model": ErrorResponse, "description": "Rate limited."},
-}
+_ERRORS = error_responses(*AUTHENTICATED, "operation_not_found")
 OperationId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 

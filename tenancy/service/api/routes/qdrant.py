@@ -31,6 +31,7 @@ from tenancy.dataops.backup import BackupError, BackupRecord
 from tenancy.dataops.object_store import ObjectStoreError
 from tenancy.dataops.retired import RetiredBackup, RetiredIncarnation, hand_over
 from tenancy.service.api import API_PREFIX
+from tenancy.service.api.responses import error_responses
 from tenancy.service.backends import Backends
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.security import Principal
@@ -41,32 +42,26 @@ from tenancy.service.deps import (
     ReadableTenant,
     tenant_not_found,
 )
-from tenancy.service.models import ApiModel, ErrorResponse, OperationView, RequestModel
+from tenancy.service.models import ApiModel, OperationView, RequestModel
 from tenancy.spec.tenant import DNS_LABEL
 
 router = APIRouter(prefix=API_PREFIX, tags=["qdrant data"])
 
 QDRANT_PATH = "/environments/{environment}/tenants/{name}/qdrant"
 _NAME = DNS_LABEL.pattern
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "No or invalid credentials."},
-    403: {
-        "model": ErrorResponse,
-        "description": "You can read this tenant but not change it, or the backup is a deleted tenant's "
-        "(backup_not_owned).",
-    },
-    404: {"model": ErrorResponse, "description": "No such tenant (or backup) among those you can access."},
-    410: {
-        "model": ErrorResponse,
-        "description": "A deleted tenant's backup past its retention (backup_expired).",
-    },
-    409: {
-        "model": ErrorResponse,
-        "description": "The tenant has no Qdrant, or another operation runs on it (restore).",
-    },
-    422: {"model": ErrorResponse, "description": "Invalid request: details name each field."},
-    503: {"model": ErrorResponse, "description": "Backups are not configured on this service."},
-}
+_ERRORS = error_responses(
+    "unauthenticated",
+    "forbidden",
+    "backup_not_owned",
+    "platform_admin_required",
+    "tenant_not_found",
+    "backup_not_found",
+    "qdrant_not_enabled",
+    "operation_in_progress",
+    "backup_expired",
+    "invalid_request",
+    "backups_unavailable",
+)
 
 
 class RetiredView(ApiModel):

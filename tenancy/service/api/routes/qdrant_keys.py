@@ -17,6 +17,7 @@ from pydantic import Field
 
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.idempotent import WriteResult, run_idempotent
+from tenancy.service.api.responses import AUTHENTICATED, error_responses
 from tenancy.service.api.routes.tenants import TENANT_PATH, _audited_change, _state_operations
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.deps import (
@@ -31,7 +32,6 @@ from tenancy.service.models import (
     ApiModel,
     ChangeAccepted,
     Environment,
-    ErrorResponse,
     OperationView,
     RequestModel,
 )
@@ -41,21 +41,16 @@ from tenancy.spec.tenant import parse_utc_time
 router = APIRouter(prefix=API_PREFIX, tags=["qdrant keys"])
 
 ROTATE_PATH = f"{TENANT_PATH}/qdrant/keys/rotate"
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "No or invalid credentials."},
-    404: {"model": ErrorResponse, "description": "No such tenant among those you can access."},
-    429: {"model": ErrorResponse, "description": "Rate limited."},
-}
-_ROTATE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
-    403: {"model": ErrorResponse, "description": "You can read this tenant but not change it."},
-    409: {
-        "model": ErrorResponse,
-        "description": "rotation_in_progress: the previous rotation's grace period runs; qdrant_not_enabled.",
-    },
-    422: {"model": ErrorResponse, "description": "A grace period that is not 15m to 7d."},
-    503: {"model": ErrorResponse, "description": "The tenants repository could not be written."},
-}
+_ERRORS = error_responses(*AUTHENTICATED, "tenant_not_found")
+_ROTATE_ERRORS = error_responses(
+    *AUTHENTICATED,
+    "tenant_not_found",
+    "forbidden",
+    "rotation_in_progress",
+    "qdrant_not_enabled",
+    "invalid_request",
+    "repository_unavailable",
+)
 Phase = Literal["none", "rolling_out", "grace", "revoking", "complete"]
 
 

@@ -14,23 +14,20 @@ from fastapi.responses import Response
 
 from tenancy.automation.contract import StackRef
 from tenancy.service.api import API_PREFIX
+from tenancy.service.api.responses import AUTHENTICATED, error_responses
 from tenancy.service.backends import Backends
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.security import Principal
 from tenancy.service.deps import BackendsDep, ChangeableTenant, CurrentPrincipal, tenant_not_found
-from tenancy.service.models import ErrorResponse, QdrantApiKeys
+from tenancy.service.models import QdrantApiKeys
 
 router = APIRouter(prefix=API_PREFIX, tags=["secrets"])
 log = logging.getLogger("tenancy.service")
 
 TENANT_PATH = "/environments/{environment}/tenants/{name}"
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "No or invalid credentials."},
-    403: {"model": ErrorResponse, "description": "Revealing secrets needs the tenant-admin role."},
-    404: {"model": ErrorResponse, "description": "No such tenant, or the output does not exist (yet)."},
-    429: {"model": ErrorResponse, "description": "Rate limited."},
-    503: {"model": ErrorResponse, "description": "The automation engine could not answer."},
-}
+_ERRORS = error_responses(
+    *AUTHENTICATED, "forbidden", "tenant_not_found", "output_not_available", "engine_unavailable"
+)
 
 
 def _revealed_outputs(

@@ -20,6 +20,7 @@ from tenancy.automation.contract import (
 )
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.idempotent import WriteResult, run_idempotent
+from tenancy.service.api.responses import AUTHENTICATED, error_responses
 from tenancy.service.api.routes.change_requests import file_if_needed
 from tenancy.service.core.audit import Outcome
 from tenancy.service.core.errors import ServiceError, request_id
@@ -41,7 +42,6 @@ from tenancy.service.models import (
     ChangeAccepted,
     DesiredResource,
     Environment,
-    ErrorResponse,
     OperationList,
     OperationView,
     PreviewView,
@@ -60,25 +60,21 @@ TENANT_PATH = "/environments/{environment}/tenants/{name}"
 SECRET_OUTPUTS = frozenset({"qdrantApiKey", "qdrantReadOnlyApiKey", "vclusterKubeconfig"})
 _STATE_KINDS = (OperationKind.up, OperationKind.destroy, OperationKind.refresh)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "No or invalid credentials."},
-    404: {"model": ErrorResponse, "description": "No such tenant among those you can access."},
-    429: {"model": ErrorResponse, "description": "Rate limited."},
-}
-_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
-    403: {
-        "model": ErrorResponse,
-        "description": "You can read this tenant but not change it, or a field needs a platform-admin.",
-    },
-    409: {"model": ErrorResponse, "description": "Conflict (deletion protection, Idempotency-Key in use)."},
-    412: {
-        "model": ErrorResponse,
-        "description": "If-Match does not match, or If-None-Match: * and it exists.",
-    },
-    422: {"model": ErrorResponse, "description": "Invalid spec: details list each field and reason."},
-    503: {"model": ErrorResponse, "description": "The tenants repository could not be written."},
-}
+_ERRORS = error_responses(*AUTHENTICATED, "tenant_not_found")
+_WRITE_ERRORS = error_responses(
+    *AUTHENTICATED,
+    "tenant_not_found",
+    "forbidden",
+    "platform_admin_required",
+    "deletion_protected",
+    "idempotency_key_in_use",
+    "conflict_with_repository",
+    "precondition_failed",
+    "invalid_spec",
+    "invalid_request",
+    "idempotency_key_reused",
+    "repository_unavailable",
+)
 
 
 def _spec_schema() -> dict[str, Any]:
