@@ -287,3 +287,18 @@ def test_plan_findings_remembered_by_settings_name_each_file_and_match_the_full_
     for doc in (tenant_doc(plan="small", qdrant=over), tenant_doc(plan="medium", vcluster={"enabled": True})):
         spec = TenantSpec.model_validate(doc)
         assert tenant_module.plan_issues(spec, file=FILE) == tenant_module._plan_issues(spec, file=FILE)
+
+
+def test_a_schedule_is_checked_the_same_when_its_answer_is_remembered() -> None:
+    """_check_schedule is cached (parsing the cron expression was a sixth of a file's check): a good
+    schedule gives its normalised form every time, a bad one is refused every time."""
+    for _ in range(2):
+        spec = parse_tenant(
+            tenant_doc(plan="large", qdrant={"enabled": True, "snapshots": {"schedule": "0  4 * * *"}}),
+            file=FILE,
+        )
+        assert spec.qdrant.snapshots.schedule == "0 4 * * *"
+        [(_, field, reason)] = issues_of(
+            tenant_doc(plan="large", qdrant={"enabled": True, "snapshots": {"schedule": "0 4 * *"}})
+        )
+        assert field == "qdrant.snapshots.schedule" and "is not a cron schedule" in reason
