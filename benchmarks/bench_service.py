@@ -69,7 +69,7 @@ def serve_service(port: int, state_dir: Path) -> None:
     import uvicorn
 
     from tenancy.automation.fake_engine import FakeEngine
-    from tenancy.cli.serve import UVICORN_OPTIONS
+    from tenancy.cli.serve import UVICORN_OPTIONS, settle_heap
     from tenancy.service.app import create_app
     from tenancy.service.core.config import ServiceSettings
 
@@ -81,6 +81,7 @@ def serve_service(port: int, state_dir: Path) -> None:
         audit_log=str(state_dir / "audit.log"),
     )
     app = create_app(settings, engine=FakeEngine())
+    settle_heap()  # as tenantctl serve does
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **UVICORN_OPTIONS)
 
 

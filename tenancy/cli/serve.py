@@ -8,6 +8,7 @@ Embedded default: one process, SQLite and a local git repository of tenants unde
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,17 @@ from tenancy.redaction import redact
 # FORWARDED_ALLOW_IPS; the service reads it itself, from TENANCY_SERVICE_TRUSTED_PROXIES only
 # (core.client_address).
 UVICORN_OPTIONS: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "proxy_headers": False}
+
+
+def settle_heap() -> None:
+    """Once the app is built, before serving: move everything start-up made (modules, the app, its
+    caches: about 150,000 objects that live as long as the process) out of the cyclic garbage
+    collector's sight, as Instagram does with ``gc.freeze``. Each full collection walked all of them
+    holding the GIL, about 100 ms of CPU here during which no request thread ran; it now walks only
+    what requests made. Not collected first (that would cost a full collection at every start): the
+    little garbage start-up left in cycles stays, once."""
+    gc.freeze()
+
 
 StateDirOption = Annotated[
     Path | None,
@@ -101,6 +113,7 @@ def serve(
             "get a token with: tenantctl dev-token --tenant <name>",
             err=True,
         )
+    settle_heap()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, **UVICORN_OPTIONS)
 
 

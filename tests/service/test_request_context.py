@@ -4,10 +4,13 @@ the hot GET route's dependency tree, and the JSON a view sends."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
@@ -173,3 +176,28 @@ def test_the_body_guard_reads_the_first_length_and_type_a_request_sends() -> Non
     # The first type counts: text/plain is not checked as JSON, even with a JSON type after it.
     headers = [(b"content-type", b"text/plain"), (b"content-type", b"application/json")]
     assert asyncio.run(call(headers, deep)) == 200 and seen[-1] == deep
+
+
+def test_tenantctl_serve_freezes_what_start_up_made_before_it_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The objects start-up leaves (modules, the app, its caches) live as long as the process: frozen
+    out of the garbage collector's sight before the first request, a full collection no longer walks
+    them all while every request thread waits."""
+    import uvicorn
+
+    from tenancy.cli import serve
+
+    seen: dict[str, Any] = {}
+
+    def run(app: Any, **options: Any) -> None:
+        seen["frozen"] = gc.get_freeze_count()
+        seen["options"] = options
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    try:
+        serve.serve(host="127.0.0.1", port=1, state_dir=tmp_path / "state", project=PROJECT_DIR, workers=0)
+    finally:
+        gc.unfreeze()  # this test process goes on collecting as before
+    assert seen["frozen"] > 10_000  # the app and what it imported, at the moment serving starts
+    assert {key: seen["options"][key] for key in serve.UVICORN_OPTIONS} == serve.UVICORN_OPTIONS
