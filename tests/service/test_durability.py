@@ -77,48 +77,57 @@ def test_a_group_flushes_its_pack_and_index_then_the_folder_then_the_branch_befo
     for thread in [first, *others]:
         thread.join(10)
 
-    repo = pygit2.Repository(str(git_dir))
     tip = repository.head()
     assert tip is not None
-    chain = [str(commit.id) for commit in repo.walk(tip, pygit2.enums.SortMode.TOPOLOGICAL)]
-    first_commit = chain[chain.index(before) - 1]
+    repo = pygit2.Repository(str(git_dir))
+    first_commit = str(repo[tip].parents[0].parents[0].parents[0].id)  # type: ignore[attr-defined]
+    assert str(repo[first_commit].parents[0].id) == before  # type: ignore[attr-defined]
     events = flushes.events
 
-    # The lone first change: libgit2's loose objects (blob, three trees, commit), their folders,
-    # then the branch's lock file (the branch still old), then the branch's folder (now new).
-    commit = repo[first_commit]
+    # Each group, one change or three: the pack and its index (temporary names, flushed before their
+    # renames), the pack folder, the branch's lock file (the branch still old), the branch's folder
+    # (now new); one round per group, and its changes answered only after it.
+    first_answer = events.index(("answered", "first"))
+    groups = [(events[:first_answer], before, first_commit), (events[first_answer + 1 :], first_commit, tip)]
+    for group, old, new in groups:
+        flushed = [event for event in group if event[0] != "answered"]
+        assert [Path(path).name.startswith("tmp_pack_") for path, _ in flushed[:2]] == [True, True]
+        assert [path for path, _ in flushed[2:]] == ["objects/pack", "refs/heads/main.lock", "refs/heads"]
+        assert all(ref == old for _, ref in flushed[:-1])  # nothing names the objects before they are flushed
+        assert flushed[-1] == ("refs/heads", new)
+    answers = [event for event in groups[1][0] if event[0] == "answered"]
+    assert sorted(name for _, name in answers) == ["t0", "t1", "t2"]
+    last_flush = max(index for index, event in enumerate(groups[1][0]) if event[0] != "answered")
+    assert all(groups[1][0].index(answer) > last_flush for answer in answers)
+    assert len(list((git_dir / "objects" / "pack").glob("pack-*.idx"))) == 2
+
+
+def test_a_new_repository_flushes_its_first_commit_before_any_write_builds_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    git_dir = tmp_path / "repo" / ".git"
+    flushed: list[str] = []
+
+    def record(descriptor: int) -> None:
+        flushed.append(str(Path(os.readlink(f"/proc/self/fd/{descriptor}")).relative_to(git_dir)))
+        os.fsync(descriptor)
+
+    monkeypatch.setattr(durable, "fsync", record)
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    repo = pygit2.Repository(str(git_dir))
+    commit = repo[repository.head()]  # type: ignore[index]
     assert isinstance(commit, pygit2.Commit)
-    stored = {
-        first_commit,
+    stored = [
+        str(commit.id),
         str(commit.tree.id),
         str(commit.tree["tenants"].id),
-        str(commit.tree["tenants/dev"].id),
-        str(commit.tree["tenants/dev/first.yaml"].id),
-    }
-    first_group = events[: events.index(("answered", "first"))]
-    files = [path for path, _ in first_group if path.count("/") == 2 and path.startswith("objects/")]
-    assert set(files) == {loose_path(oid) for oid in stored}
-    assert [path for path, _ in first_group[len(files) :]][-3:] == [
-        "objects",
-        "refs/heads/main.lock",
-        "refs/heads",
+        str(commit.tree["tenants/README.md"].id),
     ]
-    assert all(ref == before for _, ref in first_group[:-1])
-    assert first_group[-1] == ("refs/heads", first_commit)
-
-    # The group of three: the pack and its index (temporary names, flushed before their renames),
-    # the pack folder, the branch's lock file, the branch's folder; one round for the three changes,
-    # and every one of them answered only after it.
-    second_group = events[events.index(("answered", "first")) + 1 :]
-    answers = [event for event in second_group if event[0] == "answered"]
-    assert sorted(name for _, name in answers) == ["t0", "t1", "t2"]
-    flushed = [event for event in second_group if event[0] != "answered"]
-    assert [Path(path).name.startswith("tmp_pack_") for path, _ in flushed[:2]] == [True, True]
-    assert [path for path, _ in flushed[2:]] == ["objects/pack", "refs/heads/main.lock", "refs/heads"]
-    assert all(ref == first_commit for _, ref in flushed[:-1])  # nothing named before it is flushed
-    assert flushed[-1] == ("refs/heads", tip)
-    assert second_group.index(answers[0]) > second_group.index(flushed[-1])
-    assert len(list((git_dir / "objects" / "pack").glob("pack-*.idx"))) == 1
+    objects = [path for path in flushed if path.startswith("objects/") and path.count("/") == 2]
+    assert set(objects) >= {loose_path(oid) for oid in stored}
+    rest = flushed[len(objects) :]
+    assert rest[-3:] == ["objects", "refs/heads/main", "refs/heads"]  # the objects, then the branch
 
 
 def test_the_queue_flushes_the_transaction_of_every_submit_it_acknowledges(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def test_a_batch_builds_byte_for_byte_the_objects_libgit2_builds(tmp_path: Path)
 KILLED_WRITER = """
 import os, sys
 from pathlib import Path
-from tenancy.service.core import git_pack, tenants_repo
+from tenancy.service.core import git_pack
 from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository
 
 write_pack = git_pack.ObjectBatch.write_pack
@@ -98,7 +98,6 @@ def write_then_die(self, pack_dir):
     os._exit(9)  # killed after the pack is stored, before the branch names it
 
 git_pack.ObjectBatch.write_pack = write_then_die
-tenants_repo._PACK_FROM_CHANGES = 1  # this group of one change is a pack too
 repository = TenantRepository(Path(sys.argv[1]))
 repository.ensure()
 repository.write("dev", "acme", {"name": "acme", "v": 2}, author=GitAuthor("b", "b@x.example"), message="v2")
@@ -127,3 +126,28 @@ def test_a_kill_between_the_pack_and_the_branch_loses_nothing_acknowledged(tmp_p
     again = restarted.write("dev", "acme", {"name": "acme", "v": 2}, author=author, message="v2")
     assert again is not None and restarted.read("dev", "acme") == {"name": "acme", "v": 2}
     assert [commit.subject for commit in restarted.history("dev", "acme")] == ["v2", "v1"]
+
+
+def test_trees_cached_across_batches_are_never_changed_by_a_later_batch(tmp_path: Path) -> None:
+    """A group's trees are the next group's base, parsed once and shared: editing them in a later
+    batch works on a copy, so every cached tree still is the object its id names."""
+    subprocess.run(["git", "init", "--quiet", str(tmp_path / "repo")], check=True)
+    repo = pygit2.Repository(str(tmp_path / "repo"))
+
+    def read(raw: bytes) -> bytes:
+        return repo[pygit2.Oid(raw=raw)].read_raw()
+
+    trees: dict[bytes, git_pack.TreeEntries] = {}
+    first = git_pack.ObjectBatch(read, trees)
+    tree = first.edit_tree(None, ["tenants", "dev", "a.yaml"], first.add(git_pack.BLOB, b"a\n"))
+    first.write_pack(tmp_path / "repo" / ".git" / "objects" / "pack")
+    second = git_pack.ObjectBatch(read, trees)
+    edited = second.edit_tree(tree, ["tenants", "dev", "b.yaml"], second.add(git_pack.BLOB, b"b\n"))
+    edited = second.edit_tree(edited, ["tenants", "dev", "a.yaml"], None)
+
+    assert second.blob_at(edited, "tenants/dev/b.yaml") is not None
+    assert second.blob_at(edited, "tenants/dev/a.yaml") is None
+    assert first.blob_at(tree, "tenants/dev/a.yaml") is not None  # as the first batch built it
+    assert trees  # shared, and every entry still hashes to its id
+    for raw, entries in trees.items():
+        assert git_pack.object_id(git_pack.TREE, git_pack.serialize_tree(entries)) == raw

@@ -258,7 +258,6 @@ def test_packs_of_groups_are_merged_in_the_background_and_every_object_stays_rea
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tenants_repo, "_PACKS_BEFORE_MERGE", 4)
-    monkeypatch.setattr(tenants_repo, "_PACK_FROM_CHANGES", 1)  # every group a pack, even of one
     repository = TenantRepository(tmp_path / "repo")
     repository.ensure()
     author = GitAuthor("A", "a@example.com")

@@ -101,9 +101,12 @@ def commit_data(
 class ObjectBatch:
     """Objects in memory, by raw id, until ``write_pack`` stores them all at once."""
 
-    def __init__(self, read: Callable[[bytes], bytes]) -> None:
-        """``read``: the raw data of an object already in the repository (by raw id)."""
+    def __init__(self, read: Callable[[bytes], bytes], trees: dict[bytes, TreeEntries] | None = None) -> None:
+        """``read``: the raw data of an object already in the repository (by raw id). ``trees``: trees
+        parsed before, by raw id (a cache the caller keeps across batches: each group's trees are the
+        next group's base); the trees this batch parses or builds are added to it."""
         self._read = read
+        self._trees: dict[bytes, TreeEntries] = {} if trees is None else trees
         self.objects: dict[bytes, tuple[int, bytes]] = {}
 
     def add(self, kind: int, data: bytes) -> bytes:
@@ -112,8 +115,21 @@ class ObjectBatch:
         return raw
 
     def tree(self, raw: bytes) -> TreeEntries:
-        found = self.objects.get(raw)
-        return parse_tree(found[1] if found is not None else self._read(raw))
+        """The entries of tree ``raw``: the caller's to change (a copy of the parsed tree)."""
+        return dict(self._parsed(raw))
+
+    def _parsed(self, raw: bytes) -> TreeEntries:
+        entries = self._trees.get(raw)
+        if entries is None:
+            found = self.objects.get(raw)
+            entries = parse_tree(found[1] if found is not None else self._read(raw))
+            self._trees[raw] = entries
+        return entries
+
+    def _add_tree(self, entries: TreeEntries) -> bytes:
+        raw = self.add(TREE, serialize_tree(entries))
+        self._trees.setdefault(raw, entries)  # never changed after this
+        return raw
 
     def edit_tree(self, tree: bytes | None, parts: list[str], blob: bytes | None) -> bytes:
         """The tree ``tree`` with the file at ``parts`` set to ``blob`` (removed when None); folders
@@ -139,17 +155,17 @@ class ObjectBatch:
                 entries[head] = (TREE_MODE, edited)
         if not entries:
             return None
-        return self.add(TREE, serialize_tree(entries))
+        return self._add_tree(entries)
 
     def blob_at(self, tree: bytes, path: str) -> bytes | None:
         """The raw id of the blob at ``path`` under ``tree`` (None if there is none)."""
-        entries = self.tree(tree)
+        entries = self._parsed(tree)
         parts = path.encode().split(b"/")
         for part in parts[:-1]:
             entry = entries.get(part)
             if entry is None or entry[0] != TREE_MODE:
                 return None
-            entries = self.tree(entry[1])
+            entries = self._parsed(entry[1])
         entry = entries.get(parts[-1])
         return entry[1] if entry is not None and entry[0] != TREE_MODE else None
 

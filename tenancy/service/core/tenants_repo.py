@@ -59,8 +59,8 @@ _PUSH_ATTEMPTS = 12
 _HEALTH_CACHE_SECONDS = 5.0  # /readyz is unauthenticated: at most one check per this interval
 _PARSED_CACHE_ENTRIES = 20_000
 _PACKS_BEFORE_MERGE = 32  # one pack per group of commits; lookups scan every pack
-_PACK_FROM_CHANGES = 3  # smaller groups are stored as loose objects
 _CREATION_HEADS_KEPT = 4096
+_PARSED_TREES_KEPT = 4096  # trees parsed or built by group commits, by id (``_build``)
 _UNSAFE_IN_IDENTITY = re.compile(r"[<>\n\r\0]")
 _CREDENTIALS_IN_URL = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _log = logging.getLogger("tenancy.service")
@@ -206,6 +206,9 @@ class TenantRepository:
         self._health: tuple[float, bool] | None = None
         self._remote_ok = True
         self._parsed: dict[pygit2.Oid, TenantFile] = {}
+        # Trees parsed or built by ``_build`` (only ever under the commit lock), by raw id: a group's
+        # trees are the next group's base, so none is parsed twice.
+        self._trees: dict[bytes, git_pack.TreeEntries] = {}
         self._names: tuple[pygit2.Oid | None, list[tuple[str, str]]] = (None, [])
         self._creations_lock = threading.Lock()
         self._creations_head = ""
@@ -902,14 +905,16 @@ class TenantRepository:
         self, repo: pygit2.Repository, base: pygit2.Oid | None, group: list[_Change], committer: Any
     ) -> tuple[pygit2.Oid | None, list[tuple[_Change, str]]]:
         """A chain of commits on ``base``, one per change that still applies, each under its author,
-        stored as one pack (before anything names them)."""
-        if sum(1 for change in group if not change.done) < _PACK_FROM_CHANGES:
-            return self._build_loose(repo, base, group, committer)
+        stored as one pack (before anything names them), even for a single change: its objects as
+        loose files would cost a flush each (blob, three trees, commit) and one per folder, against
+        two for a pack and its index and one for their folder (``durable``)."""
 
         def read(raw: bytes) -> bytes:
             return repo[pygit2.Oid(raw=raw)].read_raw()
 
-        batch = git_pack.ObjectBatch(read)
+        if len(self._trees) > _PARSED_TREES_KEPT:
+            self._trees.clear()
+        batch = git_pack.ObjectBatch(read, self._trees)
         parent = base.raw if base is not None else None
         tree = repo[base].tree.id.raw if base is not None else batch.add(git_pack.TREE, git_pack.EMPTY_TREE)
         built: list[tuple[_Change, str]] = []
@@ -947,49 +952,9 @@ class TenantRepository:
         self._packs_written += 1
         return pygit2.Oid(raw=parent), built
 
-    def _build_loose(
-        self, repo: pygit2.Repository, base: pygit2.Oid | None, group: list[_Change], committer: Any
-    ) -> tuple[pygit2.Oid | None, list[tuple[_Change, str]]]:
-        """``_build`` for a group of one or two changes, with libgit2's loose objects: a pack per
-        change (one tenant written by everyone, a quiet service) would pile up packs that every lookup
-        scans, and libgit2 builds a lone commit faster than Python does."""
-        parent = base
-        tree = repo[base].tree.id if base is not None else repo.TreeBuilder().write()
-        built: list[tuple[_Change, str]] = []
-        # The objects to flush before the branch names them (the base's are flushed already).
-        written: list[pygit2.Oid] = [tree] if base is None else []
-        try:
-            for change in group:
-                if change.done:
-                    continue
-                current = _blob_at(repo[tree], change.path)  # type: ignore[arg-type]
-                if current != change.expected:
-                    change.error = ConflictError(
-                        f"{change.path} changed while this change was being written; read it again and retry"
-                    )
-                    change.done = True
-                    continue
-                blob = change.blob
-                if change.content is not None:
-                    blob = repo.create_blob(change.content)
-                    written.append(blob)
-                new_tree = _edit_tree(repo, tree, change.path.split("/"), blob, written)
-                author = _signature(change.author.name, change.author.email, "GIT_AUTHOR_DATE")
-                parent = repo.create_commit(
-                    None, author, committer, change.message, new_tree, [parent] if parent is not None else []
-                )
-                written.append(parent)
-                tree = new_tree
-                built.append((change, str(parent)))
-            if built:
-                self._sync_loose(written)
-        except (pygit2.GitError, OSError) as error:
-            raise self._failed("storing the tenant files failed", redact(str(error))) from None
-        return (parent if built else None), built
-
     def _sync_loose(self, objects: list[pygit2.Oid]) -> None:
-        """Flush the loose files of ``objects`` and their folders. An object libgit2 found already
-        stored has no new file (or one in a pack, flushed when the pack was written): nothing to do."""
+        """Flush the loose files of ``objects`` (the first commit's, written by libgit2) and their
+        folders. An object already stored before has no new file: nothing to do."""
         folders: list[Path] = []
         for oid in dict.fromkeys(objects):
             name = str(oid)
