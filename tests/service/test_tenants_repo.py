@@ -10,11 +10,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pygit2
 import pytest
 import yaml
 
 from tenancy.service.core import tenants_repo
-from tenancy.service.core.tenants_repo import COMMITTER_NAME, GitAuthor, RepositoryError, TenantRepository
+from tenancy.service.core.tenants_repo import (
+    COMMITTER_NAME,
+    GitAuthor,
+    RepositoryError,
+    TenantRepository,
+    _edit_tree,
+)
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -225,14 +232,25 @@ def test_maintenance_packs_loose_objects_and_loses_none_a_write_has_not_referenc
     repository.ensure()
     author = GitAuthor("A", "a@example.com")
     objects = repository.git_dir / "objects"
-    # git estimates the loose objects from those in objects/17 (1/256 of them) and packs with more than
-    # one there at this threshold: write until it has two (one write at a time: small groups of
-    # commits are stored as loose objects).
+    # Writes store packs; loose objects are what earlier versions of the service wrote (libgit2, one
+    # file per object): commits made that way. git estimates the loose objects from those in
+    # objects/17 (1/256 of them) and packs with more than one there at this threshold: commit until it
+    # has two.
+    repo = repository._git()
     count = 0
     while count < 12 or len(list((objects / "17").glob("*"))) < 2:
         assert count < 800, "too few loose objects landed in objects/17"
-        repository.write("dev", f"t{count}", {"name": f"t{count}"}, author=author, message=f"t{count}")
+        tip = repository._tip()
+        assert tip is not None
+        base = repo[tip]
+        assert isinstance(base, pygit2.Commit)
+        blob = repo.create_blob(tenants_repo.dump_document({"name": f"t{count}"}).encode())
+        tree = _edit_tree(repo, base.tree.id, ["tenants", "dev", f"t{count}.yaml"], blob)
+        signature = pygit2.Signature("A", "a@example.com")
+        commit = repo.create_commit(None, signature, signature, f"t{count}\n", tree, [tip])
+        repo.references[repository.ref].set_target(commit)
         count += 1
+    repository.write("dev", "packed", {"name": "packed"}, author=author, message="packed")  # a pack
     pending = repository._store(b"a write between storing its blob and moving the branch\n")
 
     def loose() -> int:
@@ -249,6 +267,7 @@ def test_maintenance_packs_loose_objects_and_loses_none_a_write_has_not_referenc
     assert [repository.read("dev", f"t{n}") for n in range(count)] == [
         {"name": f"t{n}"} for n in range(count)
     ]
+    assert repository.read("dev", "packed") == {"name": "packed"}
     repository.write("dev", "after", {"name": "after"}, author=author, message="after")  # still writable
     assert repository.read("dev", "after") == {"name": "after"}
     repository.maintain()  # below git's threshold: nothing to do, nothing fails
