@@ -271,7 +271,14 @@ def _capture_in_fresh_runtime(
     pulumi_settings.ROOT.set(None)  # set_mocks creates a new root Stack only when there is none
     _ensure_thread_event_loop()  # the new Stack's outputs need one (a caller may have unset it)
     mocks = RecordingMocks(stack_outputs, engine_secrets=engine_secrets)
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, organization=organization)
+    pulumi.runtime.set_mocks(
+        mocks,
+        project=project,
+        stack=stack,
+        preview=False,
+        organization=organization,
+        monitor=sdk_overhead.MockMonitorWithPlainState(mocks),
+    )
     pulumi.runtime.set_all_config(config, [key for key in config if key.split(":", 1)[-1] in SECRET_KEYS])
     options: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
     lifecycle: dict[tuple[str, str], tuple[bool, bool, list[str]]] = {}

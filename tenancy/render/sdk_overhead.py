@@ -17,6 +17,12 @@ render writes, changes (issue #11):
   (``create_urn``), for the response it fakes when there is *no* monitor at all; with the mock
   monitor the value is awaited and dropped. Under a ``MockMonitor``, when every part is already a
   string (as it is there), the same URN is built as a string and returned in one ``Output``.
+- **A resource's state serialized in one pass.** The mock monitor serializes what
+  ``Mocks.new_resource`` returns with ``rpc.serialize_properties``: a coroutine per value, run by an
+  event loop of the monitor's thread (``_sync_await``). For a state of plain values (dicts and lists
+  of strings, numbers, booleans and None: what ``RecordingMocks`` returns) that gives the values
+  themselves, top-level Nones left out, in a ``Struct``; ``MockMonitorWithPlainState`` puts them there
+  directly. Any other state, and any resource with transforms, goes to the SDK's monitor code.
 - **No debug log request nobody keeps.** The SDK logs a few debug messages per resource; each is a
   ``LogRequest`` handed to the engine, which under mocks (``MockEngine``) passes it to a Python logger
   that drops it unless DEBUG is enabled. Under a ``MockEngine`` whose logger would drop it, the
@@ -30,11 +36,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pulumi
+from google.protobuf import struct_pb2
 from pulumi import log as sdk_log
 from pulumi.runtime import resource as sdk_resource
+from pulumi.runtime import rpc
 from pulumi.runtime import settings as sdk_settings
-from pulumi.runtime.mocks import MockEngine, MockMonitor
-from pulumi.runtime.proto import source_pb2
+from pulumi.runtime.mocks import MockEngine, MockMonitor, MockResourceArgs
+from pulumi.runtime.proto import resource_pb2, source_pb2
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 SDK_VERSION = "3.272.0"  # the pulumi release these adjustments were read against
 
@@ -82,6 +91,74 @@ def _debug_unless_dropped(
     if isinstance(engine, MockEngine) and not engine.logger.isEnabledFor(logging.DEBUG):
         return
     _sdk_debug(msg, resource, stream_id, ephemeral)
+
+
+_PLAIN_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: Any) -> bool:
+    """Made of exactly these types, which ``rpc.serialize_property`` returns as they are."""
+    kind = type(value)
+    if kind is dict:
+        return all(type(key) is str and _plain(item) for key, item in value.items())
+    if kind is list:
+        return all(_plain(item) for item in value)
+    return kind in _PLAIN_LEAVES
+
+
+def serialized_state(state: dict[str, Any]) -> struct_pb2.Struct:
+    """``rpc.serialize_properties(state, {})``'s result, in one synchronous pass when ``state`` is plain."""
+    if type(state) is not dict or not _plain(state):
+        return _sync_await(rpc.serialize_properties(state, {}))
+    struct = struct_pb2.Struct()
+    for key, value in state.items():
+        if value is not None:  # as the SDK: a property that serializes to None does not exist
+            struct[key] = value
+    return struct
+
+
+class MockMonitorWithPlainState(MockMonitor):
+    """The SDK's mock monitor, serializing a registered or read resource's state with ``serialized_state``.
+
+    Each method is ``MockMonitor``'s (pulumi 3.272.0) with that one call in place of
+    ``_sync_await(rpc.serialize_properties(state, {}))``; the stack resource and resources with
+    transforms go to ``MockMonitor`` itself.
+    """
+
+    def RegisterResource(self, request: Any) -> Any:
+        if request.type == "pulumi:pulumi:Stack" or request.transforms:
+            return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        urn = self.make_urn(request.parent, request.type, request.name)
+        _ensure_event_loop()  # type: ignore[no-untyped-call]  # resource references need one here
+        inputs = rpc.deserialize_properties(request.object)
+        resource_args = MockResourceArgs(
+            typ=request.type,
+            name=request.name,
+            inputs=inputs,
+            provider=request.provider,
+            resource_id=request.importId,
+            custom=request.custom or False,
+        )
+        id_, state = self.mocks.new_resource(resource_args)
+        obj_proto = serialized_state(state)
+        self.resources[urn] = MockMonitor.ResourceRegistration(urn, id_, state)  # type: ignore[arg-type]
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)  # type: ignore[arg-type]
+
+    def ReadResource(self, request: Any) -> Any:
+        _ensure_event_loop()  # type: ignore[no-untyped-call]
+        state = rpc.deserialize_properties(request.properties)
+        resource_args = MockResourceArgs(
+            typ=request.type,
+            name=request.name,
+            inputs=state,
+            provider=request.provider,
+            resource_id=request.id,
+        )
+        id_, state = self.mocks.new_resource(resource_args)
+        props_proto = serialized_state(state)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        self.resources[urn] = MockMonitor.ResourceRegistration(urn, id_, state)  # type: ignore[arg-type]
+        return resource_pb2.ReadResourceResponse(urn=urn, properties=props_proto)
 
 
 def install() -> None:

@@ -8,6 +8,7 @@ against the new SDK before moving its ``SDK_VERSION``.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -19,8 +20,9 @@ import pytest
 from pulumi import log as sdk_log
 from pulumi.runtime import mocks as sdk_mocks
 from pulumi.runtime import resource as sdk_resource
+from pulumi.runtime import rpc
 from pulumi.runtime import settings as sdk_settings
-from pulumi.runtime.proto import source_pb2
+from pulumi.runtime.proto import resource_pb2, source_pb2
 from pulumi.runtime.sync_await import _sync_await
 
 from tenancy.render import sdk_overhead
@@ -164,6 +166,80 @@ def test_a_render_is_the_same_with_the_sdk_s_urn_and_debug_log(monkeypatch: pyte
 
     assert urns  # the SDK's own URNs were computed in the second render
     assert with_sdk == adjusted
+
+
+# What MockMonitorWithPlainState copies (the monitor's methods) and relies on (how plain values
+# serialize, and set_mocks taking a monitor), as read in pulumi 3.272.0.
+_SdkMonitor = sdk_mocks.MockMonitor
+_READ_AGAINST: dict[Callable[..., Any], str] = {
+    _SdkMonitor.RegisterResource: "756b6fbc95aee5833987b9b532b5d10c364e29c37c2f6a52363592ebab2565e5",
+    _SdkMonitor.ReadResource: "f78a652013d273ca49b08a50d856b0865a813bb35548f057d1ec818edee927ac",
+    rpc.serialize_properties: "d101e72bd9ececa92586e13cddd7d0d28d97b0418b28cab0e7e688d86f7cfeff",
+    rpc.serialize_property: "7e1361fad73506d2c78408541126e705a07da73e5ef44e348e369394f3e30a7a",
+    sdk_mocks.set_mocks: "2426a15812d1a2736faa7016d5065263693191462e881ae945553bd24ad4c583",
+}
+
+
+def test_the_mock_monitor_code_the_plain_state_monitor_copies_is_unchanged() -> None:
+    for function, digest in _READ_AGAINST.items():
+        source = inspect.getsource(function)
+        assert hashlib.sha256(source.encode()).hexdigest() == digest, (
+            f"{function.__qualname__} changed: re-read MockMonitorWithPlainState against it"
+        )
+
+
+_STATES: list[Any] = [
+    {},
+    {"a": None, "b": {"c": None, "d": [None, 1, 2.5, True, False, "x"]}, "e": []},
+    {
+        "metadata": {"name": "db", "labels": {"tenant": "acme"}},
+        "spec": {"replicas": 3, "ports": [{"port": 80}]},
+    },
+    {"result": {rpc._special_sig_key: rpc._special_secret_sig, "value": "generated-by-pulumi-db"}},
+    {"big": 2**60, "neg": -1, "zero": 0.0, "text": "\u00e9\U0001f600 a\nb", "nested": [[[{}]]]},
+    # Not plain: these take the SDK's path.
+    {"tuple": (1, 2), "set_free": [("a",)]},
+    {"asset": pulumi.StringAsset("text")},
+]
+
+
+def test_a_state_serializes_to_the_struct_the_sdk_makes() -> None:
+    def both(state: Any) -> tuple[object, object]:
+        _mock_runtime()
+        return sdk_overhead.serialized_state(state), _sync_await(rpc.serialize_properties(state, {}))
+
+    for state in _STATES:
+        ours, sdk = contextvars.copy_context().run(both, state)
+        assert ours == sdk, state
+
+
+def test_the_plain_state_monitor_answers_as_the_sdk_s() -> None:
+    capture = capture_stack("prod.acme", project_dir=PROJECT_DIR)
+    assert capture.resources
+
+    def registered(monitor_type: type[sdk_mocks.MockMonitor]) -> tuple[object, ...]:
+        from tenancy.render.runtime import RecordingMocks
+
+        sdk_settings.ROOT.set(None)
+        mocks = RecordingMocks({})
+        monitor = monitor_type(mocks)
+        pulumi.runtime.set_mocks(mocks, project="platform", stack="prod.acme", preview=False, monitor=monitor)
+        answers = []
+        for resource in capture.resources:
+            request = resource_pb2.RegisterResourceRequest(
+                type=resource.type,
+                name=resource.name,
+                object=_sync_await(rpc.serialize_properties(resource.inputs, {})),
+                custom=True,
+            )
+            answers.append(monitor.RegisterResource(request))  # type: ignore[no-untyped-call]
+        read = resource_pb2.ReadResourceRequest(type="kubernetes:core/v1:Secret", name="kc", id="ns/kc")
+        answers.append(monitor.ReadResource(read))  # type: ignore[no-untyped-call]
+        return (*answers, monitor.resources)
+
+    ours = contextvars.copy_context().run(registered, sdk_overhead.MockMonitorWithPlainState)
+    sdk = contextvars.copy_context().run(registered, sdk_mocks.MockMonitor)
+    assert ours == sdk
 
 
 def _mock_runtime() -> None:
