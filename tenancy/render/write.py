@@ -16,6 +16,7 @@ two renders of the same input are byte-identical and a diff between renders is a
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -79,10 +80,23 @@ _ReadableDumper.add_representer(str, _represent_str)
 # document end after a keep-chomped block, writes an empty key inline): a document holding any of
 # those is written by PyYAML's emitter, so output stays byte-identical whichever emitter runs.
 _CReadableDumper: type | None = None
+_SCALAR_TAGS: dict[tuple[str, tuple[bool, bool]], str] = {}
+_SCALAR_TAGS_KEPT = 50_000
 if hasattr(yaml, "CSafeDumper"):
 
     class _CReadable(yaml.CSafeDumper):
-        pass
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            # libyaml's serializer asks twice per scalar; with no path resolvers registered a scalar's
+            # tag depends on its text alone, so it is remembered (a bounded table: memory stays flat).
+            if kind is not yaml.ScalarNode or self.yaml_path_resolvers:
+                return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+            key = (value, implicit)
+            tag = _SCALAR_TAGS.get(key)
+            if tag is None:
+                if len(_SCALAR_TAGS) >= _SCALAR_TAGS_KEPT:
+                    _SCALAR_TAGS.clear()
+                tag = _SCALAR_TAGS[key] = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+            return tag
 
     _CReadable.add_representer(str, _represent_str)
     _CReadableDumper = _CReadable
@@ -118,6 +132,10 @@ def dump_yaml(document: Any, *, fast: bool = True) -> str:
 
     ``fast=False`` always uses PyYAML's emitter (the reference the libyaml path is tested against).
     """
+    if fast and _CReadableDumper is not None:
+        node = _plain_node(document)
+        if node is not None:
+            return _emit(node, _CReadableDumper)
     use_libyaml = fast and _CReadableDumper is not None and emits_identically(document)
     return yaml.dump(
         document,
@@ -127,6 +145,79 @@ def dump_yaml(document: Any, *, fast: bool = True) -> str:
         allow_unicode=True,
         width=1_000_000,
     )
+
+
+# PyYAML's representer builds a node per value through generic dispatch and alias bookkeeping, then
+# libyaml's emitter writes the nodes: the representer was most of dump_yaml's time (issue #11). For a
+# document of plain values that both emitters write alike (``emits_identically``), with no container
+# appearing twice (PyYAML would write an anchor and an alias), ``_plain_node`` builds the very nodes
+# the representer builds (the same tags, values, styles and key order) in one pass that also makes
+# ``emits_identically``'s checks; anything else goes the representer's way.
+_FLOAT_REPRESENTER = yaml.representer.SafeRepresenter()  # PyYAML's own text for a float
+_STR_TAG = "tag:yaml.org,2002:str"
+_INT_TAG = "tag:yaml.org,2002:int"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain_node(document: Any) -> yaml.Node | None:
+    try:
+        return _node(document, set())
+    except _NotPlain:
+        return None
+
+
+def _node(value: Any, containers: set[int]) -> yaml.Node:
+    kind = type(value)
+    if kind is str:
+        if not _libyaml_safe_text(value):
+            raise _NotPlain
+        return yaml.ScalarNode(_STR_TAG, value, style="|" if "\n" in value else None)
+    if kind is dict:
+        if id(value) in containers:
+            raise _NotPlain
+        containers.add(id(value))
+        if not all(type(key) is str for key in value):
+            raise _NotPlain  # PyYAML sorts mixed keys differently, or not at all
+        pairs = []
+        for key in sorted(value):
+            if not key or "\n" in key or not _libyaml_safe_text(key):
+                raise _NotPlain
+            pairs.append((yaml.ScalarNode(_STR_TAG, key), _node(value[key], containers)))
+        return yaml.MappingNode(_MAP_TAG, pairs, flow_style=False)
+    if kind is list:
+        if id(value) in containers:
+            raise _NotPlain
+        containers.add(id(value))
+        return yaml.SequenceNode(_SEQ_TAG, [_node(item, containers) for item in value], flow_style=False)
+    if kind is bool:
+        return yaml.ScalarNode(_BOOL_TAG, "true" if value else "false")
+    if kind is int:
+        return yaml.ScalarNode(_INT_TAG, str(value))
+    if value is None:
+        return yaml.ScalarNode(_NULL_TAG, "null")
+    if kind is float:
+        return _FLOAT_REPRESENTER.represent_float(value)
+    raise _NotPlain
+
+
+def _emit(node: yaml.Node, dumper: type) -> str:
+    """What ``yaml.dump`` writes for a document represented as ``node`` (the same calls, from the node on)."""
+    stream = io.StringIO()
+    emitter = dumper(stream, default_flow_style=False, allow_unicode=True, width=1_000_000, sort_keys=True)
+    try:
+        emitter.open()
+        emitter.serialize(node)
+        emitter.close()
+    finally:
+        emitter.dispose()
+    return stream.getvalue()
 
 
 def file_name(name: str) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import random
 
 import pytest
+import yaml
 
-from tenancy.render.write import dump_yaml, emits_identically
+from tenancy.render.write import _plain_node, dump_yaml, emits_identically
 
 PIECES = [
     "", " ", "a", "yes", "null", "~", "1", "1.0", "0x1f", "-", "- a", ": ", "a: b", "#", " #x", "\n",
@@ -57,3 +58,41 @@ def test_the_fast_emitter_is_used_for_ordinary_documents() -> None:
 def test_documents_libyaml_writes_differently_go_through_pyyaml(text: str) -> None:
     assert not emits_identically({"k": text})
     assert not emits_identically({"k": [{"x": text}]})
+
+
+class _Text(str):
+    pass
+
+
+def _shared() -> dict[str, object]:
+    labels = {"tenant": "acme"}
+    return {"a": labels, "b": [labels, labels]}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        _shared(),  # one container twice: PyYAML writes an anchor and an alias
+        {"empty": {}, "none": [], "nested": [[], [{}]]},
+        {"floats": [0.5, 1e17, -2.5e-8, float("inf"), -float("inf"), float("nan"), -0.0, 3.0]},
+        {"ints": [0, -5, 10**30], "bools": [True, False], "none": None},
+        {2: "b", 1: "a"},  # keys that are not strings
+        {"b": 1, 2: "mixed"},
+        [{"kind": "ConfigMap", "data": {"run.sh": "set -e\nexec app\n", "empty": ""}}],
+    ],
+)
+def test_documents_of_every_shape_keep_pyyamls_bytes(document: object) -> None:
+    assert dump_yaml(document) == dump_yaml(document, fast=False)
+
+
+def test_a_value_pyyaml_cannot_represent_fails_as_before() -> None:
+    for fast in (True, False):
+        with pytest.raises(yaml.representer.RepresenterError):
+            dump_yaml({"text": _Text("a subclass")}, fast=fast)
+
+
+def test_plain_documents_are_written_from_nodes_built_in_one_pass() -> None:
+    document = {"metadata": {"name": "qdrant", "labels": {"tenant": "acme"}}, "spec": {"replicas": 3}}
+    assert _plain_node(document) is not None
+    for other in (_shared(), {2: "b"}, {"text": _Text("x")}, {"k": "😀"}, {"": 1}):
+        assert _plain_node(other) is None
