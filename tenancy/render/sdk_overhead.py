@@ -23,6 +23,13 @@ render writes, changes (issue #11):
   of strings, numbers, booleans and None: what ``RecordingMocks`` returns) that gives the values
   themselves, top-level Nones left out, in a ``Struct``; ``MockMonitorWithPlainState`` puts them there
   directly. Any other state, and any resource with transforms, goes to the SDK's monitor code.
+- **Plain values serialized without a coroutine each.** ``rpc.serialize_property`` is a coroutine
+  called for every value of every resource's inputs; for a string, number, boolean or None it
+  returns the value itself after a dozen checks and ``_types.unwrap_type`` of the value's declared
+  type (which only matters for containers). Under a ``MockMonitor`` such a value, when its declared
+  type is one ``unwrap_type`` has accepted before, comes back as an already-completed future, which
+  the caller's ``await`` reads at once; ``unwrap_type`` itself, a pure function of the type, is
+  remembered per type. Everything else is serialized by the SDK.
 - **No debug log request nobody keeps.** The SDK logs a few debug messages per resource; each is a
   ``LogRequest`` handed to the engine, which under mocks (``MockEngine``) passes it to a Python logger
   that drops it unless DEBUG is enabled. Under a ``MockEngine`` whose logger would drop it, the
@@ -31,12 +38,14 @@ render writes, changes (issue #11):
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pulumi
 from google.protobuf import struct_pb2
+from pulumi import _types as sdk_types
 from pulumi import log as sdk_log
 from pulumi.runtime import resource as sdk_resource
 from pulumi.runtime import rpc
@@ -50,6 +59,8 @@ SDK_VERSION = "3.272.0"  # the pulumi release these adjustments were read agains
 _sdk_get_stack_trace: Callable[[], source_pb2.StackTrace] = sdk_resource._get_stack_trace
 _sdk_create_urn: Callable[..., pulumi.Output[str]] = sdk_resource.create_urn
 _sdk_debug: Callable[..., None] = sdk_log.debug
+_sdk_serialize_property: Callable[..., Awaitable[Any]] = rpc.serialize_property
+_sdk_unwrap_type: Callable[[Any], Any] = sdk_types.unwrap_type
 
 
 def _mocked() -> bool:
@@ -82,6 +93,64 @@ def _create_urn_unless_mocked(
         project = sdk_settings.get_project() if project is None else project
         prefix = "urn:pulumi:" + stack + "::" + project + "::"
     return pulumi.Output.from_input(prefix + type_ + "::" + name)
+
+
+_UNWRAPPED: dict[Any, Any] = {}  # declared type -> _types.unwrap_type's answer (types are few)
+
+
+def _unwrap_type_remembered(val: Any) -> Any:
+    if not _mocked():
+        return _sdk_unwrap_type(val)
+    try:
+        return _UNWRAPPED[val]
+    except KeyError:
+        unwrapped = _UNWRAPPED[val] = _sdk_unwrap_type(val)  # not remembered if it raises
+        return unwrapped
+    except TypeError:  # not hashable
+        return _sdk_unwrap_type(val)
+
+
+def _serialize_property_unless_plain(
+    value: Any,
+    deps: Any,
+    property_key: Any,
+    resource_obj: Any = None,
+    input_transformer: Any = None,
+    typ: Any = None,
+    keep_output_values: bool = False,
+    exclude_resource_refs_from_deps: bool = False,
+    return_protobuf_value: bool = False,
+) -> Awaitable[Any]:
+    if (
+        type(value) in _PLAIN_LEAVES
+        and not return_protobuf_value
+        and (typ is None or _unwraps(typ))
+        and _mocked()
+    ):
+        loop = asyncio._get_running_loop()  # None when called to be awaited later: the SDK's way then
+        if loop is not None:
+            done = loop.create_future()
+            done.set_result(value)
+            return done
+    return _sdk_serialize_property(
+        value,
+        deps,
+        property_key,
+        resource_obj,
+        input_transformer,
+        typ,
+        keep_output_values,
+        exclude_resource_refs_from_deps,
+        return_protobuf_value,
+    )
+
+
+def _unwraps(typ: Any) -> bool:
+    """``_types.unwrap_type`` accepted ``typ`` before: the SDK unwraps a value's type first of all."""
+    try:
+        return typ in _UNWRAPPED
+    except TypeError:
+        return False
 
 
 def _debug_unless_dropped(
@@ -166,3 +235,5 @@ def install() -> None:
     sdk_resource._get_stack_trace = _stack_trace_unless_mocked
     sdk_resource.create_urn = _create_urn_unless_mocked
     sdk_log.debug = _debug_unless_dropped
+    sdk_types.unwrap_type = _unwrap_type_remembered
+    rpc.serialize_property = _serialize_property_unless_plain  # type: ignore[assignment]

@@ -11,12 +11,14 @@ import contextvars
 import hashlib
 import inspect
 import logging
+import typing
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
 import pulumi
 import pytest
+from pulumi import _types as sdk_types
 from pulumi import log as sdk_log
 from pulumi.runtime import mocks as sdk_mocks
 from pulumi.runtime import resource as sdk_resource
@@ -175,8 +177,9 @@ _READ_AGAINST: dict[Callable[..., Any], str] = {
     _SdkMonitor.RegisterResource: "756b6fbc95aee5833987b9b532b5d10c364e29c37c2f6a52363592ebab2565e5",
     _SdkMonitor.ReadResource: "f78a652013d273ca49b08a50d856b0865a813bb35548f057d1ec818edee927ac",
     rpc.serialize_properties: "d101e72bd9ececa92586e13cddd7d0d28d97b0418b28cab0e7e688d86f7cfeff",
-    rpc.serialize_property: "7e1361fad73506d2c78408541126e705a07da73e5ef44e348e369394f3e30a7a",
+    sdk_overhead._sdk_serialize_property: "7e1361fad73506d2c78408541126e705a07da73e5ef44e348e369394f3e30a7a",
     sdk_mocks.set_mocks: "2426a15812d1a2736faa7016d5065263693191462e881ae945553bd24ad4c583",
+    sdk_overhead._sdk_unwrap_type: "6ccd35036cb0b3d4c00ef27db03174477870a0e212643876bc7b1718e4ff3c06",
 }
 
 
@@ -240,6 +243,66 @@ def test_the_plain_state_monitor_answers_as_the_sdk_s() -> None:
     ours = contextvars.copy_context().run(registered, sdk_overhead.MockMonitorWithPlainState)
     sdk = contextvars.copy_context().run(registered, sdk_mocks.MockMonitor)
     assert ours == sdk
+
+
+def test_under_mocks_plain_values_serialize_as_the_sdk_serializes_them() -> None:
+    typs: list[Any] = [None, str, pulumi.Input[str] | None, pulumi.Input[int], bool | None, Any]  # type: ignore[misc]
+    values: list[Any] = ["a", "", 0, 3, 2.5, True, False, None, {"a": [1, "b"]}, [None]]
+
+    def both(value: Any, typ: Any) -> tuple[object, object, object]:
+        _mock_runtime()
+
+        async def serialize(function: Callable[..., Any]) -> object:
+            try:
+                result = await function(value, [], "key", typ=typ)  # awaited at once, as the SDK does
+            except Exception as error:
+                return (type(error), str(error))
+            return (type(result), result)
+
+        first = _sync_await(serialize(rpc.serialize_property))
+        again = _sync_await(serialize(rpc.serialize_property))  # the type known by now
+        return first, again, _sync_await(serialize(sdk_overhead._sdk_serialize_property))
+
+    for value in values:
+        for typ in typs:
+            first, again, sdk = contextvars.copy_context().run(both, value, typ)
+            assert first == again == sdk, (value, typ)
+
+
+def test_a_type_the_sdk_cannot_unwrap_fails_every_time_as_in_the_sdk() -> None:
+    broken = typing._GenericAlias(pulumi.Output, (int, str))  # type: ignore[attr-defined]  # two arguments
+
+    def serialize() -> object:
+        _mock_runtime()
+        return _sync_await(rpc.serialize_property("a", [], "key", typ=broken))
+
+    for _ in range(2):
+        with pytest.raises(AssertionError):
+            contextvars.copy_context().run(serialize)
+
+
+def test_with_a_real_engine_the_sdk_serializes_every_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+
+    async def sdk(value: object, *args: object) -> object:
+        calls.append(value)
+        return value
+
+    monkeypatch.setattr(sdk_overhead, "_sdk_serialize_property", sdk)
+
+    def serialize(monitor: object) -> object:
+        sdk_settings.SETTINGS.monitor = monitor  # a context variable: set in a copy only
+        return _sync_await(rpc.serialize_property("a", [], "key"))
+
+    assert contextvars.copy_context().run(serialize, object()) == "a"
+    assert calls == ["a"]
+
+
+def test_a_render_is_the_same_with_the_sdk_s_serialization(monkeypatch: pytest.MonkeyPatch) -> None:
+    adjusted = render_capture(capture_stack("prod.acme", project_dir=PROJECT_DIR)).files
+    monkeypatch.setattr(rpc, "serialize_property", sdk_overhead._sdk_serialize_property)
+    monkeypatch.setattr(sdk_types, "unwrap_type", sdk_overhead._sdk_unwrap_type)
+    assert render_capture(capture_stack("prod.acme", project_dir=PROJECT_DIR)).files == adjusted
 
 
 def _mock_runtime() -> None:
