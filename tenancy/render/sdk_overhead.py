@@ -30,6 +30,10 @@ render writes, changes (issue #11):
   type is one ``unwrap_type`` has accepted before, comes back as an already-completed future, which
   the caller's ``await`` reads at once; ``unwrap_type`` itself, a pure function of the type, is
   remembered per type. Everything else is serialized by the SDK.
+- **No search for unknowns in plain values.** Every ``Output``'s resolved value, and every output
+  value serialized, is searched for ``Unknown`` markers (``rpc.contains_unknowns``, a closure, a set
+  and a generator per value). A value of plain data (dicts with string keys, lists, strings,
+  numbers, booleans, None) holds none; under a ``MockMonitor`` the answer for it is False at once.
 - **No debug log request nobody keeps.** The SDK logs a few debug messages per resource; each is a
   ``LogRequest`` handed to the engine, which under mocks (``MockEngine``) passes it to a Python logger
   that drops it unless DEBUG is enabled. Under a ``MockEngine`` whose logger would drop it, the
@@ -61,10 +65,16 @@ _sdk_create_urn: Callable[..., pulumi.Output[str]] = sdk_resource.create_urn
 _sdk_debug: Callable[..., None] = sdk_log.debug
 _sdk_serialize_property: Callable[..., Awaitable[Any]] = rpc.serialize_property
 _sdk_unwrap_type: Callable[[Any], Any] = sdk_types.unwrap_type
+_sdk_contains_unknowns: Callable[[Any], bool] = rpc.contains_unknowns
+
+
+# The context property behind ``get_monitor()``, read directly: its ``__get__`` reads it twice (it
+# returns the property itself for a dict, which is no MockMonitor either), and this is asked per value.
+_MONITOR_PROPERTY = type(sdk_settings.SETTINGS).__dict__["monitor"]
 
 
 def _mocked() -> bool:
-    return isinstance(sdk_settings.get_monitor(), MockMonitor)
+    return isinstance(_MONITOR_PROPERTY.fget(), MockMonitor)
 
 
 def _stack_trace_unless_mocked() -> source_pb2.StackTrace:
@@ -153,6 +163,12 @@ def _unwraps(typ: Any) -> bool:
         return False
 
 
+def _contains_unknowns_unless_plain(val: Any) -> bool:
+    if _plain(val) and _mocked():
+        return False  # an Unknown is not plain data
+    return _sdk_contains_unknowns(val)
+
+
 def _debug_unless_dropped(
     msg: str, resource: Any = None, stream_id: int | None = None, ephemeral: bool | None = None
 ) -> None:
@@ -237,3 +253,4 @@ def install() -> None:
     sdk_log.debug = _debug_unless_dropped
     sdk_types.unwrap_type = _unwrap_type_remembered
     rpc.serialize_property = _serialize_property_unless_plain  # type: ignore[assignment]
+    rpc.contains_unknowns = _contains_unknowns_unless_plain

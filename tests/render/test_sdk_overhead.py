@@ -19,6 +19,7 @@ from typing import Any
 import pulumi
 import pytest
 from pulumi import _types as sdk_types
+from pulumi import _utils
 from pulumi import log as sdk_log
 from pulumi.runtime import mocks as sdk_mocks
 from pulumi.runtime import resource as sdk_resource
@@ -179,6 +180,10 @@ _READ_AGAINST: dict[Callable[..., Any], str] = {
     rpc.serialize_properties: "d101e72bd9ececa92586e13cddd7d0d28d97b0418b28cab0e7e688d86f7cfeff",
     sdk_overhead._sdk_serialize_property: "7e1361fad73506d2c78408541126e705a07da73e5ef44e348e369394f3e30a7a",
     sdk_mocks.set_mocks: "2426a15812d1a2736faa7016d5065263693191462e881ae945553bd24ad4c583",
+    _utils.ContextProperty.fget: "89c829c498b5e8d819e954655cb83efaad2b7a3b7379c9dc16a2cf467a4cee43",
+    _utils.ContextProperty.__get__: "9ad2f80adadba86b823dc23a7599102d744dc66a14a961fffadc7f08cb4af8a9",
+    sdk_overhead._sdk_contains_unknowns: "1f1f335b6f48b96055607dbb5be2e53b1163e35ec88704c89a41271070017cc8",
+    pulumi.output.contains_unknowns: "7a62cfc4a045e138d98eaf1df1ea44a99574cc34031ec686233946b4471a62bf",
     sdk_overhead._sdk_unwrap_type: "6ccd35036cb0b3d4c00ef27db03174477870a0e212643876bc7b1718e4ff3c06",
 }
 
@@ -245,6 +250,35 @@ def test_the_plain_state_monitor_answers_as_the_sdk_s() -> None:
     assert ours == sdk
 
 
+def test_the_monitor_is_read_as_get_monitor_reads_it() -> None:
+    def read(monitor: object) -> tuple[object, bool]:
+        sdk_settings.SETTINGS.monitor = monitor  # a context variable: set in a copy only
+        return sdk_overhead._MONITOR_PROPERTY.fget(), sdk_overhead._mocked()
+
+    mock = sdk_mocks.MockMonitor(_NoMocks())
+    for monitor in (mock, object(), None):
+        assert contextvars.copy_context().run(read, monitor) == (monitor, monitor is mock)
+    assert sdk_settings.get_monitor.__code__.co_names == ("SETTINGS", "monitor")
+
+
+def test_under_mocks_unknowns_are_found_as_the_sdk_finds_them() -> None:
+    unknown = pulumi.output.UNKNOWN
+    values: list[Any] = [
+        "a", 1, 2.5, True, None, {}, [], {"a": [1, {"b": None}]},  # plain: none
+        unknown, {"a": unknown}, [1, [unknown]], {"a": {"b": [unknown]}},
+        (unknown,), {1: unknown}, {1: "a"}, {"a": ("b",)}, [b"bytes"],
+    ]  # fmt: skip
+
+    def both(value: Any) -> tuple[bool, bool]:
+        _mock_runtime()
+        return pulumi.contains_unknowns(value), sdk_overhead._sdk_contains_unknowns(value)
+
+    for value in values:
+        ours, sdk = contextvars.copy_context().run(both, value)
+        assert ours == sdk, value
+    assert rpc.contains_unknowns is sdk_overhead._contains_unknowns_unless_plain
+
+
 def test_under_mocks_plain_values_serialize_as_the_sdk_serializes_them() -> None:
     typs: list[Any] = [None, str, pulumi.Input[str] | None, pulumi.Input[int], bool | None, Any]  # type: ignore[misc]
     values: list[Any] = ["a", "", 0, 3, 2.5, True, False, None, {"a": [1, "b"]}, [None]]
@@ -298,10 +332,13 @@ def test_with_a_real_engine_the_sdk_serializes_every_value(monkeypatch: pytest.M
     assert calls == ["a"]
 
 
-def test_a_render_is_the_same_with_the_sdk_s_serialization(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_render_is_the_same_with_the_sdk_s_serialization_and_unknowns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     adjusted = render_capture(capture_stack("prod.acme", project_dir=PROJECT_DIR)).files
     monkeypatch.setattr(rpc, "serialize_property", sdk_overhead._sdk_serialize_property)
     monkeypatch.setattr(sdk_types, "unwrap_type", sdk_overhead._sdk_unwrap_type)
+    monkeypatch.setattr(rpc, "contains_unknowns", sdk_overhead._sdk_contains_unknowns)
     assert render_capture(capture_stack("prod.acme", project_dir=PROJECT_DIR)).files == adjusted
 
 
