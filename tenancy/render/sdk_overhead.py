@@ -30,6 +30,11 @@ render writes, changes (issue #11):
   type is one ``unwrap_type`` has accepted before, comes back as an already-completed future, which
   the caller's ``await`` reads at once; ``unwrap_type`` itself, a pure function of the type, is
   remembered per type. Everything else is serialized by the SDK.
+- **Plain output values translated without the type dispatch.** Each value the monitor returns
+  goes through ``rpc.translate_output_properties`` with the type the resource declares for it; a
+  string, integer, boolean or None comes back as it is unless that type is an enum. Under a
+  ``MockMonitor`` such a value of a declared type already seen not to be an enum is returned at once
+  (per type, the SDK's own ``unwrap_optional_type`` decides what the type is).
 - **No search for unknowns in plain values.** Every ``Output``'s resolved value, and every output
   value serialized, is searched for ``Unknown`` markers (``rpc.contains_unknowns``, a closure, a set
   and a generator per value). A value of plain data (dicts with string keys, lists, strings,
@@ -43,6 +48,8 @@ render writes, changes (issue #11):
 from __future__ import annotations
 
 import asyncio
+import enum
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -66,6 +73,7 @@ _sdk_debug: Callable[..., None] = sdk_log.debug
 _sdk_serialize_property: Callable[..., Awaitable[Any]] = rpc.serialize_property
 _sdk_unwrap_type: Callable[[Any], Any] = sdk_types.unwrap_type
 _sdk_contains_unknowns: Callable[[Any], bool] = rpc.contains_unknowns
+_sdk_translate_output_properties: Callable[..., Any] = rpc.translate_output_properties
 
 
 # The context property behind ``get_monitor()``, read directly: its ``__get__`` reads it twice (it
@@ -105,19 +113,37 @@ def _create_urn_unless_mocked(
     return pulumi.Output.from_input(prefix + type_ + "::" + name)
 
 
-_UNWRAPPED: dict[Any, Any] = {}  # declared type -> _types.unwrap_type's answer (types are few)
+class _PerType:
+    """Answers remembered per type object: by identity, since typing's equality is not the SDK's
+    (``Union[None, int] == Optional[int]``, yet ``unwrap_optional_type`` rejects the first). Each
+    entry holds its type, so no other object takes its id; types are few, the table is bounded."""
+
+    KEPT = 10_000
+
+    def __init__(self) -> None:
+        self._answers: dict[int, tuple[Any, Any]] = {}
+
+    def get(self, typ: Any) -> tuple[bool, Any]:
+        entry = self._answers.get(id(typ))
+        return (True, entry[1]) if entry is not None and entry[0] is typ else (False, None)
+
+    def put(self, typ: Any, answer: Any) -> None:
+        if len(self._answers) >= self.KEPT:
+            self._answers.clear()
+        self._answers[id(typ)] = (typ, answer)
+
+
+_UNWRAPPED = _PerType()  # declared type -> _types.unwrap_type's answer
 
 
 def _unwrap_type_remembered(val: Any) -> Any:
     if not _mocked():
         return _sdk_unwrap_type(val)
-    try:
-        return _UNWRAPPED[val]
-    except KeyError:
-        unwrapped = _UNWRAPPED[val] = _sdk_unwrap_type(val)  # not remembered if it raises
-        return unwrapped
-    except TypeError:  # not hashable
-        return _sdk_unwrap_type(val)
+    known, unwrapped = _UNWRAPPED.get(val)
+    if not known:
+        unwrapped = _sdk_unwrap_type(val)  # not remembered if it raises
+        _UNWRAPPED.put(val, unwrapped)
+    return unwrapped
 
 
 def _serialize_property_unless_plain(
@@ -157,10 +183,46 @@ def _serialize_property_unless_plain(
 
 def _unwraps(typ: Any) -> bool:
     """``_types.unwrap_type`` accepted ``typ`` before: the SDK unwraps a value's type first of all."""
+    return _UNWRAPPED.get(typ)[0]
+
+
+_KEPT_LEAVES = frozenset({str, int, bool, type(None)})  # a float may become an int
+_KEEPS_LEAVES = _PerType()  # declared type -> a kept leaf of that type comes back as it is
+
+
+def _translate_output_properties_unless_plain(
+    output: Any,
+    output_transformer: Callable[[str], str],
+    typ: Any = None,
+    transform_using_type_metadata: bool = False,
+    path: Any = None,
+    return_none_on_dict_type_mismatch: bool = False,
+) -> Any:
+    if type(output) in _KEPT_LEAVES and (typ is None or _keeps_leaves(typ)) and _mocked():
+        return output
+    return _sdk_translate_output_properties(
+        output,
+        output_transformer,
+        typ,
+        transform_using_type_metadata,
+        path,
+        return_none_on_dict_type_mismatch,
+    )
+
+
+def _keeps_leaves(typ: Any) -> bool:
+    """What ``translate_output_properties`` does to a string, integer, boolean or None of ``typ``:
+    nothing, unless ``typ`` (unwrapped from Optional) is an enum, which is made from the value."""
+    known, keeps = _KEEPS_LEAVES.get(typ)
+    if known:
+        return bool(keeps)
     try:
-        return typ in _UNWRAPPED
-    except TypeError:
-        return False
+        unwrapped = sdk_types.unwrap_optional_type(typ)
+    except Exception:
+        return False  # the SDK raises it
+    keeps = unwrapped is Any or not (inspect.isclass(unwrapped) and issubclass(unwrapped, enum.Enum))
+    _KEEPS_LEAVES.put(typ, keeps)
+    return bool(keeps)
 
 
 def _contains_unknowns_unless_plain(val: Any) -> bool:
@@ -254,3 +316,4 @@ def install() -> None:
     sdk_types.unwrap_type = _unwrap_type_remembered
     rpc.serialize_property = _serialize_property_unless_plain  # type: ignore[assignment]
     rpc.contains_unknowns = _contains_unknowns_unless_plain
+    rpc.translate_output_properties = _translate_output_properties_unless_plain

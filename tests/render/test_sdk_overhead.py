@@ -8,6 +8,7 @@ against the new SDK before moving its ``SDK_VERSION``.
 from __future__ import annotations
 
 import contextvars
+import enum
 import hashlib
 import inspect
 import logging
@@ -174,6 +175,7 @@ def test_a_render_is_the_same_with_the_sdk_s_urn_and_debug_log(monkeypatch: pyte
 # What MockMonitorWithPlainState copies (the monitor's methods) and relies on (how plain values
 # serialize, and set_mocks taking a monitor), as read in pulumi 3.272.0.
 _SdkMonitor = sdk_mocks.MockMonitor
+rpc_translate = sdk_overhead._sdk_translate_output_properties
 _READ_AGAINST: dict[Callable[..., Any], str] = {
     _SdkMonitor.RegisterResource: "756b6fbc95aee5833987b9b532b5d10c364e29c37c2f6a52363592ebab2565e5",
     _SdkMonitor.ReadResource: "f78a652013d273ca49b08a50d856b0865a813bb35548f057d1ec818edee927ac",
@@ -184,6 +186,8 @@ _READ_AGAINST: dict[Callable[..., Any], str] = {
     _utils.ContextProperty.__get__: "9ad2f80adadba86b823dc23a7599102d744dc66a14a961fffadc7f08cb4af8a9",
     sdk_overhead._sdk_contains_unknowns: "1f1f335b6f48b96055607dbb5be2e53b1163e35ec88704c89a41271070017cc8",
     pulumi.output.contains_unknowns: "7a62cfc4a045e138d98eaf1df1ea44a99574cc34031ec686233946b4471a62bf",
+    rpc_translate: "3b2d90a79afc9f4f99b6577ecf3a145f6599bcea9cfc35a280d3cc40c9995f42",
+    sdk_types.unwrap_optional_type: "66ac125c3482ccba5a1dae55e09f1e3ce9b117f75862e89c8030494305285d38",
     sdk_overhead._sdk_unwrap_type: "6ccd35036cb0b3d4c00ef27db03174477870a0e212643876bc7b1718e4ff3c06",
 }
 
@@ -279,8 +283,39 @@ def test_under_mocks_unknowns_are_found_as_the_sdk_finds_them() -> None:
     assert rpc.contains_unknowns is sdk_overhead._contains_unknowns_unless_plain
 
 
+class _Colour(enum.Enum):
+    RED = "red"
+    ONE = 1
+
+
+def test_under_mocks_output_values_are_translated_as_the_sdk_translates_them() -> None:
+    typs: list[Any] = [None, str, int, float, bool, Any, _Colour, _Colour | None, int | None]
+    typs += [typing.Union[None, int], dict[str, int], list[str], typing.List[int]]  # noqa: UP006, UP007
+    values: list[Any] = ["red", "", 1, 0, 2.0, 2.5, True, None, {"a": 1}, [1, "b"]]
+
+    def both(value: Any, typ: Any) -> tuple[object, object, object]:
+        _mock_runtime()
+
+        def translate(function: Callable[..., Any]) -> object:
+            try:
+                result = function(value, lambda name: name, typ)
+            except Exception as error:
+                return (type(error), str(error))
+            return (type(result), result)
+
+        first = translate(rpc.translate_output_properties)
+        again = translate(rpc.translate_output_properties)  # the type known by now
+        return first, again, translate(sdk_overhead._sdk_translate_output_properties)
+
+    for value in values:
+        for typ in typs:
+            first, again, sdk = contextvars.copy_context().run(both, value, typ)
+            assert first == again == sdk, (value, typ)
+
+
 def test_under_mocks_plain_values_serialize_as_the_sdk_serializes_them() -> None:
     typs: list[Any] = [None, str, pulumi.Input[str] | None, pulumi.Input[int], bool | None, Any]  # type: ignore[misc]
+    typs += [int | None, typing.Union[None, int]]  # noqa: UP007  # equal, yet only the first unwraps
     values: list[Any] = ["a", "", 0, 3, 2.5, True, False, None, {"a": [1, "b"]}, [None]]
 
     def both(value: Any, typ: Any) -> tuple[object, object, object]:
@@ -339,6 +374,7 @@ def test_a_render_is_the_same_with_the_sdk_s_serialization_and_unknowns(
     monkeypatch.setattr(rpc, "serialize_property", sdk_overhead._sdk_serialize_property)
     monkeypatch.setattr(sdk_types, "unwrap_type", sdk_overhead._sdk_unwrap_type)
     monkeypatch.setattr(rpc, "contains_unknowns", sdk_overhead._sdk_contains_unknowns)
+    monkeypatch.setattr(rpc, "translate_output_properties", sdk_overhead._sdk_translate_output_properties)
     assert render_capture(capture_stack("prod.acme", project_dir=PROJECT_DIR)).files == adjusted
 
 
