@@ -5,7 +5,8 @@ back as a new tenant. When an incarnation is destroyed, the worker moves its com
 the live prefix (``tenants/<env>/<name>/qdrant/``) into ``tenants/<env>/<name>/retired/<folder>/``,
 one folder per incarnation (the commit that created its file), beside a record ``incarnation.json``
 written first: the incarnation's marker, when it was set aside, by which operation, its
-``maxAgeDays``, and the incarnations a platform-admin handed it over to.
+``maxAgeDays``, the incarnations a platform-admin handed it over to, and (``moved``) when a later
+pass began moving into the folder, from which the sweep leaves it alone for the partial-upload grace.
 
 Why a move and not a mark: the backup job of a later tenant of the same name gets credentials for
 ``…/qdrant/*`` only and prunes by count what it finds there. Outside that prefix the backups are out
@@ -41,6 +42,13 @@ class RetiredIncarnation:
     max_age_days: int
     operation: str | None = None
     handed_to: tuple[str, ...] = ()  # incarnations whose tenant roles may restore these backups
+    # When the latest pass began moving into the folder, if a later one than ``retired``'s (a destroy
+    # retried, or the same incarnation destroyed again): the sweep's grace counts from it.
+    moved: datetime | None = None
+
+    @property
+    def last_move(self) -> datetime:
+        return self.retired if self.moved is None else max(self.retired, self.moved)
 
     def expires(self, backup: BackupRecord) -> datetime:
         """A backup is kept as long as the tenant's retention said when it was deleted."""
@@ -55,6 +63,7 @@ class RetiredIncarnation:
             "maxAgeDays": self.max_age_days,
             "operation": self.operation,
             "handedTo": list(self.handed_to),
+            **({} if self.moved is None else {"moved": self.moved.isoformat()}),
         }
 
     @classmethod
@@ -68,6 +77,7 @@ class RetiredIncarnation:
             max_age_days=int(data["maxAgeDays"]),
             operation=data.get("operation"),
             handed_to=tuple(str(marker) for marker in data.get("handedTo") or ()),
+            moved=datetime.fromisoformat(data["moved"]) if data.get("moved") else None,
         )
 
 
@@ -123,9 +133,10 @@ def retire_backups(
     if not complete:
         return []
     existing = _read_record(area, owner.folder)
-    if existing is not None:  # a second pass: the incarnation ended when the first one said
+    if existing is not None:  # a second pass: the incarnation ended when the first one said, and this
+        # pass's start keeps a sweep off the folder while it copies (the first one's may be long past)
         handed_to = tuple(dict.fromkeys(existing.handed_to + owner.handed_to))
-        owner = replace(owner, retired=existing.retired, handed_to=handed_to)
+        owner = replace(owner, retired=existing.retired, moved=owner.retired, handed_to=handed_to)
     _write_record(area, owner)
     target = _folder(area, owner.folder)
     for record in complete:
@@ -197,7 +208,7 @@ def purge_expired(area: BackupBucket, *, now: datetime, progress: Progress = lam
             folder.delete([k for k in keys if k != manifest])
             deleted.append(record.id)
             progress(f"deleted expired backup {record.id} of deleted incarnation {owner.folder}")
-        if kept == 0 and now - owner.retired >= PARTIAL_GRACE:  # younger: a move may still be copying
+        if kept == 0 and now - owner.last_move >= PARTIAL_GRACE:  # younger: a move may still be copying
             leftovers = [obj.key for obj in folder.objects() if obj.key != RECORD]
             folder.delete(leftovers)
             folder.delete([RECORD])

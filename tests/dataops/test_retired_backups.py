@@ -210,3 +210,39 @@ def test_a_folder_set_aside_moments_ago_is_not_swept_while_its_move_may_run(two_
     assert len(area.objects()) == 2, "a move may still be copying into it"
     purge_expired(area, now=young.retired + timedelta(hours=7))
     assert area.objects() == []
+
+
+def test_a_sweep_during_a_second_move_into_a_folder_leaves_what_it_copies(
+    two_tenants: Any, tmp_path: Path
+) -> None:
+    """A second pass into an incarnation's folder (a destroy retried, or the same incarnation destroyed
+    again) keeps the record's first ``retired``: past the grace and with no complete backup there yet,
+    a sweep running while the pass copied deleted the copied objects and the record, so the backup the
+    pass then completed (its live copy deleted) was in no listing, no restore and no sweep."""
+    _, _, data = two_tenants
+    queue = SqliteOperationQueue(tmp_path / "ops.sqlite3")
+    queue.submit(ACME, OperationKind.backup, spec=None, requested_by="a")
+    Worker(queue, FakeEngine(), max_parallel=1, data=data).run_until_idle()
+    now = datetime.now(UTC)
+    area = retired_area(data, ACME)
+    earlier = RetiredIncarnation("f" * 40, "dev:" + "f" * 40, now - timedelta(days=3), 1)
+    area.put_bytes(f"{'f' * 40}/incarnation.json", json.dumps(earlier.to_json()).encode(), content_type="x")
+
+    @dataclass
+    class SweptWhileCopying(_CopyFails):
+        copies: int = 0
+
+        def copy(self, *args: Any, **kwargs: Any) -> None:
+            self.client.copy(*args, **kwargs)
+            self.copies += 1
+            if self.copies == 1:  # another replica's sweep, between two copies of this pass
+                purge_expired(area, now=now)
+
+    copying = BackupBucket(SweptWhileCopying(data.s3), bucket=BUCKET, prefix=area.prefix)
+    again = RetiredIncarnation("f" * 40, "dev:" + "f" * 40, now, 1)
+    assert len(retire_backups(data.bucket(ACME), copying, again)) == 1
+    assert tenant_backups(data, ACME) == []
+    [kept] = retired_backups(area)
+    assert kept.owner.retired == earlier.retired, "the incarnation ended when the first pass said"
+    assert not purge_expired(area, now=now + timedelta(hours=1))
+    assert len(retired_backups(area)) == 1
