@@ -247,11 +247,12 @@ def test_forked_workers_find_what_one_process_finds(tmp_path: Path, monkeypatch:
     assert specs(tree_module._check_files(files, 3)) == tree_module._check_files(files, 1)
 
 
-def test_files_a_worker_checked_are_validated_here_only_when_their_spec_is_read(
+def test_files_checked_with_workers_are_validated_again_only_when_their_spec_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """tenantctl validate reads names only: the documents workers send back are not validated a second
-    time in this process unless a command reads a spec, and then give the spec one process gives."""
+    """tenantctl validate reads names only: with workers, no file's spec (this process's share
+    included) is validated a second time unless a command reads it, and then it is the spec one
+    process gives."""
     from tenancy.spec import tree as tree_module
 
     for index in range(60):
@@ -271,7 +272,7 @@ def test_files_a_worker_checked_are_validated_here_only_when_their_spec_is_read(
     assert len(validated) == loaded  # names, duplicates and file names read no spec
     assert [f.spec for f in forked.files] == [f.spec for f in serial.files]
     read = len(validated)
-    assert 0 < read - loaded < 60  # the workers' files
+    assert read - loaded == 60 and 0 < loaded < 60  # every file once more; this process checked some
     assert [f.spec for f in forked.files] == [f.spec for f in serial.files]
     assert len(validated) == read  # once each
 
@@ -318,17 +319,19 @@ def test_many_workers_leave_this_process_at_most_its_share(monkeypatch: pytest.M
 
     from tenancy.spec import tree as tree_module
 
-    parent, checked, here = os.getpid(), tree_module._checked, []
+    parent, check_file, here = os.getpid(), tree_module._check_file, []
 
     def counted(path: str, shown: str) -> Any:
         if os.getpid() == parent:
             here.append(shown)
-        return checked(path, shown)
+        return check_file(path, shown)
 
-    monkeypatch.setattr(tree_module, "_checked", counted)
+    monkeypatch.setattr(tree_module, "_check_file", counted)
     files = [(f"/nonexistent/t{index}.yaml", f"t{index}.yaml") for index in range(150)]
-    assert tree_module._check_files(files, 8) == [checked(path, shown) for path, shown in files]
-    assert len(here) <= len(files) // 8
+    expected = [tree_module._checked(path, shown) for path, shown in files]
+    here.clear()
+    assert tree_module._check_files(files, 8) == expected
+    assert 0 < len(here) <= len(files) // 8
 
 
 def test_threads_reading_a_lazy_spec_at_once_all_get_it() -> None:
