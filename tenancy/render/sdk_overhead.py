@@ -30,6 +30,12 @@ render writes, changes (issue #11):
   type is one ``unwrap_type`` has accepted before, comes back as an already-completed future, which
   the caller's ``await`` reads at once; ``unwrap_type`` itself, a pure function of the type, is
   remembered per type. Everything else is serialized by the SDK.
+- **Plain structs read in one pass.** ``rpc.deserialize_properties`` turns each ``Struct`` (a
+  resource's inputs in the monitor, its outputs back in the program) into Python values through a
+  call per value and checks for secrets, assets, resources and unknowns at every level. Under a
+  ``MockMonitor`` a struct holding none of those (no signature key, no unknown marker) is read by one
+  walk giving the same values: numbers as floats, keys whose value is null left out of a mapping,
+  nulls kept in a list. Any other struct is read by the SDK.
 - **Plain output values translated without the type dispatch.** Each value the monitor returns
   goes through ``rpc.translate_output_properties`` with the type the resource declares for it; a
   string, integer, boolean or None comes back as it is unless that type is an enum. Under a
@@ -74,6 +80,7 @@ _sdk_serialize_property: Callable[..., Awaitable[Any]] = rpc.serialize_property
 _sdk_unwrap_type: Callable[[Any], Any] = sdk_types.unwrap_type
 _sdk_contains_unknowns: Callable[[Any], bool] = rpc.contains_unknowns
 _sdk_translate_output_properties: Callable[..., Any] = rpc.translate_output_properties
+_sdk_deserialize_properties: Callable[..., Any] = rpc.deserialize_properties
 
 
 # The context property behind ``get_monitor()``, read directly: its ``__get__`` reads it twice (it
@@ -184,6 +191,52 @@ def _serialize_property_unless_plain(
 def _unwraps(typ: Any) -> bool:
     """``_types.unwrap_type`` accepted ``typ`` before: the SDK unwraps a value's type first of all."""
     return _UNWRAPPED.get(typ)[0]
+
+
+class _Special(Exception):
+    """A struct holds a value the SDK reads specially (a signature key, the unknown marker)."""
+
+
+def _deserialize_properties_unless_special(
+    props_struct: struct_pb2.Struct, keep_unknowns: bool | None = None, keep_internal: bool | None = True
+) -> Any:
+    if keep_internal is not False and _mocked():
+        try:
+            return _struct_values(props_struct)
+        except _Special:
+            pass
+    return _sdk_deserialize_properties(props_struct, keep_unknowns, keep_internal)
+
+
+def _struct_values(struct: struct_pb2.Struct) -> dict[str, Any]:
+    fields = struct.fields
+    if rpc._special_sig_key in fields:
+        raise _Special
+    values = {}
+    for key in fields:  # the SDK's order: Struct.items() iterates its fields
+        value = _value(fields[key])
+        if value is not None:  # as the SDK: a property that deserializes to None does not exist
+            values[key] = value
+    return values
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        if value.string_value == rpc.UNKNOWN:
+            raise _Special
+        return value.string_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return _struct_values(value.struct_value)
+    if kind == "list_value":
+        return [_value(item) for item in value.list_value.values]
+    if kind == "null_value":
+        return None
+    raise _Special  # a value with no kind: the SDK raises its error
 
 
 _KEPT_LEAVES = frozenset({str, int, bool, type(None)})  # a float may become an int
@@ -317,3 +370,4 @@ def install() -> None:
     rpc.serialize_property = _serialize_property_unless_plain  # type: ignore[assignment]
     rpc.contains_unknowns = _contains_unknowns_unless_plain
     rpc.translate_output_properties = _translate_output_properties_unless_plain
+    rpc.deserialize_properties = _deserialize_properties_unless_special

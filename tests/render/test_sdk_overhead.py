@@ -19,6 +19,8 @@ from typing import Any
 
 import pulumi
 import pytest
+from google.protobuf import struct_pb2
+from google.protobuf.internal import well_known_types
 from pulumi import _types as sdk_types
 from pulumi import _utils
 from pulumi import log as sdk_log
@@ -176,6 +178,7 @@ def test_a_render_is_the_same_with_the_sdk_s_urn_and_debug_log(monkeypatch: pyte
 # serialize, and set_mocks taking a monitor), as read in pulumi 3.272.0.
 _SdkMonitor = sdk_mocks.MockMonitor
 rpc_translate = sdk_overhead._sdk_translate_output_properties
+rpc_deserialize = sdk_overhead._sdk_deserialize_properties
 _READ_AGAINST: dict[Callable[..., Any], str] = {
     _SdkMonitor.RegisterResource: "756b6fbc95aee5833987b9b532b5d10c364e29c37c2f6a52363592ebab2565e5",
     _SdkMonitor.ReadResource: "f78a652013d273ca49b08a50d856b0865a813bb35548f057d1ec818edee927ac",
@@ -187,6 +190,13 @@ _READ_AGAINST: dict[Callable[..., Any], str] = {
     sdk_overhead._sdk_contains_unknowns: "1f1f335b6f48b96055607dbb5be2e53b1163e35ec88704c89a41271070017cc8",
     pulumi.output.contains_unknowns: "7a62cfc4a045e138d98eaf1df1ea44a99574cc34031ec686233946b4471a62bf",
     rpc_translate: "3b2d90a79afc9f4f99b6577ecf3a145f6599bcea9cfc35a280d3cc40c9995f42",
+    rpc_deserialize: "e4b8ebdc1594cf4eeaa421cda2c89ffc39d5a2590fa19753c78d8ebc13e95c7e",
+    rpc.deserialize_property: "662b333c8c26d2708fa7f7745c712def4e8bc98a844c1ab9bac1e266f48a2cb5",
+    well_known_types.Struct.items: "444dab65c3192c4e7b21c5a934cfee271fdfd8788a0277812ed1122ca301831f",
+    well_known_types.Struct.__iter__: "1dda21faf882b3c5d6ca956e55293bbe934ff05e50498f75b77f3a604d721bd8",
+    well_known_types._GetStructValue: "d5f0ef94de49d5cf19c0c19cb27d3ea5d1b1f1953270457db0ba72aafad29128",
+    well_known_types.ListValue.__getitem__:  # reading a list
+    "fc96e6f93d218cbaba48c17bbf7bb79c6158271b357f33ea95d869becea2e04b",
     sdk_types.unwrap_optional_type: "66ac125c3482ccba5a1dae55e09f1e3ce9b117f75862e89c8030494305285d38",
     sdk_overhead._sdk_unwrap_type: "6ccd35036cb0b3d4c00ef27db03174477870a0e212643876bc7b1718e4ff3c06",
 }
@@ -313,6 +323,55 @@ def test_under_mocks_output_values_are_translated_as_the_sdk_translates_them() -
             assert first == again == sdk, (value, typ)
 
 
+def _comparable(value: Any) -> Any:
+    """``value`` with objects (unknowns, assets) as their type and attributes, to compare by value."""
+    if isinstance(value, dict):
+        return {key: _comparable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_comparable(item) for item in value]
+    if hasattr(value, "__dict__"):
+        return (type(value).__name__, _comparable(vars(value)))
+    return (type(value).__name__, value)
+
+
+def test_under_mocks_structs_are_read_as_the_sdk_reads_them() -> None:
+    secret = {rpc._special_sig_key: rpc._special_secret_sig, "value": "s"}
+    documents: list[dict[str, Any]] = [
+        {},
+        {"a": None, "b": {"c": None, "d": [None, 1, 2.5, True, "x", {}, []]}, "e": ""},
+        {"metadata": {"name": "db", "labels": {"tenant": "acme"}}, "spec": {"replicas": 3}},
+        {"password": secret, "list": [1, secret], "map": {"k": secret}},
+        {"u": rpc.UNKNOWN, "nested": [{"u": rpc.UNKNOWN}]},
+        {"asset": {rpc._special_sig_key: rpc._special_asset_sig, "text": "t"}},
+        {"__internal": 1, "__provider": "p", "plain": 2},
+    ]
+    structs = []
+    for document in documents:
+        struct = struct_pb2.Struct()
+        struct.update(document)
+        structs.append(struct)
+    unset = struct_pb2.Struct()
+    unset.fields["empty"].Clear()  # a value of no kind
+    structs.append(unset)
+
+    def read(
+        struct: struct_pb2.Struct, keep_unknowns: bool | None, keep_internal: bool | None
+    ) -> tuple[object, object]:
+        def outcome(function: Callable[..., Any]) -> object:
+            try:
+                return ("ok", _comparable(function(struct, keep_unknowns, keep_internal)))
+            except Exception as error:
+                return (type(error), str(error))
+
+        _mock_runtime()
+        return outcome(rpc.deserialize_properties), outcome(rpc_deserialize)
+
+    for struct in structs:
+        for keep_unknowns, keep_internal in ((None, True), (True, True), (False, False), (None, None)):
+            answers = contextvars.copy_context().run(read, struct, keep_unknowns, keep_internal)
+            assert answers[0] == answers[1], (struct, keep_unknowns, keep_internal)
+
+
 def test_under_mocks_plain_values_serialize_as_the_sdk_serializes_them() -> None:
     typs: list[Any] = [None, str, pulumi.Input[str] | None, pulumi.Input[int], bool | None, Any]  # type: ignore[misc]
     typs += [int | None, typing.Union[None, int]]  # noqa: UP007  # equal, yet only the first unwraps
@@ -375,6 +434,7 @@ def test_a_render_is_the_same_with_the_sdk_s_serialization_and_unknowns(
     monkeypatch.setattr(sdk_types, "unwrap_type", sdk_overhead._sdk_unwrap_type)
     monkeypatch.setattr(rpc, "contains_unknowns", sdk_overhead._sdk_contains_unknowns)
     monkeypatch.setattr(rpc, "translate_output_properties", sdk_overhead._sdk_translate_output_properties)
+    monkeypatch.setattr(rpc, "deserialize_properties", rpc_deserialize)
     assert render_capture(capture_stack("prod.acme", project_dir=PROJECT_DIR)).files == adjusted
 
 
