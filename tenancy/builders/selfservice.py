@@ -28,6 +28,7 @@ from tenancy.builders.contract import (
     SELF_SERVICE_WORKER_TENANT_ROLE,
     issuer_url,
 )
+from tenancy.builders.gitops import IN_CLUSTER
 from tenancy.builders.identity import (
     API_CLIENT_ID,
     KEYCLOAK_HTTP_PORT,
@@ -694,7 +695,9 @@ def worker_admission_policy() -> Manifest:
     bind that role (and so read Secrets) anywhere else. It matches the namespaced rights too: a binding
     placed elsewhere by hand still writes nothing there. A namespace they create or update keeps Pod
     Security ``restricted`` enforced: relabelled ``privileged``, the workloads they manage in it could
-    run privileged pods, with the node's and so the cluster's rights.
+    run privileged pods, with the node's and so the cluster's rights. An AppProject they write keeps its
+    tenant's namespace as its only destination and no cluster-scoped kind, and they change no other
+    project: Argo CD's controller deploys with every right wherever a project lets it.
     """
     managed = [
         rule for rule in (*WORKER_RULES, *WORKER_TENANT_RULES, *WORKER_GITOPS_RULES) if "create" in rule.verbs
@@ -751,9 +754,34 @@ def worker_admission_policy() -> Manifest:
                     ),
                     "reason": "Forbidden",
                 },
+                {
+                    # An AppProject is where Argo CD's controller, which holds every right, may deploy:
+                    # the workers keep each one to its own tenant's namespace and no cluster-wide kind,
+                    # and touch no other project (Argo CD's default allows everything everywhere).
+                    "expression": "request.resource.resource != 'appprojects' || ("
+                    f"(request.operation == 'CREATE' || {_tenant_project('oldObject')})"
+                    f" && (request.operation == 'DELETE' || {_tenant_project('object')}))",
+                    "message": (
+                        "an AppProject the self-service workers write deploys only to its tenant's namespace "
+                        f"({NAMESPACE_PREFIX}<project name> on {IN_CLUSTER}) and no cluster-scoped kind"
+                    ),
+                    "reason": "Forbidden",
+                },
             ],
         },
     }
+
+
+def _tenant_project(project: str) -> str:
+    """CEL: ``project`` (object or oldObject) is a tenant's AppProject as tenancy.builders.gitops
+    writes it: destinations only its tenant's namespace in this cluster, no cluster-scoped kinds."""
+    whitelist = f"{project}.spec.clusterResourceWhitelist"
+    return (
+        f"(has({project}.spec) && has({project}.spec.destinations) && size({project}.spec.destinations) > 0"
+        f" && {project}.spec.destinations.all(d, has(d.namespace) && has(d.server) && !has(d.name)"
+        f" && d.namespace == '{NAMESPACE_PREFIX}' + {project}.metadata.name && d.server == '{IN_CLUSTER}')"
+        f" && (!has({whitelist}) || size({whitelist}) == 0))"
+    )
 
 
 def worker_admission_policy_binding() -> Manifest:

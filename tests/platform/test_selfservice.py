@@ -348,7 +348,7 @@ def test_admission_keeps_the_workers_writes_inside_tenant_namespaces(
     worker = {"userInfo": {"username": f"system:serviceaccount:tenancy-system:{WORKER_NAME}"}}
     someone_else = {"userInfo": {"username": "system:serviceaccount:argocd:argocd-application-controller"}}
     assert _cel(only_workers["expression"], worker) and not _cel(only_workers["expression"], someone_else)
-    validation, _pod_security = policy["spec"]["validations"]
+    validation, *_others = policy["spec"]["validations"]
     request = {"namespace": namespace, "name": name, "resource": {"resource": resource}}
     assert _cel(validation["expression"], request) is allowed
     # Every kind the workers may change is matched, so none escapes the check.

@@ -22,6 +22,7 @@ import pytest
 from tenancy.automation.contract import EngineRequest, OperationKind, StackRef
 from tenancy.automation.fake_engine import TenantProgram
 from tenancy.builders.contract import NAMESPACES, SELF_SERVICE_WORKER_TENANT_ROLE
+from tenancy.builders.gitops import IN_CLUSTER, app_project_manifest
 from tenancy.builders.namespace import namespace_manifest
 from tenancy.builders.rbac import WORKER_BINDING
 from tenancy.builders.selfservice import WORKER_NAME, WORKER_USER, worker_admission_policy
@@ -389,7 +390,7 @@ def test_binding_the_tenant_role_outside_tenant_namespaces_is_refused_at_admissi
         for rule in spec["matchConstraints"]["resourceRules"]
     )
     [condition] = spec["matchConditions"]
-    validation, _pod_security = spec["validations"]
+    validation, *_others = spec["validations"]
 
     def admitted(target: str) -> bool:
         request = {
@@ -458,3 +459,68 @@ def test_a_tenant_namespace_the_workers_write_keeps_pod_security_restricted() ->
     assert not _admitted_namespace_write("UPDATE", "tenant-acme", unlabelled)
     assert not _admitted_namespace_write("CREATE", "tenant-evil", None)
     assert not _admitted_namespace_write("CREATE", "kube-evil", labels)  # the name check still holds
+
+
+def _admitted_project_write(
+    operation: str, project: dict[str, Any] | None, old: dict[str, Any] | None
+) -> bool:
+    """Whether the workers' admission policy admits their ``operation`` on an AppProject in argocd."""
+    import celpy
+
+    spec = worker_admission_policy()["spec"]
+    name = (project or old or {})["metadata"]["name"]
+    request = {
+        "namespace": NAMESPACES.gitops,
+        "name": name,
+        "resource": {"group": "argoproj.io", "resource": "appprojects"},
+        "operation": operation,
+        "userInfo": {"username": WORKER_USER},
+    }
+    bound = {
+        "request": celpy.json_to_cel(request),
+        "object": None if project is None else celpy.json_to_cel(project),
+        "oldObject": None if old is None else celpy.json_to_cel(old),
+    }
+    environment = celpy.Environment()
+    return all(
+        bool(environment.program(environment.compile(v["expression"])).evaluate(bound))
+        for v in spec["validations"]
+    )
+
+
+def test_an_appproject_the_workers_write_deploys_only_to_its_tenants_namespace() -> None:
+    """Argo CD's controller deploys with every right wherever an AppProject lets it, and a tenant's
+    admins create Applications in their project: a worker that widened one (or Argo CD's default)
+    gave whoever holds a tenant role the cluster."""
+    tenants = {t.name: t.tenant for t in load_tenants(PROJECT_DIR / "tenants").environment("dev")}
+    project = app_project_manifest(tenants["acme"], NAMESPACES.gitops)
+    assert _admitted_project_write("CREATE", project, None)
+    assert _admitted_project_write("UPDATE", project, project)
+    assert _admitted_project_write("DELETE", None, project)
+
+    def widened(**spec: Any) -> dict[str, Any]:
+        return {**project, "spec": {**project["spec"], **spec}}
+
+    everywhere = widened(destinations=[{"server": "*", "namespace": "*"}])
+    for bad in (
+        everywhere,
+        widened(destinations=[{"server": IN_CLUSTER, "namespace": "kube-system"}]),
+        widened(
+            destinations=[*project["spec"]["destinations"], {"server": IN_CLUSTER, "namespace": "tenant-*"}]
+        ),
+        widened(destinations=[{"server": IN_CLUSTER, "namespace": "tenant-initech"}]),
+        widened(destinations=[{"name": "in-cluster", "server": IN_CLUSTER, "namespace": "tenant-acme"}]),
+        widened(destinations=[]),
+        widened(clusterResourceWhitelist=[{"group": "*", "kind": "*"}]),
+    ):
+        assert not _admitted_project_write("CREATE", bad, None), bad["spec"]
+        assert not _admitted_project_write("UPDATE", bad, project), bad["spec"]
+    anything = [{"group": "*", "kind": "*"}]
+    default = {
+        "metadata": {"name": "default"},
+        "spec": {"destinations": everywhere["spec"]["destinations"], "clusterResourceWhitelist": anything},
+    }
+    assert not _admitted_project_write(
+        "UPDATE", {**default, "spec": {**default["spec"], "roles": []}}, default
+    )
+    assert not _admitted_project_write("DELETE", None, default)
