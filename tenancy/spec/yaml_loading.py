@@ -204,12 +204,14 @@ class _Builder:
 # One line of the subset _read_plain reads: its indentation, "- " (a sequence item), a plain key and
 # ": ", then one value (a one-line plain scalar, a quoted one without escapes, a flow sequence of
 # plain scalars, {}), then spaces and a comment, each optional. A plain value does not start with an
-# indicator, and ends before " #", ": " or the line's end. Runs of ordinary characters are taken
-# possessively (++): what may follow a run never starts with one of them, so nothing is lost, and
-# the engine no longer steps through a value one character and one alternative at a time.
+# indicator, and ends before " #", ": " or the line's end; only a space or the line's end follows it
+# (a "#" right after it is its own: "b#  c" is one scalar, not "b" and a comment). Runs of ordinary
+# characters are taken possessively (++): what may follow a run never starts with one of them, so
+# nothing is lost, and the engine no longer steps through a value one character and one alternative
+# at a time.
 _LINE = re.compile(
     r"""(?P<indent>\ *)(?P<dash>-\ )?(?:(?P<key>[A-Za-z0-9_][A-Za-z0-9_./-]{0,999}+):(?:\ +|(?=\n|$)))?"""
-    r"""(?:(?P<plain>[A-Za-z0-9_./+=~()$^;<](?:[^\s\#:]++|:(?=\S)|\#|\ (?=[^\s\#]))*)"""
+    r"""(?:(?P<plain>[A-Za-z0-9_./+=~()$^;<](?:[^\s\#:]++|:(?=\S)|\#|\ (?=[^\s\#]))*)(?=\ |\n|$)"""
     r"""|"(?P<double>[^"\\\n]*)"|'(?P<single>[^'\n]*)'|\[(?P<flow>[^\[\]{}\#"'\n]*)\]|(?P<map>\{\}))?"""
     r"""\ *(?:\#[^\n]*)?(?:\n|$)""",
     re.X,

@@ -104,6 +104,13 @@ CORNER_CASES = [
     "a: |\n  x\n",
     "a: !!str 1\n",
     "a:   1\nb:\n\n  c: 2\n",
+    # A "#" right after a plain scalar is part of it, not a comment: the line reader read "b" here.
+    "a: b#  c\n",
+    "a: yes#  no\n",
+    "a: 1#  2\n",
+    "a:\n- b#  c\n",
+    "a: b#: c\n",
+    "a: y#:\ny:  1n",
 ]
 
 
