@@ -75,6 +75,17 @@ def _backup_max_age_days(applied: dict[str, Any] | None, operation: Operation) -
     return BACKUP_DEFAULT_MAX_AGE_DAYS
 
 
+def _removes_qdrant(operation: Operation, applied: dict[str, Any] | None) -> bool:
+    """An update that turns off the Qdrant the last update deployed."""
+    return (
+        operation.kind is OperationKind.up
+        and operation.spec is not None
+        and applied is not None
+        and _qdrant_enabled(applied)
+        and not _qdrant_enabled(operation.spec)
+    )
+
+
 def _qdrant_enabled(document: dict[str, Any]) -> bool:
     qdrant = document.get("qdrant")
     return isinstance(qdrant, dict) and qdrant.get("enabled") is True
@@ -420,13 +431,16 @@ class Worker:
     def _backup_reason(operation: Operation, applied: dict[str, Any] | None) -> str | None:
         """Why ``operation`` needs a backup of the tenant's Qdrant before it runs, or None.
 
-        A destroy removes the Qdrant's volumes; a version change rewrites its storage. Either runs only
-        once a backup of what the last update deployed (``applied``) is stored."""
+        A destroy removes the Qdrant's volumes; turning the Qdrant off removes it (and its backup job);
+        a version change rewrites its storage. Each runs only once a backup of what the last update
+        deployed (``applied``) is stored."""
         if applied is None or not _qdrant_enabled(applied):
             return None  # nothing deployed with a Qdrant: nothing to lose
         if operation.kind is OperationKind.destroy:
             return "before the destroy"
         spec = operation.spec
+        if _removes_qdrant(operation, applied):
+            return "before the Qdrant is removed"
         if operation.kind is OperationKind.up and spec is not None and _qdrant_enabled(spec):
             environment, file = operation.stack.environment, operation.stack.name
             try:
@@ -477,13 +491,19 @@ class Worker:
         self, operation: Operation, emit: EmitEvent, applied: dict[str, Any] | None, *, before: bool
     ) -> None:
         """Before a destroy (and once more after it, for a backup the tenant's CronJob finished
-        meanwhile), move the tenant's backups out of its live prefix into its incarnation's retired
-        folder, kept for the retention its spec had (``tenancy.dataops.retired``): a later tenant of
-        the same name then starts with none, and its backup job can neither read nor prune them.
+        meanwhile) or an update that turns the Qdrant off, move the tenant's backups out of its live
+        prefix into its incarnation's retired folder, kept for the retention its spec had
+        (``tenancy.dataops.retired``): a later tenant of the same name then starts with none, its
+        backup job can neither read nor prune them, and with no job left to prune them the sweep
+        deletes them when their retention is over.
 
         Failing before the destroy refuses it (nothing destroyed) unless a platform-admin forced it;
         failing after it leaves those backups where they were and says so."""
-        if operation.kind is not OperationKind.destroy or self.data is None:
+        if self.data is None:
+            return
+        if operation.kind is not OperationKind.destroy and not (
+            before and _removes_qdrant(operation, applied)
+        ):
             return
         try:
             set_aside_backups(
@@ -500,8 +520,8 @@ class Worker:
                 emit(kind="diagnostic", status="failed", message=f"{error.message}; left in the live prefix")
                 return
             raise BackupsNotSetAside(
-                f"destroy of {operation.stack.name} refused: {error.message}. Fix the object store and "
-                "retry; a platform-admin may force the destroy"
+                f"{operation.kind.value} of {operation.stack.name} refused: {error.message}. Fix the object "
+                f"store and retry; a platform-admin may force the {operation.kind.value}"
             ) from None
 
     def _recover_if_needed(self, operation: Operation, emit: EmitEvent) -> bool:

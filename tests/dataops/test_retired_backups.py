@@ -246,3 +246,26 @@ def test_a_sweep_during_a_second_move_into_a_folder_leaves_what_it_copies(
     assert kept.owner.retired == earlier.retired, "the incarnation ended when the first pass said"
     assert not purge_expired(area, now=now + timedelta(hours=1))
     assert len(retired_backups(area)) == 1
+
+
+def test_turning_the_qdrant_off_backs_it_up_and_sets_its_backups_aside(
+    tmp_path: Path, two_tenants: Any
+) -> None:
+    """No backup job is left to prune them: kept for their retention (the sweep deletes them after),
+    and still the tenant's own (same incarnation) to list and restore."""
+    _, _, data = two_tenants
+    queue = SqliteOperationQueue(tmp_path / "ops.sqlite3")
+    worker = Worker(queue, FakeEngine(), max_parallel=1, data=data)
+    queue.submit(
+        ACME, OperationKind.up, spec=_spec("acme", maxAgeDays=7), requested_by="a", incarnation=FIRST
+    )
+    worker.run_until_idle()
+    off = {**_spec("acme"), "qdrant": {"enabled": False}}
+    update = queue.submit(ACME, OperationKind.up, spec=off, requested_by="a", incarnation=FIRST)
+    (done,) = worker.run_until_idle()
+    assert done.status is OperationStatus.succeeded, done.summary
+    messages = [e.message or "" for e in queue.events(update.id)]
+    assert any("before the Qdrant is removed" in m for m in messages), messages
+    assert tenant_backups(data, ACME) == []
+    (kept,) = tenant_retired_backups(data, ACME)
+    assert (kept.owner.incarnation, kept.owner.max_age_days) == (FIRST, 7)
