@@ -238,7 +238,8 @@ class Snapshots(_Model):
     max_age_days: int | None = Field(
         default=None,
         ge=1,
-        description=f"Delete backups older than this; default {BACKUP_DEFAULT_MAX_AGE_DAYS}, plan-capped.",
+        description=f"Delete backups older than this, also those kept after the tenant or its Qdrant is "
+        f"deleted; default {BACKUP_DEFAULT_MAX_AGE_DAYS}, plan-capped.",
     )
 
 
