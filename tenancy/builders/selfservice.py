@@ -181,8 +181,9 @@ SECRET_KEYS = {
 def backup_store_environment(config: PlatformConfig) -> list[dict[str, Any]]:
     """Where tenants' Qdrant backups are (``TENANCY_SERVICE_BACKUP_*``, read by
     ``tenancy.automation.data_operations.BackupStore``): the platform's backup bucket, each tenant under
-    ``tenants/<env>/<tenant>/qdrant/``. Both roles: the API lists backups and checks a restore's backup,
-    the workers take and restore them. Only names and the endpoint here; the credentials are the
+    ``tenants/<env>/<tenant>/qdrant/`` (and what deleted tenants left under ``…/retired/``). Both roles:
+    the API lists backups, checks a restore's backup and records hand-overs, the workers take, restore,
+    set aside and sweep them. Only names and the endpoint here; the credentials are the
     object-storage keys of the credentials Secret (secretKeyRef), never plain values."""
     storage = config.object_storage
     if storage is None:

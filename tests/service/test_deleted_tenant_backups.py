@@ -176,3 +176,44 @@ def test_who_may_restore_a_deleted_incarnations_backups() -> None:
     )
     unknown = RetiredIncarnation("op-x", "dev:uncommitted", owner.retired, 14)
     assert not may_restore_retired(tenant_admin, unknown, "dev:uncommitted")
+
+
+def test_the_service_deletes_kept_backups_past_their_retention_when_it_starts(
+    make_app: AppFactory,
+    serve: Callable[[FastAPI], LiveServer],
+    acme_cluster: tuple[ClusterState, StandinData],
+) -> None:
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    _acme, data = acme_cluster
+    folder = f"tenants/dev/acme/retired/{'f' * 40}"
+    record = {
+        "version": 1,
+        "folder": "f" * 40,
+        "incarnation": f"dev:{'f' * 40}",
+        "retired": (datetime.now(UTC) - timedelta(days=30)).isoformat(),
+        "maxAgeDays": 14,
+        "operation": "op-1",
+        "handedTo": [],
+    }
+    manifest = {
+        "version": 1,
+        "id": "20261101T000000Z-abcdef",
+        "created": (datetime.now(UTC) - timedelta(days=31)).isoformat(),
+        "size": 0,
+        "collections": [],
+        "checksum": "0" * 64,
+        "parameters": {},
+        "shards": [],
+    }
+    data.s3.put_object(Bucket=BUCKET, Key=f"{folder}/incarnation.json", Body=json.dumps(record).encode())
+    data.s3.put_object(
+        Bucket=BUCKET, Key=f"{folder}/{manifest['id']}/manifest.json", Body=json.dumps(manifest)
+    )
+    app, _engine = make_app(data=data)
+    serve(app)
+    deadline = time.monotonic() + 10
+    while data.s3.list_objects_v2(Bucket=BUCKET, Prefix="tenants/dev/acme/").get("KeyCount"):
+        assert time.monotonic() < deadline, "the sweep at start did not delete the expired backup"
+        time.sleep(0.05)

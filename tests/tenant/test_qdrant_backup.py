@@ -327,8 +327,11 @@ def test_the_credentials_reach_only_the_tenants_prefix(run_stack: Run) -> None:
         assert not _allows(policy, action, f"{bucket}/tenants/prod/acme-corp/qdrant/x")
         assert not _allows(policy, action, f"{bucket}/tenants/dev/acme/qdrant/x")
         assert not _allows(policy, action, f"{bucket}/iam/base/x")  # the Keycloak database's backups
+        # What an earlier tenant of the name left (set aside when it was deleted) is out of its reach.
+        assert not _allows(policy, action, f"{bucket}/tenants/prod/acme/retired/{'a' * 40}/x/manifest.json")
     assert _allows(policy, "s3:ListBucket", bucket, prefix=own)
     assert not _allows(policy, "s3:ListBucket", bucket, prefix="tenants/prod/")
+    assert not _allows(policy, "s3:ListBucket", bucket, prefix="tenants/prod/acme/retired/")
     assert not _allows(policy, "s3:ListBucket", bucket)
 
 
