@@ -6,6 +6,7 @@ tests cover the process crashes)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -17,7 +18,7 @@ import pytest
 from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core import durable
-from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository
+from tenancy.service.core.tenants_repo import GitAuthor, RepositoryError, TenantRepository
 
 AUTHOR = GitAuthor("a", "a@x.example")
 
@@ -154,3 +155,42 @@ def test_the_queue_flushes_the_transaction_of_every_submit_it_acknowledges(tmp_p
     assert claimed is not None and claimed.id == operation.id
     assert "COMMIT" in statements and not any("synchronous=FULL" in line for line in statements)
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
+def test_a_branch_whose_move_cannot_be_flushed_is_put_back_and_the_writer_told_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flush of refs/heads after the rename fails (EIO): the writer is answered with an error, so
+    the branch must not keep its change (readers saw it, the next group made it durable and no
+    operation was ever queued for it). It is put back where it was, and the next write builds there."""
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    repository.write("dev", "initech", {"name": "initech"}, author=AUTHOR, message="Create initech")
+    assert repository.creation("dev", "initech") is not None  # the creation cache follows the branch
+    before = repository.head()
+    heads = repository.git_dir / "refs" / "heads"
+    real = durable.fsync
+    seen: list[object] = []
+
+    def fail_on_the_branch_folder(descriptor: int) -> None:
+        if Path(os.readlink(f"/proc/self/fd/{descriptor}")) == heads:
+            seen.append(repository.creation("dev", "acme"))  # a reader while the branch names the tip
+            raise OSError(errno.EIO, "Input/output error")
+        real(descriptor)
+
+    monkeypatch.setattr(durable, "fsync", fail_on_the_branch_folder)
+    with pytest.raises(RepositoryError):
+        repository.write("dev", "acme", {"name": "acme"}, author=AUTHOR, message="Create acme")
+    monkeypatch.setattr(durable, "fsync", real)
+
+    assert seen and seen[0] is not None  # it saw the change, which must not outlive the failure
+    assert repository.head() == before
+    assert repository.read("dev", "acme") is None
+    assert repository.creation("dev", "acme") is None
+    assert not (heads / "main.lock").exists()
+    commit = repository.write("dev", "globex", {"name": "globex"}, author=AUTHOR, message="Create globex")
+    repo = pygit2.Repository(str(repository.git_dir))
+    created = repo[commit]
+    assert isinstance(created, pygit2.Commit)
+    assert [str(parent) for parent in created.parent_ids] == [before]
+    assert repository.read("dev", "acme") is None

@@ -883,7 +883,11 @@ class TenantRepository:
                     handle.flush()
                     durable.fsync(handle.fileno())  # the new value is on disk before its name is
                 os.rename(lock, path)
-                durable.sync_folders([path.parent])  # the rename: acknowledged from here
+                try:
+                    durable.sync_folders([path.parent])  # the rename: acknowledged from here
+                except OSError:
+                    self._put_back_ref(path, lock, base)
+                    raise
             except BaseException:
                 if descriptor >= 0:
                     os.close(descriptor)
@@ -893,6 +897,30 @@ class TenantRepository:
             raise
         except OSError as error:
             raise pygit2.GitError(f"failed to update {self.ref}: {error.strerror}") from None
+
+    def _put_back_ref(self, path: Path, lock: Path, base: pygit2.Oid) -> None:
+        """The branch was renamed to a group's tip, but the rename could not be flushed: its writers are
+        answered with an error, so the branch must not keep their changes (readers would see them, the
+        next group would make them durable, and no operation would be queued for them). Name ``base``
+        again, by the same protocol (this process holds the commit lock: no one else moved it), and
+        forget what readers learnt about creations from the tip meanwhile."""
+        try:
+            descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            _log.critical("%s names an unflushed commit and could not be put back: %s", self.ref, error)
+            return
+        try:
+            with os.fdopen(descriptor, "wb", closefd=True) as handle:
+                handle.write(f"{base}\n".encode())
+                handle.flush()
+                durable.fsync(handle.fileno())
+            os.rename(lock, path)
+            durable.sync_folders([path.parent])
+        except OSError as error:
+            lock.unlink(missing_ok=True)
+            _log.critical("%s could not be put back to %s durably: %s", self.ref, base, error)
+        with self._creations_lock:
+            self._reset_creations(str(self._tip() or ""))
 
     def _base(self) -> pygit2.Oid | None:
         """What the next group builds on: the remote's branch as last fetched (with a remote), else ours."""
