@@ -214,7 +214,12 @@ def _configured_workers() -> int | None:
     return count
 
 
-_SHIPPED_COST = 0.12
+# What a file a worker checked costs this process, as a fraction of a check: its text
+# unpickled and its entry built. Since this process keeps text rather than specs for its own files
+# too (and a worker pickles what it sends), it came out at nothing or less: at 10,000 files, with
+# 0.12 this process's share of the parallel part took 0.83-0.86 of a worker's CPU, with 0 about
+# 0.85-0.9 (bench_validate's and balance runs at load 9-11), so the shares are now equal.
+_SHIPPED_COST = 0.0
 
 
 def _check_files(files: list[tuple[str, str]], workers: int) -> list[_Checked]:
@@ -238,9 +243,8 @@ def _check_files(files: list[tuple[str, str]], workers: int) -> list[_Checked]:
         from concurrent.futures import ProcessPoolExecutor
 
         # This process's share: what leaves it as busy as each worker, counting what a shipped file
-        # costs it (its text unpickled, its TenantFile built, the walk) and its start-up of the
-        # pool as about an eighth of a check each (measured here: bench_validate gives the CPU of
-        # this process and of the workers apart).
+        # costs it (_SHIPPED_COST; measured here: bench_validate gives the CPU of this process and
+        # of the workers apart).
         per_worker = 1 / (workers - 1)
         own = max(0, int(len(files) * (per_worker - _SHIPPED_COST) / (per_worker + 1 - _SHIPPED_COST)))
         rest = files[own:]
