@@ -5,7 +5,8 @@
 A value is what ``ipaddress.ip_network`` reads with ``strict=True``, written back canonically (as the
 NetworkPolicies and AuthorizationPolicies carry it): ``10.0.0.0/16``, ``2001:db8::/64``, a bare address
 as that one address (``10.0.0.2`` → ``10.0.0.2/32``), a netmask as its prefix length. Host bits set
-(``10.0.0.2/24``) are refused, naming both readings, since either could have been meant. Lists that
+(``10.0.0.2/24``) are refused, naming both readings, since either could have been meant, and so is
+an IPv6 zone (``fe80::%eth0/64``), which ipaddress keeps and Kubernetes refuses at deploy. Lists that
 exist to narrow where connections go also refuse a network covering every address (``/0``).
 """
 
@@ -23,6 +24,11 @@ EXAMPLES = "such as 10.0.0.0/16, 10.0.0.2/32 or 2001:db8::/64"
 def parse_cidr(value: str, *, narrowing: str | None = None) -> str:
     """``value`` as a canonical CIDR; ValueError naming the value and what to write otherwise.
     ``narrowing``: what to do instead of a network covering every address, which is then refused."""
+    if "%" in value:  # ipaddress reads an IPv6 zone (fe80::%eth0/64) and writes it back with the zone
+        raise ValueError(
+            f"{value!r} is not a CIDR: a zone (%...) names one host's interface, which no NetworkPolicy, "
+            "AuthorizationPolicy or proxy list takes; write the network without it"
+        )
     try:
         network = ipaddress.ip_network(value, strict=True)
     except ValueError:

@@ -89,3 +89,21 @@ def test_every_cidr_field_refuses_in_one_wording_naming_the_item(path: str, ever
         assert refusal(path, ["10.0.0.0/8", "::/0"])[1].startswith(
             "'::/0' covers every address, which narrows nothing;"
         )
+
+
+@pytest.mark.parametrize(("path", "everything"), FIELDS)
+def test_an_ipv6_zone_is_refused_by_every_cidr_field(path: str, everything: bool) -> None:
+    """ipaddress reads fe80::%eth0/64 and writes it back with its zone, which went into NetworkPolicy
+    ipBlocks and AuthorizationPolicies (the API server refuses it at deploy, not at validate)."""
+    for text in ("fe80::%eth0/64", "fe80::1%1", "fe80::1%25eth0/128"):
+        field, reason = refusal(path, ["10.0.0.0/8", text])
+        assert field == f"platform:{path}.1"
+        assert reason.startswith(f"{text!r} is not a CIDR: a zone (%...) names one host's interface")
+
+
+def test_the_trusted_proxies_refuse_an_ipv6_zone() -> None:
+    from tenancy.spec.cidr import parse_cidr
+
+    with pytest.raises(ValueError, match="a zone"):
+        parse_cidr("fe80::%eth0/64")
+    assert parse_cidr("fe80::/64") == "fe80::/64"
