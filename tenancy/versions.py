@@ -37,14 +37,29 @@ QDRANT_IMAGE_DIGESTS: dict[str, str] = {
     "v1.19.0": "sha256:057ee3a8da769fe7310dd3537b4dc7583bf87a95ce8ac43c0af5a46bc580d1fc",
 }
 
+
+@dataclass(frozen=True)
+class ImagePin:
+    """An image the program names itself: ``repository`` (with its registry, none for Docker Hub) and
+    ``tag``, and the digest of that tag's content (its image index) where a public source names it.
+    ``digest`` None: no digest could be read from here, so it runs by tag (ACCEPTED_WITHOUT_DIGEST) until
+    one is recorded here, or the platform config gives one (``vclusterImages``, by digest only)."""
+
+    repository: str
+    tag: str
+    digest: str | None = None
+
+    @property
+    def by_tag(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    @property
+    def reference(self) -> str:
+        return f"{self.by_tag}@{self.digest}" if self.digest else self.by_tag
+
+
 # loft-sh/vcluster tag v0.36.1 (chart/ published as 0.36.1; image ghcr.io/loft-sh/vcluster-pro:0.36.1,
-# Pro modules off without a licence). No digest pinned: none of vcluster-pro:0.36.1 or of the
-# ghcr.io/loft-sh/kubernetes images below could be found in public material from here (searched: the
-# image names with "@sha256:", loft-sh/vcluster's tree at v0.36.1, lock and renovate files pinning them;
-# searched again for every pinned tag, vcluster-pro:0.36.1 and ghcr.io/loft-sh/kubernetes:v1.32.1 to
-# v1.36.0, in code and issues: tags found only, never a digest),
-# and a digest is never guessed. They run by tag until one is read from the registry
-# (`crane digest <image>`), and are the only images ACCEPTED_WITHOUT_DIGEST below.
+# Pro modules off without a licence).
 VCLUSTER = ChartPin(chart="vcluster", version="0.36.1", repo="https://charts.loft.sh")
 # Kubernetes images the chart knows as good (config/default_extra_values.go K8SVersionMap at v0.36.1).
 VCLUSTER_KUBERNETES_VERSIONS: dict[str, str] = {
@@ -55,11 +70,61 @@ VCLUSTER_KUBERNETES_VERSIONS: dict[str, str] = {
     "1.36": "v1.36.0",
 }
 VCLUSTER_DEFAULT_KUBERNETES_VERSION = "1.34"
-VCLUSTER_IMAGE = f"ghcr.io/loft-sh/vcluster-pro:{VCLUSTER.version}"
+# Every image a tenant's vCluster runs, set by the program (tenancy/builders/vcluster.py), never left to
+# the chart's or the syncer's defaults:
+# - the syncer (controlPlane.statefulSet.image) and the Kubernetes distro (controlPlane.distro.k8s.image):
+#   no digest pinned. None of vcluster-pro:0.36.1 or of the ghcr.io/loft-sh/kubernetes tags below could be
+#   found in public material from here (searched: the image names with "@sha256:", loft-sh/vcluster's
+#   tree at v0.36.1, lock and renovate files pinning them, in code and issues: tags only, never a
+#   digest; searched again for vcluster-pro:0.36.1@sha256, loft-sh/kubernetes@sha256 and
+#   loft-sh/kubernetes:v1.34.0@sha256), and a digest is never guessed. Read one with
+#   `crane digest <image>` and record it here, or per environment in platform:vclusterImages;
+# - CoreDNS inside the virtual cluster (controlPlane.coredns.deployment.image), the version the syncer
+#   picks for the virtual cluster's minor (pkg/constants/coredns.go CoreDNSVersionMap at v0.36.1). Image
+#   index digests of docker.io coredns/coredns (the same as registry.k8s.io's promoted copies), each found
+#   identical in several unrelated public repositories (search "coredns/coredns:<tag>@sha256" and
+#   "coredns:v<tag>@sha256"). 1.14.1 was found in one public file only, which is not enough here: it
+#   runs by tag. Not checked against the registry from here;
+# - the init container the syncer adds to StatefulSet pods synced from the virtual cluster to rewrite
+#   their hosts file (sync.toHost.pods.rewriteHosts.initContainer.image, chart default
+#   mirror.gcr.io/library/alpine:3.20, Docker Hub's library/alpine mirrored): its index digest as pinned
+#   in several unrelated public Dockerfiles and build logs (search "alpine:3.20@sha256"; one dated
+#   2026-08-17). The tag moves with alpine 3.20.x rebuilds; this is one build of it.
+VCLUSTER_SYNCER_IMAGE = ImagePin("ghcr.io/loft-sh/vcluster-pro", VCLUSTER.version)
+VCLUSTER_KUBERNETES_IMAGES: dict[str, ImagePin] = {
+    minor: ImagePin("ghcr.io/loft-sh/kubernetes", tag) for minor, tag in VCLUSTER_KUBERNETES_VERSIONS.items()
+}
+VCLUSTER_COREDNS_IMAGES: dict[str, ImagePin] = {
+    "1.32": ImagePin(
+        "coredns/coredns", "1.11.3", "sha256:9caabbf6238b189a65d0d6e6ac138de60d6a1c419e5a341fbbb7c78382559c6e"
+    ),
+    "1.33": ImagePin(
+        "coredns/coredns", "1.12.0", "sha256:40384aa1f5ea6bfdc77997d243aec73da05f27aed0c5e9d65bfa98933c519d97"
+    ),
+    "1.34": ImagePin(
+        "coredns/coredns", "1.12.1", "sha256:e8c262566636e6bc340ece6473b0eed193cad045384401529721ddbe6463d31c"
+    ),
+    "1.35": ImagePin("coredns/coredns", "1.14.1"),
+    "1.36": ImagePin(
+        "coredns/coredns", "1.14.2", "sha256:e7e6440cfd1e919280958f5b5a6ab2b184d385bba774c12ad2a9e1e4183f90d9"
+    ),
+}
+VCLUSTER_REWRITE_HOSTS_IMAGE = ImagePin(
+    "mirror.gcr.io/library/alpine",
+    "3.20",
+    "sha256:d9e853e87e55526f6b2917df91a2115c36dd7c696a35be12163d44e6e2a4b6bc",
+)
+VCLUSTER_IMAGES: tuple[ImagePin, ...] = (
+    VCLUSTER_SYNCER_IMAGE,
+    *VCLUSTER_KUBERNETES_IMAGES.values(),
+    *VCLUSTER_COREDNS_IMAGES.values(),
+    VCLUSTER_REWRITE_HOSTS_IMAGE,
+)
+VCLUSTER_IMAGE = VCLUSTER_SYNCER_IMAGE.reference
 # Tenant-workload images that run by tag because no digest of them could be read from a citable public
 # source (see above); the policy rule tenant-workload-hardened exempts exactly these.
 ACCEPTED_WITHOUT_DIGEST: frozenset[str] = frozenset(
-    {VCLUSTER_IMAGE, *(f"ghcr.io/loft-sh/kubernetes:{tag}" for tag in VCLUSTER_KUBERNETES_VERSIONS.values())}
+    pin.by_tag for pin in VCLUSTER_IMAGES if pin.digest is None
 )
 
 # --- platform services -----------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_keycloak
@@ -46,6 +46,7 @@ class TenantResources(pulumi.ComponentResource):
         vault_reach: Reach | None = None,
         dns: DnsConfig | None = None,
         backup: BackupPlatform | None = None,
+        vcluster_images: Mapping[str, str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``vault_provider`` set: the tenant's keys are also kept in Vault (prod); else only in Secrets.
@@ -63,6 +64,8 @@ class TenantResources(pulumi.ComponentResource):
         ``backup``: where scheduled Qdrant backups go and how the job gets its credentials
         (tenancy.builders.backup.backup_platform); with a Vault provider and ``qdrant.snapshots`` on, the
         tenant gets the backup CronJob. None: no scheduled backups (the platform has no store or no Vault).
+
+        ``vcluster_images``: the platform config's ``vclusterImages``, digests for the vCluster's images.
         """
         super().__init__("platform:tenant:Tenant", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -108,7 +111,13 @@ class TenantResources(pulumi.ComponentResource):
             )
         self.vcluster = None
         if tenant.vcluster is not None:
-            self.vcluster = VirtualCluster(f"{name}-vcluster", tenant=tenant, platform=platform, opts=guarded)
+            self.vcluster = VirtualCluster(
+                f"{name}-vcluster",
+                tenant=tenant,
+                platform=platform,
+                image_overrides=vcluster_images,
+                opts=guarded,
+            )
         self.vault = None
         if vault_provider is not None and self.qdrant is not None:
             keys = {"api-key": self.qdrant.api_key}

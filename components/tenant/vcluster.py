@@ -44,8 +44,10 @@ class VirtualCluster(pulumi.ComponentResource):
         *,
         tenant: Tenant,
         platform: PlatformRefs,
+        image_overrides: Mapping[str, str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``image_overrides``: the platform config's ``vclusterImages`` (by digest, validated there)."""
         super().__init__("platform:tenant:VirtualCluster", name, None, opts)
         release = helm_release(
             f"{name}-release",
@@ -53,7 +55,10 @@ class VirtualCluster(pulumi.ComponentResource):
             namespace=tenant.namespace,
             pin=versions.VCLUSTER,
             values=render_vcluster_values(
-                tenant, storage_class=platform.storage_class, domain=platform.domain
+                tenant,
+                storage_class=platform.storage_class,
+                domain=platform.domain,
+                image_overrides=image_overrides,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -15,6 +15,8 @@ namespace (their egress policy keeps them off the gateway's public address).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -51,12 +53,59 @@ def external_server(tenant: Tenant, domain: pulumi.Input[str]) -> pulumi.Output[
     return pulumi.Output.concat("https://", api_host(tenant, domain))
 
 
+@dataclass(frozen=True)
+class VClusterImages:
+    """The references a tenant's vCluster runs: tenancy/versions.py's pins (by digest where one is
+    recorded), or the platform config's ``vclusterImages`` override of a pin (always by digest)."""
+
+    syncer: str
+    kubernetes: str
+    coredns: str
+    rewrite_hosts: str
+
+
+def vcluster_images(kubernetes_version: str, overrides: Mapping[str, str] | None = None) -> VClusterImages:
+    """The images of a vCluster of Kubernetes minor ``kubernetes_version``; ``overrides`` is the
+    platform config's ``vclusterImages`` (validated there: known images, by tag and digest)."""
+    chosen = dict(overrides or {})
+
+    def resolve(pin: versions.ImagePin) -> str:
+        return chosen.get(pin.by_tag, pin.reference)
+
+    return VClusterImages(
+        syncer=resolve(versions.VCLUSTER_SYNCER_IMAGE),
+        kubernetes=resolve(versions.VCLUSTER_KUBERNETES_IMAGES[kubernetes_version]),
+        coredns=resolve(versions.VCLUSTER_COREDNS_IMAGES[kubernetes_version]),
+        rewrite_hosts=resolve(versions.VCLUSTER_REWRITE_HOSTS_IMAGE),
+    )
+
+
+def chart_image(reference: str) -> dict[str, str]:
+    """``reference`` as the chart's image object: it builds ``<registry>/<repository>:<tag>``, so a
+    digest rides in the tag (``<tag>@sha256:...``). No registry: Docker Hub."""
+    name, at, digest = reference.partition("@")
+    repository, _, tag = name.rpartition(":")
+    first, _, rest = repository.partition("/")
+    registry = first if rest and ("." in first or ":" in first or first == "localhost") else ""
+    return {
+        "registry": registry,
+        "repository": rest if registry else repository,
+        "tag": f"{tag}{at}{digest}",
+    }
+
+
 def render_vcluster_values(
-    tenant: Tenant, *, storage_class: pulumi.Input[str], domain: pulumi.Input[str]
+    tenant: Tenant,
+    *,
+    storage_class: pulumi.Input[str],
+    domain: pulumi.Input[str],
+    image_overrides: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``image_overrides``: the platform config's ``vclusterImages``."""
     v = tenant.vcluster
     if v is None:
         raise ValueError(f"tenant {tenant.name} has no vCluster")
+    images = vcluster_images(v.kubernetes_version, image_overrides)
     size = {"cpu": v.cpu, "memory": v.memory}
     labels = chart_labels(tenant)
     return {
@@ -64,12 +113,15 @@ def render_vcluster_values(
             "distro": {
                 "k8s": {
                     "enabled": True,
-                    "version": versions.VCLUSTER_KUBERNETES_VERSIONS[v.kubernetes_version],
+                    # The image, with its digest where tenancy/versions.py records one (the chart reads
+                    # the tag from here when "version" is empty).
+                    "image": chart_image(images.kubernetes),
                     # The init container only copies binaries into the chart's "binaries" emptyDir.
                     "securityContext": restricted_container(readOnlyRootFilesystem=True),
                 }
             },
             "statefulSet": {
+                "image": chart_image(images.syncer),
                 "resources": {
                     "requests": {**size, "ephemeral-storage": "1Gi"},
                     "limits": {**size, "ephemeral-storage": "10Gi"},
@@ -95,7 +147,11 @@ def render_vcluster_values(
                     ),
                 },
             },
-            "coredns": {"security": {"podSecurityContext": {"seccompProfile": runtime_default_seccomp()}}},
+            "coredns": {
+                "security": {"podSecurityContext": {"seccompProfile": runtime_default_seccomp()}},
+                # Else the syncer picks coredns/coredns:<tag> for the virtual cluster's minor, by tag.
+                "deployment": {"image": images.coredns},
+            },
             # The gateway passes TLS through, so kubectl checks the vCluster's own certificate against
             # the external name: the certificate must carry it.
             "proxy": {"extraSANs": [api_host(tenant, domain)]},
@@ -125,6 +181,12 @@ def render_vcluster_values(
             "resourceQuota": {"enabled": False},
             "limitRange": {"enabled": False},
             "networkPolicy": {"enabled": False},
+        },
+        # StatefulSet pods synced from the virtual cluster get an init container rewriting their hosts file.
+        "sync": {
+            "toHost": {
+                "pods": {"rewriteHosts": {"initContainer": {"image": chart_image(images.rewrite_hosts)}}}
+            }
         },
         "rbac": {"clusterRole": {"enabled": False}},
         "telemetry": {"enabled": False},

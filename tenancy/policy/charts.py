@@ -370,7 +370,10 @@ def _vcluster_pods(release: PolicyObject) -> list[PodTemplate]:
             "controlPlane", "distro", "k8s", "securityContext"
         ),
         ("initContainers", 0, "resources"): _values_path("controlPlane", "distro", "k8s", "resources"),
-        ("initContainers", 0, "image"): _values_path("controlPlane", "distro", "k8s", "version"),
+        # The chart takes the tag from "version" when set, else from image.tag (what the program sets).
+        ("initContainers", 0, "image"): _values_path(
+            "controlPlane", "distro", "k8s", *(("version",) if k8s.get("version") else ("image", "tag"))
+        ),
         ("volumes",): _values_path(*cp, "persistence", "addVolumes"),
     }
     for index in range(len(extra_init)):

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from tenancy import versions
 from tenancy.spec.cidr import Cidr, narrowing
 from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_error
 from tenancy.spec.yaml_loading import load_yaml, yaml_problem
@@ -33,6 +34,8 @@ SECRET_KEYS = (
     "selfServiceVaultToken",
 )
 _DNS_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
+# An image reference by digest: <repository>[:<tag>]@sha256:<64 hex> (the tag, if any, is informative).
+IMAGE_BY_DIGEST = re.compile(r"[a-z0-9./_:-]+@sha256:[0-9a-f]{64}")
 
 
 class _Model(BaseModel):
@@ -301,7 +304,7 @@ class SelfServiceConfig(_Model):
     @field_validator("image")
     @classmethod
     def _image_by_digest(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[a-z0-9./_:-]+@sha256:[0-9a-f]{64}", value):
+        if value is not None and not IMAGE_BY_DIGEST.fullmatch(value):
             raise ValueError(f"{value!r} is not an image by digest: <repository>@sha256:<64 hex digits>")
         return value
 
@@ -369,6 +372,34 @@ class PlatformConfig(_Model):
         default=None, description="Object storage for logs and backups; required when highAvailability is on."
     )
     self_service: SelfServiceConfig = Field(default_factory=SelfServiceConfig)
+    vcluster_images: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Digests for the images tenants' vClusters run, read from the registry (`crane digest <image>`) "
+            "or a mirror: each key an image the program runs, as tenancy/versions.py names it by tag (e.g. "
+            "ghcr.io/loft-sh/vcluster-pro:0.36.1), each value that image by tag and digest, <repository>:"
+            "<tag>@sha256:<64 hex>, in the same or a mirror registry. An image without a digest is refused."
+        ),
+    )
+
+    @field_validator("vcluster_images")
+    @classmethod
+    def _vcluster_images_by_digest(cls, images: dict[str, str]) -> dict[str, str]:
+        known = {pin.by_tag for pin in versions.VCLUSTER_IMAGES}
+        for image, override in images.items():
+            if image not in known:
+                raise ValueError(
+                    f"{image!r} is not an image tenants' vClusters run; name one of "
+                    + ", ".join(sorted(known))
+                )
+            name = str(override).partition("@")[0]
+            if not IMAGE_BY_DIGEST.fullmatch(str(override)) or ":" not in name.rpartition("/")[2]:
+                raise ValueError(
+                    f"{image!r} is overridden by {override!r}, which is not an image by tag and digest "
+                    "(<repository>:<tag>@sha256:<64 hex digits>; the vCluster chart builds "
+                    "<repository>:<tag>): a tag alone may move to other content"
+                )
+        return images
 
     @field_validator("domain")
     @classmethod

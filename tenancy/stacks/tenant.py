@@ -107,6 +107,7 @@ def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> d
         vault_reach=vault_reach(platform_config.vault, environment=environment),
         dns=platform_config.dns,
         backup=backup_platform(platform_config),
+        vcluster_images=platform_config.vcluster_images,
     )
     outputs: dict[str, Any] = {
         "tenant": tenant.name,
