@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,10 @@ import pytest
 import yaml
 
 from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
-from tenancy.service.core.tenants_repo import GitAuthor
+from tenancy.automation.queue import SqliteOperationQueue
+from tenancy.service.core.reconcile import queue_unapplied_changes
+from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository
+from tenancy.spec.tenant import parse_tenant
 from tests.service.conftest import AppFactory, Issuer, LiveServer, TenantEngine, spec, wait_for
 
 ACME = "/api/v1/environments/dev/tenants/acme"
@@ -155,3 +159,50 @@ def test_a_file_whose_yaml_alias_contains_itself_is_reported_not_a_crash(
         and "a YAML alias refers to itself" in record.getMessage()
         for record in caplog.records
     )
+
+
+def test_the_start_s_reconcile_holds_each_tenant_so_a_change_committed_meanwhile_is_queued_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process sharing the checkout and the queue commits and queues a change while this one
+    starts: the reconcile read the file before that commit, so its update must not be queued after
+    that change's (it would supersede it, and the stack would end with the older spec git no longer
+    has). It holds the tenant as the service's writes do, so the change waits for it."""
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    queue = SqliteOperationQueue(tmp_path / "queue.sqlite3")
+    stack = StackRef("dev", "acme")
+    author = GitAuthor("A", "a@example.com")
+    file = "tenants/dev/acme.yaml"
+
+    def document(display_name: str) -> dict[str, Any]:
+        return parse_tenant(spec("acme", displayName=display_name), file=file).to_document()
+
+    # Committed, never queued (a process died between the two).
+    repository.write("dev", "acme", document("never queued"), author=author, message="Update")
+    newer = document("newer")
+    newer_queued = threading.Event()
+
+    def change() -> None:  # what the service does: commit and queue under the tenant's lock
+        with repository.locked(stack.name):
+            repository.write("dev", "acme", newer, author=author, message="Update")
+            queue.submit(stack, OperationKind.up, spec=newer, requested_by="other-process")
+        newer_queued.set()
+
+    writer = threading.Thread(target=change)
+    read = repository.read
+
+    def read_while_another_process_writes(environment: str, name: str) -> dict[str, Any] | None:
+        found = read(environment, name)
+        if not writer.is_alive() and not newer_queued.is_set():
+            writer.start()
+            newer_queued.wait(1)  # done at once when nothing holds the tenant; else after the reconcile
+        return found
+
+    monkeypatch.setattr(repository, "read", read_while_another_process_writes)
+    queue_unapplied_changes(repository, queue)
+    writer.join(10)
+
+    assert read("dev", "acme") == newer
+    queued = [op for op in queue.recent(stack=stack) if op.status is OperationStatus.queued]
+    assert [op.spec for op in queued] == [newer]  # the last in line applies what git holds

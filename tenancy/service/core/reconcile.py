@@ -24,33 +24,45 @@ _WANTED = (OperationStatus.queued, OperationStatus.running, OperationStatus.succ
 
 
 def queue_unapplied_changes(repository: TenantRepository, queue: OperationQueue) -> list[Operation]:
-    """Queue an update for each tenant whose file in git is not what its stack has or will have."""
+    """Queue an update for each tenant whose file in git is not what its stack has or will have.
+    Each tenant is held (``locked``) while its file is read and its update queued, as the service
+    holds it across a commit and its submit: a process sharing the checkout and the queue that
+    changes the tenant meanwhile queues its update after this one, never before (this one, read
+    earlier, would supersede it and leave the stack with a spec git no longer has)."""
     queued = []
     for environment, name in repository.names():
         stack = StackRef(environment, name)
-        file = f"{repository.tenants_path}/{environment}/{name}.yaml"
-        found = repository.file(environment, name)
-        if found is not None and found.problem is not None:
-            log.warning("reconcile: %s is not valid YAML (%s); left alone", file, found.problem)
-            continue
-        try:
-            spec = parse_tenant(repository.read(environment, name), file=file)
-        except SpecError:
-            log.warning("reconcile: %s is not a valid tenant file; left alone", file)
-            continue
-        if spec.name != name:
-            log.warning("reconcile: %s names tenant %s; left alone", file, spec.name)
-            continue
-        desired = spec.to_document()
-        if _last_wanted(queue, stack) == spec_fingerprint(desired):
-            continue
-        incarnation = incarnation_of(repository, stack)
-        queued.append(
-            queue.submit(
-                stack, OperationKind.up, spec=desired, requested_by=RECONCILER, incarnation=incarnation
-            )
-        )
+        with repository.locked(stack.name):
+            operation = _queue_if_unapplied(repository, queue, stack)
+        if operation is not None:
+            queued.append(operation)
     return queued
+
+
+def _queue_if_unapplied(
+    repository: TenantRepository, queue: OperationQueue, stack: StackRef
+) -> Operation | None:
+    environment, name = stack.environment, stack.tenant
+    file = f"{repository.tenants_path}/{environment}/{name}.yaml"
+    found = repository.file(environment, name)
+    if found is not None and found.problem is not None:
+        log.warning("reconcile: %s is not valid YAML (%s); left alone", file, found.problem)
+        return None
+    try:
+        spec = parse_tenant(repository.read(environment, name), file=file)
+    except SpecError:
+        log.warning("reconcile: %s is not a valid tenant file; left alone", file)
+        return None
+    if spec.name != name:
+        log.warning("reconcile: %s names tenant %s; left alone", file, spec.name)
+        return None
+    desired = spec.to_document()
+    if _last_wanted(queue, stack) == spec_fingerprint(desired):
+        return None
+    incarnation = incarnation_of(repository, stack)
+    return queue.submit(
+        stack, OperationKind.up, spec=desired, requested_by=RECONCILER, incarnation=incarnation
+    )
 
 
 def _last_wanted(queue: OperationQueue, stack: StackRef) -> str | None:
