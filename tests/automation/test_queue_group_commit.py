@@ -5,6 +5,8 @@ submit in it and keeps none."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -107,3 +109,67 @@ def test_a_failed_transaction_fails_every_submit_in_it_and_keeps_none(
     assert not isinstance(results[0], Exception)
     assert all(isinstance(result, OSError) for result in results[1:])
     assert [operation.id for operation in queue.recent(stack=STACK)] == [results[0].id]
+
+
+_KILLED_MID_GROUP = """
+import sys, time
+from pathlib import Path
+from tenancy.automation.contract import OperationKind, StackRef
+from tenancy.automation.queue import SqliteOperationQueue
+
+queue = SqliteOperationQueue(Path(sys.argv[1]))
+stack = StackRef("dev", "acme")
+print("acked", queue.submit(stack, OperationKind.up, spec={"v": "acked"}, requested_by="a").id, flush=True)
+insert, rows = SqliteOperationQueue._insert, []
+
+def insert_then_stop(db, submission):
+    insert(db, submission)
+    rows.append(submission.id)
+    if len(rows) == 2:  # two of the group's three rows inserted, its transaction open
+        print("inside", flush=True)
+        time.sleep(60)
+
+SqliteOperationQueue._insert = staticmethod(insert_then_stop)
+queue._leader_active = True  # a leader is busy: the three submits wait for the next transaction
+import threading
+for index in range(3):
+    threading.Thread(
+        target=queue.submit, args=(StackRef("dev", f"t{index}"), OperationKind.up),
+        kwargs={"spec": {"v": index}, "requested_by": "a"}, daemon=True,
+    ).start()
+    while len(queue._pending) <= index:
+        time.sleep(0.001)
+with queue._pending_lock:  # what the busy leader does when it is done: hand the lead on
+    queue._pending[0].lead = True
+queue._pending[0].wakeup.set()
+time.sleep(60)
+"""
+
+
+def test_a_process_killed_inside_a_group_s_transaction_keeps_none_of_it(tmp_path: Path) -> None:
+    """kill -9 while a group's rows are inserted but not committed: none of them is in the queue after,
+    the submit acknowledged before is, and the queue takes submits again."""
+    path = tmp_path / "queue.sqlite3"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MID_GROUP, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert child.stdout is not None
+        first = child.stdout.readline().split()
+        assert first[0] == "acked"
+        assert child.stdout.readline().strip() == "inside"
+    finally:
+        child.kill()  # SIGKILL
+        child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
+
+    queue = SqliteOperationQueue(path)
+    assert queue._db().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert [operation.id for operation in queue.recent()] == [first[1]]
+    after = queue.submit(StackRef("dev", "t0"), OperationKind.up, spec={"v": "after"}, requested_by="a")
+    assert [operation.id for operation in queue.recent()] == [after.id, first[1]]
+    queue.close()
