@@ -190,3 +190,18 @@ def test_validate_names_a_file_with_a_date_that_does_not_exist(tmp_path: Path) -
     [issue] = json.loads(result.stdout)["issues"]
     assert issue["file"] == f"{tmp_path.name}/dev/acme.yaml"
     assert issue["reason"].startswith("line 5, column 10: '2001-02-30' is not a valid timestamp:")
+
+
+def test_validate_names_a_file_whose_aliases_expand_beyond_the_limit(tmp_path: Path) -> None:
+    """Was hours of CPU: nested aliases ("billion laughs") walked as a tree by every check."""
+    (tmp_path / "dev").mkdir()
+    laughs = ["x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    (tmp_path / "dev" / "acme.yaml").write_text(
+        "name: acme\nowners: [a@example.com]\nplan: small\n" + "\n".join(laughs) + "\n"
+    )
+    result = runner.invoke(app, ["validate", "--tenants", str(tmp_path), "--json"])
+    assert result.exit_code == INVALID_INPUT
+    [issue] = json.loads(result.stdout)["issues"]
+    assert issue["file"] == f"{tmp_path.name}/dev/acme.yaml"
+    assert "the document's aliases repeat its anchored values" in issue["reason"]

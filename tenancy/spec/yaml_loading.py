@@ -29,7 +29,9 @@ A document whose alias sits inside the node its anchor names (``a: &x [*x]``) ha
 PyYAML builds a list that contains itself, and every later step (the character check, pydantic, JSON)
 recursed into it until RecursionError. ``load_yaml`` refuses it with ``RecursiveAliasError``, a
 ``yaml.YAMLError`` like a syntax error. The fast path never builds a cycle (it gives up on any node
-met twice), so only documents handed to PyYAML's constructor are walked for one.
+met twice), so only documents handed to PyYAML's constructor are walked for one. Those are also
+refused (``AliasExpansionError``) when their aliases would repeat more than ALIAS_EXPANSION_LIMIT
+values ("billion laughs": a few hundred bytes that every check after the parse walks as a tree).
 
 A scalar the resolver gives a type its constructor then refuses (``2001-02-30``, ``0b_``, ``!!float x``)
 is a bare ValueError in PyYAML, which callers did not report as a YAML error (``tenantctl validate``
@@ -149,6 +151,48 @@ def refuse_recursion(root: Node) -> None:
             finished.add(id(node))
             if path:
                 path.pop()
+
+
+# Values aliases may add to a document beyond its own nodes: PyYAML shares one object per alias, but
+# every later step (the character check, pydantic, JSON) walks the value as a tree, so ten nested
+# anchors of ten aliases each ("billion laughs", a few hundred bytes) took hours to validate.
+ALIAS_EXPANSION_LIMIT = 100_000
+
+
+class AliasExpansionError(ComposerError):
+    """A document whose aliases expand it beyond ALIAS_EXPANSION_LIMIT values."""
+
+
+def refuse_alias_expansion(root: Node) -> None:
+    """Raise AliasExpansionError when ``root``, read as a tree, holds more than ALIAS_EXPANSION_LIMIT
+    values more than its nodes; ``root`` has no cycle (refuse_recursion ran). Without recursion."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            sizes[id(node)] = 1
+            continue
+        if children_done:
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+        else:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+    added = sizes[id(root)] - len(sizes)
+    if added > ALIAS_EXPANSION_LIMIT:
+        raise AliasExpansionError(
+            None,
+            None,
+            f"the document's aliases repeat its anchored values {added:,} times (more than "
+            f"{ALIAS_EXPANSION_LIMIT:,}): write the values out, or use fewer nested aliases",
+            root.start_mark,
+        )
 
 
 class _Unusual(Exception):
@@ -372,6 +416,7 @@ def _parsed(text: str | bytes) -> tuple[Any, list[str] | None]:
             return builder.build(node), builder.strings
         except Exception:  # anything unusual, errors included: PyYAML decides
             refuse_recursion(node)
+            refuse_alias_expansion(node)
             try:
                 return loader.construct_document(node), None
             except (ValueError, OverflowError) as error:

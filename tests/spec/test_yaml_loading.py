@@ -15,6 +15,7 @@ from yaml.constructor import ConstructorError
 from tenancy.spec import text as text_module
 from tenancy.spec.yaml_loading import (
     SAFE_LOADER,
+    AliasExpansionError,
     RecursiveAliasError,
     _read_plain,
     load_tenant_yaml,
@@ -366,3 +367,22 @@ def test_a_scalar_that_cannot_be_built_is_a_yaml_error_at_its_line(text: str, pr
         with pytest.raises(yaml.YAMLError) as raised:
             load(text)
         assert yaml_problem(raised.value).startswith(problem)
+
+
+def _laughs(levels: int) -> str:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_aliases_that_expand_a_document_beyond_the_limit_are_a_yaml_error() -> None:
+    """A few hundred bytes of nested aliases ("billion laughs") PyYAML builds as shared objects, which
+    every later check walks as a tree: tenantctl validate ran for hours on one."""
+    for load in (load_yaml, lambda text: load_tenant_yaml(text)[0]):
+        with pytest.raises(AliasExpansionError) as raised:
+            load(_laughs(9))
+        assert yaml_problem(raised.value).startswith(
+            "line 1, column 1: the document's aliases repeat its anchored values 1,234,567,880 times"
+        )
+        assert isinstance(raised.value, yaml.YAMLError)
+        assert len(str(load(_laughs(4)))) > 10_000  # 11,110 values: aliases within the limit load
