@@ -14,6 +14,7 @@ is missing (local backup and restore read the tenant's stack).
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -88,14 +89,32 @@ def backup(
     _run_one(OperationKind.backup, tenant, env, as_json, settings)
 
 
+HandOverOption = Annotated[
+    str | None,
+    typer.Option(
+        "--hand-over",
+        help="Platform-admin, with --url: let this tenant's roles restore the backups the deleted "
+        "incarnation <INCARNATION> of its name left (see FROM / retired.incarnation).",
+        metavar="INCARNATION",
+        show_default=False,
+    ),
+]
+
+
 def backups(
     tenant: TenantArgument,
     env: EnvOption,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
+    hand_over: HandOverOption = None,
 ) -> None:
     """List one tenant's complete backups, newest first: id, time, size, collections, checksum.
+
+    Also those a deleted tenant of the name left that you may restore
+    (FROM: when it was deleted, until when they are kept). A
+    platform-admin lets the re-created tenant restore them with
+    --hand-over <incarnation> --url ...
 
     Example:  tenantctl backups acme --env dev
 
@@ -103,6 +122,9 @@ def backups(
     service cannot be read.
     """
     stack = _stack(env, tenant, as_json)
+    if hand_over is not None:
+        _hand_over(url, token, stack, hand_over, as_json)
+        return
     if url:
         try:
             listed = call("GET", url, token, f"{_path(stack)}/snapshots")["backups"]
@@ -247,6 +269,32 @@ def restore(
 
 
 # --- pieces --------------------------------------------------------------------------------------
+
+
+def _hand_over(url: str | None, token: str | None, stack: StackRef, incarnation: str, as_json: bool) -> None:
+    if not url:
+        _fail(
+            "--hand-over is the service's (it checks you are a platform-admin and audits it): pass --url",
+            exit_codes.INVALID_INPUT,
+            as_json,
+            code="invalid_request",
+        )
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}|op-[0-9A-Za-z-]{1,64}", incarnation):
+        _fail(
+            f"--hand-over: {incarnation!r} is not an incarnation (a commit id, as FROM and "
+            "retired.incarnation show)",
+            exit_codes.INVALID_INPUT,
+            as_json,
+            code="invalid_request",
+        )
+    try:
+        answer = call("POST", url, token, f"{_path(stack)}/retired/{incarnation}/handover")
+    except RemoteFailure as failure:
+        fail(failure, as_json)
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2))
+    else:
+        typer.echo(f"the backups deleted incarnation {incarnation} left are now {stack.name}'s to restore")
 
 
 def _retired_summary(backup: RetiredBackup) -> dict[str, str]:

@@ -94,16 +94,28 @@ def test_a_deleted_tenant_is_re_created_and_restored_from_its_old_backup(
     assert restored["status"] == "succeeded", restored
     assert acme.all_points("docs") == before
 
-    # Or hands the old backups over: the new tenant's admins then list and restore them themselves.
-    handed = admin.post(handover)
-    assert handed.status_code == 200, handed.text
-    (new_incarnation,) = handed.json()["handedTo"]
+    # Or hands the old backups over (tenantctl, as the README shows): the new tenant's admins then
+    # list and restore them themselves.
+    runner = CliRunner()
+    env = {"TENANCY_API_URL": server.url, "TENANCY_TOKEN": issuer.admin_of("acme")}
+    as_admin = {**env, "TENANCY_TOKEN": issuer.platform_admin(preferred_username="root")}
+    denied = runner.invoke(
+        cli, ["backups", "acme", "--env", "dev", "--hand-over", incarnation, "--json"], env=env
+    )
+    assert denied.exit_code == 2 and json.loads(denied.stdout)["error"]["code"] == "platform_admin_required"
+    handed = runner.invoke(
+        cli, ["backups", "acme", "--env", "dev", "--hand-over", incarnation, "--json"], env=as_admin
+    )
+    assert handed.exit_code == 0, handed.output
+    (new_incarnation,) = json.loads(handed.stdout)["handedTo"]
     assert new_incarnation.startswith("dev:") and new_incarnation != f"dev:{incarnation}"
     assert {b["id"] for b in owner.get(f"{BASE}/acme/qdrant/snapshots").json()["backups"]} == {
         b["id"] for b in old
     }
-    runner = CliRunner()
-    env = {"TENANCY_API_URL": server.url, "TENANCY_TOKEN": issuer.admin_of("acme")}
+    audit = (app.state.backends.settings.state_dir / "audit.log").read_text()
+    assert "qdrant.backups.handover" in audit
+    bad = runner.invoke(cli, ["backups", "acme", "--env", "dev", "--hand-over", "../../x"], env=as_admin)
+    assert bad.exit_code == 2 and "is not an incarnation" in bad.stderr
     table = runner.invoke(cli, ["backups", "acme", "--env", "dev"], env=env)
     assert table.exit_code == 0, table.output
     assert backup_id in table.stdout and "deleted " in table.stdout
