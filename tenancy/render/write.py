@@ -81,7 +81,7 @@ _ReadableDumper.add_representer(str, _represent_str)
 # those is written by PyYAML's emitter, so output stays byte-identical whichever emitter runs.
 _CReadableDumper: type | None = None
 _SCALAR_TAGS: dict[tuple[str, tuple[bool, bool]], str] = {}
-_SCALAR_TAGS_KEPT = 50_000
+_SCALAR_TAGS_KEPT = 10_000
 if hasattr(yaml, "CSafeDumper"):
 
     class _CReadable(yaml.CSafeDumper):
