@@ -450,3 +450,35 @@ class _NoMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, object], None]:
         return {}, None
+
+
+def _without_any_adjustment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's own path for everything sdk_overhead changes; any adjustment that still runs fails."""
+    monkeypatch.setattr(sdk_resource, "_get_stack_trace", sdk_overhead._sdk_get_stack_trace)
+    monkeypatch.setattr(sdk_resource, "create_urn", sdk_overhead._sdk_create_urn)
+    monkeypatch.setattr(sdk_log, "debug", sdk_overhead._sdk_debug)
+    monkeypatch.setattr(sdk_types, "unwrap_type", sdk_overhead._sdk_unwrap_type)
+    monkeypatch.setattr(rpc, "serialize_property", sdk_overhead._sdk_serialize_property)
+    monkeypatch.setattr(rpc, "contains_unknowns", sdk_overhead._sdk_contains_unknowns)
+    monkeypatch.setattr(rpc, "translate_output_properties", sdk_overhead._sdk_translate_output_properties)
+    monkeypatch.setattr(rpc, "deserialize_properties", sdk_overhead._sdk_deserialize_properties)
+    monkeypatch.setattr(sdk_overhead, "MockMonitorWithPlainState", sdk_mocks.MockMonitor)
+
+    def adjusted(*_: object, **__: object) -> Any:
+        raise AssertionError("an adjustment ran with every adjustment undone")
+
+    for name in ("_mocked", "serialized_state", "_plain", "_struct_values"):
+        monkeypatch.setattr(sdk_overhead, name, adjusted)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_platform_stacks_render_byte_for_byte_as_with_the_sdk_s_own_path(
+    monkeypatch: pytest.MonkeyPatch, stack: str
+) -> None:
+    """The real platform programs (the largest renders, not covered by the tenant-stack comparisons
+    above) with every adjustment at once, against the SDK's own code for all of them: every file."""
+    adjusted = render_capture(capture_stack(stack, project_dir=PROJECT_DIR)).files
+    _without_any_adjustment(monkeypatch)
+    unadjusted = render_capture(capture_stack(stack, project_dir=PROJECT_DIR)).files
+    assert sorted(unadjusted) == sorted(adjusted)
+    assert [path for path in adjusted if adjusted[path] != unadjusted[path]] == []
