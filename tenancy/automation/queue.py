@@ -43,6 +43,8 @@ from tenancy.automation.contract import (
 
 _log = logging.getLogger(__name__)
 
+# Write transactions between two checkpoints of the WAL, run by a thread of their own (``_checkpoint``).
+_CHECKPOINT_EVERY = 200
 # How long a connection waits for another writer before failing. A worker blocked this long misses
 # heartbeats, so stale detection must allow several times this (the worker's default is 120 s).
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -145,6 +147,14 @@ class SqliteOperationQueue:
         self._pending: list[_Submission] = []
         self._pending_lock = threading.Lock()
         self._leader_active = False
+        # The WAL is checkpointed off the writers' path: SQLite's automatic checkpoint ran inside the
+        # commit that crossed 1,000 pages, holding the writer lock (and, for a submit, its callers)
+        # while it copied them into the database and flushed both files.
+        self._commits = 0
+        self._checkpoint_due = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        self._closing = False
+        self.checkpoints = 0  # run by the checkpointer so far
         with self._write() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -171,6 +181,7 @@ class SqliteOperationQueue:
             # an operation queued or running, and a running one with no heartbeat is requeued), not
             # for a submit the caller is told about: ``_insert_all`` flushes those (``durable``).
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it (``_checkpoint``)
             self._local.db = db
             with self._connections_lock:
                 self._connections.append(db)
@@ -193,9 +204,36 @@ class SqliteOperationQueue:
                     db.execute("ROLLBACK")
                     raise
                 db.execute("COMMIT")
+                self._commits += 1
+                if self._commits % _CHECKPOINT_EVERY == 0:
+                    self._wake_checkpointer()
             finally:
                 if durable:
                     db.execute("PRAGMA synchronous=NORMAL")
+
+    def _wake_checkpointer(self) -> None:
+        if self._checkpointer is None:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint, name="queue-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+        self._checkpoint_due.set()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database whenever ``_CHECKPOINT_EVERY`` more transactions committed
+        (PASSIVE: never waits for writers or readers, nor they for it; what readers still use is left
+        for the next one). A process that stops leaves the WAL to the next connection, and the last
+        connection to close checkpoints it."""
+        while True:
+            self._checkpoint_due.wait()
+            self._checkpoint_due.clear()
+            if self._closing:
+                return
+            try:
+                self._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self.checkpoints += 1
+            except sqlite3.Error as error:  # the next one tries again; the WAL only grows meanwhile
+                _log.warning("checkpointing the queue's WAL failed: %s", error)
 
     def __enter__(self) -> SqliteOperationQueue:
         return self
@@ -204,6 +242,12 @@ class SqliteOperationQueue:
         self.close()
 
     def close(self) -> None:
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            self._closing = True
+            self._checkpoint_due.set()
+            checkpointer.join(timeout=BUSY_TIMEOUT_SECONDS)
+            self._checkpointer, self._closing = None, False
         with self._connections_lock:
             for db in self._connections:
                 with suppress(sqlite3.ProgrammingError):  # closed from its own thread already

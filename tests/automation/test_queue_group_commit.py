@@ -1,6 +1,6 @@
 """Submits that arrive together share one SQLite transaction (one flush of the WAL), inserted in the
 order they arrived, with the same outcome as one transaction each; a failed transaction fails every
-submit in it and keeps none."""
+submit in it and keeps none. The WAL is checkpointed off the commits' path."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tenancy.automation import queue as queue_module
 from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
 
@@ -173,3 +174,26 @@ def test_a_process_killed_inside_a_group_s_transaction_keeps_none_of_it(tmp_path
     after = queue.submit(StackRef("dev", "t0"), OperationKind.up, spec={"v": "after"}, requested_by="a")
     assert [operation.id for operation in queue.recent()] == [after.id, first[1]]
     queue.close()
+
+
+def test_the_wal_is_checkpointed_by_a_thread_of_its_own_not_inside_a_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's automatic checkpoint ran inside the commit that crossed 1,000 WAL pages, with the writer
+    lock held; here no connection of the queue checkpoints on commit, and a thread of its own does it
+    every so many transactions, until the queue is closed."""
+    monkeypatch.setattr(queue_module, "_CHECKPOINT_EVERY", 10)
+    queue = SqliteOperationQueue(tmp_path / "queue.sqlite3")
+    assert queue._db().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for index in range(25):
+        queue.submit(StackRef("dev", f"t{index}"), OperationKind.up, spec={}, requested_by="a")
+    deadline = time.monotonic() + 10
+    while queue.checkpoints < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert queue.checkpoints >= 1  # woken at the 10th and 20th transaction (two wakes may make one)
+    checkpointer = queue._checkpointer
+    assert checkpointer is not None and checkpointer.name == "queue-checkpoint"
+    queue.close()
+    assert not checkpointer.is_alive()
+    reopened = SqliteOperationQueue(tmp_path / "queue.sqlite3")
+    assert len(reopened.recent(limit=50)) == 25
