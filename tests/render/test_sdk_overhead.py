@@ -482,3 +482,46 @@ def test_the_platform_stacks_render_byte_for_byte_as_with_the_sdk_s_own_path(
     unadjusted = render_capture(capture_stack(stack, project_dir=PROJECT_DIR)).files
     assert sorted(unadjusted) == sorted(adjusted)
     assert [path for path in adjusted if adjusted[path] != unadjusted[path]] == []
+
+
+def test_with_a_real_engine_every_adjusted_function_is_the_sdk_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a render under mocks, a runtime with a real monitor and engine (``pulumi up``'s, the
+    Automation API's) gets the SDK's own answer from every function sdk_overhead replaced."""
+    render_capture(capture_stack("dev.acme", project_dir=PROJECT_DIR))  # mocks were set in this process
+    struct = struct_pb2.Struct()
+    struct["a"] = "b"
+    calls: list[str] = []
+
+    def recorded(name: str) -> Callable[..., Any]:
+        def sdk(*_: object, **__: object) -> Any:
+            calls.append(name)
+            return "sdk"
+
+        return sdk
+
+    cases: list[tuple[str, Callable[[], Any]]] = [
+        ("_sdk_get_stack_trace", lambda: sdk_resource._get_stack_trace()),
+        ("_sdk_create_urn", lambda: sdk_resource.create_urn("n", "t:m:R", None, "p", "s")),
+        ("_sdk_debug", lambda: sdk_log.debug("message")),
+        ("_sdk_unwrap_type", lambda: sdk_types.unwrap_type(str)),
+        ("_sdk_contains_unknowns", lambda: rpc.contains_unknowns({"a": "b"})),
+        ("_sdk_translate_output_properties", lambda: rpc.translate_output_properties("v", lambda k: k, str)),
+        ("_sdk_deserialize_properties", lambda: rpc.deserialize_properties(struct)),
+    ]
+    for name, _ in cases:
+        monkeypatch.setattr(sdk_overhead, name, recorded(name))
+
+    class RealEngine:  # neither MockMonitor nor MockEngine
+        def Log(self, request: object) -> None:
+            pass
+
+    def under_a_real_engine() -> list[Any]:
+        sdk_settings.SETTINGS.monitor = object()  # context variables: set in a copy only
+        sdk_settings.SETTINGS.engine = RealEngine()
+        return [call() for _, call in cases]
+
+    answers = contextvars.copy_context().run(under_a_real_engine)
+    assert calls == [name for name, _ in cases]
+    assert [answer for (name, _), answer in zip(cases, answers, strict=True) if name != "_sdk_debug"] == [
+        "sdk"
+    ] * (len(cases) - 1)
