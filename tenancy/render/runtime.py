@@ -277,7 +277,7 @@ def _capture_in_fresh_runtime(
         stack=stack,
         preview=False,
         organization=organization,
-        monitor=sdk_overhead.MockMonitorWithPlainState(mocks),
+        monitor=sdk_overhead.mock_monitor(mocks),
     )
     pulumi.runtime.set_all_config(config, [key for key in config if key.split(":", 1)[-1] in SECRET_KEYS])
     options: dict[tuple[str, str], tuple[str | None, list[str]]] = {}

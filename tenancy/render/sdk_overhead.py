@@ -73,6 +73,28 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 SDK_VERSION = "3.272.0"  # the pulumi release these adjustments were read against
 
+
+def sdk_matches() -> bool:
+    """Whether the installed SDK is the one these adjustments were read against.
+
+    Checked at run time, not only by the tests: an SDK upgraded without re-reading this module keeps
+    the SDK's own code everywhere (renders are slower, never different).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pulumi") == SDK_VERSION
+    except PackageNotFoundError:
+        return False
+
+
+def mock_monitor(mocks: Any) -> MockMonitor:
+    """The monitor for ``set_mocks``: plain state in one pass where the SDK matches, else the SDK's own."""
+    return MockMonitorWithPlainState(mocks) if _installed else MockMonitor(mocks)
+
+
+_installed = False
+
 _sdk_get_stack_trace: Callable[[], source_pb2.StackTrace] = sdk_resource._get_stack_trace
 _sdk_create_urn: Callable[..., pulumi.Output[str]] = sdk_resource.create_urn
 _sdk_debug: Callable[..., None] = sdk_log.debug
@@ -362,7 +384,11 @@ class MockMonitorWithPlainState(MockMonitor):
 
 
 def install() -> None:
-    """Make these adjustments from now on, in this process (idempotent)."""
+    """Make these adjustments from now on, in this process (idempotent), if the SDK is the one read."""
+    global _installed
+    if not sdk_matches():
+        return
+    _installed = True
     sdk_resource._get_stack_trace = _stack_trace_unless_mocked
     sdk_resource.create_urn = _create_urn_unless_mocked
     sdk_log.debug = _debug_unless_dropped

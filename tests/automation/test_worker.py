@@ -108,13 +108,10 @@ def test_different_tenants_run_in_parallel_up_to_the_bound_and_never_above(
     for index in range(12):
         queue.submit(stack(f"t{index}"), UP, spec=tenant_spec(f"t{index}"), requested_by="t")
 
-    started = time.monotonic()
     finished = Worker(queue, engine, max_parallel=4).run_until_idle()
-    elapsed = time.monotonic() - started
 
     assert len(finished) == 12
-    assert engine.max_concurrency == 4
-    assert elapsed < 12 * 0.04 * 0.75  # clearly faster than one at a time
+    assert engine.max_concurrency == 4  # four ran at once (the engine counts them), never five
 
 
 def test_a_crash_mid_update_is_recovered_before_the_next_run_and_recorded(

@@ -43,6 +43,47 @@ def test_the_adjustment_was_read_against_the_installed_sdk() -> None:
     )
 
 
+def test_another_sdk_release_keeps_the_sdks_own_code_and_renders_the_same_bytes() -> None:
+    # In a process of its own, where the installed SDK reports another release: nothing is replaced,
+    # the monitor is the SDK's own, and a stack renders exactly what it renders here with the adjustments.
+    import json
+    import subprocess
+    import sys
+
+    script = f"""
+import hashlib, importlib.metadata as metadata, json, pathlib
+real_version = metadata.version
+metadata.version = lambda name: "0.0.0" if name == "pulumi" else real_version(name)
+from pulumi.runtime import resource as sdk_resource, rpc
+from pulumi.runtime.mocks import MockMonitor
+from tenancy.render import sdk_overhead
+from tenancy.render.runtime import capture_stack
+from tenancy.render.write import render_capture
+assert not sdk_overhead.sdk_matches()
+assert sdk_resource._get_stack_trace is sdk_overhead._sdk_get_stack_trace
+assert rpc.serialize_property is sdk_overhead._sdk_serialize_property
+assert type(sdk_overhead.mock_monitor(None)) is MockMonitor
+files = render_capture(capture_stack("dev.acme", project_dir=pathlib.Path({str(PROJECT_DIR)!r}))).files
+print(json.dumps({{str(k): hashlib.sha256(v if isinstance(v, bytes) else v.encode()).hexdigest()
+                  for k, v in files.items()}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        cwd=PROJECT_DIR,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    files = render_capture(capture_stack("dev.acme", project_dir=PROJECT_DIR)).files
+    here = {
+        str(k): hashlib.sha256(v if isinstance(v, bytes) else v.encode()).hexdigest()
+        for k, v in files.items()
+    }
+    assert sdk_overhead.sdk_matches()
+    assert here and json.loads(done.stdout.strip().splitlines()[-1]) == here
+
+
 def test_the_sdk_still_asks_for_a_stack_trace_per_resource_through_the_wrapped_function() -> None:
     for declare in (sdk_resource.register_resource, sdk_resource.read_resource):
         assert "_get_stack_trace()" in inspect.getsource(declare)
