@@ -200,6 +200,33 @@ def backup_store_environment(config: PlatformConfig) -> list[dict[str, Any]]:
     return env
 
 
+def secrets_provider_environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
+    """What the engine's secrets provider (``TENANCY_SECRETS_PROVIDER``) needs in each role: the workers
+    encrypt and decrypt tenant stacks' secrets, the API decrypts their outputs when a tenant-admin reveals
+    the Qdrant API key or the vCluster kubeconfig (``routes/secrets.py``). Without it the engine refuses
+    before reading a stack (``PulumiEngine._check_secrets_provider``).
+
+    Prod (Vault transit): ``VAULT_SERVER_URL`` and ``VAULT_SERVER_TOKEN`` for both roles. The API gets the
+    workers' token (``platform:selfServiceVaultToken``): a narrower decrypt-only token would have to be
+    minted and kept alive by someone (a token the platform program issued is a child of its own short-lived
+    ``platform:vaultToken`` and dies with it, an orphan needs sudo, and nothing in the API renews it), see
+    README "The self-service service on the platform". Only the workers get ``VAULT_TOKEN``: it is the
+    tenant programs' ``platform:vaultToken``, which the API never runs. Dev: the generated passphrase."""
+    if config.vault.enabled:
+        assert config.vault.address is not None
+        env = [
+            {"name": "VAULT_SERVER_URL", "value": config.vault.address},
+            _secret_env("VAULT_SERVER_TOKEN", SECRET_KEYS["vault_token"]),
+        ]
+        if role == "worker":
+            # Prod tenant programs require the secret config platform:vaultToken, which the engine
+            # takes from VAULT_TOKEN (tenancy.automation.stack_config): without it every tenant
+            # update the workers run would stop with config_missing.
+            env.append(_secret_env("VAULT_TOKEN", SECRET_KEYS["vault_token"]))
+        return env
+    return [_secret_env("PULUMI_CONFIG_PASSPHRASE", SECRET_KEYS["passphrase"])]
+
+
 def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
     """The service's settings (see README, "The self-service service on the platform")."""
     domain = config.domain
@@ -242,21 +269,9 @@ def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
         _secret_env("TENANCY_SERVICE_GIT_REMOTE", SECRET_KEYS["git_remote"], optional=True),
     ]
     env += backup_store_environment(config)  # with the object-store credentials, for both roles
-    if role == "worker":
-        if config.object_storage is not None and config.self_service.state_bucket:
-            env.append({"name": "AWS_REGION", "value": config.object_storage.region})
-        if config.vault.enabled:
-            assert config.vault.address is not None
-            env += [
-                {"name": "VAULT_SERVER_URL", "value": config.vault.address},
-                _secret_env("VAULT_SERVER_TOKEN", SECRET_KEYS["vault_token"]),
-                # Prod tenant programs require the secret config platform:vaultToken, which the engine
-                # takes from VAULT_TOKEN (tenancy.automation.stack_config): without it every tenant
-                # update the workers run would stop with config_missing.
-                _secret_env("VAULT_TOKEN", SECRET_KEYS["vault_token"]),
-            ]
-        else:
-            env.append(_secret_env("PULUMI_CONFIG_PASSPHRASE", SECRET_KEYS["passphrase"]))
+    if role == "worker" and config.object_storage is not None and config.self_service.state_bucket:
+        env.append({"name": "AWS_REGION", "value": config.object_storage.region})
+    env += secrets_provider_environment(config, role)
     return env
 
 
@@ -801,7 +816,7 @@ def namespace_policies(config: PlatformConfig) -> list[Manifest]:
     """Exactly the service's traffic: the gateway to the API; both roles to Redis, to Keycloak's pods
     (JWKS; the workers' tenant stacks also its admin API) and to the git remote at gitHosts' CIDRs;
     workers to the API server, Helm repositories (gitHosts' CIDRs, 443), object storage, Vault and the
-    REST port of tenants' Qdrant pods; the API to object storage."""
+    REST port of tenants' Qdrant pods; the API to object storage and Vault (revealing tenants' secrets)."""
     api, worker = labels("api"), labels("worker")
     policies = [
         allow_ingress(
@@ -870,6 +885,9 @@ def namespace_policies(config: PlatformConfig) -> list[Manifest]:
         policies.append(
             allow_egress_to_reach(NAMESPACE, "allow-api-to-object-storage", pods=api, reaches=[store])
         )
+    if vault is not None:
+        # The API decrypts tenant stacks' outputs with Vault transit when a tenant-admin reveals a secret.
+        policies.append(allow_egress_to_reach(NAMESPACE, "allow-api-to-vault", pods=api, reaches=[vault]))
     # Drains, rebalances, backups and restores call each tenant's Qdrant peers on their REST port: the
     # Qdrant pods of this environment's tenant namespaces, nothing else there (the tenant's ingress
     # policy and AuthorizationPolicy admit the workers on that port too).
@@ -944,18 +962,16 @@ def _in_cluster_scope(config: PlatformConfig) -> list[str]:
 
 def api_sidecar(config: PlatformConfig) -> Manifest:
     """The API's mesh scope: the mesh default plus Keycloak's Service (JWKS) and, when the object store
-    runs in the cluster, the store's services (listing backups), so its calls there are mTLS, which
-    both under STRICT require. A store outside the cluster is passed through."""
-    store = _object_store(config)
+    or Vault runs in the cluster, their namespaces' services (listing backups; decrypting revealed
+    outputs with Vault transit), so its calls there are mTLS, which both under STRICT require. A store
+    or Vault outside the cluster is passed through."""
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "Sidecar",
         "metadata": _metadata(API_NAME),
         "spec": {
             "workloadSelector": {"labels": labels("api")},
-            "egress": [
-                {"hosts": [*sidecar_egress_hosts(store.namespace if store else None), KEYCLOAK_SIDECAR_HOST]}
-            ],
+            "egress": [{"hosts": _in_cluster_scope(config)}],
             "outboundTrafficPolicy": {"mode": "ALLOW_ANY"},
         },
     }

@@ -1,8 +1,9 @@
-"""The platform's own workloads reach the object store, and the workers Vault, where the platform config
-places them: their pods in ``namespace`` on listenerPort, else ``cidrs`` on the endpoint's port, else
-(neither set) any address on that port. The real dev and prod platform programs run under mocks with each
-placement; every connection is traced through the declared NetworkPolicies and, for meshed callers, the
-Sidecar that applies to their pods, and each rule the connection needs is removed in turn."""
+"""The platform's own workloads reach the object store, and the self-service workers and API Vault (the
+API decrypts revealed stack outputs with Vault transit), where the platform config places them: their
+pods in ``namespace`` on listenerPort, else ``cidrs`` on the endpoint's port, else (neither set) any
+address on that port. The real dev and prod platform programs run under mocks with each placement; every
+connection is traced through the declared NetworkPolicies and, for meshed callers, the Sidecar that
+applies to their pods, and each rule the connection needs is removed in turn."""
 
 from __future__ import annotations
 
@@ -141,7 +142,11 @@ class Caller(NamedTuple):
     policy: str  # the NetworkPolicy that lets it out to the store (and Vault)
     pods: list[dict[str, str]]
     sidecar: str | None  # the Sidecar that widens its mesh scope to an in-cluster store; None: unmeshed
-    reaches_vault: bool
+    vault_policy: str | None  # the NetworkPolicy that lets it out to Vault; None: it never calls Vault
+
+    @property
+    def reaches_vault(self) -> bool:
+        return self.vault_policy is not None
 
 
 def callers(platform: Platform) -> dict[str, Caller]:
@@ -152,26 +157,26 @@ def callers(platform: Platform) -> dict[str, Caller]:
             "allow-postgres-to-object-storage",
             [postgres_pod(capture)],
             identity.DATABASE_CLUSTER,
-            False,
+            None,
         ),
         "api": Caller(
             NAMESPACES.self_service,
             "allow-api-to-object-storage",
             [deployment_pod(capture, selfservice.API_NAME)],
             selfservice.API_NAME,
-            False,
+            "allow-api-to-vault" if prod else None,
         ),
         "worker": Caller(
             NAMESPACES.self_service,
             "allow-workers-to-storage-and-vault",
             [deployment_pod(capture, selfservice.WORKER_NAME)],
             selfservice.WORKER_NAME,
-            prod,
+            "allow-workers-to-storage-and-vault" if prod else None,
         ),
     }
     if prod:  # Loki keeps its chunks on the object store when replicated only
         found["loki"] = Caller(
-            observability.NAMESPACE, "allow-loki-to-object-storage", loki_pods(capture), None, False
+            observability.NAMESPACE, "allow-loki-to-object-storage", loki_pods(capture), None, None
         )
     return found
 
@@ -199,6 +204,24 @@ def expected_rules(placement: str, *, vault: bool) -> list[dict[str, Any]]:
             [{"to": in_namespace(VAULT_NAMESPACE), "ports": tcp(VAULT_LISTENER)}] if vault else []
         )
     return [{"ports": tcp(*sorted({STORE_PORT, VAULT_PORT} if vault else {STORE_PORT}))}]
+
+
+def expected_vault_rules(placement: str) -> list[dict[str, Any]]:
+    """What a policy letting a caller out to Vault alone (the API's) must say."""
+    if placement == "cidrs":
+        return [
+            {"to": [{"ipBlock": {"cidr": VAULT_CIDR}}], "ports": [{"protocol": "TCP", "port": VAULT_PORT}]}
+        ]
+    if placement == "namespace":
+        return [
+            {
+                "to": [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": VAULT_NAMESPACE}}}
+                ],
+                "ports": [{"protocol": "TCP", "port": VAULT_LISTENER}],
+            }
+        ]
+    return [{"ports": [{"protocol": "TCP", "port": VAULT_PORT}]}]
 
 
 def reaches(
@@ -247,7 +270,16 @@ def _check_caller(platform: Platform, name: str, caller: Caller) -> None:
         for p in objects(platform.capture, "NetworkPolicy")
         if (p["metadata"]["namespace"], p["metadata"]["name"]) == (caller.namespace, caller.policy)
     ]
-    assert policy["spec"]["egress"] == expected_rules(platform.placement, vault=caller.reaches_vault), name
+    together = caller.vault_policy == caller.policy
+    assert policy["spec"]["egress"] == expected_rules(platform.placement, vault=together), name
+    if caller.vault_policy is not None and not together:
+        [alone] = [
+            p
+            for p in objects(platform.capture, "NetworkPolicy")
+            if (p["metadata"]["namespace"], p["metadata"]["name"]) == (caller.namespace, caller.vault_policy)
+        ]
+        assert alone["spec"]["podSelector"] == policy["spec"]["podSelector"], name
+        assert alone["spec"]["egress"] == expected_vault_rules(platform.placement), name
 
     policies = objects(platform.capture, "NetworkPolicy")
     sidecars = objects(platform.capture, "Sidecar")
@@ -320,16 +352,22 @@ def test_without_each_rule_its_caller_cannot_reach_the_store(platform: Platform)
 def _check_removals(platform: Platform, caller: Caller) -> None:
     policies = objects(platform.capture, "NetworkPolicy")
     sidecars = objects(platform.capture, "Sidecar")
-    removals: list[tuple[str, str]] = [("NetworkPolicy", caller.policy)]
-    if platform.placement == "namespace" and caller.sidecar is not None:
-        removals.append(("Sidecar", caller.sidecar))
+    # Each rule, and the connections (store, Vault) that must break without it.
     services = ["store", "vault"] if caller.reaches_vault else ["store"]
-    for kind, removed in removals:
+    removals: list[tuple[str, str, list[str]]] = [("NetworkPolicy", caller.policy, ["store"])]
+    if caller.vault_policy is not None:
+        if caller.vault_policy == caller.policy:
+            removals = [("NetworkPolicy", caller.policy, services)]
+        else:
+            removals.append(("NetworkPolicy", caller.vault_policy, ["vault"]))
+    if platform.placement == "namespace" and caller.sidecar is not None:
+        removals.append(("Sidecar", caller.sidecar, services))
+    for kind, removed, broken in removals:
         left_policies = without(policies, kind, caller.namespace, removed)
         left_sidecars = without(sidecars, kind, caller.namespace, removed)
         assert len(left_policies) + len(left_sidecars) == len(policies) + len(sidecars) - 1, removed
         for pod in caller.pods:
-            for service in services:
+            for service in broken:
                 assert not reaches(
                     platform, caller, pod, policies=left_policies, sidecars=left_sidecars, service=service
                 ), (kind, removed, service)
