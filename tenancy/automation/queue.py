@@ -40,6 +40,7 @@ from tenancy.automation.contract import (
     ProgressEvent,
     StackRef,
 )
+from tenancy.group_commit import GroupCommit
 
 _log = logging.getLogger(__name__)
 
@@ -144,9 +145,7 @@ class SqliteOperationQueue:
         # in SQLite (busy_timeout).
         self._writers = threading.Lock()
         # Submits waiting for the transaction that inserts them (``_submit_together``).
-        self._pending: list[_Submission] = []
-        self._pending_lock = threading.Lock()
-        self._leader_active = False
+        self._group: GroupCommit[_Submission] = GroupCommit(self._insert_all)
         # The WAL is checkpointed off the writers' path: SQLite's automatic checkpoint ran inside the
         # commit that crossed 1,000 pages, holding the writer lock (and, for a submit, its callers)
         # while it copied them into the database and flushed both files.
@@ -295,28 +294,7 @@ class SqliteOperationQueue:
         theirs is in. Rows are inserted in the order submits arrived: a caller that holds a stack's
         lock across its commit and its submit (the service) sees its stack's operations queued in
         commit order, whatever else shares the transaction."""
-        with self._pending_lock:
-            self._pending.append(submission)
-            if not self._leader_active:
-                self._leader_active = submission.lead = True
-        while not submission.lead:
-            submission.wakeup.wait()
-            if submission.done:
-                break
-        else:
-            with self._pending_lock:
-                batch, self._pending = self._pending, []
-            try:
-                self._insert_all(batch)
-            finally:
-                with self._pending_lock:
-                    successor = self._pending[0] if self._pending else None
-                    if successor is None:
-                        self._leader_active = False
-                    else:
-                        successor.lead = True
-                if successor is not None:
-                    successor.wakeup.set()
+        self._group.join(submission)
         if submission.error is not None:
             raise submission.error
 

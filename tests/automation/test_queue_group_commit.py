@@ -60,7 +60,7 @@ def submit_in_turn(
         if index == 0:
             assert held.entered.wait(10)
         deadline = time.monotonic() + 10
-        while len(queue._pending) < index and time.monotonic() < deadline:
+        while len(queue._group._pending) < index and time.monotonic() < deadline:
             time.sleep(0.002)
     return threads
 
@@ -71,7 +71,7 @@ def test_submits_waiting_for_a_transaction_share_the_next_one_in_arrival_order(t
     queue._write = held  # type: ignore[method-assign]
     results: list[Any] = [None] * 6
     threads = submit_in_turn(queue, held, 6, results)  # the first holds the transaction; five wait
-    assert len(queue._pending) == 5
+    assert len(queue._group._pending) == 5
     held.release.set()
     for thread in threads:
         thread.join(10)
@@ -131,18 +131,18 @@ def insert_then_stop(db, submission):
         time.sleep(60)
 
 SqliteOperationQueue._insert = staticmethod(insert_then_stop)
-queue._leader_active = True  # a leader is busy: the three submits wait for the next transaction
+queue._group._leader_active = True  # a leader is busy: the three submits wait for the next transaction
 import threading
 for index in range(3):
     threading.Thread(
         target=queue.submit, args=(StackRef("dev", f"t{index}"), OperationKind.up),
         kwargs={"spec": {"v": index}, "requested_by": "a"}, daemon=True,
     ).start()
-    while len(queue._pending) <= index:
+    while len(queue._group._pending) <= index:
         time.sleep(0.001)
-with queue._pending_lock:  # what the busy leader does when it is done: hand the lead on
-    queue._pending[0].lead = True
-queue._pending[0].wakeup.set()
+with queue._group._lock:  # what the busy leader does when it is done: hand the lead on
+    queue._group._pending[0].lead = True
+queue._group._pending[0].wakeup.set()
 time.sleep(60)
 """
 

@@ -71,9 +71,9 @@ def test_a_group_flushes_its_pack_and_index_then_the_folder_then_the_branch_befo
     for thread in others:
         thread.start()
     deadline = time.monotonic() + 10
-    while len(repository._pending) < 3 and time.monotonic() < deadline:
+    while len(repository._group._pending) < 3 and time.monotonic() < deadline:
         time.sleep(0.005)
-    assert len(repository._pending) == 3
+    assert len(repository._group._pending) == 3
     flushes.hold.set()
     for thread in [first, *others]:
         thread.join(10)

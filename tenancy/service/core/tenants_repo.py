@@ -48,6 +48,7 @@ import pygit2
 import yaml
 from pygit2.enums import CheckoutStrategy, FileMode
 
+from tenancy.group_commit import GroupCommit
 from tenancy.service.core import durable, git_locks, git_pack
 from tenancy.spec.tree import ENVIRONMENTS
 from tenancy.spec.yaml_loading import load_yaml, yaml_problem
@@ -192,9 +193,7 @@ class TenantRepository:
         self._tenant_locks: dict[str, threading.RLock] = {}
         self._tenant_locks_guard = threading.Lock()
         # Group commit: changes wait here while a leader publishes the previous group.
-        self._pending: list[_Change] = []
-        self._pending_lock = threading.Lock()
-        self._leader_active = False
+        self._group: GroupCommit[_Change] = GroupCommit(self._commit_group)
         self._packs_written = 0  # since git last merged packs (``_merge_packs``)
         self._merging: threading.Thread | None = None
         self._maintenance = threading.Lock()  # one git gc or repack at a time
@@ -696,27 +695,7 @@ class TenantRepository:
         """Group commit: queue the change; the first writer to find no publisher running publishes
         everything queued (its own change included), then hands the lead to the oldest change that
         arrived meanwhile; the others sleep until their own change is done (or they get the lead)."""
-        with self._pending_lock:
-            self._pending.append(change)
-            if not self._leader_active:
-                self._leader_active = change.lead = True
-        while not change.lead:
-            change.wakeup.wait()
-            if change.done:
-                return
-        with self._pending_lock:
-            group, self._pending = self._pending, []
-        try:
-            self._commit_group(group)
-        finally:
-            with self._pending_lock:
-                successor = self._pending[0] if self._pending else None
-                if successor is None:
-                    self._leader_active = False
-                else:
-                    successor.lead = True
-            if successor is not None:
-                successor.wakeup.set()
+        self._group.join(change)
 
     def _commit_group(self, group: list[_Change]) -> None:
         try:

@@ -1,0 +1,59 @@
+"""Group commit: what writers hand in while one group is being committed goes into the next group.
+
+The SQLite queue commits the submits that arrive together in one transaction, and the tenants
+repository publishes the changes that arrive together as one pack and one ref update; both take
+turns the same way, here. The first writer to find no leader commits everything waiting, its own
+item included, then hands the lead to the oldest item that arrived meanwhile; the others sleep until
+their item is done (the committer sets ``done`` and their ``wakeup``) or they are handed the lead.
+Items are committed in the order they were handed in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+
+class Waiter(Protocol):
+    """What a writer's item carries: set ``done`` then ``wakeup`` once it is committed or failed."""
+
+    done: bool
+    lead: bool  # handed the next group
+    wakeup: threading.Event  # only its own thread wakes, not every waiter
+
+
+W = TypeVar("W", bound=Waiter)
+
+
+class GroupCommit(Generic[W]):
+    def __init__(self, commit: Callable[[list[W]], None]) -> None:
+        """``commit`` commits a group and marks each item done (or failed) before it returns."""
+        self._commit = commit
+        self._pending: list[W] = []
+        self._lock = threading.Lock()
+        self._leader_active = False
+
+    def join(self, item: W) -> None:
+        """Return once ``item`` is committed or failed: by another writer's group or by this one's."""
+        with self._lock:
+            self._pending.append(item)
+            if not self._leader_active:
+                self._leader_active = item.lead = True
+        while not item.lead:
+            item.wakeup.wait()
+            if item.done:
+                return
+        with self._lock:
+            group, self._pending = self._pending, []
+        try:
+            self._commit(group)
+        finally:
+            with self._lock:
+                successor = self._pending[0] if self._pending else None
+                if successor is None:
+                    self._leader_active = False
+                else:
+                    successor.lead = True
+            if successor is not None:
+                successor.wakeup.set()
