@@ -16,7 +16,6 @@ re-reads the file under the write lock, so the revocation is committed once.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from tenancy.automation.contract import Operation, OperationKind, OperationStatu
 from tenancy.service.core.audit import AuditLog
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.incarnation import incarnation_of
+from tenancy.service.core.periodic import Periodic
 from tenancy.service.core.security import Principal
 from tenancy.service.core.tenant_changes import (
     ChangeResult,
@@ -285,33 +285,21 @@ class GraceTimer:
 
     def __init__(self, rotations: KeyRotations, *, interval: float) -> None:
         self.rotations = rotations
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._wake_callbacks: list[Callable[[], None]] = []
+        self._periodic = Periodic(
+            self._sweep, interval=interval, name="key-grace-timer", what="the key grace sweep"
+        )
+
+    def start(self) -> None:
+        self._periodic.start()
+
+    def stop(self) -> None:
+        self._periodic.stop()
 
     def on_queued(self, callback: Callable[[], None]) -> None:
         self._wake_callbacks.append(callback)
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="key-grace-timer", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.rotations.end_due_grace_periods():
-                    for callback in self._wake_callbacks:
-                        callback()
-            except Exception as error:
-                log.error("the key grace sweep failed: %s", type(error).__name__)
-            self._stop.wait(self.interval)
+    def _sweep(self) -> None:
+        if self.rotations.end_due_grace_periods():
+            for callback in self._wake_callbacks:
+                callback()
