@@ -5,8 +5,13 @@ back as a new tenant. When an incarnation is destroyed, the worker moves its com
 the live prefix (``tenants/<env>/<name>/qdrant/``) into ``tenants/<env>/<name>/retired/<folder>/``,
 one folder per incarnation (the commit that created its file), beside a record ``incarnation.json``
 written first: the incarnation's marker, when it was set aside, by which operation, its
-``maxAgeDays``, the incarnations a platform-admin handed it over to, and (``moved``) when a later
-pass began moving into the folder, from which the sweep leaves it alone for the partial-upload grace.
+``maxAgeDays`` and (``moved``) when a later pass began moving into the folder, from which the sweep
+leaves it alone for the partial-upload grace. Each hand-over a platform-admin makes is an object of its
+own, ``<folder>/handedTo/<incarnation>``, written once and deleted by a revocation, never a rewrite of
+the record: a second move rewrites the record (read-modify-write) while another replica may hand the
+folder over, and a hand-over kept in the record was lost when the two interleaved. One object per
+grant needs no lock and no conditional write from the store (any S3-compatible one, every replica);
+records from before it keep their ``handedTo`` list, still honoured.
 
 Why a move and not a mark: the backup job of a later tenant of the same name gets credentials for
 ``…/qdrant/*`` only and prunes by count what it finds there. Outside that prefix the backups are out
@@ -30,6 +35,11 @@ from tenancy.dataops.object_store import BackupBucket
 
 RECORD = "incarnation.json"
 RECORD_VERSION = 1
+HANDOVERS = "handedTo"  # <folder>/handedTo/<incarnation marker>: one object per hand-over
+
+
+class RetiredNotFound(BackupError):
+    """No retired incarnation of that id, or none with a backup to hand over."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +117,17 @@ def _folder(area: BackupBucket, folder: str) -> BackupBucket:
     return area.relocated(area.key(folder))
 
 
-def _read_record(area: BackupBucket, folder: str) -> RetiredIncarnation | None:
+def _read_record(area: BackupBucket, folder: str, *, grants: bool = True) -> RetiredIncarnation | None:
+    """The folder's record; with ``grants``, its ``handed_to`` also names every hand-over object."""
     keys = {obj.key for obj in area.objects(f"{folder}/{RECORD}")}
     if f"{folder}/{RECORD}" not in keys:
         return None
-    return RetiredIncarnation.from_json(json.loads(area.read_bytes(f"{folder}/{RECORD}")))
+    owner = RetiredIncarnation.from_json(json.loads(area.read_bytes(f"{folder}/{RECORD}")))
+    if not grants:
+        return owner
+    prefix = f"{folder}/{HANDOVERS}/"
+    handed = sorted(obj.key[len(prefix) :] for obj in area.objects(prefix))
+    return replace(owner, handed_to=tuple(dict.fromkeys((*owner.handed_to, *handed))))
 
 
 def _write_record(area: BackupBucket, owner: RetiredIncarnation) -> None:
@@ -132,7 +148,7 @@ def retire_backups(
     complete = sorted(list_backups(live), key=lambda r: r.created)
     if not complete:
         return []
-    existing = _read_record(area, owner.folder)
+    existing = _read_record(area, owner.folder, grants=False)  # hand-overs are objects of their own
     if existing is not None:  # a second pass: the incarnation ended when the first one said, and this
         # pass's start keeps a sweep off the folder while it copies (the first one's may be long past)
         handed_to = tuple(dict.fromkeys(existing.handed_to + owner.handed_to))
@@ -182,14 +198,34 @@ def retired_bucket(area: BackupBucket, folder: str) -> BackupBucket:
 
 
 def hand_over(area: BackupBucket, folder: str, incarnation: str) -> RetiredIncarnation:
-    """Let the tenant roles of ``incarnation`` restore ``folder``'s backups (a platform-admin's call)."""
+    """Let the tenant roles of ``incarnation`` restore ``folder``'s backups (a platform-admin's call).
+
+    ``RetiredNotFound`` (nothing written) when no deleted incarnation has that folder, when it holds no
+    complete backup (e.g. a first move that has not copied one yet), or when it is ``incarnation``'s own."""
     owner = _read_record(area, folder)
     if owner is None:
-        raise BackupError(f"no retired incarnation {folder!r}")
+        raise RetiredNotFound(f"no retired incarnation {folder!r}")
+    if owner.incarnation == incarnation:
+        raise RetiredNotFound(f"incarnation {folder!r} is the tenant's own, not a deleted one")
+    if not list_backups(_folder(area, folder)):
+        raise RetiredNotFound(f"retired incarnation {folder!r} holds no complete backup")
     if incarnation not in owner.handed_to:
+        area.put_bytes(f"{folder}/{HANDOVERS}/{incarnation}", b"", content_type="text/plain")
         owner = replace(owner, handed_to=(*owner.handed_to, incarnation))
-        _write_record(area, owner)
     return owner
+
+
+def revoke_hand_over(area: BackupBucket, folder: str, incarnation: str) -> RetiredIncarnation:
+    """Take back a hand-over of ``folder`` to ``incarnation`` (idempotent); ``RetiredNotFound`` if no
+    deleted incarnation has that folder."""
+    owner = _read_record(area, folder, grants=False)
+    if owner is None:
+        raise RetiredNotFound(f"no retired incarnation {folder!r}")
+    area.delete([f"{folder}/{HANDOVERS}/{incarnation}"])
+    if incarnation in owner.handed_to:  # a record from before hand-overs were objects of their own
+        _write_record(area, replace(owner, handed_to=tuple(m for m in owner.handed_to if m != incarnation)))
+    found = _read_record(area, folder)
+    return owner if found is None else found
 
 
 def purge_expired(area: BackupBucket, *, now: datetime, progress: Progress = lambda _: None) -> list[str]:

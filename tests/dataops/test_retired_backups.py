@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 
@@ -18,8 +19,17 @@ from tenancy.automation.data_operations import retired_area, tenant_backups, ten
 from tenancy.automation.fake_engine import FakeEngine
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.worker import Worker
+from tenancy.dataops.backup import BackupRecord
 from tenancy.dataops.object_store import BackupBucket, ObjectStoreError
-from tenancy.dataops.retired import RetiredIncarnation, purge_expired, retire_backups, retired_backups
+from tenancy.dataops.retired import (
+    RetiredIncarnation,
+    RetiredNotFound,
+    hand_over,
+    purge_expired,
+    retire_backups,
+    retired_backups,
+    revoke_hand_over,
+)
 from tests.dataops.conftest import BUCKET, StandinData
 from tests.dataops.qdrant_standin import ClusterState, qdrant_cluster
 
@@ -269,3 +279,65 @@ def test_turning_the_qdrant_off_backs_it_up_and_sets_its_backups_aside(
     assert tenant_backups(data, ACME) == []
     (kept,) = tenant_retired_backups(data, ACME)
     assert (kept.owner.incarnation, kept.owner.max_age_days) == (FIRST, 7)
+
+
+def _record(area: BackupBucket, owner: RetiredIncarnation) -> None:
+    area.put_bytes(f"{owner.folder}/incarnation.json", json.dumps(owner.to_json()).encode(), content_type="x")
+
+
+def test_a_hand_over_during_a_second_move_into_the_folder_is_kept(two_tenants: Any, tmp_path: Path) -> None:
+    """A second move rewrites the folder's record; a hand-over another replica made between that move's
+    read and its write was lost when hand-overs lived in the record."""
+    _, _, data = two_tenants
+    queue = SqliteOperationQueue(tmp_path / "ops.sqlite3")
+    queue.submit(ACME, OperationKind.backup, spec=None, requested_by="a")
+    Worker(queue, FakeEngine(), max_parallel=1, data=data).run_until_idle()
+    now = datetime.now(UTC)
+    area = retired_area(data, ACME)
+    _record(area, RetiredIncarnation("f" * 40, FIRST, now - timedelta(days=1), 14))
+    second = "dev:" + "b" * 40
+
+    @dataclass
+    class HandedOverMeanwhile(_CopyFails):
+        handed: bool = False
+
+        def copy(self, *args: Any, **kwargs: Any) -> None:
+            self.client.copy(*args, **kwargs)
+
+        def put_object(self, **kwargs: Any) -> Any:
+            if kwargs["Key"].endswith("/incarnation.json") and not self.handed:
+                self.handed = True  # another replica's platform-admin, after this move read the record
+                with patch("tenancy.dataops.retired.list_backups", return_value=[object()]):
+                    hand_over(area, "f" * 40, second)
+            return self.client.put_object(**kwargs)
+
+    moving = BackupBucket(HandedOverMeanwhile(data.s3), bucket=BUCKET, prefix=area.prefix)
+    assert len(retire_backups(data.bucket(ACME), moving, RetiredIncarnation("f" * 40, FIRST, now, 14))) == 1
+    [kept] = retired_backups(area)
+    assert kept.owner.handed_to == (second,), "the hand-over survives the move's rewrite of the record"
+    assert revoke_hand_over(area, "f" * 40, second).handed_to == ()
+    assert retired_backups(area)[0].owner.handed_to == ()
+    assert revoke_hand_over(area, "f" * 40, second).handed_to == (), "taking it back twice is fine"
+
+
+def test_a_hand_over_of_nothing_to_hand_over_is_refused_and_records_nothing(two_tenants: Any) -> None:
+    _, _, data = two_tenants
+    area = retired_area(data, ACME)
+    second = "dev:" + "b" * 40
+    with pytest.raises(RetiredNotFound, match="no retired incarnation"):
+        hand_over(area, "c" * 40, second)
+    _record(area, RetiredIncarnation("d" * 40, FIRST, datetime.now(UTC), 14))  # a move not copied yet
+    with pytest.raises(RetiredNotFound, match="holds no complete backup"):
+        hand_over(area, "d" * 40, second)
+    manifest = BackupRecord("20261201T000000Z-abcdef", datetime.now(UTC), 0, (), "", (), {}).to_json()
+    area.put_bytes(
+        f"{'d' * 40}/20261201T000000Z-abcdef/manifest.json", json.dumps(manifest).encode(), content_type="x"
+    )
+    with pytest.raises(RetiredNotFound, match="the tenant's own"):
+        hand_over(area, "d" * 40, FIRST)
+    assert sorted(obj.key for obj in area.objects()) == [
+        f"{'d' * 40}/20261201T000000Z-abcdef/manifest.json",
+        f"{'d' * 40}/incarnation.json",
+    ]
+    with pytest.raises(RetiredNotFound):
+        revoke_hand_over(area, "c" * 40, second)

@@ -114,6 +114,25 @@ def test_a_deleted_tenant_is_re_created_and_restored_from_its_old_backup(
     }
     audit = (app.state.backends.settings.state_dir / "audit.log").read_text()
     assert "qdrant.backups.handover" in audit
+
+    # A hand-over of an incarnation the name never had (or has not set aside) is refused, recording
+    # nothing; a hand-over can be taken back (and made again).
+    unknown = f"{BASE}/acme/qdrant/retired/{'c' * 40}/handover"
+    assert _code(admin.post(unknown)) == (404, "backup_not_found")
+    assert _code(admin.delete(unknown)) == (404, "backup_not_found")
+    retired_keys = data.s3.list_objects_v2(Bucket=BUCKET, Prefix="tenants/dev/acme/retired/")["Contents"]
+    assert not [o["Key"] for o in retired_keys if "c" * 40 in o["Key"]]
+    assert _code(owner.delete(handover)) == (403, "platform_admin_required")
+    revoked = admin.delete(handover)
+    assert revoked.status_code == 200 and revoked.json()["handedTo"] == [], revoked.text
+    assert owner.get(f"{BASE}/acme/qdrant/snapshots").json()["backups"] == []
+    assert _code(owner.post(f"{BASE}/acme/qdrant/restore", json={"backup": backup_id})) == (
+        403,
+        "backup_not_owned",
+    )
+    audit = (app.state.backends.settings.state_dir / "audit.log").read_text()
+    assert "qdrant.backups.handover.revoke" in audit
+    assert admin.post(handover).json()["handedTo"] == [new_incarnation]
     bad = runner.invoke(cli, ["backups", "acme", "--env", "dev", "--hand-over", "../../x"], env=as_admin)
     assert bad.exit_code == 2 and "is not an incarnation" in bad.stderr
     table = runner.invoke(cli, ["backups", "acme", "--env", "dev"], env=env)

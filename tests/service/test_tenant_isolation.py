@@ -45,6 +45,7 @@ ROUTES = [
     Route("POST", TENANT + "/qdrant/snapshots", writes=True),
     Route("POST", TENANT + "/qdrant/restore", {"backup": "20261206T031500Z-a1b2c3"}, writes=True),
     Route("POST", TENANT + "/qdrant/retired/{incarnation}/handover", writes=True),
+    Route("DELETE", TENANT + "/qdrant/retired/{incarnation}/handover", writes=True),
     Route("GET", "/change-requests/{request}"),
     Route("POST", "/change-requests/{request}/approve", writes=True),
     Route("POST", "/change-requests/{request}/reject", {"reason": "probe"}, writes=True),

@@ -29,7 +29,7 @@ from tenancy.automation.data_operations import (
 from tenancy.automation.incarnation import UNCOMMITTED
 from tenancy.dataops.backup import BackupError, BackupRecord
 from tenancy.dataops.object_store import ObjectStoreError
-from tenancy.dataops.retired import RetiredBackup, RetiredIncarnation, hand_over
+from tenancy.dataops.retired import RetiredBackup, RetiredIncarnation, hand_over, revoke_hand_over
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.responses import error_responses
 from tenancy.service.backends import Backends
@@ -388,7 +388,8 @@ _INCARNATION = Annotated[
     responses=_ERRORS,
     summary="Let this tenant restore the backups a deleted tenant of its name left (platform-admin)",
     description="For a tenant re-created under a deleted tenant's name by the same people: its roles may "
-    "then list and restore the deleted incarnation's backups (until they expire). Audited.",
+    "then list and restore the deleted incarnation's backups (until they expire). 404 `backup_not_found` "
+    "(nothing recorded) when no deleted incarnation of the name has that id or it holds no backup. Audited.",
 )
 def hand_over_backups(
     request: Request,
@@ -396,6 +397,36 @@ def hand_over_backups(
     backends: BackendsDep,
     principal: CurrentPrincipal,
     incarnation: _INCARNATION,
+) -> HandedOver:
+    return _change_hand_over(request, stack, backends, principal, incarnation, revoke=False)
+
+
+@router.delete(
+    f"{QDRANT_PATH}/retired/{{incarnation}}/handover",
+    response_model=HandedOver,
+    responses=_ERRORS,
+    summary="Take back a hand-over of a deleted tenant's backups to this tenant (platform-admin)",
+    description="This tenant's roles no longer list or restore that deleted incarnation's backups; "
+    "idempotent. 404 `backup_not_found` when no deleted incarnation of the name has that id. Audited.",
+)
+def revoke_hand_over_backups(
+    request: Request,
+    stack: ChangeableTenant,
+    backends: BackendsDep,
+    principal: CurrentPrincipal,
+    incarnation: _INCARNATION,
+) -> HandedOver:
+    return _change_hand_over(request, stack, backends, principal, incarnation, revoke=True)
+
+
+def _change_hand_over(
+    request: Request,
+    stack: StackRef,
+    backends: Backends,
+    principal: Principal,
+    incarnation: str,
+    *,
+    revoke: bool,
 ) -> HandedOver:
     if not principal.platform_admin:
         raise ServiceError(
@@ -406,11 +437,17 @@ def hand_over_backups(
         raise tenant_not_found(stack.environment, stack.tenant)
     data = _data(backends)
     current = backends.incarnations.of(stack)
-    try:
-        owner = hand_over(retired_area(data, stack), incarnation, current)
-    except BackupError:
+    if current.endswith(f":{UNCOMMITTED}"):  # a marker no tenant ever has: a grant to it grants nothing
         raise ServiceError(
-            "backup_not_found", f"{stack.name} has no backups of a deleted incarnation {incarnation}"
+            "tenant_not_found",
+            f"{stack.name} has no committed file yet: there is no incarnation to hand over to",
+        )
+    try:
+        change = revoke_hand_over if revoke else hand_over
+        owner = change(retired_area(data, stack), incarnation, current)
+    except BackupError as error:
+        raise ServiceError(
+            "backup_not_found", f"{stack.name} has no backups of a deleted incarnation {incarnation}: {error}"
         ) from None
     except ObjectStoreError:
         raise ServiceError(
@@ -418,11 +455,11 @@ def hand_over_backups(
         ) from None
     backends.audit.record(
         actor=principal.actor,
-        action="qdrant.backups.handover",
+        action="qdrant.backups.handover.revoke" if revoke else "qdrant.backups.handover",
         outcome="accepted",
         tenant=stack.tenant,
         environment=stack.environment,
         request_id=request_id(request),
-        reason=f"{incarnation} -> {current}",
+        reason=f"{incarnation} -/-> {current}" if revoke else f"{incarnation} -> {current}",
     )
     return HandedOver(incarnation=owner.folder, handed_to=list(owner.handed_to))
