@@ -3,6 +3,10 @@
 Engines raise these instead of Pulumi's exceptions; the worker turns them into an operation's
 ``summary.error`` and ``summary.code``. Callers map codes, never messages: the HTTP service answers
 ``conflict`` with 409 and ``not_found`` with 404; the CLI exits 4 on ``pulumi_cli_missing``.
+
+This table is the operations' codes (an operation's ``summary.code``), not the HTTP service's
+(``tenancy.service.core.errors.ERROR_CODES``): the same word may mean a stack here and a route
+there. Every ``AutomationError`` subclass's code is in it, whichever module defines the class.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ ERROR_CODES: dict[str, str] = {
     "pulumi_cli_missing": "the Pulumi CLI is missing or too old",
     "interrupted": "the operation stopped before it finished; the stack is recovered before the next one",
     "engine_error": "the Pulumi engine reported an error",
+    "scaling_failed": "scaling the tenant's workloads in place failed or was refused (e.g. a scale-down)",
+    "backup_failed": "the backup (asked for, or taken before a destroy or a Qdrant upgrade/removal) failed; "
+    "nothing was destroyed, upgraded or removed",
+    "restore_failed": "the restore failed (no backup, a checksum that does not match, Qdrant refused it)",
+    "backup_retire_failed": "a destroyed tenant's backups could not be set aside; the destroy stopped",
+    "backup_expired": "the deleted tenant's backup is past its retention period; it cannot be restored",
+    "data_unavailable": "the tenant's data cannot be reached (no Qdrant deployed, no backup bucket)",
     "internal": "an unexpected error in the automation layer (details in the worker's log)",
 }
 

@@ -167,6 +167,14 @@ class TenantView(ApiModel):
         ),
     )
     spec: dict[str, Any] = Field(description="The tenant document as committed to git.")
+    spec_problem: str | None = Field(
+        default=None,
+        description=(
+            "Null when the tenant's file reads. Otherwise why spec is {}: the file in git is not valid "
+            "YAML (names the file, the line and column, and the loader's message). The rest is read as "
+            "usual; PUT a whole spec to replace the file (a PATCH is refused: 422 invalid_spec)."
+        ),
+    )
     status: TenantStatus
     last_operation: OperationView | None = None
     outputs: dict[str, Any] | None = Field(

@@ -7,10 +7,14 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
+from tenancy.automation import errors as automation_errors
+from tenancy.automation.errors import AutomationError
 from tenancy.service.api.main import api_routers
+from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY
 from tenancy.service.core.errors import ERROR_CODES
 from tests.conftest import PROJECT_DIR
 
@@ -51,7 +55,8 @@ def answered_codes(path: Path) -> dict[str, int | None]:
 
 
 def documented_codes(path: Path) -> set[str]:
-    """Codes a route module passes to error_responses (or names in a tuple such as AUTHENTICATED)."""
+    """Codes a route module passes to error_responses, names in its ``_CODES`` tuple, or takes from
+    AUTHENTICATED and WITH_BODY."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     codes = {
         code
@@ -60,8 +65,20 @@ def documented_codes(path: Path) -> set[str]:
         for argument in node.args
         if (code := _literal(argument))
     }
-    if "AUTHENTICATED" in path.read_text(encoding="utf-8"):
-        codes |= {"unauthenticated", "rate_limited"}
+    # A tuple of codes several routes share (qdrant.py's _CODES).
+    codes |= {
+        code
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple)
+        if any(isinstance(target, ast.Name) and target.id == "_CODES" for target in node.targets)
+        for element in node.value.elts
+        if (code := _literal(element))
+    }
+    text = path.read_text(encoding="utf-8")
+    if "AUTHENTICATED" in text:
+        codes |= set(AUTHENTICATED)
+    if "WITH_BODY" in text:
+        codes |= set(WITH_BODY)
     return codes
 
 
@@ -86,12 +103,90 @@ def test_each_route_module_documents_the_codes_it_answers_with() -> None:
         assert not missing, f"{path.name} answers {sorted(missing)} without documenting them"
 
 
-def test_openapi_documents_each_code_under_the_tables_status() -> None:
+def _openapi() -> dict[str, Any]:
     app = FastAPI()
     for router in api_routers:
         app.include_router(router)
+    return app.openapi()
+
+
+def _documented(operation: dict[str, Any]) -> set[str]:
+    return {
+        code
+        for response in operation["responses"].values()
+        for code in re.findall(r"`([a-z_]+)`:", response.get("description", ""))
+    }
+
+
+def test_every_route_documents_what_authentication_and_body_checks_answer() -> None:
+    """Authentication may answer 401, 429 and 503 (the identity provider's keys cannot be fetched)
+    before any route runs; a JSON body may be refused (400, 413, 422) before it does."""
+    checked = 0
+    for path, operations in _openapi()["paths"].items():
+        for method, operation in operations.items():
+            documented = _documented(operation)
+            if path != "/api/v1/healthz" and "readyz" not in path:
+                missing = set(AUTHENTICATED) - documented
+                assert not missing, f"{method} {path} does not document {sorted(missing)}"
+            if "requestBody" in operation:
+                missing = set(WITH_BODY) - documented
+                assert not missing, f"{method} {path} takes a body but does not document {sorted(missing)}"
+            checked += 1
+    assert checked > 20
+
+
+def test_an_unreadable_body_and_an_invalid_one_answer_different_codes(make_app: Any, issuer: Any) -> None:
+    """400 and 422 never share a code: a body that is not UTF-8 is bad_request, JSON that is not
+    valid is invalid_request (with details)."""
+    from fastapi.testclient import TestClient
+
+    from tests.service.conftest import create_tenant
+
+    app, _ = make_app()
+    create_tenant(app, "acme")
+    headers = {"Authorization": f"Bearer {issuer.admin_of('acme')}", "Content-Type": "application/json"}
+    with TestClient(app) as client:
+        url = "/api/v1/environments/dev/tenants/acme"
+        unreadable = client.patch(url, content=b'{"displayName": "\xff\xfe"}', headers=headers)
+        invalid = client.patch(url, content=b'{"displayName": ', headers=headers)
+    assert (unreadable.status_code, unreadable.json()["error"]["code"]) == (400, "bad_request")
+    assert (invalid.status_code, invalid.json()["error"]["code"]) == (422, "invalid_request")
+    for response in (unreadable, invalid):
+        code = response.json()["error"]["code"]
+        assert ERROR_CODES[code][0] == response.status_code
+
+
+def test_every_code_the_automation_layer_emits_is_in_its_table() -> None:
+    """Operation summaries carry automation codes (a table of their own: they are not HTTP answers,
+    and `not_found`/`conflict` mean a stack there); each error class's code has a meaning."""
+    import importlib
+    import pkgutil
+
+    import tenancy.automation as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+    pending, codes = [AutomationError], set()
+    while pending:
+        cls = pending.pop()
+        codes.add(cls.code)
+        pending.extend(cls.__subclasses__())
+    literal = set()
+    for path in (PROJECT_DIR / "tenancy" / "automation").glob("*.py"):
+        literal |= set(re.findall(r'\bcode="([a-z_]+)"', path.read_text(encoding="utf-8")))
+    assert {"backup_failed", "scaling_failed", "interrupted"} <= codes | literal
+    missing = (codes | literal) - set(automation_errors.ERROR_CODES)
+    assert not missing, f"tenancy.automation.errors.ERROR_CODES lacks {sorted(missing)}"
+
+
+def test_platform_admin_required_describes_every_route_answering_it() -> None:
+    meaning = ERROR_CODES["platform_admin_required"][1]
+    assert all(word in meaning for word in ("plan", "force", "hand", "backups")), meaning
+
+
+def test_openapi_documents_each_code_under_the_tables_status() -> None:
     documented = 0
-    for path, operations in app.openapi()["paths"].items():
+    for path, operations in _openapi()["paths"].items():
         for method, operation in operations.items():
             for status, response in operation["responses"].items():
                 for code in re.findall(r"`([a-z_]+)`:", response.get("description", "")):

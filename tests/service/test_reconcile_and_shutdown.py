@@ -127,6 +127,7 @@ def test_a_file_whose_yaml_alias_contains_itself_is_reported_not_a_crash(
     first, _ = make_app(state_dir=state, workers=0)
     with LiveServer(first) as server, server.client(issuer.admin_of("acme")) as client:
         assert client.put(ACME, json=spec("acme")).status_code == 202
+        assert client.get(ACME).json()["specProblem"] is None
         checkout = first.state.backends.repository.root
         file = checkout / "tenants" / "dev" / "acme.yaml"
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +150,13 @@ def test_a_file_whose_yaml_alias_contains_itself_is_reported_not_a_crash(
             "a YAML alias refers to itself: the node anchored here holds the alias at labels.team"
             in (detail["reason"])
         )
-        assert client.get(ACME).status_code == 200  # read as any file that is not YAML: spec {}
+        # Read with what is known (status, ETag for a PUT) and why the spec is {}.
+        read = client.get(ACME)
+        assert read.status_code == 200
+        assert read.json()["spec"] == {}
+        assert read.json()["specProblem"].startswith("tenants/dev/acme.yaml is not valid YAML: line ")
+        assert "a YAML alias refers to itself" in read.json()["specProblem"]
+        assert read.headers["ETag"]
 
     second, _ = make_app(state_dir=state, workers=0)
     with caplog.at_level(logging.WARNING, logger="tenancy.service"), LiveServer(second):

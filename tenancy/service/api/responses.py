@@ -14,7 +14,10 @@ from tenancy.service.core.errors import ERROR_CODES
 from tenancy.service.models import ErrorResponse
 
 # What every authenticated route may answer before it runs (tenancy.service.deps).
-AUTHENTICATED = ("unauthenticated", "rate_limited")
+AUTHENTICATED = ("unauthenticated", "rate_limited", "identity_provider_unavailable")
+# What every route taking a JSON body may answer before it runs (tenancy.service.core.request_body,
+# FastAPI's own parsing and validation).
+WITH_BODY = ("bad_request", "payload_too_large", "json_too_deep", "invalid_character", "invalid_request")
 
 
 def error_responses(*codes: str) -> dict[int | str, dict[str, Any]]:

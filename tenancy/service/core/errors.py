@@ -27,7 +27,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "platform_admin_required": (
         403,
-        "only a platform-admin may set this field (plan, groups); details name it",
+        "only a platform-admin may do this: set a platform-owned field (plan, groups), force a deletion "
+        "without a backup (force), or hand a deleted tenant's backups over to a tenant of its name; "
+        "details name the field when there is one",
     ),
     "csrf_failed": (403, "a portal session's write without its CSRF token (X-CSRF-Token)"),
     "not_found": (404, "no such route"),
@@ -37,6 +39,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "output_not_available": (404, "the tenant has no such output (not enabled or not deployed yet)"),
     "change_request_not_found": (404, "no such change request among those you can see"),
     "backup_not_found": (404, "the tenant has no complete backup with this id"),
+    "bad_request": (
+        400,
+        "the request cannot be read (e.g. a JSON body that is not UTF-8 text); no details",
+    ),
     "method_not_allowed": (405, "the route does not take this method"),
     "deletion_protected": (409, "deletionProtection is on"),
     "operation_in_progress": (409, "another operation is queued or running on the tenant; wait, then retry"),
@@ -149,18 +155,20 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# Other 4xx errors FastAPI or Starlette raise (a body that cannot be decoded: 400) answer 400
+# ``bad_request``; ``invalid_request`` is 422 only (a request read but not valid, with details).
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error")
-    status = exc.status_code if code != "invalid_request" else 400
+    code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
+    status = 400 if code == "bad_request" else exc.status_code
     messages = {
         "not_found": "no such route; the API lives under /api/v1 (see /docs)",
         "method_not_allowed": "this route does not take this method",
         "payload_too_large": "the request body is too large",
-        "invalid_request": "the request is malformed",
+        "bad_request": "the request cannot be read (is its body UTF-8 JSON?)",
         "internal_error": "an unexpected error occurred",
     }
     return JSONResponse(error_body(code, messages[code]), status_code=status, headers=exc.headers)

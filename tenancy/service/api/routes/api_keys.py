@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.idempotent import WriteResult, run_idempotent
-from tenancy.service.api.responses import AUTHENTICATED, error_responses
+from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY, error_responses
 from tenancy.service.core.api_keys import ApiKeyRecord
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.security import Principal
@@ -33,6 +33,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["api-keys"])
 _ERRORS = error_responses(
     *AUTHENTICATED, "forbidden", "tenant_not_found", "api_key_not_found", "invalid_request"
 )
+_CREATE_ERRORS = error_responses(*AUTHENTICATED, "forbidden", "tenant_not_found", *WITH_BODY)
 KeyId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
 
 
@@ -82,7 +83,7 @@ def list_api_keys(tenant: KeyManagingTenant, backends: BackendsDep) -> ApiKeyLis
     "/tenants/{name}/api-keys",
     status_code=201,
     response_model=ApiKeyCreated,
-    responses=_ERRORS,
+    responses=_CREATE_ERRORS,
     summary="Create an API key (the key is shown only in this answer)",
 )
 def create_api_key(

@@ -18,7 +18,7 @@ from pydantic import Field
 from tenancy.automation.contract import StackRef
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.idempotent import WriteResult
-from tenancy.service.api.responses import AUTHENTICATED, error_responses
+from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY, error_responses
 from tenancy.service.backends import Backends
 from tenancy.service.core.change_requests import ChangeRequest, RequestStatus
 from tenancy.service.core.errors import ServiceError
@@ -39,6 +39,7 @@ _DECIDE_ERRORS = error_responses(
     "change_request_expired",
     "change_request_stale",
     "repository_unavailable",
+    *WITH_BODY,
 )
 _FILE_ERRORS = error_responses(
     *AUTHENTICATED,
@@ -46,7 +47,7 @@ _FILE_ERRORS = error_responses(
     "tenant_not_found",
     "forbidden",
     "invalid_spec",
-    "invalid_request",
+    *WITH_BODY,
 )
 
 

@@ -31,7 +31,7 @@ from tenancy.dataops.backup import BackupError, BackupRecord
 from tenancy.dataops.object_store import ObjectStoreError
 from tenancy.dataops.retired import RetiredBackup, RetiredIncarnation, hand_over, revoke_hand_over
 from tenancy.service.api import API_PREFIX
-from tenancy.service.api.responses import error_responses
+from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY, error_responses
 from tenancy.service.backends import Backends
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.security import Principal
@@ -49,8 +49,8 @@ router = APIRouter(prefix=API_PREFIX, tags=["qdrant data"])
 
 QDRANT_PATH = "/environments/{environment}/tenants/{name}/qdrant"
 _NAME = DNS_LABEL.pattern
-_ERRORS = error_responses(
-    "unauthenticated",
+_CODES = (
+    *AUTHENTICATED,
     "forbidden",
     "backup_not_owned",
     "platform_admin_required",
@@ -62,6 +62,8 @@ _ERRORS = error_responses(
     "invalid_request",
     "backups_unavailable",
 )
+_ERRORS = error_responses(*_CODES)
+_RESTORE_ERRORS = error_responses(*_CODES, *WITH_BODY)
 
 
 class RetiredView(ApiModel):
@@ -274,7 +276,7 @@ def may_restore_retired(principal: Principal, owner: RetiredIncarnation, current
     f"{QDRANT_PATH}/restore",
     status_code=202,
     response_model=OperationAccepted,
-    responses=_ERRORS,
+    responses=_RESTORE_ERRORS,
     summary="Restore a backup of this tenant, into it or into another tenant you can change",
     description="Refused (409 operation_in_progress) while another operation is queued or running on "
     "the tenant restored into. The restore checks every object's SHA-256 before it changes anything.",

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.idempotent import WriteResult, run_idempotent
-from tenancy.service.api.responses import AUTHENTICATED, error_responses
+from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY, error_responses
 from tenancy.service.api.routes.tenants import TENANT_PATH, _audited_change, _state_operations
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.deps import (
@@ -48,7 +48,7 @@ _ROTATE_ERRORS = error_responses(
     "forbidden",
     "rotation_in_progress",
     "qdrant_not_enabled",
-    "invalid_request",
+    *WITH_BODY,
     "repository_unavailable",
 )
 Phase = Literal["none", "rolling_out", "grace", "revoking", "complete"]

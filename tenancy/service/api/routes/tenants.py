@@ -20,7 +20,7 @@ from tenancy.automation.contract import (
 )
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.idempotent import WriteResult, run_idempotent
-from tenancy.service.api.responses import AUTHENTICATED, error_responses
+from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY, error_responses
 from tenancy.service.api.routes.change_requests import file_if_needed
 from tenancy.service.core.audit import Outcome
 from tenancy.service.core.errors import ServiceError, request_id
@@ -71,7 +71,7 @@ _WRITE_ERRORS = error_responses(
     "conflict_with_repository",
     "precondition_failed",
     "invalid_spec",
-    "invalid_request",
+    *WITH_BODY,
     "idempotency_key_reused",
     "repository_unavailable",
 )
@@ -258,6 +258,11 @@ def _read_tenant(stack: StackRef, backends: BackendsDep, principal: Principal) -
         role=role,
         etag=etag,
         spec=document,
+        spec_problem=(
+            f"{backends.changes.display_file(stack)} is not valid YAML: {committed.problem}"
+            if committed.problem is not None
+            else None
+        ),
         status=tenant_status(operations),
         last_operation=OperationView.of(operations[0]) if operations else None,
         outputs=outputs,
