@@ -28,8 +28,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "platform_admin_required": (
         403,
         "only a platform-admin may do this: set a platform-owned field (plan, groups), force a deletion "
-        "without a backup (force), or hand a deleted tenant's backups over to a tenant of its name; "
-        "details name the field when there is one",
+        "without a backup (force), or hand a deleted tenant's backups over to a tenant of its name (or "
+        "revoke that); details name the field when there is one",
     ),
     "csrf_failed": (403, "a portal session's write without its CSRF token (X-CSRF-Token)"),
     "not_found": (404, "no such route"),
