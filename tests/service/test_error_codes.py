@@ -55,7 +55,7 @@ def answered_codes(path: Path) -> dict[str, int | None]:
 
 
 def documented_codes(path: Path) -> set[str]:
-    """Codes a route module passes to error_responses, names in its ``_CODES`` tuple, or takes from
+    """Codes a route module passes to error_responses, names in a ``*_CODES`` tuple, or takes from
     AUTHENTICATED and WITH_BODY."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     codes = {
@@ -65,12 +65,12 @@ def documented_codes(path: Path) -> set[str]:
         for argument in node.args
         if (code := _literal(argument))
     }
-    # A tuple of codes several routes share (qdrant.py's _CODES).
+    # A tuple of codes several routes share (qdrant.py's _CODES, tenants.py's _WRITE_CODES).
     codes |= {
         code
         for node in ast.walk(tree)
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple)
-        if any(isinstance(target, ast.Name) and target.id == "_CODES" for target in node.targets)
+        if any(isinstance(target, ast.Name) and target.id.endswith("_CODES") for target in node.targets)
         for element in node.value.elts
         if (code := _literal(element))
     }
@@ -133,6 +133,8 @@ def test_every_route_documents_what_authentication_and_body_checks_answer() -> N
                 assert not missing, f"{method} {path} takes a body but does not document {sorted(missing)}"
             checked += 1
     assert checked > 20
+    preview = _openapi()["paths"]["/api/v1/environments/{environment}/tenants/{name}/preview"]["post"]
+    assert {"preview_busy", "rate_limited"} <= _documented(preview)  # both 429, one entry
 
 
 def test_an_unreadable_body_and_an_invalid_one_answer_different_codes(make_app: Any, issuer: Any) -> None:

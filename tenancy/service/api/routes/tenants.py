@@ -61,7 +61,7 @@ SECRET_OUTPUTS = frozenset({"qdrantApiKey", "qdrantReadOnlyApiKey", "vclusterKub
 _STATE_KINDS = (OperationKind.up, OperationKind.destroy, OperationKind.refresh)
 
 _ERRORS = error_responses(*AUTHENTICATED, "tenant_not_found")
-_WRITE_ERRORS = error_responses(
+_WRITE_CODES = (
     *AUTHENTICATED,
     "tenant_not_found",
     "forbidden",
@@ -75,6 +75,9 @@ _WRITE_ERRORS = error_responses(
     "idempotency_key_reused",
     "repository_unavailable",
 )
+_WRITE_ERRORS = error_responses(*_WRITE_CODES)
+# A preview waits its turn to render, or answers 429 preview_busy (tenancy.service.core.preview).
+_PREVIEW_ERRORS = error_responses(*_WRITE_CODES, "preview_busy")
 
 
 def _spec_schema() -> dict[str, Any]:
@@ -422,7 +425,7 @@ def delete_tenant(
 @router.post(
     f"{TENANT_PATH}/preview",
     response_model=PreviewView,
-    responses=_WRITE_ERRORS,
+    responses=_PREVIEW_ERRORS,
     summary="Preview a spec before applying it",
     description=(
         "Renders the tenant's desired state for the proposed spec and diffs it against the current spec "
