@@ -137,17 +137,17 @@ def test_every_route_documents_what_authentication_and_body_checks_answer() -> N
     assert {"preview_busy", "rate_limited"} <= _documented(preview)  # both 429, one entry
 
 
-def test_an_unreadable_body_and_an_invalid_one_answer_different_codes(make_app: Any, issuer: Any) -> None:
+def test_an_unreadable_body_and_an_invalid_one_answer_different_codes(
+    make_app: Any, issuer: Any, serve: Any
+) -> None:
     """400 and 422 never share a code: a body that is not UTF-8 is bad_request, JSON that is not
-    valid is invalid_request (with details)."""
-    from fastapi.testclient import TestClient
-
+    valid is invalid_request (with details). Served by uvicorn as `tenantctl serve` serves it."""
     from tests.service.conftest import create_tenant
 
     app, _ = make_app()
     create_tenant(app, "acme")
-    headers = {"Authorization": f"Bearer {issuer.admin_of('acme')}", "Content-Type": "application/json"}
-    with TestClient(app) as client:
+    headers = {"Content-Type": "application/json"}
+    with serve(app).client(issuer.admin_of("acme")) as client:
         url = "/api/v1/environments/dev/tenants/acme"
         unreadable = client.patch(url, content=b'{"displayName": "\xff\xfe"}', headers=headers)
         invalid = client.patch(url, content=b'{"displayName": ', headers=headers)
