@@ -186,8 +186,12 @@ SELF_SERVICE_BASE_IMAGE = (
 # was found to pin here as well, so PULUMI_CLI_SHA256 stays None until one is read from the release.
 PULUMI_CLI_VERSION = "3.272.0"
 PULUMI_CLI_SHA256: str | None = None
-# kubectl within one minor of KUBERNETES_VERSION. The digest of dl.k8s.io/release/v1.34.1/bin/linux/
-# amd64/kubectl as pinned in a public install script (KUBECTL_1_34_1_CHECKSUM_X86_64); the build checks
-# it and dl.k8s.io's kubectl.sha256 both.
+# kubectl within one minor of KUBERNETES_VERSION, one digest per architecture the image is built for:
+# dl.k8s.io/release/v1.34.1/bin/linux/<arch>/kubectl, as pinned alike in three public build files (an
+# install script's KUBECTL_1_34_1_CHECKSUM_X86_64, a Dockerfile's KUBECTL_SUM_<arch>, a Bazel toolchain's
+# linux_<arch>); the build checks it and dl.k8s.io's kubectl.sha256 both.
 KUBECTL_VERSION = "1.34.1"
-KUBECTL_SHA256 = "7721f265e18709862655affba5343e85e1980639395d5754473dafaadcaa69e3"
+KUBECTL_SHA256 = {
+    "amd64": "7721f265e18709862655affba5343e85e1980639395d5754473dafaadcaa69e3",
+    "arm64": "420e6110e3ba7ee5a3927b5af868d18df17aae36b720529ffa4e9e945aa95450",
+}

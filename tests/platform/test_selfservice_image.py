@@ -79,7 +79,8 @@ def test_tools_are_pinned_and_checked_against_their_publishers_checksums() -> No
     )
     assert arg("PULUMI_VERSION") == versions.PULUMI_CLI_VERSION == pins["pulumi"]
     assert arg("KUBECTL_VERSION") == versions.KUBECTL_VERSION
-    assert arg("KUBECTL_SHA256") == versions.KUBECTL_SHA256
+    pinned = {arch: arg(f"KUBECTL_SHA256_{arch.upper()}") for arch in ("amd64", "arm64")}
+    assert pinned == versions.KUBECTL_SHA256
     # kubectl within one minor of the clusters
     assert versions.KUBECTL_VERSION.split(".")[:2] == versions.KUBERNETES_VERSION.split(".")[:2]
     text = CONTAINERFILE.read_text()
@@ -87,6 +88,48 @@ def test_tools_are_pinned_and_checked_against_their_publishers_checksums() -> No
     # Providers baked in at the versions of the SDKs the program imports.
     for plugin in ("kubernetes", "random", "vault", "keycloak", "command"):
         assert f"plugin install resource {plugin} {pins['pulumi-' + plugin]}" in text
+
+
+def tool_fetches(arch: str) -> subprocess.CompletedProcess[str]:
+    """Run the tool stage's download step as the build would on ``arch`` (its ARG defaults, its SHELL),
+    with dpkg answering ``arch`` and every command that would touch the network or the disk only
+    printing its arguments."""
+    tools = stages()[0]
+    shell = json.loads(next(rest for keyword, rest in tools if keyword == "SHELL"))
+    step = next(rest for keyword, rest in tools if keyword == "RUN" and "fetch_verified.py" in rest)
+    env = {"PATH": "/usr/bin:/bin"}
+    for keyword, rest in tools:
+        if keyword == "ARG" and "=" in rest:
+            name, value = rest.split("=", 1)
+            env[name] = value
+    doubles = f'dpkg() {{ echo {arch}; }}; python() {{ echo "$@"; }};'
+    doubles += " mkdir() { :; }; tar() { :; }; chmod() { :; }"
+    return subprocess.run(
+        [*shell, f"{doubles}; {step}"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.mark.parametrize(("arch", "pulumi_arch"), [("amd64", "x64"), ("arm64", "arm64")])
+def test_each_architecture_gets_its_own_tools_checked_against_its_own_digests(
+    arch: str, pulumi_arch: str
+) -> None:
+    result = tool_fetches(arch)
+    assert result.returncode == 0, result.stderr
+    pulumi, kubectl = (line.split() for line in result.stdout.splitlines())
+    version = versions.PULUMI_CLI_VERSION
+    assert pulumi[1].endswith(f"/v{version}/pulumi-v{version}-linux-{pulumi_arch}.tar.gz")
+    assert pulumi[pulumi.index("--checksums-url") + 1].endswith(f"pulumi-{version}-checksums.txt")
+    release = f"https://dl.k8s.io/release/v{versions.KUBECTL_VERSION}/bin/linux/{arch}/kubectl"
+    assert kubectl[1] == release
+    assert kubectl[kubectl.index("--sha256") + 1] == versions.KUBECTL_SHA256[arch]
+    assert kubectl[kubectl.index("--checksums-url") + 1] == f"{release}.sha256"
+
+
+def test_an_architecture_without_pinned_tools_stops_the_build() -> None:
+    result = tool_fetches("s390x")
+    assert result.returncode != 0
+    assert "no pinned tools for architecture s390x" in result.stderr
+    assert "fetch_verified.py" not in result.stdout
 
 
 def test_the_final_stage_has_no_build_tools_and_runs_as_the_numeric_user_the_pods_use() -> None:
