@@ -244,6 +244,8 @@ def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
         "TENANCY_SERVICE_JWKS_URL": jwks_url(),
         "TENANCY_SERVICE_AUDIENCE": API_CLIENT_ID,
         "TENANCY_SERVICE_PORTAL_PUBLIC_URL": portal_url(domain),  # the redirect URI the realm allows
+        # The browser signs in at the public URL; the code exchange stays in the cluster.
+        "TENANCY_SERVICE_PORTAL_TOKEN_URL": token_url(),
         # Only the gateway's forwarded client addresses are believed (engineer "auth"'s setting).
         "TENANCY_SERVICE_TRUSTED_PROXIES": ",".join(trusted_proxies(config)),
         "TENANCY_SERVICE_BACKEND": "redis",
@@ -283,6 +285,14 @@ CHART_REPOSITORY_PORT = 443
 def jwks_url() -> str:
     """The realm's signing keys, read from Keycloak's Service in iam (through the mesh)."""
     return f"{KEYCLOAK_INTERNAL_URL}/realms/{REALM}/protocol/openid-connect/certs"
+
+
+def token_url() -> str:
+    """The realm's token endpoint at Keycloak's Service in iam, where the API exchanges the portal's
+    authorization code. The portal's default (the issuer's public URL) would leave through the gateway's
+    load balancer, which the API's egress policies do not reach once gitHosts is narrowed; the tokens'
+    ``iss`` is KC_HOSTNAME's either way."""
+    return f"{KEYCLOAK_INTERNAL_URL}/realms/{REALM}/protocol/openid-connect/token"
 
 
 def tenant_stack_config() -> dict[str, str]:

@@ -3,8 +3,9 @@ platform programs (their stack files, and with ``gitHosts`` narrowed): NetworkPo
 the caller's Sidecar scope (mesh-wide STRICT mTLS), and the URLs their environment really names. Each
 rule a connection needs is removed in turn and the connection must fail; nothing else leaves on 443.
 
-Connections: Keycloak's JWKS (both roles; the workers' readiness checks the keys) and its admin API
-(tenant stacks the workers run) at Keycloak's Service in iam; the tenants git remote (both roles) and
+Connections: Keycloak's JWKS (both roles; the workers' readiness checks the keys), its token endpoint
+(the API's portal code exchange) and its admin API (tenant stacks the workers run) at Keycloak's Service
+in iam; the tenants git remote (both roles) and
 Helm repositories (workers) at ``gitHosts.cidrs``. The API server, object store and Vault are traced in
 test_api_server_egress.py and test_object_store_egress.py, tenants' Qdrant in test_worker_traffic.py.
 """
@@ -105,9 +106,12 @@ def keycloak_pod(capture: StackCapture) -> dict[str, str]:
 
 
 def keycloak_urls(capture: StackCapture, role: str) -> list[str]:
-    """Where the role's process calls Keycloak: the JWKS, and (workers) the tenant stacks' provider."""
+    """Where the role's process calls Keycloak: the JWKS, (API) the portal's code exchange, and (workers)
+    the tenant stacks' provider."""
     env = env_of(capture, selfservice.NAMES[role])  # type: ignore[index]
     urls = [env["TENANCY_SERVICE_JWKS_URL"]]
+    if role == "api":
+        urls.append(env["TENANCY_SERVICE_PORTAL_TOKEN_URL"])
     if role == "worker":
         urls.append(json.loads(env["TENANCY_STACK_CONFIG"])["platform:keycloakUrl"])
     return urls
