@@ -13,6 +13,7 @@ from components.platform.namespace import PlatformNamespace
 from components.platform.passwords import password_taken_once
 from tenancy import versions
 from tenancy.builders import identity as build
+from tenancy.builders import identity_mesh
 from tenancy.builders.contract import NAMESPACES, issuer_url
 from tenancy.builders.namespace import Manifest
 from tenancy.spec.platform import CONFIG_NAMESPACE, PlatformConfig
@@ -94,6 +95,17 @@ class Identity(pulumi.ComponentResource):
             opts=child,
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        # Istio: the allows first, then the deny-by-default that depends on them, so no update of a
+        # running platform has a moment in which Keycloak or its database refuse their callers.
+        allows = [
+            custom_resource(f"{name}-{policy['metadata']['name']}", policy, in_namespace)
+            for policy in identity_mesh.authorization_policies(config)
+        ]
+        custom_resource(
+            f"{name}-allow-nothing",
+            identity_mesh.deny_by_default(),
+            pulumi.ResourceOptions(parent=self, depends_on=[namespace, *allows]),
+        )
 
         db_password = _password(f"{name}-database-password", self)
         db_secret = _secret(

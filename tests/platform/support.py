@@ -223,3 +223,127 @@ def sidecar_knows(
             if scope in ("*", service_namespace) and fnmatch.fnmatchcase(host, name):
                 return True
     return False
+
+
+# --- what Istio's AuthorizationPolicies and PeerAuthentications let through ---------------------------
+
+
+def _istio_match(pattern: str, value: str) -> bool:
+    """Istio's string match: exact, ``*`` (any non-empty), a ``*`` prefix (suffix match) or suffix."""
+    if pattern == "*":
+        return value != ""
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return value.endswith(pattern[1:])
+    return value == pattern
+
+
+def _source_holds(source: dict[str, Any], *, namespace: str | None, principal: str | None) -> bool:
+    """Every field of ``source`` holds. A caller without mTLS (``principal`` None) has no principal and
+    no namespace: positive fields never match it, negative ones always do."""
+
+    def any_of(patterns: list[str], value: str | None) -> bool:
+        return value is not None and any(_istio_match(p, value) for p in patterns)
+
+    assert set(source) <= {"principals", "notPrincipals", "namespaces", "notNamespaces"}, source
+    return (
+        ("principals" not in source or any_of(source["principals"], principal))
+        and ("notPrincipals" not in source or not any_of(source["notPrincipals"], principal))
+        and ("namespaces" not in source or any_of(source["namespaces"], namespace))
+        and ("notNamespaces" not in source or not any_of(source["notNamespaces"], namespace))
+    )
+
+
+def _operation_holds(operation: dict[str, Any], *, port: int, path: str | None) -> bool:
+    """Every field of ``operation`` holds. ``path`` None: a TCP connection, where Istio drops an ALLOW
+    rule naming HTTP fields (paths), so that rule admits nothing."""
+    assert set(operation) <= {"ports", "notPorts", "paths", "notPaths"}, operation
+    if path is None and ("paths" in operation or "notPaths" in operation):
+        return False
+    return (
+        ("ports" not in operation or str(port) in operation["ports"])
+        and ("notPorts" not in operation or str(port) not in operation["notPorts"])
+        and ("paths" not in operation or any(_istio_match(p, path or "") for p in operation["paths"]))
+        and (
+            "notPaths" not in operation or not any(_istio_match(p, path or "") for p in operation["notPaths"])
+        )
+    )
+
+
+def _rule_holds(
+    rule: dict[str, Any], *, namespace: str | None, principal: str | None, port: int, path: str | None
+) -> bool:
+    assert "when" not in rule, "conditions are not modelled here"
+    froms, tos = rule.get("from"), rule.get("to")
+    return (
+        froms is None
+        or any(_source_holds(f["source"], namespace=namespace, principal=principal) for f in froms)
+    ) and (tos is None or any(_operation_holds(t["operation"], port=port, path=path) for t in tos))
+
+
+def authorization_allows(
+    policies: list[dict[str, Any]],
+    *,
+    namespace: str,
+    pod: dict[str, str],
+    source_namespace: str | None,
+    principal: str | None,
+    port: int,
+    path: str | None = None,
+) -> bool:
+    """Whether the AuthorizationPolicies of ``namespace`` (and the root namespace's, which apply mesh-wide)
+    admit a request to ``pod`` on ``port`` (``path`` for HTTP): no DENY matches, and an ALLOW matches when
+    any ALLOW policy applies to the pod (an ALLOW policy without rules applies and matches nothing)."""
+    applying = [
+        p
+        for p in policies
+        if p["metadata"]["namespace"] in (namespace, NAMESPACES.mesh)
+        and _labels_match(p["spec"].get("selector", {}).get("matchLabels"), pod)
+    ]
+    caller = {"namespace": source_namespace, "principal": principal, "port": port, "path": path}
+    for policy in applying:
+        assert policy["spec"].get("action", "ALLOW") in ("ALLOW", "DENY"), policy["metadata"]["name"]
+    if any(
+        _rule_holds(rule, **caller)
+        for p in applying
+        if p["spec"].get("action") == "DENY"
+        for rule in p["spec"].get("rules", [])
+    ):
+        return False
+    allows = [p for p in applying if p["spec"].get("action", "ALLOW") == "ALLOW"]
+    return not allows or any(
+        _rule_holds(rule, **caller) for p in allows for rule in p["spec"].get("rules", [])
+    )
+
+
+def accepts_plaintext(
+    peer_authentications: list[dict[str, Any]], *, namespace: str, pod: dict[str, str], port: int
+) -> bool:
+    """Whether a sidecar on ``pod`` takes a connection without Istio mTLS on ``port``: the most specific
+    PeerAuthentication decides (the workload's, else the namespace's, else the root namespace's), a
+    port-level mode over the workload's own."""
+
+    def mode_of(found: list[dict[str, Any]]) -> str | None:
+        assert len(found) <= 1, [p["metadata"]["name"] for p in found]
+        if not found:
+            return None
+        spec = found[0]["spec"]
+        level = spec.get("portLevelMtls", {}).get(str(port), {}).get("mode")
+        return level or spec.get("mtls", {}).get("mode")
+
+    own = [p for p in peer_authentications if p["metadata"]["namespace"] == namespace]
+    workload = [
+        p for p in own if "selector" in p["spec"] and _labels_match(p["spec"]["selector"]["matchLabels"], pod)
+    ]
+    namespace_wide = [p for p in own if "selector" not in p["spec"]]
+    root = [
+        p
+        for p in peer_authentications
+        if p["metadata"]["namespace"] == NAMESPACES.mesh and "selector" not in p["spec"]
+    ]
+    for found in (workload, namespace_wide, root):
+        mode = mode_of(found)
+        if mode not in (None, "UNSET"):
+            return mode in ("PERMISSIVE", "DISABLE")
+    return True  # Istio's default is PERMISSIVE
