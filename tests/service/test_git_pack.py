@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pygit2
@@ -151,3 +152,40 @@ def test_trees_cached_across_batches_are_never_changed_by_a_later_batch(tmp_path
     assert trees  # shared, and every entry still hashes to its id
     for raw, entries in trees.items():
         assert git_pack.object_id(git_pack.TREE, git_pack.serialize_tree(entries)) == raw
+
+
+def test_stored_zlib_streams_inflate_to_their_data_at_every_block_boundary() -> None:
+    for size in (0, 1, 0xFFFE, 0xFFFF, 0x10000, 2 * 0xFFFF, 2 * 0xFFFF + 1, 200_000):
+        data = bytes(index % 251 for index in range(size))
+        stream = git_pack.zlib_stored(data)
+        assert zlib.decompress(stream) == data
+        decompressor = zlib.decompressobj()
+        assert decompressor.decompress(stream) == data and decompressor.eof and not decompressor.unused_data
+
+
+def test_git_and_libgit2_read_a_pack_of_stored_objects(tmp_path: Path) -> None:
+    """The empty tree, and a blob of several stored blocks, read back by git (fsck included) and by
+    libgit2 from a pack written by a batch."""
+    subprocess.run(["git", "init", "--quiet", str(tmp_path / "repo")], check=True)
+    repo = pygit2.Repository(str(tmp_path / "repo"))
+    batch = git_pack.ObjectBatch(lambda raw: repo[pygit2.Oid(raw=raw)].read_raw())
+    large = b"".join(b"line %d of a large tenant file\n" % number for number in range(8_000))  # > 128 KiB
+    empty = batch.add(git_pack.TREE, git_pack.EMPTY_TREE)
+    tree = batch.edit_tree(empty, ["tenants", "dev", "large.yaml"], batch.add(git_pack.BLOB, large))
+    committer = pygit2.Signature("tenant-api", "tenant-api@tenancy.invalid", 1_700_000_000, 0)
+    commit = batch.add(git_pack.COMMIT, git_pack.commit_data(tree, [], committer, committer, "Large\n"))
+    assert batch.write_pack(tmp_path / "repo" / ".git" / "objects" / "pack") is not None
+    git(tmp_path / "repo", "update-ref", "refs/heads/main", commit.hex())
+
+    assert git(tmp_path / "repo", "fsck", "--full", "--strict", "--no-dangling", "--no-progress") == ""
+    shown = subprocess.run(
+        ["git", "cat-file", "blob", "main:tenants/dev/large.yaml"],
+        cwd=tmp_path / "repo",
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert shown == large
+    assert git(tmp_path / "repo", "cat-file", "-s", empty.hex()).strip() == "0"
+    reread = pygit2.Repository(str(tmp_path / "repo"))
+    found = reread.revparse_single("main:tenants/dev/large.yaml")
+    assert isinstance(found, pygit2.Blob) and found.data == large
