@@ -178,6 +178,12 @@ async def changeable_tenant(
     name: TenantNamePath,
     principal: CurrentPrincipal,
 ) -> StackRef:
+    return _changeable(request, backends, environment, name, principal)
+
+
+def _changeable(
+    request: Request, backends: Backends, environment: Environment, name: str, principal: Principal
+) -> StackRef:
     if not principal.can_read(name):
         raise tenant_not_found(environment.value, name)
     if not principal.can_change(name):
@@ -199,9 +205,10 @@ ReadableTenant = Annotated[StackRef, Depends(readable_tenant)]
 
 @dataclass(frozen=True, slots=True)
 class TenantAccess:
-    """A tenant the caller may read, with the caller and the backends: what ``ReadableTenant``,
-    ``CurrentPrincipal`` and ``BackendsDep`` give, as one dependency. FastAPI walks a route's whole
-    dependency tree on every request, cached or not, so a hot route declares one instead of three."""
+    """A tenant the caller may read (or change), with the caller and the backends: what
+    ``ReadableTenant`` (or ``ChangeableTenant``), ``CurrentPrincipal`` and ``BackendsDep`` give, as one
+    dependency. FastAPI walks a route's whole dependency tree on every request, cached or not, so a
+    hot route declares one instead of three."""
 
     stack: StackRef
     principal: Principal
@@ -215,8 +222,18 @@ async def tenant_access(
     return TenantAccess(stack, principal, request.app.state.backends)
 
 
+async def changeable_tenant_access(
+    request: Request, environment: EnvironmentPath, name: TenantNamePath, principal: CurrentPrincipal
+) -> TenantAccess:
+    """``ChangeableTenant`` with the caller and the backends, for the tenant write routes (PUT, PATCH,
+    DELETE): 5 dependency nodes per request instead of 10 (about 0.1 ms of the event loop's time)."""
+    backends: Backends = request.app.state.backends
+    return TenantAccess(_changeable(request, backends, environment, name, principal), principal, backends)
+
+
 ReadableTenantAccess = Annotated[TenantAccess, Depends(tenant_access)]
 ChangeableTenant = Annotated[StackRef, Depends(changeable_tenant)]
+ChangeableTenantAccess = Annotated[TenantAccess, Depends(changeable_tenant_access)]
 
 IdempotencyKey = Annotated[
     str | None,

@@ -30,6 +30,7 @@ from tenancy.service.core.tenant_changes import ChangeResult
 from tenancy.service.deps import (
     BackendsDep,
     ChangeableTenant,
+    ChangeableTenantAccess,
     CurrentPrincipal,
     IdempotencyKey,
     IfMatch,
@@ -310,14 +311,14 @@ def _read_deleted_tenant(stack: StackRef, backends: BackendsDep, role: Role) -> 
 )
 def replace_tenant(
     request: Request,
-    stack: ChangeableTenant,
-    backends: BackendsDep,
-    principal: CurrentPrincipal,
+    access: ChangeableTenantAccess,
     body: Annotated[Any, Body()],
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
     if_none_match: IfNoneMatch = None,
 ) -> JSONResponse:
+    stack, backends, principal = access.stack, access.backends, access.principal
+
     def write() -> WriteResult:
         filed = file_if_needed(request, backends, principal, stack, body, patch=False)
         if filed is not None:
@@ -358,13 +359,13 @@ def replace_tenant(
 )
 def patch_tenant(
     request: Request,
-    stack: ChangeableTenant,
-    backends: BackendsDep,
-    principal: CurrentPrincipal,
+    access: ChangeableTenantAccess,
     body: Annotated[Any, Body()],
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
 ) -> JSONResponse:
+    stack, backends, principal = access.stack, access.backends, access.principal
+
     def write() -> WriteResult:
         filed = file_if_needed(request, backends, principal, stack, body, patch=True)
         if filed is not None:
@@ -395,9 +396,7 @@ def patch_tenant(
 )
 def delete_tenant(
     request: Request,
-    stack: ChangeableTenant,
-    backends: BackendsDep,
-    principal: CurrentPrincipal,
+    access: ChangeableTenantAccess,
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
     force: Annotated[
@@ -408,6 +407,8 @@ def delete_tenant(
         ),
     ] = False,
 ) -> JSONResponse:
+    stack, backends, principal = access.stack, access.backends, access.principal
+
     def write() -> WriteResult:
         return _audited_change(
             request,
