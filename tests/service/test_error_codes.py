@@ -158,6 +158,42 @@ def test_an_unreadable_body_and_an_invalid_one_answer_different_codes(
         assert ERROR_CODES[code][0] == response.status_code
 
 
+def test_a_5xx_the_framework_raises_answers_a_code_of_its_status(
+    make_app: Any, serve: Any, caplog: Any
+) -> None:
+    """Starlette's HTTPException with a 5xx (a library's middleware, a later Starlette) answered
+    ``internal_error`` with its own status (502, 503, ...) where the table says 500: a 503 now answers
+    ``service_unavailable`` (Retry-After kept), any other 5xx 500 ``internal_error`` (logged)."""
+    import httpx
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    app, _ = make_app()
+
+    async def raises(status: int) -> None:
+        raise StarletteHTTPException(status, detail="the framework's own text", headers={"Retry-After": "7"})
+
+    app.add_api_route("/framework-raises/{status}", raises)
+    server = serve(app)
+    answers = {}
+    with caplog.at_level("ERROR", logger="tenancy.service"):
+        for status in (500, 501, 502, 503, 504):
+            answers[status] = httpx.get(f"{server.url}/framework-raises/{status}")
+    for status, response in answers.items():
+        code = response.json()["error"]["code"]
+        assert ERROR_CODES[code][0] == response.status_code, (status, code, response.status_code)
+        assert "the framework's own text" not in response.text
+    assert [answers[status].status_code for status in (500, 501, 502, 503, 504)] == [500, 500, 500, 503, 500]
+    assert answers[503].json()["error"]["code"] == "service_unavailable"
+    assert answers[503].headers["Retry-After"] == "7"
+    assert answers[502].json()["error"]["code"] == "internal_error"
+    assert "Retry-After" not in answers[502].headers  # an internal error says nothing about retrying
+    request_ids = [answers[status].headers.get("X-Request-ID") for status in (500, 501, 502, 504)]
+    logged = [record.getMessage() for record in caplog.records]
+    for status, rid in zip((500, 501, 502, 504), request_ids, strict=True):
+        assert rid and rid in answers[status].json()["error"]["message"]
+        assert any(f"HTTP {status} raised" in line and rid in line for line in logged), logged
+
+
 def test_every_code_the_automation_layer_emits_is_in_its_table() -> None:
     """Operation summaries carry automation codes (a table of their own: they are not HTTP answers,
     and `not_found`/`conflict` mean a stack there); each error class's code has a meaning."""

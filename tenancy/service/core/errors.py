@@ -88,6 +88,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "preview_busy": (429, "too many previews in flight (yours or everyone's); retry after Retry-After"),
     "internal_error": (500, "an unexpected error; the log has the request id"),
+    "service_unavailable": (
+        503,
+        "the service cannot answer this request right now; retry (after Retry-After when it is given)",
+    ),
     "engine_unavailable": (503, "the automation engine could not answer"),
     "repository_unavailable": (503, "the tenants repository could not be written"),
     "backups_unavailable": (503, "the service has no backup bucket configured, or it cannot be read"),
@@ -156,22 +160,45 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 # Other 4xx errors FastAPI or Starlette raise (a body that cannot be decoded: 400) answer 400
-# ``bad_request``; ``invalid_request`` is 422 only (a request read but not valid, with details).
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+# ``bad_request``; ``invalid_request`` is 422 only (a request read but not valid, with details). A 5xx
+# the framework raises (none does today; a library's middleware or a later version might) answers with
+# a code whose status it is: 503 ``service_unavailable`` (its Retry-After kept: come back later), any
+# other 500 ``internal_error``, logged with the request id as an unexpected error is. A code never
+# travels with another status than the table's.
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    503: "service_unavailable",
+}
+_HTTP_MESSAGES = {
+    "not_found": "no such route; the API lives under /api/v1 (see /docs)",
+    "method_not_allowed": "this route does not take this method",
+    "payload_too_large": "the request body is too large",
+    "bad_request": "the request cannot be read (is its body UTF-8 JSON?)",
+    "service_unavailable": "the service cannot answer this request right now; retry later",
+}
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
-    status = 400 if code == "bad_request" else exc.status_code
-    messages = {
-        "not_found": "no such route; the API lives under /api/v1 (see /docs)",
-        "method_not_allowed": "this route does not take this method",
-        "payload_too_large": "the request body is too large",
-        "bad_request": "the request cannot be read (is its body UTF-8 JSON?)",
-        "internal_error": "an unexpected error occurred",
-    }
-    return JSONResponse(error_body(code, messages[code]), status_code=status, headers=exc.headers)
+    if code == "internal_error":
+        rid = request_id(request)
+        log.error(
+            "HTTP %d raised outside the service's errors handling %s %s (request %s)",
+            exc.status_code,
+            request.method,
+            request.url.path,
+            rid,
+        )
+        return JSONResponse(
+            error_body(code, f"an unexpected error occurred; quote request id {rid} to the platform team"),
+            status_code=ERROR_CODES[code][0],
+        )
+    return JSONResponse(
+        error_body(code, _HTTP_MESSAGES[code]), status_code=ERROR_CODES[code][0], headers=exc.headers
+    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
