@@ -21,8 +21,11 @@ from pydantic import AfterValidator
 EXAMPLES = "such as 10.0.0.0/16, 10.0.0.2/32 or 2001:db8::/64"
 
 
-def parse_cidr(value: str, *, narrowing: str | None = None) -> str:
-    """``value`` as a canonical CIDR; ValueError naming the value and what to write otherwise.
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_network(value: str, *, narrowing: str | None = None) -> Network:
+    """``value`` as a network; ValueError naming the value and what to write otherwise.
     ``narrowing``: what to do instead of a network covering every address, which is then refused."""
     if "%" in value:  # ipaddress reads an IPv6 zone (fe80::%eth0/64) and writes it back with the zone
         raise ValueError(
@@ -43,7 +46,12 @@ def parse_cidr(value: str, *, narrowing: str | None = None) -> str:
         ) from None
     if narrowing is not None and network.prefixlen == 0:
         raise ValueError(f"{value!r} covers every address, which narrows nothing; {narrowing}")
-    return str(network)
+    return network
+
+
+def parse_cidr(value: str, *, narrowing: str | None = None) -> str:
+    """``value`` as a canonical CIDR (``parse_network``'s network, written back)."""
+    return str(parse_network(value, narrowing=narrowing))
 
 
 Cidr = Annotated[str, AfterValidator(parse_cidr)]

@@ -5,6 +5,7 @@ burst of bad tokens never locks out valid callers sharing the address, and a JWK
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -72,6 +73,40 @@ def test_trusted_proxies_are_comma_separated_cidrs(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TENANCY_SERVICE_TRUSTED_PROXIES", "10.0.0.1/8")
     with pytest.raises(ValueError, match="is not a CIDR: it has host bits set"):
         ServiceSettings()
+
+
+def test_trusted_proxies_are_read_once_with_the_platform_configs_wording(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each CIDR is read by one ip_network call (it was read, written back as text, and read again),
+    and refused with the words the platform config uses for its CIDR fields."""
+    import ipaddress
+
+    from tenancy.spec import cidr
+
+    reads: list[str] = []
+    real = ipaddress.ip_network
+
+    def counted(value: str, strict: bool = True) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        reads.append(value)
+        return real(value, strict=strict)
+
+    monkeypatch.setattr(cidr.ipaddress, "ip_network", counted)
+    monkeypatch.setenv("TENANCY_SERVICE_TRUSTED_PROXIES", "127.0.0.6/32,fd00::/8")
+    assert [str(n) for n in ServiceSettings().trusted_proxies] == ["127.0.0.6/32", "fd00::/8"]
+    assert reads == ["127.0.0.6/32", "fd00::/8"]
+    monkeypatch.undo()
+    for value, words in (
+        ("fe80::%eth0/64", "is not a CIDR: a zone"),
+        ("proxy.example", "is not a CIDR such as 10.0.0.0/16"),
+        (
+            "10.0.0.1/8",
+            "is not a CIDR: it has host bits set; write 10.0.0.0/8 for the network or 10.0.0.1/32",
+        ),
+    ):
+        monkeypatch.setenv("TENANCY_SERVICE_TRUSTED_PROXIES", f"127.0.0.6/32,{value}")
+        with pytest.raises(ValueError, match=re.escape(f"{value!r} {words}")):
+            ServiceSettings()
 
 
 # --- failed authentications, through the real app --------------------------------------------------

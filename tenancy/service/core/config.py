@@ -8,7 +8,7 @@ API and worker replicas share them.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tenancy.builders.contract import issuer_url
-from tenancy.spec.cidr import EXAMPLES, parse_cidr
+from tenancy.spec.cidr import EXAMPLES, parse_network
 from tenancy.spec.plans import Plan
 
 API_AUDIENCE = "tenant-api"
@@ -270,8 +270,8 @@ class ServiceSettings(BaseSettings):
                 networks.append(item)
             elif not isinstance(item, str):
                 raise ValueError(f"{item!r} is not a CIDR {EXAMPLES}")
-            else:  # the platform config's parser and wording (TENANCY_SERVICE_TRUSTED_PROXIES: ...)
-                networks.append(ip_network(parse_cidr(item)))
+            else:  # read once, with the platform config's parser and wording
+                networks.append(parse_network(item))
         return tuple(networks)
 
     @field_validator("state_dir", "project_dir", "repo_dir", "jwks_file")
