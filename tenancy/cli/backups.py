@@ -277,7 +277,6 @@ def _hand_over(url: str | None, token: str | None, stack: StackRef, incarnation:
             "--hand-over is the service's (it checks you are a platform-admin and audits it): pass --url",
             exit_codes.INVALID_INPUT,
             as_json,
-            code="invalid_request",
         )
     if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}|op-[0-9A-Za-z-]{1,64}", incarnation):
         _fail(
@@ -285,7 +284,6 @@ def _hand_over(url: str | None, token: str | None, stack: StackRef, incarnation:
             "retired.incarnation show)",
             exit_codes.INVALID_INPUT,
             as_json,
-            code="invalid_request",
         )
     try:
         answer = call("POST", url, token, f"{_path(stack)}/retired/{incarnation}/handover")
