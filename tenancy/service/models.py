@@ -170,9 +170,10 @@ class TenantView(ApiModel):
     spec_problem: str | None = Field(
         default=None,
         description=(
-            "Null when the tenant's file reads. Otherwise why spec is {}: the file in git is not valid "
-            "YAML (names the file, the line and column, and the loader's message). The rest is read as "
-            "usual; PUT a whole spec to replace the file (a PATCH is refused: 422 invalid_spec)."
+            "Null when the tenant's file reads. Otherwise why spec is {}, naming the file: it is not valid "
+            "YAML (the line and column, and the loader's message), or its YAML is not a mapping (a list, "
+            "a scalar, an empty file). The rest is read as usual; PUT a whole spec to replace the file (a "
+            "PATCH is refused: 422 invalid_spec)."
         ),
     )
     status: TenantStatus

@@ -697,12 +697,31 @@ def _fmt(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
+_KINDS: tuple[tuple[type, str], ...] = (
+    (list, "holds a list"),
+    (str, "holds a string"),
+    (bool, "holds a boolean"),  # before int: a bool is an int
+    (int, "holds a number"),
+    (float, "holds a number"),
+)
+
+
+def not_a_mapping(data: Any) -> str:
+    """Why a document that is not a mapping is no tenant, in the words ``tenantctl validate`` and the
+    service's reads and writes share: "a tenant file holds one YAML mapping, this one holds a list"."""
+    kind = (
+        "is empty"
+        if data is None
+        else next((words for cls, words in _KINDS if isinstance(data, cls)), f"holds a {type(data).__name__}")
+    )
+    return f"a tenant file holds one YAML mapping, this one {kind}"
+
+
 def parse_tenant(data: Any, *, file: str, strings: list[str] | None = None) -> TenantSpec:
     """Validate one tenant document (schema, then plan limits); raise SpecError naming file and field.
     ``strings``: every string of ``data``, if the caller has them (see ``forbidden_characters``)."""
     if not isinstance(data, Mapping):
-        kind = "empty" if data is None else type(data).__name__
-        raise SpecError([SpecIssue(file, "", f"a tenant file holds one YAML mapping, this one is {kind}")])
+        raise SpecError([SpecIssue(file, "", not_a_mapping(data))])
     refused = [
         SpecIssue(file, field, reason) for field, reason in forbidden_characters(data, strings=strings)
     ]

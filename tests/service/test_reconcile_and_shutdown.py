@@ -168,6 +168,94 @@ def test_a_file_whose_yaml_alias_contains_itself_is_reported_not_a_crash(
     )
 
 
+def _commit_by_hand(checkout: Path, text: str, message: str) -> None:
+    """``tenants/dev/acme.yaml`` as ``text``, committed as a merged pull request would be."""
+    file = checkout / "tenants" / "dev" / "acme.yaml"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(text)
+    for command in (
+        ["reset", "-q"],  # the index as the branch is (the service commits without one)
+        ["add", "tenants/dev/acme.yaml"],
+        ["-c", "user.name=P", "-c", "user.email=p@example.com", "commit", "-qm", message],
+    ):
+        subprocess.run(["git", "-C", str(checkout), *command], check=True)
+
+
+def test_a_file_whose_yaml_is_not_a_mapping_says_so_on_every_path(
+    tmp_path: Path, make_app: AppFactory, issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Valid YAML that is no mapping (a list, a scalar, an empty file) read as ``spec: {}`` without a
+    word: GET now names the file and the reason, PATCH (and a change request's patch) refuse with it,
+    DELETE says to PUT, the start's reconcile logs it, and tenantctl validate words it the same."""
+    from typer.testing import CliRunner
+
+    from tenancy.cli import app as cli
+
+    state = tmp_path / "shared-state"
+    first, _ = make_app(state_dir=state, workers=0)
+    holds = {"- a\n- b\n": "holds a list", "just words\n": "holds a string", "": "is empty"}
+    with (
+        LiveServer(first) as server,
+        server.client(issuer.admin_of("acme")) as client,
+        server.client(issuer.platform_admin()) as admin,
+    ):
+        assert client.put(ACME, json=spec("acme")).status_code == 202
+        checkout = first.state.backends.repository.root
+        for text, held in holds.items():
+            _commit_by_hand(checkout, text, f"acme {held}")
+            reason = f"a tenant file holds one YAML mapping, this one {held}"
+
+            read = client.get(ACME)
+            assert read.status_code == 200 and read.json()["spec"] == {}
+            assert read.json()["specProblem"] == f"tenants/dev/acme.yaml is not a tenant document: {reason}"
+            assert read.headers["ETag"]
+
+            for patched in (
+                client.patch(ACME, json={"displayName": "Acme"}),
+                client.patch(ACME, json={"plan": "large"}),  # would need a platform-admin
+                client.post(f"{ACME}/change-requests", json={"patch": {"plan": "large"}, "reason": "more"}),
+            ):
+                assert patched.status_code == 422, patched.text
+                error = patched.json()["error"]
+                assert error["code"] == "invalid_spec"
+                assert error["message"].startswith(
+                    "tenants/dev/acme.yaml in the tenants repository is not a tenant document, so a patch "
+                )
+                assert error["details"] == [
+                    {"field": "(document)", "reason": f"tenants/dev/acme.yaml: {reason}"}
+                ]
+
+            deleted = admin.delete(ACME)
+            assert deleted.status_code == 409 and deleted.json()["error"]["code"] == "deletion_protected"
+            assert "is not a tenant document" in deleted.json()["error"]["message"]
+            assert "PUT a whole spec with deletionProtection: false" in deleted.json()["error"]["message"]
+
+            tree = tmp_path / f"tree-{len(text)}" / "tenants"
+            (tree / "dev").mkdir(parents=True)
+            (tree / "dev" / "acme.yaml").write_text(text)
+            validated = CliRunner().invoke(cli, ["validate", "--tenants", str(tree)])
+            assert validated.exit_code == 2
+            assert f"acme.yaml: (file): {reason}" in validated.stderr
+        # A whole spec replaces the file (with the ETag read), and reads again; from a tenant-admin it
+        # is a change request, as the plan the file had cannot be read.
+        _commit_by_hand(checkout, "- a\n", "acme holds a list again")
+        etag = client.get(ACME).headers["ETag"]
+        filed = client.put(ACME, json=spec("acme"), headers={"If-Match": etag})
+        assert filed.status_code == 202 and filed.json()["changeRequest"]["needs"][0]["field"] == "plan"
+        assert admin.put(ACME, json=spec("acme"), headers={"If-Match": etag}).status_code == 202
+        assert client.get(ACME).json()["specProblem"] is None
+        _commit_by_hand(checkout, "- a\n", "acme holds a list once more")
+
+    second, _ = make_app(state_dir=state, workers=0)
+    with caplog.at_level(logging.WARNING, logger="tenancy.service"), LiveServer(second):
+        assert len(_ups(second)) == 2  # the two PUTs'; nothing queued from the broken file
+    assert any(
+        "reconcile: tenants/dev/acme.yaml is not a tenant document (a tenant file holds one YAML "
+        "mapping, this one holds a list)" in record.getMessage()
+        for record in caplog.records
+    )
+
+
 def test_the_start_s_reconcile_holds_each_tenant_so_a_change_committed_meanwhile_is_queued_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

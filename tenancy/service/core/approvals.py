@@ -84,6 +84,7 @@ class Approvals:
         if patch:
             if current is None:
                 return None  # the ordinary path answers tenant_not_found
+            self.changes.refuse_unreadable(stack)  # nothing to merge into: 422 naming the file
             body = merge_patch(current, body)
         spec, upgrade = self._validate_or_upgrade(stack, principal, body)
         spec = self.changes.keep_key_rotation(stack, current, spec)  # the platform's record stays

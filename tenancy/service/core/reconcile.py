@@ -46,7 +46,7 @@ def _queue_if_unapplied(
     file = f"{repository.tenants_path}/{environment}/{name}.yaml"
     found = repository.file(environment, name)
     if found is not None and found.problem is not None:
-        log.warning("reconcile: %s is not valid YAML (%s); left alone", file, found.problem)
+        log.warning("reconcile: %s %s (%s); left alone", file, found.problem.what, found.problem.detail)
         return None
     try:
         spec = parse_tenant(repository.read(environment, name), file=file)

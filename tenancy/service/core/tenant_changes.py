@@ -119,19 +119,29 @@ class TenantChanges:
                 details=spec_issues_details(error),
             ) from None
 
-    def _refuse_unreadable(self, stack: StackRef) -> None:
+    def refuse_unreadable(self, stack: StackRef) -> None:
         """A patch merges into the committed file: one that is not YAML (a syntax error, an alias that
-        contains itself) has nothing to merge into, and a PUT of the whole spec replaces it."""
+        contains itself) or not a mapping (a list, a scalar, nothing) has nothing to merge into, and a
+        PUT of the whole spec replaces it."""
         found = self.repository.file(stack.environment, stack.tenant)
         if found is None or found.problem is None:
             return
         file = self.display_file(stack)
         raise ServiceError(
             "invalid_spec",
-            f"{file} in the tenants repository is not valid YAML, so a patch cannot be merged into it; "
+            f"{file} in the tenants repository {found.problem.what}, so a patch cannot be merged into it; "
             "replace the whole spec with PUT",
-            details=[{"field": "(document)", "reason": f"{file}: {found.problem}"}],
+            details=[{"field": "(document)", "reason": f"{file}: {found.problem.detail}"}],
         )
+
+    def _protected(self, stack: StackRef) -> str:
+        found = self.repository.file(stack.environment, stack.tenant)
+        if found is not None and found.problem is not None:  # nothing to PATCH: protection reads as on
+            return (
+                f"{self.display_file(stack)} {found.problem.what}, so {stack.name}'s deletionProtection "
+                "reads as on; PUT a whole spec with deletionProtection: false first, then delete"
+            )
+        return f"{stack.name} has deletionProtection on; PATCH it to false first, then delete"
 
     def current_etag(self, stack: StackRef) -> str | None:
         text = self.repository.read_text(stack.environment, stack.tenant)
@@ -174,7 +184,7 @@ class TenantChanges:
         def build(current: dict[str, Any] | None) -> TenantSpec:
             if current is None:
                 raise _tenant_not_found(stack)
-            self._refuse_unreadable(stack)
+            self.refuse_unreadable(stack)
             return self.validate(stack, merge_patch(current, patch))
 
         return self._commit_and_submit(stack, principal, if_match=if_match, build=build)
@@ -198,10 +208,7 @@ class TenantChanges:
                     return self._retry_deletion(stack, principal, if_match=if_match, force=force)
                 self._check_precondition(stack, if_match)
                 if current.get("deletionProtection", True) is not False:
-                    raise ServiceError(
-                        "deletion_protected",
-                        f"{stack.name} has deletionProtection on; PATCH it to false first, then delete",
-                    )
+                    raise ServiceError("deletion_protected", self._protected(stack))
                 commit = self.repository.delete(
                     stack.environment,
                     stack.tenant,

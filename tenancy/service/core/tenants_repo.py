@@ -50,6 +50,7 @@ from pygit2.enums import CheckoutStrategy, FileMode
 
 from tenancy.group_commit import GroupCommit
 from tenancy.service.core import durable, git_locks, git_pack
+from tenancy.spec.tenant import not_a_mapping
 from tenancy.spec.tree import ENVIRONMENTS
 from tenancy.spec.yaml_loading import load_yaml, yaml_problem
 
@@ -112,25 +113,39 @@ class Commit:
 
 
 @dataclass(frozen=True)
+class FileProblem:
+    """Why a committed tenant file reads as {}: ``what`` is wrong with it and the ``detail``, so
+    ``f"{file} {problem}"`` reads "tenants/dev/acme.yaml is not valid YAML: line 3, column 1: ..."."""
+
+    what: str  # "is not valid YAML", "is not a tenant document"
+    detail: str  # the loader's line, column and message; what the file holds instead of a mapping
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.detail}"
+
+
+@dataclass(frozen=True)
 class TenantFile:
     """A committed tenant file: its text, parsed mapping and ETag, cached by blob id; ``problem`` says
-    why its text is not YAML (its document is {} then)."""
+    why its document is {} (the text is not YAML, or its YAML is not a mapping)."""
 
     blob: str
     text: str
     document: dict[str, Any]
     etag: str
-    problem: str | None = None
+    problem: FileProblem | None = None
 
 
-def read_document(text: str) -> tuple[dict[str, Any], str | None]:
-    """A tenant file's mapping ({} for anything else: validation reports it properly), and why the
-    text is not YAML when it is not (``line L, column C: ...``, a self-containing alias included)."""
+def read_document(text: str) -> tuple[dict[str, Any], FileProblem | None]:
+    """A tenant file's mapping, or {} and why: the text is not YAML (``line L, column C: ...``, a
+    self-containing alias included), or its one document is no mapping (a list, a scalar, nothing)."""
     try:
         document = load_yaml(text)  # libyaml's: reads are on every GET
     except yaml.YAMLError as error:
-        return {}, yaml_problem(error)
-    return (document if isinstance(document, dict) else {}), None
+        return {}, FileProblem("is not valid YAML", yaml_problem(error))
+    if not isinstance(document, dict):
+        return {}, FileProblem("is not a tenant document", not_a_mapping(document))
+    return document, None
 
 
 def parse_document(text: str) -> dict[str, Any]:

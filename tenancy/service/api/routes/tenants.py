@@ -263,7 +263,7 @@ def _read_tenant(stack: StackRef, backends: BackendsDep, principal: Principal) -
         etag=etag,
         spec=document,
         spec_problem=(
-            f"{backends.changes.display_file(stack)} is not valid YAML: {committed.problem}"
+            f"{backends.changes.display_file(stack)} {committed.problem}"
             if committed.problem is not None
             else None
         ),
