@@ -18,7 +18,7 @@ import pytest
 from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core import durable
-from tenancy.service.core.tenants_repo import GitAuthor, RepositoryError, TenantRepository
+from tenancy.service.core.tenants_repo import GitAuthor, RepositoryError, TenantRepository, _edit_tree
 
 AUTHOR = GitAuthor("a", "a@x.example")
 
@@ -194,3 +194,63 @@ def test_a_branch_whose_move_cannot_be_flushed_is_put_back_and_the_writer_told_s
     assert isinstance(created, pygit2.Commit)
     assert [str(parent) for parent in created.parent_ids] == [before]
     assert repository.read("dev", "acme") is None
+
+
+def _flushed_with_packs(monkeypatch: pytest.MonkeyPatch, git_dir: Path) -> list[tuple[str, set[str]]]:
+    """Every fsync as (path relative to .git, the pack folder's files at that moment)."""
+    events: list[tuple[str, set[str]]] = []
+
+    def record(descriptor: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+        os.fsync(descriptor)
+        events.append((str(path.relative_to(git_dir)), set(os.listdir(git_dir / "objects" / "pack"))))
+
+    monkeypatch.setattr(durable, "fsync", record)
+    return events
+
+
+def test_git_s_gc_and_repack_have_the_pack_folder_flushed_once_they_are_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """git flushes the packs its gc and repack write, not the folder naming them: the service flushes
+    it once git is done, before the maintenance lock lets a write build on the new packs."""
+    from tenancy.service.core.git_pack import BLOB, object_id
+
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    git_dir = repository.git_dir
+    pack_dir = git_dir / "objects" / "pack"
+    for n in range(3):  # three groups: three packs for repack to merge
+        repository.write("dev", f"t{n}", {"name": f"t{n}"}, author=AUTHOR, message=f"Create t{n}")
+    # git's gc --auto counts the loose objects in objects/17: two there pass a threshold of 10.
+    # Committed as earlier versions of the service did (libgit2: one loose file per object).
+    repo = pygit2.Repository(str(git_dir))
+    contents = (b"name: loose%d\n" % n for n in range(100_000))
+    tip = repo[repository.head()]  # type: ignore[index]
+    assert isinstance(tip, pygit2.Commit)
+    tree = tip.tree.id
+    for n, data in enumerate([data for data in contents if object_id(BLOB, data).hex().startswith("17")][:2]):
+        tree = _edit_tree(repo, tree, ["tenants", "dev", f"loose{n}.yaml"], repo.create_blob(data))
+    signature = pygit2.Signature("A", "a@example.com")
+    commit = repo.create_commit(None, signature, signature, "Loose objects\n", tree, [tip.id])
+    repo.references[repository.ref].set_target(commit)
+    assert len(list((git_dir / "objects" / "17").iterdir())) >= 2
+
+    events = _flushed_with_packs(monkeypatch, git_dir)
+    repository.maintain(loose_objects=10)
+    assert not (git_dir / "objects" / "17").exists()  # gc ran (packed and removed the loose objects)
+    assert events == [("objects/pack", set(os.listdir(pack_dir)))]  # after it, once
+
+    events.clear()
+    packs_before = len(list(pack_dir.glob("*.pack")))
+    repository._merge_packs()
+    assert len(list(pack_dir.glob("*.pack"))) < packs_before  # repack merged some
+    assert events == [("objects/pack", set(os.listdir(pack_dir)))]
+
+    def failing(descriptor: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(durable, "fsync", failing)
+    with caplog.at_level("WARNING", logger="tenancy.service"):
+        repository._merge_packs()  # logged, not raised: the next group's flush covers the folder
+    assert "flushing the tenants repository's pack folder after merging its packs failed" in caplog.text

@@ -503,6 +503,7 @@ class TenantRepository:
                 )  # fmt: skip
             except RepositoryError as error:
                 _log.warning("packing the tenants repository's loose objects failed: %s", error)
+            self._sync_pack_folder("packing its loose objects")
             self._packs_generation += 1
 
     def _merge_packs_when_many(self) -> None:
@@ -523,7 +524,19 @@ class TenantRepository:
                 self._run("repack", "-d", "-q", "--geometric=2")
             except RepositoryError as error:  # lookups only get slower; the next merge tries again
                 _log.warning("merging the tenants repository's packs failed: %s", error)
+            self._sync_pack_folder("merging its packs")
             self._packs_generation += 1
+
+    def _sync_pack_folder(self, after: str) -> None:
+        """Flush ``objects/pack`` once git's gc or repack is done (or failed part way). git flushes
+        the packs it writes (``core.fsync``), not the folder naming them, and then removes what they
+        replace: flushed here, the new names are on disk before the lock lets any write build on them,
+        and a power loss can keep the removals and lose the names only during git's own run (ext4's
+        journal orders those). A failure is logged; the next group's flush of the folder retries it."""
+        try:
+            durable.sync_folders([self.git_dir / "objects" / "pack"])
+        except OSError as error:
+            _log.warning("flushing the tenants repository's pack folder after %s failed: %s", after, error)
 
     def head(self) -> str | None:
         tip = self._tip()
