@@ -32,6 +32,9 @@ ERROR_CODES: dict[str, str] = {
     "backup_retire_failed": "a destroyed tenant's backups could not be set aside; the destroy stopped",
     "backup_expired": "the deleted tenant's backup is past its retention period; it cannot be restored",
     "data_unavailable": "the tenant's data cannot be reached (no Qdrant deployed, no backup bucket)",
+    "previous_incarnation_not_destroyed": "the stack still holds an earlier tenant of the same name whose "
+    "destroy failed (its resources, its Qdrant data); nothing of the new tenant runs on it until that "
+    "destroy is retried and succeeds",
     "internal": "an unexpected error in the automation layer (details in the worker's log)",
 }
 
@@ -86,6 +89,10 @@ class OperationInterrupted(AutomationError):
 
 class EngineFailed(AutomationError):
     code = "engine_error"
+
+
+class PreviousIncarnationNotDestroyed(AutomationError):
+    code = "previous_incarnation_not_destroyed"
 
 
 def describe_failure(error: BaseException, *, what: str) -> tuple[str, str]:

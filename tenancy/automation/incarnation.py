@@ -20,6 +20,8 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from tenancy.automation.contract import Operation, OperationKind, OperationStatus
+
 UNCOMMITTED = "uncommitted"
 _GIT_TIMEOUT_SECONDS = 60
 
@@ -91,3 +93,26 @@ def _additions_and_deletions(tenants_dir: Path, environment: str) -> list[tuple[
             if status in ("A", "D"):
                 found.append((commit, status, path))
     return found
+
+
+def undestroyed_predecessor(history: Iterable[Operation], incarnation: str | None) -> Operation | None:
+    """The failed destroy of another incarnation that still holds the stack, or None.
+
+    ``history`` is the stack's operations, newest first. A tenant deleted and re-created under the
+    same name gets the same stack (``<env>.<name>``): when the earlier incarnation's destroy failed,
+    its resources (its Qdrant and the data in it) are still in that stack, and an update of the new
+    incarnation would take them over. Only a destroy that succeeded, or an update that succeeded
+    since, frees the stack; failed updates (refused ones included) do not. Unknown incarnations
+    (``None``: records from before operations carried one) are never told apart."""
+    for operation in history:
+        if operation.status not in (OperationStatus.succeeded, OperationStatus.failed):
+            continue  # queued, running or superseded: it changed nothing yet
+        if operation.kind is OperationKind.destroy:
+            if operation.status is OperationStatus.succeeded:
+                return None
+            if incarnation is None or operation.incarnation is None:
+                return None
+            return operation if operation.incarnation != incarnation else None
+        if operation.kind is OperationKind.up and operation.status is OperationStatus.succeeded:
+            return None
+    return None

@@ -50,7 +50,14 @@ from tenancy.automation.data_operations import (
     set_aside_backups,
     take_tenant_backup,
 )
-from tenancy.automation.errors import AutomationError, FixedVolumesChanged, StackNotFound, describe_failure
+from tenancy.automation.errors import (
+    AutomationError,
+    FixedVolumesChanged,
+    PreviousIncarnationNotDestroyed,
+    StackNotFound,
+    describe_failure,
+)
+from tenancy.automation.incarnation import undestroyed_predecessor
 from tenancy.automation.progress import describe_changes
 from tenancy.automation.scaling import QdrantScaling, ScalingFailed, ScalingPlan, plan_scaling
 from tenancy.spec.changes import refused_change_issues
@@ -298,6 +305,7 @@ class Worker:
         stack = operation.stack
         what = f"{operation.kind.value} of stack {stack.name}"
         try:
+            holder = self._undestroyed_predecessor(operation)
             if operation.kind in DATA_KINDS:
                 # The tenant's data, not its stack: no Pulumi call, so no stack recovery either (a
                 # stack flagged as interrupted stays flagged for its next engine operation).
@@ -306,7 +314,7 @@ class Worker:
                 applied = self._applied_spec(operation, emit)
                 plan = self._check_fixed_volumes(operation, applied)
                 self._backup_first_if_needed(operation, emit, applied)
-                self._set_aside_backups(operation, emit, applied, before=True)
+                self._set_aside_backups(operation, emit, applied, before=True, holder=holder)
                 recovered = self._recover_if_needed(operation, emit)
                 scaling = None if plan is None else self._scaling_for(plan, emit)
                 if scaling is not None and plan is not None:
@@ -318,7 +326,7 @@ class Worker:
                 if scaling is not None and plan is not None and result.succeeded:
                     scaling.after_update(plan, emit)
             if result.succeeded and operation.kind is OperationKind.destroy:
-                self._set_aside_backups(operation, emit, applied, before=False)
+                self._set_aside_backups(operation, emit, applied, before=False, holder=holder)
                 self.engine.remove(stack)
                 emit(kind="diagnostic", status="done", message=f"removed stack {stack.name}")
         except Exception as error:
@@ -345,6 +353,27 @@ class Worker:
             finished = operation
         self._notify(self.listener.operation_finished, finished)
         return finished
+
+    def _undestroyed_predecessor(self, operation: Operation) -> Operation | None:
+        """The failed destroy of an earlier incarnation of the tenant that still holds the stack.
+
+        Nothing but a destroy runs on such a stack: an update of the new incarnation would take over
+        the earlier tenant's resources and the data in its Qdrant, a backup or restore would read or
+        write that data. A destroy is let through (it is how the stack is freed) and sets the backups
+        aside for the incarnation that made them (returned here for that)."""
+        history = [o for o in self.queue.recent(stack=operation.stack, limit=50) if o.id != operation.id]
+        holder = undestroyed_predecessor(history, operation.incarnation)
+        if holder is None or operation.kind is OperationKind.destroy:
+            return holder
+        stack = operation.stack
+        raise PreviousIncarnationNotDestroyed(
+            f"{operation.kind.value} of {stack.name} refused: the stack still holds the tenant of this name "
+            f"deleted before this one (incarnation {holder.incarnation}), whose destroy (operation "
+            f"{holder.id}) failed, so its resources and the data in its Qdrant are still there. Retry that "
+            f"destroy (DELETE the tenant through the service, or `tenantctl destroy {stack.tenant} --env "
+            f"{stack.environment}`; a platform-admin may force it past a failing backup); once it has "
+            "succeeded, run this again"
+        )
 
     def _scaling_for(self, plan: ScalingPlan, emit: EmitEvent) -> QdrantScaling | None:
         if self.scaling is None and not plan.shrinking and not plan.grown_volumes:
@@ -488,7 +517,13 @@ class Worker:
         emit(kind="diagnostic", status="done", message=f"automatic backup {record.id} stored {reason}")
 
     def _set_aside_backups(
-        self, operation: Operation, emit: EmitEvent, applied: dict[str, Any] | None, *, before: bool
+        self,
+        operation: Operation,
+        emit: EmitEvent,
+        applied: dict[str, Any] | None,
+        *,
+        before: bool,
+        holder: Operation | None = None,
     ) -> None:
         """Before a destroy (and once more after it, for a backup the tenant's CronJob finished
         meanwhile) or an update that turns the Qdrant off, move the tenant's backups out of its live
@@ -498,7 +533,8 @@ class Worker:
         deletes them when their retention is over.
 
         Failing before the destroy refuses it (nothing destroyed) unless a platform-admin forced it;
-        failing after it leaves those backups where they were and says so."""
+        failing after it leaves those backups where they were and says so. ``holder``: the failed
+        destroy of an earlier incarnation this destroy retries (the backups are that incarnation's)."""
         if self.data is None:
             return
         if operation.kind is not OperationKind.destroy and not (
@@ -510,7 +546,7 @@ class Worker:
                 self.data,
                 operation.stack,
                 emit,
-                incarnation=operation.incarnation,
+                incarnation=(holder or operation).incarnation,
                 operation_id=operation.id,
                 max_age_days=_backup_max_age_days(applied, operation),
                 now=datetime.now(UTC),

@@ -59,6 +59,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "the tenant's file changed in the tenants repository while the change was being written (a merged "
         "pull request, another replica); nothing was written: read the tenant again and repeat the change",
     ),
+    "previous_incarnation_not_destroyed": (
+        409,
+        "the name's earlier tenant was deleted but its stack is not destroyed yet (queued, running, or "
+        "failed): its resources and Qdrant data are still there, so the name cannot be created again "
+        "until that destroy succeeds (DELETE the tenant again to retry it; a platform-admin may force it)",
+    ),
     "change_request_stale": (
         409,
         "the tenant changed since the change request was made; approving would not apply what was reviewed",

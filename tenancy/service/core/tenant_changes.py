@@ -233,6 +233,33 @@ class TenantChanges:
                 return None
         return None
 
+    def _refuse_while_predecessor_stands(self, stack: StackRef) -> None:
+        """A tenant of a name whose earlier tenant's destroy has not succeeded would get that tenant's
+        stack (one per name: ``<env>.<name>``), with its resources and the data in its Qdrant. Refused
+        until the destroy succeeds; the workers refuse such an update too, whoever queues it."""
+        pending = self.pending_deletion(stack)
+        if pending is None:
+            return
+        if pending.status in _ACTIVE:
+            state = f"is still {pending.status.value}; create the tenant again once it has succeeded"
+        else:
+            code = pending.summary.code if pending.summary is not None else None
+            state = (
+                f"failed ({code or 'see the operation'}), so its resources and the data in its Qdrant are "
+                f"still there. DELETE {stack.tenant} again to retry that destroy (a platform-admin may add "
+                "?force=true to go on without the automatic backup), then create the tenant again"
+            )
+        raise ServiceError(
+            "previous_incarnation_not_destroyed",
+            f"{stack.name} was deleted and the destroy of its stack (operation {pending.id}) {state}",
+            details=[
+                {
+                    "field": "name",
+                    "reason": f"the earlier tenant named {stack.tenant} is not destroyed yet",
+                }
+            ],
+        )
+
     def _retry_deletion(
         self, stack: StackRef, principal: Principal, *, if_match: str | None, force: bool = False
     ) -> ChangeResult:
@@ -475,6 +502,8 @@ class TenantChanges:
                         f"{stack.name} already exists (If-None-Match: *); read it and change it instead",
                     )
                 self._check_precondition(stack, if_match)
+                if current is None:
+                    self._refuse_while_predecessor_stands(stack)
                 spec = self.keep_key_rotation(stack, current, build(current))
                 self._check_platform_fields(stack, principal, current, spec)
                 self._check_fixed_volumes(stack, current, spec, blob=found.blob if found else None)

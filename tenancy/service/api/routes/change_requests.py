@@ -38,6 +38,7 @@ _DECIDE_ERRORS = error_responses(
     "change_request_decided",
     "change_request_expired",
     "change_request_stale",
+    "previous_incarnation_not_destroyed",
     "repository_unavailable",
     *WITH_BODY,
 )

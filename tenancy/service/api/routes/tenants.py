@@ -70,6 +70,7 @@ _WRITE_CODES = (
     "deletion_protected",
     "idempotency_key_in_use",
     "conflict_with_repository",
+    "previous_incarnation_not_destroyed",
     "precondition_failed",
     "invalid_spec",
     *WITH_BODY,
