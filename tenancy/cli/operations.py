@@ -124,6 +124,18 @@ def preview(
     _run_one(OperationKind.preview, tenant, env, as_json, _settings(project, tenants, state_dir))
 
 
+# The platform team's override of a failing automatic backup (run here, with the platform's state
+# and bucket, you are the platform; the service's routes take it from platform-admins only).
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Go on without the automatic backup (before a destroy, a Qdrant version change or its removal) "
+        "if it fails; recorded in the operation's events.",
+    ),
+]
+
+
 def up(
     tenant: TenantArgument,
     env: EnvOption,
@@ -131,6 +143,7 @@ def up(
     project: ProjectOption = None,
     tenants: TenantsOption = None,
     state_dir: StateOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Create or update one tenant's stack <env>.<tenant> from its file.
 
@@ -138,12 +151,17 @@ def up(
     nothing runs if it is invalid (exit 2). Prints the changes and the
     stack outputs, secrets masked (see `tenantctl outputs --show-secrets`).
 
+    An update that changes the Qdrant version or turns it off backs it up
+    first and stops if that backup fails (exit 3, code backup_failed);
+    --force goes on without it, saying so in the operation's events.
+
     Example:  tenantctl up acme --env prod
 
     Exit codes: 0 ok, 2 invalid input, 3 the operation failed,
     4 the Pulumi CLI is missing or too old.
     """
-    _run_one(OperationKind.up, tenant, env, as_json, _settings(project, tenants, state_dir))
+    params = {"force": True} if force else None
+    _run_one(OperationKind.up, tenant, env, as_json, _settings(project, tenants, state_dir), params=params)
 
 
 def refresh(
@@ -175,6 +193,7 @@ def destroy(
     project: ProjectOption = None,
     tenants: TenantsOption = None,
     state_dir: StateOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Delete every resource of one tenant and remove its stack.
 
@@ -209,7 +228,8 @@ def destroy(
             exit_codes.INVALID_INPUT,
             as_json,
         )
-    _run_one(OperationKind.destroy, tenant, env, as_json, settings, engine=engine)
+    params = {"force": True} if force else None
+    _run_one(OperationKind.destroy, tenant, env, as_json, settings, engine=engine, params=params)
 
 
 def sync(

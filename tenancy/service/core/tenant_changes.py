@@ -155,7 +155,10 @@ class TenantChanges:
         *,
         if_match: str | None,
         if_none_match: str | None = None,
+        force: bool = False,
     ) -> ChangeResult:
+        """``force``: go on without the automatic backup if it fails (platform-admins only)."""
+        self.check_force(stack, principal, force, "update")
         if if_none_match is not None and if_none_match.strip() != "*":
             raise ServiceError(
                 "invalid_request",
@@ -169,11 +172,20 @@ class TenantChanges:
             if_match=if_match,
             create_only=if_none_match is not None,
             build=lambda _current: spec,
+            force=force,
         )
 
     def patch(
-        self, stack: StackRef, patch: Any, principal: Principal, *, if_match: str | None
+        self,
+        stack: StackRef,
+        patch: Any,
+        principal: Principal,
+        *,
+        if_match: str | None,
+        force: bool = False,
     ) -> ChangeResult:
+        """``force``: go on without the automatic backup if it fails (platform-admins only)."""
+        self.check_force(stack, principal, force, "update")
         if not isinstance(patch, dict):
             raise ServiceError(
                 "invalid_request",
@@ -187,18 +199,24 @@ class TenantChanges:
             self.refuse_unreadable(stack)
             return self.validate(stack, merge_patch(current, patch))
 
-        return self._commit_and_submit(stack, principal, if_match=if_match, build=build)
+        return self._commit_and_submit(stack, principal, if_match=if_match, build=build, force=force)
+
+    @staticmethod
+    def check_force(stack: StackRef, principal: Principal, force: bool, what: str) -> None:
+        """Going on without the automatic backup (before a destroy, a Qdrant version change or its
+        removal) when that backup fails is the platform's call: 403 for anyone else."""
+        if force and not principal.platform_admin:
+            raise ServiceError(
+                "platform_admin_required",
+                f"only a platform-admin may force the {what} of {stack.name} without a backup",
+                details=[{"field": "force", "reason": "needs the platform-admin role"}],
+            )
 
     def delete(
         self, stack: StackRef, principal: Principal, *, if_match: str | None, force: bool = False
     ) -> ChangeResult:
         """``force``: destroy even if the automatic backup before it fails (platform-admins only)."""
-        if force and not principal.platform_admin:
-            raise ServiceError(
-                "platform_admin_required",
-                f"only a platform-admin may force the deletion of {stack.name} without a backup",
-                details=[{"field": "force", "reason": "needs the platform-admin role"}],
-            )
+        self.check_force(stack, principal, force, "deletion")
         author = GitAuthor.of(principal.display_name, principal.email, principal.subject)
         try:
             with self.write_lock.hold(stack):
@@ -489,6 +507,7 @@ class TenantChanges:
         if_match: str | None,
         build: Callable[[dict[str, Any] | None], TenantSpec],
         create_only: bool = False,
+        force: bool = False,
     ) -> ChangeResult:
         author = GitAuthor.of(principal.display_name, principal.email, principal.subject)
         try:
@@ -509,14 +528,23 @@ class TenantChanges:
                 self._check_fixed_volumes(stack, current, spec, blob=found.blob if found else None)
                 document = spec.to_document()
                 verb = "Create" if current is None else "Update"
+                # A forced change says so in git too (its update may then run without a backup).
+                forced = "\nForced-without-backup: true" if force else ""
                 commit, written = self.repository.write_file(
                     stack.environment,
                     stack.tenant,
                     document,
                     author=author,
-                    message=f"{verb} tenant {stack.name}\n\nRequested-by: {principal.actor}",
+                    message=f"{verb} tenant {stack.name}\n\nRequested-by: {principal.actor}{forced}",
                 )
-                operation = self._submit(stack, OperationKind.up, document, principal, commit)
+                operation = self._submit(
+                    stack,
+                    OperationKind.up,
+                    document,
+                    principal,
+                    commit,
+                    params={"force": True} if force else None,
+                )
                 etag = written.etag  # the file as committed (or as it already was: unchanged)
         except ConflictError as error:
             raise _conflict_with_repository(stack, error) from None

@@ -61,6 +61,17 @@ TENANT_PATH = "/environments/{environment}/tenants/{name}"
 SECRET_OUTPUTS = frozenset({"qdrantApiKey", "qdrantReadOnlyApiKey", "vclusterKubeconfig"})
 _STATE_KINDS = (OperationKind.up, OperationKind.destroy, OperationKind.refresh)
 
+# PUT and PATCH: an update that needs an automatic backup first (a Qdrant version change or removal)
+# fails when that backup fails; a platform-admin repeats the change (PATCH {} will do) with force.
+ForceWithoutBackup = Annotated[
+    bool,
+    Query(
+        description="Platform-admins only: go on without the automatic backup if it fails (before a Qdrant "
+        "version change or removal); recorded in the operation's events and the commit, audited as "
+        "tenant.replace.forced / tenant.patch.forced."
+    ),
+]
+
 _ERRORS = error_responses(*AUTHENTICATED, "tenant_not_found")
 _WRITE_CODES = (
     *AUTHENTICATED,
@@ -317,11 +328,13 @@ def replace_tenant(
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
     if_none_match: IfNoneMatch = None,
+    force: ForceWithoutBackup = False,
 ) -> JSONResponse:
     stack, backends, principal = access.stack, access.backends, access.principal
 
     def write() -> WriteResult:
-        filed = file_if_needed(request, backends, principal, stack, body, patch=False)
+        # A forced write is a platform-admin's (refused and audited otherwise), never a change request.
+        filed = None if force else file_if_needed(request, backends, principal, stack, body, patch=False)
         if filed is not None:
             return filed
         return _audited_change(
@@ -329,13 +342,14 @@ def replace_tenant(
             backends,
             principal,
             stack,
-            "tenant.replace",
+            "tenant.replace.forced" if force else "tenant.replace",
             lambda: backends.changes.replace(
-                stack, body, principal, if_match=if_match, if_none_match=if_none_match
+                stack, body, principal, if_match=if_match, if_none_match=if_none_match, force=force
             ),
         )
 
-    return run_idempotent(request, backends, principal, idempotency_key, body, write)
+    keyed = {"body": body, "force": True} if force else body
+    return run_idempotent(request, backends, principal, idempotency_key, keyed, write)
 
 
 @router.patch(
@@ -364,11 +378,12 @@ def patch_tenant(
     body: Annotated[Any, Body()],
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
+    force: ForceWithoutBackup = False,
 ) -> JSONResponse:
     stack, backends, principal = access.stack, access.backends, access.principal
 
     def write() -> WriteResult:
-        filed = file_if_needed(request, backends, principal, stack, body, patch=True)
+        filed = None if force else file_if_needed(request, backends, principal, stack, body, patch=True)
         if filed is not None:
             return filed
         return _audited_change(
@@ -376,11 +391,12 @@ def patch_tenant(
             backends,
             principal,
             stack,
-            "tenant.patch",
-            lambda: backends.changes.patch(stack, body, principal, if_match=if_match),
+            "tenant.patch.forced" if force else "tenant.patch",
+            lambda: backends.changes.patch(stack, body, principal, if_match=if_match, force=force),
         )
 
-    return run_idempotent(request, backends, principal, idempotency_key, body, write)
+    keyed = {"body": body, "force": True} if force else body
+    return run_idempotent(request, backends, principal, idempotency_key, keyed, write)
 
 
 @router.delete(
