@@ -101,6 +101,18 @@ HandOverOption = Annotated[
 ]
 
 
+RevokeHandOverOption = Annotated[
+    str | None,
+    typer.Option(
+        "--revoke-hand-over",
+        help="Platform-admin, with --url: take back a --hand-over of the deleted incarnation <INCARNATION>'s "
+        "backups; this tenant's roles no longer list or restore them (idempotent).",
+        metavar="INCARNATION",
+        show_default=False,
+    ),
+]
+
+
 def backups(
     tenant: TenantArgument,
     env: EnvOption,
@@ -108,13 +120,15 @@ def backups(
     token: TokenOption = None,
     as_json: JsonOption = False,
     hand_over: HandOverOption = None,
+    revoke_hand_over: RevokeHandOverOption = None,
 ) -> None:
     """List one tenant's complete backups, newest first: id, time, size, collections, checksum.
 
     Also those a deleted tenant of the name left that you may restore
     (FROM: when it was deleted, until when they are kept). A
     platform-admin lets the re-created tenant restore them with
-    --hand-over <incarnation> --url ...
+    --hand-over <incarnation> --url ..., and takes it back with
+    --revoke-hand-over <incarnation> --url ...
 
     Example:  tenantctl backups acme --env dev
 
@@ -122,8 +136,16 @@ def backups(
     service cannot be read.
     """
     stack = _stack(env, tenant, as_json)
-    if hand_over is not None:
-        _hand_over(url, token, stack, hand_over, as_json)
+    if hand_over is not None and revoke_hand_over is not None:
+        _fail(
+            "--hand-over and --revoke-hand-over: pass one of them",
+            exit_codes.INVALID_INPUT,
+            as_json,
+            code="invalid_request",
+        )
+    if hand_over is not None or revoke_hand_over is not None:
+        revoke = revoke_hand_over is not None
+        _hand_over(url, token, stack, revoke_hand_over or hand_over or "", as_json, revoke=revoke)
         return
     if url:
         try:
@@ -271,26 +293,43 @@ def restore(
 # --- pieces --------------------------------------------------------------------------------------
 
 
-def _hand_over(url: str | None, token: str | None, stack: StackRef, incarnation: str, as_json: bool) -> None:
+def _hand_over(
+    url: str | None,
+    token: str | None,
+    stack: StackRef,
+    incarnation: str,
+    as_json: bool,
+    *,
+    revoke: bool = False,
+) -> None:
+    """Hand a deleted incarnation's backups over to ``stack`` (POST …/handover) or take that back
+    (DELETE, ``revoke``): the service's, which checks the platform-admin role and audits it."""
+    option = "--revoke-hand-over" if revoke else "--hand-over"
     if not url:
         _fail(
-            "--hand-over is the service's (it checks you are a platform-admin and audits it): pass --url",
+            f"{option} is the service's (it checks you are a platform-admin and audits it): pass --url",
             exit_codes.INVALID_INPUT,
             as_json,
         )
     if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}|op-[0-9A-Za-z-]{1,64}", incarnation):
         _fail(
-            f"--hand-over: {incarnation!r} is not an incarnation (a commit id, as FROM and "
+            f"{option}: {incarnation!r} is not an incarnation (a commit id, as FROM and "
             "retired.incarnation show)",
             exit_codes.INVALID_INPUT,
             as_json,
         )
     try:
-        answer = call("POST", url, token, f"{_path(stack)}/retired/{incarnation}/handover")
+        method = "DELETE" if revoke else "POST"
+        answer = call(method, url, token, f"{_path(stack)}/retired/{incarnation}/handover")
     except RemoteFailure as failure:
         fail(failure, as_json)
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
+    elif revoke:
+        typer.echo(
+            f"the hand-over of the backups deleted incarnation {incarnation} left is taken back: "
+            f"{stack.name}'s roles no longer list or restore them"
+        )
     else:
         typer.echo(f"the backups deleted incarnation {incarnation} left are now {stack.name}'s to restore")
 

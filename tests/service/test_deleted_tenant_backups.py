@@ -122,9 +122,22 @@ def test_a_deleted_tenant_is_re_created_and_restored_from_its_old_backup(
     assert _code(admin.delete(unknown)) == (404, "backup_not_found")
     retired_keys = data.s3.list_objects_v2(Bucket=BUCKET, Prefix="tenants/dev/acme/retired/")["Contents"]
     assert not [o["Key"] for o in retired_keys if "c" * 40 in o["Key"]]
+    # Taken back with tenantctl, as the README shows (the API's DELETE on the hand-over).
+    revoke = ["backups", "acme", "--env", "dev", "--revoke-hand-over", incarnation, "--json"]
+    not_admin = runner.invoke(cli, revoke, env=env)
+    assert (
+        not_admin.exit_code == 2
+        and json.loads(not_admin.stdout)["error"]["code"] == "platform_admin_required"
+    )
+    assert owner.get(f"{BASE}/acme/qdrant/snapshots").json()["backups"] != []  # still handed over
+    both = runner.invoke(cli, [*revoke, "--hand-over", incarnation], env=as_admin)
+    assert both.exit_code == 2 and json.loads(both.stdout)["error"]["code"] == "invalid_request"
+    revoked = runner.invoke(cli, revoke, env=as_admin)
+    assert revoked.exit_code == 0, revoked.output
+    assert json.loads(revoked.stdout) == {"incarnation": incarnation, "handedTo": []}
+    again = runner.invoke(cli, revoke[:-1], env=as_admin)  # idempotent, and said in words
+    assert again.exit_code == 0 and "is taken back: dev.acme's roles no longer" in again.stdout
     assert _code(owner.delete(handover)) == (403, "platform_admin_required")
-    revoked = admin.delete(handover)
-    assert revoked.status_code == 200 and revoked.json()["handedTo"] == [], revoked.text
     assert owner.get(f"{BASE}/acme/qdrant/snapshots").json()["backups"] == []
     assert _code(owner.post(f"{BASE}/acme/qdrant/restore", json={"backup": backup_id})) == (
         403,
