@@ -210,7 +210,19 @@ def hand_over(area: BackupBucket, folder: str, incarnation: str) -> RetiredIncar
     if not list_backups(_folder(area, folder)):
         raise RetiredNotFound(f"retired incarnation {folder!r} holds no complete backup")
     if incarnation not in owner.handed_to:
-        area.put_bytes(f"{folder}/{HANDOVERS}/{incarnation}", b"", content_type="text/plain")
+        grant = f"{folder}/{HANDOVERS}/{incarnation}"
+        area.put_bytes(grant, b"", content_type="text/plain")
+        # A sweep may have deleted the folder (its last backup expired) between the checks above and
+        # this write: its listing of what to delete did not hold the grant, which would be left with
+        # no record, and honoured by a later move into the same folder (the incarnation set aside
+        # again). The sweep deletes the backups before it lists the rest, so looking again after the
+        # write sees them gone whenever the grant missed that listing: take it back then.
+        if _read_record(area, folder, grants=False) is None or not list_backups(_folder(area, folder)):
+            area.delete([grant])
+            raise RetiredNotFound(
+                f"retired incarnation {folder!r} was deleted (its backups' retention ended) while it was "
+                "being handed over"
+            )
         owner = replace(owner, handed_to=(*owner.handed_to, incarnation))
     return owner
 
@@ -229,8 +241,10 @@ def revoke_hand_over(area: BackupBucket, folder: str, incarnation: str) -> Retir
 
 
 def purge_expired(area: BackupBucket, *, now: datetime, progress: Progress = lambda _: None) -> list[str]:
-    """Delete the retired backups past their expiry (manifest first) and the records left with none."""
+    """Delete the retired backups past their expiry (manifest first) and the records left with none,
+    and hand-overs left with no record (``_delete_orphan_hand_overs``)."""
     deleted: list[str] = []
+    _delete_orphan_hand_overs(area, progress)
     for owner in retired_incarnations(area):
         folder = _folder(area, owner.folder)
         kept = 0
@@ -249,3 +263,22 @@ def purge_expired(area: BackupBucket, *, now: datetime, progress: Progress = lam
             folder.delete(leftovers)
             folder.delete([RECORD])
     return deleted
+
+
+def _delete_orphan_hand_overs(area: BackupBucket, progress: Progress) -> None:
+    """Delete hand-over objects in a folder with no record: a hand-over that met a sweep deleting its
+    folder before ``hand_over`` looked again after its write (or a version without that look) left
+    one. It grants nothing now, but a later move into the same folder would honour it. A record is
+    written before anything else goes into a folder and hand-overs need one, so a grant without a
+    record is always such a leftover."""
+    keys = [obj.key for obj in area.objects()]
+    recorded = {key.split("/", 1)[0] for key in keys if key.count("/") == 1 and key.endswith("/" + RECORD)}
+    orphans = [
+        key
+        for key in keys
+        if key.split("/", 1)[0] not in recorded and key.split("/")[1:2] == [HANDOVERS] and key.count("/") == 2
+    ]
+    if orphans:
+        area.delete(orphans)
+        for key in orphans:
+            progress(f"deleted hand-over {key} left without its incarnation's record")

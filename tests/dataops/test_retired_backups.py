@@ -28,6 +28,7 @@ from tenancy.dataops.retired import (
     purge_expired,
     retire_backups,
     retired_backups,
+    retired_incarnations,
     revoke_hand_over,
 )
 from tests.dataops.conftest import BUCKET, StandinData
@@ -341,3 +342,63 @@ def test_a_hand_over_of_nothing_to_hand_over_is_refused_and_records_nothing(two_
     ]
     with pytest.raises(RetiredNotFound):
         revoke_hand_over(area, "c" * 40, second)
+
+
+def _expired_folder(area: BackupBucket, folder: str, now: datetime) -> str:
+    """A deleted incarnation's folder whose one backup is past its retention; the backup's id."""
+    _record(area, RetiredIncarnation(folder, FIRST, now - timedelta(days=30), 1))
+    backup = BackupRecord("20261101T000000Z-abcdef", now - timedelta(days=20), 0, (), "", (), {})
+    area.put_bytes(
+        f"{folder}/{backup.id}/manifest.json", json.dumps(backup.to_json()).encode(), content_type="x"
+    )
+    return backup.id
+
+
+def test_a_hand_over_racing_the_sweep_that_deletes_its_folder_leaves_no_grant_behind(
+    two_tenants: Any,
+) -> None:
+    """The sweep lists a folder's objects and deletes them, record last; a hand-over whose write came
+    after that listing left its grant with no record: granting nothing, but honoured by a later move
+    into the same folder. Interleaving injected: another replica's whole sweep runs between the
+    hand-over's checks and its write."""
+    _, _, data = two_tenants
+    area = retired_area(data, ACME)
+    now = datetime.now(UTC)
+    folder, second = "f" * 40, "dev:" + "b" * 40
+    expired = _expired_folder(area, folder, now)
+    swept: list[str] = []
+
+    @dataclass
+    class SweptBeforeTheWrite(_CopyFails):
+        def put_object(self, **kwargs: Any) -> Any:
+            if "/handedTo/" in kwargs["Key"]:
+                swept.extend(purge_expired(area, now=now))
+            return self.client.put_object(**kwargs)
+
+    handing = BackupBucket(SweptBeforeTheWrite(data.s3), bucket=BUCKET, prefix=area.prefix)
+    with pytest.raises(RetiredNotFound, match="while it was being handed over"):
+        hand_over(handing, folder, second)
+    assert swept == [expired]
+    assert area.objects() == [], "no hand-over left without its record"
+
+
+def test_the_sweep_deletes_hand_overs_left_without_a_record_and_keeps_the_others(two_tenants: Any) -> None:
+    _, _, data = two_tenants
+    area = retired_area(data, ACME)
+    now = datetime.now(UTC)
+    second = "dev:" + "b" * 40
+    area.put_bytes(f"{'f' * 40}/handedTo/{second}", b"", content_type="text/plain")  # left by a race
+    _record(area, RetiredIncarnation("d" * 40, FIRST, now, 14))
+    area.put_bytes(f"{'d' * 40}/handedTo/{second}", b"", content_type="text/plain")
+    progress: list[str] = []
+    assert purge_expired(area, now=now, progress=progress.append) == []
+    assert sorted(obj.key for obj in area.objects()) == [
+        f"{'d' * 40}/handedTo/{second}",
+        f"{'d' * 40}/incarnation.json",
+    ]
+    assert progress == [
+        f"deleted hand-over {'f' * 40}/handedTo/{second} left without its incarnation's record"
+    ]
+    # The same incarnation set aside again later starts with no hand-over.
+    _record(area, RetiredIncarnation("f" * 40, FIRST, now, 14))
+    assert [o.handed_to for o in retired_incarnations(area) if o.folder == "f" * 40] == [()]
