@@ -113,6 +113,18 @@ RevokeHandOverOption = Annotated[
 ]
 
 
+MigrateLegacyOption = Annotated[
+    bool,
+    typer.Option(
+        "--migrate-legacy",
+        help="Run here with the bucket's credentials: move this name's backups that deleted tenants left "
+        "in the live prefix (taken before the retired/ layout) into their incarnation's folder, where "
+        "git's history attributes them safely; report the rest. Idempotent. With --dry-run, only report.",
+    ),
+]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="With --migrate-legacy: move nothing.")]
+
+
 def backups(
     tenant: TenantArgument,
     env: EnvOption,
@@ -121,6 +133,9 @@ def backups(
     as_json: JsonOption = False,
     hand_over: HandOverOption = None,
     revoke_hand_over: RevokeHandOverOption = None,
+    migrate_legacy: MigrateLegacyOption = False,
+    dry_run: DryRunOption = False,
+    tenants: TenantsOption = None,
 ) -> None:
     """List one tenant's complete backups, newest first: id, time, size, collections, checksum.
 
@@ -143,6 +158,17 @@ def backups(
             as_json,
             code="invalid_request",
         )
+    if migrate_legacy:
+        if url:
+            _fail(
+                "--migrate-legacy runs here, with the bucket's credentials and the tenants repository's "
+                "history: leave out --url",
+                exit_codes.INVALID_INPUT,
+                as_json,
+                code="invalid_request",
+            )
+        _migrate_legacy(stack, _settings(None, tenants, None).tenants_dir, dry_run=dry_run, as_json=as_json)
+        return
     if hand_over is not None or revoke_hand_over is not None:
         revoke = revoke_hand_over is not None
         _hand_over(url, token, stack, revoke_hand_over or hand_over or "", as_json, revoke=revoke)
@@ -332,6 +358,43 @@ def _hand_over(
         )
     else:
         typer.echo(f"the backups deleted incarnation {incarnation} left are now {stack.name}'s to restore")
+
+
+def _migrate_legacy(stack: StackRef, tenants_dir: Any, *, dry_run: bool, as_json: bool) -> None:
+    from tenancy.automation.data_operations import DataUnavailable
+    from tenancy.automation.legacy_backups import incarnation_lives, migrate_legacy_backups
+
+    data = _bucket_or_fail(as_json)
+    lives = incarnation_lives(tenants_dir, stack.environment, stack.tenant)
+    if not lives:
+        _fail(
+            f"{tenants_dir} has no git history of {stack.environment}/{stack.tenant}.yaml: the backups "
+            "cannot be attributed (pass --tenants with a checkout of the tenants repository)",
+            exit_codes.INVALID_INPUT,
+            as_json,
+            code="invalid_request",
+        )
+    lines: list[str] = []
+    try:
+        plan = migrate_legacy_backups(data, stack, lives, dry_run=dry_run, progress=lines.append)
+    except DataUnavailable as error:
+        _fail(error.message, exit_codes.OPERATION_FAILED, as_json, code="backups_unavailable")
+    moved = {commit: [r.id for r in records] for commit, records in plan.moves.items()}
+    if as_json:
+        document = {
+            "dryRun": dry_run,
+            "moved": moved,
+            "current": [r.id for r in plan.current],
+            "unattributed": [{"id": r.id, "reason": reason} for r, reason in plan.unattributed],
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    verb = "would move" if dry_run else "moved"
+    for commit, ids in moved.items():
+        typer.echo(f"{verb} {len(ids)} backup(s) to deleted incarnation {commit}: {', '.join(ids)}")
+    typer.echo(f"{len(plan.current)} backup(s) are the current tenant's own and stay")
+    for record, reason in plan.unattributed:
+        typer.echo(f"left in place: {record.id}: {reason}")
 
 
 def _retired_summary(backup: RetiredBackup) -> dict[str, str]:

@@ -26,6 +26,7 @@ first), so a crash leaves the backup complete in at least one place; moving agai
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -139,13 +140,21 @@ def _write_record(area: BackupBucket, owner: RetiredIncarnation) -> None:
 
 
 def retire_backups(
-    live: BackupBucket, area: BackupBucket, owner: RetiredIncarnation, *, progress: Progress = lambda _: None
+    live: BackupBucket,
+    area: BackupBucket,
+    owner: RetiredIncarnation,
+    *,
+    progress: Progress = lambda _: None,
+    only: Collection[str] | None = None,
 ) -> list[str]:
-    """Move every complete backup of ``live`` into ``owner``'s folder of ``area``; the ids moved.
+    """Move every complete backup of ``live`` (or the ``only`` ids of them) into ``owner``'s folder of
+    ``area``; the ids moved.
 
     The record is written before the first move (keeping hand-overs an earlier pass recorded), so a
     moved backup always has an owner and an expiry."""
-    complete = sorted(list_backups(live), key=lambda r: r.created)
+    complete = sorted(
+        (r for r in list_backups(live) if only is None or r.id in only), key=lambda r: r.created
+    )
     if not complete:
         return []
     existing = _read_record(area, owner.folder, grants=False)  # hand-overs are objects of their own
