@@ -116,12 +116,14 @@ def migrate_legacy_backups(
         area = retired_area(data, stack)
         for commit, records in plan.moves.items():
             life = by_commit[commit]
+            now = datetime.now(UTC)
             owner = RetiredIncarnation(
                 folder=commit,
                 incarnation=life.marker(stack.environment),
-                retired=life.deleted or datetime.now(UTC),
+                retired=life.deleted or now,  # when the incarnation ended, as a destroy records it
                 max_age_days=life.max_age_days,
                 operation=MIGRATION,
+                moved=now,  # keeps a sweep off the folder while this copies (the partial-upload grace)
             )
             retire_backups(live, area, owner, progress=say, only={r.id for r in records})
     except (BackupError, ObjectStoreError) as error:

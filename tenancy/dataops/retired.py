@@ -161,7 +161,9 @@ def retire_backups(
     if existing is not None:  # a second pass: the incarnation ended when the first one said, and this
         # pass's start keeps a sweep off the folder while it copies (the first one's may be long past)
         handed_to = tuple(dict.fromkeys(existing.handed_to + owner.handed_to))
-        owner = replace(owner, retired=existing.retired, moved=owner.retired, handed_to=handed_to)
+        owner = replace(
+            owner, retired=existing.retired, moved=owner.moved or owner.retired, handed_to=handed_to
+        )
     _write_record(area, owner)
     target = _folder(area, owner.folder)
     for record in complete:
