@@ -156,7 +156,6 @@ def backups(
             "--hand-over and --revoke-hand-over: pass one of them",
             exit_codes.INVALID_INPUT,
             as_json,
-            code="invalid_request",
         )
     if migrate_legacy:
         if url:
@@ -165,7 +164,6 @@ def backups(
                 "history: leave out --url",
                 exit_codes.INVALID_INPUT,
                 as_json,
-                code="invalid_request",
             )
         _migrate_legacy(stack, _settings(None, tenants, None).tenants_dir, dry_run=dry_run, as_json=as_json)
         return
@@ -372,7 +370,6 @@ def _migrate_legacy(stack: StackRef, tenants_dir: Any, *, dry_run: bool, as_json
             "cannot be attributed (pass --tenants with a checkout of the tenants repository)",
             exit_codes.INVALID_INPUT,
             as_json,
-            code="invalid_request",
         )
     lines: list[str] = []
     try:

@@ -112,4 +112,4 @@ def test_legacy_backups_move_to_the_incarnation_that_took_them_once_and_only_whe
         cli_app,
         ["backups", "acme", "--env", "dev", "--migrate-legacy", "--tenants", str(tmp_path), "--json"],
     )
-    assert no_history.exit_code == 2 and json.loads(no_history.stdout)["error"]["code"] == "invalid_request"
+    assert no_history.exit_code == 2 and json.loads(no_history.stdout)["error"]["code"] == "invalid_input"

@@ -131,7 +131,7 @@ def test_a_deleted_tenant_is_re_created_and_restored_from_its_old_backup(
     )
     assert owner.get(f"{BASE}/acme/qdrant/snapshots").json()["backups"] != []  # still handed over
     both = runner.invoke(cli, [*revoke, "--hand-over", incarnation], env=as_admin)
-    assert both.exit_code == 2 and json.loads(both.stdout)["error"]["code"] == "invalid_request"
+    assert both.exit_code == 2 and json.loads(both.stdout)["error"]["code"] == "invalid_input"
     revoked = runner.invoke(cli, revoke, env=as_admin)
     assert revoked.exit_code == 0, revoked.output
     assert json.loads(revoked.stdout) == {"incarnation": incarnation, "handedTo": []}
