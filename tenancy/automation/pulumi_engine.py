@@ -135,7 +135,9 @@ class PulumiEngine:
                 self._command = _checked_command(self.settings.pulumi_min_version)
             return self._command
 
-    def _workspace(self, *, needs_secrets: bool = True) -> LocalWorkspace:
+    def _workspace(self, *, needs_secrets: bool = True, writes_backend: bool = True) -> LocalWorkspace:
+        """``writes_backend`` false: only reads, so a file backend is never created here (the API reads
+        the workers' file backend through a read-only mount)."""
         command = self._pulumi()
         if needs_secrets:
             self._check_secrets_provider()
@@ -150,7 +152,7 @@ class PulumiEngine:
         backend = self.settings.backend_url
         if backend:
             env["PULUMI_BACKEND_URL"] = backend
-            if self.settings.uses_file_backend:
+            if self.settings.uses_file_backend and writes_backend:
                 _file_backend_path(backend).mkdir(parents=True, exist_ok=True)
         return LocalWorkspace(
             work_dir=str(self.settings.project_dir),
@@ -291,7 +293,11 @@ class PulumiEngine:
         return "; ".join(done)
 
     def outputs(self, stack: StackRef, *, reveal_secrets: bool = False) -> dict[str, Any]:
-        workspace = self._workspace()
+        workspace = self._workspace(writes_backend=False)
+        if self._file_backend_is_empty():
+            # No stack was ever written there. Asked anyway, the CLI would write the backend's metadata
+            # first (.pulumi/meta.yaml), which a reader must not do and a read-only mount refuses.
+            raise _not_found(stack)
         try:
             values = workspace.stack_outputs(stack.name)
         except StackNotFoundError:
@@ -394,6 +400,11 @@ class PulumiEngine:
             tenants_dir=tenants_dir,
             spec_hash=spec_hash,
         )
+
+    def _file_backend_is_empty(self) -> bool:
+        if not (self.settings.uses_file_backend and self.settings.backend_url):
+            return False
+        return not (_file_backend_path(self.settings.backend_url) / ".pulumi").is_dir()
 
     def _lock_files(self, stack: StackRef) -> list[Path]:
         if not (self.settings.uses_file_backend and self.settings.backend_url):
