@@ -77,6 +77,15 @@ PROJECT_DIR = "/app"  # Pulumi.yaml, __main__.py, the program's packages
 STATE_DIR = "/var/lib/tenancy"  # writable volume: tenants checkout, scratch specs, file backend (dev)
 PULUMI_HOME = "/opt/pulumi"  # the CLI's plugins, baked into the image (read-only)
 WRITABLE_PATHS = {"state": STATE_DIR, "tmp": "/tmp", "pulumi-workspaces": f"{PULUMI_HOME}/workspaces"}
+# Without a state bucket, tenant stacks' state is a Pulumi file backend on the workers' volume (this
+# claim, at STATE_DIR). The API mounts the same claim read-only here to reveal secret outputs; every pod
+# mounting it carries STATE_VOLUME_LABELS and must run on the node that has it attached (README, "The
+# self-service service on the platform").
+STATE_CLAIM = f"{WORKER_NAME}-state"
+FILE_BACKEND_DIR = "pulumi-state"  # inside the claim
+WORKER_STATE_MOUNT = "/var/lib/tenancy-workers"
+STATE_VOLUME_LABELS = {"tenancy.platform/state-volume": STATE_CLAIM}
+HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 COMMAND = ["tenantctl", "serve"]
 
 # Graceful shutdown: the API only finishes requests; a worker lets a running update end (an update
@@ -140,11 +149,18 @@ def shutdown_grace_seconds(config: PlatformConfig, role: Role) -> int:
     return API_SHUTDOWN_GRACE_SECONDS if role == "api" else WORKER_SHUTDOWN_GRACE_SECONDS[config.environment]
 
 
-def state_backend_url(config: PlatformConfig) -> str:
-    """Where tenant stacks keep their state: the bucket in object storage, else a file backend."""
+def uses_file_backend(config: PlatformConfig) -> bool:
+    """No state bucket: tenant stacks' state is a file backend on the workers' volume (dev)."""
+    return not (config.object_storage and config.self_service.state_bucket)
+
+
+def state_backend_url(config: PlatformConfig, role: Role = "worker") -> str:
+    """Where tenant stacks keep their state: the bucket in object storage, else a file backend on the
+    workers' volume, which the API reads through its read-only mount of the same claim."""
     storage, bucket = config.object_storage, config.self_service.state_bucket
     if storage is None or bucket is None:
-        return f"file://{STATE_DIR}/pulumi-state"
+        root = STATE_DIR if role == "worker" else WORKER_STATE_MOUNT
+        return f"file://{root}/{FILE_BACKEND_DIR}"
     query = f"endpoint={storage.host}&region={storage.region}"
     if storage.force_path_style:
         query += "&s3ForcePathStyle=true"
@@ -254,7 +270,7 @@ def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
         "TENANCY_PROJECT_DIR": PROJECT_DIR,
         "TENANCY_STATE_DIR": STATE_DIR,
         "TENANCY_MAX_PARALLEL": str(config.self_service.workers),
-        "TENANCY_BACKEND_URL": state_backend_url(config),
+        "TENANCY_BACKEND_URL": state_backend_url(config, role),
         "TENANCY_SECRETS_PROVIDER": secrets_provider(config),
         "PULUMI_HOME": PULUMI_HOME,
         "PULUMI_SKIP_UPDATE_CHECK": "true",
@@ -330,7 +346,7 @@ def sizing(config: PlatformConfig, role: Role) -> Sizing:
     prod = config.high_availability
     if role == "api":
         return Sizing(2 if prod else 1, "100m", "256Mi", "1", "512Mi")
-    shared_state = bool(config.object_storage and config.self_service.state_bucket)
+    shared_state = not uses_file_backend(config)
     # Each running update is a Pulumi CLI plus the program plus providers: about 1 GiB at its peak.
     workers = config.self_service.workers
     return Sizing(
@@ -353,16 +369,46 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
 
 def _volumes(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = []
+    file_backend = uses_file_backend(config)
     for name in WRITABLE_PATHS:
-        if (
-            name == "state"
-            and role == "worker"
-            and not (config.object_storage and config.self_service.state_bucket)
-        ):
-            volumes.append({"name": name, "persistentVolumeClaim": {"claimName": f"{WORKER_NAME}-state"}})
+        if name == "state" and role == "worker" and file_backend:
+            volumes.append({"name": name, "persistentVolumeClaim": {"claimName": STATE_CLAIM}})
         else:
             volumes.append({"name": name, "emptyDir": {"sizeLimit": "2Gi" if name == "state" else "512Mi"}})
+    if role == "api" and file_backend:
+        # Read-only at the volume too: nothing in the API's pods can write the workers' state, and the
+        # kubelet leaves its ownership alone (no fsGroup change on a read-only volume).
+        volumes.append(
+            {"name": "worker-state", "persistentVolumeClaim": {"claimName": STATE_CLAIM, "readOnly": True}}
+        )
     return volumes
+
+
+def _volume_mounts(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"name": name, "mountPath": path} for name, path in WRITABLE_PATHS.items()
+    ]
+    if role == "api" and uses_file_backend(config):
+        mounts.append({"name": "worker-state", "mountPath": WORKER_STATE_MOUNT, "readOnly": True})
+    return mounts
+
+
+def state_volume_affinity() -> dict[str, Any]:
+    """Every pod that mounts the workers' ReadWriteOnce claim (the worker, the API's replicas) on the
+    node of the others: ReadWriteOnce is per node, and a pod scheduled elsewhere would wait on the
+    attachment for good (the pods already holding it never move on their own). The term matches the
+    pod itself, so the first of them schedules anywhere (where the volume can be) and the rest follow,
+    whichever rolls out first: the API after the worker, or a recreated worker to the API's node."""
+    return {
+        "podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": dict(STATE_VOLUME_LABELS)},
+                    "topologyKey": HOSTNAME_TOPOLOGY,
+                }
+            ]
+        }
+    }
 
 
 def _spread(role: Role) -> list[dict[str, Any]]:
@@ -395,7 +441,7 @@ def deployment_manifest(config: PlatformConfig, role: Role, *, image: str, start
         "securityContext": restricted_container(
             runAsUser=IMAGE_UID, runAsGroup=IMAGE_UID, readOnlyRootFilesystem=True
         ),
-        "volumeMounts": [{"name": name, "mountPath": path} for name, path in WRITABLE_PATHS.items()],
+        "volumeMounts": _volume_mounts(config, role),
         # Slow first start: the tenants repository is cloned before the app answers.
         "startupProbe": _probe("/healthz", period=5, failures=60),
         "livenessProbe": _probe("/healthz", period=10, failures=3),
@@ -403,6 +449,9 @@ def deployment_manifest(config: PlatformConfig, role: Role, *, image: str, start
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
     }
     pod_labels = {**labels(role), "sidecar.istio.io/inject": "true"}
+    file_backend = uses_file_backend(config)
+    if file_backend:
+        pod_labels.update(STATE_VOLUME_LABELS)
     pod: dict[str, Any] = {
         "serviceAccountName": NAMES[role],
         "automountServiceAccountToken": role == "worker",
@@ -414,7 +463,10 @@ def deployment_manifest(config: PlatformConfig, role: Role, *, image: str, start
         "containers": [container],
         "volumes": _volumes(config, role),
     }
-    if config.high_availability:
+    if file_backend:
+        pod["affinity"] = state_volume_affinity()
+    if config.high_availability and not file_backend:
+        # With a file backend every replica shares the worker's node: a spread over nodes cannot hold.
         pod["topologySpreadConstraints"] = _spread(role)
     annotations = {
         # Istio merges these into the sidecar's 15020 endpoint, which Alloy scrapes.
@@ -428,7 +480,7 @@ def deployment_manifest(config: PlatformConfig, role: Role, *, image: str, start
     }
     strategy: dict[str, Any] = (
         {"type": "Recreate"}  # one worker owns the file backend's volume
-        if role == "worker" and size.replicas == 1 and "persistentVolumeClaim" in str(pod["volumes"])
+        if role == "worker" and file_backend
         else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     )
     spec: dict[str, Any] = {
@@ -451,12 +503,12 @@ def deployment_manifest(config: PlatformConfig, role: Role, *, image: str, start
 
 def state_claim_manifest(config: PlatformConfig) -> Manifest | None:
     """The worker's volume for a file backend (no state bucket); None with object storage."""
-    if config.object_storage and config.self_service.state_bucket:
+    if not uses_file_backend(config):
         return None
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(f"{WORKER_NAME}-state"),
+        "metadata": _metadata(STATE_CLAIM),
         "spec": {
             "accessModes": ["ReadWriteOnce"],
             "storageClassName": config.storage_class,

@@ -104,6 +104,20 @@ def test_a_tenant_stack_goes_through_its_whole_life(
     assert tenant in engine.stacks("dev")
     assert engine.outputs(tenant)["deletionProtection"] is False
 
+    # The API's pods (dev) read this state through a read-only mount of the workers' volume at another
+    # path, with an engine of their own: it reveals what the workers wrote and writes nothing there.
+    (tmp_path / "api-mount").symlink_to(tmp_path / "state")
+    reader = PulumiEngine(
+        AutomationSettings(
+            project_dir=project,
+            state_dir=tmp_path / "api-state",
+            backend_url=(tmp_path / "api-mount" / "pulumi-state").as_uri(),
+        )
+    )
+    written = {path: path.stat().st_mtime_ns for path in Path(settings.pulumi_state_dir).rglob("*")}
+    assert reader.outputs(tenant, reveal_secrets=True) == engine.outputs(tenant, reveal_secrets=True)
+    assert {path: path.stat().st_mtime_ns for path in Path(settings.pulumi_state_dir).rglob("*")} == written
+
     preview = queue.submit(
         tenant, OperationKind.preview, spec={**spec, "plan": "medium"}, requested_by="test"
     )

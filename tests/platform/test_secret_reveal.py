@@ -3,18 +3,25 @@
 before it reads a stack unless its secrets provider's credentials are in the environment
 (``PulumiEngine._check_secrets_provider``). The API Deployment the real dev and prod platform programs
 render (their stack files) must therefore carry them, each from the credentials Secret the same program
-declares; the connection to Vault it needs is traced in test_object_store_egress.py."""
+declares; the connection to Vault it needs is traced in test_object_store_egress.py. It must also read the
+state where the workers write it: the same bucket in prod, and in dev (no state bucket) the workers' file
+backend through a read-only mount of their volume, on their node (README, "Revealing in dev")."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 import pytest
 
-from tenancy.automation.errors import SecretsUnavailable
+from tenancy.automation.contract import StackRef
+from tenancy.automation.errors import SecretsUnavailable, StackNotFound
 from tenancy.automation.pulumi_engine import PulumiEngine
 from tenancy.automation.settings import AutomationSettings
 from tenancy.builders.selfservice import API_NAME, ENV_SECRET, WORKER_NAME
+from tenancy.policy.model import PolicyObject
+from tenancy.policy.pods import manifest_pod_templates, restricted_findings
 from tenancy.render.runtime import StackCapture, capture_stack
 from tests.conftest import PROJECT_DIR
 
@@ -35,10 +42,24 @@ class Platform(NamedTuple):
     capture: StackCapture
 
 
+_CAPTURES: dict[str, StackCapture] = {}
+
+
+def _platform(environment: str) -> Platform:
+    """The real platform program of ``Pulumi.<env>.yaml``, under mocks (run once per environment)."""
+    if environment not in _CAPTURES:
+        _CAPTURES[environment] = capture_stack(environment, project_dir=PROJECT_DIR)
+    return Platform(environment, _CAPTURES[environment])
+
+
 @pytest.fixture(scope="module", params=["dev", "prod"])
 def platform(request: pytest.FixtureRequest) -> Platform:
-    """The real platform program of ``Pulumi.<env>.yaml``, under mocks."""
-    return Platform(request.param, capture_stack(request.param, project_dir=PROJECT_DIR))
+    return _platform(request.param)
+
+
+@pytest.fixture(scope="module")
+def dev_platform() -> Platform:
+    return _platform("dev")
 
 
 def _inputs(capture: StackCapture, kind: str, name: str) -> dict[str, Any]:
@@ -114,3 +135,149 @@ def test_without_the_credentials_the_engine_refuses_to_reveal(
             engine = engine_in({k: v for k, v in api.items() if k != dropped}, scope)
             with pytest.raises(SecretsUnavailable, match=dropped):
                 engine._check_secrets_provider()
+
+
+# --- where the API finds the tenant stacks' state ------------------------------------------------------
+#
+# The engine the API runs (TENANCY_BACKEND_URL) must read the state the workers' engine writes. With a
+# state bucket both name it; without one (the dev stack file) the state is a file backend on the workers'
+# ReadWriteOnce claim, which the API mounts read-only and so must share the workers' node.
+
+
+class StateLocation(NamedTuple):
+    """Where a pod's TENANCY_BACKEND_URL leads: ("url", <url>) for a bucket; ("claim", <name>) plus the
+    path inside it for a PersistentVolumeClaim; ("pod-private", <volume>) for anything only that pod sees."""
+
+    kind: str
+    source: str
+    path: str
+    read_only: bool
+
+
+def _pod(capture: StackCapture, deployment: str) -> dict[str, Any]:
+    spec: dict[str, Any] = _inputs(capture, "Deployment", deployment)["spec"]["template"]["spec"]
+    return spec
+
+
+def state_location(capture: StackCapture, deployment: str) -> StateLocation:
+    url = pod_environment(capture, deployment)["TENANCY_BACKEND_URL"]
+    if not url.startswith("file://"):
+        return StateLocation("url", url, "", False)
+    path = PurePosixPath(url.removeprefix("file://"))
+    pod = _pod(capture, deployment)
+    [container] = pod["containers"]
+    mounts = [m for m in container["volumeMounts"] if path.is_relative_to(m["mountPath"])]
+    assert mounts, f"{deployment}: {path} is on no volume (the read-only root)"
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    inside = str(path.relative_to(mount["mountPath"]))
+    if "persistentVolumeClaim" not in volume:
+        return StateLocation("pod-private", f"{deployment}/{volume['name']}", inside, False)
+    claim = volume["persistentVolumeClaim"]
+    read_only = bool(mount.get("readOnly")) and bool(claim.get("readOnly"))
+    return StateLocation("claim", claim["claimName"], inside, read_only)
+
+
+def test_the_api_reads_the_tenant_state_where_the_workers_write_it(platform: Platform) -> None:
+    """Fails when the API's engine looks elsewhere than the workers' (dev before: its own emptyDir, so
+    every reveal answered output_not_available)."""
+    api, worker = state_location(platform.capture, API_NAME), state_location(platform.capture, WORKER_NAME)
+    assert (api.kind, api.source, api.path) == (worker.kind, worker.source, worker.path)
+    if platform.environment == "prod":
+        assert api.source.startswith("s3://example-platform-prod-tenant-state?")
+        return
+    assert api.kind == "claim" and api.path == "pulumi-state"
+    # Only the workers write it (they hold its lock while they update a stack); the API only reads.
+    assert api.read_only and not worker.read_only
+    claim = _inputs(platform.capture, "PersistentVolumeClaim", api.source)["spec"]
+    assert claim["accessModes"] == ["ReadWriteOnce"]  # per node: see the scheduling test below
+
+
+def _mounts_claim(pod: dict[str, Any], claim: str) -> bool:
+    return any(v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in pod["volumes"])
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) == {"matchLabels"}, selector  # the only form these terms use
+    return all(labels.get(key) == value for key, value in selector["matchLabels"].items())
+
+
+def schedulable_nodes(
+    template: dict[str, Any], running: dict[str, list[dict[str, str]]], nodes: list[str]
+) -> list[str]:
+    """The nodes the scheduler may bind a new pod of ``template`` to, by its required pod affinity on
+    kubernetes.io/hostname: a node that runs a pod matching each term, or, when no pod anywhere matches
+    a term the new pod matches itself, any node (kube-scheduler's exception for a group's first pod)."""
+    labels = template["metadata"]["labels"]
+    affinity = template["spec"].get("affinity", {}).get("podAffinity", {})
+    allowed = list(nodes)
+    for term in affinity.get("requiredDuringSchedulingIgnoredDuringExecution", []):
+        assert term["topologyKey"] == "kubernetes.io/hostname" and "namespaces" not in term
+        hosts = [
+            node for node, pods in running.items() for pod in pods if _matches(term["labelSelector"], pod)
+        ]
+        if not hosts and _matches(term["labelSelector"], labels):
+            continue
+        allowed = [node for node in allowed if node in hosts]
+    return allowed
+
+
+def test_every_pod_mounting_the_workers_volume_runs_on_the_node_it_is_attached_to(platform: Platform) -> None:
+    """ReadWriteOnce is per node: a pod placed on another node than the one holding the volume waits on
+    the attachment for good. In any order (first install, a worker recreated while the API runs, the API
+    rolled while the worker runs), each pod mounting the claim can only land beside the others."""
+    templates = {
+        name: _inputs(platform.capture, "Deployment", name)["spec"]["template"]
+        for name in (API_NAME, WORKER_NAME)
+    }
+    if platform.environment == "prod":  # state in the bucket: no shared volume, pods spread over nodes
+        assert not any(_mounts_claim(t["spec"], "selfservice-worker-state") for t in templates.values())
+        return
+    claim = state_location(platform.capture, WORKER_NAME).source
+    assert all(_mounts_claim(t["spec"], claim) for t in templates.values())
+    nodes = ["node-a", "node-b", "node-c"]
+    for first, second in ((WORKER_NAME, API_NAME), (API_NAME, WORKER_NAME)):
+        # The first schedules where the volume can be (any of these nodes here), the second follows.
+        assert schedulable_nodes(templates[first], {}, nodes) == nodes
+        for node in nodes:
+            running = {node: [templates[first]["metadata"]["labels"]]}
+            assert schedulable_nodes(templates[second], running, nodes) == [node]
+            # A second pod of the same Deployment (the API's surge during a rollout) too.
+            running[node].append(templates[second]["metadata"]["labels"])
+            assert schedulable_nodes(templates[first], running, nodes) == [node]
+
+
+def test_the_pods_stay_within_pod_security_restricted(platform: Platform) -> None:
+    for name in (API_NAME, WORKER_NAME):
+        body = _inputs(platform.capture, "Deployment", name)
+        obj = PolicyObject("Deployment", "apps/v1", name, body["metadata"]["namespace"], body)
+        [template] = manifest_pod_templates(obj)
+        assert list(restricted_findings(template)) == []
+
+
+def test_the_api_engine_finds_no_stack_before_the_first_update_and_writes_nothing(
+    dev_platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's own engine, in its pod's environment, on an empty workers' volume: "not deployed yet"
+    (the route's output_not_available), and nothing written there (the mount is read-only)."""
+    api = pod_environment(dev_platform.capture, API_NAME)
+    mount = PurePosixPath(api["TENANCY_BACKEND_URL"].removeprefix("file://")).parent
+    volume = tmp_path / "selfservice-worker-state"  # the claim, as the API's node sees it
+    volume.mkdir()
+    backend = volume / PurePosixPath(api["TENANCY_BACKEND_URL"].removeprefix("file://")).relative_to(mount)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    script = bin_dir / "pulumi"  # a CLI that only tells its version and records anything else asked
+    script.write_text(
+        f'#!/bin/sh\nif [ "$1" = version ]; then echo v3.272.0; exit 0; fi\necho "$@" >> {calls}\nexit 1\n'
+    )
+    script.chmod(0o755)
+    environment = {**api, "TENANCY_BACKEND_URL": backend.as_uri(), "TENANCY_PROJECT_DIR": str(PROJECT_DIR)}
+    engine = engine_in(environment, monkeypatch)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    with pytest.raises(StackNotFound):
+        engine.outputs(StackRef("dev", "acme"), reveal_secrets=True)
+
+    assert list(volume.iterdir()) == [] and not calls.exists()
