@@ -38,6 +38,8 @@ from tenancy.spec.platform import CONFIG_NAMESPACE, PlatformConfig
 # Secret config keys (``pulumi config set --secret platform:<key>``).
 GIT_REMOTE_CONFIG_KEY = "tenantsGitRemote"
 VAULT_TOKEN_CONFIG_KEY = "selfServiceVaultToken"
+# Optional: a decrypt-only Vault token for the API, issued by an operator (README); else the workers'.
+API_VAULT_TOKEN_CONFIG_KEY = "selfServiceApiVaultToken"
 OBJECT_STORAGE_ACCESS_KEY_ID = "objectStorageAccessKeyId"
 OBJECT_STORAGE_SECRET_ACCESS_KEY = "objectStorageSecretAccessKey"
 
@@ -72,11 +74,12 @@ class SelfService(pulumi.ComponentResource):
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
 
+        api_vault_token = configured_api_vault_token(config)
         credentials = k8s.core.v1.Secret(
             f"{name}-credentials",
             metadata={"name": ENV_SECRET, "namespace": NAMESPACE, "labels": namespace_labels()},
             type="Opaque",
-            string_data=_credentials(name, config, redis_password, parent=self),
+            string_data=_credentials(name, config, redis_password, api_vault_token, parent=self),
             opts=in_namespace,
         )
 
@@ -141,7 +144,13 @@ class SelfService(pulumi.ComponentResource):
         running_image = image.reference
         after_credentials = pulumi.ResourceOptions(parent=self, depends_on=[namespace, credentials])
         for role in NAMES:
-            manifest = deployment_manifest(config, role, image=running_image, started=image.built)
+            manifest = deployment_manifest(
+                config,
+                role,
+                image=running_image,
+                started=image.built,
+                api_vault_token=api_vault_token is not None,
+            )
             k8s.apps.v1.Deployment(
                 f"{name}-{role}", metadata=manifest["metadata"], spec=manifest["spec"], opts=after_credentials
             )
@@ -182,8 +191,25 @@ def namespace_labels() -> dict[str, str]:
     return dict(PLATFORM_LABELS)
 
 
+def configured_api_vault_token(config: PlatformConfig) -> pulumi.Output[str] | None:
+    """``platform:selfServiceApiVaultToken`` (secret) when Vault is on; without Vault it is ignored."""
+    token = pulumi.Config(CONFIG_NAMESPACE).get_secret(API_VAULT_TOKEN_CONFIG_KEY)
+    if token is not None and not config.vault.enabled:
+        pulumi.log.warn(
+            f"platform:{API_VAULT_TOKEN_CONFIG_KEY} is set but vault.enabled is false: it is not used "
+            "(the API decrypts tenant stacks' secrets with the generated passphrase)"
+        )
+        return None
+    return token
+
+
 def _credentials(
-    name: str, config: PlatformConfig, redis_password: pulumi.Input[str], *, parent: pulumi.Resource
+    name: str,
+    config: PlatformConfig,
+    redis_password: pulumi.Input[str],
+    api_vault_token: pulumi.Output[str] | None,
+    *,
+    parent: pulumi.Resource,
 ) -> dict[str, pulumi.Input[str]]:
     """The credentials Secret's data: Redis's password, the git remote, state and secrets credentials."""
     platform = pulumi.Config(CONFIG_NAMESPACE)
@@ -201,6 +227,8 @@ def _credentials(
         data[SECRET_KEYS["secret_access_key"]] = platform.require_secret(OBJECT_STORAGE_SECRET_ACCESS_KEY)
     if config.vault.enabled:
         data[SECRET_KEYS["vault_token"]] = platform.require_secret(VAULT_TOKEN_CONFIG_KEY)
+        if api_vault_token is not None:
+            data[SECRET_KEYS["api_vault_token"]] = api_vault_token
     else:
         # Dev encrypts tenant stacks' secrets with a passphrase generated once and kept in the state.
         passphrase = random.RandomPassword(

@@ -190,6 +190,7 @@ SECRET_KEYS = {
     "access_key_id": "object-storage-access-key-id",
     "secret_access_key": "object-storage-secret-access-key",
     "vault_token": "vault-token",
+    "api_vault_token": "api-vault-token",  # only with platform:selfServiceApiVaultToken
     "passphrase": "pulumi-passphrase",
 }
 
@@ -216,15 +217,18 @@ def backup_store_environment(config: PlatformConfig) -> list[dict[str, Any]]:
     return env
 
 
-def secrets_provider_environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
+def secrets_provider_environment(
+    config: PlatformConfig, role: Role, *, api_vault_token: bool = False
+) -> list[dict[str, Any]]:
     """What the engine's secrets provider (``TENANCY_SECRETS_PROVIDER``) needs in each role: the workers
     encrypt and decrypt tenant stacks' secrets, the API decrypts their outputs when a tenant-admin reveals
     the Qdrant API key or the vCluster kubeconfig (``routes/secrets.py``). Without it the engine refuses
     before reading a stack (``PulumiEngine._check_secrets_provider``).
 
-    Prod (Vault transit): ``VAULT_SERVER_URL`` and ``VAULT_SERVER_TOKEN`` for both roles. The API gets the
-    workers' token (``platform:selfServiceVaultToken``): a narrower decrypt-only token would have to be
-    minted and kept alive by someone (a token the platform program issued is a child of its own short-lived
+    Prod (Vault transit): ``VAULT_SERVER_URL`` and ``VAULT_SERVER_TOKEN`` for both roles. The API's token is
+    ``platform:selfServiceApiVaultToken`` when the operator issued one (``api_vault_token``: decrypt with the
+    transit key, nothing else), else the workers' ``platform:selfServiceVaultToken``; the platform program
+    cannot mint a lasting one itself (a token it issued is a child of its own short-lived
     ``platform:vaultToken`` and dies with it, an orphan needs sudo, and nothing in the API renews it), see
     README "The self-service service on the platform". Only the workers get ``VAULT_TOKEN``: it is the
     tenant programs' ``platform:vaultToken``, which the API never runs. Dev: the generated passphrase."""
@@ -232,7 +236,10 @@ def secrets_provider_environment(config: PlatformConfig, role: Role) -> list[dic
         assert config.vault.address is not None
         env = [
             {"name": "VAULT_SERVER_URL", "value": config.vault.address},
-            _secret_env("VAULT_SERVER_TOKEN", SECRET_KEYS["vault_token"]),
+            _secret_env(
+                "VAULT_SERVER_TOKEN",
+                SECRET_KEYS["api_vault_token" if role == "api" and api_vault_token else "vault_token"],
+            ),
         ]
         if role == "worker":
             # Prod tenant programs require the secret config platform:vaultToken, which the engine
@@ -243,8 +250,9 @@ def secrets_provider_environment(config: PlatformConfig, role: Role) -> list[dic
     return [_secret_env("PULUMI_CONFIG_PASSPHRASE", SECRET_KEYS["passphrase"])]
 
 
-def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
-    """The service's settings (see README, "The self-service service on the platform")."""
+def environment(config: PlatformConfig, role: Role, *, api_vault_token: bool = False) -> list[dict[str, Any]]:
+    """The service's settings (see README, "The self-service service on the platform"). ``api_vault_token``:
+    the credentials Secret holds the API's own Vault token (``secrets_provider_environment``)."""
     domain = config.domain
     issuer = issuer_url(domain)
     plain = {
@@ -289,7 +297,7 @@ def environment(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
     env += backup_store_environment(config)  # with the object-store credentials, for both roles
     if role == "worker" and config.object_storage is not None and config.self_service.state_bucket:
         env.append({"name": "AWS_REGION", "value": config.object_storage.region})
-    env += secrets_provider_environment(config, role)
+    env += secrets_provider_environment(config, role, api_vault_token=api_vault_token)
     return env
 
 
@@ -423,8 +431,11 @@ def _spread(role: Role) -> list[dict[str, Any]]:
     ]
 
 
-def deployment_manifest(config: PlatformConfig, role: Role, *, image: str, started: bool) -> Manifest:
-    """The API (``--workers 0``) or worker Deployment. ``started`` false: no replicas (no image yet)."""
+def deployment_manifest(
+    config: PlatformConfig, role: Role, *, image: str, started: bool, api_vault_token: bool = False
+) -> Manifest:
+    """The API (``--workers 0``) or worker Deployment. ``started`` false: no replicas (no image yet).
+    ``api_vault_token``: the API decrypts with its own Vault token (``secrets_provider_environment``)."""
     size = sizing(config, role)
     container: dict[str, Any] = {
         "name": "selfservice",
@@ -433,7 +444,7 @@ def deployment_manifest(config: PlatformConfig, role: Role, *, image: str, start
         "command": list(COMMAND),
         "args": ["--workers", "0" if role == "api" else str(config.self_service.workers)],
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        "env": environment(config, role),
+        "env": environment(config, role, api_vault_token=api_vault_token),
         "resources": {
             "requests": {"cpu": size.cpu, "memory": size.memory},
             "limits": {"cpu": size.cpu_limit, "memory": size.memory_limit},

@@ -24,7 +24,13 @@ from pulumi.runtime.sync_await import _sync_await
 
 from tenancy.builders.contract import tenant_contract
 from tenancy.render import sdk_overhead
-from tenancy.spec.platform import CONFIG_NAMESPACE, SECRET_KEYS, PlatformConfig, read_platform_config_file
+from tenancy.spec.platform import (
+    CONFIG_NAMESPACE,
+    OPTIONAL_SECRET_KEYS,
+    SECRET_KEYS,
+    PlatformConfig,
+    read_platform_config_file,
+)
 from tenancy.spec.yaml_loading import load_yaml
 from tenancy.stacks import parse_stack_name
 from tenancy.stacks.tenant import CONTRACT_OUTPUT, KEYCLOAK_PROVISIONER_SECRET_OUTPUT, KEYCLOAK_URL_OUTPUT
@@ -181,7 +187,13 @@ def config_values(config: PlatformConfig) -> dict[str, str]:
         for key, value in document.items()
     }
     # Credentials are encrypted in the stack files; programs under mocks get a placeholder.
-    values.update({f"{CONFIG_NAMESPACE}:{key}": PLACEHOLDER_CREDENTIAL for key in SECRET_KEYS})
+    values.update(
+        {
+            f"{CONFIG_NAMESPACE}:{key}": PLACEHOLDER_CREDENTIAL
+            for key in SECRET_KEYS
+            if key not in OPTIONAL_SECRET_KEYS
+        }
+    )
     return values
 
 

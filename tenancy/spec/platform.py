@@ -32,7 +32,10 @@ SECRET_KEYS = (
     "objectStorageSecretAccessKey",
     "tenantsGitRemote",
     "selfServiceVaultToken",
+    "selfServiceApiVaultToken",
 )
+# Credentials a stack may leave unset (the shipped stack files do): programs under mocks get no placeholder.
+OPTIONAL_SECRET_KEYS = frozenset({"selfServiceApiVaultToken"})
 _DNS_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
 # An image reference by digest: <repository>[:<tag>]@sha256:<64 hex> (the tag, if any, is informative).
 IMAGE_BY_DIGEST = re.compile(r"[a-z0-9./_:-]+@sha256:[0-9a-f]{64}")

@@ -14,7 +14,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 import pytest
+import yaml
 
+from components.platform.selfservice import configured_api_vault_token
 from tenancy.automation.contract import StackRef
 from tenancy.automation.errors import SecretsUnavailable, StackNotFound
 from tenancy.automation.pulumi_engine import PulumiEngine
@@ -22,7 +24,16 @@ from tenancy.automation.settings import AutomationSettings
 from tenancy.builders.selfservice import API_NAME, ENV_SECRET, WORKER_NAME
 from tenancy.policy.model import PolicyObject
 from tenancy.policy.pods import manifest_pod_templates, restricted_findings
-from tenancy.render.runtime import StackCapture, capture_stack
+from tenancy.render.runtime import (
+    StackCapture,
+    capture_program,
+    capture_stack,
+    config_values,
+    platform_outputs_for,
+)
+from tenancy.spec.errors import SpecError
+from tenancy.spec.platform import read_platform_config_file
+from tenancy.stacks import stack_outputs
 from tests.conftest import PROJECT_DIR
 
 # What the engine's check reads; cleared first so the test's own environment cannot satisfy it.
@@ -281,3 +292,65 @@ def test_the_api_engine_finds_no_stack_before_the_first_update_and_writes_nothin
         engine.outputs(StackRef("dev", "acme"), reveal_secrets=True)
 
     assert list(volume.iterdir()) == [] and not calls.exists()
+
+
+# --- the API's own Vault token (optional) ---------------------------------------------------------------
+
+API_TOKEN = "operator-issued-api-token"  # stands for what `pulumi config set --secret` stores
+
+
+def _prod_with_api_token() -> StackCapture:
+    """The real prod program with ``platform:selfServiceApiVaultToken`` set, as an operator sets it."""
+    config = read_platform_config_file(PROJECT_DIR / "Pulumi.prod.yaml")
+    return capture_program(
+        lambda: stack_outputs("prod", project_dir=PROJECT_DIR),
+        stack="prod",
+        config={**config_values(config), "platform:selfServiceApiVaultToken": API_TOKEN},
+        stack_outputs=platform_outputs_for(config),
+    )
+
+
+def test_the_api_decrypts_with_its_own_vault_token_when_an_operator_issued_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    capture = _prod_with_api_token()
+    api, worker = pod_environment(capture, API_NAME), pod_environment(capture, WORKER_NAME)
+    assert api["VAULT_SERVER_TOKEN"] == "<api-vault-token>"
+    assert worker["VAULT_SERVER_TOKEN"] == worker["VAULT_TOKEN"] == "<vault-token>"  # the workers keep theirs
+    engine_in(api, monkeypatch)._check_secrets_provider()
+    secret = next(
+        r
+        for r in capture.kubernetes_objects()
+        if r.kind == "Secret" and r.inputs["metadata"]["name"] == ENV_SECRET
+    )
+    assert secret.inputs["stringData"]["api-vault-token"] == API_TOKEN
+
+
+def test_the_api_token_stays_a_secret_output() -> None:
+    config = read_platform_config_file(PROJECT_DIR / "Pulumi.prod.yaml")
+    capture = capture_program(
+        lambda: {"token": configured_api_vault_token(config)},
+        stack="prod",
+        config={**config_values(config), "platform:selfServiceApiVaultToken": API_TOKEN},
+    )
+    assert capture.outputs["token"] == API_TOKEN and capture.secret_outputs == {"token"}
+
+
+def test_without_an_api_token_the_api_uses_the_workers_and_the_secret_holds_no_copy(
+    platform: Platform,
+) -> None:
+    """The shipped stack files set none: the API's token is the workers' (prod), nothing at all in dev."""
+    secret = _inputs(platform.capture, "Secret", ENV_SECRET)
+    assert "api-vault-token" not in secret["stringData"]
+    if platform.environment == "prod":
+        assert pod_environment(platform.capture, API_NAME)["VAULT_SERVER_TOKEN"] == "<vault-token>"
+
+
+def test_the_api_token_is_refused_in_plain_text_in_a_stack_file(tmp_path: Path) -> None:
+    document = yaml.safe_load((PROJECT_DIR / "Pulumi.prod.yaml").read_text())
+    document["config"]["platform:selfServiceApiVaultToken"] = "hvs.in-plain-text"
+    stack_file = tmp_path / "Pulumi.prod.yaml"
+    stack_file.write_text(yaml.safe_dump(document))
+    with pytest.raises(SpecError) as raised:
+        read_platform_config_file(stack_file)
+    assert "platform:selfServiceApiVaultToken" in str(raised.value) and "--secret" in str(raised.value)
