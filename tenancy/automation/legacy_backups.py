@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -38,7 +39,12 @@ from tenancy.automation.data_operations import DataUnavailable, TenantData, reti
 from tenancy.automation.incarnation import incarnation_marker
 from tenancy.dataops.backup import BackupError, BackupRecord, Progress, list_backups
 from tenancy.dataops.object_store import ObjectStoreError
-from tenancy.dataops.retired import RetiredIncarnation, retire_backups
+from tenancy.dataops.retired import (
+    RetiredIncarnation,
+    retire_backups,
+    retired_bucket,
+    retired_incarnations,
+)
 from tenancy.spec.errors import SpecError
 from tenancy.spec.plans import BACKUP_DEFAULT_MAX_AGE_DAYS
 from tenancy.spec.tenant import parse_tenant, resolve
@@ -65,6 +71,9 @@ class LegacyPlan:
     moves: dict[str, list[BackupRecord]] = field(default_factory=dict)  # creating commit -> backups
     current: list[BackupRecord] = field(default_factory=list)  # the current incarnation's own: stay
     unattributed: list[tuple[BackupRecord, str]] = field(default_factory=list)  # stay, with why
+    # Backups a later incarnation's destroy set aside in its own folder though an earlier one took them
+    # (folder -> creating commit they belong to -> backups): moved between the two folders.
+    regrouped: dict[str, dict[str, list[BackupRecord]]] = field(default_factory=dict)
 
 
 def plan_legacy_backups(
@@ -108,15 +117,24 @@ def migrate_legacy_backups(
     (what moved stays moved; run it again)."""
     say = progress or (lambda _message: None)
     live = data.bucket(stack)
+    by_commit = {life.commit: life for life in lives}
     try:
         plan = plan_legacy_backups(list_backups(live), lives, margin=margin)
+        area = retired_area(data, stack)
+        # A destroy after the layout existed moved every live backup into its own incarnation's folder,
+        # an earlier (deleted before the layout) incarnation's too: those are attributed as well.
+        for folder in (owner.folder for owner in retired_incarnations(area)):
+            if folder not in by_commit:
+                continue  # an ``op-…`` folder, or one this history does not know: left alone
+            held = plan_legacy_backups(list_backups(retired_bucket(area, folder)), lives, margin=margin)
+            others = {commit: records for commit, records in held.moves.items() if commit != folder}
+            if others:
+                plan.regrouped[folder] = others
         if dry_run:
             return plan
-        by_commit = {life.commit: life for life in lives}
-        area = retired_area(data, stack)
-        for commit, records in plan.moves.items():
-            life = by_commit[commit]
-            now = datetime.now(UTC)
+
+        def move(source: Any, commit: str, records: list[BackupRecord]) -> None:
+            life, now = by_commit[commit], datetime.now(UTC)
             owner = RetiredIncarnation(
                 folder=commit,
                 incarnation=life.marker(stack.environment),
@@ -125,7 +143,13 @@ def migrate_legacy_backups(
                 operation=MIGRATION,
                 moved=now,  # keeps a sweep off the folder while this copies (the partial-upload grace)
             )
-            retire_backups(live, area, owner, progress=say, only={r.id for r in records})
+            retire_backups(source, area, owner, progress=say, only={r.id for r in records})
+
+        for commit, records in plan.moves.items():
+            move(live, commit, records)
+        for folder, moves in plan.regrouped.items():
+            for commit, records in moves.items():
+                move(retired_bucket(area, folder), commit, records)
     except (BackupError, ObjectStoreError) as error:
         raise DataUnavailable(f"the backups of {stack.name} could not be moved: {error}") from None
     return plan

@@ -383,12 +383,23 @@ def _migrate_legacy(stack: StackRef, tenants_dir: Any, *, dry_run: bool, as_json
             "moved": moved,
             "current": [r.id for r in plan.current],
             "unattributed": [{"id": r.id, "reason": reason} for r, reason in plan.unattributed],
+            "regrouped": [
+                {"from": folder, "to": commit, "ids": [r.id for r in records]}
+                for folder, moves in plan.regrouped.items()
+                for commit, records in moves.items()
+            ],
         }
         typer.echo(json.dumps(document, indent=2))
         return
     verb = "would move" if dry_run else "moved"
     for commit, ids in moved.items():
         typer.echo(f"{verb} {len(ids)} backup(s) to deleted incarnation {commit}: {', '.join(ids)}")
+    for folder, moves in plan.regrouped.items():
+        for commit, records in moves.items():
+            listed = ", ".join(r.id for r in records)
+            typer.echo(
+                f"{verb} {len(records)} backup(s) from deleted incarnation {folder} to {commit}: {listed}"
+            )
     typer.echo(f"{len(plan.current)} backup(s) are the current tenant's own and stay")
     for record, reason in plan.unattributed:
         typer.echo(f"left in place: {record.id}: {reason}")

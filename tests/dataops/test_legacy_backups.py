@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 
 import tenancy.cli.operations as cli_operations
 from tenancy.automation.contract import StackRef
-from tenancy.automation.data_operations import tenant_backups, tenant_retired_backups
+from tenancy.automation.data_operations import retired_area, tenant_backups, tenant_retired_backups
 from tenancy.cli import app as cli_app
 from tenancy.dataops.backup import BackupRecord
+from tenancy.dataops.retired import RetiredIncarnation, retire_backups
 from tests.dataops.conftest import StandinData
 
 ACME = StackRef("dev", "acme")
@@ -106,6 +107,7 @@ def test_legacy_backups_move_to_the_incarnation_that_took_them_once_and_only_whe
 
     again = migrate()
     assert again["moved"] == {} and again["unattributed"] == done["unattributed"], "idempotent"
+    assert again["regrouped"] == []
     assert len(tenant_retired_backups(data, ACME)) == 2
 
     no_history = CliRunner().invoke(
@@ -113,3 +115,55 @@ def test_legacy_backups_move_to_the_incarnation_that_took_them_once_and_only_whe
         ["backups", "acme", "--env", "dev", "--migrate-legacy", "--tenants", str(tmp_path), "--json"],
     )
     assert no_history.exit_code == 2 and json.loads(no_history.stdout)["error"]["code"] == "invalid_input"
+
+
+def test_an_earlier_tenants_backups_a_later_destroy_set_aside_as_its_own_go_back_to_it(
+    tmp_path: Path, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Team A's backups stayed live when A was deleted (before the layout); B, created then, was
+    destroyed after the layout existed, and its destroy moved every live backup, A's too, into B's
+    folder: B's roles (and a hand-over to B) reached A's data. The migration regroups them."""
+    data = StandinData({}, s3)
+    monkeypatch.setattr(cli_operations, "make_tenant_data", lambda engine: data)
+    repo = tmp_path / "repo"
+    file = repo / "tenants" / "dev" / "acme.yaml"
+    file.parent.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    t0 = datetime.now(UTC).replace(microsecond=0) - 30 * DAY
+    document = {"name": "acme", "owners": ["a@team-a.example"], "plan": "small", "qdrant": {"enabled": True}}
+    file.write_text(yaml.safe_dump(document))
+    first = _commit(repo, t0, "Create acme for team A")
+    file.unlink()
+    _commit(repo, t0 + 10 * DAY, "Delete acme")
+    file.write_text(yaml.safe_dump({**document, "owners": ["b@team-b.example"]}))
+    second = _commit(repo, t0 + 20 * DAY, "Create acme for team B")
+    file.unlink()
+    _commit(repo, t0 + 25 * DAY, "Delete acme")
+
+    _backup(data, "20261101T000000Z-a00001", t0 + 2 * DAY)
+    _backup(data, "20261101T000000Z-b00001", t0 + 22 * DAY)
+    area = retired_area(data, ACME)
+    destroyed = RetiredIncarnation(second, f"dev:{second}", t0 + 25 * DAY, 14, operation="op-b")
+    assert len(retire_backups(data.bucket(ACME), area, destroyed)) == 2  # B's destroy, after the layout
+
+    args = [
+        "backups",
+        "acme",
+        "--env",
+        "dev",
+        "--migrate-legacy",
+        "--tenants",
+        str(repo / "tenants"),
+        "--json",
+    ]
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["regrouped"] == [
+        {"from": second, "to": first, "ids": ["20261101T000000Z-a00001"]}
+    ]
+    assert {b.record.id: b.owner.folder for b in tenant_retired_backups(data, ACME)} == {
+        "20261101T000000Z-a00001": first,
+        "20261101T000000Z-b00001": second,
+    }
+    again = CliRunner().invoke(cli_app, args)
+    assert again.exit_code == 0 and json.loads(again.stdout)["regrouped"] == []
