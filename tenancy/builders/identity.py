@@ -96,6 +96,16 @@ KEYCLOAK_RELEASE = "keycloak"
 KEYCLOAK_SERVICE = f"{KEYCLOAK_RELEASE}-http"  # the chart's <fullname>-http Service
 KEYCLOAK_SERVICE_PORT = 80
 KEYCLOAK_HTTP_PORT = 8080  # container port behind the Service; what NetworkPolicies see
+# The management port (the chart's http-internal): health and, with the chart's default metrics.enabled,
+# Prometheus metrics. No caller reaches it through the mesh: iam's AuthorizationPolicies admit none.
+KEYCLOAK_MANAGEMENT_PORT = 9000
+# Pod annotations that let the sidecar agent fold Keycloak's metrics into its merged endpoint on 15020
+# (Istio's metrics merging, read at injection), which observability may scrape: the database's pattern.
+KEYCLOAK_SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(KEYCLOAK_MANAGEMENT_PORT),
+    "prometheus.io/path": "/metrics",
+}
 # JGroups (jdbc-ping stack): data on 7800 and FD_SOCK2 failure detection on 7800 + 50000.
 JGROUPS_PORTS = [7800, 57800]
 # The chart's selector labels: name is the chart name, instance the release name.
@@ -554,7 +564,7 @@ def keycloak_values(*, domain: str, high_availability: bool) -> dict[str, Any]:
         "extraVolumeMounts": yaml.safe_dump(mounts, sort_keys=False),
         # The image caps the heap at 70% of the limit; upstream suggests >= 750Mi, ~2Gi for prod.
         "resources": _same("1" if replicated else "500m", "2Gi" if replicated else "1Gi"),
-        "podAnnotations": PLATFORM_SIDECAR.istio_annotations(),
+        "podAnnotations": {**KEYCLOAK_SCRAPE_ANNOTATIONS, **PLATFORM_SIDECAR.istio_annotations()},
         "podSecurityContext": {
             "fsGroup": 1000,
             "runAsNonRoot": True,

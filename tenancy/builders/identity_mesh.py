@@ -15,9 +15,10 @@ Every connection into iam, as traced (README, "Traffic and security"; tests/plat
   port: admitted only without a mesh identity, so no meshed workload can use that exception.
 
 Not here, because no policy applies to them: kubelet probes (istiod rewrites them to the sidecar agent's
-15020, as it does for the database's) and metrics scraping (the agent's merged endpoint on 15020), which
-the sidecar does not intercept; NetworkPolicies bound those. Grafana, Vault and the vClusters have no
-Keycloak login, and tenant workloads never call iam: nothing admits them.
+15020, as it does for the database's) and metrics scraping (the agent's merged endpoint on 15020, where
+it serves Keycloak's and the exporter's metrics), which the sidecar does not intercept; NetworkPolicies
+bound those. The realm import runs inside Keycloak at start (no Job). Grafana, Vault and the vClusters
+have no Keycloak login, and tenant workloads never call iam: nothing admits them.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ import yaml
 from tenancy.builders import identity, identity_mesh, selfservice
 from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES, REALM, issuer_url
 from tenancy.builders.istio import GATEWAY_POD_LABELS
+from tenancy.builders.observability import ALLOY_POD_LABELS
+from tenancy.builders.platform_namespace import SIDECAR_METRICS_PORT
 from tenancy.render.runtime import StackCapture, capture_stack
 from tests.conftest import PROJECT_DIR
 from tests.platform.support import (
@@ -411,7 +413,7 @@ def refused(platform: Platform) -> list[Call]:
     keycloak_caller = (IAM, keycloak, identity_mesh.KEYCLOAK_SERVICE_ACCOUNT)
     database = (IAM, STANDBY, identity_mesh.DATABASE_SERVICE_ACCOUNT)
     argocd = (NAMESPACES.gitops, {"app.kubernetes.io/name": "argocd-server"}, "argocd-server")
-    http, management = identity.KEYCLOAK_HTTP_PORT, 9000
+    http, management = identity.KEYCLOAK_HTTP_PORT, identity.KEYCLOAK_MANAGEMENT_PORT
     host = identity.KEYCLOAK_INTERNAL_HOST
     found = [
         Call("tenant to admin api", tenant, keycloak, http, f"/admin/realms/{REALM}/users", host, []),
@@ -671,3 +673,30 @@ def test_probes_reach_the_sidecar_agent_not_a_policed_port(platform: Platform) -
     ]
     annotations = cluster["spec"].get("inheritedMetadata", {}).get("annotations", {})
     assert annotations.get("sidecar.istio.io/rewriteAppHTTPProbers", "true") == "true"
+
+
+def test_keycloaks_metrics_are_scraped_from_the_agent_never_from_the_management_port(
+    platform: Platform,
+) -> None:
+    """Keycloak's metrics (the management port's /metrics) are announced for Istio's metrics merging, so
+    the collector in observability (unmeshed: no identity to show) reads them on the agent's 15020, which
+    iam admits; the management port itself stays closed to it."""
+    capture = platform.capture
+    [values] = [
+        r.inputs["values"]
+        for r in capture.resources
+        if r.type == "kubernetes:helm.sh/v3:Release" and r.inputs.get("chart") == "keycloakx"
+    ]
+    assert values.get("metrics", {}).get("enabled", True)  # the chart's default: KC_METRICS_ENABLED
+    annotations = values["podAnnotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == str(identity.KEYCLOAK_MANAGEMENT_PORT)
+    policies = of_kind(declared(capture), "NetworkPolicy")
+    collector = (namespace(capture, NAMESPACES.observability), dict(ALLOY_POD_LABELS))
+    for pod in (keycloak_pod(capture), PRIMARY):
+        destination = (namespace(capture, IAM), pod)
+        assert connection_allowed(
+            policies, source=collector, destination=destination, port=SIDECAR_METRICS_PORT
+        )
+        for port in (identity.KEYCLOAK_MANAGEMENT_PORT, identity.METRICS_PORT):
+            assert not connection_allowed(policies, source=collector, destination=destination, port=port)

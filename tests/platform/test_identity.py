@@ -636,4 +636,4 @@ def test_keycloak_and_database_pods_are_guaranteed_sidecars_included(
             if r.inputs["chart"] == "keycloakx"
         ]
         assert keycloak["resources"]["requests"] == keycloak["resources"]["limits"]
-        assert keycloak["podAnnotations"] == sidecar
+        assert keycloak["podAnnotations"] == {**build.KEYCLOAK_SCRAPE_ANNOTATIONS, **sidecar}
