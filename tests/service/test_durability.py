@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
@@ -18,9 +19,12 @@ import pytest
 from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core import durable
+from tenancy.service.core.audit import AuditLog
 from tenancy.service.core.tenants_repo import GitAuthor, RepositoryError, TenantRepository, _edit_tree
+from tests.service.conftest import AppFactory, Issuer, spec
 
 AUTHOR = GitAuthor("a", "a@x.example")
+ACME_URL = "/api/v1/environments/dev/tenants/acme"
 
 
 class Flushes:
@@ -254,3 +258,102 @@ def test_git_s_gc_and_repack_have_the_pack_folder_flushed_once_they_are_done(
     with caplog.at_level("WARNING", logger="tenancy.service"):
         repository._merge_packs()  # logged, not raised: the next group's flush covers the folder
     assert "flushing the tenants repository's pack folder after merging its packs failed" in caplog.text
+
+
+def test_an_acknowledged_change_s_audit_record_is_flushed_before_the_answer(
+    make_app: AppFactory, issuer: Issuer, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the service: a PATCH's audit line is in the file when the file is flushed, after the
+    change's own flushes (git's branch) and before the caller is answered; a refusal waits on none."""
+    app, _ = make_app(workers=0)
+    server = serve(app)
+    audit = Path(app.state.backends.settings.audit_target)
+    events: list[tuple[str, str]] = []
+
+    def record(descriptor: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+        os.fsync(descriptor)
+        events.append((path.name, audit.read_text() if path == audit else ""))
+
+    with server.client(issuer.admin_of("acme")) as client, server.client(issuer.viewer_of("acme")) as viewer:
+        assert client.put(ACME_URL, json=spec("acme")).status_code == 202
+        monkeypatch.setattr(durable, "fsync", record)
+        patched = client.patch(ACME_URL, json={"displayName": "Acme"}, headers={"X-Request-ID": "the-patch"})
+        events.append(("answered", ""))
+        assert patched.status_code == 202
+        names = [name for name, _ in events]
+        flushed = names.index("audit.log")
+        assert names.index("heads") < flushed < names.index("answered")  # the change, its record, the answer
+        assert '"request_id":"the-patch"' in events[flushed][1]
+        assert '"action":"tenant.patch","outcome":"accepted"' in events[flushed][1]
+
+        events.clear()
+        denied = viewer.patch(ACME_URL, json={"displayName": "Nope"}, headers={"X-Request-ID": "denied"})
+        assert denied.status_code == 403
+        assert '"request_id":"denied"' in audit.read_text()  # written at once, flushed with the next
+        assert events == []
+
+
+def test_audit_records_arriving_during_a_flush_share_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit for audit lines: the first record is held in its flush while three more arrive;
+    those three are flushed by one fsync, and each returns only after the flush covering its line."""
+    log = AuditLog(str(tmp_path / "audit" / "audit.log"))
+    flushes: list[str] = []  # as each flush starts
+    completed: list[str] = []  # as each ends
+    hold, held = threading.Event(), threading.Event()
+    hold.set()
+
+    def fsync(descriptor: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+        if path.name != "audit.log":
+            flushes.append(path.name)
+        else:  # the lines the flush covers: those in the file when it starts
+            flushes.append(f"audit.log:{path.read_text().count(chr(10))}")
+            held.set()
+            assert hold.wait(10)
+        os.fsync(descriptor)
+        completed.append(path.name)
+
+    monkeypatch.setattr(durable, "fsync", fsync)
+    returned: list[str] = []
+
+    def write(actor: str) -> None:
+        log.record(actor=actor, action="tenant.patch", outcome="accepted", tenant="acme")
+        returned.append(f"{actor}:{completed.count('audit.log')}")
+
+    hold.clear()
+    first = threading.Thread(target=write, args=("first",))
+    first.start()
+    assert held.wait(10)
+    others = [threading.Thread(target=write, args=(f"t{n}",)) for n in range(3)]
+    for thread in others:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(log._flushes._pending) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(log._flushes._pending) == 3
+    hold.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    # The folder once (the file was created), then one flush for the first line and one for the other
+    # three; every record returned after the flush holding its line.
+    assert flushes == ["audit", "audit.log:1", "audit.log:4"]
+    assert returned[0] in ("first:1", "first:2") and sorted(returned[1:]) == ["t0:2", "t1:2", "t2:2"]
+    log.record(actor="x", action="tenant.patch", outcome="refused", tenant="acme")
+    assert len(flushes) == 3  # a refusal waits on no disk
+
+
+def test_an_audit_record_whose_flush_fails_is_not_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog(str(tmp_path / "audit.log"))
+    log.record(actor="x", action="tenant.patch", outcome="refused", tenant="acme")  # the file exists
+
+    def failing(descriptor: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(durable, "fsync", failing)
+    with pytest.raises(OSError):
+        log.record(actor="x", action="tenant.patch", outcome="accepted", tenant="acme")
