@@ -385,3 +385,36 @@ def test_a_written_file_reads_back_as_parsing_it_would(tmp_path: Path) -> None:
     assert written.document == tenants_repo.parse_document(written.text) == document
     repository._parsed.clear()
     assert repository.read("dev", "acme") == document
+
+
+def test_a_get_of_a_tenant_reads_the_branch_once_and_answers_as_before(
+    make_app: Any, issuer: Any, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GET looked the branch up three or four times (whether reads wait, the file, the
+    incarnation); once now, on the event loop and from a worker thread alike, and answers the same."""
+    from tests.service.conftest import spec
+
+    app, _ = make_app(workers=0)
+    url = "/api/v1/environments/dev/tenants/acme"
+    reads: list[str] = []
+    real = TenantRepository._read_ref
+
+    def counted(self: TenantRepository) -> pygit2.Oid | None:
+        reads.append(threading.current_thread().name)
+        return real(self)
+
+    with serve(app).client(issuer.admin_of("acme")) as client:
+        assert client.put(url, json=spec("acme")).status_code == 202
+        before = client.get(url)  # also fills the incarnation cache, as any first read does
+        monkeypatch.setattr(TenantRepository, "_read_ref", counted)
+        on_the_loop = client.get(url)
+        assert len(reads) == 1
+        monkeypatch.setattr(type(app.state.backends), "local_reads", property(lambda self: False))
+        in_a_thread = client.get(url)
+        assert len(reads) == 2
+    for answer in (on_the_loop, in_a_thread):
+        assert (answer.status_code, answer.json(), answer.headers["ETag"]) == (
+            200,
+            before.json(),
+            before.headers["ETag"],
+        )

@@ -40,6 +40,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,20 @@ _PARSED_TREES_KEPT = 4096  # trees parsed or built by group commits, by id (``_b
 _UNSAFE_IN_IDENTITY = re.compile(r"[<>\n\r\0]")
 _CREDENTIALS_IN_URL = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _log = logging.getLogger("tenancy.service")
+
+
+class _OneTip:
+    """The branch as one request's reads see it (``TenantRepository.one_tip``): read on first use."""
+
+    __slots__ = ("read", "repository", "tip")
+
+    def __init__(self, repository: TenantRepository) -> None:
+        self.repository = repository
+        self.tip: pygit2.Oid | None = None
+        self.read = False
+
+
+_ONE_TIP: ContextVar[_OneTip | None] = ContextVar("tenants_repo_one_tip", default=None)
 _YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -556,7 +571,27 @@ class TenantRepository:
             self._local.repo, self._local.packs = repo, generation
         return repo
 
+    @contextlib.contextmanager
+    def one_tip(self) -> Iterator[None]:
+        """Reads inside see the branch read once, not once per lookup (a GET read it three or four
+        times: whether reads wait, the file, the incarnation), and so all see the same commit. For
+        reads only (a write checks the branch afresh); a refresh that syncs reads it again."""
+        token = _ONE_TIP.set(_OneTip(self))
+        try:
+            yield
+        finally:
+            _ONE_TIP.reset(token)
+
     def _tip(self) -> pygit2.Oid | None:
+        pinned = _ONE_TIP.get()
+        if pinned is not None and pinned.repository is self and pinned.read:
+            return pinned.tip
+        tip = self._read_ref()
+        if pinned is not None and pinned.repository is self:
+            pinned.tip, pinned.read = tip, True
+        return tip
+
+    def _read_ref(self) -> pygit2.Oid | None:
         try:
             reference = self._git().references.get(self.ref)
         except pygit2.GitError as error:
@@ -658,6 +693,10 @@ class TenantRepository:
             except RepositoryError as error:
                 self._synced_at = time.monotonic()  # do not hammer an unreachable remote
                 _log.warning("refreshing the tenants checkout failed: %s", error)
+            finally:
+                pinned = _ONE_TIP.get()
+                if pinned is not None:
+                    pinned.read = False  # the sync may have moved the branch: read it again
         finally:
             self._commit_lock.release()
 

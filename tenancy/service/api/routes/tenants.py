@@ -250,9 +250,10 @@ async def read_tenant(access: ReadableTenantAccess) -> Response:
     # quicker on the event loop than the hop to a worker thread and back. Anything that may wait (Redis,
     # a refresh from the remote, a git process) goes to a worker thread.
     stack, backends, principal = access.stack, access.backends, access.principal
-    if backends.local_reads and not backends.repository.reads_wait(stack.environment, stack.tenant):
-        return _read_tenant(stack, backends, principal)
-    return await run_in_threadpool(_read_tenant, stack, backends, principal)
+    with backends.repository.one_tip():  # the branch read once for the whole read, not per lookup
+        if backends.local_reads and not backends.repository.reads_wait(stack.environment, stack.tenant):
+            return _read_tenant(stack, backends, principal)
+        return await run_in_threadpool(_read_tenant, stack, backends, principal)
 
 
 def _read_tenant(stack: StackRef, backends: BackendsDep, principal: Principal) -> Response:
