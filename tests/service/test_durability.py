@@ -357,3 +357,50 @@ def test_an_audit_record_whose_flush_fails_is_not_acknowledged(
     monkeypatch.setattr(durable, "fsync", failing)
     with pytest.raises(OSError):
         log.record(actor="x", action="tenant.patch", outcome="accepted", tenant="acme")
+
+
+def test_every_audit_record_of_a_group_is_answered_when_its_flush_cannot_even_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flush of a group fails before its fsync (no descriptor left to duplicate the file's, EMFILE):
+    every record of the group is told it failed, none waits for good. Before, the leader raised and
+    the other records' threads slept on a wakeup nobody would set."""
+    log = AuditLog(str(tmp_path / "audit.log"))
+    log.record(actor="x", action="tenant.patch", outcome="refused", tenant="acme")  # the file exists
+    hold, held = threading.Event(), threading.Event()
+
+    def fsync(descriptor: int) -> None:
+        held.set()
+        assert hold.wait(10)
+        os.fsync(descriptor)
+
+    monkeypatch.setattr(durable, "fsync", fsync)
+    outcomes: dict[str, str] = {}
+
+    def write(actor: str) -> None:
+        try:
+            log.record(actor=actor, action="tenant.patch", outcome="accepted", tenant="acme")
+            outcomes[actor] = "acknowledged"
+        except OSError as error:
+            outcomes[actor] = errno.errorcode[error.errno or 0]
+
+    first = threading.Thread(target=write, args=("first",), daemon=True)
+    first.start()
+    assert held.wait(10)  # the first group's flush runs; the next three records wait for the next
+    others = [threading.Thread(target=write, args=(f"t{n}",), daemon=True) for n in range(3)]
+    for thread in others:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(log._flushes._pending) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(log._flushes._pending) == 3
+
+    def no_descriptor_left(descriptor: int) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "dup", no_descriptor_left)
+    hold.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in [first, *others])
+    assert outcomes == {"first": "acknowledged", "t0": "EMFILE", "t1": "EMFILE", "t2": "EMFILE"}

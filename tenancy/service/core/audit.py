@@ -94,9 +94,10 @@ class AuditLog:
     def _flush_group(self, group: list[_Flush]) -> None:
         """One flush for every record of ``group`` (their lines were written before they joined)."""
         error: OSError | None = None
-        with self._lock:
-            descriptor = os.dup(self._handle.fileno()) if self._handle is not None else None
+        descriptor: int | None = None
         try:
+            with self._lock:  # dup may fail too (EMFILE): every waiter of the group must still be told
+                descriptor = os.dup(self._handle.fileno()) if self._handle is not None else None
             if descriptor is not None:
                 durable.fsync(descriptor)  # outside the lock: lines keep being written meanwhile
         except OSError as failed:
