@@ -6,6 +6,11 @@ turns the same way, here. The first writer to find no leader commits everything 
 item included, then hands the lead to the oldest item that arrived meanwhile; the others sleep until
 their item is done (the committer sets ``done`` and their ``wakeup``) or they are handed the lead.
 Items are committed in the order they were handed in.
+
+``join`` is ``add`` then ``wait``. A writer that must fix its item's place in the order before it
+lets another writer go on (the tenants repository's pipelined writes, the queue's submits in commit
+order) calls ``add``, does that, then ``wait``: it must call ``wait`` whatever happens in between,
+since the lead may be handed to its item meanwhile and nothing else commits until it takes it.
 """
 
 from __future__ import annotations
@@ -36,8 +41,19 @@ class GroupCommit(Generic[W]):
 
     def join(self, item: W) -> None:
         """Return once ``item`` is committed or failed: by another writer's group or by this one's."""
+        self.add(item)
+        self.wait(item)
+
+    def add(self, item: W) -> None:
+        """Give ``item`` its place in the order (after every item added before it); ``wait`` next."""
         with self._lock:
             self._pending.append(item)
+
+    def wait(self, item: W) -> None:
+        """Return once ``item`` (added) is committed or failed, leading a group if no one else is."""
+        with self._lock:
+            if item.done:
+                return
             if not self._leader_active:
                 self._leader_active = item.lead = True
         while not item.lead:

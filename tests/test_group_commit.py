@@ -71,3 +71,36 @@ def test_a_failed_group_raises_in_its_leader_and_the_next_writer_still_leads() -
     good = Item("good")
     committer.join(good)  # a leader that failed gave the turn back: this one is not left waiting
     assert good.done and not committer._leader_active
+
+
+def test_an_item_added_before_its_writer_waits_keeps_its_place_and_is_handed_the_lead() -> None:
+    """``add`` fixes an item's place before its writer lets the next one go on (pipelined writes of a
+    tenant, the queue's submits in commit order); the lead handed to it meanwhile waits for ``wait``."""
+    groups: list[list[str]] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def commit(group: list[Item]) -> None:
+        groups.append([item.name for item in group])
+        if len(groups) == 1:
+            entered.set()
+            release.wait(10)
+        for item in group:
+            item.done = True
+            item.wakeup.set()
+
+    committer = GroupCommit(commit)
+    first = threading.Thread(target=committer.join, args=(Item("a"),))
+    first.start()
+    entered.wait(10)
+    b, c = Item("b"), Item("c")
+    committer.add(b)  # placed; its writer has not waited yet
+    late = threading.Thread(target=committer.join, args=(c,))
+    late.start()
+    _wait_for(lambda: len(committer._pending) == 2)
+    release.set()
+    first.join(10)
+    _wait_for(lambda: b.lead)  # handed to the oldest item, whose writer is not waiting yet
+    assert groups == [["a"]] and not c.done
+    committer.wait(b)  # its writer leads the next group, its own item and the later one
+    late.join(10)
+    assert groups == [["a"], ["b", "c"]] and b.done and c.done and not committer._leader_active

@@ -265,14 +265,19 @@ class SqliteOperationQueue:
         requested_by: str,
         incarnation: str | None = None,
         params: dict[str, Any] | None = None,
+        queued: Callable[[], None] | None = None,
     ) -> Operation:
+        """``queued``: called once the operation's place in the queue's order is fixed (every submit
+        that calls later is inserted after it), before its transaction commits; the service uses it to
+        queue a tenant's pipelined changes in commit order while they share a transaction."""
         kind = OperationKind(kind)
         operation_id = uuid.uuid4().hex
         now = float(self._clock())
         spec_json = None if spec is None else json.dumps(spec)
         params_json = None if params is None else json.dumps(params)
         self._submit_together(
-            _Submission(operation_id, stack, kind, requested_by, now, spec_json, incarnation, params_json)
+            _Submission(operation_id, stack, kind, requested_by, now, spec_json, incarnation, params_json),
+            queued,
         )
         # What a read of the row gives, without reading it (the spec and params decoded afresh).
         return Operation(
@@ -287,14 +292,19 @@ class SqliteOperationQueue:
             params=None if params_json is None else json.loads(params_json),
         )
 
-    def _submit_together(self, submission: _Submission) -> None:
+    def _submit_together(self, submission: _Submission, queued: Callable[[], None] | None = None) -> None:
         """Group commit for submits: the first to find no leader inserts everything waiting, its own
         submission included, in one transaction (one flush of the WAL instead of one per submit),
         then hands the lead to the oldest submission that arrived meanwhile; the others sleep until
         theirs is in. Rows are inserted in the order submits arrived: a caller that holds a stack's
         lock across its commit and its submit (the service) sees its stack's operations queued in
         commit order, whatever else shares the transaction."""
-        self._group.join(submission)
+        self._group.add(submission)
+        try:
+            if queued is not None:
+                queued()
+        finally:
+            self._group.wait(submission)  # always: the lead may have been handed to it meanwhile
         if submission.error is not None:
             raise submission.error
 
