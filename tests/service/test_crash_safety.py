@@ -3,8 +3,9 @@ process group of ``tenantctl serve`` at random moments while clients write concu
 
 Each cycle starts the real server (its own process group, loopback only, API without workers so the
 queue keeps every operation it was given), waits for readiness with no help, checks what it serves,
-lets writers PATCH several tenants at once, and kills the group at a random instant (some cycles
-before the server is even ready). Between cycles the test also leaves behind, on purpose, the worst
+lets writers PATCH several tenants at once, and several writers one shared tenant (whose writes are
+pipelined: the next builds on a change being flushed), and kills the group at a random instant (some
+cycles before the server is even ready). Between cycles the test also leaves behind, on purpose, the worst
 a crash of a git-index-based writer could leave: a changed and staged tenant file, a stray tenant
 file and stale ``index.lock`` / ref locks. Counted over all cycles, and all must be 0: acknowledged
 writes lost, uncommitted content served or queued, restarts that needed a hand.
@@ -37,6 +38,8 @@ from tests.conftest import PROJECT_DIR
 
 CYCLES = 20
 WRITERS = 5
+SHARED = "shared"  # written by SHARED_WRITERS writers at once
+SHARED_WRITERS = 3
 READY_WITHIN_SECONDS = 30.0  # the bound for a restart without help (a loaded 2-core machine)
 TENANT_URL = "/api/v1/environments/dev/tenants/{name}"
 JUNK = "UNCOMMITTED-JUNK"
@@ -75,6 +78,7 @@ class Tally:
         default_factory=dict
     )  # tenant -> acknowledged sequence numbers
     killed_before_ready: int = 0
+    shared: set[str] = field(default_factory=set)  # displayName of each acknowledged write of SHARED
 
 
 # A launcher imports the service once, then forks each server: the child makes itself a process
@@ -253,7 +257,7 @@ def test_kill_minus_9_of_the_process_group_never_loses_or_leaks(tmp_path: Path) 
             tally.restarts_needing_a_hand += 1
             server.kill_group()
             break
-        tokens = [token(i) for i in range(WRITERS)]
+        tokens = [token(i) for i in range(WRITERS + SHARED_WRITERS)]
         with httpx.Client(base_url=server.url, timeout=10.0) as client:
             for index, tenant in enumerate(tenants):
                 headers = {"Authorization": f"Bearer {tokens[index]}"}
@@ -292,8 +296,29 @@ def test_kill_minus_9_of_the_process_group_never_loses_or_leaks(tmp_path: Path) 
                     elif response.status_code >= 500:
                         tally.failed_writes += 1
 
+        def write_shared(index: int, url: str, bearer: str, stop: threading.Event) -> None:
+            headers = {"Authorization": f"Bearer {bearer}"}
+            with httpx.Client(base_url=url, timeout=10.0, headers=headers) as client:
+                while not stop.is_set():
+                    sequence[f"writer{index}"] = number = sequence.get(f"writer{index}", 0) + 1
+                    name = f"{SHARED}-{index}-{number}"
+                    try:
+                        response = client.patch(TENANT_URL.format(name=SHARED), json={"displayName": name})
+                        if response.status_code == 404:  # create it (again: unacknowledged)
+                            body = {"displayName": name, "owners": ["x@example.test"], "plan": "small"}
+                            response = client.put(TENANT_URL.format(name=SHARED), json=body)
+                    except httpx.HTTPError:
+                        return  # killed mid-request: not acknowledged
+                    if response.status_code in (200, 201, 202):
+                        tally.shared.add(name)
+                    elif response.status_code >= 500:
+                        tally.failed_writes += 1
+
         writers = [
             threading.Thread(target=write, args=(i, server.url, tokens[i], stop)) for i in range(WRITERS)
+        ] + [
+            threading.Thread(target=write_shared, args=(i, server.url, tokens[i], stop))
+            for i in range(WRITERS, WRITERS + SHARED_WRITERS)
         ]
         for thread in writers:
             thread.start()
@@ -323,12 +348,30 @@ def test_kill_minus_9_of_the_process_group_never_loses_or_leaks(tmp_path: Path) 
             changed = git(repo, "show", "--name-only", "--format=", sha).split()
             assert changed == [f"tenants/dev/{tenant}.yaml"]  # one change per commit
         tally.lost_acknowledged += len(set(tally.acknowledged[tenant]) - written)
+    # The shared tenant: every acknowledged write is a commit under its writer, one change each.
+    shared_commits: list[str] = []  # displayName at each commit of its file, oldest first
+    for sha in git(
+        repo, "log", "--reverse", "--format=%H", "refs/heads/main", "--", f"tenants/dev/{SHARED}.yaml"
+    ).split():
+        document = yaml.safe_load(git(repo, "show", f"{sha}:tenants/dev/{SHARED}.yaml"))
+        name = str(document["displayName"])
+        shared_commits.append(name)
+        author = git(repo, "log", "-1", "--format=%ae", sha).strip()
+        assert author == f"writer{name.split('-')[1]}@example.test"
+        assert git(repo, "show", "--name-only", "--format=", sha).split() == [f"tenants/dev/{SHARED}.yaml"]
+    tally.lost_acknowledged += len(tally.shared - set(shared_commits))
     assert "ghost.yaml" not in git(repo, "ls-tree", "-r", "--name-only", "refs/heads/main")
     queue = SqliteOperationQueue(state_dir / "operations.sqlite3")
     try:
         for tenant in [*tenants, "ghost"]:
             for operation in queue.recent(stack=StackRef("dev", tenant), limit=100_000):
                 tally.uncommitted_queued += JUNK in str(operation.spec) or tenant == "ghost"
+        # The shared tenant's operations are queued in commit order, each with a committed spec.
+        positions = [
+            shared_commits.index(str((operation.spec or {}).get("displayName")))
+            for operation in reversed(queue.recent(stack=StackRef("dev", SHARED), limit=100_000))
+        ]
+        assert positions == sorted(positions), positions
     finally:
         queue.close()
     assert git(repo, "status", "--porcelain") == ""  # the working copy is the last commit again
@@ -336,11 +379,13 @@ def test_kill_minus_9_of_the_process_group_never_loses_or_leaks(tmp_path: Path) 
     print(
         f"\ncrash safety: {CYCLES} kills ({tally.killed_before_ready} before ready) in "
         f"{time.monotonic() - started:.1f} s; acknowledged writes "
-        f"{sum(len(v) for v in tally.acknowledged.values())}; lost {tally.lost_acknowledged}; "
+        f"{sum(len(v) for v in tally.acknowledged.values())} (+{len(tally.shared)} of one tenant); "
+        f"lost {tally.lost_acknowledged}; "
         f"uncommitted served {tally.uncommitted_served}; uncommitted queued {tally.uncommitted_queued}; "
         f"restarts needing a hand {tally.restarts_needing_a_hand}"
     )
     assert sum(len(v) for v in tally.acknowledged.values()) >= 10  # the writers really wrote
+    assert len(tally.shared) >= 3  # and one tenant by several at once
     assert (
         tally.lost_acknowledged,
         tally.uncommitted_served,

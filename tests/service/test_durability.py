@@ -10,6 +10,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,13 @@ from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core import durable
 from tenancy.service.core.audit import AuditLog
-from tenancy.service.core.tenants_repo import GitAuthor, RepositoryError, TenantRepository, _edit_tree
+from tenancy.service.core.tenants_repo import (
+    ConflictError,
+    GitAuthor,
+    RepositoryError,
+    TenantRepository,
+    _edit_tree,
+)
 from tests.service.conftest import AppFactory, Issuer, spec
 
 AUTHOR = GitAuthor("a", "a@x.example")
@@ -404,3 +411,156 @@ def test_every_audit_record_of_a_group_is_answered_when_its_flush_cannot_even_st
         thread.join(10)
     assert not any(thread.is_alive() for thread in [first, *others])
     assert outcomes == {"first": "acknowledged", "t0": "EMFILE", "t1": "EMFILE", "t2": "EMFILE"}
+
+
+def pipelined_writer(
+    repository: TenantRepository,
+    name: str,
+    index: int,
+    done: list[tuple[int, str | None]],
+    events: list[tuple[str, str]] | None = None,
+) -> Callable[[], None]:
+    """A writer of ``name`` as the service's PUT and PATCH write: it appends ``index`` to the file's
+    list ``n`` as its turn finds it (flushed or not), lets the next writer in, waits for the flushes."""
+
+    def write() -> None:
+        with repository.turn(f"dev.{name}", pipelined=True) as turn:
+            found = turn.file("dev", name)
+            assert found is not None
+            document = {**found.document, "n": [*found.document["n"], index]}
+            author = GitAuthor(f"w{index}", f"w{index}@x.example")
+            turn.write_file("dev", name, document, author=author, message=f"Write {index}")
+            turn.release()
+            try:
+                commit = turn.durable()
+            except RepositoryError as error:  # 503 repository_unavailable, never a 409 conflict
+                assert not isinstance(error, ConflictError), error
+                commit = None
+            done.append((index, commit))
+            if events is not None:
+                events.append(("answered", str(index)))
+
+    return write
+
+
+def commits_since(repository: TenantRepository, base: str) -> list[pygit2.Commit]:
+    """The branch's commits after ``base``, oldest first (a straight line)."""
+    repo = pygit2.Repository(str(repository.git_dir))
+    found = []
+    commit = repo[repository.head()]  # type: ignore[index]
+    while str(commit.id) != base:
+        assert isinstance(commit, pygit2.Commit)
+        found.append(commit)
+        commit = commit.parents[0]
+    return found[::-1]
+
+
+def wait_for_pending(repository: TenantRepository, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(repository._group._pending) < count and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(repository._group._pending) == count
+
+
+def test_the_next_writers_of_a_tenant_build_on_a_change_being_flushed_and_share_one_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Early lock release: while the first writer's change is being flushed, three more writers of the
+    same tenant take their turns on it (each reads what the one before left, flushed or not) and
+    their changes are flushed together in one round; each is answered only after its own round."""
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    repository.write("dev", "acme", {"name": "acme", "n": []}, author=AUTHOR, message="Create acme")
+    base = repository.head()
+    assert base is not None
+    git_dir = repository.git_dir
+    flushes = Flushes(git_dir, git_dir / "refs" / "heads" / "main")
+    monkeypatch.setattr(durable, "fsync", flushes)
+    done: list[tuple[int, str | None]] = []
+
+    flushes.hold.clear()
+    first = threading.Thread(target=pipelined_writer(repository, "acme", 0, done, flushes.events))
+    first.start()
+    assert flushes.held.wait(10)  # its pack: nothing of it is on disk or published yet
+    others = [
+        threading.Thread(target=pipelined_writer(repository, "acme", i, done, flushes.events))
+        for i in (1, 2, 3)
+    ]
+    for thread in others:
+        thread.start()
+    wait_for_pending(repository, 3)  # each took its turn on the unflushed change before it
+    assert repository.head() == base and repository.read("dev", "acme") == {"name": "acme", "n": []}
+    assert done == []
+    flushes.hold.set()
+    for thread in [first, *others]:
+        thread.join(10)
+
+    commits = commits_since(repository, base)
+    order = [int(commit.author.name[1:]) for commit in commits]
+    assert order[0] == 0 and sorted(order) == [0, 1, 2, 3]  # one commit per change, under its author
+    assert repository.read("dev", "acme") == {"name": "acme", "n": order}  # each on the one before
+    assert sorted(done) == [(index, str(commits[order.index(index)].id)) for index in range(4)]
+    events = flushes.events
+    rounds = [index for index, event in enumerate(events) if event[0] == "refs/heads"]
+    assert len(rounds) == 2  # two rounds of flushes for four changes of one tenant
+    assert events[rounds[0]][1] == str(commits[0].id) and events[rounds[1]][1] == str(commits[-1].id)
+    answered = {int(name): index for index, (what, name) in enumerate(events) if what == "answered"}
+    assert answered[0] > rounds[0]
+    assert all(answered[index] > rounds[1] for index in (1, 2, 3))
+
+
+def test_a_failed_flush_fails_every_writer_built_on_it_and_the_branch_goes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first writer's round fails at its last flush (refs/heads, EIO) after two more writers of
+    the tenant built on its change: all three fail (the service answers 503 repository_unavailable),
+    the branch is put back where it was durable, and a writer of another tenant that shared the
+    second round is unaffected; the next write of the tenant builds on the durable state."""
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    repository.write("dev", "acme", {"name": "acme", "n": []}, author=AUTHOR, message="Create acme")
+    before = repository.head()
+    assert before is not None
+    heads = repository.git_dir / "refs" / "heads"
+    hold, held = threading.Event(), threading.Event()
+    failed: list[int] = []
+
+    def flush(descriptor: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+        held.set()
+        assert hold.wait(10)
+        if path == heads and not failed:
+            failed.append(1)
+            raise OSError(errno.EIO, "Input/output error")
+        os.fsync(descriptor)
+
+    monkeypatch.setattr(durable, "fsync", flush)
+    done: list[tuple[int, str | None]] = []
+    first = threading.Thread(target=pipelined_writer(repository, "acme", 0, done))
+    first.start()
+    assert held.wait(10)
+    others = [threading.Thread(target=pipelined_writer(repository, "acme", i, done)) for i in (1, 2)]
+    for thread in others:
+        thread.start()
+    wait_for_pending(repository, 2)
+    globex: list[str | None] = []
+    bystander = threading.Thread(
+        target=lambda: globex.append(
+            repository.write("dev", "globex", {"name": "globex"}, author=AUTHOR, message="Create globex")
+        )
+    )
+    bystander.start()
+    wait_for_pending(repository, 3)
+    hold.set()
+    for thread in [first, *others, bystander]:
+        thread.join(10)
+
+    assert sorted(done) == [(0, None), (1, None), (2, None)]  # every writer built on the failed change
+    assert globex and globex[0] is not None
+    assert [str(commit.id) for commit in commits_since(repository, before)] == [globex[0]]
+    assert repository.read("dev", "acme") == {"name": "acme", "n": []}
+    assert not (heads / "main.lock").exists()
+    done.clear()
+    pipelined_writer(repository, "acme", 3, done)()
+    assert repository.read("dev", "acme") == {"name": "acme", "n": [3]}
+    assert done == [(3, repository.head())]

@@ -1,8 +1,11 @@
 """A change to a tenant: validate -> commit the YAML (caller as author) -> queue the operation.
 
-The commit and the submit happen under one lock, so the queue sees changes in commit order and the
-operation that runs last applies what git holds last. Reads for PATCH happen under the same lock,
-so two concurrent patches both land (the second merges onto the first).
+A tenant's writers take turns (``write_lock``): each reads, checks and commits on what the one before
+left, so two concurrent patches both land (the second merges onto the first), and the queue sees the
+changes in commit order, so the operation that runs last applies what git holds last. A PUT or PATCH
+lets the next writer of the tenant in once its commit has its place (early lock release): the next
+one builds on it while it is flushed, and each is answered only once its commit and every one before
+it are flushed and queued; one that was built on a commit that failed fails too.
 
 Platform-owned fields (``plan``, ``groups``) are the platform team's to change: a tenant-admin
 keeps what a platform-admin set, and creates tenants only on the self-service plans.
@@ -20,7 +23,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -31,11 +34,18 @@ from tenancy.automation.contract import (
     OperationStatus,
     StackRef,
 )
+from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core.api_keys import ApiKeyStore
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.incarnation import incarnation_of
 from tenancy.service.core.security import Principal
-from tenancy.service.core.tenants_repo import ConflictError, GitAuthor, RepositoryError, TenantRepository
+from tenancy.service.core.tenants_repo import (
+    ConflictError,
+    GitAuthor,
+    RepositoryError,
+    TenantFile,
+    TenantRepository,
+)
 from tenancy.service.core.write_lock import TenantWriteLock
 from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError, SpecIssue
@@ -119,11 +129,13 @@ class TenantChanges:
                 details=spec_issues_details(error),
             ) from None
 
-    def refuse_unreadable(self, stack: StackRef) -> None:
+    def refuse_unreadable(self, stack: StackRef, found: TenantFile | Literal["read"] | None = "read") -> None:
         """A patch merges into the committed file: one that is not YAML (a syntax error, an alias that
         contains itself) or not a mapping (a list, a scalar, nothing) has nothing to merge into, and a
-        PUT of the whole spec replaces it."""
-        found = self.repository.file(stack.environment, stack.tenant)
+        PUT of the whole spec replaces it. ``found``: the file the patch merges into (a write's turn
+        gives it, flushed or not); by default the branch's."""
+        if found == "read":
+            found = self.repository.file(stack.environment, stack.tenant)
         if found is None or found.problem is None:
             return
         file = self.display_file(stack)
@@ -171,7 +183,7 @@ class TenantChanges:
             principal,
             if_match=if_match,
             create_only=if_none_match is not None,
-            build=lambda _current: spec,
+            build=lambda _current, _found: spec,
             force=force,
         )
 
@@ -193,10 +205,10 @@ class TenantChanges:
                 details=[{"field": "body", "reason": "must be an object"}],
             )
 
-        def build(current: dict[str, Any] | None) -> TenantSpec:
+        def build(current: dict[str, Any] | None, found: TenantFile | None) -> TenantSpec:
             if current is None:
                 raise _tenant_not_found(stack)
-            self.refuse_unreadable(stack)
+            self.refuse_unreadable(stack, found)
             return self.validate(stack, merge_patch(current, patch))
 
         return self._commit_and_submit(stack, principal, if_match=if_match, build=build, force=force)
@@ -336,10 +348,23 @@ class TenantChanges:
         commit: str | None,
         *,
         params: dict[str, Any] | None = None,
+        queued: Callable[[], None] | None = None,
     ) -> Operation:
+        """``queued``: see ``WriteTurn.in_order`` (the SQLite queue calls it once the operation has its
+        place; with another queue the next writer waits for this submit to return)."""
         try:
             # After the commit: a create's operation belongs to the incarnation that commit began.
             incarnation = incarnation_of(self.repository, stack)
+            if queued is not None and isinstance(self.queue, SqliteOperationQueue):
+                return self.queue.submit(
+                    stack,
+                    kind,
+                    spec=document,
+                    requested_by=principal.actor,
+                    incarnation=incarnation,
+                    params=params,
+                    queued=queued,
+                )
             return self.queue.submit(
                 stack,
                 kind,
@@ -488,10 +513,13 @@ class TenantChanges:
             ],
         )
 
-    def _check_precondition(self, stack: StackRef, if_match: str | None) -> None:
+    def _check_precondition(
+        self, stack: StackRef, if_match: str | None, found: TenantFile | None = None, *, read: bool = True
+    ) -> None:
+        """``found``, when not ``read``: the file the write builds on (flushed or not); else the branch's."""
         if if_match is None:
             return
-        current = self.current_etag(stack)
+        current = self.current_etag(stack) if read else found.etag if found is not None else None
         wanted = [tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")]
         if current is None or ("*" not in wanted and current not in wanted):
             raise ServiceError(
@@ -505,45 +533,52 @@ class TenantChanges:
         principal: Principal,
         *,
         if_match: str | None,
-        build: Callable[[dict[str, Any] | None], TenantSpec],
+        build: Callable[[dict[str, Any] | None, TenantFile | None], TenantSpec],
         create_only: bool = False,
         force: bool = False,
     ) -> ChangeResult:
         author = GitAuthor.of(principal.display_name, principal.email, principal.subject)
         try:
-            with self.write_lock.hold(stack):
+            with self.write_lock.turn(stack) as turn:
                 self.repository.sync()
-                found = self.repository.file(stack.environment, stack.tenant)
+                # What this change builds on: the tenant as the last change to it left it, which may
+                # not be flushed yet (it is answered, and this one too, only once it is).
+                found = turn.file(stack.environment, stack.tenant)
                 current = copy.deepcopy(found.document) if found is not None else None
                 if create_only and current is not None:
                     raise ServiceError(
                         "precondition_failed",
                         f"{stack.name} already exists (If-None-Match: *); read it and change it instead",
                     )
-                self._check_precondition(stack, if_match)
+                self._check_precondition(stack, if_match, found, read=False)
                 if current is None:
                     self._refuse_while_predecessor_stands(stack)
-                spec = self.keep_key_rotation(stack, current, build(current))
+                spec = self.keep_key_rotation(stack, current, build(current, found))
                 self._check_platform_fields(stack, principal, current, spec)
                 self._check_fixed_volumes(stack, current, spec, blob=found.blob if found else None)
                 document = spec.to_document()
                 verb = "Create" if current is None else "Update"
                 # A forced change says so in git too (its update may then run without a backup).
                 forced = "\nForced-without-backup: true" if force else ""
-                commit, written = self.repository.write_file(
+                written = turn.write_file(
                     stack.environment,
                     stack.tenant,
                     document,
                     author=author,
                     message=f"{verb} tenant {stack.name}\n\nRequested-by: {principal.actor}{forced}",
                 )
-                operation = self._submit(
-                    stack,
-                    OperationKind.up,
-                    document,
-                    principal,
-                    commit,
-                    params={"force": True} if force else None,
+                turn.release()  # the next writer of the tenant builds on this change from here
+                commit = turn.durable()  # this change and every one before it flushed
+                operation = turn.in_order(
+                    lambda queued: self._submit(
+                        stack,
+                        OperationKind.up,
+                        document,
+                        principal,
+                        commit,
+                        params={"force": True} if force else None,
+                        queued=queued,
+                    )
                 )
                 etag = written.etag  # the file as committed (or as it already was: unchanged)
         except ConflictError as error:

@@ -17,7 +17,9 @@ Crash safety comes from never sharing a half-done state:
   process may hold is left alone and readiness reports it.
 
 Throughput: callers lock per tenant; changes that arrive while a commit is being published are
-committed together (group commit: one commit per change, one ref update and one push per group).
+committed together (group commit: one commit per change, one ref update and one push per group). A
+tenant's writers in one process share groups too (``turn``, pipelined): the next builds on a change
+that is being flushed, and is answered only once that change and its own are flushed.
 
 With a remote, a group is pushed before the local branch moves: if the remote moved (another replica,
 a merged pull request), the group is rebuilt on top of it, and a change whose file changed meanwhile
@@ -39,11 +41,11 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pygit2
 import yaml
@@ -64,6 +66,9 @@ _PARSED_CACHE_ENTRIES = 20_000
 _PACKS_BEFORE_MERGE = 32  # one pack per group of commits; lookups scan every pack
 _CREATION_HEADS_KEPT = 4096
 _PARSED_TREES_KEPT = 4096  # trees parsed or built by group commits, by id (``_build``)
+# Pipelined writes of one tenant before this process lets the tenant go (every one flushed, the flock
+# released), so writers of another process sharing the checkout get their turn (``turn``).
+_PIPELINED_RUN = 64
 _UNSAFE_IN_IDENTITY = re.compile(r"[<>\n\r\0]")
 _CREDENTIALS_IN_URL = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _log = logging.getLogger("tenancy.service")
@@ -82,6 +87,7 @@ class _OneTip:
 
 _ONE_TIP: ContextVar[_OneTip | None] = ContextVar("tenants_repo_one_tip", default=None)
 _YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_T = TypeVar("_T")
 
 
 class RepositoryError(Exception):
@@ -191,6 +197,38 @@ class _Change:
     lead: bool = False  # handed the publishing of the next group
     # Set once the change is done or hands it the lead: only its own thread wakes, not every waiter.
     wakeup: threading.Event = field(default_factory=threading.Event)
+    # The change of the same file that this one was made on while it was not flushed yet (a pipelined
+    # write, ``WriteTurn``): if that one fails, so does this one. Always in this group or an earlier one.
+    after: _Change | None = None
+    settled: threading.Event = field(default_factory=threading.Event)  # done: committed or failed
+
+
+@dataclass(eq=False)
+class _Write:
+    """A write of one tenant's file in a ``WriteTurn``, from its place in the commit order to its
+    answer: what the next writer of the tenant in this process builds on, flushed or not."""
+
+    path: str
+    file: TenantFile  # the file as this write leaves it
+    blob: pygit2.Oid
+    change: _Change | None  # None: the file was already so (nothing to commit)
+    basis: _Change | None  # the newest change the file depends on: its own, or the one it was made on
+    # Its operation has its place in the queue (or never will): the next write's may follow it.
+    queued: threading.Event = field(default_factory=threading.Event)
+
+
+class _TenantSlot:
+    """A tenant's lock in this process: ``mutex`` for the threads (one reads, checks and places its
+    change at a time), the ``flock`` of its lock file for processes sharing the checkout, held from the
+    first turn until every turn of this process on the tenant has ended (flushed and queued)."""
+
+    def __init__(self) -> None:
+        self.mutex = threading.RLock()
+        self.guard = threading.Condition(threading.Lock())  # for the fields below
+        self.descriptor: int | None = None  # the lock file, flocked, while turns are alive
+        self.users = 0  # turns alive: the one holding ``mutex`` and those that released it early
+        self.run = 0  # turns since the flock was taken (``_PIPELINED_RUN``)
+        self.last: _Write | None = None  # the newest write of a turn alive
 
 
 class TenantRepository:
@@ -220,7 +258,7 @@ class TenantRepository:
         self._commit_depth = 0
         self._commit_handle: Any = None
         # Per-tenant locks (threads), each paired with a flock for processes sharing the checkout.
-        self._tenant_locks: dict[str, threading.RLock] = {}
+        self._tenant_locks: dict[str, _TenantSlot] = {}
         self._tenant_locks_guard = threading.Lock()
         # Group commit: changes wait here while a leader publishes the previous group.
         self._group: GroupCommit[_Change] = GroupCommit(self._commit_group)
@@ -608,20 +646,62 @@ class TenantRepository:
 
     # --- locks ---------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def locked(self, key: str | None = None) -> Iterator[None]:
+    def locked(self, key: str | None = None) -> contextlib.AbstractContextManager[WriteTurn]:
         """Hold a tenant (``key``, say ``dev.acme``) for a read-modify-commit sequence, against threads
-        of this process and processes sharing the checkout; without a key, the whole repository."""
+        of this process and processes sharing the checkout; without a key, the whole repository. It
+        starts once every pipelined write of the tenant in this process is flushed and queued, and
+        nothing else starts on the tenant until it ends."""
+        return self.turn(key)
+
+    @contextlib.contextmanager
+    def turn(self, key: str | None = None, *, pipelined: bool = False) -> Iterator[WriteTurn]:
+        """A writer's turn at a tenant (``locked``). ``pipelined``: early lock release. The writer
+        reads the tenant as the newest change of this process left it, flushed or not
+        (``WriteTurn.file``), places its change after it (``write_file``) and lets the next writer in
+        (``release``) before its change is flushed; it is answered once its change and every one before
+        it are flushed (``durable``) and queued (``in_order``), so consecutive writers of one tenant
+        share flushes as writers of different tenants do. Another process's writers of the tenant
+        wait as before: the flock is held until this process's writes of the tenant are all flushed and
+        queued, at most ``_PIPELINED_RUN`` of them in a row. Never with a remote (every write starts
+        from the remote's branch)."""
         key = key or "*"
         with self._tenant_locks_guard:
-            lock = self._tenant_locks.setdefault(key, threading.RLock())
-        with lock:
-            descriptor = _open_lock_file(self.git_dir / "tenant-api-locks" / _lock_file_name(key))
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(descriptor)  # closing the file releases the flock
+            slot = self._tenant_locks.get(key)
+            if slot is None:
+                slot = self._tenant_locks[key] = _TenantSlot()
+        pipelined = pipelined and self.remote is None
+        slot.mutex.acquire()
+        try:
+            with slot.guard:
+                last = slot.last
+                if slot.users and (
+                    not pipelined
+                    or slot.run >= _PIPELINED_RUN
+                    or last is None
+                    or (last.basis is not None and last.basis.error is not None)
+                ):
+                    # Today's waiting: for every write of this process on the tenant to be flushed and
+                    # queued (which releases the flock: another process may take the tenant first).
+                    slot.guard.wait_for(lambda: slot.users == 0)
+                if slot.descriptor is None:
+                    descriptor = _open_lock_file(self.git_dir / "tenant-api-locks" / _lock_file_name(key))
+                    try:
+                        fcntl.flock(descriptor, fcntl.LOCK_EX)
+                    except BaseException:
+                        os.close(descriptor)
+                        raise
+                    slot.descriptor, slot.run = descriptor, 0
+                slot.users += 1
+                slot.run += 1
+                after = slot.last
+        except BaseException:
+            slot.mutex.release()
+            raise
+        turn = WriteTurn(self, slot, pipelined, after)
+        try:
+            yield turn
+        finally:
+            turn._end()
 
     @contextlib.contextmanager
     def _committing(self) -> Iterator[None]:
@@ -714,6 +794,14 @@ class TenantRepository:
     ) -> tuple[str | None, TenantFile]:
         """``write``, also returning the file as committed (its text and ETag): what a read of it
         right after would give, without reading it."""
+        content, blob, written = self._prepared(document)
+        commit = self._change(
+            self._relative(environment, name), blob, author=author, message=message, content=content
+        )
+        return commit, written
+
+    def _prepared(self, document: dict[str, Any]) -> tuple[bytes, pygit2.Oid, TenantFile]:
+        """The file ``document`` is written as: its bytes, its blob id and the file as read back."""
         text = dump_document(document)
         content = text.encode("utf-8")
         # Stored with the group's commits, in its pack: only its id is needed before that.
@@ -725,10 +813,7 @@ class TenantRepository:
             parsed = json.loads(json.dumps(document)) if _plain(document) else parse_document(text)
             written = TenantFile(str(blob), text, parsed, etag_of(text))
             self._parsed[blob] = written
-        commit = self._change(
-            self._relative(environment, name), blob, author=author, message=message, content=content
-        )
-        return commit, written
+        return content, blob, written
 
     def delete(self, environment: str, name: str, *, author: GitAuthor, message: str) -> str | None:
         return self._change(self._relative(environment, name), None, author=author, message=message)
@@ -753,16 +838,21 @@ class TenantRepository:
         if expected == blob:
             return None  # unchanged (or deleting what is not there)
         change = _Change(path, blob, expected, author, _clean_message(message), content=content)
+        self._place(change)
         self._publish(change)
         if change.error is not None:
             raise change.error
         return change.commit
 
+    def _place(self, change: _Change) -> None:
+        """Group commit: queue the change after every change queued before it; ``_publish`` next."""
+        self._group.add(change)
+
     def _publish(self, change: _Change) -> None:
-        """Group commit: queue the change; the first writer to find no publisher running publishes
+        """Wait for a placed change: the first writer to find no publisher running publishes
         everything queued (its own change included), then hands the lead to the oldest change that
         arrived meanwhile; the others sleep until their own change is done (or they get the lead)."""
-        self._group.join(change)
+        self._group.wait(change)
 
     def _commit_group(self, group: list[_Change]) -> None:
         try:
@@ -995,6 +1085,10 @@ class TenantRepository:
         for change in group:
             if change.done:
                 continue
+            after = change.after
+            if after is not None and after.error is not None:
+                change.error, change.done = _dependent_error(change.path, after.error), True
+                continue
             current = batch.blob_at(tree, change.path)
             expected = change.expected.raw if change.expected is not None else None
             if current != expected:
@@ -1122,6 +1216,129 @@ class TenantRepository:
         raise RepositoryError(f"git {args[0]} failed (exit {result.returncode})")
 
 
+class WriteTurn:
+    """A writer's turn at one tenant (``TenantRepository.turn``): read, check, place the change
+    (``write_file``), let the next writer in (``release``), wait for the flushes (``durable``), queue
+    the operation in commit order (``in_order``). Without ``pipelined`` the tenant stays held until
+    the turn ends, as ``locked`` always held it."""
+
+    def __init__(
+        self, repository: TenantRepository, slot: _TenantSlot, pipelined: bool, after: _Write | None
+    ):
+        self._repository = repository
+        self._slot = slot
+        self._pipelined = pipelined
+        self._after = after  # the newest write of this process on the tenant, flushed or not
+        self._holding = True  # ``slot.mutex``
+        self._write: _Write | None = None
+        self._waited = False
+
+    def _after_of(self, path: str) -> _Write | None:
+        after = self._after
+        return after if after is not None and after.path == path else None
+
+    def file(self, environment: str, name: str) -> TenantFile | None:
+        """The file as the newest write of this process left it (what this writer builds on), flushed
+        or not; else as the branch has it. Never served to readers: they read the branch."""
+        after = self._after_of(self._repository._relative(environment, name))
+        return after.file if after is not None else self._repository.file(environment, name)
+
+    def write_file(
+        self, environment: str, name: str, document: dict[str, Any], *, author: GitAuthor, message: str
+    ) -> TenantFile:
+        """Place the commit of the tenant's file after every change placed before it (nothing when it
+        is unchanged); the file as committed. ``durable`` tells whether it was recorded."""
+        assert self._write is None and self._holding, "one write per turn, before release"
+        repository = self._repository
+        path = repository._relative(environment, name)
+        content, blob, written = repository._prepared(document)
+        after = self._after_of(path)
+        if after is not None:
+            expected: pygit2.Oid | None = after.blob
+        else:
+            expected = _blob_at(repository._tip_tree(), path)
+        basis = after.basis if after is not None else None
+        change = None
+        if expected != blob:
+            change = _Change(
+                path, blob, expected, author, _clean_message(message), content=content, after=basis
+            )
+            basis = change
+        self._write = _Write(path, written, blob, change, basis)
+        with self._slot.guard:
+            self._slot.last = self._write
+        if change is not None:
+            repository._place(change)
+        return written
+
+    def release(self) -> None:
+        """Pipelined: the next writer of the tenant in this process may start, building on this
+        writer's change. Otherwise nothing: the tenant is held until the turn ends."""
+        if self._pipelined and self._holding:
+            self._holding = False
+            self._slot.mutex.release()
+
+    def durable(self) -> str | None:
+        """Wait until this write's change and every change it was made on are flushed (pack, folder,
+        branch), leading a group if no one is; its commit (None: unchanged). Raises the change's error,
+        or that of an earlier change it was made on (which the branch no longer has)."""
+        write = self._write
+        assert write is not None
+        change = write.change
+        if change is not None:
+            self._waited = True
+            self._repository._publish(change)
+            if change.error is not None:
+                raise change.error
+            return change.commit
+        if write.basis is not None:  # unchanged, but on a change that may not be flushed yet
+            write.basis.settled.wait()
+            if write.basis.error is not None:
+                raise _dependent_error(write.path, write.basis.error)
+        return None
+
+    def in_order(self, submit: Callable[[Callable[[], None]], _T]) -> _T:
+        """``submit(queued)`` once the write before this one has its operation's place in the queue, so
+        the queue's order of a tenant's operations is its commit order. ``submit`` calls ``queued``
+        when its own place is fixed (the SQLite queue, before its transaction commits: consecutive
+        writers share it), or the next writer waits until it returns."""
+        write = self._write
+        assert write is not None
+        after = self._after_of(write.path)
+        if after is not None:
+            after.queued.wait()
+        try:
+            return submit(write.queued.set)
+        finally:
+            write.queued.set()
+
+    def _end(self) -> None:
+        slot = self._slot
+        write = self._write
+        try:
+            if write is not None and write.change is not None and not self._waited:
+                # Placed in the group's order but never waited for (an error in between): wait now,
+                # since the lead may be handed to it and no group is published until it is taken.
+                try:
+                    self._repository._publish(write.change)
+                except Exception as error:  # committing it failed: its writer is answered with an error
+                    _log.warning("a placed change failed: %s", type(error).__name__)
+        finally:
+            if write is not None:
+                write.queued.set()
+            if self._holding:
+                self._holding = False
+                slot.mutex.release()
+            with slot.guard:
+                slot.users -= 1
+                if slot.users == 0:  # every write of this process on the tenant flushed and queued
+                    slot.last = None
+                    if slot.descriptor is not None:
+                        os.close(slot.descriptor)  # closing the file releases the flock
+                        slot.descriptor = None
+                slot.guard.notify_all()
+
+
 def _plain(value: Any) -> bool:
     """Whether ``value`` is made of JSON's types only (mappings with string keys), finite numbers."""
     if isinstance(value, dict):
@@ -1136,7 +1353,16 @@ def _plain(value: Any) -> bool:
 def _wake_done(group: list[_Change]) -> None:
     for change in group:
         if change.done:
+            change.after = None  # settled: what it was made on is no longer needed
+            change.settled.set()
             change.wakeup.set()
+
+
+def _dependent_error(path: str, error: RepositoryError) -> RepositoryError:
+    """The error of a change made on an earlier change of ``path`` that failed (``error``)."""
+    if isinstance(error, ConflictError):
+        return ConflictError(f"{path} changed while this change was being written; read it again and retry")
+    return RepositoryError(f"an earlier change of {path}, which this change was made on, was not recorded")
 
 
 class _Moved(Exception):

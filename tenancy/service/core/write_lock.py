@@ -2,8 +2,12 @@
 order of operations in the queue is the order of commits in git (the last commit is what runs last).
 
 Embedded: the repository's lock for that tenant (threads of this process, and processes sharing the
-checkout); changes to different tenants proceed in parallel and are committed together.
-Redis: additionally a lock per tenant in Redis, so replicas with their own checkouts take turns. Its
+checkout); changes to different tenants proceed in parallel and are committed together. A PUT or
+PATCH takes a pipelined ``turn``: the next writer of the tenant in this process builds on its change
+while it is flushed, and both are answered once flushed and queued in commit order (early lock
+release; see ``TenantRepository.turn``); another process's writers wait as before.
+Redis: additionally a lock per tenant in Redis, so replicas with their own checkouts take turns (each
+``turn`` holds it to its end: nothing pipelined across replicas). Its
 expiry only frees the lock of a holder that crashed: while the holder lives, a thread renews it, so a
 write slower than the expiry (git retrying a push) never shares the tenant with another replica.
 """
@@ -21,7 +25,7 @@ from typing import Any, Protocol
 from redis.exceptions import WatchError
 
 from tenancy.automation.contract import StackRef
-from tenancy.service.core.tenants_repo import RepositoryError, TenantRepository
+from tenancy.service.core.tenants_repo import RepositoryError, TenantRepository, WriteTurn
 
 LOCK_TIMEOUT_SECONDS = 120.0  # how long a crashed holder keeps the tenant locked
 WAIT_SECONDS = 30
@@ -29,15 +33,24 @@ _log = logging.getLogger("tenancy.service")
 
 
 class TenantWriteLock(Protocol):
-    def hold(self, stack: StackRef) -> contextlib.AbstractContextManager[None]: ...
+    def hold(self, stack: StackRef) -> contextlib.AbstractContextManager[WriteTurn]:
+        """The tenant, held until the end (after every earlier write of it is flushed and queued)."""
+        ...
+
+    def turn(self, stack: StackRef) -> contextlib.AbstractContextManager[WriteTurn]:
+        """A write's turn at the tenant, released early where that is safe (``WriteTurn.release``)."""
+        ...
 
 
 class LocalWriteLock:
     def __init__(self, repository: TenantRepository) -> None:
         self._repository = repository
 
-    def hold(self, stack: StackRef) -> contextlib.AbstractContextManager[None]:
+    def hold(self, stack: StackRef) -> contextlib.AbstractContextManager[WriteTurn]:
         return self._repository.locked(stack.name)
+
+    def turn(self, stack: StackRef) -> contextlib.AbstractContextManager[WriteTurn]:
+        return self._repository.turn(stack.name, pipelined=True)
 
 
 class RedisWriteLock:
@@ -60,7 +73,7 @@ class RedisWriteLock:
         self._wait_seconds = wait_seconds
 
     @contextlib.contextmanager
-    def _held(self, stack: StackRef) -> Iterator[None]:
+    def _held(self, stack: StackRef) -> Iterator[WriteTurn]:
         key = f"{self._prefix}write-lock:{stack.name}"
         token = uuid.uuid4().hex
         deadline = time.monotonic() + self._wait_seconds
@@ -74,8 +87,8 @@ class RedisWriteLock:
         )
         renewer.start()
         try:
-            with self._repository.locked(stack.name):
-                yield
+            with self._repository.locked(stack.name) as turn:
+                yield turn
         finally:
             released.set()
             renewer.join()
@@ -117,5 +130,8 @@ class RedisWriteLock:
             except WatchError:
                 pass  # it expired and someone else took it: theirs now, leave it
 
-    def hold(self, stack: StackRef) -> contextlib.AbstractContextManager[None]:
+    def hold(self, stack: StackRef) -> contextlib.AbstractContextManager[WriteTurn]:
         return self._held(stack)
+
+    def turn(self, stack: StackRef) -> contextlib.AbstractContextManager[WriteTurn]:
+        return self._held(stack)  # replicas have checkouts of their own: no early release

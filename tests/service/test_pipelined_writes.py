@@ -1,0 +1,162 @@
+"""Writers of one tenant share flush rounds (early lock release, ``TenantRepository.turn``): the next
+writer builds on a change that is not flushed yet, and every writer is answered only once its change
+and every one before it are flushed and queued. What must hold whatever the interleaving: one commit
+per change under its author, each built on the one before (no update lost), the queue's operations of
+the tenant in commit order with the spec of their commit, and every ETag answered that of a commit the
+branch holds. Within one process, and with two processes sharing the checkout and the queue (which
+take the tenant in turns: nothing is pipelined across them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pygit2
+import yaml
+
+from tenancy.automation.contract import OperationKind, StackRef
+from tenancy.automation.queue import SqliteOperationQueue
+from tenancy.service.core.security import Principal
+from tenancy.service.core.tenant_changes import TenantChanges
+from tenancy.service.core.tenants_repo import TenantRepository, etag_of
+from tenancy.service.core.write_lock import LocalWriteLock
+from tests.conftest import PROJECT_DIR
+
+ACME = StackRef("dev", "acme")
+ADMIN = Principal("root", "root", "root@x.example", "user", platform_admin=True)
+
+
+def open_changes(root: Path, queue_path: Path) -> tuple[TenantChanges, SqliteOperationQueue]:
+    repository = TenantRepository(root)
+    repository.ensure()
+    queue = SqliteOperationQueue(queue_path)
+    return TenantChanges(repository=repository, queue=queue, write_lock=LocalWriteLock(repository)), queue
+
+
+def writer(index: int) -> Principal:
+    return Principal(f"w{index}", f"w{index}", f"w{index}@x.example", "user", platform_admin=True)
+
+
+def history(root: Path) -> list[tuple[str, str, dict[str, object]]]:
+    """(commit, author email, document) of every commit of acme's file, oldest first."""
+    repo = pygit2.Repository(str(root / ".git"))
+    found = []
+    for commit in repo.walk(repo.head.target):
+        try:
+            blob = commit.tree["tenants/dev/acme.yaml"]
+        except KeyError:
+            break
+        parent = commit.parents[0].tree if commit.parents else None
+        if parent is not None and "tenants/dev/acme.yaml" in parent:
+            assert blob.id != parent["tenants/dev/acme.yaml"].id, "a commit that does not change the file"
+        found.append((str(commit.id), commit.author.email, yaml.safe_load(blob.data)))  # type: ignore[attr-defined]
+        assert len(commit.parents) == 1
+    return found[::-1]
+
+
+def check_order(
+    root: Path, queue: SqliteOperationQueue, acknowledged: dict[str, tuple[str, str, str]]
+) -> None:
+    """Every acknowledged write is one commit under its author and one operation, and the queue's
+    operations of acme are exactly the commits, in commit order, each with its commit's spec."""
+    commits = history(root)[1:]  # after the create
+    names = [document["displayName"] for _, _, document in commits]
+    assert sorted(names) == sorted(acknowledged)  # one commit per acknowledged change, none lost
+    for sha, email, document in commits:
+        name = str(document["displayName"])
+        commit, etag, author = acknowledged[name]
+        assert (commit, email) == (sha, author)
+        text = subprocess.run(
+            ["git", "show", f"{sha}:tenants/dev/acme.yaml"], cwd=root, capture_output=True, text=True
+        ).stdout
+        assert etag == etag_of(text)  # the ETag answered is that of the commit, which the branch holds
+    operations = [
+        operation
+        for operation in reversed(queue.recent(stack=ACME, limit=10_000))
+        if operation.kind is OperationKind.up
+    ][1:]
+    assert [operation.spec["displayName"] for operation in operations] == names  # type: ignore[index]
+
+
+def test_concurrent_patches_of_one_tenant_are_committed_and_queued_in_one_order(tmp_path: Path) -> None:
+    changes, queue = open_changes(tmp_path / "repo", tmp_path / "queue.sqlite3")
+    changes.replace(
+        ACME, {"owners": ["a@x.example"], "plan": "small", "displayName": "start"}, ADMIN, if_match=None
+    )
+    acknowledged: dict[str, tuple[str, str, str]] = {}
+
+    def patch(index: int) -> None:
+        for round_ in range(5):
+            name = f"w{index}-{round_}"
+            result = changes.patch(ACME, {"displayName": name}, writer(index), if_match=None)
+            assert result.commit is not None and result.etag is not None
+            acknowledged[name] = (result.commit, result.etag, f"w{index}@x.example")
+
+    threads = [threading.Thread(target=patch, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(acknowledged) == 40
+    check_order(tmp_path / "repo", queue, acknowledged)
+    queue.close()
+
+
+PROCESS = """
+import json, sys, threading
+from pathlib import Path
+from tenancy.automation.contract import StackRef
+from tenancy.automation.queue import SqliteOperationQueue
+from tenancy.service.core.security import Principal
+from tenancy.service.core.tenant_changes import TenantChanges
+from tenancy.service.core.tenants_repo import TenantRepository
+from tenancy.service.core.write_lock import LocalWriteLock
+root, queue_path, process = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+repository = TenantRepository(root)
+queue = SqliteOperationQueue(queue_path)
+changes = TenantChanges(repository=repository, queue=queue, write_lock=LocalWriteLock(repository))
+lock = threading.Lock()
+def patch(index):
+    principal = Principal(f"w{index}", f"w{index}", f"w{index}@x.example", "user", platform_admin=True)
+    for round_ in range(6):
+        name = f"p{process}-w{index}-{round_}"
+        result = changes.patch(StackRef("dev", "acme"), {"displayName": name}, principal, if_match=None)
+        with lock:
+            print(json.dumps([name, result.commit, result.etag, f"w{index}@x.example"]), flush=True)
+threads = [threading.Thread(target=patch, args=(index,)) for index in range(4)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+queue.close()
+"""
+
+
+def test_two_processes_sharing_the_checkout_take_one_tenant_in_turns(tmp_path: Path) -> None:
+    """Each process pipelines its own writers; across processes the tenant's flock is held until a
+    process's writes of it are flushed and queued, so the other reads them before it writes."""
+    root, queue_path = tmp_path / "repo", tmp_path / "queue.sqlite3"
+    changes, queue = open_changes(root, queue_path)
+    changes.replace(
+        ACME, {"owners": ["a@x.example"], "plan": "small", "displayName": "start"}, ADMIN, if_match=None
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROCESS, str(root), str(queue_path), str(number)],
+            cwd=PROJECT_DIR,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for number in (1, 2)
+    ]
+    acknowledged: dict[str, tuple[str, str, str]] = {}
+    for process in processes:
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 0
+        for line in output.splitlines():
+            name, commit, etag, author = json.loads(line)
+            acknowledged[name] = (commit, etag, author)
+    assert len(acknowledged) == 48
+    check_order(root, queue, acknowledged)
+    queue.close()
