@@ -8,17 +8,23 @@ take the tenant in turns: nothing is pipelined across them)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pygit2
+import pytest
 import yaml
 
 from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
+from tenancy.service.core import durable
+from tenancy.service.core.errors import ERROR_CODES, ServiceError
 from tenancy.service.core.security import Principal
 from tenancy.service.core.tenant_changes import TenantChanges
 from tenancy.service.core.tenants_repo import TenantRepository, etag_of
@@ -110,6 +116,8 @@ import json, sys, threading
 from pathlib import Path
 from tenancy.automation.contract import StackRef
 from tenancy.automation.queue import SqliteOperationQueue
+from tenancy.service.core import durable
+from tenancy.service.core.errors import ERROR_CODES, ServiceError
 from tenancy.service.core.security import Principal
 from tenancy.service.core.tenant_changes import TenantChanges
 from tenancy.service.core.tenants_repo import TenantRepository
@@ -159,4 +167,62 @@ def test_two_processes_sharing_the_checkout_take_one_tenant_in_turns(tmp_path: P
             acknowledged[name] = (commit, etag, author)
     assert len(acknowledged) == 48
     check_order(root, queue, acknowledged)
+    queue.close()
+
+
+def test_patches_built_on_a_change_whose_flush_fails_answer_503_and_nothing_is_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first PATCH is held at its first flush; a second PATCH builds on it, and a third that sends
+    If-Match with the ETag a GET gives now (the branch's, older than the change in flight) is refused
+    with 412. The first round fails at refs/heads: both PATCHes answer 503 repository_unavailable, no
+    operation is queued for either, and the tenant reads as before."""
+    changes, queue = open_changes(tmp_path / "repo", tmp_path / "queue.sqlite3")
+    changes.replace(
+        ACME, {"owners": ["a@x.example"], "plan": "small", "displayName": "start"}, ADMIN, if_match=None
+    )
+    repository = changes.repository
+    before, etag = repository.head(), changes.current_etag(ACME)
+    heads = repository.git_dir / "refs" / "heads"
+    hold, held, failed = threading.Event(), threading.Event(), threading.Event()
+
+    def flush(descriptor: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+        held.set()
+        assert hold.wait(10)
+        if path == heads and not failed.is_set():
+            failed.set()
+            raise OSError(errno.EIO, "Input/output error")
+        os.fsync(descriptor)
+
+    monkeypatch.setattr(durable, "fsync", flush)
+    answers: dict[str, str] = {}
+
+    def patch(name: str, if_match: str | None = None) -> None:
+        try:
+            changes.patch(ACME, {"displayName": name}, writer(0), if_match=if_match)
+            answers[name] = "accepted"
+        except ServiceError as error:
+            answers[name] = f"{error.code} {ERROR_CODES[error.code][0]}"
+
+    first = threading.Thread(target=patch, args=("first",))
+    first.start()
+    assert held.wait(10)
+    second = threading.Thread(target=patch, args=("second",))
+    second.start()
+    deadline = time.monotonic() + 10
+    while len(repository._group._pending) < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    patch("stale", if_match=f'"{etag}"')  # the file it matches is no longer what writers build on
+    hold.set()
+    first.join(10)
+    second.join(10)
+
+    assert answers == {
+        "first": "repository_unavailable 503",
+        "second": "repository_unavailable 503",
+        "stale": "precondition_failed 412",
+    }
+    assert repository.head() == before and changes.current_etag(ACME) == etag
+    assert [op.spec["displayName"] for op in queue.recent(stack=ACME)] == ["start"]  # type: ignore[index]
     queue.close()
