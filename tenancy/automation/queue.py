@@ -41,6 +41,7 @@ from tenancy.automation.contract import (
     StackRef,
 )
 from tenancy.group_commit import GroupCommit
+from tenancy.writer_turns import WriterTurns
 
 _log = logging.getLogger(__name__)
 
@@ -139,11 +140,11 @@ class SqliteOperationQueue:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        # Writers of this process take turns here rather than in SQLite: a connection that finds the
-        # database locked polls with growing sleeps (up to 100 ms each), so 40 request threads queueing
-        # on BEGIN IMMEDIATE waited far longer than the transactions took. Other processes still wait
-        # in SQLite (busy_timeout).
-        self._writers = threading.Lock()
+        # Writers take turns here rather than in SQLite, threads and processes alike (several
+        # ``tenantctl serve`` processes, the CLI, workers): a connection that finds the database
+        # locked polls with growing sleeps (up to 100 ms each), so 40 request threads queueing on
+        # BEGIN IMMEDIATE waited far longer than the transactions took.
+        self._writers = WriterTurns(self.path)
         # Submits waiting for the transaction that inserts them (``_submit_together``).
         self._group: GroupCommit[_Submission] = GroupCommit(self._insert_all)
         # The WAL is checkpointed off the writers' path: SQLite's automatic checkpoint ran inside the
@@ -192,7 +193,7 @@ class SqliteOperationQueue:
         ``durable``: flushed to the disk when it commits (``synchronous=FULL`` for this transaction;
         the flush of the WAL covers the transactions before it too)."""
         db = self._db()
-        with self._writers:
+        with self._writers.turn():
             if durable:
                 db.execute("PRAGMA synchronous=FULL")
             try:
@@ -253,6 +254,7 @@ class SqliteOperationQueue:
                     db.close()
             self._connections.clear()
         self._local = threading.local()
+        self._writers.close()
 
     # --- OperationQueue ------------------------------------------------------------------------
 

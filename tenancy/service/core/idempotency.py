@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tenancy.service.core.errors import ServiceError
+from tenancy.writer_turns import WriterTurns
 
 
 @dataclass(frozen=True)
@@ -65,22 +66,32 @@ class SqliteIdempotencyStore:
             " status INTEGER, body TEXT, expires_at REAL, PRIMARY KEY (scope, key))"
         )
         self._lock = threading.Lock()
+        self._turns = WriterTurns(path)
 
     def begin(self, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
         now = time.time()
-        with self._lock:
-            self._db.execute("DELETE FROM idempotency WHERE expires_at < ?", (now,))
-            row = self._db.execute(
-                "SELECT fingerprint, state, status, body FROM idempotency WHERE scope = ? AND key = ?",
-                (scope, key),
-            ).fetchone()
+        # One transaction, writers taking turns across processes too (several ``tenantctl serve``
+        # processes share this file): two requests with one key never both find it free.
+        with self._lock, self._turns.turn():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM idempotency WHERE expires_at < ?", (now,))
+                row = self._db.execute(
+                    "SELECT fingerprint, state, status, body FROM idempotency WHERE scope = ? AND key = ?",
+                    (scope, key),
+                ).fetchone()
+                if row is None:
+                    # A running reservation expires with its lease (a crashed request frees its key
+                    # soon); ``finish`` extends the record to the full TTL.
+                    self._db.execute(
+                        "INSERT INTO idempotency VALUES (?, ?, ?, 'running', NULL, NULL, ?)",
+                        (scope, key, fingerprint, now + self._lease),
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
             if row is None:
-                # A running reservation expires with its lease (a crashed request frees its key soon);
-                # ``finish`` extends the record to the full TTL.
-                self._db.execute(
-                    "INSERT INTO idempotency VALUES (?, ?, ?, 'running', NULL, NULL, ?)",
-                    (scope, key, fingerprint, now + self._lease),
-                )
                 return None
         _conflict(row[1], row[0], fingerprint)
         return StoredResponse(status=row[2], body=json.loads(row[3]))
@@ -101,6 +112,7 @@ class SqliteIdempotencyStore:
 
     def close(self) -> None:
         self._db.close()
+        self._turns.close()
 
 
 class RedisIdempotencyStore:
