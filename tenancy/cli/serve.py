@@ -1,15 +1,20 @@
 """``tenantctl serve`` (the self-service HTTP service, embedded default) and ``tenantctl dev-token``
 (a token from the local issuer, for trying the service on a laptop).
 
-Embedded default: one process, SQLite and a local git repository of tenants under ``--state-dir``
-(default ``.tenancy``), worker threads running operations. Everything else is
-``TENANCY_SERVICE_*`` / ``TENANCY_*`` settings (see tenancy/service/core/config.py and the README).
+Embedded default: SQLite and a local git repository of tenants under ``--state-dir`` (default
+``.tenancy``), worker threads running operations, served by one uvicorn process, or by several
+sharing that state directory (``--processes``; ``tenancy.service.core.processes``).
+Everything else is ``TENANCY_SERVICE_*`` / ``TENANCY_*`` settings (see
+tenancy/service/core/config.py and the README).
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
+import shutil
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +42,11 @@ def settle_heap() -> None:
     what requests made. Not collected first (that would cost a full collection at every start): the
     little garbage start-up left in cycles stays, once."""
     gc.freeze()
+
+
+# The supervisor's pid, for the processes it starts: their shares are claimed under it.
+SUPERVISOR_VARIABLE = "TENANCY_SERVICE_SUPERVISOR"
+_PR_SET_PDEATHSIG = 1
 
 
 StateDirOption = Annotated[
@@ -80,31 +90,59 @@ def serve(
         int | None,
         typer.Option("--workers", help="Worker threads (0: API only). [default TENANCY_MAX_PARALLEL]"),
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            min=1,
+            max=64,
+            help=(
+                "Server processes sharing the socket and the state directory."
+                " [env TENANCY_SERVICE_PROCESSES; default 1]"
+            ),
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Start the tenant self-service API (embedded default: SQLite, local git repo, worker threads)."""
     import uvicorn
 
     from tenancy.service.app import create_app
+    from tenancy.service.backends import prepare_shared_state
+    from tenancy.service.core.processes import default_processes
     from tenancy.service.core.tenants_repo import RepositoryError
 
-    settings = _settings(
-        host=host, port=port, state_dir=state_dir, project_dir=project, repo_dir=repo, workers=workers
-    )
+    overrides = {
+        "host": host,
+        "port": port,
+        "state_dir": state_dir,
+        "project_dir": project,
+        "repo_dir": repo,
+        "workers": workers,
+        "processes": processes,
+    }
+    settings = _settings(**overrides)
     if not (settings.project_dir / "Pulumi.yaml").is_file():
         typer.echo(
             f"error: {settings.project_dir} has no Pulumi.yaml; pass --project <the project dir>", err=True
         )
         raise typer.Exit(exit_codes.INVALID_INPUT)
+    count = settings.processes or default_processes()
     seed = settings.project_dir / "tenants"
+    seed_tenants = seed if seed.is_dir() else None
+    app = None
     try:
-        app = create_app(settings, seed_tenants=seed if seed.is_dir() else None)
+        if count == 1:
+            app = create_app(settings, seed_tenants=seed_tenants)
+        else:  # what the processes share is made once, here, so they never race to make it
+            prepare_shared_state(settings, seed_tenants=seed_tenants)
     except (RepositoryError, OSError) as error:
         # What failed and why (git's own message), never a traceback: the service did not start.
         typer.echo(f"error: tenantctl serve could not start: {_startup_failure(error)}", err=True)
         raise typer.Exit(exit_codes.SERVICE_FAILED) from None
     where = f"http://{settings.host}:{settings.port}"
     typer.echo(f"tenant API on {where} (OpenAPI at {where}/docs)", err=True)
+    typer.echo(f"server processes: {count}", err=True)
     typer.echo(f"tenants repository: {settings.tenants_repo}", err=True)
     typer.echo(f"audit log: {settings.audit_target}", err=True)
     if settings.uses_local_issuer:
@@ -113,8 +151,102 @@ def serve(
             "get a token with: tenantctl dev-token --tenant <name>",
             err=True,
         )
+    if app is not None:
+        settle_heap()
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, **UVICORN_OPTIONS)
+        return
+    # The processes read their settings as this one did: the environment, plus this command's options.
+    exported = {
+        f"TENANCY_SERVICE_{name.upper()}": str(value)
+        for name, value in overrides.items()
+        if value is not None
+    }
+    run_processes(
+        settings, count, factory="tenancy.cli.serve:serve_process", environment=exported, log_level=log_level
+    )
+
+
+def run_processes(
+    settings: Any, count: int, *, factory: str, environment: dict[str, str], **uvicorn_options: Any
+) -> None:
+    """Serve ``count`` processes on one socket with uvicorn's supervisor (it restarts a process
+    that dies, and stops them all on SIGTERM or Ctrl-C, each as one process stops: requests
+    finished, operations handed back). Each runs ``factory`` (an import string) for its app, with
+    ``environment`` added to its settings' environment; the benchmark serves its app this way too.
+
+    The processes are forked from this one rather than spawned (uvicorn's default): a spawned
+    process imports everything again (2.3 s of CPU here, with no bytecode cache), which a restart
+    after a crash waits for, and holds its own copy of every module; a forked one shares this
+    process's, frozen out of the collector's sight first (``settle_heap``). This process has
+    started no thread, event loop or connection that a child could inherit half-held."""
+    import multiprocessing
+
+    import uvicorn
+    from uvicorn import _subprocess
+
+    from tenancy.service.core.processes import release_shares
+
+    if isinstance(getattr(_subprocess, "spawn", None), multiprocessing.context.BaseContext):
+        _subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
     settle_heap()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, **UVICORN_OPTIONS)
+
+    os.environ.update(environment)
+    os.environ["TENANCY_SERVICE_PROCESSES"] = str(count)
+    os.environ[SUPERVISOR_VARIABLE] = str(os.getpid())
+    # Metrics in prometheus_client's multiprocess mode: each process writes its values to files here
+    # and /metrics adds them up, whichever process answers the scrape (``core.metrics``). A folder
+    # of this supervisor's own: counts restart with the service, as they did with one process.
+    metrics = settings.state_dir.resolve() / "metrics" / str(os.getpid())
+    shutil.rmtree(metrics, ignore_errors=True)
+    metrics.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+    try:
+        uvicorn.run(
+            factory,
+            factory=True,
+            workers=count,
+            host=settings.host,
+            port=settings.port,
+            **uvicorn_options,
+            **UVICORN_OPTIONS,
+        )
+    finally:
+        release_shares(settings.state_dir, str(os.getpid()), count)
+        shutil.rmtree(metrics, ignore_errors=True)
+
+
+def serve_process() -> Any:
+    """The app of one of ``tenantctl serve``'s processes (uvicorn calls this in each process)."""
+    return process_app()
+
+
+def process_app(*, engine: Any = None) -> Any:
+    """One process's app: its share of the service (``core.processes``), then the app, built from
+    the settings its supervisor exported (``engine``: the benchmark's engine double)."""
+    from tenancy.service.app import create_app
+    from tenancy.service.core.config import ServiceSettings
+    from tenancy.service.core.processes import claim_share
+
+    supervisor = int(os.environ[SUPERVISOR_VARIABLE])
+    _stop_with(supervisor)
+    settings = ServiceSettings()
+    share = claim_share(settings.state_dir, str(supervisor), settings.processes or 1)
+    app = create_app(settings, engine=engine, share=share)
+    settle_heap()
+    return app
+
+
+def _stop_with(supervisor: int) -> None:
+    """Ask the kernel for a SIGTERM when the supervisor dies (a ``kill -9`` of it alone), so this
+    process shuts down as on ``tenantctl serve``'s own SIGTERM (operations handed back to the queue)
+    instead of serving on, unsupervised, on the socket it inherited."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own SIGTERM still stops us
+        return
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _startup_failure(error: Exception) -> str:

@@ -20,6 +20,7 @@ from tenancy.service.backends import Backends, build_backends
 from tenancy.service.core.config import ServiceSettings
 from tenancy.service.core.errors import ERROR_CODES, install_error_handlers
 from tenancy.service.core.metrics import RequestContextMiddleware
+from tenancy.service.core.processes import ALONE, ProcessShare
 from tenancy.service.core.request_body import RequestBodyGuard
 from tenancy.service.portal.routes import install_portal
 
@@ -43,12 +44,14 @@ def create_app(
     redis: Any | None = None,
     seed_tenants: Path | None = None,
     data: Any | None = None,
+    share: ProcessShare = ALONE,
 ) -> FastAPI:
     """``data``: where tenants' Qdrant and backups are (tenancy.automation.data_operations.TenantData);
-    None: from the settings (the platform's backup bucket and the stacks' outputs), if configured."""
+    None: from the settings (the platform's backup bucket and the stacks' outputs), if configured.
+    ``share``: this process's part of a service run as several processes (``core.processes``)."""
     settings = settings or ServiceSettings()
     backends = build_backends(
-        settings, engine=engine, queue=queue, redis=redis, seed_tenants=seed_tenants, data=data
+        settings, engine=engine, queue=queue, redis=redis, seed_tenants=seed_tenants, data=data, share=share
     )
     return app_for(backends)
 

@@ -41,7 +41,8 @@ from tenancy.service.core.key_rotation import GraceTimer, KeyRotations
 from tenancy.service.core.local_issuer import ensure_local_issuer
 from tenancy.service.core.metrics import ServiceMetrics
 from tenancy.service.core.preview import PreviewGate, render_preview
-from tenancy.service.core.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
+from tenancy.service.core.processes import ALONE, ProcessShare
+from tenancy.service.core.rate_limit import RateLimiter, RedisRateLimiter, SharedRateLimiter
 from tenancy.service.core.reconcile import queue_unapplied_changes
 from tenancy.service.core.security import JwksKeys, TokenVerifier
 from tenancy.service.core.tenant_changes import TenantChanges
@@ -79,8 +80,17 @@ class Backends:
         None  # ends key grace periods that are over (settings: key_grace_check_seconds)
     )
     backup_sweeper: Any | None = None  # core.backup_sweep.RetiredBackupSweeper (backup_sweep_seconds)
+    reconciles: bool = True  # at start (one process of several does: ``ProcessShare.reconciles``)
+    maintains: bool = True  # packs loose git objects at start (one process of several does)
 
     def start(self) -> None:
+        if self.reconciles:
+            self._reconcile()
+        # Pack loose git objects in the background: a start never waits for it (writes wait only
+        # while it holds the commit lock, and only when git decides there is enough to pack).
+        self._start_threads()
+
+    def _reconcile(self) -> None:
         try:
             queued = queue_unapplied_changes(self.repository, self.queue)
         except Exception as error:  # never keep the service from starting; the next start retries
@@ -92,9 +102,10 @@ class Backends:
         else:
             if queued:
                 log.warning("queued %d update(s) for changes in git that were never applied", len(queued))
-        # Pack loose git objects in the background: a start never waits for it (writes wait only
-        # while it holds the commit lock, and only when git decides there is enough to pack).
-        threading.Thread(target=self.repository.maintain, name="tenants-repo-gc", daemon=True).start()
+
+    def _start_threads(self) -> None:
+        if self.maintains:  # it holds the commit lock while git looks: once per service start
+            threading.Thread(target=self.repository.maintain, name="tenants-repo-gc", daemon=True).start()
         if self.worker is not None:
             self.worker.start()
         if self.grace_timer is not None:
@@ -139,6 +150,27 @@ class Backends:
         return shutil.which("pulumi") is not None
 
 
+def _repository(settings: ServiceSettings) -> TenantRepository:
+    return TenantRepository(
+        settings.tenants_repo,
+        tenants_path=settings.tenants_path,
+        remote=settings.git_remote,
+        branch=settings.git_branch,
+        refresh_seconds=settings.git_refresh_seconds,
+        view_delay_seconds=0.5,  # the working copy is a view for people: refreshed twice a second at most
+    )
+
+
+def prepare_shared_state(settings: ServiceSettings, *, seed_tenants: Path | None = None) -> None:
+    """Make what several processes of the service share before they start, so none races another
+    to make it: the state directory, the tenants repository (created and seeded, or cloned, or
+    recovered from what a killed process left) and the local issuer's key."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    _repository(settings).ensure(seed_from=seed_tenants)
+    if settings.uses_local_issuer:
+        ensure_local_issuer(settings.local_issuer_dir)
+
+
 def build_verifier(settings: ServiceSettings) -> TokenVerifier:
     if settings.uses_local_issuer:
         ensure_local_issuer(settings.local_issuer_dir)
@@ -168,18 +200,15 @@ def build_backends(
     seed_tenants: Path | None = None,
     scaling: QdrantScaling | None = None,
     data: Any | None = None,
+    share: ProcessShare = ALONE,
 ) -> Backends:
-    """Wire the backends ``settings`` ask for; tests pass their own engine, queue or Redis client."""
+    """Wire the backends ``settings`` ask for; tests pass their own engine, queue or Redis client.
+    ``share``: this process's part of a service run as several processes (``core.processes``)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    repository = TenantRepository(
-        settings.tenants_repo,
-        tenants_path=settings.tenants_path,
-        remote=settings.git_remote,
-        branch=settings.git_branch,
-        refresh_seconds=settings.git_refresh_seconds,
-        view_delay_seconds=0.5,  # the working copy is a view for people: refreshed twice a second at most
-    )
-    repository.ensure(seed_from=seed_tenants)
+    repository = _repository(settings)
+    # Processes started together find the checkout just recovered by their supervisor; one started
+    # in place of a process that died recovers it from what that one left (``ProcessShare``).
+    repository.ensure(seed_from=seed_tenants, recover=share.count == 1 or share.restarted)
     automation = _automation_settings(settings, repository)
     closers: list[Any] = []
     if queue is None:  # the one factory the CLI and the worker use too
@@ -223,12 +252,20 @@ def build_backends(
         closers += [sqlite_keys.close, sqlite_idempotency.close, sqlite_requests.close]
         change_requests = sqlite_requests
         api_keys, idempotency = sqlite_keys, sqlite_idempotency
-        rate_limiter = InProcessRateLimiter(
-            limit=settings.rate_limit_requests, window_seconds=settings.rate_limit_window_seconds
+        # Counted in tables every process of this state directory shares (``tenantctl serve
+        # --processes``): N processes must not allow N times the limit.
+        shared_rates = SharedRateLimiter(
+            settings.state_dir / "rate-limits.table",
+            limit=settings.rate_limit_requests,
+            window_seconds=settings.rate_limit_window_seconds,
         )
-        auth_failures = InProcessRateLimiter(
-            limit=settings.auth_failures_per_ip, window_seconds=settings.rate_limit_window_seconds
+        shared_failures = SharedRateLimiter(
+            settings.state_dir / "auth-failures.table",
+            limit=settings.auth_failures_per_ip,
+            window_seconds=settings.rate_limit_window_seconds,
         )
+        closers += [shared_rates.close, shared_failures.close]
+        rate_limiter, auth_failures = shared_rates, shared_failures
         write_lock = LocalWriteLock(repository)
 
     if engine is None:
@@ -239,7 +276,7 @@ def build_backends(
     if data is None:
         data = _tenant_data(settings, engine)
     worker = None
-    workers = settings.workers if settings.workers is not None else automation.max_parallel
+    workers = share.workers(settings.workers if settings.workers is not None else automation.max_parallel)
     if workers > 0:
         from tenancy.automation.scaling import default_scaling
         from tenancy.automation.worker import Worker
@@ -264,13 +301,18 @@ def build_backends(
     )
     audit = AuditLog(settings.audit_target)
     rotations = KeyRotations(changes=changes, audit=audit)
-    grace_timer = None
-    if settings.key_grace_check_seconds > 0:
+    grace_timer = None  # the timer and the sweep run in one process of the service, not in each
+    if settings.key_grace_check_seconds > 0 and share.runs_singletons:
         grace_timer = GraceTimer(rotations, interval=settings.key_grace_check_seconds)
         if worker is not None:
             grace_timer.on_queued(worker.wake)
     backup_sweeper = None
-    if worker is not None and data is not None and settings.backup_sweep_seconds > 0:
+    if (
+        worker is not None
+        and data is not None
+        and settings.backup_sweep_seconds > 0
+        and share.runs_singletons
+    ):
         from tenancy.service.core.backup_sweep import RetiredBackupSweeper
 
         backup_sweeper = RetiredBackupSweeper(data, interval=settings.backup_sweep_seconds)
@@ -291,6 +333,9 @@ def build_backends(
         previews=PreviewGate(
             max_in_flight=settings.preview_max_in_flight,
             max_per_principal=settings.preview_max_per_principal,
+            # Counted for every process of this state directory together (``tenantctl serve
+            # --processes``); replicas with Redis each keep their own bounds, as before.
+            slots=settings.state_dir / "preview-slots" if settings.backend != "redis" else None,
         ),
         auth_failures=auth_failures,
         approvals=Approvals(
@@ -308,6 +353,8 @@ def build_backends(
         closers=closers,
         grace_timer=grace_timer,
         backup_sweeper=backup_sweeper,
+        reconciles=share.reconciles,
+        maintains=share.runs_singletons,
     )
 
 

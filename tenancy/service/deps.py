@@ -21,7 +21,7 @@ from tenancy.service.backends import Backends
 from tenancy.service.core.api_keys import looks_like_api_key
 from tenancy.service.core.client_address import client_address, failure_key
 from tenancy.service.core.errors import ServiceError, request_id
-from tenancy.service.core.rate_limit import InProcessRateLimiter
+from tenancy.service.core.rate_limit import InProcessRateLimiter, SharedRateLimiter
 from tenancy.service.core.security import (
     AuthenticationFailed,
     KeysUnavailable,
@@ -57,15 +57,16 @@ async def authenticate(
     api_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
     """The caller (see ``_authenticate``). A bearer token that verified before and still would, with
-    the in-process rate limiter, is settled here on the event loop: no signature check, no I/O, and
-    no hop to a worker thread and back (which cost a GET more than the rest of its work). Everything
+    a rate limiter of this host (memory or the processes' shared table), is settled here on the
+    event loop: no signature check, no I/O, and no hop to a worker thread and back (which cost a
+    GET more than the rest of its work). Everything
     else (API keys, portal sessions, new tokens, Redis) runs in a worker thread, as it may wait.
 
     The backends come from the app, not from ``BackendsDep``: every dependency FastAPI solves costs
     every request that declares it, and every route authenticates."""
     backends: Backends = request.app.state.backends
     credential = bearer.credentials if bearer is not None else api_key
-    local_limits = isinstance(backends.rate_limiter, InProcessRateLimiter)
+    local_limits = isinstance(backends.rate_limiter, InProcessRateLimiter | SharedRateLimiter)
     if credential and local_limits and not looks_like_api_key(credential):
         principal = backends.verifier.cached_principal(credential)
         if principal is not None:

@@ -191,7 +191,19 @@ class ServiceSettings(BaseSettings):
     workers: int | None = Field(
         default=None,
         ge=0,
-        description="Worker threads in this process; default TENANCY_MAX_PARALLEL; 0: none.",
+        description=(
+            "Worker threads of the service (divided among its processes); default "
+            "TENANCY_MAX_PARALLEL; 0: none."
+        ),
+    )
+    processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description=(
+            "Server processes `tenantctl serve` runs on one socket and one state directory; default 1 "
+            "(at most the usable CPUs help)."
+        ),
     )
     worker_stale_after_seconds: float = Field(
         default=120.0,

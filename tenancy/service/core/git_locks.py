@@ -9,7 +9,10 @@ for stale only when both hold:
   holder dies): no service process is writing the repository;
 - no other live process has its working directory, or an open file, inside the repository: no
   person's ``git`` (even one waiting for an editor, with the lock file closed) and no ``git push``
-  that outlived the service.
+  that outlived the service. The other processes of the service itself (``tenantctl serve
+  --processes``) are known by the marker file each keeps open (``SERVICE_MARKER``) and do not
+  count: they take git's locks only while holding the commit lock, which the caller holds, and the
+  git programs they run are processes of their own, which do count.
 
 Anything else is left alone and reported, so a lock a live process holds is never taken from it.
 """
@@ -24,6 +27,8 @@ from pathlib import Path
 _log = logging.getLogger("tenancy.service")
 # Our own lock files live beside git's and are not git's (flock releases them with their holder).
 _OWN_PREFIX = "tenant-api"
+# Kept open by every service process on the repository, for as long as it lives.
+SERVICE_MARKER = "tenant-api-process.marker"
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ def live_holders(root: Path) -> list[LiveHolder]:
     """Live processes other than this one that work inside ``root`` (cwd or an open file)."""
     root_text = str(root.resolve())
     prefix = root_text.rstrip("/") + "/"
+    marker = str((root / ".git" / SERVICE_MARKER).resolve())
     me = os.getpid()
     holders = []
     try:
@@ -60,26 +66,27 @@ def live_holders(root: Path) -> list[LiveHolder]:
     for pid in pids:
         if pid == me:
             continue
-        if _works_inside(pid, root_text, prefix):
+        if _works_inside(pid, root_text, prefix, marker):
             holders.append(LiveHolder(pid, _command(pid)))
     return holders
 
 
-def _works_inside(pid: int, root_text: str, prefix: str) -> bool:
+def _works_inside(pid: int, root_text: str, prefix: str, marker: str) -> bool:
+    """Whether ``pid`` works inside the repository and is not a process of the service itself."""
     try:
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-        if cwd == root_text or cwd.startswith(prefix):
-            return True
+        inside = False
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-            if target.startswith(prefix):
-                return True
+            if target == marker:
+                return False
+            inside = inside or target.startswith(prefix)
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        return inside or cwd == root_text or cwd.startswith(prefix)
     except OSError:  # gone meanwhile, or not ours to look at
         return False
-    return False
 
 
 def _command(pid: int) -> str:

@@ -7,6 +7,7 @@ key never leaves that directory; a deployment that sets TENANCY_SERVICE_JWKS_URL
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -30,6 +31,19 @@ def ensure_local_issuer(directory: Path) -> Path:
     jwks_path = directory / JWKS_FILE
     if key_path.is_file() and jwks_path.is_file():
         return jwks_path
+    # One maker at a time (processes of the service, ``tenantctl dev-token``): two would each write
+    # a key, and tokens signed with the one overwritten would not verify.
+    descriptor = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if not (key_path.is_file() and jwks_path.is_file()):
+            _make_key_pair(key_path, jwks_path)
+    finally:
+        os.close(descriptor)
+    return jwks_path
+
+
+def _make_key_pair(key_path: Path, jwks_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -40,7 +54,6 @@ def ensure_local_issuer(directory: Path) -> Path:
     public: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
     public.update(kid=f"local-{uuid.uuid4().hex[:8]}", alg="RS256", use="sig")
     jwks_path.write_text(json.dumps({"keys": [public]}, indent=2), encoding="utf-8")
-    return jwks_path
 
 
 def mint_token(

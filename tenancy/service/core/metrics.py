@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenancy.service.core.errors import error_body
@@ -61,7 +62,15 @@ class ServiceMetrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """Every process's counts when the service runs as several (``tenantctl serve --processes``
+        sets ``PROMETHEUS_MULTIPROC_DIR`` for them: prometheus_client's multiprocess mode, each
+        process's values in files there), so a scrape answered by any process sees the service's."""
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
 
 
 class RequestContextMiddleware:

@@ -14,10 +14,13 @@ not in the thread pool every synchronous route shares: a flood of previews is re
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
+import os
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,34 +62,40 @@ class RenderedChange:
 
 class PreviewGate:
     """At most ``max_in_flight`` previews rendering or waiting, ``max_per_principal`` of one caller;
-    one renders at a time. Waiting happens on the event loop: no thread is held until it is a
-    preview's turn to render."""
+    one renders at a time in a process. Waiting happens on the event loop: no thread is held until
+    it is a preview's turn to render.
+
+    With ``slots`` (a folder of the state directory), the bounds hold for every process of the
+    service together (``tenantctl serve --processes``): a preview in flight holds a ``flock`` on one
+    of ``max_in_flight`` files and one of its caller's ``max_per_principal`` (named by a hash of the
+    caller, removed when released), so N processes never admit N times as many, and a process that
+    dies frees its slots with it."""
 
     RETRY_AFTER_SECONDS = 2
 
-    def __init__(self, *, max_in_flight: int, max_per_principal: int) -> None:
+    def __init__(self, *, max_in_flight: int, max_per_principal: int, slots: Path | None = None) -> None:
         self.max_in_flight = max_in_flight
         self.max_per_principal = max_per_principal
         self._counts_lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
         self._turn: anyio.Lock | None = None  # made on first use, inside the serving event loop
+        self._slots = slots
+        if slots is not None:
+            slots.mkdir(parents=True, exist_ok=True)
 
     @asynccontextmanager
     async def turn(self, who: str) -> AsyncIterator[None]:
         """Wait for this caller's turn to render (raise ``preview_busy`` when over a bound)."""
-        self._admit(who)
+        release = self._admit(who) if self._slots is None else self._admit_shared(self._slots, who)
         try:
             if self._turn is None:
                 self._turn = anyio.Lock()
             async with self._turn:
                 yield
         finally:
-            with self._counts_lock:
-                self._in_flight[who] -= 1
-                if self._in_flight[who] <= 0:
-                    del self._in_flight[who]
+            release()
 
-    def _admit(self, who: str) -> None:
+    def _admit(self, who: str) -> Callable[[], None]:
         with self._counts_lock:
             if self._in_flight[who] >= self.max_per_principal:
                 raise self._busy(f"you already have {self._in_flight[who]} preview(s) in flight")
@@ -94,12 +103,67 @@ class PreviewGate:
                 raise self._busy("the service is rendering as many previews as it takes at once")
             self._in_flight[who] += 1
 
+        def release() -> None:
+            with self._counts_lock:
+                self._in_flight[who] -= 1
+                if self._in_flight[who] <= 0:
+                    del self._in_flight[who]
+
+        return release
+
+    def _admit_shared(self, slots: Path, who: str) -> Callable[[], None]:
+        caller = hashlib.sha256(who.encode()).hexdigest()[:32]
+        mine = _take_slot(
+            [slots / f"caller-{caller}-{index}.lock" for index in range(self.max_per_principal)]
+        )
+        if mine is None:
+            raise self._busy(f"you already have {self.max_per_principal} preview(s) in flight")
+        every = _take_slot([slots / f"all-{index}.lock" for index in range(self.max_in_flight)])
+        if every is None:
+            _give_back(mine, remove=True)
+            raise self._busy("the service is rendering as many previews as it takes at once")
+
+        def release() -> None:
+            _give_back(every, remove=False)
+            _give_back(mine, remove=True)
+
+        return release
+
     def _busy(self, why: str) -> ServiceError:
         return ServiceError(
             "preview_busy",
             f"{why}; retry in {self.RETRY_AFTER_SECONDS} s",
             headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
         )
+
+
+def _take_slot(paths: list[Path]) -> tuple[int, Path] | None:
+    """A ``flock`` on the first of ``paths`` no one holds (never waits); None when all are held. A
+    file removed by its holder as it released it (``_give_back``) is not the one at its path any
+    more: taken again from the path."""
+    for path in paths:
+        while True:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                break
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = -1
+            if current == os.fstat(descriptor).st_ino:
+                return descriptor, path
+            os.close(descriptor)  # removed meanwhile: try the path's new file
+    return None
+
+
+def _give_back(slot: tuple[int, Path], *, remove: bool) -> None:
+    descriptor, path = slot
+    if remove:  # while still held, so no one takes the removed file for the path's
+        path.unlink(missing_ok=True)
+    os.close(descriptor)
 
 
 def render_tenant(project_dir: Path, environment: str, name: str, document: dict[str, Any]) -> StackCapture:

@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from typing import Any, TypeVar
 
 import pygit2
 import yaml
-from pygit2.enums import CheckoutStrategy, FileMode
+from pygit2.enums import CheckoutStrategy, DeltaStatus, FileMode
 
 from tenancy.group_commit import GroupCommit
 from tenancy.service.core import durable, git_locks, git_pack
@@ -65,6 +66,9 @@ _HEALTH_CACHE_SECONDS = 5.0  # /readyz is unauthenticated: at most one check per
 _PARSED_CACHE_ENTRIES = 20_000
 _PACKS_BEFORE_MERGE = 32  # one pack per group of commits; lookups scan every pack
 _CREATION_HEADS_KEPT = 4096
+# A byte appended each time a service process's git gc or repack ran (it may have removed packs).
+_PACKS_REMOVED = "tenant-api-packs-removed"
+_CREATIONS_FOLLOWED = 256  # commits made elsewhere the creation cache is carried over (``_follow_commits``)
 _PARSED_TREES_KEPT = 4096  # trees parsed or built by group commits, by id (``_build``)
 # Pipelined writes of one tenant before this process lets the tenant go (every one flushed, the flock
 # released), so writers of another process sharing the checkout get their turn (``turn``).
@@ -253,6 +257,7 @@ class TenantRepository:
         self.ref = f"refs/heads/{branch}"
         self.refresh_seconds = refresh_seconds
         self._local = threading.local()  # one pygit2.Repository per thread (libgit2 objects are not shared)
+        self._marker = -1  # ``_mark_service_process``
         # The commit lock: threads of this process (RLock) and other processes on this checkout (flock).
         self._commit_lock = threading.RLock()
         self._commit_depth = 0
@@ -266,6 +271,8 @@ class TenantRepository:
         self._merging: threading.Thread | None = None
         self._maintenance = threading.Lock()  # one git gc or repack at a time
         self._packs_generation = 0  # one more each time git may have removed packs
+        self._removals_checked = float("-inf")
+        self._removals_seen = -1
         self._view_delay = view_delay_seconds
         self._view_behind = threading.Event()
         self._view_thread: threading.Thread | None = None
@@ -289,15 +296,18 @@ class TenantRepository:
 
     # --- setup ---------------------------------------------------------------------------------------
 
-    def ensure(self, *, seed_from: Path | None = None) -> None:
+    def ensure(self, *, seed_from: Path | None = None, recover: bool = True) -> None:
         """Create the repository (optionally with the tenant files of ``seed_from``) unless it exists;
         with a remote, clone it, or bring an existing checkout up to date with it. An existing checkout
         is first recovered from whatever a killed process left: stale git locks, a half-done rebase of
-        an earlier version, a working copy that is not the branch's commit."""
+        an earlier version, a working copy that is not the branch's commit. ``recover=False``: an
+        existing checkout was just recovered by the process that started this one."""
         if self.git_dir.exists():
+            self._mark_service_process()
             with self._committing():
                 self._configure()
-                self.recover()
+                if recover:
+                    self.recover()
                 if self._tip() is None and self.remote is None:
                     self._initial_commit(seed_from)  # killed between `git init` and the first commit
             if self.remote is not None:
@@ -312,15 +322,26 @@ class TenantRepository:
             shutil.rmtree(staging, ignore_errors=True)
             self._run("clone", "--quiet", "--branch", self.branch, self.remote, str(staging), cwd=Path("/"))
             os.replace(staging, self.root)  # a clone killed halfway is never taken for a checkout
+            self._mark_service_process()
             with self._committing():
                 self._configure()
             self._synced_at = time.monotonic()
             return
         self.root.mkdir(parents=True, exist_ok=True)
         self._run("init", "--quiet", "--initial-branch", self.branch)
+        self._mark_service_process()
         with self._committing():
             self._configure()
             self._initial_commit(seed_from)
+
+    def _mark_service_process(self) -> None:
+        """Keep the marker open for as long as this process lives: the other processes of the
+        service tell it from a person's git by it (``git_locks``)."""
+        if self._marker < 0:
+            self._marker = os.open(
+                self.git_dir / git_locks.SERVICE_MARKER, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+            weakref.finalize(self, os.close, self._marker)
 
     def _configure(self) -> None:
         """No reflogs: libgit2 rewrites a ref's whole reflog on every update, so each commit would
@@ -486,10 +507,11 @@ class TenantRepository:
         head = str(tip) if tip is not None else ""
         key = (environment, name)
         with self._creations_lock:
-            if not head or not self._creations_follow(head):
-                # The branch moved in a way the cache did not follow (a merged pull request, another
-                # process): start afresh. A head the cache went through is fine even if the cache has
-                # moved on since: it then answers for a newer commit, which is what the branch says.
+            if not head or not self._creations_follow(head, walk=True):
+                # The branch moved in a way the cache could not follow (a merged pull request, a long
+                # way from the cache's commit): start afresh. A head the cache went through is fine
+                # even if the cache has moved on since: it then answers for a newer commit, which is
+                # what the branch says.
                 self._reset_creations(head)
             if key in self._creations:
                 return self._creations[key]
@@ -557,7 +579,7 @@ class TenantRepository:
             except RepositoryError as error:
                 _log.warning("packing the tenants repository's loose objects failed: %s", error)
             self._sync_pack_folder("packing its loose objects")
-            self._packs_generation += 1
+            self._packs_removed()
 
     def _merge_packs_when_many(self) -> None:
         """Every ``_PACKS_BEFORE_MERGE`` packs of our own, let git merge the small ones (a geometric
@@ -573,12 +595,33 @@ class TenantRepository:
 
     def _merge_packs(self) -> None:
         with self._maintenance:
+            # One merge at a time in all the service's processes: another's merge takes ours in.
+            descriptor = _open_lock_file(self.git_dir / "tenant-api-maintenance.flock")
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                return
             try:
                 self._run("repack", "-d", "-q", "--geometric=2")
             except RepositoryError as error:  # lookups only get slower; the next merge tries again
                 _log.warning("merging the tenants repository's packs failed: %s", error)
+            finally:
+                os.close(descriptor)
             self._sync_pack_folder("merging its packs")
-            self._packs_generation += 1
+            self._packs_removed()
+
+    def _packs_removed(self) -> None:
+        """Git may have removed packs: this process's repositories are opened afresh, and the
+        service's other processes learn it from the count of such runs (``_git``)."""
+        descriptor = os.open(
+            self.git_dir / _PACKS_REMOVED, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        try:
+            os.write(descriptor, b".")
+        finally:
+            os.close(descriptor)
+        self._packs_generation += 1
 
     def _sync_pack_folder(self, after: str) -> None:
         """Flush ``objects/pack`` once git's gc or repack is done (or failed part way). git flushes
@@ -596,6 +639,16 @@ class TenantRepository:
         return None if tip is None else str(tip)
 
     def _git(self) -> pygit2.Repository:
+        now = time.monotonic()
+        if now - self._removals_checked >= 1.0:  # another process's git gc or repack (``_packs_removed``)
+            self._removals_checked = now
+            try:
+                removals = os.stat(self.git_dir / _PACKS_REMOVED).st_size
+            except OSError:
+                removals = 0
+            if removals != self._removals_seen:
+                self._removals_seen = removals
+                self._packs_generation += 1
         repo: pygit2.Repository | None = getattr(self._local, "repo", None)
         if repo is None or self._local.packs != self._packs_generation:
             # Opened afresh after git merged or removed packs: libgit2 keeps every pack a repository
@@ -943,17 +996,56 @@ class TenantRepository:
         if len(self._creations_heads) > _CREATION_HEADS_KEPT:
             del self._creations_heads[next(iter(self._creations_heads))]
 
-    def _creations_follow(self, head: str) -> bool:
+    def _creations_follow(self, head: str, *, walk: bool = False) -> bool:
         """Whether the creation cache answers for ``head`` (with ``_creations_lock`` held). A reader
         may see the branch at a group's commit between the branch moving and the publisher carrying
         the cache over it: that group is ours, so the reader carries it over instead of starting
-        afresh (which would cost every tenant a ``git log`` under write load)."""
+        afresh (which would cost every tenant a ``git log`` under write load). ``walk``: also carry
+        it over commits another process made (``_follow_commits``)."""
         if head in self._creations_heads:
             return True
         publishing = self._publishing
         if publishing is not None and str(publishing[1]) == head:
             self._advance_creations_locked(*publishing)
+        if walk and head not in self._creations_heads:
+            self._follow_commits(head)
         return head in self._creations_heads
+
+    def _follow_commits(self, head: str) -> None:
+        """Carry the creation cache from its commit to ``head`` over commits made elsewhere (the
+        other processes of ``tenantctl serve --processes``, whose groups interleave with ours): a
+        file a commit adds gets that commit as its creation, what ``git log --diff-filter=A``
+        answers on a line of single-parent commits. Up to ``_CREATIONS_FOLLOWED`` commits; a
+        merge, or a longer way, starts the cache afresh as before."""
+        if not self._creations_head:
+            return
+        repo = self._git()
+        chain: list[pygit2.Commit] = []
+        commit = repo.get(head)
+        while isinstance(commit, pygit2.Commit) and str(commit.id) != self._creations_head:
+            if len(chain) >= _CREATIONS_FOLLOWED or len(commit.parent_ids) != 1:
+                return
+            chain.append(commit)
+            commit = repo.get(commit.parent_ids[0])
+        if not isinstance(commit, pygit2.Commit):
+            return
+        for commit in reversed(chain):
+            before = _subtree(commit.parents[0].tree, self.tenants_path)
+            after = _subtree(commit.tree, self.tenants_path)
+            if after is None:
+                continue
+            added = after.diff_to_tree(swap=True) if before is None else before.diff_to_tree(after)
+            for delta in added.deltas:
+                if delta.status != DeltaStatus.ADDED:
+                    continue
+                environment, _, file = delta.new_file.path.partition("/")
+                if file.endswith(".yaml") and "/" not in file:
+                    name = file.removesuffix(".yaml")
+                    self._creations[(environment, name)] = Creation(str(commit.id), float(commit.commit_time))
+            self._creations_head = str(commit.id)
+            self._creations_heads[self._creations_head] = None
+        while len(self._creations_heads) > _CREATION_HEADS_KEPT:
+            del self._creations_heads[next(iter(self._creations_heads))]
 
     def _split(self, path: str) -> tuple[str, str]:
         environment, file = path.removeprefix(f"{self.tenants_path}/").split("/", 1)

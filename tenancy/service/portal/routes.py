@@ -38,9 +38,9 @@ from tenancy.service.portal.sessions import (
     CSRF_HEADER,
     LOGIN_COOKIE,
     SESSION_COOKIE,
-    MemoryStore,
     RedisStore,
     Sessions,
+    SqliteStore,
 )
 from tenancy.spec.errors import SpecError
 from tenancy.spec.plans import PLANS
@@ -102,11 +102,12 @@ def _static(name: str) -> bytes:
 def install_portal(app: FastAPI, backends: Backends) -> None:
     """Serve the portal at / on ``app`` and keep its sessions where the backends keep shared state."""
     settings = PortalSettings()
-    store = (
-        RedisStore(backends.redis, prefix=backends.settings.redis_prefix)
-        if backends.redis is not None
-        else MemoryStore()
-    )
+    store: RedisStore | SqliteStore
+    if backends.redis is not None:
+        store = RedisStore(backends.redis, prefix=backends.settings.redis_prefix)
+    else:  # shared by every process of this state directory (``tenantctl serve --processes``)
+        store = SqliteStore(backends.settings.state_dir / "portal-sessions.sqlite3")
+        backends.closers.append(store.close)
     app.state.portal_sessions = Sessions(store)
     app.state.portal_settings = settings
     app.include_router(router)

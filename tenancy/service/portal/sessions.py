@@ -3,8 +3,10 @@
 The cookie is ``__Host-`` prefixed (Secure, Path=/, no Domain) and SameSite=Strict; every request
 that is not a read also carries the session's CSRF token in ``X-CSRF-Token``. A session lives as long
 as its access token: when the token expires the API answers 401 and the portal returns to sign-in.
-Sessions are kept in process memory (embedded default) or in Redis (several replicas), keyed by a
-hash of the id, so reading the store does not yield usable cookies.
+Sessions are kept in a SQLite file of the state directory that every process of ``tenantctl serve``
+shares (embedded default; readable by the service's user only, like the local issuer's key) or in
+Redis (several replicas), keyed by a hash of the id, so reading the store does not yield usable
+cookies.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import Request
 
 from tenancy.service.core.errors import ServiceError
+from tenancy.writer_turns import WriterTurns
 
 SESSION_COOKIE = "__Host-tenancy-session"
 LOGIN_COOKIE = "__Host-tenancy-login"
@@ -64,6 +70,50 @@ class MemoryStore:
         with self._lock:
             found = self._items.pop(key, None)
         return found[1] if found and found[0] > time.time() else None
+
+
+class SqliteStore:
+    """The store in a SQLite file shared by the processes of one state directory."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The file holds access tokens: the service's user only (SQLite gives its journal the same mode).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS portal (key TEXT PRIMARY KEY, expires_at REAL NOT NULL, value TEXT)"
+        )
+        self._lock = threading.Lock()
+        self._turns = WriterTurns(path)
+
+    def put(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
+        now = time.time()
+        with self._lock, self._turns.turn():
+            self._db.execute("DELETE FROM portal WHERE expires_at <= ?", (now,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO portal (key, expires_at, value) VALUES (?, ?, ?)",
+                (key, now + ttl_seconds, json.dumps(value)),
+            )
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM portal WHERE key = ? AND expires_at > ?", (key, time.time())
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def pop(self, key: str) -> dict[str, Any] | None:
+        """The value, removed in the same statement: of two processes popping one key, one gets it."""
+        with self._lock, self._turns.turn():
+            row = self._db.execute(
+                "DELETE FROM portal WHERE key = ? RETURNING value, expires_at", (key,)
+            ).fetchone()
+        return json.loads(row[0]) if row and row[1] > time.time() else None
+
+    def close(self) -> None:
+        self._db.close()
+        self._turns.close()
 
 
 class RedisStore:
