@@ -1,32 +1,41 @@
 """The tenant API under 50 concurrent clients, next to a bare FastAPI endpoint served the same way.
 
-    .venv/bin/python benchmarks/bench_service.py                 # ~40 s: every scenario, goals as ratios
-    .venv/bin/python benchmarks/bench_service.py --seconds 5 --clients 50 --json
+    .venv/bin/python benchmarks/bench_service.py                 # ~70 s: every scenario, goals as ratios
+    .venv/bin/python benchmarks/bench_service.py --seconds 5 --clients 50 --rate 500 --json
 
-Every server runs in its own process (uvicorn, one worker, loopback, access log off), the bare one
-exactly as the service: ``tenancy.cli.serve.UVICORN_OPTIONS``, what ``tenantctl serve`` runs with
-(uvloop's event loop, httptools' parser), so the ratio compares the app's work and nothing else. The
-load comes from another process: an asyncio client with one keep-alive HTTP/1.1 connection per
-simulated client, each sending its next request as soon as the previous answer arrives (a closed
-loop). It speaks raw HTTP over asyncio streams, so it costs a few microseconds per request and is
-never what limits the figures; it reports its own CPU use next to the wall time to show that.
+Every server runs as ``tenantctl serve`` runs it by default: ``tenancy.cli.serve.UVICORN_OPTIONS``
+(uvloop's event loop, httptools' parser) in as many processes as ``tenantctl serve`` starts by
+default (``--processes N`` as ``tenantctl serve --processes N``, through the same ``run_processes``:
+uvicorn's supervisor, one shared socket), loopback, access log off; the bare one the same way, so the ratio
+compares the app's work and nothing else. The load comes from another process: an asyncio client
+with one keep-alive HTTP/1.1 connection per simulated client. It speaks raw HTTP over asyncio
+streams, so it costs a few microseconds per request and is never what limits the figures; it
+reports its own CPU use next to the wall time to show that.
+
+Two ways to load: a closed loop (each client sends its next request as soon as the previous answer
+arrives: throughput is what the server gives) and, with ``--rate R``, an open loop as wrk2 does: the
+same connections send R requests a second in all on a fixed schedule, and each latency runs from
+when its request was due, so an answer that comes late counts against every request it held back
+(no coordinated omission). The open loop reports the rate achieved, p50 and p99 at that offered rate.
 
 Bare and GET tenant are measured in turns (``--rounds``, the servers both up), so a machine whose load
 changes during the run weighs on both alike; their throughput is what the goal compares. Next to it,
-each server's own CPU per request (from /proc): less sensitive to the load than throughput, which on
-a shared machine measures the scheduler's share as much as the code.
+each server's own CPU per request (from /proc, all its processes): less sensitive to the load than
+throughput, which on a shared machine measures the scheduler's share as much as the code.
 
 Scenarios (each: warm-up, then ``--seconds`` of measurement; throughput, p50, p99, errors):
-  bare            GET /ping on a FastAPI app with one ``def`` endpoint (the reference)
-  get tenant      GET /api/v1/environments/dev/tenants/<t>, client i on tenant i (JWT, rate limit, git)
-  patch distinct  PATCH the same path, client i on tenant i: validate, commit, queue (engine double)
-  patch one       PATCH one tenant from every client: the per-tenant lock serialises them
+  bare                   GET /ping on a FastAPI app with one ``def`` endpoint (the reference)
+  get tenant             GET /api/v1/environments/dev/tenants/<t>, client i on tenant i
+  patch distinct         PATCH the same path, client i on tenant i: validate, commit, queue
+  patch one              PATCH one tenant from every client: the per-tenant lock serialises them
+  patch distinct @R/s    PATCH distinct as an open loop offering R a second (``--rate``, 500)
 
 The service is the embedded default (SQLite queue, local git repository) with the engine double and
 no worker threads (an API replica, ``--workers 0``): what is measured is the API, not the engine.
 
-Goals (issue 11), printed as ratios in this one run:
-  GET tenant throughput >= 0.5 x bare; PATCH distinct p99 <= 50 ms and >= 500 writes/s.
+Goals (issue 11), printed as ratios in this one run: GET tenant throughput >= 0.5 x bare; PATCH on
+distinct tenants at 500 a second offered: p99 <= 50 ms and >= 500 writes/s achieved (the closed
+loop's ratios are printed too; there a p99 of 50 ms needs 1,000 answers a second, Little's law).
 """
 
 from __future__ import annotations
@@ -50,11 +59,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # --- servers (each a subprocess of this script) -------------------------------------------------------
 
 
-def serve_bare(port: int) -> None:
-    import uvicorn
+def bare_app() -> Any:
     from fastapi import FastAPI
-
-    from tenancy.cli.serve import UVICORN_OPTIONS  # served as the service is
 
     app = FastAPI()
 
@@ -62,27 +68,63 @@ def serve_bare(port: int) -> None:
     def ping() -> dict[str, bool]:
         return {"ok": True}
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **UVICORN_OPTIONS)
+    return app
 
 
-def serve_service(port: int, state_dir: Path) -> None:
+QUIET: dict[str, Any] = {"log_level": "warning", "access_log": False}
+
+
+def serve_bare(port: int, processes: int) -> None:
+    """The reference endpoint, in as many processes as the service and served by the same code
+    (``run_processes``: uvicorn's supervisor, one shared socket)."""
+    import uvicorn
+
+    from tenancy.cli.serve import UVICORN_OPTIONS, run_processes  # served as the service is
+    from tenancy.service.core.config import ServiceSettings
+
+    if processes == 1:
+        uvicorn.run(bare_app(), host="127.0.0.1", port=port, **QUIET, **UVICORN_OPTIONS)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-bare-") as scratch:
+        settings = ServiceSettings(state_dir=Path(scratch), port=port)
+        run_processes(settings, processes, factory="bench_service:bare_app", environment={}, **QUIET)
+
+
+def service_process() -> Any:
+    """One process of the service (``run_processes`` calls this in each): ``tenantctl serve``'s,
+    with the engine double."""
+    from tenancy.automation.fake_engine import FakeEngine
+    from tenancy.cli.serve import process_app
+
+    return process_app(engine=FakeEngine())
+
+
+def serve_service(port: int, state_dir: Path, processes: int) -> None:
     import uvicorn
 
     from tenancy.automation.fake_engine import FakeEngine
-    from tenancy.cli.serve import UVICORN_OPTIONS, settle_heap
+    from tenancy.cli.serve import UVICORN_OPTIONS, run_processes, settle_heap
     from tenancy.service.app import create_app
+    from tenancy.service.backends import prepare_shared_state
     from tenancy.service.core.config import ServiceSettings
 
-    settings = ServiceSettings(
-        state_dir=state_dir,
-        project_dir=PROJECT_DIR,
-        workers=0,
-        rate_limit_requests=10_000_000,
-        audit_log=str(state_dir / "audit.log"),
-    )
-    app = create_app(settings, engine=FakeEngine())
-    settle_heap()  # as tenantctl serve does
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **UVICORN_OPTIONS)
+    chosen = {
+        "state_dir": str(state_dir),
+        "project_dir": str(PROJECT_DIR),
+        "workers": "0",
+        "rate_limit_requests": "10000000",
+        "audit_log": str(state_dir / "audit.log"),
+    }
+    environment = {f"TENANCY_SERVICE_{name.upper()}": value for name, value in chosen.items()}
+    os.environ.update(environment)
+    settings = ServiceSettings(port=port)
+    if processes == 1:
+        app = create_app(settings, engine=FakeEngine())
+        settle_heap()  # as tenantctl serve does
+        uvicorn.run(app, host="127.0.0.1", port=port, **QUIET, **UVICORN_OPTIONS)
+        return
+    prepare_shared_state(settings)  # as tenantctl serve does before it starts its processes
+    run_processes(settings, processes, factory="bench_service:service_process", environment={}, **QUIET)
 
 
 # --- the load client (its own process) ----------------------------------------------------------------
@@ -101,25 +143,85 @@ async def _client(
                 return
             writer.write(requests[index % len(requests)])
             index += 1
-            status_line = await reader.readline()
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                name, _, value = line.partition(b":")
-                if name.lower() == b"content-length":
-                    length = int(value)
-            if length:
-                await reader.readexactly(length)
-            if not status_line:
+            status = await _read_status(reader)
+            if status is None:
                 out["errors"] += 1
                 return
-            status = int(status_line.split()[1])
             end = time.perf_counter()
             out["answered"] += 1
             if now >= measure_from:
                 latencies.append(end - now)
+                if status >= 400:
+                    out["errors"] += 1
+                    if out["first_error"] is None:
+                        out["first_error"] = status
+    finally:
+        writer.close()
+
+
+async def _read_status(reader: asyncio.StreamReader) -> int | None:
+    """One HTTP/1.1 answer read whole; its status, None when the server closed the connection."""
+    status_line = await reader.readline()
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return int(status_line.split()[1]) if status_line else None
+
+
+async def _scheduled_client(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    schedule: tuple[float, float],
+    deadline: float,
+    measure_from: float,
+    give_up: float,
+    out: dict[str, Any],
+) -> None:
+    """Open loop (as wrk2): this connection's requests are due at ``first + k * interval``, whatever
+    the server does; one sent late because the previous answer came late is timed from when it was
+    due, so a slow answer counts against every request it held back (no coordinated omission). A
+    request due in the measured time but not answered by ``give_up`` counts as an error, timed up
+    to ``give_up``."""
+    first, interval = schedule
+    reader, writer = await asyncio.open_connection(host, port)
+    latencies: list[float] = out["latencies"]
+    index = 0
+    try:
+        while True:
+            due = first + index * interval
+            if due >= deadline:
+                return
+            now = time.perf_counter()
+            if now >= give_up:
+                while due < deadline:
+                    if due >= measure_from:
+                        latencies.append(give_up - due)
+                        out["errors"] += 1
+                    index += 1
+                    due = first + index * interval
+                return
+            if due > now:
+                await asyncio.sleep(due - now)
+            writer.write(requests[index % len(requests)])
+            index += 1
+            status = await _read_status(reader)
+            end = time.perf_counter()
+            if status is None:
+                out["errors"] += 1
+                return
+            out["answered"] += 1
+            if due >= measure_from:
+                latencies.append(end - due)
+                out["measured"] += 1
+                out["last_answer"] = max(out["last_answer"], end)
                 if status >= 400:
                     out["errors"] += 1
                     if out["first_error"] is None:
@@ -138,31 +240,64 @@ def _request(method: str, path: str, token: str | None, body: bytes | None) -> b
 
 
 async def _load(spec: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"latencies": [], "errors": 0, "first_error": None, "answered": 0}
+    out: dict[str, Any] = {
+        "latencies": [],
+        "errors": 0,
+        "first_error": None,
+        "answered": 0,
+        "measured": 0,  # answers to requests due in the measured time (open loop)
+        "last_answer": 0.0,
+    }
+    clients, rate = spec["clients"], spec.get("rate") or 0
+    per_client: list[list[bytes]] = []
+    for index in range(clients):
+        per_client.append([_request(**request) for request in spec["requests"](index)])
     start = time.perf_counter()
     measure_from = start + spec["warmup"]
     deadline = measure_from + spec["seconds"]
-    per_client: list[list[bytes]] = []
-    for index in range(spec["clients"]):
-        per_client.append([_request(**request) for request in spec["requests"](index)])
     cpu = resource.getrusage(resource.RUSAGE_SELF)
-    await asyncio.gather(
-        *(
-            _client("127.0.0.1", spec["port"], requests, deadline, measure_from, out)
-            for requests in per_client
+    if rate:
+        # ``rate`` requests a second in all, spread evenly: connection i's are due every
+        # clients / rate seconds, i / rate after connection 0's.
+        give_up = deadline + max(10.0, spec["seconds"])
+        await asyncio.gather(
+            *(
+                _scheduled_client(
+                    "127.0.0.1",
+                    spec["port"],
+                    requests,
+                    (start + index / rate, clients / rate),
+                    deadline,
+                    measure_from,
+                    give_up,
+                    out,
+                )
+                for index, requests in enumerate(per_client)
+            )
         )
-    )
+    else:
+        await asyncio.gather(
+            *(
+                _client("127.0.0.1", spec["port"], requests, deadline, measure_from, out)
+                for requests in per_client
+            )
+        )
     used = resource.getrusage(resource.RUSAGE_SELF)
-    seconds = time.perf_counter() - measure_from
+    # Open loop: the measured requests are those due in the measured time; they took until the last
+    # of them was answered (the rate achieved is below the rate offered when the server fell behind).
+    end = max(deadline, out["last_answer"]) if rate else time.perf_counter()
+    seconds = end - measure_from
     latencies = sorted(out["latencies"])
 
     def percentile(fraction: float) -> float:
         return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] * 1000 if latencies else 0.0
 
     cpu_seconds = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+    # Closed loop: every latency is an answer. Open loop: requests never answered are timed too.
+    answers = out["measured"] if rate else len(latencies)
     return {
-        "requests": len(latencies),
-        "throughput": len(latencies) / seconds if seconds else 0.0,
+        "requests": answers,
+        "throughput": answers / seconds if seconds else 0.0,
         "p50_ms": percentile(0.50),
         "p99_ms": percentile(0.99),
         "errors": out["errors"],
@@ -171,6 +306,7 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
         "answered": out["answered"],  # warm-up included
         "seconds": seconds,
         "latencies_ms": [round(latency * 1000, 3) for latency in latencies],
+        "rate": rate or None,
     }
 
 
@@ -211,19 +347,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start(args: list[str], port: int) -> subprocess.Popen[bytes]:
+def start(args: list[str], port: int, ready_path: str) -> subprocess.Popen[bytes]:
+    """Start a server and wait until it answers ``ready_path`` (with several processes the socket
+    accepts connections before any process serves them)."""
+    import httpx
+
     env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
     process = subprocess.Popen([sys.executable, __file__, *args], env=env, cwd=PROJECT_DIR)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=5).status_code == 200:
                 return process
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"server {args} exited with {process.returncode}") from None
-            time.sleep(0.1)
-    process.kill()
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"server {args} exited with {process.returncode}")
+        time.sleep(0.2)
+    stop(process)
     raise RuntimeError(f"server {args} did not start")
 
 
@@ -236,12 +377,27 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) a process has used so far; None where /proc does not tell."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    """CPU time (user + system) a server has used so far, its processes' (uvicorn's supervisor and
+    the processes it started) summed; None where /proc does not tell."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, CPU seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    if pid not in stats:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total, family = 0.0, {pid}
+    for candidate in sorted(stats):  # children have higher pids here, bar a wrap-around
+        parent, used = stats[candidate]
+        if candidate in family or parent in family:
+            family.add(candidate)
+            total += used
+    return total
 
 
 def measure(
@@ -253,7 +409,10 @@ def measure(
     *,
     seconds: float | None = None,
     warmup: float | None = None,
+    rate: float | None = None,
 ) -> dict[str, Any]:
+    """One scenario from a load process: a closed loop, or with ``rate`` an open loop offering that
+    many requests a second in all."""
     seconds = options.seconds if seconds is None else seconds
     warmup = options.warmup if warmup is None else warmup
     spec = {
@@ -263,6 +422,7 @@ def measure(
         "seconds": seconds,
         "warmup": warmup,
         "token": token,
+        "rate": rate,
     }
     used_before = cpu_seconds(server.pid)
     output = subprocess.run(
@@ -274,7 +434,7 @@ def measure(
         timeout=seconds + warmup + 120,
     ).stdout
     used_after = cpu_seconds(server.pid)
-    result = {"scenario": scenario, **json.loads(output)}
+    result = {**json.loads(output), "scenario": scenario if not rate else f"{scenario} @{rate:g}/s"}
     result["server_cpu"] = (
         used_after - used_before if used_before is not None and used_after is not None else None
     )
@@ -292,10 +452,11 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] if latencies else 0.0
 
     errors = [one["first_error"] for one in rounds if one["first_error"] is not None]
+    answers = sum(one["requests"] for one in rounds)
     return {
         "scenario": rounds[0]["scenario"],
-        "requests": len(latencies),
-        "throughput": len(latencies) / seconds if seconds else 0.0,
+        "requests": answers,
+        "throughput": answers / seconds if seconds else 0.0,
         "p50_ms": percentile(0.50),
         "p99_ms": percentile(0.99),
         "errors": sum(one["errors"] for one in rounds),
@@ -304,6 +465,7 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "server_cpu_ms_per_request": (
             sum(cpu) * 1000 / answered if answered and None not in cpu else None  # type: ignore[arg-type]
         ),
+        "rate": rounds[0].get("rate"),
         "rounds": len(rounds),
     }
 
@@ -316,12 +478,17 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
 
     results = []
     bare_port = free_port()
-    bare = start(["--serve", "bare", "--port", str(bare_port)], bare_port)
+    processes = ["--processes", str(options.processes)]
+    bare = start(["--serve", "bare", "--port", str(bare_port), *processes], bare_port, "/ping")
     with tempfile.TemporaryDirectory(prefix="bench-service-") as scratch:
         state_dir = Path(scratch) / "state"
         port = free_port()
         try:
-            service = start(["--serve", "service", "--port", str(port), "--state-dir", str(state_dir)], port)
+            service = start(
+                ["--serve", "service", "--port", str(port), "--state-dir", str(state_dir), *processes],
+                port,
+                "/healthz",
+            )
         except BaseException:
             stop(bare)
             raise
@@ -362,6 +529,10 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
             results += [combine(turns["bare"]), combine(turns["get tenant"])]
             for scenario in ("patch distinct", "patch one"):
                 results.append(combine([measure(scenario, service, port, options, token)]))
+            if options.rate:
+                results.append(
+                    combine([measure("patch distinct", service, port, options, token, rate=options.rate)])
+                )
         finally:
             stop(bare)
             stop(service)
@@ -378,18 +549,34 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="turns bare and GET tenant take (--seconds split among them)"
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=500.0,
+        help="PATCH on distinct tenants again as an open loop offering this many a second (0: not)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="server processes (default: tenantctl serve's)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--serve", choices=["bare", "service"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--client", help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.processes is None:
+        from tenancy.service.core.processes import default_processes
+
+        options.processes = default_processes()
 
     if options.serve == "bare":
-        serve_bare(options.port)
+        serve_bare(options.port, options.processes)
         return
     if options.serve == "service":
-        serve_service(options.port, options.state_dir)
+        serve_service(options.port, options.state_dir, options.processes)
         return
     if options.client:
         run_client(options.client)
@@ -398,11 +585,15 @@ def main() -> None:
     results = run(options)
     by_name = {result["scenario"]: result for result in results}
     bare, get, patch = by_name["bare"], by_name["get tenant"], by_name["patch distinct"]
-    goals = {
-        "GET tenant / bare throughput (goal >= 0.5)": get["throughput"] / bare["throughput"],
-        "PATCH distinct p99 / 50 ms (goal <= 1.0)": patch["p99_ms"] / 50.0,
-        "PATCH distinct writes/s / 500 (goal >= 1.0)": patch["throughput"] / 500.0,
-    }
+    goals = {"GET tenant / bare throughput (goal >= 0.5)": get["throughput"] / bare["throughput"]}
+    offered = next((row for row in results if row.get("rate")), None)
+    if offered is not None:  # the write goals as stated: p99 at 500 writes/s offered
+        goals[f"PATCH distinct @{offered['rate']:g}/s: p99 / 50 ms (goal <= 1.0)"] = offered["p99_ms"] / 50.0
+        goals[f"PATCH distinct @{offered['rate']:g}/s: writes/s / 500 (goal >= 1.0)"] = (
+            offered["throughput"] / 500.0
+        )
+    goals["PATCH distinct closed loop: p99 / 50 ms"] = patch["p99_ms"] / 50.0
+    goals["PATCH distinct closed loop: writes/s / 500"] = patch["throughput"] / 500.0
     bare_cpu, get_cpu = bare["server_cpu_ms_per_request"], get["server_cpu_ms_per_request"]
     cpu_ratio = bare_cpu / get_cpu if bare_cpu and get_cpu else None
     if options.json:
@@ -411,26 +602,26 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(
         f"{options.clients} clients, {options.seconds:.0f} s each, loopback; {os.cpu_count()} CPUs shared by "
-        f"server and load client; load average {load:.1f}"
+        f"server and load client; {options.processes} server process(es); load average {load:.1f}"
     )
     header = (
-        f"{'scenario':<16} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        f"{'scenario':<24} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
         f"{'client CPU':>10} {'server CPU ms/req':>17}"
     )
     print(header)
     print("-" * len(header))
     for row in results:
         print(
-            f"{row['scenario']:<16} {row['requests']:>8} {row['throughput']:>8.0f} {row['p50_ms']:>8.1f} "
+            f"{row['scenario']:<24} {row['requests']:>8} {row['throughput']:>8.0f} {row['p50_ms']:>8.1f} "
             f"{row['p99_ms']:>8.1f} {row['errors']:>6} {row['client_cpu_share']:>9.0%} "
             f"{_ms(row['server_cpu_ms_per_request']):>17}"
         )
     print()
     for goal, ratio in goals.items():
-        print(f"{goal:<46} {ratio:6.2f}")
+        print(f"{goal:<58} {ratio:6.2f}")
     if cpu_ratio is not None:
         label = "bare / GET tenant server CPU per request"
-        print(f"{label:<46} {cpu_ratio:6.2f}  (the goal's ratio on an idle machine)")
+        print(f"{label:<58} {cpu_ratio:6.2f}  (the goal's ratio on an idle machine)")
 
 
 def _ms(value: float | None) -> str:
