@@ -85,6 +85,7 @@ from tenancy.automation.errors import (
 )
 from tenancy.automation.fingerprint import spec_fingerprint
 from tenancy.automation.progress import describe_changes
+from tenancy.automation.project_view import prepare_project_view
 from tenancy.automation.settings import AutomationSettings
 from tenancy.automation.stack_config import (
     OPERATION_KEYS,
@@ -155,11 +156,25 @@ class PulumiEngine:
             if self.settings.uses_file_backend and writes_backend:
                 _file_backend_path(backend).mkdir(parents=True, exist_ok=True)
         return LocalWorkspace(
-            work_dir=str(self.settings.project_dir),
+            work_dir=str(self._work_dir()),
             env_vars=env,
             secrets_provider=self.settings.secrets_provider or None,
             pulumi_command=command,
         )
+
+    def _work_dir(self) -> Path:
+        """The CLI's working directory: the project, or (``TENANCY_WORKSPACE_DIR``) a writable view of it
+        where stacks' settings files are written (tenancy.automation.project_view)."""
+        if self.settings.workspace_dir is None:
+            return self.settings.project_dir
+        try:
+            return prepare_project_view(self.settings.project_dir, self.settings.workspace_dir)
+        except OSError as error:
+            where = f"TENANCY_WORKSPACE_DIR={self.settings.workspace_dir}"
+            raise EngineFailed(
+                f"cannot prepare the Pulumi work directory {where} for the project "
+                f"{self.settings.project_dir}: {error.strerror or error}"
+            ) from None
 
     def _check_secrets_provider(self) -> None:
         provider = self.settings.secrets_provider or ""

@@ -33,6 +33,14 @@ class AutomationSettings(BaseSettings):
     project_dir: Path = Field(
         default_factory=Path.cwd, description="Directory holding Pulumi.yaml and __main__.py."
     )
+    workspace_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Writable directory the Pulumi CLI works in: a view of the project (links to its files) where "
+            "stacks' Pulumi.<stack>.yaml are written, for a read-only project (the self-service pods). "
+            "Default: none, the CLI works in the project directory."
+        ),
+    )
     tenants_dir: Path = Field(
         default=Path("tenants"), description="The tenants/ tree; default: tenants/ in the project."
     )
@@ -91,6 +99,11 @@ class AutomationSettings(BaseSettings):
         # caller's, so a relative path handed further down would point somewhere else.
         return value.expanduser().resolve()
 
+    @field_validator("workspace_dir")
+    @classmethod
+    def _absolute_workspace(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None and str(value) else None
+
     @model_validator(mode="after")
     def _default_backend(self) -> AutomationSettings:
         if not self.backend_url:
@@ -102,6 +115,11 @@ class AutomationSettings(BaseSettings):
     def pulumi_state_dir(self) -> Path:
         """Where the default file backend keeps stack state."""
         return self.state_dir / "pulumi-state"
+
+    @property
+    def work_dir(self) -> Path:
+        """Where the Pulumi CLI runs and writes stacks' settings files (``workspace_dir`` or the project)."""
+        return self.workspace_dir or self.project_dir
 
     @property
     def queue_path(self) -> Path:

@@ -76,7 +76,18 @@ IMAGE_UID = 10001
 PROJECT_DIR = "/app"  # Pulumi.yaml, __main__.py, the program's packages
 STATE_DIR = "/var/lib/tenancy"  # writable volume: tenants checkout, scratch specs, file backend (dev)
 PULUMI_HOME = "/opt/pulumi"  # the CLI's plugins, baked into the image (read-only)
-WRITABLE_PATHS = {"state": STATE_DIR, "tmp": "/tmp", "pulumi-workspaces": f"{PULUMI_HOME}/workspaces"}
+# The engine's Pulumi work directory (TENANCY_WORKSPACE_DIR): a view of the read-only project where the CLI
+# writes tenant stacks' settings files, Pulumi.<env>.<tenant>.yaml (tenancy.automation.project_view). A
+# pod's own emptyDir, not the state volume: the file is derived (the engine sets a stack's whole config on
+# every operation, and PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER takes the secrets provider from the
+# stack's state when the file is gone), and worker replicas never write each other's.
+WORKSPACE_DIR = "/var/lib/tenancy-workspace"
+WRITABLE_PATHS = {
+    "state": STATE_DIR,
+    "tmp": "/tmp",
+    "pulumi-workspaces": f"{PULUMI_HOME}/workspaces",
+    "workspace": WORKSPACE_DIR,
+}
 # Without a state bucket, tenant stacks' state is a Pulumi file backend on the workers' volume (this
 # claim, at STATE_DIR). The API mounts the same claim read-only here to reveal secret outputs; every pod
 # mounting it carries STATE_VOLUME_LABELS and must run on the node that has it attached (README, "The
@@ -276,6 +287,7 @@ def environment(config: PlatformConfig, role: Role, *, api_vault_token: bool = F
         "TENANCY_SERVICE_REDIS_SENTINELS": ",".join(sentinel_hosts(config)),
         "TENANCY_SERVICE_PULUMI_PREVIEW": "true",  # the API queues previews; workers run them
         "TENANCY_PROJECT_DIR": PROJECT_DIR,
+        "TENANCY_WORKSPACE_DIR": WORKSPACE_DIR,  # the project is read-only: the CLI writes here
         "TENANCY_STATE_DIR": STATE_DIR,
         "TENANCY_MAX_PARALLEL": str(config.self_service.workers),
         "TENANCY_BACKEND_URL": state_backend_url(config, role),
@@ -382,7 +394,8 @@ def _volumes(config: PlatformConfig, role: Role) -> list[dict[str, Any]]:
         if name == "state" and role == "worker" and file_backend:
             volumes.append({"name": name, "persistentVolumeClaim": {"claimName": STATE_CLAIM}})
         else:
-            volumes.append({"name": name, "emptyDir": {"sizeLimit": "2Gi" if name == "state" else "512Mi"}})
+            size = {"state": "2Gi", "workspace": "64Mi"}.get(name, "512Mi")
+            volumes.append({"name": name, "emptyDir": {"sizeLimit": size}})
     if role == "api" and file_backend:
         # Read-only at the volume too: nothing in the API's pods can write the workers' state, and the
         # kubelet leaves its ownership alone (no fsGroup change on a read-only volume).

@@ -125,7 +125,12 @@ def test_pods_run_restricted_with_a_read_only_root_and_writable_volumes_only_whe
         assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
         assert served["resources"]["limits"] and served["resources"]["requests"]
         writable = {m["mountPath"] for m in served["volumeMounts"] if not m.get("readOnly")}
-        assert writable == {"/var/lib/tenancy", "/tmp", "/opt/pulumi/workspaces"}
+        assert writable == {
+            "/var/lib/tenancy",
+            "/tmp",
+            "/opt/pulumi/workspaces",
+            "/var/lib/tenancy-workspace",
+        }
         read_only = {m["mountPath"] for m in served["volumeMounts"] if m.get("readOnly")}
         # The API reads the workers' file backend (dev), nothing more (tests/platform/test_secret_reveal.py).
         assert read_only == ({"/var/lib/tenancy-workers"} if name == API_NAME else set())
