@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tenancy.automation.contract import Operation, OperationKind, OperationStatus
+from tenancy.automation.contract import Operation, OperationKind, OperationQueue, OperationStatus, StackRef
 
 UNCOMMITTED = "uncommitted"
 _GIT_TIMEOUT_SECONDS = 60
@@ -93,6 +93,21 @@ def _additions_and_deletions(tenants_dir: Path, environment: str) -> list[tuple[
             if status in ("A", "D"):
                 found.append((commit, status, path))
     return found
+
+
+def stack_history(queue: OperationQueue, stack: StackRef, *, first: int = 50) -> Iterator[Operation]:
+    """The stack's operations, newest first, read in growing pages as a scan goes on: a scan that stops
+    at an early operation reads ``first`` of them, and one that must look further is never cut off at
+    a fixed depth. (A failed destroy followed by 50 previews, refused updates or backups of the name
+    must still be found, or the stack it holds goes to the next tenant of the name.) An operation
+    queued between two pages moves the older ones down, so one may be yielded twice, never skipped."""
+    seen, limit = 0, first
+    while True:
+        page = queue.recent(stack=stack, limit=limit)
+        yield from page[seen:]
+        if len(page) < limit:
+            return
+        seen, limit = len(page), limit * 4
 
 
 def undestroyed_predecessor(history: Iterable[Operation], incarnation: str | None) -> Operation | None:

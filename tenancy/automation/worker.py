@@ -57,7 +57,7 @@ from tenancy.automation.errors import (
     StackNotFound,
     describe_failure,
 )
-from tenancy.automation.incarnation import undestroyed_predecessor
+from tenancy.automation.incarnation import stack_history, undestroyed_predecessor
 from tenancy.automation.progress import describe_changes
 from tenancy.automation.scaling import QdrantScaling, ScalingFailed, ScalingPlan, plan_scaling
 from tenancy.spec.changes import refused_change_issues
@@ -361,7 +361,7 @@ class Worker:
         the earlier tenant's resources and the data in its Qdrant, a backup or restore would read or
         write that data. A destroy is let through (it is how the stack is freed) and sets the backups
         aside for the incarnation that made them (returned here for that)."""
-        history = [o for o in self.queue.recent(stack=operation.stack, limit=50) if o.id != operation.id]
+        history = (o for o in stack_history(self.queue, operation.stack) if o.id != operation.id)
         holder = undestroyed_predecessor(history, operation.incarnation)
         if holder is None or operation.kind is OperationKind.destroy:
             return holder

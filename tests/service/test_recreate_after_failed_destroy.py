@@ -175,3 +175,101 @@ def test_tenantctl_and_merged_files_cannot_reuse_a_stack_whose_destroy_failed(
         OperationKind.up,
     ]
     assert (engine.deployed_spec(search) or {})["owners"] == ["b@team-b.example"]
+
+
+def _bury(queue: Any, stack: StackRef, incarnation: str | None, count: int = 50) -> None:
+    """``count`` previews of the name queued after its failed destroy (a CI job previewing every push of
+    a pull request does as much): the destroy is no longer among the stack's last 50 operations."""
+    for _ in range(count):
+        queue.submit(
+            stack, OperationKind.preview, spec=spec(stack.tenant), requested_by="ci", incarnation=incarnation
+        )
+
+
+def test_a_failed_destroy_still_holds_the_name_after_fifty_later_operations(
+    make_app: AppFactory,
+    serve: Callable[[FastAPI], LiveServer],
+    issuer: Issuer,
+    acme_cluster: tuple[ClusterState, StandinData],
+) -> None:
+    """The service looked for the failed destroy among the stack's last 50 operations only: 50 more
+    (previews of the name) and the re-create was accepted onto the earlier tenant's stack, and the
+    destroy could no longer be retried (DELETE answered tenant_not_found)."""
+    _cluster, data = acme_cluster
+    app, engine = make_app(data=data)
+    create_tenant(app, "acme")
+    server = serve(app)
+    team_a = server.client(issuer.admin_of("acme", sub="team-a"))
+    team_b = server.client(issuer.admin_of("acme", sub="team-b"))
+    (applied,) = team_a.get(f"{BASE}/acme/operations").json()["operations"]
+    assert wait_for(team_a, applied["id"])["status"] == "succeeded"
+    engine.fail_next(ACME, "namespace tenant-acme is stuck on a finalizer")
+    failed = wait_for(team_a, team_a.delete(f"{BASE}/acme").json()["operation"]["id"])
+    assert failed["status"] == "failed" and ACME in engine.stacks()
+
+    _bury(app.state.backends.queue, ACME, app.state.backends.queue.get(failed["id"]).incarnation)
+    refused = team_b.put(f"{BASE}/acme", json=spec("acme"), headers={"If-None-Match": "*"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "previous_incarnation_not_destroyed"
+    assert failed["id"] in refused.json()["error"]["message"]
+
+
+def test_the_workers_refuse_the_earlier_tenant_s_stack_however_many_operations_came_since(
+    tmp_path: Path, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers' check read the stack's last 50 operations too: after 50 more, an update of the new
+    tenant of the name ran on the earlier tenant's stack, its resources and its Qdrant's data."""
+    engine = FakeEngine()
+    monkeypatch.setattr(cli_operations, "make_engine", lambda settings: engine)
+    state = tmp_path / "state"
+    app = create_app(settings_for(state, issuer, workers=0), engine=TenantEngine())
+    search = StackRef("dev", "search")
+    with LiveServer(app):
+        checkout = app.state.backends.repository.root
+        file = checkout / "tenants" / "dev" / "search.yaml"
+
+        def tenantctl(*args: str) -> Any:
+            return CliRunner().invoke(
+                cli_app,
+                [
+                    *args,
+                    "--env",
+                    "dev",
+                    "--json",
+                    "--project",
+                    str(PROJECT_DIR),
+                    "--tenants",
+                    str(checkout / "tenants"),
+                    "--state-dir",
+                    str(state),
+                ],
+            )
+
+        def commit(message: str) -> None:
+            for command in (
+                ["add", "-A", "tenants"],
+                ["-c", "user.name=P", "-c", "user.email=p@example.com", "commit", "-qm", message],
+            ):
+                subprocess.run(["git", "-C", str(checkout), *command], check=True)
+
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(yaml.safe_dump(spec("search")))
+        commit("Create search for team A")
+        assert tenantctl("up", "search").exit_code == 0
+        file.unlink()
+        commit("Delete search")
+        engine.fail_next(search, "namespace tenant-search is stuck on a finalizer")
+        assert tenantctl("destroy", "search", "--yes").exit_code == 3
+        file.write_text(yaml.safe_dump(spec("search", owners=["b@team-b.example"])))
+        commit("Create search for team B")
+
+        created_b = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        _bury(app.state.backends.queue, search, f"dev:{created_b}")  # team B's previews
+        refused = tenantctl("up", "search")
+        assert refused.exit_code == 3, refused.output
+        assert (
+            json.loads(refused.stdout)["operation"]["summary"]["code"] == "previous_incarnation_not_destroyed"
+        )
+    assert [call.kind for call in engine.calls_for(search)] == [OperationKind.up, OperationKind.destroy]

@@ -34,6 +34,7 @@ from tenancy.automation.contract import (
     OperationStatus,
     StackRef,
 )
+from tenancy.automation.incarnation import stack_history
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core.api_keys import ApiKeyStore
 from tenancy.service.core.errors import ServiceError
@@ -256,7 +257,7 @@ class TenantChanges:
     def pending_deletion(self, stack: StackRef) -> Operation | None:
         """The destroy of a tenant whose file is deleted, while it has not succeeded (queued, running
         or failed): the tenant's stack is still there, so the tenant stays visible."""
-        for operation in self.queue.recent(stack=stack, limit=50):
+        for operation in stack_history(self.queue, stack):  # however many operations came since
             if operation.kind is OperationKind.destroy:
                 return None if operation.status is OperationStatus.succeeded else operation
             if operation.kind is OperationKind.up and operation.status is not OperationStatus.superseded:
