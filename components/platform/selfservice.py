@@ -20,6 +20,8 @@ from tenancy.builders.selfservice import (
     deployment_manifest,
     disruption_budgets,
     host,
+    namespace_ownership_policy,
+    namespace_ownership_policy_binding,
     namespace_policies,
     service_account_manifest,
     service_image,
@@ -114,7 +116,7 @@ class SelfService(pulumi.ComponentResource):
             subjects=binding["subjects"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, cluster_role]),
         )
-        admission = worker_admission_policy()
+        admission = worker_admission_policy(group_prefix=config.kubernetes_group_prefix)
         admission_policy = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
             f"{name}-worker-admission",
             metadata=admission["metadata"],
@@ -127,6 +129,21 @@ class SelfService(pulumi.ComponentResource):
             metadata=admission_binding["metadata"],
             spec=admission_binding["spec"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[admission_policy]),
+        )
+        # Who may make a namespace the platform's (tenancy.platform/ labels): the workers, cluster-admins.
+        ownership = namespace_ownership_policy()
+        ownership_policy = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
+            f"{name}-namespace-ownership",
+            metadata=ownership["metadata"],
+            spec=ownership["spec"],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        ownership_binding = namespace_ownership_policy_binding()
+        k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
+            f"{name}-namespace-ownership-binding",
+            metadata=ownership_binding["metadata"],
+            spec=ownership_binding["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ownership_policy]),
         )
         claim = state_claim_manifest(config)
         if claim is not None:

@@ -17,6 +17,11 @@ from tenancy.builders.namespace import Manifest, metadata
 from tenancy.spec.tenant import Tenant
 
 READ = ["get", "list", "watch"]
+# The Roles a tenant stack writes in its namespace (bound to the tenant's Keycloak groups): the only
+# ones, with the vCluster chart's, the workers may bind there (tenancy.builders.selfservice).
+TENANT_ADMIN_ROLE = "tenant-admin"
+TENANT_VIEWER_ROLE = "tenant-viewer"
+TENANT_ROLES = (TENANT_ADMIN_ROLE, TENANT_VIEWER_ROLE)
 WRITE = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
 
 _WORKLOADS: list[tuple[str, list[str]]] = [
@@ -42,7 +47,8 @@ def _rules(groups: list[tuple[str, list[str]]], verbs: list[str]) -> list[dict[s
     ]
 
 
-def role_manifests(tenant: Tenant) -> list[Manifest]:
+def tenant_role_rules() -> dict[str, list[dict[str, Any]]]:
+    """The rules of each tenant Role, the same for every tenant (what the workers may grant)."""
     admin_rules = [
         *_rules(_WORKLOADS, WRITE),
         {"apiGroups": [""], "resources": ["secrets"], "verbs": list(WRITE)},
@@ -61,18 +67,23 @@ def role_manifests(tenant: Tenant) -> list[Manifest]:
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         *_rules(_PLATFORM_OWNED, READ),
     ]
+    return {TENANT_ADMIN_ROLE: admin_rules, TENANT_VIEWER_ROLE: viewer_rules}
+
+
+def role_manifests(tenant: Tenant) -> list[Manifest]:
+    rules = tenant_role_rules()
     return [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": metadata(tenant, "tenant-admin"),
-            "rules": admin_rules,
+            "metadata": metadata(tenant, TENANT_ADMIN_ROLE),
+            "rules": rules[TENANT_ADMIN_ROLE],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": metadata(tenant, "tenant-viewer"),
-            "rules": viewer_rules,
+            "metadata": metadata(tenant, TENANT_VIEWER_ROLE),
+            "rules": rules[TENANT_VIEWER_ROLE],
         },
     ]
 
@@ -90,7 +101,10 @@ def role_binding_manifests(tenant: Tenant, *, group_prefix: str) -> list[Manifes
             ],
         }
 
-    return [binding("tenant-admin", tenant.admin_groups), binding("tenant-viewer", tenant.viewer_groups)]
+    return [
+        binding(TENANT_ADMIN_ROLE, tenant.admin_groups),
+        binding(TENANT_VIEWER_ROLE, tenant.viewer_groups),
+    ]
 
 
 WORKER_BINDING = SELF_SERVICE_WORKER_ACCOUNT

@@ -53,12 +53,15 @@ from tenancy.builders.platform_namespace import (
     sidecar_egress_hosts,
     vault_service_reach,
 )
+from tenancy.builders.rbac import TENANT_ROLES, WORKER_BINDING, tenant_role_rules
 from tenancy.builders.redis import NAMESPACE as REDIS_NAMESPACE
 from tenancy.builders.redis import POD_LABELS as REDIS_POD_LABELS
 from tenancy.builders.redis import REDIS_PORT, SENTINEL_PORT, sentinel_hosts
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
+from tenancy.builders.vcluster import CHART_ROLE as VCLUSTER_CHART_ROLE
+from tenancy.builders.vcluster import CHART_ROLE_RULES as VCLUSTER_CHART_ROLE_RULES
 from tenancy.spec.platform import PlatformConfig
-from tenancy.spec.tenant import LABEL_ENVIRONMENT, NAMESPACE_PREFIX
+from tenancy.spec.tenant import LABEL_ENVIRONMENT, LABEL_PREFIX, LABEL_TENANT, NAMESPACE_PREFIX
 
 Role = Literal["api", "worker"]
 
@@ -663,18 +666,40 @@ READ = ("get", "list", "watch")
 WORKER_TENANT_ROLE = SELF_SERVICE_WORKER_TENANT_ROLE
 WORKER_GITOPS_ROLE = f"{WORKER_NAME}-appprojects"
 
+# Tenant namespaces are the platform's when they carry the ownership label (tenancy.platform/tenant,
+# naming the tenant whose namespace it is), and only who holds this custom verb may set it: the
+# workers, and cluster-admins (who could remove the policy anyway). RBAC takes any verb on any resource
+# name; the ownership policy asks the API server's authorizer for it.
+OWNERSHIP_LABEL = LABEL_TENANT
+OWN_TENANT_NAMESPACES = Rule(
+    (LABEL_PREFIX,),
+    ("tenantnamespaces",),
+    ("own",),
+    "to set the label that makes a namespace the platform's (tenancy.platform/tenant), which nobody "
+    "else may set or change: the workers act only in namespaces carrying it",
+)
+
 # Cluster-wide (ClusterRoleBinding): only what a tenant stack needs before its namespace exists, to
-# create that namespace and bind WORKER_TENANT_ROLE in it. RBAC cannot name "namespaces called tenant-*",
-# so the admission policy below keeps these writes (and every other) to tenant namespaces.
+# create that namespace and bind WORKER_TENANT_ROLE in it. RBAC cannot name "namespaces the platform
+# owns", so the admission policy below keeps these writes (and every other) to those namespaces.
 # README "Worker permissions" lists these with the same reasons.
 WORKER_RULES = (
     Rule(("",), ("namespaces",), MANAGE, "each tenant stack creates and deletes its namespace"),
     Rule(
         ("rbac.authorization.k8s.io",),
         ("rolebindings",),
-        MANAGE,
+        ("create",),
         "a tenant stack binds selfservice-worker-tenant in its new namespace, where the workers hold no "
-        "right yet; written only in tenant-* (admission), read everywhere (bindings hold no secrets)",
+        "right yet (RBAC cannot filter a create by name); written only in the platform's tenant "
+        "namespaces and only in the shapes the tenant stacks write (admission)",
+    ),
+    Rule(
+        ("rbac.authorization.k8s.io",),
+        ("rolebindings",),
+        ("get", "list", "watch", "update", "patch", "delete"),
+        "that binding only, by name: the provider reads it back, and waits for it to go after deleting "
+        "it took the workers' rights in the namespace with it",
+        resource_names=(WORKER_BINDING,),
     ),
     Rule(
         ("rbac.authorization.k8s.io",),
@@ -683,7 +708,12 @@ WORKER_RULES = (
         "to bind that one ClusterRole (and no other) in a tenant namespace",
         resource_names=(WORKER_TENANT_ROLE,),
     ),
+    OWN_TENANT_NAMESPACES,
 )
+
+# The Roles the workers may bind in a tenant namespace: the tenant's own (its Keycloak groups) and the
+# vCluster chart's (its control plane's ServiceAccount).
+BINDABLE_ROLES = (*TENANT_ROLES, VCLUSTER_CHART_ROLE)
 
 # In tenant namespaces only: ClusterRole WORKER_TENANT_ROLE, bound by each tenant stack's RoleBinding
 # (tenancy.builders.rbac.worker_role_binding_manifest). What tenant stacks declare (components/tenant),
@@ -716,9 +746,23 @@ WORKER_TENANT_RULES = (
     Rule(
         ("rbac.authorization.k8s.io",),
         ("roles",),
-        (*MANAGE, "bind", "escalate"),
-        "roles for the tenant's groups and the vCluster's; escalate/bind because those roles grant verbs "
-        "(exec, port-forward) the workers themselves do not hold",
+        (*MANAGE, "escalate"),
+        "roles for the tenant's groups and the vCluster's; escalate because those grant verbs (exec, "
+        "port-forward) the workers do not hold, and only what those roles grant (admission)",
+    ),
+    Rule(
+        ("rbac.authorization.k8s.io",),
+        ("roles",),
+        ("bind",),
+        "to bind those roles, by name, and no other",
+        resource_names=BINDABLE_ROLES,
+    ),
+    Rule(
+        ("rbac.authorization.k8s.io",),
+        ("rolebindings",),
+        MANAGE,
+        "the bindings of the tenant's groups and of the vCluster's ServiceAccount, only in the shapes the "
+        "tenant stacks write (admission)",
     ),
     Rule(
         ("networking.istio.io",),
@@ -786,32 +830,68 @@ def worker_gitops_role_binding(argocd_namespace: str) -> Manifest:
 
 WORKER_USER = f"system:serviceaccount:{NAMESPACE}:{WORKER_NAME}"
 ADMISSION_POLICY = "selfservice-worker-tenant-namespaces"
+OWNERSHIP_POLICY = "tenant-namespace-ownership"
 
 
-def worker_admission_policy() -> Manifest:
-    """Keep the workers' writes to tenant namespaces (and tenant AppProjects in argocd).
+def _owned(namespace: str, name: str) -> str:
+    """CEL: the Namespace ``namespace`` (namespaceObject, object or oldObject) is the platform's tenant
+    namespace called ``name``: it carries the ownership label, naming the tenant it is the namespace of."""
+    labels = f"{namespace}.metadata.labels"
+    return (
+        f"(has({labels}) && '{OWNERSHIP_LABEL}' in {labels}"
+        f" && {name} == '{NAMESPACE_PREFIX}' + {labels}['{OWNERSHIP_LABEL}'])"
+    )
+
+
+def grantable_rules() -> dict[str, list[str]]:
+    """``group/resource`` to verbs: every right a Role the tenant stacks write grants (the tenant's
+    roles and the vCluster chart's), so the most the workers' ``escalate`` can put in a Role."""
+    grantable: dict[str, set[str]] = {}
+    rules = [rule for role in tenant_role_rules().values() for rule in role]
+    for rule in (*rules, *VCLUSTER_CHART_ROLE_RULES):
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grantable.setdefault(f"{group}/{resource}", set()).update(rule["verbs"])
+    return {key: sorted(verbs) for key, verbs in sorted(grantable.items())}
+
+
+def worker_admission_policy(*, group_prefix: str) -> Manifest:
+    """Keep the workers' writes to the platform's tenant namespaces (and tenant AppProjects in argocd),
+    and their Roles and RoleBindings there to what tenant stacks write.
 
     Tenant namespaces only exist once their stack creates them, so creating a namespace and the
     RoleBinding that grants ``WORKER_TENANT_ROLE`` in it is bound cluster-wide; this policy makes every
-    create, update and delete the workers send outside ``tenant-*`` fail at admission, so they cannot
-    bind that role (and so read Secrets) anywhere else. It matches the namespaced rights too: a binding
-    placed elsewhere by hand still writes nothing there. A namespace they create or update keeps Pod
-    Security ``restricted`` enforced: relabelled ``privileged``, the workloads they manage in it could
-    run privileged pods, with the node's and so the cluster's rights. An AppProject they write keeps its
-    tenant's namespace as its only destination and no cluster-scoped kind, and they change no other
-    project: Argo CD's controller deploys with every right wherever a project lets it.
+    create, update and delete the workers send outside a namespace the platform owns (``tenant-<name>``
+    labelled ``tenancy.platform/tenant=<name>``, a label only they and cluster-admins may set: the
+    ownership policy) fail at admission, so they cannot bind that role (and so read Secrets) anywhere
+    else, not even in a ``tenant-*`` namespace someone else made. A namespace they create, update or
+    delete is such a namespace, before and after (they adopt none), and keeps Pod Security
+    ``restricted`` enforced: relabelled ``privileged``, the workloads they manage in it could run
+    privileged pods, with the node's and so the cluster's rights. ``escalate`` on Roles lets them grant
+    what they do not hold: a Role they write grants only what the tenant's and the vCluster chart's
+    roles grant, and a RoleBinding binds only the tenant's Keycloak groups (``group_prefix`` + a group
+    path) or the namespace's own ServiceAccounts to those roles, or themselves to their tenant role and
+    nothing else. An AppProject they write keeps its tenant's namespace as its only destination and no
+    cluster-scoped kind, and they change no other project: Argo CD's controller deploys with every
+    right wherever a project lets it.
     """
     managed = [
         rule for rule in (*WORKER_RULES, *WORKER_TENANT_RULES, *WORKER_GITOPS_RULES) if "create" in rule.verbs
     ]
-    checks = " || ".join(
-        [
-            f"(request.namespace == '' && request.resource.resource == 'namespaces'"
-            f" && request.name.startsWith('{NAMESPACE_PREFIX}'))",
-            f"request.namespace.startsWith('{NAMESPACE_PREFIX}')",
-            f"(request.namespace == '{NAMESPACES.gitops}' && request.resource.resource == 'appprojects')",
-        ]
+    # Namespaces by name (the next check wants them labelled); everything else the workers write is
+    # namespaced, in a namespace that exists (namespaceObject), owned or argocd for AppProjects.
+    checks = (
+        f"request.resource.resource == 'namespaces' ? request.name.startsWith('{NAMESPACE_PREFIX}')"
+        f" : ({_owned('namespaceObject', 'request.namespace')}"
+        f" || (request.namespace == '{NAMESPACES.gitops}' && request.resource.resource == 'appprojects'))"
     )
+    grantable = json.dumps(grantable_rules(), separators=(",", ":"))
+    # The prefix is platform config: a JSON string is a CEL string literal, whatever it holds.
+    subject = (
+        f"(s.kind == 'Group' && s.name.startsWith({json.dumps(group_prefix + '/')}))"
+        " || (s.kind == 'ServiceAccount' && has(s.namespace) && s.namespace == request.namespace)"
+    )
+    bindable = json.dumps(list(BINDABLE_ROLES))
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
@@ -839,13 +919,26 @@ def worker_admission_policy() -> Manifest:
                 {
                     "expression": checks,
                     "message": (
-                        f"the self-service workers change only {NAMESPACE_PREFIX}* namespaces, what is in "
-                        f"them, and tenant AppProjects in {NAMESPACES.gitops}"
+                        f"the self-service workers change only the platform's tenant namespaces "
+                        f"({NAMESPACE_PREFIX}<name> labelled {OWNERSHIP_LABEL}=<name>), what is in them, "
+                        f"and tenant AppProjects in {NAMESPACES.gitops}"
                     ),
                     "reason": "Forbidden",
                 },
                 {
-                    # Namespaces they may write (tenant-*) keep Pod Security restricted: with it relabelled
+                    # A namespace they create is labelled the platform's, one they change or delete was
+                    # already: they adopt none (a tenant-* namespace someone else made stays closed).
+                    "expression": "request.resource.resource != 'namespaces'"
+                    f" || ((request.operation == 'DELETE' || {_owned('object', 'request.name')})"
+                    f" && (request.operation == 'CREATE' || {_owned('oldObject', 'request.name')}))",
+                    "message": (
+                        "a namespace the self-service workers create, change or delete is the platform's "
+                        f"before and after: {NAMESPACE_PREFIX}<name> labelled {OWNERSHIP_LABEL}=<name>"
+                    ),
+                    "reason": "Forbidden",
+                },
+                {
+                    # Namespaces they may write keep Pod Security restricted: with it relabelled
                     # privileged, a StatefulSet they manage there could run a privileged pod on a node.
                     "expression": "request.resource.resource != 'namespaces' || request.operation == 'DELETE'"
                     f" || (has(object.metadata.labels) && '{POD_SECURITY_ENFORCE}' in object.metadata.labels"
@@ -853,6 +946,36 @@ def worker_admission_policy() -> Manifest:
                     "message": (
                         f"a namespace the self-service workers create or change keeps {POD_SECURITY_ENFORCE}"
                         f"={POD_SECURITY_LEVEL}"
+                    ),
+                    "reason": "Forbidden",
+                },
+                {
+                    # escalate lets them write Roles granting what they do not hold: only what the
+                    # tenant's roles and the vCluster chart's grant (no wildcard, nothing else).
+                    "expression": "request.resource.resource != 'roles' || request.operation == 'DELETE'"
+                    " || !has(object.rules) || object.rules.all(r, !has(r.apiGroups) || !has(r.resources)"
+                    " || r.apiGroups.all(g, r.resources.all(x, (g + '/' + x) in variables.grantable"
+                    " && r.verbs.all(v, v in variables.grantable[g + '/' + x]))))",
+                    "message": (
+                        "a Role the self-service workers write grants only what the tenant's roles and the "
+                        "vCluster chart's grant"
+                    ),
+                    "reason": "Forbidden",
+                },
+                {
+                    # Who gets a role: the tenant's Keycloak groups or the namespace's own
+                    # ServiceAccounts, to those roles only; the workers themselves only their tenant role.
+                    "expression": "request.resource.resource != 'rolebindings'"
+                    " || request.operation == 'DELETE' || (object.roleRef.kind == 'ClusterRole'"
+                    f" ? (object.roleRef.name == '{WORKER_TENANT_ROLE}' && has(object.subjects)"
+                    " && size(object.subjects) == 1 && object.subjects.all(s, s.kind == 'ServiceAccount'"
+                    f" && s.name == '{WORKER_NAME}' && has(s.namespace) && s.namespace == '{NAMESPACE}'))"
+                    f" : (object.roleRef.kind == 'Role' && object.roleRef.name in {bindable}"
+                    f" && (!has(object.subjects) || object.subjects.all(s, {subject}))))",
+                    "message": (
+                        f"a RoleBinding the self-service workers write binds them to {WORKER_TENANT_ROLE} "
+                        f"only, or the tenant's groups ({group_prefix}/…) or the namespace's own "
+                        f"ServiceAccounts to {', '.join(BINDABLE_ROLES)}"
                     ),
                     "reason": "Forbidden",
                 },
@@ -870,7 +993,64 @@ def worker_admission_policy() -> Manifest:
                     "reason": "Forbidden",
                 },
             ],
+            "variables": [{"name": "grantable", "expression": grantable}],
         },
+    }
+
+
+def namespace_ownership_policy() -> Manifest:
+    """Only who may own tenant namespaces sets, changes or removes a ``tenancy.platform/`` label on a
+    namespace: the workers (their ClusterRole grants the custom verb ``own`` on
+    ``tenantnamespaces.tenancy.platform``) and cluster-admins (who could delete this policy anyway),
+    as the API server's authorizer answers. Anyone else may create namespaces, ``tenant-*`` ones too,
+    but none the workers act in."""
+    platform_key = f"k.startsWith('{LABEL_PREFIX}/')"
+    new, old = "object.metadata.labels", "oldObject.metadata.labels"
+    kept = (
+        f"(!has({new}) || {new}.filter(k, {platform_key}).all(k, request.operation == 'UPDATE'"
+        f" && has({old}) && k in {old} && {old}[k] == {new}[k]))"
+        f" && (request.operation == 'CREATE' || !has({old}) || {old}.filter(k, {platform_key})"
+        f".all(k, has({new}) && k in {new}))"
+    )
+    group, resource, verb = OWN_TENANT_NAMESPACES.api_groups[0], *OWN_TENANT_NAMESPACES.resources, "own"
+    may_own = f"authorizer.group('{group}').resource('{resource}').check('{verb}').allowed()"
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": OWNERSHIP_POLICY, "labels": dict(PLATFORM_LABELS)},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["namespaces"],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": f"({kept}) || {may_own}",
+                    "message": (
+                        f"only the self-service workers and cluster-admins set, change or remove "
+                        f"{LABEL_PREFIX}/ labels on a namespace ({OWNERSHIP_LABEL} makes it a tenant "
+                        f"namespace of the platform)"
+                    ),
+                    "reason": "Forbidden",
+                }
+            ],
+        },
+    }
+
+
+def namespace_ownership_policy_binding() -> Manifest:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": OWNERSHIP_POLICY, "labels": dict(PLATFORM_LABELS)},
+        "spec": {"policyName": OWNERSHIP_POLICY, "validationActions": ["Deny"]},
     }
 
 

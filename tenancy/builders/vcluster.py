@@ -32,6 +32,27 @@ KUBECONFIG_SECRET = f"vc-{RELEASE_NAME}"  # written by the running vCluster, not
 IN_CLUSTER_KUBECONFIG_SECRET = f"vc-{RELEASE_NAME}-in-cluster"  # likewise
 KUBECONFIG_KEY = "config"
 CONTEXT_NAME = "vcluster"
+# The Role the pinned chart renders for the control plane in the release namespace, and binds to the
+# chart's ServiceAccount of the same name (loft-sh/vcluster v0.36.1 chart/templates/role.yaml and
+# rolebinding.yaml, namespaced sync, no ClusterRole): the workers' Helm release writes both, so the
+# workers may bind this Role and grant these rules, which they do not hold themselves
+# (tenancy.builders.selfservice, tests/platform/test_worker_rbac.py).
+CHART_ROLE = f"vc-{RELEASE_NAME}"
+CHART_ROLE_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps", "secrets", "services", "pods", "pods/attach", "pods/portforward",
+                      "pods/exec", "persistentvolumeclaims"],
+        "verbs": ["create", "delete", "patch", "update", "get", "list", "watch"],
+    },
+    {"apiGroups": [""], "resources": ["pods/status", "pods/ephemeralcontainers"],
+     "verbs": ["patch", "update"]},
+    {"apiGroups": ["apps"], "resources": ["statefulsets", "replicasets", "deployments"],
+     "verbs": ["get", "list", "watch", "patch", "update"]},
+    {"apiGroups": [""], "resources": ["endpoints", "pods/log"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"],
+     "verbs": ["create", "get", "list", "watch"]},
+]  # fmt: skip
 # The chart's labels on the control-plane pods (its Service selects them by both).
 CONTROL_PLANE_LABELS = {"app": "vcluster", "release": RELEASE_NAME}
 API_PORT = 8443  # the control plane's API proxy; the chart's Service maps 443 to it

@@ -17,12 +17,14 @@ from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES, issuer
 from tenancy.builders.identity import API_CLIENT_ID
 from tenancy.builders.redis import sentinel_hosts
 from tenancy.builders.selfservice import (
+    ADMISSION_POLICY,
     API_NAME,
     HTTP_PORT,
     WORKER_GITOPS_RULES,
     WORKER_NAME,
     WORKER_RULES,
     WORKER_TENANT_RULES,
+    WORKER_USER,
     labels,
     trusted_proxies,
 )
@@ -32,6 +34,7 @@ from tenancy.service.core.config import ServiceSettings
 from tenancy.spec.errors import SpecError
 from tenancy.spec.platform import PlatformConfig, parse_platform_config
 from tests.conftest import PROJECT_DIR
+from tests.platform.admission import Review, admitted
 from tests.platform.support import dev_config, prod_config
 
 IMAGE = "ghcr.io/example/tenancy-platform@sha256:" + "ab" * 32  # what the deploy workflow records
@@ -234,7 +237,13 @@ def test_only_workers_hold_kubernetes_permissions_and_never_cluster_wide_power(p
                 assert rule["verbs"] == ["bind"] and rule["resourceNames"] == [f"{WORKER_NAME}-tenant"]
     # Cluster-wide, nothing over Secrets, workloads or policies: those are bound per tenant namespace.
     cluster_wide = {r for rule in roles[WORKER_NAME]["rules"] for r in rule["resources"]}
-    assert cluster_wide == {"namespaces", "rolebindings", "clusterroles"}
+    assert cluster_wide == {"namespaces", "rolebindings", "clusterroles", "tenantnamespaces"}
+    # Of RoleBindings, cluster-wide: create any (admission keeps it to tenant namespaces), the rest
+    # only on their own binding by name; and escalate nowhere but on tenant namespaces' Roles.
+    for rule in roles[WORKER_NAME]["rules"]:
+        if "rolebindings" in rule["resources"] and set(rule["verbs"]) != {"create"}:
+            assert rule["resourceNames"] == [WORKER_NAME]
+        assert "escalate" not in rule["verbs"]
     assert all(rule.why for rule in (*WORKER_RULES, *WORKER_TENANT_RULES))
 
 
@@ -348,17 +357,37 @@ def _cel(expression: str, request: dict[str, Any]) -> bool:
 def test_admission_keeps_the_workers_writes_inside_tenant_namespaces(
     prod: StackCapture, namespace: str, resource: str, name: str, allowed: bool
 ) -> None:
-    [policy] = objects(prod, "ValidatingAdmissionPolicy")
-    [binding] = objects(prod, "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    policies = {p["metadata"]["name"]: p for p in objects(prod, "ValidatingAdmissionPolicy")}
+    bindings = {b["metadata"]["name"]: b for b in objects(prod, "ValidatingAdmissionPolicyBinding")}
+    policy = policies[ADMISSION_POLICY]
+    assert bindings[ADMISSION_POLICY]["spec"] == {
+        "policyName": ADMISSION_POLICY,
+        "validationActions": ["Deny"],
+    }
     assert policy["spec"]["failurePolicy"] == "Fail"
     [only_workers] = policy["spec"]["matchConditions"]
     worker = {"userInfo": {"username": f"system:serviceaccount:tenancy-system:{WORKER_NAME}"}}
     someone_else = {"userInfo": {"username": "system:serviceaccount:argocd:argocd-application-controller"}}
     assert _cel(only_workers["expression"], worker) and not _cel(only_workers["expression"], someone_else)
     validation, *_others = policy["spec"]["validations"]
-    request = {"namespace": namespace, "name": name, "resource": {"resource": resource}}
-    assert _cel(validation["expression"], request) is allowed
+    # The namespace it lands in, as the API server hands it over: tenant-acme is the platform's.
+    owner = (
+        {"tenancy.platform/tenant": namespace.removeprefix("tenant-")} if namespace == "tenant-acme" else {}
+    )
+    review = Review(
+        "UPDATE",
+        resource,
+        name,
+        namespace=namespace,
+        group={
+            "rolebindings": "rbac.authorization.k8s.io",
+            "appprojects": "argoproj.io",
+            "statefulsets": "apps",
+        }.get(resource, ""),
+        username=WORKER_USER,
+        namespace_object={"metadata": {"name": namespace, "labels": owner}} if namespace else None,
+    )
+    assert admitted({**policy, "spec": {**policy["spec"], "validations": [validation]}}, review) is allowed
     # Every kind the workers may change is matched, so none escapes the check.
     matched = {r for rule in policy["spec"]["matchConstraints"]["resourceRules"] for r in rule["resources"]}
     every = (*WORKER_RULES, *WORKER_TENANT_RULES, *WORKER_GITOPS_RULES)

@@ -12,7 +12,7 @@ vCluster kubeconfig read. Secrets anywhere else stay out of reach.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,18 @@ from tenancy.builders.contract import NAMESPACES, SELF_SERVICE_WORKER_TENANT_ROL
 from tenancy.builders.gitops import IN_CLUSTER, app_project_manifest
 from tenancy.builders.namespace import namespace_manifest
 from tenancy.builders.rbac import WORKER_BINDING
-from tenancy.builders.selfservice import WORKER_NAME, WORKER_USER, worker_admission_policy
+from tenancy.builders.selfservice import (
+    ADMISSION_POLICY,
+    OWNERSHIP_POLICY,
+    WORKER_NAME,
+    WORKER_USER,
+)
+from tenancy.builders.vcluster import CHART_ROLE, CHART_ROLE_RULES
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_stack
 from tenancy.spec.tree import load_tenants
 from tenancy.spec.yaml_loading import load_yaml
 from tests.conftest import PROJECT_DIR
+from tests.platform.admission import Review, failed_validations
 
 RBAC = "rbac.authorization.k8s.io"
 LIFECYCLE = ("create", "get", "update", "patch", "delete")  # what Pulumi does with what it declares
@@ -72,21 +79,7 @@ CHART_OBJECTS: dict[str, list[tuple[str, str]]] = {
 }
 # The vCluster chart's Role vc-<release> (chart/templates/role.yaml at v0.36.1, namespaced sync): rights
 # the workers do not hold themselves, so creating it needs escalate and binding it needs bind.
-VCLUSTER_ROLE_RULES = [
-    {
-        "apiGroups": [""],
-        "resources": ["configmaps", "secrets", "services", "pods", "pods/attach", "pods/portforward",
-                      "pods/exec", "persistentvolumeclaims"],
-        "verbs": ["create", "delete", "patch", "update", "get", "list", "watch"],
-    },
-    {"apiGroups": [""], "resources": ["pods/status", "pods/ephemeralcontainers"],
-     "verbs": ["patch", "update"]},
-    {"apiGroups": ["apps"], "resources": ["statefulsets", "replicasets", "deployments"],
-     "verbs": ["get", "list", "watch", "patch", "update"]},
-    {"apiGroups": [""], "resources": ["endpoints", "pods/log"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"],
-     "verbs": ["create", "get", "list", "watch"]},
-]  # fmt: skip
+VCLUSTER_ROLE_RULES = CHART_ROLE_RULES
 OTHER_NAMESPACES = ["kube-system", "default", "tenancy-system", "iam", "argocd", "redis", "istio-system"]
 
 
@@ -197,6 +190,59 @@ def worker_authorizer(platform: StackCapture) -> Authorizer:
     return authorizer
 
 
+def admission_policies(platform: StackCapture) -> list[dict[str, Any]]:
+    policies = {
+        r.inputs["metadata"]["name"]: r.inputs
+        for r in platform.kubernetes_objects()
+        if r.kind == "ValidatingAdmissionPolicy"
+    }
+    bound = {
+        r.inputs["spec"]["policyName"]
+        for r in platform.kubernetes_objects()
+        if r.kind == "ValidatingAdmissionPolicyBinding" and r.inputs["spec"]["validationActions"] == ["Deny"]
+    }
+    assert {ADMISSION_POLICY, OWNERSHIP_POLICY} <= bound
+    for name in (ADMISSION_POLICY, OWNERSHIP_POLICY):
+        assert policies[name]["spec"]["failurePolicy"] == "Fail"
+    return [policies[ADMISSION_POLICY], policies[OWNERSHIP_POLICY]]
+
+
+def refusals(policies: list[dict[str, Any]], review: Review) -> list[str]:
+    """What the platform's admission policies say against the request (nothing: admitted)."""
+    return [message for policy in policies for message in failed_validations(policy, review)]
+
+
+def as_user(authorizer: Authorizer) -> Callable[[str, str, str], bool]:
+    """The API server's authorizer for the ``authorizer`` CEL variable: a cluster-wide check."""
+    return lambda group, resource, verb: authorizer.allowed(verb, group, resource, None)
+
+
+def worker_writes(
+    manifest: dict[str, Any], rights: Authorizer, namespace_object: dict[str, Any] | None
+) -> list[Review]:
+    """The workers' create, update and delete of ``manifest`` as admission sees them."""
+    kind, name = manifest["kind"], manifest["metadata"]["name"]
+    namespace = manifest["metadata"].get("namespace", "")
+    reviews = []
+    for operation in ("CREATE", "UPDATE", "DELETE"):
+        reviews.append(
+            Review(
+                operation,
+                _plural(kind),
+                name,
+                # A namespace's own updates and deletes carry its name as their namespace (RBAC's view).
+                namespace=name if kind == "Namespace" and operation != "CREATE" else namespace,
+                group=_group(manifest["apiVersion"]),
+                username=WORKER_USER,
+                object=None if operation == "DELETE" else manifest,
+                old_object=None if operation == "CREATE" else manifest,
+                namespace_object=namespace_object if namespace else None,
+                authorize=as_user(rights),
+            )
+        )
+    return reviews
+
+
 @pytest.fixture(scope="module", params=["dev", "prod"])
 def environment(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -287,11 +333,33 @@ def test_the_workers_may_do_everything_the_real_tenant_program_declares(
     platform: StackCapture, tenant_runs: dict[str, list[DeclaredResource]]
 ) -> None:
     checked: set[tuple[str, str]] = set()
+    policies = admission_policies(platform)
+    argocd = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACES.gitops}}
+    admitted_kinds: set[tuple[str, str]] = set()
     for name, resources in tenant_runs.items():
         namespace = f"tenant-{name}"
         before = worker_authorizer(platform)  # before the tenant's RoleBinding exists
         after = worker_authorizer(platform)
         after.add(r.inputs for r in resources if r.kind in ("Role", "RoleBinding"))
+        [namespace_object] = [r.inputs for r in resources if r.kind == "Namespace"]
+
+        def admit(
+            manifest: dict[str, Any], rights: Authorizer, namespace_object: dict[str, Any] = namespace_object
+        ) -> None:
+            home = argocd if manifest["metadata"].get("namespace") == NAMESPACES.gitops else namespace_object
+            # Admission decides the same way in every tenant's namespace: each Role and RoleBinding
+            # (whose content it reads) by name once, one object of any other kind (cel-python is slow).
+            kind = manifest["kind"]
+            key = (kind, manifest["metadata"]["name"] if kind in ("Role", "RoleBinding") else "")
+            if key in admitted_kinds:
+                return
+            admitted_kinds.add(key)
+            for review in worker_writes(manifest, rights, home):
+                assert not refusals(policies, review), (
+                    f"admission refuses the workers' {review.operation} of {review.resource} "
+                    f"{review.namespace}/{review.name}: {refusals(policies, review)}"
+                )
+
         for resource in resources:
             if not resource.type.startswith("kubernetes:"):
                 continue
@@ -312,10 +380,19 @@ def test_the_workers_may_do_everything_the_real_tenant_program_declares(
                         if plural in ("roles", "rolebindings") and verb == "create":
                             continue  # checked with RBAC's escalation rules below
                         assert after.allowed(verb, group, plural, release_ns), f"{verb} {plural} ({name})"
+                for group, plural in CHART_OBJECTS[resource.inputs["chart"]]:
+                    kind = {"poddisruptionbudgets": "PodDisruptionBudget"}.get(plural, plural[:-1].title())
+                    if plural not in ("roles", "rolebindings"):  # those two are written out below
+                        version = f"{group}/v1" if group else "v1"
+                        chart_object = {"apiVersion": version, "kind": kind, "metadata": {"name": "x"}}
+                        admit({**chart_object, "metadata": {"name": "x", "namespace": release_ns}}, after)
+                admit(helm_record(release_ns, resource.inputs["chart"]), after)
                 if resource.inputs["chart"] == "vcluster":
-                    ref = {"kind": "Role", "name": "vc-vcluster"}
+                    ref = {"kind": "Role", "name": CHART_ROLE}
                     assert after.may_create_role(VCLUSTER_ROLE_RULES, release_ns)
                     assert after.may_bind(ref, VCLUSTER_ROLE_RULES, release_ns)
+                    for manifest in vcluster_chart_rbac(release_ns):
+                        admit(manifest, after)
                 checked.add(("Release", resource.inputs["chart"]))
                 continue
             manifest = resource.inputs
@@ -341,11 +418,33 @@ def test_the_workers_may_do_everything_the_real_tenant_program_declares(
                     assert rights.allowed(verb, group, plural, target, object_name), (
                         f"the workers cannot {verb} {kind} {target}/{object_name} ({name})"
                     )
+            admit(manifest, rights)
     # The run reached what matters: quota, Qdrant keys, backups, mesh, routes, the AppProject in argocd.
     kinds = {kind for kind, _ in checked}
     assert {"Namespace", "ResourceQuota", "Role", "RoleBinding", "NetworkPolicy", "AuthorizationPolicy",
             "VirtualService", "AppProject", "Release"} <= kinds  # fmt: skip
     assert ("AppProject", NAMESPACES.gitops) in checked
+
+
+def helm_record(namespace: str, release: str) -> dict[str, Any]:
+    """The Secret Helm keeps a release's state in (its storage driver's default)."""
+    metadata = {"name": f"sh.helm.release.v1.{release}.v1", "namespace": namespace}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "helm.sh/release.v1"}
+
+
+def vcluster_chart_rbac(namespace: str) -> list[dict[str, Any]]:
+    """The Role and RoleBinding the pinned vCluster chart renders (role.yaml, rolebinding.yaml)."""
+    metadata = {"name": CHART_ROLE, "namespace": namespace}
+    return [
+        {"apiVersion": f"{RBAC}/v1", "kind": "Role", "metadata": metadata, "rules": CHART_ROLE_RULES},
+        {
+            "apiVersion": f"{RBAC}/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata,
+            "subjects": [{"kind": "ServiceAccount", "name": CHART_ROLE, "namespace": namespace}],
+            "roleRef": {"kind": "Role", "name": CHART_ROLE, "apiGroup": RBAC},
+        },
+    ]
 
 
 def test_the_workers_read_no_secret_outside_tenant_namespaces(
@@ -371,40 +470,216 @@ def test_the_workers_read_no_secret_outside_tenant_namespaces(
                "resources": ["*"], "verbs": ["*"]}], "tenant-acme")  # fmt: skip
 
 
-def _cel(expression: str, request: dict[str, Any]) -> bool:
-    import celpy
+def test_the_workers_read_other_rolebindings_only_where_a_tenant_stack_bound_them(
+    platform: StackCapture, tenant_runs: dict[str, list[DeclaredResource]]
+) -> None:
+    """Cluster-wide they create RoleBindings (a new namespace holds no right yet) and read, change and
+    delete their own by name; nobody's bindings are listed cluster-wide, nor read outside tenants."""
+    authorizer = worker_authorizer(platform)
+    for resources in tenant_runs.values():
+        authorizer.add(r.inputs for r in resources if r.kind in ("Role", "RoleBinding"))
+    for verb in ("list", "watch", "get", "update", "delete"):
+        assert not authorizer.allowed(verb, RBAC, "rolebindings", None), f"{verb} RoleBindings cluster-wide"
+        for namespace in OTHER_NAMESPACES:
+            assert not authorizer.allowed(verb, RBAC, "rolebindings", namespace, "admin-binding")
+        assert authorizer.allowed(verb, RBAC, "rolebindings", "tenant-new", WORKER_BINDING)
+    name = sorted(tenant_runs)[0]
+    assert authorizer.allowed("list", RBAC, "rolebindings", f"tenant-{name}")  # under their binding
 
-    environment = celpy.Environment()
-    program = environment.program(environment.compile(expression))
-    return bool(program.evaluate({"request": celpy.json_to_cel(request)}))
+
+def _worker_review(
+    operation: str, manifest: dict[str, Any], *, old: dict[str, Any] | None = None, owner: str | None = "acme"
+) -> Review:
+    """The workers writing ``manifest`` in ``tenant-acme``, whose namespace carries the ownership label
+    naming ``owner`` (None: no label, a namespace the platform did not make)."""
+    namespace = manifest["metadata"].get("namespace", "")
+    labels = {} if owner is None else {"tenancy.platform/tenant": owner}
+    return Review(
+        operation,
+        _plural(manifest["kind"]),
+        manifest["metadata"]["name"],
+        namespace=namespace,
+        group=_group(manifest["apiVersion"]),
+        username=WORKER_USER,
+        object=None if operation == "DELETE" else manifest,
+        old_object=old if operation != "CREATE" else None,
+        namespace_object={"metadata": {"name": namespace, "labels": labels}} if namespace else None,
+    )
+
+
+def _tenant_namespace(name: str = "acme", **labels: str) -> dict[str, Any]:
+    [tenant] = [t for t in load_tenants(PROJECT_DIR / "tenants").environment("dev") if t.name == "acme"]
+    manifest = namespace_manifest(tenant.tenant)
+    merged = {**manifest["metadata"]["labels"], **labels}
+    return {**manifest, "metadata": {"name": f"tenant-{name}", "labels": merged}}
 
 
 @pytest.mark.parametrize("namespace", ["kube-system", "tenancy-system", "iam", "argocd", "vault"])
-def test_binding_the_tenant_role_outside_tenant_namespaces_is_refused_at_admission(namespace: str) -> None:
+def test_binding_the_tenant_role_outside_tenant_namespaces_is_refused_at_admission(
+    platform: StackCapture, namespace: str
+) -> None:
     """RBAC lets the workers bind their tenant role in any namespace (they create a new tenant's binding
     before the namespace holds any right); admission is what keeps that binding, and so Secret reads,
-    to tenant namespaces."""
-    spec = worker_admission_policy()["spec"]
-    assert any(
-        "rolebindings" in rule["resources"] and "CREATE" in rule["operations"]
-        for rule in spec["matchConstraints"]["resourceRules"]
+    to the platform's tenant namespaces."""
+    policies = admission_policies(platform)
+    binding = {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": WORKER_BINDING, "namespace": namespace},
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": SELF_SERVICE_WORKER_TENANT_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": WORKER_NAME, "namespace": NAMESPACES.self_service}],
+    }
+    assert refusals(policies, _worker_review("CREATE", binding, owner=None))
+    in_tenant = {**binding, "metadata": {**binding["metadata"], "namespace": "tenant-acme"}}
+    assert not refusals(policies, _worker_review("CREATE", in_tenant))
+
+
+def test_a_tenant_namespace_someone_else_made_stays_closed_to_the_workers(platform: StackCapture) -> None:
+    """Only the workers and cluster-admins may set the ownership label; a tenant-* namespace without
+    it (or naming another tenant) is no namespace the workers bind themselves or write in, and they
+    adopt none by labelling it."""
+    policies = admission_policies(platform)
+    binding = {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": WORKER_BINDING, "namespace": "tenant-x"},
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": SELF_SERVICE_WORKER_TENANT_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": WORKER_NAME, "namespace": NAMESPACES.self_service}],
+    }
+    assert refusals(policies, _worker_review("CREATE", binding, owner=None))
+    assert refusals(policies, _worker_review("CREATE", binding, owner="acme"))  # tenant-acme's label
+    assert not refusals(policies, _worker_review("CREATE", binding, owner="x"))
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "tenant-x"}}
+    assert refusals(policies, _worker_review("UPDATE", secret, old=secret, owner=None))
+
+    workers = worker_authorizer(platform)
+    someone = Authorizer("ci", "namespace-maker")  # may create namespaces, nothing more
+    someone.add(
+        [
+            {"kind": "ClusterRole", "metadata": {"name": "ns"},
+             "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create", "update"]}]},
+            {"kind": "ClusterRoleBinding", "roleRef": {"kind": "ClusterRole", "name": "ns"},
+             "subjects": [{"kind": "ServiceAccount", "name": "namespace-maker", "namespace": "ci"}]},
+        ]
+    )  # fmt: skip
+    cluster_admin: Callable[[str, str, str], bool] = lambda group, resource, verb: True  # noqa: E731
+    owned, unlabelled = _tenant_namespace("x", **{"tenancy.platform/tenant": "x"}), _tenant_namespace("x")
+    unlabelled["metadata"]["labels"] = {
+        k: v for k, v in unlabelled["metadata"]["labels"].items() if not k.startswith("tenancy.platform/")
+    }
+    platform_labels = {
+        k: v for k, v in owned["metadata"]["labels"].items() if k.startswith("tenancy.platform/")
+    }
+    assert platform_labels
+
+    def namespace_write(
+        operation: str,
+        new: dict[str, Any],
+        old: dict[str, Any] | None,
+        user: str,
+        authorize: Callable[[str, str, str], bool],
+    ) -> list[str]:
+        name = new["metadata"]["name"]
+        review = Review(
+            operation, "namespaces", name, username=user, object=new, old_object=old, authorize=authorize
+        )
+        return refusals(policies, review)
+
+    someone_user = "system:serviceaccount:ci:namespace-maker"
+    # Anyone may make a tenant-* namespace, not a platform's one, nor turn one into it.
+    assert not namespace_write("CREATE", unlabelled, None, someone_user, as_user(someone))
+    assert namespace_write("CREATE", owned, None, someone_user, as_user(someone))
+    assert namespace_write("UPDATE", owned, unlabelled, someone_user, as_user(someone))
+    retargeted = _tenant_namespace("acme", **{"tenancy.platform/tenant": "globex"})
+    assert namespace_write("UPDATE", retargeted, _tenant_namespace("acme"), someone_user, as_user(someone))
+    assert namespace_write("UPDATE", unlabelled, owned, someone_user, as_user(someone))  # nor disown it
+    # Other labels stay theirs to change.
+    relabelled = {
+        **owned,
+        "metadata": {**owned["metadata"], "labels": {**owned["metadata"]["labels"], "team": "x"}},
+    }
+    assert not namespace_write("UPDATE", relabelled, owned, someone_user, as_user(someone))
+    # The workers and cluster-admins may (the deploy workflow's tenantctl sync runs as cluster-admin).
+    assert not namespace_write("CREATE", owned, None, WORKER_USER, as_user(workers))
+    assert not namespace_write("CREATE", owned, None, "kubernetes-admin", cluster_admin)
+    # The workers adopt none: a namespace they did not make keeps them out even once labelled.
+    assert namespace_write("UPDATE", owned, unlabelled, WORKER_USER, as_user(workers))
+    deleted = Review(
+        "DELETE", "namespaces", "tenant-x", namespace="tenant-x", username=WORKER_USER, old_object=unlabelled
     )
-    [condition] = spec["matchConditions"]
-    validation, *_others = spec["validations"]
+    assert refusals(policies, deleted)
+    assert namespace_write("CREATE", unlabelled, None, WORKER_USER, as_user(workers))
+    assert namespace_write("CREATE", retargeted, None, WORKER_USER, as_user(workers))
 
-    def admitted(target: str) -> bool:
-        request = {
-            "namespace": target,
-            "name": WORKER_BINDING,
-            "resource": {"group": RBAC, "resource": "rolebindings"},
-            "operation": "CREATE",
-            "userInfo": {"username": WORKER_USER},
-        }
-        assert _cel(condition["expression"], request)
-        return _cel(validation["expression"], request)
 
-    assert not admitted(namespace)
-    assert admitted("tenant-acme")
+def _role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    metadata = {"name": name, "namespace": "tenant-acme"}
+    return {"apiVersion": f"{RBAC}/v1", "kind": "Role", "metadata": metadata, "rules": rules}
+
+
+def _binding(name: str, role: dict[str, str], subjects: list[dict[str, str]]) -> dict[str, Any]:
+    metadata = {"name": name, "namespace": "tenant-acme"}
+    ref = {"apiGroup": RBAC, **role}
+    return {"apiVersion": f"{RBAC}/v1", "kind": "RoleBinding", "metadata": metadata, "roleRef": ref,
+            "subjects": subjects}  # fmt: skip
+
+
+def test_the_workers_cannot_give_themselves_or_anyone_more_in_a_tenant_namespace(
+    platform: StackCapture, tenant_runs: dict[str, list[DeclaredResource]]
+) -> None:
+    """``escalate`` on Roles and ``bind`` on the tenant's and the vCluster's roles are what a tenant
+    stack needs; admission keeps a Role to what those roles grant and a binding to the tenant's groups
+    or the namespace's own ServiceAccounts, so the workers never hold more than their tenant role."""
+    policies = admission_policies(platform)
+    resources = next(iter(tenant_runs.values()))
+    [admin_role] = [
+        r.inputs for r in resources if r.kind == "Role" and r.inputs["metadata"]["name"] == "tenant-admin"
+    ]
+    admin = {"kind": "Role", "name": "tenant-admin"}
+    themselves = {"kind": "ServiceAccount", "name": WORKER_NAME, "namespace": NAMESPACES.self_service}
+    tenant_group = {"apiGroup": RBAC, "kind": "Group", "name": "oidc:/tenants/acme/admins"}
+
+    def written(manifest: dict[str, Any]) -> bool:
+        return not any(
+            refusals(policies, _worker_review(operation, manifest, old=manifest))
+            for operation in ("CREATE", "UPDATE")
+        )
+
+    assert written(_role("tenant-admin", admin_role["rules"]))
+    assert written(_role(CHART_ROLE, CHART_ROLE_RULES))
+    assert written(_binding("tenant-admin", admin, [tenant_group]))
+    for rules in (
+        [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+        [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]}],
+        [{"apiGroups": [RBAC], "resources": ["rolebindings", "roles"], "verbs": ["create", "update"]}],
+        [{"apiGroups": [RBAC], "resources": ["roles"], "verbs": ["escalate", "bind"]}],
+        [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}],
+        [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["update"]}],
+        [*admin_role["rules"], {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                                "verbs": ["delete"]}],
+    ):  # fmt: skip
+        assert not written(_role("tenant-admin", rules)), rules
+    for role, subjects in (
+        (admin, [themselves]),  # exec and port-forward for the workers
+        (admin, [{"apiGroup": RBAC, "kind": "Group", "name": "system:serviceaccounts:tenancy-system"}]),
+        (admin, [{"apiGroup": RBAC, "kind": "Group", "name": "system:authenticated"}]),
+        (admin, [{"apiGroup": RBAC, "kind": "User", "name": "mallory"}]),
+        (admin, [{"kind": "ServiceAccount", "name": "argocd-server", "namespace": "argocd"}]),
+        ({"kind": "Role", "name": "backdoor"}, [tenant_group]),
+        ({"kind": "ClusterRole", "name": SELF_SERVICE_WORKER_TENANT_ROLE},
+         [{"kind": "ServiceAccount", "name": "default", "namespace": "tenant-acme"}]),
+        ({"kind": "ClusterRole", "name": SELF_SERVICE_WORKER_TENANT_ROLE}, [themselves, tenant_group]),
+        ({"kind": "ClusterRole", "name": "admin"}, [themselves]),
+    ):  # fmt: skip
+        assert not written(_binding("b", role, subjects)), (role, subjects)
+    # RBAC too: the workers bind no Role but those (holding none of their rules, so bind decides).
+    authorizer = worker_authorizer(platform)
+    authorizer.add(r.inputs for r in resources if r.kind in ("Role", "RoleBinding"))
+    namespace = admin_role["metadata"]["namespace"]
+    exec_rule = [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]
+    assert not authorizer.may_bind({"kind": "Role", "name": "backdoor"}, exec_rule, namespace)
+    assert authorizer.may_bind(admin, exec_rule, namespace)
+    assert not authorizer.allowed("bind", RBAC, "roles", namespace, None)
 
 
 def test_readme_says_where_the_workers_may_read_secrets() -> None:
@@ -414,89 +689,69 @@ def test_readme_says_where_the_workers_may_read_secrets() -> None:
     assert SELF_SERVICE_WORKER_TENANT_ROLE in section
 
 
-def _admitted_namespace_write(operation: str, name: str, labels: dict[str, str] | None) -> bool:
-    """Whether the workers' admission policy admits their ``operation`` on namespace ``name`` carrying
-    ``labels`` (every validation, with ``object`` bound as the API server binds it: null for DELETE)."""
-    import celpy
+def test_a_tenant_namespace_the_workers_write_keeps_pod_security_restricted(platform: StackCapture) -> None:
+    """The workers may create and update their tenant namespaces and manage StatefulSets in them:
+    relabelled pod-security privileged, one of those could run a privileged pod with a hostPath, and so
+    the node."""
+    policies = admission_policies(platform)
+    workers = as_user(worker_authorizer(platform))
 
-    spec = worker_admission_policy()["spec"]
-    request = {
-        "namespace": "",
-        "name": name,
-        "resource": {"group": "", "resource": "namespaces"},
-        "operation": operation,
-        "userInfo": {"username": WORKER_USER},
-    }
-    metadata: dict[str, Any] = {"name": name}
-    if labels is not None:
-        metadata["labels"] = labels
-    bound = {
-        "request": celpy.json_to_cel(request),
-        "object": None if operation == "DELETE" else celpy.json_to_cel({"metadata": metadata}),
-    }
-    environment = celpy.Environment()
-    [condition] = spec["matchConditions"]
-    assert environment.program(environment.compile(condition["expression"])).evaluate(bound)
-    return all(
-        bool(environment.program(environment.compile(v["expression"])).evaluate(bound))
-        for v in spec["validations"]
-    )
+    def admitted_write(operation: str, new: dict[str, Any] | None, old: dict[str, Any] | None) -> bool:
+        name = (new or old or {})["metadata"]["name"]
+        review = Review(
+            operation, "namespaces", name, username=WORKER_USER, object=new, old_object=old, authorize=workers
+        )
+        return not refusals(policies, review)
 
+    acme = _tenant_namespace()
+    labels = acme["metadata"]["labels"]
 
-def test_a_tenant_namespace_the_workers_write_keeps_pod_security_restricted() -> None:
-    """The workers may create and update tenant-* namespaces and manage StatefulSets in them: relabelled
-    pod-security privileged, one of those could run a privileged pod with a hostPath, and so the node."""
-    [tenant] = [t for t in load_tenants(PROJECT_DIR / "tenants").environment("dev") if t.name == "acme"]
-    labels = namespace_manifest(tenant.tenant)["metadata"]["labels"]
-    assert _admitted_namespace_write("CREATE", "tenant-acme", labels)
-    assert _admitted_namespace_write("UPDATE", "tenant-acme", {**labels, "team": "search"})
-    assert _admitted_namespace_write("DELETE", "tenant-acme", None)
+    def labelled(name: str, new_labels: dict[str, str]) -> dict[str, Any]:
+        return {**acme, "metadata": {"name": name, "labels": new_labels}}
+
+    assert admitted_write("CREATE", acme, None)
+    assert admitted_write("UPDATE", labelled("tenant-acme", {**labels, "team": "search"}), acme)
+    assert admitted_write("DELETE", None, acme)
     for level in ("privileged", "baseline"):
         relabelled = {**labels, "pod-security.kubernetes.io/enforce": level}
-        assert not _admitted_namespace_write("UPDATE", "tenant-acme", relabelled)
-        assert not _admitted_namespace_write("CREATE", "tenant-evil", relabelled)
+        assert not admitted_write("UPDATE", labelled("tenant-acme", relabelled), acme)
+        evil = {**relabelled, "tenancy.platform/tenant": "evil"}
+        assert not admitted_write("CREATE", labelled("tenant-evil", evil), None)
     unlabelled = {k: v for k, v in labels.items() if k != "pod-security.kubernetes.io/enforce"}
-    assert not _admitted_namespace_write("UPDATE", "tenant-acme", unlabelled)
-    assert not _admitted_namespace_write("CREATE", "tenant-evil", None)
-    assert not _admitted_namespace_write("CREATE", "kube-evil", labels)  # the name check still holds
+    assert not admitted_write("UPDATE", labelled("tenant-acme", unlabelled), acme)
+    assert not admitted_write("CREATE", {"metadata": {"name": "tenant-evil"}}, None)
+    assert not admitted_write("CREATE", labelled("kube-evil", labels), None)  # the name check still holds
 
 
-def _admitted_project_write(
-    operation: str, project: dict[str, Any] | None, old: dict[str, Any] | None
-) -> bool:
-    """Whether the workers' admission policy admits their ``operation`` on an AppProject in argocd."""
-    import celpy
-
-    spec = worker_admission_policy()["spec"]
-    name = (project or old or {})["metadata"]["name"]
-    request = {
-        "namespace": NAMESPACES.gitops,
-        "name": name,
-        "resource": {"group": "argoproj.io", "resource": "appprojects"},
-        "operation": operation,
-        "userInfo": {"username": WORKER_USER},
-    }
-    bound = {
-        "request": celpy.json_to_cel(request),
-        "object": None if project is None else celpy.json_to_cel(project),
-        "oldObject": None if old is None else celpy.json_to_cel(old),
-    }
-    environment = celpy.Environment()
-    return all(
-        bool(environment.program(environment.compile(v["expression"])).evaluate(bound))
-        for v in spec["validations"]
-    )
-
-
-def test_an_appproject_the_workers_write_deploys_only_to_its_tenants_namespace() -> None:
+def test_an_appproject_the_workers_write_deploys_only_to_its_tenants_namespace(
+    platform: StackCapture,
+) -> None:
     """Argo CD's controller deploys with every right wherever an AppProject lets it, and a tenant's
     admins create Applications in their project: a worker that widened one (or Argo CD's default)
     gave whoever holds a tenant role the cluster."""
+    policies = admission_policies(platform)
+    argocd = {"metadata": {"name": NAMESPACES.gitops}}
+
+    def admitted_write(operation: str, project: dict[str, Any] | None, old: dict[str, Any] | None) -> bool:
+        name = (project or old or {})["metadata"]["name"]
+        review = Review(
+            operation,
+            "appprojects",
+            name,
+            namespace=NAMESPACES.gitops,
+            group="argoproj.io",
+            username=WORKER_USER,
+            object=project,
+            old_object=old,
+            namespace_object=argocd,
+        )
+        return not refusals(policies, review)
+
     tenants = {t.name: t.tenant for t in load_tenants(PROJECT_DIR / "tenants").environment("dev")}
     project = app_project_manifest(tenants["acme"], NAMESPACES.gitops)
-    assert _admitted_project_write("CREATE", project, None)
-    assert _admitted_project_write("UPDATE", project, project)
-    assert _admitted_project_write("DELETE", None, project)
+    assert admitted_write("CREATE", project, None)
+    assert admitted_write("UPDATE", project, project)
+    assert admitted_write("DELETE", None, project)
 
     def widened(**spec: Any) -> dict[str, Any]:
         return {**project, "spec": {**project["spec"], **spec}}
@@ -513,14 +768,45 @@ def test_an_appproject_the_workers_write_deploys_only_to_its_tenants_namespace()
         widened(destinations=[]),
         widened(clusterResourceWhitelist=[{"group": "*", "kind": "*"}]),
     ):
-        assert not _admitted_project_write("CREATE", bad, None), bad["spec"]
-        assert not _admitted_project_write("UPDATE", bad, project), bad["spec"]
+        assert not admitted_write("CREATE", bad, None), bad["spec"]
+        assert not admitted_write("UPDATE", bad, project), bad["spec"]
     anything = [{"group": "*", "kind": "*"}]
     default = {
         "metadata": {"name": "default"},
         "spec": {"destinations": everywhere["spec"]["destinations"], "clusterResourceWhitelist": anything},
     }
-    assert not _admitted_project_write(
-        "UPDATE", {**default, "spec": {**default["spec"], "roles": []}}, default
-    )
-    assert not _admitted_project_write("DELETE", None, default)
+    assert not admitted_write("UPDATE", {**default, "spec": {**default["spec"], "roles": []}}, default)
+    assert not admitted_write("DELETE", None, default)
+
+
+def test_a_deploy_that_changes_the_workers_rights_binds_every_tenant_with_the_workflows_credentials() -> None:
+    """Upgrading needs no hand step when deployed through the workflow: a change to the files declaring
+    the workers' rights makes the same run update the platform stack, then every tenant stack, with
+    the workflow's cluster-admin kubeconfig and its own queue (never the service's workers, who hold
+    no right in a namespace their binding is not in yet)."""
+    import subprocess
+
+    workflow = load_yaml((PROJECT_DIR / ".github/workflows/deploy-environment.yml").read_text())
+    [job] = workflow["jobs"].values()
+    steps = {step.get("name"): (index, step) for index, step in enumerate(job["steps"])}
+    platform_at, _ = steps["Platform stack"]
+    scope_at, scope = steps["Decide whether every tenant must be updated"]
+    sync_at, sync = steps["Sync tenants"]
+    assert platform_at < scope_at < sync_at
+    assert "tenantctl sync" in sync["run"] and "$FLAGS" in sync["run"]
+    assert sync["env"]["FLAGS"] == "${{ steps.scope.outputs.flags }}"
+    assert not any(key.startswith("TENANCY_SERVICE_") for key in {**job["env"], **sync.get("env", {})})
+    for declared in (
+        "tenancy/builders/selfservice.py",  # the workers' ClusterRoles and admission policies
+        "tenancy/builders/rbac.py",  # the tenant stack's RoleBinding
+        "components/platform/selfservice.py",
+    ):
+        script = scope["run"].replace("git diff --name-only HEAD^ HEAD", f"echo {declared}")
+        result = subprocess.run(
+            ["bash", "-c", script],
+            env={"ALL": "false", "GITHUB_OUTPUT": "/dev/stdout", "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert result.stdout.strip() == "flags=--all", declared
