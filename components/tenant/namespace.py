@@ -31,7 +31,10 @@ class TenantNamespace(pulumi.ComponentResource):
             metadata=binding["metadata"],
             role_ref=binding["roleRef"],
             subjects=binding["subjects"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.resource]),
+            # Left to the namespace's deletion, never deleted alone: the provider waits for a deleted
+            # object by listing its kind in the namespace, which the workers could no longer do once
+            # this binding were gone (and they list RoleBindings nowhere else).
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.resource], retain_on_delete=True),
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.resource, self.worker_binding])
         quota = resource_quota_manifest(tenant)

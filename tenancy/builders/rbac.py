@@ -114,7 +114,7 @@ def worker_role_binding_manifest(tenant: Tenant) -> Manifest:
     """The self-service workers' rights in this namespace: the platform's ClusterRole
     ``selfservice-worker-tenant`` bound here only. The workers hold no right to Secrets, workloads or
     policies anywhere else; the stack declares this first, right after the namespace, and everything
-    in the namespace waits for it (and is deleted before it)."""
+    in the namespace waits for it (and is deleted before it; it goes with the namespace)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",

@@ -696,9 +696,9 @@ WORKER_RULES = (
     Rule(
         ("rbac.authorization.k8s.io",),
         ("rolebindings",),
-        ("get", "list", "watch", "update", "patch", "delete"),
-        "that binding only, by name: the provider reads it back, and waits for it to go after deleting "
-        "it took the workers' rights in the namespace with it",
+        ("get", "update", "patch"),
+        "that binding only, by name: the provider reads it back and updates it (a tenant stack leaves "
+        "its deletion to the namespace's)",
         resource_names=(WORKER_BINDING,),
     ),
     Rule(
