@@ -418,3 +418,31 @@ def test_a_get_of_a_tenant_reads_the_branch_once_and_answers_as_before(
             before.json(),
             before.headers["ETag"],
         )
+
+
+def test_reads_follow_commits_made_outside_the_service_and_only_files_are_files(tmp_path: Path) -> None:
+    """Files are looked up in trees parsed once per id: a commit git made (a merged pull request, a
+    person on the checkout) is read like the service's own, and only a file at the path is a file."""
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    author = GitAuthor("A", "a@example.com")
+    repository.write("dev", "acme", {"name": "acme", "plan": "small"}, author=author, message="create")
+    assert repository.read("dev", "acme") == {"name": "acme", "plan": "small"}
+
+    root = repository.root
+    (root / "tenants" / "dev" / "acme.yaml").write_text("name: acme\nplan: medium\n")
+    (root / "tenants" / "dev" / "folder.yaml").mkdir()
+    (root / "tenants" / "dev" / "folder.yaml" / "inner.yaml").write_text("name: inner\n")
+    (root / "tenants" / "dev" / "link.yaml").symlink_to("acme.yaml")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=P", "-c", "user.email=p@example.com", "commit", "-qm", "by hand")
+
+    assert repository.read("dev", "acme") == {"name": "acme", "plan": "medium"}
+    assert repository.read("dev", "folder") is None  # a folder named like a file is no tenant
+    assert repository.read("dev", "link") == {}  # a symlink is a blob (its target's name), as libgit2 says
+    assert repository.read("dev", "acme.yaml/x") is None
+    assert repository.read("prod", "acme") is None
+    again = repository.write(
+        "dev", "acme", {"name": "acme", "plan": "large"}, author=author, message="on top"
+    )
+    assert again is not None and repository.read("dev", "acme") == {"name": "acme", "plan": "large"}

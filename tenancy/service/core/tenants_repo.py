@@ -73,6 +73,8 @@ _PARSED_TREES_KEPT = 4096  # trees parsed or built by group commits, by id (``_b
 # Pipelined writes of one tenant before this process lets the tenant go (every one flushed, the flock
 # released), so writers of another process sharing the checkout get their turn (``turn``).
 _PIPELINED_RUN = 64
+_COMMIT_TREES_KEPT = 4096  # the tree of each commit, by id (``_tree_of``)
+_BLOB_MODES = (0o100000, 0o120000)  # what libgit2 calls a blob entry: a file (any mode) or a symlink
 _UNSAFE_IN_IDENTITY = re.compile(r"[<>\n\r\0]")
 _CREDENTIALS_IN_URL = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _log = logging.getLogger("tenancy.service")
@@ -280,9 +282,11 @@ class TenantRepository:
         self._health: tuple[float, bool] | None = None
         self._remote_ok = True
         self._parsed: dict[pygit2.Oid, TenantFile] = {}
-        # Trees parsed or built by ``_build`` (only ever under the commit lock), by raw id: a group's
-        # trees are the next group's base, so none is parsed twice.
+        # Trees parsed or built by ``_build`` (under the commit lock) or parsed by readers, by raw id: a
+        # group's trees are the next group's base and what readers look files up in, so none is
+        # parsed twice. Entries are never changed once in (dict operations are atomic).
         self._trees: dict[bytes, git_pack.TreeEntries] = {}
+        self._commit_trees: dict[bytes, bytes] = {}  # commit -> its tree, raw ids (``_tree_of``)
         self._names: tuple[pygit2.Oid | None, list[tuple[str, str]]] = (None, [])
         self._creations_lock = threading.Lock()
         self._creations_head = ""
@@ -451,9 +455,47 @@ class TenantRepository:
     def file(self, environment: str, name: str) -> TenantFile | None:
         """The committed file (text, parsed, ETag), cached by blob id; None when there is none."""
         self.refresh()
-        tree = self._tip_tree()
-        blob = _blob_at(tree, self._relative(environment, name)) if tree is not None else None
+        blob = self._blob_at_tip(self._relative(environment, name))
         return None if blob is None else self._parsed_blob(blob)
+
+    def _blob_at_tip(self, path: str) -> pygit2.Oid | None:
+        """The blob at ``path`` in the branch's commit, looked up in trees parsed once per id (ours
+        are parsed when built): asking libgit2 cost each request thread's repository a scan of the
+        pack folder after every group, whose objects are in a pack it has not seen."""
+        tip = self._tip()
+        if tip is None:
+            return None
+        entries = self._tree_entries(self._tree_of(tip.raw))
+        *folders, file = path.encode().split(b"/")
+        for folder in folders:
+            entry = entries.get(folder)
+            if entry is None or entry[0] != git_pack.TREE_MODE:
+                return None
+            entries = self._tree_entries(entry[1])
+        entry = entries.get(file)
+        if entry is None or entry[0] & 0o170000 not in _BLOB_MODES:
+            return None
+        return pygit2.Oid(raw=entry[1])
+
+    def _tree_of(self, commit: bytes) -> bytes:
+        tree = self._commit_trees.get(commit)
+        if tree is None:
+            found = self._git()[pygit2.Oid(raw=commit)]
+            assert isinstance(found, pygit2.Commit)
+            tree = found.tree_id.raw
+            if len(self._commit_trees) >= _COMMIT_TREES_KEPT:
+                self._commit_trees.clear()
+            self._commit_trees[commit] = tree
+        return tree
+
+    def _tree_entries(self, tree: bytes) -> git_pack.TreeEntries:
+        entries = self._trees.get(tree)
+        if entries is None:
+            entries = git_pack.parse_tree(self._git()[pygit2.Oid(raw=tree)].read_raw())
+            if len(self._trees) > _PARSED_TREES_KEPT:
+                self._trees.clear()
+            self._trees[tree] = entries
+        return entries
 
     def read_text(self, environment: str, name: str) -> str | None:
         found = self.file(environment, name)
@@ -886,8 +928,7 @@ class TenantRepository:
         message: str,
         content: bytes | None = None,
     ) -> str | None:
-        tree = self._tip_tree()
-        expected = _blob_at(tree, path) if tree is not None else None
+        expected = self._blob_at_tip(path)
         if expected == blob:
             return None  # unchanged (or deleting what is not there)
         change = _Change(path, blob, expected, author, _clean_message(message), content=content)
@@ -1170,6 +1211,8 @@ class TenantRepository:
 
         if len(self._trees) > _PARSED_TREES_KEPT:
             self._trees.clear()
+        if len(self._commit_trees) > _COMMIT_TREES_KEPT:
+            self._commit_trees.clear()
         batch = git_pack.ObjectBatch(read, self._trees)
         parent = base.raw if base is not None else None
         tree = repo[base].tree.id.raw if base is not None else batch.add(git_pack.TREE, git_pack.EMPTY_TREE)
@@ -1201,6 +1244,7 @@ class TenantRepository:
                 new_tree, [parent] if parent is not None else [], author, committer, change.message
             )
             parent = batch.add(git_pack.COMMIT, data)
+            self._commit_trees[parent] = new_tree
             tree = new_tree
             built.append((change, parent.hex()))
         if not built or parent is None:
@@ -1348,7 +1392,7 @@ class WriteTurn:
         if after is not None:
             expected: pygit2.Oid | None = after.blob
         else:
-            expected = _blob_at(repository._tip_tree(), path)
+            expected = repository._blob_at_tip(path)
         basis = after.basis if after is not None else None
         change = None
         if expected != blob:
