@@ -1549,16 +1549,6 @@ def _subtree(tree: pygit2.Tree, path: str) -> pygit2.Tree | None:
     return entry if isinstance(entry, pygit2.Tree) else None
 
 
-def _blob_at(tree: pygit2.Tree | None, path: str) -> pygit2.Oid | None:
-    if tree is None:
-        return None
-    try:
-        entry = tree[path]
-    except KeyError:
-        return None
-    return entry.id if entry.type_str == "blob" else None
-
-
 def _edit_tree(
     repo: pygit2.Repository,
     tree: pygit2.Oid | None,
