@@ -447,7 +447,7 @@ class Worker:
         return next(
             (
                 previous.spec
-                for previous in self.queue.recent(stack=operation.stack, limit=50)
+                for previous in stack_history(self.queue, operation.stack)
                 if previous.kind is OperationKind.up
                 and previous.status is OperationStatus.succeeded
                 and previous.spec is not None

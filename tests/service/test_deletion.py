@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tenancy.automation.contract import StackRef
+from tenancy.automation.contract import OperationKind, StackRef
 from tests.service.conftest import AppFactory, Issuer, LiveServer, spec, wait_for
 
 ACME = "/api/v1/environments/dev/tenants/acme"
@@ -111,4 +111,36 @@ def test_a_stack_last_applied_with_protection_on_is_unprotected_before_the_destr
         assert wait_for(client, destroy)["status"] == "succeeded"
         kinds = [op["kind"] for op in client.get(f"{ACME}/operations").json()["operations"]]
     assert kinds[:2] == ["destroy", "up"]  # an update with protection off ran first
+    assert STACK not in engine.stacks()
+
+
+def test_a_stack_last_applied_with_protection_on_is_unprotected_however_many_previews_came_since(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    """The scan for the last applied update looked at the stack's newest 50 operations only: after 60
+    previews (a CI job previewing every push) the destroy was queued without the update turning
+    protection off, and failed on the protected stack."""
+    app, engine = make_app()
+    server: LiveServer = serve(app)
+    client: httpx.Client
+    queue = app.state.backends.queue
+    with server.client(issuer.admin_of("acme")) as client:
+        wait_for(
+            client, client.put(ACME, json=spec("acme", deletionProtection=True)).json()["operation"]["id"]
+        )
+        engine.fail_next(STACK, "the API server timed out")  # the update turning protection off fails
+        unprotect = client.patch(ACME, json={"deletionProtection": False}).json()["operation"]["id"]
+        assert wait_for(client, unprotect)["status"] == "failed"
+        incarnation = queue.recent(stack=STACK, limit=1)[0].incarnation
+        previews = [
+            queue.submit(
+                STACK, OperationKind.preview, spec=spec("acme"), requested_by="ci", incarnation=incarnation
+            )
+            for _ in range(60)
+        ]
+        wait_for(client, previews[-1].id)
+        destroy = client.delete(ACME).json()["operation"]["id"]
+        assert wait_for(client, destroy)["status"] == "succeeded"
+        kinds = [op.kind for op in queue.recent(stack=STACK, limit=2)]
+    assert kinds == [OperationKind.destroy, OperationKind.up]  # an update with protection off ran first
     assert STACK not in engine.stacks()

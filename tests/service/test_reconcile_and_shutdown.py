@@ -301,3 +301,25 @@ def test_the_start_s_reconcile_holds_each_tenant_so_a_change_committed_meanwhile
     assert read("dev", "acme") == newer
     queued = [op for op in queue.recent(stack=stack) if op.status is OperationStatus.queued]
     assert [op.spec for op in queued] == [newer]  # the last in line applies what git holds
+
+
+def test_an_applied_tenant_gets_nothing_queued_on_start_however_many_previews_came_since(
+    tmp_path: Path, make_app: AppFactory, issuer: Issuer
+) -> None:
+    """The start's reconcile looked for the last update among the stack's newest 50 operations only:
+    after 60 previews it found none and queued the applied spec again at every start."""
+    state = tmp_path / "shared-state"
+    first, _ = make_app(state_dir=state)
+    queue = first.state.backends.queue
+    with LiveServer(first) as server, server.client(issuer.admin_of("acme")) as client:
+        wait_for(client, client.put(ACME, json=spec("acme")).json()["operation"]["id"])
+        incarnation = queue.recent(stack=STACK, limit=1)[0].incarnation
+        for _ in range(60):
+            queue.submit(
+                STACK, OperationKind.preview, spec=spec("acme"), requested_by="ci", incarnation=incarnation
+            )
+    second, _ = make_app(state_dir=state, workers=0)
+    with LiveServer(second):
+        history = second.state.backends.queue.recent(stack=STACK, limit=1000)
+    assert len(history) == 61
+    assert [op.kind for op in history].count(OperationKind.up) == 1

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tenancy.automation.contract import Operation, OperationKind, OperationStatus, StackRef
+from tenancy.automation.incarnation import stack_history
 from tenancy.service.core.audit import AuditLog
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.incarnation import incarnation_of
@@ -229,7 +230,7 @@ class KeyRotations:
         revoked_at = record.get("revokedAt") if record else None
         if record is None or revoked_at is None or now - parse_utc_time(str(revoked_at)) > _RECHECK_FOR:
             return None
-        for operation in self.changes.queue.recent(stack=stack, limit=50):
+        for operation in stack_history(self.changes.queue, stack):
             if operation.kind is OperationKind.destroy:
                 return None
             if operation.kind is OperationKind.up and operation.status is not OperationStatus.superseded:

@@ -12,6 +12,7 @@ import logging
 
 from tenancy.automation.contract import Operation, OperationKind, OperationQueue, OperationStatus, StackRef
 from tenancy.automation.fingerprint import spec_fingerprint
+from tenancy.automation.incarnation import stack_history
 from tenancy.service.core.incarnation import incarnation_of
 from tenancy.service.core.tenants_repo import TenantRepository
 from tenancy.spec.errors import SpecError
@@ -67,8 +68,9 @@ def _queue_if_unapplied(
 
 def _last_wanted(queue: OperationQueue, stack: StackRef) -> str | None:
     """The fingerprint of the spec the stack has or is about to get; None after (or before) a destroy,
-    or when nothing was ever applied."""
-    for operation in queue.recent(stack=stack, limit=50):
+    or when nothing was ever applied. However many previews or refused operations came since: a fixed
+    window of the newest 50 would miss the update and queue it again."""
+    for operation in stack_history(queue, stack):
         if operation.status not in _WANTED:
             continue
         if operation.kind is OperationKind.destroy:

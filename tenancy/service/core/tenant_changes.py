@@ -319,10 +319,16 @@ class TenantChanges:
         """Queue the destroy; first an update turning deletion protection off when the stack was last
         applied with it on and no update is queued to do so (one failed, say): a protected stack
         cannot be destroyed."""
-        recent = self.queue.recent(stack=stack, limit=50)
-        ups = [op for op in recent if op.kind is OperationKind.up]
-        update_in_line = any(op.status in _ACTIVE for op in ups)
-        applied = next((op for op in ups if op.status is OperationStatus.succeeded), None)
+        # Newest first, as far back as the last applied update (however many previews came since); a
+        # stack runs its operations in order, so an update still in line is newer than that one.
+        update_in_line, applied = False, None
+        for op in stack_history(self.queue, stack):
+            if op.kind is not OperationKind.up:
+                continue
+            update_in_line = update_in_line or op.status in _ACTIVE
+            if op.status is OperationStatus.succeeded:
+                applied = op
+                break
         protected = applied is not None and (applied.spec or {}).get("deletionProtection", True) is not False
         if protected and not update_in_line:
             unprotected = {**document, "deletionProtection": False}
