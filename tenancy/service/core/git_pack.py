@@ -162,14 +162,7 @@ class ObjectBatch:
 
     def blob_at(self, tree: bytes, path: str) -> bytes | None:
         """The raw id of the blob at ``path`` under ``tree`` (None if there is none)."""
-        entries = self._parsed(tree)
-        parts = path.encode().split(b"/")
-        for part in parts[:-1]:
-            entry = entries.get(part)
-            if entry is None or entry[0] != TREE_MODE:
-                return None
-            entries = self._parsed(entry[1])
-        entry = entries.get(parts[-1])
+        entry = entry_at(self._parsed, tree, path)
         return entry[1] if entry is not None and entry[0] != TREE_MODE else None
 
     def write_pack(self, pack_dir: Path) -> Path | None:
@@ -216,6 +209,21 @@ class ObjectBatch:
         _write_file(pack_dir, pack_dir / f"{name}.idx", bytes(idx))
         durable.sync_folders([pack_dir])  # both names, before anything refers to the objects
         return pack_path
+
+
+def entry_at(
+    tree_entries: Callable[[bytes], TreeEntries], tree: bytes, path: str
+) -> tuple[int, bytes] | None:
+    """The entry (mode, raw id) at ``path`` under ``tree`` (None if there is none), each tree's
+    entries given by ``tree_entries`` (by raw id)."""
+    entries = tree_entries(tree)
+    *folders, name = path.encode().split(b"/")
+    for folder in folders:
+        entry = entries.get(folder)
+        if entry is None or entry[0] != TREE_MODE:
+            return None
+        entries = tree_entries(entry[1])
+    return entries.get(name)
 
 
 _STORED_BLOCK_BYTES = 0xFFFF  # the most one stored deflate block holds

@@ -465,14 +465,7 @@ class TenantRepository:
         tip = self._tip()
         if tip is None:
             return None
-        entries = self._tree_entries(self._tree_of(tip.raw))
-        *folders, file = path.encode().split(b"/")
-        for folder in folders:
-            entry = entries.get(folder)
-            if entry is None or entry[0] != git_pack.TREE_MODE:
-                return None
-            entries = self._tree_entries(entry[1])
-        entry = entries.get(file)
+        entry = git_pack.entry_at(self._tree_entries, self._tree_of(tip.raw), path)
         if entry is None or entry[0] & 0o170000 not in _BLOB_MODES:
             return None
         return pygit2.Oid(raw=entry[1])
