@@ -55,37 +55,23 @@ def checkout_incarnations(tenants_dir: Path, environment: str, names: Iterable[s
 def _additions_and_deletions(tenants_dir: Path, environment: str) -> list[tuple[str, str, str]]:
     """(commit, "A" or "D", path relative to ``tenants_dir``) for the environment's files, newest
     first; [] when there is no git, no repository or no commit."""
-    if not tenants_dir.is_dir():
-        return []
-    try:
-        result = subprocess.run(
-            [
-                "git",
-                "-C",
-                str(tenants_dir),
-                "log",
-                "--no-renames",  # a rename is a deletion and a creation, as the service sees it
-                "--diff-filter=AD",
-                "--name-status",
-                "--relative",
-                "--format=%x00%H",
-                "HEAD",
-                "--",
-                f"{environment}/",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=_GIT_TIMEOUT_SECONDS,
-            check=False,
-            env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    if result.returncode != 0:
+    log = run_git(
+        tenants_dir,
+        "log",
+        "--no-renames",  # a rename is a deletion and a creation, as the service sees it
+        "--diff-filter=AD",
+        "--name-status",
+        "--relative",
+        "--format=%x00%H",
+        "HEAD",
+        "--",
+        f"{environment}/",
+    )
+    if log is None:
         return []
     found: list[tuple[str, str, str]] = []
     commit = ""
-    for line in result.stdout.splitlines():
+    for line in log.splitlines():
         if line.startswith("\0"):
             commit = line[1:].strip()
         elif "\t" in line and commit:
@@ -131,3 +117,22 @@ def undestroyed_predecessor(history: Iterable[Operation], incarnation: str | Non
         if operation.kind is OperationKind.up and operation.status is OperationStatus.succeeded:
             return None
     return None
+
+
+def run_git(tenants_dir: Path, *args: str) -> str | None:
+    """``git -C tenants_dir <args>``'s output; None when there is no such directory, no git, no
+    repository, or the command fails or times out."""
+    if not tenants_dir.is_dir():
+        return None
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(tenants_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT_SECONDS,
+            check=False,
+            env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout if result.returncode == 0 else None

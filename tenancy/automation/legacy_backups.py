@@ -24,8 +24,6 @@ old tenant's data; backups taken by that Qdrant are attributed to the new incarn
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,7 +34,7 @@ import yaml
 
 from tenancy.automation.contract import StackRef
 from tenancy.automation.data_operations import DataUnavailable, TenantData, retired_area
-from tenancy.automation.incarnation import incarnation_marker
+from tenancy.automation.incarnation import incarnation_marker, run_git
 from tenancy.dataops.backup import BackupError, BackupRecord, Progress, list_backups
 from tenancy.dataops.object_store import ObjectStoreError
 from tenancy.dataops.retired import (
@@ -52,7 +50,6 @@ from tenancy.spec.yaml_loading import load_yaml
 
 MARGIN = timedelta(hours=1)
 MIGRATION = "legacy-layout-migration"  # the record's ``operation``: no operation moved them
-_GIT_TIMEOUT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -159,7 +156,7 @@ def incarnation_lives(tenants_dir: Path, environment: str, name: str) -> list[In
     """Every incarnation of ``<environment>/<name>.yaml`` in the git history of the checkout holding
     ``tenants_dir``, oldest first; [] without git or history."""
     path = f"{environment}/{name}.yaml"
-    log = _git(tenants_dir, "log", "--no-renames", "--diff-filter=AD", "--name-status", "--relative",
+    log = run_git(tenants_dir, "log", "--no-renames", "--diff-filter=AD", "--name-status", "--relative",
                "--format=%x00%H %ct", "HEAD", "--", path)  # fmt: skip
     if log is None:
         return []
@@ -186,7 +183,7 @@ def incarnation_lives(tenants_dir: Path, environment: str, name: str) -> list[In
 
 
 def _max_age_days(tenants_dir: Path, revision: str, path: str, environment: str) -> int:
-    text = _git(tenants_dir, "show", f"{revision}:./{path}")
+    text = run_git(tenants_dir, "show", f"{revision}:./{path}")
     if text is not None:
         try:
             qdrant = resolve(parse_tenant(load_yaml(text), file=path), environment).qdrant
@@ -195,23 +192,6 @@ def _max_age_days(tenants_dir: Path, revision: str, path: str, environment: str)
         if qdrant is not None:
             return qdrant.backup_max_age_days
     return BACKUP_DEFAULT_MAX_AGE_DAYS
-
-
-def _git(tenants_dir: Path, *args: str) -> str | None:
-    if not tenants_dir.is_dir():
-        return None
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(tenants_dir), *args],
-            capture_output=True,
-            text=True,
-            timeout=_GIT_TIMEOUT_SECONDS,
-            check=False,
-            env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout if result.returncode == 0 else None
 
 
 def _hours(margin: timedelta) -> str:
