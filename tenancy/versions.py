@@ -120,7 +120,6 @@ VCLUSTER_IMAGES: tuple[ImagePin, ...] = (
     *VCLUSTER_COREDNS_IMAGES.values(),
     VCLUSTER_REWRITE_HOSTS_IMAGE,
 )
-VCLUSTER_IMAGE = VCLUSTER_SYNCER_IMAGE.reference
 # Tenant-workload images that run by tag because no digest of them could be read from a citable public
 # source (see above); the policy rule tenant-workload-hardened exempts exactly these.
 ACCEPTED_WITHOUT_DIGEST: frozenset[str] = frozenset(
