@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from tenancy.builders.istio import principal
 from tenancy.builders.namespace import Manifest, metadata
 from tenancy.builders.network import BACKUP_JOB_NAME, NAME_LABEL, QDRANT_HTTP_PORT
 from tenancy.builders.platform_namespace import PLATFORM_LABELS, Reach, object_store_reach, reach_egress_rule
@@ -366,13 +367,7 @@ def authorization_policy(tenant: Tenant) -> Manifest:
             "action": "ALLOW",
             "rules": [
                 {
-                    "from": [
-                        {
-                            "source": {
-                                "principals": [f"cluster.local/ns/{tenant.namespace}/sa/{SERVICE_ACCOUNT}"]
-                            }
-                        }
-                    ],
+                    "from": [{"source": {"principals": [principal(tenant.namespace, SERVICE_ACCOUNT)]}}],
                     "to": [{"operation": {"ports": [str(QDRANT_HTTP_PORT)]}}],
                 }
             ],

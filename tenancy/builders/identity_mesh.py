@@ -36,7 +36,7 @@ from tenancy.builders.identity import (
     POSTGRES_PORT,
     STATUS_PORT,
 )
-from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT
+from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT, principal
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import PLATFORM_LABELS
 from tenancy.builders.selfservice import API_NAME
@@ -75,12 +75,6 @@ WORKER_PATHS = [
     f"/admin/realms/{REALM}",
     f"/admin/realms/{REALM}/*",
 ]
-
-
-def principal(namespace: str, service_account: str) -> str:
-    """A workload's mTLS identity as AuthorizationPolicies name it (the mesh's trust domain is istiod's
-    default, cluster.local)."""
-    return f"cluster.local/ns/{namespace}/sa/{service_account}"
 
 
 GATEWAY_PRINCIPAL = principal(NAMESPACES.ingress, GATEWAY_SERVICE_ACCOUNT)

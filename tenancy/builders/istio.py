@@ -481,6 +481,12 @@ def _authorization_policy(tenant: Tenant, name: str, spec: dict[str, Any]) -> Ma
     }
 
 
+def principal(namespace: str, service_account: str) -> str:
+    """A workload's mTLS identity as AuthorizationPolicies name it (the mesh's trust domain is istiod's
+    default, cluster.local)."""
+    return f"cluster.local/ns/{namespace}/sa/{service_account}"
+
+
 def _ports(*ports: int) -> list[str]:
     return [str(port) for port in ports]  # the CRD takes ports as strings
 

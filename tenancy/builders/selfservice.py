@@ -37,7 +37,7 @@ from tenancy.builders.identity import (
     KEYCLOAK_POD_LABELS,
     portal_url,
 )
-from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT
+from tenancy.builders.istio import GATEWAY_SERVICE_ACCOUNT, principal
 from tenancy.builders.namespace import POD_SECURITY_ENFORCE, POD_SECURITY_LEVEL, Manifest
 from tenancy.builders.network import QDRANT_HTTP_PORT, QDRANT_POD_LABELS
 from tenancy.builders.platform_namespace import (
@@ -1266,9 +1266,7 @@ def authorization_policies() -> list[Manifest]:
                         "from": [
                             {
                                 "source": {
-                                    "principals": [
-                                        f"cluster.local/ns/{NAMESPACES.ingress}/sa/{GATEWAY_SERVICE_ACCOUNT}"
-                                    ]
+                                    "principals": [principal(NAMESPACES.ingress, GATEWAY_SERVICE_ACCOUNT)]
                                 }
                             }
                         ],
