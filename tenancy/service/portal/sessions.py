@@ -50,28 +50,6 @@ class KeyValueStore(Protocol):
     def pop(self, key: str) -> dict[str, Any] | None: ...
 
 
-class MemoryStore:
-    def __init__(self) -> None:
-        self._items: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._lock = threading.Lock()
-
-    def put(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
-        now = time.time()
-        with self._lock:
-            self._items = {k: v for k, v in self._items.items() if v[0] > now}  # drop expired ones
-            self._items[key] = (now + ttl_seconds, value)
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            found = self._items.get(key)
-        return found[1] if found and found[0] > time.time() else None
-
-    def pop(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            found = self._items.pop(key, None)
-        return found[1] if found and found[0] > time.time() else None
-
-
 class SqliteStore:
     """The store in a SQLite file shared by the processes of one state directory."""
 
