@@ -14,7 +14,6 @@ not in the thread pool every synchronous route shares: a flood of previews is re
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import os
 import tempfile
@@ -31,6 +30,7 @@ import yaml
 
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_program, contract_for
 from tenancy.service.core.errors import ServiceError
+from tenancy.service.core.processes import take_free_lock
 from tenancy.spec.platform import read_platform_config_file
 
 MASK = "[secret]"
@@ -113,12 +113,12 @@ class PreviewGate:
 
     def _admit_shared(self, slots: Path, who: str) -> Callable[[], None]:
         caller = hashlib.sha256(who.encode()).hexdigest()[:32]
-        mine = _take_slot(
+        mine = take_free_lock(
             [slots / f"caller-{caller}-{index}.lock" for index in range(self.max_per_principal)]
         )
         if mine is None:
             raise self._busy(f"you already have {self.max_per_principal} preview(s) in flight")
-        every = _take_slot([slots / f"all-{index}.lock" for index in range(self.max_in_flight)])
+        every = take_free_lock([slots / f"all-{index}.lock" for index in range(self.max_in_flight)])
         if every is None:
             _give_back(mine, remove=True)
             raise self._busy("the service is rendering as many previews as it takes at once")
@@ -135,28 +135,6 @@ class PreviewGate:
             f"{why}; retry in {self.RETRY_AFTER_SECONDS} s",
             headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
         )
-
-
-def _take_slot(paths: list[Path]) -> tuple[int, Path] | None:
-    """A ``flock`` on the first of ``paths`` no one holds (never waits); None when all are held. A
-    file removed by its holder as it released it (``_give_back``) is not the one at its path any
-    more: taken again from the path."""
-    for path in paths:
-        while True:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(descriptor)
-                break
-            try:
-                current = os.stat(path).st_ino
-            except FileNotFoundError:
-                current = -1
-            if current == os.fstat(descriptor).st_ino:
-                return descriptor, path
-            os.close(descriptor)  # removed meanwhile: try the path's new file
-    return None
 
 
 def _give_back(slot: tuple[int, Path], *, remove: bool) -> None:

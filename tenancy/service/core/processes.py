@@ -105,22 +105,40 @@ def claim_share(state_dir: Path, group: str, count: int, *, wait_seconds: float 
     files[0].parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     while True:
-        for index, path in enumerate(files):
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(descriptor)
-                continue
+        taken = take_free_lock(files)
+        if taken is not None:
+            descriptor, path = taken
             _held.append(descriptor)
             # The file's first holder writes a mark in it; finding one means a process held it before.
             restarted = os.pread(descriptor, 1, 0) == b"1"
             if not restarted:
                 os.pwrite(descriptor, b"1", 0)
-            return ProcessShare(index, count, restarted)
+            return ProcessShare(files.index(path), count, restarted)
         if time.monotonic() > deadline:
             raise RuntimeError(f"all {count} process shares of {state_dir} are held by live processes")
         time.sleep(0.05)
+
+
+def take_free_lock(paths: list[Path]) -> tuple[int, Path] | None:
+    """A ``flock`` on the first of ``paths`` no one holds (never waits); None when all are held. A
+    file removed by its holder as it released it (``preview._give_back``) is not the one at its path
+    any more: taken again from the path."""
+    for path in paths:
+        while True:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                break
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = -1
+            if current == os.fstat(descriptor).st_ino:
+                return descriptor, path
+            os.close(descriptor)  # removed meanwhile: try the path's new file
+    return None
 
 
 def release_shares(state_dir: Path, group: str, count: int) -> None:
