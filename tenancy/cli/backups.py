@@ -328,6 +328,8 @@ def _hand_over(
 ) -> None:
     """Hand a deleted incarnation's backups over to ``stack`` (POST …/handover) or take that back
     (DELETE, ``revoke``): the service's, which checks the platform-admin role and audits it."""
+    from tenancy.dataops.retired import RETIRED_FOLDER
+
     option = "--revoke-hand-over" if revoke else "--hand-over"
     if not url:
         _fail(
@@ -335,7 +337,7 @@ def _hand_over(
             exit_codes.INVALID_INPUT,
             as_json,
         )
-    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}|op-[0-9A-Za-z-]{1,64}", incarnation):
+    if not re.fullmatch(RETIRED_FOLDER, incarnation):
         _fail(
             f"{option}: {incarnation!r} is not an incarnation (a commit id, as FROM and "
             "retired.incarnation show)",

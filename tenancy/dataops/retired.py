@@ -105,6 +105,11 @@ class RetiredBackup:
         return now >= self.expires
 
 
+# The folder names ``retired_folder`` gives (a creating commit, SHA-1 or SHA-256, or ``op-<id>``): what
+# the service's hand-over routes and ``tenantctl backups --hand-over`` take as an incarnation.
+RETIRED_FOLDER = r"[0-9a-f]{40}|[0-9a-f]{64}|op-[0-9A-Za-z-]{1,64}"
+
+
 def retired_folder(incarnation: str | None, operation_id: str) -> str:
     """The folder of an incarnation: its creating commit, or the destroying operation's id when the
     incarnation is unknown (queued before operations named it, or with no committed file)."""

@@ -29,7 +29,13 @@ from tenancy.automation.data_operations import (
 from tenancy.automation.incarnation import UNCOMMITTED
 from tenancy.dataops.backup import BackupError, BackupRecord
 from tenancy.dataops.object_store import ObjectStoreError
-from tenancy.dataops.retired import RetiredBackup, RetiredIncarnation, hand_over, revoke_hand_over
+from tenancy.dataops.retired import (
+    RETIRED_FOLDER,
+    RetiredBackup,
+    RetiredIncarnation,
+    hand_over,
+    revoke_hand_over,
+)
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY, error_responses
 from tenancy.service.backends import Backends
@@ -379,7 +385,7 @@ _INCARNATION = Annotated[
     str,
     Path(
         description="The deleted incarnation (the `retired.incarnation` of its backups).",
-        pattern=r"^([0-9a-f]{40}|[0-9a-f]{64}|op-[0-9A-Za-z-]{1,64})$",
+        pattern=f"^({RETIRED_FOLDER})$",
     ),
 ]
 
