@@ -28,7 +28,7 @@ def _runtime_report() -> Mapping[str, Any]:
     assert root is not None
     return {
         "transformations": len(root._transformations or []),
-        "root": id(root),
+        "root": root,  # the object, not its id: a collected root's id can be given to the next one
         "stack": pulumi.get_stack(),
         "config": pulumi.Config("platform").get("marker"),
     }
@@ -58,7 +58,7 @@ def test_every_capture_has_one_stack_transformation_and_a_new_root_resource() ->
     ]
 
     assert [r["transformations"] for r in reports] == [1, 1, 1, 1]
-    assert len({r["root"] for r in reports}) == 4
+    assert len({id(r["root"]) for r in reports}) == 4  # all four alive here, so ids are distinct
     assert [(r["stack"], r["config"]) for r in reports] == [(f"dev.t{i}", str(i)) for i in range(4)]
 
 
