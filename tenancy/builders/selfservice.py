@@ -505,11 +505,16 @@ def deployment_manifest(
             {"terminationDrainDuration": f"{shutdown_grace_seconds(config, role) + PRESTOP_SLEEP_SECONDS}s"}
         ),
     }
-    strategy: dict[str, Any] = (
-        {"type": "Recreate"}  # one worker owns the file backend's volume
-        if role == "worker" and file_backend
-        else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
-    )
+    strategy: dict[str, Any]
+    if role == "worker" and file_backend:
+        strategy = {"type": "Recreate"}  # one worker owns the file backend's volume
+    elif file_backend:
+        # The API's pods must join the worker's node (state_volume_affinity), which may have no room for
+        # one more pod: a surge pod would wait there for good and the old one would never go. An old
+        # replica makes room first (with one replica, the API is down while its new pod starts).
+        strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+    else:
+        strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     spec: dict[str, Any] = {
         "replicas": size.replicas if started else 0,
         "selector": {"matchLabels": labels(role)},

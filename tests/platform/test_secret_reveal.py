@@ -9,6 +9,7 @@ backend through a read-only mount of their volume, on their node (README, "Revea
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
@@ -354,3 +355,136 @@ def test_the_api_token_is_refused_in_plain_text_in_a_stack_file(tmp_path: Path) 
     with pytest.raises(SpecError) as raised:
         read_platform_config_file(stack_file)
     assert "platform:selfServiceApiVaultToken" in str(raised.value) and "--secret" in str(raised.value)
+
+
+# --- rolling the pods out on a full node -----------------------------------------------------------------
+
+
+def _millicores(quantity: str) -> int:
+    return int(quantity.removesuffix("m")) if quantity.endswith("m") else int(float(quantity) * 1000)
+
+
+class Pod(NamedTuple):
+    deployment: str
+    revision: str  # "old" | "new"
+    labels: dict[str, str]
+    cpu: int
+    node: str | None  # None: pending
+
+
+def roll_out(deployments: dict[str, dict[str, Any]], rolled: str, nodes: dict[str, int]) -> list[Pod] | None:
+    """The pods once Deployment ``rolled`` (of ``deployments``, their specs as rendered) has replaced its
+    pods, or None when the rollout stops for good. ``nodes``: each node's CPU left for requests before
+    any of these pods runs. A model of the Deployment controller (Recreate: the old pods go, then the new
+    come; RollingUpdate: new pods up to replicas + maxSurge, old ones removed while at least replicas -
+    maxUnavailable stay available) and of kube-scheduler (the pod affinity, schedulable_nodes, and the
+    CPU the node has left). Every pod starts as soon as it is bound; a removed pod frees its room."""
+
+    def template_pod(name: str, revision: str) -> Pod:
+        template = deployments[name]["template"]
+        [container] = template["spec"]["containers"]
+        cpu = _millicores(container["resources"]["requests"]["cpu"])
+        return Pod(name, revision, template["metadata"]["labels"], cpu, None)
+
+    def schedule(pods: list[Pod]) -> list[Pod]:
+        placed: list[Pod] = []
+        for index, pod in enumerate(pods):
+            if pod.node is None:
+                running: dict[str, list[dict[str, str]]] = {}
+                for other in [*placed, *pods[index + 1 :]]:
+                    if other.node is not None:
+                        running.setdefault(other.node, []).append(other.labels)
+                room = {
+                    node: left - sum(o.cpu for o in [*placed, *pods[index + 1 :]] if o.node == node)
+                    for node, left in nodes.items()
+                }
+                template = deployments[pod.deployment]["template"]
+                fits = [
+                    node
+                    for node in schedulable_nodes(template, running, list(nodes))
+                    if room[node] >= pod.cpu
+                ]
+                pod = pod._replace(node=fits[0]) if fits else pod
+            placed.append(pod)
+        return placed
+
+    replicas = {name: spec["replicas"] for name, spec in deployments.items()}
+    # Every pod running where the scheduler put it (the worker first, as a first install would).
+    pods: list[Pod] = []
+    for name in sorted(deployments, key=lambda n: n != WORKER_NAME):
+        for _ in range(replicas[name]):
+            pods = schedule([*pods, template_pod(name, "old")])
+    assert all(pod.node is not None for pod in pods), "the starting pods must fit"
+    strategy = deployments[rolled]["strategy"]
+    wanted = replicas[rolled]
+    for _ in range(100):
+        mine = [p for p in pods if p.deployment == rolled]
+        old = [p for p in mine if p.revision == "old"]
+        new = [p for p in mine if p.revision == "new"]
+        available = sum(1 for p in mine if p.node is not None)
+        if not old and len(new) == wanted and all(p.node is not None for p in new):
+            return pods
+        before = pods
+        if strategy["type"] == "Recreate":
+            if old:
+                pods = [p for p in pods if p not in old]
+            elif len(new) < wanted:
+                pods = [*pods, template_pod(rolled, "new")]
+        else:
+            rolling = strategy["rollingUpdate"]
+            surge, unavailable = rolling["maxSurge"], rolling["maxUnavailable"]
+            assert isinstance(surge, int) and isinstance(unavailable, int)  # no percentages here
+            if len(new) < wanted and len(mine) < wanted + surge:
+                pods = [*pods, template_pod(rolled, "new")]
+            elif old and available - 1 >= wanted - unavailable:
+                # The controller removes an unready pod first, else any old one.
+                gone = next((p for p in old if p.node is None), old[0])
+                pods = [p for p in pods if p != gone]
+        pods = schedule(pods)
+        if pods == before:
+            return None  # nothing more the controller may do: the rollout waits for good
+    raise AssertionError("the rollout model did not settle")
+
+
+IMAGE = "ghcr.io/example/tenancy-platform@sha256:" + "ab" * 32  # what the deploy workflow records
+
+
+@pytest.fixture(scope="module")
+def deployed_dev() -> StackCapture:
+    """The real dev program with ``platform:selfService.image`` set, as the deploy workflow sets it (the
+    stack file alone runs no replicas)."""
+    config = read_platform_config_file(PROJECT_DIR / "Pulumi.dev.yaml")
+    values = config_values(config)
+    self_service = json.loads(values["platform:selfService"])
+    values["platform:selfService"] = json.dumps({**self_service, "image": IMAGE})
+    return capture_program(
+        lambda: stack_outputs("dev", project_dir=PROJECT_DIR),
+        stack="dev",
+        config=values,
+        stack_outputs=platform_outputs_for(config),
+    )
+
+
+@pytest.mark.parametrize("rolled", [API_NAME, WORKER_NAME])
+def test_each_pod_mounting_the_workers_volume_rolls_out_on_a_full_node(
+    deployed_dev: StackCapture, rolled: str
+) -> None:
+    """The worker's node has no room left for one more pod (other nodes have plenty, but the affinity
+    keeps these pods off them): a new image must still roll out, the old pod making room for the new.
+    Before, the API's rollout (maxSurge 1, maxUnavailable 0) created a new pod that could schedule
+    nowhere and kept the old one, waiting for good."""
+    deployments = {
+        name: _inputs(deployed_dev, "Deployment", name)["spec"] for name in (API_NAME, WORKER_NAME)
+    }
+    assert all(spec["replicas"] >= 1 for spec in deployments.values())
+    full = sum(
+        spec["replicas"]
+        * _millicores(spec["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"])
+        for spec in deployments.values()
+    )
+    for room in (0, 1000):  # a full node, and one with room for one more
+        pods = roll_out(deployments, rolled, {"node-a": full + room, "node-b": 8000})
+        assert pods is not None, f"the rollout of {rolled} waits for good with {room}m left on the node"
+        assert {p.node for p in pods} == {"node-a"}  # still together, beside the volume
+        mine = [p.revision for p in pods if p.deployment == rolled]
+        assert mine == ["new"] * deployments[rolled]["replicas"]
