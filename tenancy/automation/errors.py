@@ -35,6 +35,8 @@ ERROR_CODES: dict[str, str] = {
     "previous_incarnation_not_destroyed": "the stack still holds an earlier tenant of the same name whose "
     "destroy failed (its resources, its Qdrant data); nothing of the new tenant runs on it until that "
     "destroy is retried and succeeds",
+    "environment_not_served": "the worker runs another environment's stacks (each platform's workers run "
+    "their own environment's, in their own cluster); nothing ran: run it where that environment is served",
     "internal": "an unexpected error in the automation layer (details in the worker's log)",
 }
 
@@ -93,6 +95,10 @@ class EngineFailed(AutomationError):
 
 class PreviousIncarnationNotDestroyed(AutomationError):
     code = "previous_incarnation_not_destroyed"
+
+
+class EnvironmentNotServed(AutomationError):
+    code = "environment_not_served"
 
 
 def describe_failure(error: BaseException, *, what: str) -> tuple[str, str]:

@@ -52,6 +52,7 @@ from tenancy.automation.data_operations import (
 )
 from tenancy.automation.errors import (
     AutomationError,
+    EnvironmentNotServed,
     FixedVolumesChanged,
     PreviousIncarnationNotDestroyed,
     StackNotFound,
@@ -141,6 +142,7 @@ class Worker:
         poll_interval: float = 0.5,
         scaling: QdrantScaling | None = None,
         data: TenantData | None = None,
+        environments: Collection[str] | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -155,6 +157,11 @@ class Worker:
         # Without it, an update that changes a tenant's Qdrant node count is refused (no drain).
         self.scaling = scaling
         self.data = data  # tenants' Qdrant and backup bucket, for backup and restore operations
+        # The environments whose stacks this worker runs (None: every one). A platform's workers deploy
+        # with their own cluster's credentials and their own state: another environment's operation
+        # (queued by a tenantctl pointed at this queue, or before the service knew its environment)
+        # fails without running rather than landing in the wrong cluster.
+        self.environments = None if environments is None else frozenset(environments)
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -305,6 +312,12 @@ class Worker:
         stack = operation.stack
         what = f"{operation.kind.value} of stack {stack.name}"
         try:
+            if self.environments is not None and stack.environment not in self.environments:
+                raise EnvironmentNotServed(
+                    f"{stack.name} belongs to {stack.environment}, and this worker runs the stacks of "
+                    f"{', '.join(sorted(self.environments))} only (in its own cluster, with its own state); "
+                    f"nothing ran. Queue it where {stack.environment} is served"
+                )
             holder = self._undestroyed_predecessor(operation)
             if operation.kind in DATA_KINDS:
                 # The tenant's data, not its stack: no Pulumi call, so no stack recovery either (a

@@ -274,6 +274,10 @@ def environment(config: PlatformConfig, role: Role, *, api_vault_token: bool = F
         "TENANCY_SERVICE_PORT": str(HTTP_PORT),
         "TENANCY_SERVICE_STATE_DIR": STATE_DIR,
         "TENANCY_SERVICE_PROJECT_DIR": PROJECT_DIR,
+        # This platform's tenants only: its workers deploy with this cluster's credentials and this
+        # environment's state, so another environment's tenant (its file is in the same repository)
+        # must never be written, reconciled or run here.
+        "TENANCY_SERVICE_ENVIRONMENTS": config.environment,
         "TENANCY_SERVICE_WORKERS": "0" if role == "api" else str(config.self_service.workers),
         "TENANCY_SERVICE_SHUTDOWN_GRACE_SECONDS": str(shutdown_grace_seconds(config, role)),
         "TENANCY_SERVICE_AUDIT_LOG": "-",  # JSON lines on stdout: Alloy ships them to Loki

@@ -92,7 +92,9 @@ class Backends:
 
     def _reconcile(self) -> None:
         try:
-            queued = queue_unapplied_changes(self.repository, self.queue)
+            queued = queue_unapplied_changes(
+                self.repository, self.queue, environments=self.settings.environments
+            )
         except Exception as error:  # never keep the service from starting; the next start retries
             # The error's own words (redacted: git and Redis may echo a credential) say what to fix.
             said = " ".join(redact(str(error)).split())[:500] or "no message"
@@ -289,6 +291,7 @@ def build_backends(
             heartbeat_interval=min(5.0, settings.worker_stale_after_seconds / 3),
             scaling=scaling if scaling is not None else default_scaling(engine, automation.project_dir),
             data=data,
+            environments=settings.environments,
         )
 
     changes = TenantChanges(
@@ -315,7 +318,9 @@ def build_backends(
     ):
         from tenancy.service.core.backup_sweep import RetiredBackupSweeper
 
-        backup_sweeper = RetiredBackupSweeper(data, interval=settings.backup_sweep_seconds)
+        backup_sweeper = RetiredBackupSweeper(
+            data, interval=settings.backup_sweep_seconds, environments=settings.environments
+        )
     return Backends(
         settings=settings,
         verifier=build_verifier(settings),

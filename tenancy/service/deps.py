@@ -164,9 +164,27 @@ def tenant_not_found(environment: str, name: str) -> ServiceError:
     return ServiceError("tenant_not_found", f"there is no tenant {environment}.{name} that you can access")
 
 
+def served(backends: Backends, environment: str) -> None:
+    """Refuse an environment whose tenants another service manages: a platform stack's service runs
+    tenant stacks in its own cluster, with its own state bucket and credentials, so a tenant of the
+    other environment written or deployed here would land in the wrong cluster."""
+    environments = backends.settings.environments
+    if environment not in environments:
+        raise ServiceError(
+            "environment_not_served",
+            f"this service manages the tenants of {', '.join(environments)}, not of {environment}: "
+            f"call the API of the {environment} platform",
+        )
+
+
 async def readable_tenant(
-    environment: EnvironmentPath, name: TenantNamePath, principal: CurrentPrincipal
+    request: Request, environment: EnvironmentPath, name: TenantNamePath, principal: CurrentPrincipal
 ) -> StackRef:
+    return _readable(request.app.state.backends, environment, name, principal)
+
+
+def _readable(backends: Backends, environment: Environment, name: str, principal: Principal) -> StackRef:
+    served(backends, environment.value)
     if not principal.can_read(name):
         raise tenant_not_found(environment.value, name)
     return StackRef(environment.value, name)
@@ -185,8 +203,7 @@ async def changeable_tenant(
 def _changeable(
     request: Request, backends: Backends, environment: Environment, name: str, principal: Principal
 ) -> StackRef:
-    if not principal.can_read(name):
-        raise tenant_not_found(environment.value, name)
+    _readable(backends, environment, name, principal)
     if not principal.can_change(name):
         backends.audit.record(
             actor=principal.actor,
@@ -219,8 +236,8 @@ class TenantAccess:
 async def tenant_access(
     request: Request, environment: EnvironmentPath, name: TenantNamePath, principal: CurrentPrincipal
 ) -> TenantAccess:
-    stack = await readable_tenant(environment, name, principal)
-    return TenantAccess(stack, principal, request.app.state.backends)
+    backends: Backends = request.app.state.backends
+    return TenantAccess(_readable(backends, environment, name, principal), principal, backends)
 
 
 async def changeable_tenant_access(

@@ -9,6 +9,7 @@ and the next one retries. Until a sweep runs, an expired backup is already refus
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +21,9 @@ log = logging.getLogger("tenancy.service")
 
 
 class RetiredBackupSweeper:
-    def __init__(self, data: Any, *, interval: float) -> None:
+    def __init__(self, data: Any, *, interval: float, environments: Collection[str] = ENVIRONMENTS) -> None:
         self.data = data  # tenancy.automation.data_operations.TenantData
+        self.environments = tuple(environments)  # the service's own: the bucket is its platform's
         self._periodic = Periodic(
             self.sweep,
             interval=interval,
@@ -36,7 +38,7 @@ class RetiredBackupSweeper:
         self._periodic.stop()
 
     def sweep(self) -> list[str]:
-        deleted = sweep_retired_backups(self.data, tuple(ENVIRONMENTS), now=datetime.now(UTC))
+        deleted = sweep_retired_backups(self.data, self.environments, now=datetime.now(UTC))
         if deleted:
             log.info("deleted %d backup(s) of deleted tenants past their retention", len(deleted))
         return deleted

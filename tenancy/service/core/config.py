@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from tenancy.builders.contract import issuer_url
 from tenancy.spec.cidr import EXAMPLES, parse_network
 from tenancy.spec.plans import Plan
+from tenancy.spec.tree import ENVIRONMENTS
 
 API_AUDIENCE = "tenant-api"
 LOCAL_ISSUER = issuer_url("localhost")  # https://auth.localhost/realms/platform: the documented local issuer
@@ -57,6 +58,16 @@ class ServiceSettings(BaseSettings):
     )
     tenants_path: str = Field(
         default="tenants", description="Directory inside the repository holding <env>/<name>.yaml."
+    )
+    environments: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=ENVIRONMENTS,
+        description=(
+            "Environments whose tenants this service manages (comma-separated). A platform stack's "
+            "service runs its tenants' stacks in its own cluster, with its own state and credentials, so "
+            "it is given its own environment only: the API answers 404 environment_not_served for the "
+            "others, and neither its start nor its workers run their operations. Default: every "
+            "environment (a service on a checkout, as tenantctl serve runs by default)."
+        ),
     )
     git_remote: str | None = Field(
         default=None,
@@ -261,7 +272,12 @@ class ServiceSettings(BaseSettings):
     redis_prefix: str = Field(default="tenancy:", description="Prefix of every key the service writes.")
 
     @field_validator(
-        "algorithms", "redis_sentinels", "authorized_parties", "self_service_plans", mode="before"
+        "algorithms",
+        "redis_sentinels",
+        "authorized_parties",
+        "self_service_plans",
+        "environments",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -311,6 +327,17 @@ class ServiceSettings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown plans {unknown}; plans are " + ", ".join(p.value for p in Plan))
         return value
+
+    @field_validator("environments")
+    @classmethod
+    def _known_environments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [environment for environment in value if environment not in ENVIRONMENTS]
+        if unknown or not value:
+            raise ValueError(
+                f"environments {unknown or '(none)'} are not environments of the platform; name one or "
+                "more of " + ", ".join(ENVIRONMENTS)
+            )
+        return tuple(dict.fromkeys(value))
 
     @model_validator(mode="after")
     def _keys_match_the_issuer(self) -> ServiceSettings:

@@ -34,6 +34,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "csrf_failed": (403, "a portal session's write without its CSRF token (X-CSRF-Token)"),
     "not_found": (404, "no such route"),
     "tenant_not_found": (404, "no such tenant among those you can access"),
+    "environment_not_served": (
+        404,
+        "this service manages another environment's tenants (each platform stack runs its own service, "
+        "for its own cluster); call that environment's API",
+    ),
     "operation_not_found": (404, "no such operation among those you can access"),
     "api_key_not_found": (404, "no such API key for this tenant"),
     "output_not_available": (404, "the tenant has no such output (not enabled or not deployed yet)"),

@@ -9,6 +9,7 @@ missing (a wrong tenants path, a bad merge) is never automatic; ``tenantctl sync
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from tenancy.automation.contract import Operation, OperationKind, OperationQueue, OperationStatus, StackRef
 from tenancy.automation.fingerprint import spec_fingerprint
@@ -17,6 +18,7 @@ from tenancy.service.core.incarnation import incarnation_of
 from tenancy.service.core.tenants_repo import TenantRepository
 from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import parse_tenant
+from tenancy.spec.tree import ENVIRONMENTS
 
 log = logging.getLogger("tenancy.service")
 
@@ -24,14 +26,20 @@ RECONCILER = "tenant-api:reconcile"  # requested_by of the updates it queues
 _WANTED = (OperationStatus.queued, OperationStatus.running, OperationStatus.succeeded)
 
 
-def queue_unapplied_changes(repository: TenantRepository, queue: OperationQueue) -> list[Operation]:
-    """Queue an update for each tenant whose file in git is not what its stack has or will have.
-    Each tenant is held (``locked``) while its file is read and its update queued, as the service
-    holds it across a commit and its submit: a process sharing the checkout and the queue that
-    changes the tenant meanwhile queues its update after this one, never before (this one, read
-    earlier, would supersede it and leave the stack with a spec git no longer has)."""
+def queue_unapplied_changes(
+    repository: TenantRepository, queue: OperationQueue, *, environments: Collection[str] = ENVIRONMENTS
+) -> list[Operation]:
+    """Queue an update for each tenant of ``environments`` whose file in git is not what its stack has
+    or will have (the tenants repository holds every environment's files; a platform's service runs
+    only its own environment's stacks). Each tenant is held (``locked``) while its file is read and its
+    update queued, as the service holds it across a commit and its submit: a process sharing the
+    checkout and the queue that changes the tenant meanwhile queues its update after this one, never
+    before (this one, read earlier, would supersede it and leave the stack with a spec git no longer
+    has)."""
     queued = []
     for environment, name in repository.names():
+        if environment not in environments:
+            continue
         stack = StackRef(environment, name)
         with repository.locked(stack.name):
             operation = _queue_if_unapplied(repository, queue, stack)

@@ -378,7 +378,7 @@ def overview(backends: BackendsDep, principal: CurrentPrincipal) -> JSONResponse
     tenants = []
     for environment, name in backends.repository.names():
         role = principal.role_on(name)
-        if role is None:
+        if role is None or environment not in backends.settings.environments:
             continue
         document = backends.repository.read(environment, name) or {}
         stack = StackRef(environment, name)
@@ -425,7 +425,7 @@ def form_schema(backends: BackendsDep, principal: CurrentPrincipal) -> JSONRespo
             "qdrantDefaultVersion": versions.QDRANT_DEFAULT_VERSION,
             "vclusterVersions": list(versions.VCLUSTER_KUBERNETES_VERSIONS),
             "vclusterDefaultVersion": versions.VCLUSTER_DEFAULT_KUBERNETES_VERSION,
-            "environments": ["dev", "prod"],
+            "environments": list(backends.settings.environments),
         }
     )
 

@@ -46,6 +46,7 @@ _FILE_ERRORS = error_responses(
     *AUTHENTICATED,
     "change_request_not_found",
     "tenant_not_found",
+    "environment_not_served",
     "forbidden",
     "invalid_spec",
     *WITH_BODY,

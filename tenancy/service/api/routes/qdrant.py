@@ -61,6 +61,7 @@ _CODES = (
     "backup_not_owned",
     "platform_admin_required",
     "tenant_not_found",
+    "environment_not_served",
     "backup_not_found",
     "qdrant_not_enabled",
     "operation_in_progress",

@@ -41,10 +41,11 @@ from tenancy.spec.tenant import parse_utc_time
 router = APIRouter(prefix=API_PREFIX, tags=["qdrant keys"])
 
 ROTATE_PATH = f"{TENANT_PATH}/qdrant/keys/rotate"
-_ERRORS = error_responses(*AUTHENTICATED, "tenant_not_found")
+_ERRORS = error_responses(*AUTHENTICATED, "tenant_not_found", "environment_not_served")
 _ROTATE_ERRORS = error_responses(
     *AUTHENTICATED,
     "tenant_not_found",
+    "environment_not_served",
     "forbidden",
     "rotation_in_progress",
     "qdrant_not_enabled",

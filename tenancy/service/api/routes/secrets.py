@@ -26,7 +26,12 @@ log = logging.getLogger("tenancy.service")
 
 TENANT_PATH = "/environments/{environment}/tenants/{name}"
 _ERRORS = error_responses(
-    *AUTHENTICATED, "forbidden", "tenant_not_found", "output_not_available", "engine_unavailable"
+    *AUTHENTICATED,
+    "forbidden",
+    "tenant_not_found",
+    "environment_not_served",
+    "output_not_available",
+    "engine_unavailable",
 )
 
 

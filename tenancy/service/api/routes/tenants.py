@@ -37,6 +37,7 @@ from tenancy.service.deps import (
     IfNoneMatch,
     ReadableTenant,
     ReadableTenantAccess,
+    served,
     tenant_not_found,
 )
 from tenancy.service.models import (
@@ -72,10 +73,11 @@ ForceWithoutBackup = Annotated[
     ),
 ]
 
-_ERRORS = error_responses(*AUTHENTICATED, "tenant_not_found")
+_ERRORS = error_responses(*AUTHENTICATED, "tenant_not_found", "environment_not_served")
 _WRITE_CODES = (
     *AUTHENTICATED,
     "tenant_not_found",
+    "environment_not_served",
     "forbidden",
     "platform_admin_required",
     "deletion_protected",
@@ -224,10 +226,13 @@ def list_tenants(
     principal: CurrentPrincipal,
     environment: Annotated[Environment | None, Query(description="Only this environment.")] = None,
 ) -> TenantList:
+    if environment is not None:
+        served(backends, environment.value)
+    environments = backends.settings.environments
     found = []
     for env, name in backends.repository.names():
         role = principal.role_on(name)
-        if role is None or (environment is not None and env != environment.value):
+        if role is None or env not in environments or (environment is not None and env != environment.value):
             continue
         document = backends.repository.read(env, name) or {}
         display = document.get("displayName")
