@@ -94,6 +94,10 @@ def test_the_prod_service_neither_writes_nor_starts_nor_runs_a_dev_tenant(
         listed = client.get("/api/v1/tenants").json()["tenants"]
         assert [(t["environment"], t["name"]) for t in listed] == [("prod", "acme")]
         assert client.get("/api/v1/environments/prod/tenants/acme").status_code == 200
+        # The portal offers and shows only the environment it can write (its form's default included).
+        assert client.get("/portal/api/schema").json()["environments"] == ["prod"]
+        overview = client.get("/portal/api/overview").json()["tenants"]
+        assert [(t["environment"], t["name"]) for t in overview] == [("prod", "acme")]
 
         # Nothing of dev was written, and no dev operation came from the API.
         assert repository.read("dev", "acme") == dev_acme

@@ -509,7 +509,7 @@ async function renderForm(env, name) {
   const checkbox = (value) => { const el = h("input", { type: "checkbox" }); el.checked = Boolean(value); return el; };
   const select = (options, value) => { const el = h("select", {}, options.map((o) => h("option", { value: o }, o))); el.value = value; return el; };
   const controls = {
-    environment: select(schema.environments, env || "dev"),
+    environment: select(schema.environments, env || schema.environments[0]),
     name: input({ required: true, autocomplete: "off", pattern: "[a-z]([-a-z0-9]*[a-z0-9])?" }, name),
     displayName: input({}, spec.displayName),
     owners: input({ type: "text", autocomplete: "email" }, (spec.owners || [session.email || ""]).filter(Boolean).join(", ")),
