@@ -189,6 +189,55 @@ def test_a_body_that_is_not_json_is_a_clear_422(live: LiveServer, admin: httpx.C
     assert _state(live) == before
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/x-www-form-urlencoded",  # what `curl -d` sends without -H 'Content-Type: ...'
+        "text/plain",
+        "application/yaml",  # a tenant file's text sent as it is
+    ],
+)
+def test_a_body_sent_as_another_media_type_is_a_415_naming_the_type_to_send(
+    live: LiveServer, admin: httpx.Client, content_type: str
+) -> None:
+    before = _state(live)
+    headers = {"Content-Type": content_type}
+    document = json.dumps({"owners": ["me@newco.example"], "plan": "small"})
+    refused = [
+        admin.put(NEWCO, content=document, headers=headers),
+        admin.patch(ACME, content=json.dumps({"displayName": "ACME"}), headers=headers),
+        admin.post(f"{ACME}/qdrant/keys/rotate", content=json.dumps({"grace": "2h"}), headers=headers),
+        admin.post("/api/v1/tenants/acme/api-keys", content=json.dumps({"role": "viewer"}), headers=headers),
+    ]
+    for response in refused:
+        error = _refused(response, 415, "unsupported_media_type")
+        assert repr(content_type) in error["message"], error
+        assert "Content-Type: application/json" in error["message"], error
+    # Chunked, without a Content-Length, the same.
+    error = _refused(
+        admin.patch(ACME, content=iter([b'{"displayName":', b' "ACME"}']), headers=headers),
+        415,
+        "unsupported_media_type",
+    )
+    assert _state(live) == before
+
+
+def test_a_request_without_a_body_may_carry_any_content_type(live: LiveServer, admin: httpx.Client) -> None:
+    # No body to misread: the route answers as it would without the header (here: no such key).
+    response = admin.delete("/api/v1/tenants/acme/api-keys/abc123", headers={"Content-Type": "text/plain"})
+    _refused(response, 404, "api_key_not_found")
+    approve = "/api/v1/change-requests/cr-0123456789ab/approve"
+    _refused(admin.post(approve, headers={"Content-Type": "text/plain"}), 404, "change_request_not_found")
+
+
+def test_json_media_types_pass(live: LiveServer, admin: httpx.Client) -> None:
+    for content_type in ("application/merge-patch+json", "application/json; charset=utf-8"):
+        response = admin.patch(
+            ACME, content=b'{"labels": {"team": "search"}}', headers={"Content-Type": content_type}
+        )
+        assert response.status_code == 202, response.text
+
+
 def test_a_valid_patch_still_passes(live: LiveServer, admin: httpx.Client) -> None:
     response = admin.patch(ACME, json={"displayName": "ACME — Sök & Co ✓", "labels": {"team": "search"}})
     assert response.status_code == 202, response.text

@@ -17,7 +17,14 @@ from tenancy.service.models import ErrorResponse
 AUTHENTICATED = ("unauthenticated", "rate_limited", "identity_provider_unavailable")
 # What every route taking a JSON body may answer before it runs (tenancy.service.core.request_body,
 # FastAPI's own parsing and validation).
-WITH_BODY = ("bad_request", "payload_too_large", "json_too_deep", "invalid_character", "invalid_request")
+WITH_BODY = (
+    "bad_request",
+    "payload_too_large",
+    "unsupported_media_type",
+    "json_too_deep",
+    "invalid_character",
+    "invalid_request",
+)
 
 
 def error_responses(*codes: str) -> dict[int | str, dict[str, Any]]:

@@ -83,6 +83,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "the deleted tenant's backup is past its retention period; it cannot be restored",
     ),
     "payload_too_large": (413, "the request body is too large"),
+    "unsupported_media_type": (
+        415,
+        "the request has a body whose Content-Type is not JSON; send it as application/json",
+    ),
     "invalid_spec": (422, "the tenant spec is invalid; details name each field and reason"),
     "invalid_request": (422, "the request is malformed; details name each field and reason"),
     "json_too_deep": (422, "the JSON body nests arrays and objects deeper than the service accepts"),

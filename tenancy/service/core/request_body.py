@@ -11,6 +11,13 @@ A pure ASGI middleware, inside the request-context one (so its answers carry the
   (``tenancy.spec.text``); 422 ``invalid_character`` naming each field; ``NaN`` and ``Infinity``,
   which Python's parser accepts but JSON does not define, answer 422 ``invalid_request``.
 
+- media type: every body the service takes is JSON, so a body sent as anything else (``curl -d``
+  without ``-H 'Content-Type: application/json'`` sends ``application/x-www-form-urlencoded``; a
+  tenant's YAML sent as ``application/yaml``) answers 415 ``unsupported_media_type`` naming the type
+  to send. FastAPI would hand such a body to the route as bytes, whose check then said the body was
+  "not an object" (or "a tenant file holds one YAML mapping, this one holds a bytes") about the
+  very object the caller sent.
+
 A body that is not valid JSON at all is left to FastAPI, which answers ``invalid_request``. Bodies
 are checked when FastAPI would parse them as JSON: no ``Content-Type``, ``application/json`` or
 ``application/*+json``. The checked body is handed on unchanged; nothing is written before a check
@@ -124,8 +131,11 @@ class RequestBodyGuard:
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             await _answer(send, self._too_large())
             return
-        if scope.get("method") not in _METHODS_WITH_BODIES or not _is_json(content_type):
+        if scope.get("method") not in _METHODS_WITH_BODIES:
             await self.app(scope, self._counted(receive), send)
+            return
+        if not _is_json(content_type):
+            await self._refuse_unless_empty(scope, receive, send, length, str(content_type))
             return
         chunks: list[bytes] = []
         size = 0
@@ -149,6 +159,35 @@ class RequestBodyGuard:
                 await _answer(send, refused)
                 return
         await self.app(scope, _replay(body, receive), send)
+
+    async def _refuse_unless_empty(
+        self, scope: Scope, receive: Receive, send: Send, length: str | None, content_type: str
+    ) -> None:
+        """A request with a body that is not JSON: 415. Without a body (``Content-Length: 0``, or a
+        chunked request whose chunks are all empty), whatever its type says, it goes on."""
+        if length is None:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away before sending its body: nobody to answer
+                if message.get("body", b""):
+                    break
+                if not message.get("more_body", False):
+                    await self.app(scope, _replay(b"", receive), send)
+                    return
+        elif int(length) == 0:
+            await self.app(scope, receive, send)
+            return
+        media = content_type.split(";", 1)[0].strip()
+        await _answer(
+            send,
+            BodyRefused(
+                415,
+                "unsupported_media_type",
+                f"the request body is sent as {media!r}, but the service reads JSON only: send it with "
+                "'Content-Type: application/json' (with curl: -H 'Content-Type: application/json')",
+            ),
+        )
 
     def _too_large(self) -> BodyRefused:
         return BodyRefused(
