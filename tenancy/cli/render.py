@@ -9,7 +9,7 @@ import typer
 
 from tenancy.cli import exit_codes
 from tenancy.render.batch import default_jobs, render_stacks
-from tenancy.render.write import RenderError, example_stacks
+from tenancy.render.write import RenderError, example_stacks, remove_stale_stacks
 from tenancy.spec.errors import SpecError
 
 StackOption = Annotated[
@@ -70,6 +70,11 @@ def render(
                 f"{rendered.stack}: {rendered.manifest_count} manifest(s), "
                 f"{rendered.release_count} Helm release(s) -> {rendered.directory}"
             )
+        if all_stacks:
+            for directory in remove_stale_stacks(out, stacks):
+                typer.echo(
+                    f"removed {directory}: {directory.name} is no longer a stack (its tenant file is gone)"
+                )
     except SpecError as error:
         for issue in error.issues:
             typer.echo(f"error: {issue}", err=True)

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,9 @@ import yaml
 
 from tenancy.render.redact import GeneratedValues, mask_leaves, mask_paths, mask_secret_data
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_stack
+from tenancy.spec.errors import SpecError
 from tenancy.spec.tree import ENVIRONMENTS, load_tenants
+from tenancy.stacks import parse_stack_name
 
 MANIFESTS_DIR = "manifests"
 HELM_DIR = "helm"
@@ -407,6 +409,29 @@ def write_rendered(rendered: RenderedStack, out: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
     return directory
+
+
+def remove_stale_stacks(out: Path, stacks: Iterable[str]) -> list[Path]:
+    """Remove the directories below ``out`` that render wrote for a stack not in ``stacks`` (a tenant
+    removed or renamed since); return them. ``render --all`` calls this once every stack rendered, so
+    ``tenantctl policy OUT`` and a diff of two renders see only the stacks that exist now. As in
+    ``write_rendered``, only what render wrote goes: a directory named as no stack could be, or one
+    holding anything else, is left alone."""
+    current = set(stacks)
+    removed = []
+    for directory in sorted(out.iterdir()) if out.is_dir() else []:
+        if directory.name in current or directory.is_symlink() or not directory.is_dir():
+            continue
+        entries = {entry.name for entry in directory.iterdir()}
+        if not entries or not entries <= RENDER_ENTRIES:
+            continue
+        try:
+            parse_stack_name(directory.name)
+        except SpecError:
+            continue
+        shutil.rmtree(directory)
+        removed.append(directory)
+    return removed
 
 
 def render_stack(stack: str, *, project_dir: Path, out: Path) -> tuple[RenderedStack, Path]:

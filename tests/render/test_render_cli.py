@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,46 @@ def test_validate_fails_naming_the_file_object_and_field(
     assert result.exit_code == exit_codes.OPERATION_FAILED
     assert "NetworkPolicy-deny.yaml: NetworkPolicy team/deny: spec" in result.output
     assert "podSelectr" in result.output
+
+
+def test_render_all_again_removes_the_stacks_of_tenants_that_are_gone(tmp_path: Path) -> None:
+    # A second `render --all` into the same OUT after a tenant file was removed (or renamed): its old
+    # directory would otherwise stay, and `tenantctl policy OUT` and a diff of renders would still
+    # see a stack that no longer exists.
+    project = tmp_path / "project"
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT_DIR / name, project / name)
+    (project / "tenants" / "dev").mkdir(parents=True)
+    (project / "tenants" / "prod").mkdir()
+    for name in ("acme", "initech"):
+        shutil.copy(PROJECT_DIR / "tenants" / "dev" / f"{name}.yaml", project / "tenants" / "dev")
+    out = tmp_path / "render"
+    arguments = ["render", "--all", "--out", str(out), "--project", str(project), "--jobs", "1"]
+    first = runner.invoke(app, arguments)
+    assert first.exit_code == 0, first.output
+    assert (out / "dev.initech" / "outputs.yaml").is_file()
+    # Beside the renders: what render did not write stays, even in a stack's place.
+    (out / "notes").mkdir()
+    (out / "notes" / "outputs.yaml").write_text("mine\n")
+    shutil.copytree(out / "dev.acme", out / "dev.kept")
+    (out / "dev.kept" / "review.md").write_text("mine\n")
+
+    (project / "tenants" / "dev" / "initech.yaml").unlink()
+    second = runner.invoke(app, arguments)
+
+    assert second.exit_code == 0, second.output
+    assert not (out / "dev.initech").exists()
+    assert f"removed {out / 'dev.initech'}: dev.initech is no longer a stack" in second.output
+    assert sorted(p.name for p in out.iterdir()) == ["dev", "dev.acme", "dev.kept", "notes", "prod"]
+    assert (out / "dev.kept" / "review.md").is_file() and (out / "notes" / "outputs.yaml").is_file()
+
+
+def test_render_of_one_stack_leaves_the_other_stacks_alone(tmp_path: Path) -> None:
+    (tmp_path / "dev.initech" / "manifests").mkdir(parents=True)
+    (tmp_path / "dev.initech" / "outputs.yaml").write_text("{}\n")
+    result = runner.invoke(
+        app, ["render", "--stack", "dev.acme", "--out", str(tmp_path), "--project", str(PROJECT_DIR)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "dev.initech" / "outputs.yaml").is_file()
