@@ -63,7 +63,10 @@ def resource_quota_manifest(tenant: Tenant) -> Manifest:
         "persistentvolumeclaims": str(quota.persistent_volume_claims),
         "pods": str(quota.pods),
         "services": str(quota.services),
-        "secrets": str(quota.secrets),
+        # A vCluster keeps each synced pod's service-account tokens in a Secret of its own
+        # (tenancy.builders.vcluster, useSecretsForSATokens): one more Secret per pod the quota allows, so
+        # the tenant's own Secrets keep the plan's count.
+        "secrets": str(quota.secrets + (quota.pods if tenant.vcluster is not None else 0)),
         "configmaps": str(quota.config_maps),
         # Tenants are reached through the platform gateway only.
         "services.loadbalancers": "0",

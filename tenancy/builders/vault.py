@@ -198,7 +198,10 @@ def tenant_role_args(tenant: Tenant) -> dict[str, Any]:
 # The chosen path: the pod itself logs in (Vault agent, a client library, or the CLI) with a projected
 # service-account token whose audience is AUDIENCE, so the token is useless against the API server or any
 # other service, and short-lived. It needs no extra component on the platform (the Vault agent injector
-# or CSI provider would, each with cluster-wide webhooks or node agents), and works the same in a vCluster.
+# or CSI provider would, each with cluster-wide webhooks or node agents). Pods of the tenant namespace
+# only: a pod inside the tenant's vCluster gets its projected token from the virtual cluster's API
+# server, which this auth method (reviewing with the host cluster's) cannot verify (README, "Reading
+# keys from Vault").
 # What it needs, and the tenant stack declares: egress from the tenant namespace to Vault
 # (tenancy.builders.network ``allow-vault``) and, for a Vault in the cluster, Vault's namespace among the
 # tenant Sidecar's egress hosts (tenancy.builders.istio.tenant_sidecar).

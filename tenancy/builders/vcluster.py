@@ -203,10 +203,20 @@ def render_vcluster_values(
             "limitRange": {"enabled": False},
             "networkPolicy": {"enabled": False},
         },
-        # StatefulSet pods synced from the virtual cluster get an init container rewriting their hosts file.
         "sync": {
             "toHost": {
-                "pods": {"rewriteHosts": {"initContainer": {"image": chart_image(images.rewrite_hosts)}}}
+                "pods": {
+                    # The syncer mints each synced pod's service-account tokens in the virtual cluster
+                    # (10-year tokens) and, by default, writes them into an annotation of the pod in the
+                    # tenant namespace, where anyone who may read pods (the tenant-viewer Role) could take
+                    # them and act as those workloads in the vCluster. In a Secret per pod instead, they
+                    # are readable only by who may read Secrets there (tenant-admins, who hold the
+                    # vCluster's kubeconfig anyway); the namespace's quota counts them
+                    # (tenancy.builders.namespace.resource_quota_manifest).
+                    "useSecretsForSATokens": True,
+                    # StatefulSet pods get an init container rewriting their hosts file.
+                    "rewriteHosts": {"initContainer": {"image": chart_image(images.rewrite_hosts)}},
+                }
             }
         },
         "rbac": {"clusterRole": {"enabled": False}},
