@@ -301,6 +301,111 @@ def test_an_acknowledged_change_s_audit_record_is_flushed_before_the_answer(
         assert events == []
 
 
+def test_a_rotated_audit_log_whose_flush_fails_turns_no_answer_into_a_500(
+    make_app: AppFactory, issuer: Issuer, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """logrotate moves the audit log away and its old file can no longer be flushed (EIO). A refusal is
+    answered as a refusal (before: the next line's rotation flushed the old file under the lock and
+    raised, so the viewer's 403 became a 500), and an acknowledged change still has its record flushed
+    before its answer: in the new file, whose name is flushed first."""
+    app, _ = make_app(workers=0)
+    server = serve(app)
+    audit = Path(app.state.backends.settings.audit_target)
+    events: list[str] = []
+
+    with server.client(issuer.admin_of("acme")) as client, server.client(issuer.viewer_of("acme")) as viewer:
+        assert client.put(ACME_URL, json=spec("acme")).status_code == 202
+        rotated = audit.with_name("audit.log.1")
+        audit.rename(rotated)
+        old = os.stat(rotated).st_ino
+
+        def fsync(descriptor: int) -> None:
+            path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+            if os.fstat(descriptor).st_ino == old:
+                events.append("old file failed")
+                raise OSError(errno.EIO, "Input/output error")
+            os.fsync(descriptor)
+            events.append(f"{path.name}:{audit.read_text() if path == audit else ''}")
+
+        monkeypatch.setattr(durable, "fsync", fsync)
+        denied = viewer.patch(ACME_URL, json={"displayName": "Nope"}, headers={"X-Request-ID": "denied"})
+        assert denied.status_code == 403, denied.text
+        assert denied.json()["error"]["code"] == "forbidden"
+        assert '"request_id":"denied"' in audit.read_text()  # in the new file, at the path
+
+        patched = client.patch(ACME_URL, json={"displayName": "Acme"}, headers={"X-Request-ID": "the-patch"})
+        events.append("answered")
+        assert patched.status_code == 202
+        flushed = next(i for i, event in enumerate(events) if event.startswith("audit.log:"))
+        assert '"request_id":"the-patch"' in events[flushed]
+        assert events.index(audit.parent.name + ":") < flushed < events.index("answered")
+        assert "old file failed" not in events  # nothing acknowledged was left in it
+        assert '"request_id":"the-patch"' not in rotated.read_text()
+
+
+def test_an_acknowledged_record_in_a_rotated_audit_log_is_told_when_its_file_cannot_be_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record's line went to the old file, then the log was rotated before its flush: its flush is the
+    old file's, and when that fails the record is not acknowledged; a refusal written meanwhile returns,
+    and a record in the new file is acknowledged once the new file (and its name) is flushed."""
+    target = tmp_path / "audit.log"
+    log = AuditLog(str(target))
+    log.record(actor="x", action="tenant.patch", outcome="accepted", tenant="acme")  # the file, named
+    old = os.stat(target).st_ino
+    flushes: list[str] = []
+    hold, held = threading.Event(), threading.Event()
+
+    def fsync(descriptor: int) -> None:
+        if os.fstat(descriptor).st_ino == old:
+            if not held.is_set():  # the first record's flush: held, then done
+                held.set()
+                assert hold.wait(10)
+            else:
+                path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+                flushes.append(f"{path.name} failed")
+                raise OSError(errno.EIO, "Input/output error")
+        os.fsync(descriptor)
+        flushes.append(Path(os.readlink(f"/proc/self/fd/{descriptor}")).name)
+
+    monkeypatch.setattr(durable, "fsync", fsync)
+    outcomes: dict[str, str] = {}
+
+    def write(actor: str, outcome: Any = "accepted") -> None:
+        try:
+            log.record(actor=actor, action="tenant.patch", outcome=outcome, tenant="acme")
+            outcomes[actor] = "returned"
+        except OSError as error:
+            outcomes[actor] = errno.errorcode[error.errno or 0]
+
+    first = threading.Thread(target=write, args=("first",), daemon=True)
+    first.start()
+    assert held.wait(10)  # the first group flushes the old file; the next record waits for the next
+    in_old = threading.Thread(target=write, args=("in-old",), daemon=True)
+    in_old.start()
+    deadline = time.monotonic() + 10
+    while len(log._flushes._pending) < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(log._flushes._pending) == 1
+    target.rename(tmp_path / "audit.log.1")
+    write("refusal", "refused")  # opens the new file: returns at once, nothing flushed on its way
+    assert outcomes == {"refusal": "returned"} and "refusal" in target.read_text()
+    in_new = threading.Thread(target=write, args=("in-new",), daemon=True)
+    in_new.start()
+    while len(log._flushes._pending) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(log._flushes._pending) == 2
+    hold.set()
+    for thread in (first, in_old, in_new):
+        thread.join(10)
+    assert outcomes == {"refusal": "returned", "first": "returned", "in-old": "EIO", "in-new": "returned"}
+    # The old file (now audit.log.1) for the first, then for the second group its failed flush, the
+    # folder naming the new file, and the new file.
+    assert flushes == ["audit.log.1", "audit.log.1 failed", tmp_path.name, "audit.log"]
+    assert '"actor":"in-new"' in target.read_text()
+    log.record(actor="after", action="tenant.patch", outcome="accepted", tenant="acme")  # the log goes on
+
+
 def test_audit_records_arriving_during_a_flush_share_the_next_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -373,7 +478,7 @@ def test_every_audit_record_of_a_group_is_answered_when_its_flush_cannot_even_st
     every record of the group is told it failed, none waits for good. Before, the leader raised and
     the other records' threads slept on a wakeup nobody would set."""
     log = AuditLog(str(tmp_path / "audit.log"))
-    log.record(actor="x", action="tenant.patch", outcome="refused", tenant="acme")  # the file exists
+    log.record(actor="x", action="tenant.patch", outcome="accepted", tenant="acme")  # the file, named
     hold, held = threading.Event(), threading.Event()
 
     def fsync(descriptor: int) -> None:

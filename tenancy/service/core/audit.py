@@ -11,6 +11,12 @@ share the next (group commit: one ``fsync`` per group, whatever its size). Recor
 done (denied, refused, invalid, failed) are written at once and reach the disk with the next flush
 of the file, or the kernel's own writeback: no caller waits on a disk for a refusal. On standard
 output ('-') the line is the container runtime's to keep.
+
+Rotation (the file moved or removed, as logrotate does): the next line opens a new file at the path,
+and nothing is flushed on that line's way. The old file stays open until the records written to it are
+flushed by their group, which flushes each file its records' lines are in (and the folder, once, for
+a file created since): a failed flush of the old file fails only the acknowledged records whose lines
+are in it, never a refusal written meanwhile, nor a record in the new file.
 """
 
 from __future__ import annotations
@@ -31,10 +37,22 @@ Outcome = Literal["accepted", "succeeded", "denied", "refused", "invalid", "fail
 _DONE: frozenset[str] = frozenset({"accepted", "succeeded"})  # flushed before record() returns
 
 
+@dataclass(eq=False)
+class _File:
+    """One file the log wrote lines to: the one at the path, or one moved away since (rotated)."""
+
+    handle: TextIO
+    inode: tuple[int, int]
+    named: bool  # its name is on the disk (the folder flushed since it was created)
+    waiting: int = 0  # acknowledged records whose lines are in it and not flushed yet
+    rotated: bool = False  # no longer at the path: closed once ``waiting`` is back to 0
+
+
 @dataclass
 class _Flush:
     """A record waiting for a flush of the file that holds its line (a group commit item)."""
 
+    file: _File
     done: bool = False
     lead: bool = False
     wakeup: threading.Event = field(default_factory=threading.Event)
@@ -46,8 +64,7 @@ class AuditLog:
         """``target``: a file path (appended to), or '-' for standard output."""
         self.target = target
         self._lock = threading.Lock()
-        self._handle: TextIO | None = None
-        self._inode: tuple[int, int] | None = None
+        self._file: _File | None = None
         self._flushes: GroupCommit[_Flush] = GroupCommit(self._flush_group)
         if target != "-":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -82,49 +99,69 @@ class AuditLog:
                 sys.stdout.write(line)
                 sys.stdout.flush()
                 return
-            handle = self._open()
-            handle.write(line)
-            handle.flush()  # in the kernel's hands per line, as closing the file after each did
-        if outcome in _DONE:
-            waiter = _Flush()
-            self._flushes.join(waiter)  # the line is written: any flush that starts now covers it
-            if waiter.error is not None:
-                raise waiter.error
+            file = self._open()
+            file.handle.write(line)
+            file.handle.flush()  # in the kernel's hands per line, as closing the file after each did
+            if outcome not in _DONE:
+                return
+            file.waiting += 1  # kept open until this line is flushed, even if rotated meanwhile
+        waiter = _Flush(file)
+        self._flushes.join(waiter)  # the line is written: any flush that starts now covers it
+        if waiter.error is not None:
+            raise waiter.error
 
     def _flush_group(self, group: list[_Flush]) -> None:
-        """One flush for every record of ``group`` (their lines were written before they joined)."""
-        error: OSError | None = None
-        descriptor: int | None = None
-        try:
-            with self._lock:  # dup may fail too (EMFILE): every waiter of the group must still be told
-                descriptor = os.dup(self._handle.fileno()) if self._handle is not None else None
-            if descriptor is not None:
-                durable.fsync(descriptor)  # outside the lock: lines keep being written meanwhile
-        except OSError as failed:
-            error = failed
-        finally:
-            if descriptor is not None:
-                os.close(descriptor)
+        """One flush of each file holding a line of ``group`` (written before they joined): the file
+        at the path, and one rotated away since; each record is told how its own file's flush went."""
+        errors: dict[_File, OSError | None] = {}
+        for file in dict.fromkeys(waiter.file for waiter in group):
+            try:
+                self._flush_file(file)
+            except OSError as failed:
+                errors[file] = failed
+            else:
+                errors[file] = None
+        with self._lock:
+            for waiter in group:
+                waiter.file.waiting -= 1
+            for file in errors:
+                if file.rotated and file.waiting == 0:
+                    file.handle.close()
         for waiter in group:
-            waiter.error = error
+            waiter.error = errors[waiter.file]
             waiter.done = True
             waiter.wakeup.set()
 
-    def _open(self) -> TextIO:
+    def _flush_file(self, file: _File) -> None:
+        """Its name (once, after it was created), then its lines, outside the lock: lines keep being
+        written meanwhile. The file stays open while records wait on it, so its descriptor is valid."""
+        if not file.named:
+            durable.sync_folders([Path(self.target).parent])
+            file.named = True
+        with self._lock:  # dup may fail (EMFILE): raised, so every waiter of the file is still told
+            descriptor = os.dup(file.handle.fileno())
+        try:
+            durable.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def _open(self) -> _File:
         """The file kept open between lines (opening it per line cost a tenth of a write's time), and
-        opened again when it was moved or removed (log rotation), so lines always land at the path."""
+        opened again when it was moved or removed (log rotation), so lines always land at the path.
+        Nothing is flushed here: the flush of a rotated file is its waiting records' (``_flush_group``)."""
         try:
             status = os.stat(self.target)
             current: tuple[int, int] | None = (status.st_dev, status.st_ino)
         except FileNotFoundError:
             current = None
-        if self._handle is None or current is None or current != self._inode:
-            if self._handle is not None:
-                durable.fsync(self._handle.fileno())  # its last lines, before a flush of the new file
-                self._handle.close()
-            self._handle = open(self.target, "a", encoding="utf-8")  # noqa: SIM115 - kept open
-            status = os.fstat(self._handle.fileno())
-            self._inode = (status.st_dev, status.st_ino)
-            if current is None:  # created: its name, before any line in it counts as flushed
-                durable.sync_folders([Path(self.target).parent])
-        return self._handle
+        file = self._file
+        if file is None or current is None or current != file.inode:
+            if file is not None:
+                file.rotated, self._file = True, None
+                if file.waiting == 0:  # else its last waiting record's group closes it
+                    file.handle.close()
+            handle = open(self.target, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+            status = os.fstat(handle.fileno())
+            # Created: its name must be flushed before any line in it counts as flushed.
+            file = self._file = _File(handle, (status.st_dev, status.st_ino), named=current is not None)
+        return file
