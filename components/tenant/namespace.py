@@ -6,7 +6,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from tenancy.builders.namespace import limit_range_manifest, namespace_manifest, resource_quota_manifest
-from tenancy.builders.rbac import worker_role_binding_manifest
+from tenancy.builders.rbac import WORKER_BINDING_RESOURCE_SUFFIX, worker_role_binding_manifest
 from tenancy.spec.tenant import Tenant
 
 
@@ -27,7 +27,7 @@ class TenantNamespace(pulumi.ComponentResource):
         # and the quota, the limits and everything that depends on this component come after it.
         binding = worker_role_binding_manifest(tenant)
         self.worker_binding = k8s.rbac.v1.RoleBinding(
-            f"{name}-worker-binding",
+            f"{name}{WORKER_BINDING_RESOURCE_SUFFIX}",
             metadata=binding["metadata"],
             role_ref=binding["roleRef"],
             subjects=binding["subjects"],

@@ -16,13 +16,15 @@ background dispatcher running (HTTP service).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -39,6 +41,7 @@ from tenancy.automation.contract import (
     OperationStatus,
     OperationSummary,
     ProgressEvent,
+    StackRef,
     WorkQueue,
 )
 from tenancy.automation.data_operations import (
@@ -64,7 +67,7 @@ from tenancy.automation.scaling import QdrantScaling, ScalingFailed, ScalingPlan
 from tenancy.spec.changes import refused_change_issues
 from tenancy.spec.errors import SpecError
 from tenancy.spec.plans import BACKUP_DEFAULT_MAX_AGE_DAYS
-from tenancy.spec.tenant import parse_tenant, resolve
+from tenancy.spec.tenant import NAMESPACE_PREFIX, parse_tenant, resolve
 
 _log = logging.getLogger(__name__)
 
@@ -103,6 +106,44 @@ def _qdrant_enabled(document: dict[str, Any]) -> bool:
 # times SQLite's lock wait (30 s), so a worker merely blocked on the database is never taken for dead
 # and its live update cancelled by another process's recovery.
 DEFAULT_STALE_AFTER_SECONDS = 120.0
+
+# Pauses before running an up again when the cluster refused the workers a write right after the up
+# created their RoleBinding in the tenant's namespace: each API server authorizes from its own cache
+# of RoleBindings, which may not hold a binding created a moment ago, and Pulumi's Kubernetes provider
+# does not retry a 403. Caches catch up within seconds; a refusal that outlasts these is a real one.
+RBAC_SETTLE_PAUSES_SECONDS = (2.0, 5.0)
+
+
+@functools.cache
+def _worker_binding() -> tuple[str, str]:
+    """The workers' binding's Pulumi resource suffix and the account it binds. Imported on first use:
+    tenancy.builders.contract imports pulumi, a second of start-up the CLI's commands need not pay."""
+    from tenancy.builders.contract import NAMESPACES, SELF_SERVICE_WORKER_ACCOUNT
+    from tenancy.builders.rbac import WORKER_BINDING_RESOURCE_SUFFIX
+
+    account = f"system:serviceaccount:{NAMESPACES.self_service}:{SELF_SERVICE_WORKER_ACCOUNT}"
+    return WORKER_BINDING_RESOURCE_SUFFIX, account
+
+
+def _worker_binding_created(resource: str | None, op: str | None, status: str | None) -> bool:
+    """The event of the tenant stack's RoleBinding for the workers (TenantNamespace) being created."""
+    if resource is None or op != "create" or status != "done":
+        return False
+    kind, _, name = resource.partition(" ")
+    return kind.endswith(":RoleBinding") and name.endswith(_worker_binding()[0])
+
+
+def refused_by_fresh_binding(error: str, stack: StackRef) -> bool:
+    """Whether ``error`` is the API server's RBAC refusal (its "is forbidden: User ... cannot <verb>
+    resource" message) of the workers' service account in the tenant's namespace: what that fresh
+    binding grants. Admission refusals (their own "is forbidden: ... denied" messages) do not match."""
+    account = _worker_binding()[1]
+    namespace = f"{NAMESPACE_PREFIX}{stack.tenant}"
+    pattern = (
+        rf'is forbidden: User "{re.escape(account)}" cannot [a-z]+ resource "[^"]*"'
+        rf'(?: in API group "[^"]*")? in the namespace "{re.escape(namespace)}"'
+    )
+    return re.search(pattern, error) is not None
 
 
 @runtime_checkable
@@ -143,6 +184,7 @@ class Worker:
         scaling: QdrantScaling | None = None,
         data: TenantData | None = None,
         environments: Collection[str] | None = None,
+        rbac_settle_pauses: Sequence[float] = RBAC_SETTLE_PAUSES_SECONDS,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -162,6 +204,7 @@ class Worker:
         # (queued by a tenantctl pointed at this queue, or before the service knew its environment)
         # fails without running rather than landing in the wrong cluster.
         self.environments = None if environments is None else frozenset(environments)
+        self.rbac_settle_pauses = tuple(rbac_settle_pauses)
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -332,10 +375,7 @@ class Worker:
                 scaling = None if plan is None else self._scaling_for(plan, emit)
                 if scaling is not None and plan is not None:
                     scaling.before_update(plan, emit)
-                result = self.engine.run(
-                    EngineRequest(operation.id, stack, operation.kind, operation.spec),
-                    emit,
-                )
+                result = self._run_engine(operation, emit)
                 if scaling is not None and plan is not None and result.succeeded:
                     scaling.after_update(plan, emit)
             if result.succeeded and operation.kind is OperationKind.destroy:
@@ -366,6 +406,56 @@ class Worker:
             finished = operation
         self._notify(self.listener.operation_finished, finished)
         return finished
+
+    def _run_engine(self, operation: Operation, emit: EmitEvent) -> EngineResult:
+        """The engine's run of ``operation``; an up that created the workers' RoleBinding and was then
+        refused by the cluster on the workers' behalf in that namespace is run again after a pause
+        (``rbac_settle_pauses``: one more run per pause), since the refusal may be an API server whose
+        RBAC cache does not hold the binding yet. The next run goes on from what the first created."""
+        request = EngineRequest(operation.id, operation.stack, operation.kind, operation.spec)
+        binding_created = False
+
+        def watch(
+            *,
+            kind: str,
+            resource: str | None = None,
+            op: str | None = None,
+            status: str | None = None,
+            message: str | None = None,
+        ) -> None:
+            nonlocal binding_created
+            binding_created = binding_created or _worker_binding_created(resource, op, status)
+            emit(kind=kind, resource=resource, op=op, status=status, message=message)
+
+        pauses = list(self.rbac_settle_pauses) if operation.kind is OperationKind.up else []
+        error: AutomationError | None
+        while True:
+            try:
+                result = self.engine.run(request, watch)
+            except AutomationError as raised:
+                failure, error = raised.message, raised
+            else:
+                failure, error = result.error or "", None
+                if result.succeeded:
+                    return result
+            if not (pauses and binding_created and refused_by_fresh_binding(failure, operation.stack)):
+                if error is not None:
+                    raise error
+                return result
+            pause = pauses.pop(0)
+            emit(
+                kind="diagnostic",
+                status="warning",
+                message=(
+                    f"the cluster refused the workers a write in {NAMESPACE_PREFIX}{operation.stack.tenant} "
+                    "right after this update created their RoleBinding there (the API server's RBAC cache "
+                    f"may not hold it yet): running the update again in {pause:g} s"
+                ),
+            )
+            if self._stopping.wait(pause):  # stopping: no new run; report the refusal
+                if error is not None:
+                    raise error
+                return result
 
     def _undestroyed_predecessor(self, operation: Operation) -> Operation | None:
         """The failed destroy of an earlier incarnation of the tenant that still holds the stack.

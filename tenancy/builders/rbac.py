@@ -108,6 +108,8 @@ def role_binding_manifests(tenant: Tenant, *, group_prefix: str) -> list[Manifes
 
 
 WORKER_BINDING = SELF_SERVICE_WORKER_ACCOUNT
+# The binding's Pulumi resource, ``<tenant component>-worker-binding``: the workers watch for its creation.
+WORKER_BINDING_RESOURCE_SUFFIX = "-worker-binding"
 
 
 def worker_role_binding_manifest(tenant: Tenant) -> Manifest:
