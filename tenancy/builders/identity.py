@@ -70,6 +70,10 @@ DATABASE_CA_DIR = "/opt/keycloak/conf/database-ca"
 DATABASE_TLS_URL_PROPERTIES = f"?sslmode=verify-full&sslrootcert={DATABASE_CA_DIR}/ca.crt"
 POSTGRES_PORT = 5432
 STATUS_PORT = 8000  # the instance manager's status endpoint the operator polls (own TLS, pinned cert)
+# All the operator reaches on an instance: CloudNativePG 1.30 calls the instance manager there (status,
+# pg_controldata, backup mode, its own upgrade) and never opens a PostgreSQL connection itself (the
+# connection pools are the instance manager's, in the pod); 5432 is for Keycloak and the replicas.
+OPERATOR_TO_INSTANCE_PORTS = [STATUS_PORT]
 METRICS_PORT = 9187  # the instance manager's Prometheus exporter
 ISTIO_METRICS_PORT = 15020  # the sidecar agent's merged Prometheus endpoint, outside mutual TLS
 # CNPG labels on instance pods (pkg/specs/pods.go); pooler pods share cnpg.io/cluster, not podRole.
@@ -211,7 +215,7 @@ def operator_namespace_policies(config: PlatformConfig) -> list[Manifest]:
             pods=OPERATOR_POD_LABELS,
             to_namespace=None,
             to_pods={"cnpg.io/podRole": "instance"},
-            ports=[STATUS_PORT, POSTGRES_PORT],
+            ports=OPERATOR_TO_INSTANCE_PORTS,
         ),
     ]
 
@@ -247,7 +251,7 @@ def identity_namespace_policies(config: PlatformConfig) -> list[Manifest]:
             pods=DATABASE_POD_LABELS,
             from_namespace=NAMESPACES.database_operator,
             from_pods=OPERATOR_POD_LABELS,
-            ports=[STATUS_PORT, POSTGRES_PORT],
+            ports=OPERATOR_TO_INSTANCE_PORTS,
         ),
         # The exporter's metrics, merged by the sidecar agent (see database_cluster); for the
         # scraper the observability namespace will run.

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from tenancy.builders.contract import GATEWAY_REFERENCE, INGRESS_GATEWAY_LABELS, NAMESPACES
-from tenancy.builders.identity import WAIT_FOR_READY
+from tenancy.builders.identity import OPERATOR_TO_INSTANCE_PORTS, WAIT_FOR_READY
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import (
     ISTIOD_METRICS_PORT,
@@ -75,7 +75,6 @@ GRAFANA_DATABASE = "grafana-db"
 GRAFANA_DATABASE_NAME = "grafana"
 GRAFANA_DATABASE_POD_LABELS = {"cnpg.io/cluster": GRAFANA_DATABASE}
 CNPG_OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "cloudnative-pg"}
-CNPG_OPERATOR_PORTS = [8000, 5432]  # instance manager status, PostgreSQL
 # The instance manager's exporter, announced on the database pods (spec.inheritedMetadata) for the
 # Prometheus this namespace will run; no scraper is deployed yet. The namespace is not meshed, so
 # 9187 is reached directly, and the baseline's same-namespace rule already lets it through.
@@ -542,7 +541,7 @@ def observability_policies(config: PlatformConfig) -> list[Manifest]:
                 pods=GRAFANA_DATABASE_POD_LABELS,
                 from_namespace=NAMESPACES.database_operator,
                 from_pods=CNPG_OPERATOR_POD_LABELS,
-                ports=CNPG_OPERATOR_PORTS,
+                ports=OPERATOR_TO_INSTANCE_PORTS,
             ),
             # The instance manager in each database pod reports to the API server.
             allow_egress_to_api_server(

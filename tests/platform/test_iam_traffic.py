@@ -22,7 +22,11 @@ import yaml
 from tenancy.builders import identity, identity_mesh, selfservice
 from tenancy.builders.contract import INGRESS_GATEWAY_LABELS, NAMESPACES, REALM, issuer_url
 from tenancy.builders.istio import GATEWAY_POD_LABELS
-from tenancy.builders.observability import ALLOY_POD_LABELS
+from tenancy.builders.observability import (
+    ALLOY_POD_LABELS,
+    GRAFANA_DATABASE_METRICS_PORT,
+    GRAFANA_DATABASE_POD_LABELS,
+)
 from tenancy.builders.platform_namespace import SIDECAR_METRICS_PORT
 from tenancy.render.runtime import StackCapture, capture_stack
 from tests.conftest import PROJECT_DIR
@@ -517,6 +521,25 @@ def test_what_no_connection_needs_is_refused_by_the_mesh_itself(platform: Platfo
     )
     assert not mesh_admits(found, operator, mutual_tls=False)
     assert mesh_admits(found, operator._replace(port=identity.STATUS_PORT), mutual_tls=False)
+
+
+def test_the_operator_reaches_each_database_instance_on_its_status_port_only(platform: Platform) -> None:
+    """CloudNativePG 1.30's operator connects to an instance only at the instance manager's status port
+    8000 (its remote clients, pkg/management/postgres/webserver/client/remote, build every URL with
+    url.StatusPort); it opens no PostgreSQL connection: the connection pools are the instance manager's,
+    inside the database pods. So the NetworkPolicies alone let it reach 8000 and nothing else, on every
+    CloudNativePG cluster of the platform (Keycloak's in iam; Grafana's in observability, prod)."""
+    policies = of_kind(declared(platform.capture), "NetworkPolicy")
+    operator = (namespace(platform.capture, NAMESPACES.database_operator), identity.OPERATOR_POD_LABELS)
+    clusters = [(IAM, PRIMARY), (IAM, STANDBY)]
+    if platform.environment != "dev":
+        grafana = {**GRAFANA_DATABASE_POD_LABELS, "cnpg.io/podRole": "instance", "role": "primary"}
+        clusters.append((NAMESPACES.observability, grafana))
+    for name, pod in clusters:
+        destination = (namespace(platform.capture, name), pod)
+        for port in (identity.STATUS_PORT, identity.POSTGRES_PORT, GRAFANA_DATABASE_METRICS_PORT):
+            allowed = connection_allowed(policies, source=operator, destination=destination, port=port)
+            assert allowed is (port == identity.STATUS_PORT), (name, port)
 
 
 def test_the_status_port_admits_callers_without_a_mesh_identity_only(platform: Platform) -> None:

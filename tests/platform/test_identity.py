@@ -353,12 +353,12 @@ def test_only_the_gateway_reaches_keycloak_and_only_the_operator_reaches_postgre
     assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
 
     operator = policy(dev, "iam", "allow-cnpg-operator-to-postgres")["spec"]
-    assert {p["port"] for p in operator["ingress"][0]["ports"]} == {8000, 5432}
+    assert {p["port"] for p in operator["ingress"][0]["ports"]} == {8000}
     assert operator["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "cnpg-system"
     }
     egress = policy(dev, "cnpg-system", "allow-operator-to-postgres")["spec"]["egress"][0]
-    assert {p["port"] for p in egress["ports"]} == {8000, 5432}
+    assert {p["port"] for p in egress["ports"]} == {8000}
     # Every CNPG cluster of the platform (Keycloak's in iam, Grafana's in observability), instances only.
     assert egress["to"] == [
         {"namespaceSelector": {}, "podSelector": {"matchLabels": {"cnpg.io/podRole": "instance"}}}
