@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -130,6 +131,65 @@ def test_an_architecture_without_pinned_tools_stops_the_build() -> None:
     assert result.returncode != 0
     assert "no pinned tools for architecture s390x" in result.stderr
     assert "fetch_verified.py" not in result.stdout
+
+
+# A stand-in for `pulumi plugin install <kind> <name> <version>` that leaves in $PULUMI_HOME what the real
+# CLI leaves, with the same modes (read in pulumi/pulumi, pkg/util/atomicinstall/atomicinstall.go:
+# Store.Mutate creates the plugins directory with 0700 and takes a lock file beside the entry, which it
+# never deletes; Pending.Reset creates the plugin's directory with 0700; the provider binary keeps its
+# archive's 0755). As root in the tool stage, that is root-owned and closed to everyone else.
+PLUGIN_INSTALL_DOUBLE = r"""#!/bin/bash
+set -eu
+[ "$1 $2" = "plugin install" ] || { echo "unexpected: $*" >&2; exit 64; }
+kind=$3 name=$4 version=$5
+root="$PULUMI_HOME/plugins"
+mkdir -p "$root" && chmod 0700 "$root"
+entry="$root/$kind-$name-v$version"
+: > "$entry.lock" && chmod 0600 "$entry.lock"
+mkdir -p "$entry" && chmod 0700 "$entry"
+: > "$entry/pulumi-$kind-$name" && chmod 0755 "$entry/pulumi-$kind-$name"
+"""
+
+
+def test_the_baked_plugins_can_be_loaded_by_the_image_user(tmp_path: Path) -> None:
+    """The final image copies the tool stage's $PULUMI_HOME as it is (root-owned) and runs as 10001: every
+    directory there must be open to others (read and traverse), every file readable, the providers
+    executable, and nothing writable by others. Runs the stage's plugin step in bash, as the build would,
+    with the CLI replaced by a stand-in that creates what the real one creates."""
+    tools = stages()[0]
+    shell = json.loads(next(rest for keyword, rest in tools if keyword == "SHELL"))
+    index = next(i for i, (key, rest) in enumerate(tools) if key == "RUN" and "plugin install" in rest)
+    step = tools[index][1]
+    home = tmp_path / "pulumi-home"
+    (home / "bin").mkdir(parents=True)
+    cli = home / "bin" / "pulumi"
+    cli.write_text(PLUGIN_INSTALL_DOUBLE)
+    cli.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin"}
+    for keyword, rest in tools[:index]:  # the stage's ENV before the step, e.g. PULUMI_HOME
+        if keyword == "ENV":
+            for item in rest.split():
+                name, _, value = item.partition("=")
+                env[name] = value.replace(selfservice.PULUMI_HOME, str(home))
+    assert env.get("PULUMI_HOME") == str(home)
+    result = subprocess.run(
+        [*shell, step.replace(selfservice.PULUMI_HOME, str(home))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    providers = sorted(p.name for p in (home / "plugins").glob("resource-*") if p.is_dir())
+    assert len(providers) == 5, providers
+    closed = []
+    for path in [home, *home.rglob("*")]:
+        mode = path.lstat().st_mode
+        wanted = 0o005 if path.is_dir() or mode & 0o100 else 0o004
+        if mode & 0o007 != wanted:
+            closed.append(f"{path.relative_to(tmp_path)} {stat.filemode(mode)}")
+    assert not closed, f"modes the image's user 10001 cannot use (or may write): {closed}"
 
 
 def test_the_final_stage_has_no_build_tools_and_runs_as_the_numeric_user_the_pods_use() -> None:
