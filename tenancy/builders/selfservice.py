@@ -300,7 +300,10 @@ def environment(config: PlatformConfig, role: Role, *, api_vault_token: bool = F
         "TENANCY_BACKEND_URL": state_backend_url(config, role),
         "TENANCY_SECRETS_PROVIDER": secrets_provider(config),
         "PULUMI_HOME": PULUMI_HOME,
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_SKIP_UPDATE_CHECK": "true",  # else the CLI writes $PULUMI_HOME/.cachedVersionInfo
+        # The image bakes every provider in; one missing fails at once ("plugin <name> <version> not
+        # installed") instead of a download into the read-only $PULUMI_HOME/plugins.
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         "PULUMI_DIY_BACKEND_GZIP": "true",
     }
     if role == "worker":
