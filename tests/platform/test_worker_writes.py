@@ -38,14 +38,16 @@ class RecordingWorkspace:
 
 
 def image_environment() -> dict[str, str]:
-    """The ENV of the self-service image's final stage (the pods' env adds to it and wins)."""
+    """The ENV of the self-service image's final stage (the pods' env adds to it and wins); values that
+    expand another variable (PATH) are left out."""
     final = stages()[-1]
     found: dict[str, str] = {}
     for keyword, rest in final:
         if keyword == "ENV":
             for item in rest.split():
                 name, _, value = item.partition("=")
-                found[name] = value
+                if "$" not in value:
+                    found[name] = value
     return found
 
 
