@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import shlex
 import shutil
 import signal
 from pathlib import Path
@@ -147,8 +148,8 @@ def serve(
     typer.echo(f"audit log: {settings.audit_target}", err=True)
     if settings.uses_local_issuer:
         typer.echo(
-            f"trusting the LOCAL issuer ({settings.issuer}); "
-            "get a token with: tenantctl dev-token --tenant <name>",
+            f"trusting the LOCAL issuer ({settings.issuer}); get a token with: tenantctl dev-token "
+            f"--tenant <name>{_state_dir_argument(settings.state_dir)}",
             err=True,
         )
     if app is not None:
@@ -256,6 +257,13 @@ def _startup_failure(error: Exception) -> str:
     return redact(str(error))
 
 
+def _state_dir_argument(state_dir: Path) -> str:
+    """`` --state-dir <dir>`` unless ``state_dir`` is where dev-token looks by default (./.tenancy)."""
+    if state_dir == Path.cwd() / ".tenancy":
+        return ""
+    return f" --state-dir {shlex.quote(str(state_dir))}"
+
+
 def dev_token(
     tenant: Annotated[
         list[str] | None,
@@ -273,7 +281,7 @@ def dev_token(
     state_dir: StateDirOption = None,
 ) -> None:
     """Print a token from the local issuer, shaped like the platform realm's (for local use only)."""
-    from tenancy.service.core.local_issuer import mint_token
+    from tenancy.service.core.local_issuer import JWKS_FILE, PRIVATE_KEY_FILE, mint_token
 
     settings = _settings(state_dir=state_dir)
     if not settings.uses_local_issuer:
@@ -288,6 +296,17 @@ def dev_token(
         raise typer.Exit(exit_codes.INVALID_INPUT)
     if not tenant and not platform_admin:
         typer.echo("error: name at least one --tenant, or pass --platform-admin", err=True)
+        raise typer.Exit(exit_codes.INVALID_INPUT)
+    issuer_dir = settings.local_issuer_dir
+    if not ((issuer_dir / PRIVATE_KEY_FILE).is_file() and (issuer_dir / JWKS_FILE).is_file()):
+        # A key made here would sign tokens that no running service trusts: each service trusts the
+        # key in its own state directory, which `tenantctl serve` makes when it starts.
+        typer.echo(
+            f"error: no local issuer in {settings.state_dir}: `tenantctl serve` makes it when it starts, "
+            "and trusts only its own. Run dev-token in the directory where tenantctl serve runs, or "
+            "give it the same --state-dir (TENANCY_SERVICE_STATE_DIR)",
+            err=True,
+        )
         raise typer.Exit(exit_codes.INVALID_INPUT)
     groups = [f"/tenants/{name}/{role}s" for name in tenant or []]
     who = subject or os.environ.get("USER") or "developer"

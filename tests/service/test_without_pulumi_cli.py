@@ -79,6 +79,25 @@ def test_tenantctl_serve_then_dev_token_then_create_and_follow(tmp_path: Path) -
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "tenantctl serve did not start"
             time.sleep(0.1)
+        # A second terminal in another directory, without the first one's TENANCY_SERVICE_STATE_DIR:
+        # no key of its own (the service would refuse its tokens), but what to do instead.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        other_terminal = {k: v for k, v in env.items() if k != "TENANCY_SERVICE_STATE_DIR"}
+        refused = subprocess.run(
+            _tenantctl("dev-token", "--tenant", "acme"),
+            env=other_terminal,
+            capture_output=True,
+            text=True,
+            cwd=elsewhere,
+        )
+        assert refused.returncode == 2 and not refused.stdout, refused
+        assert (
+            f"error: no local issuer in {elsewhere / '.tenancy'}: `tenantctl serve` makes it"
+            in refused.stderr
+        )
+        assert "Run dev-token in the directory where tenantctl serve runs" in refused.stderr
+        assert not (elsewhere / ".tenancy").exists()
         token = subprocess.run(
             _tenantctl("dev-token", "--tenant", "acme"),
             env=env,
@@ -110,3 +129,5 @@ def test_tenantctl_serve_then_dev_token_then_create_and_follow(tmp_path: Path) -
         server.terminate()
         output = server.communicate(timeout=15)[0]
     assert "Traceback" not in output, output
+    # The state directory is not the default one here: the hint names it.
+    assert f"get a token with: tenantctl dev-token --tenant <name> --state-dir {state}\n" in output, output

@@ -1,7 +1,9 @@
 """The local issuer: a key pair in ``<state_dir>/local-issuer`` that stands in for Keycloak on a laptop.
 
-``tenantctl serve`` trusts its JWKS when no Keycloak JWKS is configured, and ``tenantctl dev-token``
-signs tokens with it that carry the same claims Keycloak would (iss, aud, groups, roles). The private
+``tenantctl serve`` makes it when it starts and trusts its JWKS when no Keycloak JWKS is configured;
+``tenantctl dev-token`` signs tokens with it that carry the same claims Keycloak would (iss, aud,
+groups, roles), and refuses where no service made one (a key of its own would sign tokens that no
+running service trusts). The private
 key never leaves that directory; a deployment that sets TENANCY_SERVICE_JWKS_URL ignores it.
 """
 
