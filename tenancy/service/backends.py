@@ -334,7 +334,7 @@ def build_backends(
         audit=audit,
         metrics=ServiceMetrics(),
         changes=changes,
-        incarnations=TenantIncarnations(repository),
+        incarnations=TenantIncarnations(repository, environments=settings.environments),
         previews=PreviewGate(
             max_in_flight=settings.preview_max_in_flight,
             max_per_principal=settings.preview_max_per_principal,

@@ -99,6 +99,11 @@ def test_the_prod_service_neither_writes_nor_starts_nor_runs_a_dev_tenant(
         overview = client.get("/portal/api/overview").json()["tenants"]
         assert [(t["environment"], t["name"]) for t in overview] == [("prod", "acme")]
 
+        # A tenant of dev only is no tenant here: no API key for it.
+        key = client.post("/api/v1/tenants/initech/api-keys", json={"name": "ci", "role": "tenant-admin"})
+        assert (key.status_code, key.json()["error"]["code"]) == (404, "tenant_not_found")
+        assert client.post("/api/v1/tenants/acme/api-keys", json={"name": "ci"}).status_code == 201
+
         # Nothing of dev was written, and no dev operation came from the API.
         assert repository.read("dev", "acme") == dev_acme
         assert repository.read("dev", "newco") is None

@@ -17,6 +17,8 @@ operations carried one belong to no incarnation: only platform-admins see them.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from tenancy.automation.contract import Operation, StackRef
 from tenancy.automation.incarnation import incarnation_marker
 from tenancy.service.core.tenants_repo import TenantRepository
@@ -34,14 +36,17 @@ def incarnation_of(repository: TenantRepository, stack: StackRef) -> str:
 
 
 class TenantIncarnations:
-    def __init__(self, repository: TenantRepository) -> None:
+    def __init__(self, repository: TenantRepository, *, environments: Collection[str] = ENVIRONMENTS) -> None:
         self._repository = repository
+        # The environments the service manages: a tenant of another one (its file is in the same
+        # repository) is not a tenant here, so it gets no API key and its keys work for nothing here.
+        self._environments = tuple(environments)
 
     def markers(self, tenant: str) -> frozenset[str]:
-        """The current incarnation of each environment's file of ``tenant`` (empty: no file)."""
+        """The current incarnation of each served environment's file of ``tenant`` (empty: no file)."""
         self._repository.refresh()
         found = set()
-        for environment in ENVIRONMENTS:
+        for environment in self._environments:
             if not self._repository.exists(environment, tenant):  # the commit, not the working copy
                 continue
             creation = self._repository.creation(environment, tenant)
