@@ -7,7 +7,7 @@ the one module that imports ``pulumi.automation``; tests drive everything else w
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -120,7 +120,13 @@ class OperationQueue(Protocol):
         requested_by: str,
         incarnation: str | None = None,
         params: dict[str, Any] | None = None,
-    ) -> Operation: ...
+        queued: Callable[[], None] | None = None,
+    ) -> Operation:
+        """``queued``: called once, before this returns, when the operation's place in the queue's
+        order is fixed (every submit that begins later is placed after it): the service queues a
+        tenant's pipelined changes in commit order with it. SQLite calls it before its transaction
+        commits, so consecutive writers share one; Redis once its submit is done."""
+        ...
 
     def get(self, operation_id: str) -> Operation | None: ...
 

@@ -116,6 +116,7 @@ class RedisOperationQueue:
         requested_by: str,
         incarnation: str | None = None,
         params: dict[str, Any] | None = None,
+        queued: Callable[[], None] | None = None,
     ) -> Operation:
         kind = OperationKind(kind)
         operation_id = uuid.uuid4().hex
@@ -176,6 +177,8 @@ class RedisOperationQueue:
                 pipe.delete(self._replaced(older))
 
         self._transaction([self._queued(stack)], body)
+        if queued is not None:
+            queued()  # its place was fixed by op-seq; it is stored now too
         return self._require(operation_id)
 
     def get(self, operation_id: str) -> Operation | None:

@@ -73,6 +73,32 @@ def test_the_factory_opens_each_backend(tmp_path: Path, monkeypatch: pytest.Monk
     assert client.exists("p:ops")
 
 
+def test_submit_calls_queued_once_before_it_returns_with_the_operations_place_fixed(
+    make_queue: QueueFactory,
+) -> None:
+    """The service hands ``queued`` to whichever queue it has (no isinstance on the backend): the next
+    writer submits once it is called, on another connection, and must land after this operation."""
+    queue, other = make_queue(), make_queue()
+    calls: list[str] = []
+    following: list[str] = []
+    threads: list[threading.Thread] = []
+
+    def next_writer() -> None:
+        following.append(other.submit(stack("initech"), OperationKind.up, spec={}, requested_by="b").id)
+
+    def queued() -> None:
+        calls.append("queued")
+        threads.append(threading.Thread(target=next_writer))
+        threads[0].start()
+
+    first = queue.submit(stack("acme"), OperationKind.up, spec={}, requested_by="a", queued=queued)
+    calls.append("returned")
+    [thread] = threads
+    thread.join(10)
+    assert calls == ["queued", "returned"] and len(following) == 1
+    assert [op.id for op in reversed(queue.recent())] == [first.id, following[0]]  # oldest first
+
+
 def test_queue_settings_come_from_the_services_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENANCY_SERVICE_BACKEND", "redis")
     monkeypatch.setenv("TENANCY_SERVICE_REDIS_SENTINELS", "a.redis.svc:26379, b.redis.svc:26379")

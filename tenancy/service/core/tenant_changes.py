@@ -35,7 +35,6 @@ from tenancy.automation.contract import (
     StackRef,
 )
 from tenancy.automation.incarnation import stack_history
-from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core.api_keys import ApiKeyStore
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.incarnation import incarnation_of
@@ -357,21 +356,10 @@ class TenantChanges:
         params: dict[str, Any] | None = None,
         queued: Callable[[], None] | None = None,
     ) -> Operation:
-        """``queued``: see ``WriteTurn.in_order`` (the SQLite queue calls it once the operation has its
-        place; with another queue the next writer waits for this submit to return)."""
+        """``queued``: see ``WriteTurn.in_order`` (the queue calls it once the operation has its place)."""
         try:
             # After the commit: a create's operation belongs to the incarnation that commit began.
             incarnation = incarnation_of(self.repository, stack)
-            if queued is not None and isinstance(self.queue, SqliteOperationQueue):
-                return self.queue.submit(
-                    stack,
-                    kind,
-                    spec=document,
-                    requested_by=principal.actor,
-                    incarnation=incarnation,
-                    params=params,
-                    queued=queued,
-                )
             return self.queue.submit(
                 stack,
                 kind,
@@ -379,6 +367,7 @@ class TenantChanges:
                 requested_by=principal.actor,
                 incarnation=incarnation,
                 params=params,
+                queued=queued,
             )
         except Exception as error:
             # Git already holds the change; repeating the request queues it (an unchanged spec still
