@@ -73,6 +73,40 @@ def _check_name(name: str) -> str:
     return name
 
 
+# Label keys the tenant's labels may not take, because every object of the tenant carries them (pod
+# templates included): the charts' own labels, which their selectors, Services, NetworkPolicies and
+# AuthorizationPolicies match (qdrant 1.19.0 ``qdrant.labels``: app, app.kubernetes.io/name, instance,
+# version, managed-by, helm.sh/chart; vcluster 0.36.1: app, release), where a tenant's value comes
+# last and wins, so the StatefulSet's selector no longer matches its pods and the release fails; and
+# the keys Kubernetes, Istio and vCluster read (sidecar.istio.io/inject drops a pod's sidecar).
+_CHART_LABEL_KEYS = frozenset(
+    {
+        "app",
+        "release",
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/component",
+        "app.kubernetes.io/version",
+        "app.kubernetes.io/managed-by",
+        "helm.sh/chart",
+        "istio-injection",
+    }
+)
+_RESERVED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io", "istio.io", "loft.sh")
+
+
+def _reserved_label_key(key: str) -> str | None:
+    """Why ``key`` belongs to the platform or to what it runs, or None when a tenant may use it."""
+    if key in _CHART_LABEL_KEYS:
+        return "the platform's charts set it on the tenant's pods and select them by it"
+    prefix, slash, _ = key.rpartition("/")
+    if not slash or prefix == "app.kubernetes.io":  # app.kubernetes.io/part-of and the like are the user's
+        return None
+    if any(prefix == domain or prefix.endswith(f".{domain}") for domain in _RESERVED_LABEL_DOMAINS):
+        return f"{prefix}/ is read by Kubernetes, Istio or vCluster"
+    return None
+
+
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     for key, value in labels.items():
         if not _LABEL_KEY.match(key):
@@ -80,6 +114,12 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
         if key.startswith(f"{LABEL_PREFIX}/"):
             raise ValueError(
                 f"label key {key!r} uses the platform's prefix {LABEL_PREFIX}/, which it sets itself"
+            )
+        reserved = _reserved_label_key(key)
+        if reserved is not None:
+            raise ValueError(
+                f"label key {key!r} is reserved: {reserved}; use a key of your own, such as 'team' or "
+                "'example.com/app'"
             )
         if not _LABEL_VALUE.match(value) or len(value) > 63:
             raise ValueError(f"label value {value!r} (key {key!r}) is not a valid Kubernetes label value")

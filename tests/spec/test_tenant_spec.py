@@ -302,3 +302,30 @@ def test_a_schedule_is_checked_the_same_when_its_answer_is_remembered() -> None:
             tenant_doc(plan="large", qdrant={"enabled": True, "snapshots": {"schedule": "0 4 * *"}})
         )
         assert field == "qdrant.snapshots.schedule" and "is not a cron schedule" in reason
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "app",  # qdrant's and vCluster's selector label: their StatefulSets' selectors stop matching
+        "release",
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "helm.sh/chart",
+        "sidecar.istio.io/inject",  # drops the pods' sidecar
+        "security.istio.io/tlsMode",
+        "kubernetes.io/metadata.name",
+        "pod-security.kubernetes.io/warn-version",
+        "vcluster.loft.sh/managed-by",
+    ],
+)
+def test_labels_cannot_take_keys_the_charts_and_the_mesh_read(key: str) -> None:
+    [(_, field, reason)] = issues_of(tenant_doc(labels={key: "x"}))
+    assert field == "labels"
+    assert "is reserved" in reason and key in reason
+
+
+def test_labels_of_the_tenants_own_stay_allowed() -> None:
+    labels = {"team": "search", "example.com/app": "search", "app.kubernetes.io/part-of": "search"}
+    tenant = resolve(parse_tenant(tenant_doc(labels=labels), file=FILE), "prod")
+    assert labels.items() <= tenant.labels.items()
