@@ -11,11 +11,13 @@ tenancy/service/core/config.py and the README).
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import os
 import shlex
 import shutil
 import signal
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -128,6 +130,12 @@ def serve(
             f"error: {settings.project_dir} has no Pulumi.yaml; pass --project <the project dir>", err=True
         )
         raise typer.Exit(exit_codes.INVALID_INPUT)
+    busy = _address_in_use(settings.host, settings.port)
+    if busy:
+        # uvicorn binds only after the app's start-up ran: the reconcile would queue updates and the
+        # workers claim them for a service that then fails to listen. Nothing is touched before this.
+        typer.echo(f"error: tenantctl serve could not start: {busy}", err=True)
+        raise typer.Exit(exit_codes.SERVICE_FAILED)
     count = settings.processes or default_processes()
     seed = settings.project_dir / "tenants"
     seed_tenants = seed if seed.is_dir() else None
@@ -255,6 +263,24 @@ def _startup_failure(error: Exception) -> str:
         where = f" ({error.filename})" if error.filename else ""
         return f"{error.strerror or type(error).__name__}{where}"
     return redact(str(error))
+
+
+def _address_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (bound the way uvicorn binds it), or None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+            if error.errno == errno.EADDRINUSE:
+                return (
+                    f"{where} is already in use (another tenantctl serve?); stop it, or choose another "
+                    "port with --port or TENANCY_SERVICE_PORT"
+                )
+            return f"cannot listen on {where}: {error.strerror or type(error).__name__}"
+    return None
 
 
 def _state_dir_argument(state_dir: Path) -> str:

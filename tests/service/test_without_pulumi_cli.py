@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -131,3 +132,30 @@ def test_tenantctl_serve_then_dev_token_then_create_and_follow(tmp_path: Path) -
     assert "Traceback" not in output, output
     # The state directory is not the default one here: the hint names it.
     assert f"get a token with: tenantctl dev-token --tenant <name> --state-dir {state}\n" in output, output
+
+
+def test_a_second_serve_on_a_busy_port_stops_before_touching_anything(tmp_path: Path) -> None:
+    # Another service (or anything) already listens where this one was told to: it must say so and
+    # stop before its start-up, which would seed the state, queue the reconcile's updates and start
+    # workers on them for a service that never listens.
+    state = tmp_path / "state"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "TENANCY_SERVICE_STATE_DIR": str(state)}
+        done = subprocess.run(
+            _tenantctl("serve", "--port", str(port), "--project", str(PROJECT_DIR)),
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+    assert done.returncode == 1, done
+    assert done.stderr.startswith(
+        f"error: tenantctl serve could not start: 127.0.0.1:{port} is already in use (another tenantctl "
+        "serve?); stop it, or choose another port with --port or TENANCY_SERVICE_PORT\n"
+    ), done.stderr
+    assert "Traceback" not in done.stderr and "queued" not in done.stderr
+    assert not state.exists()  # no repository, queue or key made
