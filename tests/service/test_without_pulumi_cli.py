@@ -71,7 +71,7 @@ def test_tenantctl_serve_then_dev_token_then_create_and_follow(tmp_path: Path) -
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # a bound on a hung start, not a timing: loaded CI takes 30+ s
         while True:
             try:
                 if httpx.get(f"{base}/readyz").status_code == 200:
