@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +19,26 @@ def project_dir() -> Path:
     return PROJECT_DIR
 
 
+_CAPTURED: dict[str, StackCapture] = {}
+
+
+def captured_stack(stack: str) -> StackCapture:
+    """What the real program of ``stack`` in this project declares under mocks, captured once per
+    session (a capture of the project's own files is the same every time: tests/render checks it);
+    each caller gets a deep copy of its own, so a test that changes its capture changes no other's."""
+    if stack not in _CAPTURED:
+        _CAPTURED[stack] = capture_stack(stack, project_dir=PROJECT_DIR)
+    return copy.deepcopy(_CAPTURED[stack])
+
+
 @pytest.fixture
 def run_stack() -> Callable[[str], StackCapture]:
-    """Run the real program of a stack (``dev``, ``prod.acme``) under mocks and capture what it declares."""
+    """Run the real program of a stack (``dev``, ``prod.acme``) under mocks and capture what it declares
+    (the project's own stacks from the session's captures; another project is captured afresh)."""
 
     def run(stack: str, project: Path = PROJECT_DIR) -> StackCapture:
+        if project == PROJECT_DIR:
+            return captured_stack(stack)
         return capture_stack(stack, project_dir=project)
 
     return run

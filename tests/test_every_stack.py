@@ -11,7 +11,7 @@ from tenancy.render.runtime import StackCapture
 from tenancy.render.schema import declared_schema_problems
 from tenancy.spec.tree import load_tenants
 from tests.chart_keys import load_all
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, captured_stack
 
 STACKS = ["dev", "prod"] + [
     f"{f.environment}.{f.spec.name}" for f in load_tenants(PROJECT_DIR / "tenants").files
@@ -21,9 +21,8 @@ PINS = {pin.chart: pin for pin in vars(versions).values() if isinstance(pin, ver
 
 @pytest.fixture(scope="module", params=STACKS)
 def captured(request: pytest.FixtureRequest) -> StackCapture:
-    from tenancy.render.runtime import capture_stack
 
-    return capture_stack(request.param, project_dir=PROJECT_DIR)
+    return captured_stack(request.param)
 
 
 def test_every_kubernetes_object_matches_the_schema(captured: StackCapture) -> None:

@@ -9,24 +9,21 @@ import pytest
 
 from tenancy.builders.contract import NAMESPACES, PlatformRefs
 from tenancy.render.runtime import GENERATED, StackCapture
+from tests.conftest import captured_stack
 
 Run = Callable[[str], StackCapture]
 
 
 @pytest.fixture(scope="module")
 def dev() -> StackCapture:
-    from tenancy.render.runtime import capture_stack
-    from tests.conftest import PROJECT_DIR
 
-    return capture_stack("dev", project_dir=PROJECT_DIR)
+    return captured_stack("dev")
 
 
 @pytest.fixture(scope="module")
 def prod() -> StackCapture:
-    from tenancy.render.runtime import capture_stack
-    from tests.conftest import PROJECT_DIR
 
-    return capture_stack("prod", project_dir=PROJECT_DIR)
+    return captured_stack("prod")
 
 
 def releases(capture: StackCapture) -> dict[str, dict[str, Any]]:

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from tenancy.builders import argocd, identity, istio, observability, selfservice
-from tenancy.render.runtime import StackCapture, capture_stack
+from tenancy.render.runtime import StackCapture
 from tenancy.spec.errors import SpecError
 from tenancy.spec.platform import PlatformConfig, parse_platform_config, read_platform_config_file
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, captured_stack
 
 API_PORTS = {443, 6443}
 
@@ -21,7 +21,7 @@ API_PORTS = {443, 6443}
 def platform(request: pytest.FixtureRequest) -> tuple[PlatformConfig, StackCapture]:
     environment = request.param
     config = read_platform_config_file(PROJECT_DIR / f"Pulumi.{environment}.yaml")
-    return config, capture_stack(environment, project_dir=PROJECT_DIR)
+    return config, captured_stack(environment)
 
 
 def _egress_rules(capture: StackCapture) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:

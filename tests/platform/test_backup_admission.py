@@ -10,6 +10,7 @@ import pytest
 
 from tenancy.builders import backup as build
 from tenancy.render.runtime import StackCapture
+from tests.conftest import captured_stack
 
 Run = Callable[[str], StackCapture]
 TENANT_USER = {"username": "oidc:alice@acme.example", "groups": ["oidc:/tenants/acme/admins"]}
@@ -20,10 +21,7 @@ CRONJOB_CONTROLLER = {"username": build.CRONJOB_CONTROLLER, "groups": []}
 
 @pytest.fixture(scope="module")
 def policies() -> dict[str, dict[str, Any]]:
-    from tenancy.render.runtime import capture_stack
-    from tests.conftest import PROJECT_DIR
-
-    capture = capture_stack("prod", project_dir=PROJECT_DIR)
+    capture = captured_stack("prod")
     declared = {
         r.inputs["metadata"]["name"]: r.inputs
         for r in capture.kubernetes_objects()

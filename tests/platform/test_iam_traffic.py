@@ -29,7 +29,7 @@ from tenancy.builders.observability import (
 )
 from tenancy.builders.platform_namespace import SIDECAR_METRICS_PORT
 from tenancy.render.runtime import StackCapture, capture_stack
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, captured_stack
 from tests.platform.support import (
     accepts_plaintext,
     authorization_allows,
@@ -53,7 +53,7 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     """The shipped dev and prod programs, and prod with its object store in the cluster, where the
     database's pods get a Sidecar of their own (identity.database_sidecar) that must keep their Service."""
     if request.param != "prod-store-in-cluster":
-        return Platform(request.param, capture_stack(request.param, project_dir=PROJECT_DIR))
+        return Platform(request.param, captured_stack(request.param))
     project = tmp_path_factory.mktemp("prod-store-in-cluster")
     shutil.copy(PROJECT_DIR / "Pulumi.yaml", project / "Pulumi.yaml")
     stack_file = yaml.safe_load((PROJECT_DIR / "Pulumi.prod.yaml").read_text())

@@ -28,14 +28,13 @@ from tenancy.policy.pods import manifest_pod_templates, restricted_findings
 from tenancy.render.runtime import (
     StackCapture,
     capture_program,
-    capture_stack,
     config_values,
     platform_outputs_for,
 )
 from tenancy.spec.errors import SpecError
 from tenancy.spec.platform import read_platform_config_file
 from tenancy.stacks import stack_outputs
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, captured_stack
 
 # What the engine's check reads; cleared first so the test's own environment cannot satisfy it.
 PROVIDER_VARIABLES = (
@@ -60,7 +59,7 @@ _CAPTURES: dict[str, StackCapture] = {}
 def _platform(environment: str) -> Platform:
     """The real platform program of ``Pulumi.<env>.yaml``, under mocks (run once per environment)."""
     if environment not in _CAPTURES:
-        _CAPTURES[environment] = capture_stack(environment, project_dir=PROJECT_DIR)
+        _CAPTURES[environment] = captured_stack(environment)
     return Platform(environment, _CAPTURES[environment])
 
 

@@ -28,12 +28,12 @@ from tenancy.builders.selfservice import (
     labels,
     trusted_proxies,
 )
-from tenancy.render.runtime import StackCapture, capture_program, capture_stack, config_values
+from tenancy.render.runtime import StackCapture, capture_program, config_values
 from tenancy.render.schema import declared_schema_problems
 from tenancy.service.core.config import ServiceSettings
 from tenancy.spec.errors import SpecError
 from tenancy.spec.platform import PlatformConfig, parse_platform_config
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, captured_stack
 from tests.platform.admission import Review, admitted
 from tests.platform.support import dev_config, prod_config
 
@@ -92,7 +92,7 @@ def env_of(captured: StackCapture, name: str) -> dict[str, str]:
 
 def test_both_platform_stacks_declare_the_service_schema_valid() -> None:
     for environment in ("dev", "prod"):
-        captured = capture_stack(environment, project_dir=PROJECT_DIR)
+        captured = captured_stack(environment)
         names = {d["metadata"]["name"] for d in objects(captured, "Deployment")}
         assert {API_NAME, WORKER_NAME} <= names
         assert captured.outputs["selfServiceUrl"] == f"https://api.{captured.outputs['domain']}"

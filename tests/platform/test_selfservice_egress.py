@@ -27,7 +27,7 @@ from tenancy.builders import identity, selfservice
 from tenancy.builders.contract import NAMESPACES
 from tenancy.render.runtime import StackCapture, capture_stack
 from tenancy.spec.yaml_loading import load_yaml
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, captured_stack
 from tests.platform.support import (
     connection_allowed,
     egress_to_address_allowed,
@@ -54,7 +54,7 @@ class Platform(NamedTuple):
 def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Platform:
     environment, narrowed = request.param
     if not narrowed:
-        return Platform(environment, False, capture_stack(environment, project_dir=PROJECT_DIR))
+        return Platform(environment, False, captured_stack(environment))
     project = tmp_path_factory.mktemp(f"{environment}-git")
     shutil.copy(PROJECT_DIR / "Pulumi.yaml", project / "Pulumi.yaml")
     stack_file = yaml.safe_load((PROJECT_DIR / f"Pulumi.{environment}.yaml").read_text())
@@ -250,7 +250,7 @@ def test_the_tenant_program_run_by_the_workers_reaches_keycloak_in_the_cluster(
     into the real tenant program: its Keycloak provider uses the Service in iam; by hand, the public URL."""
     from tenancy.automation.settings import AutomationSettings
 
-    capture = capture_stack("prod", project_dir=PROJECT_DIR)
+    capture = captured_stack("prod")
     monkeypatch.setenv(
         "TENANCY_STACK_CONFIG", env_of(capture, selfservice.WORKER_NAME)["TENANCY_STACK_CONFIG"]
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tenancy.render.runtime import DeclaredResource, StackCapture, capture_stack
-from tests.conftest import PROJECT_DIR
+from tenancy.render.runtime import DeclaredResource, StackCapture
+from tests.conftest import captured_stack
 
 # Where the platform keeps state: Keycloak's and Grafana's databases, logs, Redis, tenant secrets.
 PROTECTED_IN_PROD = [
@@ -24,12 +24,12 @@ RETAINED_IN_PROD = ["identity-database", "observability-grafana-db", "observabil
 
 @pytest.fixture(scope="module")
 def dev() -> StackCapture:
-    return capture_stack("dev", project_dir=PROJECT_DIR)
+    return captured_stack("dev")
 
 
 @pytest.fixture(scope="module")
 def prod() -> StackCapture:
-    return capture_stack("prod", project_dir=PROJECT_DIR)
+    return captured_stack("prod")
 
 
 def managed(capture: StackCapture, name: str) -> DeclaredResource:

@@ -32,10 +32,10 @@ from tenancy.builders.selfservice import (
     WORKER_USER,
 )
 from tenancy.builders.vcluster import CHART_ROLE, CHART_ROLE_RULES
-from tenancy.render.runtime import DeclaredResource, StackCapture, capture_stack
+from tenancy.render.runtime import DeclaredResource, StackCapture
 from tenancy.spec.tree import load_tenants
 from tenancy.spec.yaml_loading import load_yaml
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, captured_stack
 from tests.platform.admission import Review, failed_validations
 
 RBAC = "rbac.authorization.k8s.io"
@@ -250,7 +250,7 @@ def environment(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def platform(environment: str) -> StackCapture:
-    return capture_stack(environment, project_dir=PROJECT_DIR)
+    return captured_stack(environment)
 
 
 @pytest.fixture(scope="module")

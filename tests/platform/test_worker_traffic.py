@@ -16,9 +16,9 @@ from tenancy.builders.platform_namespace import baseline_policies
 from tenancy.builders.qdrant import RELEASE_NAME
 from tenancy.builders.selfservice import WORKER_NAME, labels, namespace_policies
 from tenancy.dataops.qdrant_api import QdrantCluster
-from tenancy.render.runtime import StackCapture, capture_stack
+from tenancy.render.runtime import StackCapture
 from tenancy.spec.platform import parse_platform_config, read_platform_config_file
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, captured_stack
 from tests.platform.support import connection_allowed, namespace_of, sidecar_knows
 
 TENANT_NAMESPACE = "tenant-acme"
@@ -27,12 +27,12 @@ WORKER_PRINCIPAL = f"cluster.local/ns/{NAMESPACES.self_service}/sa/{WORKER_NAME}
 
 @pytest.fixture(scope="module")
 def platform() -> StackCapture:
-    return capture_stack("prod", project_dir=PROJECT_DIR)
+    return captured_stack("prod")
 
 
 @pytest.fixture(scope="module")
 def tenant() -> StackCapture:
-    return capture_stack("prod.acme", project_dir=PROJECT_DIR)
+    return captured_stack("prod.acme")
 
 
 def objects(*captures: StackCapture, kind: str) -> list[dict[str, Any]]:

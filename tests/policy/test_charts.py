@@ -12,15 +12,14 @@ from tenancy.policy.model import PolicyObject
 from tenancy.policy.pods import containers
 from tenancy.policy.rules import check_stack
 from tenancy.policy.sources import objects_from_render
-from tenancy.render.runtime import capture_stack
 from tenancy.render.write import render_capture
-from tests.conftest import PROJECT_DIR
+from tests.conftest import captured_stack
 from tests.policy.objects import fields, release, violations_of
 
 
 @pytest.fixture(scope="module")
 def acme() -> list[PolicyObject]:
-    return objects_from_render(render_capture(capture_stack("prod.acme", project_dir=PROJECT_DIR)))
+    return objects_from_render(render_capture(captured_stack("prod.acme")))
 
 
 def test_helm_merge_merges_maps_replaces_lists_and_deletes_nulls() -> None:
