@@ -94,8 +94,8 @@ from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository
 
 write_pack = git_pack.ObjectBatch.write_pack
 
-def write_then_die(self, pack_dir):
-    written = write_pack(self, pack_dir)
+def write_then_die(self, pack_dir, **options):
+    written = write_pack(self, pack_dir, **options)
     os._exit(9)  # killed after the pack is stored, before the branch names it
 
 git_pack.ObjectBatch.write_pack = write_then_die

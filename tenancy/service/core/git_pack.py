@@ -8,8 +8,8 @@ index (two files per group, whatever its size), byte for byte the objects libgit
 Crash safety is git's own: the pack is complete (written, then renamed into ``objects/pack``, index
 last, which is what makes git and libgit2 see it) before the branch names any of its objects. A
 process killed before that leaves at most a temporary file or a pack nothing refers to, which git's
-gc removes; the branch still names the last complete commit. Power losses too: each file is flushed
-before its rename and the folder after both (``durable``), before the branch moves.
+gc removes; the branch still names the last complete commit. Power losses too: both files are flushed
+(at once) before their renames and the folder after both (``durable``), before the branch moves.
 
 Many small packs slow object lookups down, so every so many packs git merges them into a geometric
 progression (``git repack --geometric=2 -d``), in its own process, alongside the writers.
@@ -165,9 +165,11 @@ class ObjectBatch:
         entry = entry_at(self._parsed, tree, path)
         return entry[1] if entry is not None and entry[0] != TREE_MODE else None
 
-    def write_pack(self, pack_dir: Path) -> Path | None:
+    def write_pack(self, pack_dir: Path, *, flush_folder: bool = True) -> Path | None:
         """Store every object as one pack (and its index) in ``pack_dir``; the pack's path (None when
-        there was nothing to store). Visible to git once the index is in place, which comes last."""
+        there was nothing to store). Visible to git once the index is in place, which comes last.
+        ``flush_folder=False``: the caller flushes ``pack_dir`` (the names) before anything refers to
+        the objects (the tenants repository, at once with the branch's lock file)."""
         if not self.objects:
             return None
         body = bytearray(b"PACK" + struct.pack(">II", 2, len(self.objects)))
@@ -205,9 +207,9 @@ class ObjectBatch:
         idx += hashlib.sha1(idx, usedforsecurity=False).digest()
         name = f"pack-{pack_sum.hex()}"
         pack_path = pack_dir / f"{name}.pack"
-        _write_file(pack_dir, pack_path, bytes(body))
-        _write_file(pack_dir, pack_dir / f"{name}.idx", bytes(idx))
-        durable.sync_folders([pack_dir])  # both names, before anything refers to the objects
+        _write_files(pack_dir, [(pack_path, bytes(body)), (pack_dir / f"{name}.idx", bytes(idx))])
+        if flush_folder:
+            durable.sync_folders([pack_dir])  # both names, before anything refers to the objects
         return pack_path
 
 
@@ -250,18 +252,30 @@ def zlib_stored(data: bytes) -> bytes:
     return b"".join(parts)
 
 
-def _write_file(folder: Path, path: Path, data: bytes) -> None:
-    """``data`` at ``path``, read-only as git makes its packs, appearing whole or not at all, and
-    flushed to the disk before it appears (the folder is the caller's to flush)."""
-    descriptor, temporary = tempfile.mkstemp(prefix="tmp_pack_", dir=folder)
+def _write_files(folder: Path, files: list[tuple[Path, bytes]]) -> None:
+    """Each file's data at its path, in order, read-only as git makes its packs, each appearing whole
+    or not at all: written under temporary names, flushed to the disk together, then renamed (the
+    folder is the caller's to flush)."""
+    staged: list[str] = []
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            durable.fsync(handle.fileno())
-        os.chmod(temporary, 0o444)
-        os.rename(temporary, path)
+        descriptors: list[int] = []
+        try:
+            for _, data in files:
+                descriptor, temporary = tempfile.mkstemp(prefix="tmp_pack_", dir=folder)
+                descriptors.append(descriptor)
+                staged.append(temporary)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(descriptor, view) :]
+            durable.fsync_together(descriptors)
+        finally:
+            for descriptor in descriptors:
+                os.close(descriptor)
+        for temporary, (path, _) in zip(staged, files, strict=True):
+            os.chmod(temporary, 0o444)
+            os.rename(temporary, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+        for temporary in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
         raise

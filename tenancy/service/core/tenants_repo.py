@@ -968,7 +968,10 @@ class TenantRepository:
         for attempt in range(_PUSH_ATTEMPTS):
             base = self._base()
             reference = repo.references.get(self.ref)
-            tip, built = self._build(repo, base, group, committer)
+            # The pack folder is flushed with the branch's lock file, at once (``_swap_ref``), where
+            # the branch moves by compare-and-swap; else before anything else happens.
+            swapping = self.remote is None and reference is not None and base is not None
+            tip, built = self._build(repo, base, group, committer, flush_folder=not swapping)
             if not built or tip is None:
                 return
             self._publishing = (base, tip, built, committer.time)
@@ -976,7 +979,7 @@ class TenantRepository:
                 if self.remote is not None:
                     self._push(tip)
                 else:
-                    self._compare_and_swap(reference, base, tip)
+                    self._compare_and_swap(reference, base, tip, pack_folder=swapping)
             except _Moved:
                 # The branch moved under us (another process, the remote): rebuild on top of it, after
                 # a random pause so writers that collided do not collide again in step.
@@ -1098,11 +1101,16 @@ class TenantRepository:
             _log.warning("pushed %s but could not move the local branch: %s", tip, redact(str(error)))
             self._synced_at = float("-inf")
 
-    def _compare_and_swap(self, reference: Any, base: pygit2.Oid | None, tip: pygit2.Oid) -> None:
-        """Move the branch from ``base`` to ``tip`` only if it is still at ``base``."""
+    def _compare_and_swap(
+        self, reference: Any, base: pygit2.Oid | None, tip: pygit2.Oid, *, pack_folder: bool = False
+    ) -> None:
+        """Move the branch from ``base`` to ``tip`` only if it is still at ``base``. ``pack_folder``:
+        the pack folder is flushed with the branch's lock file, before the branch moves."""
         if reference is not None and base is not None:
-            self._swap_ref(base, tip)
+            self._swap_ref(base, tip, pack_folder=pack_folder)
             return
+        if pack_folder:
+            durable.sync_folders([self.git_dir / "objects" / "pack"])
         try:
             if reference is None:
                 self._git().create_reference_direct(self.ref, tip, False, "tenant-api: commit")
@@ -1120,11 +1128,13 @@ class TenantRepository:
         durable.sync_file(path)
         durable.sync_folders([path.parent])
 
-    def _swap_ref(self, base: pygit2.Oid, tip: pygit2.Oid) -> None:
+    def _swap_ref(self, base: pygit2.Oid, tip: pygit2.Oid, *, pack_folder: bool = False) -> None:
         """Git's own protocol for moving a ref (what libgit2 and ``git update-ref`` do): create
         ``<ref>.lock`` exclusively, check the ref still names ``base``, write ``tip`` into the lock and
         rename it over the ref. In Python, because the rename can wait milliseconds on the file
-        system's journal and libgit2 would hold the GIL (every request thread) meanwhile."""
+        system's journal and libgit2 would hold the GIL (every request thread) meanwhile.
+        ``pack_folder``: flush the pack folder (the names of the group's pack) at once with the lock
+        file: both are on disk before the rename makes the branch name the group's objects."""
         path = self.git_dir / self.ref
         lock = path.with_name(path.name + ".lock")
         try:
@@ -1143,7 +1153,8 @@ class TenantRepository:
                         raise _Moved()
                     handle.write(f"{tip}\n".encode())
                     handle.flush()
-                    durable.fsync(handle.fileno())  # the new value is on disk before its name is
+                    # The new value is on disk before its name is, and the pack's names too.
+                    self._flush_lock_file(handle.fileno(), pack_folder)
                 os.rename(lock, path)
                 try:
                     durable.sync_folders([path.parent])  # the rename: acknowledged from here
@@ -1159,6 +1170,16 @@ class TenantRepository:
             raise
         except OSError as error:
             raise pygit2.GitError(f"failed to update {self.ref}: {error.strerror}") from None
+
+    def _flush_lock_file(self, descriptor: int, pack_folder: bool) -> None:
+        if not pack_folder:
+            durable.fsync(descriptor)
+            return
+        folder = durable.open_folder(self.git_dir / "objects" / "pack")
+        try:
+            durable.fsync_together([folder, descriptor])
+        finally:
+            os.close(folder)
 
     def _put_back_ref(self, path: Path, lock: Path, base: pygit2.Oid) -> None:
         """The branch was renamed to a group's tip, but the rename could not be flushed: its writers are
@@ -1192,12 +1213,19 @@ class TenantRepository:
         return None if reference is None else reference.target  # type: ignore[return-value]
 
     def _build(
-        self, repo: pygit2.Repository, base: pygit2.Oid | None, group: list[_Change], committer: Any
+        self,
+        repo: pygit2.Repository,
+        base: pygit2.Oid | None,
+        group: list[_Change],
+        committer: Any,
+        *,
+        flush_folder: bool = True,
     ) -> tuple[pygit2.Oid | None, list[tuple[_Change, str]]]:
         """A chain of commits on ``base``, one per change that still applies, each under its author,
         stored as one pack (before anything names them), even for a single change: its objects as
         loose files would cost a flush each (blob, three trees, commit) and one per folder, against
-        two for a pack and its index and one for their folder (``durable``)."""
+        two for a pack and its index (at once) and one for their folder (``durable``; with
+        ``flush_folder=False`` the caller's, before the branch names the objects)."""
 
         def read(raw: bytes) -> bytes:
             return repo[pygit2.Oid(raw=raw)].read_raw()
@@ -1243,7 +1271,7 @@ class TenantRepository:
         if not built or parent is None:
             return None, built
         try:
-            batch.write_pack(self.git_dir / "objects" / "pack")
+            batch.write_pack(self.git_dir / "objects" / "pack", flush_folder=flush_folder)
         except OSError as error:
             raise self._failed("storing the tenant files failed", redact(str(error))) from None
         self._packs_written += 1
