@@ -49,6 +49,16 @@ class GroupCommit(Generic[W]):
         with self._lock:
             self._pending.append(item)
 
+    def take_arrived(self) -> list[W]:
+        """For ``commit`` only: the items added since its group was taken, which then join that group
+        (after it, in the order they were added; ``commit`` marks them done like the others). A
+        committer that first waits for a lock shared with other processes takes them once it holds
+        it: what arrived while the other process committed shares this round of flushes instead of
+        waiting for the next one."""
+        with self._lock:
+            arrived, self._pending = self._pending, []
+        return arrived
+
     def wait(self, item: W) -> None:
         """Return once ``item`` (added) is committed or failed, leading a group if no one else is."""
         with self._lock:

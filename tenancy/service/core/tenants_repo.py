@@ -944,6 +944,9 @@ class TenantRepository:
     def _commit_group(self, group: list[_Change]) -> None:
         try:
             with self._committing():
+                # Changes placed while another process held the commit lock join this group: one
+                # round of flushes for all of them (``GroupCommit.take_arrived``).
+                group += self._group.take_arrived()
                 self._commit_group_locked(group)
         except BaseException as error:
             failure = (
