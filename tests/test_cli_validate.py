@@ -44,6 +44,31 @@ def test_validate_names_a_file_whose_yaml_alias_contains_itself(tmp_path: Path) 
     assert issue["reason"].startswith("line 4, column 9: a YAML alias refers to itself:")
 
 
+def test_validate_refuses_a_key_given_twice_and_so_does_the_render(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys: a reviewer reading `deletionProtection: true` at the top
+    of a pull request's file would not see the `false` at its end that wins. Was accepted silently."""
+    tenants = tmp_path / "tenants"
+    (tenants / "prod").mkdir(parents=True)
+    (tenants / "prod" / "acme.yaml").write_text(
+        "name: acme\nowners: [a@example.com]\nplan: small\ndeletionProtection: true\n"
+        "qdrant: {enabled: true}\ndeletionProtection: false\n"
+    )
+    result = runner.invoke(app, ["validate", "--tenants", str(tenants)])
+    assert result.exit_code == INVALID_INPUT, result.output
+    assert (
+        "prod/acme.yaml: (file): line 6, column 1: deletionProtection is given twice in one mapping "
+        "(first at line 4)" in result.output
+    ), result.output
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
+        (tmp_path / name).write_text((PROJECT_DIR / name).read_text())
+    rendered = runner.invoke(
+        app, ["render", "--stack", "prod.acme", "--project", str(tmp_path), "--out", str(tmp_path / "out")]
+    )
+    assert rendered.exit_code == INVALID_INPUT, rendered.output
+    assert "deletionProtection is given twice" in rendered.output
+    assert not (tmp_path / "out" / "prod.acme").exists()
+
+
 def test_validate_json_lists_issues(tmp_path: Path) -> None:
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev" / "x.yaml").write_text("name: y\nowners: [a@example.com]\nplan: small\n")

@@ -366,6 +366,8 @@ def _read_plain(text: str) -> tuple[Any, list[str]] | None:
                 strings.append(key)
             elif scalar(key, strings).__class__ is not str:
                 return None
+            if key in top:
+                return None  # a key given twice: refused, at its line, by the path below
             if value is _NO_VALUE:
                 top[key] = None
                 pending = (top, key, indent)
@@ -395,22 +397,66 @@ def load_yaml(text: str | bytes) -> Any:
 def load_tenant_yaml(text: str) -> tuple[Any, list[str] | None]:
     """``load_yaml`` for a tenant file, and every string of the document (keys too) when this module
     built its values (None when PyYAML's constructor did): the tenant check searches them for
-    forbidden characters without walking the document again. The list may hold more than the
-    document (the values of a key given twice), never less. A tenant file is first read by
-    ``_read_plain``; other files (manifests, configuration) go to libyaml directly, as a subset
-    they leave late would only add to their parse."""
+    forbidden characters without walking the document again. Unlike ``load_yaml``, a key given twice
+    in one mapping is a ``DuplicateKeyError`` at its line (``refuse_duplicate_keys``). A tenant file
+    is first read by ``_read_plain``; other files (manifests, configuration) go to libyaml directly,
+    as a subset they leave late would only add to their parse."""
     read = _read_plain(text)
     if read is not None:
         return read
-    return _parsed(text)
+    return _parsed(text, unique_keys=True)
 
 
-def _parsed(text: str | bytes) -> tuple[Any, list[str] | None]:
+class DuplicateKeyError(ConstructorError):
+    """A tenant file gives one key twice in a mapping."""
+
+
+def refuse_duplicate_keys(root: Node) -> None:
+    """Raise DuplicateKeyError at the first key (in the file) given twice in one mapping. YAML's
+    loaders keep the last value silently, so a reviewer reading ``deletionProtection: true`` near the
+    top of a file would not see the ``deletionProtection: false`` further down that wins. Merge keys
+    (``<<``) are not keys of the document: a key written beside a merge overrides the merged one, as
+    YAML intends. Each node is walked once, however often aliases name it."""
+    stack: list[tuple[Node, str]] = [(root, "")]
+    seen: set[int] = set()
+    found: list[tuple[Node, Node, str]] = []  # (the second key, the first, its field)
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            first: dict[tuple[str, str], Node] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    stack.append((value_node, path))
+                    continue
+                field = f"{path}.{key_node.value}" if path else key_node.value
+                earlier = first.setdefault((key_node.tag, key_node.value), key_node)
+                if earlier is not key_node:
+                    found.append((key_node, earlier, field))
+                stack.append((value_node, field))
+        elif isinstance(node, SequenceNode):
+            stack.extend((item, f"{path}.{i}" if path else str(i)) for i, item in enumerate(node.value))
+    if found:
+        second, first_key, field = min(found, key=lambda duplicate: duplicate[0].start_mark.index)
+        raise DuplicateKeyError(
+            None,
+            None,
+            f"{field} is given twice in one mapping (first at line {first_key.start_mark.line + 1}); "
+            "YAML keeps only the last value, which a reader of the first would not see: remove one",
+            second.start_mark,
+        )
+
+
+def _parsed(text: str | bytes, *, unique_keys: bool = False) -> tuple[Any, list[str] | None]:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None, []
+        if unique_keys:
+            refuse_duplicate_keys(node)
         builder = _Builder(loader)
         try:
             return builder.build(node), builder.strings

@@ -16,6 +16,7 @@ from tenancy.spec import text as text_module
 from tenancy.spec.yaml_loading import (
     SAFE_LOADER,
     AliasExpansionError,
+    DuplicateKeyError,
     RecursiveAliasError,
     _read_plain,
     load_tenant_yaml,
@@ -145,10 +146,16 @@ def _pyyaml(text: str | bytes) -> Any:
     return yaml.load(text, Loader=SAFE_LOADER)
 
 
+# Corner cases that give a key twice: load_yaml keeps the last value as PyYAML does; a tenant file
+# refuses them (test_a_tenant_file_may_not_give_a_key_twice).
+DUPLICATE_KEYS = ("a: 1\na: 2\nb: 3\n", "a: 1\na:\n  b: 2\n")
+
+
 @pytest.mark.parametrize("text", CORNER_CASES)
 def test_values_and_errors_are_pyyamls(text: str) -> None:
     expected = _outcome(_pyyaml, text)
-    for got in (_outcome(load_yaml, text), _outcome(lambda text: load_tenant_yaml(text)[0], text)):
+    loaders = [load_yaml] if text in DUPLICATE_KEYS else [load_yaml, lambda text: load_tenant_yaml(text)[0]]
+    for got in (_outcome(load, text) for load in loaders):
         assert expected[0] == got[0], (expected, got)
         if expected[0] == "error" and expected[1][0] is ValueError:  # a YAML error at the scalar instead
             assert got[1][0] is ConstructorError and expected[1][1] in got[1][1], (expected, got)
@@ -240,8 +247,8 @@ def test_plain_documents_are_built_without_pyyamls_constructor(monkeypatch: pyte
 def test_the_strings_given_with_a_document_hold_each_of_its_strings(text: str) -> None:
     """load_tenant_yaml' list lets the tenant check skip its walk: it must miss no string (keys
     included); None, when PyYAML's constructor built the document, sends the check to its walk."""
-    if _outcome(_pyyaml, text)[0] == "error":
-        return  # the same error: test_values_and_errors_are_pyyamls
+    if _outcome(_pyyaml, text)[0] == "error" or text in DUPLICATE_KEYS:
+        return  # the same error: test_values_and_errors_are_pyyamls; refused: below
     document, strings = load_tenant_yaml(text)
     assert _same(_pyyaml(text), document)
     if strings is not None:
@@ -253,8 +260,6 @@ def test_strings_come_with_the_plain_documents_of_tenant_files() -> None:
     for path in sorted((PROJECT_DIR / "tenants").glob("*/*.yaml")):
         document, strings = load_tenant_yaml(path.read_text(encoding="utf-8"))
         assert strings is not None and sorted(strings) == sorted(text_module._all_strings(document) or [])
-    document, strings = load_tenant_yaml('a: x\na: "\\e"\n')  # a key given twice: both values
-    assert document == {"a": "\x1b"} and sorted(strings or []) == ["\x1b", "a", "a", "x"]
 
 
 def _generated_documents(count: int, seed: int) -> list[str]:
@@ -386,3 +391,25 @@ def test_aliases_that_expand_a_document_beyond_the_limit_are_a_yaml_error() -> N
         )
         assert isinstance(raised.value, yaml.YAMLError)
         assert len(str(load(_laughs(4)))) > 10_000  # 11,110 values: aliases within the limit load
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (DUPLICATE_KEYS[0], "line 2, column 1: a is given twice in one mapping (first at line 1)"),
+        (DUPLICATE_KEYS[1], "line 2, column 1: a is given twice in one mapping (first at line 1)"),
+        # the line reader's subset, and a document it leaves to libyaml (an anchor), nested
+        ("q:\n  r: 1\n  r: 3\nz: 1\nz: 2\n", "line 3, column 3: q.r is given twice"),
+        ("l: &l {t: a}\nq:\n  - {r: 1, r: 3}\n", "line 3, column 12: q.0.r is given twice"),
+    ],
+)
+def test_a_tenant_file_may_not_give_a_key_twice(text: str, problem: str) -> None:
+    with pytest.raises(DuplicateKeyError) as raised:
+        load_tenant_yaml(text)
+    assert yaml_problem(raised.value).startswith(problem), yaml_problem(raised.value)
+    assert _read_plain(text) is None
+
+
+def test_a_key_beside_a_merge_overrides_it_and_aliases_are_walked_once() -> None:
+    text = "d: &d {enabled: true, replicas: 1}\nq:\n  <<: *d\n  replicas: 2\nr: [*d, *d]\n"
+    assert load_tenant_yaml(text)[0]["q"] == {"enabled": True, "replicas": 2} == _pyyaml(text)["q"]
