@@ -69,6 +69,20 @@ def test_validate_refuses_a_key_given_twice_and_so_does_the_render(tmp_path: Pat
     assert not (tmp_path / "out" / "prod.acme").exists()
 
 
+def test_validate_says_where_a_file_is_not_utf8(tmp_path: Path) -> None:
+    """Was "cannot be read: UnicodeDecodeError", with no line: a Latin-1 editor's "é" is enough."""
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "acme.yaml").write_bytes(
+        b"name: acme\nowners: [a@example.com]\nplan: small\ndisplayName: Caf\xe9 Acme\n"
+    )
+    result = runner.invoke(app, ["validate", "--tenants", str(tmp_path)])
+    assert result.exit_code == INVALID_INPUT, result.output
+    assert (
+        "dev/acme.yaml: (file): line 4, column 17: byte 0xe9 is not UTF-8 text (tenant files are UTF-8); "
+        "save the file as UTF-8" in result.output
+    ), result.output
+
+
 def test_validate_json_lists_issues(tmp_path: Path) -> None:
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev" / "x.yaml").write_text("name: y\nowners: [a@example.com]\nplan: small\n")

@@ -150,9 +150,22 @@ def _check_file(path: Path | str, shown: str) -> tuple[str, TenantSpec]:
         data, strings = load_tenant_yaml(text)
     except yaml.YAMLError as error:
         raise SpecError([SpecIssue(shown, "", yaml_problem(error))]) from None
-    except (OSError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:
+        raise SpecError([SpecIssue(shown, "", _not_utf8(error))]) from None
+    except OSError as error:
         raise SpecError([SpecIssue(shown, "", f"cannot be read: {error.__class__.__name__}")]) from None
     return text, parse_tenant(data, file=shown, strings=strings)
+
+
+def _not_utf8(error: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8, for its author's editor (a Latin-1 "é" is the usual one)."""
+    data = bytes(error.object)
+    line = data.count(b"\n", 0, error.start) + 1
+    column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+    return (
+        f"line {line}, column {column}: byte 0x{data[error.start]:02x} is not UTF-8 text "
+        "(tenant files are UTF-8); save the file as UTF-8"
+    )
 
 
 def _check_chunk(chunk: list[tuple[str, str]]) -> list[tuple[bool, Any]]:
