@@ -173,9 +173,12 @@ def test_the_body_guard_reads_the_first_length_and_type_a_request_sends() -> Non
     assert asyncio.run(call([(b"content-length", b"abc")], b"")) == 413
     deep = b"[[[[1]]]]"
     assert asyncio.run(call([(b"content-type", b"application/json")], deep)) == 422
-    # The first type counts: text/plain is not checked as JSON, even with a JSON type after it.
+    # The first type counts: text/plain is refused as not JSON (415, since 9f435ea), even with a JSON
+    # type after it, and a JSON type first is checked as JSON whatever follows.
     headers = [(b"content-type", b"text/plain"), (b"content-type", b"application/json")]
-    assert asyncio.run(call(headers, deep)) == 200 and seen[-1] == deep
+    assert asyncio.run(call(headers, deep)) == 415
+    assert asyncio.run(call(list(reversed(headers)), deep)) == 422
+    assert asyncio.run(call(list(reversed(headers)), b"[1]")) == 200 and seen[-1] == b"[1]"
 
 
 def test_tenantctl_serve_freezes_what_start_up_made_before_it_serves(
