@@ -304,6 +304,10 @@ def environment(config: PlatformConfig, role: Role, *, api_vault_token: bool = F
         # The image bakes every provider in; one missing fails at once ("plugin <name> <version> not
         # installed") instead of a download into the read-only $PULUMI_HOME/plugins.
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        # The Python language host runs `python -m pip list` on every preview and update (the program's
+        # packages name its plugins); unless told not to, pip first asks PyPI for a newer pip, which the
+        # pods' egress does not reach: up to 5 s and a warning per operation.
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PULUMI_DIY_BACKEND_GZIP": "true",
     }
     if role == "worker":

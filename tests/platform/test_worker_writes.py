@@ -166,3 +166,24 @@ def test_the_cli_writes_nothing_else_in_its_read_only_home(
         if variable != "PULUMI_BACKEND_URL":
             unset = f"{deployment}: {variable} unset: the CLI writes {home}/{what}"
             assert truthy(cli_env.get(variable)), unset
+
+
+# The Python language host lists the program's packages with `python -m pip list --format json` on every
+# preview and update (pulumi/pulumi sdk/python/toolchain/pip.go ListPackages, called by
+# sdk/python/cmd/pulumi-language-python/main.go listPulumiPackageInfos). Before answering, pip asks the
+# package index for a newer pip (pip/_internal/cli/index_command.py IndexGroupCommand.pip_version_check,
+# a 5 s timeout), which the pods' egress does not allow: each operation would wait and warn. pip reads
+# its options from PIP_<OPTION> variables, so PIP_DISABLE_PIP_VERSION_CHECK turns the check off.
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+@pytest.mark.parametrize("deployment", [WORKER_NAME, API_NAME])
+def test_the_language_hosts_pip_list_asks_no_package_index(
+    environment: str, deployment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capture = _platform(environment).capture
+    env = {**image_environment(), **pod_environment(capture, deployment)}
+    _, _, cli_env = engine_work_dir(env, monkeypatch)
+    assert cli_env.get("PIP_DISABLE_PIP_VERSION_CHECK", "").lower() in {"1", "true", "yes", "on"}, (
+        f"{deployment}: every preview's `pip list` would first ask PyPI for a newer pip"
+    )
+    assert pod_environment(capture, deployment).get("PIP_DISABLE_PIP_VERSION_CHECK") == "1"
+    assert image_environment().get("PIP_DISABLE_PIP_VERSION_CHECK") == "1"
