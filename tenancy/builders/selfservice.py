@@ -305,8 +305,9 @@ def environment(config: PlatformConfig, role: Role, *, api_vault_token: bool = F
         # installed") instead of a download into the read-only $PULUMI_HOME/plugins.
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         # The Python language host runs `python -m pip list` on every preview and update (the program's
-        # packages name its plugins); unless told not to, pip first asks PyPI for a newer pip, which the
-        # pods' egress does not reach: up to 5 s and a warning per operation.
+        # packages name its plugins); unless told not to, pip first asks PyPI for a newer pip: a call out
+        # of the platform for nothing where gitHosts leaves port 443 open, and up to 5 s and a warning per
+        # operation where the egress policies or the mesh stop it.
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PULUMI_DIY_BACKEND_GZIP": "true",
     }
