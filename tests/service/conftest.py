@@ -4,6 +4,7 @@ built on a scratch state directory, and the real app served by uvicorn on a loop
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import socket
 import threading
@@ -114,6 +115,20 @@ def _jwk(key: Any, algorithm: Any, kid: str, alg: str) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(algorithm.to_jwk(key.public_key()))
     document.update(kid=kid, alg=alg, use="sig")
     return document
+
+
+@pytest.fixture(autouse=True, scope="module")
+def settled_heap() -> Iterator[None]:
+    """What earlier test modules left alive (modules imported, session captures, pytest's items: about
+    400,000 objects late in the suite) out of the cyclic collector's sight for this module, as
+    ``tenantctl serve`` does with its start-up (cli.serve.settle_heap). Without it, each full
+    collection a request triggers walks them all holding the GIL, 0.3-0.5 s of CPU that stalls the
+    app's threads: at load 14-16, a change request's two renders plus one such pause took the test
+    client past its 10 s timeout. Unfrozen after the module, so the rest of the suite collects as
+    before (and nothing frozen here outlives it)."""
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")
