@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from tenancy.automation.data_operations import DataUnavailable, backup_prefix
 from tenancy.dataops.object_store import BackupBucket
 from tenancy.dataops.qdrant_api import QdrantCluster
 from tests.dataops.qdrant_standin import API_KEY, ClusterState, qdrant_cluster
+from tests.ports import free_port
 
 BUCKET = "platform-backups"
 
@@ -38,9 +38,7 @@ class StandinData:
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # moto binds it itself: a port no client may take meanwhile (tests/ports.py)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

@@ -22,6 +22,8 @@ import uvicorn
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
+from tests.ports import listening_socket
+
 API_KEY = "standin-key"
 
 
@@ -222,28 +224,23 @@ def peer_app(state: ClusterState, me: int) -> FastAPI:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def qdrant_cluster(peers: int) -> Iterator[tuple[ClusterState, dict[int, str]]]:
     """Start ``peers`` stand-in peers on loopback; yields the state and each peer's HTTP URL."""
     state = ClusterState()
     servers: list[uvicorn.Server] = []
     urls: dict[int, str] = {}
+    sockets: dict[int, socket.socket] = {}
     for peer in range(1, peers + 1):
-        port = _free_port()
         peer_id = 1000 + peer
-        urls[peer_id] = f"http://127.0.0.1:{port}"
+        sockets[peer_id] = listening_socket()  # the port is the peer's from here on (tests/ports.py)
+        urls[peer_id] = f"http://127.0.0.1:{sockets[peer_id].getsockname()[1]}"
         state.peers[peer_id] = urls[peer_id] + "/"
     for peer_id, url in urls.items():
         port = int(url.rsplit(":", 1)[1])
         config = uvicorn.Config(peer_app(state, peer_id), host="127.0.0.1", port=port, log_level="warning")
         server = uvicorn.Server(config)
-        threading.Thread(target=server.run, daemon=True).start()
+        threading.Thread(target=server.run, kwargs={"sockets": [sockets[peer_id]]}, daemon=True).start()
         servers.append(server)
     deadline = time.monotonic() + 10
     while not all(s.started for s in servers):
@@ -255,3 +252,5 @@ def qdrant_cluster(peers: int) -> Iterator[tuple[ClusterState, dict[int, str]]]:
     finally:
         for server in servers:
             server.should_exit = True
+        for peer_socket in sockets.values():
+            peer_socket.close()

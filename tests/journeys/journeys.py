@@ -20,7 +20,8 @@ from typing import Any
 
 import httpx
 
-from tests.journeys.readme import Completed, ReadmeCommand, Shell, free_port, port_is_free
+from tests.journeys.readme import Completed, ReadmeCommand, Shell, port_is_free
+from tests.ports import free_port
 
 README_PORT = 8080  # what the README's serve command listens on by default
 COMMAND_TIMEOUT_SECONDS = 300

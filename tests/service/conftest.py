@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import gc
 import json
-import socket
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from tenancy.cli.serve import UVICORN_OPTIONS
 from tenancy.service.app import create_app
 from tenancy.service.core.config import ServiceSettings
 from tests.conftest import PROJECT_DIR
+from tests.ports import listening_socket
 
 ISSUER = "https://auth.test.example/realms/platform"
 AUDIENCE = "tenant-api"
@@ -196,18 +196,13 @@ def make_app(tmp_path: Path, issuer: Issuer) -> AppFactory:
     return build
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class LiveServer:
     """The app served by uvicorn on a loopback port in a thread (lifespan included: workers run)."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.port = free_port()
+        self.socket = listening_socket()  # bound before anything else may take the port (tests/ports.py)
+        self.port = int(self.socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         config = (
             uvicorn.Config(  # as `tenantctl serve` runs it (loop, parser; forwarding headers are the app's)
@@ -215,7 +210,7 @@ class LiveServer:
             )
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
@@ -229,6 +224,7 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        self.socket.close()
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -18,7 +18,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core.config import ServiceSettings
 from tenancy.service.core.local_issuer import mint_token
 from tests.conftest import PROJECT_DIR
+from tests.ports import free_port
 
 CYCLES = 20
 WRITERS = 5
@@ -48,12 +48,6 @@ JUNK = "UNCOMMITTED-JUNK"
 def tenantctl() -> str:
     found = Path(sys.executable).parent / "tenantctl"
     return str(found) if found.exists() else shutil.which("tenantctl") or "tenantctl"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def git(repo: Path, *args: str, check: bool = True) -> str:

@@ -34,7 +34,8 @@ from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository
 from tenancy.service.portal.sessions import SqliteStore
 from tenancy.writer_turns import WriterTurns
 from tests.conftest import PROJECT_DIR
-from tests.service.test_crash_safety import free_port, git, tenantctl
+from tests.ports import free_port
+from tests.service.test_crash_safety import git, tenantctl
 
 WITHIN_SECONDS = 60.0  # bound for starts and stops of real processes on a loaded 2-core machine
 TENANT_URL = "/api/v1/environments/dev/tenants/{name}"

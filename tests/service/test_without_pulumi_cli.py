@@ -18,7 +18,8 @@ import pytest
 
 from tenancy.service.app import create_app
 from tests.conftest import PROJECT_DIR
-from tests.service.conftest import Issuer, LiveServer, free_port, settings_for, spec, wait_for
+from tests.ports import free_port
+from tests.service.conftest import Issuer, LiveServer, settings_for, spec, wait_for
 
 
 @pytest.fixture
