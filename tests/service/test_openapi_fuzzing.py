@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
 import schemathesis
 from cryptography.hazmat.primitives.asymmetric import rsa
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from jwt.algorithms import RSAAlgorithm
 from schemathesis.checks import not_a_server_error
 
@@ -66,13 +67,28 @@ app = create_app(
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
-@schema.parametrize()
-@settings(
-    max_examples=EXAMPLES_PER_OPERATION,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-)
-def test_no_request_makes_the_service_fail(case: Any) -> None:
-    response = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
-    case.validate_response(response, checks=[not_a_server_error])
+# One test per operation, named by it ("GET /healthz"): schemathesis' own ``schema.parametrize()`` gives
+# every operation the same test id, and pytest-xdist, which schedules tests by id, ran one of the 30.
+OPERATIONS = [result.ok() for result in schema.get_all_operations()]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[operation.label for operation in OPERATIONS])
+def test_no_request_makes_the_service_fail(operation: Any) -> None:
+    @given(case=operation.as_strategy())
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    def no_server_error(case: Any) -> None:
+        response = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
+        case.validate_response(response, checks=[not_a_server_error])
+
+    no_server_error()
+
+
+def test_every_operation_of_the_document_is_fuzzed() -> None:
+    paths = app.openapi()["paths"]
+    documented = {f"{method.upper()} {path}" for path, item in paths.items() for method in item}
+    assert {operation.label for operation in OPERATIONS} == documented
