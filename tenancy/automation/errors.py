@@ -24,6 +24,8 @@ ERROR_CODES: dict[str, str] = {
     "config_missing": "a credential the stack needs is not set (e.g. VAULT_TOKEN); nothing ran",
     "pulumi_cli_missing": "the Pulumi CLI is missing or too old",
     "interrupted": "the operation stopped before it finished; the stack is recovered before the next one",
+    "locked_elsewhere": "the stack holds a lock or pending operations this queue's workers did not leave "
+    "(another update may be running on it); nothing ran and nothing was cancelled",
     "engine_error": "the Pulumi engine reported an error",
     "scaling_failed": "scaling the tenant's workloads in place failed or was refused (e.g. a scale-down)",
     "backup_failed": "the backup (asked for, or taken before a destroy or a Qdrant upgrade/removal) failed; "
@@ -83,6 +85,10 @@ class SecretsUnavailable(AutomationError):
 
 class StackConfigMissing(AutomationError):
     code = "config_missing"
+
+
+class StackLockedElsewhere(AutomationError):
+    code = "locked_elsewhere"
 
 
 class OperationInterrupted(AutomationError):

@@ -58,6 +58,7 @@ from tenancy.automation.errors import (
     EnvironmentNotServed,
     FixedVolumesChanged,
     PreviousIncarnationNotDestroyed,
+    StackLockedElsewhere,
     StackNotFound,
     describe_failure,
 )
@@ -367,6 +368,7 @@ class Worker:
                 # stack flagged as interrupted stays flagged for its next engine operation).
                 result = run_data_operation(operation, self.data, emit)
             else:
+                self._refuse_foreign_lock(operation)
                 applied = self._applied_spec(operation, emit)
                 plan = self._check_fixed_volumes(operation, applied)
                 self._backup_first_if_needed(operation, emit, applied)
@@ -663,14 +665,32 @@ class Worker:
                 f"store and retry; a platform-admin may force the {operation.kind.value}"
             ) from None
 
-    def _recover_if_needed(self, operation: Operation, emit: EmitEvent) -> bool:
+    def _refuse_foreign_lock(self, operation: Operation) -> None:
+        """Stop before anything (a backup included) when the stack holds a lock or pending operations
+        that this queue did not flag as its own interrupted operation's. They are someone else's and
+        may be a live update: the deploy workflow's ``tenantctl sync`` runs its own queue and
+        workers, and a person may run ``pulumi up``. Recovering would cancel that update and drop
+        its pending operations, so the operation fails with ``locked_elsewhere`` instead, and
+        ``tenantctl refresh --recover`` takes over a stack whose update is known to be dead."""
         stack = operation.stack
-        if self.queue.was_interrupted(stack):
-            reason = "the previous operation on this stack was interrupted before it finished"
-        elif self.engine.needs_recovery(stack):
-            reason = "the stack was left by an interrupted update (stale lock or pending operations)"
-        else:
+        if self.queue.was_interrupted(stack) or not self.engine.needs_recovery(stack):
+            return
+        raise StackLockedElsewhere(
+            f"stack {stack.name} holds a lock or pending operations that no operation of this queue "
+            "left: another update may be running on it (the deploy workflow's tenantctl sync, or "
+            "someone's pulumi up). Nothing ran and nothing was cancelled. Retry once it has finished; "
+            f"if no update is running (one was killed), run tenantctl refresh {stack.tenant} --env "
+            f"{stack.environment} --recover where this queue runs"
+        )
+
+    def _recover_if_needed(self, operation: Operation, emit: EmitEvent) -> bool:
+        """Recover a stack this queue's workers left interrupted (a crash, a kill, Ctrl-C: the queue
+        flags it) before anything else runs on it: cancel the stale lock, drop the pending operations,
+        refresh."""
+        stack = operation.stack
+        if not self.queue.was_interrupted(stack):
             return False
+        reason = "the previous operation on this stack was interrupted before it finished"
         emit(kind="recovery", status="started", message=f"recovering: {reason}")
         done = self.engine.recover(stack)
         self.queue.clear_interrupted(stack)

@@ -136,6 +136,18 @@ ForceOption = Annotated[
 ]
 
 
+# Taking over a stack left locked by an update that no longer runs (the worker never does it on its own
+# for a lock its queue did not leave: code locked_elsewhere).
+RecoverOption = Annotated[
+    bool,
+    typer.Option(
+        "--recover",
+        help="First cancel the stack's lock and drop its pending operations: only once you know the update "
+        "that left them is dead (a killed deploy, a crashed pulumi up), never while one runs.",
+    ),
+]
+
+
 def up(
     tenant: TenantArgument,
     env: EnvOption,
@@ -171,18 +183,30 @@ def refresh(
     project: ProjectOption = None,
     tenants: TenantsOption = None,
     state_dir: StateOption = None,
+    recover: RecoverOption = False,
 ) -> None:
     """Read one tenant's resources back from the cluster (drift check).
 
     Updates the stack's state to what really exists; changes nothing in
     the cluster.
 
-    Example:  tenantctl refresh acme --env dev
+    A stack whose lock or pending operations were left by an update this
+    queue did not run fails every operation (code locked_elsewhere) rather
+    than cancel what may be a live update. Once you know that update is
+    dead, --recover cancels the lock and drops the pending operations
+    before the refresh.
+
+    Example:  tenantctl refresh acme --env dev [--recover]
 
     Exit codes: 0 ok, 2 invalid input, 3 the operation failed,
     4 the Pulumi CLI is missing or too old.
     """
-    _run_one(OperationKind.refresh, tenant, env, as_json, _settings(project, tenants, state_dir))
+    settings = _settings(project, tenants, state_dir)
+    if recover:
+        stack = _stack(env, tenant, as_json)
+        with _open_queue(settings, as_json) as opened:
+            opened.queue.mark_interrupted(stack)  # its next operation, this refresh, recovers it first
+    _run_one(OperationKind.refresh, tenant, env, as_json, settings)
 
 
 def destroy(

@@ -295,3 +295,28 @@ def test_every_operation_command_explains_itself() -> None:
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert "Example" in result.stdout, command
+
+
+def test_a_lock_left_by_an_update_elsewhere_stops_every_command_until_refresh_recover(
+    cli_project: Path, fake: FakeEngine
+) -> None:
+    # The deploy workflow's sync (its own queue) or someone's `pulumi up` holds dev.acme, or was killed
+    # holding it: this queue never ran it, so nothing here may cancel it.
+    tenantctl(cli_project, "up", "acme", "--env", "dev")
+    fake.break_stack(stack("acme"))
+    runs = len(fake.calls)
+
+    refused = tenantctl(cli_project, "up", "acme", "--env", "dev", "--json")
+
+    assert refused.exit_code == exit_codes.OPERATION_FAILED, refused.output
+    summary = payload(refused)["operation"]["summary"]
+    assert summary["code"] == "locked_elsewhere"
+    assert "tenantctl refresh acme --env dev --recover" in summary["error"]
+    assert fake.recoveries == [] and len(fake.calls) == runs  # nothing cancelled, nothing run
+
+    recovered = tenantctl(cli_project, "refresh", "acme", "--env", "dev", "--recover", "--json")
+
+    assert recovered.exit_code == 0, recovered.output
+    assert payload(recovered)["operation"]["summary"]["recovered"] is True
+    assert fake.recoveries == [stack("acme")]
+    assert tenantctl(cli_project, "up", "acme", "--env", "dev").exit_code == 0

@@ -155,6 +155,26 @@ def test_restart_requeues_operations_left_running_and_recovers_their_stacks(
     assert not queue.was_interrupted(acme)
 
 
+def test_a_lock_no_operation_of_this_queue_left_is_never_cancelled(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    # Another queue's workers (the deploy workflow's tenantctl sync) or a person's pulumi up hold the
+    # stack: recovering it would cancel their update and drop its pending operations.
+    acme = stack("acme")
+    engine.break_stack(acme)
+    queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+
+    [refused] = Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    assert refused.status is OperationStatus.failed
+    assert refused.summary is not None and refused.summary.code == "locked_elsewhere"
+    assert "no operation of this queue left" in (refused.summary.error or "")
+    assert engine.recoveries == [] and engine.calls_for(acme) == []
+    assert engine.needs_recovery(acme)  # left as it was found
+    assert not queue.was_interrupted(acme)
+    assert not [event for event in queue.events(refused.id) if event.kind == "recovery"]
+
+
 def test_a_stack_flagged_by_the_queue_is_recovered_even_when_the_engine_sees_no_lock(
     queue: SqliteOperationQueue, engine: FakeEngine
 ) -> None:
