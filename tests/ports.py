@@ -37,19 +37,27 @@ def _worker_share() -> tuple[int, int]:
     return index % max(count, 1), max(count, 1)
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on now, for a server started in another process."""
+    """A loopback port nothing listens on now, for a server started in another process (never the
+    same one twice in a process). Where the ephemeral range leaves no room below it (it starts at
+    1024 on some machines), a port the kernel picks, as before."""
     end = _ephemeral_start()
     index, count = _worker_share()
-    candidates = [port for port in range(_LOWEST, end) if port % count == index]
+    candidates = [port for port in range(_LOWEST, end) if port % count == index and port not in _handed_out]
     for port in random.sample(candidates, min(len(candidates), 200)):
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
-    raise RuntimeError(f"no free loopback port between {_LOWEST} and {end}")
+        _handed_out.add(port)
+        return port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def listening_socket() -> socket.socket:

@@ -600,8 +600,8 @@ def map_command_error(
     if isinstance(error, ConcurrentUpdateError):
         return StackConflict(
             f"stack {stack.name} is locked by another update. If nothing else is updating it, the lock is "
-            f"left from an interrupted update: run `pulumi cancel --stack {stack.name} --yes` (or let the "
-            "next tenantctl operation recover it), then retry"
+            f"left from an interrupted update: run `tenantctl refresh {stack.tenant} --env "
+            f"{stack.environment} --recover`, then retry"
         )
     exit_code = re.search(r"code: (-?\d+)", text)
     if exit_code and (int(exit_code.group(1)) < 0 or int(exit_code.group(1)) in (130, 137, 143)):

@@ -352,7 +352,7 @@ class Worker:
                 return
             self._notify(self.listener.event, operation, event)
 
-        recovered = False
+        recovered = engine_ran = False
         stack = operation.stack
         what = f"{operation.kind.value} of stack {stack.name}"
         try:
@@ -377,7 +377,10 @@ class Worker:
                 scaling = None if plan is None else self._scaling_for(plan, emit)
                 if scaling is not None and plan is not None:
                     scaling.before_update(plan, emit)
+                engine_ran = True
                 result = self._run_engine(operation, emit)
+                if not result.succeeded:
+                    self._flag_if_left_locked(stack)
                 if scaling is not None and plan is not None and result.succeeded:
                     scaling.after_update(plan, emit)
             if result.succeeded and operation.kind is OperationKind.destroy:
@@ -388,6 +391,8 @@ class Worker:
             code, message = describe_failure(error, what=what)
             if code == "interrupted":
                 self.queue.mark_interrupted(stack)
+            elif engine_ran and code not in _NOT_OURS:
+                self._flag_if_left_locked(stack)
             status = OperationStatus.failed
             summary = OperationSummary(
                 duration_seconds=time.monotonic() - started, error=message, recovered=recovered, code=code
@@ -673,7 +678,9 @@ class Worker:
         its pending operations, so the operation fails with ``locked_elsewhere`` instead, and
         ``tenantctl refresh --recover`` takes over a stack whose update is known to be dead."""
         stack = operation.stack
-        if self.queue.was_interrupted(stack) or not self.engine.needs_recovery(stack):
+        if _recovery_asked(operation) or self.queue.was_interrupted(stack):
+            return
+        if not self.engine.needs_recovery(stack):
             return
         raise StackLockedElsewhere(
             f"stack {stack.name} holds a lock or pending operations that no operation of this queue "
@@ -683,14 +690,28 @@ class Worker:
             f"{stack.environment} --recover where this queue runs"
         )
 
+    def _flag_if_left_locked(self, stack: StackRef) -> None:
+        """After this worker's own run of ``stack`` failed (a CLI that crashed, a checkpoint that could
+        not be saved): a lock or pending operations found now are that run's, so the queue flags the
+        stack and its next operation recovers it, as after a kill."""
+        try:
+            if self.engine.needs_recovery(stack):
+                self.queue.mark_interrupted(stack)
+        except Exception:  # the run's own failure is what gets reported
+            _log.exception("could not check whether the failed run left %s locked", stack.name)
+
     def _recover_if_needed(self, operation: Operation, emit: EmitEvent) -> bool:
-        """Recover a stack this queue's workers left interrupted (a crash, a kill, Ctrl-C: the queue
-        flags it) before anything else runs on it: cancel the stale lock, drop the pending operations,
-        refresh."""
+        """Recover a stack this queue's workers left interrupted (a crash, a kill, Ctrl-C, a run that
+        failed leaving a lock or pending operations: the queue flags it), or whose operation asks for
+        it (``tenantctl refresh --recover``), before anything else runs on it: cancel the stale lock,
+        drop the pending operations, refresh."""
         stack = operation.stack
-        if not self.queue.was_interrupted(stack):
+        if self.queue.was_interrupted(stack):
+            reason = "the previous operation on this stack was interrupted before it finished"
+        elif _recovery_asked(operation):
+            reason = f"asked by {operation.requested_by}: the update that left the stack locked is dead"
+        else:
             return False
-        reason = "the previous operation on this stack was interrupted before it finished"
         emit(kind="recovery", status="started", message=f"recovering: {reason}")
         done = self.engine.recover(stack)
         self.queue.clear_interrupted(stack)
@@ -726,3 +747,13 @@ class Worker:
             hook(*args)
         except Exception:  # a broken display must not break an update
             _log.exception("worker listener failed")
+
+
+# A failed run whose stack is then found locked left that lock itself, unless the engine refused to start
+# because someone else held it (those codes): then the lock is theirs.
+_NOT_OURS = frozenset({"conflict", "locked_elsewhere", "environment_not_served"})
+
+
+def _recovery_asked(operation: Operation) -> bool:
+    """``tenantctl refresh --recover``: the operation itself asks to take over a stack left locked."""
+    return operation.kind is OperationKind.refresh and bool((operation.params or {}).get("recover"))

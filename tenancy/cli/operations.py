@@ -201,12 +201,12 @@ def refresh(
     Exit codes: 0 ok, 2 invalid input, 3 the operation failed,
     4 the Pulumi CLI is missing or too old.
     """
-    settings = _settings(project, tenants, state_dir)
-    if recover:
-        stack = _stack(env, tenant, as_json)
-        with _open_queue(settings, as_json) as opened:
-            opened.queue.mark_interrupted(stack)  # its next operation, this refresh, recovers it first
-    _run_one(OperationKind.refresh, tenant, env, as_json, settings)
+    # The refresh itself asks for the recovery (its params): nothing is left behind to recover some
+    # later lock if this one never runs.
+    params = {"recover": True} if recover else None
+    _run_one(
+        OperationKind.refresh, tenant, env, as_json, _settings(project, tenants, state_dir), params=params
+    )
 
 
 def destroy(

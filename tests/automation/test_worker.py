@@ -12,12 +12,15 @@ from typing import Any
 import pytest
 
 from tenancy.automation.contract import (
+    EmitEvent,
+    EngineRequest,
+    EngineResult,
     Operation,
     OperationKind,
     OperationStatus,
     ProgressEvent,
 )
-from tenancy.automation.errors import StackConflict, StackNotFound
+from tenancy.automation.errors import EngineFailed, StackConflict, StackNotFound
 from tenancy.automation.fake_engine import FakeEngine
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.worker import Worker, WorkerListener
@@ -173,6 +176,50 @@ def test_a_lock_no_operation_of_this_queue_left_is_never_cancelled(
     assert engine.needs_recovery(acme)  # left as it was found
     assert not queue.was_interrupted(acme)
     assert not [event for event in queue.events(refused.id) if event.kind == "recovery"]
+
+
+class _CrashesOnce(FakeEngine):
+    """Its first run dies as a panicking CLI would: an engine error, the stack left locked."""
+
+    crashed = False
+
+    def run(self, request: EngineRequest, emit: EmitEvent) -> EngineResult:
+        if not self.crashed:
+            self.crashed = True
+            self.break_stack(request.stack)
+            raise EngineFailed("the pulumi CLI panicked (exit 2)")
+        return super().run(request, emit)
+
+
+def test_a_run_of_this_queue_that_failed_leaving_a_lock_gets_its_stack_recovered_next_time(
+    queue: SqliteOperationQueue,
+) -> None:
+    engine = _CrashesOnce()
+    acme = stack("acme")
+    queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+    [failed] = Worker(queue, engine, max_parallel=1).run_until_idle()
+    assert failed.summary is not None and failed.summary.code == "engine_error"
+    assert queue.was_interrupted(acme)  # the lock is this queue's own run's
+
+    queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+    [done] = Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    assert done.status is OperationStatus.succeeded
+    assert done.summary is not None and done.summary.recovered
+    assert engine.recoveries == [acme]
+
+
+def test_a_failed_run_that_leaves_no_lock_flags_nothing(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    acme = stack("acme")
+    engine.fail_next(acme, "quota exceeded")
+    queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+
+    [failed] = Worker(queue, engine, max_parallel=1).run_until_idle()
+
+    assert failed.status is OperationStatus.failed
+    assert not queue.was_interrupted(acme)
 
 
 def test_a_stack_flagged_by_the_queue_is_recovered_even_when_the_engine_sees_no_lock(
