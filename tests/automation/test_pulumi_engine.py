@@ -69,7 +69,7 @@ def test_a_concurrent_update_or_stale_lock_maps_to_conflict(stderr: str) -> None
 
     assert isinstance(error, StackConflict)
     assert error.code == "conflict"
-    assert "pulumi cancel --stack dev.acme" in error.message
+    assert "tenantctl refresh acme --env dev --recover" in error.message
 
 
 def test_an_existing_stack_maps_to_conflict() -> None:
