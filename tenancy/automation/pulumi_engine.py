@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from pulumi.automation import (
     CommandError,
@@ -259,8 +259,10 @@ class PulumiEngine:
             )
 
     def needs_recovery(self, stack: StackRef) -> bool:
-        """Pending operations in the stack's state, or (file backend) a lock file left behind. Locks in
-        buckets are not visible here; the queue flags stacks whose update was cut off instead."""
+        """Pending operations in the stack's state, or a lock left behind (a lock file in a file
+        backend, a lock object in an ``s3://`` one). Locks in other buckets and in Pulumi Cloud are not
+        visible here: the queue flags stacks whose own update was cut off, and Pulumi refuses to start
+        an update on a locked stack (``conflict``)."""
         workspace = self._workspace()
         try:
             deployment = workspace.export_stack(stack.name)
@@ -421,11 +423,20 @@ class PulumiEngine:
             return False
         return not (_file_backend_path(self.settings.backend_url) / ".pulumi").is_dir()
 
-    def _lock_files(self, stack: StackRef) -> list[Path]:
-        if not (self.settings.uses_file_backend and self.settings.backend_url):
+    def _lock_files(self, stack: StackRef) -> list[str]:
+        """The stack's lock files in a file backend, or its lock objects in an ``s3://`` one (the state
+        buckets the platform gives the workers); other backends' locks are not visible here."""
+        url = self.settings.backend_url
+        if not url:
             return []
-        locks = _file_backend_path(self.settings.backend_url) / ".pulumi" / "locks"
-        return sorted(locks.glob(f"**/{stack.name}/*.json")) if locks.is_dir() else []
+        if self.settings.uses_file_backend:
+            locks = _file_backend_path(url) / ".pulumi" / "locks"
+            return (
+                sorted(str(path) for path in locks.glob(f"**/{stack.name}/*.json")) if locks.is_dir() else []
+            )
+        if url.startswith("s3://"):
+            return s3_lock_keys(url, stack)
+        return []
 
 
 # --- pure helpers (tested without the CLI) ---------------------------------------------------------
@@ -485,6 +496,57 @@ def _installed_version(path: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return done.stdout.strip().removeprefix("v") or "unknown"
+
+
+def s3_backend_location(url: str) -> tuple[str, str, dict[str, Any]]:
+    """An ``s3://`` backend URL's bucket, key prefix (ending in ``/`` or empty) and boto3 client options,
+    read as the CLI reads it (gocloud.dev's s3blob): ``region``, ``endpoint`` (with or without a
+    scheme; ``disableSSL=true`` means http), ``s3ForcePathStyle`` or ``use_path_style``, and a prefix
+    as the URL's path or its ``prefix`` parameter."""
+    parsed = urlparse(url)
+    query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+    prefix = "/".join(part for part in (parsed.path.strip("/"), query.get("prefix", "").strip("/")) if part)
+    options: dict[str, Any] = {}
+    if query.get("region"):
+        options["region_name"] = query["region"]
+    endpoint = query.get("endpoint")
+    if endpoint:
+        if "://" not in endpoint:
+            insecure = query.get("disableSSL", "").lower() == "true"
+            endpoint = f"{'http' if insecure else 'https'}://{endpoint}"
+        options["endpoint_url"] = endpoint
+    if "true" in (query.get("s3ForcePathStyle", "").lower(), query.get("use_path_style", "").lower()):
+        options["path_style"] = True
+    return parsed.netloc, f"{prefix}/" if prefix else "", options
+
+
+def s3_lock_keys(url: str, stack: StackRef) -> list[str]:
+    """The lock objects of ``stack`` (``.pulumi/locks/organization/<project>/<stack>/<id>.json``) in the
+    ``s3://`` backend at ``url``, with the credentials the CLI uses (the AWS environment). A bucket that
+    cannot be listed counts as no lock seen (as before this looked), with a warning."""
+    import boto3  # only for an s3:// backend: boto3 costs a quarter of a second to import
+    from botocore.config import Config
+
+    bucket, prefix, options = s3_backend_location(url)
+    path_style = options.pop("path_style", False)
+    client = boto3.client(
+        "s3", config=Config(s3={"addressing_style": "path" if path_style else "auto"}), **options
+    )
+    found: list[str] = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{prefix}.pulumi/locks/"
+        ):
+            for item in page.get("Contents", []):
+                parts = str(item["Key"]).split("/")
+                if len(parts) >= 2 and parts[-2] == stack.name and parts[-1].endswith(".json"):
+                    found.append(str(item["Key"]))
+    except Exception as error:  # botocore's errors, a missing credential, an unreachable endpoint
+        _log.warning(
+            "could not list the locks of %s in s3://%s: %s", stack.name, bucket, type(error).__name__
+        )
+        return []
+    return sorted(found)
 
 
 def _file_backend_path(url: str) -> Path:

@@ -30,6 +30,7 @@ from tenancy.automation.pulumi_engine import (
     forward_event,
     map_command_error,
     mask_outputs,
+    s3_backend_location,
 )
 from tenancy.automation.settings import AutomationSettings
 
@@ -347,3 +348,52 @@ def test_the_applied_fingerprint_is_the_last_successful_updates(
     history: list[dict[str, Any]], expected: str | None
 ) -> None:
     assert fingerprint_from_history(history) == expected
+
+
+def test_an_s3_backend_url_is_read_as_the_cli_reads_it() -> None:
+    assert s3_backend_location("s3://state") == ("state", "", {})
+    assert s3_backend_location(
+        "s3://state/platform/dev?region=eu-west-1&endpoint=minio.storage:9000&disableSSL=true&s3ForcePathStyle=true"
+    ) == (
+        "state",
+        "platform/dev/",
+        {"region_name": "eu-west-1", "endpoint_url": "http://minio.storage:9000", "path_style": True},
+    )
+    assert s3_backend_location(
+        "s3://state?prefix=tenants&endpoint=https://s3.example&use_path_style=true"
+    ) == (
+        "state",
+        "tenants/",
+        {"endpoint_url": "https://s3.example", "path_style": True},
+    )
+
+
+def test_a_lock_object_in_an_s3_backend_is_seen_for_its_stack_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The workers' state bucket (platform:selfService.stateBucket): another update's lock is visible
+    # before anything runs, as a lock file is in a file backend.
+    import boto3
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="state")
+        client.put_object(
+            Bucket="state", Key="tenants/.pulumi/locks/organization/tenancy/dev.acme/1f.json", Body=b"{}"
+        )
+        client.put_object(Bucket="state", Key="tenants/.pulumi/stacks/tenancy/dev.initech.json", Body=b"{}")
+        engine = PulumiEngine(settings_for(tmp_path, backend_url="s3://state/tenants?region=us-east-1"))
+
+        assert engine._lock_files(stack("acme")) == [
+            "tenants/.pulumi/locks/organization/tenancy/dev.acme/1f.json"
+        ]
+        assert engine._lock_files(stack("initech")) == []
+        unreachable = PulumiEngine(settings_for(tmp_path, backend_url="s3://no-such-bucket?region=us-east-1"))
+        assert unreachable._lock_files(stack("acme")) == []  # not listable: nothing seen, a warning logged
