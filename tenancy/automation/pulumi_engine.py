@@ -96,6 +96,7 @@ from tenancy.automation.stack_config import (
     write_operation_spec,
 )
 from tenancy.redaction import redact, subprocess_message
+from tenancy.spec.yaml_loading import load_yaml
 
 _log = logging.getLogger(__name__)
 
@@ -285,7 +286,10 @@ class PulumiEngine:
         except StackNotFound:
             return f"nothing to recover: stack {stack.name} does not exist yet"
         try:
-            had_locks = bool(self._lock_files(stack))
+            try:
+                had_locks = bool(self._lock_files(stack))
+            except EngineFailed:  # the cancel below removes a lock whether or not it was listed
+                had_locks = False
             selected.cancel()
             if had_locks or not self.settings.uses_file_backend:
                 done.append("cancelled the interrupted update's lock")
@@ -435,8 +439,15 @@ class PulumiEngine:
                 sorted(str(path) for path in locks.glob(f"**/{stack.name}/*.json")) if locks.is_dir() else []
             )
         if url.startswith("s3://"):
-            return s3_lock_keys(url, stack)
+            return s3_lock_keys(url, stack, self._project())
         return []
+
+    def _project(self) -> str:
+        """The Pulumi project's name (``Pulumi.yaml``), which names its stacks' lock folders."""
+        if self._project_name is None:
+            document = load_yaml((self.settings.project_dir / "Pulumi.yaml").read_text(encoding="utf-8"))
+            self._project_name = str(document["name"])
+        return self._project_name
 
 
 # --- pure helpers (tested without the CLI) ---------------------------------------------------------
@@ -498,54 +509,65 @@ def _installed_version(path: str) -> str:
     return done.stdout.strip().removeprefix("v") or "unknown"
 
 
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool
+
+
 def s3_backend_location(url: str) -> tuple[str, str, dict[str, Any]]:
-    """An ``s3://`` backend URL's bucket, key prefix (ending in ``/`` or empty) and boto3 client options,
-    read as the CLI reads it (gocloud.dev's s3blob): ``region``, ``endpoint`` (with or without a
-    scheme; ``disableSSL=true`` means http), ``s3ForcePathStyle`` or ``use_path_style``, and a prefix
-    as the URL's path or its ``prefix`` parameter."""
+    """An ``s3://`` backend URL's bucket, key prefix and boto3 options, read as the CLI reads it:
+    gocloud.dev's s3blob takes each parameter's first value, ``region``, ``endpoint`` (a bare host is
+    https, http with ``disableSSL`` or ``disable_https``, as Pulumi's ``translateLegacyS3Params``),
+    path style from ``s3ForcePathStyle`` or ``use_path_style``, ``profile``, and applies ``prefix``
+    verbatim; Pulumi then adds the URL's path and a ``/`` (``pkg/backend/diy/backend.go``)."""
     parsed = urlparse(url)
-    query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
-    prefix = "/".join(part for part in (parsed.path.strip("/"), query.get("prefix", "").strip("/")) if part)
+    query = {key: values[0] for key, values in parse_qs(parsed.query, keep_blank_values=True).items()}
+    path = parsed.path.strip("/")
+    prefix = query.get("prefix", "") + (f"{path}/" if path else "")
     options: dict[str, Any] = {}
     if query.get("region"):
         options["region_name"] = query["region"]
     endpoint = query.get("endpoint")
     if endpoint:
         if "://" not in endpoint:
-            insecure = query.get("disableSSL", "").lower() == "true"
+            insecure = query.get("disableSSL") in _GO_TRUE or query.get("disable_https") in _GO_TRUE
             endpoint = f"{'http' if insecure else 'https'}://{endpoint}"
         options["endpoint_url"] = endpoint
-    if "true" in (query.get("s3ForcePathStyle", "").lower(), query.get("use_path_style", "").lower()):
+    if query.get("s3ForcePathStyle") in _GO_TRUE or query.get("use_path_style") in _GO_TRUE:
         options["path_style"] = True
-    return parsed.netloc, f"{prefix}/" if prefix else "", options
+    if query.get("profile"):
+        options["profile"] = query["profile"]
+    return parsed.netloc, prefix, options
 
 
-def s3_lock_keys(url: str, stack: StackRef) -> list[str]:
-    """The lock objects of ``stack`` (``.pulumi/locks/organization/<project>/<stack>/<id>.json``) in the
-    ``s3://`` backend at ``url``, with the credentials the CLI uses (the AWS environment). A bucket that
-    cannot be listed counts as no lock seen (as before this looked), with a warning."""
+def s3_lock_keys(url: str, stack: StackRef, project: str) -> list[str]:
+    """The lock objects of ``stack`` of ``project`` in the ``s3://`` backend at ``url``
+    (``.pulumi/locks/organization/<project>/<stack>/<id>.json``, or ``.pulumi/locks/<stack>/`` in the
+    layout from before projects), listed with the credentials the CLI uses (the AWS environment, the
+    URL's profile). A bucket that cannot be listed fails the caller (``EngineFailed``): a lock nobody
+    could look for is not a lock that is not there."""
     import boto3  # only for an s3:// backend: boto3 costs a quarter of a second to import
     from botocore.config import Config
 
     bucket, prefix, options = s3_backend_location(url)
     path_style = options.pop("path_style", False)
-    client = boto3.client(
-        "s3", config=Config(s3={"addressing_style": "path" if path_style else "auto"}), **options
+    session = boto3.Session(profile_name=options.pop("profile", None))
+    client = session.client(
+        "s3", config=Config(s3={"addressing_style": "path" if path_style else "virtual"}), **options
     )
+    locks = f"{prefix}.pulumi/locks/"
+    wanted = (f"{locks}organization/{project}/{stack.name}/", f"{locks}{stack.name}/")
     found: list[str] = []
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=f"{prefix}.pulumi/locks/"
-        ):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=locks):
             for item in page.get("Contents", []):
-                parts = str(item["Key"]).split("/")
-                if len(parts) >= 2 and parts[-2] == stack.name and parts[-1].endswith(".json"):
-                    found.append(str(item["Key"]))
+                key = str(item["Key"])
+                folder, _, name = key.rpartition("/")
+                if f"{folder}/" in wanted and name.endswith(".json"):
+                    found.append(key)
     except Exception as error:  # botocore's errors, a missing credential, an unreachable endpoint
-        _log.warning(
-            "could not list the locks of %s in s3://%s: %s", stack.name, bucket, type(error).__name__
-        )
-        return []
+        raise EngineFailed(
+            f"could not list the locks of {stack.name} in s3://{bucket}/{prefix} to check that no other "
+            f"update holds it ({type(error).__name__}: {redact(str(error))[:300]}); nothing ran"
+        ) from None
     return sorted(found)
 
 

@@ -353,47 +353,59 @@ def test_the_applied_fingerprint_is_the_last_successful_updates(
 def test_an_s3_backend_url_is_read_as_the_cli_reads_it() -> None:
     assert s3_backend_location("s3://state") == ("state", "", {})
     assert s3_backend_location(
-        "s3://state/platform/dev?region=eu-west-1&endpoint=minio.storage:9000&disableSSL=true&s3ForcePathStyle=true"
+        "s3://state/platform/dev?region=eu-west-1&endpoint=minio.storage:9000&disableSSL=true&s3ForcePathStyle=1"
     ) == (
         "state",
         "platform/dev/",
         {"region_name": "eu-west-1", "endpoint_url": "http://minio.storage:9000", "path_style": True},
     )
+    # gocloud applies ?prefix= verbatim, then Pulumi adds the URL's path and a slash; first values win.
     assert s3_backend_location(
-        "s3://state?prefix=tenants&endpoint=https://s3.example&use_path_style=true"
+        "s3://state/sub?prefix=team-&endpoint=https://s3.example&use_path_style=true&profile=ops&region=a&region=b"
     ) == (
         "state",
-        "tenants/",
-        {"endpoint_url": "https://s3.example", "path_style": True},
+        "team-sub/",
+        {"region_name": "a", "endpoint_url": "https://s3.example", "path_style": True, "profile": "ops"},
     )
+    assert s3_backend_location("s3://state?endpoint=minio:9000&disableSSL=false")[2] == {
+        "endpoint_url": "https://minio:9000"
+    }
 
 
 def test_a_lock_object_in_an_s3_backend_is_seen_for_its_stack_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The workers' state bucket (platform:selfService.stateBucket): another update's lock is visible
-    # before anything runs, as a lock file is in a file backend.
+    # before anything runs, as a lock file is in a file backend; a bucket that cannot be listed fails
+    # the check instead of passing it.
     import boto3
     from moto import mock_aws
 
+    (tmp_path / "Pulumi.yaml").write_text("name: tenancy\nruntime: python\n")
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
+    locks = "tenants/.pulumi/locks"
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket="state")
-        client.put_object(
-            Bucket="state", Key="tenants/.pulumi/locks/organization/tenancy/dev.acme/1f.json", Body=b"{}"
-        )
-        client.put_object(Bucket="state", Key="tenants/.pulumi/stacks/tenancy/dev.initech.json", Body=b"{}")
+        for key in (
+            f"{locks}/organization/tenancy/dev.acme/1f.json",
+            f"{locks}/dev.globex/2a.json",  # the layout from before projects
+            f"{locks}/organization/another-project/dev.initech/3b.json",  # same stack name, other project
+            "tenants/.pulumi/stacks/tenancy/dev.initech.json",
+        ):
+            client.put_object(Bucket="state", Key=key, Body=b"{}")
         engine = PulumiEngine(settings_for(tmp_path, backend_url="s3://state/tenants?region=us-east-1"))
 
-        assert engine._lock_files(stack("acme")) == [
-            "tenants/.pulumi/locks/organization/tenancy/dev.acme/1f.json"
-        ]
+        assert engine._lock_files(stack("acme")) == [f"{locks}/organization/tenancy/dev.acme/1f.json"]
+        assert engine._lock_files(stack("globex")) == [f"{locks}/dev.globex/2a.json"]
         assert engine._lock_files(stack("initech")) == []
         unreachable = PulumiEngine(settings_for(tmp_path, backend_url="s3://no-such-bucket?region=us-east-1"))
-        assert unreachable._lock_files(stack("acme")) == []  # not listable: nothing seen, a warning logged
+        with pytest.raises(EngineFailed) as raised:
+            unreachable._lock_files(stack("acme"))
+        assert "could not list the locks of dev.acme in s3://no-such-bucket/" in raised.value.message
+        assert "NoSuchBucket" in raised.value.message
