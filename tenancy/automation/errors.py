@@ -25,7 +25,8 @@ ERROR_CODES: dict[str, str] = {
     "pulumi_cli_missing": "the Pulumi CLI is missing or too old",
     "interrupted": "the operation stopped before it finished; the stack is recovered before the next one",
     "locked_elsewhere": "the stack holds a lock or pending operations this queue's workers did not leave "
-    "(another update may be running on it); nothing ran and nothing was cancelled",
+    "(another update may be running on it) and still did after the worker waited for it; nothing ran "
+    "and nothing was cancelled",
     "engine_error": "the Pulumi engine reported an error",
     "scaling_failed": "scaling the tenant's workloads in place failed or was refused (e.g. a scale-down)",
     "backup_failed": "the backup (asked for, or taken before a destroy or a Qdrant upgrade/removal) failed; "
@@ -61,6 +62,10 @@ class PulumiCliMissing(AutomationError):
 
 class StackConflict(AutomationError):
     code = "conflict"
+
+
+class StackLocked(StackConflict):
+    """Pulumi refused to start: another update holds the stack's lock (nothing ran)."""
 
 
 class StackNotFound(AutomationError):

@@ -40,7 +40,7 @@ from tenancy.automation.errors import (
     OperationInterrupted,
     ProgramError,
     ProtectedResources,
-    StackConflict,
+    StackLocked,
     StackNotFound,
 )
 from tenancy.automation.fingerprint import spec_fingerprint
@@ -225,6 +225,11 @@ class FakeEngine:
         with self._lock:
             self._needs_recovery.add(stack)
 
+    def release_stack(self, stack: StackRef) -> None:
+        """The update that held ``stack`` (``break_stack``) finished: its lock is gone."""
+        with self._lock:
+            self._needs_recovery.discard(stack)
+
     def deploy(self, stack: StackRef, spec: dict[str, Any] | None) -> None:
         """Pretend ``spec`` was applied to ``stack`` earlier (a stack that already exists)."""
         with self._lock:
@@ -279,7 +284,7 @@ class FakeEngine:
         with self._lock:
             if stack in self._needs_recovery:
                 # What Pulumi says when a killed update left its lock behind.
-                raise StackConflict(
+                raise StackLocked(
                     f"stack {stack.name} is locked by an update that did not finish; recover it first"
                 )
             failure = self._failures[stack].popleft() if self._failures.get(stack) else None

@@ -81,6 +81,7 @@ from tenancy.automation.errors import (
     PulumiCliMissing,
     SecretsUnavailable,
     StackConflict,
+    StackLocked,
     StackNotFound,
 )
 from tenancy.automation.fingerprint import spec_fingerprint
@@ -682,7 +683,7 @@ def map_command_error(
     if isinstance(error, StackAlreadyExistsError):
         return StackConflict(f"stack {stack.name} already exists")
     if isinstance(error, ConcurrentUpdateError):
-        return StackConflict(
+        return StackLocked(
             f"stack {stack.name} is locked by another update. If nothing else is updating it, the lock is "
             f"left from an interrupted update: run `tenantctl refresh {stack.tenant} --env "
             f"{stack.environment} --recover`, then retry"

@@ -63,6 +63,15 @@ class AutomationSettings(BaseSettings):
         ),
     )
     max_parallel: int = Field(default=4, ge=1, le=64, description="Tenant stacks updated at once.")
+    lock_wait_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        le=3600,
+        description=(
+            "How long an operation waits for another update's lock on its stack (the deploy workflow's "
+            "sync, a person's pulumi up) before it fails with locked_elsewhere; 0: fail at once."
+        ),
+    )
     pulumi_min_version: str = Field(
         default=REQUIRED_PULUMI_VERSION, description="Oldest Pulumi CLI the automation layer accepts."
     )

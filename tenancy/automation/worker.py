@@ -58,6 +58,7 @@ from tenancy.automation.errors import (
     EnvironmentNotServed,
     FixedVolumesChanged,
     PreviousIncarnationNotDestroyed,
+    StackLocked,
     StackLockedElsewhere,
     StackNotFound,
     describe_failure,
@@ -113,6 +114,10 @@ DEFAULT_STALE_AFTER_SECONDS = 120.0
 # of RoleBindings, which may not hold a binding created a moment ago, and Pulumi's Kubernetes provider
 # does not retry a 403. Caches catch up within seconds; a refusal that outlasts these is a real one.
 RBAC_SETTLE_PAUSES_SECONDS = (2.0, 5.0)
+# Another update on a stack (the deploy workflow's sync right after a merge, a person's pulumi up)
+# usually ends within minutes: an operation waits that long for it rather than fail at once.
+LOCK_WAIT_SECONDS = 600.0
+LOCK_POLL_SECONDS = 10.0
 
 
 @functools.cache
@@ -186,6 +191,8 @@ class Worker:
         data: TenantData | None = None,
         environments: Collection[str] | None = None,
         rbac_settle_pauses: Sequence[float] = RBAC_SETTLE_PAUSES_SECONDS,
+        lock_wait_seconds: float = LOCK_WAIT_SECONDS,
+        lock_poll_seconds: float = LOCK_POLL_SECONDS,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -206,6 +213,10 @@ class Worker:
         # fails without running rather than landing in the wrong cluster.
         self.environments = None if environments is None else frozenset(environments)
         self.rbac_settle_pauses = tuple(rbac_settle_pauses)
+        # How long an operation waits for another update's lock (the deploy's sync, a person's pulumi
+        # up) to go before it fails with locked_elsewhere, checking every lock_poll_seconds.
+        self.lock_wait_seconds = lock_wait_seconds
+        self.lock_poll_seconds = lock_poll_seconds
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -368,7 +379,7 @@ class Worker:
                 # stack flagged as interrupted stays flagged for its next engine operation).
                 result = run_data_operation(operation, self.data, emit)
             else:
-                self._refuse_foreign_lock(operation)
+                self._refuse_foreign_lock(operation, emit)
                 applied = self._applied_spec(operation, emit)
                 plan = self._check_fixed_volumes(operation, applied)
                 self._backup_first_if_needed(operation, emit, applied)
@@ -436,9 +447,31 @@ class Worker:
 
         pauses = list(self.rbac_settle_pauses) if operation.kind is OperationKind.up else []
         error: AutomationError | None
+        lock_deadline: float | None = None
         while True:
             try:
                 result = self.engine.run(request, watch)
+            except StackLocked:
+                # Pulumi refused to start: another update holds a lock the check before could not see
+                # (a bucket or Pulumi Cloud lock with no pending operation yet). Nothing ran: try again
+                # every lock_poll_seconds until lock_wait_seconds have passed, as for a lock seen before.
+                now = time.monotonic()
+                if lock_deadline is None:
+                    lock_deadline = now + self.lock_wait_seconds
+                    emit(
+                        kind="diagnostic",
+                        status="warning",
+                        message=(
+                            f"another update holds stack {operation.stack.name}: trying again every "
+                            f"{self.lock_poll_seconds:g} s for up to {self.lock_wait_seconds:g} s; "
+                            "nothing is cancelled"
+                        ),
+                    )
+                if now >= lock_deadline or self._stopping.wait(
+                    min(self.lock_poll_seconds, lock_deadline - now)
+                ):
+                    raise
+                continue
             except AutomationError as raised:
                 failure, error = raised.message, raised
             else:
@@ -670,25 +703,48 @@ class Worker:
                 f"store and retry; a platform-admin may force the {operation.kind.value}"
             ) from None
 
-    def _refuse_foreign_lock(self, operation: Operation) -> None:
-        """Stop before anything (a backup included) when the stack holds a lock or pending operations
-        that this queue did not flag as its own interrupted operation's. They are someone else's and
-        may be a live update: the deploy workflow's ``tenantctl sync`` runs its own queue and
-        workers, and a person may run ``pulumi up``. Recovering would cancel that update and drop
-        its pending operations, so the operation fails with ``locked_elsewhere`` instead, and
-        ``tenantctl refresh --recover`` takes over a stack whose update is known to be dead."""
+    def _refuse_foreign_lock(self, operation: Operation, emit: EmitEvent) -> None:
+        """Before anything (a backup included): wait while the stack holds a lock or pending operations
+        that this queue did not flag as its own interrupted operation's, and fail with
+        ``locked_elsewhere`` if they outlast ``lock_wait_seconds``. They are someone else's and may be
+        a live update: the deploy workflow's ``tenantctl sync`` runs its own queue and workers, and a
+        person may run ``pulumi up``. Recovering would cancel that update and drop its pending
+        operations; ``tenantctl refresh --recover`` takes over a stack whose update is known to be
+        dead."""
         stack = operation.stack
         if _recovery_asked(operation) or self.queue.was_interrupted(stack):
             return
-        if not self.engine.needs_recovery(stack):
+        if not self._wait_for_other_update(stack, emit, lambda: self.engine.needs_recovery(stack)):
             return
         raise StackLockedElsewhere(
             f"stack {stack.name} holds a lock or pending operations that no operation of this queue "
-            "left: another update may be running on it (the deploy workflow's tenantctl sync, or "
-            "someone's pulumi up). Nothing ran and nothing was cancelled. Retry once it has finished; "
-            f"if no update is running (one was killed), run tenantctl refresh {stack.tenant} --env "
-            f"{stack.environment} --recover where this queue runs"
+            f"left, still after {self.lock_wait_seconds:g} s: another update may be running on it (the "
+            "deploy workflow's tenantctl sync, or someone's pulumi up). Nothing ran and nothing was "
+            "cancelled. Retry once it has finished; if no update is running (one was killed), run "
+            f"tenantctl refresh {stack.tenant} --env {stack.environment} --recover where this queue runs"
         )
+
+    def _wait_for_other_update(self, stack: StackRef, emit: EmitEvent, locked: Callable[[], bool]) -> bool:
+        """Wait while ``locked()`` says another update holds ``stack``, up to ``lock_wait_seconds``
+        (said once in the operation's events); whether it still does (or the worker is stopping)."""
+        if not locked():
+            return False
+        deadline = time.monotonic() + self.lock_wait_seconds
+        emit(
+            kind="diagnostic",
+            status="warning",
+            message=(
+                f"another update holds stack {stack.name} (its lock or pending operations): waiting up to "
+                f"{self.lock_wait_seconds:g} s for it to finish; nothing is cancelled"
+            ),
+        )
+        while time.monotonic() < deadline:
+            if self._stopping.wait(min(self.lock_poll_seconds, max(deadline - time.monotonic(), 0.0))):
+                return True
+            if not locked():
+                emit(kind="diagnostic", status="done", message=f"the other update on {stack.name} finished")
+                return False
+        return True
 
     def _flag_if_left_locked(self, stack: StackRef) -> None:
         """After this worker's own run of ``stack`` failed (a CLI that crashed, a checkpoint that could

@@ -330,6 +330,7 @@ def sync(
             as_json=as_json,
             scaling=make_scaling(settings, engine),
             data=make_tenant_data(engine),
+            lock_wait_seconds=settings.lock_wait_seconds,
         )
     _report_sync(plan, finished, as_json=as_json, dry_run=False)
     if any(op.status is OperationStatus.failed for op in finished):
@@ -524,6 +525,7 @@ def _run_one(
             as_json=as_json,
             scaling=make_scaling(settings, engine),
             data=make_tenant_data(engine),
+            lock_wait_seconds=settings.lock_wait_seconds,
         )
         outcome = next((op for op in finished if op.id == operation.id), None) or queue.get(operation.id)
         assert outcome is not None
@@ -548,6 +550,7 @@ def _run(
     as_json: bool,
     scaling: QdrantScaling | None = None,
     data: TenantData | None = None,
+    lock_wait_seconds: float = 600.0,
 ) -> list[Operation]:
     """Run ``operations`` (and anything queued ahead of them on their stacks) with live progress."""
     if not operations:
@@ -562,6 +565,7 @@ def _run(
             listener=_Noting(listener, started_here),
             scaling=scaling,
             data=data,
+            lock_wait_seconds=lock_wait_seconds,
         )
         follower = OperationFollower(
             queue, ids, listener, ours=lambda: started_here | {op.id for op in worker.running}

@@ -292,6 +292,7 @@ def build_backends(
             scaling=scaling if scaling is not None else default_scaling(engine, automation.project_dir),
             data=data,
             environments=settings.environments,
+            lock_wait_seconds=automation.lock_wait_seconds,
         )
 
     changes = TenantChanges(

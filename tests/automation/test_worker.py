@@ -20,7 +20,7 @@ from tenancy.automation.contract import (
     OperationStatus,
     ProgressEvent,
 )
-from tenancy.automation.errors import EngineFailed, StackConflict, StackNotFound
+from tenancy.automation.errors import EngineFailed, StackConflict, StackLocked, StackNotFound
 from tenancy.automation.fake_engine import FakeEngine
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.worker import Worker, WorkerListener
@@ -167,15 +167,82 @@ def test_a_lock_no_operation_of_this_queue_left_is_never_cancelled(
     engine.break_stack(acme)
     queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
 
-    [refused] = Worker(queue, engine, max_parallel=1).run_until_idle()
+    [refused] = Worker(
+        queue, engine, max_parallel=1, lock_wait_seconds=0.2, lock_poll_seconds=0.05
+    ).run_until_idle()
 
     assert refused.status is OperationStatus.failed
     assert refused.summary is not None and refused.summary.code == "locked_elsewhere"
+    assert "still after 0.2 s" in (refused.summary.error or "")
     assert "no operation of this queue left" in (refused.summary.error or "")
     assert engine.recoveries == [] and engine.calls_for(acme) == []
     assert engine.needs_recovery(acme)  # left as it was found
     assert not queue.was_interrupted(acme)
     assert not [event for event in queue.events(refused.id) if event.kind == "recovery"]
+
+
+def test_an_operation_waits_for_another_update_to_finish_then_runs_without_recovering(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    # The deploy workflow's sync holds the stack for a moment (its pending operations are visible).
+    acme = stack("acme")
+    engine.break_stack(acme)
+    threading.Timer(0.3, engine.release_stack, args=(acme,)).start()
+    queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+
+    [done] = Worker(
+        queue, engine, max_parallel=1, lock_wait_seconds=30, lock_poll_seconds=0.05
+    ).run_until_idle()
+
+    assert done.status is OperationStatus.succeeded
+    assert done.summary is not None and not done.summary.recovered
+    assert engine.recoveries == []
+    messages = [event.message or "" for event in queue.events(done.id) if event.kind == "diagnostic"]
+    assert any("waiting up to 30 s" in message for message in messages)
+    assert any("the other update on dev.acme finished" in message for message in messages)
+
+
+class _LockedAtFirst(FakeEngine):
+    """A lock the check before the run cannot see (a bucket's, Pulumi Cloud's): Pulumi refuses to
+    start the first ``refusals`` runs."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def run(self, request: EngineRequest, emit: EmitEvent) -> EngineResult:
+        if self.refusals:
+            self.refusals -= 1
+            raise StackLocked(f"stack {request.stack.name} is locked by another update")
+        return super().run(request, emit)
+
+
+def test_a_lock_pulumi_refuses_on_is_waited_for_and_the_run_tried_again(queue: SqliteOperationQueue) -> None:
+    engine = _LockedAtFirst(refusals=2)
+    acme = stack("acme")
+    queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+
+    [done] = Worker(
+        queue, engine, max_parallel=1, lock_wait_seconds=30, lock_poll_seconds=0.01
+    ).run_until_idle()
+
+    assert done.status is OperationStatus.succeeded and engine.refusals == 0
+    assert engine.recoveries == []
+
+
+def test_a_lock_pulumi_keeps_refusing_on_fails_the_operation_once_the_wait_is_over(
+    queue: SqliteOperationQueue,
+) -> None:
+    engine = _LockedAtFirst(refusals=1_000)
+    queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="t")
+
+    [failed] = Worker(
+        queue, engine, max_parallel=1, lock_wait_seconds=0.2, lock_poll_seconds=0.05
+    ).run_until_idle()
+
+    assert failed.summary is not None and failed.summary.code == "conflict"
+    assert 2 <= 1_000 - engine.refusals <= 10  # tried again while it waited, a bounded number of times
+    assert not queue.was_interrupted(stack("acme"))  # someone else's lock: nothing flagged
 
 
 class _CrashesOnce(FakeEngine):
