@@ -242,8 +242,11 @@ class WorkQueue(OperationQueue, Protocol):
 
     def mark_interrupted(self, stack: StackRef) -> None: ...
 
-    def abandon(self, worker_id: str, *, reason: str) -> list[Operation]:
-        """Fail what ``worker_id`` is running (it is being stopped) and flag those stacks."""
+    def abandon(
+        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
+    ) -> list[Operation]:
+        """Fail what ``worker_id`` is running (it is being stopped) and flag those stacks (with
+        ``flag_only``, only the stacks of those operations: the others never reached Pulumi)."""
         ...
 
     def clear_interrupted(self, stack: StackRef) -> None: ...

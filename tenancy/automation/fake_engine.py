@@ -282,8 +282,9 @@ class FakeEngine:
     def _run(self, request: EngineRequest, emit: EmitEvent) -> EngineResult:
         stack, kind = request.stack, request.kind
         with self._lock:
-            if stack in self._needs_recovery:
-                # What Pulumi says when a killed update left its lock behind.
+            if stack in self._needs_recovery and kind is not OperationKind.preview:
+                # What Pulumi says when another update holds the lock, or a killed one left it (a
+                # preview takes no lock).
                 raise StackLocked(
                     f"stack {stack.name} is locked by an update that did not finish; recover it first"
                 )

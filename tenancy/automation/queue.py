@@ -531,9 +531,13 @@ class SqliteOperationQueue:
                 ).fetchall()
             return self._requeue(db, rows, now, _REQUEUED_MESSAGE)
 
-    def requeue_claimed(self, worker_id: str, *, reason: str) -> list[Operation]:
+    def requeue_claimed(
+        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
+    ) -> list[Operation]:
         """Hand back what ``worker_id`` is running (its process is stopping mid-update): requeued and
-        the stacks flagged, so the next worker recovers each stack and runs the operation again."""
+        the stacks flagged, so the next worker recovers each stack and runs the operation again. With
+        ``flag_only``, only those operations' stacks are flagged: the others never reached Pulumi (one
+        waiting for another update's lock must not have that update's stack recovered)."""
         now = self._clock()
         with self._write() as db:
             rows = db.execute(
@@ -542,10 +546,15 @@ class SqliteOperationQueue:
             message = (
                 f"{reason}; requeued. The stack is checked and recovered before the operation runs again."
             )
-            return self._requeue(db, rows, now, message)
+            return self._requeue(db, rows, now, message, flag_only)
 
     def _requeue(
-        self, db: sqlite3.Connection, rows: list[sqlite3.Row], now: float, message: str
+        self,
+        db: sqlite3.Connection,
+        rows: list[sqlite3.Row],
+        now: float,
+        message: str,
+        flag_only: Collection[str] | None = None,
     ) -> list[Operation]:
         for row in rows:
             db.execute(
@@ -553,14 +562,18 @@ class SqliteOperationQueue:
                 " heartbeat_at = NULL WHERE id = ?",
                 (row["id"],),
             )
-            self._flag_interrupted(db, row["environment"], row["tenant"], now)
+            if flag_only is None or row["id"] in flag_only:
+                self._flag_interrupted(db, row["environment"], row["tenant"], now)
             self._insert_event(db, row["id"], now, kind="recovery", status="requeued", message=message)
         requeued = [db.execute("SELECT * FROM operations WHERE id = ?", (r["id"],)).fetchone() for r in rows]
         return [_operation(row) for row in requeued]
 
-    def abandon(self, worker_id: str, *, reason: str) -> list[Operation]:
+    def abandon(
+        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
+    ) -> list[Operation]:
         """Fail the operations ``worker_id`` is running (it is being stopped mid-update, e.g. Ctrl-C)
-        and flag their stacks for recovery. Not requeued: the update may still be winding down."""
+        and flag their stacks for recovery (with ``flag_only``, only those operations' stacks). Not
+        requeued: the update may still be winding down."""
         now = self._clock()
         with self._write() as db:
             rows = db.execute(
@@ -574,7 +587,8 @@ class SqliteOperationQueue:
                     " heartbeat_at = NULL WHERE id = ?",
                     (now, json.dumps(asdict(summary)), row["id"]),
                 )
-                self._flag_interrupted(db, row["environment"], row["tenant"], now)
+                if flag_only is None or row["id"] in flag_only:
+                    self._flag_interrupted(db, row["environment"], row["tenant"], now)
             abandoned = [
                 db.execute("SELECT * FROM operations WHERE id = ?", (r["id"],)).fetchone() for r in rows
             ]

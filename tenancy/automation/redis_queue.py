@@ -325,13 +325,21 @@ class RedisOperationQueue:
 
         return self._requeue(stale, _REQUEUED_MESSAGE)
 
-    def requeue_claimed(self, worker_id: str, *, reason: str) -> list[Operation]:
+    def requeue_claimed(
+        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
+    ) -> list[Operation]:
         """Hand back what ``worker_id`` is running (its process is stopping mid-update): requeued and
-        the stacks flagged, so the next worker recovers each stack and runs the operation again."""
+        the stacks flagged (with ``flag_only``, only those operations' stacks), so the next worker
+        recovers each stack and runs the operation again."""
         message = f"{reason}; requeued. The stack is checked and recovered before the operation runs again."
-        return self._requeue(lambda fields, _now: fields.get("claimed_by") == worker_id, message)
+        return self._requeue(lambda fields, _now: fields.get("claimed_by") == worker_id, message, flag_only)
 
-    def _requeue(self, wanted: Callable[[dict[str, str], float], bool], message: str) -> list[Operation]:
+    def _requeue(
+        self,
+        wanted: Callable[[dict[str, str], float], bool],
+        message: str,
+        flag_only: Collection[str] | None = None,
+    ) -> list[Operation]:
         def body(pipe: Any) -> list[str]:
             now = self._clock()
             running = {_text(k): _text(v) for k, v in pipe.hgetall(self._running).items()}
@@ -357,7 +365,8 @@ class RedisOperationQueue:
                 pipe.hdel(self._op(operation_id), "started_at", "claimed_by", "heartbeat_at")
                 pipe.zadd(self._queued(), {operation_id: position})
                 pipe.zadd(self._queued(stack), {operation_id: position})
-                pipe.sadd(self._interrupted, name)
+                if flag_only is None or operation_id in flag_only:
+                    pipe.sadd(self._interrupted, name)
                 pipe.rpush(
                     self._events(operation_id),
                     json.dumps({"time": now, "kind": "recovery", "status": "requeued", "message": message}),
@@ -367,8 +376,11 @@ class RedisOperationQueue:
 
         return self._many(self._transaction([self._running], body))
 
-    def abandon(self, worker_id: str, *, reason: str) -> list[Operation]:
-        """Fail the operations ``worker_id`` is running and flag their stacks for recovery."""
+    def abandon(
+        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
+    ) -> list[Operation]:
+        """Fail the operations ``worker_id`` is running and flag their stacks for recovery (with
+        ``flag_only``, only those operations' stacks)."""
 
         def body(pipe: Any) -> list[str]:
             now = self._clock()
@@ -397,7 +409,8 @@ class RedisOperationQueue:
                 )
                 pipe.hdel(self._op(operation_id), "heartbeat_at")
                 pipe.hdel(self._running, name)
-                pipe.sadd(self._interrupted, name)
+                if flag_only is None or operation_id in flag_only:
+                    pipe.sadd(self._interrupted, name)
             return [operation_id for _, operation_id, _ in mine]
 
         return self._many(self._transaction([self._running], body))

@@ -156,7 +156,9 @@ def refused_by_fresh_binding(error: str, stack: StackRef) -> bool:
 class RequeuingQueue(Protocol):
     """A queue that can hand a stopping worker's operations back (both queues of this package)."""
 
-    def requeue_claimed(self, worker_id: str, *, reason: str) -> list[Operation]: ...
+    def requeue_claimed(
+        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
+    ) -> list[Operation]: ...
 
 
 class WorkerListener:
@@ -222,6 +224,9 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._active_lock = threading.Lock()
         self._active: dict[str, Operation] = {}
+        # Running operations whose stack Pulumi has been asked to work on (recovery or the run): only
+        # these stacks are flagged for recovery when the process is interrupted or stops.
+        self._touched: set[str] = set()
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -260,16 +265,21 @@ class Worker:
 
     def abandon(self, reason: str) -> list[Operation]:
         """Give up on the operations this worker is running (the process is being interrupted):
-        they are marked failed and their stacks flagged for recovery."""
-        return self.queue.abandon(self.worker_id, reason=reason)
+        they are marked failed and the stacks Pulumi was working on flagged for recovery (not those of
+        operations still waiting for another update's lock: that lock is not theirs)."""
+        return self.queue.abandon(self.worker_id, reason=reason, flag_only=self._touched_ids())
 
     def release(self, reason: str) -> list[Operation]:
         """Hand the operations this worker is running back to the queue (the process is stopping and
         will not see them finish): requeued with their stacks flagged, so the next worker recovers
         each stack and runs the operation again. Queues that cannot requeue fail them instead."""
         if isinstance(self.queue, RequeuingQueue):
-            return self.queue.requeue_claimed(self.worker_id, reason=reason)
+            return self.queue.requeue_claimed(self.worker_id, reason=reason, flag_only=self._touched_ids())
         return self.abandon(reason)
+
+    def _touched_ids(self) -> set[str]:
+        with self._active_lock:
+            return set(self._touched)
 
     @property
     def running(self) -> list[Operation]:
@@ -284,44 +294,63 @@ class Worker:
         self._requeue_stale()
         last_requeue = last_beat = time.monotonic()
         with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="tenancy-op") as pool:
-            while True:
-                while len(futures) < self.max_parallel and not self._stopping.is_set():
-                    operation = self.queue.claim_next(
-                        [o.stack for o in futures.values()],
-                        worker_id=self.worker_id,
-                        only=only,
-                    )
-                    if operation is None:
-                        break
+            try:
+                return self._dispatch_loop(pool, futures, finished, until_idle, only, last_requeue, last_beat)
+            except BaseException:
+                # Ctrl-C (KeyboardInterrupt) or a failing queue: operations waiting for another update's
+                # lock stop waiting (and run nothing) before the pool waits for its threads.
+                self._stopping.set()
+                self._wake.set()
+                raise
+
+    def _dispatch_loop(
+        self,
+        pool: ThreadPoolExecutor,
+        futures: dict[Future[Operation], Operation],
+        finished: list[Operation],
+        until_idle: bool,
+        only: set[str] | None,
+        last_requeue: float,
+        last_beat: float,
+    ) -> list[Operation]:
+        while True:
+            while len(futures) < self.max_parallel and not self._stopping.is_set():
+                operation = self.queue.claim_next(
+                    [o.stack for o in futures.values()],
+                    worker_id=self.worker_id,
+                    only=only,
+                )
+                if operation is None:
+                    break
+                with self._active_lock:
+                    self._active[operation.id] = operation
+                futures[pool.submit(self._execute, operation)] = operation
+
+            if not futures:
+                if self._stopping.is_set():
+                    return finished
+                if until_idle and (only is None or self._all_finished(only)):
+                    return finished
+                # Idle in the background, or waiting for another process to free our stacks.
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+            else:
+                done, _ = wait(futures, timeout=self.heartbeat_interval, return_when=FIRST_COMPLETED)
+                for future in done:
+                    futures.pop(future)
+                    outcome = future.result()  # _execute never raises
                     with self._active_lock:
-                        self._active[operation.id] = operation
-                    futures[pool.submit(self._execute, operation)] = operation
+                        self._active.pop(outcome.id, None)
+                    if until_idle:  # a background worker runs for days: keep nothing
+                        finished.append(outcome)
 
-                if not futures:
-                    if self._stopping.is_set():
-                        return finished
-                    if until_idle and (only is None or self._all_finished(only)):
-                        return finished
-                    # Idle in the background, or waiting for another process to free our stacks.
-                    self._wake.wait(self.poll_interval)
-                    self._wake.clear()
-                else:
-                    done, _ = wait(futures, timeout=self.heartbeat_interval, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        futures.pop(future)
-                        outcome = future.result()  # _execute never raises
-                        with self._active_lock:
-                            self._active.pop(outcome.id, None)
-                        if until_idle:  # a background worker runs for days: keep nothing
-                            finished.append(outcome)
-
-                now = time.monotonic()
-                if futures and now - last_beat >= self.heartbeat_interval:
-                    self.queue.heartbeat([o.id for o in futures.values()])
-                    last_beat = now
-                if now - last_requeue >= self.stale_after:
-                    self._requeue_stale()
-                    last_requeue = now
+            now = time.monotonic()
+            if futures and now - last_beat >= self.heartbeat_interval:
+                self.queue.heartbeat([o.id for o in futures.values()])
+                last_beat = now
+            if now - last_requeue >= self.stale_after:
+                self._requeue_stale()
+                last_requeue = now
 
     def _all_finished(self, ids: set[str]) -> bool:
         for operation_id in list(ids):
@@ -363,8 +392,11 @@ class Worker:
                 return
             self._notify(self.listener.event, operation, event)
 
-        recovered = engine_ran = False
+        recovered = False
         stack = operation.stack
+        # One wait for another update's lock per operation, before the run and (for a lock only
+        # Pulumi's refusal shows) at it together.
+        lock_deadline = time.monotonic() + self.lock_wait_seconds
         what = f"{operation.kind.value} of stack {stack.name}"
         try:
             if self.environments is not None and stack.environment not in self.environments:
@@ -379,31 +411,38 @@ class Worker:
                 # stack flagged as interrupted stays flagged for its next engine operation).
                 result = run_data_operation(operation, self.data, emit)
             else:
-                self._refuse_foreign_lock(operation, emit)
+                self._refuse_foreign_lock(operation, emit, lock_deadline)
                 applied = self._applied_spec(operation, emit)
                 plan = self._check_fixed_volumes(operation, applied)
                 self._backup_first_if_needed(operation, emit, applied)
                 self._set_aside_backups(operation, emit, applied, before=True, holder=holder)
+                with self._active_lock:
+                    self._touched.add(operation.id)  # from here Pulumi works on the stack
                 recovered = self._recover_if_needed(operation, emit)
                 scaling = None if plan is None else self._scaling_for(plan, emit)
                 if scaling is not None and plan is not None:
                     scaling.before_update(plan, emit)
-                engine_ran = True
-                result = self._run_engine(operation, emit)
-                if not result.succeeded:
-                    self._flag_if_left_locked(stack)
+                result = self._run_engine(operation, emit, lock_deadline)
                 if scaling is not None and plan is not None and result.succeeded:
                     scaling.after_update(plan, emit)
             if result.succeeded and operation.kind is OperationKind.destroy:
                 self._set_aside_backups(operation, emit, applied, before=False, holder=holder)
                 self.engine.remove(stack)
                 emit(kind="diagnostic", status="done", message=f"removed stack {stack.name}")
+        except _StoppedWaiting:
+            # The worker is stopping (Ctrl-C, the service shutting down) while this operation waited
+            # for another update's lock: nothing ran. It stays claimed, for abandon (failed) or release
+            # (requeued) to settle, neither flagging its stack: the lock is the other update's.
+            emit(
+                kind="diagnostic",
+                status="warning",
+                message="stopped while waiting for another update on the stack; nothing ran",
+            )
+            return operation
         except Exception as error:
             code, message = describe_failure(error, what=what)
             if code == "interrupted":
                 self.queue.mark_interrupted(stack)
-            elif engine_ran and code not in _NOT_OURS:
-                self._flag_if_left_locked(stack)
             status = OperationStatus.failed
             summary = OperationSummary(
                 duration_seconds=time.monotonic() - started, error=message, recovered=recovered, code=code
@@ -422,10 +461,12 @@ class Worker:
         except Exception:
             _log.exception("could not record the outcome of operation %s", operation.id)
             finished = operation
+        with self._active_lock:
+            self._touched.discard(operation.id)
         self._notify(self.listener.operation_finished, finished)
         return finished
 
-    def _run_engine(self, operation: Operation, emit: EmitEvent) -> EngineResult:
+    def _run_engine(self, operation: Operation, emit: EmitEvent, lock_deadline: float) -> EngineResult:
         """The engine's run of ``operation``; an up that created the workers' RoleBinding and was then
         refused by the cluster on the workers' behalf in that namespace is run again after a pause
         (``rbac_settle_pauses``: one more run per pause), since the refusal may be an API server whose
@@ -447,29 +488,26 @@ class Worker:
 
         pauses = list(self.rbac_settle_pauses) if operation.kind is OperationKind.up else []
         error: AutomationError | None
-        lock_deadline: float | None = None
+        told_of_lock = False
         while True:
             try:
                 result = self.engine.run(request, watch)
             except StackLocked:
                 # Pulumi refused to start: another update holds a lock the check before could not see
                 # (a bucket or Pulumi Cloud lock with no pending operation yet). Nothing ran: try again
-                # every lock_poll_seconds until lock_wait_seconds have passed, as for a lock seen before.
-                now = time.monotonic()
-                if lock_deadline is None:
-                    lock_deadline = now + self.lock_wait_seconds
+                # every lock_poll_seconds until the operation's wait is over.
+                if not told_of_lock:
+                    told_of_lock = True
                     emit(
                         kind="diagnostic",
                         status="warning",
                         message=(
                             f"another update holds stack {operation.stack.name}: trying again every "
-                            f"{self.lock_poll_seconds:g} s for up to {self.lock_wait_seconds:g} s; "
-                            "nothing is cancelled"
+                            f"{self.lock_poll_seconds:g} s while this operation may wait; nothing is "
+                            "cancelled"
                         ),
                     )
-                if now >= lock_deadline or self._stopping.wait(
-                    min(self.lock_poll_seconds, lock_deadline - now)
-                ):
+                if not self._pause_for_lock(lock_deadline):
                     raise
                 continue
             except AutomationError as raised:
@@ -703,33 +741,21 @@ class Worker:
                 f"store and retry; a platform-admin may force the {operation.kind.value}"
             ) from None
 
-    def _refuse_foreign_lock(self, operation: Operation, emit: EmitEvent) -> None:
+    def _refuse_foreign_lock(self, operation: Operation, emit: EmitEvent, deadline: float) -> None:
         """Before anything (a backup included): wait while the stack holds a lock or pending operations
         that this queue did not flag as its own interrupted operation's, and fail with
-        ``locked_elsewhere`` if they outlast ``lock_wait_seconds``. They are someone else's and may be
-        a live update: the deploy workflow's ``tenantctl sync`` runs its own queue and workers, and a
-        person may run ``pulumi up``. Recovering would cancel that update and drop its pending
-        operations; ``tenantctl refresh --recover`` takes over a stack whose update is known to be
-        dead."""
+        ``locked_elsewhere`` if they outlast ``deadline``. They are someone else's and may be a live
+        update: the deploy workflow's ``tenantctl sync`` runs its own queue and workers, and a person
+        may run ``pulumi up``. Recovering would cancel that update and drop its pending operations;
+        ``tenantctl refresh --recover`` takes over a stack whose update is known to be dead. A preview
+        takes no lock and changes nothing: it neither waits nor refuses."""
         stack = operation.stack
+        if operation.kind is OperationKind.preview:
+            return
         if _recovery_asked(operation) or self.queue.was_interrupted(stack):
             return
-        if not self._wait_for_other_update(stack, emit, lambda: self.engine.needs_recovery(stack)):
+        if not self.engine.needs_recovery(stack):
             return
-        raise StackLockedElsewhere(
-            f"stack {stack.name} holds a lock or pending operations that no operation of this queue "
-            f"left, still after {self.lock_wait_seconds:g} s: another update may be running on it (the "
-            "deploy workflow's tenantctl sync, or someone's pulumi up). Nothing ran and nothing was "
-            "cancelled. Retry once it has finished; if no update is running (one was killed), run "
-            f"tenantctl refresh {stack.tenant} --env {stack.environment} --recover where this queue runs"
-        )
-
-    def _wait_for_other_update(self, stack: StackRef, emit: EmitEvent, locked: Callable[[], bool]) -> bool:
-        """Wait while ``locked()`` says another update holds ``stack``, up to ``lock_wait_seconds``
-        (said once in the operation's events); whether it still does (or the worker is stopping)."""
-        if not locked():
-            return False
-        deadline = time.monotonic() + self.lock_wait_seconds
         emit(
             kind="diagnostic",
             status="warning",
@@ -738,29 +764,32 @@ class Worker:
                 f"{self.lock_wait_seconds:g} s for it to finish; nothing is cancelled"
             ),
         )
-        while time.monotonic() < deadline:
-            if self._stopping.wait(min(self.lock_poll_seconds, max(deadline - time.monotonic(), 0.0))):
-                return True
-            if not locked():
+        while self._pause_for_lock(deadline):
+            if not self.engine.needs_recovery(stack):
                 emit(kind="diagnostic", status="done", message=f"the other update on {stack.name} finished")
-                return False
+                return
+        raise StackLockedElsewhere(
+            f"stack {stack.name} holds a lock or pending operations that no operation of this queue "
+            f"left, still after {self.lock_wait_seconds:g} s: another update may be running on it (the "
+            "deploy workflow's tenantctl sync, or someone's pulumi up). Nothing ran and nothing was "
+            "cancelled. Retry once it has finished; if no update is running (one was killed), run "
+            f"tenantctl refresh {stack.tenant} --env {stack.environment} --recover where this queue runs"
+        )
+
+    def _pause_for_lock(self, deadline: float) -> bool:
+        """One pause while waiting for another update's lock: False once ``deadline`` has passed;
+        raises ``_StoppedWaiting`` when the worker stops meanwhile."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if self._stopping.wait(min(self.lock_poll_seconds, left)):
+            raise _StoppedWaiting
         return True
 
-    def _flag_if_left_locked(self, stack: StackRef) -> None:
-        """After this worker's own run of ``stack`` failed (a CLI that crashed, a checkpoint that could
-        not be saved): a lock or pending operations found now are that run's, so the queue flags the
-        stack and its next operation recovers it, as after a kill."""
-        try:
-            if self.engine.needs_recovery(stack):
-                self.queue.mark_interrupted(stack)
-        except Exception:  # the run's own failure is what gets reported
-            _log.exception("could not check whether the failed run left %s locked", stack.name)
-
     def _recover_if_needed(self, operation: Operation, emit: EmitEvent) -> bool:
-        """Recover a stack this queue's workers left interrupted (a crash, a kill, Ctrl-C, a run that
-        failed leaving a lock or pending operations: the queue flags it), or whose operation asks for
-        it (``tenantctl refresh --recover``), before anything else runs on it: cancel the stale lock,
-        drop the pending operations, refresh."""
+        """Recover a stack this queue's workers left interrupted (a crash, a kill, Ctrl-C: the queue
+        flags it), or whose operation asks for it (``tenantctl refresh --recover``), before anything
+        else runs on it: cancel the stale lock, drop the pending operations, refresh."""
         stack = operation.stack
         if self.queue.was_interrupted(stack):
             reason = "the previous operation on this stack was interrupted before it finished"
@@ -805,9 +834,8 @@ class Worker:
             _log.exception("worker listener failed")
 
 
-# A failed run whose stack is then found locked left that lock itself, unless the engine refused to start
-# because someone else held it (those codes): then the lock is theirs.
-_NOT_OURS = frozenset({"conflict", "locked_elsewhere", "environment_not_served"})
+class _StoppedWaiting(Exception):  # a signal inside the worker, never reported as an error
+    """The worker stopped while an operation waited for another update's lock."""
 
 
 def _recovery_asked(operation: Operation) -> bool:

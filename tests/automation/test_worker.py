@@ -258,22 +258,66 @@ class _CrashesOnce(FakeEngine):
         return super().run(request, emit)
 
 
-def test_a_run_of_this_queue_that_failed_leaving_a_lock_gets_its_stack_recovered_next_time(
+def test_a_lock_a_failed_run_may_have_left_is_left_for_a_person_to_take_over(
     queue: SqliteOperationQueue,
 ) -> None:
+    # Found right after a failed run, a lock may be that run's, or another update's that was waiting for
+    # it: nothing tells them apart, so nothing is flagged and the next operation does not cancel it.
     engine = _CrashesOnce()
     acme = stack("acme")
     queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
     [failed] = Worker(queue, engine, max_parallel=1).run_until_idle()
     assert failed.summary is not None and failed.summary.code == "engine_error"
-    assert queue.was_interrupted(acme)  # the lock is this queue's own run's
+    assert not queue.was_interrupted(acme)
 
     queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
-    [done] = Worker(queue, engine, max_parallel=1).run_until_idle()
+    [refused] = Worker(queue, engine, max_parallel=1, lock_wait_seconds=0).run_until_idle()
 
-    assert done.status is OperationStatus.succeeded
-    assert done.summary is not None and done.summary.recovered
-    assert engine.recoveries == [acme]
+    assert refused.summary is not None and refused.summary.code == "locked_elsewhere"
+    assert engine.recoveries == []
+
+
+def test_a_preview_neither_waits_for_nor_refuses_another_updates_lock(
+    queue: SqliteOperationQueue, engine: FakeEngine
+) -> None:
+    acme = stack("acme")
+    engine.break_stack(acme)
+    queue.submit(acme, OperationKind.preview, spec=tenant_spec("acme"), requested_by="t")
+
+    [done] = Worker(queue, engine, max_parallel=1, lock_wait_seconds=600).run_until_idle()
+
+    assert done.status is OperationStatus.succeeded and engine.recoveries == []
+
+
+@pytest.mark.parametrize("settle", ["release", "abandon"])
+def test_stopping_while_waiting_for_another_update_hands_the_operation_back_without_flagging(
+    queue: SqliteOperationQueue, engine: FakeEngine, settle: str
+) -> None:
+    # The service shuts down (release: requeued) or tenantctl gets Ctrl-C (abandon: failed) while an
+    # operation waits for the deploy's update: the stop is not held up by the wait, nothing ran, and the
+    # stack is not flagged, so no later operation cancels the deploy's lock.
+    acme = stack("acme")
+    engine.break_stack(acme)
+    operation = queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+    worker = Worker(
+        queue, engine, max_parallel=1, lock_wait_seconds=600, lock_poll_seconds=0.05, poll_interval=0.02
+    )
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not any(event.kind == "diagnostic" for event in queue.events(operation.id)):
+        assert time.monotonic() < deadline, "the operation never started waiting"
+        time.sleep(0.02)
+
+    worker.stop(timeout=10)
+    settled = worker.release("the service stopped") if settle == "release" else worker.abandon("Ctrl-C")
+
+    assert worker.running == [] and [op.id for op in settled] == [operation.id]
+    expected = OperationStatus.queued if settle == "release" else OperationStatus.failed
+    assert settled[0].status is expected
+    assert not queue.was_interrupted(acme)
+    assert engine.calls_for(acme) == [] and engine.recoveries == []
+    messages = [event.message or "" for event in queue.events(operation.id)]
+    assert any("stopped while waiting for another update" in message for message in messages)
 
 
 def test_a_failed_run_that_leaves_no_lock_flags_nothing(
