@@ -417,6 +417,21 @@ def test_a_stopping_workers_operations_are_handed_back_and_their_stacks_flagged(
     assert queue.claim_next(worker_id="next").id == mine.id  # type: ignore[union-attr]
 
 
+def test_handing_back_flags_only_the_stacks_pulumi_was_working_on(queue: StoredQueue) -> None:
+    # One operation was in Pulumi, the other still waiting for another update's lock: only the first
+    # stack is flagged for recovery, by release (requeue_claimed) and by Ctrl-C (abandon) alike.
+    for settle in ("requeue_claimed", "abandon"):
+        running = queue.submit(stack(f"run-{settle}"), UP, spec={}, requested_by="a")
+        waiting = queue.submit(stack(f"wait-{settle}"), UP, spec={}, requested_by="a")
+        queue.claim_next(worker_id=settle, only={running.id})
+        queue.claim_next(worker_id=settle, only={waiting.id})
+
+        settled = getattr(queue, settle)(settle, reason="stopping", flag_only={running.id})
+
+        assert {op.id for op in settled} == {running.id, waiting.id}
+        assert queue.was_interrupted(running.stack) and not queue.was_interrupted(waiting.stack)
+
+
 def test_a_fresh_heartbeat_keeps_an_operation_from_being_requeued(queue: StoredQueue) -> None:
     operation = queue.submit(stack("acme"), UP, spec={}, requested_by="a")
     queue.claim_next(worker_id="alive")
