@@ -242,6 +242,11 @@ class WorkQueue(OperationQueue, Protocol):
 
     def mark_interrupted(self, stack: StackRef) -> None: ...
 
+    def mark_engine_started(self, operation_id: str) -> None:
+        """Pulumi is about to work on the claimed operation's stack: a stop or death from here flags it
+        for recovery; before it (an operation waiting for another update's lock), not."""
+        ...
+
     def abandon(
         self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
     ) -> list[Operation]:

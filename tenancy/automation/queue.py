@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS operations (
     claimed_by    TEXT,
     heartbeat_at  REAL,
     incarnation   TEXT,
-    params        TEXT
+    params        TEXT,
+    engine_started INTEGER
 );
 CREATE INDEX IF NOT EXISTS operations_by_stack ON operations (environment, tenant, status, position);
 CREATE INDEX IF NOT EXISTS operations_by_status ON operations (status, position);
@@ -164,6 +165,8 @@ class SqliteOperationQueue:
                 db.execute("ALTER TABLE operations ADD COLUMN incarnation TEXT")
             if "params" not in columns:  # a database from before data operations took parameters
                 db.execute("ALTER TABLE operations ADD COLUMN params TEXT")
+            if "engine_started" not in columns:  # from before claims recorded whether Pulumi started
+                db.execute("ALTER TABLE operations ADD COLUMN engine_started INTEGER")
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -429,7 +432,7 @@ class SqliteOperationQueue:
                     continue
                 db.execute(
                     "UPDATE operations SET status = 'running', started_at = ?, claimed_by = ?,"
-                    " heartbeat_at = ? WHERE id = ?",
+                    " heartbeat_at = ?, engine_started = 0 WHERE id = ?",
                     (now, worker_id, now, row["id"]),
                 )
                 claimed = db.execute("SELECT * FROM operations WHERE id = ?", (row["id"],)).fetchone()
@@ -562,7 +565,7 @@ class SqliteOperationQueue:
                 " heartbeat_at = NULL WHERE id = ?",
                 (row["id"],),
             )
-            if flag_only is None or row["id"] in flag_only:
+            if _pulumi_may_have_started(row, flag_only):
                 self._flag_interrupted(db, row["environment"], row["tenant"], now)
             self._insert_event(db, row["id"], now, kind="recovery", status="requeued", message=message)
         requeued = [db.execute("SELECT * FROM operations WHERE id = ?", (r["id"],)).fetchone() for r in rows]
@@ -587,12 +590,18 @@ class SqliteOperationQueue:
                     " heartbeat_at = NULL WHERE id = ?",
                     (now, json.dumps(asdict(summary)), row["id"]),
                 )
-                if flag_only is None or row["id"] in flag_only:
+                if _pulumi_may_have_started(row, flag_only):
                     self._flag_interrupted(db, row["environment"], row["tenant"], now)
             abandoned = [
                 db.execute("SELECT * FROM operations WHERE id = ?", (r["id"],)).fetchone() for r in rows
             ]
         return [_operation(row) for row in abandoned]
+
+    def mark_engine_started(self, operation_id: str) -> None:
+        """Pulumi is about to work on the operation's stack (recovery or the run): from here, a process
+        that stops or dies leaves its stack flagged for recovery."""
+        with self._write() as db:
+            db.execute("UPDATE operations SET engine_started = 1 WHERE id = ?", (operation_id,))
 
     def was_interrupted(self, stack: StackRef) -> bool:
         row = (
@@ -706,3 +715,12 @@ def _event(row: sqlite3.Row) -> ProgressEvent:
         status=row["status"],
         message=row["message"],
     )
+
+
+def _pulumi_may_have_started(row: sqlite3.Row, flag_only: Collection[str] | None) -> bool:
+    """Whether a running operation handed back or failed may have left its stack locked: the worker
+    says which (``flag_only``), or else the claim's record (0: Pulumi never started on it, such as an
+    operation still waiting for another update's lock; NULL: claimed before claims recorded it)."""
+    if flag_only is not None:
+        return str(row["id"]) in flag_only
+    return bool(row["engine_started"] != 0)

@@ -241,6 +241,7 @@ class RedisOperationQueue:
                         "started_at": now,
                         "claimed_by": worker_id,
                         "heartbeat_at": now,
+                        "engine_started": "0",
                     },
                 )
                 pipe.zrem(self._queued(), operation_id)
@@ -365,7 +366,7 @@ class RedisOperationQueue:
                 pipe.hdel(self._op(operation_id), "started_at", "claimed_by", "heartbeat_at")
                 pipe.zadd(self._queued(), {operation_id: position})
                 pipe.zadd(self._queued(stack), {operation_id: position})
-                if flag_only is None or operation_id in flag_only:
+                if _pulumi_may_have_started(operation_id, fields, flag_only):
                     pipe.sadd(self._interrupted, name)
                 pipe.rpush(
                     self._events(operation_id),
@@ -409,11 +410,15 @@ class RedisOperationQueue:
                 )
                 pipe.hdel(self._op(operation_id), "heartbeat_at")
                 pipe.hdel(self._running, name)
-                if flag_only is None or operation_id in flag_only:
+                if _pulumi_may_have_started(operation_id, fields, flag_only):
                     pipe.sadd(self._interrupted, name)
             return [operation_id for _, operation_id, _ in mine]
 
         return self._many(self._transaction([self._running], body))
+
+    def mark_engine_started(self, operation_id: str) -> None:
+        """Pulumi is about to work on the operation's stack: from here, a stop or death flags it."""
+        self._redis.hset(self._op(operation_id), "engine_started", "1")
 
     def was_interrupted(self, stack: StackRef) -> bool:
         return bool(self._redis.sismember(self._interrupted, stack.name))
@@ -526,3 +531,13 @@ def _event(operation_id: str, seq: int, payload: dict[str, Any]) -> ProgressEven
         status=payload.get("status"),
         message=payload.get("message"),
     )
+
+
+def _pulumi_may_have_started(
+    operation_id: str, fields: dict[str, str], flag_only: Collection[str] | None
+) -> bool:
+    """As the SQLite queue's: the worker's word (``flag_only``), else the claim's record ("0": Pulumi
+    never started on it; missing: claimed before claims recorded it)."""
+    if flag_only is not None:
+        return operation_id in flag_only
+    return fields.get("engine_started") != "0"

@@ -418,6 +418,7 @@ class Worker:
                 self._set_aside_backups(operation, emit, applied, before=True, holder=holder)
                 with self._active_lock:
                     self._touched.add(operation.id)  # from here Pulumi works on the stack
+                self.queue.mark_engine_started(operation.id)  # for a sweep by another process
                 recovered = self._recover_if_needed(operation, emit)
                 scaling = None if plan is None else self._scaling_for(plan, emit)
                 if scaling is not None and plan is not None:

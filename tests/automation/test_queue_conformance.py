@@ -286,6 +286,7 @@ def test_operations_left_running_by_a_stopped_process_are_requeued_and_flagged(
     stale = queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="a")
     alive = queue.submit(stack("globex"), UP, spec=tenant_spec("globex"), requested_by="a")
     queue.claim_next(worker_id="crashed")
+    queue.mark_engine_started(stale.id)  # it died while Pulumi worked on the stack
     now[0] = 1020.0
     queue.claim_next(worker_id="alive")
     now[0] = 1040.0
@@ -303,6 +304,7 @@ def test_operations_left_running_by_a_stopped_process_are_requeued_and_flagged(
 def test_abandon_fails_the_workers_operations_and_flags_their_stacks(queue: StoredQueue) -> None:
     operation = queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="a")
     queue.claim_next(worker_id="w")
+    queue.mark_engine_started(operation.id)  # stopped mid-update (Ctrl-C)
 
     abandoned = queue.abandon("w", reason="stopped")
 
@@ -406,6 +408,8 @@ def test_a_stopping_workers_operations_are_handed_back_and_their_stacks_flagged(
     theirs = queue.submit(stack("beta"), UP, spec={}, requested_by="a")
     queue.claim_next(worker_id="stopping")
     queue.claim_next(worker_id="other")
+    for operation in (mine, theirs):
+        queue.mark_engine_started(operation.id)
 
     handed_back = queue.requeue_claimed("stopping", reason="the service stopped")
 
@@ -430,6 +434,21 @@ def test_handing_back_flags_only_the_stacks_pulumi_was_working_on(queue: StoredQ
 
         assert {op.id for op in settled} == {running.id, waiting.id}
         assert queue.was_interrupted(running.stack) and not queue.was_interrupted(waiting.stack)
+
+
+def test_a_dead_workers_operations_flag_only_the_stacks_pulumi_had_started_on(queue: StoredQueue) -> None:
+    # The stale sweep runs in another process: the claim's record says which operations had reached
+    # Pulumi, so one that died waiting for another update's lock does not get that update cancelled.
+    started = queue.submit(stack("started"), UP, spec={}, requested_by="a")
+    waiting = queue.submit(stack("waiting"), UP, spec={}, requested_by="a")
+    queue.claim_next(worker_id="died", only={started.id})
+    queue.claim_next(worker_id="died", only={waiting.id})
+    queue.mark_engine_started(started.id)
+
+    requeued = queue.requeue_interrupted()
+
+    assert {op.id for op in requeued} == {started.id, waiting.id}
+    assert queue.was_interrupted(started.stack) and not queue.was_interrupted(waiting.stack)
 
 
 def test_a_fresh_heartbeat_keeps_an_operation_from_being_requeued(queue: StoredQueue) -> None:

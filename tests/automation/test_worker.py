@@ -145,7 +145,8 @@ def test_restart_requeues_operations_left_running_and_recovers_their_stacks(
 ) -> None:
     acme = stack("acme")
     operation = queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
-    queue.claim_next(worker_id="process-that-crashed")  # it died here: the row stays 'running'
+    queue.claim_next(worker_id="process-that-crashed")  # it died mid-update: the row stays 'running'
+    queue.mark_engine_started(operation.id)
     engine.break_stack(acme)  # and its update left a lock behind
     time.sleep(0.01)
 
