@@ -93,9 +93,11 @@ def test_a_restart_mid_queue_loses_no_operation(tmp_path: Path, make_app: AppFac
             with server.client(issuer.admin_of(name)) as client:
                 answer = client.put(f"/api/v1/environments/dev/tenants/{name}", json=spec(name)).json()
                 submitted[name] = answer["operation"]["id"]
-        # A worker of the old process had taken the oldest operation when the process died.
+        # A worker of the old process had taken the oldest operation, and handed its stack to Pulumi,
+        # when the process died.
         crashed = server.app.state.backends.queue.claim_next(worker_id="crashed-process")
         assert crashed is not None and crashed.stack.tenant == "one"
+        server.app.state.backends.queue.mark_engine_started(crashed.id)
     time.sleep(0.6)  # its heartbeat goes stale
 
     second, engine = make_app(state_dir=state, workers=2, worker_stale_after_seconds=0.5)
