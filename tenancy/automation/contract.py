@@ -242,7 +242,7 @@ class WorkQueue(OperationQueue, Protocol):
 
     def mark_interrupted(self, stack: StackRef) -> None: ...
 
-    def mark_engine_started(self, operation_id: str) -> None:
+    def mark_engine_started(self, operation_id: str, *, started: bool = True) -> None:
         """Pulumi is about to work on the claimed operation's stack: a stop or death from here flags it
         for recovery; before it (an operation waiting for another update's lock), not."""
         ...

@@ -562,7 +562,7 @@ class SqliteOperationQueue:
         for row in rows:
             db.execute(
                 "UPDATE operations SET status = 'queued', started_at = NULL, claimed_by = NULL,"
-                " heartbeat_at = NULL WHERE id = ?",
+                " heartbeat_at = NULL, engine_started = NULL WHERE id = ?",
                 (row["id"],),
             )
             if _pulumi_may_have_started(row, flag_only):
@@ -597,11 +597,12 @@ class SqliteOperationQueue:
             ]
         return [_operation(row) for row in abandoned]
 
-    def mark_engine_started(self, operation_id: str) -> None:
+    def mark_engine_started(self, operation_id: str, *, started: bool = True) -> None:
         """Pulumi is about to work on the operation's stack (recovery or the run): from here, a process
-        that stops or dies leaves its stack flagged for recovery."""
+        that stops or dies leaves its stack flagged for recovery. ``started=False``: it is not (Pulumi
+        refused to start on another update's lock, and the operation waits)."""
         with self._write() as db:
-            db.execute("UPDATE operations SET engine_started = 1 WHERE id = ?", (operation_id,))
+            db.execute("UPDATE operations SET engine_started = ? WHERE id = ?", (int(started), operation_id))
 
     def was_interrupted(self, stack: StackRef) -> bool:
         row = (

@@ -363,7 +363,9 @@ class RedisOperationQueue:
                 stack = StackRef(environment, tenant)
                 position = float(fields["position"])
                 pipe.hset(self._op(operation_id), "status", OperationStatus.queued.value)
-                pipe.hdel(self._op(operation_id), "started_at", "claimed_by", "heartbeat_at")
+                pipe.hdel(
+                    self._op(operation_id), "started_at", "claimed_by", "heartbeat_at", "engine_started"
+                )
                 pipe.zadd(self._queued(), {operation_id: position})
                 pipe.zadd(self._queued(stack), {operation_id: position})
                 if _pulumi_may_have_started(operation_id, fields, flag_only):
@@ -416,9 +418,10 @@ class RedisOperationQueue:
 
         return self._many(self._transaction([self._running], body))
 
-    def mark_engine_started(self, operation_id: str) -> None:
-        """Pulumi is about to work on the operation's stack: from here, a stop or death flags it."""
-        self._redis.hset(self._op(operation_id), "engine_started", "1")
+    def mark_engine_started(self, operation_id: str, *, started: bool = True) -> None:
+        """Pulumi is about to work on the operation's stack: from here, a stop or death flags it
+        (``started=False``: it is not, as Pulumi refused to start on another update's lock)."""
+        self._redis.hset(self._op(operation_id), "engine_started", "1" if started else "0")
 
     def was_interrupted(self, stack: StackRef) -> bool:
         return bool(self._redis.sismember(self._interrupted, stack.name))

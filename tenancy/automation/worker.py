@@ -277,6 +277,16 @@ class Worker:
             return self.queue.requeue_claimed(self.worker_id, reason=reason, flag_only=self._touched_ids())
         return self.abandon(reason)
 
+    def _engine_started(self, operation: Operation, started: bool) -> None:
+        """Record whether Pulumi works on ``operation``'s stack now, here (``abandon``, ``release``)
+        and in the queue (a sweep by another process after this one died)."""
+        with self._active_lock:
+            if started:
+                self._touched.add(operation.id)
+            else:
+                self._touched.discard(operation.id)
+        self.queue.mark_engine_started(operation.id, started=started)
+
     def _touched_ids(self) -> set[str]:
         with self._active_lock:
             return set(self._touched)
@@ -416,9 +426,7 @@ class Worker:
                 plan = self._check_fixed_volumes(operation, applied)
                 self._backup_first_if_needed(operation, emit, applied)
                 self._set_aside_backups(operation, emit, applied, before=True, holder=holder)
-                with self._active_lock:
-                    self._touched.add(operation.id)  # from here Pulumi works on the stack
-                self.queue.mark_engine_started(operation.id)  # for a sweep by another process
+                self._engine_started(operation, True)  # from here Pulumi works on the stack
                 recovered = self._recover_if_needed(operation, emit)
                 scaling = None if plan is None else self._scaling_for(plan, emit)
                 if scaling is not None and plan is not None:
@@ -431,6 +439,7 @@ class Worker:
                 self.engine.remove(stack)
                 emit(kind="diagnostic", status="done", message=f"removed stack {stack.name}")
         except _StoppedWaiting:
+            self._engine_started(operation, False)
             # The worker is stopping (Ctrl-C, the service shutting down) while this operation waited
             # for another update's lock: nothing ran. It stays claimed, for abandon (failed) or release
             # (requeued) to settle, neither flagging its stack: the lock is the other update's.
@@ -508,8 +517,11 @@ class Worker:
                             "cancelled"
                         ),
                     )
+                # Nothing of this operation runs while it waits: a stop or death meanwhile flags nothing.
+                self._engine_started(operation, False)
                 if not self._pause_for_lock(lock_deadline):
                     raise
+                self._engine_started(operation, True)
                 continue
             except AutomationError as raised:
                 failure, error = raised.message, raised

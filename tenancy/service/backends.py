@@ -122,11 +122,12 @@ class Backends:
             self.backup_sweeper.stop()
         if self.worker is not None:
             self.worker.stop(timeout=self.settings.shutdown_grace_seconds)
-            if self.worker.running:
-                # Still mid-update after the grace period: hand the operations back to the queue (their
-                # stacks flagged) rather than failing them: the next start recovers each stack and runs
-                # the operation again, and nothing is left "running" for nobody.
-                released = self.worker.release("the service stopped while this operation was running")
+            # Still mid-update after the grace period, or stopped while waiting for another update's
+            # lock: hand the operations back to the queue rather than failing them (the stacks Pulumi
+            # was working on flagged, so the next start recovers each and runs the operation again),
+            # and nothing is left "running" for nobody. Nothing to hand back: nothing happens.
+            released = self.worker.release("the service stopped while this operation was running")
+            if released:
                 log.warning("stopped with %d operation(s) still running; requeued", len(released))
 
     def close(self) -> None:

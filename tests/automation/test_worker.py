@@ -246,6 +246,31 @@ def test_a_lock_pulumi_keeps_refusing_on_fails_the_operation_once_the_wait_is_ov
     assert not queue.was_interrupted(stack("acme"))  # someone else's lock: nothing flagged
 
 
+def test_stopping_while_pulumi_refuses_on_another_updates_lock_flags_nothing(
+    queue: SqliteOperationQueue,
+) -> None:
+    # A lock only Pulumi's refusal shows (a bucket's, Pulumi Cloud's): the stack was handed to Pulumi,
+    # which refused; while the operation waits to try again nothing of it runs, so a stop then must not
+    # flag the stack (the next operation would cancel the other update).
+    engine = _LockedAtFirst(refusals=1_000)
+    acme = stack("acme")
+    operation = queue.submit(acme, UP, spec=tenant_spec("acme"), requested_by="t")
+    worker = Worker(
+        queue, engine, max_parallel=1, lock_wait_seconds=600, lock_poll_seconds=0.05, poll_interval=0.02
+    )
+    worker.start()
+    deadline = time.monotonic() + 10
+    while engine.refusals > 998:
+        assert time.monotonic() < deadline, "Pulumi was never asked twice"
+        time.sleep(0.02)
+
+    worker.stop(timeout=10)
+    [handed_back] = worker.release("the service stopped")
+
+    assert handed_back.id == operation.id and handed_back.status is OperationStatus.queued
+    assert not queue.was_interrupted(acme)
+
+
 class _CrashesOnce(FakeEngine):
     """Its first run dies as a panicking CLI would: an engine error, the stack left locked."""
 

@@ -8,9 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tenancy.automation.contract import OperationStatus, StackRef
+from tenancy.automation.queue import SqliteOperationQueue
+from tenancy.automation.storage import QUEUE_FILE
 from tenancy.automation.worker import Worker
 from tests.service.conftest import AppFactory, Issuer, LiveServer, spec, wait_for
 
@@ -107,3 +110,30 @@ def test_a_restart_mid_queue_loses_no_operation(tmp_path: Path, make_app: AppFac
     assert finished["one"]["summary"]["recovered"] is True
     assert any(e["kind"] == "recovery" for e in finished["one"]["events"])
     assert {c.stack.tenant for c in engine.calls} == set(submitted)
+
+
+def test_a_service_stopped_while_an_operation_waits_for_another_update_hands_it_back_unflagged(
+    tmp_path: Path, make_app: AppFactory, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deploy's sync holds dev.acme when the service's worker takes acme's update; the service is
+    # stopped (a rolling restart) while the update waits: it is requeued, not failed, and its stack is
+    # not flagged, so the next start waits again instead of cancelling the deploy's update.
+    monkeypatch.setenv("TENANCY_LOCK_WAIT_SECONDS", "600")
+    state = tmp_path / "state"
+    app, engine = make_app(state_dir=state, workers=1)
+    engine.break_stack(StackRef("dev", "acme"))
+    queue = app.state.backends.queue
+    with LiveServer(app) as server, server.client(issuer.admin_of("acme")) as client:
+        operation_id = client.put("/api/v1/environments/dev/tenants/acme", json=spec("acme")).json()[
+            "operation"
+        ]["id"]
+        deadline = time.monotonic() + 20
+        while not any("waiting up to 600 s" in (event.message or "") for event in queue.events(operation_id)):
+            assert time.monotonic() < deadline, "the update never started waiting"
+            time.sleep(0.05)
+
+    reopened = SqliteOperationQueue(state / QUEUE_FILE)
+    operation = reopened.get(operation_id)
+    assert operation is not None and operation.status is OperationStatus.queued
+    assert not reopened.was_interrupted(StackRef("dev", "acme"))
+    assert engine.calls_for(StackRef("dev", "acme")) == [] and engine.recoveries == []
