@@ -247,11 +247,9 @@ class WorkQueue(OperationQueue, Protocol):
         for recovery; before it (an operation waiting for another update's lock), not."""
         ...
 
-    def abandon(
-        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
-    ) -> list[Operation]:
-        """Fail what ``worker_id`` is running (it is being stopped) and flag those stacks (with
-        ``flag_only``, only the stacks of those operations: the others never reached Pulumi)."""
+    def abandon(self, worker_id: str, *, reason: str) -> list[Operation]:
+        """Fail what ``worker_id`` is running (it is being stopped) and flag the stacks Pulumi was
+        working on (``mark_engine_started``): the others never reached Pulumi."""
         ...
 
     def clear_interrupted(self, stack: StackRef) -> None: ...

@@ -534,13 +534,11 @@ class SqliteOperationQueue:
                 ).fetchall()
             return self._requeue(db, rows, now, _REQUEUED_MESSAGE)
 
-    def requeue_claimed(
-        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
-    ) -> list[Operation]:
+    def requeue_claimed(self, worker_id: str, *, reason: str) -> list[Operation]:
         """Hand back what ``worker_id`` is running (its process is stopping mid-update): requeued and
-        the stacks flagged, so the next worker recovers each stack and runs the operation again. With
-        ``flag_only``, only those operations' stacks are flagged: the others never reached Pulumi (one
-        waiting for another update's lock must not have that update's stack recovered)."""
+        the stacks Pulumi was working on flagged, so the next worker recovers each stack and runs the
+        operation again (one still waiting for another update's lock must not have that update's
+        stack recovered)."""
         now = self._clock()
         with self._write() as db:
             rows = db.execute(
@@ -549,15 +547,10 @@ class SqliteOperationQueue:
             message = (
                 f"{reason}; requeued. The stack is checked and recovered before the operation runs again."
             )
-            return self._requeue(db, rows, now, message, flag_only)
+            return self._requeue(db, rows, now, message)
 
     def _requeue(
-        self,
-        db: sqlite3.Connection,
-        rows: list[sqlite3.Row],
-        now: float,
-        message: str,
-        flag_only: Collection[str] | None = None,
+        self, db: sqlite3.Connection, rows: list[sqlite3.Row], now: float, message: str
     ) -> list[Operation]:
         for row in rows:
             db.execute(
@@ -565,18 +558,16 @@ class SqliteOperationQueue:
                 " heartbeat_at = NULL, engine_started = NULL WHERE id = ?",
                 (row["id"],),
             )
-            if _pulumi_may_have_started(row, flag_only):
+            if _pulumi_may_have_started(row):
                 self._flag_interrupted(db, row["environment"], row["tenant"], now)
             self._insert_event(db, row["id"], now, kind="recovery", status="requeued", message=message)
         requeued = [db.execute("SELECT * FROM operations WHERE id = ?", (r["id"],)).fetchone() for r in rows]
         return [_operation(row) for row in requeued]
 
-    def abandon(
-        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
-    ) -> list[Operation]:
+    def abandon(self, worker_id: str, *, reason: str) -> list[Operation]:
         """Fail the operations ``worker_id`` is running (it is being stopped mid-update, e.g. Ctrl-C)
-        and flag their stacks for recovery (with ``flag_only``, only those operations' stacks). Not
-        requeued: the update may still be winding down."""
+        and flag the stacks Pulumi was working on for recovery. Not requeued: the update may still be
+        winding down."""
         now = self._clock()
         with self._write() as db:
             rows = db.execute(
@@ -590,7 +581,7 @@ class SqliteOperationQueue:
                     " heartbeat_at = NULL WHERE id = ?",
                     (now, json.dumps(asdict(summary)), row["id"]),
                 )
-                if _pulumi_may_have_started(row, flag_only):
+                if _pulumi_may_have_started(row):
                     self._flag_interrupted(db, row["environment"], row["tenant"], now)
             abandoned = [
                 db.execute("SELECT * FROM operations WHERE id = ?", (r["id"],)).fetchone() for r in rows
@@ -718,10 +709,8 @@ def _event(row: sqlite3.Row) -> ProgressEvent:
     )
 
 
-def _pulumi_may_have_started(row: sqlite3.Row, flag_only: Collection[str] | None) -> bool:
-    """Whether a running operation handed back or failed may have left its stack locked: the worker
-    says which (``flag_only``), or else the claim's record (0: Pulumi never started on it, such as an
-    operation still waiting for another update's lock; NULL: claimed before claims recorded it)."""
-    if flag_only is not None:
-        return str(row["id"]) in flag_only
+def _pulumi_may_have_started(row: sqlite3.Row) -> bool:
+    """Whether a running operation handed back or failed may have left its stack locked, by the claim's
+    record (0: Pulumi never started on it, such as an operation still waiting for another update's
+    lock; NULL: claimed before claims recorded it)."""
     return bool(row["engine_started"] != 0)

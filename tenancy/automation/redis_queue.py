@@ -326,21 +326,14 @@ class RedisOperationQueue:
 
         return self._requeue(stale, _REQUEUED_MESSAGE)
 
-    def requeue_claimed(
-        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
-    ) -> list[Operation]:
+    def requeue_claimed(self, worker_id: str, *, reason: str) -> list[Operation]:
         """Hand back what ``worker_id`` is running (its process is stopping mid-update): requeued and
-        the stacks flagged (with ``flag_only``, only those operations' stacks), so the next worker
-        recovers each stack and runs the operation again."""
+        the stacks Pulumi was working on flagged, so the next worker recovers each stack and runs the
+        operation again."""
         message = f"{reason}; requeued. The stack is checked and recovered before the operation runs again."
-        return self._requeue(lambda fields, _now: fields.get("claimed_by") == worker_id, message, flag_only)
+        return self._requeue(lambda fields, _now: fields.get("claimed_by") == worker_id, message)
 
-    def _requeue(
-        self,
-        wanted: Callable[[dict[str, str], float], bool],
-        message: str,
-        flag_only: Collection[str] | None = None,
-    ) -> list[Operation]:
+    def _requeue(self, wanted: Callable[[dict[str, str], float], bool], message: str) -> list[Operation]:
         def body(pipe: Any) -> list[str]:
             now = self._clock()
             running = {_text(k): _text(v) for k, v in pipe.hgetall(self._running).items()}
@@ -368,7 +361,7 @@ class RedisOperationQueue:
                 )
                 pipe.zadd(self._queued(), {operation_id: position})
                 pipe.zadd(self._queued(stack), {operation_id: position})
-                if _pulumi_may_have_started(operation_id, fields, flag_only):
+                if _pulumi_may_have_started(fields):
                     pipe.sadd(self._interrupted, name)
                 pipe.rpush(
                     self._events(operation_id),
@@ -379,11 +372,8 @@ class RedisOperationQueue:
 
         return self._many(self._transaction([self._running], body))
 
-    def abandon(
-        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
-    ) -> list[Operation]:
-        """Fail the operations ``worker_id`` is running and flag their stacks for recovery (with
-        ``flag_only``, only those operations' stacks)."""
+    def abandon(self, worker_id: str, *, reason: str) -> list[Operation]:
+        """Fail the operations ``worker_id`` is running and flag the stacks Pulumi was working on."""
 
         def body(pipe: Any) -> list[str]:
             now = self._clock()
@@ -412,7 +402,7 @@ class RedisOperationQueue:
                 )
                 pipe.hdel(self._op(operation_id), "heartbeat_at")
                 pipe.hdel(self._running, name)
-                if _pulumi_may_have_started(operation_id, fields, flag_only):
+                if _pulumi_may_have_started(fields):
                     pipe.sadd(self._interrupted, name)
             return [operation_id for _, operation_id, _ in mine]
 
@@ -536,11 +526,7 @@ def _event(operation_id: str, seq: int, payload: dict[str, Any]) -> ProgressEven
     )
 
 
-def _pulumi_may_have_started(
-    operation_id: str, fields: dict[str, str], flag_only: Collection[str] | None
-) -> bool:
-    """As the SQLite queue's: the worker's word (``flag_only``), else the claim's record ("0": Pulumi
-    never started on it; missing: claimed before claims recorded it)."""
-    if flag_only is not None:
-        return operation_id in flag_only
+def _pulumi_may_have_started(fields: dict[str, str]) -> bool:
+    """As the SQLite queue's, by the claim's record ("0": Pulumi never started on it; missing: claimed
+    before claims recorded it)."""
     return fields.get("engine_started") != "0"

@@ -12,7 +12,7 @@ variables points the service, its workers and the CLI at one queue.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -76,9 +76,7 @@ class StoredQueue(WorkQueue, Protocol):
 
     def active(self, stack: StackRef) -> list[Operation]: ...
 
-    def requeue_claimed(
-        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
-    ) -> list[Operation]: ...
+    def requeue_claimed(self, worker_id: str, *, reason: str) -> list[Operation]: ...
 
 
 @dataclass

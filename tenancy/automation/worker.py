@@ -156,9 +156,7 @@ def refused_by_fresh_binding(error: str, stack: StackRef) -> bool:
 class RequeuingQueue(Protocol):
     """A queue that can hand a stopping worker's operations back (both queues of this package)."""
 
-    def requeue_claimed(
-        self, worker_id: str, *, reason: str, flag_only: Collection[str] | None = None
-    ) -> list[Operation]: ...
+    def requeue_claimed(self, worker_id: str, *, reason: str) -> list[Operation]: ...
 
 
 class WorkerListener:
@@ -224,9 +222,6 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._active_lock = threading.Lock()
         self._active: dict[str, Operation] = {}
-        # Running operations whose stack Pulumi has been asked to work on (recovery or the run): only
-        # these stacks are flagged for recovery when the process is interrupted or stops.
-        self._touched: set[str] = set()
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -267,29 +262,15 @@ class Worker:
         """Give up on the operations this worker is running (the process is being interrupted):
         they are marked failed and the stacks Pulumi was working on flagged for recovery (not those of
         operations still waiting for another update's lock: that lock is not theirs)."""
-        return self.queue.abandon(self.worker_id, reason=reason, flag_only=self._touched_ids())
+        return self.queue.abandon(self.worker_id, reason=reason)
 
     def release(self, reason: str) -> list[Operation]:
         """Hand the operations this worker is running back to the queue (the process is stopping and
         will not see them finish): requeued with their stacks flagged, so the next worker recovers
         each stack and runs the operation again. Queues that cannot requeue fail them instead."""
         if isinstance(self.queue, RequeuingQueue):
-            return self.queue.requeue_claimed(self.worker_id, reason=reason, flag_only=self._touched_ids())
+            return self.queue.requeue_claimed(self.worker_id, reason=reason)
         return self.abandon(reason)
-
-    def _engine_started(self, operation: Operation, started: bool) -> None:
-        """Record whether Pulumi works on ``operation``'s stack now, here (``abandon``, ``release``)
-        and in the queue (a sweep by another process after this one died)."""
-        with self._active_lock:
-            if started:
-                self._touched.add(operation.id)
-            else:
-                self._touched.discard(operation.id)
-        self.queue.mark_engine_started(operation.id, started=started)
-
-    def _touched_ids(self) -> set[str]:
-        with self._active_lock:
-            return set(self._touched)
 
     @property
     def running(self) -> list[Operation]:
@@ -305,62 +286,50 @@ class Worker:
         last_requeue = last_beat = time.monotonic()
         with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="tenancy-op") as pool:
             try:
-                return self._dispatch_loop(pool, futures, finished, until_idle, only, last_requeue, last_beat)
+                while True:
+                    while len(futures) < self.max_parallel and not self._stopping.is_set():
+                        operation = self.queue.claim_next(
+                            [o.stack for o in futures.values()],
+                            worker_id=self.worker_id,
+                            only=only,
+                        )
+                        if operation is None:
+                            break
+                        with self._active_lock:
+                            self._active[operation.id] = operation
+                        futures[pool.submit(self._execute, operation)] = operation
+
+                    if not futures:
+                        if self._stopping.is_set():
+                            return finished
+                        if until_idle and (only is None or self._all_finished(only)):
+                            return finished
+                        # Idle in the background, or waiting for another process to free our stacks.
+                        self._wake.wait(self.poll_interval)
+                        self._wake.clear()
+                    else:
+                        done, _ = wait(futures, timeout=self.heartbeat_interval, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            futures.pop(future)
+                            outcome = future.result()  # _execute never raises
+                            with self._active_lock:
+                                self._active.pop(outcome.id, None)
+                            if until_idle:  # a background worker runs for days: keep nothing
+                                finished.append(outcome)
+
+                    now = time.monotonic()
+                    if futures and now - last_beat >= self.heartbeat_interval:
+                        self.queue.heartbeat([o.id for o in futures.values()])
+                        last_beat = now
+                    if now - last_requeue >= self.stale_after:
+                        self._requeue_stale()
+                        last_requeue = now
             except BaseException:
                 # Ctrl-C (KeyboardInterrupt) or a failing queue: operations waiting for another update's
                 # lock stop waiting (and run nothing) before the pool waits for its threads.
                 self._stopping.set()
                 self._wake.set()
                 raise
-
-    def _dispatch_loop(
-        self,
-        pool: ThreadPoolExecutor,
-        futures: dict[Future[Operation], Operation],
-        finished: list[Operation],
-        until_idle: bool,
-        only: set[str] | None,
-        last_requeue: float,
-        last_beat: float,
-    ) -> list[Operation]:
-        while True:
-            while len(futures) < self.max_parallel and not self._stopping.is_set():
-                operation = self.queue.claim_next(
-                    [o.stack for o in futures.values()],
-                    worker_id=self.worker_id,
-                    only=only,
-                )
-                if operation is None:
-                    break
-                with self._active_lock:
-                    self._active[operation.id] = operation
-                futures[pool.submit(self._execute, operation)] = operation
-
-            if not futures:
-                if self._stopping.is_set():
-                    return finished
-                if until_idle and (only is None or self._all_finished(only)):
-                    return finished
-                # Idle in the background, or waiting for another process to free our stacks.
-                self._wake.wait(self.poll_interval)
-                self._wake.clear()
-            else:
-                done, _ = wait(futures, timeout=self.heartbeat_interval, return_when=FIRST_COMPLETED)
-                for future in done:
-                    futures.pop(future)
-                    outcome = future.result()  # _execute never raises
-                    with self._active_lock:
-                        self._active.pop(outcome.id, None)
-                    if until_idle:  # a background worker runs for days: keep nothing
-                        finished.append(outcome)
-
-            now = time.monotonic()
-            if futures and now - last_beat >= self.heartbeat_interval:
-                self.queue.heartbeat([o.id for o in futures.values()])
-                last_beat = now
-            if now - last_requeue >= self.stale_after:
-                self._requeue_stale()
-                last_requeue = now
 
     def _all_finished(self, ids: set[str]) -> bool:
         for operation_id in list(ids):
@@ -426,7 +395,7 @@ class Worker:
                 plan = self._check_fixed_volumes(operation, applied)
                 self._backup_first_if_needed(operation, emit, applied)
                 self._set_aside_backups(operation, emit, applied, before=True, holder=holder)
-                self._engine_started(operation, True)  # from here Pulumi works on the stack
+                self.queue.mark_engine_started(operation.id)  # from here Pulumi works on the stack
                 recovered = self._recover_if_needed(operation, emit)
                 scaling = None if plan is None else self._scaling_for(plan, emit)
                 if scaling is not None and plan is not None:
@@ -439,7 +408,7 @@ class Worker:
                 self.engine.remove(stack)
                 emit(kind="diagnostic", status="done", message=f"removed stack {stack.name}")
         except _StoppedWaiting:
-            self._engine_started(operation, False)
+            self.queue.mark_engine_started(operation.id, started=False)
             # The worker is stopping (Ctrl-C, the service shutting down) while this operation waited
             # for another update's lock: nothing ran. It stays claimed, for abandon (failed) or release
             # (requeued) to settle, neither flagging its stack: the lock is the other update's.
@@ -471,8 +440,6 @@ class Worker:
         except Exception:
             _log.exception("could not record the outcome of operation %s", operation.id)
             finished = operation
-        with self._active_lock:
-            self._touched.discard(operation.id)
         self._notify(self.listener.operation_finished, finished)
         return finished
 
@@ -518,10 +485,10 @@ class Worker:
                         ),
                     )
                 # Nothing of this operation runs while it waits: a stop or death meanwhile flags nothing.
-                self._engine_started(operation, False)
+                self.queue.mark_engine_started(operation.id, started=False)
                 if not self._pause_for_lock(lock_deadline):
                     raise
-                self._engine_started(operation, True)
+                self.queue.mark_engine_started(operation.id)
                 continue
             except AutomationError as raised:
                 failure, error = raised.message, raised

@@ -191,10 +191,10 @@ def refresh(
     the cluster.
 
     A stack whose lock or pending operations were left by an update this
-    queue did not run fails every operation (code locked_elsewhere) rather
-    than cancel what may be a live update. Once you know that update is
-    dead, --recover cancels the lock and drops the pending operations
-    before the refresh.
+    queue did not run makes every operation wait for it, then fail (code
+    locked_elsewhere) rather than cancel what may be a live update. Once
+    you know that update is dead, --recover cancels the lock and drops the
+    pending operations before the refresh.
 
     Example:  tenantctl refresh acme --env dev [--recover]
 
@@ -550,7 +550,7 @@ def _run(
     as_json: bool,
     scaling: QdrantScaling | None = None,
     data: TenantData | None = None,
-    lock_wait_seconds: float = 600.0,
+    lock_wait_seconds: float,
 ) -> list[Operation]:
     """Run ``operations`` (and anything queued ahead of them on their stacks) with live progress."""
     if not operations:

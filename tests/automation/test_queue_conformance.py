@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import fakeredis
 import pytest
 
-from tenancy.automation.contract import OperationKind, OperationStatus, OperationSummary, StackRef
+from tenancy.automation.contract import Operation, OperationKind, OperationStatus, OperationSummary, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.redis_queue import RedisOperationQueue
 from tenancy.automation.storage import QueueSettings, StoredQueue, open_queue
@@ -422,33 +422,28 @@ def test_a_stopping_workers_operations_are_handed_back_and_their_stacks_flagged(
 
 
 def test_handing_back_flags_only_the_stacks_pulumi_was_working_on(queue: StoredQueue) -> None:
-    # One operation was in Pulumi, the other still waiting for another update's lock: only the first
-    # stack is flagged for recovery, by release (requeue_claimed) and by Ctrl-C (abandon) alike.
-    for settle in ("requeue_claimed", "abandon"):
+    # One operation was in Pulumi, the other waiting for another update's lock (Pulumi refused it once:
+    # marked, then unmarked): only the first stack is flagged for recovery, whether its worker stops
+    # (requeue_claimed), gets Ctrl-C (abandon) or dies (the stale sweep, in another process, reads the
+    # claims' record).
+    settles: dict[str, Callable[[str], list[Operation]]] = {
+        "requeue_claimed": lambda worker: queue.requeue_claimed(worker, reason="stopping"),
+        "abandon": lambda worker: queue.abandon(worker, reason="Ctrl-C"),
+        "requeue_interrupted": lambda _worker: queue.requeue_interrupted(),
+    }
+    for settle, handed_back in settles.items():
         running = queue.submit(stack(f"run-{settle}"), UP, spec={}, requested_by="a")
         waiting = queue.submit(stack(f"wait-{settle}"), UP, spec={}, requested_by="a")
         queue.claim_next(worker_id=settle, only={running.id})
         queue.claim_next(worker_id=settle, only={waiting.id})
+        queue.mark_engine_started(running.id)
+        queue.mark_engine_started(waiting.id)
+        queue.mark_engine_started(waiting.id, started=False)
 
-        settled = getattr(queue, settle)(settle, reason="stopping", flag_only={running.id})
+        settled = handed_back(settle)
 
         assert {op.id for op in settled} == {running.id, waiting.id}
         assert queue.was_interrupted(running.stack) and not queue.was_interrupted(waiting.stack)
-
-
-def test_a_dead_workers_operations_flag_only_the_stacks_pulumi_had_started_on(queue: StoredQueue) -> None:
-    # The stale sweep runs in another process: the claim's record says which operations had reached
-    # Pulumi, so one that died waiting for another update's lock does not get that update cancelled.
-    started = queue.submit(stack("started"), UP, spec={}, requested_by="a")
-    waiting = queue.submit(stack("waiting"), UP, spec={}, requested_by="a")
-    queue.claim_next(worker_id="died", only={started.id})
-    queue.claim_next(worker_id="died", only={waiting.id})
-    queue.mark_engine_started(started.id)
-
-    requeued = queue.requeue_interrupted()
-
-    assert {op.id for op in requeued} == {started.id, waiting.id}
-    assert queue.was_interrupted(started.stack) and not queue.was_interrupted(waiting.stack)
 
 
 def test_a_fresh_heartbeat_keeps_an_operation_from_being_requeued(queue: StoredQueue) -> None:

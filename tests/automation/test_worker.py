@@ -259,10 +259,7 @@ def test_stopping_while_pulumi_refuses_on_another_updates_lock_flags_nothing(
         queue, engine, max_parallel=1, lock_wait_seconds=600, lock_poll_seconds=0.05, poll_interval=0.02
     )
     worker.start()
-    deadline = time.monotonic() + 10
-    while engine.refusals > 998:
-        assert time.monotonic() < deadline, "Pulumi was never asked twice"
-        time.sleep(0.02)
+    wait_for(lambda: engine.refusals <= 998, timeout=10)  # Pulumi was asked twice
 
     worker.stop(timeout=10)
     [handed_back] = worker.release("the service stopped")
@@ -329,10 +326,7 @@ def test_stopping_while_waiting_for_another_update_hands_the_operation_back_with
         queue, engine, max_parallel=1, lock_wait_seconds=600, lock_poll_seconds=0.05, poll_interval=0.02
     )
     worker.start()
-    deadline = time.monotonic() + 10
-    while not any(event.kind == "diagnostic" for event in queue.events(operation.id)):
-        assert time.monotonic() < deadline, "the operation never started waiting"
-        time.sleep(0.02)
+    wait_for(lambda: any(event.kind == "diagnostic" for event in queue.events(operation.id)), timeout=10)
 
     worker.stop(timeout=10)
     settled = worker.release("the service stopped") if settle == "release" else worker.abandon("Ctrl-C")
