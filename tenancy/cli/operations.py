@@ -53,7 +53,7 @@ from tenancy.automation.progress import QUIET_OPS, describe_event, describe_outc
 from tenancy.automation.settings import AutomationSettings
 from tenancy.automation.storage import OpenQueue, StoredQueue
 from tenancy.automation.sync import SyncAction, SyncPlan, plan_sync, submit_plan
-from tenancy.automation.worker import Worker, WorkerListener
+from tenancy.automation.worker import LOCK_WAIT_SECONDS, Worker, WorkerListener
 from tenancy.cli import exit_codes
 from tenancy.cli.options import (
     EnvOption,
@@ -550,7 +550,7 @@ def _run(
     as_json: bool,
     scaling: QdrantScaling | None = None,
     data: TenantData | None = None,
-    lock_wait_seconds: float,
+    lock_wait_seconds: float = LOCK_WAIT_SECONDS,
 ) -> list[Operation]:
     """Run ``operations`` (and anything queued ahead of them on their stacks) with live progress."""
     if not operations:
