@@ -300,6 +300,7 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
         "throughput": answers / seconds if seconds else 0.0,
         "p50_ms": percentile(0.50),
         "p99_ms": percentile(0.99),
+        "mean_ms": sum(latencies) * 1000 / len(latencies) if latencies else 0.0,
         "errors": out["errors"],
         "first_error": out["first_error"],
         "client_cpu_share": cpu_seconds / (time.perf_counter() - start),
@@ -400,6 +401,41 @@ def cpu_seconds(pid: int) -> float | None:
     return total
 
 
+def write_waits(port: int) -> dict[str, tuple[float, float]]:
+    """The service's own account of its PATCH answers so far, from its /metrics: (seconds in all,
+    count) of the time in the app (``request``) and of each durable step it waited for
+    (``commit``, ``queue``, ``audit``: ``tenant_api_write_wait_seconds``)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    found: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")):
+                stage = None
+                if family.name == "tenant_api_write_wait_seconds":
+                    stage = sample.labels.get("stage")
+                elif family.name == "tenant_api_request_duration_seconds":
+                    stage = "request" if sample.labels.get("method") == "PATCH" else None
+                if stage:
+                    totals = found.setdefault(stage, [0.0, 0.0])
+                    totals[0 if sample.name.endswith("_sum") else 1] += sample.value
+    return {stage: (total, count) for stage, (total, count) in found.items()}
+
+
+def mean_waits(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """The mean of each, in ms, over the answers between ``before`` and ``after``."""
+    means = {}
+    for stage, (total, count) in after.items():
+        total_before, count_before = before.get(stage, (0.0, 0.0))
+        if count > count_before:
+            means[stage] = (total - total_before) * 1000 / (count - count_before)
+    return means
+
+
 def measure(
     scenario: str,
     server: subprocess.Popen[bytes],
@@ -425,6 +461,7 @@ def measure(
         "rate": rate,
     }
     used_before = cpu_seconds(server.pid)
+    waits_before = write_waits(port) if scenario.startswith("patch") else None
     output = subprocess.run(
         [sys.executable, __file__, "--client", json.dumps(spec)],
         capture_output=True,
@@ -435,6 +472,8 @@ def measure(
     ).stdout
     used_after = cpu_seconds(server.pid)
     result = {**json.loads(output), "scenario": scenario if not rate else f"{scenario} @{rate:g}/s"}
+    if waits_before is not None:
+        result["waits_ms"] = mean_waits(waits_before, write_waits(port))
     result["server_cpu"] = (
         used_after - used_before if used_before is not None and used_after is not None else None
     )
@@ -459,6 +498,7 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "throughput": answers / seconds if seconds else 0.0,
         "p50_ms": percentile(0.50),
         "p99_ms": percentile(0.99),
+        "mean_ms": sum(latencies) / len(latencies) if latencies else 0.0,
         "errors": sum(one["errors"] for one in rounds),
         "first_error": errors[0] if errors else None,
         "client_cpu_share": max(one["client_cpu_share"] for one in rounds),
@@ -467,6 +507,7 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         "rate": rounds[0].get("rate"),
         "rounds": len(rounds),
+        "waits_ms": rounds[0].get("waits_ms") if len(rounds) == 1 else None,
     }
 
 
@@ -615,6 +656,20 @@ def main() -> None:
             f"{row['scenario']:<24} {row['requests']:>8} {row['throughput']:>8.0f} {row['p50_ms']:>8.1f} "
             f"{row['p99_ms']:>8.1f} {row['errors']:>6} {row['client_cpu_share']:>9.0%} "
             f"{_ms(row['server_cpu_ms_per_request']):>17}"
+        )
+    print()
+    for row in results:
+        waits = row.get("waits_ms")
+        if not waits or "request" not in waits:
+            continue
+        steps = {stage: waits[stage] for stage in ("commit", "queue", "audit") if stage in waits}
+        rest = waits["request"] - sum(steps.values())
+        mean_latency = row.get("mean_ms")
+        outside = f", before the app had it {mean_latency - waits['request']:.1f}" if mean_latency else ""
+        print(
+            f"{row['scenario']}: mean wait in ms: "
+            + ", ".join(f"{stage} {value:.1f}" for stage, value in steps.items())
+            + f", the rest of the app {rest:.1f}{outside}"
         )
     print()
     for goal, ratio in goals.items():

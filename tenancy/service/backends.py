@@ -296,6 +296,7 @@ def build_backends(
             lock_wait_seconds=automation.lock_wait_seconds,
         )
 
+    metrics = ServiceMetrics()
     changes = TenantChanges(
         repository=repository,
         queue=queue,
@@ -303,6 +304,7 @@ def build_backends(
         api_keys=api_keys,
         self_service_plans=settings.self_service_plans,
         platform_of=platform_config_reader(automation.project_dir),
+        waited=metrics.write_waited,
     )
     audit = AuditLog(settings.audit_target)
     rotations = KeyRotations(changes=changes, audit=audit)
@@ -334,7 +336,7 @@ def build_backends(
         rate_limiter=rate_limiter,
         write_lock=write_lock,
         audit=audit,
-        metrics=ServiceMetrics(),
+        metrics=metrics,
         changes=changes,
         incarnations=TenantIncarnations(repository, environments=settings.environments),
         previews=PreviewGate(

@@ -45,6 +45,9 @@ def test_metrics_count_requests_by_route_template_and_auth_failures(
     ) in text
     assert 'tenant_api_operations_submitted_total{kind="up"} 1.0' in text
     assert 'tenant_api_auth_failures_total{reason="malformed"} 1.0' in text
+    # The write's waits, one per durable step: where its time went (commit, queue, audit).
+    for stage in ("commit", "queue", "audit"):
+        assert f'tenant_api_write_wait_seconds_count{{stage="{stage}"}} 1.0' in text
     assert "acme" not in text  # tenant names never become labels
 
 

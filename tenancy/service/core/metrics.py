@@ -54,12 +54,26 @@ class ServiceMetrics:
             ["kind"],
             registry=self.registry,
         )
+        # Where an accepted write's answer waited, stage by stage (each is a group flush shared with
+        # the writes beside it): an operator sees whether write latency is the disk (commit, queue,
+        # audit) or the service's own work (the request's duration less these).
+        self.write_waits = Histogram(
+            "tenant_api_write_wait_seconds",
+            "Time an accepted tenant write waited for each durable step: its git commit flushed "
+            "(commit), its operation queued (queue), its audit line flushed (audit).",
+            ["stage"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
         self.secrets_revealed = Counter(
             "tenant_api_secrets_revealed_total",
             "Secret outputs revealed, by output.",
             ["output"],
             registry=self.registry,
         )
+
+    def write_waited(self, stage: str, seconds: float) -> None:
+        self.write_waits.labels(stage).observe(seconds)
 
     def render(self) -> bytes:
         """Every process's counts when the service runs as several (``tenantctl serve --processes``

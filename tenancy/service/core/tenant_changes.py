@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -98,8 +99,12 @@ class TenantChanges:
         api_keys: ApiKeyStore | None = None,
         self_service_plans: tuple[str, ...] = ("small",),
         platform_of: Callable[[str], PlatformConfig | None] = lambda environment: None,
+        waited: Callable[[str, float], None] = lambda stage, seconds: None,
     ) -> None:
+        """``waited(stage, seconds)``: told how long each accepted PUT or PATCH waited for its commit
+        to be flushed (``commit``) and its operation to be queued (``queue``)."""
         self.repository = repository
+        self.waited = waited
         # The environment's platform config: which StorageClasses let a volume grow.
         self.platform_of = platform_of
         self.queue = queue
@@ -564,7 +569,9 @@ class TenantChanges:
                     message=f"{verb} tenant {stack.name}\n\nRequested-by: {principal.actor}{forced}",
                 )
                 turn.release()  # the next writer of the tenant builds on this change from here
+                started = time.perf_counter()
                 commit = turn.durable()  # this change and every one before it flushed
+                flushed = time.perf_counter()
                 operation = turn.in_order(
                     lambda queued: self._submit(
                         stack,
@@ -577,6 +584,8 @@ class TenantChanges:
                     )
                 )
                 etag = written.etag  # the file as committed (or as it already was: unchanged)
+                self.waited("commit", flushed - started)
+                self.waited("queue", time.perf_counter() - flushed)
         except ConflictError as error:
             raise _conflict_with_repository(stack, error) from None
         except RepositoryError as error:

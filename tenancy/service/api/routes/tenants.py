@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
@@ -203,6 +204,7 @@ def _audited_change(
             reason=error.code,
         )
         raise
+    started = time.perf_counter()
     backends.audit.record(
         actor=principal.actor,
         action=action,
@@ -212,6 +214,7 @@ def _audited_change(
         request_id=request_id(request),
         operation_id=result.operation.id,
     )
+    backends.metrics.write_waited("audit", time.perf_counter() - started)
     return _accepted(backends, result)
 
 
