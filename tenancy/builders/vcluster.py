@@ -196,6 +196,14 @@ def render_vcluster_values(
                 }
             ],
         },
+        # The vCluster's CoreDNS runs as a pod of the tenant namespace with dnsPolicy Default (the
+        # node's resolvers), which the namespace's allow-dns NetworkPolicy does not admit: by default
+        # it forwards every name it does not serve there, so no external name resolved inside the
+        # vCluster, and a host name under cluster.local (the tenant's own Qdrant) was NXDOMAIN. With the
+        # fallback it forwards to the host cluster's DNS (the syncer's own nameserver, the cluster DNS
+        # Service, which allow-dns admits) and lets host names fall through to it: pods in the vCluster
+        # resolve what pods of the tenant namespace resolve (loft-sh/vcluster v0.36.1 pkg/coredns).
+        "networking": {"advanced": {"fallbackHostCluster": True}},
         # Quota, limits and network isolation belong to the platform and are declared in the namespace.
         "policies": {
             "podSecurityStandard": "restricted",
