@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tenancy.builders.contract import NAMESPACES
+from tenancy.builders.contract import NAMESPACES, SELF_SERVICE_POD_LABELS
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.platform_namespace import PLATFORM_LABELS, allow_ingress
 from tenancy.builders.security import runtime_default_seccomp
@@ -128,13 +128,15 @@ def render_redis_values(config: PlatformConfig) -> dict[str, Any]:
 
 
 def redis_policies(client_namespaces: Sequence[str]) -> list[Manifest]:
-    """Redis and Sentinel ports from each client namespace; replication stays inside the namespace."""
+    """Redis and Sentinel ports from the self-service pods (API and workers) of each client namespace,
+    not from whatever else runs there; replication stays inside the namespace."""
     return [
         allow_ingress(
             NAMESPACE,
             f"allow-{client}-to-redis",
             pods=POD_LABELS,
             from_namespace=client,
+            from_pods=SELF_SERVICE_POD_LABELS,
             ports=[REDIS_PORT, SENTINEL_PORT],
         )
         for client in client_namespaces

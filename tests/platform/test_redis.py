@@ -8,6 +8,7 @@ import pytest
 
 from components.platform.redis import RedisSentinel
 from tenancy import versions
+from tenancy.builders import selfservice
 from tenancy.builders.redis import AUTH_KEY, POD_LABELS, render_redis_values
 from tenancy.render.runtime import DeclaredResource, StackCapture, capture_program
 from tenancy.render.schema import declared_schema_problems
@@ -173,10 +174,17 @@ def test_only_the_self_service_namespace_may_reach_redis_and_sentinel(prod: Stac
     spec = policies["allow-tenancy-system-to-redis"]
     assert spec["podSelector"] == {"matchLabels": POD_LABELS}
     [rule] = spec["ingress"]
+    # The self-service pods (API and workers) of that namespace, not anything else run there.
     assert rule["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tenancy-system"}}}
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tenancy-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "selfservice"}},
+        }
     ]
     assert {p["port"] for p in rule["ports"]} == {6379, 26379}
+    # Both of its roles carry that label: the API (Redis queue, keys, limits) and the workers.
+    for role in ("api", "worker"):
+        assert selfservice.labels(role).items() >= {"app.kubernetes.io/name": "selfservice"}.items()
     ingress_allows = [name for name, s in policies.items() if "ingress" in s]
     assert sorted(ingress_allows) == ["allow-same-namespace", "allow-tenancy-system-to-redis"]
 
