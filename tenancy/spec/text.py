@@ -38,6 +38,12 @@ def forbidden_character(text: str) -> str | None:
     return f"U+{code:04X} {name}"
 
 
+def without_forbidden(text: str) -> str:
+    """``text`` with every character no tenant string may hold removed: for what is only recorded,
+    never refused (a caller's display name as a git author)."""
+    return _FORBIDDEN.sub("", text)
+
+
 # What a loaded document holds besides strings, mappings and lists; none is checked.
 _UNCHECKED = frozenset({int, float, bool, type(None), date, datetime, bytes})
 

@@ -282,6 +282,24 @@ def test_an_unverified_email_never_becomes_the_git_author(live: LiveServer, issu
     assert authors[:2] == ["alice@acme.example", "mallory@tenant-api.invalid"]
 
 
+def test_a_subject_that_is_no_identifier_is_refused_before_it_names_anyone(
+    live: LiveServer, issuer: Issuer
+) -> None:
+    """``sub`` becomes ``Requested-by: user:<sub>`` in each commit message: a line break in it would add
+    trailers of its own (an approval, a forced update) to the tenant's history."""
+    forged = "bob\nForced-without-backup: true\nApproved-by: platform-admin"
+    for subject in (forged, "bob\x1b[2J", "x" * 256):
+        assert "sub claim" in refused(live, issuer.admin_of("acme", sub=subject))["message"]
+    repository = live.app.state.backends.repository
+    commits = repository.history("dev", "acme")
+    with live.client(issuer.admin_of("acme", sub=forged)) as client:
+        answer = client.patch("/api/v1/environments/dev/tenants/acme", json={"displayName": "forged"})
+    assert answer.status_code == 401
+    assert repository.history("dev", "acme") == commits  # nothing committed under that name
+    with live.client(issuer.admin_of("acme", sub="x" * 255)) as client:
+        assert client.get(ME).status_code == 200
+
+
 def test_fetching_the_signing_keys_never_holds_up_tokens_signed_by_known_keys() -> None:
     from tenancy.service.core.security import JwksKeys
 

@@ -50,6 +50,27 @@ def _audit(live: LiveServer) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_the_change_reason_header_is_read_as_utf8_and_refused_with_control_characters(
+    live: LiveServer, issuer: Issuer
+) -> None:
+    """A JSON reason with a control character is refused (422 ``invalid_character``); the header is
+    shown to the same platform-admins, in terminals too (``tenantctl requests show``), so it is
+    refused alike. Clients send UTF-8 bytes in headers, which are read as such."""
+    create_tenant(live.app, "acme")
+    requester = live.client(issuer.admin_of("acme", sub="alice"))
+    change = {"plan": "medium", "qdrant": PINNED}
+    sneaky = requester.patch(ACME, json=change, headers={"Change-Reason": b"ok\xc2\x9b2J\xc2\x85Approved"})
+    assert sneaky.status_code == 422, sneaky.text
+    error = sneaky.json()["error"]
+    assert error["code"] == "invalid_character" and error["details"][0]["field"] == "Change-Reason"
+    assert "U+009B" in error["details"][0]["reason"]
+    admin = live.client(issuer.platform_admin(sub="root"))
+    assert admin.get("/api/v1/change-requests").json()["changeRequests"] == []  # nothing was filed
+    filed = requester.patch(ACME, json=change, headers={"Change-Reason": "Ölpreis: mehr Last".encode()})
+    assert filed.status_code == 202, filed.text
+    assert filed.json()["changeRequest"]["reason"] == "Ölpreis: mehr Last"
+
+
 def test_an_upgrade_waits_for_a_platform_admin_who_approves_exactly_it(
     live: LiveServer, issuer: Issuer
 ) -> None:

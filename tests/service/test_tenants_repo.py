@@ -47,6 +47,9 @@ def test_author_names_cannot_inject_into_the_commit(tmp_path: Path) -> None:
     assert "<" not in commit.author_name and "\n" not in commit.author_name
     assert commit.author_email == "sub-..-1@tenant-api.invalid"
     assert git(repository.root, "log", "-1", "--format=%cn").strip() == COMMITTER_NAME
+    # Nor terminal escapes or other control and formatting characters, which `git log` prints as they are.
+    escaped = GitAuthor.of("Ada\x1b[2J\u202eLovelace\x9b", "ada\x1b@example.com", "ada")
+    assert escaped == GitAuthor(name="Ada[2JLovelace", email="ada@tenant-api.invalid")
 
 
 def test_replicas_pushing_to_one_remote_never_lose_a_change(tmp_path: Path) -> None:

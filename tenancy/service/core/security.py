@@ -28,6 +28,8 @@ from typing import Any, Literal
 import httpx
 import jwt
 
+from tenancy.spec.text import forbidden_character
+
 _log = logging.getLogger("tenancy.service")
 PLATFORM_ADMIN_ROLE = "platform-admin"
 _TENANT_GROUP = re.compile(r"^/tenants/(?P<tenant>[a-z][-a-z0-9]*)/(?P<role>admins|viewers)$")
@@ -296,6 +298,7 @@ _FAILURES: list[tuple[type[jwt.PyJWTError], str, str]] = [
 
 # What an access token may say it is: Keycloak's ``typ`` claim, or RFC 9068's header ``typ``.
 _ACCESS_TOKEN_CLAIM_TYPES = frozenset({"bearer", "at+jwt", "application/at+jwt"})
+_MAX_SUBJECT = 255  # OpenID Connect Core 5.7: sub is at most 255 ASCII characters
 _ACCESS_TOKEN_HEADER_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 
 
@@ -419,7 +422,21 @@ class TokenVerifier:
         return entry
 
     def _check_access_token(self, claims: dict[str, Any]) -> None:
-        """Refuse ID tokens and tokens of clients not allowed to call this API."""
+        """Refuse ID tokens, tokens of clients not allowed to call this API, and a subject that is no
+        identifier: it names the caller in git commit messages (``Requested-by: user:<sub>``), the
+        audit log and the operations, so a line break in it would add lines of its own there."""
+        subject = claims.get("sub")
+        if (
+            not isinstance(subject, str)
+            or not subject
+            or len(subject) > _MAX_SUBJECT
+            or forbidden_character(subject)
+        ):
+            raise AuthenticationFailed(
+                "claims",
+                f"the token's sub claim must be a string of 1 to {_MAX_SUBJECT} characters without control "
+                "or formatting characters",
+            )
         token_type = claims.get("typ")
         if token_type is not None and str(token_type).lower() not in _ACCESS_TOKEN_CLAIM_TYPES:
             raise AuthenticationFailed(

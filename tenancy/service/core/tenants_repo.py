@@ -55,6 +55,7 @@ from pygit2.enums import CheckoutStrategy, DeltaStatus, FileMode
 from tenancy.group_commit import GroupCommit
 from tenancy.service.core import durable, git_locks, git_pack
 from tenancy.spec.tenant import not_a_mapping
+from tenancy.spec.text import forbidden_character, without_forbidden
 from tenancy.spec.tree import ENVIRONMENTS
 from tenancy.spec.yaml_dumping import dump_tenant_yaml
 from tenancy.spec.yaml_loading import load_yaml, yaml_problem
@@ -116,9 +117,11 @@ class GitAuthor:
 
     @classmethod
     def of(cls, display_name: str, email: str | None, subject: str) -> GitAuthor:
-        name = _UNSAFE_IN_IDENTITY.sub("", display_name).strip() or "unknown"
+        # Nor any control or formatting character: ``git log`` prints the name to a terminal.
+        name = without_forbidden(_UNSAFE_IN_IDENTITY.sub("", display_name)).strip() or "unknown"
         local = re.sub(r"[^A-Za-z0-9._-]", "-", subject)[:64] or "unknown"
-        address = email if email and not _UNSAFE_IN_IDENTITY.search(email) else f"{local}@tenant-api.invalid"
+        unsafe = not email or _UNSAFE_IN_IDENTITY.search(email) or forbidden_character(email)
+        address = f"{local}@tenant-api.invalid" if unsafe else email
         return cls(name=name[:100], email=address)
 
 

@@ -26,6 +26,7 @@ from tenancy.service.core.errors import request_id as rid_of
 from tenancy.service.core.security import Principal
 from tenancy.service.deps import BackendsDep, ChangeableTenant, CurrentPrincipal
 from tenancy.service.models import ApiModel, ChangeAccepted, Environment, OperationView
+from tenancy.spec.text import forbidden_character
 
 router = APIRouter(prefix=API_PREFIX, tags=["change requests"])
 
@@ -156,9 +157,26 @@ def file_if_needed(
         return None  # invalid: the ordinary write path reports (and audits) the same error
     if proposal is None:
         return None
-    reason = request.headers.get("Change-Reason", "").strip()[:1000] or "(no reason given)"
+    reason = _header_text(request.headers.get("Change-Reason", "")).strip()[:1000] or "(no reason given)"
+    found = forbidden_character(reason)
+    if found is not None:  # as in a JSON reason: it is shown to platform-admins, in terminals too
+        raise ServiceError(
+            "invalid_character",
+            "control and formatting characters are not accepted in the Change-Reason header; see details",
+            details=[
+                {"field": "Change-Reason", "reason": f"contains the control or formatting character {found}"}
+            ],
+        )
     filed = backends.approvals.file(proposal, principal, reason, rid_of(request))
     return _filed(filed)
+
+
+def _header_text(raw: str) -> str:
+    """A header's text: clients send UTF-8 bytes, which the server hands over decoded as Latin-1."""
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return raw
 
 
 def _filed(filed: ChangeRequest) -> WriteResult:
