@@ -297,6 +297,13 @@ def build_backends(
         )
 
     metrics = ServiceMetrics()
+    previews = PreviewGate(
+        max_in_flight=settings.preview_max_in_flight,
+        max_per_principal=settings.preview_max_per_principal,
+        # Counted for every process of this state directory together (``tenantctl serve
+        # --processes``); replicas with Redis each keep their own bounds, as before.
+        slots=settings.state_dir / "preview-slots" if settings.backend != "redis" else None,
+    )
     changes = TenantChanges(
         repository=repository,
         queue=queue,
@@ -339,13 +346,7 @@ def build_backends(
         metrics=metrics,
         changes=changes,
         incarnations=TenantIncarnations(repository, environments=settings.environments),
-        previews=PreviewGate(
-            max_in_flight=settings.preview_max_in_flight,
-            max_per_principal=settings.preview_max_per_principal,
-            # Counted for every process of this state directory together (``tenantctl serve
-            # --processes``); replicas with Redis each keep their own bounds, as before.
-            slots=settings.state_dir / "preview-slots" if settings.backend != "redis" else None,
-        ),
+        previews=previews,
         auth_failures=auth_failures,
         approvals=Approvals(
             store=change_requests,
@@ -354,6 +355,8 @@ def build_backends(
             audit=audit,
             ttl_seconds=settings.change_request_ttl_hours * 3600,
             render=partial(render_preview, settings.project_dir),
+            max_pending_per_tenant=settings.change_request_max_pending,
+            admit_render=previews.admitted,
         ),
         rotations=rotations,
         worker=worker,

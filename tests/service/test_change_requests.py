@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,17 @@ def test_a_request_is_decided_once_on_either_store(backend: str, tmp_path: Path)
     assert store.transition(request.id, RequestStatus.pending, rejected) is None
     assert store.get(request.id) == approved
     assert [item.id for item in store.list()] == [request.id]
+    # Newest first, a page at a time (the listing reads every page it needs).
+    newer = [
+        replace(request, id=f"cr-{index + 16:012x}", created_at=request.created_at + 1 + index)
+        for index in range(4)
+    ]
+    for item in newer:
+        store.add(item)
+    order = [item.id for item in reversed(newer)] + [request.id]
+    assert [item.id for item in store.list(limit=2)] == order[:2]
+    assert [item.id for item in store.list(limit=2, offset=2)] == order[2:4]
+    assert [item.id for item in store.list(limit=2, offset=4)] == order[4:]
 
 
 def test_a_platform_admin_decides_from_the_cli(live: LiveServer, issuer: Issuer) -> None:
@@ -286,3 +298,65 @@ def test_a_platform_admin_decides_from_the_cli(live: LiveServer, issuer: Issuer)
     assert requester.get(f"/api/v1/change-requests/{groups}").json()["decisionReason"] == "ask again"
     nobody = runner.invoke(cli, ["requests", "list"], env={"TENANCY_API_URL": live.url, "TENANCY_TOKEN": ""})
     assert nobody.exit_code == 2
+
+
+def test_one_tenants_flood_neither_hides_the_others_requests_nor_grows_without_bound(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    """Found by an outside review: the listing read the newest 500 requests and only then kept what the
+    caller may see, so 500 filed by one tenant-admin hid every other tenant's request from its own
+    admins and from platform-admins; and filing had no bound."""
+    app, _ = make_app(workers=0, change_request_max_pending=2)
+    live: LiveServer = serve(app)
+    for name in ("zeta", "newco"):
+        create_tenant(app, name)
+    zeta = live.client(issuer.admin_of("zeta", sub="zed"))
+    ask = {"patch": {"displayName": "please"}, "reason": "review"}
+    mine = zeta.post("/api/v1/environments/dev/tenants/zeta/change-requests", json=ask).json()[
+        "changeRequest"
+    ]
+
+    # At most two pending per tenant: the third waits for a decision.
+    newco = live.client(issuer.admin_of("newco", sub="flood"))
+    path = "/api/v1/environments/dev/tenants/newco/change-requests"
+    first, second = (newco.post(path, json=ask) for _ in range(2))
+    assert first.status_code == second.status_code == 202
+    refused = newco.post(path, json=ask)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "too_many_change_requests"
+    admin = live.client(issuer.platform_admin(sub="root"))
+    rejected = admin.post(
+        f"/api/v1/change-requests/{first.json()['changeRequest']['id']}/reject", json={"reason": "no"}
+    )
+    assert rejected.status_code == 200, rejected.text
+    assert newco.post(path, json=ask).status_code == 202  # one was decided: room for one more
+
+    # Many more rows than one listing returns (decided ones, from however long), all newer than
+    # zeta's: its admin and the platform-admins still find zeta's pending request.
+    store = app.state.backends.approvals.store
+    template = store.get(first.json()["changeRequest"]["id"])
+    for index in range(600):
+        store.add(replace(template, id=f"cr-{index:012x}", created_at=time.time() + 1 + index / 1000))
+    assert [item["id"] for item in zeta.get("/api/v1/change-requests").json()["changeRequests"]] == [
+        mine["id"]
+    ]
+    pending = admin.get("/api/v1/change-requests", params={"status": "pending"}).json()["changeRequests"]
+    assert mine["id"] in {item["id"] for item in pending}
+    only_zeta = admin.get("/api/v1/change-requests", params={"tenant": "zeta"}).json()["changeRequests"]
+    assert [item["id"] for item in only_zeta] == [mine["id"]]
+
+
+def test_filing_a_request_renders_its_preview_within_the_preview_bounds(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    """Each filing renders the tenant's whole program, as POST .../preview does: the same bounds
+    (429 preview_busy beyond them) hold, and nothing is filed when refused."""
+    app, _ = make_app(workers=0, preview_max_per_principal=1)
+    live: LiveServer = serve(app)
+    create_tenant(app, "acme")
+    requester = live.client(issuer.admin_of("acme", sub="alice"))
+    ask = {"patch": {"displayName": "please"}, "reason": "review"}
+    with app.state.backends.previews.admitted("user:alice"):  # alice's one preview is in flight
+        busy = requester.post(f"{ACME}/change-requests", json=ask)
+    assert busy.status_code == 429 and busy.json()["error"]["code"] == "preview_busy"
+    assert app.state.backends.approvals.store.list() == []
+    assert requester.post(f"{ACME}/change-requests", json=ask).status_code == 202

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,6 +50,11 @@ class Proposal:
     needs: list[dict[str, str]]
 
 
+MAX_PENDING_PER_TENANT = 20  # the setting's default (change_request_max_pending)
+LIST_LIMIT = 500  # requests one listing returns at most
+_PAGE = 200
+
+
 class Approvals:
     def __init__(
         self,
@@ -59,13 +65,19 @@ class Approvals:
         audit: AuditLog,
         ttl_seconds: float,
         render: Render,
+        max_pending_per_tenant: int = MAX_PENDING_PER_TENANT,
+        admit_render: Callable[[str], AbstractContextManager[None]] = lambda who: nullcontext(),
     ) -> None:
+        """``admit_render(who)``: held while a request's preview renders (the service's preview
+        bounds: ``preview_busy`` beyond them), as for ``POST .../preview``."""
         self.store = store
         self.changes = changes
         self.repository = repository
         self.audit = audit
         self.ttl_seconds = ttl_seconds
         self.render = render
+        self.max_pending_per_tenant = max_pending_per_tenant
+        self.admit_render = admit_render
 
     # --- filing -------------------------------------------------------------------------------
 
@@ -124,8 +136,27 @@ class Approvals:
             raise
 
     def file(self, proposal: Proposal, principal: Principal, reason: str, request_id: str) -> ChangeRequest:
-        """Store the request (with its rendered preview); nothing reaches git or the queue."""
+        """Store the request (with its rendered preview); nothing reaches git or the queue. A tenant
+        has at most ``max_pending_per_tenant`` requests waiting for a decision: each renders a preview
+        when filed and is listed to every platform-admin, so one tenant's flood must neither cost the
+        service without bound nor push the others' requests out of sight."""
         stack = proposal.stack
+        pending = sum(
+            1
+            for request in self._all()
+            if request.environment == stack.environment
+            and request.tenant == stack.tenant
+            and request.status is RequestStatus.pending
+            and not request.expired(time.time())
+        )
+        if pending >= self.max_pending_per_tenant:
+            raise ServiceError(
+                "too_many_change_requests",
+                f"{stack.name} has {pending} change requests waiting for a platform-admin, the most it may "
+                "have; file this one once one of them is decided or has expired",
+            )
+        with self.admit_render(principal.actor):
+            preview = self.render(stack, proposal.base_document, proposal.document)
         now = time.time()
         request = ChangeRequest(
             id=new_request_id(),
@@ -141,7 +172,7 @@ class Approvals:
             document=proposal.document,
             diff=field_diff(proposal.base_document, {"name": stack.tenant, **proposal.document}),
             needs=proposal.needs,
-            preview=self.render(stack, proposal.base_document, proposal.document),
+            preview=preview,
         )
         self.store.add(request)
         self._audit(principal, "change_request.create", "accepted", request, request_id)
@@ -173,9 +204,14 @@ class Approvals:
         environment: str | None = None,
         tenant: str | None = None,
     ) -> list[ChangeRequest]:
-        found = []
-        for request in self.store.list(limit=500):
-            if not self.visible(principal, request):
+        """The newest ``LIST_LIMIT`` requests the caller may see that match, however many others
+        (other tenants', other statuses) were filed since."""
+        found: list[ChangeRequest] = []
+        seen: set[str] = set()  # a request filed while this pages moves the rest down one
+        for request in self._all():
+            if len(found) >= LIST_LIMIT:
+                break
+            if request.id in seen or not self.visible(principal, request):
                 continue
             request = self._expire_if_due(request, rid)
             if status is not None and request.status is not status:
@@ -184,8 +220,19 @@ class Approvals:
                 continue
             if tenant is not None and request.tenant != tenant:
                 continue
+            seen.add(request.id)
             found.append(request)
         return found
+
+    def _all(self) -> Iterator[ChangeRequest]:
+        """Every stored request, newest first, read a page at a time."""
+        offset = 0
+        while True:
+            page = self.store.list(limit=_PAGE, offset=offset)
+            yield from page
+            if len(page) < _PAGE:
+                return
+            offset += len(page)
 
     def _expire_if_due(self, request: ChangeRequest, rid: str) -> ChangeRequest:
         if not request.expired(time.time()):

@@ -113,8 +113,8 @@ class ChangeRequestStore(Protocol):
 
     def get(self, request_id: str) -> ChangeRequest | None: ...
 
-    def list(self, *, limit: int = 200) -> list[ChangeRequest]:
-        """Newest first."""
+    def list(self, *, limit: int = 200, offset: int = 0) -> list[ChangeRequest]:
+        """Newest first, from the ``offset``-th."""
         ...
 
     def transition(
@@ -147,10 +147,11 @@ class SqliteChangeRequestStore:
             row = self._db.execute("SELECT body FROM change_requests WHERE id = ?", (request_id,)).fetchone()
         return ChangeRequest.from_json(row[0]) if row else None
 
-    def list(self, *, limit: int = 200) -> list[ChangeRequest]:
+    def list(self, *, limit: int = 200, offset: int = 0) -> list[ChangeRequest]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT body FROM change_requests ORDER BY created_at DESC LIMIT ?", (limit,)
+                "SELECT body FROM change_requests ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+                (limit, offset),
             ).fetchall()
         return [ChangeRequest.from_json(row[0]) for row in rows]
 
@@ -186,8 +187,8 @@ class RedisChangeRequestStore:
         text = self._redis.get(self._prefix + request_id)
         return ChangeRequest.from_json(_text(text)) if text else None
 
-    def list(self, *, limit: int = 200) -> list[ChangeRequest]:
-        ids = [_text(item) for item in self._redis.zrevrange(self._index, 0, limit - 1)]
+    def list(self, *, limit: int = 200, offset: int = 0) -> list[ChangeRequest]:
+        ids = [_text(item) for item in self._redis.zrevrange(self._index, offset, offset + limit - 1)]
         found = [self.get(request_id) for request_id in ids]
         return [request for request in found if request is not None]
 

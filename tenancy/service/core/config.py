@@ -173,6 +173,15 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="How long a change request waits for a platform-admin before it expires (hours).",
     )
+    change_request_max_pending: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description=(
+            "Change requests one tenant may have waiting for a platform-admin; more answer 409 "
+            "too_many_change_requests."
+        ),
+    )
     preview_max_in_flight: int = Field(
         default=4,
         ge=1,

@@ -19,8 +19,8 @@ import os
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,16 @@ class PreviewGate:
         self._slots = slots
         if slots is not None:
             slots.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def admitted(self, who: str) -> Iterator[None]:
+        """Counted among the previews in flight while held (raise ``preview_busy`` when over a
+        bound), for a render already on a worker thread (a change request's preview)."""
+        release = self._admit(who) if self._slots is None else self._admit_shared(self._slots, who)
+        try:
+            yield
+        finally:
+            release()
 
     @asynccontextmanager
     async def turn(self, who: str) -> AsyncIterator[None]:

@@ -120,9 +120,9 @@ class GitAuthor:
         # Nor any control or formatting character: ``git log`` prints the name to a terminal.
         name = without_forbidden(_UNSAFE_IN_IDENTITY.sub("", display_name)).strip() or "unknown"
         local = re.sub(r"[^A-Za-z0-9._-]", "-", subject)[:64] or "unknown"
-        unsafe = not email or _UNSAFE_IN_IDENTITY.search(email) or forbidden_character(email)
-        address = f"{local}@tenant-api.invalid" if unsafe else email
-        return cls(name=name[:100], email=address)
+        if not email or _UNSAFE_IN_IDENTITY.search(email) or forbidden_character(email):
+            email = f"{local}@tenant-api.invalid"
+        return cls(name=name[:100], email=email)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ _FILE_ERRORS = error_responses(
     "environment_not_served",
     "forbidden",
     "invalid_spec",
+    "too_many_change_requests",
+    "preview_busy",
     *WITH_BODY,
 )
 

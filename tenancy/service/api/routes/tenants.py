@@ -92,6 +92,8 @@ _WRITE_CODES = (
     "repository_unavailable",
 )
 _WRITE_ERRORS = error_responses(*_WRITE_CODES)
+# A tenant-admin's PUT or PATCH that needs a platform-admin is filed as a change request instead.
+_CHANGE_ERRORS = error_responses(*_WRITE_CODES, "too_many_change_requests", "preview_busy")
 # A preview waits its turn to render, or answers 429 preview_busy (tenancy.service.core.preview).
 _PREVIEW_ERRORS = error_responses(*_WRITE_CODES, "preview_busy")
 
@@ -319,7 +321,7 @@ def _read_deleted_tenant(stack: StackRef, backends: BackendsDep, role: Role) -> 
     TENANT_PATH,
     status_code=202,
     response_model=ChangeAccepted,
-    responses=_WRITE_ERRORS,
+    responses=_CHANGE_ERRORS,
     summary="Create or replace a tenant's spec",
     description=(
         "Validates the spec like `tenantctl validate` (schema and plan limits), commits "
@@ -365,7 +367,7 @@ def replace_tenant(
     TENANT_PATH,
     status_code=202,
     response_model=ChangeAccepted,
-    responses=_WRITE_ERRORS,
+    responses=_CHANGE_ERRORS,
     summary="Change parts of a tenant's spec",
     description=(
         'A JSON merge patch (RFC 7396) of the tenant document, e.g. `{"qdrant": {"replicas": 3}}`; '
