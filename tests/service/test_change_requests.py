@@ -360,3 +360,33 @@ def test_filing_a_request_renders_its_preview_within_the_preview_bounds(
     assert busy.status_code == 429 and busy.json()["error"]["code"] == "preview_busy"
     assert app.state.backends.approvals.store.list() == []
     assert requester.post(f"{ACME}/change-requests", json=ask).status_code == 202
+
+
+def test_a_write_filed_for_approval_keeps_its_preconditions(live: LiveServer, issuer: Issuer) -> None:
+    """Found by following the README: a create-only PUT (If-None-Match: *) of a tenant that exists,
+    or a PATCH with a stale If-Match, was filed for approval instead of refused, and its approval then
+    overwrote the tenant it was never meant to touch."""
+    create_tenant(live.app, "acme")
+    requester = live.client(issuer.admin_of("acme", sub="alice"))
+    admin = live.client(issuer.platform_admin(sub="root"))
+    created_only = requester.put(
+        ACME, json={"owners": ["a@b.example"], "plan": "medium"}, headers={"If-None-Match": "*"}
+    )
+    assert created_only.status_code == 412, created_only.text
+    assert created_only.json()["error"]["code"] == "precondition_failed"
+    stale = requester.patch(
+        ACME, json={"plan": "medium", "qdrant": PINNED}, headers={"If-Match": '"stale0000"'}
+    )
+    assert stale.status_code == 412 and stale.json()["error"]["code"] == "precondition_failed"
+    assert admin.get("/api/v1/change-requests").json()["changeRequests"] == []  # nothing filed
+    current = requester.get(ACME).headers["ETag"]
+    filed = requester.patch(ACME, json={"plan": "medium", "qdrant": PINNED}, headers={"If-Match": current})
+    assert filed.status_code == 202 and filed.json()["changeRequest"]["status"] == "pending"
+    # A create-only PUT of a tenant that does not exist yet is filed as before (a paid plan).
+    creator = live.client(issuer.admin_of("globex", sub="gina"))
+    new = creator.put(
+        "/api/v1/environments/dev/tenants/globex",
+        json={"owners": ["a@b.example"], "plan": "medium"},
+        headers={"If-None-Match": "*"},
+    )
+    assert new.status_code == 202 and new.json()["changeRequest"]["baseEtag"] is None, new.text

@@ -176,12 +176,8 @@ class TenantChanges:
     ) -> ChangeResult:
         """``force``: go on without the automatic backup if it fails (platform-admins only)."""
         self.check_force(stack, principal, force, "update")
-        if if_none_match is not None and if_none_match.strip() != "*":
-            raise ServiceError(
-                "invalid_request",
-                "If-None-Match takes only * (create the tenant only if it does not exist)",
-                details=[{"field": "If-None-Match", "reason": "must be *"}],
-            )
+        if if_none_match is not None:
+            _check_if_none_match(if_none_match)
         spec = self.validate(stack, document)
         return self._commit_and_submit(
             stack,
@@ -521,12 +517,21 @@ class TenantChanges:
         if if_match is None:
             return
         current = self.current_etag(stack) if read else found.etag if found is not None else None
-        wanted = [tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")]
-        if current is None or ("*" not in wanted and current not in wanted):
-            raise ServiceError(
-                "precondition_failed",
-                f"{stack.name} changed since you read it (If-Match does not match); read it again and retry",
-            )
+        _check_if_match(stack, if_match, current)
+
+    @staticmethod
+    def check_filing_preconditions(
+        stack: StackRef, base_etag: str | None, *, if_match: str | None, if_none_match: str | None
+    ) -> None:
+        """A PUT or PATCH filed as a change request keeps its preconditions: it is refused (412) when
+        the tenant it was made against (``base_etag``; None: there is none) is not the one asked for,
+        as the write itself would be, instead of being filed for an approval that would overwrite it."""
+        if if_none_match is not None:
+            _check_if_none_match(if_none_match)
+            if base_etag is not None:
+                raise _already_exists(stack)
+        if if_match is not None:
+            _check_if_match(stack, if_match, base_etag)
 
     def _commit_and_submit(
         self,
@@ -547,10 +552,7 @@ class TenantChanges:
                 found = turn.file(stack.environment, stack.tenant)
                 current = copy.deepcopy(found.document) if found is not None else None
                 if create_only and current is not None:
-                    raise ServiceError(
-                        "precondition_failed",
-                        f"{stack.name} already exists (If-None-Match: *); read it and change it instead",
-                    )
+                    raise _already_exists(stack)
                 self._check_precondition(stack, if_match, found, read=False)
                 if current is None:
                     self._refuse_while_predecessor_stands(stack)
@@ -591,6 +593,31 @@ class TenantChanges:
         except RepositoryError as error:
             raise _repository_unavailable(error) from None
         return ChangeResult(operation=operation, commit=commit, document=document, etag=etag)
+
+
+def _check_if_none_match(if_none_match: str) -> None:
+    if if_none_match.strip() != "*":
+        raise ServiceError(
+            "invalid_request",
+            "If-None-Match takes only * (create the tenant only if it does not exist)",
+            details=[{"field": "If-None-Match", "reason": "must be *"}],
+        )
+
+
+def _already_exists(stack: StackRef) -> ServiceError:
+    return ServiceError(
+        "precondition_failed",
+        f"{stack.name} already exists (If-None-Match: *); read it and change it instead",
+    )
+
+
+def _check_if_match(stack: StackRef, if_match: str, current: str | None) -> None:
+    wanted = [tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")]
+    if current is None or ("*" not in wanted and current not in wanted):
+        raise ServiceError(
+            "precondition_failed",
+            f"{stack.name} changed since you read it (If-Match does not match); read it again and retry",
+        )
 
 
 def _groups_of(document: dict[str, Any]) -> Groups | None:

@@ -151,14 +151,21 @@ def file_if_needed(
     body: Any,
     *,
     patch: bool,
+    if_match: str | None = None,
+    if_none_match: str | None = None,
 ) -> WriteResult | None:
-    """For a tenant-admin's PUT/PATCH that needs a platform-admin: file it (202) instead of 403."""
+    """For a tenant-admin's PUT/PATCH that needs a platform-admin: file it (202) instead of 403. Its
+    ``If-Match`` and ``If-None-Match`` hold as for the write (412): approval would commit it over
+    the version it was filed against."""
     try:
         proposal = backends.approvals.assess(stack, principal, body, patch=patch)
     except ServiceError:
         return None  # invalid: the ordinary write path reports (and audits) the same error
     if proposal is None:
         return None
+    backends.changes.check_filing_preconditions(
+        stack, proposal.base_etag, if_match=if_match, if_none_match=if_none_match
+    )
     reason = _header_text(request.headers.get("Change-Reason", "")).strip()[:1000] or "(no reason given)"
     found = forbidden_character(reason)
     if found is not None:  # as in a JSON reason: it is shown to platform-admins, in terminals too

@@ -345,7 +345,20 @@ def replace_tenant(
 
     def write() -> WriteResult:
         # A forced write is a platform-admin's (refused and audited otherwise), never a change request.
-        filed = None if force else file_if_needed(request, backends, principal, stack, body, patch=False)
+        filed = (
+            None
+            if force
+            else file_if_needed(
+                request,
+                backends,
+                principal,
+                stack,
+                body,
+                patch=False,
+                if_match=if_match,
+                if_none_match=if_none_match,
+            )
+        )
         if filed is not None:
             return filed
         return _audited_change(
@@ -394,7 +407,11 @@ def patch_tenant(
     stack, backends, principal = access.stack, access.backends, access.principal
 
     def write() -> WriteResult:
-        filed = None if force else file_if_needed(request, backends, principal, stack, body, patch=True)
+        filed = (
+            None
+            if force
+            else file_if_needed(request, backends, principal, stack, body, patch=True, if_match=if_match)
+        )
         if filed is not None:
             return filed
         return _audited_change(
