@@ -402,8 +402,15 @@ class TenantSpec(_Model):
     gitops: GitOpsSpec = Field(default_factory=GitOpsSpec, description="Argo CD project settings.")
 
     def to_document(self) -> dict[str, Any]:
-        """The spec as it is written to a file: camelCase keys, defaults left out."""
+        """The spec in its normal form: camelCase keys, defaults left out. Two specs that deploy the
+        same have the same normal form (operations carry it; their fingerprints compare it)."""
         return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+    def to_file_document(self) -> dict[str, Any]:
+        """The spec as its file keeps it: camelCase keys and every field its author wrote, a value
+        equal to today's default included (a Qdrant ``version`` or vCluster ``kubernetesVersion``
+        pinned to today's default stays pinned when the default moves), and nothing else."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 # --- the resolved tenant -----------------------------------------------------------------------

@@ -336,3 +336,50 @@ def test_if_none_match_star_creates_but_never_overwrites(admin: httpx.Client, li
         yaml.safe_load(live.app.state.backends.repository.read_text("dev", "acme"))["displayName"] == "first"
     )
     assert admin.put(ACME, json=spec("acme"), headers={"If-None-Match": '"abc"'}).status_code == 422
+
+
+def test_writes_through_the_api_keep_the_pins_the_file_holds(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    """Found following the README: every write through the API dropped fields equal to today's default
+    (a Qdrant version or vCluster Kubernetes version pinned to it, readOnlyKey, snapshots), so the next
+    default would have upgraded the tenant unasked. A PATCH, an approved change request and a key
+    rotation keep them; the operations still carry the normal form, so a restart queues nothing."""
+    from tenancy import versions
+    from tenancy.service.core.reconcile import queue_unapplied_changes
+
+    app, _ = make_app()
+    live: LiveServer = serve(app)
+    pins = {
+        "qdrant": {"enabled": True, "version": versions.QDRANT_DEFAULT_VERSION, "readOnlyKey": True},
+        "vcluster": {"enabled": True, "kubernetesVersion": versions.VCLUSTER_DEFAULT_KUBERNETES_VERSION},
+    }
+    create_tenant(app, "acme", plan="medium", **pins)
+    repository = app.state.backends.repository
+
+    def on_file() -> dict[str, Any]:
+        found: dict[str, Any] = yaml.safe_load(repository.read_text("dev", "acme"))
+        return found
+
+    admin = live.client(issuer.admin_of("acme"))
+    patched = admin.patch(ACME, json={"displayName": "ACME Corp."})
+    assert patched.status_code == 202, patched.text
+    assert wait_for(admin, patched.json()["operation"]["id"])["status"] == "succeeded"
+    assert on_file()["qdrant"] == pins["qdrant"] and on_file()["vcluster"] == pins["vcluster"]
+    assert on_file()["displayName"] == "ACME Corp."
+
+    filed = admin.patch(ACME, json={"groups": {"viewers": ["/x"]}}).json()["changeRequest"]
+    root = live.client(issuer.platform_admin(sub="root"))
+    approved = root.post(f"/api/v1/change-requests/{filed['id']}/approve")
+    assert approved.status_code == 202, approved.text
+    assert wait_for(root, approved.json()["accepted"]["operation"]["id"])["status"] == "succeeded"
+    assert on_file()["vcluster"] == pins["vcluster"] and on_file()["groups"] == {"viewers": ["/x"]}
+
+    rotated = admin.post(f"{ACME}/qdrant/keys/rotate", json={"grace": "1h"})
+    assert rotated.status_code == 202, rotated.text
+    assert wait_for(admin, rotated.json()["operation"]["id"])["status"] == "succeeded"
+    qdrant = on_file()["qdrant"]
+    assert {key: qdrant[key] for key in pins["qdrant"]} == pins["qdrant"] and "keyRotation" in qdrant
+
+    # What the stack last got is what the file says: a restart's reconcile queues nothing.
+    assert queue_unapplied_changes(repository, app.state.backends.queue) == []

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from cronsim import CronSim
 
+from tenancy import versions
 from tenancy.spec.errors import SpecError
 from tenancy.spec.plans import PLANS, Plan
 from tenancy.spec.tenant import (
@@ -20,6 +21,8 @@ from tenancy.spec.tenant import (
     resolve,
     shortest_interval,
 )
+from tenancy.spec.yaml_loading import load_yaml
+from tests.conftest import PROJECT_DIR
 
 FILE = "tenants/prod/acme.yaml"
 
@@ -200,6 +203,32 @@ def test_spec_round_trips_through_its_document_form() -> None:
     document = spec.to_document()
     assert document["qdrant"] == {"enabled": True, "replicas": 2, "readOnlyKey": False}
     assert parse_tenant(document, file=FILE) == spec
+
+
+def test_the_file_form_keeps_what_its_author_wrote_and_the_normal_form_drops_defaults() -> None:
+    """A version pinned to today's default stays pinned in the file (else the next default upgrades the
+    tenant unasked); operations compare the normal form, where it is the same as leaving it out."""
+    pinned = tenant_doc(
+        qdrant={"enabled": True, "version": versions.QDRANT_DEFAULT_VERSION, "readOnlyKey": True},
+        vcluster={"enabled": True, "kubernetesVersion": versions.VCLUSTER_DEFAULT_KUBERNETES_VERSION},
+    )
+    spec = parse_tenant(pinned, file=FILE)
+    assert spec.to_file_document() == pinned
+    assert spec.to_document()["qdrant"] == {"enabled": True}
+    assert (
+        spec.to_document()
+        == parse_tenant(
+            tenant_doc(qdrant={"enabled": True}, vcluster={"enabled": True}), file=FILE
+        ).to_document()
+    )
+
+
+def test_every_tenant_file_of_the_project_is_its_own_file_form() -> None:
+    paths = sorted((PROJECT_DIR / "tenants").rglob("*.yaml"))
+    assert paths
+    for path in paths:
+        written = load_yaml(path.read_text(encoding="utf-8"))
+        assert parse_tenant(written, file=str(path)).to_file_document() == written, path
 
 
 # --- scheduled backups ------------------------------------------------------------------------

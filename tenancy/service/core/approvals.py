@@ -108,7 +108,7 @@ class Approvals:
             return None
         return Proposal(
             stack=stack,
-            document=spec.to_document(),
+            document=spec.to_file_document(),  # what approval commits: the file's fields as written
             base_document=current,
             base_etag=etag_of(text) if text is not None else None,
             needs=needs,

@@ -100,12 +100,13 @@ class KeyRotations:
                     )
                 except RotationRefused as refused:
                     raise _refusal(refused) from None
-                document = self.changes.validate(stack, rotated).to_document()
+                spec = self.changes.validate(stack, rotated)
+                document = spec.to_document()  # what the operation applies, in normal form
                 record = document["qdrant"]["keyRotation"]
                 commit = self.repository.write(
                     stack.environment,
                     stack.tenant,
-                    document,
+                    spec.to_file_document(),  # the file's other fields as their author wrote them
                     author=author,
                     message=(
                         f"Rotate the Qdrant keys of tenant {stack.name} "
@@ -197,15 +198,16 @@ class KeyRotations:
                 if ended is None:
                     return self._queue_unqueued_revocation(stack, current, now)
                 try:
-                    document = parse_tenant(ended, file=file).to_document()
+                    spec = parse_tenant(ended, file=file)
                 except SpecError:
                     log.warning("%s is not a valid tenant file: its key grace period is left as it is", file)
                     return None
+                document = spec.to_document()
                 record = document["qdrant"]["keyRotation"]
                 commit = self.repository.write(
                     stack.environment,
                     stack.tenant,
-                    document,
+                    spec.to_file_document(),
                     author=REVOKER_AUTHOR,
                     message=(
                         f"Revoke the previous Qdrant keys of tenant {stack.name} (generation "

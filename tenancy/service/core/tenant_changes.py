@@ -487,8 +487,8 @@ class TenantChanges:
         if proposed is None:
             if kept is None or not spec.qdrant.enabled:
                 return spec
-            document = spec.to_document()
-            document["qdrant"]["keyRotation"] = kept
+            document = spec.to_file_document()
+            document.setdefault("qdrant", {})["keyRotation"] = kept
             return self.validate(stack, document)
         sent = proposed.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         try:
@@ -559,14 +559,14 @@ class TenantChanges:
                 spec = self.keep_key_rotation(stack, current, build(current, found))
                 self._check_platform_fields(stack, principal, current, spec)
                 self._check_fixed_volumes(stack, current, spec, blob=found.blob if found else None)
-                document = spec.to_document()
+                document = spec.to_document()  # what the operation applies, in normal form
                 verb = "Create" if current is None else "Update"
                 # A forced change says so in git too (its update may then run without a backup).
                 forced = "\nForced-without-backup: true" if force else ""
                 written = turn.write_file(
                     stack.environment,
                     stack.tenant,
-                    document,
+                    spec.to_file_document(),  # what the author wrote, pins equal to defaults included
                     author=author,
                     message=f"{verb} tenant {stack.name}\n\nRequested-by: {principal.actor}{forced}",
                 )
