@@ -65,7 +65,7 @@ from tenancy.cli.options import (
     TenantsOption,
 )
 from tenancy.spec.errors import SpecError, SpecIssue
-from tenancy.spec.tenant import DNS_LABEL
+from tenancy.spec.tenant import DNS_LABEL, TenantSpec
 from tenancy.spec.tree import ENVIRONMENTS, load_tenants, read_tenant_file
 
 if TYPE_CHECKING:
@@ -899,7 +899,13 @@ def _stack(env: str, tenant: str, as_json: bool) -> StackRef:
 
 
 def _read_spec(settings: AutomationSettings, stack: StackRef, as_json: bool) -> dict[str, Any]:
-    """The tenant's validated spec document; exit 2 naming file, field and reason when invalid."""
+    """The tenant's validated spec document (normal form: what an operation applies); exit 2 naming
+    file, field and reason when invalid."""
+    return _read_tenant(settings, stack, as_json).to_document()
+
+
+def _read_tenant(settings: AutomationSettings, stack: StackRef, as_json: bool) -> TenantSpec:
+    """The tenant's validated spec; exit 2 naming file, field and reason when invalid."""
     path = settings.tenants_dir / stack.environment / f"{stack.tenant}.yaml"
     if not path.is_file():
         present = sorted(p.stem for p in (settings.tenants_dir / stack.environment).glob("*.yaml"))
@@ -914,7 +920,7 @@ def _read_spec(settings: AutomationSettings, stack: StackRef, as_json: bool) -> 
             SpecError([SpecIssue(str(path), "name", f"is {spec.name!r} but the file is {path.name}")]),
             as_json,
         )
-    return spec.to_document()
+    return spec
 
 
 def _requester() -> str:

@@ -19,7 +19,7 @@ import yaml
 
 from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.cli import exit_codes
-from tenancy.cli.operations import _fail, _read_spec, _requester, _run_one, _settings, _stack
+from tenancy.cli.operations import _engine, _fail, _read_tenant, _requester, _run_one, _settings, _stack
 from tenancy.cli.options import (
     EnvOption,
     JsonOption,
@@ -85,7 +85,8 @@ def rotate_keys(
         )
     settings = _settings(project, tenants, state_dir)
     stack = _stack(env, tenant, as_json)
-    document = _read_spec(settings, stack, as_json)
+    # The file as its author wrote it (pins equal to today's defaults stay).
+    document = _read_tenant(settings, stack, as_json).to_file_document()
     now = datetime.now(UTC)
     try:
         if end:
@@ -101,9 +102,11 @@ def rotate_keys(
             rotated = begin_rotation(document, now=now, grace=parse_grace(grace), requested_by=_requester())
     except RotationRefused as refused:
         _fail(str(refused), exit_codes.INVALID_INPUT, as_json, code=refused.code)
+    # Rewritten only once the update can run: without the Pulumi CLI this stops here, file untouched.
+    engine = _engine(settings, as_json)
     path = settings.tenants_dir / env / f"{tenant}.yaml"
     path.write_text(yaml.safe_dump(rotated, sort_keys=False), encoding="utf-8")
-    _run_one(OperationKind.up, tenant, env, as_json, settings)
+    _run_one(OperationKind.up, tenant, env, as_json, settings, engine=engine)
 
 
 def _rotate_remotely(

@@ -73,3 +73,36 @@ def test_end_grace_records_the_revocation_only_once_the_grace_period_is_over(
     record = yaml.safe_load(path.read_text())["qdrant"]["keyRotation"]
     assert record["generation"] == 1 and record["revokedAt"].endswith("Z")
     assert len(fake.calls) == 2  # the rotation's update, then the revoking one
+
+
+def test_without_the_pulumi_cli_the_file_is_left_as_it_was(
+    cli_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found following the README: the file was rewritten (the next generation recorded, pins dropped)
+    and only then the missing CLI stopped the update, leaving a rotation nobody applied."""
+    from tenancy.automation.errors import PulumiCliMissing
+
+    def missing(settings: object) -> FakeEngine:
+        raise PulumiCliMissing("the Pulumi CLI is not installed")
+
+    monkeypatch.setattr(operations, "make_engine", missing)
+    path = cli_project / "tenants" / "dev" / "acme.yaml"
+    before = path.read_text()
+    result = rotate(cli_project, "--json")
+    assert result.exit_code == exit_codes.PULUMI_CLI_MISSING, result.output
+    assert path.read_text() == before
+
+
+def test_rotation_keeps_the_fields_the_file_pins(cli_project: Path, fake: FakeEngine) -> None:
+    from tenancy import versions
+
+    path = cli_project / "tenants" / "dev" / "acme.yaml"
+    document = yaml.safe_load(path.read_text())
+    document["qdrant"] = {
+        **document.get("qdrant", {}),
+        "enabled": True,
+        "version": versions.QDRANT_DEFAULT_VERSION,
+    }
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    assert rotate(cli_project, "--json").exit_code == 0
+    assert yaml.safe_load(path.read_text())["qdrant"]["version"] == versions.QDRANT_DEFAULT_VERSION
