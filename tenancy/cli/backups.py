@@ -438,8 +438,8 @@ def _bucket_or_fail(as_json: bool) -> Any:
     if data is None:
         _fail(
             "no backup bucket configured: set TENANCY_SERVICE_BACKUP_BUCKET (and "
-            "TENANCY_SERVICE_BACKUP_S3_ENDPOINT for a bucket outside AWS), or pass --url to use the "
-            "service's",
+            "TENANCY_SERVICE_BACKUP_S3_ENDPOINT for a bucket outside AWS), or pass --url to go through "
+            "the service, which reaches the platform's bucket",
             exit_codes.INVALID_INPUT,
             as_json,
             code="backups_unavailable",

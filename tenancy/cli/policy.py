@@ -11,7 +11,7 @@ import typer
 from tenancy.cli import exit_codes
 from tenancy.policy.model import Violation
 from tenancy.policy.rules import RESOURCE_RULES, STACK_RULES, check_stacks
-from tenancy.policy.sources import objects_from_directory
+from tenancy.policy.sources import UnreadableRender, objects_from_directory
 from tenancy.render.read import stack_directories
 
 OutArgument = Annotated[
@@ -39,7 +39,14 @@ def policy(out: OutArgument, as_json: JsonOption = False) -> None:
             f"error: no rendered stack in {out}; run 'tenantctl render --all --out {out}' first", err=True
         )
         raise typer.Exit(exit_codes.INVALID_INPUT)
-    objects = objects_from_directory(out)
+    try:
+        objects = objects_from_directory(out)
+    except UnreadableRender as error:
+        if as_json:
+            typer.echo(json.dumps({"error": {"code": "invalid_input", "message": str(error)}}, indent=2))
+        else:
+            typer.echo(f"error: {error}; render it again (tenantctl render --out {out})", err=True)
+        raise typer.Exit(exit_codes.INVALID_INPUT) from None
     found = check_stacks(objects)
     violations = [v for v in found if not v.undecided]
     # Findings about masked (secret) values: the render cannot show whether they hold.

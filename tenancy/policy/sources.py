@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tenancy.policy.model import FieldPath, PolicyObject, manifest_object, release_object
 from tenancy.render.read import (
     is_patch_file,
@@ -19,7 +21,7 @@ from tenancy.render.read import (
 )
 from tenancy.render.redact import PLACEHOLDER
 from tenancy.render.write import HELM_DIR, MANIFESTS_DIR, RenderedStack
-from tenancy.spec.yaml_loading import load_yaml
+from tenancy.spec.yaml_loading import load_yaml, yaml_problem
 
 
 def masked_paths(value: Any, path: FieldPath = ()) -> list[FieldPath]:
@@ -43,19 +45,34 @@ def _release(document: Any, *, stack: str, origin: str) -> PolicyObject | None:
     return release_object(document, stack=stack, origin=origin, hidden=masked_paths(document))
 
 
+class UnreadableRender(ValueError):
+    """A file of the render directory that is not YAML text (edited by hand, cut short): its path and
+    why, as a person reads it."""
+
+
+def _load(path: Path, origin: str) -> Any:
+    try:
+        return load_document(path)
+    except yaml.YAMLError as error:
+        raise UnreadableRender(f"{origin}: not valid YAML: {yaml_problem(error)}") from None
+    except UnicodeDecodeError as error:
+        raise UnreadableRender(f"{origin}: not UTF-8 text (byte {error.start})") from None
+
+
 def objects_from_directory(root: Path) -> list[PolicyObject]:
-    """Every object of every stack rendered below ``root`` (or of the one stack ``root`` is)."""
+    """Every object of every stack rendered below ``root`` (or of the one stack ``root`` is); raises
+    ``UnreadableRender`` naming a file that cannot be read."""
     objects: list[PolicyObject] = []
     for directory in stack_directories(root):
         stack = directory.name
         for path in manifest_files(directory):
             origin = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-            found = _manifest(load_document(path), stack=stack, origin=origin, file_name=path.name)
+            found = _manifest(_load(path, origin), stack=stack, origin=origin, file_name=path.name)
             if found is not None:
                 objects.append(found)
         for path in release_files(directory):
             origin = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-            release = _release(load_document(path), stack=stack, origin=origin)
+            release = _release(_load(path, origin), stack=stack, origin=origin)
             if release is not None:
                 objects.append(release)
     return objects

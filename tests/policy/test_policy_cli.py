@@ -109,3 +109,17 @@ def test_findings_about_masked_secret_values_warn_instead_of_failing(tmp_path: P
     assert result.exit_code == 0, result.output
     assert "warning: dev/helm/cache.yaml: cannot check a masked secret value" in result.output
     assert "[stateful-pdb]" in result.output
+
+
+def test_a_rendered_file_that_is_not_yaml_is_named_without_a_traceback(tmp_path: Path) -> None:
+    """Found following the README: a broken file in the render directory ended the check with a
+    Python traceback instead of naming the file."""
+    write_rendered(render_capture(capture_program(_exposed_service, stack="dev.team")), tmp_path)
+    (tmp_path / "dev.team" / "manifests" / "tenant-team" / "Broken-x.yaml").write_text("garbage: [\n")
+    result = runner.invoke(app, ["policy", str(tmp_path)])
+    assert result.exit_code == exit_codes.INVALID_INPUT
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "dev.team/manifests/tenant-team/Broken-x.yaml: not valid YAML: line 2" in result.output
+    as_json = runner.invoke(app, ["policy", str(tmp_path), "--json"])
+    assert as_json.exit_code == exit_codes.INVALID_INPUT
+    assert json.loads(as_json.stdout)["error"]["code"] == "invalid_input"
