@@ -100,6 +100,16 @@ def test_tenantctl_serve_then_dev_token_then_create_and_follow(tmp_path: Path) -
         )
         assert "Run dev-token in the directory where tenantctl serve runs" in refused.stderr
         assert not (elsewhere / ".tenancy").exists()
+        # A name no tenant can have (the portal's sign-in refuses it too): no token for it.
+        misnamed = subprocess.run(
+            _tenantctl("dev-token", "--tenant", "Bad_Name"),
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert misnamed.returncode == 2 and not misnamed.stdout, misnamed
+        assert "--tenant 'Bad_Name' is not a tenant name" in misnamed.stderr
         token = subprocess.run(
             _tenantctl("dev-token", "--tenant", "acme"),
             env=env,
