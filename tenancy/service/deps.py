@@ -125,11 +125,17 @@ def _within_rate_limit(request: Request, backends: Backends, principal: Principa
 def _principal(backends: Backends, credential: str) -> Principal:
     if looks_like_api_key(credential):
         record = backends.api_keys.authenticate(credential)
-        # A key works only for the incarnation of its tenant it was made for (see core.incarnation).
-        if record is None or not backends.incarnations.admits(record.tenant, record.incarnation):
+        # A key works only for the incarnation of its tenant it was made for (see core.incarnation),
+        # in each environment: where the name was deleted and made again, not there.
+        live = (
+            backends.incarnations.live_environments(record.tenant, record.incarnation)
+            if record is not None
+            else frozenset()
+        )
+        if record is None or not live:
             backends.metrics.auth_failures.labels("api_key").inc()
             raise _unauthenticated("the API key is unknown, revoked or expired, or its tenant was deleted")
-        return record.principal()
+        return record.principal(environments=live)
     try:
         return backends.verifier.principal(credential)
     except AuthenticationFailed as failure:
@@ -185,7 +191,7 @@ async def readable_tenant(
 
 def _readable(backends: Backends, environment: Environment, name: str, principal: Principal) -> StackRef:
     served(backends, environment.value)
-    if not principal.can_read(name):
+    if not principal.can_read(name, environment.value):
         raise tenant_not_found(environment.value, name)
     return StackRef(environment.value, name)
 
@@ -204,7 +210,7 @@ def _changeable(
     request: Request, backends: Backends, environment: Environment, name: str, principal: Principal
 ) -> StackRef:
     _readable(backends, environment, name, principal)
-    if not principal.can_change(name):
+    if not principal.can_change(name, environment.value):
         backends.audit.record(
             actor=principal.actor,
             action=str(getattr(request.scope.get("route"), "name", request.method)),

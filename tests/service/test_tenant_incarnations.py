@@ -59,6 +59,40 @@ def test_a_key_of_an_earlier_tenant_never_works_for_a_new_tenant_of_the_same_nam
         assert machine.patch(SEARCH, json={"displayName": "mine now"}).status_code == 401
 
 
+def test_a_key_works_only_where_its_tenant_is_still_the_one_it_was_made_for(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    """Found by an outside security review: a key bound to both environments' files kept working for a
+    tenant deleted and made again in one of them, while the other environment's file lived on (its
+    PATCH was committed and applied under the key). Each environment counts on its own."""
+    app, _ = make_app()
+    server: LiveServer = serve(app)
+    prod = "/api/v1/environments/prod/tenants/search"
+    with server.client(issuer.admin_of("search", sub="team-a")) as team_a:
+        for path in (SEARCH, prod):
+            wait_for(team_a, team_a.put(path, json=spec("search")).json()["operation"]["id"])
+        key = _make_key(team_a)
+    with server.client(key) as machine:
+        assert machine.get(SEARCH).status_code == 200 and machine.get(prod).status_code == 200
+    app.state.backends.repository.delete(
+        "dev", "search", author=GitAuthor("Reviewer", "r@example.com"), message="Delete tenant dev.search"
+    )
+    with server.client(issuer.admin_of("search", sub="team-b")) as team_b:
+        wait_for(
+            team_b,
+            team_b.put(SEARCH, json=spec("search", owners=["b@team-b.example"])).json()["operation"]["id"],
+        )
+    with server.client(key) as machine:
+        assert machine.get(prod).status_code == 200  # still the tenant it was made for
+        assert machine.get(SEARCH).status_code == 404  # someone else's now: as any tenant not yours
+        assert machine.patch(SEARCH, json={"displayName": "mine now"}).status_code == 404
+        listed = machine.get("/api/v1/tenants").json()["tenants"]
+        assert {(t["environment"], t["name"]) for t in listed} == {("prod", "search")}
+        recent = app.state.backends.queue.recent(limit=50)
+        in_dev = [operation.id for operation in recent if operation.stack.environment == "dev"]
+        assert in_dev and all(machine.get(f"/api/v1/operations/{id_}").status_code == 404 for id_ in in_dev)
+
+
 def test_api_keys_are_made_only_for_a_tenant_that_exists(
     make_app: AppFactory, serve: Any, issuer: Issuer
 ) -> None:

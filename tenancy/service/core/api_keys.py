@@ -43,7 +43,8 @@ class ApiKeyRecord:
     def usable(self, now: float) -> bool:
         return self.revoked_at is None and now < self.expires_at
 
-    def principal(self) -> Principal:
+    def principal(self, environments: frozenset[str] | None = None) -> Principal:
+        """``environments``: where its tenant is still the incarnation the key was made for."""
         return Principal(
             subject=f"api-key:{self.id}",
             display_name=f"API key {self.name} ({self.id})",
@@ -51,6 +52,7 @@ class ApiKeyRecord:
             kind="api_key",
             tenant_roles={self.tenant: self.role},
             api_key_id=self.id,
+            environments=environments,
         )
 
 

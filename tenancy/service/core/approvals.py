@@ -184,7 +184,7 @@ class Approvals:
         return (
             principal.platform_admin
             or request.requested_by == principal.actor
-            or principal.can_read(request.tenant)
+            or principal.can_read(request.tenant, request.environment)
         )
 
     def get(self, principal: Principal, request_id: str, rid: str) -> ChangeRequest:

@@ -54,14 +54,17 @@ class TenantIncarnations:
                 found.add(f"{environment}:{creation.sha}")
         return frozenset(found)
 
-    def admits(self, tenant: str, bound_to: frozenset[str]) -> bool:
-        """Whether a key bound to ``bound_to`` still belongs to a live incarnation of ``tenant``."""
+    def live_environments(self, tenant: str, bound_to: frozenset[str]) -> frozenset[str]:
+        """The environments where ``tenant`` is still an incarnation a key bound to ``bound_to`` was
+        made for (empty: none, the key works nowhere). A tenant deleted in one environment and made
+        again there is someone else's there, even while the other environment's file lives on."""
         if not bound_to:
-            return False  # a key made before keys were bound to incarnations: refused, make a new one
-        if bound_to & self.markers(tenant):
-            return True
-        self._repository.refresh(max_age=_RECHECK_AFTER_SECONDS)
-        return bool(bound_to & self.markers(tenant))
+            return frozenset()  # a key made before keys were bound to incarnations: refused, make a new one
+        live = bound_to & self.markers(tenant)
+        if not live:
+            self._repository.refresh(max_age=_RECHECK_AFTER_SECONDS)
+            live = bound_to & self.markers(tenant)
+        return frozenset(marker.partition(":")[0] for marker in live)
 
     def of(self, stack: StackRef) -> str:
         return incarnation_of(self._repository, stack)

@@ -59,22 +59,29 @@ class Principal:
     platform_admin: bool = False
     tenant_roles: Mapping[str, Role] = field(default_factory=dict)
     api_key_id: str | None = None
+    # Where the roles hold: None, in every environment (a person's groups name tenants, not
+    # environments); an API key's, only where its tenant is still the incarnation it was made for.
+    environments: frozenset[str] | None = None
 
     @property
     def actor(self) -> str:
         """How the audit log and the git history name this caller."""
         return f"api-key:{self.api_key_id}" if self.kind == "api_key" else f"user:{self.subject}"
 
-    def role_on(self, tenant: str) -> Role | None:
+    def role_on(self, tenant: str, environment: str | None) -> Role | None:
+        """The caller's role on ``tenant`` in ``environment`` (None: where a route names none, as the
+        API-key routes, which people only use)."""
         if self.platform_admin:
             return Role.admin
+        if environment is not None and self.environments is not None and environment not in self.environments:
+            return None
         return self.tenant_roles.get(tenant)
 
-    def can_read(self, tenant: str) -> bool:
-        return self.role_on(tenant) is not None
+    def can_read(self, tenant: str, environment: str | None) -> bool:
+        return self.role_on(tenant, environment) is not None
 
-    def can_change(self, tenant: str) -> bool:
-        return self.role_on(tenant) == Role.admin
+    def can_change(self, tenant: str, environment: str | None) -> bool:
+        return self.role_on(tenant, environment) == Role.admin
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:

@@ -377,7 +377,7 @@ def overview(backends: BackendsDep, principal: CurrentPrincipal) -> JSONResponse
     use against the plan (counted as the validator counts, sidecars included)."""
     tenants = []
     for environment, name in backends.repository.names():
-        role = principal.role_on(name)
+        role = principal.role_on(name, environment)
         if role is None or environment not in backends.settings.environments:
             continue
         document = backends.repository.read(environment, name) or {}

@@ -40,9 +40,9 @@ KeyId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")
 def key_managing_tenant(
     request: Request, name: TenantNamePath, principal: CurrentPrincipal, backends: BackendsDep
 ) -> str:
-    if not principal.can_read(name):
+    if not principal.can_read(name, None):
         raise ServiceError("tenant_not_found", f"there is no tenant {name} that you can access")
-    if not principal.can_change(name) or principal.kind != "user":
+    if not principal.can_change(name, None) or principal.kind != "user":
         backends.audit.record(
             actor=principal.actor,
             action="api-key.manage",

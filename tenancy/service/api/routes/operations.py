@@ -33,7 +33,7 @@ def accessible_operation(
     operation = backends.queue.get(operation_id)
     if (
         operation is None
-        or not principal.can_read(operation.stack.tenant)
+        or not principal.can_read(operation.stack.tenant, operation.stack.environment)
         or not (principal.platform_admin or backends.incarnations.current([operation], operation.stack))
     ):
         raise ServiceError("operation_not_found", f"there is no operation {operation_id} that you can access")

@@ -296,9 +296,9 @@ def restore(
     body: RestoreRequest,
 ) -> JSONResponse:
     target = StackRef(stack.environment, body.into or stack.tenant)
-    if not principal.can_read(target.tenant):
+    if not principal.can_read(target.tenant, target.environment):
         raise tenant_not_found(target.environment, target.tenant)
-    if not principal.can_change(target.tenant):
+    if not principal.can_change(target.tenant, target.environment):
         raise ServiceError(
             "forbidden", f"you can read {target.tenant} but restoring into it needs tenant-admin"
         )

@@ -236,7 +236,7 @@ def list_tenants(
     environments = backends.settings.environments
     found = []
     for env, name in backends.repository.names():
-        role = principal.role_on(name)
+        role = principal.role_on(name, env)
         if role is None or env not in environments or (environment is not None and env != environment.value):
             continue
         document = backends.repository.read(env, name) or {}
@@ -267,7 +267,7 @@ async def read_tenant(access: ReadableTenantAccess) -> Response:
 
 
 def _read_tenant(stack: StackRef, backends: BackendsDep, principal: Principal) -> Response:
-    role = principal.role_on(stack.tenant)
+    role = principal.role_on(stack.tenant, stack.environment)
     assert role is not None
     committed = backends.repository.file(stack.environment, stack.tenant)  # parsed once per blob
     if committed is None:
