@@ -12,7 +12,7 @@ once ``graceUntil`` has passed; on the local path ``--end-grace`` does. The key 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -130,9 +130,26 @@ def _rotate_remotely(
             f"rotating the Qdrant keys of {stack.name}: generation {state['generation']}, commit "
             f"{(accepted.get('commit') or '')[:12]}, operation {operation['id']} {operation['status']}"
         )
-    typer.echo(f"phase {state['phase']}; old keys accepted: {'yes' if state['oldKeysAccepted'] else 'no'}")
-    if state.get("graceUntil") and not state.get("revokedAt"):
-        typer.echo(f"the old keys work until {state['graceUntil']}; re-read your key before then")
+    typer.echo(f"phase {state['phase']}: {_phase_meaning(state)}")
+
+
+def _phase_meaning(state: dict[str, Any]) -> str:
+    """What the phase means for a client holding a key (``oldKeysAccepted`` says whether Qdrant as
+    last updated accepts the previous generation's keys beside the current ones: before the new keys
+    are deployed there are no two generations, and the keys in use are simply the current ones)."""
+    until = state.get("graceUntil")
+    phase = state["phase"]
+    if phase == "rolling_out":
+        return "the new keys are being deployed; the keys in use keep working meanwhile" + (
+            f" and until {until}; re-read your key before then" if until else ""
+        )
+    if phase == "grace":
+        return f"both generations' keys work until {until}; re-read your key before then"
+    if phase == "revoking":
+        return "the previous keys are being revoked (Qdrant still accepts them until this update ends)"
+    if phase == "complete":
+        return "only the current keys work"
+    return "no rotation yet"
 
 
 def register(app: typer.Typer) -> None:
