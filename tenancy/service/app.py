@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from tenancy.automation.contract import Engine, WorkQueue
@@ -59,6 +60,10 @@ def create_app(
 def app_for(backends: Backends) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The worker threads a def route runs on (per event loop: set here, inside it). At 50 writing
+        # clients, Starlette's 40 made 10 wait outside the commit groups: 12-18% fewer writes a second
+        # than 128 here (benchmarks/bench_service.py, README "Self-service HTTP API").
+        anyio.to_thread.current_default_thread_limiter().total_tokens = backends.settings.request_threads
         backends.start()
         try:
             yield

@@ -98,3 +98,18 @@ def test_readiness_runs_git_at_most_once_per_few_seconds(
         statuses = [client.get("/readyz").status_code for _ in range(10)]
     assert statuses == [200] * 10
     assert len(runs) <= 1  # an unauthenticated probe cannot make the service spawn git at will
+
+
+def test_the_service_runs_blocking_request_work_on_as_many_threads_as_set(make_app: AppFactory) -> None:
+    """Writes in flight together share one commit: the thread pool bounds how many are in flight, so it
+    is a setting (TENANCY_SERVICE_REQUEST_THREADS), applied in the serving event loop at start-up."""
+    import anyio
+    import anyio.to_thread
+
+    async def threads_while_serving(threads: int | None) -> float:
+        app, _ = make_app(workers=0, **({"request_threads": threads} if threads else {}))
+        async with app.router.lifespan_context(app):
+            return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    assert anyio.run(threads_while_serving, 3) == 3
+    assert anyio.run(threads_while_serving, None) == 128  # the default, above Starlette's 40

@@ -143,6 +143,16 @@ class ServiceSettings(BaseSettings):
     rate_limit_requests: int = Field(default=600, ge=1, description="Requests per principal per window.")
     rate_limit_window_seconds: int = Field(default=60, ge=1, description="The rate-limit window.")
     max_body_bytes: int = Field(default=65536, ge=1024, description="Largest request body accepted.")
+    request_threads: int = Field(
+        default=128,
+        ge=1,
+        le=1024,
+        description=(
+            "Threads each server process runs blocking request work on (writes, their commits and "
+            "queueing). Writes arriving together share one commit and one flush, so fewer threads than "
+            "concurrent writers cap those groups; Starlette's default is 40."
+        ),
+    )
     max_json_depth: int = Field(
         default=16,
         ge=2,
