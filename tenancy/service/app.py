@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from tenancy.automation.contract import Engine, WorkQueue
 from tenancy.service.api.main import api_routers
@@ -70,7 +71,9 @@ def app_for(backends: Backends) -> FastAPI:
         finally:
             backends.stop()
 
-    app = FastAPI(
+    # /docs and /redoc from assets served here: FastAPI's pages load Swagger UI and ReDoc from a CDN,
+    # so they were blank wherever the service (or its user) has no internet, an air-gapped cluster.
+    app = FastAPIOffline(
         title="Tenant self-service API",
         version="1.0.0",
         description=DESCRIPTION,

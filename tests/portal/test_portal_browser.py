@@ -249,3 +249,31 @@ def test_a_tenant_admin_rotates_keys_and_the_form_never_offers_the_rotation_reco
     saved = _file(portal, "acme")
     assert saved["displayName"] == "Acme Rotated" and saved["qdrant"]["keyRotation"] == record  # type: ignore[index]
     carol.close()
+
+
+def test_the_api_docs_render_with_no_way_out_of_the_machine(browser: Any, portal: LiveServer) -> None:
+    """Swagger UI and ReDoc from the service's own assets: every request leaving loopback is refused,
+    as in a cluster without internet, and both pages still show the API's operations. (ReDoc's bundle
+    still asks for its "powered by" logo from cdn.redoc.ly: an image, refused here, nothing else.)"""
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_loopback(route: Any) -> None:
+        if route.request.url.startswith(portal.url):
+            route.continue_()
+        else:
+            if route.request.resource_type != "image":
+                outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_loopback)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{portal.url}/docs")
+    page.get_by_text("Change parts of a tenant's spec").first.wait_for()
+    page.goto(f"{portal.url}/redoc")  # rendered by its script (the side menu keeps it folded)
+    page.get_by_text("Change parts of a tenant's spec").first.wait_for(state="attached")
+    context.close()
+    assert outside == [] and errors == []

@@ -113,3 +113,21 @@ def test_the_service_runs_blocking_request_work_on_as_many_threads_as_set(make_a
 
     assert anyio.run(threads_while_serving, 3) == 3
     assert anyio.run(threads_while_serving, None) == 128  # the default, above Starlette's 40
+
+
+def test_the_api_docs_load_without_internet(make_app: AppFactory, serve: Any) -> None:
+    """Found following the README: /docs loaded Swagger UI from a CDN, so it was blank on a machine (or
+    in a cluster) without internet. Every asset the pages name is served by the service itself."""
+    import re
+
+    app, _ = make_app(workers=0)
+    server: LiveServer = serve(app)
+    with server.client() as client:
+        for page in ("/docs", "/redoc"):
+            html = client.get(page)
+            assert html.status_code == 200, page
+            assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+            assert assets and not any("//" in asset for asset in assets), (page, assets)  # none elsewhere
+            for asset in assets:
+                assert client.get(asset).status_code == 200, asset
+        assert client.get("/openapi.json").status_code == 200
