@@ -22,7 +22,7 @@ from tenancy.service.core.change_requests import (
     decided,
     field_diff,
 )
-from tests.service.conftest import AppFactory, Issuer, LiveServer, create_tenant, wait_for
+from tests.service.conftest import AppFactory, Issuer, LiveServer, create_tenant, spec, wait_for
 
 ACME = "/api/v1/environments/dev/tenants/acme"
 PINNED = {"storage": {"size": "10Gi"}, "snapshots": {"size": "5Gi"}}  # a plan change must not grow volumes
@@ -390,3 +390,41 @@ def test_a_write_filed_for_approval_keeps_its_preconditions(live: LiveServer, is
         headers={"If-None-Match": "*"},
     )
     assert new.status_code == 202 and new.json()["changeRequest"]["baseEtag"] is None, new.text
+
+
+def test_a_later_tenant_of_the_name_never_sees_the_earlier_ones_requests(
+    live: LiveServer, issuer: Issuer
+) -> None:
+    """Found by an outside security review: after a delete and re-create, the new tenant's admins read
+    the earlier tenant's requests (reason, document, requester). A request belongs to the incarnation it
+    was filed against; a create's, once approved, to the one it began."""
+    from tenancy.service.core.tenants_repo import GitAuthor
+
+    create_tenant(live.app, "acme")
+    bob = live.client(issuer.admin_of("acme", sub="bob"))
+    old = bob.patch(ACME, json={"plan": "medium", "qdrant": PINNED}, headers={"Change-Reason": "ours"})
+    old_id = old.json()["changeRequest"]["id"]
+    colleague = live.client(issuer.admin_of("acme", sub="dora"))
+    assert [r["id"] for r in colleague.get("/api/v1/change-requests").json()["changeRequests"]] == [old_id]
+
+    live.app.state.backends.repository.delete(
+        "dev", "acme", author=GitAuthor("Reviewer", "r@example.com"), message="Delete tenant dev.acme"
+    )
+    carol = live.client(issuer.admin_of("acme", sub="carol"))
+    assert carol.put(ACME, json=spec("acme", owners=["c@other.example"])).status_code == 202
+    assert carol.get("/api/v1/change-requests").json()["changeRequests"] == []
+    assert carol.get(f"/api/v1/change-requests/{old_id}").status_code == 404
+    assert [r["id"] for r in bob.get("/api/v1/change-requests").json()["changeRequests"]] == [
+        old_id
+    ]  # his own
+    admin = live.client(issuer.platform_admin(sub="root"))
+    assert old_id in {r["id"] for r in admin.get("/api/v1/change-requests").json()["changeRequests"]}
+
+    # A create filed for approval, approved: the tenant it began sees it.
+    creator = live.client(issuer.admin_of("globex", sub="gina"))
+    filed = creator.put("/api/v1/environments/dev/tenants/globex", json=spec("globex", plan="medium"))
+    assert filed.status_code == 202, filed.text
+    created_id = filed.json()["changeRequest"]["id"]
+    assert admin.post(f"/api/v1/change-requests/{created_id}/approve").status_code == 202
+    teammate = live.client(issuer.admin_of("globex", sub="tom"))
+    assert teammate.get(f"/api/v1/change-requests/{created_id}").status_code == 200

@@ -28,6 +28,7 @@ from tenancy.service.core.change_requests import (
     new_request_id,
 )
 from tenancy.service.core.errors import ServiceError
+from tenancy.service.core.incarnation import incarnation_of
 from tenancy.service.core.security import Principal
 from tenancy.service.core.tenant_changes import ChangeResult, TenantChanges, etag_of, merge_patch
 from tenancy.service.core.tenants_repo import TenantRepository, parse_document
@@ -173,6 +174,7 @@ class Approvals:
             diff=field_diff(proposal.base_document, {"name": stack.tenant, **proposal.document}),
             needs=proposal.needs,
             preview=preview,
+            incarnation=incarnation_of(self.repository, stack),
         )
         self.store.add(request)
         self._audit(principal, "change_request.create", "accepted", request, request_id)
@@ -180,12 +182,23 @@ class Approvals:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def visible(self, principal: Principal, request: ChangeRequest) -> bool:
-        return (
-            principal.platform_admin
-            or request.requested_by == principal.actor
-            or principal.can_read(request.tenant, request.environment)
-        )
+    def visible(
+        self, principal: Principal, request: ChangeRequest, current: dict[StackRef, str] | None = None
+    ) -> bool:
+        """Platform-admins see every request, a requester their own, and the tenant's readers those of
+        its current incarnation: a later tenant of the name never sees the earlier one's requests
+        (reasons, documents, who asked). ``current``: incarnations already looked up (a listing)."""
+        if principal.platform_admin or request.requested_by == principal.actor:
+            return True
+        if not principal.can_read(request.tenant, request.environment):
+            return False
+        if request.incarnation is None:  # stored before requests recorded it
+            return True
+        stack = StackRef(request.environment, request.tenant)
+        cache = current if current is not None else {}
+        if stack not in cache:
+            cache[stack] = incarnation_of(self.repository, stack)
+        return request.incarnation == cache[stack]
 
     def get(self, principal: Principal, request_id: str, rid: str) -> ChangeRequest:
         request = self.store.get(request_id)
@@ -208,10 +221,11 @@ class Approvals:
         (other tenants', other statuses) were filed since."""
         found: list[ChangeRequest] = []
         seen: set[str] = set()  # a request filed while this pages moves the rest down one
+        current: dict[StackRef, str] = {}
         for request in self._all():
             if len(found) >= LIST_LIMIT:
                 break
-            if request.id in seen or not self.visible(principal, request):
+            if request.id in seen or not self.visible(principal, request, current):
                 continue
             request = self._expire_if_due(request, rid)
             if status is not None and request.status is not status:
@@ -292,6 +306,7 @@ class Approvals:
             by=principal.actor,
             operation_id=result.operation.id,
             commit=result.commit,
+            incarnation=incarnation_of(self.repository, stack),  # a create's: the one it began
         )
         self.store.transition(request.id, RequestStatus.applying, approved)
         self._audit(principal, "change_request.approve", "succeeded", approved, rid, result.operation.id)

@@ -65,6 +65,9 @@ class ChangeRequest:
     decision_reason: str | None = None
     operation_id: str | None = None
     commit: str | None = None
+    # The tenant incarnation it belongs to (``core.incarnation``): the one it was filed against, or,
+    # once approved, the one its commit began; None in requests stored before it was recorded.
+    incarnation: str | None = None
 
     def expired(self, now: float) -> bool:
         return self.status is RequestStatus.pending and now >= self.expires_at
