@@ -57,6 +57,19 @@ def _tenantctl(*args: str) -> list[str]:
 @pytest.mark.skipif(
     shutil.which("pulumi") is not None, reason="checks the path a machine without Pulumi takes"
 )
+def _dev_token(
+    tenant: str, *, env: dict[str, str], cwd: Path, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _tenantctl("dev-token", "--tenant", tenant),
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=check,
+    )
+
+
 def test_tenantctl_serve_then_dev_token_then_create_and_follow(tmp_path: Path) -> None:
     state = tmp_path / "state"
     port = free_port()
@@ -86,13 +99,7 @@ def test_tenantctl_serve_then_dev_token_then_create_and_follow(tmp_path: Path) -
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         other_terminal = {k: v for k, v in env.items() if k != "TENANCY_SERVICE_STATE_DIR"}
-        refused = subprocess.run(
-            _tenantctl("dev-token", "--tenant", "acme"),
-            env=other_terminal,
-            capture_output=True,
-            text=True,
-            cwd=elsewhere,
-        )
+        refused = _dev_token("acme", env=other_terminal, cwd=elsewhere)
         assert refused.returncode == 2 and not refused.stdout, refused
         assert (
             f"error: no local issuer in {elsewhere / '.tenancy'}: `tenantctl serve` makes it"
@@ -101,23 +108,10 @@ def test_tenantctl_serve_then_dev_token_then_create_and_follow(tmp_path: Path) -
         assert "Run dev-token in the directory where tenantctl serve runs" in refused.stderr
         assert not (elsewhere / ".tenancy").exists()
         # A name no tenant can have (the portal's sign-in refuses it too): no token for it.
-        misnamed = subprocess.run(
-            _tenantctl("dev-token", "--tenant", "Bad_Name"),
-            env=env,
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
+        misnamed = _dev_token("Bad_Name", env=env, cwd=tmp_path)
         assert misnamed.returncode == 2 and not misnamed.stdout, misnamed
         assert "--tenant 'Bad_Name' is not a tenant name" in misnamed.stderr
-        token = subprocess.run(
-            _tenantctl("dev-token", "--tenant", "acme"),
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=tmp_path,
-        ).stdout.strip()
+        token = _dev_token("acme", env=env, cwd=tmp_path, check=True).stdout.strip()
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
             seeded = client.get("/api/v1/tenants").json()["tenants"]
