@@ -131,6 +131,10 @@ def test_a_tenant_admin_creates_follows_edits_and_reveals(browser: Any, portal: 
     page.locator("#op-status[data-final]").wait_for()
     page.locator('#tenant-phase[data-phase="ready"]').wait_for()
     assert _file(portal, "newco")["displayName"] == "New Co"  # type: ignore[index]
+    # The form's controls show the defaults; saving pins none of them (a later default still applies).
+    saved = _file(portal, "newco")
+    assert saved is not None and "version" not in saved["qdrant"] and "vcluster" not in saved, saved
+    assert "deletionProtection" not in saved and "readOnlyKey" not in saved["qdrant"], saved
 
     # Reveal the key after confirming; the reveal is audited.
     page.get_by_role("button", name="Reveal Qdrant API keys").click()

@@ -482,6 +482,15 @@ function setIn(doc, path, value) {
   if (value === undefined) delete node[last]; else node[last] = value;
 }
 
+function getIn(doc, path) {
+  let node = doc;
+  for (const part of path.split(".")) {
+    if (!node || typeof node !== "object") return undefined;
+    node = node[part];
+  }
+  return node;
+}
+
 function prune(node) {
   if (!node || typeof node !== "object" || Array.isArray(node)) return node;
   for (const [key, value] of Object.entries(node)) {
@@ -569,22 +578,27 @@ async function renderForm(env, name) {
     setIn(doc, "displayName", text("displayName"));
     setIn(doc, "owners", controls.owners.value.split(",").map((s) => s.trim()).filter(Boolean));
     setIn(doc, "plan", controls.plan.value);
-    setIn(doc, "deletionProtection", controls.deletionProtection.checked);
+    // A control showing a default writes it only where the file already holds it or the value differs:
+    // the file keeps what its author pinned, and a save never pins the rest to today's defaults.
+    const keep = (path, value, fallback) => {
+      if (getIn(doc, path) !== undefined || value !== fallback) setIn(doc, path, value);
+    };
+    keep("deletionProtection", controls.deletionProtection.checked, true);
     const labels = {};
     for (const line of controls.labels.value.split("\n").map((l) => l.trim()).filter(Boolean)) {
       const at = line.indexOf("=");
       labels[at < 0 ? line : line.slice(0, at).trim()] = at < 0 ? "" : line.slice(at + 1).trim();
     }
     setIn(doc, "labels", Object.keys(labels).length ? labels : undefined);
-    setIn(doc, "qdrant.enabled", controls["qdrant.enabled"].checked);
-    setIn(doc, "qdrant.version", controls["qdrant.version"].value);
+    keep("qdrant.enabled", controls["qdrant.enabled"].checked, false);
+    keep("qdrant.version", controls["qdrant.version"].value, schema.qdrantDefaultVersion);
     const replicas = text("qdrant.replicas");
     setIn(doc, "qdrant.replicas", replicas === undefined ? undefined : Number(replicas));
     for (const k of ["qdrant.resources.cpu", "qdrant.resources.memory", "qdrant.storage.size", "qdrant.storage.storageClass", "qdrant.snapshots.size", "vcluster.resources.cpu", "vcluster.resources.memory"]) setIn(doc, k, text(k));
-    setIn(doc, "qdrant.readOnlyKey", controls["qdrant.readOnlyKey"].checked);
-    setIn(doc, "qdrant.snapshots.enabled", controls["qdrant.snapshots.enabled"].checked);
-    setIn(doc, "vcluster.enabled", controls["vcluster.enabled"].checked);
-    setIn(doc, "vcluster.kubernetesVersion", controls["vcluster.kubernetesVersion"].value);
+    keep("qdrant.readOnlyKey", controls["qdrant.readOnlyKey"].checked, true);
+    keep("qdrant.snapshots.enabled", controls["qdrant.snapshots.enabled"].checked, true);
+    keep("vcluster.enabled", controls["vcluster.enabled"].checked, false);
+    keep("vcluster.kubernetesVersion", controls["vcluster.kubernetesVersion"].value, schema.vclusterDefaultVersion);
     return prune(doc);
   };
 
