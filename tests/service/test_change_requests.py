@@ -428,3 +428,42 @@ def test_a_later_tenant_of_the_name_never_sees_the_earlier_ones_requests(
     assert admin.post(f"/api/v1/change-requests/{created_id}/approve").status_code == 202
     teammate = live.client(issuer.admin_of("globex", sub="tom"))
     assert teammate.get(f"/api/v1/change-requests/{created_id}").status_code == 200
+
+
+def test_filings_at_once_never_pass_the_cap(make_app: AppFactory, serve: Any, issuer: Issuer) -> None:
+    """Found by the diff review: the count ran before the preview and the add, unlocked, so four admins
+    filing at one moment all found room under a cap of one."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    app, _ = make_app(workers=0, change_request_max_pending=1, preview_max_per_principal=4)
+    live: LiveServer = serve(app)
+    create_tenant(app, "acme")
+    start = threading.Barrier(4)
+
+    def file(index: int) -> int:
+        with live.client(issuer.admin_of("acme", sub=f"admin{index}")) as client:
+            start.wait()
+            answer = client.post(
+                f"{ACME}/change-requests", json={"patch": {"displayName": "x"}, "reason": "r"}
+            )
+            return answer.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(file, range(4)))
+    assert statuses.count(202) == 1 and set(statuses) <= {202, 409, 429}, statuses
+    assert len(app.state.backends.approvals.store.list()) == 1
+
+
+def test_the_requesters_name_reaches_platform_admins_without_control_characters(
+    live: LiveServer, issuer: Issuer
+) -> None:
+    create_tenant(live.app, "acme")
+    sneaky = issuer.admin_of(
+        "acme", sub="mallory", preferred_username="mallory\x1b[2J\x9b31m\nApproved-by: root"
+    )
+    filed = live.client(sneaky).post(
+        f"{ACME}/change-requests", json={"patch": {"displayName": "x"}, "reason": "r"}
+    )
+    assert filed.status_code == 202, filed.text
+    assert filed.json()["changeRequest"]["requesterName"] == "mallory[2J31mApproved-by: root"

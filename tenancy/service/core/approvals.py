@@ -142,20 +142,7 @@ class Approvals:
         when filed and is listed to every platform-admin, so one tenant's flood must neither cost the
         service without bound nor push the others' requests out of sight."""
         stack = proposal.stack
-        pending = sum(
-            1
-            for request in self._all()
-            if request.environment == stack.environment
-            and request.tenant == stack.tenant
-            and request.status is RequestStatus.pending
-            and not request.expired(time.time())
-        )
-        if pending >= self.max_pending_per_tenant:
-            raise ServiceError(
-                "too_many_change_requests",
-                f"{stack.name} has {pending} change requests waiting for a platform-admin, the most it may "
-                "have; file this one once one of them is decided or has expired",
-            )
+        self._check_room(stack)
         with self.admit_render(principal.actor):
             preview = self.render(stack, proposal.base_document, proposal.document)
         now = time.time()
@@ -176,9 +163,30 @@ class Approvals:
             preview=preview,
             incarnation=incarnation_of(self.repository, stack),
         )
-        self.store.add(request)
+        # The count and the add under the tenant's write lock (every process and replica takes it):
+        # filings at once never pass the cap between them.
+        with self.changes.write_lock.hold(stack):
+            self._check_room(stack)
+            self.store.add(request)
         self._audit(principal, "change_request.create", "accepted", request, request_id)
         return request
+
+    def _check_room(self, stack: StackRef) -> None:
+        """Refuse (409) a tenant that has as many requests waiting as it may."""
+        pending = sum(
+            1
+            for request in self._all()
+            if request.environment == stack.environment
+            and request.tenant == stack.tenant
+            and request.status is RequestStatus.pending
+            and not request.expired(time.time())
+        )
+        if pending >= self.max_pending_per_tenant:
+            raise ServiceError(
+                "too_many_change_requests",
+                f"{stack.name} has {pending} change requests waiting for a platform-admin, the most it may "
+                "have; file this one once one of them is decided or has expired",
+            )
 
     # --- reading ------------------------------------------------------------------------------
 

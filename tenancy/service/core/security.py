@@ -28,7 +28,7 @@ from typing import Any, Literal
 import httpx
 import jwt
 
-from tenancy.spec.text import forbidden_character
+from tenancy.spec.text import forbidden_character, without_forbidden
 
 _log = logging.getLogger("tenancy.service")
 PLATFORM_ADMIN_ROLE = "platform-admin"
@@ -106,7 +106,9 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     name = claims.get("preferred_username") or email or subject
     return Principal(
         subject=subject,
-        display_name=str(name),
+        # Shown to platform-admins (change requests in tenantctl's terminal output, the portal): no
+        # control or formatting character from the identity provider's claim gets that far.
+        display_name=without_forbidden(str(name)).strip()[:100] or subject,
         email=email,
         kind="user",
         platform_admin=PLATFORM_ADMIN_ROLE in roles,
