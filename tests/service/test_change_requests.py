@@ -267,6 +267,12 @@ def test_a_request_is_decided_once_on_either_store(backend: str, tmp_path: Path)
     assert [item.id for item in store.list(limit=2)] == order[:2]
     assert [item.id for item in store.list(limit=2, offset=2)] == order[2:4]
     assert [item.id for item in store.list(limit=2, offset=4)] == order[4:]
+    # The pending ones, without reading the decided: what the per-tenant cap counts.
+    assert sorted(item.id for item in store.pending()) == sorted(item.id for item in newer)
+    store.transition(
+        newer[0].id, RequestStatus.pending, decided(newer[0], RequestStatus.rejected, by="user:r")
+    )
+    assert sorted(item.id for item in store.pending()) == sorted(item.id for item in newer[1:])
 
 
 def test_a_platform_admin_decides_from_the_cli(live: LiveServer, issuer: Issuer) -> None:

@@ -175,7 +175,7 @@ class Approvals:
         """Refuse (409) a tenant that has as many requests waiting as it may."""
         pending = sum(
             1
-            for request in self._all()
+            for request in self.store.pending()
             if request.environment == stack.environment
             and request.tenant == stack.tenant
             and request.status is RequestStatus.pending

@@ -22,6 +22,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -120,6 +121,10 @@ class ChangeRequestStore(Protocol):
         """Newest first, from the ``offset``-th."""
         ...
 
+    def pending(self) -> Sequence[ChangeRequest]:  # (``list`` is the method's name here)
+        """Every request still pending (expired or not), without reading the decided ones."""
+        ...
+
     def transition(
         self, request_id: str, expected: RequestStatus, updated: ChangeRequest
     ) -> ChangeRequest | None:
@@ -158,6 +163,13 @@ class SqliteChangeRequestStore:
             ).fetchall()
         return [ChangeRequest.from_json(row[0]) for row in rows]
 
+    def pending(self) -> Sequence[ChangeRequest]:  # (``list`` is the method's name here)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM change_requests WHERE status = ?", (RequestStatus.pending.value,)
+            ).fetchall()
+        return [ChangeRequest.from_json(row[0]) for row in rows]
+
     def transition(
         self, request_id: str, expected: RequestStatus, updated: ChangeRequest
     ) -> ChangeRequest | None:
@@ -179,12 +191,23 @@ class RedisChangeRequestStore:
         self._redis = redis
         self._index = f"{prefix}change-requests"
         self._prefix = f"{prefix}change-request:"
+        # The ids of pending requests (requests filed before it was kept are not in it).
+        self._pending = f"{prefix}change-requests:pending"
 
     def add(self, request: ChangeRequest) -> None:
         pipe = self._redis.pipeline()
         pipe.set(self._prefix + request.id, request.to_json())
         pipe.zadd(self._index, {request.id: request.created_at})
+        if request.status is RequestStatus.pending:
+            pipe.sadd(self._pending, request.id)
         pipe.execute()
+
+    def pending(self) -> Sequence[ChangeRequest]:  # (``list`` is the method's name here)
+        ids = sorted(_text(item) for item in self._redis.smembers(self._pending))
+        found = [self.get(request_id) for request_id in ids]
+        return [
+            request for request in found if request is not None and request.status is RequestStatus.pending
+        ]
 
     def get(self, request_id: str) -> ChangeRequest | None:
         text = self._redis.get(self._prefix + request_id)
@@ -210,6 +233,10 @@ class RedisChangeRequestStore:
                     return None
                 pipe.multi()
                 pipe.set(key, updated.to_json())
+                if updated.status is RequestStatus.pending:
+                    pipe.sadd(self._pending, request_id)
+                else:
+                    pipe.srem(self._pending, request_id)
                 pipe.execute()
             except redis_errors.WatchError:
                 return None
