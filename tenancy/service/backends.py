@@ -356,6 +356,7 @@ def build_backends(
             ttl_seconds=settings.change_request_ttl_hours * 3600,
             render=partial(render_preview, settings.project_dir),
             max_pending_per_tenant=settings.change_request_max_pending,
+            retention_seconds=settings.change_request_retention_days * 86400,
             admit_render=previews.admitted,
         ),
         rotations=rotations,

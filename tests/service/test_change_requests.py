@@ -273,6 +273,12 @@ def test_a_request_is_decided_once_on_either_store(backend: str, tmp_path: Path)
         newer[0].id, RequestStatus.pending, decided(newer[0], RequestStatus.rejected, by="user:r")
     )
     assert sorted(item.id for item in store.pending()) == sorted(item.id for item in newer[1:])
+    # Past retention, the decided ones go; a pending one or one being applied stays, however old.
+    applying = replace(newer[1], status=RequestStatus.applying)
+    assert store.transition(newer[1].id, RequestStatus.pending, applying) == applying
+    assert store.purge(created_before=newer[2].created_at) == 2  # the first request and newer[0]
+    assert sorted(item.id for item in store.list()) == sorted(item.id for item in newer[1:])
+    assert store.purge(created_before=newer[-1].created_at + 1) == 0
 
 
 def test_a_platform_admin_decides_from_the_cli(live: LiveServer, issuer: Issuer) -> None:
@@ -473,3 +479,29 @@ def test_the_requesters_name_reaches_platform_admins_without_control_characters(
     )
     assert filed.status_code == 202, filed.text
     assert filed.json()["changeRequest"]["requesterName"] == "mallory[2J31mApproved-by: root"
+
+
+def test_decided_requests_are_removed_after_the_retention_and_pending_ones_never(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    """Decided requests are kept for TENANCY_SERVICE_CHANGE_REQUEST_RETENTION_DAYS after they were made
+    (the audit log keeps every decision): a listing pages through what is stored, so it stays bounded."""
+    app, _ = make_app(workers=0, change_request_retention_days=1)
+    live: LiveServer = serve(app)
+    create_tenant(app, "acme")
+    store = app.state.backends.approvals.store
+    month_ago = time.time() - 30 * 86400
+    old = [
+        replace(_request(f"cr-{index:012x}"), created_at=month_ago, status=status)
+        for index, status in enumerate(
+            [RequestStatus.approved, RequestStatus.rejected, RequestStatus.expired, RequestStatus.pending], 16
+        )
+    ]
+    for request in old:
+        store.add(request)
+    filed = live.client(issuer.admin_of("acme")).post(
+        f"{ACME}/change-requests", json={"patch": {"displayName": "x"}, "reason": "r"}
+    )
+    assert filed.status_code == 202, filed.text
+    kept = {item.id for item in store.list()}
+    assert kept == {old[3].id, filed.json()["changeRequest"]["id"]}

@@ -53,6 +53,8 @@ class Proposal:
 
 MAX_PENDING_PER_TENANT = 20  # the setting's default (change_request_max_pending)
 LIST_LIMIT = 500  # requests one listing returns at most
+RETENTION_DAYS = 90  # the setting's default (change_request_retention_days)
+_PURGE_EVERY_SECONDS = 3600
 _PAGE = 200
 
 
@@ -68,6 +70,7 @@ class Approvals:
         render: Render,
         max_pending_per_tenant: int = MAX_PENDING_PER_TENANT,
         admit_render: Callable[[str], AbstractContextManager[None]] = lambda who: nullcontext(),
+        retention_seconds: float = RETENTION_DAYS * 86400,
     ) -> None:
         """``admit_render(who)``: held while a request's preview renders (the service's preview
         bounds: ``preview_busy`` beyond them), as for ``POST .../preview``."""
@@ -79,6 +82,8 @@ class Approvals:
         self.render = render
         self.max_pending_per_tenant = max_pending_per_tenant
         self.admit_render = admit_render
+        self.retention_seconds = retention_seconds
+        self._purged_at = 0.0  # when this process last removed decided requests past retention
 
     # --- filing -------------------------------------------------------------------------------
 
@@ -169,7 +174,19 @@ class Approvals:
             self._check_room(stack)
             self.store.add(request)
         self._audit(principal, "change_request.create", "accepted", request, request_id)
+        self._purge_if_due(now)
         return request
+
+    def _purge_if_due(self, now: float) -> None:
+        """Decided requests are kept ``retention_seconds`` after they were made (the audit log keeps
+        every decision for good), so listings, which read what they must page through, stay bounded;
+        at most once an hour per process, on a filing."""
+        if now - self._purged_at < _PURGE_EVERY_SECONDS:
+            return
+        self._purged_at = now
+        removed = self.store.purge(now - self.retention_seconds)
+        if removed:
+            log.info("removed %d decided change request(s) past retention", removed)
 
     def _check_room(self, stack: StackRef) -> None:
         """Refuse (409) a tenant that has as many requests waiting as it may."""

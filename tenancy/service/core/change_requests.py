@@ -125,6 +125,11 @@ class ChangeRequestStore(Protocol):
         """Every request still pending (expired or not), without reading the decided ones."""
         ...
 
+    def purge(self, created_before: float) -> int:
+        """Remove the requests made before ``created_before`` that are decided (approved, rejected or
+        expired), never one pending or being applied; how many were removed."""
+        ...
+
     def transition(
         self, request_id: str, expected: RequestStatus, updated: ChangeRequest
     ) -> ChangeRequest | None:
@@ -162,6 +167,14 @@ class SqliteChangeRequestStore:
                 (limit, offset),
             ).fetchall()
         return [ChangeRequest.from_json(row[0]) for row in rows]
+
+    def purge(self, created_before: float) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM change_requests WHERE created_at < ? AND status NOT IN (?, ?)",
+                (created_before, RequestStatus.pending.value, RequestStatus.applying.value),
+            )
+        return cursor.rowcount
 
     def pending(self) -> Sequence[ChangeRequest]:  # (``list`` is the method's name here)
         with self._lock:
@@ -201,6 +214,21 @@ class RedisChangeRequestStore:
         if request.status is RequestStatus.pending:
             pipe.sadd(self._pending, request.id)
         pipe.execute()
+
+    def purge(self, created_before: float) -> int:
+        removed = 0
+        for item in self._redis.zrangebyscore(self._index, "-inf", f"({created_before}"):
+            request_id = _text(item)
+            request = self.get(request_id)
+            if request is not None and request.status in (RequestStatus.pending, RequestStatus.applying):
+                continue
+            pipe = self._redis.pipeline()
+            pipe.delete(self._prefix + request_id)
+            pipe.zrem(self._index, request_id)
+            pipe.srem(self._pending, request_id)
+            pipe.execute()
+            removed += 1
+        return removed
 
     def pending(self) -> Sequence[ChangeRequest]:  # (``list`` is the method's name here)
         ids = sorted(_text(item) for item in self._redis.smembers(self._pending))

@@ -183,6 +183,14 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="How long a change request waits for a platform-admin before it expires (hours).",
     )
+    change_request_retention_days: float = Field(
+        default=90.0,
+        gt=0,
+        description=(
+            "How long a decided change request (approved, rejected, expired) is kept after it was made; "
+            "the audit log keeps every decision."
+        ),
+    )
     change_request_max_pending: int = Field(
         default=20,
         ge=1,
