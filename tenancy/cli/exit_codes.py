@@ -13,6 +13,7 @@ INVALID_INPUT = 2  # a tenant file, config or argument is wrong: fix the input
 OPERATION_FAILED = 3  # an update/preview/destroy ran and failed, or a policy was violated
 PULUMI_CLI_MISSING = 4  # the Pulumi CLI is missing or too old
 SERVICE_FAILED = 1  # tenantctl serve could not start (the message says what failed and why)
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it): the message says what was left
 
 # code -> what it means; never a code of the service's table (a client reading both must not find
 # one code meaning two things).

@@ -579,7 +579,7 @@ def _run(
                 "interrupted (Ctrl-C) while running; the stack is recovered before its next operation"
             )
             typer.echo(f"interrupted: {len(abandoned)} operation(s) stopped", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(exit_codes.INTERRUPTED) from None
         finally:
             follower.stop()
             following.join(5)

@@ -82,6 +82,14 @@ def render(
     except RenderError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(exit_codes.INVALID_INPUT) from None
+    except KeyboardInterrupt:
+        # Each stack's directory is replaced file by file: the one being written may be partial.
+        typer.echo(
+            f"interrupted: {out} may hold this render's stacks beside older ones, the last one written "
+            "partly; render again before reading it",
+            err=True,
+        )
+        raise typer.Exit(exit_codes.INTERRUPTED) from None
     if validate:
         problems = [(r.directory, p) for r in renders for p in r.problems]
         for directory, problem in problems:

@@ -34,7 +34,7 @@ def parse_stack_name(stack: str) -> StackName:
             [
                 SpecIssue(
                     f"stack {stack!r}",
-                    "",
+                    "name",  # an option's value, not a file: "(file)" would point at none
                     f"stacks are named <env> for the platform or <env>.<tenant> for one tenant, "
                     f"env one of {', '.join(ENVIRONMENTS)} (for example 'prod' or 'prod.acme')",
                 )

@@ -158,3 +158,26 @@ def test_render_of_one_stack_leaves_the_other_stacks_alone(tmp_path: Path) -> No
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "dev.initech" / "outputs.yaml").is_file()
+
+
+def test_a_stack_name_that_is_not_one_names_the_option_not_a_file(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["render", "--stack", "staging.acme", "--out", str(tmp_path), "--project", str(PROJECT_DIR)]
+    )
+    assert result.exit_code == exit_codes.INVALID_INPUT
+    assert "error: stack 'staging.acme': name: stacks are named <env>" in result.output
+    assert "(file)" not in result.output
+
+
+def test_ctrl_c_says_what_the_output_directory_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found following the README: Ctrl-C during render --all exited 130 saying nothing, while the
+    stack being written may be partial."""
+    import tenancy.cli.render as render_cli
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(render_cli, "render_stacks", interrupted)
+    result = runner.invoke(app, ["render", "--all", "--out", str(tmp_path), "--project", str(PROJECT_DIR)])
+    assert result.exit_code == exit_codes.INTERRUPTED == 130
+    assert f"interrupted: {tmp_path} may hold this render's stacks beside older ones" in result.output
