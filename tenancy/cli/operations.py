@@ -65,7 +65,7 @@ from tenancy.cli.options import (
     TenantsOption,
 )
 from tenancy.spec.errors import SpecError, SpecIssue
-from tenancy.spec.tenant import DNS_LABEL, TenantSpec
+from tenancy.spec.tenant import TenantSpec, not_a_tenant_name
 from tenancy.spec.tree import ENVIRONMENTS, load_tenants, read_tenant_file
 
 if TYPE_CHECKING:
@@ -889,12 +889,9 @@ def _check_environment(env: str, as_json: bool) -> None:
 
 def _stack(env: str, tenant: str, as_json: bool) -> StackRef:
     _check_environment(env, as_json)
-    if not DNS_LABEL.match(tenant):
-        _fail(
-            f"{tenant!r} is not a tenant name: lowercase letters, digits and '-', starting with a letter",
-            exit_codes.INVALID_INPUT,
-            as_json,
-        )
+    problem = not_a_tenant_name(tenant)
+    if problem is not None:
+        _fail(problem, exit_codes.INVALID_INPUT, as_json)
     return StackRef(env, tenant)
 
 

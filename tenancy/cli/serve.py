@@ -323,15 +323,12 @@ def dev_token(
     if not tenant and not platform_admin:
         typer.echo("error: name at least one --tenant, or pass --platform-admin", err=True)
         raise typer.Exit(exit_codes.INVALID_INPUT)
-    from tenancy.spec.tenant import DNS_LABEL
+    from tenancy.spec.tenant import not_a_tenant_name
 
     for name in tenant or []:
-        if not DNS_LABEL.match(name):  # no tenant can have it: the group would grant nothing
-            typer.echo(
-                f"error: --tenant {name!r} is not a tenant name: lowercase letters, digits and '-', "
-                "starting with a letter",
-                err=True,
-            )
+        problem = not_a_tenant_name(name)
+        if problem is not None:  # no tenant can have it: the group would grant nothing
+            typer.echo(f"error: --tenant {problem}", err=True)
             raise typer.Exit(exit_codes.INVALID_INPUT)
     issuer_dir = settings.local_issuer_dir
     if not ((issuer_dir / PRIVATE_KEY_FILE).is_file() and (issuer_dir / JWKS_FILE).is_file()):

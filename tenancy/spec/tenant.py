@@ -61,6 +61,13 @@ _GIT_REPOSITORY = re.compile(
 MAX_REPOSITORIES = 50
 
 
+def not_a_tenant_name(name: str) -> str | None:
+    """Why ``name``, given on a command line, cannot name a tenant (not a DNS label); None if it can."""
+    if DNS_LABEL.match(name):
+        return None
+    return f"{name!r} is not a tenant name: lowercase letters, digits and '-', starting with a letter"
+
+
 def _check_name(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"{name!r} is {len(name)} characters; a tenant name has at most {MAX_NAME_LENGTH}")
