@@ -26,7 +26,7 @@ from tenancy.service.core.errors import request_id as rid_of
 from tenancy.service.core.security import Principal
 from tenancy.service.deps import BackendsDep, ChangeableTenant, CurrentPrincipal
 from tenancy.service.models import ApiModel, ChangeAccepted, Environment, OperationView
-from tenancy.spec.text import forbidden_character
+from tenancy.spec.text import forbidden_characters
 
 router = APIRouter(prefix=API_PREFIX, tags=["change requests"])
 
@@ -167,14 +167,12 @@ def file_if_needed(
         stack, proposal.base_etag, if_match=if_match, if_none_match=if_none_match
     )
     reason = _header_text(request.headers.get("Change-Reason", "")).strip()[:1000] or "(no reason given)"
-    found = forbidden_character(reason)
-    if found is not None:  # as in a JSON reason: it is shown to platform-admins, in terminals too
+    refused = [{"field": f, "reason": why} for f, why in forbidden_characters(reason, "Change-Reason")]
+    if refused:  # as in a JSON reason: it is shown to platform-admins, in terminals too
         raise ServiceError(
             "invalid_character",
             "control and formatting characters are not accepted in the Change-Reason header; see details",
-            details=[
-                {"field": "Change-Reason", "reason": f"contains the control or formatting character {found}"}
-            ],
+            details=refused,
         )
     filed = backends.approvals.file(proposal, principal, reason, rid_of(request))
     return _filed(filed)
