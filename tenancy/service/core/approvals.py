@@ -195,7 +195,6 @@ class Approvals:
             for request in self.store.pending()
             if request.environment == stack.environment
             and request.tenant == stack.tenant
-            and request.status is RequestStatus.pending
             and not request.expired(time.time())
         )
         if pending >= self.max_pending_per_tenant:
