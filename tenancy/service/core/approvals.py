@@ -51,9 +51,7 @@ class Proposal:
     needs: list[dict[str, str]]
 
 
-MAX_PENDING_PER_TENANT = 20  # the setting's default (change_request_max_pending)
 LIST_LIMIT = 500  # requests one listing returns at most
-RETENTION_DAYS = 90  # the setting's default (change_request_retention_days)
 _PURGE_EVERY_SECONDS = 3600
 _PAGE = 200
 
@@ -68,12 +66,14 @@ class Approvals:
         audit: AuditLog,
         ttl_seconds: float,
         render: Render,
-        max_pending_per_tenant: int = MAX_PENDING_PER_TENANT,
+        max_pending_per_tenant: int,
+        retention_seconds: float,
         admit_render: Callable[[str], AbstractContextManager[None]] = lambda who: nullcontext(),
-        retention_seconds: float = RETENTION_DAYS * 86400,
     ) -> None:
-        """``admit_render(who)``: held while a request's preview renders (the service's preview
-        bounds: ``preview_busy`` beyond them), as for ``POST .../preview``."""
+        """``max_pending_per_tenant`` and ``retention_seconds``: the service's settings
+        (``change_request_max_pending``, ``change_request_retention_days``). ``admit_render(who)``:
+        held while a request's preview renders (the service's preview bounds: ``preview_busy``
+        beyond them), as for ``POST .../preview``."""
         self.store = store
         self.changes = changes
         self.repository = repository
