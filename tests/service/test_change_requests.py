@@ -16,6 +16,7 @@ import yaml
 
 from tenancy.service.core.change_requests import (
     ChangeRequest,
+    ListScope,
     RedisChangeRequestStore,
     RequestStatus,
     SqliteChangeRequestStore,
@@ -281,6 +282,79 @@ def test_a_request_is_decided_once_on_either_store(backend: str, tmp_path: Path)
     assert store.purge(created_before=newer[-1].created_at + 1) == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_scoped_listing_reads_its_tenants_and_its_requesters_requests_only(
+    backend: str, tmp_path: Path
+) -> None:
+    """What a tenant-admin's listing reads: its tenants' requests and the ones it filed, newest first,
+    a page at a time, through the stores' indexes; including requests stored before those were kept."""
+    server = fakeredis.FakeServer()
+    store: Any = (
+        SqliteChangeRequestStore(tmp_path / "cr.sqlite3")
+        if backend == "sqlite"
+        else RedisChangeRequestStore(fakeredis.FakeRedis(server=server), prefix="t:")
+    )
+    base = _request()
+    rows = [
+        replace(
+            base, id=f"cr-{index:012x}", tenant=tenant, requested_by=actor, created_at=base.created_at + index
+        )
+        for index, (tenant, actor) in enumerate(
+            [
+                ("acme", "user:a"),
+                ("zeta", "user:z"),
+                ("acme", "user:b"),
+                ("newco", "user:a"),
+                ("zeta", "user:b"),
+            ]
+        )
+    ]
+    for row in rows:
+        store.add(row)
+
+    def ids(scope: ListScope, **page: int) -> list[str]:
+        return [item.id for item in store.list(scope=scope, **page)]
+
+    newest_first = [row.id for row in reversed(rows)]
+    acme_or_mine = ListScope(frozenset({"acme"}), "user:a")  # acme's, and user:a's on newco
+    assert ids(acme_or_mine) == [row for row in newest_first if row in {rows[0].id, rows[2].id, rows[3].id}]
+    assert ids(acme_or_mine, limit=2) == [rows[3].id, rows[2].id]
+    assert ids(acme_or_mine, limit=2, offset=2) == [rows[0].id]
+    assert ids(ListScope(frozenset({"zeta", "acme"}))) == [rows[4].id, rows[2].id, rows[1].id, rows[0].id]
+    assert ids(ListScope(frozenset(), "user:nobody")) == []
+    assert [item.id for item in store.list()] == newest_first  # unscoped: everything, as before
+    store.purge(created_before=rows[1].created_at + 0.5)  # none decided: nothing goes
+    store.transition(rows[0].id, RequestStatus.pending, decided(rows[0], RequestStatus.rejected, by="user:r"))
+    store.purge(created_before=rows[1].created_at)
+    assert ids(acme_or_mine) == [rows[3].id, rows[2].id]
+
+    # A store written before it indexed requests by tenant and requester: it finds them all the same.
+    if backend == "sqlite":
+        store.close()
+        path = tmp_path / "old.sqlite3"
+        import sqlite3
+
+        with sqlite3.connect(path) as old:
+            old.execute(
+                "CREATE TABLE change_requests (id TEXT PRIMARY KEY, created_at REAL NOT NULL,"
+                " status TEXT NOT NULL, body TEXT NOT NULL)"
+            )
+            old.executemany(
+                "INSERT INTO change_requests VALUES (?, ?, ?, ?)",
+                [(row.id, row.created_at, row.status.value, row.to_json()) for row in rows],
+            )
+        store = SqliteChangeRequestStore(path)
+    else:
+        redis = fakeredis.FakeRedis(server=server)
+        for key in [*redis.keys("t:change-requests:by-*"), b"t:change-requests:indexed"]:
+            redis.delete(key)
+        store = RedisChangeRequestStore(redis, prefix="t:")
+    kept = rows if backend == "sqlite" else rows[1:]  # the SQLite one written afresh, rows[0] too
+    assert ids(ListScope(frozenset({"zeta"}), "user:a")) == [
+        row.id for row in reversed(kept) if row.tenant == "zeta" or row.requested_by == "user:a"
+    ]
+
+
 def test_a_platform_admin_decides_from_the_cli(live: LiveServer, issuer: Issuer) -> None:
     from typer.testing import CliRunner
 
@@ -353,6 +427,21 @@ def test_one_tenants_flood_neither_hides_the_others_requests_nor_grows_without_b
     ]
     pending = admin.get("/api/v1/change-requests", params={"status": "pending"}).json()["changeRequests"]
     assert mine["id"] in {item["id"] for item in pending}
+    # What zeta's admin's listing reads is zeta's requests, not the 600 others (their tenant's index).
+    read: list[int] = []
+    listed = store.list
+
+    def counting(**arguments: Any) -> list[ChangeRequest]:
+        page = listed(**arguments)
+        read.append(len(page))
+        return page
+
+    store.list = counting
+    try:
+        assert len(zeta.get("/api/v1/change-requests").json()["changeRequests"]) == 1
+    finally:
+        del store.list
+    assert sum(read) == 1
     only_zeta = admin.get("/api/v1/change-requests", params={"tenant": "zeta"}).json()["changeRequests"]
     assert [item["id"] for item in only_zeta] == [mine["id"]]
 

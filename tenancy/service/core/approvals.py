@@ -22,6 +22,7 @@ from tenancy.service.core.audit import AuditLog, Outcome
 from tenancy.service.core.change_requests import (
     ChangeRequest,
     ChangeRequestStore,
+    ListScope,
     RequestStatus,
     decided,
     field_diff,
@@ -246,7 +247,7 @@ class Approvals:
         found: list[ChangeRequest] = []
         seen: set[str] = set()  # a request filed while this pages moves the rest down one
         current: dict[StackRef, str] = {}
-        for request in self._all():
+        for request in self._all(_scope(principal, tenant)):
             if len(found) >= LIST_LIMIT:
                 break
             if request.id in seen or not self.visible(principal, request, current):
@@ -262,11 +263,11 @@ class Approvals:
             found.append(request)
         return found
 
-    def _all(self) -> Iterator[ChangeRequest]:
-        """Every stored request, newest first, read a page at a time."""
+    def _all(self, scope: ListScope | None) -> Iterator[ChangeRequest]:
+        """Every stored request in ``scope`` (None: every one), newest first, read a page at a time."""
         offset = 0
         while True:
-            page = self.store.list(limit=_PAGE, offset=offset)
+            page = self.store.list(limit=_PAGE, offset=offset, scope=scope)
             yield from page
             if len(page) < _PAGE:
                 return
@@ -407,6 +408,16 @@ class Approvals:
             operation_id=operation_id,
             reason=request.id,
         )
+
+
+def _scope(principal: Principal, tenant: str | None) -> ListScope | None:
+    """What a listing by ``principal`` reads (``Approvals.visible`` still decides what it sees): a
+    platform-admin's everything, or one tenant's when it asks for one; anyone else's the tenants it
+    holds a role on (that one, when it asks for it) and the requests it filed."""
+    if principal.platform_admin:
+        return None if tenant is None else ListScope(frozenset({tenant}))
+    tenants = frozenset(principal.tenant_roles)
+    return ListScope(tenants if tenant is None else tenants & {tenant}, principal.actor)
 
 
 def _already_decided(request: ChangeRequest) -> ServiceError:

@@ -86,6 +86,17 @@ class ChangeRequest:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class ListScope:
+    """What a listing reads: the requests of these tenants (in any environment) and those
+    ``requested_by`` filed. A tenant-admin's listing then reads its own tenants' requests through the
+    stores' indexes, not every tenant's (up to the retention's worth of decided ones); the caller
+    still checks each for what it may see. None where a listing reads everything (platform-admins)."""
+
+    tenants: frozenset[str]
+    requested_by: str | None = None
+
+
 def new_request_id() -> str:
     return f"cr-{secrets.token_hex(6)}"
 
@@ -117,8 +128,10 @@ class ChangeRequestStore(Protocol):
 
     def get(self, request_id: str) -> ChangeRequest | None: ...
 
-    def list(self, *, limit: int = 200, offset: int = 0) -> list[ChangeRequest]:
-        """Newest first, from the ``offset``-th."""
+    def list(
+        self, *, limit: int = 200, offset: int = 0, scope: ListScope | None = None
+    ) -> list[ChangeRequest]:
+        """Newest first, from the ``offset``-th; with ``scope``, of those in it only."""
         ...
 
     def pending(self) -> Sequence[ChangeRequest]:  # (``list`` is the method's name here)
@@ -144,15 +157,49 @@ class SqliteChangeRequestStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS change_requests (id TEXT PRIMARY KEY, created_at REAL NOT NULL,"
-            " status TEXT NOT NULL, body TEXT NOT NULL)"
+            " status TEXT NOT NULL, body TEXT NOT NULL, tenant TEXT, requested_by TEXT)"
         )
+        self._index_by_tenant_and_requester()
         self._lock = threading.Lock()
+
+    def _index_by_tenant_and_requester(self) -> None:
+        """The columns a scoped listing reads by, and their indexes; a database made before they were
+        kept gets them, filled from the stored requests, in one transaction (any process may be first)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(change_requests)")}
+            for column in ("tenant", "requested_by"):
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE change_requests ADD COLUMN {column} TEXT")
+            self._db.execute(
+                "UPDATE change_requests SET tenant = json_extract(body, '$.tenant'),"
+                " requested_by = json_extract(body, '$.requested_by') WHERE tenant IS NULL"
+            )
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS change_requests_by_tenant ON change_requests (tenant, created_at)"
+            )
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS change_requests_by_requester"
+                " ON change_requests (requested_by, created_at)"
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def add(self, request: ChangeRequest) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO change_requests (id, created_at, status, body) VALUES (?, ?, ?, ?)",
-                (request.id, request.created_at, request.status.value, request.to_json()),
+                "INSERT INTO change_requests (id, created_at, status, body, tenant, requested_by)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    request.id,
+                    request.created_at,
+                    request.status.value,
+                    request.to_json(),
+                    request.tenant,
+                    request.requested_by,
+                ),
             )
 
     def get(self, request_id: str) -> ChangeRequest | None:
@@ -160,11 +207,18 @@ class SqliteChangeRequestStore:
             row = self._db.execute("SELECT body FROM change_requests WHERE id = ?", (request_id,)).fetchone()
         return ChangeRequest.from_json(row[0]) if row else None
 
-    def list(self, *, limit: int = 200, offset: int = 0) -> list[ChangeRequest]:
+    def list(
+        self, *, limit: int = 200, offset: int = 0, scope: ListScope | None = None
+    ) -> list[ChangeRequest]:
+        where = ""
+        values: tuple[str | None, ...] = ()
+        if scope is not None:  # the tenants as one JSON array: any number of them, one parameter
+            where = " WHERE tenant IN (SELECT value FROM json_each(?)) OR requested_by = ?"
+            values = (json.dumps(sorted(scope.tenants)), scope.requested_by)
         with self._lock:
             rows = self._db.execute(
-                "SELECT body FROM change_requests ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-                (limit, offset),
+                f"SELECT body FROM change_requests{where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+                (*values, limit, offset),
             ).fetchall()
         return [ChangeRequest.from_json(row[0]) for row in rows]
 
@@ -206,14 +260,44 @@ class RedisChangeRequestStore:
         self._prefix = f"{prefix}change-request:"
         # The ids of pending requests (requests filed before it was kept are not in it).
         self._pending = f"{prefix}change-requests:pending"
+        # Each tenant's and each requester's request ids by time (what a scoped listing reads), and
+        # the mark that the requests stored before they were kept are in them too.
+        self._by = f"{prefix}change-requests:by-"
+        self._indexed_mark = f"{prefix}change-requests:indexed"
+        self._indexed = False
+
+    def _by_tenant(self, tenant: str) -> str:
+        return f"{self._by}tenant:{tenant}"
+
+    def _by_requester(self, actor: str) -> str:
+        return f"{self._by}requester:{actor}"
 
     def add(self, request: ChangeRequest) -> None:
         pipe = self._redis.pipeline()
         pipe.set(self._prefix + request.id, request.to_json())
         pipe.zadd(self._index, {request.id: request.created_at})
+        pipe.zadd(self._by_tenant(request.tenant), {request.id: request.created_at})
+        pipe.zadd(self._by_requester(request.requested_by), {request.id: request.created_at})
         if request.status is RequestStatus.pending:
             pipe.sadd(self._pending, request.id)
         pipe.execute()
+
+    def _index_earlier_requests(self) -> None:
+        """Once per store (and once for good, by the mark): put the requests stored before the
+        per-tenant and per-requester indexes were kept into them. Adding twice changes nothing, so
+        replicas doing it at once are harmless."""
+        if self._indexed or self._redis.exists(self._indexed_mark):
+            self._indexed = True
+            return
+        for item in self._redis.zrange(self._index, 0, -1):
+            request = self.get(_text(item))
+            if request is not None:
+                pipe = self._redis.pipeline()
+                pipe.zadd(self._by_tenant(request.tenant), {request.id: request.created_at})
+                pipe.zadd(self._by_requester(request.requested_by), {request.id: request.created_at})
+                pipe.execute()
+        self._redis.set(self._indexed_mark, "1")
+        self._indexed = True
 
     def purge(self, created_before: float) -> int:
         removed = 0
@@ -226,6 +310,9 @@ class RedisChangeRequestStore:
             pipe.delete(self._prefix + request_id)
             pipe.zrem(self._index, request_id)
             pipe.srem(self._pending, request_id)
+            if request is not None:
+                pipe.zrem(self._by_tenant(request.tenant), request_id)
+                pipe.zrem(self._by_requester(request.requested_by), request_id)
             pipe.execute()
             removed += 1
         return removed
@@ -241,8 +328,22 @@ class RedisChangeRequestStore:
         text = self._redis.get(self._prefix + request_id)
         return ChangeRequest.from_json(_text(text)) if text else None
 
-    def list(self, *, limit: int = 200, offset: int = 0) -> list[ChangeRequest]:
-        ids = [_text(item) for item in self._redis.zrevrange(self._index, offset, offset + limit - 1)]
+    def list(
+        self, *, limit: int = 200, offset: int = 0, scope: ListScope | None = None
+    ) -> list[ChangeRequest]:
+        if scope is None:
+            ids = [_text(item) for item in self._redis.zrevrange(self._index, offset, offset + limit - 1)]
+        else:  # the scope's indexes merged, newest first: each holds one tenant's or one requester's
+            self._index_earlier_requests()
+            keys = [self._by_tenant(tenant) for tenant in sorted(scope.tenants)]
+            if scope.requested_by is not None:
+                keys.append(self._by_requester(scope.requested_by))
+            pipe = self._redis.pipeline()
+            for key in keys:
+                pipe.zrange(key, 0, -1, withscores=True)
+            scored = {_text(item): score for entries in pipe.execute() for item, score in entries}
+            ordered = sorted(scored, key=lambda request_id: (-scored[request_id], request_id))
+            ids = ordered[offset : offset + limit]
         found = [self.get(request_id) for request_id in ids]
         return [request for request in found if request is not None]
 
