@@ -176,6 +176,12 @@ def test_every_page_carries_a_strict_content_security_policy(live: LiveServer) -
         policy = response.headers["content-security-policy"]
         assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
         assert "unsafe-inline" not in policy and "http" not in policy  # nothing from another origin
+    # The README states the policy exactly as it is sent (a reader checks what the portal allows).
+    from tests.conftest import PROJECT_DIR
+
+    readme = " ".join((PROJECT_DIR / "README.md").read_text().split())
+    stated = readme.split("**Strict CSP** on every portal response: `", 1)[1].split("`", 1)[0]
+    assert stated == policy
     page = httpx.get(f"{live.url}/").text
     assert "<script>" not in page and "style=" not in page  # no inline code for the policy to allow
     assert httpx.get(f"{live.url}/portal/static/../../core/config.py").status_code == 404
