@@ -46,7 +46,9 @@ from tenancy.builders.platform_namespace import (
     sidecar_egress_hosts,
 )
 from tenancy.builders.qdrant import GATEWAY_MAX_REQUEST_BYTES as QDRANT_MAX_REQUEST_BYTES
+from tenancy.builders.qdrant import P2P_PORT as QDRANT_P2P_PORT
 from tenancy.builders.qdrant import SELECTOR_LABELS as QDRANT_SELECTOR_LABELS
+from tenancy.builders.qdrant import SERVICE_ACCOUNT as QDRANT_SERVICE_ACCOUNT
 from tenancy.builders.security import restricted_container, runtime_default_seccomp
 from tenancy.builders.vcluster import API_PORT as VCLUSTER_API_PORT
 from tenancy.builders.vcluster import CONTROL_PLANE_LABELS as VCLUSTER_CONTROL_PLANE_LABELS
@@ -507,6 +509,32 @@ def tenant_authorization_policies(tenant: Tenant, platform: PlatformRefs) -> lis
         ),
     ]
     if tenant.qdrant is not None:
+        policies.append(
+            _authorization_policy(
+                tenant,
+                "qdrant-peers-only",
+                {
+                    # Found by a traffic review: Qdrant's peer port checks no API key, and the namespace's
+                    # own policies admit every pod of it (a vCluster's workloads too) on every port. A
+                    # DENY is evaluated before every ALLOW: on the peer port, anyone but a Qdrant node is
+                    # refused, whatever else allows it.
+                    "selector": {"matchLabels": dict(QDRANT_SELECTOR_LABELS)},
+                    "action": "DENY",
+                    "rules": [
+                        {
+                            "from": [
+                                {
+                                    "source": {
+                                        "notPrincipals": [principal(tenant.namespace, QDRANT_SERVICE_ACCOUNT)]
+                                    }
+                                }
+                            ],
+                            "to": [{"operation": {"ports": _ports(QDRANT_P2P_PORT)}}],
+                        }
+                    ],
+                },
+            )
+        )
         policies.append(
             _authorization_policy(
                 tenant,

@@ -28,6 +28,12 @@ from tenancy.spec.plans import qdrant_sidecar
 from tenancy.spec.tenant import QdrantSettings, Tenant
 
 RELEASE_NAME = "qdrant"
+SERVICE_ACCOUNT = RELEASE_NAME  # the chart's pods run as its fullname (templates/statefulset.yaml)
+# The peers' internal gRPC (points, collections, shard snapshots, consensus). Qdrant checks no key there
+# unless ``service.enforce_internal_auth`` is on, which a key rotation's rolling restart would break (a
+# restarted node sends the new key to nodes that know only the old one); so only the Qdrant pods may
+# reach it, by their mTLS identity (istio.py, ``qdrant-peers-only``).
+P2P_PORT = 6335
 API_KEY_SECRET = "qdrant-api-keys"
 API_KEY = "api-key"
 READ_ONLY_API_KEY = "read-only-api-key"
@@ -87,8 +93,8 @@ SERVICE_PORTS = [
     },
     {
         "name": "p2p",
-        "port": 6335,
-        "targetPort": 6335,
+        "port": P2P_PORT,
+        "targetPort": P2P_PORT,
         "protocol": "TCP",
         "checksEnabled": False,
     },

@@ -45,24 +45,34 @@ def tenant(
 
 
 def _source_matches(source: dict[str, Any], namespace: str, principal: str) -> bool:
-    assert set(source) <= {"namespaces", "principals"}, f"model does not know {set(source)}"
+    assert set(source) <= {"namespaces", "principals", "notPrincipals"}, f"model does not know {set(source)}"
     if "namespaces" in source and namespace not in source["namespaces"]:
         return False
+    if any(fnmatchcase(principal, p) for p in source.get("notPrincipals", [])):
+        return False  # (a peer without mTLS has no principal: "" is in no list, so it matches)
     return "principals" not in source or any(fnmatchcase(principal, p) for p in source["principals"])
 
 
+def _rule_matches(rule: dict[str, Any], namespace: str, principal: str, port: int) -> bool:
+    sources = [f["source"] for f in rule.get("from", [])]
+    operations = [t["operation"] for t in rule.get("to", [])]
+    source_ok = not sources or any(_source_matches(s, namespace, principal) for s in sources)
+    return source_ok and (not operations or any(str(port) in o["ports"] for o in operations))
+
+
 def admits(policies: list[dict[str, Any]], *, namespace: str, principal: str, port: int) -> bool:
-    """Whether any ALLOW policy lets this peer reach this port (workload selectors ignored: worst case)."""
-    for policy in policies:
-        spec = policy["spec"]
-        assert spec.get("action", "ALLOW") == "ALLOW"
-        for rule in spec.get("rules", []):
-            sources = [f["source"] for f in rule.get("from", [])]
-            operations = [t["operation"] for t in rule.get("to", [])]
-            source_ok = not sources or any(_source_matches(s, namespace, principal) for s in sources)
-            port_ok = not operations or any(str(port) in o["ports"] for o in operations)
-            if source_ok and port_ok:
-                return True
+    """Istio's order: a matching DENY refuses whatever allows; else whether any ALLOW policy lets this
+    peer reach this port (workload selectors ignored: the worst case for ALLOWs)."""
+    actions = {policy["spec"].get("action", "ALLOW") for policy in policies}
+    assert actions <= {"ALLOW", "DENY"}, actions
+    for action in ("DENY", "ALLOW"):
+        for policy in policies:
+            if policy["spec"].get("action", "ALLOW") != action:
+                continue
+            if any(
+                _rule_matches(rule, namespace, principal, port) for rule in policy["spec"].get("rules", [])
+            ):
+                return action == "ALLOW"
     return False
 
 
@@ -98,6 +108,19 @@ def test_ingress_gateway_reaches_qdrant_ports_only() -> None:
     # Another workload in the gateway's namespace is not the gateway.
     other = "cluster.local/ns/istio-ingress/sa/something-else"
     assert not admits(policies, namespace="istio-ingress", principal=other, port=6333)
+
+
+def test_only_qdrant_nodes_reach_qdrants_peer_port() -> None:
+    """Found by a traffic review: Qdrant checks no key on its peer port (6335), and the namespace admits
+    its own pods on every port; a workload with the read-only key, or none, could write and dump
+    collections there. Now only the Qdrant nodes' own identity reaches it."""
+    policies = tenant_authorization_policies(tenant("acme", vcluster=True), PLATFORM)
+    node = "cluster.local/ns/tenant-acme/sa/qdrant"
+    assert admits(policies, namespace="tenant-acme", principal=node, port=6335)
+    for other in ("cluster.local/ns/tenant-acme/sa/app", "cluster.local/ns/tenant-acme/sa/vc-workload", ""):
+        assert not admits(policies, namespace="tenant-acme", principal=other, port=6335), other
+        assert admits(policies, namespace="tenant-acme", principal=other, port=6333)  # the API, keyed
+    assert not admits(policies, namespace="istio-ingress", principal=GATEWAY, port=6335)
 
 
 def test_without_qdrant_the_gateway_gets_nothing() -> None:
@@ -274,6 +297,7 @@ def test_components_declare_the_policies_and_the_project() -> None:
     assert {p.inputs["metadata"]["name"] for p in policies} == {
         "allow-nothing",
         "allow-same-namespace",
+        "qdrant-peers-only",
         "allow-ingress-gateway-to-qdrant",
         "allow-selfservice-workers-to-qdrant",
         "allow-metrics-scraping",
