@@ -7,6 +7,7 @@ tests cover the process crashes)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import threading
 import time
@@ -670,3 +671,18 @@ def test_a_failed_flush_fails_every_writer_built_on_it_and_the_branch_goes_back(
     pipelined_writer(repository, "acme", 3, done)()
     assert repository.read("dev", "acme") == {"name": "acme", "n": [3]}
     assert done == [(3, repository.head())]
+
+
+def test_a_record_after_a_torn_last_line_starts_a_line_of_its_own(tmp_path: Path) -> None:
+    """Found by an outside review: a crash mid-write left the log's last line cut short, and the next
+    acknowledged record was appended onto the fragment, so that line parsed as nothing and the record
+    was lost to every reader. The next record now starts a new line; the fragment stays as it was."""
+    path = tmp_path / "audit.log"
+    path.write_text('{"time":"2026-12-07T00:00:00.000Z","actor":"user:a","action":"tenant.pat')
+    log = AuditLog(str(path))
+    log.record(actor="user:b", action="tenant.patch", outcome="accepted", tenant="acme", operation_id="op1")
+    fragment, record = path.read_text().splitlines()
+    assert fragment.endswith('"tenant.pat')
+    assert json.loads(record)["operation_id"] == "op1"
+    log.record(actor="user:b", action="tenant.patch", outcome="accepted", tenant="acme", operation_id="op2")
+    assert [json.loads(line)["operation_id"] for line in path.read_text().splitlines()[1:]] == ["op1", "op2"]

@@ -161,7 +161,21 @@ class AuditLog:
                 if file.waiting == 0:  # else its last waiting record's group closes it
                     file.handle.close()
             handle = open(self.target, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+            _end_a_torn_line(handle)
             status = os.fstat(handle.fileno())
             # Created: its name must be flushed before any line in it counts as flushed.
             file = self._file = _File(handle, (status.st_dev, status.st_ino), named=current is not None)
         return file
+
+
+def _end_a_torn_line(handle: TextIO) -> None:
+    """A file whose last line was cut short (a crash or a full disk mid-write) gets a line break
+    first: the next record starts a line of its own instead of being glued to the fragment, which no
+    reader could parse. The fragment stays, as the evidence of what was cut."""
+    size = os.fstat(handle.fileno()).st_size
+    if not size:
+        return
+    with open(handle.name, "rb") as reader:  # the handle appends only; it cannot read
+        reader.seek(size - 1)
+        if reader.read(1) != b"\n":
+            handle.write("\n")
