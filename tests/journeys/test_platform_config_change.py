@@ -120,6 +120,20 @@ def test_the_pull_request_renders_every_tenant_of_the_environment(repository: Pa
     assert flag == "--all"
 
 
+def test_a_tenant_moved_to_another_environment_is_previewed_as_removed_where_it_was(
+    repository: Path, tmp_path: Path
+) -> None:
+    """Found by an outside review: git's rename detection listed only the new path of a file moved
+    from dev to prod, so the pull request showed nothing for dev, whose deploy then destroyed it."""
+    _git(repository, "mv", "tenants/dev/initech.yaml", "tenants/prod/initech.yaml")
+    _git(repository, "commit", "-q", "-m", "initech moves to prod")
+    step = _step("pull-request.yml", "Find the stacks this change touches")
+    base = _git(repository, "rev-parse", "HEAD^")
+    outputs = _run(step["run"], cwd=repository, env={"BASE_SHA": base}, tmp_path=tmp_path)
+    changes = json.loads(outputs["changes"])
+    assert changes["dev"]["removed"] == ["initech"] and changes["prod"]["tenants"] == ["initech"], changes
+
+
 @pytest.mark.parametrize(("environment", "flags"), [("dev", "--all"), ("prod", None)])
 def test_the_deploy_updates_every_tenant_of_the_changed_environment_only(
     repository: Path, tmp_path: Path, environment: str, flags: str | None
