@@ -312,7 +312,7 @@ def _file_name_issue(name: str, path: Path, shown: str) -> SpecIssue:
 
 # One entry of the walk: its parts relative to the root, its path as scandir gives it, and whether
 # it is a directory (a tuple: the walk makes one per file of the tree).
-_Entry = tuple[tuple[str, ...], str, bool]
+_Entry = tuple[tuple[str, ...], str, bool, bool]  # parts, path, is a directory, is a symbolic link
 
 
 def _entries(root: Path) -> list[_Entry]:
@@ -336,8 +336,9 @@ def _entries(root: Path) -> list[_Entry]:
                 real_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 real_dir = False
-            is_dir = Path(entry.path).is_dir() if not real_dir and entry.is_symlink() else real_dir
-            found.append(((*parts, name), entry.path, is_dir))
+            link = entry.is_symlink()
+            is_dir = Path(entry.path).is_dir() if not real_dir and link else real_dir
+            found.append(((*parts, name), entry.path, is_dir, link))
             if real_dir:
                 visit(entry.path, (*parts, name))
 
@@ -360,7 +361,7 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
     found: list[SpecIssue | int] = []  # an issue, or the index of a file in ``to_check``
     to_check: list[tuple[str, str]] = []  # (path, display name)
     located: list[tuple[str, str]] = []  # (environment, file name) of each file in ``to_check``
-    for parts, path, is_dir in _entries(root):
+    for parts, path, is_dir, link in _entries(root):
         if parts[-1].endswith(_IGNORED_SUFFIXES):
             continue
         shown = prefix + "/".join(parts)
@@ -387,6 +388,16 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
             continue
         if not parts[1].endswith(".yaml"):
             found.append(SpecIssue(shown, "", "tenant files end in .yaml (not .yml or anything else)"))
+            continue
+        if link:
+            found.append(
+                SpecIssue(
+                    shown,
+                    "",
+                    f"is a symbolic link (to {os.readlink(path)}); a tenant file is a regular file: git keeps "
+                    "and a pull request shows only a link's target path, never what it points at",
+                )
+            )
             continue
         found.append(len(to_check))
         to_check.append((path, shown))
