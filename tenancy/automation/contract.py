@@ -136,6 +136,10 @@ class OperationQueue(Protocol):
 
     def last(self, stack: StackRef) -> Operation | None: ...
 
+    def stacks(self, environment: str | None = None) -> list[StackRef]:
+        """Every stack the queue holds an operation of (of ``environment``, when given)."""
+        ...
+
 
 @dataclass(frozen=True)
 class EngineRequest:

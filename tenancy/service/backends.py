@@ -43,7 +43,7 @@ from tenancy.service.core.metrics import ServiceMetrics
 from tenancy.service.core.preview import PreviewGate, render_preview
 from tenancy.service.core.processes import ALONE, ProcessShare
 from tenancy.service.core.rate_limit import RateLimiter, RedisRateLimiter, SharedRateLimiter
-from tenancy.service.core.reconcile import queue_unapplied_changes
+from tenancy.service.core.reconcile import queue_unapplied_changes, queue_unfinished_deletions
 from tenancy.service.core.security import JwksKeys, TokenVerifier
 from tenancy.service.core.tenant_changes import TenantChanges
 from tenancy.service.core.tenants_repo import TenantRepository
@@ -95,6 +95,7 @@ class Backends:
             queued = queue_unapplied_changes(
                 self.repository, self.queue, environments=self.settings.environments
             )
+            destroys = queue_unfinished_deletions(self.changes, environments=self.settings.environments)
         except Exception as error:  # never keep the service from starting; the next start retries
             # The error's own words (redacted: git and Redis may echo a credential) say what to fix.
             said = " ".join(redact(str(error)).split())[:500] or "no message"
@@ -104,6 +105,10 @@ class Backends:
         else:
             if queued:
                 log.warning("queued %d update(s) for changes in git that were never applied", len(queued))
+            if destroys:
+                log.warning(
+                    "queued %d destroy(s) for deletions in git whose destroy was never queued", len(destroys)
+                )
 
     def _start_threads(self) -> None:
         if self.maintains:  # it holds the commit lock while git looks: once per service start

@@ -271,6 +271,15 @@ def create_tenant(app: FastAPI, name: str, environment: str = "dev", **overrides
     )
 
 
+def destroy_standing_stack(server: LiveServer, issuer: Issuer, path: str) -> None:
+    """After a file was removed outside the service (a merged pull request), its stack stands and the
+    name is refused until DELETE destroys it; this does, and waits until it has."""
+    with server.client(issuer.platform_admin()) as admin:
+        deleted = admin.delete(path)
+        assert deleted.status_code == 202, deleted.text
+        assert wait_for(admin, deleted.json()["operation"]["id"])["status"] == "succeeded"
+
+
 def wait_for(client: httpx.Client, operation_id: str, *, timeout: float = 10.0) -> dict[str, Any]:
     """Poll an operation until it finishes; return its JSON."""
     deadline = time.monotonic() + timeout

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from tenancy.service.core.tenants_repo import GitAuthor
-from tests.service.conftest import AppFactory, Issuer, LiveServer, spec, wait_for
+from tests.service.conftest import AppFactory, Issuer, LiveServer, destroy_standing_stack, spec, wait_for
 
 SEARCH = "/api/v1/environments/dev/tenants/search"
 KEYS = "/api/v1/tenants/search/api-keys"
@@ -47,8 +47,9 @@ def test_a_key_of_an_earlier_tenant_never_works_for_a_new_tenant_of_the_same_nam
         old_key = _make_key(team_a)
     # The file is removed by a merged pull request: no API call revokes anything.
     app.state.backends.repository.delete(
-        "dev", "search", author=GitAuthor("Reviewer", "r@example.com"), message="Delete tenant dev.search"
+        "dev", "search", author=GitAuthor("Reviewer", "r@example.com"), message="Remove search"
     )
+    destroy_standing_stack(server, issuer, SEARCH)  # the earlier tenant's stack, before the name is reused
     with server.client(issuer.admin_of("search", sub="team-b")) as team_b:
         created = team_b.put(SEARCH, json=spec("search", owners=["b@team-b.example"]))
         assert created.status_code == 202
@@ -75,8 +76,9 @@ def test_a_key_works_only_where_its_tenant_is_still_the_one_it_was_made_for(
     with server.client(key) as machine:
         assert machine.get(SEARCH).status_code == 200 and machine.get(prod).status_code == 200
     app.state.backends.repository.delete(
-        "dev", "search", author=GitAuthor("Reviewer", "r@example.com"), message="Delete tenant dev.search"
+        "dev", "search", author=GitAuthor("Reviewer", "r@example.com"), message="Remove search"
     )
+    destroy_standing_stack(server, issuer, SEARCH)
     with server.client(issuer.admin_of("search", sub="team-b")) as team_b:
         wait_for(
             team_b,

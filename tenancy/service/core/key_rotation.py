@@ -115,7 +115,7 @@ class KeyRotations:
                         f"Requested-by: {principal.actor}"
                     ),
                 )
-                operation = self.changes._submit(stack, OperationKind.up, document, principal, commit)
+                operation = self.changes._submit(stack, OperationKind.up, document, principal.actor, commit)
                 etag = self.changes.current_etag(stack)
         except ConflictError as error:
             raise _conflict_with_repository(stack, error) from None

@@ -4,6 +4,10 @@ what was last applied or queued for its stack gets an update queued (once: a que
 This covers a process that died between committing a change and queueing its update, and files
 changed while no replica ran. Missing files are left alone: destroying stacks because files went
 missing (a wrong tenants path, a bad merge) is never automatic; ``tenantctl sync --prune`` does it.
+The one exception is a deletion the service itself committed (``Delete tenant <env>.<name>``, what
+DELETE commits) whose destroy was never queued, as the process died between the two: the destroy is
+queued now (``queue_unfinished_deletions``), as a change's update is. Until a stack whose file is gone
+is destroyed, the service refuses a new tenant of the name (it would get that stack).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from tenancy.automation.contract import Operation, OperationKind, OperationQueue
 from tenancy.automation.fingerprint import spec_fingerprint
 from tenancy.automation.incarnation import stack_history
 from tenancy.service.core.incarnation import incarnation_of
+from tenancy.service.core.tenant_changes import TenantChanges
 from tenancy.service.core.tenants_repo import TenantRepository
 from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import parse_tenant
@@ -86,3 +91,38 @@ def _last_wanted(queue: OperationQueue, stack: StackRef) -> str | None:
         if operation.kind is OperationKind.up:
             return spec_fingerprint(operation.spec)
     return None
+
+
+def queue_unfinished_deletions(
+    changes: TenantChanges, *, environments: Collection[str] = ENVIRONMENTS
+) -> list[Operation]:
+    """Queue the destroy of each stack of ``environments`` whose tenant the service deleted (its file's
+    last commit is DELETE's ``Delete tenant <env>.<name>``) while the stack is still up with no destroy
+    queued: the process that committed the deletion died before it queued the destroy. Other stacks
+    whose file is gone are left alone and named in the log. Each tenant is held while it is looked at
+    and its destroy queued, as DELETE holds it across its commit and its submit."""
+    repository, queue = changes.repository, changes.queue
+    present = set(repository.names())
+    queued = []
+    for stack in queue.stacks():
+        if stack.environment not in environments or (stack.environment, stack.tenant) in present:
+            continue
+        with repository.locked(stack.name):
+            if repository.exists(stack.environment, stack.tenant):
+                continue  # created again meanwhile
+            standing = changes.standing_without_file(stack)
+            if standing is None:
+                continue
+            history = repository.history(stack.environment, stack.tenant)
+            removal = history[0] if history else None
+            if removal is None or removal.subject != f"Delete tenant {stack.name}":
+                log.warning(
+                    "reconcile: %s has no file in git but its stack is up (update %s) and no destroy was "
+                    "queued; left alone: DELETE the tenant through the service or run `tenantctl sync "
+                    "--prune` to destroy it (a new tenant of the name is refused until then)",
+                    stack.name,
+                    standing.id,
+                )
+                continue
+            queued.append(changes.submit_deletion(stack, standing.spec or {}, RECONCILER, removal.sha))
+    return queued

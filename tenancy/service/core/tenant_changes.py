@@ -85,7 +85,9 @@ def spec_issues_details(error: SpecError) -> list[dict[str, str]]:
     return [{"field": issue.field or "(document)", "reason": issue.reason} for issue in error.issues]
 
 
+CHANGE_REQUEST_TRAILER = "Change-Request: "  # the line an approval's commit names its request in
 _ACTIVE = (OperationStatus.queued, OperationStatus.running)
+_STANDING = (*_ACTIVE, OperationStatus.succeeded)  # an update in these leaves (or will) the stack up
 _RESOLVED_CACHE_ENTRIES = 4096
 
 
@@ -246,7 +248,7 @@ class TenantChanges:
                     author=author,
                     message=f"Delete tenant {stack.name}\n\nRequested-by: {principal.actor}",
                 )
-                operation = self._submit_deletion(stack, current, principal, commit, force=force)
+                operation = self.submit_deletion(stack, current, principal.actor, commit, force=force)
                 self._revoke_keys_once_gone(stack)
         except ConflictError as error:
             raise _conflict_with_repository(stack, error) from None
@@ -264,13 +266,44 @@ class TenantChanges:
                 return None
         return None
 
+    def standing_without_file(self, stack: StackRef) -> Operation | None:
+        """For a tenant whose file git no longer has: the update that left its stack deployed (or will)
+        when no destroy was queued since. That is a service that stopped between committing a deletion
+        and queueing its destroy, or a file removed outside the service (a merged pull request). None
+        when the stack was destroyed or a destroy is queued or failed (``pending_deletion``), or when
+        no update of it succeeded or waits."""
+        for operation in stack_history(self.queue, stack):
+            if operation.kind not in (OperationKind.up, OperationKind.destroy):
+                continue
+            if operation.status in _STANDING or operation.kind is OperationKind.destroy:
+                return operation if operation.kind is OperationKind.up else None
+        return None
+
     def _refuse_while_predecessor_stands(self, stack: StackRef) -> None:
         """A tenant of a name whose earlier tenant's destroy has not succeeded would get that tenant's
         stack (one per name: ``<env>.<name>``), with its resources and the data in its Qdrant. Refused
-        until the destroy succeeds; the workers refuse such an update too, whoever queues it."""
+        until the destroy succeeds; the workers refuse such an update too, whoever queues it (when that
+        destroy failed). Refused too while the earlier tenant's stack stands with no destroy queued at
+        all (``standing_without_file``): DELETE queues it."""
         pending = self.pending_deletion(stack)
         if pending is None:
-            return
+            standing = self.standing_without_file(stack)
+            if standing is None:
+                return
+            raise ServiceError(
+                "previous_incarnation_not_destroyed",
+                f"the earlier tenant named {stack.tenant} was removed from {stack.environment} without a "
+                f"destroy of its stack, which its update {standing.id} left deployed, so its resources and "
+                f"the data in its Qdrant are still there. DELETE {stack.tenant} to destroy that stack (a "
+                "platform-admin may add ?force=true to go on without the automatic backup), then create "
+                "the tenant again",
+                details=[
+                    {
+                        "field": "name",
+                        "reason": f"the earlier tenant named {stack.tenant} is not destroyed yet",
+                    }
+                ],
+            )
         if pending.status in _ACTIVE:
             state = f"is still {pending.status.value}; create the tenant again once it has succeeded"
         else:
@@ -294,24 +327,34 @@ class TenantChanges:
     def _retry_deletion(
         self, stack: StackRef, principal: Principal, *, if_match: str | None, force: bool = False
     ) -> ChangeResult:
-        """DELETE of a tenant whose file is gone: the destroy under way, or a new one if it failed."""
+        """DELETE of a tenant whose file is gone: the destroy under way, or a new one if it failed or
+        was never queued (``standing_without_file``)."""
         pending = self.pending_deletion(stack)
         if pending is None:
-            raise _tenant_not_found(stack)
+            standing = self.standing_without_file(stack)
+            if standing is None:
+                raise _tenant_not_found(stack)
+            if if_match is not None:
+                raise ServiceError(
+                    "precondition_failed", f"{stack.name} has no file in git: it has no version to match"
+                )
+            operation = self.submit_deletion(stack, standing.spec or {}, principal.actor, None, force=force)
+            log.warning("queued the destroy of %s, whose file was gone with its stack still up", stack.name)
+            return ChangeResult(operation=operation, commit=None, document=None, etag=None)
         if if_match is not None:
             raise ServiceError(
                 "precondition_failed", f"{stack.name} is being deleted: it has no version to match"
             )
         if pending.status in _ACTIVE:
             return ChangeResult(operation=pending, commit=None, document=None, etag=None)
-        operation = self._submit_deletion(stack, pending.spec or {}, principal, None, force=force)
+        operation = self.submit_deletion(stack, pending.spec or {}, principal.actor, None, force=force)
         return ChangeResult(operation=operation, commit=None, document=None, etag=None)
 
-    def _submit_deletion(
+    def submit_deletion(
         self,
         stack: StackRef,
         document: dict[str, Any],
-        principal: Principal,
+        requested_by: str,
         commit: str | None,
         *,
         force: bool = False,
@@ -332,9 +375,9 @@ class TenantChanges:
         protected = applied is not None and (applied.spec or {}).get("deletionProtection", True) is not False
         if protected and not update_in_line:
             unprotected = {**document, "deletionProtection": False}
-            self._submit(stack, OperationKind.up, unprotected, principal, commit)
+            self._submit(stack, OperationKind.up, unprotected, requested_by, commit)
         params = {"force": True} if force else None
-        return self._submit(stack, OperationKind.destroy, document, principal, commit, params=params)
+        return self._submit(stack, OperationKind.destroy, document, requested_by, commit, params=params)
 
     def _revoke_keys_once_gone(self, stack: StackRef) -> None:
         """A tenant's API keys die with its last file: a later tenant of the same name is someone else."""
@@ -351,7 +394,7 @@ class TenantChanges:
         stack: StackRef,
         kind: OperationKind,
         document: dict[str, Any],
-        principal: Principal,
+        requested_by: str,
         commit: str | None,
         *,
         params: dict[str, Any] | None = None,
@@ -365,7 +408,7 @@ class TenantChanges:
                 stack,
                 kind,
                 spec=document,
-                requested_by=principal.actor,
+                requested_by=requested_by,
                 incarnation=incarnation,
                 params=params,
                 queued=queued,
@@ -579,7 +622,7 @@ class TenantChanges:
                         stack,
                         OperationKind.up,
                         document,
-                        principal,
+                        principal.actor,
                         commit,
                         params={"force": True} if force else None,
                         queued=queued,
