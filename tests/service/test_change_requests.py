@@ -121,6 +121,74 @@ def test_an_upgrade_waits_for_a_platform_admin_who_approves_exactly_it(
     ]
 
 
+def test_an_approval_cut_short_by_a_crash_is_settled_from_git(live: LiveServer, issuer: Issuer) -> None:
+    """Found by an outside review: ``kill -9`` of the service while an approval ran left its request
+    ``applying`` for good (approve and reject answered 409, it never expired nor was purged). An
+    approval names its request in its commit (``Change-Request: <id>``); a request ``applying`` for
+    longer than any approval takes is settled when next read: approved with that commit if git has
+    it, pending again otherwise. One being applied right now is left alone."""
+    from tenancy.automation.contract import StackRef
+    from tenancy.service.core.approvals import APPLYING_FOR_AT_MOST_SECONDS
+    from tenancy.service.core.security import Principal
+
+    create_tenant(live.app, "acme")
+    requester = live.client(issuer.admin_of("acme", sub="alice"))
+    admin = live.client(issuer.platform_admin(sub="root"))
+    backends = live.app.state.backends
+    store = backends.approvals.store
+
+    def filed(name: str) -> ChangeRequest:
+        body = requester.patch(ACME, json={"displayName": name, "groups": {"viewers": [f"/{name}"]}}).json()
+        return store.get(body["changeRequest"]["id"])  # type: ignore[no-any-return]
+
+    def cut_short(request: ChangeRequest, *, seconds_ago: float) -> None:
+        applying = replace(
+            request,
+            status=RequestStatus.applying,
+            decided_by="user:root",
+            decided_at=time.time() - seconds_ago,
+        )
+        assert store.transition(request.id, RequestStatus.pending, applying) is not None
+
+    # Cut short before its commit: pending again, and it can be approved.
+    before = filed("before")
+    cut_short(before, seconds_ago=APPLYING_FOR_AT_MOST_SECONDS + 1)
+    shown = admin.get(f"/api/v1/change-requests/{before.id}").json()
+    assert shown["status"] == "pending" and shown["decidedBy"] is None
+    approved = admin.post(f"/api/v1/change-requests/{before.id}/approve")
+    assert approved.status_code == 202, approved.text
+    head = backends.repository.head()
+    message = backends.repository._run("log", "-1", "--format=%B", head).stdout
+    assert f"Change-Request: {before.id}" in message  # the approval names its request
+
+    # Cut short after its commit (the process died before it recorded the approval): approved, with it.
+    after = filed("after")
+    root = Principal(subject="root", display_name="root", email=None, kind="user", platform_admin=True)
+    backends.changes.replace(
+        StackRef("dev", "acme"),
+        after.document,
+        root,
+        if_match=f'"{after.base_etag}"',
+        change_request=after.id,
+    )
+    cut_short(after, seconds_ago=APPLYING_FOR_AT_MOST_SECONDS + 1)
+    listed = {item["id"]: item for item in requester.get("/api/v1/change-requests").json()["changeRequests"]}
+    assert (
+        listed[after.id]["status"] == "approved" and listed[after.id]["commit"] == backends.repository.head()
+    )
+    assert listed[after.id]["decidedBy"] == "user:root"
+
+    # One being applied now is not touched.
+    now = filed("now")
+    cut_short(now, seconds_ago=5)
+    assert admin.get(f"/api/v1/change-requests/{now.id}").json()["status"] == "applying"
+    recovered = [line for line in _audit(live) if line["actor"] == "system:recovery"]
+    assert [(line["outcome"], line["reason"].split(":")[0]) for line in recovered] == [
+        ("failed", before.id),
+        ("succeeded", after.id),
+    ]
+
+
 def test_reject_takes_a_reason_the_requester_sees(live: LiveServer, issuer: Issuer) -> None:
     create_tenant(live.app, "acme")
     requester = live.client(issuer.admin_of("acme"))

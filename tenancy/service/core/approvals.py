@@ -31,7 +31,13 @@ from tenancy.service.core.change_requests import (
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.incarnation import incarnation_of
 from tenancy.service.core.security import Principal
-from tenancy.service.core.tenant_changes import ChangeResult, TenantChanges, etag_of, merge_patch
+from tenancy.service.core.tenant_changes import (
+    CHANGE_REQUEST_TRAILER,
+    ChangeResult,
+    TenantChanges,
+    etag_of,
+    merge_patch,
+)
 from tenancy.service.core.tenants_repo import TenantRepository, parse_document
 from tenancy.spec.plans import Plan
 from tenancy.spec.tenant import TenantSpec
@@ -55,6 +61,10 @@ class Proposal:
 LIST_LIMIT = 500  # requests one listing returns at most
 _PURGE_EVERY_SECONDS = 3600
 _PAGE = 200
+# Longer than any approval takes: its wait for the tenant (30 s; a crashed holder's Redis lock lasts
+# 120 s), its commit and its operation's place in the queue. A request ``applying`` for longer was
+# cut short by a crash.
+APPLYING_FOR_AT_MOST_SECONDS = 600.0
 
 
 class Approvals:
@@ -231,7 +241,7 @@ class Approvals:
             raise ServiceError(
                 "change_request_not_found", f"there is no change request {request_id} that you can see"
             )
-        return self._expire_if_due(request, rid)
+        return self._expire_if_due(self._settle_if_interrupted(request, rid), rid)
 
     def list(
         self,
@@ -252,7 +262,7 @@ class Approvals:
                 break
             if request.id in seen or not self.visible(principal, request, current):
                 continue
-            request = self._expire_if_due(request, rid)
+            request = self._expire_if_due(self._settle_if_interrupted(request, rid), rid)
             if status is not None and request.status is not status:
                 continue
             if environment is not None and request.environment != environment:
@@ -294,13 +304,63 @@ class Approvals:
         )
         return expired
 
+    def _settle_if_interrupted(self, request: ChangeRequest, rid: str) -> ChangeRequest:
+        """A request left ``applying`` longer than any approval takes (``APPLYING_FOR_AT_MOST_SECONDS``:
+        the process applying it died): approved if git has the commit that names it (the start-up
+        reconcile queues its update if the process died before it did), pending again otherwise, so
+        it can be decided. Audited either way, by ``system:recovery``."""
+        if request.status is not RequestStatus.applying:
+            return request
+        started = request.decided_at if request.decided_at is not None else 0.0
+        if time.time() - started < APPLYING_FOR_AT_MOST_SECONDS:
+            return request
+        stack = StackRef(request.environment, request.tenant)
+        commit = self.repository.commit_naming(
+            request.environment, request.tenant, f"{CHANGE_REQUEST_TRAILER}{request.id}"
+        )
+        if commit is not None:
+            settled = replace(
+                request,
+                status=RequestStatus.approved,
+                commit=commit,
+                incarnation=incarnation_of(self.repository, stack),
+            )
+            outcome: Outcome = "succeeded"
+            reason = f"{request.id}: the approval was cut short after its commit {commit[:12]}"
+        else:
+            settled = replace(request, status=RequestStatus.pending, decided_by=None, decided_at=None)
+            outcome, reason = (
+                "failed",
+                f"{request.id}: the approval was cut short before its commit; pending again",
+            )
+        stored = self.store.transition(request.id, RequestStatus.applying, settled)
+        if stored is None:  # settled or finished meanwhile
+            return self.store.get(request.id) or request
+        log.warning("change request %s: %s", request.id, reason.split(": ", 1)[1])
+        self.audit.record(
+            actor="system:recovery",
+            action="change_request.approve",
+            outcome=outcome,
+            tenant=request.tenant,
+            environment=request.environment,
+            request_id=rid,
+            reason=reason,
+        )
+        return stored
+
     # --- deciding -----------------------------------------------------------------------------
 
     def approve(self, principal: Principal, request_id: str, rid: str) -> tuple[ChangeRequest, ChangeResult]:
         """Apply exactly the stored document, against exactly the version it was made against."""
         request = self._decidable(principal, request_id, rid, "change_request.approve")
+        # Who applies it and since when: an approval cut short (a crash) is settled once it is older
+        # than any approval can take (``_settle_if_interrupted``).
         applying = self.store.transition(
-            request.id, RequestStatus.pending, replace(request, status=RequestStatus.applying)
+            request.id,
+            RequestStatus.pending,
+            replace(
+                request, status=RequestStatus.applying, decided_by=principal.actor, decided_at=time.time()
+            ),
         )
         if applying is None:
             raise self._refused(principal, request, rid, "change_request.approve", _already_decided(request))
@@ -312,6 +372,7 @@ class Approvals:
                 principal,
                 if_match=f'"{request.base_etag}"' if request.base_etag else None,
                 if_none_match="*" if request.base_etag is None else None,
+                change_request=request.id,
             )
         except ServiceError as error:
             self.store.transition(request.id, RequestStatus.applying, request)  # pending again

@@ -12,7 +12,7 @@ Why a pending record and not a git branch: the tenants repository is the record 
 (CI, Argo CD and every replica read its main branch); a branch per request would need pushing,
 cleaning and protecting on every remote, and git has no place for the reason, the preview, the
 expiry or the decision. The record lives beside the API keys (SQLite in the embedded default, Redis
-with several replicas), and the commit an approval makes names the request.
+with several replicas), and the commit an approval makes names the request (`Change-Request: <id>`).
 """
 
 from __future__ import annotations

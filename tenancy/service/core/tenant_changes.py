@@ -175,8 +175,11 @@ class TenantChanges:
         if_match: str | None,
         if_none_match: str | None = None,
         force: bool = False,
+        change_request: str | None = None,
     ) -> ChangeResult:
-        """``force``: go on without the automatic backup if it fails (platform-admins only)."""
+        """``force``: go on without the automatic backup if it fails (platform-admins only).
+        ``change_request``: the id of the change request this applies, named in the commit
+        (``Change-Request: <id>``): how an approval cut short by a crash is found applied or not."""
         self.check_force(stack, principal, force, "update")
         if if_none_match is not None:
             _check_if_none_match(if_none_match)
@@ -188,6 +191,7 @@ class TenantChanges:
             create_only=if_none_match is not None,
             build=lambda _current, _found: spec,
             force=force,
+            trailers=f"\n{CHANGE_REQUEST_TRAILER}{change_request}" if change_request else "",
         )
 
     def patch(
@@ -585,6 +589,7 @@ class TenantChanges:
         build: Callable[[dict[str, Any] | None, TenantFile | None], TenantSpec],
         create_only: bool = False,
         force: bool = False,
+        trailers: str = "",
     ) -> ChangeResult:
         author = GitAuthor.of(principal.display_name, principal.email, principal.subject)
         try:
@@ -606,12 +611,13 @@ class TenantChanges:
                 verb = "Create" if current is None else "Update"
                 # A forced change says so in git too (its update may then run without a backup).
                 forced = "\nForced-without-backup: true" if force else ""
+                trailers = forced + trailers
                 written = turn.write_file(
                     stack.environment,
                     stack.tenant,
                     spec.to_file_document(),  # what the author wrote, pins equal to defaults included
                     author=author,
-                    message=f"{verb} tenant {stack.name}\n\nRequested-by: {principal.actor}{forced}",
+                    message=f"{verb} tenant {stack.name}\n\nRequested-by: {principal.actor}{trailers}",
                 )
                 turn.release()  # the next writer of the tenant builds on this change from here
                 started = time.perf_counter()

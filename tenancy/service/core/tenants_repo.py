@@ -595,6 +595,23 @@ class TenantRepository:
             commits.append(Commit(sha, author_name, author_email, subject))
         return commits
 
+    def commit_naming(self, environment: str, name: str, trailer: str) -> str | None:
+        """The newest commit of the tenant's file whose message has the line ``trailer`` (say
+        ``Change-Request: cr-…``), or None."""
+        tip = self._tip()
+        if tip is None:
+            return None
+        output = self._run(
+            "log",
+            "--format=%H",
+            "--fixed-strings",
+            f"--grep={trailer}",
+            str(tip),
+            "--",
+            self._relative(environment, name),
+        ).stdout
+        return output.split()[0] if output.split() else None
+
     def maintain(self, *, loose_objects: int = 6700) -> None:
         """Pack loose objects once there are about ``loose_objects`` of them (git's ``gc --auto``; each
         change leaves five). Run off the request path. Holding the commit lock, no compare-and-swap,
