@@ -119,6 +119,13 @@ def test_validate_against_a_revision_refuses_volume_changes(tmp_path: Path) -> N
     result = runner.invoke(app, ["validate", "--tenants", str(tmp_path / "tenants"), "--against", "HEAD"])
     assert result.exit_code == 0, result.output
 
+    # A pull request that takes Qdrant back a version is refused too, naming the field.
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "pinned")
+    spec.write_text(spec.read_text().replace("enabled: true,", "enabled: true, version: v1.18.2,"))
+    result = runner.invoke(app, ["validate", "--tenants", str(tmp_path / "tenants"), "--against", "HEAD"])
+    assert result.exit_code == INVALID_INPUT
+    assert "qdrant.version: would go back from v1.19.0 to v1.18.2" in result.output
+
 
 def test_validate_against_an_unknown_revision_is_an_input_error(tmp_path: Path) -> None:
     result = runner.invoke(

@@ -47,7 +47,43 @@ def refused_change_issues(
         )
         + scale_down_issues(before, after, file=file)
         + key_generation_issues(before, after, file=file)
+        + downgrade_issues(before, after, file=file)
     )
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.removeprefix("v").split("."))
+
+
+def downgrade_issues(before: Tenant, after: Tenant, *, file: str) -> list[SpecIssue]:
+    """Versions that would go back. Qdrant does not promise to read storage a newer version wrote, and
+    Kubernetes never supports taking a control plane (a vCluster's, with its data store) back a minor
+    version: either could leave the tenant's data unreadable. Going back means a new tenant (or a new
+    vCluster), with the data restored from a backup."""
+    issues = []
+    if before.qdrant is not None and after.qdrant is not None:
+        old, new = before.qdrant.version, after.qdrant.version
+        if _release(new) < _release(old):
+            issues.append(
+                SpecIssue(
+                    file,
+                    "qdrant.version",
+                    f"would go back from {old} to {new}; Qdrant does not read storage a newer version "
+                    f"wrote: keep {old} (to go back, restore a backup into a new tenant)",
+                )
+            )
+    if before.vcluster is not None and after.vcluster is not None:
+        old, new = before.vcluster.kubernetes_version, after.vcluster.kubernetes_version
+        if _release(new) < _release(old):
+            issues.append(
+                SpecIssue(
+                    file,
+                    "vcluster.kubernetesVersion",
+                    f"would go back from {old} to {new}; Kubernetes never supports taking a control plane "
+                    f"back a version (its data store was written by {old}): keep {old}",
+                )
+            )
+    return issues
 
 
 def key_generation_issues(before: Tenant, after: Tenant, *, file: str) -> list[SpecIssue]:

@@ -394,8 +394,8 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
                 SpecIssue(
                     shown,
                     "",
-                    f"is a symbolic link (to {os.readlink(path)}); a tenant file is a regular file: git keeps "
-                    "and a pull request shows only a link's target path, never what it points at",
+                    f"is a symbolic link (to {os.readlink(path)}); a tenant file is a regular file: git "
+                    "keeps and a pull request shows only a link's target path, never what it points at",
                 )
             )
             continue

@@ -153,3 +153,23 @@ def test_a_volume_on_the_default_class_grows_only_when_the_default_is_known_expa
         )
         == []
     )
+
+
+def test_a_version_that_goes_back_is_refused_and_one_that_goes_forward_is_not() -> None:
+    """Found by an outside review: Qdrant v1.19.0 -> v1.18.2 and a vCluster's Kubernetes 1.34 -> 1.32
+    passed every check, though neither version promises to read what the newer one wrote."""
+    newer = tenant(
+        qdrant={"enabled": True, "version": "v1.19.0"},
+        vcluster={"enabled": True, "kubernetesVersion": "1.34"},
+    )
+    older = tenant(
+        qdrant={"enabled": True, "version": "v1.18.2"},
+        vcluster={"enabled": True, "kubernetesVersion": "1.32"},
+    )
+    qdrant, vcluster = refused_change_issues(newer, older, file="acme.yaml")
+    assert qdrant.field == "qdrant.version" and "would go back from v1.19.0 to v1.18.2" in qdrant.reason
+    assert "keep v1.19.0" in qdrant.reason
+    assert vcluster.field == "vcluster.kubernetesVersion" and "keep 1.34" in vcluster.reason
+    assert refused_change_issues(older, newer, file="acme.yaml") == []  # upgrades go on
+    # Only a version that goes back: one that newly appears or goes away with its service is not one.
+    assert refused_change_issues(tenant(), older, file="acme.yaml") == []
