@@ -686,3 +686,38 @@ def test_a_record_after_a_torn_last_line_starts_a_line_of_its_own(tmp_path: Path
     assert json.loads(record)["operation_id"] == "op1"
     log.record(actor="user:b", action="tenant.patch", outcome="accepted", tenant="acme", operation_id="op2")
     assert [json.loads(line)["operation_id"] for line in path.read_text().splitlines()[1:]] == ["op1", "op2"]
+
+
+def test_no_change_is_accepted_while_the_audit_log_cannot_be_written_and_one_cut_short_says_it_stands(
+    make_app: AppFactory, issuer: Issuer, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an outside review: with the audit log unwritable a PATCH answered 500, yet was committed
+    and queued, and /readyz said ready. Now readiness fails, a write is refused before it changes
+    anything, and one whose record fails after its commit says it was committed and queued."""
+    app, _ = make_app(workers=0)
+    server = serve(app)
+    backends = app.state.backends
+    with server.client(issuer.admin_of("acme")) as client:
+        assert client.put(ACME_URL, json=spec("acme")).status_code == 202
+        head = backends.repository.head()
+
+        monkeypatch.setattr(AuditLog, "writable", lambda self: False)
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["audit_log"] == "failing"
+        refused = client.patch(ACME_URL, json={"displayName": "Unrecorded"})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "audit_unavailable"
+        assert "nothing was committed or queued" in refused.json()["error"]["message"]
+        assert backends.repository.head() == head
+        monkeypatch.undo()
+
+        def failing(descriptor: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(durable, "fsync", lambda descriptor: None)  # git's flushes go on
+        monkeypatch.setattr(AuditLog, "_flush_file", lambda self, file: failing(0))
+        cut = client.patch(ACME_URL, json={"displayName": "Committed"})
+        assert cut.status_code == 503, cut.text
+        message = cut.json()["error"]["message"]
+        assert cut.json()["error"]["code"] == "audit_unavailable"
+        assert f"was committed ({backends.repository.head()[:12]}) and queued" in message
+        assert "do not repeat it" in message

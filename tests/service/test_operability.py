@@ -16,7 +16,12 @@ def test_health_and_readiness_answer_without_credentials(make_app: AppFactory, s
         assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
         ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"queue": "ok", "repository": "ok", "signing_keys": "ok"}
+    assert ready.json()["checks"] == {
+        "queue": "ok",
+        "repository": "ok",
+        "signing_keys": "ok",
+        "audit_log": "ok",
+    }
 
 
 def test_readiness_fails_when_the_signing_keys_cannot_be_fetched(make_app: AppFactory, serve: Any) -> None:

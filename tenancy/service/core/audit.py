@@ -69,6 +69,14 @@ class AuditLog:
         if target != "-":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
 
+    def writable(self) -> bool:
+        """Whether a record can be written now: the file, or the folder it would be made in, is open
+        to this process for writing (standard output always is). A full disk is found only by a write."""
+        if self.target == "-":
+            return True
+        path = Path(self.target)
+        return os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK | os.X_OK)
+
     def record(
         self,
         *,

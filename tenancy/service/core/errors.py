@@ -114,6 +114,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "engine_unavailable": (503, "the automation engine could not answer"),
     "repository_unavailable": (503, "the tenants repository could not be written"),
+    "audit_unavailable": (
+        503,
+        "the audit log cannot be written: nothing is accepted until it can (a change already committed "
+        "when its record failed says so, and stands)",
+    ),
     "backups_unavailable": (503, "the service has no backup bucket configured, or it cannot be read"),
     "not_ready": (503, "a dependency of the service is not ready"),
     "identity_provider_unavailable": (

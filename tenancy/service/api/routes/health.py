@@ -24,7 +24,7 @@ def healthz() -> HealthView:
     "/readyz",
     response_model=HealthView,
     responses={503: {"model": HealthView, "description": "Not ready: a check is failing."}},
-    summary="Readiness: queue, tenants repository, signing keys and workers",
+    summary="Readiness: queue, tenants repository, signing keys and the audit log",
 )
 def readyz(backends: BackendsDep) -> JSONResponse:
     checks: dict[str, str] = {}
@@ -36,6 +36,8 @@ def readyz(backends: BackendsDep) -> JSONResponse:
         checks["queue"] = "failing"
     checks["repository"] = "ok" if backends.repository.healthy() else "failing"
     checks["signing_keys"] = "ok" if backends.verifier.keys.ready() else "failing"
+    # A write is answered only once its audit record is flushed: without the log, none can be.
+    checks["audit_log"] = "ok" if backends.audit.writable() else "failing"
     ready = all(value == "ok" for value in checks.values())
     view = HealthView(status="ready" if ready else "not_ready", checks=checks)
     return JSONResponse(view.wire(), status_code=200 if ready else 503)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from functools import partial
@@ -56,6 +57,8 @@ from tenancy.service.models import (
 )
 from tenancy.spec.tenant import TenantSpec
 
+log = logging.getLogger("tenancy.service")
+
 router = APIRouter(prefix=API_PREFIX, tags=["tenants"])
 
 TENANT_PATH = "/environments/{environment}/tenants/{name}"
@@ -90,6 +93,7 @@ _WRITE_CODES = (
     *WITH_BODY,
     "idempotency_key_reused",
     "repository_unavailable",
+    "audit_unavailable",
 )
 _WRITE_ERRORS = error_responses(*_WRITE_CODES)
 # A tenant-admin's PUT or PATCH that needs a platform-admin is filed as a change request instead.
@@ -191,7 +195,15 @@ def _audited_change(
     action: str,
     change: Callable[[], ChangeResult],
 ) -> WriteResult:
-    """Run ``change`` (returning a ChangeResult) and write the audit line whatever the outcome."""
+    """Run ``change`` (returning a ChangeResult) and write the audit line whatever the outcome. Nothing
+    is changed while the audit log cannot be written (503 ``audit_unavailable``); a change committed
+    when its record then fails is answered 503 too, saying it was committed and queued."""
+    if not backends.audit.writable():
+        raise ServiceError(
+            "audit_unavailable",
+            f"the audit log cannot be written, so no change to {stack.name} is accepted; nothing was "
+            "committed or queued: retry once the platform team has fixed it",
+        )
     try:
         result = change()
     except ServiceError as error:
@@ -207,15 +219,31 @@ def _audited_change(
         )
         raise
     started = time.perf_counter()
-    backends.audit.record(
-        actor=principal.actor,
-        action=action,
-        outcome="accepted",
-        tenant=stack.tenant,
-        environment=stack.environment,
-        request_id=request_id(request),
-        operation_id=result.operation.id,
-    )
+    try:
+        backends.audit.record(
+            actor=principal.actor,
+            action=action,
+            outcome="accepted",
+            tenant=stack.tenant,
+            environment=stack.environment,
+            request_id=request_id(request),
+            operation_id=result.operation.id,
+        )
+    except OSError as error:
+        log.error(
+            "the audit record of %s's %s (operation %s) could not be written: %s",
+            stack.name,
+            action,
+            result.operation.id,
+            error.strerror or type(error).__name__,
+        )
+        committed = f"committed ({result.commit[:12]}) and " if result.commit else ""
+        raise ServiceError(
+            "audit_unavailable",
+            f"the change to {stack.name} was {committed}queued (operation {result.operation.id}), but its "
+            f"audit record could not be written ({error.strerror or type(error).__name__}); the change "
+            "stands: do not repeat it, and tell the platform team",
+        ) from None
     backends.metrics.write_waited("audit", time.perf_counter() - started)
     return _accepted(backends, result)
 
