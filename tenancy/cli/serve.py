@@ -10,6 +10,7 @@ tenancy/service/core/config.py and the README).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import gc
@@ -18,6 +19,7 @@ import shlex
 import shutil
 import signal
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -145,9 +147,10 @@ def serve(
             app = create_app(settings, seed_tenants=seed_tenants)
         else:  # what the processes share is made once, here, so they never race to make it
             prepare_shared_state(settings, seed_tenants=seed_tenants)
-    except (RepositoryError, OSError) as error:
+    except (RepositoryError, OSError, sqlite3.DatabaseError) as error:
         # What failed and why (git's own message), never a traceback: the service did not start.
-        typer.echo(f"error: tenantctl serve could not start: {_startup_failure(error)}", err=True)
+        said = _startup_failure(error, settings.state_dir)
+        typer.echo(f"error: tenantctl serve could not start: {said}", err=True)
         raise typer.Exit(exit_codes.SERVICE_FAILED) from None
     where = f"http://{settings.host}:{settings.port}"
     typer.echo(f"tenant API on {where} (OpenAPI at {where}/docs)", err=True)
@@ -258,11 +261,32 @@ def _stop_with(supervisor: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _startup_failure(error: Exception) -> str:
+def _startup_failure(error: Exception, state_dir: Path) -> str:
     if isinstance(error, OSError):
         where = f" ({error.filename})" if error.filename else ""
         return f"{error.strerror or type(error).__name__}{where}"
+    if isinstance(error, sqlite3.DatabaseError):  # SQLite does not say which file: each is tried
+        broken = _unreadable_databases(state_dir)
+        if not broken:
+            return f"a database in {state_dir} could not be read ({error})"
+        return "; ".join(
+            f"{path} is not a readable SQLite database ({reason}): restore it from a backup, or move it "
+            "aside with its -wal and -shm files to start with an empty one (what it held is then lost)"
+            for path, reason in broken
+        )
     return redact(str(error))
+
+
+def _unreadable_databases(state_dir: Path) -> list[tuple[Path, str]]:
+    """The SQLite files of the state directory that do not open and read as databases."""
+    broken = []
+    for path in sorted(state_dir.rglob("*.sqlite3")):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
+                database.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.Error as error:
+            broken.append((path, str(error)))
+    return broken
 
 
 def _address_in_use(host: str, port: int) -> str | None:

@@ -80,3 +80,22 @@ def test_serve_that_cannot_prepare_its_repository_says_why_without_a_traceback(
     assert "tenantctl serve could not start: git init could not run" in result.output
     assert "Traceback" not in result.output
     assert shutil.which("git", path=str(empty)) is None
+
+
+@pytest.mark.parametrize("database", ["operations.sqlite3", "api-keys.sqlite3"])
+def test_serve_with_a_corrupted_database_names_the_file_and_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str
+) -> None:
+    """Found by an outside review: garbage over a database's header stopped the start with a 60-line
+    traceback ending in "file is not a database", naming no file."""
+    monkeypatch.delenv("TENANCY_SERVICE_STATE_DIR", raising=False)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / database).write_bytes(b"this is not SQLite\n" * 300)
+    result = CliRunner().invoke(
+        tenantctl, ["serve", "--project", str(PROJECT_DIR), "--state-dir", str(state)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert f"{state / database} is not a readable SQLite database (file is not a database)" in result.output
+    assert "restore it from a backup, or move it aside with its -wal and -shm files" in result.output
