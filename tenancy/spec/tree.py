@@ -145,11 +145,12 @@ def _read_text(path: Path | str) -> str:
 
 def _check_file(path: Path | str, shown: str) -> tuple[str, TenantSpec]:
     """The file's text and its spec; SpecError names the file, field and reason."""
+    text = None
     try:
         text = _read_text(path)
         data, strings = load_tenant_yaml(text)
     except yaml.YAMLError as error:
-        raise SpecError([SpecIssue(shown, "", yaml_problem(error))]) from None
+        raise SpecError([SpecIssue(shown, "", yaml_problem(error, text))]) from None
     except UnicodeDecodeError as error:
         raise SpecError([SpecIssue(shown, "", _not_utf8(error))]) from None
     except OSError as error:

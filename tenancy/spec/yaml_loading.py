@@ -50,6 +50,9 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
+
+from tenancy.spec.text import forbidden_character
 
 SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -380,9 +383,24 @@ def _read_plain(text: str) -> tuple[Any, list[str]] | None:
     return root, strings
 
 
-def yaml_problem(error: yaml.YAMLError) -> str:
+def yaml_problem(error: yaml.YAMLError, text: str | None = None) -> str:
     """What a person reads for a YAML error: ``line L, column C: <problem>`` (PyYAML's problem only,
-    never the quoted text around it)."""
+    never the quoted text around it). A character YAML refuses anywhere (a raw ESC or NUL, in a
+    comment too) is named, at its line and column when ``text`` is the text that was read."""
+    if isinstance(error, ReaderError):
+        where = ""
+        if text is not None and isinstance(error.position, int) and 0 <= error.position <= len(text):
+            start = text.rfind("\n", 0, error.position) + 1
+            where = (
+                f"line {text.count(chr(10), 0, error.position) + 1}, column {error.position - start + 1}: "
+            )
+        code = error.character if isinstance(error.character, int) else None
+        named = forbidden_character(chr(code)) if code is not None else None
+        what = named or (f"U+{code:04X}" if code is not None else "a character")
+        return (
+            f"{where}contains the control character {what}, which YAML allows nowhere (comments "
+            "included); remove it"
+        )
     mark = getattr(error, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
     return f"{where}{getattr(error, 'problem', None) or 'not valid YAML'}"

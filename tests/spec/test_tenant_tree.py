@@ -374,3 +374,33 @@ def test_tenant_files_are_read_as_path_read_text_reads_them(tmp_path: Path) -> N
             reader(tmp_path / "missing.yaml")
         with pytest.raises(IsADirectoryError):
             reader(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "character"),
+    [
+        (
+            "name: acme\nowners: [a@example.com]\nplan: small\ndisplayName: ACME \x1bCorp\n",
+            "line 4, column 19",
+            "U+001B ESC",
+        ),
+        (
+            "name: acme\n# pasted \x00 here\nowners: [a@example.com]\nplan: small\n",
+            "line 2, column 10",
+            "U+0000 NUL",
+        ),
+    ],
+)
+def test_a_raw_control_character_is_named_with_its_line_and_column(
+    tmp_path: Path, text: str, where: str, character: str
+) -> None:
+    """Found by an outside review: a raw ESC pasted from a terminal (or a NUL, even in a comment) gave
+    only "not valid YAML", with no line, no character and no reason."""
+    write(tmp_path, "dev/acme.yaml", text)
+    with pytest.raises(SpecError) as caught:
+        load_tenants(tmp_path)
+    [issue] = caught.value.issues
+    assert issue.reason == (
+        f"{where}: contains the control character {character}, which YAML allows nowhere (comments "
+        "included); remove it"
+    )

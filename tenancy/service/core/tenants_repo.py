@@ -172,7 +172,7 @@ def read_document(text: str) -> tuple[dict[str, Any], FileProblem | None]:
     try:
         document = load_yaml(text)  # libyaml's: reads are on every GET
     except yaml.YAMLError as error:
-        return {}, FileProblem("is not valid YAML", yaml_problem(error))
+        return {}, FileProblem("is not valid YAML", yaml_problem(error, text))
     if not isinstance(document, dict):
         return {}, FileProblem("is not a tenant document", not_a_mapping(document))
     return document, None
