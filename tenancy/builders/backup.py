@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from tenancy.builders.contract import NAMESPACES
 from tenancy.builders.istio import principal
 from tenancy.builders.namespace import Manifest, metadata
 from tenancy.builders.network import BACKUP_JOB_NAME, NAME_LABEL, QDRANT_HTTP_PORT
@@ -488,8 +489,15 @@ def runs_only_from_cronjob_policy() -> Manifest:
 
 # Who deploys tenants: whoever may create namespaces cluster-wide (the self-service workers, a platform
 # admin running `pulumi up`), a right no tenant Role can hold (Roles are namespaced, and tenants bind
-# none). Asked of the API server's authorizer, so no list of platform identities is kept here.
-PLATFORM_IDENTITY = "authorizer.group('').resource('namespaces').check('create').allowed()"
+# none). Asked of the API server's authorizer, so no list of platform identities is kept here. Except
+# Argo CD's service accounts: its application controller may create namespaces (the chart's ClusterRole
+# grants it everything), but it applies what tenants' Applications say, so through it a tenant could
+# rewrite the backup CronJob and run its own code with the backup's Vault login (a traffic review).
+ACTS_FOR_TENANTS = f"system:serviceaccount:{NAMESPACES.gitops}:"
+PLATFORM_IDENTITY = (
+    f"!request.userInfo.username.startsWith('{ACTS_FOR_TENANTS}')"
+    " && authorizer.group('').resource('namespaces').check('create').allowed()"
+)
 
 
 def owned_by_platform_policy() -> Manifest:
@@ -529,7 +537,7 @@ def owned_by_platform_policy() -> Manifest:
         ],
         validations=[
             {
-                "expression": f"!({targets}) || {PLATFORM_IDENTITY}",
+                "expression": f"!({targets}) || ({PLATFORM_IDENTITY})",
                 "message": (
                     f"the CronJob and ServiceAccount {NAME} belong to the platform: only an identity that "
                     "may create namespaces changes them, runs a CronJob under that ServiceAccount or makes "

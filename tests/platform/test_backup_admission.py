@@ -262,3 +262,25 @@ def test_only_a_platform_identity_changes_the_cronjob_and_its_account(
         policy, user=user, resource=resource, operation=operation, obj=obj, name=name, platform=platform
     )
     assert decision is allowed
+
+
+def test_argo_cd_applying_a_tenants_application_is_not_a_platform_identity(policies: dict[str, Any]) -> None:
+    """Found by a traffic review: Argo CD's application controller may create namespaces (the chart's
+    ClusterRole grants it everything), so a tenant's Application could rewrite the backup CronJob and
+    run its own code with the backup's Vault login. Whatever Argo CD may do, it acts for tenants."""
+    policy = policies[build.OWNED_BY_PLATFORM]
+    controller = {"username": "system:serviceaccount:argocd:argocd-application-controller", "groups": []}
+    rewritten = cronjob("qdrant-backup", account=BACKUP)
+    decision = admitted(
+        policy,
+        user=controller,
+        resource="cronjobs",
+        operation="UPDATE",
+        obj=rewritten,
+        name="",
+        platform=True,
+    )
+    assert decision is False
+    assert admitted(
+        policy, user=WORKER, resource="cronjobs", operation="UPDATE", obj=rewritten, name="", platform=True
+    )
