@@ -10,6 +10,7 @@ import pulumi
 import pulumi_vault as vault
 
 from tenancy.builders.vault import (
+    TOKEN_REVIEWER_JWT_CONFIG_KEY,
     VAULT_TOKEN_CONFIG_KEY,
     kubernetes_auth_args,
     kubernetes_auth_config_args,
@@ -49,10 +50,16 @@ class VaultIntegration(pulumi.ComponentResource):
         keep = in_vault.merge(pulumi.ResourceOptions(protect=config.high_availability))
         mount = vault.Mount(f"{name}-kv", **kv_mount_args(config.vault), opts=keep)
         auth = vault.AuthBackend(f"{name}-kubernetes-auth", **kubernetes_auth_args(config.vault), opts=keep)
+        # A Vault outside the cluster reviews logins with a reviewer's token (secret config).
+        reviewer = (
+            pulumi.Config(CONFIG_NAMESPACE).require_secret(TOKEN_REVIEWER_JWT_CONFIG_KEY)
+            if config.vault.outside_cluster
+            else None
+        )
         vault.kubernetes.AuthBackendConfig(
             f"{name}-kubernetes-auth-config",
             backend=auth.path,
-            **kubernetes_auth_config_args(config.vault),
+            **kubernetes_auth_config_args(config.vault, token_reviewer_jwt=reviewer),
             opts=in_vault,
         )
 

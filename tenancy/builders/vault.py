@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pulumi
+
 from tenancy.builders.platform_namespace import Reach
 from tenancy.spec.errors import SpecError, SpecIssue
 from tenancy.spec.platform import VaultConfig
@@ -102,21 +104,40 @@ def kubernetes_auth_args(vault: VaultConfig) -> dict[str, Any]:
     }
 
 
-def kubernetes_auth_config_args(vault: VaultConfig) -> dict[str, Any]:
-    """How Vault checks a service-account token: the chosen setup is Vault running in the cluster.
+TOKEN_REVIEWER_JWT_CONFIG_KEY = "vaultTokenReviewerJwt"  # secret config, a Vault outside the cluster only
 
-    Vault calls the TokenReview API of ``kubernetes_host``. No reviewer JWT and no CA certificate
-    are given, so Vault uses its own pod's service-account token and the CA mounted beside it
-    (``disable_local_ca_jwt`` false), which Kubernetes rotates for it; nothing long-lived is stored
-    in Vault or in Pulumi state. That needs, outside this program: Vault's service account bound to
-    the ``system:auth-delegator`` ClusterRole (the Vault chart's ``server.authDelegator`` does it).
 
-    A Vault outside the cluster cannot work this way: it needs a reviewer service account's token
-    (``token_reviewer_jwt``, a secret) and the cluster CA (``kubernetes_ca_cert``), plus an API server
-    address it can reach. Without a reviewer token, Vault would review each login with the caller's
-    own token, which then needs auth-delegator for every tenant service account; we do not want that.
+def kubernetes_auth_config_args(
+    vault: VaultConfig, *, token_reviewer_jwt: pulumi.Input[str] | None = None
+) -> dict[str, Any]:
+    """How Vault checks a service-account token.
+
+    Vault running in the cluster (the default): Vault calls the TokenReview API of ``kubernetes_host``
+    with its own pod's service-account token and the CA mounted beside it (``disable_local_ca_jwt``
+    false), which Kubernetes rotates for it; nothing long-lived is stored in Vault or in Pulumi state.
+    That needs, outside this program: Vault's service account bound to the ``system:auth-delegator``
+    ClusterRole (the Vault chart's ``server.authDelegator`` does it).
+
+    Vault outside the cluster (``vault.cidrs``): it has no pod token, and cannot resolve or reach
+    ``kubernetes.default.svc``, so it reviews with ``token_reviewer_jwt`` (the secret config
+    ``platform:vaultTokenReviewerJwt``: a token of a service account bound to auth-delegator) at the
+    API server's address as it reaches it, checking that server with ``vault.kubernetesCaCert``
+    (both required by the config's validation). Without a reviewer token Vault would review each login
+    with the caller's own token, which then needs auth-delegator for every tenant service account.
     """
-    return {"kubernetes_host": vault.kubernetes_host, "disable_local_ca_jwt": False}
+    if not vault.outside_cluster:
+        return {"kubernetes_host": vault.kubernetes_host, "disable_local_ca_jwt": False}
+    if token_reviewer_jwt is None:
+        raise ValueError(
+            "a Vault outside the cluster (vault.cidrs) reviews tokens with "
+            f"platform:{TOKEN_REVIEWER_JWT_CONFIG_KEY}"
+        )
+    return {
+        "kubernetes_host": vault.kubernetes_host,
+        "kubernetes_ca_cert": vault.kubernetes_ca_cert,
+        "token_reviewer_jwt": token_reviewer_jwt,
+        "disable_local_ca_jwt": True,
+    }
 
 
 # --- one tenant -----------------------------------------------------------------------------------

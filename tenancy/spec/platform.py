@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import ParseResult, urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from tenancy import versions
@@ -28,6 +28,7 @@ CONFIG_NAMESPACE = "platform"
 # and only ever stored encrypted (``pulumi config set --secret``).
 SECRET_KEYS = (
     "vaultToken",
+    "vaultTokenReviewerJwt",  # only with a Vault outside the cluster (vault.cidrs)
     "objectStorageAccessKeyId",
     "objectStorageSecretAccessKey",
     "tenantsGitRemote",
@@ -36,6 +37,10 @@ SECRET_KEYS = (
 )
 # Credentials a stack may leave unset (the shipped stack files do): programs under mocks get no placeholder.
 OPTIONAL_SECRET_KEYS = frozenset({"selfServiceApiVaultToken"})
+# Names a pod resolves to the API server in the cluster, and nothing outside it does.
+_IN_CLUSTER_API_NAMES = frozenset(
+    {"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
+)
 _DNS_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
 # An image reference by digest: <repository>[:<tag>]@sha256:<64 hex> (the tag, if any, is informative).
 IMAGE_BY_DIGEST = re.compile(r"[a-z0-9./_:-]+@sha256:[0-9a-f]{64}")
@@ -82,6 +87,15 @@ class VaultConfig(_Model):
     listener_port: int = Field(
         default=8200, ge=1, le=65535, description="Vault's listener port in its pods (in-cluster Vault)."
     )
+    kubernetes_ca_cert: str | None = Field(
+        default=None,
+        description=(
+            "A Vault outside the cluster (cidrs): the PEM of the cluster's CA, which it checks the API "
+            "server's certificate at kubernetesHost with when it reviews a login's token. With it, the "
+            "secret config platform:vaultTokenReviewerJwt (a token of a service account bound to "
+            "system:auth-delegator) is what Vault reviews tokens with."
+        ),
+    )
     aws_mount: str = Field(
         default="aws",
         description=(
@@ -90,6 +104,32 @@ class VaultConfig(_Model):
             "tenant's prefix of objectStorage.backupBucket."
         ),
     )
+
+    @property
+    def outside_cluster(self) -> bool:
+        """Vault runs outside the cluster: it is placed by its addresses (``cidrs``), not a namespace."""
+        return bool(self.cidrs) and self.namespace is None
+
+    @model_validator(mode="after")
+    def _outside_vault_reviews_tokens_itself(self) -> VaultConfig:
+        """A Vault outside the cluster cannot review tokens as one inside does (with its own pod's
+        service-account token and CA, at kubernetes.default.svc, which it can neither resolve nor
+        reach): it needs the API server's address as it reaches it and the cluster's CA (here) and a
+        reviewer's token (secret config), or every login of a tenant pod and backup job fails."""
+        if not (self.enabled and self.outside_cluster):
+            return self
+        if urlparse(self.kubernetes_host).hostname in _IN_CLUSTER_API_NAMES:
+            raise ValueError(
+                "vault.kubernetesHost: a Vault outside the cluster (vault.cidrs) cannot reach "
+                f"{self.kubernetes_host}; set the API server's address as Vault reaches it"
+            )
+        if not (self.kubernetes_ca_cert or "").strip().startswith("-----BEGIN CERTIFICATE-----"):
+            raise ValueError(
+                "vault.kubernetesCaCert: a Vault outside the cluster (vault.cidrs) checks the API server "
+                "with the cluster's CA; give its PEM (kubectl get configmap kube-root-ca.crt -n default "
+                "-o jsonpath='{.data.ca\\.crt}')"
+            )
+        return self
 
     @property
     def port(self) -> int:

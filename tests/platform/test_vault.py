@@ -87,6 +87,53 @@ def test_configured_paths_and_host_are_used() -> None:
     assert auth_config.inputs["kubernetesHost"] == "https://10.0.0.1"
 
 
+CA = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+OUTSIDE = {
+    "cidrs": ["10.30.0.10/32"],
+    "kubernetesHost": "https://api.example.com:6443",
+    "kubernetesCaCert": CA,
+}
+
+
+def test_a_vault_outside_the_cluster_reviews_tokens_with_a_reviewer_at_the_address_it_reaches() -> None:
+    """Found by a traffic review: the shipped prod config placed Vault outside the cluster (cidrs), yet
+    its auth reviewed tokens as a Vault inside does (its own pod's token and CA, kubernetes.default.svc):
+    every login of a tenant pod and backup job would have failed."""
+    captured = capture(prod_config(**OUTSIDE), {**TOKEN, "platform:vaultTokenReviewerJwt": "eyJreviewer"})
+    [auth_config] = captured.of_type(AUTH_CONFIG_TYPE)
+    assert auth_config.inputs["kubernetesHost"] == "https://api.example.com:6443"
+    assert auth_config.inputs["kubernetesCaCert"] == CA
+    assert auth_config.inputs["disableLocalCaJwt"] is True
+    assert auth_config.inputs["tokenReviewerJwt"] == "eyJreviewer"
+    assert ("tokenReviewerJwt",) in auth_config.secret_paths
+    with pytest.raises(Exception, match="platform:vaultTokenReviewerJwt"):
+        capture(prod_config(**OUTSIDE), TOKEN)
+
+
+@pytest.mark.parametrize(
+    ("vault", "field"),
+    [
+        ({"cidrs": ["10.30.0.10/32"], "kubernetesCaCert": CA}, "vault.kubernetesHost"),
+        (
+            {**OUTSIDE, "kubernetesHost": "https://kubernetes.default.svc.cluster.local"},
+            "vault.kubernetesHost",
+        ),
+        (
+            {"cidrs": ["10.30.0.10/32"], "kubernetesHost": "https://api.example.com:6443"},
+            "vault.kubernetesCaCert",
+        ),
+    ],
+)
+def test_a_vault_outside_the_cluster_without_what_it_reviews_with_is_refused(
+    vault: dict[str, Any], field: str
+) -> None:
+    from tenancy.spec.errors import SpecError
+
+    with pytest.raises(SpecError) as caught:
+        prod_config(**vault)
+    assert any(field in issue.reason for issue in caught.value.issues), caught.value.issues
+
+
 def test_vault_token_is_secret_in_the_provider_inputs(prod: StackCapture) -> None:
     [provider] = prod.of_type(PROVIDER_TYPE)
     assert provider.inputs["token"] == "s.platform-t0ken"

@@ -253,7 +253,7 @@ def test_an_object_store_in_the_cluster_is_reached_on_its_pod_port_through_the_m
 
     values = {
         "domain": "data.example.com",
-        "vault": {"enabled": True, "address": "https://vault.example.com", "cidrs": ["10.30.0.10/32"]},
+        "vault": {"enabled": True, "address": "https://vault.vault.svc:8200", "namespace": "vault"},
         "objectStorage": {
             "endpoint": "http://minio.minio.svc:9000",
             "lokiBucket": "loki",
