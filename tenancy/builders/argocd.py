@@ -13,7 +13,12 @@ from typing import Any
 import pulumi
 import yaml
 
-from tenancy.builders.contract import GATEWAY_REFERENCE, INGRESS_GATEWAY_LABELS, NAMESPACES
+from tenancy.builders.contract import (
+    ARGOCD_PORT_FORWARD_URL,
+    GATEWAY_REFERENCE,
+    INGRESS_GATEWAY_LABELS,
+    NAMESPACES,
+)
 from tenancy.builders.istio import GATEWAY_HTTPS_PORT  # the gateway pod's port behind the LB's 443
 from tenancy.builders.namespace import Manifest
 from tenancy.builders.network import ISTIO_METRICS_PORT
@@ -32,6 +37,7 @@ RELEASE_NAME = "argocd"
 NAMESPACE = NAMESPACES.gitops
 HOST_PREFIX = "argocd"
 OIDC_CLIENT_ID = "argocd"
+
 OIDC_SECRET_NAME = "argocd-oidc"
 OIDC_SECRET_KEY = "clientSecret"
 PLATFORM_ADMINS_GROUP = "/platform-admins"
@@ -110,6 +116,7 @@ def render_argocd_values(config: PlatformConfig, *, oidc_config: pulumi.Input[st
                 "oidc.config": oidc_config,
                 # Sign-in through Keycloak only; break-glass is `argocd admin` with cluster credentials.
                 "admin.enabled": False,
+                "additionalUrls": f"- {ARGOCD_PORT_FORWARD_URL}\n",
             },
             # Pinned although equal to the chart's defaults: access control must not move with a chart bump.
             "rbac": {

@@ -19,6 +19,8 @@ import yaml
 
 from tenancy import versions
 from tenancy.builders.contract import (
+    ARGOCD_CLI_CALLBACK,
+    ARGOCD_PORT_FORWARD_URL,
     GATEWAY_REFERENCE,
     INGRESS_GATEWAY_LABELS,
     NAMESPACES,
@@ -747,9 +749,15 @@ def _argocd_client(domain: str) -> dict[str, Any]:
         "directAccessGrantsEnabled": False,
         "serviceAccountsEnabled": False,
         "rootUrl": base,
-        "redirectUris": [f"{base}/auth/callback"],
-        "webOrigins": [base],
-        "attributes": {"post.logout.redirect.uris": f"{base}/*"},
+        # Besides its public host: through a port-forward (the public host is closed outside
+        # adminSourceCidrs), and the CLI's loopback sign-in (see tenancy.builders.contract).
+        "redirectUris": [
+            f"{base}/auth/callback",
+            f"{ARGOCD_PORT_FORWARD_URL}/auth/callback",
+            ARGOCD_CLI_CALLBACK,
+        ],
+        "webOrigins": [base, ARGOCD_PORT_FORWARD_URL],
+        "attributes": {"post.logout.redirect.uris": f"{base}/*##{ARGOCD_PORT_FORWARD_URL}/*"},
         "protocolMappers": [groups_mapper()],
     }
 

@@ -76,6 +76,9 @@ def test_sso_goes_to_keycloak_without_dex_or_local_admin(dev_config: PlatformCon
     assert chart["dex"] == {"enabled": False}
     cm = chart["configs"]["cm"]
     assert cm["admin.enabled"] is False
+    # Reached through a port-forward while the public host is closed (adminSourceCidrs empty): its SSO
+    # returns there, a URL Argo CD knows as its own.
+    assert yaml.safe_load(cm["additionalUrls"]) == ["http://localhost:8080"]
     # The chart renders the value with toString: a dict would become "map[...]".
     assert isinstance(cm["oidc.config"], str)
     oidc = yaml.safe_load(cm["oidc.config"])

@@ -514,7 +514,13 @@ def test_realm_has_the_api_argocd_and_provisioner_clients() -> None:
     assert api["attributes"]["pkce.code.challenge.method"] == "S256"
     argocd = client("argocd")
     assert argocd["publicClient"] is False
-    assert argocd["redirectUris"] == ["https://argocd.data.example.com/auth/callback"]
+    # Its public host, and, with the admin surfaces closed outside adminSourceCidrs (the default), a
+    # port-forward and the CLI's loopback sign-in: before, nobody could sign in to Argo CD by default.
+    assert argocd["redirectUris"] == [
+        "https://argocd.data.example.com/auth/callback",
+        "http://localhost:8080/auth/callback",
+        "http://localhost:8085/auth/callback",
+    ]
     # The generated secret never enters the document: Keycloak resolves it from its environment.
     assert argocd["secret"] == "${ARGOCD_CLIENT_SECRET}"
     assert "clientScopes" not in REALM  # declaring any would drop Keycloak's built-in scopes
