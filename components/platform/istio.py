@@ -27,7 +27,6 @@ from tenancy.builders.istio import (
     mesh_default_sidecar,
     mesh_namespace_policies,
     mesh_peer_authentication,
-    qdrant_request_size_filter,
 )
 from tenancy.spec.platform import PlatformConfig
 
@@ -126,11 +125,6 @@ class Istio(pulumi.ComponentResource):
         self.platform_gateway = custom_resource(
             f"{name}-platform-gateway",
             gateway_manifest(config),
-            pulumi.ResourceOptions(parent=self, depends_on=[self.base, ingress_namespace]),
-        )
-        self.qdrant_request_size = custom_resource(
-            f"{name}-qdrant-request-size",
-            qdrant_request_size_filter(config),
             pulumi.ResourceOptions(parent=self, depends_on=[self.base, ingress_namespace]),
         )
 

@@ -45,7 +45,6 @@ from tenancy.builders.platform_namespace import (
     network_policy,
     sidecar_egress_hosts,
 )
-from tenancy.builders.qdrant import GATEWAY_MAX_REQUEST_BYTES as QDRANT_MAX_REQUEST_BYTES
 from tenancy.builders.qdrant import P2P_PORT as QDRANT_P2P_PORT
 from tenancy.builders.qdrant import SELECTOR_LABELS as QDRANT_SELECTOR_LABELS
 from tenancy.builders.qdrant import SERVICE_ACCOUNT as QDRANT_SERVICE_ACCOUNT
@@ -264,56 +263,6 @@ def qdrant_api_hosts(config: PlatformConfig) -> list[str]:
     return [f"*.{QDRANT_API_ZONE}.{config.domain}"]
 
 
-def qdrant_request_size_filter(config: PlatformConfig) -> Manifest:
-    """Refuse request bodies above Qdrant's own limit at the gateway (413), on the Qdrant zone only.
-
-    Istio 1.30 has no request-size field in its routing API, so Envoy's buffer filter goes into the HTTP
-    filter chain of the ``*.qdrant.<domain>`` server (matched by its SNI), before the router. The filter
-    holds a body until it is complete, so it stays off the platform's own chain, where Grafana's and Argo
-    CD's websockets and streams would stall behind it. Qdrant's API has no client-streaming call.
-    """
-    return {
-        "apiVersion": "networking.istio.io/v1alpha3",
-        "kind": "EnvoyFilter",
-        "metadata": {
-            "name": "qdrant-request-size",
-            "namespace": NAMESPACES.ingress,
-            "labels": dict(PLATFORM_LABELS),
-        },
-        "spec": {
-            "workloadSelector": {"labels": dict(INGRESS_GATEWAY_LABELS)},
-            "configPatches": [
-                {
-                    "applyTo": "HTTP_FILTER",
-                    "match": {
-                        "context": "GATEWAY",
-                        "listener": {
-                            "portNumber": GATEWAY_HTTPS_PORT,
-                            "filterChain": {
-                                "sni": qdrant_api_hosts(config)[0],
-                                "filter": {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "subFilter": {"name": "envoy.filters.http.router"},
-                                },
-                            },
-                        },
-                    },
-                    "patch": {
-                        "operation": "INSERT_BEFORE",
-                        "value": {
-                            "name": "envoy.filters.http.buffer",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                                "max_request_bytes": QDRANT_MAX_REQUEST_BYTES,
-                            },
-                        },
-                    },
-                }
-            ],
-        },
-    }
-
-
 def gateway_manifest(config: PlatformConfig) -> Manifest:
     """HTTPS for every ``*.<domain>`` host with the certificate in ``config.gateway_tls_secret``, and
     TLS passed through untouched for the tenants' vCluster APIs at ``<tenant>.vc.<domain>``.
@@ -351,9 +300,10 @@ def gateway_manifest(config: PlatformConfig) -> Manifest:
                     "hosts": vcluster_api_hosts(config),
                     "tls": {"mode": "PASSTHROUGH"},
                 },
-                # Tenants' Qdrant APIs: a filter chain of their own (SNI *.qdrant.<domain>), where the
-                # request-size limit of qdrant_request_size_filter applies. The certificate in the same
-                # Secret must also cover *.qdrant.<domain>.
+                # Tenants' Qdrant APIs: a filter chain of their own (SNI *.qdrant.<domain>). No filter
+                # buffers their bodies here: it would hold each one, up to its cap, in the shared gateway's
+                # memory before Qdrant checks the key (a traffic review). Bodies stream to Qdrant, which
+                # caps JSON itself. The certificate in the same Secret must also cover *.qdrant.<domain>.
                 {
                     "port": {"number": GATEWAY_HTTPS_PORT, "name": "https-qdrant", "protocol": "HTTPS"},
                     "hosts": qdrant_api_hosts(config),

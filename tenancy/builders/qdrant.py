@@ -47,10 +47,9 @@ CONFIG_FILE_PATH = "/qdrant/config/local.yaml"
 # no longer matches, so the kubelet re-owns the files once (group read-write, fsGroupChangePolicy
 # OnRootMismatch) and the new UID can write what the old one created; later starts skip the walk.
 QDRANT_UID = 10001
-# Qdrant's own cap on a request body (its default, stated), equal to the gateway's: what the gateway lets
-# through, Qdrant accepts.
+# Qdrant's own cap on a JSON request body (its default, stated); snapshot uploads (multipart) it takes
+# at any size. The gateway streams bodies to it and buffers none (see gateway_manifest).
 MAX_REQUEST_SIZE_MB = 32
-GATEWAY_MAX_REQUEST_BYTES = MAX_REQUEST_SIZE_MB * 1024 * 1024
 # Probes: Qdrant answers "/" (liveness) and "/readyz" (the chart's readiness) without an API key. Startup
 # may replay a large WAL and load collections before "/" answers: the startup probe allows ten minutes
 # before liveness takes over and may restart a hung node.
@@ -121,10 +120,9 @@ def qdrant_endpoints(tenant: Tenant) -> dict[str, str]:
 # --- from outside the cluster, through the platform gateway -----------------------------------------------
 # Each tenant's Qdrant answers at <tenant>.qdrant.<domain>: REST at https://<tenant>.qdrant.<domain> and
 # gRPC at <tenant>.qdrant.<domain>:443 (TLS). The zone has a Gateway server of its own (hosts
-# *.qdrant.<domain>, tenancy.builders.istio.gateway_manifest), so it is a filter chain of its own, the one
-# the gateway's request-size limit attaches to (tenancy.builders.istio.qdrant_request_size_filter); on the
-# platform's *.<domain> chain a body-buffering filter would also hold every websocket and stream of
-# Grafana, Argo CD and Keycloak.
+# *.qdrant.<domain>, tenancy.builders.istio.gateway_manifest), so it is a filter chain of its own. Nothing
+# buffers request bodies there: a buffer filter held each body, up to 32 MiB, in the shared gateway's
+# memory before Qdrant checked the key, and refused snapshot uploads Qdrant takes at any size.
 GATEWAY_HTTPS_PORT = 443
 # gRPC requests carry this content type (application/grpc, +proto, +json): they go to the gRPC port.
 GRPC_CONTENT_TYPE_PREFIX = "application/grpc"
