@@ -439,19 +439,25 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
 
 
 def _duplicates(tree: TenantTree, root: Path) -> list[SpecIssue]:
-    seen: dict[tuple[str, str], TenantFile] = {}
+    """Each file naming a tenant another file of its environment names too. The one the others are
+    told about is the file named after the tenant (``<name>.yaml``) when there is one, else the first
+    in path order: a stray copy (``aaa.yaml`` with ``name: acme``) is the one blamed, not ``acme.yaml``."""
+    groups: dict[tuple[str, str], list[TenantFile]] = {}
+    for tenant_file in tree.files:
+        groups.setdefault((tenant_file.environment, tenant_file.name), []).append(tenant_file)
     issues = []
     for tenant_file in tree.files:
-        key = (tenant_file.environment, tenant_file.name)
-        if key in seen:
-            first = _display(seen[key].path, root)
-            issues.append(
-                SpecIssue(
-                    _display(tenant_file.path, root),
-                    "name",
-                    f"tenant {tenant_file.name!r} is already defined in {first}",
-                )
+        group = groups[(tenant_file.environment, tenant_file.name)]
+        if len(group) < 2:
+            continue
+        owner = next((f for f in group if f.path.stem == f.name), group[0])
+        if tenant_file is owner:
+            continue
+        issues.append(
+            SpecIssue(
+                _display(tenant_file.path, root),
+                "name",
+                f"tenant {tenant_file.name!r} is already defined in {_display(owner.path, root)}",
             )
-        else:
-            seen[key] = tenant_file
+        )
     return issues

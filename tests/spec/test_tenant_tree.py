@@ -404,3 +404,18 @@ def test_a_raw_control_character_is_named_with_its_line_and_column(
         f"{where}: contains the control character {character}, which YAML allows nowhere (comments "
         "included); remove it"
     )
+
+
+def test_a_stray_copy_is_blamed_for_a_duplicate_not_the_file_named_after_the_tenant(tmp_path: Path) -> None:
+    """Found by an outside review: when a stray copy sorted before the real file (aaa.yaml with
+    name: acme), the "already defined" error pointed at acme.yaml, the file that is right."""
+    good = "name: acme\nowners: [a@example.com]\nplan: small\n"
+    write(tmp_path, "dev/aaa.yaml", good)
+    write(tmp_path, "dev/acme.yaml", good)
+    with pytest.raises(SpecError) as caught:
+        load_tenants(tmp_path)
+    [issue] = caught.value.issues
+    assert issue.file.endswith("dev/aaa.yaml") and issue.field == "name"
+    assert issue.reason.startswith("tenant 'acme' is already defined in ") and issue.reason.endswith(
+        "dev/acme.yaml"
+    )
