@@ -114,7 +114,16 @@ def _reserved_label_key(key: str) -> str | None:
     return None
 
 
+# Labels go on every object of the tenant: 100,000 of them made a render run for minutes in 1.6 GB and
+# objects past the API server's size limit (an outside review). A tenant needs a handful.
+MAX_LABELS = 32
+
+
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    if len(labels) > MAX_LABELS:
+        raise ValueError(
+            f"has {len(labels)} labels; a tenant has at most {MAX_LABELS} (each goes on every object of it)"
+        )
     for key, value in labels.items():
         if not _LABEL_KEY.match(key):
             raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")

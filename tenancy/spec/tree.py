@@ -127,14 +127,29 @@ def read_tenant_file(path: Path, *, environment: str, display: str | None = None
     return _check_file(path, display or str(path))[1]
 
 
+# A tenant file is a page of YAML; one of megabytes is a mistake (or an attack on the check and the
+# render), refused before it is parsed.
+MAX_TENANT_FILE_BYTES = 64 * 1024
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
 def _read_text(path: Path | str) -> str:
     """What ``Path.read_text(encoding="utf-8")`` gives (strict UTF-8, universal newlines), with the
-    same errors, from plain system calls: a text file object was a tenth of a small file's check."""
+    same errors, from plain system calls: a text file object was a tenth of a small file's check.
+    ``_TooLarge`` past ``MAX_TENANT_FILE_BYTES``, read no further."""
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # not inherited (PEP 446)
     try:
         chunks = []
+        size = 0
         while chunk := os.read(descriptor, 1 << 16):
             chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_TENANT_FILE_BYTES:
+                raise _TooLarge(size + os.fstat(descriptor).st_size - os.lseek(descriptor, 0, os.SEEK_CUR))
     finally:
         os.close(descriptor)
     text = b"".join(chunks).decode("utf-8")
@@ -155,6 +170,9 @@ def _check_file(path: Path | str, shown: str) -> tuple[str, TenantSpec]:
         raise SpecError([SpecIssue(shown, "", _not_utf8(error))]) from None
     except OSError as error:
         raise SpecError([SpecIssue(shown, "", f"cannot be read: {error.__class__.__name__}")]) from None
+    except _TooLarge as large:
+        reason = f"is {large.size:,} bytes; a tenant file is at most {MAX_TENANT_FILE_BYTES // 1024} KiB"
+        raise SpecError([SpecIssue(shown, "", reason)]) from None
     return text, parse_tenant(data, file=shown, strings=strings)
 
 
