@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,8 @@ import pytest
 from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core import git_locks
+from tenancy.service.core.api_keys import SqliteApiKeyStore
+from tenancy.service.core.change_requests import SqliteChangeRequestStore
 from tenancy.service.core.config import ServiceSettings
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.idempotency import SqliteIdempotencyStore
@@ -440,3 +443,46 @@ def test_stale_git_locks_are_cleared_while_other_service_processes_run(tmp_path:
 
     assert holders_with(marker, repository.git_dir / "HEAD") == []
     assert len(holders_with(repository.git_dir / "HEAD")) == 1
+
+
+@pytest.mark.parametrize(
+    "open_store",
+    [
+        lambda path: SqliteIdempotencyStore(path, ttl_seconds=60),
+        lambda path: SqliteStore(path),
+        lambda path: SqliteChangeRequestStore(path),
+        lambda path: SqliteApiKeyStore(path),
+    ],
+    ids=["idempotency", "portal-sessions", "change-requests", "api-keys"],
+)
+def test_a_store_opened_while_another_process_holds_its_database_waits_instead_of_dying(
+    tmp_path: Path, open_store: Any
+) -> None:
+    """Seen starting `tenantctl serve --processes 2`: switching a new database to WAL while another
+    process held a lock on it answered "database is locked" at once (SQLite's busy handler does not
+    wait there), and that process died with a traceback. Now it waits for the lock."""
+    import sqlite3
+
+    path = tmp_path / "store.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE held (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO held VALUES (1)")
+    opened: list[Any] = []
+
+    def open_it() -> None:
+        try:
+            opened.append(open_store(path))
+        except Exception as error:  # reported below
+            opened.append(error)
+
+    opener = threading.Thread(target=open_it)
+    opener.start()
+    time.sleep(0.3)  # it is waiting on the lock now, not failed
+    assert opened == []
+    other.execute("COMMIT")
+    other.close()
+    opener.join(10)
+    [store] = opened
+    assert not isinstance(store, Exception), store
+    store.close()

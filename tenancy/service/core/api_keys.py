@@ -15,7 +15,6 @@ import hmac
 import json
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tenancy.service.core.security import Principal, Role
+from tenancy.sqlite_shared import connect_shared
 
 KEY_PREFIX = "tnk_"
 _KEY = re.compile(r"^tnk_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
@@ -114,8 +114,7 @@ class ApiKeyStore(Protocol):
 class SqliteApiKeyStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_shared(path, timeout=5.0)  # WAL, without racing the other processes
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
             " role TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL, created_by TEXT NOT NULL,"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
+
+from tenancy.sqlite_shared import connect_shared
 
 
 class RequestStatus(StrEnum):
@@ -153,8 +154,7 @@ class ChangeRequestStore(Protocol):
 class SqliteChangeRequestStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_shared(path, timeout=5.0)  # WAL, without racing the other processes
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS change_requests (id TEXT PRIMARY KEY, created_at REAL NOT NULL,"
             " status TEXT NOT NULL, body TEXT NOT NULL, tenant TEXT, requested_by TEXT)"
@@ -164,7 +164,10 @@ class SqliteChangeRequestStore:
 
     def _index_by_tenant_and_requester(self) -> None:
         """The columns a scoped listing reads by, and their indexes; a database made before they were
-        kept gets them, filled from the stored requests, in one transaction (any process may be first)."""
+        kept gets them, filled from the stored requests, in one transaction (any process may be first;
+        one that finds them all there takes no lock)."""
+        if self._indexed_by_tenant_and_requester():
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(change_requests)")}
@@ -186,6 +189,12 @@ class SqliteChangeRequestStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def _indexed_by_tenant_and_requester(self) -> bool:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(change_requests)")}
+        indexes = {row[1] for row in self._db.execute("PRAGMA index_list(change_requests)")}
+        wanted = {"change_requests_by_tenant", "change_requests_by_requester"}
+        return {"tenant", "requested_by"} <= columns and wanted <= indexes
 
     def add(self, request: ChangeRequest) -> None:
         with self._lock:

@@ -10,7 +10,6 @@ the client's retry goes ahead once the lease is over instead of meeting "in use"
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tenancy.service.core.errors import ServiceError
+from tenancy.sqlite_shared import connect_shared
 from tenancy.writer_turns import WriterTurns
 
 
@@ -59,8 +59,7 @@ class SqliteIdempotencyStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._ttl = ttl_seconds
         self._lease = lease_seconds
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_shared(path, timeout=5.0)  # WAL, without racing the other processes
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS idempotency (scope TEXT, key TEXT, fingerprint TEXT, state TEXT,"
             " status INTEGER, body TEXT, expires_at REAL, PRIMARY KEY (scope, key))"

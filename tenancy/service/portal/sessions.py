@@ -16,7 +16,6 @@ import hmac
 import json
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from typing import Any, Protocol
 from fastapi import Request
 
 from tenancy.service.core.errors import ServiceError
+from tenancy.sqlite_shared import connect_shared
 from tenancy.writer_turns import WriterTurns
 
 SESSION_COOKIE = "__Host-tenancy-session"
@@ -57,8 +57,7 @@ class SqliteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The file holds access tokens: the service's user only (SQLite gives its journal the same mode).
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_shared(path)  # WAL, without racing the service's other processes
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS portal (key TEXT PRIMARY KEY, expires_at REAL NOT NULL, value TEXT)"
         )
