@@ -60,30 +60,30 @@ def downgrade_issues(before: Tenant, after: Tenant, *, file: str) -> list[SpecIs
     Kubernetes never supports taking a control plane (a vCluster's, with its data store) back a minor
     version: either could leave the tenant's data unreadable. Going back means a new tenant (or a new
     vCluster), with the data restored from a backup."""
-    issues = []
+    versions: list[tuple[str, str, str, str]] = []  # field, old, new, why it cannot go back
     if before.qdrant is not None and after.qdrant is not None:
         old, new = before.qdrant.version, after.qdrant.version
-        if _release(new) < _release(old):
-            issues.append(
-                SpecIssue(
-                    file,
-                    "qdrant.version",
-                    f"would go back from {old} to {new}; Qdrant does not read storage a newer version "
-                    f"wrote: keep {old} (to go back, restore a backup into a new tenant)",
-                )
+        why = "Qdrant does not read storage a newer version wrote"
+        versions.append(
+            (
+                "qdrant.version",
+                old,
+                new,
+                f"{why}: keep {old} (to go back, restore a backup into a new tenant)",
             )
+        )
     if before.vcluster is not None and after.vcluster is not None:
         old, new = before.vcluster.kubernetes_version, after.vcluster.kubernetes_version
-        if _release(new) < _release(old):
-            issues.append(
-                SpecIssue(
-                    file,
-                    "vcluster.kubernetesVersion",
-                    f"would go back from {old} to {new}; Kubernetes never supports taking a control plane "
-                    f"back a version (its data store was written by {old}): keep {old}",
-                )
-            )
-    return issues
+        why = (
+            "Kubernetes never supports taking a control plane back a version (its data store was written "
+            f"by {old})"
+        )
+        versions.append(("vcluster.kubernetesVersion", old, new, f"{why}: keep {old}"))
+    return [
+        SpecIssue(file, field, f"would go back from {old} to {new}; {reason}")
+        for field, old, new, reason in versions
+        if _release(new) < _release(old)
+    ]
 
 
 def key_generation_issues(before: Tenant, after: Tenant, *, file: str) -> list[SpecIssue]:
