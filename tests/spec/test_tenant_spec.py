@@ -358,3 +358,24 @@ def test_labels_of_the_tenants_own_stay_allowed() -> None:
     labels = {"team": "search", "example.com/app": "search", "app.kubernetes.io/part-of": "search"}
     tenant = resolve(parse_tenant(tenant_doc(labels=labels), file=FILE), "prod")
     assert labels.items() <= tenant.labels.items()
+
+
+def test_a_version_written_as_a_bare_number_is_refused_saying_to_quote_it() -> None:
+    """Found by an outside review: ``kubernetesVersion: 1.30`` is read by YAML as the number 1.3, and
+    the error did not say to quote it."""
+    with pytest.raises(SpecError) as caught:
+        parse_tenant(
+            {
+                "name": "acme",
+                "owners": ["a@x.example"],
+                "plan": "small",
+                "vcluster": {"enabled": True, "kubernetesVersion": 1.3},
+            },
+            file="acme.yaml",
+        )
+    [issue] = caught.value.issues
+    assert issue.field == "vcluster.kubernetesVersion"
+    assert issue.reason == (
+        "must be a string, not a decimal number; write it in quotes (YAML reads an unquoted 1.30 as the "
+        "number 1.3)"
+    )
