@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tenancy.automation.contract import Engine, OperationQueue, WorkQueue
+from tenancy.automation.contract import Engine, EngineInventory, OperationQueue, StackRef, WorkQueue
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.scaling import QdrantScaling
 from tenancy.automation.settings import AutomationSettings
@@ -317,6 +318,7 @@ def build_backends(
         self_service_plans=settings.self_service_plans,
         platform_of=platform_config_reader(automation.project_dir),
         waited=metrics.write_waited,
+        stack_exists=_stack_exists(engine),
     )
     audit = AuditLog(settings.audit_target)
     rotations = KeyRotations(changes=changes, audit=audit)
@@ -374,6 +376,13 @@ def build_backends(
         reconciles=share.reconciles,
         maintains=share.runs_singletons,
     )
+
+
+def _stack_exists(engine: Engine) -> Callable[[StackRef], bool | None]:
+    """Whether the engine's backend has a stack, where the engine can list them (None otherwise)."""
+    if not isinstance(engine, EngineInventory):
+        return lambda stack: None
+    return lambda stack: stack in engine.stacks(stack.environment)
 
 
 def _tenant_data(settings: ServiceSettings, engine: Engine) -> Any | None:

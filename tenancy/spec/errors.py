@@ -72,7 +72,7 @@ def issues_from_validation_error(error: ValidationError, *, file: str, prefix: s
             reason = f"{_STRICT_TYPES[detail['type']]}, not {_kind(detail.get('input'))}"
             if detail["type"] == "string_type" and isinstance(detail.get("input"), int | float):
                 # A version written bare: YAML reads 1.30 as the number 1.3, so say how to keep it.
-                reason += '; write it in quotes (YAML reads an unquoted 1.30 as the number 1.3)'
+                reason += "; write it in quotes (YAML reads an unquoted 1.30 as the number 1.3)"
         else:
             reason = reason.removeprefix("Value error, ")
         issues.append(SpecIssue(file=file, field=field, reason=reason))

@@ -147,5 +147,61 @@ def test_a_file_removed_outside_the_service_holds_its_name_until_delete_destroys
         deleted = admin.delete(URL)
         assert deleted.status_code == 202, deleted.text
         assert wait_for(admin, deleted.json()["operation"]["id"])["status"] == "succeeded"
+        # Protection came off in an update first (a protected stack cannot be destroyed), then the destroy.
+        kinds = [
+            (op.kind, (op.spec or {}).get("deletionProtection")) for op in _operations(tmp_path / "state")
+        ]
+        assert [kind for kind, _ in kinds[:2]] == [OperationKind.destroy, OperationKind.up], kinds
+        assert kinds[1][1] is False, kinds
         assert admin.delete(URL).status_code == 404  # destroyed: nothing left to delete
         assert other.put(URL, json=spec("gone")).status_code == 202  # the name is free again
+
+
+def _remove_by_pull_request(checkout: Path) -> None:
+    for command in (
+        ["reset", "-q"],
+        ["rm", "-q", "--cached", "tenants/dev/gone.yaml"],
+        ["-c", "user.name=PR", "-c", "user.email=pr@example.test", "commit", "-qm", "Remove gone"],
+    ):
+        subprocess.run(["git", *command], cwd=checkout, check=True)
+
+
+def test_a_protected_stack_whose_file_went_missing_is_destroyed_by_a_platform_admin_only(
+    tmp_path: Path, make_app: AppFactory, issuer: Issuer
+) -> None:
+    """Found by a review of the change above: a file gone by mistake (a bad merge) let a tenant-admin's
+    DELETE destroy a stack last applied with deletionProtection on, which with the file there is 409."""
+    engine = TenantEngine()
+    app, _ = make_app(state_dir=tmp_path / "state", engine=engine)
+    with LiveServer(app) as server, server.client(issuer.platform_admin()) as admin:
+        created = admin.put(URL, json=spec("gone", deletionProtection=True)).json()["operation"]["id"]
+        assert wait_for(admin, created)["status"] == "succeeded"
+        _remove_by_pull_request(app.state.backends.settings.tenants_repo)
+        tenant_admin = server.client(issuer.admin_of("gone"))
+        refused = tenant_admin.delete(URL)
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "deletion_protected", (
+            refused.text
+        )
+        assert [op.kind for op in _operations(tmp_path / "state")] == [OperationKind.up]  # nothing queued
+        deleted = admin.delete(URL)
+        assert deleted.status_code == 202, deleted.text
+        assert wait_for(admin, deleted.json()["operation"]["id"])["status"] == "succeeded"
+
+
+def test_a_stack_destroyed_outside_the_services_queue_frees_the_name(
+    tmp_path: Path, make_app: AppFactory, issuer: Issuer
+) -> None:
+    """Found by a review of the change above: the deploy workflow's sync --prune destroys a removed
+    tenant's stack through its own queue, so the service's history still showed it up and refused the
+    name for good. The service asks the backend, where the engine can tell."""
+    engine = TenantEngine()
+    app, _ = make_app(state_dir=tmp_path / "state", engine=engine)
+    with LiveServer(app) as server, server.client(issuer.platform_admin()) as admin:
+        assert (
+            wait_for(admin, admin.put(URL, json=spec("gone")).json()["operation"]["id"])["status"]
+            == "succeeded"
+        )
+        _remove_by_pull_request(app.state.backends.settings.tenants_repo)
+        assert admin.put(URL, json=spec("gone")).status_code == 409  # its stack is up
+        engine.remove(GONE)  # what sync --prune did, through its own queue
+        assert admin.put(URL, json=spec("gone")).status_code == 202

@@ -99,15 +99,17 @@ def queue_unfinished_deletions(
     """Queue the destroy of each stack of ``environments`` whose tenant the service deleted (its file's
     last commit is DELETE's ``Delete tenant <env>.<name>``) while the stack is still up with no destroy
     queued: the process that committed the deletion died before it queued the destroy. Other stacks
-    whose file is gone are left alone and named in the log. Each tenant is held while it is looked at
-    and its destroy queued, as DELETE holds it across its commit and its submit."""
+    whose file is gone are left alone and named in the log. Each tenant is held (its write lock, shared
+    by every replica) while it is looked at and its destroy queued, as DELETE holds it across its commit
+    and its submit."""
     repository, queue = changes.repository, changes.queue
     present = set(repository.names())
     queued = []
     for stack in queue.stacks():
         if stack.environment not in environments or (stack.environment, stack.tenant) in present:
             continue
-        with repository.locked(stack.name):
+        with changes.write_lock.hold(stack):  # what DELETE holds, across replicas too (Redis)
+            repository.sync()
             if repository.exists(stack.environment, stack.tenant):
                 continue  # created again meanwhile
             standing = changes.standing_without_file(stack)

@@ -102,11 +102,15 @@ class TenantChanges:
         self_service_plans: tuple[str, ...] = ("small",),
         platform_of: Callable[[str], PlatformConfig | None] = lambda environment: None,
         waited: Callable[[str, float], None] = lambda stage, seconds: None,
+        stack_exists: Callable[[StackRef], bool | None] = lambda stack: None,
     ) -> None:
         """``waited(stage, seconds)``: told how long each accepted PUT or PATCH waited for its commit
         to be flushed (``commit``) and its operation to be queued (``queue``)."""
         self.repository = repository
         self.waited = waited
+        # Whether the engine's backend has the stack (None: it cannot tell, as without the Pulumi
+        # CLI): a stack destroyed outside this queue (the deploy workflow's sync --prune) is gone.
+        self.stack_exists = stack_exists
         # The environment's platform config: which StorageClasses let a volume grow.
         self.platform_of = platform_of
         self.queue = queue
@@ -280,8 +284,17 @@ class TenantChanges:
             if operation.kind not in (OperationKind.up, OperationKind.destroy):
                 continue
             if operation.status in _STANDING or operation.kind is OperationKind.destroy:
-                return operation if operation.kind is OperationKind.up else None
+                if operation.kind is not OperationKind.up:
+                    return None
+                return None if self._gone_from_backend(stack) else operation
         return None
+
+    def _gone_from_backend(self, stack: StackRef) -> bool:
+        try:
+            return self.stack_exists(stack) is False
+        except Exception as error:  # the backend cannot be asked: the history stands
+            log.warning("could not ask the backend whether %s exists: %s", stack.name, type(error).__name__)
+            return False
 
     def _refuse_while_predecessor_stands(self, stack: StackRef) -> None:
         """A tenant of a name whose earlier tenant's destroy has not succeeded would get that tenant's
@@ -341,6 +354,15 @@ class TenantChanges:
             if if_match is not None:
                 raise ServiceError(
                     "precondition_failed", f"{stack.name} has no file in git: it has no version to match"
+                )
+            protected = (standing.spec or {}).get("deletionProtection", True) is not False
+            if protected and not principal.platform_admin:
+                # Its file may have gone by mistake (a bad merge, a wrong path): protection still holds.
+                raise ServiceError(
+                    "deletion_protected",
+                    f"{stack.name} has no file in git, but its stack was last applied with "
+                    "deletionProtection on: a platform-admin destroys it, or restore the file from git if "
+                    "it went by mistake",
                 )
             operation = self.submit_deletion(stack, standing.spec or {}, principal.actor, None, force=force)
             log.warning("queued the destroy of %s, whose file was gone with its stack still up", stack.name)
