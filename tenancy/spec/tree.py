@@ -385,6 +385,17 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
             continue
         shown = prefix + "/".join(parts)
         if is_dir:
+            if link:  # never entered: an environment linked elsewhere would read as one with no tenants
+                found.append(
+                    SpecIssue(
+                        shown,
+                        "",
+                        f"is a symbolic link (to {os.readlink(path)}); an environment's tenants are files "
+                        "in a directory of the repository (a link would read as an environment without "
+                        "tenants, and sync --prune would destroy them)",
+                    )
+                )
+                continue
             if len(parts) == 1 and parts[0] not in environments:
                 found.append(
                     SpecIssue(

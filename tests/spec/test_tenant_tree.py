@@ -189,7 +189,12 @@ TANGLED = [
         "",
         WRONG_PLACE,
     ),
-    ("tenants/prod-link", "", "'prod-link' is not an environment; tenant files live in dev, prod"),
+    (
+        "tenants/prod-link",
+        "",
+        "is a symbolic link (to prod); an environment's tenants are files in a directory of the repository "
+        "(a link would read as an environment without tenants, and sync --prune would destroy them)",
+    ),
     (
         "tenants/stray.yaml",
         "",
@@ -441,3 +446,17 @@ def test_a_huge_tenant_file_or_one_with_too_many_labels_is_refused_before_it_cos
         f"is {size:,} bytes; a tenant file is at most 64 KiB"
     )
     assert labelled.field == "labels" and "has 33 labels; a tenant has at most 32" in labelled.reason
+
+
+def test_an_environment_that_is_a_symbolic_link_is_refused_not_read_as_empty(tmp_path: Path) -> None:
+    """Found by a review: ``tenants/prod -> elsewhere`` loaded as a prod with no tenants, which sync
+    --prune would have taken as every prod tenant removed."""
+    elsewhere = tmp_path / "elsewhere"
+    write(elsewhere, "acme.yaml", "name: acme\nowners: [a@example.com]\nplan: small\n")
+    root = tmp_path / "tenants"
+    root.mkdir()
+    (root / "prod").symlink_to(elsewhere)
+    with pytest.raises(SpecError) as caught:
+        load_tenants(root)
+    [issue] = caught.value.issues
+    assert issue.file == "tenants/prod" and issue.reason.startswith("is a symbolic link (to ")
