@@ -715,9 +715,16 @@ def test_no_change_is_accepted_while_the_audit_log_cannot_be_written_and_one_cut
 
         monkeypatch.setattr(durable, "fsync", lambda descriptor: None)  # git's flushes go on
         monkeypatch.setattr(AuditLog, "_flush_file", lambda self, file: failing(0))
-        cut = client.patch(ACME_URL, json={"displayName": "Committed"})
+        keyed = {"Idempotency-Key": "retry-me"}
+        cut = client.patch(ACME_URL, json={"displayName": "Committed"}, headers=keyed)
         assert cut.status_code == 503, cut.text
         message = cut.json()["error"]["message"]
         assert cut.json()["error"]["code"] == "audit_unavailable"
-        assert f"was committed ({backends.repository.head()[:12]}) and queued" in message
+        committed = backends.repository.head()
+        assert f"was committed ({committed[:12]}) and queued" in message
         assert "do not repeat it" in message
+        # A client retrying under its Idempotency-Key gets that answer again; nothing is committed twice.
+        monkeypatch.undo()
+        again = client.patch(ACME_URL, json={"displayName": "Committed"}, headers=keyed)
+        assert again.status_code == 503 and again.headers["Idempotent-Replayed"] == "true"
+        assert again.json() == cut.json() and backends.repository.head() == committed

@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from tenancy.service.backends import Backends
+from tenancy.service.core.errors import ServiceError, error_body
 from tenancy.service.core.idempotency import StoredResponse
 from tenancy.service.core.security import Principal
 from tenancy.service.deps import request_fingerprint
@@ -37,6 +38,13 @@ def run_idempotent(
         return JSONResponse(replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"})
     try:
         status, payload, headers = write()
+    except ServiceError as error:
+        if error.took_effect:  # done, though answered with an error: a retry must not do it again
+            body = error_body(error.code, error.message, error.details)
+            store.finish(principal.actor, key, StoredResponse(status=error.status, body=body))
+        else:
+            store.abandon(principal.actor, key)
+        raise
     except BaseException:
         store.abandon(principal.actor, key)
         raise

@@ -139,7 +139,11 @@ class ServiceError(Exception):
         *,
         details: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+        took_effect: bool = False,
     ) -> None:
+        """``took_effect``: what the request asked for was done although it is answered with this
+        error (a change committed and queued whose audit record then failed): an Idempotency-Key keeps
+        this answer, so a retry replays it instead of doing the change again."""
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code!r}")
         super().__init__(message)
@@ -148,6 +152,7 @@ class ServiceError(Exception):
         self.message = message
         self.details = details
         self.headers = headers
+        self.took_effect = took_effect
 
 
 def error_body(code: str, message: str, details: list[dict[str, str]] | None = None) -> dict[str, Any]:

@@ -243,6 +243,7 @@ def _audited_change(
             f"the change to {stack.name} was {committed}queued (operation {result.operation.id}), but its "
             f"audit record could not be written ({error.strerror or type(error).__name__}); the change "
             "stands: do not repeat it, and tell the platform team",
+            took_effect=True,
         ) from None
     backends.metrics.write_waited("audit", time.perf_counter() - started)
     return _accepted(backends, result)
