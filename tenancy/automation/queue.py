@@ -41,6 +41,7 @@ from tenancy.automation.contract import (
     StackRef,
 )
 from tenancy.group_commit import GroupCommit
+from tenancy.sqlite_shared import connect_shared
 from tenancy.writer_turns import WriterTurns
 
 _log = logging.getLogger(__name__)
@@ -174,11 +175,12 @@ class SqliteOperationQueue:
         """One connection per thread: sqlite3 connections must not cross threads."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            # WAL (readers never block the writer, nor it them), set without racing the other processes
+            # that open the queue at the same moment (tenantctl serve --processes N, the workers).
+            db = connect_shared(self.path, timeout=BUSY_TIMEOUT_SECONDS)
             db.row_factory = sqlite3.Row
             # Wait for another writer instead of failing.
             db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
-            db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
             # In WAL mode NORMAL survives a crash of the process; a power loss can take the last
             # transactions. Enough for the workers' bookkeeping (a lost claim, event or outcome leaves
             # an operation queued or running, and a running one with no heartbeat is requeued), not

@@ -452,8 +452,9 @@ def test_stale_git_locks_are_cleared_while_other_service_processes_run(tmp_path:
         lambda path: SqliteStore(path),
         lambda path: SqliteChangeRequestStore(path),
         lambda path: SqliteApiKeyStore(path),
+        lambda path: SqliteOperationQueue(path),
     ],
-    ids=["idempotency", "portal-sessions", "change-requests", "api-keys"],
+    ids=["idempotency", "portal-sessions", "change-requests", "api-keys", "operations-queue"],
 )
 def test_a_store_opened_while_another_process_holds_its_database_waits_instead_of_dying(
     tmp_path: Path, open_store: Any
