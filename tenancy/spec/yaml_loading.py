@@ -389,11 +389,11 @@ def yaml_problem(error: yaml.YAMLError, text: str | None = None) -> str:
     comment too) is named, at its line and column when ``text`` is the text that was read."""
     if isinstance(error, ReaderError):
         where = ""
-        if text is not None and isinstance(error.position, int) and 0 <= error.position <= len(text):
-            start = text.rfind("\n", 0, error.position) + 1
-            where = (
-                f"line {text.count(chr(10), 0, error.position) + 1}, column {error.position - start + 1}: "
-            )
+        if text is not None and isinstance(error.position, int) and error.position >= 0:
+            # libyaml counts bytes of the text as UTF-8, not characters: the characters before it.
+            before = text.encode("utf-8")[: error.position].decode("utf-8", errors="ignore")
+            start = before.rfind("\n") + 1
+            where = f"line {before.count(chr(10)) + 1}, column {len(before) - start + 1}: "
         code = error.character if isinstance(error.character, int) else None
         named = forbidden_character(chr(code)) if code is not None else None
         what = named or (f"U+{code:04X}" if code is not None else "a character")

@@ -399,6 +399,12 @@ def test_tenant_files_are_read_as_path_read_text_reads_them(tmp_path: Path) -> N
             "line 2, column 10",
             "U+0000 NUL",
         ),
+        (
+            "name: acme\ndisplayName: Caf\u00e9 Z\u00fcrich\nowners: [a@example.com]\nplan: small\n"
+            "labels: {a: \x1bb}\n",  # libyaml counts the bytes of "é" and "ü" twice
+            "line 5, column 13",
+            "U+001B ESC",
+        ),
     ],
 )
 def test_a_raw_control_character_is_named_with_its_line_and_column(
