@@ -66,10 +66,9 @@ NAMESPACES = PlatformNamespaces()
 # Where Argo CD answers through `kubectl port-forward svc/argocd-server -n argocd 8080:80`: with the
 # admin surfaces closed to everyone outside adminSourceCidrs (the default), the gateway refuses its
 # public host, sign-in callback included, so this is how platform admins reach it then. Its SSO returns
-# there (argocd-cm additionalUrls, and the Keycloak client's redirect URIs); `argocd login
-# localhost:8080 --sso --plaintext` takes its callback on ARGOCD_CLI_CALLBACK.
+# there (argocd-cm additionalUrls, and the Keycloak client's redirect URIs). The CLI's --sso cannot use
+# this client: it redeems the code without the client secret, so it would need a public client of its own.
 ARGOCD_PORT_FORWARD_URL = "http://localhost:8080"
-ARGOCD_CLI_CALLBACK = "http://localhost:8085/auth/callback"
 REALM = "platform"
 # The platform's Istio Gateway, and how VirtualServices in any namespace name it.
 GATEWAY_NAME = "platform-gateway"

@@ -19,7 +19,6 @@ import yaml
 
 from tenancy import versions
 from tenancy.builders.contract import (
-    ARGOCD_CLI_CALLBACK,
     ARGOCD_PORT_FORWARD_URL,
     GATEWAY_REFERENCE,
     INGRESS_GATEWAY_LABELS,
@@ -750,12 +749,8 @@ def _argocd_client(domain: str) -> dict[str, Any]:
         "serviceAccountsEnabled": False,
         "rootUrl": base,
         # Besides its public host: through a port-forward (the public host is closed outside
-        # adminSourceCidrs), and the CLI's loopback sign-in (see tenancy.builders.contract).
-        "redirectUris": [
-            f"{base}/auth/callback",
-            f"{ARGOCD_PORT_FORWARD_URL}/auth/callback",
-            ARGOCD_CLI_CALLBACK,
-        ],
+        # adminSourceCidrs) (see tenancy.builders.contract).
+        "redirectUris": [f"{base}/auth/callback", f"{ARGOCD_PORT_FORWARD_URL}/auth/callback"],
         "webOrigins": [base, ARGOCD_PORT_FORWARD_URL],
         "attributes": {"post.logout.redirect.uris": f"{base}/*##{ARGOCD_PORT_FORWARD_URL}/*"},
         "protocolMappers": [groups_mapper()],

@@ -515,11 +515,10 @@ def test_realm_has_the_api_argocd_and_provisioner_clients() -> None:
     argocd = client("argocd")
     assert argocd["publicClient"] is False
     # Its public host, and, with the admin surfaces closed outside adminSourceCidrs (the default), a
-    # port-forward and the CLI's loopback sign-in: before, nobody could sign in to Argo CD by default.
+    # port-forward: before, nobody could sign in to Argo CD by default.
     assert argocd["redirectUris"] == [
         "https://argocd.data.example.com/auth/callback",
         "http://localhost:8080/auth/callback",
-        "http://localhost:8085/auth/callback",
     ]
     # The generated secret never enters the document: Keycloak resolves it from its environment.
     assert argocd["secret"] == "${ARGOCD_CLIENT_SECRET}"
