@@ -64,6 +64,7 @@ COMMITTER_NAME = "tenant-api"
 COMMITTER_EMAIL = "tenant-api@tenancy.invalid"
 _GIT_TIMEOUT_SECONDS = 60
 _PUSH_ATTEMPTS = 12
+_PLAIN_TRAILER = re.compile(r"[A-Za-z-]+: [A-Za-z0-9-]+")  # what commit_naming may look for
 _HEALTH_CACHE_SECONDS = 5.0  # /readyz is unauthenticated: at most one check per this interval
 _PARSED_CACHE_ENTRIES = 20_000
 _PACKS_BEFORE_MERGE = 32  # one pack per group of commits; lookups scan every pack
@@ -596,16 +597,19 @@ class TenantRepository:
         return commits
 
     def commit_naming(self, environment: str, name: str, trailer: str) -> str | None:
-        """The newest commit of the tenant's file whose message has the line ``trailer`` (say
+        """The newest commit of the tenant's file whose message has ``trailer`` as a whole line (say
         ``Change-Request: cr-…``), or None."""
+        if not _PLAIN_TRAILER.fullmatch(trailer):
+            raise ValueError(f"not a plain trailer line: {trailer!r}")
         tip = self._tip()
         if tip is None:
             return None
         output = self._run(
             "log",
             "--format=%H",
-            "--fixed-strings",
-            f"--grep={trailer}",
+            # The whole line (git matches ^ and $ at each line of a message); the trailer holds no
+            # character a regular expression reads otherwise (checked above).
+            f"--grep=^{trailer}$",
             str(tip),
             "--",
             self._relative(environment, name),
