@@ -56,6 +56,17 @@ _ApiServerCidr = Annotated[str, narrowing("list the API server's addresses only"
 _GatewayCidr = Annotated[str, narrowing("leave gatewayCidrs empty instead")]
 
 
+def _is_pem_certificate(text: str | None) -> bool:
+    """Whether ``text`` is a PEM certificate (its first one, as Vault reads it) that parses."""
+    from cryptography import x509  # only when a Vault outside the cluster is configured
+
+    try:
+        x509.load_pem_x509_certificate((text or "").strip().encode())
+    except ValueError:
+        return False
+    return True
+
+
 class VaultConfig(_Model):
     enabled: bool = Field(default=False, description="Manage tenant secrets in Vault (required in prod).")
     address: str | None = Field(
@@ -123,7 +134,7 @@ class VaultConfig(_Model):
                 "vault.kubernetesHost: a Vault outside the cluster (vault.cidrs) cannot reach "
                 f"{self.kubernetes_host}; set the API server's address as Vault reaches it"
             )
-        if not (self.kubernetes_ca_cert or "").strip().startswith("-----BEGIN CERTIFICATE-----"):
+        if not _is_pem_certificate(self.kubernetes_ca_cert):
             raise ValueError(
                 "vault.kubernetesCaCert: a Vault outside the cluster (vault.cidrs) checks the API server "
                 "with the cluster's CA; give its PEM (kubectl get configmap kube-root-ca.crt -n default "

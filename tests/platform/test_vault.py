@@ -87,7 +87,23 @@ def test_configured_paths_and_host_are_used() -> None:
     assert auth_config.inputs["kubernetesHost"] == "https://10.0.0.1"
 
 
-CA = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+def _self_signed_ca() -> str:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test cluster CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    builder = builder.serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+CA = _self_signed_ca()
 OUTSIDE = {
     "cidrs": ["10.30.0.10/32"],
     "kubernetesHost": "https://api.example.com:6443",
@@ -120,6 +136,14 @@ def test_a_vault_outside_the_cluster_reviews_tokens_with_a_reviewer_at_the_addre
         ),
         (
             {"cidrs": ["10.30.0.10/32"], "kubernetesHost": "https://api.example.com:6443"},
+            "vault.kubernetesCaCert",
+        ),
+        (  # a PEM header around anything but a certificate
+            {
+                **OUTSIDE,
+                "kubernetesCaCert": "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n"
+                "-----END CERTIFICATE-----",
+            },
             "vault.kubernetesCaCert",
         ),
     ],
