@@ -816,7 +816,7 @@ def test_a_deploy_that_changes_the_workers_rights_binds_every_tenant_with_the_wo
         "tenancy/builders/rbac.py",  # the tenant stack's RoleBinding
         "components/platform/selfservice.py",
     ):
-        script = scope["run"].replace("git diff --name-only HEAD^ HEAD", f"echo {declared}")
+        script = scope["run"].replace("git diff --no-renames --name-only HEAD^ HEAD", f"echo {declared}")
         result = subprocess.run(
             ["bash", "-c", script],
             env={"ALL": "false", "GITHUB_OUTPUT": "/dev/stdout", "PATH": "/usr/bin:/bin"},
