@@ -16,9 +16,11 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from tenancy.automation.contract import Engine, WorkQueue
+from tenancy.service.api import API_PREFIX
 from tenancy.service.api.main import api_routers
 from tenancy.service.api.routes import health
 from tenancy.service.backends import Backends, build_backends
+from tenancy.service.core.audit import WritesNeedTheAuditLog
 from tenancy.service.core.config import ServiceSettings
 from tenancy.service.core.errors import ERROR_CODES, install_error_handlers
 from tenancy.service.core.metrics import RequestContextMiddleware
@@ -82,7 +84,8 @@ def app_for(backends: Backends) -> FastAPI:
     app.state.backends = backends
     install_error_handlers(app)
     # Starlette runs the middleware added last first: the context (request id, metrics) wraps the
-    # body guard, so the guard's refusals carry the request id and are counted.
+    # body guard and the audit log's check, so their refusals carry the request id and are counted.
+    app.add_middleware(WritesNeedTheAuditLog, audit=backends.audit, prefix=API_PREFIX)
     app.add_middleware(
         RequestBodyGuard,
         max_bytes=backends.settings.max_body_bytes,

@@ -30,8 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TextIO
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from tenancy.group_commit import GroupCommit
 from tenancy.service.core import durable
+from tenancy.service.core.errors import ServiceError, error_response
 
 Outcome = Literal["accepted", "succeeded", "denied", "refused", "invalid", "failed"]
 _DONE: frozenset[str] = frozenset({"accepted", "succeeded"})  # flushed before record() returns
@@ -187,3 +190,34 @@ def _end_a_torn_line(handle: TextIO) -> None:
         reader.seek(size - 1)
         if reader.read(1) != b"\n":
             handle.write("\n")
+
+
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class WritesNeedTheAuditLog:
+    """ASGI: while the audit log cannot be written (``AuditLog.writable``), every API write (POST, PUT,
+    PATCH, DELETE under ``prefix``) is answered 503 ``audit_unavailable`` before its route runs, so
+    nothing is done that would go unrecorded: a route finding out only when it records what it did
+    could answer nothing better than an error for something done. ``/readyz`` fails meanwhile."""
+
+    def __init__(self, app: ASGIApp, *, audit: AuditLog, prefix: str) -> None:
+        self.app = app
+        self.audit = audit
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("method") in _WRITES
+            and str(scope.get("path", "")).startswith(self.prefix)
+            and not self.audit.writable()
+        ):
+            refusal = ServiceError(
+                "audit_unavailable",
+                "the audit log cannot be written, so no change is accepted; nothing was done: retry once "
+                "the platform team has fixed it",
+            )
+            await error_response(refusal)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

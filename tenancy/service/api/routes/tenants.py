@@ -195,15 +195,10 @@ def _audited_change(
     action: str,
     change: Callable[[], ChangeResult],
 ) -> WriteResult:
-    """Run ``change`` (returning a ChangeResult) and write the audit line whatever the outcome. Nothing
-    is changed while the audit log cannot be written (503 ``audit_unavailable``); a change committed
-    when its record then fails is answered 503 too, saying it was committed and queued."""
-    if not backends.audit.writable():
-        raise ServiceError(
-            "audit_unavailable",
-            f"the audit log cannot be written, so no change to {stack.name} is accepted; nothing was "
-            "committed or queued: retry once the platform team has fixed it",
-        )
+    """Run ``change`` (returning a ChangeResult) and write the audit line whatever the outcome. While
+    the audit log cannot be written no write gets here (``WritesNeedTheAuditLog``); a change committed
+    when its record then fails is answered 503 ``audit_unavailable``, saying it was committed and
+    queued (and its Idempotency-Key keeps that answer)."""
     try:
         result = change()
     except ServiceError as error:
