@@ -189,6 +189,30 @@ def test_an_approval_cut_short_by_a_crash_is_settled_from_git(live: LiveServer, 
     ]
 
 
+def test_an_approval_whose_operation_could_not_be_queued_reads_approved_with_its_commit(
+    live: LiveServer, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: when the approval's commit landed but queueing its operation failed (503
+    engine_unavailable), the request went back to pending though git had the change, and approving
+    it again answered change_request_stale. It now reads approved, with the commit; the start-up
+    reconcile queues the update git holds."""
+    create_tenant(live.app, "acme")
+    requester = live.client(issuer.admin_of("acme", sub="alice"))
+    filed = requester.patch(ACME, json={"groups": {"viewers": ["/x"]}}).json()["changeRequest"]["id"]
+    backends = live.app.state.backends
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the queue is down")
+
+    monkeypatch.setattr(backends.queue, "submit", refuse)
+    admin = live.client(issuer.platform_admin(sub="root"))
+    answer = admin.post(f"/api/v1/change-requests/{filed}/approve")
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "engine_unavailable", answer.text
+    shown = admin.get(f"/api/v1/change-requests/{filed}").json()
+    assert shown["status"] == "approved" and shown["commit"] == backends.repository.head()
+    assert shown["operationId"] is None and shown["decidedBy"] == "user:root"
+
+
 def test_reject_takes_a_reason_the_requester_sees(live: LiveServer, issuer: Issuer) -> None:
     create_tenant(live.app, "acme")
     requester = live.client(issuer.admin_of("acme"))

@@ -375,6 +375,24 @@ class Approvals:
                 change_request=request.id,
             )
         except ServiceError as error:
+            committed = (  # the change is in git, its operation not queued (the next start queues it)
+                self.repository.commit_naming(
+                    request.environment, request.tenant, f"{CHANGE_REQUEST_TRAILER}{request.id}"
+                )
+                if error.code == "engine_unavailable"
+                else None
+            )
+            if committed is not None:
+                approved = decided(
+                    applying,
+                    RequestStatus.approved,
+                    by=principal.actor,
+                    commit=committed,
+                    incarnation=incarnation_of(self.repository, stack),
+                )
+                self.store.transition(request.id, RequestStatus.applying, approved)
+                self._audit(principal, "change_request.approve", "succeeded", approved, rid)
+                raise
             self.store.transition(request.id, RequestStatus.applying, request)  # pending again
             if error.code == "precondition_failed":
                 error = ServiceError(
@@ -394,7 +412,10 @@ class Approvals:
             commit=result.commit,
             incarnation=incarnation_of(self.repository, stack),  # a create's: the one it began
         )
-        self.store.transition(request.id, RequestStatus.applying, approved)
+        if self.store.transition(request.id, RequestStatus.applying, approved) is None:
+            # Settled meanwhile as cut short (it took longer than APPLYING_FOR_AT_MOST_SECONDS): the
+            # settling read git, which has this commit, so it reads approved all the same.
+            log.warning("change request %s was settled while its approval still ran", request.id)
         self._audit(principal, "change_request.approve", "succeeded", approved, rid, result.operation.id)
         return approved, result
 
