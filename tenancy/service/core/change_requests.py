@@ -270,10 +270,9 @@ class RedisChangeRequestStore:
         # The ids of pending requests (requests filed before it was kept are not in it).
         self._pending = f"{prefix}change-requests:pending"
         # Each tenant's and each requester's request ids by time (what a scoped listing reads), and
-        # the mark that the requests stored before they were kept are in them too.
+        # how far the main index is known to be in them (``_index_missed_requests``).
         self._by = f"{prefix}change-requests:by-"
-        self._indexed_mark = f"{prefix}change-requests:indexed"
-        self._indexed = False
+        self._indexed_mark = f"{prefix}change-requests:indexed"  # the newest time indexed
 
     def _by_tenant(self, tenant: str) -> str:
         return f"{self._by}tenant:{tenant}"
@@ -291,22 +290,25 @@ class RedisChangeRequestStore:
             pipe.sadd(self._pending, request.id)
         pipe.execute()
 
-    def _index_earlier_requests(self) -> None:
-        """Once per store (and once for good, by the mark): put the requests stored before the
-        per-tenant and per-requester indexes were kept into them. Adding twice changes nothing, so
-        replicas doing it at once are harmless."""
-        if self._indexed or self._redis.exists(self._indexed_mark):
-            self._indexed = True
-            return
-        for item in self._redis.zrange(self._index, 0, -1):
+    def _index_missed_requests(self) -> None:
+        """Put into the per-tenant and per-requester indexes every request the main index has that they
+        may lack: those stored before the indexes were kept, and those a replica of an earlier version
+        files during a rolling upgrade (it writes the main index only). A watermark (the newest time
+        indexed) bounds the scan to what came since, less ``_CLOCK_SKEW_SECONDS`` for replicas' clocks
+        and filings in flight. Adding twice changes nothing, so replicas doing it at once are harmless."""
+        mark = self._redis.get(self._indexed_mark)
+        since = float(_text(mark)) - _CLOCK_SKEW_SECONDS if mark else "-inf"
+        newest = None
+        for item, score in self._redis.zrangebyscore(self._index, since, "+inf", withscores=True):
             request = self.get(_text(item))
             if request is not None:
                 pipe = self._redis.pipeline()
                 pipe.zadd(self._by_tenant(request.tenant), {request.id: request.created_at})
                 pipe.zadd(self._by_requester(request.requested_by), {request.id: request.created_at})
                 pipe.execute()
-        self._redis.set(self._indexed_mark, "1")
-        self._indexed = True
+            newest = score if newest is None else max(newest, score)
+        if newest is not None:
+            self._redis.set(self._indexed_mark, repr(float(newest)))
 
     def purge(self, created_before: float) -> int:
         removed = 0
@@ -343,7 +345,7 @@ class RedisChangeRequestStore:
         if scope is None:
             ids = [_text(item) for item in self._redis.zrevrange(self._index, offset, offset + limit - 1)]
         else:  # the scope's indexes merged, newest first: each holds one tenant's or one requester's
-            self._index_earlier_requests()
+            self._index_missed_requests()
             keys = [self._by_tenant(tenant) for tenant in sorted(scope.tenants)]
             if scope.requested_by is not None:
                 keys.append(self._by_requester(scope.requested_by))
@@ -379,6 +381,9 @@ class RedisChangeRequestStore:
             except redis_errors.WatchError:
                 return None
         return updated
+
+
+_CLOCK_SKEW_SECONDS = 300.0  # how far back each scoped listing looks again for requests to index
 
 
 def _text(value: Any) -> str:
