@@ -271,6 +271,37 @@ def create_tenant(app: FastAPI, name: str, environment: str = "dev", **overrides
     )
 
 
+def commit_by_hand(checkout: Path, path: str, text: str | None, message: str) -> None:
+    """Commit ``path`` as ``text`` (None: removed) to the service's checkout, as a merged pull request
+    would, without its index or working copy: the service resets those to the branch after each of its
+    commits, in the background, which could undo a file written there before ``git add`` read it."""
+    import os
+    import subprocess
+
+    index = checkout / ".git" / "by-hand.index"
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+
+    def git(*args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(checkout), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        return done.stdout.strip()
+
+    git("read-tree", "HEAD")
+    if text is None:
+        git("update-index", "--force-remove", path)
+    else:
+        blob = git("hash-object", "-w", "--stdin", stdin=text)
+        git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+    git("-c", "user.name=P", "-c", "user.email=p@example.com", "commit", "-q", "-m", message)
+    index.unlink(missing_ok=True)
+
+
 def destroy_standing_stack(server: LiveServer, issuer: Issuer, path: str) -> None:
     """After a file was removed outside the service (a merged pull request), its stack stands and the
     name is refused until DELETE destroys it; this does, and waits until it has."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +28,15 @@ from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core.config import ServiceSettings
 from tenancy.service.core.reconcile import RECONCILER
 from tenancy.writer_turns import WriterTurns
-from tests.service.conftest import AppFactory, Issuer, LiveServer, TenantEngine, spec, wait_for
+from tests.service.conftest import (
+    AppFactory,
+    Issuer,
+    LiveServer,
+    TenantEngine,
+    commit_by_hand,
+    spec,
+    wait_for,
+)
 from tests.service.test_crash_safety import git
 from tests.service.test_processes import WITHIN_SECONDS, Service, _token
 
@@ -126,12 +133,7 @@ def test_a_file_removed_outside_the_service_holds_its_name_until_delete_destroys
         assert _until(lambda: _operations(state)[0].status is OperationStatus.succeeded)
     # A merged pull request removes the file: git no longer has it, the stack is still up.
     checkout = first.state.backends.settings.tenants_repo
-    for command in (
-        ["reset", "-q"],  # the index as the branch is (the service commits without one)
-        ["rm", "-q", "--cached", "tenants/dev/gone.yaml"],
-        ["-c", "user.name=PR", "-c", "user.email=pr@example.test", "commit", "-qm", "Remove gone"],
-    ):
-        subprocess.run(["git", *command], cwd=checkout, check=True)
+    commit_by_hand(checkout, "tenants/dev/gone.yaml", None, "Remove gone")
 
     second, _ = make_app(state_dir=state, engine=engine)
     with caplog.at_level(logging.WARNING, "tenancy.service"), LiveServer(second) as server:
@@ -158,12 +160,7 @@ def test_a_file_removed_outside_the_service_holds_its_name_until_delete_destroys
 
 
 def _remove_by_pull_request(checkout: Path) -> None:
-    for command in (
-        ["reset", "-q"],
-        ["rm", "-q", "--cached", "tenants/dev/gone.yaml"],
-        ["-c", "user.name=PR", "-c", "user.email=pr@example.test", "commit", "-qm", "Remove gone"],
-    ):
-        subprocess.run(["git", *command], cwd=checkout, check=True)
+    commit_by_hand(checkout, "tenants/dev/gone.yaml", None, "Remove gone")
 
 
 def test_a_protected_stack_whose_file_went_missing_is_destroyed_by_a_platform_admin_only(

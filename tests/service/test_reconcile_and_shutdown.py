@@ -19,7 +19,15 @@ from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core.reconcile import queue_unapplied_changes
 from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository
 from tenancy.spec.tenant import parse_tenant
-from tests.service.conftest import AppFactory, Issuer, LiveServer, TenantEngine, spec, wait_for
+from tests.service.conftest import (
+    AppFactory,
+    Issuer,
+    LiveServer,
+    TenantEngine,
+    commit_by_hand,
+    spec,
+    wait_for,
+)
 
 ACME = "/api/v1/environments/dev/tenants/acme"
 STACK = StackRef("dev", "acme")
@@ -170,15 +178,7 @@ def test_a_file_whose_yaml_alias_contains_itself_is_reported_not_a_crash(
 
 def _commit_by_hand(checkout: Path, text: str, message: str) -> None:
     """``tenants/dev/acme.yaml`` as ``text``, committed as a merged pull request would be."""
-    file = checkout / "tenants" / "dev" / "acme.yaml"
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(text)
-    for command in (
-        ["reset", "-q"],  # the index as the branch is (the service commits without one)
-        ["add", "tenants/dev/acme.yaml"],
-        ["-c", "user.name=P", "-c", "user.email=p@example.com", "commit", "-qm", message],
-    ):
-        subprocess.run(["git", "-C", str(checkout), *command], check=True)
+    commit_by_hand(checkout, "tenants/dev/acme.yaml", text, message)
 
 
 def test_a_file_whose_yaml_is_not_a_mapping_says_so_on_every_path(
