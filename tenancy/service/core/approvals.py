@@ -304,6 +304,11 @@ class Approvals:
         )
         return expired
 
+    def _commit_of(self, request: ChangeRequest) -> str | None:
+        """The commit an approval of ``request`` made (it names the request), or None."""
+        trailer = f"{CHANGE_REQUEST_TRAILER}{request.id}"
+        return self.repository.commit_naming(request.environment, request.tenant, trailer)
+
     def _settle_if_interrupted(self, request: ChangeRequest, rid: str) -> ChangeRequest:
         """A request left ``applying`` longer than any approval takes (``APPLYING_FOR_AT_MOST_SECONDS``:
         the process applying it died): approved if git has the commit that names it (the start-up
@@ -315,9 +320,7 @@ class Approvals:
         if time.time() - started < APPLYING_FOR_AT_MOST_SECONDS:
             return request
         stack = StackRef(request.environment, request.tenant)
-        commit = self.repository.commit_naming(
-            request.environment, request.tenant, f"{CHANGE_REQUEST_TRAILER}{request.id}"
-        )
+        commit = self._commit_of(request)
         if commit is not None:
             settled = replace(
                 request,
@@ -375,13 +378,8 @@ class Approvals:
                 change_request=request.id,
             )
         except ServiceError as error:
-            committed = (  # the change is in git, its operation not queued (the next start queues it)
-                self.repository.commit_naming(
-                    request.environment, request.tenant, f"{CHANGE_REQUEST_TRAILER}{request.id}"
-                )
-                if error.code == "engine_unavailable"
-                else None
-            )
+            # The change is in git, its operation not queued (the next start queues it).
+            committed = self._commit_of(request) if error.code == "engine_unavailable" else None
             if committed is not None:
                 approved = decided(
                     applying,
