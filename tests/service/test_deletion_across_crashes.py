@@ -62,6 +62,10 @@ def _operations(state_dir: Path, stack: StackRef = GONE) -> list[Any]:
         queue.close()
 
 
+def _remove_by_pull_request(checkout: Path) -> None:
+    commit_by_hand(checkout, "tenants/dev/gone.yaml", None, "Remove gone")
+
+
 def test_a_kill_between_a_deletions_commit_and_its_destroy_queues_the_destroy_on_restart(
     tmp_path: Path,
 ) -> None:
@@ -135,7 +139,7 @@ def test_a_file_removed_outside_the_service_holds_its_name_until_delete_destroys
         assert _until(lambda: _operations(state)[0].status is OperationStatus.succeeded)
     # A merged pull request removes the file: git no longer has it, the stack is still up.
     checkout = first.state.backends.settings.tenants_repo
-    commit_by_hand(checkout, "tenants/dev/gone.yaml", None, "Remove gone")
+    _remove_by_pull_request(checkout)
 
     second, _ = make_app(state_dir=state, engine=engine)
     with caplog.at_level(logging.WARNING, "tenancy.service"), LiveServer(second) as server:
@@ -159,10 +163,6 @@ def test_a_file_removed_outside_the_service_holds_its_name_until_delete_destroys
         assert kinds[1][1] is False, kinds
         assert admin.delete(URL).status_code == 404  # destroyed: nothing left to delete
         assert other.put(URL, json=spec("gone")).status_code == 202  # the name is free again
-
-
-def _remove_by_pull_request(checkout: Path) -> None:
-    commit_by_hand(checkout, "tenants/dev/gone.yaml", None, "Remove gone")
 
 
 def test_a_protected_stack_whose_file_went_missing_is_destroyed_by_a_platform_admin_only(
