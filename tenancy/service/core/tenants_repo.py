@@ -1261,7 +1261,9 @@ class TenantRepository:
             self._commit_trees.clear()
         batch = git_pack.ObjectBatch(read, self._trees)
         parent = base.raw if base is not None else None
-        tree = repo[base].tree.id.raw if base is not None else batch.add(git_pack.TREE, git_pack.EMPTY_TREE)
+        # The base's tree from the map of commits built or read here: asking libgit2 for a commit it
+        # has not seen costs its repository object a scan of the pack folder (0.3 ms a group).
+        tree = self._tree_of(base.raw) if base is not None else batch.add(git_pack.TREE, git_pack.EMPTY_TREE)
         built: list[tuple[_Change, str]] = []
         for change in group:
             if change.done:
