@@ -83,3 +83,16 @@ def test_every_command_runs_its_real_implementation() -> None:
         assert result.exit_code == 0, (name, result.output)
         assert f" {name} " in result.output.splitlines()[1] + " ", (name, result.output)
     assert "--tenants" in runner.invoke(tenancy.cli.app, ["validate", "--help"]).output
+
+
+def test_ctrl_c_while_a_command_loads_says_nothing_was_done_yet(monkeypatch) -> None:
+    """Typer turns Ctrl-C into a silent exit 130; while a command's module is still being imported
+    (most of a second for render and the stack commands) the person is told nothing was started."""
+
+    def interrupted(module_name: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tenancy.cli, "load_module_commands", interrupted)
+    result = CliRunner().invoke(tenancy.cli.app, ["render", "--all"])
+    assert result.exit_code == 130
+    assert "interrupted while render was loading: nothing was read or written" in result.output

@@ -97,7 +97,13 @@ class LazyCommands(TyperGroup):
             return None
         module_name = COMMANDS[cmd_name][0]
         if module_name not in self._loaded:
-            self._loaded[module_name] = load_module_commands(module_name)
+            try:
+                self._loaded[module_name] = load_module_commands(module_name)
+            except KeyboardInterrupt:
+                # Typer turns Ctrl-C into a silent exit 130: say that nothing was started (a command's
+                # own handler says what it left once it runs).
+                typer.echo(f"interrupted while {cmd_name} was loading: nothing was read or written", err=True)
+                raise typer.Exit(130) from None
         return self._loaded[module_name].commands.get(cmd_name)
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any | None, list[str]]:
