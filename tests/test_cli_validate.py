@@ -132,7 +132,31 @@ def test_validate_against_an_unknown_revision_is_an_input_error(tmp_path: Path) 
         app, ["validate", "--tenants", str(PROJECT_DIR / "tenants"), "--against", "no-such-ref"]
     )
     assert result.exit_code == INVALID_INPUT
-    assert "is not a commit" in result.output
+    # A revision is not a file: no "(file)" field on its line.
+    assert "error: revision 'no-such-ref': is not a commit in this repository" in result.output
+
+
+def test_validate_reads_the_project_named_by_flag_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like the stack commands, validate takes the project from --project or TENANCY_PROJECT_DIR
+    (docs/automation.md), so it runs from anywhere, not only from the project directory."""
+    monkeypatch.chdir(tmp_path)
+    by_flag = runner.invoke(app, ["validate", "--project", str(PROJECT_DIR)])
+    assert by_flag.exit_code == 0, by_flag.output
+    assert f"4 tenant file(s) valid in {PROJECT_DIR / 'tenants'}" in by_flag.output
+    by_environment = runner.invoke(app, ["validate"], env={"TENANCY_PROJECT_DIR": str(PROJECT_DIR)})
+    assert by_environment.exit_code == 0, by_environment.output
+
+
+def test_validate_from_inside_the_project_says_where_the_tenants_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT_DIR / "tenants" / "dev")
+    result = runner.invoke(app, ["validate"], env={"TENANCY_PROJECT_DIR": None})
+    assert result.exit_code == INVALID_INPUT
+    assert (
+        f"error: tenants: the tenants directory does not exist; {PROJECT_DIR / 'tenants'} does: run from "
+        f"{PROJECT_DIR}, or pass --project {PROJECT_DIR}"
+    ) in result.output
 
 
 def test_validate_against_a_revision_refuses_a_new_platform_class_but_not_a_qdrant_scale_down(

@@ -19,7 +19,10 @@ StackOption = Annotated[
 AllOption = Annotated[bool, typer.Option("--all", help="Both platform stacks and every tenant stack.")]
 OutOption = Annotated[Path, typer.Option("--out", help="Directory to write OUT/<stack>/ into.")]
 ProjectOption = Annotated[
-    Path, typer.Option("--project", help="The Pulumi project directory (holding Pulumi.yaml).")
+    Path,
+    typer.Option(
+        "--project", help="The Pulumi project directory (holding Pulumi.yaml).", envvar="TENANCY_PROJECT_DIR"
+    ),
 ]
 ValidateOption = Annotated[
     bool,

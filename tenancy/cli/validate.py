@@ -14,7 +14,22 @@ from tenancy.spec.tenant import resolve
 from tenancy.spec.tree import TenantTree, load_tenants
 
 TenantsOption = Annotated[
-    Path, typer.Option("--tenants", help="The tenants directory.", envvar="TENANCY_TENANTS_DIR")
+    Path | None,
+    typer.Option(
+        "--tenants",
+        help="The tenants directory; default: <project>/tenants.",
+        envvar="TENANCY_TENANTS_DIR",
+        show_default=False,
+    ),
+]
+ProjectOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--project",
+        help="The project directory (Pulumi.yaml, tenants/); default: the current directory.",
+        envvar="TENANCY_PROJECT_DIR",
+        show_default=False,
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable results.")]
 AgainstOption = Annotated[
@@ -29,9 +44,14 @@ AgainstOption = Annotated[
 
 
 def validate(
-    tenants: TenantsOption = Path("tenants"), as_json: JsonOption = False, against: AgainstOption = None
+    tenants: TenantsOption = None,
+    as_json: JsonOption = False,
+    against: AgainstOption = None,
+    project: ProjectOption = None,
 ) -> None:
     """Validate every tenants/<env>/<name>.yaml; exit 2 naming each file, field and reason on error."""
+    if tenants is None:
+        tenants = (project or Path()) / "tenants"  # "tenants" from the current directory, as shown
     try:
         tree = load_tenants(tenants)
         if against is not None:

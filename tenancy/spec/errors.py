@@ -12,8 +12,13 @@ class SpecIssue:
     file: str
     field: str
     reason: str
+    # What ``file`` names: a file (an issue of the whole file reads "(file)" as its field), or something
+    # else ("directory", "revision"), whose issue has no field to name.
+    subject: str = "file"
 
     def __str__(self) -> str:
+        if not self.field and self.subject != "file":
+            return f"{self.file}: {self.reason}"
         field = self.field or "(file)"
         return f"{self.file}: {field}: {self.reason}"
 

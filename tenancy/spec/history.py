@@ -24,11 +24,24 @@ def specs_at_revision(tree: TenantTree, revision: str) -> dict[tuple[str, str], 
     top = _git(tree.root, "rev-parse", "--show-toplevel")
     if top.returncode != 0:
         raise SpecError(
-            [SpecIssue(str(tree.root), "", "is not inside a git repository; --against needs one")]
+            [
+                SpecIssue(
+                    str(tree.root),
+                    "",
+                    "is not inside a git repository; --against needs one",
+                    subject="directory",
+                )
+            ]
         )
     toplevel = Path(top.stdout.strip())
     if _git(toplevel, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}").returncode != 0:
-        raise SpecError([SpecIssue(f"revision {revision!r}", "", "is not a commit in this repository")])
+        raise SpecError(
+            [
+                SpecIssue(
+                    f"revision {revision!r}", "", "is not a commit in this repository", subject="revision"
+                )
+            ]
+        )
     previous: dict[tuple[str, str], TenantSpec] = {}
     for tenant_file in tree.files:
         relative = tenant_file.path.resolve().relative_to(toplevel.resolve()).as_posix()

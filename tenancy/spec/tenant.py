@@ -627,7 +627,7 @@ def _plan_issues(spec: TenantSpec, *, file: str) -> list[SpecIssue]:
                 SpecIssue(
                     file,
                     _largest_consumer(usage, key, field),
-                    f"together the services need {_fmt(total)} {what} (sidecars included), over the "
+                    f"together the services need {_fmt(total)} {what} ({_COUNTED[key]}), over the "
                     f"{plan} plan's quota of {maximum}; shrink them or take a larger plan",
                 )
             )
@@ -675,6 +675,17 @@ def _backup_issues(q: QdrantSettings, limits: PlanLimits, *, plan: str, file: st
             )
         )
     return issues
+
+
+# What a plan-total message says it counted, per quota item (as ``_service_usage`` counts it).
+_PODS_COUNTED = "every pod's containers, their sidecars included"
+_COUNTED = {
+    "requests.cpu": _PODS_COUNTED,
+    "requests.memory": _PODS_COUNTED,
+    "limits.cpu": _PODS_COUNTED,
+    "limits.memory": _PODS_COUNTED,
+    "storage": "every Qdrant replica's data volume and snapshot volume, and the vCluster's volume",
+}
 
 
 def _service_usage(

@@ -365,13 +365,26 @@ def _entries(root: Path) -> list[_Entry]:
     return found
 
 
+def _found_above(root: Path) -> str:
+    """For a relative tenants directory that is missing: the nearest folder above the current one that
+    has it (someone running from inside the project), as a hint; else nothing."""
+    if root.is_absolute():
+        return ""
+    here = Path.cwd()
+    for folder in here.parents:
+        if (folder / root).is_dir():
+            return f"; {folder / root} does: run from {folder}, or pass --project {folder}"
+    return ""
+
+
 def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> TenantTree:
     """Load and validate every tenant file under ``root``; raise SpecError listing every problem found."""
     environments = tuple(environments)
     tree = TenantTree(root=root)
     issues: list[SpecIssue] = []
     if not root.is_dir():
-        raise SpecError([SpecIssue(str(root), "", "the tenants directory does not exist")])
+        reason = "the tenants directory does not exist" + _found_above(root)
+        raise SpecError([SpecIssue(str(root), "", reason, subject="directory")])
 
     prefix = f"{root.name}/" if root.name else ""  # what _display gives, without a Path per file
     # First the walk, keeping its issues and the files to check in path order; then the checks
@@ -393,6 +406,7 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
                         f"is a symbolic link (to {os.readlink(path)}); an environment's tenants are files "
                         "in a directory of the repository (a link would read as an environment without "
                         "tenants, and sync --prune would destroy them)",
+                        subject="directory",
                     )
                 )
                 continue
@@ -402,6 +416,7 @@ def load_tenants(root: Path, environments: Iterable[str] = ENVIRONMENTS) -> Tena
                         shown,
                         "",
                         f"{parts[0]!r} is not an environment; tenant files live in {', '.join(environments)}",
+                        subject="directory",
                     )
                 )
             continue

@@ -169,6 +169,20 @@ def test_a_stack_name_that_is_not_one_names_the_option_not_a_file(tmp_path: Path
     assert "(file)" not in result.output
 
 
+def test_the_project_comes_from_tenancy_project_dir_as_for_the_stack_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no Pulumi.yaml here
+    result = runner.invoke(
+        app,
+        ["render", "--stack", "staging.acme", "--out", str(tmp_path / "out")],
+        env={"TENANCY_PROJECT_DIR": str(PROJECT_DIR)},
+    )
+    # Past the project check (which would say ". has no Pulumi.yaml") to the stack name's.
+    assert result.exit_code == exit_codes.INVALID_INPUT
+    assert "error: stack 'staging.acme'" in result.output, result.output
+
+
 def test_ctrl_c_says_what_the_output_directory_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found following the README: Ctrl-C during render --all exited 130 saying nothing, while the
     stack being written may be partial."""

@@ -108,7 +108,8 @@ def test_sidecars_and_vcluster_dns_count_against_the_quota() -> None:
     )
     problems = issues_of(doc)
     assert any(
-        "CPU requests (sidecars included)" in reason and "quota of 4" in reason for _, _, reason in problems
+        "CPU requests (every pod's containers, their sidecars included)" in reason and "quota of 4" in reason
+        for _, _, reason in problems
     )
 
 
