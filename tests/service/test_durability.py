@@ -733,3 +733,50 @@ def test_no_change_is_accepted_while_the_audit_log_cannot_be_written_and_one_cut
         again = client.patch(ACME_URL, json={"displayName": "Committed"}, headers=keyed)
         assert again.status_code == 503 and again.headers["Idempotent-Replayed"] == "true"
         assert again.json() == cut.json() and backends.repository.head() == committed
+
+
+def test_an_api_key_or_a_decision_whose_record_fails_after_it_was_made_says_it_stands(
+    make_app: AppFactory, issuer: Issuer, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Left open by the last stop: only tenant writes said "it was done" when their audit record failed
+    after acting; an API key made, a backup queued or a change request decided answered 500, and a
+    retry under the same Idempotency-Key made a second key. Each now answers 503 ``audit_unavailable``
+    saying what was done and what to do, and a retry replays that answer."""
+    app, _ = make_app(workers=0)
+    server = serve(app)
+    backends = app.state.backends
+    with (
+        server.client(issuer.admin_of("acme", sub="alice")) as client,
+        server.client(issuer.platform_admin(sub="root")) as admin,
+    ):
+        assert client.put(ACME_URL, json=spec("acme")).status_code == 202
+        filed = client.patch(
+            ACME_URL,
+            # The volumes pinned: a plan change must not grow them.
+            json={"plan": "medium", "qdrant": {"storage": {"size": "10Gi"}, "snapshots": {"size": "5Gi"}}},
+            headers={"Change-Reason": "more traffic next month"},
+        )
+        assert filed.status_code == 202, filed.text
+        request = filed.json()["changeRequest"]["id"]
+
+        def failing(descriptor: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(AuditLog, "_flush_file", lambda self, file: failing(0))
+        keyed = {"Idempotency-Key": "make-one-key"}
+        made = client.post("/api/v1/tenants/acme/api-keys", json={"name": "ci"}, headers=keyed)
+        assert made.status_code == 503, made.text
+        error = made.json()["error"]
+        assert error["code"] == "audit_unavailable"
+        [key] = backends.api_keys.list("acme")
+        assert f"API key {key.id} of acme was created" in error["message"]
+        assert f"revoke it (DELETE .../api-keys/{key.id})" in error["message"]
+        again = client.post("/api/v1/tenants/acme/api-keys", json={"name": "ci"}, headers=keyed)
+        assert again.status_code == 503 and again.headers["Idempotent-Replayed"] == "true"
+        assert len(backends.api_keys.list("acme")) == 1  # not a second key
+
+        rejected = admin.post(f"/api/v1/change-requests/{request}/reject", json={"reason": "not now"})
+        assert rejected.status_code == 503, rejected.text
+        assert f"change request {request} was rejected" in rejected.json()["error"]["message"]
+        monkeypatch.undo()
+        assert admin.get(f"/api/v1/change-requests/{request}").json()["status"] == "rejected"

@@ -184,7 +184,14 @@ class Approvals:
         with self.changes.write_lock.hold(stack):
             self._check_room(stack)
             self.store.add(request)
-        self._audit(principal, "change_request.create", "accepted", request, request_id)
+        self._audit(
+            principal,
+            "change_request.create",
+            "accepted",
+            request,
+            request_id,
+            done=f"change request {request.id} for {request.environment}.{request.tenant} was filed",
+        )
         self._purge_if_due(now)
         return request
 
@@ -389,7 +396,14 @@ class Approvals:
                     incarnation=incarnation_of(self.repository, stack),
                 )
                 self.store.transition(request.id, RequestStatus.applying, approved)
-                self._audit(principal, "change_request.approve", "succeeded", approved, rid)
+                self._audit(
+                    principal,
+                    "change_request.approve",
+                    "succeeded",
+                    approved,
+                    rid,
+                    done=f"change request {request.id} was approved and committed",
+                )
                 raise
             self.store.transition(request.id, RequestStatus.applying, request)  # pending again
             if error.code == "precondition_failed":
@@ -414,7 +428,16 @@ class Approvals:
             # Settled meanwhile as cut short (it took longer than APPLYING_FOR_AT_MOST_SECONDS): the
             # settling read git, which has this commit, so it reads approved all the same.
             log.warning("change request %s was settled while its approval still ran", request.id)
-        self._audit(principal, "change_request.approve", "succeeded", approved, rid, result.operation.id)
+        self._audit(
+            principal,
+            "change_request.approve",
+            "succeeded",
+            approved,
+            rid,
+            result.operation.id,
+            done=f"change request {request.id} was approved, committed and queued (operation "
+            f"{result.operation.id})",
+        )
         return approved, result
 
     def reject(self, principal: Principal, request_id: str, reason: str, rid: str) -> ChangeRequest:
@@ -426,7 +449,14 @@ class Approvals:
         )
         if rejected is None:
             raise self._refused(principal, request, rid, "change_request.reject", _already_decided(request))
-        self._audit(principal, "change_request.reject", "succeeded", rejected, rid)
+        self._audit(
+            principal,
+            "change_request.reject",
+            "succeeded",
+            rejected,
+            rid,
+            done=f"change request {request.id} was rejected",
+        )
         return rejected
 
     def _decidable(self, principal: Principal, request_id: str, rid: str, action: str) -> ChangeRequest:
@@ -477,8 +507,11 @@ class Approvals:
         request: ChangeRequest,
         rid: str,
         operation_id: str | None = None,
+        *,
+        done: str,
     ) -> None:
-        self.audit.record(
+        self.audit.record_done(
+            done,
             actor=principal.actor,
             action=action,
             outcome=outcome,

@@ -22,6 +22,7 @@ are in it, never a refusal written meanwhile, nor a record in the new file.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -37,6 +38,7 @@ from tenancy.service.core import durable
 from tenancy.service.core.errors import ServiceError, error_response
 
 Outcome = Literal["accepted", "succeeded", "denied", "refused", "invalid", "failed"]
+_log = logging.getLogger("tenancy.service")
 _DONE: frozenset[str] = frozenset({"accepted", "succeeded"})  # flushed before record() returns
 
 
@@ -120,6 +122,45 @@ class AuditLog:
         self._flushes.join(waiter)  # the line is written: any flush that starts now covers it
         if waiter.error is not None:
             raise waiter.error
+
+    def record_done(
+        self,
+        done: str,
+        *,
+        actor: str,
+        action: str,
+        outcome: Outcome,
+        tenant: str | None,
+        environment: str | None = None,
+        request_id: str | None = None,
+        operation_id: str | None = None,
+        reason: str | None = None,
+        remedy: str = "do not repeat it",
+    ) -> None:
+        """``record`` of an action that already took effect (``done`` says what, for the caller): a
+        record that cannot be written answers 503 ``audit_unavailable`` saying it was done and what to
+        do (``remedy``), and an Idempotency-Key keeps that answer, so a retry does not do it again. An
+        action not yet done whose record fails (a reveal) just uses ``record``: nothing happens."""
+        try:
+            self.record(
+                actor=actor,
+                action=action,
+                outcome=outcome,
+                tenant=tenant,
+                environment=environment,
+                request_id=request_id,
+                operation_id=operation_id,
+                reason=reason,
+            )
+        except OSError as error:
+            why = error.strerror or type(error).__name__
+            _log.error("the audit record of %s (%s) could not be written: %s", action, tenant, why)
+            raise ServiceError(
+                "audit_unavailable",
+                f"{done}, but its audit record could not be written ({why}); it stands: {remedy}, "
+                "and tell the platform team",
+                took_effect=True,
+            ) from None
 
     def _flush_group(self, group: list[_Flush]) -> None:
         """One flush of each file holding a line of ``group`` (written before they joined): the file

@@ -111,7 +111,18 @@ def create_api_key(
             expires_at=time.time() + days * 86400,
             incarnation=incarnation,
         )
-        _audit(request, backends, principal, tenant, "api-key.create", record.id)
+        _audit(
+            request,
+            backends,
+            principal,
+            tenant,
+            "api-key.create",
+            record.id,
+            done=f"API key {record.id} of {tenant} was created",
+            # Its secret is shown only in a 201: without one, nobody holds it.
+            remedy=f"its secret cannot be shown, so revoke it (DELETE .../api-keys/{record.id}) and create "
+            "another once the audit log works again",
+        )
         return 201, ApiKeyCreated(**_view(record), key=plaintext).wire(), {}
 
     # A replay must not hand the key out a second time: the stored answer has it removed.
@@ -142,14 +153,33 @@ def revoke_api_key(
     record = backends.api_keys.revoke(tenant, key_id)
     if record is None:
         raise ServiceError("api_key_not_found", f"{tenant} has no API key {key_id}")
-    _audit(request, backends, principal, tenant, "api-key.revoke", key_id)
+    _audit(
+        request,
+        backends,
+        principal,
+        tenant,
+        "api-key.revoke",
+        key_id,
+        done=f"API key {key_id} of {tenant} was revoked",
+        remedy="the key no longer works",
+    )
     return Response(status_code=204)
 
 
 def _audit(
-    request: Request, backends: BackendsDep, principal: Principal, tenant: str, action: str, key_id: str
+    request: Request,
+    backends: BackendsDep,
+    principal: Principal,
+    tenant: str,
+    action: str,
+    key_id: str,
+    *,
+    done: str,
+    remedy: str,
 ) -> None:
-    backends.audit.record(
+    backends.audit.record_done(
+        done,
+        remedy=remedy,
         actor=principal.actor,
         action=action,
         outcome="succeeded",

@@ -194,6 +194,19 @@ def _audit(
     operation: Operation | None = None,
     refused: str | None = None,
 ) -> None:
+    if refused is None and operation is not None:  # queued: the record says so, or the answer does
+        backends.audit.record_done(
+            f"the {action.removeprefix('qdrant.')} of {stack.name} was queued (operation {operation.id})",
+            remedy="follow the operation",
+            actor=principal.actor,
+            action=action,
+            outcome="accepted",
+            tenant=stack.tenant,
+            environment=stack.environment,
+            request_id=request_id(request),
+            operation_id=operation.id,
+        )
+        return
     backends.audit.record(
         actor=principal.actor,
         action=action,
@@ -462,7 +475,8 @@ def _change_hand_over(
         raise ServiceError(
             "backups_unavailable", f"the backups of {stack.name} cannot be changed now; retry"
         ) from None
-    backends.audit.record(
+    backends.audit.record_done(
+        f"the backups of {incarnation} were {'taken back from' if revoke else 'handed over to'} {stack.name}",
         actor=principal.actor,
         action="qdrant.backups.handover.revoke" if revoke else "qdrant.backups.handover",
         outcome="accepted",

@@ -214,32 +214,17 @@ def _audited_change(
         )
         raise
     started = time.perf_counter()
-    try:
-        backends.audit.record(
-            actor=principal.actor,
-            action=action,
-            outcome="accepted",
-            tenant=stack.tenant,
-            environment=stack.environment,
-            request_id=request_id(request),
-            operation_id=result.operation.id,
-        )
-    except OSError as error:
-        log.error(
-            "the audit record of %s's %s (operation %s) could not be written: %s",
-            stack.name,
-            action,
-            result.operation.id,
-            error.strerror or type(error).__name__,
-        )
-        committed = f"committed ({result.commit[:12]}) and " if result.commit else ""
-        raise ServiceError(
-            "audit_unavailable",
-            f"the change to {stack.name} was {committed}queued (operation {result.operation.id}), but its "
-            f"audit record could not be written ({error.strerror or type(error).__name__}); the change "
-            "stands: do not repeat it, and tell the platform team",
-            took_effect=True,
-        ) from None
+    committed = f"committed ({result.commit[:12]}) and " if result.commit else ""
+    backends.audit.record_done(
+        f"the change to {stack.name} was {committed}queued (operation {result.operation.id})",
+        actor=principal.actor,
+        action=action,
+        outcome="accepted",
+        tenant=stack.tenant,
+        environment=stack.environment,
+        request_id=request_id(request),
+        operation_id=result.operation.id,
+    )
     backends.metrics.write_waited("audit", time.perf_counter() - started)
     return _accepted(backends, result)
 
