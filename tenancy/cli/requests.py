@@ -8,6 +8,7 @@ the same path as every other write (git commit, queue) and audits every decision
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Annotated, Any
 
 import typer
@@ -75,20 +76,29 @@ def _call(
     raise typer.Exit(exit_codes.INVALID_INPUT if response.status_code < 500 else exit_codes.OPERATION_FAILED)
 
 
+def _shown(text: object) -> str:
+    """What a requester wrote, safe for a terminal: control and formatting characters (an escape
+    sequence, a right-to-left override) as ``\\uXXXX``. The service refuses them, but an older
+    service or another client may have stored some, and a platform-admin reads this before approving."""
+    return "".join(
+        f"\\u{ord(char):04x}" if unicodedata.category(char) in ("Cc", "Cf") else char for char in str(text)
+    )
+
+
 def _line(request: dict[str, Any]) -> str:
     needs = ", ".join(need["field"] for need in request["needs"]) or "-"
     return (
         f"{request['id']}  {request['status']:<8}  {request['environment']}.{request['tenant']:<20}  "
-        f"needs {needs:<12}  by {request['requesterName']}  {request['createdAt'][:16]}"
+        f"needs {needs:<12}  by {_shown(request['requesterName'])}  {request['createdAt'][:16]}"
     )
 
 
 def _show(request: dict[str, Any]) -> None:
     typer.echo(f"{request['id']}  {request['environment']}.{request['tenant']}  {request['status']}")
-    who = f"{request['requesterName']} ({request['requestedBy']})"
+    who = f"{_shown(request['requesterName'])} ({_shown(request['requestedBy'])})"
     typer.echo(f"requested by {who} at {request['createdAt']}")
     typer.echo(f"expires {request['expiresAt']}")
-    typer.echo(f"reason: {request['reason']}")
+    typer.echo(f"reason: {_shown(request['reason'])}")
     for need in request["needs"]:
         typer.echo(f"needs a platform-admin: {need['field']}: {need['reason']}")
     typer.echo("diff:")
@@ -106,7 +116,7 @@ def _show(request: dict[str, Any]) -> None:
     if request.get("decidedBy"):
         typer.echo(f"decided by {request['decidedBy']} at {request['decidedAt']}")
     if request.get("decisionReason"):
-        typer.echo(f"decision: {request['decisionReason']}")
+        typer.echo(f"decision: {_shown(request['decisionReason'])}")
     if request.get("operationId"):
         typer.echo(f"operation: {request['operationId']}")
 

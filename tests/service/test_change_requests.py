@@ -485,6 +485,33 @@ def test_a_platform_admin_decides_from_the_cli(live: LiveServer, issuer: Issuer)
     assert nobody.exit_code == 2
 
 
+def test_the_cli_shows_a_stored_reason_s_escape_sequences_as_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by an outside security review: a reason that slipped past the service's check (stored by
+    an older service) held ESC[8m, which concealed the "needs a platform-admin" line and the diff that
+    `tenantctl requests show` printed after it on a platform-admin's terminal."""
+    from tenancy.cli.requests import _show
+
+    request = {
+        "id": "cr-1",
+        "environment": "dev",
+        "tenant": "acme",
+        "status": "pending",
+        "requesterName": "Mallory\u202e",
+        "requestedBy": "user:m",
+        "createdAt": "2026-12-07T00:00:00Z",
+        "expiresAt": "2026-12-14T00:00:00Z",
+        "reason": "routine\x1b[8m",
+        "needs": [{"field": "plan", "reason": "only a platform-admin changes a tenant's plan"}],
+        "diff": [{"field": "plan", "before": "small", "after": "large"}],
+        "preview": None,
+    }
+    _show(request)
+    shown = capsys.readouterr().out
+    assert "reason: routine\\u001b[8m\n" in shown and "\x1b" not in shown
+    assert "Mallory\\u202e (user:m)" in shown and "\u202e" not in shown
+    assert 'plan: "small" -> "large"' in shown
+
+
 def test_one_tenants_flood_neither_hides_the_others_requests_nor_grows_without_bound(
     make_app: AppFactory, serve: Any, issuer: Issuer
 ) -> None:

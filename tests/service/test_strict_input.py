@@ -153,6 +153,23 @@ def test_deeply_nested_json_is_refused_before_it_is_parsed(
     assert _state(live) == before
 
 
+def test_a_body_that_is_not_utf8_is_refused_not_passed_unchecked_to_the_route(
+    live: LiveServer, admin: httpx.Client
+) -> None:
+    """Found by an outside security review: one raw lone surrogate (bytes ED A0 80, which the route's
+    JSON parser reads as a character) made the body check give up, so a change-request reason holding
+    terminal escapes, or a body nesting 900 levels, reached the route unchecked."""
+    before = _state(live)
+    sneaky = b'{"labels": {"\xed\xa0\x80": null, "deep": ' + b"[" * 900 + b"]" * 900 + b"}}"
+    error = _refused(admin.patch(ACME, content=sneaky), 400, "bad_request")
+    assert error["message"] == "the body is not UTF-8 text; JSON bodies are UTF-8"
+    assert error["details"][0]["field"] == "body"
+    assert error["details"][0]["reason"].startswith("byte 13 (0xed) does not decode as UTF-8")
+    reason = b'{"reason": "routine\x1b[8m", "patch": {"plan": "large", "labels": {"\xed\xa0\x80": null}}}'
+    _refused(admin.post(ACME + "/change-requests", content=reason), 400, "bad_request")
+    assert _state(live) == before
+
+
 def test_brackets_inside_strings_are_not_nesting(live: LiveServer, admin: httpx.Client) -> None:
     response = admin.patch(ACME, json={"displayName": "[" * 40 + "{" * 40 + '\\"[['})
     assert response.status_code == 202, response.text

@@ -71,12 +71,27 @@ def _refuse_constant(name: str) -> Any:
 
 
 def check_json_body(body: bytes, *, max_depth: int) -> None:
-    """Raise ``BodyRefused`` when ``body`` nests too deeply or holds a forbidden character; return
-    quietly for acceptable JSON and for anything that is not JSON (the route's parser reports that)."""
+    """Raise ``BodyRefused`` when ``body`` nests too deeply, holds a forbidden character or is not
+    Unicode text; return quietly for acceptable JSON and for text that is not JSON (the route's parser
+    reports that). Bytes that do not decode are refused here, never left to the route: its parser
+    reads a lone surrogate (``ED A0 80``) as a character, so such a body would reach it with nothing
+    checked (an outside review filed a change-request reason holding terminal escapes that way)."""
+    encoding = json.detect_encoding(body)
     try:
-        text = body.decode(json.detect_encoding(body))
-    except (UnicodeDecodeError, LookupError):
-        return
+        text = body.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise BodyRefused(
+            400,
+            "bad_request",  # as the route's parser answers bytes that do not decode (400, not 422)
+            f"the body is not {encoding.upper()} text; JSON bodies are UTF-8",
+            [
+                {
+                    "field": "body",
+                    "reason": f"byte {error.start} (0x{body[error.start]:02x}) does not decode as "
+                    f"{encoding.upper()} ({error.reason})",
+                }
+            ],
+        ) from None
     depth = json_depth(text)
     if depth > max_depth:
         raise BodyRefused(
