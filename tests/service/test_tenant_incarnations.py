@@ -104,3 +104,41 @@ def test_api_keys_are_made_only_for_a_tenant_that_exists(
         response = client.post(KEYS, json={"name": "ci"})
     assert response.status_code == 404
     assert "create it" in response.json()["error"]["message"]
+
+
+def test_nothing_an_earlier_tenant_left_is_applied_to_counted_against_or_shown_to_the_next(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    """Found by an outside security review: after a tenant was deleted and its name made again with an
+    identical file, a platform-admin approving the earlier team's pending change request applied it to
+    the new tenant (its If-Match held: the content was the same); the earlier tenant's pending requests
+    counted against the new tenant's cap; and the new owners listed the earlier team's API keys."""
+    app, _ = make_app(change_request_max_pending=1)
+    server: LiveServer = serve(app)
+    pinned = {"storage": {"size": "10Gi"}, "snapshots": {"size": "5Gi"}}
+    upgrade = {"patch": {"plan": "medium", "qdrant": pinned}, "reason": "more traffic"}
+    with server.client(issuer.admin_of("search", sub="team-a")) as team_a:
+        wait_for(team_a, team_a.put(SEARCH, json=spec("search")).json()["operation"]["id"])
+        _make_key(team_a)
+        filed = team_a.post(f"{SEARCH}/change-requests", json=upgrade)
+        assert filed.status_code == 202, filed.text
+        earlier = filed.json()["changeRequest"]["id"]
+    app.state.backends.repository.delete(
+        "dev", "search", author=GitAuthor("Reviewer", "r@example.com"), message="Remove search"
+    )
+    destroy_standing_stack(server, issuer, SEARCH)
+    with (
+        server.client(issuer.admin_of("search", sub="team-b")) as team_b,
+        server.client(issuer.platform_admin(sub="root")) as admin,
+    ):
+        created = team_b.put(SEARCH, json=spec("search"))  # byte for byte the file team A had
+        wait_for(team_b, created.json()["operation"]["id"])
+        assert team_b.get(KEYS).json()["apiKeys"] == []
+        stale = admin.post(f"/api/v1/change-requests/{earlier}/approve")
+        assert stale.status_code == 409, stale.text
+        assert stale.json()["error"]["code"] == "change_request_stale"
+        assert "filed for an earlier tenant named search" in stale.json()["error"]["message"]
+        assert team_b.get(SEARCH).json()["spec"]["plan"] == "small"
+        # The earlier tenant's pending request takes none of the new tenant's room (a cap of one).
+        mine = team_b.post(f"{SEARCH}/change-requests", json=upgrade)
+        assert mine.status_code == 202, mine.text

@@ -214,6 +214,7 @@ class Approvals:
             if request.environment == stack.environment
             and request.tenant == stack.tenant
             and not request.expired(time.time())
+            and self._of_current_incarnation(request, stack)  # an earlier tenant's count for nobody
         )
         if pending >= self.max_pending_per_tenant:
             raise ServiceError(
@@ -221,6 +222,14 @@ class Approvals:
                 f"{stack.name} has {pending} change requests waiting for a platform-admin, the most it may "
                 "have; file this one once one of them is decided or has expired",
             )
+
+    def _of_current_incarnation(self, request: ChangeRequest, stack: StackRef) -> bool:
+        """Whether ``request`` was filed for the tenant of its name now (or for creating one, which
+        ``If-None-Match`` guards), not for one deleted since; requests stored before they recorded
+        their incarnation count as current."""
+        if request.incarnation is None or request.base_etag is None:
+            return True
+        return request.incarnation == incarnation_of(self.repository, stack)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -363,6 +372,21 @@ class Approvals:
     def approve(self, principal: Principal, request_id: str, rid: str) -> tuple[ChangeRequest, ChangeResult]:
         """Apply exactly the stored document, against exactly the version it was made against."""
         request = self._decidable(principal, request_id, rid, "change_request.approve")
+        stack = StackRef(request.environment, request.tenant)
+        if not self._of_current_incarnation(request, stack):
+            # Its tenant was deleted and the name made again: the version it was made against may read
+            # the same (an identical file), but the tenant is someone else's (outside security review).
+            raise self._refused(
+                principal,
+                request,
+                rid,
+                "change_request.approve",
+                ServiceError(
+                    "change_request_stale",
+                    f"change request {request.id} was filed for an earlier tenant named {request.tenant}, "
+                    f"deleted since; {stack.name} now is another tenant: reject it",
+                ),
+            )
         # Who applies it and since when: an approval cut short (a crash) is settled once it is older
         # than any approval can take (``_settle_if_interrupted``).
         applying = self.store.transition(
@@ -374,7 +398,6 @@ class Approvals:
         )
         if applying is None:
             raise self._refused(principal, request, rid, "change_request.approve", _already_decided(request))
-        stack = StackRef(request.environment, request.tenant)
         try:
             result = self.changes.replace(
                 stack,

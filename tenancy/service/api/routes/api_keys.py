@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
+from tenancy.automation.contract import StackRef
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.idempotent import WriteResult, run_idempotent
 from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY, error_responses
@@ -76,7 +77,20 @@ def _view(record: ApiKeyRecord) -> dict[str, Any]:
 
 @router.get("/tenants/{name}/api-keys", response_model=ApiKeyList, responses=_ERRORS, summary="List API keys")
 def list_api_keys(tenant: KeyManagingTenant, backends: BackendsDep) -> ApiKeyList:
-    return ApiKeyList(api_keys=[ApiKeyView(**_view(record)) for record in backends.api_keys.list(tenant)])
+    # The keys of the tenant of this name now, or of the last one while none is (deleted: its keys read
+    # revoked): an earlier tenant's, once the name was made again, are someone else's, with who made
+    # them (outside security review), and work for nothing here anyway.
+    current = {
+        backends.incarnations.of(StackRef(environment, tenant))
+        for environment in backends.settings.environments
+    }
+    return ApiKeyList(
+        api_keys=[
+            ApiKeyView(**_view(record))
+            for record in backends.api_keys.list(tenant)
+            if record.incarnation & current
+        ]
+    )
 
 
 @router.post(
