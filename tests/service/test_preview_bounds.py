@@ -62,6 +62,40 @@ def test_a_second_preview_from_the_same_caller_is_refused_while_the_first_render
     assert int(second.headers["Retry-After"]) >= 1
 
 
+def test_one_tenants_api_keys_share_one_preview_and_are_bounded_in_number(
+    make_app: AppFactory, serve: Any, issuer: Issuer, held_render: threading.Event
+) -> None:
+    """Found by an outside security review: each API key was a caller of its own, and a tenant-admin
+    could make any number of them, so five keys held every preview slot and another tenant's previews
+    and change requests answered 429 for as long as they liked. A tenant's keys now share one preview
+    in flight, and a tenant has at most ``api_key_max_active`` keys."""
+    from tests.service.conftest import create_tenant
+
+    app = make_app(workers=0, api_key_max_active=2)[0]
+    create_tenant(app, "acme")
+    server: LiveServer = serve(app)
+    gate = app.state.backends.previews
+    with server.client(issuer.admin_of("acme")) as person:
+        keys = [
+            person.post("/api/v1/tenants/acme/api-keys", json={"name": f"k{n}", "role": "tenant-admin"})
+            for n in range(3)
+        ]
+    assert [key.status_code for key in keys] == [201, 201, 409]
+    assert keys[2].json()["error"]["code"] == "too_many_api_keys"
+    first_key, second_key = (key.json()["key"] for key in keys[:2])
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(_post, server, first_key)
+        deadline = time.monotonic() + 10
+        while not sum(gate._in_flight.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            second = _post(server, second_key, timeout=3.0)
+        finally:
+            held_render.set()
+        assert first.result().status_code == 200
+    assert second.status_code == 429 and second.json()["error"]["code"] == "preview_busy"
+
+
 def test_a_flood_of_previews_is_refused_and_other_requests_stay_fast(
     make_app: AppFactory, serve: Any, issuer: Issuer, held_render: threading.Event
 ) -> None:

@@ -159,7 +159,7 @@ class Approvals:
         service without bound nor push the others' requests out of sight."""
         stack = proposal.stack
         self._check_room(stack)
-        with self.admit_render(principal.actor):
+        with self.admit_render(principal.budget):
             preview = self.render(stack, proposal.base_document, proposal.document)
         now = time.time()
         request = ChangeRequest(

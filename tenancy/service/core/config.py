@@ -160,6 +160,12 @@ class ServiceSettings(BaseSettings):
         description="Deepest nesting of arrays and objects a JSON body may have (checked before parsing).",
     )
     api_key_max_days: int = Field(default=365, ge=1, description="Longest lifetime of an API key.")
+    api_key_max_active: int = Field(
+        default=20,
+        ge=1,
+        description="Most API keys a tenant may have active at once: each is a caller with its own "
+        "request rate budget.",
+    )
     idempotency_ttl_seconds: int = Field(
         default=86400, ge=60, description="How long Idempotency-Keys are kept."
     )

@@ -59,6 +59,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "idempotency_key_in_use": (409, "a request with this Idempotency-Key is still running"),
     "change_request_decided": (409, "the change request is no longer pending (approved, rejected, applying)"),
     "change_request_expired": (409, "the change request expired undecided; file it again"),
+    "too_many_api_keys": (
+        409,
+        "the tenant has as many active API keys as it may; revoke one it no longer uses first",
+    ),
     "too_many_change_requests": (
         409,
         "the tenant has as many change requests waiting for a platform-admin as it may; file it once one "

@@ -68,6 +68,15 @@ class Principal:
         """How the audit log and the git history name this caller."""
         return f"api-key:{self.api_key_id}" if self.kind == "api_key" else f"user:{self.subject}"
 
+    @property
+    def budget(self) -> str:
+        """Whose share of a bounded resource (previews in flight) this caller draws on: a person's
+        own, or, for an API key, one share for all the keys of its tenant, so a tenant-admin who
+        makes keys does not multiply it (outside security review: five keys held every slot)."""
+        if self.kind == "api_key" and self.tenant_roles:
+            return "api-keys-of:" + ",".join(sorted(self.tenant_roles))
+        return self.actor
+
     def role_on(self, tenant: str, environment: str | None) -> Role | None:
         """The caller's role on ``tenant`` in ``environment`` (None: where a route names none, as the
         API-key routes, which people only use)."""

@@ -481,7 +481,7 @@ async def check_form(
             raise
         issues = error.details or [{"field": "name", "reason": error.message}]
         return _json({"valid": False, "issues": issues, "needsApproval": False, "needs": []})
-    async with backends.previews.turn(principal.actor):
+    async with backends.previews.turn(principal.budget):
         preview = await anyio.to_thread.run_sync(
             partial(render_preview, backends.settings.project_dir, stack, current, document)
         )

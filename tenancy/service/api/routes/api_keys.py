@@ -34,7 +34,9 @@ router = APIRouter(prefix=API_PREFIX, tags=["api-keys"])
 _ERRORS = error_responses(
     *AUTHENTICATED, "forbidden", "tenant_not_found", "api_key_not_found", "invalid_request"
 )
-_CREATE_ERRORS = error_responses(*AUTHENTICATED, "forbidden", "tenant_not_found", *WITH_BODY)
+_CREATE_ERRORS = error_responses(
+    *AUTHENTICATED, "forbidden", "tenant_not_found", "too_many_api_keys", *WITH_BODY
+)
 KeyId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
 
 
@@ -116,6 +118,15 @@ def create_api_key(
             raise ServiceError(
                 "tenant_not_found",
                 f"there is no tenant {tenant} that you can access; create it before making API keys",
+            )
+        # Bounded: each key is a caller with a request budget of its own (two requests racing may
+        # both pass at the bound; nothing beyond that).
+        active = sum(1 for key in backends.api_keys.list(tenant) if key.usable(time.time()))
+        if active >= backends.settings.api_key_max_active:
+            raise ServiceError(
+                "too_many_api_keys",
+                f"{tenant} has {active} active API keys, the most it may have; revoke one it no longer "
+                "uses (DELETE .../api-keys/<id>), then create this one",
             )
         record, plaintext = backends.api_keys.create(
             tenant=tenant,

@@ -499,7 +499,7 @@ async def preview_tenant(
     # Validating and reading are quick; the render waits for its turn on the event loop (bounded,
     # 429 preview_busy beyond), so waiting previews never hold threads other routes need.
     proposed, current = await anyio.to_thread.run_sync(partial(_proposed_and_current, backends, stack, body))
-    async with backends.previews.turn(principal.actor):
+    async with backends.previews.turn(principal.budget):
         rendered, _outputs = await anyio.to_thread.run_sync(
             partial(
                 preview_change,
