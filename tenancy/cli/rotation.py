@@ -143,6 +143,12 @@ def _phase_meaning(state: dict[str, Any]) -> str:
         return "the new keys are being deployed; the keys in use keep working meanwhile" + (
             f" and until {until}; re-read your key before then" if until else ""
         )
+    if phase == "stalled":
+        return (
+            "the update deploying the new keys failed: the keys in use keep working, and are not revoked "
+            "until the new ones are deployed; fix what failed it, then queue it again (PATCH the tenant "
+            "with {})"
+        )
     if phase == "grace":
         return f"both generations' keys work until {until}; re-read your key before then"
     if phase == "revoking":

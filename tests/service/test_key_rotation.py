@@ -165,11 +165,14 @@ def test_writes_keep_the_rotation_record_and_may_not_change_it(
 def test_a_revocation_committed_but_never_queued_is_queued_by_the_next_sweep(
     make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
 ) -> None:
-    app, _ = make_app(key_grace_check_seconds=0, workers=0)
+    app, _ = make_app(key_grace_check_seconds=0)
     create_tenant(app, "acme")
     backends = app.state.backends
     with serve(app).client(issuer.admin_of("acme")) as client:
-        assert client.post(ROTATE).status_code == 202
+        rotated = client.post(ROTATE)
+        assert rotated.status_code == 202
+        # The new keys deployed: the previous ones may be revoked once the grace period is over.
+        assert wait_for(client, rotated.json()["operation"]["id"])["status"] == "succeeded"
     rotations = backends.rotations
     rotations.clock = lambda: datetime.now(UTC) + timedelta(hours=2)
     submit = backends.queue.submit
@@ -199,6 +202,7 @@ def test_the_service_ends_a_grace_period_that_ended_while_it_was_down(
         "requestedBy": "user:alice",
     }
     create_tenant(app, "acme", qdrant={"enabled": True, "keyRotation": record})
+    _deployed_long_ago(app)
     with serve(app).client(issuer.admin_of("acme")) as client:
         deadline = time.monotonic() + 10
         while "revokedAt" not in record_of(app):
@@ -206,6 +210,63 @@ def test_the_service_ends_a_grace_period_that_ended_while_it_was_down(
             time.sleep(0.02)
         ups = client.get(f"{TENANT}/operations").json()["operations"]
         assert any(op["requestedBy"] == "tenant-api:key-rotation" for op in ups)
+
+
+def _deployed_long_ago(app: FastAPI) -> None:
+    """The file as it is, applied by an update that finished in 2000 (before the service went down)."""
+    from tenancy.automation.contract import OperationKind, OperationStatus, OperationSummary, StackRef
+    from tenancy.service.core.incarnation import incarnation_of
+
+    backends = app.state.backends
+    stack = StackRef("dev", "acme")
+    queue, clock = backends.queue, backends.queue._clock
+    backends.queue._clock = lambda: datetime(2000, 1, 1, 2, tzinfo=UTC).timestamp()
+    try:
+        document = backends.repository.read("dev", "acme")
+        incarnation = incarnation_of(backends.repository, stack)
+        queue.submit(stack, OperationKind.up, spec=document, requested_by="user:a", incarnation=incarnation)
+        claimed = queue.claim_next()
+        queue.finish(claimed.id, OperationStatus.succeeded, OperationSummary())
+    finally:
+        backends.queue._clock = clock
+
+
+def test_a_rotation_whose_update_failed_never_revokes_the_keys_in_use(
+    make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
+) -> None:
+    """Found by an outside journey review: the update deploying a rotation's new keys failed, yet the
+    status said they were being deployed, and once the grace period was over the previous keys were
+    revoked; a second rotation then took the slot of the keys clients held, so the next update that
+    succeeded dropped them at once. Now the phase says ``stalled``, no revocation comes before the new
+    keys are deployed (and the shortest grace period after that), and no rotation starts meanwhile."""
+    from tenancy.automation.contract import StackRef
+    from tests.service.conftest import TenantEngine
+
+    engine = TenantEngine()
+    app, _ = make_app(engine, key_grace_check_seconds=0)
+    create_tenant(app, "acme")
+    server = serve(app)
+    rotations = app.state.backends.rotations
+    with server.client(issuer.admin_of("acme")) as client:
+        engine.fail_next(StackRef("dev", "acme"), "the cluster refused it")
+        rotated = client.post(ROTATE, json={"grace": "15m"})
+        assert wait_for(client, rotated.json()["operation"]["id"])["status"] == "failed"
+        assert client.get(ROTATE).json()["phase"] == "stalled"
+        rotations.clock = lambda: datetime.now(UTC) + timedelta(hours=1)  # the grace period is over
+        assert rotations.end_due_grace_periods() == []
+        assert "revokedAt" not in record_of(app)
+        again = client.post(ROTATE, json={"grace": "15m"})
+        assert again.status_code == 409 and again.json()["error"]["code"] == "rotation_in_progress"
+        assert "not deployed yet" in again.json()["error"]["message"]
+        # Queued again and deployed: revoked only the shortest grace period after that.
+        redeployed = client.patch(TENANT, json={})
+        assert wait_for(client, redeployed.json()["operation"]["id"])["status"] == "succeeded"
+        assert client.get(ROTATE).json()["phase"] == "grace"
+        rotations.clock = lambda: datetime.now(UTC) + timedelta(minutes=10)
+        assert rotations.end_due_grace_periods() == []
+        rotations.clock = lambda: datetime.now(UTC) + timedelta(minutes=16)
+        [revoking] = rotations.end_due_grace_periods()
+        assert record_of(app)["revokedAt"] and revoking.requested_by == "tenant-api:key-rotation"
 
 
 def test_tenantctl_rotate_keys_against_the_service(

@@ -36,7 +36,7 @@ from tenancy.service.core.tenant_changes import (
 )
 from tenancy.service.core.tenants_repo import ConflictError, GitAuthor, RepositoryError
 from tenancy.spec.errors import SpecError
-from tenancy.spec.rotation import RotationRefused, begin_rotation, end_grace, grace_due
+from tenancy.spec.rotation import MIN_GRACE, RotationRefused, begin_rotation, end_grace, grace_due
 from tenancy.spec.tenant import parse_tenant, parse_utc_time
 
 log = logging.getLogger("tenancy.service")
@@ -100,6 +100,7 @@ class KeyRotations:
                     )
                 except RotationRefused as refused:
                     raise _refusal(refused) from None
+                self._refuse_while_undeployed(stack, current)
                 spec = self.changes.validate(stack, rotated)
                 document = spec.to_document()  # what the operation applies, in normal form
                 record = document["qdrant"]["keyRotation"]
@@ -123,6 +124,36 @@ class KeyRotations:
             raise _repository_unavailable(error) from None
         return ChangeResult(operation=operation, commit=commit, document=document, etag=etag)
 
+    def _applied(self, stack: StackRef) -> tuple[int | None, float | None]:
+        """The key generation the stack's current incarnation last applied (0: never rotated; None: no
+        update of it succeeded), and when that update finished."""
+        incarnation = incarnation_of(self.repository, stack)
+        for operation in stack_history(self.changes.queue, stack):
+            if operation.incarnation != incarnation:
+                continue
+            if operation.kind is OperationKind.up and operation.status is OperationStatus.succeeded:
+                record = rotation_record(operation.spec)
+                return (int(record["generation"]) if record else 0), operation.finished_at
+        return None, None
+
+    def _refuse_while_undeployed(self, stack: StackRef, current: dict[str, Any]) -> None:
+        """A rotation while the previous one's keys were never deployed (its update failed) would
+        retire the keys clients hold with no grace: the next generation takes the slot of the keys in
+        use (outside journey review). Refused until the previous generation is applied."""
+        record = rotation_record(current)
+        if record is None:
+            return
+        applied, _ = self._applied(stack)
+        if applied is not None and applied >= int(record["generation"]):
+            return
+        raise ServiceError(
+            "rotation_in_progress",
+            f"the keys of generation {record['generation']} of {stack.name} are not deployed yet (the update "
+            "that deploys them has not succeeded): the keys in use keep working; once that update succeeds "
+            "(fix what failed it, then PATCH the tenant with {} to queue it again), rotate after its grace "
+            "period",
+        )
+
     def state(self, stack: StackRef, operations: list[Operation]) -> RotationState:
         """``operations``: the stack's operations of its current incarnation, newest first."""
         record = rotation_record(self.repository.read(stack.environment, stack.tenant))
@@ -137,7 +168,10 @@ class KeyRotations:
         if generation == 0:
             phase = "none"
         elif applied_generation is None or applied_generation < generation:
-            phase = "rolling_out"  # the new keys are being deployed; the old ones work throughout
+            # The new keys are being deployed (the old ones work throughout), or their update failed:
+            # then nothing deploys them until it is queued again, and the old keys are not revoked.
+            stalled = ups and ups[0].status is OperationStatus.failed
+            phase = "stalled" if stalled else "rolling_out"
         elif record is not None and record.get("revokedAt") is None:
             phase = "grace"  # both generations work
         elif old_accepted:
@@ -197,6 +231,8 @@ class KeyRotations:
                 ended = end_grace(current, now=now)
                 if ended is None:
                     return self._queue_unqueued_revocation(stack, current, now)
+                if not self._revocable(stack, current, now):
+                    return None
                 try:
                     spec = parse_tenant(ended, file=file)
                 except SpecError:
@@ -224,6 +260,19 @@ class KeyRotations:
         log.info("revoked generation %d's Qdrant keys of %s", int(record["generation"]) - 1, stack.name)
         self._audit(stack, operation, commit)
         return operation
+
+    def _revocable(self, stack: StackRef, current: dict[str, Any], now: datetime) -> bool:
+        """The previous keys are revoked only once the new ones are deployed, and at least the shortest
+        grace period after that: a roll-out that failed, or finished late, never leaves clients
+        without the keys they hold or with no time to switch (outside journey review: a failed update
+        was followed by the revocation, and the next update dropped the keys in use at once)."""
+        record = rotation_record(current)
+        applied, finished = self._applied(stack)
+        if record is None or applied is None or applied < int(record["generation"]):
+            log.info("%s: the previous Qdrant keys stay until the new ones are deployed", stack.name)
+            return False
+        deployed = datetime.fromtimestamp(finished, UTC) if finished is not None else now
+        return now >= deployed + MIN_GRACE
 
     def _queue_unqueued_revocation(
         self, stack: StackRef, document: dict[str, Any], now: datetime

@@ -52,7 +52,7 @@ _ROTATE_ERRORS = error_responses(
     *WITH_BODY,
     "repository_unavailable",
 )
-Phase = Literal["none", "rolling_out", "grace", "revoking", "complete"]
+Phase = Literal["none", "rolling_out", "stalled", "grace", "revoking", "complete"]
 
 
 class RotateKeysRequest(RequestModel):
@@ -86,7 +86,9 @@ class KeyRotationView(ApiModel):
         description="Qdrant, as last updated, still accepts the previous generation's keys."
     )
     phase: Phase = Field(
-        description="none (never rotated), rolling_out (new keys being deployed; old ones work), grace "
+        description="none (never rotated), rolling_out (new keys being deployed; old ones work), stalled "
+        "(the update deploying the new keys failed: the old ones keep working and are not revoked until "
+        "the new ones are deployed; fix the cause and PATCH the tenant with {} to queue it again), grace "
         "(both work), revoking (revocation recorded, its update not finished), complete."
     )
     operation: OperationView | None = Field(description="The newest update of the tenant's stack.")

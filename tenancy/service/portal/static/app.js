@@ -322,7 +322,8 @@ async function renderTenant(env, name, followId) {
       rotation.setAttribute("data-phase", data.phase);
       rotation.textContent = data.phase === "none" ? "Keys never rotated." :
         `Key generation ${data.generation}: ${data.phase.replace("_", " ")}` +
-        (data.oldKeysAccepted || data.phase === "rolling_out" ? `; the previous keys work until ${when(data.graceUntil)}.` : "; the previous keys are revoked.");
+        (data.phase === "stalled" ? ": the update deploying the new keys failed; the previous keys keep working until the new ones are deployed." :
+          data.oldKeysAccepted || data.phase === "rolling_out" ? `; the previous keys work until ${when(data.graceUntil)}.` : "; the previous keys are revoked.");
     }).catch(() => {});
   }
   if (!admin) secrets.append(h("p", { class: "hint" }, "Revealing secrets needs the tenant-admin role."));
