@@ -36,7 +36,8 @@ function toast(message) {
 
 function show(...nodes) {
   if (liveStream) { liveStream.close(); liveStream = null; }
-  main.replaceChildren(...nodes);
+  // Optional parts come as null: replaceChildren would show them as the text "null".
+  main.replaceChildren(...nodes.filter((node) => node != null));
   main.focus();
 }
 
