@@ -11,6 +11,7 @@ from typing import Any
 
 import fakeredis
 import httpx
+import pygit2
 import pytest
 import yaml
 
@@ -106,6 +107,14 @@ def test_an_upgrade_waits_for_a_platform_admin_who_approves_exactly_it(
     assert body["changeRequest"]["status"] == "approved" and body["changeRequest"]["decidedBy"] == "user:root"
     assert _file(live) == {**shown["document"], "name": "acme"}
     assert wait_for(admin, body["accepted"]["operation"]["id"])["status"] == "succeeded"
+    # git and the operation name who asked, and the commit who approved (outside journey review: both
+    # named the approver only).
+    repository = live.app.state.backends.repository
+    message = repository._git()[pygit2.Oid(hex=body["accepted"]["commit"])].message
+    assert "Requested-by: user:alice\nApproved-by: user:root\n" in message
+    assert admin.get(f"/api/v1/operations/{body['accepted']['operation']['id']}").json()["requestedBy"] == (
+        "user:alice"
+    )
 
     # The requester sees the outcome; a second approval changes nothing.
     outcome = requester.get(f"/api/v1/change-requests/{request['id']}").json()

@@ -406,6 +406,7 @@ class Approvals:
                 if_match=f'"{request.base_etag}"' if request.base_etag else None,
                 if_none_match="*" if request.base_etag is None else None,
                 change_request=request.id,
+                requested_by=request.requested_by,
             )
         except ServiceError as error:
             # The change is in git, its operation not queued (the next start queues it).

@@ -180,10 +180,13 @@ class TenantChanges:
         if_none_match: str | None = None,
         force: bool = False,
         change_request: str | None = None,
+        requested_by: str | None = None,
     ) -> ChangeResult:
         """``force``: go on without the automatic backup if it fails (platform-admins only).
         ``change_request``: the id of the change request this applies, named in the commit
-        (``Change-Request: <id>``): how an approval cut short by a crash is found applied or not."""
+        (``Change-Request: <id>``): how an approval cut short by a crash is found applied or not.
+        ``requested_by``: who asked for it, when ``principal`` approves someone else's request: the
+        commit's ``Requested-by`` and the operation name them, and ``Approved-by`` the approver."""
         self.check_force(stack, principal, force, "update")
         if if_none_match is not None:
             _check_if_none_match(if_none_match)
@@ -196,6 +199,7 @@ class TenantChanges:
             build=lambda _current, _found: spec,
             force=force,
             trailers=f"\n{CHANGE_REQUEST_TRAILER}{change_request}" if change_request else "",
+            requested_by=requested_by,
         )
 
     def patch(
@@ -612,8 +616,12 @@ class TenantChanges:
         create_only: bool = False,
         force: bool = False,
         trailers: str = "",
+        requested_by: str | None = None,
     ) -> ChangeResult:
         author = GitAuthor.of(principal.display_name, principal.email, principal.subject)
+        asked_by = requested_by or principal.actor
+        if requested_by is not None and requested_by != principal.actor:
+            trailers = f"\nApproved-by: {principal.actor}{trailers}"
         try:
             with self.write_lock.turn(stack) as turn:
                 self.repository.sync()
@@ -639,7 +647,7 @@ class TenantChanges:
                     stack.tenant,
                     spec.to_file_document(),  # what the author wrote, pins equal to defaults included
                     author=author,
-                    message=f"{verb} tenant {stack.name}\n\nRequested-by: {principal.actor}{trailers}",
+                    message=f"{verb} tenant {stack.name}\n\nRequested-by: {asked_by}{trailers}",
                 )
                 turn.release()  # the next writer of the tenant builds on this change from here
                 started = time.perf_counter()
@@ -650,7 +658,7 @@ class TenantChanges:
                         stack,
                         OperationKind.up,
                         document,
-                        principal.actor,
+                        asked_by,
                         commit,
                         params={"force": True} if force else None,
                         queued=queued,
