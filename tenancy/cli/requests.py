@@ -125,14 +125,17 @@ def _show(request: dict[str, Any]) -> None:
 def list_requests(
     status: Annotated[
         str | None,
-        typer.Option("--status", help="pending | approved | rejected | expired (default: all)."),
+        typer.Option(
+            "--status",
+            help="pending | applying | approved | rejected | expired, or all (the default).",
+        ),
     ] = None,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List change requests, newest first."""
-    path = "/change-requests" + (f"?status={status}" if status else "")
+    path = "/change-requests" + (f"?status={status}" if status and status != "all" else "")
     body = _call("GET", url, token, path)
     if as_json:
         typer.echo(json.dumps(body, indent=2))

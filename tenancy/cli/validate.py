@@ -38,7 +38,8 @@ AgainstOption = Annotated[
         "--against",
         help="A git revision (e.g. origin/main) holding the specs already applied: also refuse changes "
         "that volumes cannot follow (a new default size after a plan change, a new platform:storageClass "
-        "under volumes that use the default) and Qdrant scale-downs.",
+        "under volumes that use the default), Qdrant scale-downs that change volumes too, and Qdrant version "
+        "downgrades (a scale-down alone is accepted: the worker drains the departing nodes).",
     ),
 ]
 

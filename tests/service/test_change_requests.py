@@ -478,6 +478,8 @@ def test_a_platform_admin_decides_from_the_cli(live: LiveServer, issuer: Issuer)
     listed = runner.invoke(cli, ["requests", "list", "--status", "pending"], env=env)
     assert listed.exit_code == 0, listed.output
     assert upgrade in listed.output and groups in listed.output
+    everything = runner.invoke(cli, ["requests", "list", "--status", "all"], env=env)  # as its help says
+    assert everything.exit_code == 0 and upgrade in everything.output, everything.output
     shown = runner.invoke(cli, ["requests", "show", upgrade], env=env)
     assert shown.exit_code == 0 and 'plan: "small" -> "medium"' in shown.output
     assert "preview:" in shown.output

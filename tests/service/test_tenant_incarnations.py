@@ -131,6 +131,8 @@ def test_nothing_an_earlier_tenant_left_is_applied_to_counted_against_or_shown_t
         server.client(issuer.admin_of("search", sub="team-b")) as team_b,
         server.client(issuer.platform_admin(sub="root")) as admin,
     ):
+        gone = admin.post(f"/api/v1/change-requests/{earlier}/approve")
+        assert gone.status_code == 409 and "dev.search was deleted since" in gone.json()["error"]["message"]
         created = team_b.put(SEARCH, json=spec("search"))  # byte for byte the file team A had
         wait_for(team_b, created.json()["operation"]["id"])
         assert team_b.get(KEYS).json()["apiKeys"] == []

@@ -431,9 +431,12 @@ class Approvals:
                 raise
             self.store.transition(request.id, RequestStatus.applying, request)  # pending again
             if error.code == "precondition_failed":
+                gone = self.repository.read(stack.environment, stack.tenant) is None
                 error = ServiceError(
                     "change_request_stale",
-                    f"{stack.name} changed since change request {request.id} was made, so approving it "
+                    f"{stack.name} was deleted since change request {request.id} was made; reject it"
+                    if gone
+                    else f"{stack.name} changed since change request {request.id} was made, so approving it "
                     "would not apply what was reviewed; reject it and ask the requester for a new one",
                 )
             raise self._refused(principal, request, rid, "change_request.approve", error) from None

@@ -516,7 +516,8 @@ class TenantChanges:
         *,
         blob: str | None = None,
     ) -> None:
-        """Refuse changes the tenant's volumes cannot follow, and Qdrant scale-downs (422, naming the
+        """Refuse changes the tenant's volumes cannot follow, Qdrant scale-downs that change volumes too
+        and Qdrant version downgrades (422, naming the
         value to keep). ``blob``: the git blob ``current`` was read from (its resolution is cached)."""
         if current is None:
             return
@@ -544,7 +545,8 @@ class TenantChanges:
             raise ServiceError(
                 "invalid_spec",
                 f"the change to {stack.name} cannot be applied safely (volumes only grow, on expandable "
-                "classes; a scale-down cannot change volumes too); fix the fields listed in details",
+                "classes; a scale-down cannot change volumes too; Qdrant never goes back a version); fix "
+                "the fields listed in details",
                 details=spec_issues_details(SpecError(issues)),
             )
 

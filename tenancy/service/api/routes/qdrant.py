@@ -158,7 +158,8 @@ def _with_qdrant(backends: Backends, stack: StackRef) -> dict[str, Any]:
     qdrant = document.get("qdrant")
     if not (isinstance(qdrant, dict) and qdrant.get("enabled") is True):
         raise ServiceError(
-            "qdrant_not_enabled", f"{stack.name} has no Qdrant (qdrant.enabled is off): nothing to back up"
+            "qdrant_not_enabled",
+            f"{stack.name} has no Qdrant (qdrant.enabled is off): nothing to back up or restore into",
         )
     return document
 
