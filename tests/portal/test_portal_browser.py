@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,41 @@ def test_a_tenant_admin_creates_follows_edits_and_reveals(browser: Any, portal: 
     page.get_by_role("heading", name="Diff").wait_for()
     assert _file(portal, "newco")["plan"] == "small"  # type: ignore[index]
     alice.close()
+
+
+def test_a_deleted_tenant_whose_destroy_failed_offers_a_retry(browser: Any, portal: LiveServer) -> None:
+    """Found by an outside journey review: the page of a deleted tenant whose destroy failed said
+    "DELETE again to retry" and offered no way to, so its stack and data stayed with no way out."""
+    from tenancy.automation.contract import StackRef
+    from tenancy.service.core.security import Principal
+    from tests.service.conftest import spec
+
+    backends = portal.app.state.backends
+    stack = StackRef("dev", "doomed")
+    owner = Principal(subject="dora", display_name="dora", email=None, kind="user", platform_admin=True)
+    created = backends.changes.replace(stack, spec("doomed", deletionProtection=False), owner, if_match=None)
+    deadline = time.monotonic() + 30
+    while backends.queue.get(created.operation.id).status.value != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    backends.engine.fail_next(stack, "the cluster refused the destroy")
+    destroy = backends.changes.delete(stack, owner, if_match=None).operation
+    while backends.queue.get(destroy.id).status.value != "failed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    dora = Session(browser, portal)
+    page = dora.page
+    dora.sign_in(name="dora", kind="admin", tenants="doomed")
+    page.goto(f"{portal.url}/#/t/dev/doomed")
+    page.locator('#tenant-phase[data-phase="failed"]').wait_for()
+    assert not page.is_visible("#reveal-key") and not page.is_visible("#edit")
+    page.get_by_role("button", name="Retry delete").click()
+    page.locator("#confirm-typed").fill("doomed")
+    page.get_by_role("dialog").get_by_role("button", name="Destroy").click()
+    page.locator("#op-status[data-final]").wait_for()
+    assert page.locator("#op-status").get_attribute("data-final") == "succeeded"
+    dora.close()
 
 
 def test_a_platform_admin_approves_one_request_and_rejects_another(browser: Any, portal: LiveServer) -> None:

@@ -297,6 +297,23 @@ function follow(operationId, box, onEnd) {
   stream.onerror = () => { if (stream.readyState === EventSource.CLOSED) status.textContent += " (stream closed)"; };
 }
 
+function retryDeleteSection(env, name) {
+  // A deleted tenant whose destroy failed still has its stack and data: DELETE again retries it (a
+  // platform-admin may go on without the automatic backup), as its status message says.
+  const force = session.platformAdmin ? h("input", { type: "checkbox", id: "delete-force" }) : null;
+  return h("section", { class: "panel", "aria-labelledby": "retry-delete-h" }, h("h2", { id: "retry-delete-h" }, "Delete"),
+    h("p", {}, "The destroy of this deleted tenant's stack failed: its resources and data are still there. Once the cause is fixed, retry it."),
+    force ? h("p", {}, h("label", { for: "delete-force" }, force, " Go on without the automatic backup if it fails (platform-admin)")) : null,
+    h("button", { type: "button", class: "danger", id: "retry-delete", onclick: async () => {
+      if (!(await confirmDialog({ title: `Retry the destroy of ${env}.${name}?`, body: "The tenant's stack will be destroyed with all its data.", confirmLabel: "Destroy", danger: true, typed: name }))) return;
+      try {
+        const { data } = await api("DELETE", tenantPath(env, name) + (force && force.checked ? "?force=true" : ""));
+        toast(`Deleting ${env}.${name}`);
+        location.hash = `#/t/${env}/${name}/op/${data.operation.id}`;
+      } catch (error) { toast(error.message); }
+    } }, "Retry delete"));
+}
+
 async function renderTenant(env, name, followId) {
   const [{ data: tenant }, { data: ops }] = await Promise.all([
     api("GET", tenantPath(env, name)),
@@ -333,7 +350,7 @@ async function renderTenant(env, name, followId) {
     secrets.append(
       h("p", { class: "hint" }, "Every reveal and download is recorded in the audit log."),
       h("div", { class: "row" },
-        spec.qdrant && spec.qdrant.enabled ? h("button", { type: "button", id: "reveal-key", onclick: async () => {
+        spec.qdrant && spec.qdrant.enabled && !tenant.deleted ? h("button", { type: "button", id: "reveal-key", onclick: async () => {
           if (!(await confirmDialog({ title: "Reveal the Qdrant API keys?", body: `The keys of ${env}.${name} will be shown on this screen, and the reveal is audited.`, confirmLabel: "Reveal" }))) return;
           try {
             const { data } = await api("POST", `${tenantPath(env, name)}/qdrant/api-key/reveal`);
@@ -374,7 +391,7 @@ async function renderTenant(env, name, followId) {
         toast(`Deleting ${env}.${name}`);
         location.hash = `#/t/${env}/${name}/op/${data.operation.id}`;
       } catch (error) { toast(error.message); }
-    } }, "Delete tenant")) : null;
+    } }, "Delete tenant")) : admin && tenant.deleted && tenant.status.phase === "failed" ? retryDeleteSection(env, name) : null;
 
   show(
     h("p", {}, h("a", { href: "#/" }, "← Tenants")),
