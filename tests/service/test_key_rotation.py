@@ -159,6 +159,12 @@ def test_writes_keep_the_rotation_record_and_may_not_change_it(
         )
         assert forged.status_code == 422
         assert forged.json()["error"]["details"][0]["field"] == "qdrant.keyRotation"
+        # Removing it is changing it (it was kept quietly, and an update queued: outside journey review).
+        before = len(app.state.backends.queue.recent())
+        removed = client.patch(TENANT, json={"qdrant": {"keyRotation": None}})
+        assert removed.status_code == 422, removed.text
+        assert removed.json()["error"]["details"][0]["field"] == "qdrant.keyRotation"
+        assert len(app.state.backends.queue.recent()) == before
     assert record_of(app) == record
 
 

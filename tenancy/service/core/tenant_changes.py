@@ -220,6 +220,22 @@ class TenantChanges:
                 details=[{"field": "body", "reason": "must be an object"}],
             )
 
+        qdrant = patch.get("qdrant")
+        if isinstance(qdrant, dict) and "keyRotation" in qdrant and qdrant["keyRotation"] is None:
+            # Removing the record is changing it: refused like any other change to it (not kept quietly).
+            raise ServiceError(
+                "invalid_spec",
+                f"qdrant.keyRotation of {stack.name} is the platform's record of its key rotations; fix the "
+                "fields listed in details",
+                details=[
+                    {
+                        "field": "qdrant.keyRotation",
+                        "reason": "written only by POST .../qdrant/keys/rotate and the service's revocation; "
+                        "leave it out of the patch",
+                    }
+                ],
+            )
+
         def build(current: dict[str, Any] | None, found: TenantFile | None) -> TenantSpec:
             if current is None:
                 raise _tenant_not_found(stack)
