@@ -41,7 +41,7 @@ def parse_grace(text: str) -> timedelta:
     grace = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     if not MIN_GRACE <= grace <= MAX_GRACE:
         raise RotationRefused(
-            "invalid_grace", f"grace period '{text}' must be between {MIN_GRACE} and {MAX_GRACE} (15m to 7d)"
+            "invalid_grace", f"grace period '{text}' must be between 15m and 7d (15 minutes to 7 days)"
         )
     return grace
 
@@ -51,7 +51,9 @@ def begin_rotation(
 ) -> dict[str, Any]:
     """The tenant document with the next key generation recorded (the input is left unchanged)."""
     if not MIN_GRACE <= grace <= MAX_GRACE:
-        raise RotationRefused("invalid_grace", f"grace period must be between {MIN_GRACE} and {MAX_GRACE}")
+        raise RotationRefused(
+            "invalid_grace", "grace period must be between 15m and 7d (15 minutes to 7 days)"
+        )
     qdrant = document.get("qdrant") or {}
     if not qdrant.get("enabled"):
         raise RotationRefused(

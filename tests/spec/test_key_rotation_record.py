@@ -45,6 +45,16 @@ def test_grace_out_of_bounds_or_unreadable_is_refused(text: str) -> None:
     assert refused.value.code == "invalid_grace" and text in str(refused.value)
 
 
+def test_the_bounds_are_named_as_a_person_writes_them_and_match_the_limits() -> None:
+    """Found by an outside journey review: the message read "between 0:15:00 and 7 days, 0:00:00"."""
+    from tenancy.spec.rotation import MAX_GRACE, MIN_GRACE
+
+    with pytest.raises(RotationRefused) as refused:
+        parse_grace("10m")
+    assert "must be between 15m and 7d" in str(refused.value) and "0:15:00" not in str(refused.value)
+    assert parse_grace("15m") == MIN_GRACE and parse_grace("7d") == MAX_GRACE
+
+
 def test_grace_in_bounds_parses() -> None:
     assert parse_grace("90m") == timedelta(minutes=90) and parse_grace("7d") == timedelta(days=7)
 
