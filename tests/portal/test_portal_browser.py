@@ -175,6 +175,7 @@ def test_a_tenant_admin_creates_follows_edits_and_reveals(browser: Any, portal: 
     page.get_by_role("button", name="Revoke ci-reader").click()
     page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
     page.locator('tr[data-key="ci-reader"] .badge').filter(has_text="revoked").wait_for()
+    assert not page.is_visible("#created-key")  # a revoked key's secret is no longer shown
     alice.shot("tenant")
 
     # Upgrade request: the plan change becomes a change request, nothing applied.

@@ -62,8 +62,9 @@ def read_operation(operation: AccessibleOperation, backends: BackendsDep) -> Ope
         **_ERRORS,
         200: {
             "description": (
-                "text/event-stream: `progress` events (id = seq, data = a progress event) until the "
-                "operation finishes, then one `end` event whose data is the operation."
+                "text/event-stream: one `operation` event (data = the operation as it stands), then "
+                "`progress` events (id = seq, data = a progress event) until the operation finishes, "
+                "then one `end` event whose data is the operation."
             ),
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },

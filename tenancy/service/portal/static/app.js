@@ -428,7 +428,11 @@ async function apiKeysSection(name) {
       h("td", {}, key.active ? badge("active") : badge(key.revokedAt ? "revoked" : "expired")),
       h("td", {}, key.active ? h("button", { type: "button", class: "secondary", "aria-label": `Revoke ${key.name}`, onclick: async () => {
         if (!(await confirmDialog({ title: `Revoke ${key.name}?`, body: "Machines using this key stop working at once.", confirmLabel: "Revoke", danger: true }))) return;
-        try { await api("DELETE", `/api/v1/tenants/${encodeURIComponent(name)}/api-keys/${key.id}`); toast(`${key.name} revoked`); await draw(); }
+        try {
+          await api("DELETE", `/api/v1/tenants/${encodeURIComponent(name)}/api-keys/${key.id}`);
+          if (shown.dataset.keyId === key.id) { shown.replaceChildren(); delete shown.dataset.keyId; }  // a dead key's secret
+          toast(`${key.name} revoked`); await draw();
+        }
         catch (error) { toast(error.message); }
       } }, "Revoke") : ""))));
   };
@@ -448,6 +452,7 @@ async function apiKeysSection(name) {
         h("p", {}, `Key ${data.name} — shown only now; copy it somewhere safe.`),
         h("div", { class: "row" }, h("code", { class: "secret", id: "created-key" }, data.key),
           h("button", { type: "button", class: "secondary", onclick: () => copy(data.key, "API key") }, "Copy key"))));
+      shown.dataset.keyId = data.id;
       form.reset();
       await draw();
     } catch (failure) {
