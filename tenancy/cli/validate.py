@@ -9,28 +9,11 @@ from typing import Annotated
 import typer
 
 from tenancy.cli import exit_codes
+from tenancy.cli.options import ProjectOption, TenantsOption
 from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import resolve
 from tenancy.spec.tree import TenantTree, load_tenants
 
-TenantsOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--tenants",
-        help="The tenants directory; default: <project>/tenants.",
-        envvar="TENANCY_TENANTS_DIR",
-        show_default=False,
-    ),
-]
-ProjectOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--project",
-        help="The project directory (Pulumi.yaml, tenants/); default: the current directory.",
-        envvar="TENANCY_PROJECT_DIR",
-        show_default=False,
-    ),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable results.")]
 AgainstOption = Annotated[
     str | None,

@@ -39,24 +39,32 @@ def _post(server: LiveServer, token: str, timeout: float = 15.0) -> httpx.Respon
         return client.post(PREVIEW, json=spec("acme"))
 
 
+def _second_while_the_first_renders(
+    server: LiveServer, first: str, second: str, held_render: threading.Event
+) -> httpx.Response:
+    """A preview by ``second`` while one by ``first`` renders (held until then); the first succeeds."""
+    gate = server.app.state.backends.previews
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        rendering = pool.submit(_post, server, first)
+        # Until the first is admitted (a fixed pause lost this race on a loaded machine).
+        deadline = time.monotonic() + 10
+        while not sum(gate._in_flight.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            answer = _post(server, second, timeout=3.0)
+        finally:
+            held_render.set()
+        assert rendering.result().status_code == 200
+    return answer
+
+
 def test_a_second_preview_from_the_same_caller_is_refused_while_the_first_renders(
     make_app: AppFactory, serve: Any, issuer: Issuer, held_render: threading.Event
 ) -> None:
     app = make_app(workers=0)[0]
     server: LiveServer = serve(app)
     token = issuer.admin_of("acme")
-    gate = app.state.backends.previews
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        first = pool.submit(_post, server, token)
-        # Until the first is admitted (a fixed pause lost this race on a loaded machine).
-        deadline = time.monotonic() + 10
-        while not sum(gate._in_flight.values()) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        try:
-            second = _post(server, token, timeout=3.0)
-        finally:
-            held_render.set()
-        assert first.result().status_code == 200
+    second = _second_while_the_first_renders(server, token, token, held_render)
     assert second.status_code == 429
     assert second.json()["error"]["code"] == "preview_busy"
     assert int(second.headers["Retry-After"]) >= 1
@@ -74,7 +82,6 @@ def test_one_tenants_api_keys_share_one_preview_and_are_bounded_in_number(
     app = make_app(workers=0, api_key_max_active=2)[0]
     create_tenant(app, "acme")
     server: LiveServer = serve(app)
-    gate = app.state.backends.previews
     with server.client(issuer.admin_of("acme")) as person:
         keys = [
             person.post("/api/v1/tenants/acme/api-keys", json={"name": f"k{n}", "role": "tenant-admin"})
@@ -83,16 +90,7 @@ def test_one_tenants_api_keys_share_one_preview_and_are_bounded_in_number(
     assert [key.status_code for key in keys] == [201, 201, 409]
     assert keys[2].json()["error"]["code"] == "too_many_api_keys"
     first_key, second_key = (key.json()["key"] for key in keys[:2])
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        first = pool.submit(_post, server, first_key)
-        deadline = time.monotonic() + 10
-        while not sum(gate._in_flight.values()) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        try:
-            second = _post(server, second_key, timeout=3.0)
-        finally:
-            held_render.set()
-        assert first.result().status_code == 200
+    second = _second_while_the_first_renders(server, first_key, second_key, held_render)
     assert second.status_code == 429 and second.json()["error"]["code"] == "preview_busy"
 
 

@@ -537,8 +537,8 @@ class Approvals:
         *,
         done: str,
     ) -> None:
-        self.audit.record_done(
-            done,
+        self.audit.record(
+            done=done,
             actor=principal.actor,
             action=action,
             outcome=outcome,

@@ -93,7 +93,14 @@ class AuditLog:
         request_id: str | None = None,
         operation_id: str | None = None,
         reason: str | None = None,
+        done: str | None = None,
+        remedy: str = "do not repeat it",
     ) -> None:
+        """Write one record (flushed first when its outcome is one of what was done). ``done``: what the
+        caller already did, for a record of an action that took effect: one that cannot be written then
+        answers 503 ``audit_unavailable`` saying it was done and what to do (``remedy``), and an
+        Idempotency-Key keeps that answer, so a retry does not do it again. Without it the ``OSError``
+        goes up: an action not yet done (a reveal) is then not done at all."""
         entry = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "actor": actor,
@@ -107,6 +114,21 @@ class AuditLog:
             "log": "audit",
         }
         line = json.dumps({k: v for k, v in entry.items() if v is not None}, separators=(",", ":")) + "\n"
+        try:
+            self._write(line, outcome)
+        except OSError as error:
+            if done is None:
+                raise
+            why = error.strerror or type(error).__name__
+            _log.error("the audit record of %s (%s) could not be written: %s", action, tenant, why)
+            raise ServiceError(
+                "audit_unavailable",
+                f"{done}, but its audit record could not be written ({why}); it stands: {remedy}, "
+                "and tell the platform team",
+                took_effect=True,
+            ) from None
+
+    def _write(self, line: str, outcome: Outcome) -> None:
         with self._lock:
             if self.target == "-":
                 sys.stdout.write(line)
@@ -122,45 +144,6 @@ class AuditLog:
         self._flushes.join(waiter)  # the line is written: any flush that starts now covers it
         if waiter.error is not None:
             raise waiter.error
-
-    def record_done(
-        self,
-        done: str,
-        *,
-        actor: str,
-        action: str,
-        outcome: Outcome,
-        tenant: str | None,
-        environment: str | None = None,
-        request_id: str | None = None,
-        operation_id: str | None = None,
-        reason: str | None = None,
-        remedy: str = "do not repeat it",
-    ) -> None:
-        """``record`` of an action that already took effect (``done`` says what, for the caller): a
-        record that cannot be written answers 503 ``audit_unavailable`` saying it was done and what to
-        do (``remedy``), and an Idempotency-Key keeps that answer, so a retry does not do it again. An
-        action not yet done whose record fails (a reveal) just uses ``record``: nothing happens."""
-        try:
-            self.record(
-                actor=actor,
-                action=action,
-                outcome=outcome,
-                tenant=tenant,
-                environment=environment,
-                request_id=request_id,
-                operation_id=operation_id,
-                reason=reason,
-            )
-        except OSError as error:
-            why = error.strerror or type(error).__name__
-            _log.error("the audit record of %s (%s) could not be written: %s", action, tenant, why)
-            raise ServiceError(
-                "audit_unavailable",
-                f"{done}, but its audit record could not be written ({why}); it stands: {remedy}, "
-                "and tell the platform team",
-                took_effect=True,
-            ) from None
 
     def _flush_group(self, group: list[_Flush]) -> None:
         """One flush of each file holding a line of ``group`` (written before they joined): the file

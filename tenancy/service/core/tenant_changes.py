@@ -223,18 +223,7 @@ class TenantChanges:
         qdrant = patch.get("qdrant")
         if isinstance(qdrant, dict) and "keyRotation" in qdrant and qdrant["keyRotation"] is None:
             # Removing the record is changing it: refused like any other change to it (not kept quietly).
-            raise ServiceError(
-                "invalid_spec",
-                f"qdrant.keyRotation of {stack.name} is the platform's record of its key rotations; fix the "
-                "fields listed in details",
-                details=[
-                    {
-                        "field": "qdrant.keyRotation",
-                        "reason": "written only by POST .../qdrant/keys/rotate and the service's revocation; "
-                        "leave it out of the patch",
-                    }
-                ],
-            )
+            raise _rotation_record_refused(stack, "; leave it out of the patch")
 
         def build(current: dict[str, Any] | None, found: TenantFile | None) -> TenantSpec:
             if current is None:
@@ -588,17 +577,8 @@ class TenantChanges:
             same = False
         if same:
             return spec
-        raise ServiceError(
-            "invalid_spec",
-            f"qdrant.keyRotation of {stack.name} is the platform's record of its key rotations; fix the "
-            "fields listed in details",
-            details=[
-                {
-                    "field": "qdrant.keyRotation",
-                    "reason": f"written only by POST .../qdrant/keys/rotate and the service's revocation "
-                    f"(sent generation {sent.get('generation')}); leave it out or send it as it is",
-                }
-            ],
+        raise _rotation_record_refused(
+            stack, f"(sent generation {sent.get('generation')}); leave it out or send it as it is"
         )
 
     def _check_precondition(
@@ -690,6 +670,21 @@ class TenantChanges:
         except RepositoryError as error:
             raise _repository_unavailable(error) from None
         return ChangeResult(operation=operation, commit=commit, document=document, etag=etag)
+
+
+def _rotation_record_refused(stack: StackRef, what_to_do: str) -> ServiceError:
+    return ServiceError(
+        "invalid_spec",
+        f"qdrant.keyRotation of {stack.name} is the platform's record of its key rotations; fix the "
+        "fields listed in details",
+        details=[
+            {
+                "field": "qdrant.keyRotation",
+                "reason": "written only by POST .../qdrant/keys/rotate and the service's revocation "
+                f"{what_to_do}",
+            }
+        ],
+    )
 
 
 def _check_if_none_match(if_none_match: str) -> None:

@@ -202,8 +202,8 @@ def _audit(
     done: str,
     remedy: str,
 ) -> None:
-    backends.audit.record_done(
-        done,
+    backends.audit.record(
+        done=done,
         remedy=remedy,
         actor=principal.actor,
         action=action,

@@ -196,8 +196,9 @@ def _audit(
     refused: str | None = None,
 ) -> None:
     if refused is None and operation is not None:  # queued: the record says so, or the answer does
-        backends.audit.record_done(
-            f"the {action.removeprefix('qdrant.')} of {stack.name} was queued (operation {operation.id})",
+        backends.audit.record(
+            done=f"the {action.removeprefix('qdrant.')} of {stack.name} was queued "
+            f"(operation {operation.id})",
             remedy="follow the operation",
             actor=principal.actor,
             action=action,
@@ -476,8 +477,9 @@ def _change_hand_over(
         raise ServiceError(
             "backups_unavailable", f"the backups of {stack.name} cannot be changed now; retry"
         ) from None
-    backends.audit.record_done(
-        f"the backups of {incarnation} were {'taken back from' if revoke else 'handed over to'} {stack.name}",
+    backends.audit.record(
+        done=f"the backups of {incarnation} were "
+        f"{'taken back from' if revoke else 'handed over to'} {stack.name}",
         actor=principal.actor,
         action="qdrant.backups.handover.revoke" if revoke else "qdrant.backups.handover",
         outcome="accepted",

@@ -215,8 +215,8 @@ def _audited_change(
         raise
     started = time.perf_counter()
     committed = f"committed ({result.commit[:12]}) and " if result.commit else ""
-    backends.audit.record_done(
-        f"the change to {stack.name} was {committed}queued (operation {result.operation.id})",
+    backends.audit.record(
+        done=f"the change to {stack.name} was {committed}queued (operation {result.operation.id})",
         actor=principal.actor,
         action=action,
         outcome="accepted",
