@@ -72,6 +72,9 @@ from tenancy.spec.plans import BACKUP_DEFAULT_MAX_AGE_DAYS
 from tenancy.spec.tenant import NAMESPACE_PREFIX, parse_tenant, resolve
 
 _log = logging.getLogger(__name__)
+# How long a finished operation's outcome is retried while the queue cannot be written (its heartbeat
+# goes on meanwhile, so no other worker takes it as abandoned and runs it again).
+_OUTCOME_RETRY_SECONDS = 600.0
 
 
 def _backup_max_age_days(applied: dict[str, Any] | None, operation: Operation) -> int:
@@ -218,8 +221,11 @@ class Worker:
         self.lock_wait_seconds = lock_wait_seconds
         self.lock_poll_seconds = lock_poll_seconds
         self._stopping = threading.Event()
+        self._stop_requested = threading.Event()  # stop() was called (``_stopping`` is set on errors too)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # The background dispatch's last queue failure (None: it runs): readiness reports it.
+        self.failing_since: float | None = None
         self._active_lock = threading.Lock()
         self._active: dict[str, Operation] = {}
 
@@ -239,14 +245,47 @@ class Worker:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
-        self._thread = threading.Thread(
-            target=self._dispatch, kwargs={"until_idle": False}, name="tenancy-worker", daemon=True
-        )
+        self._stop_requested.clear()
+        self._thread = threading.Thread(target=self._run_in_background, name="tenancy-worker", daemon=True)
         self._thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        """Started and running: not stopped by an error, not waiting to start again after one."""
+        return self._thread is not None and self._thread.is_alive() and self.failing_since is None
+
+    def _run_in_background(self) -> None:
+        """``_dispatch`` until ``stop()``, started again after a queue failure (Redis restarting, a
+        network cut) with growing pauses: a worker thread that died with the outage ran nothing again
+        until its process restarted, while writes went on being queued (outside replica review)."""
+        pause = 1.0
+        while not self._stop_requested.is_set():
+            try:
+                self._dispatch(until_idle=False)
+                return
+            except Exception as error:
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                _log.error(
+                    "the worker lost its queue (%s); it starts again in %.0f s", type(error).__name__, pause
+                )
+            if self._stop_requested.wait(pause):
+                return
+            self._stopping.clear()
+            pause = min(pause * 2, 30.0)
+            self.failing_since = None if self._queue_answers() else self.failing_since
+
+    def _queue_answers(self) -> bool:
+        try:
+            self.queue.recent(limit=1)
+        except Exception:
+            return False
+        return True
 
     def stop(self, *, timeout: float | None = None) -> None:
         """Stop claiming; wait (up to ``timeout``) for running operations to finish. An update is
         never killed half-way here: that is what leaves a stack needing recovery."""
+        self._stop_requested.set()
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
@@ -330,6 +369,32 @@ class Worker:
                 self._stopping.set()
                 self._wake.set()
                 raise
+
+    def _record_outcome(
+        self, operation: Operation, status: OperationStatus, summary: OperationSummary
+    ) -> Operation:
+        """Record how an operation ended, trying again while the queue cannot be written (for up to
+        ``_OUTCOME_RETRY_SECONDS``, or until the worker stops): an outcome given up on leaves the
+        operation running with no heartbeat, so it was requeued and ran a second time (outside replica
+        review: a Redis outage did that to five operations)."""
+        deadline = time.monotonic() + _OUTCOME_RETRY_SECONDS
+        pause = 0.5
+        while True:
+            try:
+                return self.queue.finish(operation.id, status, summary, worker_id=self.worker_id)
+            except Exception as error:
+                if time.monotonic() >= deadline or self._stop_requested.is_set():
+                    _log.exception("could not record the outcome of operation %s", operation.id)
+                    return operation
+                _log.warning(
+                    "recording the outcome of operation %s failed (%s); trying again in %.1f s",
+                    operation.id,
+                    type(error).__name__,
+                    pause,
+                )
+            if self._stop_requested.wait(pause):
+                continue  # one last try, then give up above
+            pause = min(pause * 2, 10.0)
 
     def _all_finished(self, ids: set[str]) -> bool:
         for operation_id in list(ids):
@@ -435,11 +500,7 @@ class Worker:
             status="done" if status is OperationStatus.succeeded else "failed",
             message=summary.error or describe_changes(summary.changes, planned=planned),
         )
-        try:
-            finished = self.queue.finish(operation.id, status, summary, worker_id=self.worker_id)
-        except Exception:
-            _log.exception("could not record the outcome of operation %s", operation.id)
-            finished = operation
+        finished = self._record_outcome(operation, status, summary)
         self._notify(self.listener.operation_finished, finished)
         return finished
 

@@ -573,3 +573,49 @@ def test_an_update_that_would_change_fixed_volumes_never_reaches_the_engine(
     queue.submit(stack("acme"), UP, spec=tenant_spec("acme", plan="medium", qdrant=pinned), requested_by="t")
     Worker(queue, engine, max_parallel=1).run_until_idle()
     assert len(engine.calls_for(stack("acme"))) == 2
+
+
+def test_a_background_worker_outlives_a_queue_outage_and_records_what_finished_during_it(
+    queue: SqliteOperationQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an outside review of replicas on a real Redis: a 1.5 s outage killed every replica's
+    worker thread for good (writes were still accepted and queued, nothing ran, /readyz said ready),
+    and an operation that finished during it had its outcome dropped, so it was run a second time."""
+    import tenancy.automation.worker as worker_module
+
+    engine = FakeEngine(delay=0.05)
+    worker = Worker(queue, engine, max_parallel=2, poll_interval=0.01)
+    down = threading.Event()
+    claim, finish = queue.claim_next, queue.finish
+
+    def claim_unless_down(*args: Any, **kwargs: Any) -> Operation | None:
+        if down.is_set():
+            raise ConnectionError("the queue's server is restarting")
+        return claim(*args, **kwargs)
+
+    def finish_unless_down(*args: Any, **kwargs: Any) -> Operation:
+        if down.is_set():
+            raise ConnectionError("the queue's server is restarting")
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "claim_next", claim_unless_down)
+    monkeypatch.setattr(queue, "finish", finish_unless_down)
+    monkeypatch.setattr(worker_module.Worker, "_queue_answers", lambda self: not down.is_set())
+    worker.start()
+    try:
+        during = queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="t")
+        worker.wake()
+        wait_for(lambda: engine.calls_for(stack("acme")) != [])  # running when the queue goes away
+        down.set()
+        wait_for(lambda: not worker.healthy, timeout=10)  # the dispatch lost its queue: it says so
+        time.sleep(0.3)  # the operation ends while its outcome cannot be written
+        down.clear()
+        wait_for(lambda: queue.get(during.id).status is OperationStatus.succeeded, timeout=10)
+        wait_for(lambda: worker.healthy, timeout=10)  # started again
+        after = queue.submit(stack("globex"), UP, spec=tenant_spec("globex"), requested_by="t")
+        worker.wake()
+        wait_for(lambda: queue.get(after.id).status is OperationStatus.succeeded, timeout=10)
+        assert len(engine.calls_for(stack("acme"))) == 1  # not run a second time
+    finally:
+        down.clear()
+        worker.stop(timeout=10)

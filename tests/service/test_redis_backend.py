@@ -165,3 +165,32 @@ def test_the_redis_write_lock_is_renewed_while_a_slow_write_holds_it(tmp_path: P
     assert (first, second) == ("replica-0", "replica-1")
     assert second_start >= first_end  # never both inside at once
     assert redis.get("t:write-lock:dev.acme") is None
+
+
+def test_while_redis_is_away_requests_answer_503_and_a_lost_write_lock_hides_no_error(
+    tmp_path: Path, issuer: Issuer
+) -> None:
+    """Found by an outside review of replicas on a real Redis: during an outage every request, reads
+    included, answered 500 internal_error (the rate limiter failed first); and a write whose lock could
+    not be released answered 500 instead of its own outcome."""
+    server = fakeredis.FakeServer()
+    redis = fakeredis.FakeRedis(server=server)
+    settings = settings_for(tmp_path / "state", issuer, backend="redis", redis_url="redis://unused:6379/0")
+    app = create_app(settings, engine=TenantEngine(), redis=redis)
+    with LiveServer(app) as live, live.client(issuer.admin_of("acme")) as client:
+        assert client.put("/api/v1/environments/dev/tenants/acme", json=spec("acme")).status_code == 202
+        server.connected = False
+        try:
+            read = client.get("/api/v1/environments/dev/tenants/acme")
+        finally:
+            server.connected = True
+    assert read.status_code == 503, read.text
+    assert read.json()["error"]["code"] == "service_unavailable" and read.headers["Retry-After"] == "5"
+
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    lock = RedisWriteLock(repository, redis, prefix="t:")
+    with pytest.raises(ValueError, match="the write's own error"), lock.hold(ACME):
+        server.connected = False  # Redis goes away while the write holds the lock
+        raise ValueError("the write's own error")
+    server.connected = True

@@ -236,16 +236,48 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    rid = request_id(request)
-    # The traceback goes to the operator's log, never to the caller.
-    log.error(
-        "unexpected error handling %s %s (request %s)", request.method, request.url.path, rid, exc_info=exc
-    )
-    return JSONResponse(
-        error_body(
-            "internal_error", f"an unexpected error occurred; quote request id {rid} to the platform team"
-        ),
-        status_code=500,
+    status, body, headers = unexpected_answer(exc, request_id(request), request.method, request.url.path)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def unexpected_answer(
+    exc: BaseException, rid: str, method: str, path: str
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The answer to an error no route handled (status, body, headers), logged: 503 to retry when the
+    shared store (Redis) cannot be reached, else 500 naming the request id (the traceback goes to the
+    operator's log, never to the caller)."""
+    if _unreachable_store(exc):
+        # Redis restarting or cut off (the rate limits, the queue, keys): the caller may retry, as
+        # /readyz says meanwhile, rather than report a fault (outside replica review: every request
+        # answered 500 during an outage).
+        log.warning(
+            "the shared store could not be reached handling %s %s (request %s): %s",
+            method,
+            path,
+            rid,
+            type(exc).__name__,
+        )
+        message = (
+            f"the service's shared store (Redis) cannot be reached right now; retry in "
+            f"{_RETRY_AFTER_STORE_SECONDS} s (after a write, read what it changed first, or repeat it "
+            "with the same Idempotency-Key: it may have been recorded before the store went away)"
+        )
+        headers = {"Retry-After": str(_RETRY_AFTER_STORE_SECONDS)}
+        return 503, error_body("service_unavailable", message), headers
+    log.error("unexpected error handling %s %s (request %s)", method, path, rid, exc_info=exc)
+    message = f"an unexpected error occurred; quote request id {rid} to the platform team"
+    return 500, error_body("internal_error", message), {}
+
+
+_RETRY_AFTER_STORE_SECONDS = 5
+
+
+def _unreachable_store(exc: BaseException) -> bool:
+    """A Redis connection or timeout error (redis-py's own classes, checked by module and name so the
+    embedded default, which never imports redis, does not load it here)."""
+    return any(
+        cls.__module__.startswith("redis") and cls.__name__ in ("ConnectionError", "TimeoutError")
+        for cls in type(exc).__mro__
     )
 
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tenancy.service.core.errors import error_body
+from tenancy.service.core.errors import unexpected_answer
 
 log = logging.getLogger("tenancy.service")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -153,30 +153,20 @@ class RequestContextMiddleware:
         except Exception as error:
             if recorded["done"]:  # the response had started: nothing left to answer with
                 raise
-            # Answer here rather than in Starlette's outermost handler, so the 500 carries the request
-            # id (the traceback goes to the log, never to the caller).
-            log.error(
-                "unexpected error handling %s %s (request %s)",
-                scope.get("method"),
-                scope.get("path"),
-                request_id,
-                exc_info=error,
+            # Answer here rather than in Starlette's outermost handler, so the answer carries the
+            # request id (the traceback goes to the log, never to the caller).
+            code, body, headers = unexpected_answer(
+                error, request_id, str(scope.get("method")), str(scope.get("path"))
             )
-            status["code"] = 500
-            await _send_json(
-                send,
-                500,
-                error_body(
-                    "internal_error",
-                    f"an unexpected error occurred; quote request id {request_id} to the platform team",
-                ),
-                request_id,
-            )
+            status["code"] = code
+            await _send_json(send, code, body, request_id, headers)
         finally:
             observe()
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], request_id: str, headers: dict[str, str] | None = None
+) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -186,6 +176,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: 
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
                 (b"x-request-id", request_id.encode()),
+                *((name.lower().encode(), value.encode()) for name, value in (headers or {}).items()),
             ],
         }
     )

@@ -92,7 +92,18 @@ class RedisWriteLock:
         finally:
             released.set()
             renewer.join()
-            self._release(key, token)
+            try:
+                self._release(key, token)
+            except Exception as error:
+                # Redis went away mid-write: the lock expires by itself (``ttl_seconds``), and the
+                # write's own outcome or error must reach the caller, not this one (outside replica
+                # review: a change committed but not queued answered 500 instead of saying so).
+                _log.warning(
+                    "releasing the write lock %s failed (%s); it expires in %d s",
+                    key,
+                    type(error).__name__,
+                    self._ttl_ms // 1000,
+                )
 
     def _renew(self, key: str, token: str, released: threading.Event) -> None:
         """Extend the lock every third of its lifetime while it is still ours."""

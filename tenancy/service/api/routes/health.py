@@ -38,6 +38,8 @@ def readyz(backends: BackendsDep) -> JSONResponse:
     checks["signing_keys"] = "ok" if backends.verifier.keys.ready() else "failing"
     # A write is answered only once its audit record is flushed: without the log, none can be.
     checks["audit_log"] = "ok" if backends.audit.writable() else "failing"
+    if backends.worker is not None:  # this process runs operations: they run only while it does
+        checks["worker"] = "ok" if backends.worker.healthy else "failing"
     ready = all(value == "ok" for value in checks.values())
     view = HealthView(status="ready" if ready else "not_ready", checks=checks)
     return JSONResponse(view.wire(), status_code=200 if ready else 503)
