@@ -61,9 +61,14 @@ def test_self_service_serve_token_create_follow_read_back_request_approve(
     # the key rotation committed by the tenant-admin who asked for it.
     assert history.stdout.splitlines() == [
         "me@newco.example Rotate the Qdrant keys of tenant dev.newco (generation 1)",
-        "developer@tenant-api.invalid Update tenant dev.newco",
+        "root@tenant-api.invalid Update tenant dev.newco",
         "me@newco.example Create tenant dev.newco",
     ], history.explain()
+    # The approved change names who asked for it and who approved it (the README's two subjects).
+    approved = journey.shell.run(
+        "git -C .tenancy/tenants-repo log -1 --skip=1 --format=%B -- tenants/dev/newco.yaml", timeout=30
+    )
+    assert "Requested-by: user:me\nApproved-by: user:root\n" in approved.stdout, approved.explain()
 
 
 def test_portal_is_served_where_the_readme_says(readme_clone: ReadmeClone, tmp_path: Path) -> None:
