@@ -35,7 +35,8 @@ def run_idempotent(
     store = backends.idempotency
     replay = store.begin(principal.actor, key, request_fingerprint(request, body))
     if replay is not None:
-        return JSONResponse(replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"})
+        headers = {"Idempotent-Replayed": "true", **_headers_of(replay.body)}
+        return JSONResponse(replay.body, status_code=replay.status, headers=headers)
     try:
         status, payload, headers = write()
     except ServiceError as error:
@@ -53,3 +54,18 @@ def run_idempotent(
     else:
         store.abandon(principal.actor, key)
     return JSONResponse(payload, status_code=status, headers=headers)
+
+
+def _headers_of(body: dict[str, Any]) -> dict[str, str]:
+    """The headers the first answer carried, from its body (the store keeps status and body only): its
+    ETag and where its operation or change request is, so a client retrying after a timeout can go
+    on with If-Match (outside replica review: a replay had neither)."""
+    headers: dict[str, str] = {}
+    if isinstance(body.get("etag"), str):
+        headers["ETag"] = f'"{body["etag"]}"'
+    for field, path in (("operation", "/api/v1/operations/"), ("changeRequest", "/api/v1/change-requests/")):
+        found = body.get(field)
+        if isinstance(found, dict) and isinstance(found.get("id"), str):
+            headers["Location"] = path + found["id"]
+            break
+    return headers

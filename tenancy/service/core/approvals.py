@@ -397,7 +397,9 @@ class Approvals:
             ),
         )
         if applying is None:
-            raise self._refused(principal, request, rid, "change_request.approve", _already_decided(request))
+            # Lost the race to another decision: say what it is now, not what it was when read.
+            now = self.store.get(request.id) or request
+            raise self._refused(principal, request, rid, "change_request.approve", _already_decided(now))
         try:
             result = self.changes.replace(
                 stack,
@@ -475,7 +477,8 @@ class Approvals:
             decided(request, RequestStatus.rejected, by=principal.actor, reason=reason),
         )
         if rejected is None:
-            raise self._refused(principal, request, rid, "change_request.reject", _already_decided(request))
+            now = self.store.get(request.id) or request
+            raise self._refused(principal, request, rid, "change_request.reject", _already_decided(now))
         self._audit(
             principal,
             "change_request.reject",

@@ -630,9 +630,10 @@ class TenantChanges:
                 if create_only and current is not None:
                     raise _already_exists(stack)
                 self._check_precondition(stack, if_match, found, read=False)
+                built = build(current, found)  # a PATCH of no tenant is 404, whatever stood before
                 if current is None:
                     self._refuse_while_predecessor_stands(stack)
-                spec = self.keep_key_rotation(stack, current, build(current, found))
+                spec = self.keep_key_rotation(stack, current, built)
                 self._check_platform_fields(stack, principal, current, spec)
                 self._check_fixed_volumes(stack, current, spec, blob=found.blob if found else None)
                 document = spec.to_document()  # what the operation applies, in normal form
