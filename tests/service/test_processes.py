@@ -487,3 +487,30 @@ def test_a_store_opened_while_another_process_holds_its_database_waits_instead_o
     [store] = opened
     assert not isinstance(store, Exception), store
     store.close()
+
+
+def test_processes_starting_together_on_a_new_state_directory_all_open_the_api_key_store(
+    tmp_path: Path,
+) -> None:
+    """Found running the benchmark with --processes 2: both processes found the API-key table without
+    its incarnation column, and the second one's ALTER TABLE crashed it at start."""
+    from tenancy.service.core.api_keys import SqliteApiKeyStore
+
+    failures: list[BaseException] = []
+    for attempt in range(20):
+        path = tmp_path / f"keys-{attempt}.sqlite3"
+        barrier = threading.Barrier(4)
+
+        def open_store(path: Path = path, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                SqliteApiKeyStore(path)
+            except BaseException as error:  # collected: a thread's exception is otherwise lost
+                failures.append(error)
+
+        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []

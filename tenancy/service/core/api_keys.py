@@ -115,16 +115,24 @@ class SqliteApiKeyStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = connect_shared(path, timeout=5.0)  # WAL, without racing the other processes
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
-            " role TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL, created_by TEXT NOT NULL,"
-            " created_at REAL NOT NULL,"
-            " expires_at REAL NOT NULL, revoked_at REAL)"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant)")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(api_keys)")}
-        if "incarnation" not in columns:  # a store made before keys were bound to incarnations
-            self._db.execute("ALTER TABLE api_keys ADD COLUMN incarnation TEXT")
+        # In one transaction: processes starting together (``tenantctl serve --processes 2`` on a new
+        # state directory) both found the column missing, and the second one's ALTER crashed it.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
+                " role TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL, created_by TEXT NOT NULL,"
+                " created_at REAL NOT NULL,"
+                " expires_at REAL NOT NULL, revoked_at REAL, incarnation TEXT)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant)")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(api_keys)")}
+            if "incarnation" not in columns:  # a store made before keys were bound to incarnations
+                self._db.execute("ALTER TABLE api_keys ADD COLUMN incarnation TEXT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
         self._lock = threading.Lock()
 
     _COLUMNS = "id, tenant, role, name, created_by, created_at, expires_at, revoked_at, incarnation"
