@@ -194,3 +194,21 @@ def test_while_redis_is_away_requests_answer_503_and_a_lost_write_lock_hides_no_
         server.connected = False  # Redis goes away while the write holds the lock
         raise ValueError("the write's own error")
     server.connected = True
+
+
+def test_a_tenant_held_by_another_replica_answers_tenant_busy_not_a_repository_fault(
+    tmp_path: Path, redis: Any, issuer: Issuer
+) -> None:
+    """Found by an outside review of replicas: a tenant whose write lock a killed replica left behind
+    answered 503 repository_unavailable, "could not be recorded in the tenants repository", for up to
+    two minutes; the repository was fine."""
+    settings = settings_for(tmp_path / "state", issuer, backend="redis", redis_url="redis://unused:6379/0")
+    app = create_app(settings, engine=TenantEngine(), redis=redis)
+    with LiveServer(app) as live, live.client(issuer.admin_of("acme")) as client:
+        assert client.put("/api/v1/environments/dev/tenants/acme", json=spec("acme")).status_code == 202
+        app.state.backends.changes.write_lock._wait_seconds = 0.2
+        redis.set("tenancy:write-lock:dev.acme", "a-replica-that-died", px=60_000)
+        busy = client.patch("/api/v1/environments/dev/tenants/acme", json={"displayName": "Acme"})
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["error"]["code"] == "tenant_busy" and busy.headers["Retry-After"] == "5"
+    assert "lock expires within 120 s" in busy.json()["error"]["message"]

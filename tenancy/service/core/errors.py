@@ -118,6 +118,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "engine_unavailable": (503, "the automation engine could not answer"),
     "repository_unavailable": (503, "the tenants repository could not be written"),
+    "tenant_busy": (
+        503,
+        "another change to the tenant is being written (by another replica, or one that stopped mid-write: "
+        "its lock expires within two minutes); retry",
+    ),
     "audit_unavailable": (
         503,
         "the audit log cannot be written: nothing is accepted until it can (a change already committed "

@@ -44,6 +44,7 @@ from tenancy.service.core.tenants_repo import (
     ConflictError,
     GitAuthor,
     RepositoryError,
+    TenantBusy,
     TenantFile,
     TenantRepository,
 )
@@ -738,6 +739,10 @@ def _conflict_with_repository(stack: StackRef, error: ConflictError) -> ServiceE
 
 
 def _repository_unavailable(error: RepositoryError) -> ServiceError:
+    if isinstance(error, TenantBusy):  # the tenant's lock, not the repository (outside replica review)
+        return ServiceError(
+            "tenant_busy", f"{error}; nothing was written or queued, retry", headers={"Retry-After": "5"}
+        )
     return ServiceError(
         "repository_unavailable",
         f"the change could not be recorded in the tenants repository ({error}); nothing was queued, retry",

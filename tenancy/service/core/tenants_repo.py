@@ -102,6 +102,11 @@ class RepositoryError(Exception):
     """git failed in a way retrying did not fix; the message names the step, never file contents."""
 
 
+class TenantBusy(RepositoryError):
+    """Another writer holds the tenant (another replica, or one that stopped mid-write and whose lock
+    has not expired yet): nothing is wrong with the repository."""
+
+
 class ConflictError(RepositoryError):
     """The tenant's file changed between reading it and committing (a pull request, a replica)."""
 

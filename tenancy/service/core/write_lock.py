@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from redis.exceptions import WatchError
 
 from tenancy.automation.contract import StackRef
-from tenancy.service.core.tenants_repo import RepositoryError, TenantRepository, WriteTurn
+from tenancy.service.core.tenants_repo import TenantBusy, TenantRepository, WriteTurn
 
 LOCK_TIMEOUT_SECONDS = 120.0  # how long a crashed holder keeps the tenant locked
 WAIT_SECONDS = 30
@@ -79,7 +79,10 @@ class RedisWriteLock:
         deadline = time.monotonic() + self._wait_seconds
         while not self._redis.set(key, token, nx=True, px=self._ttl_ms):
             if time.monotonic() > deadline:
-                raise RepositoryError(f"another change to {stack.name} is still being written")
+                raise TenantBusy(
+                    f"another change to {stack.name} is still being written, by another replica or one "
+                    f"that stopped mid-write (its lock expires within {self._ttl_ms // 1000} s)"
+                )
             time.sleep(0.02)
         released = threading.Event()
         renewer = threading.Thread(
