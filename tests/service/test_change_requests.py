@@ -130,6 +130,24 @@ def test_an_upgrade_waits_for_a_platform_admin_who_approves_exactly_it(
     ]
 
 
+def test_the_loser_of_two_racing_approvals_is_told_what_the_request_is_now(
+    live: LiveServer, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an outside review of replicas: of two approvals at once, the loser was told the request
+    "is pending, no longer pending" (its status as read before the other one won)."""
+    create_tenant(live.app, "acme")
+    requester = live.client(issuer.admin_of("acme", sub="alice"))
+    filed = requester.patch(ACME, json={"plan": "medium", "qdrant": PINNED}).json()["changeRequest"]["id"]
+    approvals = live.app.state.backends.approvals
+    as_read = approvals.store.get(filed)  # what the loser read, pending, before the winner approved
+    admin = live.client(issuer.platform_admin(sub="root"))
+    assert admin.post(f"/api/v1/change-requests/{filed}/approve").status_code == 202
+    monkeypatch.setattr(approvals, "_decidable", lambda *args: as_read)
+    lost = admin.post(f"/api/v1/change-requests/{filed}/approve")
+    assert lost.status_code == 409 and lost.json()["error"]["code"] == "change_request_decided"
+    assert f"change request {filed} is approved, no longer pending" in lost.json()["error"]["message"]
+
+
 def test_an_approval_cut_short_by_a_crash_is_settled_from_git(live: LiveServer, issuer: Issuer) -> None:
     """Found by an outside review: ``kill -9`` of the service while an approval ran left its request
     ``applying`` for good (approve and reject answered 409, it never expired nor was purged). An
