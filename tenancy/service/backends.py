@@ -48,7 +48,7 @@ from tenancy.service.core.reconcile import queue_unapplied_changes, queue_unfini
 from tenancy.service.core.security import JwksKeys, TokenVerifier
 from tenancy.service.core.tenant_changes import TenantChanges
 from tenancy.service.core.tenants_repo import TenantRepository
-from tenancy.service.core.write_lock import LocalWriteLock, RedisWriteLock, TenantWriteLock
+from tenancy.service.core.write_lock import LocalWriteLock, RedisPushTurn, RedisWriteLock, TenantWriteLock
 from tenancy.spec.platform import platform_config_reader
 
 log = logging.getLogger("tenancy.service")
@@ -249,6 +249,7 @@ def build_backends(
             window_seconds=settings.rate_limit_window_seconds,
         )
         write_lock: TenantWriteLock = RedisWriteLock(repository, redis, prefix=prefix)
+        repository.push_turn = RedisPushTurn(redis, prefix=prefix)  # replicas pushing to one remote
         change_requests: ChangeRequestStore = RedisChangeRequestStore(redis, prefix=prefix)
     else:
         sqlite_keys = SqliteApiKeyStore(settings.state_dir / "api-keys.sqlite3")

@@ -283,6 +283,8 @@ class TenantRepository:
         self._removals_checked = float("-inf")
         self._removals_seen = -1
         self._view_delay = view_delay_seconds
+        # Replicas sharing the remote take turns pushing to it (``RedisPushTurn``); none: no turns.
+        self.push_turn: Callable[[], contextlib.AbstractContextManager[None]] | None = None
         self._view_behind = threading.Event()
         self._view_thread: threading.Thread | None = None
         self._synced_at = float("-inf")  # never synced: the first read refreshes
@@ -969,8 +971,9 @@ class TenantRepository:
         self._group.wait(change)
 
     def _commit_group(self, group: list[_Change]) -> None:
+        turn = self.push_turn if self.remote is not None and self.push_turn is not None else None
         try:
-            with self._committing():
+            with self._committing(), turn() if turn is not None else contextlib.nullcontext():
                 # Changes placed while another process held the commit lock join this group: one
                 # round of flushes for all of them (``GroupCommit.take_arrived``).
                 group += self._group.take_arrived()
