@@ -133,7 +133,8 @@ def test_replicas_take_turns_pushing_so_a_group_is_refused_at_most_once(tmp_path
         replicas.append(replica)
     refused_in_group: list[int] = []  # per group published, how often its push was refused
     group = threading.local()
-    push, commit_group = tenants_repo.TenantRepository._push, tenants_repo.TenantRepository._commit_group_locked
+    push = tenants_repo.TenantRepository._push
+    commit_group = tenants_repo.TenantRepository._commit_group_locked
 
     def counting_push(self: TenantRepository, tip: Any) -> None:
         try:
