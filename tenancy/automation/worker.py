@@ -275,6 +275,14 @@ class Worker:
             pause = min(pause * 2, 30.0)
             self.failing_since = None if self._queue_answers() else self.failing_since
 
+    def _lost_queue(self, error: Exception) -> None:
+        """A queue call of the background loop failed: readiness says so until a claim succeeds, and the
+        loop waits a little before it asks again (it keeps running what it runs)."""
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            _log.error("the worker lost its queue (%s); it keeps asking", type(error).__name__)
+        self._stop_requested.wait(min(self.poll_interval * 10, 1.0))
+
     def _queue_answers(self) -> bool:
         try:
             self.queue.recent(limit=1)
@@ -327,11 +335,18 @@ class Worker:
             try:
                 while True:
                     while len(futures) < self.max_parallel and not self._stopping.is_set():
-                        operation = self.queue.claim_next(
-                            [o.stack for o in futures.values()],
-                            worker_id=self.worker_id,
-                            only=only,
-                        )
+                        try:
+                            operation = self.queue.claim_next(
+                                [o.stack for o in futures.values()],
+                                worker_id=self.worker_id,
+                                only=only,
+                            )
+                        except Exception as error:
+                            if until_idle:  # a command: its caller reports the queue's failure
+                                raise
+                            self._lost_queue(error)  # in the background: go on heartbeating
+                            break
+                        self.failing_since = None
                         if operation is None:
                             break
                         with self._active_lock:
@@ -357,12 +372,20 @@ class Worker:
                                 finished.append(outcome)
 
                     now = time.monotonic()
-                    if futures and now - last_beat >= self.heartbeat_interval:
-                        self.queue.heartbeat([o.id for o in futures.values()])
-                        last_beat = now
-                    if now - last_requeue >= self.stale_after:
-                        self._requeue_stale()
-                        last_requeue = now
+                    try:
+                        if futures and now - last_beat >= self.heartbeat_interval:
+                            self.queue.heartbeat([o.id for o in futures.values()])
+                            last_beat = now
+                        if now - last_requeue >= self.stale_after:
+                            self._requeue_stale()
+                            last_requeue = now
+                    except Exception as error:
+                        # The running operations' heartbeat must go on once the queue is back, or
+                        # another worker takes them for abandoned and runs them again (outside review):
+                        # a background worker keeps its loop; a command reports the failure.
+                        if until_idle:
+                            raise
+                        self._lost_queue(error)
             except BaseException:
                 # Ctrl-C (KeyboardInterrupt) or a failing queue: operations waiting for another update's
                 # lock stop waiting (and run nothing) before the pool waits for its threads.

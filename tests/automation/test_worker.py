@@ -580,42 +580,57 @@ def test_a_background_worker_outlives_a_queue_outage_and_records_what_finished_d
 ) -> None:
     """Found by an outside review of replicas on a real Redis: a 1.5 s outage killed every replica's
     worker thread for good (writes were still accepted and queued, nothing ran, /readyz said ready),
-    and an operation that finished during it had its outcome dropped, so it was run a second time."""
+    and an operation that finished during it had its outcome dropped, so it was run a second time. A
+    review of the fix found a failed heartbeat still ended the loop: the running operations then had
+    no heartbeat until they ended, and another worker could take them for abandoned."""
     import tenancy.automation.worker as worker_module
 
-    engine = FakeEngine(delay=0.05)
+    engine = FakeEngine(delay=0.6)
     worker = Worker(queue, engine, max_parallel=2, poll_interval=0.01)
+    worker.heartbeat_interval = 0.05
     down = threading.Event()
-    claim, finish = queue.claim_next, queue.finish
+    claim, finish, heartbeat = queue.claim_next, queue.finish, queue.heartbeat
+    beats: list[bool] = []  # whether each heartbeat reached the queue
 
-    def claim_unless_down(*args: Any, **kwargs: Any) -> Operation | None:
-        if down.is_set():
-            raise ConnectionError("the queue's server is restarting")
-        return claim(*args, **kwargs)
+    def unless_down(call: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if call is heartbeat:
+                beats.append(not down.is_set())
+            if down.is_set():
+                raise ConnectionError("the queue's server is restarting")
+            return call(*args, **kwargs)
 
-    def finish_unless_down(*args: Any, **kwargs: Any) -> Operation:
-        if down.is_set():
-            raise ConnectionError("the queue's server is restarting")
-        return finish(*args, **kwargs)
+        return guarded
 
-    monkeypatch.setattr(queue, "claim_next", claim_unless_down)
-    monkeypatch.setattr(queue, "finish", finish_unless_down)
+    monkeypatch.setattr(queue, "claim_next", unless_down(claim))
+    monkeypatch.setattr(queue, "finish", unless_down(finish))
+    monkeypatch.setattr(queue, "heartbeat", unless_down(heartbeat))
     monkeypatch.setattr(worker_module.Worker, "_queue_answers", lambda self: not down.is_set())
     worker.start()
     try:
-        during = queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="t")
+        # An outage in the middle of a run: its heartbeat fails, then goes on.
+        first = queue.submit(stack("acme"), UP, spec=tenant_spec("acme"), requested_by="t")
         worker.wake()
-        wait_for(lambda: engine.calls_for(stack("acme")) != [])  # running when the queue goes away
+        wait_for(lambda: engine.running(stack("acme")) == 1)
         down.set()
-        wait_for(lambda: not worker.healthy, timeout=10)  # the dispatch lost its queue: it says so
-        time.sleep(0.3)  # the operation ends while its outcome cannot be written
+        wait_for(lambda: not worker.healthy and beats and not beats[-1], timeout=10)
+        time.sleep(0.1)
         down.clear()
-        wait_for(lambda: queue.get(during.id).status is OperationStatus.succeeded, timeout=10)
-        wait_for(lambda: worker.healthy, timeout=10)  # started again
-        after = queue.submit(stack("globex"), UP, spec=tenant_spec("globex"), requested_by="t")
+        wait_for(lambda: beats[-1] and engine.running(stack("acme")) == 1, timeout=10)
+        wait_for(lambda: queue.get(first.id).status is OperationStatus.succeeded, timeout=10)
+        # An outage across the end of a run: its outcome is recorded once the queue is back.
+        second = queue.submit(stack("globex"), UP, spec=tenant_spec("globex"), requested_by="t")
         worker.wake()
-        wait_for(lambda: queue.get(after.id).status is OperationStatus.succeeded, timeout=10)
-        assert len(engine.calls_for(stack("acme"))) == 1  # not run a second time
+        wait_for(lambda: engine.running(stack("globex")) == 1)
+        down.set()
+        wait_for(lambda: engine.running(stack("globex")) == 0, timeout=10)  # ended meanwhile
+        down.clear()
+        wait_for(lambda: queue.get(second.id).status is OperationStatus.succeeded, timeout=10)
+        wait_for(lambda: worker.healthy, timeout=10)
+        third = queue.submit(stack("initech"), UP, spec=tenant_spec("initech"), requested_by="t")
+        worker.wake()
+        wait_for(lambda: queue.get(third.id).status is OperationStatus.succeeded, timeout=10)
+        assert len(engine.calls_for(stack("acme"))) == len(engine.calls_for(stack("globex"))) == 1
     finally:
         down.clear()
         worker.stop(timeout=10)

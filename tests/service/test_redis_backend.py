@@ -209,6 +209,18 @@ def test_a_tenant_held_by_another_replica_answers_tenant_busy_not_a_repository_f
         app.state.backends.changes.write_lock._wait_seconds = 0.2
         redis.set("tenancy:write-lock:dev.acme", "a-replica-that-died", px=60_000)
         busy = client.patch("/api/v1/environments/dev/tenants/acme", json={"displayName": "Acme"})
+        # Filing a change request takes the same lock (it answered 500: review of this fix).
+        filing = client.post(
+            "/api/v1/environments/dev/tenants/acme/change-requests",
+            json={
+                "patch": {
+                    "plan": "medium",
+                    "qdrant": {"storage": {"size": "10Gi"}, "snapshots": {"size": "5Gi"}},
+                },
+                "reason": "more traffic",
+            },
+        )
+    assert filing.status_code == 503 and filing.json()["error"]["code"] == "tenant_busy", filing.text
     assert busy.status_code == 503, busy.text
     assert busy.json()["error"]["code"] == "tenant_busy" and busy.headers["Retry-After"] == "5"
     assert "lock expires within 120 s" in busy.json()["error"]["message"]

@@ -113,7 +113,7 @@ def test_nothing_an_earlier_tenant_left_is_applied_to_counted_against_or_shown_t
     identical file, a platform-admin approving the earlier team's pending change request applied it to
     the new tenant (its If-Match held: the content was the same); the earlier tenant's pending requests
     counted against the new tenant's cap; and the new owners listed the earlier team's API keys."""
-    app, _ = make_app(change_request_max_pending=1)
+    app, _ = make_app(change_request_max_pending=1, api_key_max_active=1)
     server: LiveServer = serve(app)
     pinned = {"storage": {"size": "10Gi"}, "snapshots": {"size": "5Gi"}}
     upgrade = {"patch": {"plan": "medium", "qdrant": pinned}, "reason": "more traffic"}
@@ -136,6 +136,8 @@ def test_nothing_an_earlier_tenant_left_is_applied_to_counted_against_or_shown_t
         created = team_b.put(SEARCH, json=spec("search"))  # byte for byte the file team A had
         wait_for(team_b, created.json()["operation"]["id"])
         assert team_b.get(KEYS).json()["apiKeys"] == []
+        # Nor do the earlier team's keys count against the new tenant's cap of one (a review of this fix).
+        assert team_b.post(KEYS, json={"name": "ci", "role": "tenant-viewer"}).status_code == 201
         stale = admin.post(f"/api/v1/change-requests/{earlier}/approve")
         assert stale.status_code == 409, stale.text
         assert stale.json()["error"]["code"] == "change_request_stale"

@@ -35,10 +35,11 @@ from tenancy.service.core.tenant_changes import (
     CHANGE_REQUEST_TRAILER,
     ChangeResult,
     TenantChanges,
+    _repository_unavailable,
     etag_of,
     merge_patch,
 )
-from tenancy.service.core.tenants_repo import TenantRepository, parse_document
+from tenancy.service.core.tenants_repo import RepositoryError, TenantRepository, parse_document
 from tenancy.spec.plans import Plan
 from tenancy.spec.tenant import TenantSpec
 
@@ -181,9 +182,12 @@ class Approvals:
         )
         # The count and the add under the tenant's write lock (every process and replica takes it):
         # filings at once never pass the cap between them.
-        with self.changes.write_lock.hold(stack):
-            self._check_room(stack)
-            self.store.add(request)
+        try:
+            with self.changes.write_lock.hold(stack):
+                self._check_room(stack)
+                self.store.add(request)
+        except RepositoryError as error:  # the lock: another replica writes the tenant (tenant_busy)
+            raise _repository_unavailable(error) from None
         self._audit(
             principal,
             "change_request.create",

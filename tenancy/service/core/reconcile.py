@@ -20,7 +20,7 @@ from tenancy.automation.fingerprint import spec_fingerprint
 from tenancy.automation.incarnation import stack_history
 from tenancy.service.core.incarnation import incarnation_of
 from tenancy.service.core.tenant_changes import TenantChanges
-from tenancy.service.core.tenants_repo import TenantRepository
+from tenancy.service.core.tenants_repo import TenantBusy, TenantRepository
 from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import parse_tenant
 from tenancy.spec.tree import ENVIRONMENTS
@@ -108,23 +108,35 @@ def queue_unfinished_deletions(
     for stack in queue.stacks():
         if stack.environment not in environments or (stack.environment, stack.tenant) in present:
             continue
-        with changes.write_lock.hold(stack):  # what DELETE holds, across replicas too (Redis)
-            repository.sync()
-            if repository.exists(stack.environment, stack.tenant):
-                continue  # created again meanwhile
-            standing = changes.standing_without_file(stack)
-            if standing is None:
-                continue
-            history = repository.history(stack.environment, stack.tenant)
-            removal = history[0] if history else None
-            if removal is None or removal.subject != f"Delete tenant {stack.name}":
-                log.warning(
-                    "reconcile: %s has no file in git but its stack is up (update %s) and no destroy was "
-                    "queued; left alone: DELETE the tenant through the service or run `tenantctl sync "
-                    "--prune` to destroy it (a new tenant of the name is refused until then)",
-                    stack.name,
-                    standing.id,
-                )
-                continue
-            queued.append(changes.submit_deletion(stack, standing.spec or {}, RECONCILER, removal.sha))
+        try:
+            operation = _queue_destroy_if_unfinished(changes, stack)
+        except TenantBusy as busy:  # a live writer holds it: it queues what it commits; the rest go on
+            log.warning("reconcile: %s left for now: %s", stack.name, busy)
+            continue
+        if operation is not None:
+            queued.append(operation)
     return queued
+
+
+def _queue_destroy_if_unfinished(changes: TenantChanges, stack: StackRef) -> Operation | None:
+    """``queue_unfinished_deletions`` for one stack whose file is gone, holding its write lock."""
+    repository = changes.repository
+    with changes.write_lock.hold(stack):  # what DELETE holds, across replicas too (Redis)
+        repository.sync()
+        if repository.exists(stack.environment, stack.tenant):
+            return None  # created again meanwhile
+        standing = changes.standing_without_file(stack)
+        if standing is None:
+            return None
+        history = repository.history(stack.environment, stack.tenant)
+        removal = history[0] if history else None
+        if removal is None or removal.subject != f"Delete tenant {stack.name}":
+            log.warning(
+                "reconcile: %s has no file in git but its stack is up (update %s) and no destroy was "
+                "queued; left alone: DELETE the tenant through the service or run `tenantctl sync "
+                "--prune` to destroy it (a new tenant of the name is refused until then)",
+                stack.name,
+                standing.id,
+            )
+            return None
+        return changes.submit_deletion(stack, standing.spec or {}, RECONCILER, removal.sha)

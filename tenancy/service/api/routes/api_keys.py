@@ -17,6 +17,7 @@ from tenancy.automation.contract import StackRef
 from tenancy.service.api import API_PREFIX
 from tenancy.service.api.idempotent import WriteResult, run_idempotent
 from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY, error_responses
+from tenancy.service.backends import Backends
 from tenancy.service.core.api_keys import ApiKeyRecord
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.security import Principal
@@ -79,20 +80,19 @@ def _view(record: ApiKeyRecord) -> dict[str, Any]:
 
 @router.get("/tenants/{name}/api-keys", response_model=ApiKeyList, responses=_ERRORS, summary="List API keys")
 def list_api_keys(tenant: KeyManagingTenant, backends: BackendsDep) -> ApiKeyList:
-    # The keys of the tenant of this name now, or of the last one while none is (deleted: its keys read
-    # revoked): an earlier tenant's, once the name was made again, are someone else's, with who made
-    # them (outside security review), and work for nothing here anyway.
+    return ApiKeyList(api_keys=[ApiKeyView(**_view(record)) for record in _keys_of(backends, tenant)])
+
+
+def _keys_of(backends: Backends, tenant: str) -> list[ApiKeyRecord]:
+    """The keys of the tenant of this name now, or of the last one while none is (deleted: its keys read
+    revoked): an earlier tenant's, once the name was made again, are someone else's, with who made
+    them (outside security review), and work for nothing here anyway; so are keys stored before keys
+    were bound to incarnations. What is listed, and what counts against the cap."""
     current = {
         backends.incarnations.of(StackRef(environment, tenant))
         for environment in backends.settings.environments
     }
-    return ApiKeyList(
-        api_keys=[
-            ApiKeyView(**_view(record))
-            for record in backends.api_keys.list(tenant)
-            if record.incarnation & current
-        ]
-    )
+    return [record for record in backends.api_keys.list(tenant) if record.incarnation & current]
 
 
 @router.post(
@@ -121,7 +121,7 @@ def create_api_key(
             )
         # Bounded: each key is a caller with a request budget of its own (two requests racing may
         # both pass at the bound; nothing beyond that).
-        active = sum(1 for key in backends.api_keys.list(tenant) if key.usable(time.time()))
+        active = sum(1 for key in _keys_of(backends, tenant) if key.usable(time.time()))
         if active >= backends.settings.api_key_max_active:
             raise ServiceError(
                 "too_many_api_keys",

@@ -41,6 +41,7 @@ _DECIDE_ERRORS = error_responses(
     "change_request_stale",
     "previous_incarnation_not_destroyed",
     "repository_unavailable",
+    "tenant_busy",
     *WITH_BODY,
 )
 _FILE_ERRORS = error_responses(
@@ -52,6 +53,7 @@ _FILE_ERRORS = error_responses(
     "invalid_spec",
     "too_many_change_requests",
     "preview_busy",
+    "tenant_busy",
     *WITH_BODY,
 )
 

@@ -41,6 +41,8 @@ from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY, error_respon
 from tenancy.service.backends import Backends
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.security import Principal
+from tenancy.service.core.tenant_changes import _repository_unavailable
+from tenancy.service.core.tenants_repo import RepositoryError
 from tenancy.service.deps import (
     BackendsDep,
     ChangeableTenant,
@@ -70,7 +72,7 @@ _CODES = (
     "backups_unavailable",
 )
 _ERRORS = error_responses(*_CODES)
-_RESTORE_ERRORS = error_responses(*_CODES, *WITH_BODY)
+_RESTORE_ERRORS = error_responses(*_CODES, *WITH_BODY, "tenant_busy")
 
 
 class RetiredView(ApiModel):
@@ -331,28 +333,32 @@ def restore(
             f"backup {body.backup} holds {', '.join(record.collections) or 'no collections'}",
             details=[{"field": "collections", "reason": f"not in the backup: {', '.join(missing)}"}],
         )
-    with backends.write_lock.hold(target):  # no tenant change is queued between the check and the submit
-        running = _active(backends, target)
-        if running is not None:
-            _audit(request, backends, principal, target, "qdrant.restore", refused="operation_in_progress")
-            raise ServiceError(
-                "operation_in_progress",
-                f"{target.name} has a {running.kind.value} operation {running.status.value} "
-                f"({running.id}); wait for it to finish, then restore",
+    try:
+        with backends.write_lock.hold(target):  # no tenant change is queued between the check and the submit
+            running = _active(backends, target)
+            if running is not None:
+                refused = "operation_in_progress"
+                _audit(request, backends, principal, target, "qdrant.restore", refused=refused)
+                raise ServiceError(
+                    "operation_in_progress",
+                    f"{target.name} has a {running.kind.value} operation {running.status.value} "
+                    f"({running.id}); wait for it to finish, then restore",
+                )
+            params: dict[str, Any] = {"backup": body.backup, "source": stack.tenant}
+            if retired is not None:
+                params["retired"] = retired.owner.folder
+            if body.collections:
+                params["collections"] = sorted(set(body.collections))
+            operation = backends.queue.submit(
+                target,
+                OperationKind.restore,
+                spec=None,
+                requested_by=principal.actor,
+                incarnation=backends.incarnations.of(target),
+                params=params,
             )
-        params: dict[str, Any] = {"backup": body.backup, "source": stack.tenant}
-        if retired is not None:
-            params["retired"] = retired.owner.folder
-        if body.collections:
-            params["collections"] = sorted(set(body.collections))
-        operation = backends.queue.submit(
-            target,
-            OperationKind.restore,
-            spec=None,
-            requested_by=principal.actor,
-            incarnation=backends.incarnations.of(target),
-            params=params,
-        )
+    except RepositoryError as error:  # the tenant's lock: another replica writes it (tenant_busy)
+        raise _repository_unavailable(error) from None
     _audit(request, backends, principal, target, "qdrant.restore", operation=operation)
     return _accepted(backends, operation)
 

@@ -51,6 +51,7 @@ _ROTATE_ERRORS = error_responses(
     "qdrant_not_enabled",
     *WITH_BODY,
     "repository_unavailable",
+    "tenant_busy",
 )
 Phase = Literal["none", "rolling_out", "stalled", "grace", "revoking", "complete"]
 

@@ -93,6 +93,7 @@ _WRITE_CODES = (
     *WITH_BODY,
     "idempotency_key_reused",
     "repository_unavailable",
+    "tenant_busy",
     "audit_unavailable",
 )
 _WRITE_ERRORS = error_responses(*_WRITE_CODES)
