@@ -388,7 +388,13 @@ class Approvals:
                 ServiceError(
                     "change_request_stale",
                     f"change request {request.id} was filed for an earlier tenant named {request.tenant}, "
-                    f"deleted since; {stack.name} now is another tenant: reject it",
+                    f"deleted since; {stack.name} "
+                    + (
+                        "now is another tenant"
+                        if self.repository.exists(stack.environment, stack.tenant)
+                        else "has no tenant now"
+                    )
+                    + ": reject it",
                 ),
             )
         # Who applies it and since when: an approval cut short (a crash) is settled once it is older
