@@ -146,3 +146,33 @@ def test_nothing_an_earlier_tenant_left_is_applied_to_counted_against_or_shown_t
         # The earlier tenant's pending request takes none of the new tenant's room (a cap of one).
         mine = team_b.post(f"{SEARCH}/change-requests", json=upgrade)
         assert mine.status_code == 202, mine.text
+
+
+def test_a_change_made_for_an_earlier_tenant_is_refused_in_the_write_s_own_turn(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    """A review of this stop's fix: approval checked the incarnation before the write's turn, so a delete
+    and re-create in between could still be written over. The write now checks it in its turn."""
+    import pytest
+
+    from tenancy.automation.contract import StackRef
+    from tenancy.service.core.errors import ServiceError
+    from tenancy.service.core.security import Principal
+
+    app, _ = make_app(workers=0)
+    server: LiveServer = serve(app)
+    with server.client(issuer.admin_of("search")) as client:
+        assert client.put(SEARCH, json=spec("search")).status_code == 202
+    backends = app.state.backends
+    head = backends.repository.head()
+    root = Principal(subject="root", display_name="root", email=None, kind="user", platform_admin=True)
+    with pytest.raises(ServiceError) as refused:
+        backends.changes.replace(
+            StackRef("dev", "search"),
+            spec("search", displayName="Theirs"),
+            root,
+            if_match=None,
+            incarnation="dev:0000000000000000000000000000000000000000",  # an earlier tenant's
+        )
+    assert refused.value.code == "change_request_stale"
+    assert backends.repository.head() == head  # nothing written

@@ -419,6 +419,8 @@ class Approvals:
                 if_none_match="*" if request.base_etag is None else None,
                 change_request=request.id,
                 requested_by=request.requested_by,
+                # Checked again in the write's turn: a delete and re-create after the check above.
+                incarnation=request.incarnation if request.base_etag is not None else None,
             )
         except ServiceError as error:
             # The change is in git, its operation not queued (the next start queues it).

@@ -182,12 +182,15 @@ class TenantChanges:
         force: bool = False,
         change_request: str | None = None,
         requested_by: str | None = None,
+        incarnation: str | None = None,
     ) -> ChangeResult:
         """``force``: go on without the automatic backup if it fails (platform-admins only).
         ``change_request``: the id of the change request this applies, named in the commit
         (``Change-Request: <id>``): how an approval cut short by a crash is found applied or not.
         ``requested_by``: who asked for it, when ``principal`` approves someone else's request: the
-        commit's ``Requested-by`` and the operation name them, and ``Approved-by`` the approver."""
+        commit's ``Requested-by`` and the operation name them, and ``Approved-by`` the approver.
+        ``incarnation``: the tenant's incarnation the change was made for (a change request's); checked
+        in the write's turn, so a delete and re-create of the name just before it is never written over."""
         self.check_force(stack, principal, force, "update")
         if if_none_match is not None:
             _check_if_none_match(if_none_match)
@@ -201,6 +204,7 @@ class TenantChanges:
             force=force,
             trailers=f"\n{CHANGE_REQUEST_TRAILER}{change_request}" if change_request else "",
             requested_by=requested_by,
+            incarnation=incarnation,
         )
 
     def patch(
@@ -616,6 +620,7 @@ class TenantChanges:
         force: bool = False,
         trailers: str = "",
         requested_by: str | None = None,
+        incarnation: str | None = None,
     ) -> ChangeResult:
         author = GitAuthor.of(principal.display_name, principal.email, principal.subject)
         asked_by = requested_by or principal.actor
@@ -630,6 +635,13 @@ class TenantChanges:
                 current = copy.deepcopy(found.document) if found is not None else None
                 if create_only and current is not None:
                     raise _already_exists(stack)
+                made_for_another = incarnation is not None and current is not None
+                if made_for_another and incarnation_of(self.repository, stack) != incarnation:
+                    raise ServiceError(
+                        "change_request_stale",
+                        f"{stack.name} was deleted and made again since this change was made for it: "
+                        "it is another tenant now; nothing was written",
+                    )
                 self._check_precondition(stack, if_match, found, read=False)
                 built = build(current, found)  # a PATCH of no tenant is 404, whatever stood before
                 if current is None:
