@@ -377,26 +377,6 @@ class Approvals:
         """Apply exactly the stored document, against exactly the version it was made against."""
         request = self._decidable(principal, request_id, rid, "change_request.approve")
         stack = StackRef(request.environment, request.tenant)
-        if not self._of_current_incarnation(request, stack):
-            # Its tenant was deleted and the name made again: the version it was made against may read
-            # the same (an identical file), but the tenant is someone else's (outside security review).
-            raise self._refused(
-                principal,
-                request,
-                rid,
-                "change_request.approve",
-                ServiceError(
-                    "change_request_stale",
-                    f"change request {request.id} was filed for an earlier tenant named {request.tenant}, "
-                    f"deleted since; {stack.name} "
-                    + (
-                        "now is another tenant"
-                        if self.repository.exists(stack.environment, stack.tenant)
-                        else "has no tenant now"
-                    )
-                    + ": reject it",
-                ),
-            )
         # Who applies it and since when: an approval cut short (a crash) is settled once it is older
         # than any approval can take (``_settle_if_interrupted``).
         applying = self.store.transition(
@@ -407,9 +387,9 @@ class Approvals:
             ),
         )
         if applying is None:
-            # Lost the race to another decision: say what it is now, not what it was when read.
-            now = self.store.get(request.id) or request
-            raise self._refused(principal, request, rid, "change_request.approve", _already_decided(now))
+            raise self._refused(
+                principal, request, rid, "change_request.approve", self._decided_meanwhile(request)
+            )
         try:
             result = self.changes.replace(
                 stack,
@@ -419,7 +399,9 @@ class Approvals:
                 if_none_match="*" if request.base_etag is None else None,
                 change_request=request.id,
                 requested_by=request.requested_by,
-                # Checked again in the write's turn: a delete and re-create after the check above.
+                # Its tenant deleted and the name made again, the version it was made against may read
+                # the same (an identical file), but the tenant is someone else's (outside security
+                # review): the write refuses it in its own turn, where no delete can come in between.
                 incarnation=request.incarnation if request.base_etag is not None else None,
             )
         except ServiceError as error:
@@ -489,8 +471,9 @@ class Approvals:
             decided(request, RequestStatus.rejected, by=principal.actor, reason=reason),
         )
         if rejected is None:
-            now = self.store.get(request.id) or request
-            raise self._refused(principal, request, rid, "change_request.reject", _already_decided(now))
+            raise self._refused(
+                principal, request, rid, "change_request.reject", self._decided_meanwhile(request)
+            )
         self._audit(
             principal,
             "change_request.reject",
@@ -525,6 +508,10 @@ class Approvals:
         if request.status is not RequestStatus.pending:
             raise self._refused(principal, request, rid, action, _already_decided(request))
         return request
+
+    def _decided_meanwhile(self, request: ChangeRequest) -> ServiceError:
+        """Another decision won the race for ``request``: say what it is now, not what it was when read."""
+        return _already_decided(self.store.get(request.id) or request)
 
     def _refused(
         self, principal: Principal, request: ChangeRequest, rid: str, action: str, error: ServiceError

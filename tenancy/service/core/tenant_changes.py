@@ -189,8 +189,8 @@ class TenantChanges:
         (``Change-Request: <id>``): how an approval cut short by a crash is found applied or not.
         ``requested_by``: who asked for it, when ``principal`` approves someone else's request: the
         commit's ``Requested-by`` and the operation name them, and ``Approved-by`` the approver.
-        ``incarnation``: the tenant's incarnation the change was made for (a change request's); checked
-        in the write's turn, so a delete and re-create of the name just before it is never written over."""
+        ``incarnation``: the tenant's incarnation the change request was made for; checked in the write's
+        turn (409 ``change_request_stale`` for another), so a delete and re-create is never written over."""
         self.check_force(stack, principal, force, "update")
         if if_none_match is not None:
             _check_if_none_match(if_none_match)
@@ -202,9 +202,9 @@ class TenantChanges:
             create_only=if_none_match is not None,
             build=lambda _current, _found: spec,
             force=force,
-            trailers=f"\n{CHANGE_REQUEST_TRAILER}{change_request}" if change_request else "",
             requested_by=requested_by,
             incarnation=incarnation,
+            change_request=change_request,
         )
 
     def patch(
@@ -618,12 +618,13 @@ class TenantChanges:
         build: Callable[[dict[str, Any] | None, TenantFile | None], TenantSpec],
         create_only: bool = False,
         force: bool = False,
-        trailers: str = "",
         requested_by: str | None = None,
         incarnation: str | None = None,
+        change_request: str | None = None,
     ) -> ChangeResult:
         author = GitAuthor.of(principal.display_name, principal.email, principal.subject)
         asked_by = requested_by or principal.actor
+        trailers = f"\n{CHANGE_REQUEST_TRAILER}{change_request}" if change_request else ""
         if requested_by is not None and requested_by != principal.actor:
             trailers = f"\nApproved-by: {principal.actor}{trailers}"
         try:
@@ -639,8 +640,8 @@ class TenantChanges:
                 if made_for_another and incarnation_of(self.repository, stack) != incarnation:
                     raise ServiceError(
                         "change_request_stale",
-                        f"{stack.name} was deleted and made again since this change was made for it: "
-                        "it is another tenant now; nothing was written",
+                        f"change request {change_request} was filed for an earlier tenant named "
+                        f"{stack.tenant}, deleted since; {stack.name} now is another tenant: reject it",
                     )
                 self._check_precondition(stack, if_match, found, read=False)
                 built = build(current, found)  # a PATCH of no tenant is 404, whatever stood before
