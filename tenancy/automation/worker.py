@@ -264,31 +264,23 @@ class Worker:
                 self._dispatch(until_idle=False)
                 return
             except Exception as error:
-                if self.failing_since is None:
-                    self.failing_since = time.monotonic()
-                _log.error(
-                    "the worker lost its queue (%s); it starts again in %.0f s", type(error).__name__, pause
-                )
+                self._mark_failing(error, f"it starts again in {pause:.0f} s")
             if self._stop_requested.wait(pause):
                 return
             self._stopping.clear()
             pause = min(pause * 2, 30.0)
-            self.failing_since = None if self._queue_answers() else self.failing_since
 
     def _lost_queue(self, error: Exception) -> None:
         """A queue call of the background loop failed: readiness says so until a claim succeeds, and the
         loop waits a little before it asks again (it keeps running what it runs)."""
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-            _log.error("the worker lost its queue (%s); it keeps asking", type(error).__name__)
+        self._mark_failing(error, "it keeps asking")
         self._stop_requested.wait(min(self.poll_interval * 10, 1.0))
 
-    def _queue_answers(self) -> bool:
-        try:
-            self.queue.recent(limit=1)
-        except Exception:
-            return False
-        return True
+    def _mark_failing(self, error: Exception, then: str) -> None:
+        """Not healthy (``failing_since``) until the next claim succeeds; logged once per outage."""
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            _log.error("the worker lost its queue (%s); %s", type(error).__name__, then)
 
     def stop(self, *, timeout: float | None = None) -> None:
         """Stop claiming; wait (up to ``timeout``) for running operations to finish. An update is

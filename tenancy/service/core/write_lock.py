@@ -76,14 +76,13 @@ class RedisWriteLock:
     def _held(self, stack: StackRef) -> Iterator[WriteTurn]:
         key = f"{self._prefix}write-lock:{stack.name}"
         token = uuid.uuid4().hex
-        deadline = time.monotonic() + self._wait_seconds
-        while not self._redis.set(key, token, nx=True, px=self._ttl_ms):
-            if time.monotonic() > deadline:
-                raise TenantBusy(
-                    f"another change to {stack.name} is still being written, by another replica or one "
-                    f"that stopped mid-write (its lock expires within {self._ttl_ms // 1000} s)"
-                )
-            time.sleep(0.02)
+        if not _take(
+            self._redis, key, token, ttl_ms=self._ttl_ms, wait_seconds=self._wait_seconds, pause=0.02
+        ):
+            raise TenantBusy(
+                f"another change to {stack.name} is still being written, by another replica or one "
+                f"that stopped mid-write (its lock expires within {self._ttl_ms // 1000} s)"
+            )
         released = threading.Event()
         renewer = threading.Thread(
             target=self._renew, args=(key, token, released), name="tenant-write-lock", daemon=True
@@ -142,6 +141,17 @@ class RedisWriteLock:
         return self._held(stack)  # replicas have checkouts of their own: no early release
 
 
+def _take(redis: Any, key: str, token: str, *, ttl_ms: int, wait_seconds: float, pause: float) -> bool:
+    """Take ``key`` (SET NX with an expiry of ``ttl_ms``) for ``token``, trying every ``pause`` seconds
+    for up to ``wait_seconds``; False when it stayed another holder's."""
+    deadline = time.monotonic() + wait_seconds
+    while not redis.set(key, token, nx=True, px=ttl_ms):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(pause)
+    return True
+
+
 def _release_if_ours(redis: Any, key: str, token: str) -> None:
     """Delete ``key`` if it still holds ``token`` (WATCH/MULTI: never another holder's lock)."""
     with redis.pipeline() as pipe:
@@ -189,17 +199,18 @@ class RedisPushTurn:
                     _log.warning("releasing the push turn failed: %s", type(error).__name__)
 
     def _take(self, token: str) -> bool:
-        deadline = time.monotonic() + self._wait_seconds
-        while True:
-            try:
-                if self._redis.set(self._key, token, nx=True, px=self._ttl_ms):
-                    return True
-            except Exception as error:
-                _log.warning("the push turn cannot be taken (%s); pushing without it", type(error).__name__)
-                return False
-            if time.monotonic() > deadline:
-                _log.warning(
-                    "the push turn was not free within %.0f s; pushing without it", self._wait_seconds
-                )
-                return False
-            time.sleep(0.005)
+        try:
+            taken = _take(
+                self._redis,
+                self._key,
+                token,
+                ttl_ms=self._ttl_ms,
+                wait_seconds=self._wait_seconds,
+                pause=0.005,
+            )
+        except Exception as error:
+            _log.warning("the push turn cannot be taken (%s); pushing without it", type(error).__name__)
+            return False
+        if not taken:
+            _log.warning("the push turn was not free within %.0f s; pushing without it", self._wait_seconds)
+        return taken
