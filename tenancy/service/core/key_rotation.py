@@ -16,7 +16,7 @@ re-reads the file under the write lock, so the revocation is committed once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -128,13 +128,9 @@ class KeyRotations:
         """The key generation the stack's current incarnation last applied (0: never rotated; None: no
         update of it succeeded), and when that update finished."""
         incarnation = incarnation_of(self.repository, stack)
-        for operation in stack_history(self.changes.queue, stack):
-            if operation.incarnation != incarnation:
-                continue
-            if operation.kind is OperationKind.up and operation.status is OperationStatus.succeeded:
-                record = rotation_record(operation.spec)
-                return (int(record["generation"]) if record else 0), operation.finished_at
-        return None, None
+        history = stack_history(self.changes.queue, stack)
+        applied = _last_applied(op for op in history if op.incarnation == incarnation)
+        return (None, None) if applied is None else (_generation_of(applied), applied.finished_at)
 
     def _refuse_while_undeployed(self, stack: StackRef, current: dict[str, Any]) -> None:
         """A rotation while the previous one's keys were never deployed (its update failed) would
@@ -159,11 +155,9 @@ class KeyRotations:
         record = rotation_record(self.repository.read(stack.environment, stack.tenant))
         generation = int(record["generation"]) if record else 0
         ups = [op for op in operations if op.kind is OperationKind.up]
-        applied = next((op for op in ups if op.status is OperationStatus.succeeded), None)
+        applied = _last_applied(ups)
         applied_record = rotation_record(applied.spec) if applied else None
-        applied_generation = (
-            None if applied is None else int(applied_record["generation"]) if applied_record else 0
-        )
+        applied_generation = None if applied is None else _generation_of(applied)
         old_accepted = applied_record is not None and applied_record.get("revokedAt") is None
         if generation == 0:
             phase = "none"
@@ -312,6 +306,20 @@ class KeyRotations:
             operation_id=operation.id,
             reason=None if commit else "update_requeued",
         )
+
+
+def _last_applied(operations: Iterable[Operation]) -> Operation | None:
+    """The newest update that succeeded among ``operations`` (newest first)."""
+    return next(
+        (op for op in operations if op.kind is OperationKind.up and op.status is OperationStatus.succeeded),
+        None,
+    )
+
+
+def _generation_of(update: Operation) -> int:
+    """The key generation an update applied (0: its spec records no rotation)."""
+    record = rotation_record(update.spec)
+    return int(record["generation"]) if record else 0
 
 
 def _worth_a_look(record: dict[str, Any], now: datetime) -> bool:
