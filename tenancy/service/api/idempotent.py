@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from tenancy.service.api import API_PREFIX
 from tenancy.service.backends import Backends
 from tenancy.service.core.errors import ServiceError, error_body
 from tenancy.service.core.idempotency import StoredResponse
@@ -35,7 +36,7 @@ def run_idempotent(
     store = backends.idempotency
     replay = store.begin(principal.actor, key, request_fingerprint(request, body))
     if replay is not None:
-        headers = {"Idempotent-Replayed": "true", **_headers_of(replay.body)}
+        headers = {"Idempotent-Replayed": "true", **answer_headers(replay.body)}
         return JSONResponse(replay.body, status_code=replay.status, headers=headers)
     try:
         status, payload, headers = write()
@@ -56,16 +57,17 @@ def run_idempotent(
     return JSONResponse(payload, status_code=status, headers=headers)
 
 
-def _headers_of(body: dict[str, Any]) -> dict[str, str]:
-    """The headers the first answer carried, from its body (the store keeps status and body only): its
-    ETag and where its operation or change request is, so a client retrying after a timeout can go
-    on with If-Match (outside replica review: a replay had neither)."""
+def answer_headers(body: dict[str, Any]) -> dict[str, str]:
+    """The headers of a write's answer, from its body: its ETag and where its operation or change request
+    is. The write's route answers with them, and a replay makes them again from the stored body (the
+    store keeps status and body only), so both carry the same (outside replica review: a replay had
+    neither, and a client retrying after a timeout could not go on with If-Match)."""
     headers: dict[str, str] = {}
     if isinstance(body.get("etag"), str):
         headers["ETag"] = f'"{body["etag"]}"'
-    for field, path in (("operation", "/api/v1/operations/"), ("changeRequest", "/api/v1/change-requests/")):
+    for field, path in (("operation", "operations"), ("changeRequest", "change-requests")):
         found = body.get(field)
         if isinstance(found, dict) and isinstance(found.get("id"), str):
-            headers["Location"] = path + found["id"]
+            headers["Location"] = f"{API_PREFIX}/{path}/{found['id']}"
             break
     return headers

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from tenancy.automation.contract import StackRef
 from tenancy.service.api import API_PREFIX
-from tenancy.service.api.idempotent import WriteResult
+from tenancy.service.api.idempotent import WriteResult, answer_headers
 from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY, error_responses
 from tenancy.service.backends import Backends
 from tenancy.service.core.change_requests import ChangeRequest, RequestStatus
@@ -190,7 +190,7 @@ def _header_text(raw: str) -> str:
 
 def _filed(filed: ChangeRequest) -> WriteResult:
     body = ChangeRequestFiled(change_request=ChangeRequestView.of(filed)).wire()
-    return 202, body, {"Location": f"{API_PREFIX}/change-requests/{filed.id}"}
+    return 202, body, answer_headers(body)
 
 
 @router.post(

@@ -21,7 +21,7 @@ from tenancy.automation.contract import (
     StackRef,
 )
 from tenancy.service.api import API_PREFIX
-from tenancy.service.api.idempotent import WriteResult, run_idempotent
+from tenancy.service.api.idempotent import WriteResult, answer_headers, run_idempotent
 from tenancy.service.api.responses import AUTHENTICATED, WITH_BODY, error_responses
 from tenancy.service.api.routes.change_requests import file_if_needed
 from tenancy.service.core.audit import Outcome
@@ -182,10 +182,7 @@ def _accepted(backends: BackendsDep, result: ChangeResult, *, status: int = 202)
         changed=result.commit is not None,
         etag=result.etag,
     ).wire()
-    headers = {"Location": f"/api/v1/operations/{result.operation.id}"}
-    if result.etag:
-        headers["ETag"] = f'"{result.etag}"'
-    return status, body, headers
+    return status, body, answer_headers(body)
 
 
 def _audited_change(
