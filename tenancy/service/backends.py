@@ -44,7 +44,11 @@ from tenancy.service.core.metrics import ServiceMetrics
 from tenancy.service.core.preview import PreviewGate, render_preview
 from tenancy.service.core.processes import ALONE, ProcessShare
 from tenancy.service.core.rate_limit import RateLimiter, RedisRateLimiter, SharedRateLimiter
-from tenancy.service.core.reconcile import queue_unapplied_changes, queue_unfinished_deletions
+from tenancy.service.core.reconcile import (
+    RunningReconcile,
+    queue_unapplied_changes,
+    queue_unfinished_deletions,
+)
 from tenancy.service.core.security import JwksKeys, TokenVerifier
 from tenancy.service.core.tenant_changes import TenantChanges
 from tenancy.service.core.tenants_repo import TenantRepository
@@ -82,6 +86,7 @@ class Backends:
     )
     backup_sweeper: Any | None = None  # core.backup_sweep.RetiredBackupSweeper (backup_sweep_seconds)
     reconciles: bool = True  # at start (one process of several does: ``ProcessShare.reconciles``)
+    running_reconcile: RunningReconcile | None = None  # then every ``reconcile_seconds`` (one process)
     maintains: bool = True  # packs loose git objects at start (one process of several does)
 
     def start(self) -> None:
@@ -120,8 +125,12 @@ class Backends:
             self.grace_timer.start()  # its first sweep runs now: grace periods that ended while down
         if self.backup_sweeper is not None:
             self.backup_sweeper.start()
+        if self.running_reconcile is not None:
+            self.running_reconcile.start()
 
     def stop(self) -> None:
+        if self.running_reconcile is not None:
+            self.running_reconcile.stop()
         if self.grace_timer is not None:
             self.grace_timer.stop()
         if self.backup_sweeper is not None:
@@ -340,6 +349,14 @@ def build_backends(
         backup_sweeper = RetiredBackupSweeper(
             data, interval=settings.backup_sweep_seconds, environments=settings.environments
         )
+    running_reconcile = None
+    if settings.reconcile_seconds > 0 and share.runs_singletons:
+        running_reconcile = RunningReconcile(
+            changes,
+            interval=settings.reconcile_seconds,
+            environments=settings.environments,
+            on_queued=worker.wake if worker is not None else None,
+        )
     return Backends(
         settings=settings,
         verifier=build_verifier(settings),
@@ -375,6 +392,7 @@ def build_backends(
         grace_timer=grace_timer,
         backup_sweeper=backup_sweeper,
         reconciles=share.reconciles,
+        running_reconcile=running_reconcile,
         maintains=share.runs_singletons,
     )
 

@@ -16,7 +16,7 @@ import yaml
 
 from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
-from tenancy.service.core.reconcile import queue_unapplied_changes
+from tenancy.service.core.reconcile import queue_changes_never_queued, queue_unapplied_changes
 from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository
 from tenancy.spec.tenant import parse_tenant
 from tests.service.conftest import (
@@ -323,3 +323,78 @@ def test_an_applied_tenant_gets_nothing_queued_on_start_however_many_previews_ca
         history = second.state.backends.queue.recent(stack=STACK, limit=1000)
     assert len(history) == 61
     assert [op.kind for op in history].count(OperationKind.up) == 1
+
+
+def test_a_running_service_queues_a_change_it_committed_while_the_queue_was_unreachable(
+    make_app: AppFactory, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the replica review: a PATCH committed while Redis was away is answered 503 "not queued",
+    and only the next start's reconcile queued it; replicas that keep running never applied what git
+    held. The running reconcile queues it (under the tenant's write lock), once."""
+    app, _ = make_app(workers=0, reconcile_seconds=0.2)
+    backends = app.state.backends
+    with LiveServer(app) as server, server.client(issuer.admin_of("acme")) as client:
+        assert client.put(ACME, json=spec("acme")).status_code == 202
+
+        def unreachable(*args: Any, **kwargs: Any) -> Any:
+            raise ConnectionError("Error 111 connecting to redis-ha.redis.svc:6379. Connection refused.")
+
+        submit = backends.queue.submit
+        monkeypatch.setattr(backends.queue, "submit", unreachable)
+        answer = client.patch(ACME, json={"displayName": "committed while the queue was away"})
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "engine_unavailable"
+        monkeypatch.setattr(backends.queue, "submit", submit)
+
+        deadline = time.monotonic() + 10
+        while _ups(app)[0].requested_by != "tenant-api:reconcile":
+            assert time.monotonic() < deadline, "the running reconcile never queued the change"
+            time.sleep(0.05)
+        queued = _ups(app)[0]
+        assert queued.spec is not None and queued.spec["displayName"] == "committed while the queue was away"
+        time.sleep(0.6)  # three more runs: nothing more to queue
+        assert len(_ups(app)) == 2
+
+
+def test_the_running_reconcile_never_queues_a_failed_update_again(
+    make_app: AppFactory, issuer: Issuer
+) -> None:
+    """A start retries failed updates; a running service must not, or a tenant whose update fails (a
+    quota, a bad value the engine refuses) would be retried every few minutes for ever."""
+    engine = TenantEngine()
+    engine.fail_next(STACK, "quota exceeded")
+    app, _ = make_app(engine=engine, workers=1)
+    with LiveServer(app) as server, server.client(issuer.admin_of("acme")) as client:
+        failed = wait_for(client, client.put(ACME, json=spec("acme")).json()["operation"]["id"])
+        assert failed["status"] == "failed"
+        assert queue_changes_never_queued(app.state.backends.changes) == []
+    assert len(_ups(app)) == 1
+
+
+def test_the_running_reconcile_reads_the_file_under_the_tenant_s_lock(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The running reconcile finds a change never queued, and before it holds the tenant another writer
+    commits and queues a newer one: what it queues, if anything, is read under the lock, so the last
+    update in line is what git holds and the newer one is not queued twice."""
+    app, _ = make_app(workers=0)
+    backends = app.state.backends
+    changes, repository, queue = backends.changes, backends.repository, backends.queue
+    author = GitAuthor("A", "a@example.com")
+    file = "tenants/dev/acme.yaml"
+
+    def document(display_name: str) -> dict[str, Any]:
+        return parse_tenant(spec("acme", displayName=display_name), file=file).to_document()
+
+    repository.write("dev", "acme", document("never queued"), author=author, message="Update")
+    newer = document("newer")
+    hold = changes.write_lock.hold
+
+    def writer_first(stack: StackRef) -> Any:
+        with hold(stack):  # another writer commits and queues, as the service does, just before
+            repository.write("dev", "acme", newer, author=author, message="Update")
+            queue.submit(stack, OperationKind.up, spec=newer, requested_by="other-replica")
+        return hold(stack)
+
+    monkeypatch.setattr(changes.write_lock, "hold", writer_first)
+    assert queue_changes_never_queued(changes) == []
+    assert [op.spec for op in _ups(app)] == [newer]

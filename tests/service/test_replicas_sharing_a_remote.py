@@ -4,12 +4,14 @@ readable on the others without them writing first, and an API key made on one wo
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import fakeredis
 from fastapi import FastAPI
 
+from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.service.app import create_app
 from tenancy.service.core.tenants_repo import TenantRepository
 from tests.service.conftest import Issuer, LiveServer, TenantEngine, settings_for, spec
@@ -178,3 +180,42 @@ def test_replicas_take_turns_pushing_so_a_group_is_refused_at_most_once(tmp_path
         tenants_repo.TenantRepository._commit_group_locked = commit_group  # type: ignore[method-assign]
     assert failures == []
     assert refused_in_group and max(refused_in_group) <= 1, refused_in_group
+
+
+def test_a_change_one_replica_could_not_queue_is_queued_by_another_s_running_reconcile(
+    tmp_path: Path, serve: Any, issuer: Issuer, monkeypatch: Any
+) -> None:
+    """Redis fails replica A's submit after A pushed its commit (answered 503 engine_unavailable): the
+    replicas kept running and nothing queued it until a restart. Replica B's running reconcile, under
+    the tenant's write lock in Redis and on a fresh fetch of the remote, queues it once."""
+    remote = _remote(tmp_path)
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    replica_a: LiveServer = serve(_replica(tmp_path, "a", issuer, remote, redis))
+    serve(_replica(tmp_path, "b", issuer, remote, redis, reconcile_seconds=0.2))  # both running
+    queue_a = replica_a.app.state.backends.queue
+    with replica_a.client(issuer.admin_of("newco")) as a:
+        assert a.put(NEWCO, json=spec("newco")).status_code == 202
+
+        def unreachable(*args: Any, **kwargs: Any) -> Any:
+            raise ConnectionError("Error 111 connecting to redis-ha.redis.svc:6379. Connection refused.")
+
+        submit = queue_a.submit
+        monkeypatch.setattr(queue_a, "submit", unreachable)
+        answer = a.patch(NEWCO, json={"displayName": "pushed, never queued"})
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "engine_unavailable"
+        monkeypatch.setattr(queue_a, "submit", submit)
+
+    stack = StackRef("dev", "newco")
+
+    def updates() -> list[Any]:
+        return [op for op in queue_a.recent(stack=stack) if op.kind is OperationKind.up]
+
+    deadline = time.monotonic() + 10
+    while len(updates()) < 2:
+        assert time.monotonic() < deadline, "no replica queued the change"
+        time.sleep(0.05)
+    newest = updates()[0]
+    assert newest.requested_by == "tenant-api:reconcile"
+    assert newest.spec is not None and newest.spec["displayName"] == "pushed, never queued"
+    time.sleep(0.6)
+    assert len(updates()) == 2  # queued once

@@ -265,6 +265,15 @@ class ServiceSettings(BaseSettings):
             "the revocation and queue its update (also once at start); 0 turns the check off."
         ),
     )
+    reconcile_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "How often a running service queues what git holds but was never queued: a change committed "
+            "while the queue could not be reached, a deletion whose destroy was never queued (every "
+            "start does it too, and also retries failed updates); 0 leaves it to the starts."
+        ),
+    )
     backup_sweep_seconds: float = Field(
         default=3600.0,
         ge=0,

@@ -1,4 +1,5 @@
-"""A job the service runs at start and then every ``interval`` seconds, in a daemon thread.
+"""A job the service runs at start (or, ``delay``, one interval after) and then every ``interval``
+seconds, in a daemon thread.
 
 A run's failure is logged by its type only (its text may hold a secret or a URL with a credential)
 and the next run retries; ``stop`` wakes the thread and waits for it.
@@ -14,9 +15,12 @@ log = logging.getLogger("tenancy.service")
 
 
 class Periodic:
-    def __init__(self, run: Callable[[], object], *, interval: float, name: str, what: str) -> None:
+    def __init__(
+        self, run: Callable[[], object], *, interval: float, name: str, what: str, delay: bool = False
+    ) -> None:
         """``name``: the thread's; ``what``: the job, as the log names it ("the key grace sweep")."""
         self.interval = interval
+        self._delay = delay
         self._run_once = run
         self._name = name
         self._what = what
@@ -37,6 +41,8 @@ class Periodic:
             self._thread = None
 
     def _loop(self) -> None:
+        if self._delay:
+            self._stop.wait(self.interval)
         while not self._stop.is_set():
             try:
                 self._run_once()

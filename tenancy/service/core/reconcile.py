@@ -8,17 +8,25 @@ The one exception is a deletion the service itself committed (``Delete tenant <e
 DELETE commits) whose destroy was never queued, as the process died between the two: the destroy is
 queued now (``queue_unfinished_deletions``), as a change's update is. Until a stack whose file is gone
 is destroyed, the service refuses a new tenant of the name (it would get that stack).
+
+A running service does the same every ``reconcile_seconds`` (``RunningReconcile``), for what was
+never queued at all: a change a replica committed while the queue (Redis) was unreachable is queued
+then, not only at the next start. Unlike the start's, this one never queues a failed update again
+(only a start retries those), and it holds each tenant's write lock, shared by every replica, while it
+reads the file and queues: a change committed meanwhile anywhere is queued after it, never before.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from typing import Any
 
 from tenancy.automation.contract import Operation, OperationKind, OperationQueue, OperationStatus, StackRef
 from tenancy.automation.fingerprint import spec_fingerprint
 from tenancy.automation.incarnation import stack_history
 from tenancy.service.core.incarnation import incarnation_of
+from tenancy.service.core.periodic import Periodic
 from tenancy.service.core.tenant_changes import TenantChanges
 from tenancy.service.core.tenants_repo import TenantBusy, TenantRepository
 from tenancy.spec.errors import SpecError
@@ -56,27 +64,38 @@ def queue_unapplied_changes(
 def _queue_if_unapplied(
     repository: TenantRepository, queue: OperationQueue, stack: StackRef
 ) -> Operation | None:
-    environment, name = stack.environment, stack.tenant
-    file = f"{repository.tenants_path}/{environment}/{name}.yaml"
-    found = repository.file(environment, name)
-    if found is not None and found.problem is not None:
-        log.warning("reconcile: %s %s (%s); left alone", file, found.problem.what, found.problem.detail)
-        return None
-    try:
-        spec = parse_tenant(repository.read(environment, name), file=file)
-    except SpecError:
-        log.warning("reconcile: %s is not a valid tenant file; left alone", file)
-        return None
-    if spec.name != name:
-        log.warning("reconcile: %s names tenant %s; left alone", file, spec.name)
-        return None
-    desired = spec.to_document()
-    if _last_wanted(queue, stack) == spec_fingerprint(desired):
+    desired = _desired(repository, stack)
+    if desired is None or _last_wanted(queue, stack) == spec_fingerprint(desired):
         return None
     incarnation = incarnation_of(repository, stack)
     return queue.submit(
         stack, OperationKind.up, spec=desired, requested_by=RECONCILER, incarnation=incarnation
     )
+
+
+def _desired(repository: TenantRepository, stack: StackRef, *, quiet: bool = False) -> dict[str, Any] | None:
+    """The spec the tenant's file in git asks for, in normal form; None (logged unless ``quiet``) when
+    the file is unreadable, invalid or names another tenant: such a file is left alone."""
+    environment, name = stack.environment, stack.tenant
+    file = f"{repository.tenants_path}/{environment}/{name}.yaml"
+    found = repository.file(environment, name)
+    if found is None:
+        return None  # deleted meanwhile
+    if found.problem is not None:
+        if not quiet:
+            log.warning("reconcile: %s %s (%s); left alone", file, found.problem.what, found.problem.detail)
+        return None
+    try:
+        spec = parse_tenant(repository.read(environment, name), file=file)
+    except SpecError:
+        if not quiet:
+            log.warning("reconcile: %s is not a valid tenant file; left alone", file)
+        return None
+    if spec.name != name:
+        if not quiet:
+            log.warning("reconcile: %s names tenant %s; left alone", file, spec.name)
+        return None
+    return spec.to_document()
 
 
 def _last_wanted(queue: OperationQueue, stack: StackRef) -> str | None:
@@ -94,22 +113,25 @@ def _last_wanted(queue: OperationQueue, stack: StackRef) -> str | None:
 
 
 def queue_unfinished_deletions(
-    changes: TenantChanges, *, environments: Collection[str] = ENVIRONMENTS
+    changes: TenantChanges, *, environments: Collection[str] = ENVIRONMENTS, warned: set[str] | None = None
 ) -> list[Operation]:
     """Queue the destroy of each stack of ``environments`` whose tenant the service deleted (its file's
     last commit is DELETE's ``Delete tenant <env>.<name>``) while the stack is still up with no destroy
     queued: the process that committed the deletion died before it queued the destroy. Other stacks
     whose file is gone are left alone and named in the log. Each tenant is held (its write lock, shared
     by every replica) while it is looked at and its destroy queued, as DELETE holds it across its commit
-    and its submit."""
+    and its submit. ``warned``: a running service's, which looks at each stack without the lock first
+    (most have nothing to do) and logs a stack it leaves alone once, not at every run."""
     repository, queue = changes.repository, changes.queue
     present = set(repository.names())
     queued = []
     for stack in queue.stacks():
         if stack.environment not in environments or (stack.environment, stack.tenant) in present:
             continue
+        if warned is not None and (stack.name in warned or changes.standing_without_file(stack) is None):
+            continue
         try:
-            operation = _queue_destroy_if_unfinished(changes, stack)
+            operation = _queue_destroy_if_unfinished(changes, stack, warned)
         except TenantBusy as busy:  # a live writer holds it: it queues what it commits; the rest go on
             log.warning("reconcile: %s left for now: %s", stack.name, busy)
             continue
@@ -118,7 +140,9 @@ def queue_unfinished_deletions(
     return queued
 
 
-def _queue_destroy_if_unfinished(changes: TenantChanges, stack: StackRef) -> Operation | None:
+def _queue_destroy_if_unfinished(
+    changes: TenantChanges, stack: StackRef, warned: set[str] | None = None
+) -> Operation | None:
     """``queue_unfinished_deletions`` for one stack whose file is gone, holding its write lock."""
     repository = changes.repository
     with changes.write_lock.hold(stack):  # what DELETE holds, across replicas too (Redis)
@@ -131,6 +155,8 @@ def _queue_destroy_if_unfinished(changes: TenantChanges, stack: StackRef) -> Ope
         history = repository.history(stack.environment, stack.tenant)
         removal = history[0] if history else None
         if removal is None or removal.subject != f"Delete tenant {stack.name}":
+            if warned is not None:
+                warned.add(stack.name)
             log.warning(
                 "reconcile: %s has no file in git but its stack is up (update %s) and no destroy was "
                 "queued; left alone: DELETE the tenant through the service or run `tenantctl sync "
@@ -140,3 +166,108 @@ def _queue_destroy_if_unfinished(changes: TenantChanges, stack: StackRef) -> Ope
             )
             return None
         return changes.submit_deletion(stack, standing.spec or {}, RECONCILER, removal.sha)
+
+
+class RunningReconcile:
+    """``queue_changes_never_queued`` and ``queue_unfinished_deletions`` every ``interval`` seconds in a
+    running service (its first run one interval after start: the start's own reconcile runs before)."""
+
+    def __init__(
+        self,
+        changes: TenantChanges,
+        *,
+        interval: float,
+        environments: Collection[str],
+        on_queued: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_queued``: called after a run that queued something (the local worker's wake-up)."""
+        self.changes = changes
+        self._on_queued = on_queued
+        self.environments = tuple(environments)
+        self._warned: set[str] = set()  # stacks left alone, named in the log once
+        self._periodic = Periodic(
+            self.run, interval=interval, name="tenants-reconcile", what="the running reconcile", delay=True
+        )
+
+    def start(self) -> None:
+        self._periodic.start()
+
+    def stop(self) -> None:
+        self._periodic.stop()
+
+    def run(self) -> list[Operation]:
+        queued = queue_changes_never_queued(self.changes, environments=self.environments)
+        destroys = queue_unfinished_deletions(
+            self.changes, environments=self.environments, warned=self._warned
+        )
+        if queued:
+            log.warning("queued %d update(s) for changes in git that were never queued", len(queued))
+        if destroys:
+            log.warning(
+                "queued %d destroy(s) for deletions in git whose destroy was never queued", len(destroys)
+            )
+        if (queued or destroys) and self._on_queued is not None:
+            self._on_queued()
+        return queued + destroys
+
+
+def queue_changes_never_queued(
+    changes: TenantChanges, *, environments: Collection[str] = ENVIRONMENTS
+) -> list[Operation]:
+    """Queue an update for each tenant of ``environments`` whose file in git no operation ever asked
+    for: its newest update (queued, running or ended in any way) is of another spec or incarnation, or
+    there is none. That is a change committed while the queue could not be reached (the writer was
+    answered that it was not queued) or committed by a process that died before queueing it. A failed
+    update is not queued again here: it was queued, and repeating the request (or a restart) retries it.
+
+    Each tenant is first looked at as the branch has it, without a lock (most have nothing to queue);
+    one that may need an update is then held (the write lock every replica takes, ``hold``) and looked
+    at again on the fresh branch before its update is queued, so a writer mid-write, which queues its
+    own change, is never overtaken by an older spec."""
+    repository, queue = changes.repository, changes.queue
+    repository.refresh(max_age=0)
+    queued = []
+    for environment, name in repository.names():
+        if environment not in environments:
+            continue
+        stack = StackRef(environment, name)
+        if _queued_ever(changes, stack, quiet=True):
+            continue
+        try:
+            with changes.write_lock.hold(stack):
+                repository.sync()
+                if _queued_ever(changes, stack):
+                    continue
+                desired = _desired(repository, stack, quiet=True)
+                assert desired is not None  # ``_queued_ever`` says True for a file left alone
+                operation = queue.submit(
+                    stack,
+                    OperationKind.up,
+                    spec=desired,
+                    requested_by=RECONCILER,
+                    incarnation=incarnation_of(repository, stack),
+                )
+        except TenantBusy as busy:  # a live writer holds it; the next run looks again
+            log.warning("reconcile: %s left for now: %s", stack.name, busy)
+            continue
+        queued.append(operation)
+    return queued
+
+
+def _queued_ever(changes: TenantChanges, stack: StackRef, *, quiet: bool = False) -> bool:
+    """Whether an update of the tenant's file as git has it was ever queued (True as well for a file
+    left alone: unreadable, invalid or naming another tenant, which ``_desired`` logs unless ``quiet``)."""
+    repository = changes.repository
+    desired = _desired(repository, stack, quiet=quiet)
+    if desired is None:
+        return True
+    incarnation = incarnation_of(repository, stack)
+    for operation in stack_history(changes.queue, stack):
+        if operation.kind is OperationKind.destroy:
+            return False  # of an earlier tenant of the name: this one's create was never queued
+        if operation.kind is OperationKind.up:
+            same_tenant = (
+                operation.incarnation is None or incarnation is None or operation.incarnation == incarnation
+            )
+            return same_tenant and spec_fingerprint(operation.spec) == spec_fingerprint(desired)
+    return False
