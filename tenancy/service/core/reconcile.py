@@ -185,6 +185,7 @@ class RunningReconcile:
         self._on_queued = on_queued
         self.environments = tuple(environments)
         self._warned: set[str] = set()  # stacks left alone, named in the log once
+        self._fingerprints: dict[tuple[str, str], str | None] = {}  # files looked at in the last run
         self._periodic = Periodic(
             self.run, interval=interval, name="tenants-reconcile", what="the running reconcile", delay=True
         )
@@ -196,7 +197,9 @@ class RunningReconcile:
         self._periodic.stop()
 
     def run(self) -> list[Operation]:
-        queued = queue_changes_never_queued(self.changes, environments=self.environments)
+        queued = queue_changes_never_queued(
+            self.changes, environments=self.environments, seen=self._fingerprints
+        )
         destroys = queue_unfinished_deletions(
             self.changes, environments=self.environments, warned=self._warned
         )
@@ -212,7 +215,10 @@ class RunningReconcile:
 
 
 def queue_changes_never_queued(
-    changes: TenantChanges, *, environments: Collection[str] = ENVIRONMENTS
+    changes: TenantChanges,
+    *,
+    environments: Collection[str] = ENVIRONMENTS,
+    seen: dict[tuple[str, str], str | None] | None = None,
 ) -> list[Operation]:
     """Queue an update for each tenant of ``environments`` whose file in git no operation ever asked
     for: its newest update (queued, running or ended in any way) is of another spec or incarnation, or
@@ -223,23 +229,34 @@ def queue_changes_never_queued(
     Each tenant is first looked at as the branch has it, without a lock (most have nothing to queue);
     one that may need an update is then held (the write lock every replica takes, ``hold``) and looked
     at again on the fresh branch before its update is queued, so a writer mid-write, which queues its
-    own change, is never overtaken by an older spec."""
+    own change, is never overtaken by an older spec. ``seen``: the spec fingerprint of each file (tenant
+    name, blob) looked at in the last run, kept by the caller so a file that did not change is not
+    validated again (replaced by this run's)."""
     repository, queue = changes.repository, changes.queue
     repository.refresh(max_age=0)
+    known = seen if seen is not None else {}
+    current: dict[tuple[str, str], str | None] = {}
     queued = []
     for environment, name in repository.names():
         if environment not in environments:
             continue
         stack = StackRef(environment, name)
-        if _queued_ever(changes, stack, quiet=True):
+        found = repository.file(environment, name)
+        if found is None:
+            continue
+        key = (stack.name, found.blob)
+        if key not in known:
+            desired = _desired(repository, stack, quiet=True)
+            known[key] = None if desired is None else spec_fingerprint(desired)
+        current[key] = known[key]
+        if _queued_ever(changes, stack, current[key]):
             continue
         try:
             with changes.write_lock.hold(stack):
                 repository.sync()
-                if _queued_ever(changes, stack):
+                desired = _desired(repository, stack)
+                if _queued_ever(changes, stack, None if desired is None else spec_fingerprint(desired)):
                     continue
-                desired = _desired(repository, stack, quiet=True)
-                assert desired is not None  # ``_queued_ever`` says True for a file left alone
                 operation = queue.submit(
                     stack,
                     OperationKind.up,
@@ -251,17 +268,19 @@ def queue_changes_never_queued(
             log.warning("reconcile: %s left for now: %s", stack.name, busy)
             continue
         queued.append(operation)
+    if seen is not None:
+        seen.clear()
+        seen.update(current)
     return queued
 
 
-def _queued_ever(changes: TenantChanges, stack: StackRef, *, quiet: bool = False) -> bool:
-    """Whether an update of the tenant's file as git has it was ever queued (True as well for a file
-    left alone: unreadable, invalid or naming another tenant, which ``_desired`` logs unless ``quiet``)."""
-    repository = changes.repository
-    desired = _desired(repository, stack, quiet=quiet)
-    if desired is None:
+def _queued_ever(changes: TenantChanges, stack: StackRef, fingerprint: str | None) -> bool:
+    """Whether an update of the spec whose fingerprint is ``fingerprint`` (the tenant's file as git has
+    it) was ever queued for the tenant; True as well for None, a file left alone (unreadable, invalid
+    or naming another tenant)."""
+    if fingerprint is None:
         return True
-    incarnation = incarnation_of(repository, stack)
+    incarnation = incarnation_of(changes.repository, stack)
     for operation in stack_history(changes.queue, stack):
         if operation.kind is OperationKind.destroy:
             return False  # of an earlier tenant of the name: this one's create was never queued
@@ -269,5 +288,5 @@ def _queued_ever(changes: TenantChanges, stack: StackRef, *, quiet: bool = False
             same_tenant = (
                 operation.incarnation is None or incarnation is None or operation.incarnation == incarnation
             )
-            return same_tenant and spec_fingerprint(operation.spec) == spec_fingerprint(desired)
+            return same_tenant and spec_fingerprint(operation.spec) == fingerprint
     return False
