@@ -97,15 +97,17 @@ class RedisWriteLock:
             try:
                 self._release(key, token)
             except Exception as error:
-                # Redis went away mid-write: the lock expires by itself (``ttl_seconds``), and the
-                # write's own outcome or error must reach the caller, not this one (outside replica
-                # review: a change committed but not queued answered 500 instead of saying so).
+                # Redis went away mid-write: the write's own outcome or error must reach the caller,
+                # not this one (outside replica review: a change committed but not queued answered 500
+                # instead of saying so). The release is tried again in the background until Redis
+                # answers: else the tenant stayed locked (tenant_busy) for the lock's whole expiry.
                 _log.warning(
-                    "releasing the write lock %s failed (%s); it expires in %d s",
+                    "releasing the write lock %s failed (%s); trying again until it expires in %d s",
                     key,
                     type(error).__name__,
                     self._ttl_ms // 1000,
                 )
+                _release_later(self._redis, key, token, within_seconds=self._ttl_ms / 1000)
 
     def _renew(self, key: str, token: str, released: threading.Event) -> None:
         """Extend the lock every third of its lifetime while it is still ours."""
@@ -166,6 +168,27 @@ def _release_if_ours(redis: Any, key: str, token: str) -> None:
             pass  # it expired and someone else took it: theirs now, leave it
 
 
+RELEASE_RETRY_SECONDS = 1.0
+
+
+def _release_later(redis: Any, key: str, token: str, *, within_seconds: float) -> None:
+    """``_release_if_ours`` in a daemon thread, every ``RELEASE_RETRY_SECONDS`` until Redis answers or
+    the lock has expired anyway (``within_seconds``)."""
+
+    def retry() -> None:
+        deadline = time.monotonic() + within_seconds
+        while time.monotonic() < deadline:
+            time.sleep(RELEASE_RETRY_SECONDS)
+            try:
+                _release_if_ours(redis, key, token)
+            except Exception:  # still away: the next try, or the expiry, frees it
+                continue
+            _log.info("released the lock %s once Redis answered again", key)
+            return
+
+    threading.Thread(target=retry, name="lock-release", daemon=True).start()
+
+
 class RedisPushTurn:
     """Replicas sharing a git remote take turns publishing to it (``TenantRepository.push_turn``).
 
@@ -195,8 +218,9 @@ class RedisPushTurn:
             if held:
                 try:
                     _release_if_ours(self._redis, self._key, token)
-                except Exception as error:  # it expires by itself
+                except Exception as error:  # tried again until Redis answers, or it expires
                     _log.warning("releasing the push turn failed: %s", type(error).__name__)
+                    _release_later(self._redis, self._key, token, within_seconds=self._ttl_ms / 1000)
 
     def _take(self, token: str) -> bool:
         try:
