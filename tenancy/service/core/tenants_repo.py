@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pygit2
 import yaml
@@ -284,7 +284,7 @@ class TenantRepository:
         self._removals_seen = -1
         self._view_delay = view_delay_seconds
         # Replicas sharing the remote take turns pushing to it (``RedisPushTurn``); none: no turns.
-        self.push_turn: Callable[[], contextlib.AbstractContextManager[None]] | None = None
+        self.push_turn: Callable[[], contextlib.AbstractContextManager[PushTurn]] | None = None
         self._view_behind = threading.Event()
         self._view_thread: threading.Thread | None = None
         self._synced_at = float("-inf")  # never synced: the first read refreshes
@@ -973,11 +973,15 @@ class TenantRepository:
     def _commit_group(self, group: list[_Change]) -> None:
         turn = self.push_turn if self.remote is not None and self.push_turn is not None else None
         try:
-            with self._committing(), turn() if turn is not None else contextlib.nullcontext():
+            with self._committing(), turn() if turn is not None else contextlib.nullcontext() as held:
                 # Changes placed while another process held the commit lock join this group: one
                 # round of flushes for all of them (``GroupCommit.take_arrived``).
                 group += self._group.take_arrived()
-                self._commit_group_locked(group)
+                if held is not None and held.last_pushed not in (None, str(self._base())):
+                    # Another replica pushed since this one fetched: a group built now would be
+                    # refused, and built again after a fetch. Fetch first.
+                    self._fetch()
+                self._commit_group_locked(group, pushed=held.pushed if held is not None else None)
         except BaseException as error:
             failure = (
                 error
@@ -994,7 +998,10 @@ class TenantRepository:
         finally:
             _wake_done(group)
 
-    def _commit_group_locked(self, group: list[_Change]) -> None:
+    def _commit_group_locked(
+        self, group: list[_Change], *, pushed: Callable[[str], None] | None = None
+    ) -> None:
+        """``pushed``: told the branch's new tip once the remote has it (the push turn's record)."""
         repo = self._git()
         committer = _signature(COMMITTER_NAME, COMMITTER_EMAIL, "GIT_COMMITTER_DATE")
         cleared_locks = False
@@ -1032,6 +1039,8 @@ class TenantRepository:
                 raise self._failed(f"updating {self.ref} failed", detail) from None
             if self.remote is not None:
                 self._follow_pushed(tip)
+                if pushed is not None:
+                    pushed(str(tip))
             self._advance_creations(base, tip, built, committer.time)
             self._publishing = None
             for change, sha in built:
@@ -1406,6 +1415,16 @@ class TenantRepository:
         said = redact(" ".join(result.stderr.split()))[-1000:] or "no message"
         _log.error("git %s failed (exit %d): %s", args[0], result.returncode, said)
         raise RepositoryError(f"git {args[0]} failed (exit {result.returncode})")
+
+
+class PushTurn(Protocol):
+    """A replica's turn at pushing to the shared remote (``TenantRepository.push_turn``)."""
+
+    last_pushed: str | None  # the tip the last replica to push left, when known
+
+    def pushed(self, tip: str) -> None:
+        """Record ``tip`` as what this replica pushed (best effort)."""
+        ...
 
 
 class WriteTurn:

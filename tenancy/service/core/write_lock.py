@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from redis.exceptions import WatchError
 
 from tenancy.automation.contract import StackRef
-from tenancy.service.core.tenants_repo import TenantBusy, TenantRepository, WriteTurn
+from tenancy.service.core.tenants_repo import PushTurn, TenantBusy, TenantRepository, WriteTurn
 
 LOCK_TIMEOUT_SECONDS = 120.0  # how long a crashed holder keeps the tenant locked
 WAIT_SECONDS = 30
@@ -205,15 +205,16 @@ class RedisPushTurn:
     ) -> None:
         self._redis = redis
         self._key = f"{prefix}push-turn"
+        self._tip_key = f"{prefix}pushed-tip"  # what the last replica to push left on the remote
         self._ttl_ms = max(int(ttl_seconds * 1000), 1)
         self._wait_seconds = wait_seconds
 
     @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
+    def __call__(self) -> Iterator[PushTurn]:
         token = uuid.uuid4().hex
         held = self._take(token)
         try:
-            yield
+            yield _Pushing(self._redis, self._tip_key, self._last_pushed() if held else None)
         finally:
             if held:
                 try:
@@ -221,6 +222,13 @@ class RedisPushTurn:
                 except Exception as error:  # tried again until Redis answers, or it expires
                     _log.warning("releasing the push turn failed: %s", type(error).__name__)
                     _release_later(self._redis, self._key, token, within_seconds=self._ttl_ms / 1000)
+
+    def _last_pushed(self) -> str | None:
+        try:
+            tip = self._redis.get(self._tip_key)
+        except Exception:  # unknown: the push itself tells whether the remote moved
+            return None
+        return tip.decode() if isinstance(tip, bytes) else tip
 
     def _take(self, token: str) -> bool:
         try:
@@ -238,3 +246,19 @@ class RedisPushTurn:
         if not taken:
             _log.warning("the push turn was not free within %.0f s; pushing without it", self._wait_seconds)
         return taken
+
+
+class _Pushing:
+    """``RedisPushTurn``'s turn: the tip the replica before left (read once the turn is held, so no
+    push comes between), and the record of this replica's own push."""
+
+    def __init__(self, redis: Any, key: str, last_pushed: str | None) -> None:
+        self._redis = redis
+        self._key = key
+        self.last_pushed = last_pushed
+
+    def pushed(self, tip: str) -> None:
+        try:
+            self._redis.set(self._key, tip)
+        except Exception as error:  # the next replica's push finds out instead
+            _log.warning("recording the pushed tip failed: %s", type(error).__name__)
