@@ -193,7 +193,8 @@ def test_a_tenant_admin_creates_follows_edits_and_reveals(browser: Any, portal: 
 
 def test_a_deleted_tenant_whose_destroy_failed_offers_a_retry(browser: Any, portal: LiveServer) -> None:
     """Found by an outside journey review: the page of a deleted tenant whose destroy failed said
-    "DELETE again to retry" and offered no way to, so its stack and data stayed with no way out."""
+    "DELETE again to retry" and offered no way to, so its stack and data stayed with no way out. And
+    the dashboard did not list the tenant, so that page was found only by typing its address."""
     from tenancy.automation.contract import StackRef
     from tenancy.service.core.security import Principal
     from tests.service.conftest import spec
@@ -215,7 +216,9 @@ def test_a_deleted_tenant_whose_destroy_failed_offers_a_retry(browser: Any, port
     dora = Session(browser, portal)
     page = dora.page
     dora.sign_in(name="dora", kind="admin", tenants="doomed")
-    page.goto(f"{portal.url}/#/t/dev/doomed")
+    card = page.locator('[data-tenant="dev.doomed"][data-deleted="true"]')  # on the dashboard
+    assert "failed" in card.inner_text() and "deleted" in card.inner_text()
+    card.get_by_role("link", name="dev.doomed").click()
     page.locator('#tenant-phase[data-phase="failed"]').wait_for()
     assert not page.is_visible("#reveal-key") and not page.is_visible("#edit")
     page.get_by_role("button", name="Retry delete").click()

@@ -52,3 +52,16 @@ def test_a_finished_answer_outlives_the_lease(store: Any) -> None:
     time.sleep(LEASE + 0.1)
 
     assert store.begin("user:a", "create-acme", "fingerprint") == StoredResponse(202, {"changed": True})
+
+
+def test_scopes_and_keys_that_join_to_the_same_text_stay_apart(store: Any) -> None:
+    # A subject may hold ':' and so may a key: ("user:a:b", "c") and ("user:a", "b:c") are two
+    # callers' keys, though both read "user:a:b:c" when joined with ':'.
+    assert store.begin("user:a:b", "c", "fingerprint-of-a-b") is None
+    store.finish("user:a:b", "c", StoredResponse(status=202, body={"caller": "user:a:b"}))
+
+    assert store.begin("user:a", "b:c", "fingerprint-of-a") is None  # not "reused", not a replay
+    store.finish("user:a", "b:c", StoredResponse(status=202, body={"caller": "user:a"}))
+
+    assert store.begin("user:a:b", "c", "fingerprint-of-a-b") == StoredResponse(202, {"caller": "user:a:b"})
+    assert store.begin("user:a", "b:c", "fingerprint-of-a") == StoredResponse(202, {"caller": "user:a"})

@@ -69,6 +69,27 @@ def test_reading_a_tenant_shows_spec_status_last_operation_and_masked_outputs(ad
     assert response.headers["Cache-Control"] == "no-store"
 
 
+def test_head_on_a_tenant_answers_the_reads_status_and_etag_without_its_body(
+    admin: httpx.Client, live: LiveServer, issuer: Issuer
+) -> None:
+    wait_for(admin, admin.put(ACME, json=spec("acme")).json()["operation"]["id"])
+    read, checked = admin.get(ACME), admin.head(ACME)
+    assert checked.status_code == 200 and checked.content == b""
+    assert checked.headers["ETag"] == read.headers["ETag"]
+    for header in ("Content-Type", "Content-Length", "Cache-Control"):
+        assert checked.headers[header] == read.headers[header]
+
+    admin.patch(ACME, json={"displayName": "ACME"})  # a change shows as a new ETag
+    changed = admin.head(ACME)
+    assert changed.headers["ETag"] != checked.headers["ETag"]
+    assert changed.headers["ETag"] == admin.get(ACME).headers["ETag"]
+
+    with live.client() as anonymous, live.client(issuer.admin_of("other")) as other:
+        assert anonymous.head(ACME).status_code == 401
+        assert other.head(ACME).status_code == 404  # as for a GET: not even whether it exists
+    assert admin.head("/api/v1/environments/dev/tenants/nobody").status_code == 404
+
+
 def test_patch_scales_qdrant_after_validating_the_merged_spec(admin: httpx.Client, live: LiveServer) -> None:
     create_tenant(live.app, "acme", plan="medium")  # a platform-admin sets the plan
     response = admin.patch(ACME, json={"qdrant": {"replicas": 3}})

@@ -124,7 +124,9 @@ class RedisIdempotencyStore:
         self._lease_ms = max(int(lease_seconds * 1000), 1)
 
     def _key(self, scope: str, key: str) -> str:
-        return f"{self._prefix}idempotency:{scope}:{key}"
+        # The scope's length first: a scope holds a subject and a key may hold ':' too, so joined
+        # plainly ("user:a:b" + "c", "user:a" + "b:c") two callers' keys could be one Redis key.
+        return f"{self._prefix}idempotency:{len(scope)}:{scope}:{key}"
 
     def begin(self, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
         record = json.dumps({"fingerprint": fingerprint, "state": "running"})

@@ -31,7 +31,12 @@ from tenancy.service.backends import Backends
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.local_issuer import mint_token
 from tenancy.service.core.preview import render_preview
-from tenancy.service.core.security import AuthenticationFailed, KeysUnavailable, principal_from_claims
+from tenancy.service.core.security import (
+    AuthenticationFailed,
+    KeysUnavailable,
+    Principal,
+    principal_from_claims,
+)
 from tenancy.service.deps import BackendsDep, ChangeableTenant, CurrentPrincipal
 from tenancy.service.models import OperationView
 from tenancy.service.portal.sessions import (
@@ -374,9 +379,11 @@ def _usage(document: dict[str, Any], name: str) -> dict[str, dict[str, float]] |
 @router.get("/portal/api/overview")
 def overview(backends: BackendsDep, principal: CurrentPrincipal) -> JSONResponse:
     """The dashboard: every tenant the caller can read, with status, last operation, plan and quota
-    use against the plan (counted as the validator counts, sidecars included)."""
+    use against the plan (counted as the validator counts, sidecars included); then the deleted
+    tenants whose destroy has not succeeded, as their page shows them (``deleted``: true)."""
     tenants = []
-    for environment, name in backends.repository.names():
+    present = backends.repository.names()
+    for environment, name in present:
         role = principal.role_on(name, environment)
         if role is None or environment not in backends.settings.environments:
             continue
@@ -394,9 +401,45 @@ def overview(backends: BackendsDep, principal: CurrentPrincipal) -> JSONResponse
                 "status": tenant_status(operations).wire(),
                 "lastOperation": OperationView.of(operations[0]).wire() if operations else None,
                 "usage": _usage(document, name),
+                "deleted": False,
             }
         )
+    tenants.extend(_deleted_tenants(backends, principal, set(present)))
     return _json({"tenants": tenants})
+
+
+def _deleted_tenants(
+    backends: Backends, principal: Principal, present: set[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Tenants whose file is deleted while their stack is not destroyed yet or failed to be: the read
+    route still shows them (with the spec they had and a retry of the delete), so the dashboard lists
+    them too, or a failed destroy is found only by typing its page's address."""
+    found = []
+    for stack in backends.queue.stacks():  # every stack that ever ran; those with a file are listed
+        environment, name = stack.environment, stack.tenant
+        if (environment, name) in present or environment not in backends.settings.environments:
+            continue
+        role = principal.role_on(name, environment)
+        if role is None:
+            continue
+        pending = backends.changes.pending_deletion(stack)
+        if pending is None:
+            continue
+        document = pending.spec or {}
+        found.append(
+            {
+                "environment": environment,
+                "name": name,
+                "displayName": document.get("displayName"),
+                "plan": document.get("plan"),
+                "role": role.value,
+                "status": tenant_status([pending], deleted=True).wire(),
+                "lastOperation": OperationView.of(pending).wire(),
+                "usage": None,
+                "deleted": True,
+            }
+        )
+    return found
 
 
 @router.get("/portal/api/schema")

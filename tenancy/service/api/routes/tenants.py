@@ -273,6 +273,19 @@ async def read_tenant(access: ReadableTenantAccess) -> Response:
         return await run_in_threadpool(_read_tenant, stack, backends, principal)
 
 
+@router.head(
+    TENANT_PATH,
+    response_class=Response,
+    responses={**_ERRORS, 200: {"description": "The headers a GET would answer (ETag), without the body."}},
+    summary="Check a tenant for changes (its ETag) without reading it",
+)
+async def check_tenant(access: ReadableTenantAccess) -> Response:
+    # The GET's answer without its body: the same status, the same checks (a caller who could not
+    # read the tenant learns nothing here either) and the same headers, Content-Length included.
+    read = await read_tenant(access)
+    return Response(status_code=read.status_code, headers=dict(read.headers))
+
+
 def _read_tenant(stack: StackRef, backends: BackendsDep, principal: Principal) -> Response:
     role = principal.role_on(stack.tenant, stack.environment)
     assert role is not None

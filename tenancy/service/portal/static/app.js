@@ -235,15 +235,17 @@ async function renderDashboard() {
     const needle = search.value.trim().toLowerCase();
     const shown = data.tenants.filter((t) =>
       (!envSelect.value || t.environment === envSelect.value) &&
-      (!needle || [t.name, t.displayName || "", t.plan || "", t.status.phase].some((v) => v.toLowerCase().includes(needle))));
+      (!needle || [t.name, t.displayName || "", t.plan || "", t.status.phase, t.deleted ? "deleted" : ""].some((v) => v.toLowerCase().includes(needle))));
     count.textContent = `${shown.length} of ${data.tenants.length} tenants`;
-    list.replaceChildren(...shown.map((t) => h("article", { class: "card", "data-tenant": `${t.environment}.${t.name}` },
+    // A deleted tenant whose destroy has not succeeded (or failed) is listed, marked, with no quota use:
+    // its page shows the destroy and offers to retry it.
+    list.replaceChildren(...shown.map((t) => h("article", { class: t.deleted ? "card deleted" : "card", "data-tenant": `${t.environment}.${t.name}`, "data-deleted": t.deleted ? "true" : null },
       h("h2", {}, h("a", { href: `#/t/${t.environment}/${t.name}` }, `${t.environment}.${t.name}`)),
-      h("div", { class: "row" }, badge(t.status.phase), h("span", {}, `plan ${t.plan || "?"}`), h("span", { class: "muted" }, t.role)),
+      h("div", { class: "row" }, badge(t.status.phase), t.deleted ? badge("deleted") : null, h("span", {}, `plan ${t.plan || "?"}`), h("span", { class: "muted" }, t.role)),
       t.displayName ? h("p", { class: "muted" }, t.displayName) : null,
       h("p", { class: "hint" }, t.lastOperation ? `last: ${t.lastOperation.kind} ${t.lastOperation.status}, ${when(t.lastOperation.createdAt || t.lastOperation.created_at)}` : "no operation yet"),
       t.status.phase === "failed" && t.status.message ? h("p", { class: "error" }, t.status.message) : null,
-      usageBlock(t.usage))));
+      t.deleted ? h("p", { class: "hint" }, "Deleted: its stack is not destroyed yet. Open it to follow or retry the destroy.") : usageBlock(t.usage))));
   };
   search.addEventListener("input", draw);
   envSelect.addEventListener("change", draw);
