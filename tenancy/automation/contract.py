@@ -7,7 +7,7 @@ the one module that imports ``pulumi.automation``; tests drive everything else w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -108,6 +108,18 @@ SUPERSEDES: dict[OperationKind, tuple[OperationKind, ...]] = {
 DATA_KINDS = frozenset({OperationKind.backup, OperationKind.restore})
 
 
+@dataclass(frozen=True)
+class SubmitRequest:
+    """One operation to queue (``OperationQueue.submit_in_order``): ``submit``'s arguments."""
+
+    stack: StackRef
+    kind: OperationKind
+    spec: dict[str, Any] | None
+    requested_by: str
+    incarnation: str | None = None
+    params: dict[str, Any] | None = None
+
+
 class OperationQueue(Protocol):
     """Durable queue of operations: one running per stack, newer requests coalesce older queued ones."""
 
@@ -126,6 +138,14 @@ class OperationQueue(Protocol):
         order is fixed (every submit that begins later is placed after it): the service queues a
         tenant's pipelined changes in commit order with it. SQLite calls it before its transaction
         commits, so consecutive writers share one; Redis once its submit is done."""
+        ...
+
+    def submit_in_order(self, requests: Sequence[SubmitRequest]) -> list[Operation]:
+        """Queue ``requests`` in their order, each placed after the one before it (and after every
+        submit that returned before this began); their operations, in the same order. SQLite inserts
+        them in one transaction, all or none; Redis one by one, so an error may come after some are
+        queued. The service queues a group of commits' operations with it, right after the group is
+        in the branch."""
         ...
 
     def get(self, operation_id: str) -> Operation | None: ...

@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ from tenancy.automation.contract import (
     OperationSummary,
     ProgressEvent,
     StackRef,
+    SubmitRequest,
 )
 from tenancy.group_commit import GroupCommit
 from tenancy.sqlite_shared import connect_shared
@@ -130,6 +131,22 @@ class _Submission:
     error: BaseException | None = None
     lead: bool = False  # handed the next transaction
     wakeup: threading.Event = field(default_factory=threading.Event)
+
+
+def _queued_operation(submission: _Submission) -> Operation:
+    """What a read of the row just inserted gives, without reading it (spec and params decoded
+    afresh, so the caller's own dicts are not shared)."""
+    return Operation(
+        id=submission.id,
+        stack=StackRef(submission.stack.environment, submission.stack.tenant),
+        kind=submission.kind,
+        status=OperationStatus.queued,
+        requested_by=submission.requested_by,
+        created_at=submission.created_at,
+        spec=None if submission.spec is None else json.loads(submission.spec),
+        incarnation=submission.incarnation,
+        params=None if submission.params is None else json.loads(submission.params),
+    )
 
 
 class SqliteOperationQueue:
@@ -277,26 +294,33 @@ class SqliteOperationQueue:
         """``queued``: called once the operation's place in the queue's order is fixed (every submit
         that calls later is inserted after it), before its transaction commits; the service uses it to
         queue a tenant's pipelined changes in commit order while they share a transaction."""
-        kind = OperationKind(kind)
-        operation_id = uuid.uuid4().hex
-        now = float(self._clock())
-        spec_json = None if spec is None else json.dumps(spec)
-        params_json = None if params is None else json.dumps(params)
-        self._submit_together(
-            _Submission(operation_id, stack, kind, requested_by, now, spec_json, incarnation, params_json),
-            queued,
+        submission = self._submission(
+            SubmitRequest(stack, OperationKind(kind), spec, requested_by, incarnation, params)
         )
-        # What a read of the row gives, without reading it (the spec and params decoded afresh).
-        return Operation(
-            id=operation_id,
-            stack=StackRef(stack.environment, stack.tenant),
-            kind=kind,
-            status=OperationStatus.queued,
-            requested_by=requested_by,
-            created_at=now,
-            spec=None if spec_json is None else json.loads(spec_json),
-            incarnation=incarnation,
-            params=None if params_json is None else json.loads(params_json),
+        self._submit_together(submission, queued)
+        return _queued_operation(submission)
+
+    def submit_in_order(self, requests: Sequence[SubmitRequest]) -> list[Operation]:
+        """One transaction, flushed as a submit's is, inserting ``requests`` in their order (the
+        writers' lock taken first, so every submit that returned before is before them)."""
+        submissions = [self._submission(request) for request in requests]
+        if submissions:
+            with self._write(durable=True) as db:
+                for submission in submissions:
+                    self._insert(db, submission)
+        return [_queued_operation(submission) for submission in submissions]
+
+    def _submission(self, request: SubmitRequest) -> _Submission:
+        """The row ``request`` is inserted as: its id, the time it was queued and its JSON."""
+        return _Submission(
+            uuid.uuid4().hex,
+            request.stack,
+            OperationKind(request.kind),
+            request.requested_by,
+            float(self._clock()),
+            None if request.spec is None else json.dumps(request.spec),
+            request.incarnation,
+            None if request.params is None else json.dumps(request.params),
         )
 
     def _submit_together(self, submission: _Submission, queued: Callable[[], None] | None = None) -> None:

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
@@ -37,6 +37,7 @@ from tenancy.automation.contract import (
     OperationSummary,
     ProgressEvent,
     StackRef,
+    SubmitRequest,
 )
 
 _log = logging.getLogger(__name__)
@@ -106,6 +107,20 @@ class RedisOperationQueue:
         return {_text(k): _text(v) for k, v in raw.items()}
 
     # --- OperationQueue ----------------------------------------------------------------------------
+
+    def submit_in_order(self, requests: Sequence[SubmitRequest]) -> list[Operation]:
+        """One ``submit`` after the other (each its own transaction): an error may come after some."""
+        return [
+            self.submit(
+                request.stack,
+                request.kind,
+                spec=request.spec,
+                requested_by=request.requested_by,
+                incarnation=request.incarnation,
+                params=request.params,
+            )
+            for request in requests
+        ]
 
     def submit(
         self,

@@ -17,7 +17,14 @@ from typing import Any, Protocol
 import fakeredis
 import pytest
 
-from tenancy.automation.contract import Operation, OperationKind, OperationStatus, OperationSummary, StackRef
+from tenancy.automation.contract import (
+    Operation,
+    OperationKind,
+    OperationStatus,
+    OperationSummary,
+    StackRef,
+    SubmitRequest,
+)
 from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.automation.redis_queue import RedisOperationQueue
 from tenancy.automation.storage import QueueSettings, StoredQueue, open_queue
@@ -138,6 +145,55 @@ def test_a_newer_up_supersedes_the_queued_one_and_keeps_the_latest_spec(queue: S
     assert older.finished_at is not None
     assert second.status is OperationStatus.queued
     assert second.spec is not None and second.spec["plan"] == "medium"
+
+
+def test_submit_in_order_queues_each_after_the_one_before_as_submits_one_by_one_would(
+    queue: StoredQueue,
+) -> None:
+    """How the service queues a group of commits' operations at once: in their order, each a submit's
+    operation (coalescing included), readable as returned, after what was queued before."""
+    earlier = queue.submit(stack("acme"), UP, spec=tenant_spec("acme", plan="small"), requested_by="a")
+    returned = queue.submit_in_order(
+        [
+            SubmitRequest(stack("acme"), UP, tenant_spec("acme", plan="medium"), "b", incarnation="dev:c1"),
+            SubmitRequest(stack("beta"), UP, tenant_spec("beta"), "c", params={"force": True}),
+            SubmitRequest(stack("acme"), UP, tenant_spec("acme", plan="large"), "d", incarnation="dev:c1"),
+        ]
+    )
+    assert [op.stack.tenant for op in returned] == ["acme", "beta", "acme"]
+    assert [queue.get(op.id) for op in returned[1:]] == returned[1:]  # what a read gives
+    assert returned[1].params == {"force": True} and returned[2].incarnation == "dev:c1"
+    statuses = {op.id: op.status for op in queue.recent(limit=10)}
+    assert statuses[earlier.id] is OperationStatus.superseded
+    assert statuses[returned[0].id] is OperationStatus.superseded  # by the next one of its stack
+    newest = queue.get(earlier.id)
+    assert newest is not None and newest.superseded_by == returned[2].id
+    assert [op.id for op in queue.recent(limit=3)] == [op.id for op in reversed(returned)]
+    assert queue.submit_in_order([]) == []
+
+
+def test_sqlite_submit_in_order_queues_all_of_them_or_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction: a group whose insert fails part way leaves nothing queued, so each writer's
+    "not queued, repeat the request" is true of every one."""
+    queue = SqliteOperationQueue(tmp_path / "operations.sqlite3")
+    insert = SqliteOperationQueue._insert
+    calls: list[str] = []
+
+    def second_fails(db: Any, submission: Any) -> None:
+        calls.append(submission.stack.tenant)
+        if len(calls) == 2:
+            raise RuntimeError("disk I/O error")
+        insert(db, submission)
+
+    monkeypatch.setattr(SqliteOperationQueue, "_insert", staticmethod(second_fails))
+    with pytest.raises(RuntimeError, match="disk I/O error"):
+        queue.submit_in_order(
+            [SubmitRequest(stack(name), UP, tenant_spec(name), "a") for name in ("acme", "beta", "gamma")]
+        )
+    assert calls == ["acme", "beta"] and queue.recent() == []
+    queue.close()
 
 
 def test_a_running_operation_is_never_superseded(queue: StoredQueue) -> None:

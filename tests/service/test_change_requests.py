@@ -232,6 +232,7 @@ def test_an_approval_whose_operation_could_not_be_queued_reads_approved_with_its
         raise RuntimeError("the queue is down")
 
     monkeypatch.setattr(backends.queue, "submit", refuse)
+    monkeypatch.setattr(backends.queue, "submit_in_order", refuse)  # how a commit's group queues
     admin = live.client(issuer.platform_admin(sub="root"))
     answer = admin.post(f"/api/v1/change-requests/{filed}/approve")
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "engine_unavailable", answer.text

@@ -339,11 +339,11 @@ def test_a_running_service_queues_a_change_it_committed_while_the_queue_was_unre
         def unreachable(*args: Any, **kwargs: Any) -> Any:
             raise ConnectionError("Error 111 connecting to redis-ha.redis.svc:6379. Connection refused.")
 
-        submit = backends.queue.submit
         monkeypatch.setattr(backends.queue, "submit", unreachable)
+        monkeypatch.setattr(backends.queue, "submit_in_order", unreachable)
         answer = client.patch(ACME, json={"displayName": "committed while the queue was away"})
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "engine_unavailable"
-        monkeypatch.setattr(backends.queue, "submit", submit)
+        monkeypatch.undo()
 
         deadline = time.monotonic() + 10
         while _ups(app)[0].requested_by != "tenant-api:reconcile":

@@ -200,11 +200,11 @@ def test_a_change_one_replica_could_not_queue_is_queued_by_another_s_running_rec
         def unreachable(*args: Any, **kwargs: Any) -> Any:
             raise ConnectionError("Error 111 connecting to redis-ha.redis.svc:6379. Connection refused.")
 
-        submit = queue_a.submit
         monkeypatch.setattr(queue_a, "submit", unreachable)
+        monkeypatch.setattr(queue_a, "submit_in_order", unreachable)
         answer = a.patch(NEWCO, json={"displayName": "pushed, never queued"})
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "engine_unavailable"
-        monkeypatch.setattr(queue_a, "submit", submit)
+        monkeypatch.undo()
 
     stack = StackRef("dev", "newco")
 

@@ -349,6 +349,7 @@ def test_a_queue_failure_after_the_commit_says_how_to_recover(
         raise ConnectionError("redis://:s3cret@redis:6379 refused")
 
     monkeypatch.setattr(live.app.state.backends.queue, "submit", unavailable)
+    monkeypatch.setattr(live.app.state.backends.queue, "submit_in_order", unavailable)
     response = admin.put(ACME, json=spec("acme"))
     assert response.status_code == 503
     error = response.json()["error"]

@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -34,6 +34,7 @@ from tenancy.automation.contract import (
     OperationQueue,
     OperationStatus,
     StackRef,
+    SubmitRequest,
 )
 from tenancy.automation.incarnation import stack_history
 from tenancy.service.core.api_keys import ApiKeyStore
@@ -92,6 +93,16 @@ _STANDING = (*_ACTIVE, OperationStatus.succeeded)  # an update in these leaves (
 _RESOLVED_CACHE_ENTRIES = 4096
 
 
+@dataclass(eq=False)
+class _QueuedWithCommit:
+    """A write's operation, queued by whoever publishes its commit's group, in the same round
+    (``TenantChanges.queue_published``); until then, neither field is set."""
+
+    request: SubmitRequest  # its incarnation is known once the commit is in the branch
+    operation: Operation | None = None
+    error: Exception | None = None
+
+
 class TenantChanges:
     def __init__(
         self,
@@ -108,6 +119,8 @@ class TenantChanges:
         """``waited(stage, seconds)``: told how long each accepted PUT or PATCH waited for its commit
         to be flushed (``commit``) and its operation to be queued (``queue``)."""
         self.repository = repository
+        # A change's operation is queued by whoever publishes its commit, in the same round.
+        repository.after_publish = self.queue_published
         self.waited = waited
         # Whether the engine's backend has the stack (None: it cannot tell, as without the Pulumi
         # CLI): a stack destroyed outside this queue (the deploy workflow's sync --prune) is gone.
@@ -119,6 +132,26 @@ class TenantChanges:
         self.api_keys = api_keys
         self.self_service_plans = self_service_plans
         self._resolved: dict[tuple[str, str, str], Tenant] = {}  # (blob, environment, file) -> resolved
+
+    def queue_published(self, follow_ups: list[tuple[object, str]]) -> None:
+        """The repository's ``after_publish``: queue the operations of a group of commits now in the
+        branch, in commit order, in one transaction, before any of their writers is answered. Each
+        writer reads its own outcome (``_submit``); a failure is every one's, as a failed submit is
+        its writer's."""
+        waiting = [follow for follow, _ in follow_ups if isinstance(follow, _QueuedWithCommit)]
+        try:
+            requests = [
+                # After the commit: a create's operation belongs to the incarnation that commit began.
+                replace(follow.request, incarnation=incarnation_of(self.repository, follow.request.stack))
+                for follow in waiting
+            ]
+            operations = self.queue.submit_in_order(requests)
+        except Exception as error:
+            for follow in waiting:
+                follow.error = error
+            return
+        for follow, operation in zip(waiting, operations, strict=True):
+            follow.operation = operation
 
     def display_file(self, stack: StackRef) -> str:
         return f"{self.repository.tenants_dir.name}/{stack.environment}/{stack.tenant}.yaml"
@@ -439,9 +472,15 @@ class TenantChanges:
         *,
         params: dict[str, Any] | None = None,
         queued: Callable[[], None] | None = None,
+        with_commit: _QueuedWithCommit | None = None,
     ) -> Operation:
-        """``queued``: see ``WriteTurn.in_order`` (the queue calls it once the operation has its place)."""
+        """``queued``: see ``WriteTurn.in_order`` (the queue calls it once the operation has its place).
+        ``with_commit``: the operation as the commit's publisher queued it, or failed to."""
         try:
+            if with_commit is not None and with_commit.error is not None:
+                raise with_commit.error
+            if with_commit is not None and with_commit.operation is not None:
+                return with_commit.operation
             # After the commit: a create's operation belongs to the incarnation that commit began.
             incarnation = incarnation_of(self.repository, stack)
             return self.queue.submit(
@@ -655,12 +694,19 @@ class TenantChanges:
                 # A forced change says so in git too (its update may then run without a backup).
                 forced = "\nForced-without-backup: true" if force else ""
                 trailers = forced + trailers
+                params = {"force": True} if force else None
+                # Queued by whoever publishes the commit, in the same round (one transaction for the
+                # group's operations); an unchanged file has no commit, and its writer queues it.
+                with_commit = _QueuedWithCommit(
+                    SubmitRequest(stack, OperationKind.up, document, asked_by, params=params)
+                )
                 written = turn.write_file(
                     stack.environment,
                     stack.tenant,
                     spec.to_file_document(),  # what the author wrote, pins equal to defaults included
                     author=author,
                     message=f"{verb} tenant {stack.name}\n\nRequested-by: {asked_by}{trailers}",
+                    follow_up=with_commit,
                 )
                 turn.release()  # the next writer of the tenant builds on this change from here
                 started = time.perf_counter()
@@ -673,8 +719,9 @@ class TenantChanges:
                         document,
                         asked_by,
                         commit,
-                        params={"force": True} if force else None,
+                        params=params,
                         queued=queued,
+                        with_commit=with_commit,
                     )
                 )
                 etag = written.etag  # the file as committed (or as it already was: unchanged)

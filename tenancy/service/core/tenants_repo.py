@@ -214,6 +214,10 @@ class _Change:
     # write, ``WriteTurn``): if that one fails, so does this one. Always in this group or an earlier one.
     after: _Change | None = None
     settled: threading.Event = field(default_factory=threading.Event)  # done: committed or failed
+    # What its writer has done once the change is in the branch, in the same round as the commit, by
+    # whoever publishes the group (``TenantRepository.after_publish``): the service queues the
+    # change's operation there. Opaque here.
+    follow_up: object | None = None
 
 
 @dataclass(eq=False)
@@ -285,6 +289,12 @@ class TenantRepository:
         self._view_delay = view_delay_seconds
         # Replicas sharing the remote take turns pushing to it (``RedisPushTurn``); none: no turns.
         self.push_turn: Callable[[], contextlib.AbstractContextManager[PushTurn]] | None = None
+        # Called by the publisher of a group once the branch has it, before any of its writers is
+        # answered, with the follow-ups of its changes (``_Change.follow_up``) in commit order and each
+        # one's commit: one round for the commit and what follows it (the service's queueing), instead
+        # of a second group round after each writer wakes. Never raises: what it does not do for a
+        # follow-up, its writer does itself.
+        self.after_publish: Callable[[list[tuple[object, str]]], None] | None = None
         self._view_behind = threading.Event()
         self._view_thread: threading.Thread | None = None
         self._synced_at = float("-inf")  # never synced: the first read refreshes
@@ -1043,6 +1053,7 @@ class TenantRepository:
                     pushed(str(tip))
             self._advance_creations(base, tip, built, committer.time)
             self._publishing = None
+            self._follow_up(built)
             for change, sha in built:
                 change.commit, change.done = sha, True
             if self._health is not None and not self._health[1]:
@@ -1052,6 +1063,16 @@ class TenantRepository:
             self._merge_packs_when_many()
             return
         raise self._failed(f"{self.ref} kept moving; gave up after {_PUSH_ATTEMPTS} attempts")
+
+    def _follow_up(self, built: list[tuple[_Change, str]]) -> None:
+        """``after_publish`` for the group's changes that carry a follow-up (the branch has them)."""
+        follow = [(change.follow_up, sha) for change, sha in built if change.follow_up is not None]
+        if not follow or self.after_publish is None:
+            return
+        try:
+            self.after_publish(follow)
+        except Exception as error:  # a bug: each writer then does its own follow-up, as before
+            _log.error("following up a group of commits failed: %s", type(error).__name__)
 
     def _advance_creations(
         self, base: pygit2.Oid | None, tip: pygit2.Oid, built: list[tuple[_Change, str]], when: int
@@ -1455,10 +1476,18 @@ class WriteTurn:
         return after.file if after is not None else self._repository.file(environment, name)
 
     def write_file(
-        self, environment: str, name: str, document: dict[str, Any], *, author: GitAuthor, message: str
+        self,
+        environment: str,
+        name: str,
+        document: dict[str, Any],
+        *,
+        author: GitAuthor,
+        message: str,
+        follow_up: object | None = None,
     ) -> TenantFile:
         """Place the commit of the tenant's file after every change placed before it (nothing when it
-        is unchanged); the file as committed. ``durable`` tells whether it was recorded."""
+        is unchanged); the file as committed. ``durable`` tells whether it was recorded. ``follow_up``:
+        handed to ``after_publish`` with the commit, when there is one."""
         assert self._write is None and self._holding, "one write per turn, before release"
         repository = self._repository
         path = repository._relative(environment, name)
@@ -1472,7 +1501,14 @@ class WriteTurn:
         change = None
         if expected != blob:
             change = _Change(
-                path, blob, expected, author, _clean_message(message), content=content, after=basis
+                path,
+                blob,
+                expected,
+                author,
+                _clean_message(message),
+                content=content,
+                after=basis,
+                follow_up=follow_up,
             )
             basis = change
         self._write = _Write(path, written, blob, change, basis)
