@@ -26,7 +26,7 @@ from tenancy.automation.queue import SqliteOperationQueue
 from tenancy.service.core import durable
 from tenancy.service.core.errors import ERROR_CODES, ServiceError
 from tenancy.service.core.security import Principal
-from tenancy.service.core.tenant_changes import TenantChanges
+from tenancy.service.core.tenant_changes import ChangeResult, TenantChanges
 from tenancy.service.core.tenants_repo import TenantRepository, etag_of
 from tenancy.service.core.write_lock import LocalWriteLock
 from tests.conftest import PROJECT_DIR
@@ -70,6 +70,17 @@ def history(root: Path) -> list[tuple[str, str, dict[str, object]]]:
     return found[::-1]
 
 
+def patch_acme(
+    changes: TenantChanges, index: int, name: str, acknowledged: dict[str, tuple[str, str, str]]
+) -> ChangeResult:
+    """Writer ``index`` sets acme's displayName to ``name``; recorded in ``acknowledged`` for
+    ``check_order`` (its commit, ETag and author)."""
+    result = changes.patch(ACME, {"displayName": name}, writer(index), if_match=None)
+    assert result.commit is not None and result.etag is not None
+    acknowledged[name] = (result.commit, result.etag, f"w{index}@x.example")
+    return result
+
+
 def check_order(
     root: Path, queue: SqliteOperationQueue, acknowledged: dict[str, tuple[str, str, str]]
 ) -> None:
@@ -103,10 +114,7 @@ def test_concurrent_patches_of_one_tenant_are_committed_and_queued_in_one_order(
 
     def patch(index: int) -> None:
         for round_ in range(5):
-            name = f"w{index}-{round_}"
-            result = changes.patch(ACME, {"displayName": name}, writer(index), if_match=None)
-            assert result.commit is not None and result.etag is not None
-            acknowledged[name] = (result.commit, result.etag, f"w{index}@x.example")
+            patch_acme(changes, index, f"w{index}-{round_}", acknowledged)
 
     threads = [threading.Thread(target=patch, args=(index,)) for index in range(8)]
     for thread in threads:
@@ -151,9 +159,7 @@ def test_a_group_s_operations_are_queued_by_its_publisher_in_one_transaction_bef
     def patch(index: int) -> None:
         for round_ in range(5):
             name = f"w{index}-{round_}"
-            result = changes.patch(ACME, {"displayName": name}, writer(index), if_match=None)
-            assert result.commit is not None and result.etag is not None
-            acknowledged[name] = (result.commit, result.etag, f"w{index}@x.example")
+            result = patch_acme(changes, index, name, acknowledged)
             other = changes.patch(others[index], {"displayName": name}, writer(index), if_match=None)
             operations.extend([result.operation.id, other.operation.id])
 

@@ -33,6 +33,11 @@ ACME = "/api/v1/environments/dev/tenants/acme"
 STACK = StackRef("dev", "acme")
 
 
+def _acme_document(display_name: str) -> dict[str, Any]:
+    """acme's spec named ``display_name``, as an operation carries it (normal form)."""
+    return parse_tenant(spec("acme", displayName=display_name), file="tenants/dev/acme.yaml").to_document()
+
+
 def _ups(app: Any) -> list[Any]:
     return [op for op in app.state.backends.queue.recent(stack=STACK) if op.kind is OperationKind.up]
 
@@ -268,10 +273,7 @@ def test_the_start_s_reconcile_holds_each_tenant_so_a_change_committed_meanwhile
     queue = SqliteOperationQueue(tmp_path / "queue.sqlite3")
     stack = StackRef("dev", "acme")
     author = GitAuthor("A", "a@example.com")
-    file = "tenants/dev/acme.yaml"
-
-    def document(display_name: str) -> dict[str, Any]:
-        return parse_tenant(spec("acme", displayName=display_name), file=file).to_document()
+    document = _acme_document
 
     # Committed, never queued (a process died between the two).
     repository.write("dev", "acme", document("never queued"), author=author, message="Update")
@@ -380,11 +382,7 @@ def test_the_running_reconcile_reads_the_file_under_the_tenant_s_lock(
     backends = app.state.backends
     changes, repository, queue = backends.changes, backends.repository, backends.queue
     author = GitAuthor("A", "a@example.com")
-    file = "tenants/dev/acme.yaml"
-
-    def document(display_name: str) -> dict[str, Any]:
-        return parse_tenant(spec("acme", displayName=display_name), file=file).to_document()
-
+    document = _acme_document
     repository.write("dev", "acme", document("never queued"), author=author, message="Update")
     newer = document("newer")
     hold = changes.write_lock.hold
