@@ -320,6 +320,7 @@ def build_backends(
         # --processes``); replicas with Redis each keep their own bounds, as before.
         slots=settings.state_dir / "preview-slots" if settings.backend != "redis" else None,
     )
+    audit = AuditLog(settings.audit_target)
     changes = TenantChanges(
         repository=repository,
         queue=queue,
@@ -329,8 +330,8 @@ def build_backends(
         platform_of=platform_config_reader(automation.project_dir),
         waited=metrics.write_waited,
         stack_exists=_stack_exists(engine),
+        audit=audit,
     )
-    audit = AuditLog(settings.audit_target)
     rotations = KeyRotations(changes=changes, audit=audit)
     grace_timer = None  # the timer and the sweep run in one process of the service, not in each
     if settings.key_grace_check_seconds > 0 and share.runs_singletons:

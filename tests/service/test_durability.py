@@ -728,6 +728,9 @@ def test_no_change_is_accepted_while_the_audit_log_cannot_be_written_and_one_cut
         committed = backends.repository.head()
         assert f"was committed ({committed[:12]}) and queued" in message
         assert "do not repeat it" in message
+        # No "refused" line for it either (the change took effect; only its record is missing).
+        audit_file = Path(backends.settings.audit_target)
+        assert '"reason":"audit_unavailable"' not in audit_file.read_text()
         # A client retrying under its Idempotency-Key gets that answer again; nothing is committed twice.
         monkeypatch.undo()
         again = client.patch(ACME_URL, json={"displayName": "Committed"}, headers=keyed)
@@ -780,3 +783,54 @@ def test_an_api_key_or_a_decision_whose_record_fails_after_it_was_made_says_it_s
         assert f"change request {request} was rejected" in rejected.json()["error"]["message"]
         monkeypatch.undo()
         assert admin.get(f"/api/v1/change-requests/{request}").json()["status"] == "rejected"
+
+
+def test_concurrent_writes_are_recorded_with_their_commits_group_one_flush_for_many(
+    make_app: AppFactory, issuer: Issuer, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#11: a write's audit record was a third group round after its commit's and its operation's.
+    The publisher of a group now writes the group's accepted records, with their operation ids, and
+    flushes them once, before any writer is answered; no route writes its own. Every write still has
+    exactly one accepted line, with its own operation."""
+    app, _ = make_app(workers=0)
+    server = serve(app)
+    backends = app.state.backends
+    names = [f"t{index}" for index in range(6)]
+    flushes: list[int] = []
+    record_accepted = AuditLog.record_accepted
+
+    def counted(self: AuditLog, records: Any) -> None:
+        flushes.append(len(records))
+        record_accepted(self, records)
+
+    def no_route_records_an_accepted_write(self: AuditLog, **fields: Any) -> None:
+        assert fields.get("outcome") != "accepted", "a route wrote an accepted write's record itself"
+        record(self, **fields)
+
+    record = AuditLog.record
+    with server.client(issuer.platform_admin(sub="root")) as client:
+        for name in names:
+            assert client.put(f"/api/v1/environments/dev/tenants/{name}", json=spec(name)).status_code == 202
+        monkeypatch.setattr(AuditLog, "record_accepted", counted)
+        monkeypatch.setattr(AuditLog, "record", no_route_records_an_accepted_write)
+        answers: list[Any] = []
+
+        def writer(name: str) -> None:
+            with server.client(issuer.platform_admin(sub="root")) as own:
+                for round_ in range(4):
+                    url = f"/api/v1/environments/dev/tenants/{name}"
+                    answers.append(own.patch(url, json={"displayName": f"{name} {round_}"}))
+
+        threads = [threading.Thread(target=writer, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert [answer.status_code for answer in answers] == [202] * 24
+    assert sum(flushes) == 24 and len(flushes) < 24, flushes
+    lines = [json.loads(line) for line in Path(backends.settings.audit_target).read_text().splitlines()]
+    patched = [line for line in lines if line["action"] == "tenant.patch"]
+    assert sorted(line["operation_id"] for line in patched) == sorted(
+        answer.json()["operation"]["id"] for answer in answers
+    )
+    assert {line["outcome"] for line in patched} == {"accepted"}

@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +63,49 @@ class _Flush:
     lead: bool = False
     wakeup: threading.Event = field(default_factory=threading.Event)
     error: OSError | None = None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audit line's named values (never a body or an output: see the module's docstring)."""
+
+    actor: str
+    action: str
+    outcome: Outcome
+    tenant: str | None
+    environment: str | None = None
+    request_id: str | None = None
+    operation_id: str | None = None
+    reason: str | None = None
+
+    def line(self) -> str:
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "actor": self.actor,
+            "tenant": self.tenant,
+            "environment": self.environment,
+            "action": self.action,
+            "outcome": self.outcome,
+            "request_id": self.request_id,
+            "operation_id": self.operation_id,
+            "reason": self.reason,
+            "log": "audit",
+        }
+        return json.dumps({k: v for k, v in entry.items() if v is not None}, separators=(",", ":")) + "\n"
+
+
+def unrecorded(record: AuditRecord, error: OSError, *, done: str, remedy: str) -> ServiceError:
+    """The answer to a call that took effect (``done``) but whose audit record could not be written:
+    503 ``audit_unavailable``, saying what was done and what to do (``remedy``); an Idempotency-Key
+    keeps it, so a retry does not do it again."""
+    why = error.strerror or type(error).__name__
+    _log.error("the audit record of %s (%s) could not be written: %s", record.action, record.tenant, why)
+    return ServiceError(
+        "audit_unavailable",
+        f"{done}, but its audit record could not be written ({why}); it stands: {remedy}, "
+        "and tell the platform team",
+        took_effect=True,
+    )
 
 
 class AuditLog:
@@ -101,34 +145,23 @@ class AuditLog:
         answers 503 ``audit_unavailable`` saying it was done and what to do (``remedy``), and an
         Idempotency-Key keeps that answer, so a retry does not do it again. Without it the ``OSError``
         goes up: an action not yet done (a reveal) is then not done at all."""
-        entry = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "actor": actor,
-            "tenant": tenant,
-            "environment": environment,
-            "action": action,
-            "outcome": outcome,
-            "request_id": request_id,
-            "operation_id": operation_id,
-            "reason": reason,
-            "log": "audit",
-        }
-        line = json.dumps({k: v for k, v in entry.items() if v is not None}, separators=(",", ":")) + "\n"
+        record = AuditRecord(actor, action, outcome, tenant, environment, request_id, operation_id, reason)
         try:
-            self._write(line, outcome)
+            self._write(record.line(), outcome)
         except OSError as error:
             if done is None:
                 raise
-            why = error.strerror or type(error).__name__
-            _log.error("the audit record of %s (%s) could not be written: %s", action, tenant, why)
-            raise ServiceError(
-                "audit_unavailable",
-                f"{done}, but its audit record could not be written ({why}); it stands: {remedy}, "
-                "and tell the platform team",
-                took_effect=True,
-            ) from None
+            raise unrecorded(record, error, done=done, remedy=remedy) from None
+
+    def record_accepted(self, records: Sequence[AuditRecord]) -> None:
+        """Write ``records`` (each an accepted change) and flush them once together, before returning:
+        how the publisher of a group of commits records the group's writes in the group's own round.
+        Raises the ``OSError`` of the write or the flush (every record's: none counts as flushed)."""
+        if records:
+            self._write("".join(record.line() for record in records), "accepted")
 
     def _write(self, line: str, outcome: Outcome) -> None:
+        """``line``: one line, or several (written at once, to one file, and flushed together)."""
         with self._lock:
             if self.target == "-":
                 sys.stdout.write(line)

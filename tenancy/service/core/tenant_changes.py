@@ -38,6 +38,7 @@ from tenancy.automation.contract import (
 )
 from tenancy.automation.incarnation import stack_history
 from tenancy.service.core.api_keys import ApiKeyStore
+from tenancy.service.core.audit import AuditLog, AuditRecord, unrecorded
 from tenancy.service.core.errors import ServiceError
 from tenancy.service.core.incarnation import incarnation_of
 from tenancy.service.core.security import Principal
@@ -64,6 +65,25 @@ class ChangeResult:
     commit: str | None
     document: dict[str, Any] | None
     etag: str | None
+    recorded: bool = False  # its ``record_as`` audit record was written with its commit's group
+
+    @property
+    def what_was_done(self) -> str:
+        """For an audit record that cannot be written: what the change did all the same."""
+        committed = f"committed ({self.commit[:12]}) and " if self.commit else ""
+        return (
+            f"the change to {self.operation.stack.name} was {committed}queued (operation {self.operation.id})"
+        )
+
+
+@dataclass(frozen=True)
+class RecordAs:
+    """The audit record a write asks for once accepted (``accepted``, with its operation id): written
+    by the publisher of its commit's group with the group's others, one flush for them all."""
+
+    actor: str
+    action: str
+    request_id: str | None
 
 
 def etag_of(text: str) -> str:
@@ -99,8 +119,11 @@ class _QueuedWithCommit:
     (``TenantChanges.queue_published``); until then, neither field is set."""
 
     request: SubmitRequest  # its incarnation is known once the commit is in the branch
+    record_as: RecordAs | None = None  # its audit record, written once it is queued
     operation: Operation | None = None
     error: Exception | None = None
+    recorded: bool = False
+    record_error: OSError | None = None
 
 
 class TenantChanges:
@@ -115,10 +138,12 @@ class TenantChanges:
         platform_of: Callable[[str], PlatformConfig | None] = lambda environment: None,
         waited: Callable[[str, float], None] = lambda stage, seconds: None,
         stack_exists: Callable[[StackRef], bool | None] = lambda stack: None,
+        audit: AuditLog | None = None,
     ) -> None:
         """``waited(stage, seconds)``: told how long each accepted PUT or PATCH waited for its commit
         to be flushed (``commit``) and its operation to be queued (``queue``)."""
         self.repository = repository
+        self.audit = audit  # where a write's ``record_as`` is written with its group (None: by its caller)
         # A change's operation is queued by whoever publishes its commit, in the same round.
         repository.after_publish = self.queue_published
         self.waited = waited
@@ -152,6 +177,36 @@ class TenantChanges:
             return
         for follow, operation in zip(waiting, operations, strict=True):
             follow.operation = operation
+        self._record_published([follow for follow in waiting if follow.record_as is not None])
+
+    def _record_published(self, queued: list[_QueuedWithCommit]) -> None:
+        """The audit records of a group's queued writes, one flush for them all; a failure is each
+        one's (answered 503 audit_unavailable: committed and queued, not recorded)."""
+        if self.audit is None or not queued:
+            return
+        records = []
+        for follow in queued:
+            assert follow.record_as is not None and follow.operation is not None
+            stack = follow.request.stack
+            records.append(
+                AuditRecord(
+                    actor=follow.record_as.actor,
+                    action=follow.record_as.action,
+                    outcome="accepted",
+                    tenant=stack.tenant,
+                    environment=stack.environment,
+                    request_id=follow.record_as.request_id,
+                    operation_id=follow.operation.id,
+                )
+            )
+        try:
+            self.audit.record_accepted(records)
+        except OSError as error:
+            for follow in queued:
+                follow.record_error = error
+            return
+        for follow in queued:
+            follow.recorded = True
 
     def display_file(self, stack: StackRef) -> str:
         return f"{self.repository.tenants_dir.name}/{stack.environment}/{stack.tenant}.yaml"
@@ -216,8 +271,11 @@ class TenantChanges:
         change_request: str | None = None,
         requested_by: str | None = None,
         incarnation: str | None = None,
+        record_as: RecordAs | None = None,
     ) -> ChangeResult:
         """``force``: go on without the automatic backup if it fails (platform-admins only).
+        ``record_as``: the audit record of the write once accepted, written with its commit's group
+        when there is a commit (``ChangeResult.recorded``); else it is the caller's to write.
         ``change_request``: the id of the change request this applies, named in the commit
         (``Change-Request: <id>``): how an approval cut short by a crash is found applied or not.
         ``requested_by``: who asked for it, when ``principal`` approves someone else's request: the
@@ -238,6 +296,7 @@ class TenantChanges:
             requested_by=requested_by,
             incarnation=incarnation,
             change_request=change_request,
+            record_as=record_as,
         )
 
     def patch(
@@ -248,8 +307,10 @@ class TenantChanges:
         *,
         if_match: str | None,
         force: bool = False,
+        record_as: RecordAs | None = None,
     ) -> ChangeResult:
-        """``force``: go on without the automatic backup if it fails (platform-admins only)."""
+        """``force``: go on without the automatic backup if it fails (platform-admins only).
+        ``record_as``: as for ``replace``."""
         self.check_force(stack, principal, force, "update")
         if not isinstance(patch, dict):
             raise ServiceError(
@@ -269,7 +330,9 @@ class TenantChanges:
             self.refuse_unreadable(stack, found)
             return self.validate(stack, merge_patch(current, patch))
 
-        return self._commit_and_submit(stack, principal, if_match=if_match, build=build, force=force)
+        return self._commit_and_submit(
+            stack, principal, if_match=if_match, build=build, force=force, record_as=record_as
+        )
 
     @staticmethod
     def check_force(stack: StackRef, principal: Principal, force: bool, what: str) -> None:
@@ -660,6 +723,7 @@ class TenantChanges:
         requested_by: str | None = None,
         incarnation: str | None = None,
         change_request: str | None = None,
+        record_as: RecordAs | None = None,
     ) -> ChangeResult:
         author = GitAuthor.of(principal.display_name, principal.email, principal.subject)
         asked_by = requested_by or principal.actor
@@ -698,7 +762,8 @@ class TenantChanges:
                 # Queued by whoever publishes the commit, in the same round (one transaction for the
                 # group's operations); an unchanged file has no commit, and its writer queues it.
                 with_commit = _QueuedWithCommit(
-                    SubmitRequest(stack, OperationKind.up, document, asked_by, params=params)
+                    SubmitRequest(stack, OperationKind.up, document, asked_by, params=params),
+                    record_as=record_as if self.audit is not None else None,
                 )
                 written = turn.write_file(
                     stack.environment,
@@ -731,7 +796,15 @@ class TenantChanges:
             raise _conflict_with_repository(stack, error) from None
         except RepositoryError as error:
             raise _repository_unavailable(error) from None
-        return ChangeResult(operation=operation, commit=commit, document=document, etag=etag)
+        result = ChangeResult(operation, commit, document, etag, recorded=with_commit.recorded)
+        if with_commit.record_error is not None and record_as is not None:
+            record = AuditRecord(
+                record_as.actor, record_as.action, "accepted", stack.tenant, stack.environment
+            )
+            raise unrecorded(
+                record, with_commit.record_error, done=result.what_was_done, remedy="do not repeat it"
+            )
+        return result
 
 
 def _rotation_record_refused(stack: StackRef, what_to_do: str) -> ServiceError:

@@ -28,7 +28,7 @@ from tenancy.service.core.audit import Outcome
 from tenancy.service.core.errors import ServiceError, request_id
 from tenancy.service.core.preview import preview_change
 from tenancy.service.core.security import Principal, Role
-from tenancy.service.core.tenant_changes import ChangeResult
+from tenancy.service.core.tenant_changes import ChangeResult, RecordAs
 from tenancy.service.deps import (
     BackendsDep,
     ChangeableTenant,
@@ -191,15 +191,18 @@ def _audited_change(
     principal: Principal,
     stack: StackRef,
     action: str,
-    change: Callable[[], ChangeResult],
+    change: Callable[[RecordAs], ChangeResult],
 ) -> WriteResult:
     """Run ``change`` (returning a ChangeResult) and write the audit line whatever the outcome. While
     the audit log cannot be written no write gets here (``WritesNeedTheAuditLog``); a change committed
     when its record then fails is answered 503 ``audit_unavailable``, saying it was committed and
-    queued (and its Idempotency-Key keeps that answer)."""
+    queued (and its Idempotency-Key keeps that answer). ``change`` is handed the accepted record, for
+    a write whose commit's group writes it (``ChangeResult.recorded``): one flush for the group."""
     try:
-        result = change()
+        result = change(RecordAs(principal.actor, action, request_id(request)))
     except ServiceError as error:
+        if error.took_effect:  # accepted, but its own record could not be written: nothing to add
+            raise
         outcome: Outcome = "invalid" if error.status == 422 else "refused"
         backends.audit.record(
             actor=principal.actor,
@@ -211,10 +214,12 @@ def _audited_change(
             reason=error.code,
         )
         raise
+    if result.recorded:  # flushed with its commit (the commit stage's wait): none more here
+        backends.metrics.write_waited("audit", 0.0)
+        return _accepted(backends, result)
     started = time.perf_counter()
-    committed = f"committed ({result.commit[:12]}) and " if result.commit else ""
     backends.audit.record(
-        done=f"the change to {stack.name} was {committed}queued (operation {result.operation.id})",
+        done=result.what_was_done,
         actor=principal.actor,
         action=action,
         outcome="accepted",
@@ -387,8 +392,14 @@ def replace_tenant(
             principal,
             stack,
             "tenant.replace.forced" if force else "tenant.replace",
-            lambda: backends.changes.replace(
-                stack, body, principal, if_match=if_match, if_none_match=if_none_match, force=force
+            lambda record_as: backends.changes.replace(
+                stack,
+                body,
+                principal,
+                if_match=if_match,
+                if_none_match=if_none_match,
+                force=force,
+                record_as=record_as,
             ),
         )
 
@@ -440,7 +451,9 @@ def patch_tenant(
             principal,
             stack,
             "tenant.patch.forced" if force else "tenant.patch",
-            lambda: backends.changes.patch(stack, body, principal, if_match=if_match, force=force),
+            lambda record_as: backends.changes.patch(
+                stack, body, principal, if_match=if_match, force=force, record_as=record_as
+            ),
         )
 
     keyed = {"body": body, "force": True} if force else body
@@ -481,7 +494,7 @@ def delete_tenant(
             principal,
             stack,
             "tenant.delete.forced" if force else "tenant.delete",
-            lambda: backends.changes.delete(stack, principal, if_match=if_match, force=force),
+            lambda _record_as: backends.changes.delete(stack, principal, if_match=if_match, force=force),
         )
 
     body = {"force": True} if force else None
