@@ -37,6 +37,7 @@ from tenancy.automation.contract import (
     OperationSummary,
     ProgressEvent,
     StackRef,
+    SubmitInterrupted,
     SubmitRequest,
 )
 
@@ -109,18 +110,26 @@ class RedisOperationQueue:
     # --- OperationQueue ----------------------------------------------------------------------------
 
     def submit_in_order(self, requests: Sequence[SubmitRequest]) -> list[Operation]:
-        """One ``submit`` after the other (each its own transaction): an error may come after some."""
-        return [
-            self.submit(
-                request.stack,
-                request.kind,
-                spec=request.spec,
-                requested_by=request.requested_by,
-                incarnation=request.incarnation,
-                params=request.params,
-            )
-            for request in requests
-        ]
+        """One ``submit`` after the other (each its own transaction); ``SubmitInterrupted`` names those
+        queued when one fails after others were."""
+        queued: list[Operation] = []
+        for request in requests:
+            try:
+                queued.append(
+                    self.submit(
+                        request.stack,
+                        request.kind,
+                        spec=request.spec,
+                        requested_by=request.requested_by,
+                        incarnation=request.incarnation,
+                        params=request.params,
+                    )
+                )
+            except Exception as error:
+                if not queued:
+                    raise
+                raise SubmitInterrupted(queued, error) from error
+        return queued
 
     def submit(
         self,

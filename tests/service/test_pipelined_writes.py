@@ -15,14 +15,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import fakeredis
 import pygit2
 import pytest
 import yaml
 
 from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
+from tenancy.automation.redis_queue import RedisOperationQueue
 from tenancy.service.core import durable
 from tenancy.service.core.errors import ERROR_CODES, ServiceError
 from tenancy.service.core.security import Principal
@@ -175,17 +179,117 @@ def test_a_group_s_operations_are_queued_by_its_publisher_in_one_transaction_bef
     queue.close()
 
 
-def test_a_publisher_that_cannot_follow_up_leaves_each_writer_to_queue_its_own(tmp_path: Path) -> None:
-    """The group's follow-up is an optimisation: if it breaks (a bug), each writer queues its own
-    operation after its commit, as before, and nothing is lost."""
+def test_a_publisher_that_cannot_follow_up_tells_its_writers_their_change_was_not_queued(
+    tmp_path: Path,
+) -> None:
+    """If the group's follow-up breaks (a bug), its writers say their change is committed but not
+    queued, for the running reconcile or a repeat to queue: queueing it afterwards, out of the group's
+    round, could put it after a later change of the tenant queued with a later group (outside review)."""
     changes, queue = open_changes(tmp_path / "repo", tmp_path / "queue.sqlite3")
 
     def broken(follow_ups: list[tuple[object, str]]) -> None:
         raise KeyError("a bug")
 
     changes.repository.after_publish = broken
-    result = changes.replace(ACME, {"owners": ["a@x.example"], "plan": "small"}, ADMIN, if_match=None)
-    assert result.commit is not None and queue.get(result.operation.id) == result.operation
+    with pytest.raises(ServiceError) as refused:
+        changes.replace(ACME, {"owners": ["a@x.example"], "plan": "small"}, ADMIN, if_match=None)
+    assert refused.value.code == "engine_unavailable" and "was not queued" in refused.value.message
+    assert changes.repository.read("dev", "acme") is not None and queue.recent() == []
+    queue.close()
+
+
+def _in_one_group(changes: TenantChanges, *writes: Callable[[], object]) -> None:
+    """Run ``writes`` in threads, one after the other, while the commit lock is held, so the changes
+    they place are published in one group (the common case under load)."""
+    lock = changes.repository._commit_lock
+    threads = []
+    with lock:
+        for write in writes:
+            thread = threading.Thread(target=write)
+            thread.start()
+            threads.append(thread)
+            time.sleep(0.3)
+    for thread in threads:
+        thread.join(30)
+
+
+def test_an_unchanged_write_between_two_changes_is_queued_in_commit_order(tmp_path: Path) -> None:
+    """Found by the review of the publisher's queueing: writers Z (S1), A (S1 again: no commit) and B
+    (S2) of one tenant; Z's and B's operations were queued with their group, then A's own, which
+    superseded B's: the stack would apply S1 while git holds S2. A writer with no commit now holds
+    the tenant until its operation is queued."""
+    changes, queue = open_changes(tmp_path / "repo", tmp_path / "queue.sqlite3")
+    changes.replace(
+        ACME, {"owners": ["a@x.example"], "plan": "small", "displayName": "S0"}, ADMIN, if_match=None
+    )
+
+    def patch(name: str) -> Callable[[], object]:
+        return lambda: changes.patch(ACME, {"displayName": name}, ADMIN, if_match=None)
+
+    _in_one_group(changes, patch("S1"), patch("S1"), patch("S2"))
+    ups = [op for op in queue.recent(stack=ACME) if op.kind is OperationKind.up]
+    assert changes.repository.read("dev", "acme")["displayName"] == "S2"  # type: ignore[index]
+    assert [op.spec["displayName"] for op in ups if op.spec] == ["S2", "S1", "S1", "S0"]
+    assert ups[0].status.value == "queued"  # the last in line applies what git holds
+    queue.close()
+
+
+def test_a_group_queued_in_part_tells_each_writer_what_became_of_its_own(tmp_path: Path) -> None:
+    """Redis queues a group's operations one by one: when the second fails, the first writer's is
+    queued and it must say so, not "not queued, repeat the request" (review of the publisher's
+    queueing); the second's writer is told its change was not queued."""
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    queue = RedisOperationQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()), prefix="t:")
+    changes = TenantChanges(repository=repository, queue=queue, write_lock=LocalWriteLock(repository))
+    beta = StackRef("dev", "beta")
+    for stack in (ACME, beta):
+        changes.replace(stack, {"owners": ["a@x.example"], "plan": "small"}, ADMIN, if_match=None)
+    submit, calls = queue.submit, []
+
+    def second_fails(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise ConnectionError("Connection reset by peer")
+        return submit(*args, **kwargs)
+
+    queue.submit = second_fails  # type: ignore[method-assign]
+    answers: dict[str, object] = {}
+
+    def patch(stack: StackRef) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                answers[stack.tenant] = changes.patch(stack, {"displayName": "x"}, ADMIN, if_match=None)
+            except ServiceError as error:
+                answers[stack.tenant] = error
+
+        return run
+
+    _in_one_group(changes, patch(ACME), patch(beta))
+    first, second = calls[0], calls[1]
+    assert queue.recent(stack=first, limit=1)[0].spec["displayName"] == "x"
+    assert not isinstance(answers[first.tenant], ServiceError), answers[first.tenant]
+    refused = answers[second.tenant]
+    assert isinstance(refused, ServiceError) and refused.code == "engine_unavailable"
+
+
+def test_the_publisher_runs_no_git_process_under_the_commit_lock(tmp_path: Path) -> None:
+    """Review of the publisher's queueing: looking up a tenant's creating commit on a cold cache is a
+    ``git log`` of the whole history (seconds on a long one); the publisher did it for each tenant of
+    its group while every writer of every process waited for the commit lock."""
+    first, queue = open_changes(tmp_path / "repo", tmp_path / "queue.sqlite3")
+    first.replace(ACME, {"owners": ["a@x.example"], "plan": "small"}, ADMIN, if_match=None)
+    repository = TenantRepository(tmp_path / "repo")  # another process: a cold creation cache
+    changes = TenantChanges(repository=repository, queue=queue, write_lock=LocalWriteLock(repository))
+    run, ran = repository._run, []
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        ran.append((args[0], repository._commit_depth > 0))
+        return run(*args, **kwargs)
+
+    repository._run = watched  # type: ignore[method-assign]
+    changes.patch(ACME, {"displayName": "x"}, ADMIN, if_match=None)
+    assert ("log", True) not in ran, ran
     queue.close()
 
 

@@ -34,6 +34,7 @@ from tenancy.automation.contract import (
     OperationQueue,
     OperationStatus,
     StackRef,
+    SubmitInterrupted,
     SubmitRequest,
 )
 from tenancy.automation.incarnation import stack_history
@@ -161,27 +162,37 @@ class TenantChanges:
     def queue_published(self, follow_ups: list[tuple[object, str]]) -> None:
         """The repository's ``after_publish``: queue the operations of a group of commits now in the
         branch, in commit order, in one transaction, before any of their writers is answered. Each
-        writer reads its own outcome (``_submit``); a failure is every one's, as a failed submit is
-        its writer's."""
+        writer reads its own outcome (``_submit``): a failure is that of every writer whose operation
+        was not queued (with Redis, those after the one that failed), answered as a failed submit is."""
         waiting = [follow for follow, _ in follow_ups if isinstance(follow, _QueuedWithCommit)]
+        queued: list[Operation] = []
+        failure: Exception | None = None
         try:
             requests = [
-                # After the commit: a create's operation belongs to the incarnation that commit began.
+                # After the commit: a create's operation belongs to the incarnation that commit began
+                # (the creation cache has it: the writer looked its tenant up, and a create is recorded
+                # as it is published).
                 replace(follow.request, incarnation=incarnation_of(self.repository, follow.request.stack))
                 for follow in waiting
             ]
-            operations = self.queue.submit_in_order(requests)
+            queued = self.queue.submit_in_order(requests)
+        except SubmitInterrupted as interrupted:  # those queued are; the others are not
+            cause = interrupted.cause
+            queued, failure = interrupted.queued, cause if isinstance(cause, Exception) else interrupted
         except Exception as error:
-            for follow in waiting:
-                follow.error = error
-            return
-        for follow, operation in zip(waiting, operations, strict=True):
+            failure = error
+        if failure is None and len(queued) != len(waiting):
+            failure = RuntimeError(f"the queue answered {len(queued)} of {len(waiting)} operations")
+        for follow, operation in zip(waiting, queued, strict=False):  # a prefix, when interrupted
             follow.operation = operation
-        self._record_published([follow for follow in waiting if follow.record_as is not None])
+        for follow in waiting[len(queued) :]:
+            follow.error = failure
+        self._record_published([follow for follow in waiting if follow.operation is not None])
 
     def _record_published(self, queued: list[_QueuedWithCommit]) -> None:
         """The audit records of a group's queued writes, one flush for them all; a failure is each
         one's (answered 503 audit_unavailable: committed and queued, not recorded)."""
+        queued = [follow for follow in queued if follow.record_as is not None]
         if self.audit is None or not queued:
             return
         records = []
@@ -540,10 +551,12 @@ class TenantChanges:
         """``queued``: see ``WriteTurn.in_order`` (the queue calls it once the operation has its place).
         ``with_commit``: the operation as the commit's publisher queued it, or failed to."""
         try:
-            if with_commit is not None and with_commit.error is not None:
-                raise with_commit.error
-            if with_commit is not None and with_commit.operation is not None:
-                return with_commit.operation
+            if with_commit is not None:
+                if with_commit.operation is not None:
+                    return with_commit.operation
+                # Not queued with its group: never queued here afterwards either, since a later
+                # change of the tenant may already be queued (the running reconcile queues it).
+                raise with_commit.error or RuntimeError("the commit's group did not queue it")
             # After the commit: a create's operation belongs to the incarnation that commit began.
             incarnation = incarnation_of(self.repository, stack)
             return self.queue.submit(
@@ -758,6 +771,8 @@ class TenantChanges:
                 # A forced change says so in git too (its update may then run without a backup).
                 forced = "\nForced-without-backup: true" if force else ""
                 trailers = forced + trailers
+                if current is not None:  # read from the cache by whoever publishes the commit
+                    incarnation_of(self.repository, stack)
                 params = {"force": True} if force else None
                 # Queued by whoever publishes the commit, in the same round (one transaction for the
                 # group's operations); an unchanged file has no commit, and its writer queues it.
@@ -773,7 +788,11 @@ class TenantChanges:
                     message=f"{verb} tenant {stack.name}\n\nRequested-by: {asked_by}{trailers}",
                     follow_up=with_commit,
                 )
-                turn.release()  # the next writer of the tenant builds on this change from here
+                if turn.placed:
+                    turn.release()  # the next writer of the tenant builds on this change from here
+                # Else the file was already so: no commit, so this writer queues its own operation, and
+                # holds the tenant until it has (a later writer's operation, queued with its commit's
+                # group, must not come before it).
                 started = time.perf_counter()
                 commit = turn.durable()  # this change and every one before it flushed
                 flushed = time.perf_counter()
@@ -786,7 +805,7 @@ class TenantChanges:
                         commit,
                         params=params,
                         queued=queued,
-                        with_commit=with_commit,
+                        with_commit=with_commit if turn.placed else None,
                     )
                 )
                 etag = written.etag  # the file as committed (or as it already was: unchanged)

@@ -999,14 +999,26 @@ class TenantRepository:
                 else RepositoryError(f"committing failed: {type(error).__name__}")
             )
             for change in group:
-                if not change.done:
+                if not change.done and change.commit is None:  # a committed one stands
                     change.error, change.done = failure, True
             if isinstance(error, RepositoryError):
                 self._after_failure()
             if not isinstance(error, Exception):
                 raise
         finally:
-            _wake_done(group)
+            # What follows the commits (``after_publish``: their operations queued) runs once the git
+            # locks are free for the next group, and before any of their writers is answered; the
+            # next group of this process waits for it (``GroupCommit``), and a tenant's own lock is
+            # held until its writer is answered, so its order is still the commit order.
+            committed = [
+                (change, change.commit) for change in group if change.commit is not None and not change.done
+            ]
+            try:
+                self._follow_up(committed)
+            finally:
+                for change, _ in committed:
+                    change.done = True
+                _wake_done(group)
 
     def _commit_group_locked(
         self, group: list[_Change], *, pushed: Callable[[str], None] | None = None
@@ -1053,25 +1065,23 @@ class TenantRepository:
                     pushed(str(tip))
             self._advance_creations(base, tip, built, committer.time)
             self._publishing = None
-            self._follow_up(built)
             for change, sha in built:
-                change.commit, change.done = sha, True
+                change.commit = sha  # in the branch; done once followed up (``_commit_group``)
             if self._health is not None and not self._health[1]:
                 self._health = None  # writes succeed again: let readiness say so now
-            _wake_done(group)  # acknowledged: the working copy is only a view
-            self._refresh_view()
+            self._refresh_view()  # the working copy is only a view
             self._merge_packs_when_many()
             return
         raise self._failed(f"{self.ref} kept moving; gave up after {_PUSH_ATTEMPTS} attempts")
 
-    def _follow_up(self, built: list[tuple[_Change, str]]) -> None:
+    def _follow_up(self, committed: list[tuple[_Change, str]]) -> None:
         """``after_publish`` for the group's changes that carry a follow-up (the branch has them)."""
-        follow = [(change.follow_up, sha) for change, sha in built if change.follow_up is not None]
+        follow = [(change.follow_up, sha) for change, sha in committed if change.follow_up is not None]
         if not follow or self.after_publish is None:
             return
         try:
             self.after_publish(follow)
-        except Exception as error:  # a bug: each writer then does its own follow-up, as before
+        except Exception as error:  # a bug: its writers find their follow-up not done, and say so
             _log.error("following up a group of commits failed: %s", type(error).__name__)
 
     def _advance_creations(
@@ -1517,6 +1527,11 @@ class WriteTurn:
         if change is not None:
             repository._place(change)
         return written
+
+    @property
+    def placed(self) -> bool:
+        """Whether this turn's write placed a change (a commit to come); False: the file was already so."""
+        return self._write is not None and self._write.change is not None
 
     def release(self) -> None:
         """Pipelined: the next writer of the tenant in this process may start, building on this
