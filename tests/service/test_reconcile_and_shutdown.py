@@ -16,7 +16,12 @@ import yaml
 
 from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
 from tenancy.automation.queue import SqliteOperationQueue
-from tenancy.service.core.reconcile import queue_changes_never_queued, queue_unapplied_changes
+from tenancy.service.core.reconcile import (
+    RunningReconcile,
+    queue_changes_never_queued,
+    queue_unapplied_changes,
+)
+from tenancy.service.core.security import Principal
 from tenancy.service.core.tenants_repo import GitAuthor, TenantRepository
 from tenancy.spec.tenant import parse_tenant
 from tests.service.conftest import (
@@ -396,3 +401,69 @@ def test_the_running_reconcile_reads_the_file_under_the_tenant_s_lock(
     monkeypatch.setattr(changes.write_lock, "hold", writer_first)
     assert queue_changes_never_queued(changes) == []
     assert [op.spec for op in _ups(app)] == [newer]
+
+
+def test_the_running_reconcile_leaves_a_merged_pull_request_to_the_deploy_workflow(
+    make_app: AppFactory,
+) -> None:
+    """Review of the running reconcile: it queued every git change this queue had no update for, so a
+    merged pull request was applied by the service as well as by the deploy workflow's own queue,
+    every few minutes, fighting over the stack's lock. It queues only what the service (or tenantctl)
+    committed; a start still queues everything unapplied, as before."""
+    app, _ = make_app(workers=0)
+    changes = app.state.backends.changes
+    repository = changes.repository
+    checkout = repository.root
+    repository.write(
+        "dev",
+        "acme",
+        _acme_document("by the service"),
+        author=GitAuthor("A", "a@x.example"),
+        message="Update",
+    )
+    assert [op.spec["displayName"] for op in queue_changes_never_queued(changes)] == ["by the service"]
+    merged = _acme_document("merged pull request")
+    commit_by_hand(checkout, "tenants/dev/acme.yaml", yaml.safe_dump(merged), "Merge pull request #7")
+    assert queue_changes_never_queued(changes) == []
+    assert queue_unapplied_changes(repository, app.state.backends.queue)  # a start queues it
+
+
+def test_the_running_reconcile_queues_a_service_deletion_of_a_tenant_it_once_left_alone(
+    make_app: AppFactory,
+) -> None:
+    """Review of the running reconcile: once it had named a stack whose file a pull request removed, it
+    skipped the name until a restart, so a later DELETE through the service whose destroy was never
+    queued (the process died) was never repaired. It names a removal once, and looks again."""
+    app, _ = make_app(workers=0)
+    changes = app.state.backends.changes
+    changes.stack_exists = lambda stack: True
+    repository, author = changes.repository, GitAuthor("A", "a@example.com")
+    admin = Principal("root", "root", "root@x.example", "user", platform_admin=True)
+    changes.replace(STACK, spec("acme", deletionProtection=False), admin, if_match=None)
+    document = repository.read("dev", "acme")
+    assert document is not None
+    reconcile = RunningReconcile(changes, interval=300, environments=["dev"])
+    repository.delete("dev", "acme", author=author, message="Remove acme (pull request)")
+    assert reconcile.run() == [] and reconcile.run() == []  # left alone (named in the log once)
+    repository.write("dev", "acme", document, author=author, message="Restore acme (pull request)")
+    reconcile.run()
+    repository.delete("dev", "acme", author=author, message="Delete tenant dev.acme")  # died before queueing
+    assert [op.kind for op in reconcile.run()] == [OperationKind.destroy]
+
+
+def test_the_running_reconcile_ends_early_when_the_service_stops(make_app: AppFactory) -> None:
+    """Review of the running reconcile: a run over thousands of tenants kept going after stop, and
+    the service closed its queue under it."""
+    app, _ = make_app(workers=0)
+    changes = app.state.backends.changes
+    for index in range(3):
+        changes.repository.write(
+            "dev", f"t{index}", spec(f"t{index}"), author=GitAuthor("A", "a@x.example"), message="Create"
+        )
+    looked: list[int] = []
+
+    def stop_after_the_first() -> bool:
+        looked.append(1)
+        return len(looked) > 1
+
+    assert len(queue_changes_never_queued(changes, stopping=stop_after_the_first)) == 1

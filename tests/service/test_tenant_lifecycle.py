@@ -78,6 +78,10 @@ def test_head_on_a_tenant_answers_the_reads_status_and_etag_without_its_body(
     assert checked.headers["ETag"] == read.headers["ETag"]
     for header in ("Content-Type", "Content-Length", "Cache-Control"):
         assert checked.headers[header] == read.headers[header]
+    # Every header the GET has, as many times (a repeated one is not collapsed: review of HEAD).
+    assert sorted(name for name, _ in checked.headers.multi_items()) == sorted(
+        name for name, _ in read.headers.multi_items()
+    )
 
     admin.patch(ACME, json={"displayName": "ACME"})  # a change shows as a new ETag
     changed = admin.head(ACME)

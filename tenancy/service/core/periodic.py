@@ -27,6 +27,10 @@ class Periodic:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def stopping(self) -> bool:
+        """Whether ``stop`` was called: a long run checks it between steps, and ends early."""
+        return self._stop.is_set()
+
     def start(self) -> None:
         if self._thread is not None:
             return

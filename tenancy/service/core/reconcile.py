@@ -28,7 +28,7 @@ from tenancy.automation.incarnation import stack_history
 from tenancy.service.core.incarnation import incarnation_of
 from tenancy.service.core.periodic import Periodic
 from tenancy.service.core.tenant_changes import TenantChanges
-from tenancy.service.core.tenants_repo import TenantBusy, TenantRepository
+from tenancy.service.core.tenants_repo import TenantBusy, TenantFile, TenantRepository
 from tenancy.spec.errors import SpecError
 from tenancy.spec.tenant import parse_tenant
 from tenancy.spec.tree import ENVIRONMENTS
@@ -73,12 +73,16 @@ def _queue_if_unapplied(
     )
 
 
-def _desired(repository: TenantRepository, stack: StackRef, *, quiet: bool = False) -> dict[str, Any] | None:
+def _desired(
+    repository: TenantRepository, stack: StackRef, *, quiet: bool = False, found: TenantFile | None = None
+) -> dict[str, Any] | None:
     """The spec the tenant's file in git asks for, in normal form; None (logged unless ``quiet``) when
-    the file is unreadable, invalid or names another tenant: such a file is left alone."""
+    the file is unreadable, invalid or names another tenant: such a file is left alone. ``found``: the
+    file already read (that blob, not the branch read again)."""
     environment, name = stack.environment, stack.tenant
     file = f"{repository.tenants_path}/{environment}/{name}.yaml"
-    found = repository.file(environment, name)
+    document = found.document if found is not None else None
+    found = found or repository.file(environment, name)
     if found is None:
         return None  # deleted meanwhile
     if found.problem is not None:
@@ -86,7 +90,9 @@ def _desired(repository: TenantRepository, stack: StackRef, *, quiet: bool = Fal
             log.warning("reconcile: %s %s (%s); left alone", file, found.problem.what, found.problem.detail)
         return None
     try:
-        spec = parse_tenant(repository.read(environment, name), file=file)
+        spec = parse_tenant(
+            document if document is not None else repository.read(environment, name), file=file
+        )
     except SpecError:
         if not quiet:
             log.warning("reconcile: %s is not a valid tenant file; left alone", file)
@@ -113,7 +119,11 @@ def _last_wanted(queue: OperationQueue, stack: StackRef) -> str | None:
 
 
 def queue_unfinished_deletions(
-    changes: TenantChanges, *, environments: Collection[str] = ENVIRONMENTS, warned: set[str] | None = None
+    changes: TenantChanges,
+    *,
+    environments: Collection[str] = ENVIRONMENTS,
+    warned: dict[str, str] | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> list[Operation]:
     """Queue the destroy of each stack of ``environments`` whose tenant the service deleted (its file's
     last commit is DELETE's ``Delete tenant <env>.<name>``) while the stack is still up with no destroy
@@ -121,14 +131,17 @@ def queue_unfinished_deletions(
     whose file is gone are left alone and named in the log. Each tenant is held (its write lock, shared
     by every replica) while it is looked at and its destroy queued, as DELETE holds it across its commit
     and its submit. ``warned``: a running service's, which looks at each stack without the lock first
-    (most have nothing to do) and logs a stack it leaves alone once, not at every run."""
+    (most have nothing to do) and logs a stack it leaves alone once per removal of its file, not at
+    every run (keyed by the removing commit). ``stopping``: checked between stacks."""
     repository, queue = changes.repository, changes.queue
     present = set(repository.names())
     queued = []
     for stack in queue.stacks():
         if stack.environment not in environments or (stack.environment, stack.tenant) in present:
             continue
-        if warned is not None and (stack.name in warned or changes.standing_without_file(stack) is None):
+        if stopping():
+            break
+        if warned is not None and changes.standing_without_file(stack) is None:
             continue
         try:
             operation = _queue_destroy_if_unfinished(changes, stack, warned)
@@ -141,7 +154,7 @@ def queue_unfinished_deletions(
 
 
 def _queue_destroy_if_unfinished(
-    changes: TenantChanges, stack: StackRef, warned: set[str] | None = None
+    changes: TenantChanges, stack: StackRef, warned: dict[str, str] | None = None
 ) -> Operation | None:
     """``queue_unfinished_deletions`` for one stack whose file is gone, holding its write lock."""
     repository = changes.repository
@@ -156,7 +169,10 @@ def _queue_destroy_if_unfinished(
         removal = history[0] if history else None
         if removal is None or removal.subject != f"Delete tenant {stack.name}":
             if warned is not None:
-                warned.add(stack.name)
+                said = removal.sha if removal is not None else ""
+                if warned.get(stack.name) == said:
+                    return None  # named in the log already, for this removal
+                warned[stack.name] = said
             log.warning(
                 "reconcile: %s has no file in git but its stack is up (update %s) and no destroy was "
                 "queued; left alone: DELETE the tenant through the service or run `tenantctl sync "
@@ -184,7 +200,7 @@ class RunningReconcile:
         self.changes = changes
         self._on_queued = on_queued
         self.environments = tuple(environments)
-        self._warned: set[str] = set()  # stacks left alone, named in the log once
+        self._warned: dict[str, str] = {}  # stacks left alone: named in the log once per removal
         self._fingerprints: dict[tuple[str, str], str | None] = {}  # files looked at in the last run
         self._periodic = Periodic(
             self.run, interval=interval, name="tenants-reconcile", what="the running reconcile", delay=True
@@ -197,11 +213,12 @@ class RunningReconcile:
         self._periodic.stop()
 
     def run(self) -> list[Operation]:
+        stopping = self._periodic.stopping
         queued = queue_changes_never_queued(
-            self.changes, environments=self.environments, seen=self._fingerprints
+            self.changes, environments=self.environments, seen=self._fingerprints, stopping=stopping
         )
         destroys = queue_unfinished_deletions(
-            self.changes, environments=self.environments, warned=self._warned
+            self.changes, environments=self.environments, warned=self._warned, stopping=stopping
         )
         if queued:
             log.warning("queued %d update(s) for changes in git that were never queued", len(queued))
@@ -219,25 +236,31 @@ def queue_changes_never_queued(
     *,
     environments: Collection[str] = ENVIRONMENTS,
     seen: dict[tuple[str, str], str | None] | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> list[Operation]:
-    """Queue an update for each tenant of ``environments`` whose file in git no operation ever asked
-    for: its newest update (queued, running or ended in any way) is of another spec or incarnation, or
-    there is none. That is a change committed while the queue could not be reached (the writer was
-    answered that it was not queued) or committed by a process that died before queueing it. A failed
-    update is not queued again here: it was queued, and repeating the request (or a restart) retries it.
+    """Queue an update for each tenant of ``environments`` whose file's last change the service (or
+    ``tenantctl``) committed and no operation ever asked for: its newest update (queued, running or
+    ended in any way) is of another spec or incarnation, or there is none. That is a change committed
+    while the queue could not be reached (the writer was answered that it was not queued) or by a
+    process that died before queueing it. A failed update is not queued again here: it was queued, and
+    repeating the request (or a restart) retries it. A merged pull request or a hand commit is left to
+    the deploy workflow and to the next start, as before: queueing it here too would apply it twice.
 
-    Each tenant is first looked at as the branch has it, without a lock (most have nothing to queue);
-    one that may need an update is then held (the write lock every replica takes, ``hold``) and looked
-    at again on the fresh branch before its update is queued, so a writer mid-write, which queues its
-    own change, is never overtaken by an older spec. ``seen``: the spec fingerprint of each file (tenant
-    name, blob) looked at in the last run, kept by the caller so a file that did not change is not
-    validated again (replaced by this run's)."""
+    Each tenant is first looked at as the branch has it, without a lock and by its spec alone (most
+    have nothing to queue; no git process); one that may need an update is then held (the write lock
+    every replica takes, ``hold``) and looked at again on the fresh branch, incarnation and committer
+    included, before its update is queued, so a writer mid-write, which queues its own change, is never
+    overtaken by an older spec. ``seen``: the spec fingerprint of each file (tenant name, blob) looked at
+    in the last run, kept by the caller so a file that did not change is not validated again (replaced
+    by this run's). ``stopping``: checked between tenants."""
     repository, queue = changes.repository, changes.queue
     repository.refresh(max_age=0)
     known = seen if seen is not None else {}
     current: dict[tuple[str, str], str | None] = {}
     queued = []
     for environment, name in repository.names():
+        if stopping():
+            break
         if environment not in environments:
             continue
         stack = StackRef(environment, name)
@@ -246,16 +269,19 @@ def queue_changes_never_queued(
             continue
         key = (stack.name, found.blob)
         if key not in known:
-            desired = _desired(repository, stack, quiet=True)
+            desired = _desired(repository, stack, quiet=True, found=found)
             known[key] = None if desired is None else spec_fingerprint(desired)
         current[key] = known[key]
-        if _queued_ever(changes, stack, current[key]):
+        if _queued_ever(changes, stack, current[key], incarnation=False):
             continue
         try:
             with changes.write_lock.hold(stack):
                 repository.sync()
                 desired = _desired(repository, stack)
-                if _queued_ever(changes, stack, None if desired is None else spec_fingerprint(desired)):
+                fingerprint = None if desired is None else spec_fingerprint(desired)
+                if _queued_ever(changes, stack, fingerprint) or not repository.made_last_change(
+                    environment, name
+                ):
                     continue
                 operation = queue.submit(
                     stack,
@@ -268,25 +294,27 @@ def queue_changes_never_queued(
             log.warning("reconcile: %s left for now: %s", stack.name, busy)
             continue
         queued.append(operation)
-    if seen is not None:
+    if seen is not None and not stopping():
         seen.clear()
         seen.update(current)
     return queued
 
 
-def _queued_ever(changes: TenantChanges, stack: StackRef, fingerprint: str | None) -> bool:
+def _queued_ever(
+    changes: TenantChanges, stack: StackRef, fingerprint: str | None, *, incarnation: bool = True
+) -> bool:
     """Whether an update of the spec whose fingerprint is ``fingerprint`` (the tenant's file as git has
     it) was ever queued for the tenant; True as well for None, a file left alone (unreadable, invalid
-    or naming another tenant)."""
+    or naming another tenant). Without ``incarnation`` the newest update's spec alone decides (no git
+    process for the tenant's creating commit): enough to find the tenants to look at under the lock,
+    since a tenant made again after a destroy has that destroy after its predecessor's updates."""
     if fingerprint is None:
         return True
-    incarnation = incarnation_of(changes.repository, stack)
+    marker = incarnation_of(changes.repository, stack) if incarnation else None
     for operation in stack_history(changes.queue, stack):
         if operation.kind is OperationKind.destroy:
             return False  # of an earlier tenant of the name: this one's create was never queued
         if operation.kind is OperationKind.up:
-            same_tenant = (
-                operation.incarnation is None or incarnation is None or operation.incarnation == incarnation
-            )
+            same_tenant = operation.incarnation is None or marker is None or operation.incarnation == marker
             return same_tenant and spec_fingerprint(operation.spec) == fingerprint
     return False

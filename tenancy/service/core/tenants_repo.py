@@ -613,6 +613,15 @@ class TenantRepository:
             commits.append(Commit(sha, author_name, author_email, subject))
         return commits
 
+    def made_last_change(self, environment: str, name: str) -> bool:
+        """Whether the newest commit of the tenant's file is this code's own (committer ``tenant-api``:
+        the service, or ``tenantctl`` on its checkout), not a merged pull request or a hand commit."""
+        tip = self._tip()
+        if tip is None:
+            return False
+        output = self._run("log", "-n1", "--format=%ce", str(tip), "--", self._relative(environment, name))
+        return output.stdout.strip() == COMMITTER_EMAIL
+
     def commit_naming(self, environment: str, name: str, trailer: str) -> str | None:
         """The newest commit of the tenant's file whose message has ``trailer`` as a whole line (say
         ``Change-Request: cr-…``), or None."""

@@ -288,7 +288,9 @@ async def check_tenant(access: ReadableTenantAccess) -> Response:
     # The GET's answer without its body: the same status, the same checks (a caller who could not
     # read the tenant learns nothing here either) and the same headers, Content-Length included.
     read = await read_tenant(access)
-    return Response(status_code=read.status_code, headers=dict(read.headers))
+    answer = Response(status_code=read.status_code)
+    answer.raw_headers = list(read.raw_headers)  # every header as the GET has it, repeated ones too
+    return answer
 
 
 def _read_tenant(stack: StackRef, backends: BackendsDep, principal: Principal) -> Response:
