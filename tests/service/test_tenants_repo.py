@@ -276,6 +276,28 @@ def test_maintenance_packs_loose_objects_and_loses_none_a_write_has_not_referenc
     repository.maintain()  # below git's threshold: nothing to do, nothing fails
 
 
+def test_maintenance_indexes_the_history_so_a_creation_lookup_skips_unrelated_commits(tmp_path: Path) -> None:
+    """Review of the publisher's queueing: a tenant's creating commit (``git log --diff-filter=A``) on
+    a cold cache walked the whole history. Maintenance writes a commit-graph with changed-path
+    filters; git then answers from it, with the same answer, and a fresh process reads it."""
+    repository = TenantRepository(tmp_path / "repo")
+    repository.ensure()
+    author = GitAuthor("Writer", "w@example.com")
+    repository.write("dev", "acme", {"name": "acme"}, author=author, message="create acme")
+    created = repository.creation("dev", "acme")
+    for n in range(30):
+        repository.write("dev", "other", {"name": "other", "n": n}, author=author, message=f"other {n}")
+    repository.maintain()
+    chain = repository.git_dir / "objects" / "info" / "commit-graphs" / "commit-graph-chain"
+    assert chain.is_file()
+    verified = subprocess.run(
+        ["git", "-C", str(repository.root), "commit-graph", "verify"], capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stderr
+    fresh = TenantRepository(tmp_path / "repo")  # another process: a cold cache, the graph on disk
+    assert fresh.creation("dev", "acme") == created
+
+
 def test_packs_of_groups_are_merged_in_the_background_and_every_object_stays_readable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
