@@ -99,7 +99,10 @@ class Backends:
     def _reconcile(self) -> None:
         try:
             queued = queue_unapplied_changes(
-                self.repository, self.queue, environments=self.settings.environments
+                self.repository,
+                self.queue,
+                environments=self.settings.environments,
+                hold=self.changes.write_lock.hold,  # every replica's lock: others serve meanwhile
             )
             destroys = queue_unfinished_deletions(self.changes, environments=self.settings.environments)
         except Exception as error:  # never keep the service from starting; the next start retries

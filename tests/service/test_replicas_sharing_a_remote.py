@@ -4,6 +4,7 @@ readable on the others without them writing first, and an API key made on one wo
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,60 @@ def test_a_change_one_replica_could_not_queue_is_queued_by_another_s_running_rec
     assert newest.spec is not None and newest.spec["displayName"] == "pushed, never queued"
     time.sleep(0.6)
     assert len(updates()) == 2  # queued once
+
+
+def test_a_replica_starting_while_another_writes_a_tenant_never_queues_an_older_spec_after_it(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A rolling restart starts a replica while others serve. Its start-up reconcile held only its own
+    checkout's lock: it read a tenant's file, another replica committed and queued a newer spec (under
+    the Redis write lock), and the reconcile then queued the older one after it, so the stack would
+    end with a spec git no longer has. It now holds the Redis write lock, and reads on a fresh fetch."""
+    from tenancy.automation.queue import SqliteOperationQueue
+    from tenancy.service.core.reconcile import queue_unapplied_changes
+    from tenancy.service.core.tenants_repo import GitAuthor
+    from tenancy.service.core.write_lock import RedisWriteLock
+    from tenancy.spec.tenant import parse_tenant
+
+    remote = _remote(tmp_path)
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    queue = SqliteOperationQueue(tmp_path / "queue.sqlite3")  # shared, as Redis's would be
+    serving, starting = (TenantRepository(tmp_path / name, remote=remote) for name in ("a", "b"))
+    for replica in (serving, starting):
+        replica.ensure()
+    stack, author = StackRef("dev", "newco"), GitAuthor("A", "a@example.com")
+
+    def document(display_name: str) -> dict[str, Any]:
+        return parse_tenant(
+            spec("newco", displayName=display_name), file="tenants/dev/newco.yaml"
+        ).to_document()
+
+    serving.write("dev", "newco", document("never queued"), author=author, message="Update")
+    newer = document("newer")
+    writing = RedisWriteLock(serving, redis, prefix="t:")
+    done = threading.Event()
+
+    def another_replica_writes() -> None:
+        with writing.hold(stack):
+            serving.sync()
+            serving.write("dev", "newco", newer, author=author, message="Update")
+            queue.submit(stack, OperationKind.up, spec=newer, requested_by="replica-a")
+        done.set()
+
+    writer = threading.Thread(target=another_replica_writes)
+    read = starting.read
+
+    def read_while_another_replica_writes(environment: str, name: str) -> dict[str, Any] | None:
+        found = read(environment, name)
+        if not writer.is_alive() and not done.is_set():
+            writer.start()
+            done.wait(5)  # nothing of this replica's holds it up: it commits and queues now
+        return found
+
+    starting.sync()  # it has fetched the change never queued
+    monkeypatch.setattr(starting, "read", read_while_another_replica_writes)
+    queue_unapplied_changes(starting, queue, hold=RedisWriteLock(starting, redis, prefix="t:").hold)
+    writer.join(10)
+    ups = [op for op in queue.recent(stack=stack) if op.kind is OperationKind.up]
+    assert ups[0].spec == newer, [op.spec["displayName"] for op in ups if op.spec]  # last in line: git's
+    queue.close()

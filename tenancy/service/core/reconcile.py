@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager
 from typing import Any
 
 from tenancy.automation.contract import Operation, OperationKind, OperationQueue, OperationStatus, StackRef
@@ -40,22 +41,37 @@ _WANTED = (OperationStatus.queued, OperationStatus.running, OperationStatus.succ
 
 
 def queue_unapplied_changes(
-    repository: TenantRepository, queue: OperationQueue, *, environments: Collection[str] = ENVIRONMENTS
+    repository: TenantRepository,
+    queue: OperationQueue,
+    *,
+    environments: Collection[str] = ENVIRONMENTS,
+    hold: Callable[[StackRef], AbstractContextManager[object]] | None = None,
 ) -> list[Operation]:
     """Queue an update for each tenant of ``environments`` whose file in git is not what its stack has
     or will have (the tenants repository holds every environment's files; a platform's service runs
-    only its own environment's stacks). Each tenant is held (``locked``) while its file is read and its
-    update queued, as the service holds it across a commit and its submit: a process sharing the
-    checkout and the queue that changes the tenant meanwhile queues its update after this one, never
-    before (this one, read earlier, would supersede it and leave the stack with a spec git no longer
-    has)."""
+    only its own environment's stacks). A tenant that may need one is held (``hold``: the service's
+    write lock, which every replica takes; by default this checkout's ``locked``) while its file is
+    read again, on a fresh fetch, and its update queued, as the service holds it across a commit and
+    its submit: a writer changing the tenant meanwhile, in this process, another sharing the checkout
+    or another replica (a rolling restart starts replicas while others serve), queues its update
+    after this one, never before (this one, read earlier, would supersede it and leave the stack with
+    a spec git no longer has). The others are looked at without it, each file read once."""
+    held = hold or (lambda stack: repository.locked(stack.name))
     queued = []
     for environment, name in repository.names():
         if environment not in environments:
             continue
         stack = StackRef(environment, name)
-        with repository.locked(stack.name):
-            operation = _queue_if_unapplied(repository, queue, stack)
+        desired = _desired(repository, stack)
+        if desired is None or _last_wanted(queue, stack) == spec_fingerprint(desired):
+            continue
+        try:
+            with held(stack):
+                repository.sync()
+                operation = _queue_if_unapplied(repository, queue, stack)
+        except TenantBusy as busy:  # a live writer holds it: it queues what it commits; the rest go on
+            log.warning("reconcile: %s left for now: %s", stack.name, busy)
+            continue
         if operation is not None:
             queued.append(operation)
     return queued
