@@ -688,6 +688,41 @@ def test_a_record_after_a_torn_last_line_starts_a_line_of_its_own(tmp_path: Path
     assert [json.loads(line)["operation_id"] for line in path.read_text().splitlines()[1:]] == ["op1", "op2"]
 
 
+def test_a_group_of_records_cut_short_by_a_full_disk_leaves_the_next_record_a_line_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of the records written with their commit's group: a group's lines are one write, and a
+    disk that filled part way through it left a line cut short in the file, with the log still open
+    after it, so the next record (of any outcome) was glued to the fragment. A failed write now makes
+    the next record open the file again, which ends the fragment's line first."""
+    from tenancy.service.core.audit import AuditRecord
+
+    path = tmp_path / "audit.log"
+    log = AuditLog(str(path))
+    log.record(actor="user:a", action="tenant.patch", outcome="accepted", tenant="acme", operation_id="op0")
+    handle = log._file.handle if log._file is not None else None
+    assert handle is not None
+    real_write = handle.write
+
+    def disk_fills_part_way(text: str) -> int:
+        real_write(text[: len(text) // 2])
+        handle.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(handle, "write", disk_fills_part_way)
+    records = [
+        AuditRecord("user:a", "tenant.patch", "accepted", f"t{index}", "dev", None, f"op{index + 1}")
+        for index in range(40)
+    ]
+    with pytest.raises(OSError):
+        log.record_accepted(records)
+    log.record(actor="user:b", action="tenant.get", outcome="denied", tenant="acme")
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[-1])["action"] == "tenant.get"  # its own line, parsed
+    parsed = [line for line in lines if line.endswith("}")]
+    assert all(json.loads(line) for line in parsed)
+
+
 def test_no_change_is_accepted_while_the_audit_log_cannot_be_written_and_one_cut_short_says_it_stands(
     make_app: AppFactory, issuer: Issuer, serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -467,3 +467,50 @@ def test_the_running_reconcile_ends_early_when_the_service_stops(make_app: AppFa
         return len(looked) > 1
 
     assert len(queue_changes_never_queued(changes, stopping=stop_after_the_first)) == 1
+
+
+def test_the_running_reconcile_looks_at_a_merged_change_once_not_at_every_run(make_app: AppFactory) -> None:
+    """Review of the committer check: a tenant last changed by a merged pull request (applied by the
+    deploy workflow's own queue) was held, fetched and looked up in git at every run. Found not the
+    service's once, it is left alone until its file changes."""
+    app, _ = make_app(workers=0)
+    changes = app.state.backends.changes
+    commit_by_hand(
+        changes.repository.root, "tenants/dev/acme.yaml", yaml.safe_dump(_acme_document("merged")), "Merge #8"
+    )
+    held: list[str] = []
+    hold = changes.write_lock.hold
+
+    def counted(stack: StackRef) -> Any:
+        held.append(stack.name)
+        return hold(stack)
+
+    changes.write_lock.hold = counted
+    reconcile = RunningReconcile(changes, interval=300, environments=["dev"])
+    assert reconcile.run() == [] and reconcile.run() == []
+    assert held == []  # never held: the committer is looked up before the lock, once per version
+
+
+def test_the_running_reconcile_does_not_ask_the_backend_again_about_a_stack_it_left_alone(
+    make_app: AppFactory,
+) -> None:
+    """Review of the running reconcile: a stack whose file a pull request removed was looked at in full
+    at every run (with the Pulumi engine, two `pulumi stack ls` each). Named once, it is skipped until
+    its file is back."""
+    app, _ = make_app(workers=0)
+    changes = app.state.backends.changes
+    asked: list[str] = []
+
+    def exists(stack: StackRef) -> bool:
+        asked.append(stack.name)
+        return True
+
+    changes.stack_exists = exists
+    admin = Principal("root", "root", "root@x.example", "user", platform_admin=True)
+    changes.replace(STACK, spec("acme", deletionProtection=False), admin, if_match=None)
+    changes.repository.delete("dev", "acme", author=GitAuthor("A", "a@x.example"), message="Remove (PR)")
+    reconcile = RunningReconcile(changes, interval=300, environments=["dev"])
+    reconcile.run()
+    asked.clear()
+    reconcile.run()
+    assert asked == []

@@ -21,6 +21,7 @@ are in it, never a refusal written meanwhile, nor a record in the new file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -168,8 +169,14 @@ class AuditLog:
                 sys.stdout.flush()
                 return
             file = self._open()
-            file.handle.write(line)
-            file.handle.flush()  # in the kernel's hands per line, as closing the file after each did
+            try:
+                file.handle.write(line)
+                file.handle.flush()  # in the kernel's hands per line, as closing the file after each did
+            except OSError:
+                # Part of it may be in the file (a full disk mid-write: a group's lines are one write):
+                # the next record opens the file again, which ends a line cut short first.
+                self._drop(file)
+                raise
             if outcome not in _DONE:
                 return
             file.waiting += 1  # kept open until this line is flushed, even if rotated meanwhile
@@ -177,6 +184,15 @@ class AuditLog:
         self._flushes.join(waiter)  # the line is written: any flush that starts now covers it
         if waiter.error is not None:
             raise waiter.error
+
+    def _drop(self, file: _File) -> None:
+        """Stop writing to ``file`` (closed once its waiting records are flushed, or now)."""
+        file.rotated = True
+        if self._file is file:
+            self._file = None
+        if file.waiting == 0:
+            with contextlib.suppress(OSError):  # what it still buffers is what could not be written
+                file.handle.close()
 
     def _flush_group(self, group: list[_Flush]) -> None:
         """One flush of each file holding a line of ``group`` (written before they joined): the file

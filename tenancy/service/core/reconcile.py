@@ -138,7 +138,7 @@ def queue_unfinished_deletions(
     changes: TenantChanges,
     *,
     environments: Collection[str] = ENVIRONMENTS,
-    warned: dict[str, str] | None = None,
+    warned: set[str] | None = None,
     stopping: Callable[[], bool] = lambda: False,
 ) -> list[Operation]:
     """Queue the destroy of each stack of ``environments`` whose tenant the service deleted (its file's
@@ -147,18 +147,20 @@ def queue_unfinished_deletions(
     whose file is gone are left alone and named in the log. Each tenant is held (its write lock, shared
     by every replica) while it is looked at and its destroy queued, as DELETE holds it across its commit
     and its submit. ``warned``: a running service's, which looks at each stack without the lock first
-    (most have nothing to do) and logs a stack it leaves alone once per removal of its file, not at
-    every run (keyed by the removing commit). ``stopping``: checked between stacks."""
+    (most have nothing to do), and logs and then skips a stack it leaves alone, until its file is
+    back (a later removal is then looked at afresh). ``stopping``: checked between stacks."""
     repository, queue = changes.repository, changes.queue
     present = set(repository.names())
+    if warned is not None:
+        warned -= {name for name in warned if tuple(name.split(".", 1)) in present}  # back: look afresh
     queued = []
     for stack in queue.stacks():
         if stack.environment not in environments or (stack.environment, stack.tenant) in present:
             continue
         if stopping():
             break
-        if warned is not None and changes.standing_without_file(stack) is None:
-            continue
+        if warned is not None and (stack.name in warned or changes.standing_without_file(stack) is None):
+            continue  # named in the log already (until its file is back), or nothing to do
         try:
             operation = _queue_destroy_if_unfinished(changes, stack, warned)
         except TenantBusy as busy:  # a live writer holds it: it queues what it commits; the rest go on
@@ -170,7 +172,7 @@ def queue_unfinished_deletions(
 
 
 def _queue_destroy_if_unfinished(
-    changes: TenantChanges, stack: StackRef, warned: dict[str, str] | None = None
+    changes: TenantChanges, stack: StackRef, warned: set[str] | None = None
 ) -> Operation | None:
     """``queue_unfinished_deletions`` for one stack whose file is gone, holding its write lock."""
     repository = changes.repository
@@ -185,10 +187,7 @@ def _queue_destroy_if_unfinished(
         removal = history[0] if history else None
         if removal is None or removal.subject != f"Delete tenant {stack.name}":
             if warned is not None:
-                said = removal.sha if removal is not None else ""
-                if warned.get(stack.name) == said:
-                    return None  # named in the log already, for this removal
-                warned[stack.name] = said
+                warned.add(stack.name)
             log.warning(
                 "reconcile: %s has no file in git but its stack is up (update %s) and no destroy was "
                 "queued; left alone: DELETE the tenant through the service or run `tenantctl sync "
@@ -216,7 +215,7 @@ class RunningReconcile:
         self.changes = changes
         self._on_queued = on_queued
         self.environments = tuple(environments)
-        self._warned: dict[str, str] = {}  # stacks left alone: named in the log once per removal
+        self._warned: set[str] = set()  # stacks left alone: named in the log once, until the file is back
         self._fingerprints: dict[tuple[str, str], str | None] = {}  # files looked at in the last run
         self._periodic = Periodic(
             self.run, interval=interval, name="tenants-reconcile", what="the running reconcile", delay=True
@@ -254,8 +253,8 @@ def queue_changes_never_queued(
     seen: dict[tuple[str, str], str | None] | None = None,
     stopping: Callable[[], bool] = lambda: False,
 ) -> list[Operation]:
-    """Queue an update for each tenant of ``environments`` whose file's last change the service (or
-    ``tenantctl``) committed and no operation ever asked for: its newest update (queued, running or
+    """Queue an update for each tenant of ``environments`` whose file's last change the service
+    committed and no operation ever asked for: its newest update (queued, running or
     ended in any way) is of another spec or incarnation, or there is none. That is a change committed
     while the queue could not be reached (the writer was answered that it was not queued) or by a
     process that died before queueing it. A failed update is not queued again here: it was queued, and
@@ -267,8 +266,9 @@ def queue_changes_never_queued(
     every replica takes, ``hold``) and looked at again on the fresh branch, incarnation and committer
     included, before its update is queued, so a writer mid-write, which queues its own change, is never
     overtaken by an older spec. ``seen``: the spec fingerprint of each file (tenant name, blob) looked at
-    in the last run, kept by the caller so a file that did not change is not validated again (replaced
-    by this run's). ``stopping``: checked between tenants."""
+    in the last run (None: left alone, a file not the service's included), kept by the caller so a file
+    that did not change is not looked at again (replaced by this run's). ``stopping``: checked between
+    tenants."""
     repository, queue = changes.repository, changes.queue
     repository.refresh(max_age=0)
     known = seen if seen is not None else {}
@@ -289,6 +289,11 @@ def queue_changes_never_queued(
             known[key] = None if desired is None else spec_fingerprint(desired)
         current[key] = known[key]
         if _queued_ever(changes, stack, current[key], incarnation=False):
+            continue
+        if not repository.made_last_change(environment, name):
+            # A merged pull request or a hand commit: the deploy workflow's to apply. Remembered for
+            # this version of the file (as left alone), so no later run looks at it again.
+            current[key] = known[key] = None
             continue
         try:
             with changes.write_lock.hold(stack):

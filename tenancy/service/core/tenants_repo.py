@@ -614,8 +614,9 @@ class TenantRepository:
         return commits
 
     def made_last_change(self, environment: str, name: str) -> bool:
-        """Whether the newest commit of the tenant's file is this code's own (committer ``tenant-api``:
-        the service, or ``tenantctl`` on its checkout), not a merged pull request or a hand commit."""
+        """Whether the newest commit of the tenant's file is the service's own (committer
+        ``tenant-api``), not a merged pull request or a hand commit. The committer is what the commit
+        says, so this sorts, it does not authenticate: it only decides who applies the change."""
         tip = self._tip()
         if tip is None:
             return False
@@ -1021,6 +1022,8 @@ class TenantRepository:
                 if isinstance(error, RepositoryError)
                 else RepositoryError(f"committing failed: {type(error).__name__}")
             )
+            if not isinstance(error, RepositoryError):  # those are logged where they are raised
+                _log.error("committing a group of changes failed: %s", type(error).__name__)
             for change in group:
                 if not change.done and change.commit is None:  # a committed one stands
                     change.error, change.done = failure, True
