@@ -328,3 +328,29 @@ def unsigned(header: dict[str, Any], claims: dict[str, Any], signature: bytes = 
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
     return ".".join([part(json.dumps(header).encode()), part(json.dumps(claims).encode()), part(signature)])
+
+
+def write_on_first_read(
+    repository: Any, monkeypatch: pytest.MonkeyPatch, write: Callable[[], None], *, wait: float
+) -> threading.Thread:
+    """Make the first ``repository.read`` start ``write`` (another process or replica changing the
+    tenant) in a thread, right after that read, and wait up to ``wait`` seconds for it: how the
+    reconcile tests put a writer between a reconcile's read and what it queues. The thread, to join."""
+    done = threading.Event()
+
+    def writing() -> None:
+        write()
+        done.set()
+
+    writer = threading.Thread(target=writing)
+    read = repository.read
+
+    def read_then_write(environment: str, name: str) -> Any:
+        found = read(environment, name)
+        if not writer.is_alive() and not done.is_set():
+            writer.start()
+            done.wait(wait)  # at once when nothing holds the tenant up; else once it is free
+        return found
+
+    monkeypatch.setattr(repository, "read", read_then_write)
+    return writer

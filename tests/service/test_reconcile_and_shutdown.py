@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from tests.service.conftest import (
     commit_by_hand,
     spec,
     wait_for,
+    write_on_first_read,
 )
 
 ACME = "/api/v1/environments/dev/tenants/acme"
@@ -283,25 +283,14 @@ def test_the_start_s_reconcile_holds_each_tenant_so_a_change_committed_meanwhile
     # Committed, never queued (a process died between the two).
     repository.write("dev", "acme", document("never queued"), author=author, message="Update")
     newer = document("newer")
-    newer_queued = threading.Event()
 
     def change() -> None:  # what the service does: commit and queue under the tenant's lock
         with repository.locked(stack.name):
             repository.write("dev", "acme", newer, author=author, message="Update")
             queue.submit(stack, OperationKind.up, spec=newer, requested_by="other-process")
-        newer_queued.set()
 
-    writer = threading.Thread(target=change)
+    writer = write_on_first_read(repository, monkeypatch, change, wait=1)
     read = repository.read
-
-    def read_while_another_process_writes(environment: str, name: str) -> dict[str, Any] | None:
-        found = read(environment, name)
-        if not writer.is_alive() and not newer_queued.is_set():
-            writer.start()
-            newer_queued.wait(1)  # done at once when nothing holds the tenant; else after the reconcile
-        return found
-
-    monkeypatch.setattr(repository, "read", read_while_another_process_writes)
     queue_unapplied_changes(repository, queue)
     writer.join(10)
 

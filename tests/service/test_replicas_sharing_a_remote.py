@@ -15,7 +15,14 @@ from fastapi import FastAPI
 from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.service.app import create_app
 from tenancy.service.core.tenants_repo import TenantRepository
-from tests.service.conftest import Issuer, LiveServer, TenantEngine, settings_for, spec
+from tests.service.conftest import (
+    Issuer,
+    LiveServer,
+    TenantEngine,
+    settings_for,
+    spec,
+    write_on_first_read,
+)
 
 NEWCO = "/api/v1/environments/dev/tenants/newco"
 
@@ -121,7 +128,6 @@ def test_replicas_take_turns_pushing_so_a_group_s_push_is_never_refused(tmp_path
     moving"). With a turn in Redis a group's push was refused at most once, when its replica had not yet
     fetched what the one before pushed; the turn now also says what that was, so the replica fetches
     before it builds and its push is never refused."""
-    import threading
 
     from tenancy.service.core import tenants_repo
     from tenancy.service.core.tenants_repo import GitAuthor
@@ -252,27 +258,15 @@ def test_a_replica_starting_while_another_writes_a_tenant_never_queues_an_older_
     serving.write("dev", "newco", document("never queued"), author=author, message="Update")
     newer = document("newer")
     writing = RedisWriteLock(serving, redis, prefix="t:")
-    done = threading.Event()
 
     def another_replica_writes() -> None:
         with writing.hold(stack):
             serving.sync()
             serving.write("dev", "newco", newer, author=author, message="Update")
             queue.submit(stack, OperationKind.up, spec=newer, requested_by="replica-a")
-        done.set()
-
-    writer = threading.Thread(target=another_replica_writes)
-    read = starting.read
-
-    def read_while_another_replica_writes(environment: str, name: str) -> dict[str, Any] | None:
-        found = read(environment, name)
-        if not writer.is_alive() and not done.is_set():
-            writer.start()
-            done.wait(5)  # nothing of this replica's holds it up: it commits and queues now
-        return found
 
     starting.sync()  # it has fetched the change never queued
-    monkeypatch.setattr(starting, "read", read_while_another_replica_writes)
+    writer = write_on_first_read(starting, monkeypatch, another_replica_writes, wait=5)
     queue_unapplied_changes(starting, queue, hold=RedisWriteLock(starting, redis, prefix="t:").hold)
     writer.join(10)
     ups = [op for op in queue.recent(stack=stack) if op.kind is OperationKind.up]
