@@ -120,15 +120,6 @@ class SubmitRequest:
     params: dict[str, Any] | None = None
 
 
-class SubmitInterrupted(Exception):
-    """``submit_in_order`` failed part way: ``queued`` (a prefix of the requests) were queued."""
-
-    def __init__(self, queued: list[Operation], cause: BaseException) -> None:
-        super().__init__(f"{len(queued)} queued, then {type(cause).__name__}")
-        self.queued = queued
-        self.cause = cause
-
-
 class OperationQueue(Protocol):
     """Durable queue of operations: one running per stack, newer requests coalesce older queued ones."""
 
@@ -152,11 +143,10 @@ class OperationQueue(Protocol):
     def submit_in_order(self, requests: Sequence[SubmitRequest]) -> list[Operation]:
         """Queue ``requests`` in their order, each placed after the one before it (and after every
         submit that returned before this began); their operations, in the same order. SQLite inserts
-        them in one transaction, all or none; Redis one by one, and raises ``SubmitInterrupted``
-        naming those queued when one fails after others were. The service queues a group of commits'
-        operations with it, right after the group is in the branch. A submit still waiting for its
-        transaction is not ordered against it: callers order their own (the service holds a tenant's
-        turn until such a submit returns)."""
+        them in one transaction, all or none, and so does Redis (one WATCH/MULTI). The service queues
+        a group of commits' operations with it, right after the group is in the branch. A submit still
+        waiting for its transaction is not ordered against it: callers order their own (the service
+        holds a tenant's turn until such a submit returns)."""
         ...
 
     def get(self, operation_id: str) -> Operation | None: ...

@@ -37,7 +37,6 @@ from tenancy.automation.contract import (
     OperationSummary,
     ProgressEvent,
     StackRef,
-    SubmitInterrupted,
     SubmitRequest,
 )
 
@@ -110,26 +109,10 @@ class RedisOperationQueue:
     # --- OperationQueue ----------------------------------------------------------------------------
 
     def submit_in_order(self, requests: Sequence[SubmitRequest]) -> list[Operation]:
-        """One ``submit`` after the other (each its own transaction); ``SubmitInterrupted`` names those
-        queued when one fails after others were."""
-        queued: list[Operation] = []
-        for request in requests:
-            try:
-                queued.append(
-                    self.submit(
-                        request.stack,
-                        request.kind,
-                        spec=request.spec,
-                        requested_by=request.requested_by,
-                        incarnation=request.incarnation,
-                        params=request.params,
-                    )
-                )
-            except Exception as error:
-                if not queued:
-                    raise
-                raise SubmitInterrupted(queued, error) from error
-        return queued
+        """One transaction for them all (one ``INCRBY`` for their places, one WATCH/MULTI), so a group
+        of commits' operations costs a few round trips, not several per operation, and is queued all
+        or none."""
+        return self._submit_all(requests)
 
     def submit(
         self,
@@ -142,49 +125,85 @@ class RedisOperationQueue:
         params: dict[str, Any] | None = None,
         queued: Callable[[], None] | None = None,
     ) -> Operation:
-        kind = OperationKind(kind)
-        operation_id = uuid.uuid4().hex
-        position = int(self._redis.incr(f"{self._prefix}op-seq"))
+        [operation] = self._submit_all([SubmitRequest(stack, kind, spec, requested_by, incarnation, params)])
+        if queued is not None:
+            queued()  # its place was fixed by op-seq; it is stored now too
+        return operation
+
+    def _submit_all(self, requests: Sequence[SubmitRequest]) -> list[Operation]:
+        """Insert ``requests`` in their order, each coalescing the queued operations of its stack that
+        it supersedes (the earlier ones of the same call included), in one transaction. Their
+        operations as a read right after each one's own insert would give (queued)."""
+        if not requests:
+            return []
+        last = int(self._redis.incrby(f"{self._prefix}op-seq", len(requests)))
         now = self._clock()
-        replaced = {k.value for k in SUPERSEDES[kind]}
-        record = {
-            "id": operation_id,
-            "environment": stack.environment,
-            "tenant": stack.tenant,
-            "kind": kind.value,
-            "status": OperationStatus.queued.value,
-            "requested_by": requested_by,
-            "created_at": repr(now),
-            "position": str(position),
-        }
-        if spec is not None:
-            record["spec"] = json.dumps(spec)
-        if incarnation is not None:
-            record["incarnation"] = incarnation
-        if params is not None:
-            record["params"] = json.dumps(params)
+        records = []
+        for position, request in enumerate(requests, start=last - len(requests) + 1):
+            record = {
+                "id": uuid.uuid4().hex,
+                "environment": request.stack.environment,
+                "tenant": request.stack.tenant,
+                "kind": OperationKind(request.kind).value,
+                "status": OperationStatus.queued.value,
+                "requested_by": request.requested_by,
+                "created_at": repr(now),
+                "position": str(position),
+            }
+            if request.spec is not None:
+                record["spec"] = json.dumps(request.spec)
+            if request.incarnation is not None:
+                record["incarnation"] = request.incarnation
+            if request.params is not None:
+                record["params"] = json.dumps(request.params)
+            records.append(record)
+        stacks = list(dict.fromkeys(request.stack for request in requests))
 
         def body(pipe: Any) -> None:
-            queued_here = [_text(i) for i in pipe.zrange(self._queued(stack), 0, -1)]  # oldest first
-            kinds = {i: _text(pipe.hget(self._op(i), "kind") or b"") for i in queued_here}
-            # Never across a queued destroy: what was asked before it runs before it.
-            destroys = [i for i, k in enumerate(kinds.values()) if k == OperationKind.destroy.value]
-            if destroys:
-                kinds = dict(list(kinds.items())[destroys[-1] + 1 :])
-            superseded = [older for older, older_kind in kinds.items() if older_kind in replaced]
-            # Whatever a replaced operation had replaced now points at the newest: one hop to the
-            # operation that will apply the caller's change.
-            pointing = {
-                older: [_text(i) for i in pipe.smembers(self._replaced(older))] for older in superseded
-            }
+            # Each stack's queued operations, oldest first, with their kinds, as Redis has them; the
+            # call's own join them as they are planned.
+            here: dict[StackRef, list[tuple[str, str]]] = {}
+            for stack in stacks:
+                ids = [_text(i) for i in pipe.zrange(self._queued(stack), 0, -1)]
+                here[stack] = [(i, _text(pipe.hget(self._op(i), "kind") or b"")) for i in ids]
+            replacing: dict[str, list[str]] = {}  # the call's own operations: what each replaced
+            writes: list[tuple[Any, ...]] = []
+            for request, record in zip(requests, records, strict=True):
+                stack, operation_id, position = request.stack, record["id"], int(record["position"])
+                queued_here = here[stack]
+                # Never across a queued destroy: what was asked before it runs before it.
+                destroys = [n for n, (_, k) in enumerate(queued_here) if k == OperationKind.destroy.value]
+                after = queued_here[destroys[-1] + 1 :] if destroys else queued_here
+                kinds = {k.value for k in SUPERSEDES[OperationKind(request.kind)]}
+                superseded = [older for older, older_kind in after if older_kind in kinds]
+                # Whatever a replaced operation had replaced now points at the newest: one hop to the
+                # operation that will apply the caller's change.
+                pointing = {
+                    older: replacing[older]
+                    if older in replacing
+                    else [_text(i) for i in pipe.smembers(self._replaced(older))]
+                    for older in superseded
+                }
+                writes.append(("insert", stack, operation_id, position, record))
+                for older in superseded:
+                    writes.append(("supersede", stack, older, operation_id, pointing[older]))
+                replacing[operation_id] = [
+                    replaced for older in superseded for replaced in (older, *pointing[older])
+                ]
+                here[stack] = [entry for entry in queued_here if entry[0] not in superseded]
+                here[stack].append((operation_id, record["kind"]))
             pipe.multi()
-            pipe.hset(self._op(operation_id), mapping=record)
-            pipe.zadd(self._all(), {operation_id: position})
-            pipe.zadd(self._all(stack), {operation_id: position})
-            pipe.zadd(self._queued(), {operation_id: position})
-            pipe.zadd(self._queued(stack), {operation_id: position})
-            pipe.sadd(self._stacks, stack.name)
-            for older in superseded:
+            for write in writes:
+                if write[0] == "insert":
+                    _, stack, operation_id, position, record = write
+                    pipe.hset(self._op(operation_id), mapping=record)
+                    pipe.zadd(self._all(), {operation_id: position})
+                    pipe.zadd(self._all(stack), {operation_id: position})
+                    pipe.zadd(self._queued(), {operation_id: position})
+                    pipe.zadd(self._queued(stack), {operation_id: position})
+                    pipe.sadd(self._stacks, stack.name)
+                    continue
+                _, stack, older, operation_id, pointing_at = write
                 pipe.hset(
                     self._op(older),
                     mapping={
@@ -195,15 +214,13 @@ class RedisOperationQueue:
                 )
                 pipe.zrem(self._queued(), older)
                 pipe.zrem(self._queued(stack), older)
-                for earlier in pointing[older]:
+                for earlier in pointing_at:
                     pipe.hset(self._op(earlier), "superseded_by", operation_id)
-                pipe.sadd(self._replaced(operation_id), older, *pointing[older])
+                pipe.sadd(self._replaced(operation_id), older, *pointing_at)
                 pipe.delete(self._replaced(older))
 
-        self._transaction([self._queued(stack)], body)
-        if queued is not None:
-            queued()  # its place was fixed by op-seq; it is stored now too
-        return self._require(operation_id)
+        self._transaction([self._queued(stack) for stack in stacks], body)
+        return [_operation(record) for record in records]
 
     def get(self, operation_id: str) -> Operation | None:
         fields = self._fields(operation_id)

@@ -234,43 +234,53 @@ def test_an_unchanged_write_between_two_changes_is_queued_in_commit_order(tmp_pa
     queue.close()
 
 
-def test_a_group_queued_in_part_tells_each_writer_what_became_of_its_own(tmp_path: Path) -> None:
-    """Redis queues a group's operations one by one: when the second fails, the first writer's is
-    queued and it must say so, not "not queued, repeat the request" (review of the publisher's
-    queueing); the second's writer is told its change was not queued."""
+def test_with_redis_a_group_s_operations_are_queued_in_one_transaction_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of the publisher's queueing: with Redis the group was queued one submit after another
+    (several round trips each, while the process's next group waited), and a failure part way left
+    some queued and told every writer none was. It is one transaction: one place-taking INCRBY and
+    one WATCH/MULTI for the group; when it fails, none is queued and every writer says so."""
     repository = TenantRepository(tmp_path / "repo")
     repository.ensure()
     queue = RedisOperationQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()), prefix="t:")
     changes = TenantChanges(repository=repository, queue=queue, write_lock=LocalWriteLock(repository))
-    beta = StackRef("dev", "beta")
-    for stack in (ACME, beta):
+    stacks = [StackRef("dev", name) for name in ("acme", "beta", "gamma")]
+    for stack in stacks:
         changes.replace(stack, {"owners": ["a@x.example"], "plan": "small"}, ADMIN, if_match=None)
-    submit, calls = queue.submit, []
+    transactions: list[int] = []
+    transaction = queue._transaction
 
-    def second_fails(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args[0])
-        if len(calls) == 2:
-            raise ConnectionError("Connection reset by peer")
-        return submit(*args, **kwargs)
+    def counted(watched: list[str], body: Callable[[object], object]) -> object:
+        transactions.append(len(watched))
+        return transaction(watched, body)
 
-    queue.submit = second_fails  # type: ignore[method-assign]
+    monkeypatch.setattr(queue, "_transaction", counted)
     answers: dict[str, object] = {}
 
-    def patch(stack: StackRef) -> Callable[[], None]:
+    def patch(stack: StackRef, name: str) -> Callable[[], None]:
         def run() -> None:
             try:
-                answers[stack.tenant] = changes.patch(stack, {"displayName": "x"}, ADMIN, if_match=None)
+                answers[stack.tenant] = changes.patch(stack, {"displayName": name}, ADMIN, if_match=None)
             except ServiceError as error:
                 answers[stack.tenant] = error
 
         return run
 
-    _in_one_group(changes, patch(ACME), patch(beta))
-    first, second = calls[0], calls[1]
-    assert queue.recent(stack=first, limit=1)[0].spec["displayName"] == "x"
-    assert not isinstance(answers[first.tenant], ServiceError), answers[first.tenant]
-    refused = answers[second.tenant]
-    assert isinstance(refused, ServiceError) and refused.code == "engine_unavailable"
+    _in_one_group(changes, *(patch(stack, "one") for stack in stacks))
+    assert transactions == [3]  # one transaction, watching the three stacks' queues
+    assert all(queue.recent(stack=stack, limit=1)[0].spec["displayName"] == "one" for stack in stacks)
+
+    def unreachable(watched: list[str], body: Callable[[object], object]) -> object:
+        raise ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(queue, "_transaction", unreachable)
+    answers.clear()
+    _in_one_group(changes, *(patch(stack, "two") for stack in stacks))
+    for stack in stacks:
+        refused = answers[stack.tenant]
+        assert isinstance(refused, ServiceError) and refused.code == "engine_unavailable"
+        assert queue.recent(stack=stack, limit=1)[0].spec["displayName"] == "one"  # none queued
 
 
 def test_the_publisher_runs_no_git_process_under_the_commit_lock(tmp_path: Path) -> None:

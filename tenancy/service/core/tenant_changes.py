@@ -34,7 +34,6 @@ from tenancy.automation.contract import (
     OperationQueue,
     OperationStatus,
     StackRef,
-    SubmitInterrupted,
     SubmitRequest,
 )
 from tenancy.automation.incarnation import stack_history
@@ -162,8 +161,8 @@ class TenantChanges:
     def queue_published(self, follow_ups: list[tuple[object, str]]) -> None:
         """The repository's ``after_publish``: queue the operations of a group of commits now in the
         branch, in commit order, in one transaction, before any of their writers is answered. Each
-        writer reads its own outcome (``_submit``): a failure is that of every writer whose operation
-        was not queued (with Redis, those after the one that failed), answered as a failed submit is."""
+        writer reads its own outcome (``_submit``): a failure is every one's (the queue inserts a
+        group all or none), answered as a failed submit is."""
         waiting = [follow for follow, _ in follow_ups if isinstance(follow, _QueuedWithCommit)]
         queued: list[Operation] = []
         failure: Exception | None = None
@@ -176,14 +175,11 @@ class TenantChanges:
                 for follow in waiting
             ]
             queued = self.queue.submit_in_order(requests)
-        except SubmitInterrupted as interrupted:  # those queued are; the others are not
-            cause = interrupted.cause
-            queued, failure = interrupted.queued, cause if isinstance(cause, Exception) else interrupted
-        except Exception as error:
+        except Exception as error:  # all or none: none was queued
             failure = error
         if failure is None and len(queued) != len(waiting):
             failure = RuntimeError(f"the queue answered {len(queued)} of {len(waiting)} operations")
-        for follow, operation in zip(waiting, queued, strict=False):  # a prefix, when interrupted
+        for follow, operation in zip(waiting, queued, strict=False):  # all of them, or none
             follow.operation = operation
         for follow in waiting[len(queued) :]:
             follow.error = failure
