@@ -724,7 +724,11 @@ def test_a_group_of_records_cut_short_by_a_full_disk_leaves_the_next_record_a_li
 
 
 def test_no_change_is_accepted_while_the_audit_log_cannot_be_written_and_one_cut_short_says_it_stands(
-    make_app: AppFactory, issuer: Issuer, serve: Any, monkeypatch: pytest.MonkeyPatch
+    make_app: AppFactory,
+    issuer: Issuer,
+    serve: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Found by an outside review: with the audit log unwritable a PATCH answered 500, yet was committed
     and queued, and /readyz said ready. Now readiness fails, every API write is refused before it does
@@ -763,6 +767,13 @@ def test_no_change_is_accepted_while_the_audit_log_cannot_be_written_and_one_cut
         committed = backends.repository.head()
         assert f"was committed ({committed[:12]}) and queued" in message
         assert "do not repeat it" in message
+        # The log line names the request and the operation, so the missing record can be made up.
+        said = [r.getMessage() for r in caplog.records if "could not be written" in r.getMessage()]
+        request = cut.headers["X-Request-ID"]
+        assert any(
+            request in line and cut.json()["error"]["message"].split("operation ")[1][:32] in line
+            for line in said
+        ), said
         # No "refused" line for it either (the change took effect; only its record is missing).
         audit_file = Path(backends.settings.audit_target)
         assert '"reason":"audit_unavailable"' not in audit_file.read_text()

@@ -100,7 +100,14 @@ def unrecorded(record: AuditRecord, error: OSError, *, done: str, remedy: str) -
     503 ``audit_unavailable``, saying what was done and what to do (``remedy``); an Idempotency-Key
     keeps it, so a retry does not do it again."""
     why = error.strerror or type(error).__name__
-    _log.error("the audit record of %s (%s) could not be written: %s", record.action, record.tenant, why)
+    _log.error(
+        "the audit record of %s (%s, request %s, operation %s) could not be written: %s",
+        record.action,
+        record.tenant,
+        record.request_id or "-",
+        record.operation_id or "-",
+        why,
+    )
     return ServiceError(
         "audit_unavailable",
         f"{done}, but its audit record could not be written ({why}); it stands: {remedy}, "

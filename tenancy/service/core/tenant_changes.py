@@ -814,7 +814,13 @@ class TenantChanges:
         result = ChangeResult(operation, commit, document, etag, recorded=with_commit.recorded)
         if with_commit.record_error is not None and record_as is not None:
             record = AuditRecord(
-                record_as.actor, record_as.action, "accepted", stack.tenant, stack.environment
+                record_as.actor,
+                record_as.action,
+                "accepted",
+                stack.tenant,
+                stack.environment,
+                record_as.request_id,
+                operation.id,
             )
             raise unrecorded(
                 record, with_commit.record_error, done=result.what_was_done, remedy="do not repeat it"
