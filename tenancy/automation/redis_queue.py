@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -91,6 +92,7 @@ class RedisOperationQueue:
     def _transaction(self, watched: list[str], body: Callable[[Any], _T]) -> _T:
         """Run ``body(pipe)`` with ``watched`` keys watched; retry when another client changed them.
         ``body`` reads with the pipe (immediate mode), then calls ``pipe.multi()`` and queues writes."""
+        attempt = 0
         while True:
             with self._redis.pipeline() as pipe:
                 try:
@@ -100,6 +102,10 @@ class RedisOperationQueue:
                         pipe.execute()
                     return result
                 except WatchError:
+                    # Another client won: try again after a short random pause, so clients that keep
+                    # colliding (a group watching several stacks, a claimer) do not do so in step.
+                    attempt += 1
+                    time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
                     continue
 
     def _fields(self, operation_id: str, reader: Any = None) -> dict[str, str]:
@@ -160,22 +166,33 @@ class RedisOperationQueue:
         stacks = list(dict.fromkeys(request.stack for request in requests))
 
         def body(pipe: Any) -> None:
-            # Each stack's queued operations, oldest first, with their kinds, as Redis has them; the
-            # call's own join them as they are planned.
-            here: dict[StackRef, list[tuple[str, str]]] = {}
+            if pipe.exists(self._op(records[0]["id"])):
+                # A try whose EXEC ran but whose answer was lost (a timeout, a reset, a failover:
+                # redis-py then reports a WatchError): all of it is in, and planning it again would
+                # have each operation supersede itself (outside review of group submits).
+                pipe.unwatch()
+                return
+            # Each stack's queued operations, oldest first (by place), with their kinds and places, as
+            # Redis has them; the call's own join them as they are planned.
+            here: dict[StackRef, list[tuple[str, str, float]]] = {}
             for stack in stacks:
-                ids = [_text(i) for i in pipe.zrange(self._queued(stack), 0, -1)]
-                here[stack] = [(i, _text(pipe.hget(self._op(i), "kind") or b"")) for i in ids]
+                ranked = pipe.zrange(self._queued(stack), 0, -1, withscores=True)
+                here[stack] = [
+                    (_text(i), _text(pipe.hget(self._op(_text(i)), "kind") or b""), float(place))
+                    for i, place in ranked
+                ]
             replacing: dict[str, list[str]] = {}  # the call's own operations: what each replaced
             writes: list[tuple[Any, ...]] = []
             for request, record in zip(requests, records, strict=True):
                 stack, operation_id, position = request.stack, record["id"], int(record["position"])
-                queued_here = here[stack]
+                # Only what was placed before it: a submit placed later that was stored first (places
+                # are taken before the transaction) stays, and runs after it (outside review).
+                queued_here = [entry for entry in here[stack] if entry[2] < position]
                 # Never across a queued destroy: what was asked before it runs before it.
-                destroys = [n for n, (_, k) in enumerate(queued_here) if k == OperationKind.destroy.value]
+                destroys = [n for n, (_, k, _) in enumerate(queued_here) if k == OperationKind.destroy.value]
                 after = queued_here[destroys[-1] + 1 :] if destroys else queued_here
                 kinds = {k.value for k in SUPERSEDES[OperationKind(request.kind)]}
-                superseded = [older for older, older_kind in after if older_kind in kinds]
+                superseded = [older for older, older_kind, _ in after if older_kind in kinds]
                 # Whatever a replaced operation had replaced now points at the newest: one hop to the
                 # operation that will apply the caller's change.
                 pointing = {
@@ -190,8 +207,9 @@ class RedisOperationQueue:
                 replacing[operation_id] = [
                     replaced for older in superseded for replaced in (older, *pointing[older])
                 ]
-                here[stack] = [entry for entry in queued_here if entry[0] not in superseded]
-                here[stack].append((operation_id, record["kind"]))
+                here[stack] = [entry for entry in here[stack] if entry[0] not in superseded]
+                here[stack].append((operation_id, record["kind"], float(position)))
+                here[stack].sort(key=lambda entry: entry[2])
             pipe.multi()
             for write in writes:
                 if write[0] == "insert":

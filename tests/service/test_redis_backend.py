@@ -12,7 +12,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from tenancy.automation.contract import OperationKind, OperationStatus, StackRef
+from tenancy.automation.contract import OperationKind, OperationStatus, StackRef, SubmitRequest
 from tenancy.automation.redis_queue import RedisOperationQueue
 from tenancy.automation.worker import Worker
 from tenancy.service.app import create_app
@@ -248,3 +248,65 @@ def test_a_tenant_held_by_another_replica_answers_tenant_busy_not_a_repository_f
     assert busy.status_code == 503, busy.text
     assert busy.json()["error"]["code"] == "tenant_busy" and busy.headers["Retry-After"] == "5"
     assert "lock expires within 120 s" in busy.json()["error"]["message"]
+
+
+def test_a_submit_whose_exec_answer_was_lost_is_not_planned_again(
+    redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside review of group submits, on a real Redis through a proxy: Redis ran the transaction but
+    its answer was lost (a timeout, a reset, a failover), redis-py reported a WatchError, and the
+    retry planned the group again: each operation found itself queued and superseded itself, so the
+    writers were told "queued" while nothing would run."""
+    from redis.client import Pipeline
+    from redis.exceptions import WatchError
+
+    queue = RedisOperationQueue(redis, prefix="t:")
+    older = queue.submit(ACME, OperationKind.up, spec={"n": 0}, requested_by="a")
+    execute = Pipeline.execute
+    lost: list[bool] = []
+
+    def answer_lost(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = execute(self, *args, **kwargs)
+        if self.explicit_transaction is False and not lost and result:
+            lost.append(True)
+            raise WatchError("Watched variable changed.")  # what redis-py says for a lost EXEC reply
+        return result
+
+    monkeypatch.setattr(Pipeline, "execute", answer_lost)
+    newer = queue.submit_in_order(
+        [
+            SubmitRequest(ACME, OperationKind.up, {"n": 1}, "b"),
+            SubmitRequest(BETA, OperationKind.up, {"n": 2}, "c"),
+        ]
+    )
+    assert lost == [True]
+    stored = [queue.get(operation.id) for operation in newer]
+    assert [operation.status for operation in stored if operation] == [OperationStatus.queued] * 2
+    assert all(operation and operation.superseded_by is None for operation in stored)
+    replaced = queue.get(older.id)
+    assert replaced is not None and replaced.superseded_by == newer[0].id
+
+
+def test_a_submit_placed_later_but_stored_first_is_not_superseded_by_the_earlier_one(redis: Any) -> None:
+    """Outside review of group submits: places are taken before the transaction, so a submit placed
+    later could be stored first; the earlier one then superseded it and kept its earlier place, and
+    an older spec could win. It supersedes only what was placed before it: both stay queued, in the
+    order of their places, and the later one runs last."""
+    queue = RedisOperationQueue(redis, prefix="t:")
+    transaction = queue._transaction
+    later: list[Any] = []
+
+    def another_submit_stored_first(watched: list[str], body: Any) -> Any:
+        if not later:
+            later.append(None)  # this call's place is taken; another submitter overtakes it now
+            later[0] = queue.submit(ACME, OperationKind.up, spec={"n": "later"}, requested_by="b")
+        return transaction(watched, body)
+
+    queue._transaction = another_submit_stored_first  # type: ignore[method-assign]
+    earlier = queue.submit(ACME, OperationKind.up, spec={"n": "earlier"}, requested_by="a")
+    queue._transaction = transaction  # type: ignore[method-assign]
+    stored_later = queue.get(later[0].id)
+    assert stored_later is not None and stored_later.status is OperationStatus.queued
+    assert [op.spec["n"] for op in queue.recent(stack=ACME) if op.spec] == ["later", "earlier"]
+    claimed = queue.claim_next(worker_id="w")
+    assert claimed is not None and claimed.id == earlier.id  # the earlier place runs first
