@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 from tenancy.automation.contract import Operation, OperationKind, OperationQueue, OperationStatus, StackRef
@@ -65,16 +66,28 @@ def queue_unapplied_changes(
         desired = _desired(repository, stack)
         if desired is None or _last_wanted(queue, stack) == spec_fingerprint(desired):
             continue
-        try:
-            with held(stack):
-                repository.sync()
-                operation = _queue_if_unapplied(repository, queue, stack)
-        except TenantBusy as busy:  # a live writer holds it: it queues what it commits; the rest go on
-            log.warning("reconcile: %s left for now: %s", stack.name, busy)
-            continue
+        operation = _holding(stack, held, repository, partial(_queue_if_unapplied, repository, queue))
         if operation is not None:
             queued.append(operation)
     return queued
+
+
+def _holding(
+    stack: StackRef,
+    hold: Callable[[StackRef], AbstractContextManager[object]],
+    repository: TenantRepository,
+    step: Callable[[StackRef], Operation | None],
+) -> Operation | None:
+    """``step(stack)`` with the tenant held (``hold``) on a fresh fetch of the branch: what it queues then
+    comes after any change a writer made meanwhile. None, logged, while a live writer holds it (that
+    writer queues what it commits; the next reconcile looks again)."""
+    try:
+        with hold(stack):
+            repository.sync()
+            return step(stack)
+    except TenantBusy as busy:
+        log.warning("reconcile: %s left for now: %s", stack.name, busy)
+        return None
 
 
 def _queue_if_unapplied(
@@ -83,6 +96,13 @@ def _queue_if_unapplied(
     desired = _desired(repository, stack)
     if desired is None or _last_wanted(queue, stack) == spec_fingerprint(desired):
         return None
+    return _queue_update(repository, queue, stack, desired)
+
+
+def _queue_update(
+    repository: TenantRepository, queue: OperationQueue, stack: StackRef, desired: dict[str, Any]
+) -> Operation:
+    """The reconcile's update of ``stack`` to ``desired``, for the tenant's current incarnation."""
     incarnation = incarnation_of(repository, stack)
     return queue.submit(
         stack, OperationKind.up, spec=desired, requested_by=RECONCILER, incarnation=incarnation
@@ -161,11 +181,12 @@ def queue_unfinished_deletions(
             break
         if warned is not None and (stack.name in warned or changes.standing_without_file(stack) is None):
             continue  # named in the log already (until its file is back), or nothing to do
-        try:
-            operation = _queue_destroy_if_unfinished(changes, stack, warned)
-        except TenantBusy as busy:  # a live writer holds it: it queues what it commits; the rest go on
-            log.warning("reconcile: %s left for now: %s", stack.name, busy)
-            continue
+        operation = _holding(  # what DELETE holds, across replicas too (Redis)
+            stack,
+            changes.write_lock.hold,
+            repository,
+            lambda held: _queue_destroy_if_unfinished(changes, held, warned),
+        )
         if operation is not None:
             queued.append(operation)
     return queued
@@ -174,29 +195,27 @@ def queue_unfinished_deletions(
 def _queue_destroy_if_unfinished(
     changes: TenantChanges, stack: StackRef, warned: set[str] | None = None
 ) -> Operation | None:
-    """``queue_unfinished_deletions`` for one stack whose file is gone, holding its write lock."""
+    """``queue_unfinished_deletions`` for one stack whose file is gone, its write lock held."""
     repository = changes.repository
-    with changes.write_lock.hold(stack):  # what DELETE holds, across replicas too (Redis)
-        repository.sync()
-        if repository.exists(stack.environment, stack.tenant):
-            return None  # created again meanwhile
-        standing = changes.standing_without_file(stack)
-        if standing is None:
-            return None
-        history = repository.history(stack.environment, stack.tenant)
-        removal = history[0] if history else None
-        if removal is None or removal.subject != f"Delete tenant {stack.name}":
-            if warned is not None:
-                warned.add(stack.name)
-            log.warning(
-                "reconcile: %s has no file in git but its stack is up (update %s) and no destroy was "
-                "queued; left alone: DELETE the tenant through the service or run `tenantctl sync "
-                "--prune` to destroy it (a new tenant of the name is refused until then)",
-                stack.name,
-                standing.id,
-            )
-            return None
-        return changes.submit_deletion(stack, standing.spec or {}, RECONCILER, removal.sha)
+    if repository.exists(stack.environment, stack.tenant):
+        return None  # created again meanwhile
+    standing = changes.standing_without_file(stack)
+    if standing is None:
+        return None
+    history = repository.history(stack.environment, stack.tenant)
+    removal = history[0] if history else None
+    if removal is None or removal.subject != f"Delete tenant {stack.name}":
+        if warned is not None:
+            warned.add(stack.name)
+        log.warning(
+            "reconcile: %s has no file in git but its stack is up (update %s) and no destroy was "
+            "queued; left alone: DELETE the tenant through the service or run `tenantctl sync "
+            "--prune` to destroy it (a new tenant of the name is refused until then)",
+            stack.name,
+            standing.id,
+        )
+        return None
+    return changes.submit_deletion(stack, standing.spec or {}, RECONCILER, removal.sha)
 
 
 class RunningReconcile:
@@ -269,7 +288,7 @@ def queue_changes_never_queued(
     in the last run (None: left alone, a file not the service's included), kept by the caller so a file
     that did not change is not looked at again (replaced by this run's). ``stopping``: checked between
     tenants."""
-    repository, queue = changes.repository, changes.queue
+    repository = changes.repository
     repository.refresh(max_age=0)
     known = seen if seen is not None else {}
     current: dict[tuple[str, str], str | None] = {}
@@ -295,30 +314,28 @@ def queue_changes_never_queued(
             # this version of the file (as left alone), so no later run looks at it again.
             current[key] = known[key] = None
             continue
-        try:
-            with changes.write_lock.hold(stack):
-                repository.sync()
-                desired = _desired(repository, stack)
-                fingerprint = None if desired is None else spec_fingerprint(desired)
-                if _queued_ever(changes, stack, fingerprint) or not repository.made_last_change(
-                    environment, name
-                ):
-                    continue
-                operation = queue.submit(
-                    stack,
-                    OperationKind.up,
-                    spec=desired,
-                    requested_by=RECONCILER,
-                    incarnation=incarnation_of(repository, stack),
-                )
-        except TenantBusy as busy:  # a live writer holds it; the next run looks again
-            log.warning("reconcile: %s left for now: %s", stack.name, busy)
-            continue
-        queued.append(operation)
+        operation = _holding(
+            stack, changes.write_lock.hold, repository, partial(_queue_if_never_queued, changes)
+        )
+        if operation is not None:
+            queued.append(operation)
     if seen is not None and not stopping():
         seen.clear()
         seen.update(current)
     return queued
+
+
+def _queue_if_never_queued(changes: TenantChanges, stack: StackRef) -> Operation | None:
+    """``queue_changes_never_queued`` for one tenant, its write lock held: looked at again, incarnation
+    and committer included."""
+    repository = changes.repository
+    desired = _desired(repository, stack)
+    fingerprint = None if desired is None else spec_fingerprint(desired)
+    if desired is None or _queued_ever(changes, stack, fingerprint):
+        return None
+    if not repository.made_last_change(stack.environment, stack.tenant):
+        return None
+    return _queue_update(repository, changes.queue, stack, desired)
 
 
 def _queued_ever(
