@@ -774,7 +774,7 @@ class TenantChanges:
                 # group's operations); an unchanged file has no commit, and its writer queues it.
                 with_commit = _QueuedWithCommit(
                     SubmitRequest(stack, OperationKind.up, document, asked_by, params=params),
-                    record_as=record_as if self.audit is not None else None,
+                    record_as=record_as,
                 )
                 written = turn.write_file(
                     stack.environment,
