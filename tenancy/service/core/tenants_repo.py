@@ -292,8 +292,8 @@ class TenantRepository:
         # Called by the publisher of a group once the branch has it, before any of its writers is
         # answered, with the follow-ups of its changes (``_Change.follow_up``) in commit order and each
         # one's commit: one round for the commit and what follows it (the service's queueing), instead
-        # of a second group round after each writer wakes. Never raises: what it does not do for a
-        # follow-up, its writer does itself.
+        # of a second group round after each writer wakes. Never raises: a follow-up it leaves undone
+        # is its writer's to report (the service answers that the change was not queued).
         self.after_publish: Callable[[list[tuple[object, str]]], None] | None = None
         self._view_behind = threading.Event()
         self._view_thread: threading.Thread | None = None
