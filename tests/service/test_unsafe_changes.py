@@ -58,3 +58,69 @@ def test_a_volume_growth_on_a_class_not_listed_as_expandable_is_refused_naming_t
         assert detail["field"] == "qdrant.storage.size"
         assert "would grow from 10Gi to 20Gi" in detail["reason"]
         assert "platform:expandableStorageClasses" in detail["reason"]
+
+
+def test_a_change_after_a_change_is_checked_against_the_file_the_first_one_wrote(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    # The first PATCH writes a new file; the service keeps that file's resolution instead of
+    # resolving it again at the next write: the second is refused exactly as it would be on a cold
+    # service, whose check reads the file from git.
+    app, _ = make_app(workers=0)
+    live: LiveServer = serve(app)
+    create_tenant(
+        app, "acme", plan="medium", qdrant={"enabled": True, "replicas": 3, "storage": {"size": "10Gi"}}
+    )
+    with live.client(issuer.admin_of("acme")) as client:
+        first = client.patch(ACME, json={"qdrant": {"storage": {"size": "10Gi"}}, "displayName": "Acme 2"})
+        assert first.status_code == 202, first.text
+        response = client.patch(ACME, json={"qdrant": {"replicas": 1, "storage": {"size": "20Gi"}}})
+        assert response.status_code == 422, response.text
+        reasons = {detail["field"]: detail["reason"] for detail in response.json()["error"]["details"]}
+        assert "scale down first" in reasons["qdrant.replicas"]
+        assert "set qdrant.storage.size: 10Gi" in reasons["qdrant.storage.size"]
+
+
+def test_the_resolution_kept_for_a_written_file_is_what_reading_that_file_gives(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    # For every example tenant (and the same with Qdrant scaled), the resolution a write keeps for the
+    # file it commits equals the one a service that reads the committed file from git computes.
+    from pathlib import Path
+
+    from tenancy.spec.tenant import parse_tenant, resolve
+
+    app, _ = make_app(workers=0)
+    live: LiveServer = serve(app)
+    backends = app.state.backends
+    examples = sorted(Path(__file__).resolve().parents[2].glob("tenants/*/*.yaml"))
+    assert examples
+    for index, example in enumerate(examples):
+        document = yaml.safe_load(example.read_text())
+        environment, name = example.parent.name, f"copy-{index}"
+        document["name"] = name
+        backends.repository.write(environment, name, document, author=_AUTHOR, message=f"Create {name}")
+        path = f"/api/v1/environments/{environment}/tenants/{name}"
+        for patch in ({"displayName": f"{name} again"}, {"labels": {"team": "search"}}):
+            with live.client(issuer.platform_admin()) as client:
+                response = client.patch(path, json=patch)
+                assert response.status_code == 202, response.text
+            committed = backends.repository.file(environment, name)
+            file = backends.changes.display_file(_stack(environment, name))
+            kept = backends.changes._resolved[(committed.blob, environment, file)]
+            assert kept == resolve(parse_tenant(committed.document, file=file), environment), example
+
+
+def _stack(environment: str, name: str) -> Any:
+    from tenancy.automation.contract import StackRef
+
+    return StackRef(environment, name)
+
+
+def _author() -> Any:
+    from tenancy.service.core.tenants_repo import GitAuthor
+
+    return GitAuthor("Test", "test@example.com")
+
+
+_AUTHOR = _author()

@@ -636,12 +636,14 @@ class TenantChanges:
         spec: TenantSpec,
         *,
         blob: str | None = None,
-    ) -> None:
+    ) -> Tenant:
         """Refuse changes the tenant's volumes cannot follow, Qdrant scale-downs that change volumes too
         and Qdrant version downgrades (422, naming the
-        value to keep). ``blob``: the git blob ``current`` was read from (its resolution is cached)."""
+        value to keep). ``blob``: the git blob ``current`` was read from (its resolution is cached).
+        Returns ``spec`` resolved (``remember_resolved`` keeps it for the file it is written as)."""
+        after = resolve(spec, stack.environment)
         if current is None:
-            return
+            return after
         file = self.display_file(stack)
         key = (blob, stack.environment, file) if blob is not None else None
         before = self._resolved.get(key) if key is not None else None
@@ -649,15 +651,13 @@ class TenantChanges:
             try:
                 before = resolve(parse_tenant(current, file=file), stack.environment)
             except SpecError:
-                return  # the file in git is already invalid: nothing was applied from it to protect
+                return after  # the file in git is already invalid: nothing was applied from it to protect
             if key is not None:  # the same file resolves the same: once per version, not per write
-                if len(self._resolved) >= _RESOLVED_CACHE_ENTRIES:
-                    self._resolved.clear()
-                self._resolved[key] = before
+                self.remember_resolved(key, before)
         platform = self.platform_of(stack.environment)
         issues = refused_change_issues(
             before,
-            resolve(spec, stack.environment),
+            after,
             file=file,
             default_class_after=None if platform is None else platform.storage_class,
             expandable_classes=() if platform is None else platform.expandable_storage_classes,
@@ -670,6 +670,13 @@ class TenantChanges:
                 "the fields listed in details",
                 details=spec_issues_details(SpecError(issues)),
             )
+        return after
+
+    def remember_resolved(self, key: tuple[str, str, str], resolved: Tenant) -> None:
+        """Keep a file's resolution (``key``: its blob, environment and display name)."""
+        if len(self._resolved) >= _RESOLVED_CACHE_ENTRIES:
+            self._resolved.clear()
+        self._resolved[key] = resolved
 
     def keep_key_rotation(
         self, stack: StackRef, current: dict[str, Any] | None, spec: TenantSpec
@@ -761,7 +768,7 @@ class TenantChanges:
                     self._refuse_while_predecessor_stands(stack)
                 spec = self.keep_key_rotation(stack, current, built)
                 self._check_platform_fields(stack, principal, current, spec)
-                self._check_fixed_volumes(stack, current, spec, blob=found.blob if found else None)
+                resolved = self._check_fixed_volumes(stack, current, spec, blob=found.blob if found else None)
                 document = spec.to_document()  # what the operation applies, in normal form
                 verb = "Create" if current is None else "Update"
                 # A forced change says so in git too (its update may then run without a backup).
@@ -784,6 +791,8 @@ class TenantChanges:
                     message=f"{verb} tenant {stack.name}\n\nRequested-by: {asked_by}{trailers}",
                     follow_up=with_commit,
                 )
+                # The next write of the tenant checks its volumes against this file: resolved already.
+                self.remember_resolved((written.blob, stack.environment, self.display_file(stack)), resolved)
                 if turn.placed:
                     turn.release()  # the next writer of the tenant builds on this change from here
                 # Else the file was already so: no commit, so this writer queues its own operation, and
