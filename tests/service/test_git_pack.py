@@ -86,6 +86,55 @@ def test_a_batch_builds_byte_for_byte_the_objects_libgit2_builds(tmp_path: Path)
     assert not list(pack_dir.glob("tmp_pack_*"))
 
 
+def test_edits_in_place_build_the_trees_libgit2_builds_across_batches(tmp_path: Path) -> None:
+    """A file changed in place (its id replaced in its folder's tree data, and that folder's id in
+    the trees above) gives the tree libgit2's builder writes, mixed with additions, removals, a folder
+    emptied and an executable file made plain, in one batch and in later batches that share the
+    caches (the next group builds on the last one's trees)."""
+    import random
+
+    subprocess.run(["git", "init", "--quiet", str(tmp_path / "repo")], check=True)
+    repo = pygit2.Repository(str(tmp_path / "repo"))
+    tree = repo.TreeBuilder().write()
+    for index in range(120):
+        folder = ("dev", "prod")[index % 2]
+        path = f"tenants/{folder}/t-{index}.yaml"
+        tree = _edit_tree(repo, tree, path.split("/"), repo.create_blob(f"name: t-{index}\n".encode()))
+    builder = repo.TreeBuilder(repo[tree])
+    builder.insert("tool.sh", repo.create_blob(b"#!/bin/sh\n"), pygit2.enums.FileMode.BLOB_EXECUTABLE)
+    tree = builder.write()  # as read from the repository: not built by a batch
+
+    def read(raw: bytes) -> bytes:
+        return repo[pygit2.Oid(raw=raw)].read_raw()
+
+    chooser = random.Random(11)
+    trees: dict[bytes, git_pack.TreeEntries] = {}
+    layouts: dict[bytes, git_pack.TreeLayout] = {}
+    expected, built = tree, tree.raw
+    for _batch in range(3):
+        batch = git_pack.ObjectBatch(read, trees, layouts)
+        for step in range(60):
+            roll = chooser.random()
+            if roll < 0.03:
+                path = "tool.sh"  # executable, written back plain: its mode changes
+            elif roll < 0.08:
+                path = f"tenants/staging/s-{step}.yaml"  # a new folder, later emptied again
+            else:
+                path = f"tenants/{chooser.choice(('dev', 'prod'))}/t-{chooser.randrange(130)}.yaml"
+            content = None if chooser.random() < 0.1 else f"{path} {step} {roll}\n".encode()
+            blob = repo.create_blob(content) if content is not None else None
+            expected = _edit_tree(repo, expected, path.split("/"), blob)
+            built = batch.edit_tree(
+                built, path.split("/"), batch.add(git_pack.BLOB, content) if content else None
+            )
+            assert built == expected.raw, (step, path)
+        batch.write_pack(tmp_path / "repo" / ".git" / "objects" / "pack")
+    assert layouts  # the fast path ran
+    for raw, (data, offsets) in layouts.items():
+        assert git_pack.object_id(git_pack.TREE, data) == raw
+        assert offsets == git_pack.id_offsets(data)
+
+
 KILLED_WRITER = """
 import os, sys
 from pathlib import Path

@@ -40,6 +40,9 @@ BLOB_MODE = 0o100644
 EMPTY_TREE = b""
 
 TreeEntries = dict[bytes, tuple[int, bytes]]  # name -> (mode, raw object id), as stored
+# A tree's data and where each entry's 20-byte id sits in it, by name: trees that differ only in ids
+# share the same offsets (never changed once made).
+TreeLayout = tuple[bytes, dict[bytes, int]]
 
 
 def object_id(kind: int, data: bytes) -> bytes:
@@ -56,6 +59,18 @@ def parse_tree(data: bytes) -> TreeEntries:
         entries[data[space + 1 : nul]] = (int(data[position:space], 8), data[nul + 1 : nul + 21])
         position = nul + 21
     return entries
+
+
+def id_offsets(data: bytes) -> dict[bytes, int]:
+    """Where each entry's raw id starts in the tree ``data``, by name."""
+    offsets: dict[bytes, int] = {}
+    position, end = 0, len(data)
+    while position < end:
+        space = data.index(b" ", position)
+        nul = data.index(b"\0", space)
+        offsets[data[space + 1 : nul]] = nul + 1
+        position = nul + 21
+    return offsets
 
 
 def serialize_tree(entries: TreeEntries) -> bytes:
@@ -104,12 +119,19 @@ def commit_data(
 class ObjectBatch:
     """Objects in memory, by raw id, until ``write_pack`` stores them all at once."""
 
-    def __init__(self, read: Callable[[bytes], bytes], trees: dict[bytes, TreeEntries] | None = None) -> None:
+    def __init__(
+        self,
+        read: Callable[[bytes], bytes],
+        trees: dict[bytes, TreeEntries] | None = None,
+        layouts: dict[bytes, TreeLayout] | None = None,
+    ) -> None:
         """``read``: the raw data of an object already in the repository (by raw id). ``trees``: trees
         parsed before, by raw id (a cache the caller keeps across batches: each group's trees are the
-        next group's base); the trees this batch parses or builds are added to it."""
+        next group's base); the trees this batch parses or builds are added to it. ``layouts``: the
+        same for trees' data and id offsets (``_edit``'s fast path)."""
         self._read = read
         self._trees: dict[bytes, TreeEntries] = {} if trees is None else trees
+        self._layouts: dict[bytes, TreeLayout] = {} if layouts is None else layouts
         self.objects: dict[bytes, tuple[int, bytes]] = {}
 
     def add(self, kind: int, data: bytes) -> bytes:
@@ -129,9 +151,12 @@ class ObjectBatch:
             self._trees[raw] = entries
         return entries
 
-    def _add_tree(self, entries: TreeEntries) -> bytes:
-        raw = self.add(TREE, serialize_tree(entries))
+    def _add_tree(self, entries: TreeEntries, layout: TreeLayout | None = None) -> bytes:
+        """``layout``: the tree's data and offsets, when made without ``serialize_tree``."""
+        raw = self.add(TREE, serialize_tree(entries) if layout is None else layout[0])
         self._trees.setdefault(raw, entries)  # never changed after this
+        if layout is not None:
+            self._layouts.setdefault(raw, layout)
         return raw
 
     def edit_tree(self, tree: bytes | None, parts: list[str], blob: bytes | None) -> bytes:
@@ -143,14 +168,14 @@ class ObjectBatch:
     def _edit(self, tree: bytes | None, parts: list[bytes], blob: bytes | None) -> bytes | None:
         entries = self.tree(tree) if tree is not None else {}
         head, rest = parts[0], parts[1:]
+        before = entries.get(head)
         if not rest:
             if blob is None:
                 entries.pop(head, None)
             else:
                 entries[head] = (BLOB_MODE, blob)
         else:
-            entry = entries.get(head)
-            below = entry[1] if entry is not None and entry[0] == TREE_MODE else None
+            below = before[1] if before is not None and before[0] == TREE_MODE else None
             edited = self._edit(below, rest, blob)
             if edited is None:
                 entries.pop(head, None)
@@ -158,7 +183,23 @@ class ObjectBatch:
                 entries[head] = (TREE_MODE, edited)
         if not entries:
             return None
+        after = entries.get(head)
+        if tree is not None and before is not None and after is not None and before[0] == after[0]:
+            # Only an id changes (a tenant's file, or the folder above it): the same bytes with the new
+            # id in place, instead of sorting and formatting every entry again (0.8 ms a tree at 1,000
+            # tenants, three trees a commit, under the commit lock).
+            data, offsets = self._layout(tree)
+            at = offsets[head]
+            return self._add_tree(entries, (data[:at] + after[1] + data[at + 20 :], offsets))
         return self._add_tree(entries)
+
+    def _layout(self, raw: bytes) -> TreeLayout:
+        layout = self._layouts.get(raw)
+        if layout is None:
+            found = self.objects.get(raw)
+            data = found[1] if found is not None else self._read(raw)
+            layout = self._layouts[raw] = (data, id_offsets(data))
+        return layout
 
     def blob_at(self, tree: bytes, path: str) -> bytes | None:
         """The raw id of the blob at ``path`` under ``tree`` (None if there is none)."""
