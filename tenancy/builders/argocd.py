@@ -14,6 +14,7 @@ import pulumi
 import yaml
 
 from tenancy.builders.contract import (
+    ARGOCD_CLI_CLIENT_ID,
     ARGOCD_PORT_FORWARD_URL,
     GATEWAY_REFERENCE,
     INGRESS_GATEWAY_LABELS,
@@ -75,6 +76,9 @@ def oidc_config(issuer_url: str) -> str:
             "issuer": issuer_url,
             "clientID": OIDC_CLIENT_ID,
             "clientSecret": f"${OIDC_SECRET_NAME}:{OIDC_SECRET_KEY}",
+            # argocd login --sso: PKCE through a public client of its own (no allowedAudiences here,
+            # so Argo CD accepts tokens issued to either client).
+            "cliClientID": ARGOCD_CLI_CLIENT_ID,
             "requestedScopes": ["openid", "profile", "email"],
         },
         sort_keys=False,

@@ -66,9 +66,13 @@ NAMESPACES = PlatformNamespaces()
 # Where Argo CD answers through `kubectl port-forward svc/argocd-server -n argocd 8080:80`: with the
 # admin surfaces closed to everyone outside adminSourceCidrs (the default), the gateway refuses its
 # public host, sign-in callback included, so this is how platform admins reach it then. Its SSO returns
-# there (argocd-cm additionalUrls, and the Keycloak client's redirect URIs). The CLI's --sso cannot use
-# this client: it redeems the code without the client secret, so it would need a public client of its own.
+# there (argocd-cm additionalUrls, and the Keycloak client's redirect URIs).
 ARGOCD_PORT_FORWARD_URL = "http://localhost:8080"
+# `argocd login --sso` redeems its code without a client secret (PKCE), so it signs in through a public
+# client of its own (argocd-cm oidc.config cliClientID; Argo CD then accepts tokens for either client),
+# returning to the listener the CLI opens on localhost (its --sso-port, 8085 by default).
+ARGOCD_CLI_CLIENT_ID = "argocd-cli"
+ARGOCD_CLI_CALLBACK = "http://localhost:8085/auth/callback"
 REALM = "platform"
 # The platform's Istio Gateway, and how VirtualServices in any namespace name it.
 GATEWAY_NAME = "platform-gateway"

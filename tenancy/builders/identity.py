@@ -19,6 +19,8 @@ import yaml
 
 from tenancy import versions
 from tenancy.builders.contract import (
+    ARGOCD_CLI_CALLBACK,
+    ARGOCD_CLI_CLIENT_ID,
     ARGOCD_PORT_FORWARD_URL,
     GATEWAY_REFERENCE,
     INGRESS_GATEWAY_LABELS,
@@ -757,6 +759,27 @@ def _argocd_client(domain: str) -> dict[str, Any]:
     }
 
 
+def _argocd_cli_client() -> dict[str, Any]:
+    """``argocd login --sso``: a public client (the CLI holds no secret), authorization code with PKCE
+    (S256, required) only, returning to the CLI's listener on localhost; its ID tokens carry the same
+    ``groups`` claim as the web client's, which Argo CD's RBAC reads."""
+    return {
+        "clientId": ARGOCD_CLI_CLIENT_ID,
+        "name": "Argo CD CLI",
+        "enabled": True,
+        "protocol": "openid-connect",
+        "publicClient": True,
+        "standardFlowEnabled": True,
+        "implicitFlowEnabled": False,
+        "directAccessGrantsEnabled": False,
+        "serviceAccountsEnabled": False,
+        "redirectUris": [ARGOCD_CLI_CALLBACK],
+        "webOrigins": [],
+        "attributes": {"pkce.code.challenge.method": "S256"},
+        "protocolMappers": [groups_mapper()],
+    }
+
+
 def _provisioner_client() -> dict[str, Any]:
     """The client tenant stacks log in with to declare their groups: confidential, no login flows.
 
@@ -827,7 +850,13 @@ def realm_import(domain: str) -> dict[str, Any]:
             },
             {"name": TENANTS_GROUP, "path": f"/{TENANTS_GROUP}", "subGroups": []},
         ],
-        "clients": [_api_client(), _portal_client(domain), _argocd_client(domain), _provisioner_client()],
+        "clients": [
+            _api_client(),
+            _portal_client(domain),
+            _argocd_client(domain),
+            _argocd_cli_client(),
+            _provisioner_client(),
+        ],
         "users": [_provisioner_service_account()],
     }
 

@@ -87,10 +87,28 @@ def test_sso_goes_to_keycloak_without_dex_or_local_admin(dev_config: PlatformCon
         "issuer": ISSUER,
         "clientID": "argocd",
         "clientSecret": "$argocd-oidc:clientSecret",
+        # argocd login --sso, through the realm's public client for it (no allowedAudiences: Argo CD
+        # then accepts ID tokens issued to either client).
+        "cliClientID": "argocd-cli",
         # The realm has no "groups" scope (Keycloak would refuse the request); a client mapper adds the claim.
         "requestedScopes": ["openid", "profile", "email"],
     }
     assert chart["global"]["domain"] == "argocd.dev.data.example.com"  # redirect URL base
+
+
+def test_the_cli_client_argo_cd_names_is_a_public_pkce_client_of_the_realm(
+    dev_config: PlatformConfig,
+) -> None:
+    from tenancy.builders.identity import realm_import
+
+    oidc = yaml.safe_load(values(dev_config)["configs"]["cm"]["oidc.config"])
+    [cli] = [c for c in realm_import("data.example.com")["clients"] if c["clientId"] == oidc["cliClientID"]]
+    assert cli["publicClient"] is True and cli["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert [
+        c["clientId"]
+        for c in realm_import("data.example.com")["clients"]
+        if c["clientId"] == oidc["clientID"]
+    ]
 
 
 def test_platform_admins_are_admins_and_everyone_else_gets_nothing_by_default(

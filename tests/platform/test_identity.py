@@ -506,6 +506,7 @@ def test_realm_has_the_api_argocd_and_provisioner_clients() -> None:
         "tenant-api",
         "tenant-portal",
         "argocd",
+        "argocd-cli",
         "tenant-provisioner",
     }
     api = client("tenant-api")
@@ -536,6 +537,23 @@ def test_portal_client_is_public_pkce_only_and_its_tokens_reach_the_api() -> Non
     assert portal["redirectUris"] == [f"https://{selfservice.host('data.example.com')}/auth/callback"]
     assert mapper("tenant-portal", "oidc-audience-mapper")["included.client.audience"] == "tenant-api"
     assert mapper("tenant-portal", "oidc-group-membership-mapper")["full.path"] == "true"
+
+
+def test_argocd_cli_signs_in_through_a_public_pkce_client_returning_only_to_localhost() -> None:
+    # argocd login --sso redeems its code without a secret: a public client, PKCE required, no other
+    # flow, and its only redirect is the listener the CLI opens (--sso-port, 8085 by default).
+    cli = client("argocd-cli")
+    assert cli["publicClient"] is True and "secret" not in cli
+    assert cli["standardFlowEnabled"] is True
+    assert not any(
+        cli[flow] for flow in ("implicitFlowEnabled", "directAccessGrantsEnabled", "serviceAccountsEnabled")
+    )
+    assert cli["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert cli["redirectUris"] == ["http://localhost:8085/auth/callback"]
+    # Argo CD's RBAC reads the same groups claim from the CLI's ID token as from the web client's.
+    assert mapper("argocd-cli", "oidc-group-membership-mapper") == mapper(
+        "argocd", "oidc-group-membership-mapper"
+    )
 
 
 def test_provisioner_client_logs_in_only_with_its_own_credentials() -> None:
