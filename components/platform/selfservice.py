@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
 
 from components.kubernetes import custom_resource
 from components.platform.namespace import PlatformNamespace
+from components.platform.passwords import password_taken_once
 from tenancy.builders.selfservice import (
     ENV_SECRET,
     NAMES,
@@ -248,8 +248,9 @@ def _credentials(
             data[SECRET_KEYS["api_vault_token"]] = api_vault_token
     else:
         # Dev encrypts tenant stacks' secrets with a passphrase generated once and kept in the state.
-        passphrase = random.RandomPassword(
-            f"{name}-pulumi-passphrase", length=40, special=False, opts=pulumi.ResourceOptions(parent=parent)
-        )
+        # Every dev tenant stack is encrypted with it: a new value would leave them all undecryptable,
+        # so no input change replaces it. Not protected: dev protects nothing, so it can be torn down,
+        # and the tenant stacks' state lives on the workers' volume, torn down with it.
+        passphrase = password_taken_once(f"{name}-pulumi-passphrase", length=40, parent=parent, protect=False)
         data[SECRET_KEYS["passphrase"]] = pulumi.Output.secret(passphrase.result)
     return data

@@ -178,6 +178,20 @@ def test_the_pods_environment_is_valid_settings_for_the_service_the_queue_and_th
     assert [str(network) for network in service.trusted_proxies] == ["127.0.0.6/32", "::6/128"]
 
 
+def test_the_dev_passphrase_of_every_tenant_stack_is_never_replaced(dev: StackCapture) -> None:
+    # Every dev tenant stack is encrypted with it: no input change may give it a new value (that would
+    # leave every dev tenant stack undecryptable). Dev protects nothing (test_stateful_resources).
+    import inspect
+
+    import pulumi_random as random
+    from pydantic.alias_generators import to_camel
+
+    [passphrase] = [r for r in dev.resources if r.name == "selfservice-pulumi-passphrase"]
+    inputs = inspect.signature(random.RandomPasswordArgs.__init__).parameters
+    every_input = {to_camel(parameter) for parameter in inputs if parameter != "__self__"}
+    assert every_input <= set(passphrase.ignore_changes)
+
+
 def test_dev_encrypts_tenant_secrets_with_a_generated_passphrase_and_keeps_state_on_a_volume(
     dev: StackCapture,
 ) -> None:
