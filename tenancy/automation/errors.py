@@ -21,7 +21,8 @@ ERROR_CODES: dict[str, str] = {
     "program_error": "the Pulumi program failed (a tenant file or platform config problem)",
     "fixed_volumes": "the spec would change volumes that are fixed once created; pin their sizes",
     "secrets_unavailable": "the secrets provider cannot be opened (passphrase or Vault token missing)",
-    "config_missing": "a credential the stack needs is not set (e.g. VAULT_TOKEN); nothing ran",
+    "config_missing": "a credential the stack needs is not set (e.g. VAULT_TOKEN), or a setting of "
+    "TENANCY_STACK_CONFIG is invalid (e.g. platform:keycloakUrl not a URL); nothing ran",
     "pulumi_cli_missing": "the Pulumi CLI is missing or too old",
     "interrupted": "the operation stopped before it finished; the stack is recovered before the next one",
     "locked_elsewhere": "the stack holds a lock or pending operations this queue's workers did not leave "

@@ -31,7 +31,13 @@ import yaml
 from tenancy.automation.contract import OperationKind, StackRef
 from tenancy.automation.errors import ProgramError, StackConfigMissing
 from tenancy.spec.errors import SpecError
-from tenancy.spec.platform import CONFIG_NAMESPACE, SECRET_KEYS, PlatformConfig, read_platform_config_file
+from tenancy.spec.platform import (
+    CONFIG_NAMESPACE,
+    SECRET_KEYS,
+    PlatformConfig,
+    read_platform_config_file,
+    tenant_stack_setting_problems,
+)
 
 TENANTS_DIR_KEY = f"{CONFIG_NAMESPACE}:tenantsDir"
 SPEC_HASH_KEY = f"{CONFIG_NAMESPACE}:specHash"
@@ -85,6 +91,11 @@ def tenant_stack_config(
             + ", ".join(_source(key) for key in plain_secrets)
             + " instead (the engine sets it as secret config)"
         )
+    prefix = f"{CONFIG_NAMESPACE}:"
+    settings = {key.removeprefix(prefix): value for key, value in extra.items() if key.startswith(prefix)}
+    problems = tenant_stack_setting_problems(settings)
+    if problems:
+        raise StackConfigMissing("TENANCY_STACK_CONFIG: " + "; ".join(problems))
     plain = dict(extra)
     if kind in PROGRAM_KINDS:
         if tenants_dir is None:

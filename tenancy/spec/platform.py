@@ -24,6 +24,43 @@ from tenancy.spec.errors import SpecError, SpecIssue, issues_from_validation_err
 from tenancy.spec.yaml_loading import load_yaml, yaml_problem
 
 CONFIG_NAMESPACE = "platform"
+
+# Keys an operator sets on tenant stacks (the workers' TENANCY_STACK_CONFIG, or by hand), which the
+# tenant program reads (tenancy.stacks.tenant): each is checked before any Pulumi run, naming the key.
+KEYCLOAK_URL_KEY = "keycloakUrl"
+MANAGE_KEYCLOAK_GROUPS_KEY = "manageKeycloakGroups"
+PLATFORM_STACK_KEY = "platformStack"
+
+
+def tenant_stack_setting_problems(values: Mapping[str, str]) -> list[str]:
+    """What is wrong with the operator's settings among ``values`` (keys without the ``platform:``
+    namespace, as set), one line each naming the key; absent keys are fine (each has a default)."""
+    problems: list[str] = []
+    url = values.get(KEYCLOAK_URL_KEY)
+    if url is not None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or url != url.strip() or " " in url:
+            problems.append(
+                f"{CONFIG_NAMESPACE}:{KEYCLOAK_URL_KEY} is {url!r}: set the http(s) URL this stack reaches "
+                "Keycloak at, e.g. http://keycloak-http.iam.svc.cluster.local (or leave it out: the "
+                "platform's public URL)"
+            )
+    manage = values.get(MANAGE_KEYCLOAK_GROUPS_KEY)
+    if manage is not None and manage not in ("true", "True", "false", "False"):
+        problems.append(f"{CONFIG_NAMESPACE}:{MANAGE_KEYCLOAK_GROUPS_KEY} is {manage!r}: set true or false")
+    stack = values.get(PLATFORM_STACK_KEY)
+    if stack is not None and (
+        not stack
+        or any(not part or part != part.strip() for part in stack.split("/"))
+        or len(stack.split("/")) > 3
+    ):
+        problems.append(
+            f"{CONFIG_NAMESPACE}:{PLATFORM_STACK_KEY} is {stack!r}: name the platform stack as "
+            "<organization>/<project>/<stack> (or leave it out: <organization>/<project>/<environment>)"
+        )
+    return problems
+
+
 # Keys that hold credentials: read by components with ``require_secret``, never part of PlatformConfig,
 # and only ever stored encrypted (``pulumi config set --secret``).
 SECRET_KEYS = (

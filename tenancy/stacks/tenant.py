@@ -17,7 +17,14 @@ from tenancy.builders.backup import backup_platform
 from tenancy.builders.contract import PlatformRefs
 from tenancy.builders.vault import vault_reach
 from tenancy.spec.errors import SpecError, SpecIssue
-from tenancy.spec.platform import read_platform_config_file
+from tenancy.spec.platform import (
+    CONFIG_NAMESPACE,
+    KEYCLOAK_URL_KEY,
+    MANAGE_KEYCLOAK_GROUPS_KEY,
+    PLATFORM_STACK_KEY,
+    read_platform_config_file,
+    tenant_stack_setting_problems,
+)
 from tenancy.spec.tenant import Tenant, resolve
 from tenancy.spec.tree import read_tenant_file
 from tenancy.spec.yaml_loading import load_yaml
@@ -60,7 +67,7 @@ def platform_stack(environment: str, config: pulumi.Config) -> pulumi.StackRefer
     real one, so the default works on both.
     """
     organization = pulumi.get_organization() or DIY_ORGANIZATION
-    stack = config.get("platformStack") or f"{organization}/{pulumi.get_project()}/{environment}"
+    stack = config.get(PLATFORM_STACK_KEY) or f"{organization}/{pulumi.get_project()}/{environment}"
     return pulumi.StackReference(f"platform-{environment}", stack_name=stack)
 
 
@@ -76,16 +83,25 @@ def platform_refs(reference: pulumi.StackReference) -> PlatformRefs:
 
 def declare_tenant_stack(environment: str, name: str, *, project_dir: Path) -> dict[str, Any]:
     """Declare one tenant; return the stack outputs a tenant needs."""
-    config = pulumi.Config("platform")
+    config = pulumi.Config(CONFIG_NAMESPACE)
+    # What an operator set by hand (the automation checks what it sets before any run): named, clearly.
+    settings = {
+        key: config.get(key) for key in (KEYCLOAK_URL_KEY, MANAGE_KEYCLOAK_GROUPS_KEY, PLATFORM_STACK_KEY)
+    }
+    problems = tenant_stack_setting_problems(
+        {key: value for key, value in settings.items() if value is not None}
+    )
+    if problems:
+        raise SpecError([SpecIssue(f"stack {environment}.{name}", "", problem) for problem in problems])
     platform_config = read_platform_config_file(project_dir / f"Pulumi.{environment}.yaml")
     tenant = load_tenant(project_dir, environment, name, config)
     platform = platform_stack(environment, config)
     keycloak_provider = None
     # platform:manageKeycloakGroups false: the tenant's groups are managed outside this stack.
-    if config.get_bool("manageKeycloakGroups") is not False:
+    if config.get_bool(MANAGE_KEYCLOAK_GROUPS_KEY) is not False:
         # platform:keycloakUrl: where this stack reaches Keycloak when that is not the platform's public
         # URL; the self-service workers set its Service in the cluster (TENANCY_STACK_CONFIG).
-        keycloak_url = config.get("keycloakUrl")
+        keycloak_url = config.get(KEYCLOAK_URL_KEY)
         keycloak_provider = tenant_keycloak_provider(
             f"{name}-keycloak-provider",
             url=keycloak_url or platform.require_output(KEYCLOAK_URL_OUTPUT),

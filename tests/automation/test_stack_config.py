@@ -154,6 +154,52 @@ def test_secret_config_in_plain_stack_config_is_refused() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("platform:keycloakUrl", "not a url"),
+        ("platform:keycloakUrl", "ftp://keycloak.iam"),
+        ("platform:manageKeycloakGroups", "nope"),
+        ("platform:platformStack", "org//dev"),
+    ],
+)
+def test_an_invalid_operator_setting_fails_naming_it_before_the_program_runs(
+    key: str, value: str, cli_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the workers' TENANCY_STACK_CONFIG sets on every tenant stack: a bad value fails the operation
+    # with config_missing, naming the key, instead of reaching a provider that fails without naming it.
+    program = TenantProgram(
+        cli_project, scratch_dir=tmp_path / "scratch", stack_config={key: value}, environ={}
+    )
+    engine = FakeEngine(resources=0, program=program)
+    monkeypatch.setattr(operations, "make_engine", lambda settings: engine)
+
+    result = tenantctl(cli_project, "up", "acme", "--env", "dev")
+
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout)["operation"]["summary"]
+    assert summary["code"] == "config_missing"
+    assert f"TENANCY_STACK_CONFIG: {key} is {value!r}" in summary["error"]
+    assert program.runs == []
+
+
+def test_valid_operator_settings_pass() -> None:
+    config = tenant_stack_config(
+        StackRef("dev", "acme"),
+        OperationKind.up,
+        project_dir=PROJECT_DIR,
+        extra={
+            "platform:keycloakUrl": "http://keycloak-http.iam.svc.cluster.local",
+            "platform:manageKeycloakGroups": "false",
+            "platform:platformStack": "organization/tenancy-platform/dev",
+            "kubernetes:context": "dev",
+        },
+        environ={},
+        tenants_dir=PROJECT_DIR / "tenants",
+    )
+    assert config.plain["platform:keycloakUrl"] == "http://keycloak-http.iam.svc.cluster.local"
+
+
 class RecordingStack:
     """What PulumiEngine does to a stack, without the Pulumi CLI."""
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pytest
 
 from components.tenant.identity import TenantGroups, tenant_keycloak_provider
 from tenancy.builders.identity import TenantGroup, tenant_groups
@@ -201,3 +202,21 @@ def test_groups_can_be_left_to_another_system(scratch_project: Path) -> None:
     )
     assert not [r for r in capture.resources if r.type.startswith(("keycloak:", "pulumi:providers:keycloak"))]
     assert capture.of_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
+
+
+def test_a_keycloak_url_that_is_no_url_fails_the_program_naming_the_key(scratch_project: Path) -> None:
+    # Set by hand on a stack (pulumi config set platform:keycloakUrl ...): the program names it, instead
+    # of the Keycloak provider failing later without saying which setting.
+    from tenancy.render.runtime import capture_program, config_values, platform_outputs_for
+    from tenancy.spec.errors import SpecError
+    from tenancy.spec.platform import read_platform_config_file
+    from tenancy.stacks import stack_outputs
+
+    config = read_platform_config_file(scratch_project / "Pulumi.dev.yaml")
+    with pytest.raises(SpecError, match=r"platform:keycloakUrl is 'not a url'"):
+        capture_program(
+            lambda: stack_outputs("dev.acme", project_dir=scratch_project),
+            stack="dev.acme",
+            config={**config_values(config), "platform:keycloakUrl": "not a url"},
+            stack_outputs=platform_outputs_for(config),
+        )
