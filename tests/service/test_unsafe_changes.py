@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.service.conftest import AppFactory, Issuer, LiveServer, create_tenant
+from tests.service.conftest import AppFactory, Issuer, LiveServer, create_tenant, wait_for
 
 ACME = "/api/v1/environments/dev/tenants/acme"
 
@@ -65,6 +65,52 @@ def test_a_volume_growth_on_a_class_not_listed_as_expandable_is_refused_naming_t
         assert detail["field"] == "qdrant.storage.size"
         assert "would grow from 10Gi to 20Gi" in detail["reason"]
         assert "platform:expandableStorageClasses" in detail["reason"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "taken_back"),
+    [
+        ("never-ran", True),  # the update stopped before Pulumi ran: nothing of it is on the stack
+        ("engine-error", False),  # it failed while Pulumi worked: part of it may be applied
+    ],
+)
+def test_a_version_that_reached_only_git_can_be_taken_back(
+    make_app: AppFactory, serve: Any, issuer: Issuer, failure: str, taken_back: bool
+) -> None:
+    # The check is against what the stack holds (this queue's record: the last succeeded update and
+    # any later one that may have applied part of it), not the file in git: a version bump whose
+    # update never ran is not locked in.
+    from tenancy.automation.contract import StackRef
+    from tenancy.automation.errors import PulumiCliMissing
+
+    app, engine = make_app()
+    live: LiveServer = serve(app)
+    with live.client(issuer.platform_admin()) as client:
+        created = client.put(ACME, json={**_spec("acme"), "qdrant": {"enabled": True, "version": "v1.18.2"}})
+        assert created.status_code == 202, created.text
+        assert wait_for(client, created.json()["operation"]["id"])["status"] == "succeeded"
+        error = (
+            PulumiCliMissing("the Pulumi CLI is not installed") if failure == "never-ran" else "update failed"
+        )
+        engine.fail_next(StackRef("dev", "acme"), error)
+        bumped = client.patch(ACME, json={"qdrant": {"version": "v1.19.0"}})
+        assert bumped.status_code == 202, bumped.text
+        assert wait_for(client, bumped.json()["operation"]["id"])["status"] == "failed"
+
+        back = client.patch(ACME, json={"qdrant": {"version": "v1.18.2"}})
+
+        if taken_back:
+            assert back.status_code == 202, back.text
+        else:
+            assert back.status_code == 422, back.text
+            [detail] = back.json()["error"]["details"]
+            assert detail["field"] == "qdrant.version" and "keep v1.19.0" in detail["reason"]
+
+
+def _spec(name: str) -> dict[str, Any]:
+    from tests.service.conftest import spec
+
+    return {key: value for key, value in spec(name).items() if key != "name"}
 
 
 def test_the_resolution_kept_for_a_written_file_is_what_reading_that_file_gives(

@@ -111,6 +111,21 @@ CHANGE_REQUEST_TRAILER = "Change-Request: "  # the line an approval's commit nam
 _ACTIVE = (OperationStatus.queued, OperationStatus.running)
 _STANDING = (*_ACTIVE, OperationStatus.succeeded)  # an update in these leaves (or will) the stack up
 _RESOLVED_CACHE_ENTRIES = 4096
+# Failures whose update never reached Pulumi: nothing of their spec can be on the stack.
+_NOTHING_RAN = frozenset(
+    {
+        "config_missing",
+        "pulumi_cli_missing",
+        "locked_elsewhere",
+        "environment_not_served",
+        "previous_incarnation_not_destroyed",
+        "fixed_volumes",
+        "secrets_unavailable",
+        "backup_failed",
+    }
+)
+# Checked against git's file only: written by the service's rotations, not applied state.
+_GIT_ONLY_FIELDS = ("qdrant.keyRotation",)
 
 
 @dataclass(eq=False)
@@ -655,13 +670,31 @@ class TenantChanges:
             if key is not None:  # the same file resolves the same: once per version, not per write
                 self.remember_resolved(key, before)
         platform = self.platform_of(stack.environment)
-        issues = refused_change_issues(
-            before,
-            after,
-            file=file,
-            default_class_after=None if platform is None else platform.storage_class,
-            expandable_classes=() if platform is None else platform.expandable_storage_classes,
-        )
+
+        def refused(was: Tenant) -> list[SpecIssue]:
+            return refused_change_issues(
+                was,
+                after,
+                file=file,
+                default_class_after=None if platform is None else platform.storage_class,
+                expandable_classes=() if platform is None else platform.expandable_storage_classes,
+            )
+
+        issues = refused(before)
+        if issues:
+            # Volumes and versions are what the stack holds, not what git says: a value that reached
+            # git but was never applied (its update failed before Pulumi ran, or waits) can be taken
+            # back. Known from this queue's record of the tenant; else git's file stands for it.
+            applied = self._applied_specs(stack)
+            if applied is not None:
+                kept = [issue for issue in issues if issue.field.startswith(_GIT_ONLY_FIELDS)]
+                for document in applied:
+                    try:
+                        was = resolve(parse_tenant(document, file=file), stack.environment)
+                    except SpecError:
+                        continue
+                    kept += [issue for issue in refused(was) if not issue.field.startswith(_GIT_ONLY_FIELDS)]
+                issues = list(dict.fromkeys(kept))
         if issues:
             raise ServiceError(
                 "invalid_spec",
@@ -671,6 +704,28 @@ class TenantChanges:
                 details=spec_issues_details(SpecError(issues)),
             )
         return after
+
+    def _applied_specs(self, stack: StackRef) -> list[dict[str, Any]] | None:
+        """What the stack may hold, by this queue's record of the tenant's current incarnation: the
+        spec of its last succeeded update, and of every later one that may have applied part of its
+        own (running, or failed once Pulumi may have started). None when this queue has no succeeded
+        update of this incarnation: it cannot tell what is applied (another queue may have applied
+        it, the deploy workflow's), so git's file stands for it."""
+        marker = incarnation_of(self.repository, stack)
+        specs: list[dict[str, Any]] = []
+        for operation in stack_history(self.queue, stack):
+            if operation.incarnation != marker:
+                return None  # an earlier tenant of the name (or a record from before markers)
+            if operation.kind is not OperationKind.up or operation.spec is None:
+                continue
+            status, summary = operation.status, operation.summary
+            if status is OperationStatus.succeeded:
+                return [*specs, operation.spec]
+            if status is OperationStatus.running or (
+                status is OperationStatus.failed and (summary is None or summary.code not in _NOTHING_RAN)
+            ):
+                specs.append(operation.spec)
+        return None
 
     def remember_resolved(self, key: tuple[str, str, str], resolved: Tenant) -> None:
         """Keep a file's resolution (``key``: its blob, environment and display name)."""
