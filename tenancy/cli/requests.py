@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from tenancy.cli import exit_codes
+from tenancy.cli.remote import RemoteFailure, call, fail
 
 requests_app = typer.Typer(
     name="requests",
@@ -45,35 +46,23 @@ def _call(
     path: str,
     body: Any = None,
     *,
+    as_json: bool,
     whose: str = "a platform-admin's access token",
 ) -> Any:
-    import httpx
-
+    """The service's JSON answer; else the error (the API's code and message, ``service_unreachable``
+    when it cannot be reached) printed as every command prints one (``{"error": ...}`` with
+    ``--json``), and exit 2 for what the caller must fix, 3 when the service failed."""
     if not token:
-        typer.echo(f"error: pass --token or set TENANCY_TOKEN ({whose})", err=True)
-        raise typer.Exit(exit_codes.INVALID_INPUT)
-    try:
-        response = httpx.request(
-            method,
-            f"{url.rstrip('/')}/api/v1{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=60.0,
+        fail(
+            RemoteFailure(
+                "unauthenticated", f"pass --token or set TENANCY_TOKEN ({whose})", exit_codes.INVALID_INPUT
+            ),
+            as_json,
         )
-    except httpx.HTTPError as error:
-        typer.echo(f"error: cannot reach the service at {url} ({type(error).__name__})", err=True)
-        raise typer.Exit(exit_codes.OPERATION_FAILED) from None
-    if response.is_success:
-        return response.json()
     try:
-        error_body = response.json()["error"]
-        message = f"{error_body['code']}: {error_body['message']}"
-        for detail in error_body.get("details") or []:
-            message += f"\n  {detail['field']}: {detail['reason']}"
-    except (ValueError, KeyError, TypeError):
-        message = f"HTTP {response.status_code}"
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(exit_codes.INVALID_INPUT if response.status_code < 500 else exit_codes.OPERATION_FAILED)
+        return call(method, url, token, path, body)
+    except RemoteFailure as failure:
+        fail(failure, as_json)
 
 
 def _shown(text: object) -> str:
@@ -136,7 +125,7 @@ def list_requests(
 ) -> None:
     """List change requests, newest first."""
     path = "/change-requests" + (f"?status={status}" if status and status != "all" else "")
-    body = _call("GET", url, token, path)
+    body = _call("GET", url, token, path, as_json=as_json)
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return
@@ -155,7 +144,7 @@ def show_request(
     as_json: JsonOption = False,
 ) -> None:
     """Show a change request: reason, diff, preview and outcome."""
-    body = _call("GET", url, token, f"/change-requests/{request_id}")
+    body = _call("GET", url, token, f"/change-requests/{request_id}", as_json=as_json)
     if as_json:
         typer.echo(json.dumps(body, indent=2))
     else:
@@ -170,7 +159,7 @@ def approve_request(
     as_json: JsonOption = False,
 ) -> None:
     """Approve: commit and apply exactly the change shown (refused if the tenant changed since)."""
-    body = _call("POST", url, token, f"/change-requests/{request_id}/approve")
+    body = _call("POST", url, token, f"/change-requests/{request_id}/approve", as_json=as_json)
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return
@@ -188,7 +177,9 @@ def reject_request(
     as_json: JsonOption = False,
 ) -> None:
     """Reject, with a reason the requester sees."""
-    body = _call("POST", url, token, f"/change-requests/{request_id}/reject", {"reason": reason})
+    body = _call(
+        "POST", url, token, f"/change-requests/{request_id}/reject", {"reason": reason}, as_json=as_json
+    )
     if as_json:
         typer.echo(json.dumps(body, indent=2))
     else:

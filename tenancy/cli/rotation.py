@@ -114,23 +114,41 @@ def _rotate_remotely(
 ) -> None:
     import json
 
+    from tenancy.cli.remote import RemoteFailure, fail, follow
     from tenancy.cli.requests import _call
 
+    whose = "an access token for the tenant"
     path = f"/environments/{stack.environment}/tenants/{stack.tenant}/qdrant/keys/rotate"
-    accepted = None
+    accepted = finished = None
     if not status:
-        accepted = _call("POST", url, token, path, {"grace": grace}, whose="an access token for the tenant")
-    state = _call("GET", url, token, path, whose="an access token for the tenant")
-    if as_json:
-        typer.echo(json.dumps({"accepted": accepted, "rotation": state} if accepted else state, indent=2))
-        return
-    if accepted is not None:
+        accepted = _call("POST", url, token, path, {"grace": grace}, as_json=as_json, whose=whose)
         operation = accepted["operation"]
+        if not as_json:
+            typer.echo(
+                f"rotating the Qdrant keys of {stack.name}: commit {(accepted.get('commit') or '')[:12]}, "
+                f"operation {operation['id']} {operation['status']}"
+            )
+        try:  # the update deploying the new keys, to its end (as backup and restore follow theirs)
+            assert token is not None  # _call refused without one
+            finished = follow(url, token, operation["id"], quiet=as_json)
+        except RemoteFailure as failure:
+            fail(failure, as_json)
+    state = _call("GET", url, token, path, as_json=as_json, whose=whose)
+    if as_json:
         typer.echo(
-            f"rotating the Qdrant keys of {stack.name}: generation {state['generation']}, commit "
-            f"{(accepted.get('commit') or '')[:12]}, operation {operation['id']} {operation['status']}"
+            json.dumps(
+                {"accepted": accepted, "operation": finished, "rotation": state} if accepted else state,
+                indent=2,
+            )
         )
-    typer.echo(f"phase {state['phase']}: {_phase_meaning(state)}")
+    else:
+        if finished is not None:
+            summary = finished.get("summary") or {}
+            error = f": {summary['error']}" if summary.get("error") else ""
+            typer.echo(f"update {finished['status']}{error} (operation {finished['id']})")
+        typer.echo(f"generation {state['generation']}, phase {state['phase']}: {_phase_meaning(state)}")
+    if finished is not None and finished["status"] != "succeeded":
+        raise typer.Exit(exit_codes.OPERATION_FAILED)
 
 
 def _phase_meaning(state: dict[str, Any]) -> str:

@@ -282,20 +282,107 @@ def test_tenantctl_rotate_keys_against_the_service(
 
     from tenancy.cli import app as tenantctl
 
-    app, _ = make_app(key_grace_check_seconds=0, workers=0)
+    app, _ = make_app(key_grace_check_seconds=0)
     create_tenant(app, "acme")
     server = serve(app)
     runner = CliRunner()
     token = issuer.admin_of("acme")
     remote = ["--url", server.url, "--token", token]
     result = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", "--grace", "30m", *remote])
+    # It follows the update deploying the new keys to its end, as backup and restore follow theirs.
     assert result.exit_code == 0, result.output
-    assert "generation 1" in result.stdout
-    # Not applied yet: the keys in use are still the only ones, and they keep working.
-    assert "phase rolling_out: the new keys are being deployed; the keys in use keep working" in result.stdout
+    assert "update succeeded" in result.stdout and "generation 1" in result.stdout
+    assert "phase grace: both generations' keys work until" in result.stdout
     assert record_of(app)["generation"] == 1
     again = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", *remote])
     assert again.exit_code == 2 and "rotation_in_progress" in again.output
     status = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", "--status", "--json", *remote])
-    assert status.exit_code == 0 and json.loads(status.stdout)["phase"] == "rolling_out"
+    assert status.exit_code == 0 and json.loads(status.stdout)["phase"] == "grace"
     assert record_of(app)["generation"] == 1
+
+
+def test_tenantctl_rotate_keys_whose_update_fails_exits_3_and_says_the_old_keys_keep_working(
+    make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
+) -> None:
+    from typer.testing import CliRunner
+
+    from tenancy.automation.contract import StackRef
+    from tenancy.cli import app as tenantctl
+
+    app, engine = make_app(key_grace_check_seconds=0)
+    create_tenant(app, "acme")
+    server = serve(app)
+    runner = CliRunner()
+    remote = ["--url", server.url, "--token", issuer.admin_of("acme")]
+    stack = StackRef("dev", "acme")
+    deadline = time.monotonic() + 10  # the start reconcile's update of the file, first
+    while not (ops := app.state.backends.queue.recent(stack=stack)) or not all(
+        op.status.finished for op in ops
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    engine.fail_next(stack, "the update failed")
+
+    result = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", "--grace", "30m", *remote])
+
+    assert result.exit_code == 3, result.output  # a failed operation, as for backup and restore
+    assert "update failed: the update failed" in result.stdout
+    assert (
+        "phase stalled: the update deploying the new keys failed: the keys in use keep working"
+        in result.stdout
+    )
+    # Within the grace period it would have had, another rotation is refused for what is true: the
+    # new keys were never deployed (not "the old keys work until graceUntil; rotate after it").
+    again = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", "--json", *remote])
+    assert again.exit_code == 2
+    error = json.loads(again.stdout)["error"]
+    assert error["code"] == "rotation_in_progress"
+    assert "are not deployed yet" in error["message"] and "still work until" not in error["message"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["rotate-keys", "acme", "--env", "dev", "--grace", "1m"],  # refused: out of range
+        ["rotate-keys", "acme", "--env", "dev", "--status", "--token", "garbage"],  # not a token
+        ["requests", "list", "--token", "garbage"],
+        ["requests", "approve", "cr-000000000000"],  # no such request
+    ],
+)
+def test_service_backed_commands_print_their_errors_as_json_with_json(
+    command: list[str], make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
+) -> None:
+    from typer.testing import CliRunner
+
+    from tenancy.cli import app as tenantctl
+
+    app, _ = make_app(workers=0)
+    create_tenant(app, "acme")
+    server = serve(app)
+    token = issuer.platform_admin()
+    arguments = [*command, "--url", server.url, "--json"]
+    if "--token" not in command:
+        arguments += ["--token", token]
+
+    result = CliRunner().invoke(tenantctl, arguments)
+
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert set(error) == {"code", "message"} and error["code"] and error["message"]
+
+
+def test_an_unreachable_service_is_service_unreachable_in_json() -> None:
+    from typer.testing import CliRunner
+
+    from tenancy.cli import app as tenantctl
+    from tests.ports import listening_socket
+
+    probe = listening_socket()
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    for command in (["rotate-keys", "acme", "--env", "dev", "--status"], ["requests", "list"]):
+        result = CliRunner().invoke(
+            tenantctl, [*command, "--url", f"http://127.0.0.1:{port}", "--token", "t", "--json"]
+        )
+        assert result.exit_code == 3, result.output
+        assert json.loads(result.stdout)["error"]["code"] == "service_unreachable"

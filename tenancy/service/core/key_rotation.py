@@ -99,6 +99,9 @@ class KeyRotations:
                         current, now=self.clock(), grace=grace, requested_by=principal.actor
                     )
                 except RotationRefused as refused:
+                    if refused.code == "rotation_in_progress":
+                        # Its keys were never deployed: the grace the refusal would name never began.
+                        self._refuse_while_undeployed(stack, current)
                     raise _refusal(refused) from None
                 self._refuse_while_undeployed(stack, current)
                 spec = self.changes.validate(stack, rotated)
