@@ -145,8 +145,10 @@ def _rotate_remotely(
         if finished is not None:
             summary = finished.get("summary") or {}
             error = f": {summary['error']}" if summary.get("error") else ""
-            typer.echo(f"update {finished['status']}{error} (operation {finished['id']})")
-        typer.echo(f"generation {state['generation']}, phase {state['phase']}: {_phase_meaning(state)}")
+            typer.echo(
+                f"update {finished['status']}{error} (operation {finished['id']}); generation {state['generation']}"
+            )
+        typer.echo(f"phase {state['phase']}: {_phase_meaning(state)}")
     if finished is not None and finished["status"] != "succeeded":
         raise typer.Exit(exit_codes.OPERATION_FAILED)
 
