@@ -266,8 +266,28 @@ def test_a_size_above_the_plan_asks_for_the_plan_that_fits(live: LiveServer, iss
     assert request["document"]["plan"] == "medium" and request["document"]["qdrant"]["replicas"] == 3
     assert "the medium plan fits them" in request["needs"][0]["reason"]
     # Beyond every plan stays what it is: invalid, with the validator's message.
-    too_big = requester.patch(ACME, json={"qdrant": {"replicas": 9}})
+    too_big = requester.patch(ACME, json={"qdrant": {"replicas": 10}})  # the large plan's maximum is 9
     assert too_big.status_code == 422 and too_big.json()["error"]["code"] == "invalid_spec"
+
+
+def test_more_replicas_than_the_plan_allows_asks_for_the_larger_plan_keeping_the_volumes(
+    live: LiveServer, issuer: Issuer
+) -> None:
+    # Without sizes in the request: the larger plan's default volumes would grow the tenant's, which
+    # their class does not allow; the request proposes the plan with the volumes as they are (before,
+    # the answer was the small plan's limit, and setting the plan was refused: no way forward).
+    create_tenant(live.app, "acme")
+    requester = live.client(issuer.admin_of("acme"))
+    response = requester.patch(ACME, json={"qdrant": {"replicas": 3}})
+    assert response.status_code == 202, response.text
+    request = response.json()["changeRequest"]
+    qdrant = request["document"]["qdrant"]
+    assert request["document"]["plan"] == "medium" and qdrant["replicas"] == 3
+    assert qdrant["storage"]["size"] == "10Gi" and qdrant["snapshots"]["size"] == "5Gi"  # the small plan's
+    assert "the volumes keep their current sizes" in request["needs"][0]["reason"]
+    approved = live.client(issuer.platform_admin()).post(f"/api/v1/change-requests/{request['id']}/approve")
+    assert approved.status_code == 202, approved.text
+    assert (_file(live) or {})["qdrant"]["storage"]["size"] == "10Gi"
 
 
 def test_a_new_tenant_on_a_paid_plan_is_a_request(live: LiveServer, issuer: Issuer) -> None:

@@ -40,8 +40,9 @@ from tenancy.service.core.tenant_changes import (
     merge_patch,
 )
 from tenancy.service.core.tenants_repo import RepositoryError, TenantRepository, parse_document
+from tenancy.spec.errors import SpecError
 from tenancy.spec.plans import Plan
-from tenancy.spec.tenant import TenantSpec
+from tenancy.spec.tenant import TenantSpec, parse_tenant, resolve
 
 log = logging.getLogger("tenancy.service")
 
@@ -116,7 +117,7 @@ class Approvals:
                 return None  # the ordinary path answers tenant_not_found
             self.changes.refuse_unreadable(stack)  # nothing to merge into: 422 naming the file
             body = merge_patch(current, body)
-        spec, upgrade = self._validate_or_upgrade(stack, principal, body)
+        spec, upgrade = self._validate_or_upgrade(stack, principal, body, current)
         spec = self.changes.keep_key_rotation(stack, current, spec)  # the platform's record stays
         needs = self.changes.check_proposal(stack, principal, current, spec)
         if upgrade is not None:
@@ -133,7 +134,7 @@ class Approvals:
         )
 
     def _validate_or_upgrade(
-        self, stack: StackRef, principal: Principal, document: dict[str, Any]
+        self, stack: StackRef, principal: Principal, document: dict[str, Any], current: dict[str, Any] | None
     ) -> tuple[TenantSpec, dict[str, str] | None]:
         try:
             return self.changes.validate(stack, document), None
@@ -144,12 +145,17 @@ class Approvals:
             plans = [plan.value for plan in Plan]
             if asked not in plans:
                 raise
+            # The larger plan keeps the volumes the tenant has: its default sizes would grow them, which
+            # their class may not allow (and nobody asked for), and the proposal would be refused.
+            kept = _with_current_volumes(document, current, stack, self.changes.display_file(stack))
             for larger in plans[plans.index(asked) + 1 :]:
                 try:
-                    spec = self.changes.validate(stack, {**document, "plan": larger})
+                    spec = self.changes.validate(stack, {**kept, "plan": larger})
                 except ServiceError:
                     continue
                 reason = f"the sizes asked for exceed the {asked} plan; the {larger} plan fits them"
+                if kept != document:
+                    reason += " (the volumes keep their current sizes)"
                 return spec, {"field": "plan", "reason": reason}
             raise
 
@@ -567,3 +573,33 @@ def _already_decided(request: ChangeRequest) -> ServiceError:
         "change_request_decided",
         f"change request {request.id} is {request.status.value}, no longer pending; nothing was changed",
     )
+
+
+def _with_current_volumes(
+    document: dict[str, Any], current: dict[str, Any] | None, stack: StackRef, file: str
+) -> dict[str, Any]:
+    """``document`` with the Qdrant volume sizes it leaves to its plan's default set to the sizes the
+    tenant's file resolves to now (``current``), so another plan does not change them."""
+    qdrant = document.get("qdrant")
+    if current is None or not isinstance(qdrant, dict) or not qdrant.get("enabled"):
+        return document
+    try:
+        now = resolve(parse_tenant(current, file=file), stack.environment).qdrant
+    except SpecError:
+        return document
+    if now is None:
+        return document
+    qdrant = dict(qdrant)
+    storage = qdrant.get("storage")
+    if not isinstance(storage, dict) or storage.get("size") is None:
+        qdrant["storage"] = {**(storage if isinstance(storage, dict) else {}), "size": now.storage_size}
+    snapshots = qdrant.get("snapshots")
+    if now.snapshots and (
+        not isinstance(snapshots, dict)
+        or (snapshots.get("size") is None and snapshots.get("enabled") is not False)
+    ):
+        qdrant["snapshots"] = {
+            **(snapshots if isinstance(snapshots, dict) else {}),
+            "size": now.snapshot_size,
+        }
+    return {**document, "qdrant": qdrant}
