@@ -231,7 +231,7 @@ def test_validate_against_a_revision_lets_a_volume_grow_on_an_expandable_class_o
     shrunk = runner.invoke(app, ["validate", "--tenants", tenants, "--against", "HEAD", "--json"])
     assert shrunk.exit_code == INVALID_INPUT
     [issue] = json.loads(shrunk.stdout)["issues"]
-    assert "would shrink from 10Gi to 5Gi, and a volume never shrinks" in issue["reason"]
+    assert "would shrink from 10Gi to 5Gi, and a volume never shrinks; set" in issue["reason"]
 
 
 def test_validate_names_a_bad_worker_count_instead_of_ignoring_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -207,10 +207,13 @@ def fixed_volume_issues(
         """A size may grow on an expandable class; any other change is refused."""
         if parse_quantity(new) <= parse_quantity(old):
             if parse_quantity(new) < parse_quantity(old):
-                refuse(
-                    field,
-                    f"would shrink from {old} to {new}, and a volume never shrinks",
-                    f"set {field}: {old}",
+                issues.append(
+                    SpecIssue(
+                        file,
+                        field,
+                        f"would shrink from {old} to {new}, and a volume never shrinks; set {field}: {old}, "
+                        "or migrate the data to a new tenant",
+                    )
                 )
             return
         volume_class = explicit_class or default_class_after
