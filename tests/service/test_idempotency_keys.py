@@ -65,3 +65,64 @@ def test_scopes_and_keys_that_join_to_the_same_text_stay_apart(store: Any) -> No
 
     assert store.begin("user:a:b", "c", "fingerprint-of-a-b") == StoredResponse(202, {"caller": "user:a:b"})
     assert store.begin("user:a", "b:c", "fingerprint-of-a") == StoredResponse(202, {"caller": "user:a"})
+
+
+RESERVE_AND_DIE = """
+import os, sys
+from pathlib import Path
+from tenancy.service.core.idempotency import SqliteIdempotencyStore
+store = SqliteIdempotencyStore(Path(sys.argv[1]), ttl_seconds=3600, lease_seconds=600)
+assert store.begin("user:a", "create-acme", "fingerprint") is None
+os._exit(9)  # killed mid-request: no finish, no abandon
+"""
+
+
+def test_a_key_reserved_by_a_process_seen_to_have_died_is_free_at_once(tmp_path: Path) -> None:
+    # On the same host, a retry after a kill -9 goes ahead at once instead of meeting "in use" for the
+    # whole lease (10 minutes here): the reservation names its process, which is seen to be gone.
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "idempotency.sqlite3"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    died = subprocess.run([sys.executable, "-c", RESERVE_AND_DIE, str(path)], env=env, check=False)
+    assert died.returncode == 9
+    store = SqliteIdempotencyStore(path, ttl_seconds=3600, lease_seconds=600)
+    try:
+        assert store.begin("user:a", "create-acme", "fingerprint") is None
+        # Now reserved by this live process: the next repeat waits, told how long at most.
+        with pytest.raises(ServiceError) as in_use:
+            store.begin("user:a", "create-acme", "fingerprint")
+        assert in_use.value.code == "idempotency_key_in_use"
+        assert 590 <= int(in_use.value.headers["Retry-After"]) <= 600
+    finally:
+        store.close()
+
+
+def test_a_live_or_unknown_owner_keeps_its_key_until_the_lease_ends(store: Any) -> None:
+    # Reserved by this (live) process, then by a process this one cannot look up (another host):
+    # neither is taken over, and the answer says when to retry.
+    assert store.begin("user:a", "k1", "fingerprint") is None
+    with pytest.raises(ServiceError) as in_use:
+        store.begin("user:a", "k1", "fingerprint")
+    assert in_use.value.headers["Retry-After"] == "1"  # the 0.2 s lease, rounded up
+    assert "has not answered yet" in in_use.value.message
+
+
+def test_a_dead_owners_key_is_free_at_once_in_redis_too() -> None:
+    import json as json_module
+
+    from tenancy.service.core import process_identity
+
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    store = RedisIdempotencyStore(redis, prefix="t:", ttl_seconds=3600, lease_seconds=600)
+    machine = process_identity.process_identity().rsplit(":", 2)[0]
+    dead = f"{machine}:999999999:1"  # no such pid on this host
+    record = {"fingerprint": "fingerprint", "state": "running", "owner": dead}
+    redis.set(store._key("user:a", "k"), json_module.dumps(record), px=600_000)
+    assert store.begin("user:a", "k", "fingerprint") is None
+    other_host = {**record, "owner": "another-boot/pid:[1]:42:7"}
+    redis.set(store._key("user:a", "k2"), json_module.dumps(other_host), px=600_000)
+    with pytest.raises(ServiceError):
+        store.begin("user:a", "k2", "fingerprint")

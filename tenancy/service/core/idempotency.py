@@ -9,7 +9,10 @@ the client's retry goes ahead once the lease is over instead of meeting "in use"
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tenancy.service.core.errors import ServiceError
+from tenancy.service.core.process_identity import process_ended, process_identity
 from tenancy.sqlite_shared import connect_shared
 from tenancy.writer_turns import WriterTurns
 
@@ -38,17 +42,29 @@ class IdempotencyStore(Protocol):
     def abandon(self, scope: str, key: str) -> None: ...
 
 
-def _conflict(state: str, stored_fingerprint: str, fingerprint: str) -> None:
+def _conflict(state: str, stored_fingerprint: str, fingerprint: str, *, free_in: float = 0.0) -> None:
+    """``free_in``: seconds until a running reservation's lease ends."""
     if stored_fingerprint != fingerprint:
         raise ServiceError(
             "idempotency_key_reused",
             "this Idempotency-Key was already used for a different request; use a new key per change",
         )
     if state == "running":
+        seconds = max(1, math.ceil(free_in))
         raise ServiceError(
             "idempotency_key_in_use",
-            "the first request with this Idempotency-Key is still running; retry shortly",
+            "the first request with this Idempotency-Key has not answered yet: it is still running, or "
+            "the process that ran it stopped where this one cannot see it (another host or container); "
+            f"the key is free again in {seconds} s at the latest: retry after Retry-After (the repeat "
+            "then answers what the first request did, or does it)",
+            headers={"Retry-After": str(seconds)},
         )
+
+
+def _taken_over(state: str, stored_fingerprint: str, fingerprint: str, owner: str | None) -> bool:
+    """A repeat of a request whose process is seen to have ended (killed mid-request on this host):
+    its reservation is void at once, instead of when its lease ends (``process_identity``)."""
+    return state == "running" and stored_fingerprint == fingerprint and process_ended(owner)
 
 
 DEFAULT_LEASE_SECONDS = 120.0  # longer than any one write (lock wait, git push retries), far below a day
@@ -62,8 +78,12 @@ class SqliteIdempotencyStore:
         self._db = connect_shared(path, timeout=5.0)  # WAL, without racing the other processes
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS idempotency (scope TEXT, key TEXT, fingerprint TEXT, state TEXT,"
-            " status INTEGER, body TEXT, expires_at REAL, PRIMARY KEY (scope, key))"
+            " status INTEGER, body TEXT, expires_at REAL, owner TEXT, PRIMARY KEY (scope, key))"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(idempotency)")}
+        if "owner" not in columns:  # a file from before reservations named their process
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
+                self._db.execute("ALTER TABLE idempotency ADD COLUMN owner TEXT")
         self._lock = threading.Lock()
         self._turns = WriterTurns(path)
 
@@ -76,15 +96,20 @@ class SqliteIdempotencyStore:
             try:
                 self._db.execute("DELETE FROM idempotency WHERE expires_at < ?", (now,))
                 row = self._db.execute(
-                    "SELECT fingerprint, state, status, body FROM idempotency WHERE scope = ? AND key = ?",
+                    "SELECT fingerprint, state, status, body, expires_at, owner FROM idempotency"
+                    " WHERE scope = ? AND key = ?",
                     (scope, key),
                 ).fetchone()
+                if row is not None and _taken_over(row[1], row[0], fingerprint, row[5]):
+                    self._db.execute("DELETE FROM idempotency WHERE scope = ? AND key = ?", (scope, key))
+                    row = None
                 if row is None:
                     # A running reservation expires with its lease (a crashed request frees its key
-                    # soon); ``finish`` extends the record to the full TTL.
+                    # soon, at once when its process is seen to have ended); ``finish`` extends the
+                    # record to the full TTL.
                     self._db.execute(
-                        "INSERT INTO idempotency VALUES (?, ?, ?, 'running', NULL, NULL, ?)",
-                        (scope, key, fingerprint, now + self._lease),
+                        "INSERT INTO idempotency VALUES (?, ?, ?, 'running', NULL, NULL, ?, ?)",
+                        (scope, key, fingerprint, now + self._lease, process_identity()),
                     )
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -92,7 +117,7 @@ class SqliteIdempotencyStore:
             self._db.execute("COMMIT")
             if row is None:
                 return None
-        _conflict(row[1], row[0], fingerprint)
+        _conflict(row[1], row[0], fingerprint, free_in=row[4] - now)
         return StoredResponse(status=row[2], body=json.loads(row[3]))
 
     def finish(self, scope: str, key: str, response: StoredResponse) -> None:
@@ -129,15 +154,35 @@ class RedisIdempotencyStore:
         return f"{self._prefix}idempotency:{len(scope)}:{scope}:{key}"
 
     def begin(self, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
-        record = json.dumps({"fingerprint": fingerprint, "state": "running"})
-        if self._redis.set(self._key(scope, key), record, nx=True, px=self._lease_ms):
+        record = json.dumps({"fingerprint": fingerprint, "state": "running", "owner": process_identity()})
+        name = self._key(scope, key)
+        if self._redis.set(name, record, nx=True, px=self._lease_ms):
             return None
-        raw = self._redis.get(self._key(scope, key))
+        raw = self._redis.get(name)
         if raw is None:  # expired between the two calls
             return self.begin(scope, key, fingerprint)
         stored = json.loads(raw)
-        _conflict(stored["state"], stored["fingerprint"], fingerprint)
+        if _taken_over(stored["state"], stored["fingerprint"], fingerprint, stored.get("owner")):
+            from redis.exceptions import WatchError
+
+            # Replaced only if it is still that record (another retry may have taken it first).
+            with self._redis.pipeline() as pipe:
+                try:
+                    pipe.watch(name)
+                    if pipe.get(name) == raw:
+                        pipe.multi()
+                        pipe.set(name, record, px=self._lease_ms)
+                        pipe.execute()
+                        return None
+                except WatchError:
+                    pass
+            return self.begin(scope, key, fingerprint)
+        _conflict(stored["state"], stored["fingerprint"], fingerprint, free_in=self._remaining(name))
         return StoredResponse(status=stored["status"], body=stored["body"])
+
+    def _remaining(self, name: str) -> float:
+        milliseconds = self._redis.pttl(name)
+        return max(float(milliseconds), 0.0) / 1000
 
     def finish(self, scope: str, key: str, response: StoredResponse) -> None:
         raw = self._redis.get(self._key(scope, key))
