@@ -120,7 +120,7 @@ def test_revealing_before_the_first_deployment_says_so(
 
 def test_every_change_is_in_the_audit_log(live: LiveServer, issuer: Issuer) -> None:
     with live.client(issuer.admin_of("acme")) as client:
-        client.patch(ACME, json={"qdrant": {"replicas": 9}})  # refused: beyond every plan
+        client.patch(ACME, json={"qdrant": {"storage": {"size": "100Ti"}}})  # refused: beyond every plan
         client.patch(ACME, json={"displayName": "Acme"})
         key = client.post("/api/v1/tenants/acme/api-keys", json={"name": "ci"}).json()
         client.delete(f"/api/v1/tenants/acme/api-keys/{key['id']}")

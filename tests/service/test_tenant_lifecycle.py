@@ -107,11 +107,12 @@ def test_patch_scales_qdrant_after_validating_the_merged_spec(admin: httpx.Clien
 def test_patch_beyond_the_plan_is_refused_naming_the_field(admin: httpx.Client, live: LiveServer) -> None:
     admin.put(ACME, json=spec("acme"))
     before = live.app.state.backends.repository.read_text("dev", "acme")
-    response = admin.patch(ACME, json={"qdrant": {"replicas": 9}})
+    # Beyond every plan (a size within one would be a change request for it: test_change_requests).
+    response = admin.patch(ACME, json={"qdrant": {"storage": {"size": "100Ti"}}})
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "invalid_spec"
-    assert error["details"][0]["field"] == "qdrant.replicas"
+    assert error["details"][0]["field"] == "qdrant.storage.size"
     assert "small plan" in error["details"][0]["reason"]
     assert live.app.state.backends.repository.read_text("dev", "acme") == before
 
