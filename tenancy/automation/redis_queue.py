@@ -15,6 +15,9 @@ Keys (``prefix`` defaults to ``tenancy:``):
 - ``events:<id>``         list of progress events (seq = position in the list, so appends are atomic)
 - ``interrupted``         set of stacks to recover before their next operation
 - ``replaced:<id>``       set of operations superseded by (pointing at) operation <id>
+- ``answer:<token>``      what one transaction answered (JSON list of ids), written by its own EXEC and
+  kept ``_ANSWER_SECONDS``: a retry whose EXEC ran but whose reply was lost returns it instead of
+  deciding again (``_transaction``)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.exceptions import WatchError
 
@@ -42,7 +45,9 @@ from tenancy.automation.contract import (
 )
 
 _log = logging.getLogger(__name__)
-_T = TypeVar("_T")
+
+# How long a transaction's answer stays readable by its own retries (far longer than they go on).
+_ANSWER_SECONDS = 600
 
 _REQUEUED_MESSAGE = (
     "the process running this operation stopped before it finished; requeued. "
@@ -89,16 +94,31 @@ class RedisOperationQueue:
 
     # --- transactions ------------------------------------------------------------------------------
 
-    def _transaction(self, watched: list[str], body: Callable[[Any], _T]) -> _T:
+    def _transaction(self, watched: list[str], body: Callable[[Any], list[str]]) -> list[str]:
         """Run ``body(pipe)`` with ``watched`` keys watched; retry when another client changed them.
-        ``body`` reads with the pipe (immediate mode), then calls ``pipe.multi()`` and queues writes."""
+        ``body`` reads with the pipe (immediate mode), then calls ``pipe.multi()`` and queues writes;
+        it answers the ids it acted on.
+
+        Its answer is written by the same EXEC (``answer:<token>``), and every retry looks for it
+        first: when Redis ran the EXEC but its reply was lost (a timeout, a reset, a failover right
+        after it; redis-py then reports a WatchError), the retry answers what that EXEC did instead of
+        deciding again on a state that already holds it (a submit superseding itself, a claim leaving
+        what it claimed running with no worker; outside review of group submits). The check runs after
+        WATCH, so an EXEC of this call still arriving late aborts the retry's own EXEC."""
+        answer = f"{self._prefix}answer:{uuid.uuid4().hex}"
         attempt = 0
         while True:
             with self._redis.pipeline() as pipe:
                 try:
                     pipe.watch(*watched)
+                    if attempt:
+                        stored = pipe.get(answer)
+                        if stored is not None:
+                            pipe.unwatch()
+                            return _ids(stored)
                     result = body(pipe)
                     if pipe.explicit_transaction:
+                        pipe.set(answer, json.dumps(result), ex=_ANSWER_SECONDS)
                         pipe.execute()
                     return result
                 except WatchError:
@@ -165,13 +185,9 @@ class RedisOperationQueue:
             records.append(record)
         stacks = list(dict.fromkeys(request.stack for request in requests))
 
-        def body(pipe: Any) -> None:
-            if pipe.exists(self._op(records[0]["id"])):
-                # A try whose EXEC ran but whose answer was lost (a timeout, a reset, a failover:
-                # redis-py then reports a WatchError): all of it is in, and planning it again would
-                # have each operation supersede itself (outside review of group submits).
-                pipe.unwatch()
-                return
+        def body(pipe: Any) -> list[str]:
+            # A try whose EXEC ran but whose reply was lost is answered by ``_transaction`` (planning it
+            # again had each operation supersede itself; outside review of group submits).
             # Each stack's queued operations, oldest first (by place), with their kinds and places, as
             # Redis has them; the call's own join them as they are planned.
             here: dict[StackRef, list[tuple[str, str, float]]] = {}
@@ -236,6 +252,7 @@ class RedisOperationQueue:
                     pipe.hset(self._op(earlier), "superseded_by", operation_id)
                 pipe.sadd(self._replaced(operation_id), older, *pointing_at)
                 pipe.delete(self._replaced(older))
+            return [record["id"] for record in records]
 
         self._transaction([self._queued(stack) for stack in stacks], body)
         return [_operation(record) for record in records]
@@ -277,7 +294,7 @@ class RedisOperationQueue:
             if not wanted:
                 return None
 
-        def body(pipe: Any) -> str | None:
+        def body(pipe: Any) -> list[str]:
             queued = [_text(i) for i in pipe.zrange(self._queued(), 0, -1)]
             busy = {_text(k) for k in pipe.hkeys(self._running)}
             stacks = self._stacks_of(queued)
@@ -306,11 +323,14 @@ class RedisOperationQueue:
                 pipe.zrem(self._queued(), operation_id)
                 pipe.zrem(self._queued(stack), operation_id)
                 pipe.hset(self._running, name, operation_id)
-                return operation_id
-            return None
+                return [operation_id]
+            return []
 
+        # A claim whose reply was lost answers the operation it claimed (``_transaction``): a retry
+        # deciding again left it running with no worker until a stale-heartbeat requeue, and claimed
+        # another stack's operation meanwhile (outside review of group submits).
         claimed = self._transaction([self._queued(), self._running], body)
-        return self._require(claimed) if claimed is not None else None
+        return self._require(claimed[0]) if claimed else None
 
     def add_event(
         self,
@@ -346,14 +366,15 @@ class RedisOperationQueue:
         if not status.finished or status is OperationStatus.superseded:
             raise ValueError(f"an operation finishes as succeeded or failed, not {status.value}")
 
-        def body(pipe: Any) -> None:
+        def body(pipe: Any) -> list[str]:
             fields = self._fields(operation_id, pipe)
             if not fields:
                 raise KeyError(f"no operation {operation_id!r}")
             owned = worker_id is None or fields.get("claimed_by") == worker_id
             if fields.get("status") != OperationStatus.running.value or not owned:
+                # (A finish whose reply was lost does not come here: ``_transaction`` answers it.)
                 _log.warning("operation %s was no longer running here; outcome not recorded", operation_id)
-                return
+                return []
             name = f"{fields['environment']}.{fields['tenant']}"
             running_here = _text(pipe.hget(self._running, name) or b"") == operation_id
             pipe.multi()
@@ -368,6 +389,7 @@ class RedisOperationQueue:
             pipe.hdel(self._op(operation_id), "heartbeat_at")
             if running_here:
                 pipe.hdel(self._running, name)
+            return [operation_id]
 
         self._transaction([self._op(operation_id), self._running], body)
         return self._require(operation_id)
@@ -544,6 +566,11 @@ class RedisOperationQueue:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ids(stored: Any) -> list[str]:
+    """A transaction's stored answer (``answer:<token>``)."""
+    return [str(i) for i in json.loads(_text(stored))]
 
 
 def _float(fields: dict[str, str], key: str) -> float | None:

@@ -1,0 +1,294 @@
+"""The Redis queue's optimistic transactions (WATCH/MULTI/EXEC) where fakeredis alone hides what goes
+wrong: an EXEC that Redis ran but whose reply the client lost (a timeout, a reset, a failover right
+after it; redis-py then reports a WatchError, and the queue tries again). Each write must recognise
+that its first try went in, not decide again on a state that already holds it. The conformance suite
+(test_queue_conformance.py) checks that both backends otherwise behave alike.
+
+Most tests lose a reply in-process (the EXEC runs, then the client raises what redis-py raises); one
+loses it on the wire, through a proxy in front of a real ``redis-server`` (skipped without one)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+import redis as redis_py
+from redis.client import Pipeline
+from redis.exceptions import WatchError
+
+from tenancy.automation.contract import OperationKind, OperationStatus, OperationSummary, StackRef
+from tenancy.automation.redis_queue import RedisOperationQueue
+from tests.ports import free_port
+
+ACME = StackRef("dev", "acme")
+BETA = StackRef("dev", "beta")
+
+
+class LostReplies:
+    """Armed ``n`` times: the next ``n`` EXECs run on the server, then the client reports what redis-py
+    reports when the reply is lost while it watches keys."""
+
+    def __init__(self) -> None:
+        self.armed = 0
+        self.lost = 0
+
+
+@pytest.fixture
+def lost_replies(monkeypatch: pytest.MonkeyPatch) -> LostReplies:
+    replies = LostReplies()
+    execute = Pipeline.execute
+
+    def execute_then_lose_the_reply(self: Pipeline, raise_on_error: bool = True) -> list[Any]:
+        transaction = self.explicit_transaction  # MULTI was sent: this execute sends EXEC
+        result = execute(self, raise_on_error)
+        if transaction and replies.armed:
+            replies.armed -= 1
+            replies.lost += 1
+            raise WatchError("A ConnectionError occurred while watching one or more keys")
+        return result
+
+    monkeypatch.setattr(Pipeline, "execute", execute_then_lose_the_reply)
+    return replies
+
+
+@pytest.fixture
+def queue() -> RedisOperationQueue:
+    return RedisOperationQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()), prefix="t:")
+
+
+def running_marker(queue: RedisOperationQueue, stack: StackRef) -> str | None:
+    value = queue._redis.hget("t:running", stack.name)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# --- claims ----------------------------------------------------------------------------------------
+
+
+def test_a_claim_whose_reply_was_lost_returns_the_operation_it_claimed(
+    queue: RedisOperationQueue, lost_replies: LostReplies
+) -> None:
+    """The retry decided again: the first operation stayed running, claimed by the worker, which never
+    heard of it (nobody ran it until a stale-heartbeat requeue), and the retry claimed the next
+    stack's operation instead (or nothing)."""
+    first = queue.submit(ACME, OperationKind.up, spec={"n": 1}, requested_by="a")
+    other = queue.submit(BETA, OperationKind.up, spec={"n": 2}, requested_by="a")
+    lost_replies.armed = 1
+
+    claimed = queue.claim_next(worker_id="w")
+
+    assert lost_replies.lost == 1
+    assert claimed is not None and claimed.id == first.id and claimed.status is OperationStatus.running
+    waiting = queue.get(other.id)
+    assert waiting is not None and waiting.status is OperationStatus.queued
+    assert running_marker(queue, ACME) == first.id and running_marker(queue, BETA) is None
+    # The worker runs it to the end: the outcome is recorded, the stack freed.
+    done = queue.finish(first.id, OperationStatus.succeeded, OperationSummary(), worker_id="w")
+    assert done.status is OperationStatus.succeeded and running_marker(queue, ACME) is None
+
+
+def test_a_claim_whose_reply_was_lost_on_the_only_queued_operation_does_not_answer_nothing(
+    queue: RedisOperationQueue, lost_replies: LostReplies
+) -> None:
+    only = queue.submit(ACME, OperationKind.up, spec={"n": 1}, requested_by="a")
+    lost_replies.armed = 1
+    claimed = queue.claim_next(worker_id="w")
+    assert claimed is not None and claimed.id == only.id
+    assert queue.claim_next(worker_id="w") is None  # and the stack is not claimable twice
+
+
+# --- finish, hand back, abandon --------------------------------------------------------------------
+
+
+def test_a_finish_whose_reply_was_lost_is_recorded_once_and_not_reported_as_lost(
+    queue: RedisOperationQueue, lost_replies: LostReplies, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The retry found the operation finished and logged that it "was no longer running here; outcome
+    not recorded", though the outcome was the one it had just recorded."""
+    operation = queue.submit(ACME, OperationKind.up, spec={"n": 1}, requested_by="a")
+    queue.claim_next(worker_id="w")
+    lost_replies.armed = 1
+
+    with caplog.at_level(logging.WARNING, logger="tenancy.automation.redis_queue"):
+        done = queue.finish(
+            operation.id, OperationStatus.failed, OperationSummary(error="boom"), worker_id="w"
+        )
+
+    assert lost_replies.lost == 1
+    assert done.status is OperationStatus.failed and done.summary == OperationSummary(error="boom")
+    assert "outcome not recorded" not in caplog.text
+    assert running_marker(queue, ACME) is None
+
+
+def test_a_hand_back_whose_reply_was_lost_names_what_it_requeued(
+    queue: RedisOperationQueue, lost_replies: LostReplies
+) -> None:
+    """The retry found nothing running and answered an empty list ("0 operations handed back")."""
+    operation = queue.submit(ACME, OperationKind.up, spec={"n": 1}, requested_by="a")
+    queue.claim_next(worker_id="w")
+    lost_replies.armed = 1
+
+    handed_back = queue.requeue_claimed("w", reason="stopping")
+
+    assert lost_replies.lost == 1
+    assert [op.id for op in handed_back] == [operation.id]
+    assert handed_back[0].status is OperationStatus.queued
+    assert [event.status for event in queue.events(operation.id)] == ["requeued"]  # once
+
+
+def test_an_abandon_whose_reply_was_lost_names_what_it_failed(
+    queue: RedisOperationQueue, lost_replies: LostReplies
+) -> None:
+    operation = queue.submit(ACME, OperationKind.up, spec={"n": 1}, requested_by="a")
+    queue.claim_next(worker_id="w")
+    lost_replies.armed = 1
+
+    abandoned = queue.abandon("w", reason="interrupted")
+
+    assert lost_replies.lost == 1
+    assert [op.id for op in abandoned] == [operation.id]
+    assert abandoned[0].status is OperationStatus.failed
+
+
+def test_a_retry_after_a_real_conflict_still_decides_again(queue: RedisOperationQueue) -> None:
+    """Only this call's own EXEC counts as done: a retry after another client's write (a true WatchError,
+    no EXEC of ours ran) plans on what Redis holds now."""
+    first = queue.submit(ACME, OperationKind.up, spec={"n": 1}, requested_by="a")
+    transaction = queue._transaction
+    interfered: list[bool] = []
+
+    def another_claim_first(watched: list[str], body: Any) -> Any:
+        def interfering(pipe: Any) -> Any:
+            if not interfered:
+                interfered.append(True)
+                other = RedisOperationQueue(queue._redis, prefix="t:")
+                assert other.claim_next(worker_id="other") is not None  # changes what is watched
+            return body(pipe)
+
+        return transaction(watched, interfering)
+
+    queue._transaction = another_claim_first  # type: ignore[method-assign]
+    assert queue.claim_next(worker_id="w") is None  # the other claimer has the only operation
+    queue._transaction = transaction  # type: ignore[method-assign]
+    stored = queue.get(first.id)
+    assert interfered and stored is not None and stored.status is OperationStatus.running
+
+
+# --- on the wire -----------------------------------------------------------------------------------
+
+
+class _LossyProxy:
+    """127.0.0.1 -> the real server; ``arm()``: the next EXEC reaches Redis, which runs it, and the
+    connection is then closed before its reply can reach the client."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.lost = 0
+        self.closing = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.closing.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            dropping = threading.Event()
+            threading.Thread(target=self._up, args=(client, server, dropping), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, dropping), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, dropping: threading.Event) -> None:
+        try:
+            while data := client.recv(65536):
+                if b"\r\nEXEC\r\n" in data and self.armed.is_set():
+                    self.armed.clear()
+                    dropping.set()  # no byte of the reply goes back
+                    server.sendall(data)
+                    time.sleep(0.2)  # Redis runs it
+                    self.lost += 1
+                    client.close()
+                    server.close()
+                    return
+                server.sendall(data)
+        except OSError:
+            pass
+
+    def _down(self, server: socket.socket, client: socket.socket, dropping: threading.Event) -> None:
+        try:
+            while data := server.recv(65536):
+                if dropping.is_set():
+                    return
+                client.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.closing.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def real_redis_port() -> Iterator[int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server on PATH")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="redis-queue-")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if redis_py.Redis(port=port, socket_timeout=1).ping():
+                    break
+            except redis_py.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(Path(workdir), ignore_errors=True)
+
+
+def test_on_a_real_redis_a_claim_whose_reply_was_lost_returns_what_it_claimed(real_redis_port: int) -> None:
+    proxy = _LossyProxy(real_redis_port)
+    try:
+        client = redis_py.Redis(port=proxy.port, socket_timeout=5.0)
+        queue = RedisOperationQueue(client, prefix="t:")
+        first = queue.submit(ACME, OperationKind.up, spec={"n": 1}, requested_by="a")
+        other = queue.submit(BETA, OperationKind.up, spec={"n": 2}, requested_by="a")
+        proxy.armed.set()
+
+        claimed = queue.claim_next(worker_id="w")
+
+        assert proxy.lost == 1
+        assert claimed is not None and claimed.id == first.id
+        direct = redis_py.Redis(port=real_redis_port, decode_responses=True)
+        assert direct.hgetall("t:running") == {ACME.name: first.id}
+        waiting = queue.get(other.id)
+        assert waiting is not None and waiting.status is OperationStatus.queued
+        client.close()
+    finally:
+        proxy.close()
