@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,13 @@ import redis as redis_py
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
-from tenancy.automation.contract import OperationKind, OperationStatus, OperationSummary, StackRef
+from tenancy.automation.contract import (
+    OperationKind,
+    OperationStatus,
+    OperationSummary,
+    StackRef,
+    SubmitRequest,
+)
 from tenancy.automation.redis_queue import RedisOperationQueue
 from tests.ports import free_port
 
@@ -41,6 +47,7 @@ class LostReplies:
     def __init__(self) -> None:
         self.armed = 0
         self.lost = 0
+        self.meanwhile: list[Callable[[], object]] = []  # what other clients do before the retry
 
 
 @pytest.fixture
@@ -54,6 +61,8 @@ def lost_replies(monkeypatch: pytest.MonkeyPatch) -> LostReplies:
         if transaction and replies.armed:
             replies.armed -= 1
             replies.lost += 1
+            while replies.meanwhile:
+                replies.meanwhile.pop(0)()
             raise WatchError("A ConnectionError occurred while watching one or more keys")
         return result
 
@@ -69,6 +78,30 @@ def queue() -> RedisOperationQueue:
 def running_marker(queue: RedisOperationQueue, stack: StackRef) -> str | None:
     value = queue._redis.hget("t:running", stack.name)
     return value.decode() if isinstance(value, bytes) else value
+
+
+# --- submits --------------------------------------------------------------------------------------
+
+
+def test_a_submit_whose_reply_was_lost_is_not_written_again_over_what_came_after_it(
+    queue: RedisOperationQueue, lost_replies: LostReplies
+) -> None:
+    """Between the lost reply and the retry, a later up of the stack superseded the call's operation.
+    A retry that plans again writes the operation again, "queued", over its superseded record: two
+    ups queued, the older spec running first, and a queued operation pointing at its successor."""
+    later: list[str] = []
+    lost_replies.armed = 1
+    lost_replies.meanwhile.append(
+        lambda: later.append(queue.submit(ACME, OperationKind.up, spec={"n": 2}, requested_by="b").id)
+    )
+
+    [first] = queue.submit_in_order([SubmitRequest(ACME, OperationKind.up, {"n": 1}, "a")])
+
+    assert lost_replies.lost == 1 and first.status is OperationStatus.queued  # as it was when queued
+    stored = queue.get(first.id)
+    assert stored is not None and stored.status is OperationStatus.superseded
+    assert stored.superseded_by == later[0]
+    assert [op.id for op in queue.active(ACME)] == later
 
 
 # --- claims ----------------------------------------------------------------------------------------
