@@ -325,3 +325,78 @@ def test_on_a_real_redis_a_claim_whose_reply_was_lost_returns_what_it_claimed(re
         client.close()
     finally:
         proxy.close()
+
+
+# --- round trips -----------------------------------------------------------------------------------
+
+
+def test_a_group_submit_reads_in_a_few_round_trips_whatever_its_size(queue: RedisOperationQueue) -> None:
+    """Every read after WATCH was a round trip of its own (one per stack, per queued operation, per
+    superseded one): 53 for 10 ups with 3 operations queued on each stack. The longer the reads, the
+    likelier another client aborts the EXEC. INCRBY, WATCH, two batches of reads, MULTI/EXEC."""
+    from redis.connection import AbstractConnection
+
+    stacks = [StackRef("dev", f"t{i}") for i in range(10)]
+    for stack in stacks:
+        for kind in (OperationKind.up, OperationKind.destroy, OperationKind.up):
+            queue.submit(stack, kind, spec={}, requested_by="a")
+    queue.submit_in_order([SubmitRequest(StackRef("dev", "warm"), OperationKind.up, {}, "a")])
+    sent: list[bytes] = []
+    send = AbstractConnection.send_packed_command
+
+    def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        sent.append(b"")
+        send(self, command, check_health)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AbstractConnection, "send_packed_command", counting)
+        group = queue.submit_in_order(
+            [SubmitRequest(stack, OperationKind.up, {"v": 2}, "a") for stack in stacks]
+        )
+
+    assert len(sent) <= 5, len(sent)
+    for stack, operation in zip(stacks, group, strict=True):
+        active = queue.active(stack)  # the older up superseded by the group's; the destroy still ahead
+        assert [op.kind for op in active] == [OperationKind.up, OperationKind.destroy, OperationKind.up]
+        assert active[-1].id == operation.id
+
+
+def test_a_claim_is_not_aborted_by_a_submit_to_another_stack(queue: RedisOperationQueue) -> None:
+    """A claim watched the overall queued set, which every submit writes: any submit on any stack during
+    its reads aborted it, and a burst of submits (faster now that a group reads in two round trips)
+    starved the worker. It watches what decides: ``running`` and the claimed stack's queued set."""
+    first = queue.submit(ACME, OperationKind.up, spec={"n": 1}, requested_by="a")
+    stacks_of = queue._stacks_of
+    runs: list[int] = []
+
+    def a_submit_meanwhile(ids: list[str]) -> dict[str, str]:
+        runs.append(1)
+        if len(runs) == 1:
+            queue.submit(BETA, OperationKind.up, spec={"n": 2}, requested_by="b")
+        return stacks_of(ids)
+
+    queue._stacks_of = a_submit_meanwhile  # type: ignore[method-assign]
+    claimed = queue.claim_next(worker_id="w")
+    assert claimed is not None and claimed.id == first.id
+    assert len(runs) == 1  # decided once
+
+
+def test_a_claim_takes_the_oldest_queued_operation_of_its_stack_as_it_is_when_claimed(
+    queue: RedisOperationQueue,
+) -> None:
+    """What the overall queued set said may be out of date by then (unwatched): the stack's own queued
+    set, watched, says which operation is next on it."""
+    first = queue.submit(ACME, OperationKind.up, spec={"n": 1}, requested_by="a")
+    stacks_of = queue._stacks_of
+    newer: list[str] = []
+
+    def superseded_meanwhile(ids: list[str]) -> dict[str, str]:
+        if not newer:
+            newer.append(queue.submit(ACME, OperationKind.up, spec={"n": 2}, requested_by="b").id)
+        return stacks_of(ids)
+
+    queue._stacks_of = superseded_meanwhile  # type: ignore[method-assign]
+    claimed = queue.claim_next(worker_id="w")
+    assert claimed is not None and claimed.id == newer[0] and claimed.spec == {"n": 2}
+    replaced = queue.get(first.id)
+    assert replaced is not None and replaced.status is OperationStatus.superseded
