@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from tenancy.automation.contract import (
@@ -49,10 +50,23 @@ _log = logging.getLogger(__name__)
 # How long a transaction's answer stays readable by its own retries (far longer than they go on).
 _ANSWER_SECONDS = 600
 
+# A transaction other clients keep changing the keys of is given up after this many tries or this
+# long, whichever comes first (``QueueContended``), rather than hold its callers without end.
+WATCH_TRIES = 200
+WATCH_SECONDS = 10.0
+
 _REQUEUED_MESSAGE = (
     "the process running this operation stopped before it finished; requeued. "
     "The stack is checked and recovered before the operation runs again."
 )
+
+
+class QueueContended(RedisTimeoutError):
+    """A queue transaction given up: other clients kept changing what it watched (``WATCH_TRIES``,
+    ``WATCH_SECONDS``). Nothing of it was written. A timeout of the shared store to its callers, as
+    SQLite's "database is locked" after its busy timeout is: a write's submit answers 503
+    ``engine_unavailable``, another request 503 ``service_unavailable`` with Retry-After, and the
+    worker's loop asks again."""
 
 
 class RedisOperationQueue:
@@ -104,8 +118,12 @@ class RedisOperationQueue:
         after it; redis-py then reports a WatchError), the retry answers what that EXEC did instead of
         deciding again on a state that already holds it (a submit superseding itself, a claim leaving
         what it claimed running with no worker; outside review of group submits). The check runs after
-        WATCH, so an EXEC of this call still arriving late aborts the retry's own EXEC."""
+        WATCH, so an EXEC of this call still arriving late aborts the retry's own EXEC.
+
+        Retries stop after ``WATCH_TRIES`` or ``WATCH_SECONDS``: ``QueueContended`` (they went on
+        without end before, holding a group's writers while other clients kept winning)."""
         answer = f"{self._prefix}answer:{uuid.uuid4().hex}"
+        started = time.monotonic()
         attempt = 0
         while True:
             with self._redis.pipeline() as pipe:
@@ -122,11 +140,20 @@ class RedisOperationQueue:
                         pipe.execute()
                     return result
                 except WatchError:
-                    # Another client won: try again after a short random pause, so clients that keep
-                    # colliding (a group watching several stacks, a claimer) do not do so in step.
                     attempt += 1
-                    time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
-                    continue
+            elapsed = time.monotonic() - started
+            if attempt >= WATCH_TRIES or elapsed >= WATCH_SECONDS:
+                stored = self._redis.get(answer)  # the last try's EXEC may have run, its reply lost
+                if stored is not None:
+                    return _ids(stored)
+                raise QueueContended(
+                    f"gave up on a queue transaction after {attempt} tries in {elapsed:.1f} s: other "
+                    f"clients kept changing what it watched ({', '.join(watched)}); nothing of it was "
+                    "written, try again"
+                )
+            # Another client won: try again after a short random pause, so clients that keep colliding
+            # (a group watching several stacks, claimers) do not do so in step.
+            time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
 
     def _fields(self, operation_id: str, reader: Any = None) -> dict[str, str]:
         raw = (reader or self._redis).hgetall(self._op(operation_id))

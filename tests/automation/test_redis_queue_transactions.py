@@ -400,3 +400,54 @@ def test_a_claim_takes_the_oldest_queued_operation_of_its_stack_as_it_is_when_cl
     assert claimed is not None and claimed.id == newer[0] and claimed.spec == {"n": 2}
     replaced = queue.get(first.id)
     assert replaced is not None and replaced.status is OperationStatus.superseded
+
+
+# --- bounded retries -------------------------------------------------------------------------------
+
+
+def test_a_transaction_other_clients_keep_winning_gives_up_as_a_store_timeout(
+    queue: RedisOperationQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retries went on without end, holding the group's writers. They stop after WATCH_TRIES (or
+    WATCH_SECONDS), with nothing written, as the shared store timing out: the service answers that
+    503 (service_unavailable with Retry-After; a write's submit says engine_unavailable)."""
+    from tenancy.automation import redis_queue
+    from tenancy.service.core.errors import unexpected_answer
+
+    monkeypatch.setattr(redis_queue, "WATCH_TRIES", 5)
+    other = RedisOperationQueue(queue._redis, prefix="t:")
+    stacks_of = queue._stacks_of
+    tries: list[int] = []
+
+    def another_client_wins(ids: list[str]) -> dict[str, str]:
+        tries.append(1)
+        if len(tries) > 50:
+            pytest.fail("the claim kept retrying")  # keeps this test bounded without the bound
+        # Another worker claims and finishes on another stack: ``running``, watched, changes.
+        beta = other.submit(BETA, OperationKind.refresh, spec=None, requested_by="b")
+        assert other.claim_next(worker_id="o", only=[beta.id]) is not None
+        other.finish(beta.id, OperationStatus.succeeded, OperationSummary(), worker_id="o")
+        return stacks_of(ids)
+
+    queue.submit(ACME, OperationKind.up, spec={"n": 1}, requested_by="a")  # claimed next, never by this one
+    claimer = RedisOperationQueue(queue._redis, prefix="t:")
+    monkeypatch.setattr(claimer, "_stacks_of", another_client_wins)
+    with pytest.raises(redis_queue.QueueContended) as raised:
+        claimer.claim_next(worker_id="w")
+    assert len(tries) == 5
+    assert "after 5 tries" in str(raised.value) and "t:running" in str(raised.value)
+    assert running_marker(queue, ACME) is None  # nothing written
+    status, body, headers = unexpected_answer(raised.value, "rid", "POST", "/x")
+    assert status == 503 and body["error"]["code"] == "service_unavailable" and "Retry-After" in headers
+
+
+def test_giving_up_after_a_last_try_whose_reply_was_lost_answers_what_it_did(
+    queue: RedisOperationQueue, lost_replies: LostReplies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tenancy.automation import redis_queue
+
+    monkeypatch.setattr(redis_queue, "WATCH_TRIES", 1)
+    operation = queue.submit(ACME, OperationKind.up, spec={"n": 1}, requested_by="a")
+    lost_replies.armed = 1
+    claimed = queue.claim_next(worker_id="w")
+    assert claimed is not None and claimed.id == operation.id
