@@ -15,6 +15,9 @@ Keys (``prefix`` defaults to ``tenancy:``):
 - ``events:<id>``         list of progress events (seq = position in the list, so appends are atomic)
 - ``interrupted``         set of stacks to recover before their next operation
 - ``replaced:<id>``       set of operations superseded by (pointing at) operation <id>
+- ``answer:<token>``      what one transaction answered (JSON list of ids), written by its own EXEC and
+  kept ``_ANSWER_SECONDS``: a retry whose EXEC ran but whose reply was lost returns it instead of
+  deciding again (``_transaction``)
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
-from typing import Any, TypeVar
+from typing import Any
 
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from tenancy.automation.contract import (
@@ -42,12 +46,27 @@ from tenancy.automation.contract import (
 )
 
 _log = logging.getLogger(__name__)
-_T = TypeVar("_T")
+
+# How long a transaction's answer stays readable by its own retries (far longer than they go on).
+_ANSWER_SECONDS = 600
+
+# A transaction other clients keep changing the keys of is given up after this many tries or this
+# long, whichever comes first (``QueueContended``), rather than hold its callers without end.
+WATCH_TRIES = 200
+WATCH_SECONDS = 10.0
 
 _REQUEUED_MESSAGE = (
     "the process running this operation stopped before it finished; requeued. "
     "The stack is checked and recovered before the operation runs again."
 )
+
+
+class QueueContended(RedisTimeoutError):
+    """A queue transaction given up: other clients kept changing what it watched (``WATCH_TRIES``,
+    ``WATCH_SECONDS``). Nothing of it was written. A timeout of the shared store to its callers, as
+    SQLite's "database is locked" after its busy timeout is: a write's submit answers 503
+    ``engine_unavailable``, another request 503 ``service_unavailable`` with Retry-After, and the
+    worker's loop asks again."""
 
 
 class RedisOperationQueue:
@@ -89,24 +108,52 @@ class RedisOperationQueue:
 
     # --- transactions ------------------------------------------------------------------------------
 
-    def _transaction(self, watched: list[str], body: Callable[[Any], _T]) -> _T:
+    def _transaction(self, watched: list[str], body: Callable[[Any], list[str]]) -> list[str]:
         """Run ``body(pipe)`` with ``watched`` keys watched; retry when another client changed them.
-        ``body`` reads with the pipe (immediate mode), then calls ``pipe.multi()`` and queues writes."""
+        ``body`` reads with the pipe (immediate mode), then calls ``pipe.multi()`` and queues writes;
+        it answers the ids it acted on.
+
+        Its answer is written by the same EXEC (``answer:<token>``), and every retry looks for it
+        first: when Redis ran the EXEC but its reply was lost (a timeout, a reset, a failover right
+        after it; redis-py then reports a WatchError), the retry answers what that EXEC did instead of
+        deciding again on a state that already holds it (a submit superseding itself, a claim leaving
+        what it claimed running with no worker; outside review of group submits). The check runs after
+        WATCH, so an EXEC of this call still arriving late aborts the retry's own EXEC.
+
+        Retries stop after ``WATCH_TRIES`` or ``WATCH_SECONDS``: ``QueueContended`` (they went on
+        without end before, holding a group's writers while other clients kept winning)."""
+        answer = f"{self._prefix}answer:{uuid.uuid4().hex}"
+        started = time.monotonic()
         attempt = 0
         while True:
             with self._redis.pipeline() as pipe:
                 try:
                     pipe.watch(*watched)
+                    if attempt:
+                        stored = pipe.get(answer)
+                        if stored is not None:
+                            pipe.unwatch()
+                            return _ids(stored)
                     result = body(pipe)
                     if pipe.explicit_transaction:
+                        pipe.set(answer, json.dumps(result), ex=_ANSWER_SECONDS)
                         pipe.execute()
                     return result
                 except WatchError:
-                    # Another client won: try again after a short random pause, so clients that keep
-                    # colliding (a group watching several stacks, a claimer) do not do so in step.
                     attempt += 1
-                    time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
-                    continue
+            elapsed = time.monotonic() - started
+            if attempt >= WATCH_TRIES or elapsed >= WATCH_SECONDS:
+                stored = self._redis.get(answer)  # the last try's EXEC may have run, its reply lost
+                if stored is not None:
+                    return _ids(stored)
+                raise QueueContended(
+                    f"gave up on a queue transaction after {attempt} tries in {elapsed:.1f} s: other "
+                    f"clients kept changing what it watched ({', '.join(watched)}); nothing of it was "
+                    "written, try again"
+                )
+            # Another client won: try again after a short random pause, so clients that keep colliding
+            # (a group watching several stacks, claimers) do not do so in step.
+            time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
 
     def _fields(self, operation_id: str, reader: Any = None) -> dict[str, str]:
         raw = (reader or self._redis).hgetall(self._op(operation_id))
@@ -116,8 +163,8 @@ class RedisOperationQueue:
 
     def submit_in_order(self, requests: Sequence[SubmitRequest]) -> list[Operation]:
         """One transaction for them all (one ``INCRBY`` for their places, one WATCH/MULTI), so a group
-        of commits' operations costs a few round trips, not several per operation, and is queued all
-        or none."""
+        of commits' operations costs five round trips whatever its size (INCRBY, WATCH, two batches of
+        reads, MULTI/EXEC), and is queued all or none."""
         return self._submit_all(requests)
 
     def submit(
@@ -165,22 +212,32 @@ class RedisOperationQueue:
             records.append(record)
         stacks = list(dict.fromkeys(request.stack for request in requests))
 
-        def body(pipe: Any) -> None:
-            if pipe.exists(self._op(records[0]["id"])):
-                # A try whose EXEC ran but whose answer was lost (a timeout, a reset, a failover:
-                # redis-py then reports a WatchError): all of it is in, and planning it again would
-                # have each operation supersede itself (outside review of group submits).
-                pipe.unwatch()
-                return
+        def body(pipe: Any) -> list[str]:
+            # A try whose EXEC ran but whose reply was lost is answered by ``_transaction`` (planning it
+            # again had each operation supersede itself; outside review of group submits).
             # Each stack's queued operations, oldest first (by place), with their kinds and places, as
-            # Redis has them; the call's own join them as they are planned.
-            here: dict[StackRef, list[tuple[str, str, float]]] = {}
-            for stack in stacks:
-                ranked = pipe.zrange(self._queued(stack), 0, -1, withscores=True)
-                here[stack] = [
-                    (_text(i), _text(pipe.hget(self._op(_text(i)), "kind") or b""), float(place))
-                    for i, place in ranked
-                ]
+            # Redis has them; the call's own join them as they are planned. Read in two batches (the
+            # queued sets, then every queued operation's kind and replaced set), not one round trip per
+            # key: the window for other clients to abort the EXEC stays short whatever the group's
+            # size (outside review of group submits: 53 round trips for 10 ups). They go on another
+            # connection, after WATCH: a write to a watched key meanwhile still aborts the EXEC.
+            with self._redis.pipeline(transaction=False) as reads:
+                for stack in stacks:
+                    reads.zrange(self._queued(stack), 0, -1, withscores=True)
+                ranked: list[list[tuple[Any, float]]] = reads.execute()
+                queued_ids = [_text(i) for per_stack in ranked for i, _ in per_stack]
+                for i in queued_ids:
+                    reads.hget(self._op(i), "kind")  # immutable
+                    reads.smembers(self._replaced(i))
+                facts: list[Any] = reads.execute() if queued_ids else []
+            kind_of = {i: _text(kind or b"") for i, kind in zip(queued_ids, facts[0::2], strict=True)}
+            replaced_of = {
+                i: [_text(r) for r in members] for i, members in zip(queued_ids, facts[1::2], strict=True)
+            }
+            here: dict[StackRef, list[tuple[str, str, float]]] = {
+                stack: [(_text(i), kind_of[_text(i)], float(place)) for i, place in per_stack]
+                for stack, per_stack in zip(stacks, ranked, strict=True)
+            }
             replacing: dict[str, list[str]] = {}  # the call's own operations: what each replaced
             writes: list[tuple[Any, ...]] = []
             for request, record in zip(requests, records, strict=True):
@@ -196,9 +253,7 @@ class RedisOperationQueue:
                 # Whatever a replaced operation had replaced now points at the newest: one hop to the
                 # operation that will apply the caller's change.
                 pointing = {
-                    older: replacing[older]
-                    if older in replacing
-                    else [_text(i) for i in pipe.smembers(self._replaced(older))]
+                    older: replacing[older] if older in replacing else replaced_of[older]
                     for older in superseded
                 }
                 writes.append(("insert", stack, operation_id, position, record))
@@ -236,6 +291,7 @@ class RedisOperationQueue:
                     pipe.hset(self._op(earlier), "superseded_by", operation_id)
                 pipe.sadd(self._replaced(operation_id), older, *pointing_at)
                 pipe.delete(self._replaced(older))
+            return [record["id"] for record in records]
 
         self._transaction([self._queued(stack) for stack in stacks], body)
         return [_operation(record) for record in records]
@@ -277,21 +333,30 @@ class RedisOperationQueue:
             if not wanted:
                 return None
 
-        def body(pipe: Any) -> str | None:
+        def body(pipe: Any) -> list[str]:
+            # Which stacks have something queued, oldest first, from the overall queued set, which is
+            # not watched: every submit writes it, and a claim that watched it lost to every submit of
+            # any stack (starved by a burst of them). What decides is watched: ``running``, and the
+            # queued set of the stack it claims on, whose oldest operation it takes.
             queued = [_text(i) for i in pipe.zrange(self._queued(), 0, -1)]
             busy = {_text(k) for k in pipe.hkeys(self._running)}
             stacks = self._stacks_of(queued)
             seen: set[str] = set()
-            for operation_id in queued:
-                name = stacks.get(operation_id)
+            for candidate in queued:
+                name = stacks.get(candidate)
                 if name is None or name in seen:
                     continue  # only the oldest queued operation of a stack may run next
                 seen.add(name)
                 if name in busy or name in excluded or (wanted is not None and name not in wanted):
                     continue
-                now = repr(self._clock())
                 environment, _, tenant = name.partition(".")
                 stack = StackRef(environment, tenant)
+                pipe.watch(self._queued(stack))
+                head = pipe.zrange(self._queued(stack), 0, 0)
+                if not head:
+                    continue  # claimed or superseded since
+                operation_id = _text(head[0])
+                now = repr(self._clock())
                 pipe.multi()
                 pipe.hset(
                     self._op(operation_id),
@@ -306,11 +371,14 @@ class RedisOperationQueue:
                 pipe.zrem(self._queued(), operation_id)
                 pipe.zrem(self._queued(stack), operation_id)
                 pipe.hset(self._running, name, operation_id)
-                return operation_id
-            return None
+                return [operation_id]
+            return []
 
-        claimed = self._transaction([self._queued(), self._running], body)
-        return self._require(claimed) if claimed is not None else None
+        # A claim whose reply was lost answers the operation it claimed (``_transaction``): a retry
+        # deciding again left it running with no worker until a stale-heartbeat requeue, and claimed
+        # another stack's operation meanwhile (outside review of group submits).
+        claimed = self._transaction([self._running], body)
+        return self._require(claimed[0]) if claimed else None
 
     def add_event(
         self,
@@ -346,14 +414,15 @@ class RedisOperationQueue:
         if not status.finished or status is OperationStatus.superseded:
             raise ValueError(f"an operation finishes as succeeded or failed, not {status.value}")
 
-        def body(pipe: Any) -> None:
+        def body(pipe: Any) -> list[str]:
             fields = self._fields(operation_id, pipe)
             if not fields:
                 raise KeyError(f"no operation {operation_id!r}")
             owned = worker_id is None or fields.get("claimed_by") == worker_id
             if fields.get("status") != OperationStatus.running.value or not owned:
+                # (A finish whose reply was lost does not come here: ``_transaction`` answers it.)
                 _log.warning("operation %s was no longer running here; outcome not recorded", operation_id)
-                return
+                return []
             name = f"{fields['environment']}.{fields['tenant']}"
             running_here = _text(pipe.hget(self._running, name) or b"") == operation_id
             pipe.multi()
@@ -368,6 +437,7 @@ class RedisOperationQueue:
             pipe.hdel(self._op(operation_id), "heartbeat_at")
             if running_here:
                 pipe.hdel(self._running, name)
+            return [operation_id]
 
         self._transaction([self._op(operation_id), self._running], body)
         return self._require(operation_id)
@@ -544,6 +614,11 @@ class RedisOperationQueue:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ids(stored: Any) -> list[str]:
+    """A transaction's stored answer (``answer:<token>``)."""
+    return [str(i) for i in json.loads(_text(stored))]
 
 
 def _float(fields: dict[str, str], key: str) -> float | None:

@@ -266,8 +266,9 @@ def test_a_submit_whose_exec_answer_was_lost_is_not_planned_again(
     lost: list[bool] = []
 
     def answer_lost(self: Any, *args: Any, **kwargs: Any) -> Any:
+        transaction = self.explicit_transaction  # MULTI was sent: this is the EXEC (not a batch of reads)
         result = execute(self, *args, **kwargs)
-        if self.explicit_transaction is False and not lost and result:
+        if transaction and not lost:
             lost.append(True)
             raise WatchError("Watched variable changed.")  # what redis-py says for a lost EXEC reply
         return result
