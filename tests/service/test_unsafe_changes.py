@@ -72,6 +72,8 @@ def test_a_volume_growth_on_a_class_not_listed_as_expandable_is_refused_naming_t
     [
         ("never-ran", True),  # the update stopped before Pulumi ran: nothing of it is on the stack
         ("engine-error", False),  # it failed while Pulumi worked: part of it may be applied
+        # The engine also gives this code to an update that failed while Pulumi worked.
+        ("secrets-unavailable", False),
     ],
 )
 def test_a_version_that_reached_only_git_can_be_taken_back(
@@ -81,7 +83,7 @@ def test_a_version_that_reached_only_git_can_be_taken_back(
     # any later one that may have applied part of it), not the file in git: a version bump whose
     # update never ran is not locked in.
     from tenancy.automation.contract import StackRef
-    from tenancy.automation.errors import PulumiCliMissing
+    from tenancy.automation.errors import PulumiCliMissing, SecretsUnavailable
 
     app, engine = make_app()
     live: LiveServer = serve(app)
@@ -89,10 +91,12 @@ def test_a_version_that_reached_only_git_can_be_taken_back(
         created = client.put(ACME, json={**_spec("acme"), "qdrant": {"enabled": True, "version": "v1.18.2"}})
         assert created.status_code == 202, created.text
         assert wait_for(client, created.json()["operation"]["id"])["status"] == "succeeded"
-        error = (
-            PulumiCliMissing("the Pulumi CLI is not installed") if failure == "never-ran" else "update failed"
-        )
-        engine.fail_next(StackRef("dev", "acme"), error)
+        errors: dict[str, Exception | str] = {
+            "never-ran": PulumiCliMissing("the Pulumi CLI is not installed"),
+            "engine-error": "update failed",
+            "secrets-unavailable": SecretsUnavailable("cannot open the secrets provider (hashivault: 403)"),
+        }
+        engine.fail_next(StackRef("dev", "acme"), errors[failure])
         bumped = client.patch(ACME, json={"qdrant": {"version": "v1.19.0"}})
         assert bumped.status_code == 202, bumped.text
         assert wait_for(client, bumped.json()["operation"]["id"])["status"] == "failed"
@@ -105,6 +109,35 @@ def test_a_version_that_reached_only_git_can_be_taken_back(
             assert back.status_code == 422, back.text
             [detail] = back.json()["error"]["details"]
             assert detail["field"] == "qdrant.version" and "keep v1.19.0" in detail["reason"]
+
+
+def test_a_version_is_not_taken_back_over_an_update_interrupted_while_pulumi_worked(
+    tmp_path: Any, make_app: AppFactory, issuer: Issuer
+) -> None:
+    # The upgrade's update was handed to Pulumi, then its process died and the restart queued it again
+    # (the stack flagged interrupted): part of it may be applied, so the file in git stands (outside
+    # review diff5: a downgrade was accepted and superseded the requeued upgrade).
+    from tenancy.automation.contract import StackRef
+
+    state = tmp_path / "state"
+    first, _ = make_app(state_dir=state)
+    with LiveServer(first) as server, server.client(issuer.admin_of("acme")) as client:
+        created = client.put(ACME, json={**_spec("acme"), "qdrant": {"enabled": True, "version": "v1.18.2"}})
+        assert wait_for(client, created.json()["operation"]["id"])["status"] == "succeeded"
+    second, _ = make_app(state_dir=state, workers=0)
+    queue = second.state.backends.queue
+    with LiveServer(second) as server, server.client(issuer.admin_of("acme")) as client:
+        bumped = client.patch(ACME, json={"qdrant": {"version": "v1.19.0"}})
+        assert bumped.status_code == 202, bumped.text
+        crashed = queue.claim_next(worker_id="a-process-that-died")
+        assert crashed is not None and crashed.id == bumped.json()["operation"]["id"]
+        queue.mark_engine_started(crashed.id)
+        queue.requeue_interrupted()  # what the restarted service does with it
+        assert queue.was_interrupted(StackRef("dev", "acme"))
+
+        back = client.patch(ACME, json={"qdrant": {"version": "v1.18.2"}})
+
+        assert back.status_code == 422, back.text
 
 
 def _spec(name: str) -> dict[str, Any]:

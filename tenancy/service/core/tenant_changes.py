@@ -111,7 +111,9 @@ CHANGE_REQUEST_TRAILER = "Change-Request: "  # the line an approval's commit nam
 _ACTIVE = (OperationStatus.queued, OperationStatus.running)
 _STANDING = (*_ACTIVE, OperationStatus.succeeded)  # an update in these leaves (or will) the stack up
 _RESOLVED_CACHE_ENTRIES = 4096
-# Failures whose update never reached Pulumi: nothing of their spec can be on the stack.
+# Failures raised before the update reaches Pulumi, by the worker or the engine's own checks: nothing
+# of their spec can be on the stack. (Not secrets_unavailable: the engine also gives it to an update
+# that failed while Pulumi worked.)
 _NOTHING_RAN = frozenset(
     {
         "config_missing",
@@ -120,7 +122,6 @@ _NOTHING_RAN = frozenset(
         "environment_not_served",
         "previous_incarnation_not_destroyed",
         "fixed_volumes",
-        "secrets_unavailable",
         "backup_failed",
     }
 )
@@ -711,6 +712,11 @@ class TenantChanges:
         own (running, or failed once Pulumi may have started). None when this queue has no succeeded
         update of this incarnation: it cannot tell what is applied (another queue may have applied
         it, the deploy workflow's), so git's file stands for it."""
+        was_interrupted = getattr(self.queue, "was_interrupted", None)
+        if was_interrupted is None or was_interrupted(stack):
+            # An update stopped while Pulumi worked on it (handed back to the queue as queued): part of
+            # it may be applied, and nothing here says which. Git's file stands until it is recovered.
+            return None
         marker = incarnation_of(self.repository, stack)
         specs: list[dict[str, Any]] = []
         for operation in stack_history(self.queue, stack):
