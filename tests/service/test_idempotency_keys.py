@@ -126,3 +126,47 @@ def test_a_dead_owners_key_is_free_at_once_in_redis_too() -> None:
     redis.set(store._key("user:a", "k2"), json_module.dumps(other_host), px=600_000)
     with pytest.raises(ServiceError):
         store.begin("user:a", "k2", "fingerprint")
+
+
+def test_a_live_process_whose_stat_cannot_be_read_is_not_taken_for_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # /proc mounted with hidepid (or ProtectProc=invisible, or another user's process): its stat is
+    # unreadable, but it runs; only "no such process" or another start time says it ended.
+    import subprocess
+
+    from tenancy.service.core import process_identity
+
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        identity = process_identity._identity_of(sleeper.pid)
+        assert identity and not process_identity.process_ended(identity)
+        monkeypatch.setattr(process_identity, "_start_time", lambda pid: None)  # as hidepid shows it
+        assert not process_identity.process_ended(identity)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    monkeypatch.undo()
+    assert process_identity.process_ended(identity)  # gone: no such process
+
+
+def test_a_store_from_before_reservations_named_their_process_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "idempotency.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE idempotency (scope TEXT, key TEXT, fingerprint TEXT, state TEXT,"
+        " status INTEGER, body TEXT, expires_at REAL, PRIMARY KEY (scope, key))"
+    )
+    old.execute("INSERT INTO idempotency VALUES ('user:a', 'k', 'f', 'done', 202, '{\"a\": 1}', 9e12)")
+    old.commit()
+    old.close()
+    store = SqliteIdempotencyStore(path, ttl_seconds=3600, lease_seconds=LEASE)
+    try:
+        assert store.begin("user:a", "k", "f") == StoredResponse(202, {"a": 1})  # kept
+        assert store.begin("user:a", "new", "f") is None  # and new reservations name their process
+        with pytest.raises(ServiceError):
+            store.begin("user:a", "new", "f")
+    finally:
+        store.close()

@@ -9,7 +9,6 @@ the client's retry goes ahead once the lease is over instead of meeting "in use"
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sqlite3
@@ -80,12 +79,17 @@ class SqliteIdempotencyStore:
             "CREATE TABLE IF NOT EXISTS idempotency (scope TEXT, key TEXT, fingerprint TEXT, state TEXT,"
             " status INTEGER, body TEXT, expires_at REAL, owner TEXT, PRIMARY KEY (scope, key))"
         )
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(idempotency)")}
-        if "owner" not in columns:  # a file from before reservations named their process
-            with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
+        if not self._has_owner():  # a file from before reservations named their process
+            try:
                 self._db.execute("ALTER TABLE idempotency ADD COLUMN owner TEXT")
+            except sqlite3.OperationalError:
+                if not self._has_owner():  # not another process adding it meanwhile: locked, say
+                    raise
         self._lock = threading.Lock()
         self._turns = WriterTurns(path)
+
+    def _has_owner(self) -> bool:
+        return "owner" in {row[1] for row in self._db.execute("PRAGMA table_info(idempotency)")}
 
     def begin(self, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
         now = time.time()
@@ -108,7 +112,8 @@ class SqliteIdempotencyStore:
                     # soon, at once when its process is seen to have ended); ``finish`` extends the
                     # record to the full TTL.
                     self._db.execute(
-                        "INSERT INTO idempotency VALUES (?, ?, ?, 'running', NULL, NULL, ?, ?)",
+                        "INSERT INTO idempotency (scope, key, fingerprint, state, expires_at, owner)"
+                        " VALUES (?, ?, ?, 'running', ?, ?)",
                         (scope, key, fingerprint, now + self._lease, process_identity()),
                     )
             except BaseException:

@@ -39,7 +39,18 @@ def process_ended(identity: str | None) -> bool:
     machine, pid, started = parts[0], int(parts[1]), parts[2]
     if machine != _machine() or not machine:
         return False  # another machine, boot or pid namespace: it cannot be looked up from here
-    return _start_time(pid) != started  # no such process, or its pid is another process's now
+    # Only on positive evidence: /proc may hide other users' processes (hidepid, ProtectProc), so a
+    # stat that cannot be read says nothing.
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True  # no such process
+    except PermissionError:
+        pass  # there is one (another user's)
+    except OSError:
+        return False
+    now = _start_time(pid)
+    return now is not None and now != started  # its pid is another process's now
 
 
 @cache
