@@ -109,6 +109,9 @@ def rotate_keys(
     _run_one(OperationKind.up, tenant, env, as_json, settings, engine=engine)
 
 
+_MAX_SUPERSEDED = 100  # superseding updates followed one after the other, at most
+
+
 def _rotate_remotely(
     url: str, token: str | None, stack: StackRef, grace: str, *, status: bool, as_json: bool
 ) -> None:
@@ -131,6 +134,12 @@ def _rotate_remotely(
         try:  # the update deploying the new keys, to its end (as backup and restore follow theirs)
             assert token is not None  # _call refused without one
             finished = follow(url, token, operation["id"], quiet=as_json)
+            # A later change of the tenant superseded it: that update carries the record forward and
+            # deploys the new keys, so it is the one to follow.
+            for _ in range(_MAX_SUPERSEDED):
+                if finished["status"] != "superseded" or not finished.get("supersededBy"):
+                    break
+                finished = follow(url, token, finished["supersededBy"], quiet=as_json)
         except RemoteFailure as failure:
             fail(failure, as_json)
     state = _call("GET", url, token, path, as_json=as_json, whose=whose)
@@ -145,8 +154,9 @@ def _rotate_remotely(
         if finished is not None:
             summary = finished.get("summary") or {}
             error = f": {summary['error']}" if summary.get("error") else ""
+            operation_id, generation = finished["id"], state["generation"]
             typer.echo(
-                f"update {finished['status']}{error} (operation {finished['id']}); generation {state['generation']}"
+                f"update {finished['status']}{error} (operation {operation_id}); generation {generation}"
             )
         typer.echo(f"phase {state['phase']}: {_phase_meaning(state)}")
     if finished is not None and finished["status"] != "succeeded":

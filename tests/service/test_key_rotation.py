@@ -386,3 +386,55 @@ def test_an_unreachable_service_is_service_unreachable_in_json() -> None:
         )
         assert result.exit_code == 3, result.output
         assert json.loads(result.stdout)["error"]["code"] == "service_unreachable"
+
+
+def test_tenantctl_rotate_keys_follows_the_update_that_superseded_its_own(
+    make_app: AppFactory, serve: Any, issuer: Issuer
+) -> None:
+    import threading
+
+    from typer.testing import CliRunner
+
+    from tenancy.automation.contract import StackRef
+    from tenancy.cli import app as tenantctl
+
+    app, engine = make_app(key_grace_check_seconds=0, workers=1)
+    create_tenant(app, "acme")
+    server: LiveServer = serve(app)
+    queue = app.state.backends.queue
+    stack = StackRef("dev", "acme")
+    deadline = time.monotonic() + 10
+    while not (ops := queue.recent(stack=stack)) or not all(op.status.finished for op in ops):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    engine.pause()  # the worker holds the next run half-way: a later update queues behind it
+    with server.client(issuer.admin_of("acme")) as client:
+        assert client.patch(TENANT, json={"labels": {"a": "1"}}).status_code == 202
+        deadline = time.monotonic() + 10
+        while engine.running(stack) == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        result: dict[str, Any] = {}
+        remote = ["--url", server.url, "--token", issuer.admin_of("acme")]
+        thread = threading.Thread(
+            target=lambda: result.setdefault(
+                "r",
+                CliRunner().invoke(
+                    tenantctl, ["rotate-keys", "acme", "--env", "dev", "--grace", "30m", *remote]
+                ),
+            )
+        )
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not any(op.status.value == "queued" for op in queue.recent(stack=stack)):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # Someone else changes the tenant while the rotation's update waits: it is superseded.
+        assert client.patch(TENANT, json={"labels": {"b": "2"}}).status_code == 202
+    engine.resume()
+    thread.join(30)
+    out = result["r"]
+
+    # The later update deployed the new keys: the command follows it and reports success.
+    assert out.exit_code == 0, out.output
+    assert "update succeeded" in out.stdout
