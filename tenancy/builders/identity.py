@@ -137,6 +137,7 @@ PLATFORM_GATEWAY = GATEWAY_REFERENCE
 # --- the realm ----------------------------------------------------------------------------------
 API_CLIENT_ID = "tenant-api"
 ARGOCD_CLIENT_ID = "argocd"
+ARGOCD_CLI_OFFLINE_IDLE_SECONDS = 8 * 3600  # an argocd CLI login unused this long signs in again
 # The self-service portal (tenantctl serve at /), signing people in with authorization code + PKCE.
 PORTAL_CLIENT_ID = "tenant-portal"
 PORTAL_CALLBACK_PATH = "/auth/callback"
@@ -775,7 +776,13 @@ def _argocd_cli_client() -> dict[str, Any]:
         "serviceAccountsEnabled": False,
         "redirectUris": [ARGOCD_CLI_CALLBACK],
         "webOrigins": [],
-        "attributes": {"pkce.code.challenge.method": "S256"},
+        # argocd login --sso asks for offline_access whenever the realm offers it (Argo CD v3.4's
+        # apiclient): a laptop's refresh token would otherwise keep an admin session for the realm's
+        # 30-day offline idle time, past the user's SSO logout. A working day's idle time instead.
+        "attributes": {
+            "pkce.code.challenge.method": "S256",
+            "client.offline.session.idle.timeout": str(ARGOCD_CLI_OFFLINE_IDLE_SECONDS),
+        },
         "protocolMappers": [groups_mapper()],
     }
 

@@ -550,6 +550,8 @@ def test_argocd_cli_signs_in_through_a_public_pkce_client_returning_only_to_loca
     )
     assert cli["attributes"]["pkce.code.challenge.method"] == "S256"
     assert cli["redirectUris"] == ["http://localhost:8085/auth/callback"]
+    # The CLI asks for offline_access: its refresh token must not outlive a working day unused.
+    assert cli["attributes"]["client.offline.session.idle.timeout"] == str(8 * 3600)
     # Argo CD's RBAC reads the same groups claim from the CLI's ID token as from the web client's.
     assert mapper("argocd-cli", "oidc-group-membership-mapper") == mapper(
         "argocd", "oidc-group-membership-mapper"
