@@ -109,7 +109,7 @@ def test_edits_in_place_build_the_trees_libgit2_builds_across_batches(tmp_path: 
 
     chooser = random.Random(11)
     trees: dict[bytes, git_pack.TreeEntries] = {}
-    layouts: dict[bytes, git_pack.TreeLayout] = {}
+    layouts: dict[bytes, git_pack.TreeLayout | None] = {}
     expected, built = tree, tree.raw
     for _batch in range(3):
         batch = git_pack.ObjectBatch(read, trees, layouts)
@@ -130,9 +130,30 @@ def test_edits_in_place_build_the_trees_libgit2_builds_across_batches(tmp_path: 
             assert built == expected.raw, (step, path)
         batch.write_pack(tmp_path / "repo" / ".git" / "objects" / "pack")
     assert layouts  # the fast path ran
-    for raw, (data, offsets) in layouts.items():
+    for raw, layout in layouts.items():
+        assert layout is not None
+        data, offsets = layout
         assert git_pack.object_id(git_pack.TREE, data) == raw
         assert offsets == git_pack.id_offsets(data)
+
+
+def test_a_tree_another_tool_wrote_is_built_again_as_libgit2_builds_it(tmp_path: Path) -> None:
+    """A tree read from the repository that is not as libgit2 writes trees (a folder's mode zero-padded,
+    as old tools wrote it) is not edited in place, which would carry its bytes forward: it is built
+    again in full, giving the tree libgit2 gives (outside review diff5)."""
+    subprocess.run(["git", "init", "--quiet", str(tmp_path / "repo")], check=True)
+    repo = pygit2.Repository(str(tmp_path / "repo"))
+    inner = repo.TreeBuilder()
+    inner.insert("x.yaml", repo.create_blob(b"one\n"), pygit2.enums.FileMode.BLOB)
+    readme = repo.create_blob(b"r\n")
+    data = b"100644 README.md\0" + readme.raw + b"040000 dev\0" + inner.write().raw
+    root = repo.odb.write(pygit2.enums.ObjectType.TREE, data)
+    blob = repo.create_blob(b"two\n")
+
+    expected = _edit_tree(repo, root, ["dev", "x.yaml"], blob)
+    batch = git_pack.ObjectBatch(lambda raw: repo[pygit2.Oid(raw=raw)].read_raw())
+
+    assert batch.edit_tree(root.raw, ["dev", "x.yaml"], blob.raw) == expected.raw
 
 
 KILLED_WRITER = """

@@ -123,7 +123,7 @@ class ObjectBatch:
         self,
         read: Callable[[bytes], bytes],
         trees: dict[bytes, TreeEntries] | None = None,
-        layouts: dict[bytes, TreeLayout] | None = None,
+        layouts: dict[bytes, TreeLayout | None] | None = None,
     ) -> None:
         """``read``: the raw data of an object already in the repository (by raw id). ``trees``: trees
         parsed before, by raw id (a cache the caller keeps across batches: each group's trees are the
@@ -131,7 +131,7 @@ class ObjectBatch:
         same for trees' data and id offsets (``_edit``'s fast path)."""
         self._read = read
         self._trees: dict[bytes, TreeEntries] = {} if trees is None else trees
-        self._layouts: dict[bytes, TreeLayout] = {} if layouts is None else layouts
+        self._layouts: dict[bytes, TreeLayout | None] = {} if layouts is None else layouts
         self.objects: dict[bytes, tuple[int, bytes]] = {}
 
     def add(self, kind: int, data: bytes) -> bytes:
@@ -188,17 +188,28 @@ class ObjectBatch:
             # Only an id changes (a tenant's file, or the folder above it): the same bytes with the new
             # id in place, instead of sorting and formatting every entry again (0.8 ms a tree at 1,000
             # tenants, three trees a commit, under the commit lock).
-            data, offsets = self._layout(tree)
-            at = offsets[head]
-            return self._add_tree(entries, (data[:at] + after[1] + data[at + 20 :], offsets))
+            layout = self._layout(tree)
+            if layout is not None:
+                data, offsets = layout
+                at = offsets[head]
+                return self._add_tree(entries, (data[:at] + after[1] + data[at + 20 :], offsets))
         return self._add_tree(entries)
 
-    def _layout(self, raw: bytes) -> TreeLayout:
-        layout = self._layouts.get(raw)
-        if layout is None:
-            found = self.objects.get(raw)
-            data = found[1] if found is not None else self._read(raw)
-            layout = self._layouts[raw] = (data, id_offsets(data))
+    def _layout(self, raw: bytes) -> TreeLayout | None:
+        """The tree's data and id offsets; None when its data is not as ``serialize_tree`` writes it
+        (a tree another tool wrote, say with a zero-padded mode): then it is built again in full, as
+        libgit2 would, not edited in place."""
+        if raw in self._layouts:
+            return self._layouts[raw]
+        found = self.objects.get(raw)
+        if found is not None:
+            data = found[1]  # built here: canonical
+        else:
+            data = self._read(raw)
+            if serialize_tree(parse_tree(data)) != data:
+                self._layouts[raw] = None
+                return None
+        layout = self._layouts[raw] = (data, id_offsets(data))
         return layout
 
     def blob_at(self, tree: bytes, path: str) -> bytes | None:

@@ -308,7 +308,7 @@ class TenantRepository:
         # group's trees are the next group's base and what readers look files up in, so none is
         # parsed twice. Entries are never changed once in (dict operations are atomic).
         self._trees: dict[bytes, git_pack.TreeEntries] = {}
-        self._tree_layouts: dict[bytes, git_pack.TreeLayout] = {}
+        self._tree_layouts: dict[bytes, git_pack.TreeLayout | None] = {}
         self._commit_trees: dict[bytes, bytes] = {}  # commit -> its tree, raw ids (``_tree_of``)
         self._names: tuple[pygit2.Oid | None, list[tuple[str, str]]] = (None, [])
         self._creations_lock = threading.Lock()
