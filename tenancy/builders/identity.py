@@ -681,15 +681,7 @@ def _api_client() -> dict[str, Any]:
     only verifies tokens against the realm's JWKS and needs no secret either.
     """
     return {
-        "clientId": API_CLIENT_ID,
-        "name": "Tenant self-service API",
-        "enabled": True,
-        "protocol": "openid-connect",
-        "publicClient": True,
-        "standardFlowEnabled": True,
-        "implicitFlowEnabled": False,
-        "directAccessGrantsEnabled": False,
-        "serviceAccountsEnabled": False,
+        **_public_code_flow_client(API_CLIENT_ID, "Tenant self-service API"),
         # RFC 8252 loopback redirects for the CLI; Keycloak lets any port match.
         "redirectUris": ["http://127.0.0.1/*"],
         "webOrigins": ["+"],
@@ -699,6 +691,22 @@ def _api_client() -> dict[str, Any]:
             "post.logout.redirect.uris": "+",
         },
         "protocolMappers": [groups_mapper(), realm_roles_mapper(), audience_mapper(API_CLIENT_ID)],
+    }
+
+
+def _public_code_flow_client(client_id: str, name: str) -> dict[str, Any]:
+    """What every client that cannot keep a secret shares: public, the authorization code flow only
+    (no implicit flow, no passwords, no service account); each adds its redirects and PKCE."""
+    return {
+        "clientId": client_id,
+        "name": name,
+        "enabled": True,
+        "protocol": "openid-connect",
+        "publicClient": True,
+        "standardFlowEnabled": True,
+        "implicitFlowEnabled": False,
+        "directAccessGrantsEnabled": False,
+        "serviceAccountsEnabled": False,
     }
 
 
@@ -713,15 +721,7 @@ def _portal_client(domain: str) -> dict[str, Any]:
     ``aud`` and carry groups and roles, so the API accepts them as it accepts its own."""
     base = portal_url(domain)
     return {
-        "clientId": PORTAL_CLIENT_ID,
-        "name": "Tenant self-service portal",
-        "enabled": True,
-        "protocol": "openid-connect",
-        "publicClient": True,
-        "standardFlowEnabled": True,
-        "implicitFlowEnabled": False,
-        "directAccessGrantsEnabled": False,
-        "serviceAccountsEnabled": False,
+        **_public_code_flow_client(PORTAL_CLIENT_ID, "Tenant self-service portal"),
         "rootUrl": base,
         "redirectUris": [f"{base}{PORTAL_CALLBACK_PATH}"],
         "webOrigins": [base],
@@ -765,15 +765,7 @@ def _argocd_cli_client() -> dict[str, Any]:
     (S256, required) only, returning to the CLI's listener on localhost; its ID tokens carry the same
     ``groups`` claim as the web client's, which Argo CD's RBAC reads."""
     return {
-        "clientId": ARGOCD_CLI_CLIENT_ID,
-        "name": "Argo CD CLI",
-        "enabled": True,
-        "protocol": "openid-connect",
-        "publicClient": True,
-        "standardFlowEnabled": True,
-        "implicitFlowEnabled": False,
-        "directAccessGrantsEnabled": False,
-        "serviceAccountsEnabled": False,
+        **_public_code_flow_client(ARGOCD_CLI_CLIENT_ID, "Argo CD CLI"),
         "redirectUris": [ARGOCD_CLI_CALLBACK],
         "webOrigins": [],
         # argocd login --sso asks for offline_access whenever the realm offers it (Argo CD v3.4's

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -275,28 +276,54 @@ def test_a_rotation_whose_update_failed_never_revokes_the_keys_in_use(
         assert record_of(app)["revokedAt"] and revoking.requested_by == "tenant-api:key-rotation"
 
 
+@dataclass
+class CliAgainstTheService:
+    """``acme`` committed and served (the start reconcile's update of it done), and ``tenantctl``
+    calling the service as acme's tenant-admin."""
+
+    app: FastAPI
+    engine: Any
+    server: LiveServer
+
+    @classmethod
+    def start(cls, make_app: AppFactory, serve: Callable[[FastAPI], LiveServer]) -> CliAgainstTheService:
+        from tenancy.automation.contract import StackRef
+
+        app, engine = make_app(key_grace_check_seconds=0)
+        create_tenant(app, "acme")
+        server = serve(app)
+        deadline = time.monotonic() + 10
+        stack = StackRef("dev", "acme")
+        while not (ops := app.state.backends.queue.recent(stack=stack)) or not all(
+            op.status.finished for op in ops
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        return cls(app, engine, server)
+
+    def tenantctl(self, issuer: Issuer, *arguments: str) -> Any:
+        from typer.testing import CliRunner
+
+        from tenancy.cli import app as tenantctl
+
+        remote = ["--url", self.server.url, "--token", issuer.admin_of("acme")]
+        return CliRunner().invoke(tenantctl, [*arguments, *remote])
+
+
 def test_tenantctl_rotate_keys_against_the_service(
     make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
 ) -> None:
-    from typer.testing import CliRunner
-
-    from tenancy.cli import app as tenantctl
-
-    app, _ = make_app(key_grace_check_seconds=0)
-    create_tenant(app, "acme")
-    server = serve(app)
-    runner = CliRunner()
-    token = issuer.admin_of("acme")
-    remote = ["--url", server.url, "--token", token]
-    result = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", "--grace", "30m", *remote])
+    service = CliAgainstTheService.start(make_app, serve)
+    app = service.app
+    result = service.tenantctl(issuer, "rotate-keys", "acme", "--env", "dev", "--grace", "30m")
     # It follows the update deploying the new keys to its end, as backup and restore follow theirs.
     assert result.exit_code == 0, result.output
     assert "update succeeded" in result.stdout and "generation 1" in result.stdout
     assert "phase grace: both generations' keys work until" in result.stdout
     assert record_of(app)["generation"] == 1
-    again = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", *remote])
+    again = service.tenantctl(issuer, "rotate-keys", "acme", "--env", "dev")
     assert again.exit_code == 2 and "rotation_in_progress" in again.output
-    status = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", "--status", "--json", *remote])
+    status = service.tenantctl(issuer, "rotate-keys", "acme", "--env", "dev", "--status", "--json")
     assert status.exit_code == 0 and json.loads(status.stdout)["phase"] == "grace"
     assert record_of(app)["generation"] == 1
 
@@ -304,26 +331,12 @@ def test_tenantctl_rotate_keys_against_the_service(
 def test_tenantctl_rotate_keys_whose_update_fails_exits_3_and_says_the_old_keys_keep_working(
     make_app: AppFactory, serve: Callable[[FastAPI], LiveServer], issuer: Issuer
 ) -> None:
-    from typer.testing import CliRunner
-
     from tenancy.automation.contract import StackRef
-    from tenancy.cli import app as tenantctl
 
-    app, engine = make_app(key_grace_check_seconds=0)
-    create_tenant(app, "acme")
-    server = serve(app)
-    runner = CliRunner()
-    remote = ["--url", server.url, "--token", issuer.admin_of("acme")]
-    stack = StackRef("dev", "acme")
-    deadline = time.monotonic() + 10  # the start reconcile's update of the file, first
-    while not (ops := app.state.backends.queue.recent(stack=stack)) or not all(
-        op.status.finished for op in ops
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    engine.fail_next(stack, "the update failed")
+    service = CliAgainstTheService.start(make_app, serve)
+    service.engine.fail_next(StackRef("dev", "acme"), "the update failed")
 
-    result = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", "--grace", "30m", *remote])
+    result = service.tenantctl(issuer, "rotate-keys", "acme", "--env", "dev", "--grace", "30m")
 
     assert result.exit_code == 3, result.output  # a failed operation, as for backup and restore
     assert "update failed: the update failed" in result.stdout
@@ -333,7 +346,7 @@ def test_tenantctl_rotate_keys_whose_update_fails_exits_3_and_says_the_old_keys_
     )
     # Within the grace period it would have had, another rotation is refused for what is true: the
     # new keys were never deployed (not "the old keys work until graceUntil; rotate after it").
-    again = runner.invoke(tenantctl, ["rotate-keys", "acme", "--env", "dev", "--json", *remote])
+    again = service.tenantctl(issuer, "rotate-keys", "acme", "--env", "dev", "--json")
     assert again.exit_code == 2
     error = json.loads(again.stdout)["error"]
     assert error["code"] == "rotation_in_progress"
@@ -393,20 +406,11 @@ def test_tenantctl_rotate_keys_follows_the_update_that_superseded_its_own(
 ) -> None:
     import threading
 
-    from typer.testing import CliRunner
-
     from tenancy.automation.contract import StackRef
-    from tenancy.cli import app as tenantctl
 
-    app, engine = make_app(key_grace_check_seconds=0, workers=1)
-    create_tenant(app, "acme")
-    server: LiveServer = serve(app)
-    queue = app.state.backends.queue
+    service = CliAgainstTheService.start(make_app, serve)
+    engine, server, queue = service.engine, service.server, service.app.state.backends.queue
     stack = StackRef("dev", "acme")
-    deadline = time.monotonic() + 10
-    while not (ops := queue.recent(stack=stack)) or not all(op.status.finished for op in ops):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
     engine.pause()  # the worker holds the next run half-way: a later update queues behind it
     with server.client(issuer.admin_of("acme")) as client:
         assert client.patch(TENANT, json={"labels": {"a": "1"}}).status_code == 202
@@ -415,13 +419,9 @@ def test_tenantctl_rotate_keys_follows_the_update_that_superseded_its_own(
             assert time.monotonic() < deadline
             time.sleep(0.02)
         result: dict[str, Any] = {}
-        remote = ["--url", server.url, "--token", issuer.admin_of("acme")]
         thread = threading.Thread(
             target=lambda: result.setdefault(
-                "r",
-                CliRunner().invoke(
-                    tenantctl, ["rotate-keys", "acme", "--env", "dev", "--grace", "30m", *remote]
-                ),
+                "r", service.tenantctl(issuer, "rotate-keys", "acme", "--env", "dev", "--grace", "30m")
             )
         )
         thread.start()
