@@ -290,6 +290,29 @@ def test_more_replicas_than_the_plan_allows_asks_for_the_larger_plan_keeping_the
     assert (_file(live) or {})["qdrant"]["storage"]["size"] == "10Gi"
 
 
+def test_a_pending_request_of_a_deleted_tenant_ends_as_expired(live: LiveServer, issuer: Issuer) -> None:
+    # It can never be approved (change_request_stale), so listings stop offering it as pending
+    # (journey review: it stayed pending for its whole week after the tenant was deleted).
+    create_tenant(live.app, "acme")
+    requester = live.client(issuer.admin_of("acme"))
+    filed = requester.patch(ACME, json={"groups": {"viewers": ["/auditors"]}})
+    request_id = filed.json()["changeRequest"]["id"]
+    admin = live.client(issuer.platform_admin())
+    assert admin.delete(ACME).status_code == 202
+
+    pending = admin.get("/api/v1/change-requests?status=pending").json()["changeRequests"]
+
+    assert request_id not in [request["id"] for request in pending]
+    shown = admin.get(f"/api/v1/change-requests/{request_id}").json()
+    assert shown["status"] == "expired" and "was deleted since" in shown["decisionReason"]
+    expiries = [
+        e for e in _audit(live) if e["action"] == "change_request.expire" and e.get("reason") == request_id
+    ]
+    assert len(expiries) == 1
+    stale = admin.post(f"/api/v1/change-requests/{request_id}/approve")
+    assert stale.status_code == 409 and stale.json()["error"]["code"] == "change_request_stale"
+
+
 def test_a_new_tenant_on_a_paid_plan_is_a_request(live: LiveServer, issuer: Issuer) -> None:
     requester = live.client(issuer.admin_of("newco"))
     document = {"owners": ["me@newco.example"], "plan": "large", "qdrant": {"enabled": True}}
@@ -302,7 +325,9 @@ def test_a_new_tenant_on_a_paid_plan_is_a_request(live: LiveServer, issuer: Issu
     stale = live.client(issuer.platform_admin()).post(f"/api/v1/change-requests/{request['id']}/approve")
     assert stale.status_code == 409 and stale.json()["error"]["code"] == "change_request_stale"
     assert _file(live, "newco")["plan"] == "small"  # type: ignore[index]
-    assert requester.get(f"/api/v1/change-requests/{request['id']}").json()["status"] == "pending"
+    # And it is no longer offered as pending: it ends as expired, saying why.
+    shown = requester.get(f"/api/v1/change-requests/{request['id']}").json()
+    assert shown["status"] == "expired" and "created since by another change" in shown["decisionReason"]
 
 
 def test_only_platform_admins_decide_and_others_see_only_their_tenants(

@@ -45,6 +45,11 @@ from tenancy.spec.plans import Plan
 from tenancy.spec.tenant import TenantSpec, parse_tenant, resolve
 
 log = logging.getLogger("tenancy.service")
+# Why a pending request ended when its tenant went (``_expire_if_due``): approving it is then stale.
+_DELETED_SINCE = "the tenant it was made for was deleted since; file a new one if it is still wanted"
+_CREATED_SINCE = (
+    "the tenant it would create was created since by another change; file a new one if it is still wanted"
+)
 
 Render = Callable[[StackRef, dict[str, Any] | None, dict[str, Any]], dict[str, Any]]
 
@@ -288,7 +293,7 @@ class Approvals:
                 break
             if request.id in seen or not self.visible(principal, request, current):
                 continue
-            request = self._expire_if_due(self._settle_if_interrupted(request, rid), rid)
+            request = self._expire_if_due(self._settle_if_interrupted(request, rid), rid, current)
             if status is not None and request.status is not status:
                 continue
             if environment is not None and request.environment != environment:
@@ -309,13 +314,22 @@ class Approvals:
                 return
             offset += len(page)
 
-    def _expire_if_due(self, request: ChangeRequest, rid: str) -> ChangeRequest:
-        if not request.expired(time.time()):
+    def _expire_if_due(
+        self, request: ChangeRequest, rid: str, current: dict[StackRef, str] | None = None
+    ) -> ChangeRequest:
+        """A pending request past its expiry, or whose tenant is gone (deleted, or deleted and made
+        again: another tenant of the name), ends as expired: it can no longer be approved, and a
+        listing of pending requests must not keep offering it. ``current``: as for ``visible``."""
+        if request.status is not RequestStatus.pending:
+            return request
+        if request.expired(time.time()):
+            reason = "not decided before it expired"
+        elif self._tenant_gone(request, current if current is not None else {}):
+            reason = _CREATED_SINCE if request.base_etag is None else _DELETED_SINCE
+        else:
             return request
         expired = self.store.transition(
-            request.id,
-            RequestStatus.pending,
-            decided(request, RequestStatus.expired, by=None, reason="not decided before it expired"),
+            request.id, RequestStatus.pending, decided(request, RequestStatus.expired, by=None, reason=reason)
         )
         if expired is None:  # decided meanwhile
             return self.store.get(request.id) or request
@@ -329,6 +343,19 @@ class Approvals:
             reason=request.id,
         )
         return expired
+
+    def _tenant_gone(self, request: ChangeRequest, current: dict[StackRef, str]) -> bool:
+        """Whether the tenant ``request`` was made for no longer is: its file was deleted, or the name
+        now belongs to another incarnation (for a request to create it: someone created it). A request
+        to create a tenant stands while the name is free."""
+        stack = StackRef(request.environment, request.tenant)
+        if request.base_etag is not None and not self.repository.exists(stack.environment, stack.tenant):
+            return True
+        if request.incarnation is None:  # stored before requests recorded it
+            return False
+        if stack not in current:
+            current[stack] = incarnation_of(self.repository, stack)
+        return request.incarnation != current[stack]
 
     def _commit_of(self, request: ChangeRequest) -> str | None:
         """The commit an approval of ``request`` made (it names the request), or None."""
@@ -499,6 +526,20 @@ class Approvals:
                 rid,
                 action,
                 ServiceError("forbidden", "deciding a change request needs the platform-admin role"),
+            )
+        if request.status is RequestStatus.expired and request.decision_reason in (
+            _CREATED_SINCE,
+            _DELETED_SINCE,
+        ):
+            raise self._refused(
+                principal,
+                request,
+                rid,
+                action,
+                ServiceError(
+                    "change_request_stale",
+                    f"change request {request.id} can no longer be applied: {request.decision_reason}",
+                ),
             )
         if request.status is RequestStatus.expired:
             raise self._refused(
