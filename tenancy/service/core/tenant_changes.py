@@ -724,14 +724,24 @@ class TenantChanges:
                 return None  # an earlier tenant of the name (or a record from before markers)
             if operation.kind is not OperationKind.up or operation.spec is None:
                 continue
-            status, summary = operation.status, operation.summary
-            if status is OperationStatus.succeeded:
+            if operation.status is OperationStatus.succeeded:
                 return [*specs, operation.spec]
-            if status is OperationStatus.running or (
-                status is OperationStatus.failed and (summary is None or summary.code not in _NOTHING_RAN)
-            ):
+            if self._may_have_applied(operation):
                 specs.append(operation.spec)
         return None
+
+    def _may_have_applied(self, operation: Operation) -> bool:
+        """Whether Pulumi may have applied part of ``operation`` (an update that did not succeed):
+        running; or failed with a code not known to come before Pulumi; or, whatever its status now
+        (queued again, superseded, failed before Pulumi on a later attempt), ever handed back to the
+        queue (a stop or death while it was claimed, Pulumi possibly at work: the recovery that
+        follows clears the stack's flag before the next attempt)."""
+        status, summary = operation.status, operation.summary
+        if status is OperationStatus.running:
+            return True
+        if status is OperationStatus.failed and (summary is None or summary.code not in _NOTHING_RAN):
+            return True
+        return any(event.kind == "recovery" for event in self.queue.events(operation.id))
 
     def remember_resolved(self, key: tuple[str, str, str], resolved: Tenant) -> None:
         """Keep a file's resolution (``key``: its blob, environment and display name)."""
