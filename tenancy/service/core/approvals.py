@@ -50,6 +50,27 @@ _DELETED_SINCE = "the tenant it was made for was deleted since; file a new one i
 _CREATED_SINCE = (
     "the tenant it would create was created since by another change; file a new one if it is still wanted"
 )
+_RECREATED_SINCE = (
+    "the tenant it was made for was deleted since, and the name is another tenant's now; file a new one "
+    "if it is still wanted"
+)
+_STALE_REASONS = (_DELETED_SINCE, _CREATED_SINCE, _RECREATED_SINCE)
+
+
+def _stale_message(request: ChangeRequest, name_taken: bool) -> str:
+    """Why approving a request that ended with its tenant is refused (``change_request_stale``);
+    ``name_taken``: a tenant of the name is there now."""
+    name = f"{request.environment}.{request.tenant}"
+    if request.decision_reason == _RECREATED_SINCE or (
+        request.decision_reason == _DELETED_SINCE and name_taken
+    ):
+        return (
+            f"change request {request.id} was filed for an earlier tenant named {request.tenant}, deleted "
+            f"since; {name} now is another tenant, so it can no longer be applied (it ended as expired)"
+        )
+    happened = "deleted" if request.decision_reason == _DELETED_SINCE else "created by another change"
+    return f"{name} was {happened} since change request {request.id} was made, so it can no longer be applied"
+
 
 Render = Callable[[StackRef, dict[str, Any] | None, dict[str, Any]], dict[str, Any]]
 
@@ -230,6 +251,7 @@ class Approvals:
             and request.tenant == stack.tenant
             and not request.expired(time.time())
             and self._of_current_incarnation(request, stack)  # an earlier tenant's count for nobody
+            and not self._tenant_gone(request, {})  # ended as expired when next read (_expire_if_due)
         )
         if pending >= self.max_pending_per_tenant:
             raise ServiceError(
@@ -324,8 +346,15 @@ class Approvals:
             return request
         if request.expired(time.time()):
             reason = "not decided before it expired"
-        elif self._tenant_gone(request, current if current is not None else {}):
-            reason = _CREATED_SINCE if request.base_etag is None else _DELETED_SINCE
+        elif self._tenant_gone(request, current if current is not None else {}) and self._gone_on_the_remote(
+            request
+        ):
+            if request.base_etag is None:
+                reason = _CREATED_SINCE
+            elif self.repository.exists(request.environment, request.tenant):
+                reason = _RECREATED_SINCE
+            else:
+                reason = _DELETED_SINCE
         else:
             return request
         expired = self.store.transition(
@@ -343,6 +372,16 @@ class Approvals:
             reason=request.id,
         )
         return expired
+
+    def _gone_on_the_remote(self, request: ChangeRequest) -> bool:
+        """``_tenant_gone`` again on the branch as the remote has it now: the expiry is stored for
+        every replica, and this one's checkout may be a few seconds behind (a tenant another replica
+        just created reads as absent here). Unsure (the remote cannot be reached): not gone."""
+        try:
+            self.repository.sync()
+        except RepositoryError:
+            return False
+        return self._tenant_gone(request, {})
 
     def _tenant_gone(self, request: ChangeRequest, current: dict[StackRef, str]) -> bool:
         """Whether the tenant ``request`` was made for no longer is: its file was deleted, or the name
@@ -527,10 +566,7 @@ class Approvals:
                 action,
                 ServiceError("forbidden", "deciding a change request needs the platform-admin role"),
             )
-        if request.status is RequestStatus.expired and request.decision_reason in (
-            _CREATED_SINCE,
-            _DELETED_SINCE,
-        ):
+        if request.status is RequestStatus.expired and request.decision_reason in _STALE_REASONS:
             raise self._refused(
                 principal,
                 request,
@@ -538,7 +574,7 @@ class Approvals:
                 action,
                 ServiceError(
                     "change_request_stale",
-                    f"change request {request.id} can no longer be applied: {request.decision_reason}",
+                    _stale_message(request, self.repository.exists(request.environment, request.tenant)),
                 ),
             )
         if request.status is RequestStatus.expired:
