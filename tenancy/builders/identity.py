@@ -138,6 +138,7 @@ PLATFORM_GATEWAY = GATEWAY_REFERENCE
 API_CLIENT_ID = "tenant-api"
 ARGOCD_CLIENT_ID = "argocd"
 ARGOCD_CLI_OFFLINE_IDLE_SECONDS = 8 * 3600  # an argocd CLI login unused this long signs in again
+ARGOCD_CLI_OFFLINE_MAX_SECONDS = 24 * 3600  # and one this old, used or not
 # The self-service portal (tenantctl serve at /), signing people in with authorization code + PKCE.
 PORTAL_CLIENT_ID = "tenant-portal"
 PORTAL_CALLBACK_PATH = "/auth/callback"
@@ -774,6 +775,8 @@ def _argocd_cli_client() -> dict[str, Any]:
         "attributes": {
             "pkce.code.challenge.method": "S256",
             "client.offline.session.idle.timeout": str(ARGOCD_CLI_OFFLINE_IDLE_SECONDS),
+            # And a day in all, however often it is used (without it Keycloak sets no maximum).
+            "client.offline.session.max.lifespan": str(ARGOCD_CLI_OFFLINE_MAX_SECONDS),
         },
         "protocolMappers": [groups_mapper()],
     }

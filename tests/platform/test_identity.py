@@ -552,6 +552,7 @@ def test_argocd_cli_signs_in_through_a_public_pkce_client_returning_only_to_loca
     assert cli["redirectUris"] == ["http://localhost:8085/auth/callback"]
     # The CLI asks for offline_access: its refresh token must not outlive a working day unused.
     assert cli["attributes"]["client.offline.session.idle.timeout"] == str(8 * 3600)
+    assert cli["attributes"]["client.offline.session.max.lifespan"] == str(24 * 3600)  # used or not
     # Argo CD's RBAC reads the same groups claim from the CLI's ID token as from the web client's.
     assert mapper("argocd-cli", "oidc-group-membership-mapper") == mapper(
         "argocd", "oidc-group-membership-mapper"
