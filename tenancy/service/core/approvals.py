@@ -566,28 +566,19 @@ class Approvals:
                 action,
                 ServiceError("forbidden", "deciding a change request needs the platform-admin role"),
             )
-        if request.status is RequestStatus.expired and request.decision_reason in _STALE_REASONS:
-            raise self._refused(
-                principal,
-                request,
-                rid,
-                action,
+        if request.status is RequestStatus.expired:
+            refusal = (
                 ServiceError(
                     "change_request_stale",
                     _stale_message(request, self.repository.exists(request.environment, request.tenant)),
-                ),
-            )
-        if request.status is RequestStatus.expired:
-            raise self._refused(
-                principal,
-                request,
-                rid,
-                action,
-                ServiceError(
+                )
+                if request.decision_reason in _STALE_REASONS  # it ended with its tenant
+                else ServiceError(
                     "change_request_expired",
                     f"change request {request.id} expired undecided; the requester can file it again",
-                ),
+                )
             )
+            raise self._refused(principal, request, rid, action, refusal)
         if request.status is not RequestStatus.pending:
             raise self._refused(principal, request, rid, action, _already_decided(request))
         return request
