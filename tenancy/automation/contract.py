@@ -92,6 +92,17 @@ class Operation:
     params: dict[str, Any] | None = None
 
 
+# The status of the recovery event a queue writes when it hands a claimed operation back: whether
+# Pulumi may have worked on the stack for that claim (the operation's record then says it may be
+# partly applied, whatever becomes of it; tenancy.service.core.tenant_changes reads it).
+REQUEUED_AFTER_PULUMI = "requeued"
+REQUEUED_BEFORE_PULUMI = "handed_back"
+
+
+def requeue_status(pulumi_may_have_started: bool) -> str:
+    return REQUEUED_AFTER_PULUMI if pulumi_may_have_started else REQUEUED_BEFORE_PULUMI
+
+
 # The coalescing rule every queue backend applies: which queued operations (same stack, status queued
 # only) a newly submitted one replaces. A destroy replaces nothing, and nothing is replaced across a
 # queued destroy: the up queued before it may be the one that turns deletion protection off.

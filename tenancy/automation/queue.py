@@ -40,6 +40,7 @@ from tenancy.automation.contract import (
     ProgressEvent,
     StackRef,
     SubmitRequest,
+    requeue_status,
 )
 from tenancy.group_commit import GroupCommit
 from tenancy.sqlite_shared import connect_shared
@@ -584,9 +585,12 @@ class SqliteOperationQueue:
                 " heartbeat_at = NULL, engine_started = NULL WHERE id = ?",
                 (row["id"],),
             )
-            if _pulumi_may_have_started(row):
+            started = _pulumi_may_have_started(row)
+            if started:
                 self._flag_interrupted(db, row["environment"], row["tenant"], now)
-            self._insert_event(db, row["id"], now, kind="recovery", status="requeued", message=message)
+            self._insert_event(
+                db, row["id"], now, kind="recovery", status=requeue_status(started), message=message
+            )
         requeued = [db.execute("SELECT * FROM operations WHERE id = ?", (r["id"],)).fetchone() for r in rows]
         return [_operation(row) for row in requeued]
 

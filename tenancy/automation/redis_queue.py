@@ -43,6 +43,7 @@ from tenancy.automation.contract import (
     ProgressEvent,
     StackRef,
     SubmitRequest,
+    requeue_status,
 )
 
 _log = logging.getLogger(__name__)
@@ -490,12 +491,16 @@ class RedisOperationQueue:
                 )
                 pipe.zadd(self._queued(), {operation_id: position})
                 pipe.zadd(self._queued(stack), {operation_id: position})
-                if _pulumi_may_have_started(fields):
+                started = _pulumi_may_have_started(fields)
+                if started:
                     pipe.sadd(self._interrupted, name)
-                pipe.rpush(
-                    self._events(operation_id),
-                    json.dumps({"time": now, "kind": "recovery", "status": "requeued", "message": message}),
-                )
+                event = {
+                    "time": now,
+                    "kind": "recovery",
+                    "status": requeue_status(started),
+                    "message": message,
+                }
+                pipe.rpush(self._events(operation_id), json.dumps(event))
                 requeued.append(operation_id)
             return requeued
 

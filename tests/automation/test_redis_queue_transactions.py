@@ -175,7 +175,8 @@ def test_a_hand_back_whose_reply_was_lost_names_what_it_requeued(
     assert lost_replies.lost == 1
     assert [op.id for op in handed_back] == [operation.id]
     assert handed_back[0].status is OperationStatus.queued
-    assert [event.status for event in queue.events(operation.id)] == ["requeued"]  # once
+    # Once, and recorded as handed back before Pulumi started (it never did).
+    assert [event.status for event in queue.events(operation.id)] == ["handed_back"]
 
 
 def test_an_abandon_whose_reply_was_lost_names_what_it_failed(

@@ -55,20 +55,19 @@ _RECREATED_SINCE = (
     "if it is still wanted"
 )
 _STALE_REASONS = (_DELETED_SINCE, _CREATED_SINCE, _RECREATED_SINCE)
+_EXPIRY_FRESHNESS_SECONDS = 1.0  # how recent the branch must be before a request ends with its tenant
 
 
 def _stale_message(request: ChangeRequest, name_taken: bool) -> str:
     """Why approving a request that ended with its tenant is refused (``change_request_stale``);
     ``name_taken``: a tenant of the name is there now."""
     name = f"{request.environment}.{request.tenant}"
-    if request.decision_reason == _RECREATED_SINCE or (
-        request.decision_reason == _DELETED_SINCE and name_taken
-    ):
+    if request.decision_reason in (_RECREATED_SINCE, _DELETED_SINCE) and name_taken:
         return (
             f"change request {request.id} was filed for an earlier tenant named {request.tenant}, deleted "
             f"since; {name} now is another tenant, so it can no longer be applied (it ended as expired)"
         )
-    happened = "deleted" if request.decision_reason == _DELETED_SINCE else "created by another change"
+    happened = "created by another change" if request.decision_reason == _CREATED_SINCE else "deleted"
     return f"{name} was {happened} since change request {request.id} was made, so it can no longer be applied"
 
 
@@ -374,12 +373,12 @@ class Approvals:
         return expired
 
     def _gone_on_the_remote(self, request: ChangeRequest) -> bool:
-        """``_tenant_gone`` again on the branch as the remote has it now: the expiry is stored for
-        every replica, and this one's checkout may be a few seconds behind (a tenant another replica
-        just created reads as absent here). Unsure (the remote cannot be reached): not gone."""
-        try:
-            self.repository.sync()
-        except RepositoryError:
+        """``_tenant_gone`` again on the branch as the remote had it a moment ago: the expiry is stored
+        for every replica, and this one's checkout may be seconds behind (a tenant another replica
+        just created reads as absent here). The fetch is a read's (at most one a second, never
+        waiting for a writer, backing off from an unreachable remote); unsure: not gone."""
+        self.repository.refresh(max_age=_EXPIRY_FRESHNESS_SECONDS)
+        if not self.repository.fetched_within(2 * _EXPIRY_FRESHNESS_SECONDS):
             return False
         return self._tenant_gone(request, {})
 

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from tenancy.automation.contract import (
+    REQUEUED_AFTER_PULUMI,
     Operation,
     OperationKind,
     OperationQueue,
@@ -734,14 +735,18 @@ class TenantChanges:
         """Whether Pulumi may have applied part of ``operation`` (an update that did not succeed):
         running; or failed with a code not known to come before Pulumi; or, whatever its status now
         (queued again, superseded, failed before Pulumi on a later attempt), ever handed back to the
-        queue (a stop or death while it was claimed, Pulumi possibly at work: the recovery that
-        follows clears the stack's flag before the next attempt)."""
+        queue while Pulumi may have been at work on it (a stop or death mid-update: the recovery that
+        follows clears the stack's flag before the next attempt). A hand-back before Pulumi started (a
+        lock wait, the backup before an upgrade) is recorded apart and does not count."""
         status, summary = operation.status, operation.summary
         if status is OperationStatus.running:
             return True
         if status is OperationStatus.failed and (summary is None or summary.code not in _NOTHING_RAN):
             return True
-        return any(event.kind == "recovery" for event in self.queue.events(operation.id))
+        return any(
+            event.kind == "recovery" and event.status == REQUEUED_AFTER_PULUMI
+            for event in self.queue.events(operation.id)
+        )
 
     def remember_resolved(self, key: tuple[str, str, str], resolved: Tenant) -> None:
         """Keep a file's resolution (``key``: its blob, environment and display name)."""
