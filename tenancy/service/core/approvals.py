@@ -55,7 +55,10 @@ _RECREATED_SINCE = (
     "if it is still wanted"
 )
 _STALE_REASONS = (_DELETED_SINCE, _CREATED_SINCE, _RECREATED_SINCE)
-_EXPIRY_FRESHNESS_SECONDS = 1.0  # how recent the branch must be before a request ends with its tenant
+_EXPIRY_FRESHNESS_SECONDS = 1.0  # a read fetches for an expiry at most this often
+_REPLICA_CLOCK_SKEW_SECONDS = (
+    5.0  # replicas' clocks may differ by this much (a request's time is its filer's)
+)
 
 
 def _stale_message(request: ChangeRequest, name_taken: bool) -> str:
@@ -373,13 +376,17 @@ class Approvals:
         return expired
 
     def _gone_on_the_remote(self, request: ChangeRequest) -> bool:
-        """``_tenant_gone`` again on the branch as the remote had it a moment ago: the expiry is stored
-        for every replica, and this one's checkout may be seconds behind (a tenant another replica
-        just created reads as absent here). The fetch is a read's (at most one a second, never
-        waiting for a writer, backing off from an unreachable remote); unsure: not gone."""
-        self.repository.refresh(max_age=_EXPIRY_FRESHNESS_SECONDS)
-        if not self.repository.fetched_within(2 * _EXPIRY_FRESHNESS_SECONDS):
-            return False
+        """``_tenant_gone`` again on a branch fetched from the remote after the request was filed: the
+        expiry is stored for every replica, and this one's checkout may be behind the replica that
+        filed it (a tenant it had just created would read as absent here). A branch fetched after the
+        filing has everything pushed before it, so a file absent from it was deleted since. The fetch
+        is a read's (at most one a second, never waiting for a writer, backing off from an unreachable
+        remote); unsure: not gone, for now (a later read decides)."""
+        filed = request.created_at + _REPLICA_CLOCK_SKEW_SECONDS
+        if not self.repository.fetched_after(filed):
+            self.repository.refresh(max_age=_EXPIRY_FRESHNESS_SECONDS)
+            if not self.repository.fetched_after(filed):
+                return False
         return self._tenant_gone(request, {})
 
     def _tenant_gone(self, request: ChangeRequest, current: dict[StackRef, str]) -> bool:

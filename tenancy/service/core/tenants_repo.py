@@ -301,7 +301,7 @@ class TenantRepository:
         self._view_behind = threading.Event()
         self._view_thread: threading.Thread | None = None
         self._synced_at = float("-inf")  # never synced: the first read refreshes
-        self._fetched_at = float("-inf")  # when a sync last brought the remote's branch (``fetched_within``)
+        self._fetched_at = float("-inf")  # wall clock: when a sync last brought the remote's branch
         self._health: tuple[float, bool] | None = None
         self._remote_ok = True
         self._parsed: dict[pygit2.Oid, TenantFile] = {}
@@ -353,7 +353,7 @@ class TenantRepository:
             self._mark_service_process()
             with self._committing():
                 self._configure()
-            self._synced_at = self._fetched_at = time.monotonic()
+            self._synced_at, self._fetched_at = time.monotonic(), time.time()
             return
         self.root.mkdir(parents=True, exist_ok=True)
         self._run("init", "--quiet", "--initial-branch", self.branch)
@@ -892,7 +892,7 @@ class TenantRepository:
             remote_tip = self._fetch()
             repo = self._git()
             repo.create_reference_direct(self.ref, remote_tip, True, "tenant-api: sync")
-            self._synced_at = self._fetched_at = time.monotonic()
+            self._synced_at, self._fetched_at = time.monotonic(), time.time()
             self._update_working_copy(clean=True)
 
     def _fetch(self) -> pygit2.Oid:
@@ -910,9 +910,10 @@ class TenantRepository:
             raise RepositoryError(f"the remote has no branch {self.branch}")
         return reference.target  # type: ignore[return-value]
 
-    def fetched_within(self, seconds: float) -> bool:
-        """Whether the branch is the remote's as of at most ``seconds`` ago (always, without a remote)."""
-        return self.remote is None or time.monotonic() - self._fetched_at <= seconds
+    def fetched_after(self, moment: float) -> bool:
+        """Whether the branch is the remote's as of after ``moment`` (wall clock; always, without a
+        remote): it then has every change pushed before that moment."""
+        return self.remote is None or self._fetched_at > moment
 
     def refresh(self, *, max_age: float | None = None) -> None:
         """Sync when the branch is older than ``max_age`` (default ``refresh_seconds``), for reads.
