@@ -245,15 +245,17 @@ class Approvals:
             log.info("removed %d decided change request(s) past retention", removed)
 
     def _check_room(self, stack: StackRef) -> None:
-        """Refuse (409) a tenant that has as many requests waiting as it may."""
+        """Refuse (409) a tenant that has as many requests waiting as it may. Requests whose tenant is
+        gone (an earlier tenant's, or a create's whose name was taken since) count for nobody: they
+        end as expired when next read (``_expire_if_due``)."""
+        current: dict[StackRef, str] = {}  # the stack's incarnation, looked up once
         pending = sum(
             1
             for request in self.store.pending()
             if request.environment == stack.environment
             and request.tenant == stack.tenant
             and not request.expired(time.time())
-            and self._of_current_incarnation(request, stack)  # an earlier tenant's count for nobody
-            and not self._tenant_gone(request, {})  # ended as expired when next read (_expire_if_due)
+            and not self._tenant_gone(request, current)
         )
         if pending >= self.max_pending_per_tenant:
             raise ServiceError(
@@ -261,14 +263,6 @@ class Approvals:
                 f"{stack.name} has {pending} change requests waiting for a platform-admin, the most it may "
                 "have; file this one once one of them is decided or has expired",
             )
-
-    def _of_current_incarnation(self, request: ChangeRequest, stack: StackRef) -> bool:
-        """Whether ``request`` was filed for the tenant of its name now (or for creating one, which
-        ``If-None-Match`` guards), not for one deleted since; requests stored before they recorded
-        their incarnation count as current."""
-        if request.incarnation is None or request.base_etag is None:
-            return True
-        return request.incarnation == incarnation_of(self.repository, stack)
 
     # --- reading ------------------------------------------------------------------------------
 
